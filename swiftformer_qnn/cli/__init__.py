@@ -1,0 +1,13 @@
+"""`swiftformer-qnn`: a thin CLI. Each module here parses options, calls one library function
+and renders its typed result; all logic lives in the library."""
+
+from __future__ import annotations
+
+from . import export as _export  # noqa: F401  (registers export, compile, variants)
+from ._app import app, run_app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    run_app()

@@ -1,0 +1,65 @@
+"""The errors the tool knows about.
+
+Each carries a one-line message (what is wrong and what to do) and an exit code; the CLI
+maps them to that line and that code in one place and never shows a traceback for them.
+"""
+
+from __future__ import annotations
+
+
+class SwiftFormerQnnError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class UsageError(SwiftFormerQnnError):
+    """A bad option value, an unknown variant, precision, SoC, device or QNN version."""
+
+
+class WeightsError(SwiftFormerQnnError):
+    """A checkpoint that is missing, unreadable, or does not fit the requested variant."""
+
+
+class OutputDirError(SwiftFormerQnnError):
+    """An output directory that exists for another request, or cannot be written."""
+
+
+class ExportValidationError(SwiftFormerQnnError):
+    """The ONNX graph does not compute what the PyTorch model computes."""
+
+    exit_code = 1
+
+
+class CalibrationError(SwiftFormerQnnError):
+    """No usable calibration image."""
+
+
+class HtpUnsupportedError(SwiftFormerQnnError):
+    """The QNN HTP backend rejected ops (they would leave the NPU)."""
+
+
+class QuantizationFidelityError(SwiftFormerQnnError):
+    """Quantization (or the compiled context binary) no longer computes what the model computes."""
+
+    exit_code = 1
+
+
+class ToolchainError(SwiftFormerQnnError):
+    """A QNN toolchain environment that is missing, broken, or could not be installed."""
+
+
+class ProfileError(SwiftFormerQnnError):
+    """A profile file that is malformed, foreign, or incompatible with another."""
+
+
+class HubError(SwiftFormerQnnError):
+    """Qualcomm AI Hub could not be used (no token, network, a failed job)."""

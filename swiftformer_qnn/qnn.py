@@ -1,0 +1,197 @@
+"""The QNN HTP backend through onnxruntime-qnn: compile to a context binary, run, profile.
+
+Imports only the standard library, numpy, onnx and onnxruntime(-qnn), so a toolchain
+environment holding another onnxruntime-qnn release can run it as a worker
+(`swiftformer_qnn.toolchains`). onnxruntime-qnn bundles the QNN SDK's x86 host libraries:
+the offline HTP graph compiler and an HTP emulator that runs graphs bit-faithfully but
+slowly, so nothing here measures device latency.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from .errors import HtpUnsupportedError, ToolchainError
+
+EP_NAME = "QNNExecutionProvider"
+_registered = False
+
+
+def qnn_sdk_version() -> str:
+    """The QNN SDK bundled with the installed onnxruntime-qnn wheel (e.g. "2.51.0")."""
+    from onnxruntime_qnn import build_and_package_info
+
+    return str(build_and_package_info.qnn_version)
+
+
+def onnxruntime_qnn_version() -> str:
+    from importlib.metadata import version
+
+    return version("onnxruntime-qnn")
+
+
+def _qnn_device():
+    """Register the plugin EP once per process and return its HTP device."""
+    global _registered
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    if not _registered:
+        try:
+            ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+        except Exception as exc:  # already registered by someone else in this process
+            if "already" not in str(exc).lower():
+                raise ToolchainError(
+                    f"onnxruntime {ort.__version__} could not load onnxruntime-qnn {onnxruntime_qnn_version()}: {exc}",
+                    hint="Reinstall a matching pair (see `swiftformer-qnn toolchains list`).",
+                ) from None
+        _registered = True
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    if not devices:
+        raise ToolchainError("onnxruntime-qnn is installed but offers no QNN device.")
+    return devices[0]
+
+
+@dataclass(frozen=True)
+class HtpTarget:
+    soc_model: int = 43  # SM8550, Snapdragon 8 Gen 2
+    htp_arch: int = 73
+    fp16: bool = False  # run a float graph in the HTP's fp16 mode
+
+    def provider_options(self) -> dict[str, str]:
+        import onnxruntime_qnn
+
+        opts = {
+            "backend_path": onnxruntime_qnn.get_qnn_htp_path(),
+            "soc_model": str(self.soc_model),
+            "htp_arch": str(self.htp_arch),
+        }
+        if self.fp16:
+            opts["enable_htp_fp16_precision"] = "1"
+        return opts
+
+
+def htp_session(
+    model_path: Path,
+    target: HtpTarget,
+    *,
+    context_out: Path | None = None,
+    profile_csv: Path | None = None,
+    op_trace: bool = False,
+):
+    """An InferenceSession on the HTP with CPU fallback disabled.
+
+    With `context_out`, creating the session compiles the graph and writes an EP-context
+    ONNX there plus its `<stem>_qnn.bin` context binary. With `profile_csv`, each run writes
+    QNN's detailed profile (HTP cycles per op), and with `op_trace` the ONNX nodes each HTP
+    op came from.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    opts = target.provider_options()
+    if profile_csv is not None:
+        opts["profiling_level"] = "detailed"
+        opts["profiling_file_path"] = str(profile_csv)
+        if op_trace:
+            opts["enable_framework_op_trace"] = "1"
+    so.add_provider_for_devices([_qnn_device()], opts)
+    # Any node the HTP cannot take fails the session instead of silently running on the CPU.
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if context_out is not None:
+        so.add_session_config_entry("ep.context_enable", "1")
+        so.add_session_config_entry("ep.context_file_path", str(context_out))
+        so.add_session_config_entry("ep.context_embed_mode", "0")
+    try:
+        return ort.InferenceSession(str(model_path), so)
+    except Exception as exc:
+        raise _explain_session_failure(exc, model_path) from None
+
+
+_UNSUPPORTED_NODE = re.compile(r"(?:node|Node)[^\n]*?name:?\s*'?\"?([^'\"\n,\]]+)", re.IGNORECASE)
+
+
+def _explain_session_failure(exc: Exception, model_path: Path) -> Exception:
+    """Turn onnxruntime's session error into an HtpUnsupportedError naming the ops."""
+    text = str(exc)
+    if "fallback" in text.lower() or "not supported" in text.lower() or "unsupported" in text.lower():
+        nodes = unsupported_nodes(text)
+        names = ", ".join(f"{n} ({op})" if op else n for n, op in nodes[:8]) or text.splitlines()[0][:300]
+        more = f" and {len(nodes) - 8} more" if len(nodes) > 8 else ""
+        return HtpUnsupportedError(
+            f"The QNN HTP rejects {len(nodes) or 'some'} node(s) of {model_path.name}: {names}{more}.",
+            hint="Export at opset >= 20 (native Gelu) or replace the op in the model; nothing may fall back to the CPU.",
+        )
+    return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {text.splitlines()[0][:400]}")
+
+
+def unsupported_nodes(error_text: str) -> list[tuple[str, str | None]]:
+    """(node name, op type) pairs named in onnxruntime's 'would fall back to CPU' error."""
+    found: list[tuple[str, str | None]] = []
+    for m in re.finditer(r"\[?(?:Node|node)(?:\s+name)?[:\s]+['\"]?([^'\"\s\],]+)['\"]?(?:[^\n]*?(?:op_type|OpType|type)[:=\s]+['\"]?(\w+))?", error_text):
+        found.append((m.group(1), m.group(2)))
+    return found
+
+
+@dataclass
+class CompiledContext:
+    """What a compile produced."""
+
+    context_onnx: Path  # the EP-context wrapper ONNX (one com.microsoft:EPContext node)
+    context_binary: Path  # the QNN context binary (`*_qnn.bin`) a phone loads
+    ep_sdk_version: str | None  # from the EPContext node, e.g. "v2.51.0.260929181845"
+    qnn_sdk_version: str  # from the onnxruntime-qnn wheel
+    compile_s: float
+    source_nodes: int  # ONNX nodes in the compiled model
+    htp_nodes: int  # nodes that went into the QNN graph(s)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def htp_fraction(self) -> float:
+        return self.htp_nodes / self.source_nodes if self.source_nodes else 0.0
+
+
+def compile_context_binary(model_path: Path, context_onnx: Path, target: HtpTarget) -> CompiledContext:
+    """Compile a (QDQ or, with fp16, float) ONNX to a QNN context binary for `target`.
+
+    CPU fallback is disabled, so success means every node runs on the HTP.
+    """
+    model_path, context_onnx = Path(model_path), Path(context_onnx)
+    if context_onnx.exists():  # onnxruntime refuses to overwrite; callers write into fresh dirs
+        context_onnx.unlink()
+    started = time.perf_counter()
+    htp_session(model_path, target, context_out=context_onnx)
+    compile_s = time.perf_counter() - started
+    ctx = onnx.load(str(context_onnx), load_external_data=False)
+    ep_nodes = [n for n in ctx.graph.node if n.op_type == "EPContext"]
+    if not ep_nodes or len(ep_nodes) != len(ctx.graph.node):
+        raise HtpUnsupportedError(
+            f"{context_onnx.name}: {len(ctx.graph.node) - len(ep_nodes)} node(s) stayed outside the QNN context."
+        )
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ep_nodes[0].attribute}
+    cache = attrs.get("ep_cache_context", b"")
+    binary = context_onnx.parent / (cache.decode() if isinstance(cache, bytes) else str(cache))
+    sdk = attrs.get("ep_sdk_version")
+    source_nodes = len(onnx.load(str(model_path), load_external_data=False).graph.node)
+    return CompiledContext(
+        context_onnx=context_onnx,
+        context_binary=binary,
+        ep_sdk_version=sdk.decode() if isinstance(sdk, bytes) else sdk,
+        qnn_sdk_version=qnn_sdk_version(),
+        compile_s=compile_s,
+        source_nodes=source_nodes,
+        # CPU fallback is off: a session exists only if the HTP took every node.
+        htp_nodes=source_nodes,
+    )
+
+
+def run_on_htp(model_path: Path, feeds: dict, target: HtpTarget, **session_kwargs) -> list:
+    """Run a model (QDQ ONNX or EP-context ONNX) on the HTP emulator once."""
+    session = htp_session(Path(model_path), target, **session_kwargs)
+    return session.run(None, feeds)

@@ -1,0 +1,93 @@
+"""The SwiftFormer variants the tool builds, declared once.
+
+Widths, depths and the published figures come from the SwiftFormer paper (ICCV 2023) and
+the upstream repository (Amshaker/SwiftFormer, models/swiftformer.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import UsageError
+
+
+class BlockKind(str, Enum):
+    """The two kinds of block a SwiftFormer stage is made of."""
+
+    CONV_ENCODER = "conv_encoder"
+    SWIFTFORMER_ENCODER = "swiftformer_encoder"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One exportable model: a full SwiftFormer or the standalone encoder block."""
+
+    name: str
+    title: str
+    widths: tuple[int, ...] = ()
+    depths: tuple[int, ...] = ()
+    # Published (paper) figures, for `swiftformer-qnn variants` and the param-count test.
+    published_params_m: float | None = None
+    published_gmacs: float | None = None
+    published_top1: float | None = None
+    # The standalone encoder block: its channel count and its input's spatial size.
+    encoder_dim: int | None = None
+    encoder_hw: int | None = None
+    mlp_ratio: float = 4.0
+    # SwiftFormerEncoders per stage (upstream `vit_num`): the last block of each stage.
+    vit_num: int = 1
+
+    @property
+    def is_encoder_block(self) -> bool:
+        return self.encoder_dim is not None
+
+    def input_shape(self, resolution: int | None = None) -> tuple[int, int, int, int]:
+        """Batch-1 NCHW input; `resolution` overrides the spatial size (tests use small ones)."""
+        if self.is_encoder_block:
+            hw = resolution or self.encoder_hw
+            return (1, self.encoder_dim, hw, hw)
+        hw = resolution or 224
+        return (1, 3, hw, hw)
+
+    def block_kinds(self, stage: int) -> list[BlockKind]:
+        """Kinds of the blocks of one stage, in order (the last `vit_num` are SwiftFormerEncoders)."""
+        depth = self.depths[stage]
+        return [
+            BlockKind.SWIFTFORMER_ENCODER if depth - j <= self.vit_num else BlockKind.CONV_ENCODER
+            for j in range(depth)
+        ]
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("xs", "SwiftFormer-XS", (48, 56, 112, 220), (3, 3, 6, 4), 3.5, 0.6, 75.7),
+        Variant("s", "SwiftFormer-S", (48, 64, 168, 224), (3, 3, 9, 6), 6.1, 1.0, 78.5),
+        Variant("l1", "SwiftFormer-L1", (48, 96, 192, 384), (4, 3, 10, 5), 12.1, 1.6, 80.9),
+        Variant("l3", "SwiftFormer-L3", (64, 128, 320, 512), (4, 4, 12, 6), 28.5, 4.0, 83.0),
+        # The community's Android measurement: SwiftFormerEncoder(dim=96, mlp_ratio=4) on 1x96x64x64.
+        Variant("encoder", "SwiftFormerEncoder block", encoder_dim=96, encoder_hw=64),
+    )
+}
+
+
+def get_variant(name: str, *, encoder_dim: int | None = None, encoder_hw: int | None = None) -> Variant:
+    """Look a variant up by name; `encoder_dim`/`encoder_hw` reshape the standalone block."""
+    key = name.lower().strip()
+    if key not in VARIANTS:
+        raise UsageError(
+            f"Unknown variant {name!r}.", hint=f"Choose one of: {', '.join(VARIANTS)}."
+        )
+    variant = VARIANTS[key]
+    if (encoder_dim or encoder_hw) and not variant.is_encoder_block:
+        raise UsageError("--encoder-dim/--encoder-size apply only to --variant encoder.")
+    if variant.is_encoder_block and (encoder_dim or encoder_hw):
+        from dataclasses import replace
+
+        variant = replace(
+            variant,
+            encoder_dim=encoder_dim or variant.encoder_dim,
+            encoder_hw=encoder_hw or variant.encoder_hw,
+        )
+    return variant
