@@ -199,3 +199,55 @@ def find_profiles(paths: list[Path]) -> list[Path]:
         else:
             found.append(p)
     return found
+
+
+UNATTRIBUTED = "other"
+
+
+class BlockTime(_Strict):
+    """One block's share of a profile: the sum of its ops' times (derived, never stored)."""
+
+    block: str  # stem, stage{i}.downsample, stage{i}.block{j}, head, encoder, other
+    kind: str | None
+    time: float
+    time_unit: TimeUnit
+    share: float  # of the profile's summed op time, 0..1
+    op_count: int
+    compute_units: dict[str, int]  # {"NPU": 12, "CPU": 1}
+    parts: dict[str, float]  # inside a SwiftFormerEncoder: local_representation/attention/mlp -> time
+
+
+def block_times(profile: Profile) -> dict[str, BlockTime]:
+    """Per-block totals in model order of first appearance; ops with no attribution count as `other`.
+
+    Shares are of the summed per-op time, which on a device is close to (but not exactly)
+    the end-to-end latency: QNN's per-op timings leave out graph launch and I/O.
+    """
+    timed = [op for op in profile.ops if op.time is not None]
+    total = sum(op.time for op in timed) or 0.0
+    unit = timed[0].time_unit if timed else TimeUnit.US
+    acc: dict[str, dict] = {}
+    for op in profile.ops:
+        att = op.attribution
+        key = att.block if att else UNATTRIBUTED
+        entry = acc.setdefault(key, {"kind": att.kind if att else None, "time": 0.0, "n": 0, "cu": {}, "parts": {}})
+        entry["n"] += 1
+        if op.compute_unit is not None:
+            entry["cu"][op.compute_unit.value] = entry["cu"].get(op.compute_unit.value, 0) + 1
+        if op.time is not None:
+            entry["time"] += op.time
+            if att and att.part:
+                entry["parts"][att.part] = entry["parts"].get(att.part, 0.0) + op.time
+    return {
+        key: BlockTime(
+            block=key,
+            kind=e["kind"],
+            time=e["time"],
+            time_unit=unit,
+            share=(e["time"] / total) if total else 0.0,
+            op_count=e["n"],
+            compute_units=e["cu"],
+            parts=e["parts"],
+        )
+        for key, e in acc.items()
+    }
