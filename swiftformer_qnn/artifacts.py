@@ -1,0 +1,250 @@
+"""Artifacts, manifests and the stage cache.
+
+Every pipeline stage reads input files and writes new ones; its result is keyed by a hash
+of (stage, options, input hashes, tool versions), in the manner of Olive's cache. A stage
+whose key is already in the cache is not run again, so a repeated request costs seconds.
+An export directory is assembled in a temporary sibling and renamed into place at the end:
+an interrupted run never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import OutputDirError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_KIND = "swiftformer-qnn.export"
+CACHE_ENV = "SWIFTFORMER_QNN_CACHE"
+
+_TOOLS = ("swiftformer-qnn", "torch", "onnx", "onnxruntime", "onnxruntime-qnn", "onnxsim", "numpy")
+
+
+def tool_versions(names: tuple[str, ...] = _TOOLS) -> dict[str, str]:
+    """Installed versions from package metadata (no heavy imports)."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def sha256_file(path: Path, _chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_root() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("swiftformer-qnn"))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileRecord(_Model):
+    path: str  # relative to the directory holding the manifest
+    sha256: str
+    bytes: int
+
+
+class StageRecord(_Model):
+    """One stage's run: what went in, what came out, how long it took."""
+
+    name: str
+    key: str
+    cached: bool = False  # True when the result came from the stage cache
+    wall_s: float  # time of the run that produced the result (0 if cached in this run)
+    original_wall_s: float | None = None  # for cached results: the time the producing run took
+    options: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)  # name -> sha256
+    outputs: dict[str, FileRecord] = Field(default_factory=dict)
+    results: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExportManifest(_Model):
+    kind: str = MANIFEST_KIND
+    schema_version: int = 1
+    status: str = "complete"
+    request_key: str
+    request: dict[str, Any]
+    tools: dict[str, str]
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    wall_s: float = 0.0
+    stages: list[StageRecord] = Field(default_factory=list)
+
+    def stage(self, name: str) -> StageRecord | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def artifact(self, directory: Path, stage: str, output: str) -> Path:
+        rec = self.stage(stage)
+        if rec is None or output not in rec.outputs:
+            raise OutputDirError(f"{directory}: the export has no {stage}/{output} artifact.")
+        return Path(directory) / rec.outputs[output].path
+
+
+def read_manifest(directory: Path) -> ExportManifest | None:
+    """The manifest of a complete export directory, or None if there is none."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("kind") != MANIFEST_KIND:
+            return None
+        return ExportManifest.model_validate(data)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(data)
+    tmp.replace(path)
+
+
+class StageCache:
+    """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        self.root = (root or cache_root()) / "stages"
+        self.enabled = enabled
+
+    def _dir(self, name: str, key: str) -> Path:
+        return self.root / name / key[:32]
+
+    def lookup(self, name: str, key: str) -> tuple[StageRecord, Path] | None:
+        if not self.enabled:
+            return None
+        d = self._dir(name, key)
+        meta = d / "stage.json"
+        if not meta.is_file():
+            return None
+        try:
+            rec = StageRecord.model_validate_json(meta.read_text())
+        except ValueError:
+            return None
+        # A cache entry whose files were tampered with or half-deleted is ignored.
+        for out in rec.outputs.values():
+            p = d / out.path
+            if not p.is_file() or p.stat().st_size != out.bytes:
+                return None
+        return rec, d
+
+    def run(
+        self,
+        name: str,
+        *,
+        options: dict[str, Any],
+        inputs: dict[str, str],
+        produce: Callable[[Path], dict[str, Any]],
+        outputs: tuple[str, ...] = (),
+        extra_key: dict[str, Any] | None = None,
+    ) -> tuple[StageRecord, Path]:
+        """Return the cached result of a stage, or run `produce(workdir)` and cache it.
+
+        `produce` writes the files named in `outputs` (relative names) into `workdir` and
+        returns the stage's results (figures for the manifest).
+        """
+        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {}})
+        hit = self.lookup(name, key)
+        if hit is not None:
+            rec, d = hit
+            return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
+        final = self._dir(name, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            started = time.perf_counter()
+            results = produce(work)
+            wall = time.perf_counter() - started
+            files = {}
+            for out in outputs:
+                p = work / out
+                if not p.is_file():
+                    raise RuntimeError(f"stage {name} did not write {out}")
+                files[out] = FileRecord(path=out, sha256=sha256_file(p), bytes=p.stat().st_size)
+            rec = StageRecord(
+                name=name, key=key, wall_s=round(wall, 3), options=options, inputs=inputs, outputs=files, results=results
+            )
+            (work / "stage.json").write_text(rec.model_dump_json(indent=2))
+            if final.exists():  # another process finished the same stage first
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                work.rename(final)
+            return rec, final
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+
+def place(src: Path, dst: Path) -> None:
+    """Put a cached file into an output directory: a hard link when possible, else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@contextmanager
+def staged_output_dir(target: Path, *, force: bool) -> Iterator[Path]:
+    """Build an output directory in a temporary sibling and move it into place on success.
+
+    On any error (or Ctrl-C) the temporary directory is removed and `target` is left as
+    it was. An existing `target` is replaced only when `force` is given or the caller
+    decided it is the same request (then `force=True` too).
+    """
+    target = Path(target)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise OutputDirError(
+            f"Cannot write the output directory {target}: {exc.strerror or exc}.",
+            hint="Choose a writable place with --output-dir.",
+        ) from None
+    try:
+        yield work
+        if target.exists():
+            if not force:
+                raise OutputDirError(f"{target} already exists.", hint="Pass --force to replace it.")
+            old = parent / f".{target.name}.old-{os.getpid()}"
+            target.rename(old)
+            work.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            work.rename(target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
