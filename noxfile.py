@@ -1,0 +1,38 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench` (and the slower ones below).
+
+Every session installs torch from constraints.txt: an unpinned torch resolves to a CUDA
+build with several GB of extras.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def install_project(session: nox.Session, extras: str = "test") -> None:
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default test tier (what .ci/run and the README run)."""
+    install_project(session)
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Full-size runs: L1 at 224 end to end, several QNN toolchains."""
+    install_project(session)
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "swiftformer_qnn", "tests", "noxfile.py")
