@@ -1,0 +1,112 @@
+"""Terminal rendering of the pipeline's typed results (rich)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
+
+
+class ExportProgress:
+    """One progress line per stage; cached stages are marked as such."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+        self._t0: dict[str, float] = {}
+
+    def __enter__(self) -> ExportProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_event(self, event: StageEvent) -> None:
+        if event.status == "start":
+            self._t0[event.stage] = time.perf_counter()
+            self.tasks[event.stage] = self.progress.add_task(event.title, total=1)
+            return
+        task = self.tasks[event.stage]
+        suffix = " [dim](cached)[/]" if event.status == "cached" else ""
+        self.progress.update(task, completed=1, description=f"{event.title}{suffix}")
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def render_export_summary(console: Console, result: ExportResult) -> None:
+    m = result.manifest
+    req = m.request
+    if result.reused:
+        console.print(f"[green]Up to date:[/] {result.directory} already holds this request (nothing re-run).")
+    if str(req.get("weights", "")).startswith("random"):
+        console.print(
+            "[bold yellow]WEIGHTS: RANDOM[/] - no --weights given; the model is randomly initialised "
+            f"({req['weights']}). Latency is representative, accuracy is not."
+        )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+    stages = Table(title=f"{req['variant']} {req['precision']} for {req['soc']} -> {result.directory}")
+    for col in ("stage", "time (s)", "result"):
+        stages.add_column(col)
+    for s in m.stages:
+        took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
+        stages.add_row(STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs))
+    console.print(stages)
+
+    compile_ = m.stage("compile")
+    if compile_ is not None:
+        ctx = result.directory / "model.ctx.onnx"
+        console.print(
+            f"Context binary: [bold]{result.directory / 'model.ctx_qnn.bin'}[/] "
+            f"(QNN {compile_.results['qnn_sdk_version']}, {compile_.results['ep_sdk_version']}), "
+            f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
+            "or the .bin with QNN's qnn-net-run --retrieve_context; `swiftformer-qnn profile --from "
+            f"{result.directory}` measures it on a device through Qualcomm AI Hub."
+        )
+    console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
+
+
+def _stage_summary(name: str, r: dict, outputs: dict) -> str:
+    size = ", ".join(f"{k} {_fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
+    if name == "export":
+        return f"opset {r['opset']}, {r['nodes']} nodes, attention {r.get('attention')}; {size}"
+    if name == "simplify":
+        return f"{r['nodes_before']} -> {r['nodes']} nodes; {size}"
+    if name == "inputs":
+        calib = r.get("calibration")
+        held = r["heldout"]
+        skipped = len(held["skipped"]) + (len(calib["skipped"]) if calib else 0)
+        text = f"{calib['count']} calibration + " if calib else ""
+        return text + f"{held['count']} held-out ({held['what']})" + (f", {skipped} file(s) skipped" if skipped else "")
+    if name == "validate":
+        return f"max |diff| {r['max_abs_diff']:.2e} (tol {r['tolerance_abs']:.1e}), cosine {r['cosine_min']:.6f}"
+    if name == "quantize":
+        if r.get("quantized") is False:
+            return "fp16: float graph kept, HTP runs it in fp16"
+        return f"{r['precision']}, {r['calibration_samples']} calibration inputs, {r['compute_nodes']} compute nodes; {size}"
+    if name == "compile":
+        return (f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
+                f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}")
+    if name == "verify":
+        q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
+        top1 = f", top-1 agreement {q['top1_agreement']:.0%}" if "top1_agreement" in q else ""
+        return (f"SQNR {q['sqnr_db']:.1f} dB (min {r['min_sqnr_db']:g}), cosine {q['cosine_mean']:.4f}{top1} "
+                f"on {q['samples']} held-out; HTP emulator vs CPU QDQ: cosine {e['cosine_min']:.4f}, SQNR {e['sqnr_db']:.1f} dB")
+    return ""

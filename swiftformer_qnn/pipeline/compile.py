@@ -1,0 +1,26 @@
+"""Stage `compile`: QDQ (or float, for fp16) ONNX -> QNN context binary for the target SoC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..qnn import HtpTarget, compile_context_binary
+
+
+def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
+    compiled = compile_context_binary(model, out_dir / "model.ctx.onnx", target)
+    if compiled.context_binary != out_dir / "model.ctx_qnn.bin":
+        # The EPContext node references the binary by this name; renaming it would break the pair.
+        raise RuntimeError(f"unexpected context binary name {compiled.context_binary.name}")
+    return {
+        "qnn_sdk_version": compiled.qnn_sdk_version,
+        "ep_sdk_version": compiled.ep_sdk_version,
+        "soc_model": target.soc_model,
+        "htp_arch": target.htp_arch,
+        "fp16": target.fp16,
+        "source_nodes": compiled.source_nodes,
+        "htp_nodes": compiled.htp_nodes,
+        "htp_fraction": compiled.htp_fraction,
+        "context_binary_bytes": (out_dir / "model.ctx_qnn.bin").stat().st_size,
+        "compile_s": round(compiled.compile_s, 3),
+    }

@@ -1,0 +1,436 @@
+"""The one orchestrator: export -> simplify -> inputs -> validate -> quantize -> compile -> verify.
+
+Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
+of its inputs, options and tool versions), then the artifacts are placed into the output
+directory, which is assembled in a temporary sibling and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import (
+    MANIFEST_NAME,
+    ExportManifest,
+    StageCache,
+    StageRecord,
+    place,
+    read_manifest,
+    sha256_file,
+    sha256_json,
+    staged_output_dir,
+    tool_versions,
+)
+from ..errors import OutputDirError, UsageError, WeightsError
+from ..targets import Precision, Soc, get_precision, get_soc
+from ..variants import Variant, get_variant
+from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
+
+log = logging.getLogger(__name__)
+
+RANDOM_SEED = 0
+
+
+class Until(str, Enum):
+    """The last stage to run."""
+
+    ONNX = "onnx"  # validated, simplified float ONNX
+    QUANTIZE = "quantize"  # + QDQ model
+    COMPILE = "compile"  # + QNN context binary
+    VERIFY = "verify"  # + fidelity of the quantized model and of the binary on the emulator (default)
+
+
+STAGES_UNTIL = {
+    Until.ONNX: ("export", "simplify", "inputs", "validate"),
+    Until.QUANTIZE: ("export", "simplify", "inputs", "validate", "quantize"),
+    Until.COMPILE: ("export", "simplify", "inputs", "validate", "quantize", "compile"),
+    Until.VERIFY: ("export", "simplify", "inputs", "validate", "quantize", "compile", "verify"),
+}
+
+STAGE_TITLES = {
+    "export": "Export PyTorch -> ONNX",
+    "simplify": "Simplify with onnxsim",
+    "inputs": "Prepare calibration and held-out inputs",
+    "validate": "Validate ONNX against PyTorch",
+    "quantize": "Quantize to QDQ",
+    "compile": "Compile QNN context binary",
+    "verify": "Verify fidelity (CPU + HTP emulator)",
+}
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything that determines an export's result (and so its cache keys)."""
+
+    variant: str = "l1"
+    weights: Path | None = None
+    attention: str | None = None  # None: what the weights imply (normalize for random init)
+    precision: str = "w8a8"
+    soc: str = "sm8550"
+    resolution: int | None = None  # input size override (tests use small ones)
+    encoder_dim: int | None = None
+    encoder_size: int | None = None
+    calibration: Path | None = None
+    calibration_count: int = 64
+    heldout: Path | None = None
+    heldout_count: int = 16
+    min_sqnr: float | None = None
+    opset: int = 20
+    until: Until = Until.VERIFY
+    output_dir: Path | None = None
+    force: bool = False
+    use_cache: bool = True
+
+
+@dataclass
+class StageEvent:
+    stage: str
+    title: str
+    status: str  # "start" | "done" | "cached"
+    record: StageRecord | None = None
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    manifest: ExportManifest
+    reused: bool = False  # the output directory already held this exact request
+    notes: list[str] = field(default_factory=list)
+
+    def artifact(self, stage: str, output: str) -> Path:
+        return self.manifest.artifact(self.directory, stage, output)
+
+
+ProgressFn = Callable[[StageEvent], None]
+
+
+@dataclass
+class _Resolved:
+    variant: Variant
+    precision: Precision
+    soc: Soc
+    resolution: int
+    calibration: ImageSet | None
+    heldout: ImageSet
+    weights_id: str
+    stages: tuple[str, ...]
+
+
+def _resolve(req: ExportRequest) -> _Resolved:
+    """Check every option before any work, so bad input fails in milliseconds."""
+    variant = get_variant(req.variant, encoder_dim=req.encoder_dim, encoder_hw=req.encoder_size)
+    precision = get_precision(req.precision)
+    soc = get_soc(req.soc)
+    if req.calibration_count < 1 or req.heldout_count < 1:
+        raise UsageError("--calibration-count and --heldout-count must be at least 1.")
+    if req.resolution is not None and (req.resolution < 32 or req.resolution % 32):
+        raise UsageError(f"--resolution {req.resolution} is not a multiple of 32 (>= 32).", hint="SwiftFormer downsamples by 32.")
+    if req.attention is not None and req.attention not in ("normalize", "softmax"):
+        raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
+    if req.weights is not None:
+        w = Path(req.weights)
+        if not w.is_file():
+            raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
+        weights_id = "sha256:" + sha256_file(w)
+    else:
+        weights_id = f"random(seed={RANDOM_SEED})"
+    stages = STAGES_UNTIL[Until(req.until)]
+    if variant.is_encoder_block:
+        resolution = req.resolution or variant.encoder_hw
+    else:
+        resolution = req.resolution or 224
+    needs_calibration = "quantize" in stages and precision.is_quantized
+    calibration = (
+        find_images(req.calibration or default_calibration_images(), req.calibration_count, what="calibration")
+        if needs_calibration else None
+    )
+    heldout = find_images(req.heldout or default_heldout_images(), req.heldout_count, what="held-out")
+    return _Resolved(variant, precision, soc, resolution, calibration, heldout, weights_id, stages)
+
+
+def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
+    parts = [r.variant.name, r.precision.value, r.soc.name]
+    if r.variant.is_encoder_block:
+        parts.insert(1, f"d{r.variant.encoder_dim}x{r.resolution}")
+    elif r.resolution != 224:
+        parts.insert(1, f"r{r.resolution}")
+    if req.until is not Until.VERIFY:
+        parts.append(f"until-{Until(req.until).value}")
+    return Path("build") / "-".join(parts)
+
+
+def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> ExportResult:
+    """Run (or reuse) the pipeline for one request and return the finished output directory."""
+    started = time.perf_counter()
+    r = _resolve(req)
+    emit = progress or (lambda _e: None)
+    request: dict[str, Any] = {
+        "variant": r.variant.name,
+        "input_shape": list(r.variant.input_shape(r.resolution)),
+        "precision": r.precision.value,
+        "soc": r.soc.name,
+        "soc_model": r.soc.soc_model,
+        "htp_arch": r.soc.htp_arch,
+        "weights": r.weights_id,
+        "weights_path": str(req.weights) if req.weights else None,
+        "attention_requested": req.attention,
+        "opset": req.opset,
+        "until": Until(req.until).value,
+        "calibration": _image_set_id(r.calibration),
+        "heldout": _image_set_id(r.heldout),
+        "min_sqnr": req.min_sqnr,
+    }
+    tools = tool_versions()
+    request_key = sha256_json({"request": {k: v for k, v in request.items() if k != "weights_path"}, "tools": tools})
+    target = Path(req.output_dir) if req.output_dir else default_output_dir(req, r)
+
+    existing = read_manifest(target)
+    if existing is not None and existing.request_key == request_key and existing.status == "complete":
+        return ExportResult(target, existing, reused=True, notes=["The output directory already holds this request."])
+    if target.exists() and not req.force:
+        why = "holds an export of a different request" if existing else "exists and is not an export of this tool"
+        raise OutputDirError(f"{target} {why}.", hint="Pass --force to replace it, or choose --output-dir.")
+    _check_writable(target)
+
+    cache = StageCache(enabled=req.use_cache)
+    ctx = _Run(req, r, cache, emit)
+    with staged_output_dir(target, force=True) as work:
+        records = [ctx.run_stage(name, work) for name in r.stages]
+        manifest = ExportManifest(
+            request_key=request_key, request=request, tools=tools, stages=records,
+            wall_s=round(time.perf_counter() - started, 3),
+        )
+        (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return ExportResult(target, manifest, notes=ctx.notes)
+
+
+def _image_set_id(images: ImageSet | None) -> dict | None:
+    if images is None:
+        return None
+    return {"root": str(images.root), "count": len(images.files), "sha256": images.fingerprint(),
+            "skipped": len(images.skipped)}
+
+
+def _check_writable(target: Path) -> None:
+    parent = target.parent if target.parent != Path("") else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise OutputDirError(f"Cannot write to {probe}.", hint="Choose a writable place with --output-dir.")
+
+
+class _Run:
+    """State of one pipeline run: the lazily built PyTorch model and the stage results."""
+
+    def __init__(self, req: ExportRequest, r: _Resolved, cache: StageCache, emit: ProgressFn):
+        self.req, self.r, self.cache, self.emit = req, r, cache, emit
+        self.records: dict[str, StageRecord] = {}
+        self.dirs: dict[str, Path] = {}
+        self.notes: list[str] = []
+        self._model = None
+        self._host = None
+        self.attention = req.attention or "normalize"
+        self.weights_info: dict[str, Any] = {"source": r.weights_id}
+
+    # --- the PyTorch side, built only when a stage misses the cache -------------------
+    def model(self):
+        if self._model is None:
+            import torch
+
+            from ..model import build_model
+
+            torch.manual_seed(RANDOM_SEED)
+            model = build_model(self.r.variant, self.attention)
+            if self.req.weights is not None:
+                from ..weights import load_weights
+
+                loaded = load_weights(model, Path(self.req.weights), self.r.variant, self.req.attention)
+                from ..model import set_attention_form
+
+                set_attention_form(model, loaded.effective_attention)
+                self.notes.extend(loaded.notes)
+            self._model = model.eval()
+        return self._model
+
+    def host_model(self):
+        """The full SwiftFormer whose activations feed the standalone block's calibration."""
+        if self._host is None:
+            import torch
+
+            from ..model import build_model
+            from .calibrate import encoder_host
+
+            host = encoder_host(self.r.variant.encoder_dim)
+            torch.manual_seed(RANDOM_SEED)
+            model = build_model(host.variant, self.attention)
+            if self.req.weights is not None:
+                from ..weights import is_full_checkpoint, load_weights
+
+                if is_full_checkpoint(Path(self.req.weights)):
+                    load_weights(model, Path(self.req.weights), host.variant, self.req.attention)
+            self._host = (host, model.eval())
+        return self._host
+
+    # --- stages -----------------------------------------------------------------------
+    def _inputs_of(self, *names: tuple[str, str]) -> dict[str, str]:
+        return {f"{s}/{o}": self.records[s].outputs[o].sha256 for s, o in names}
+
+    def _path(self, stage: str, output: str) -> Path:
+        return self.dirs[stage] / self.records[stage].outputs[output].path
+
+    def run_stage(self, name: str, work: Path) -> StageRecord:
+        self.emit(StageEvent(name, STAGE_TITLES[name], "start"))
+        rec, d = getattr(self, f"_stage_{name}")()
+        self.records[name], self.dirs[name] = rec, d
+        for out in rec.outputs.values():
+            place(d / out.path, work / out.path)
+        self.emit(StageEvent(name, STAGE_TITLES[name], "cached" if rec.cached else "done", rec))
+        return rec
+
+    def _stage_export(self):
+        from .onnx_export import export_onnx
+
+        r = self.r
+        shape = r.variant.input_shape(r.resolution)
+        options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
+                   "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
+                   "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"], "code": _code_version()}
+
+        def produce(d: Path) -> dict:
+            res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
+                              opset=self.req.opset)
+            res["attention"] = self.attention
+            res["notes"] = list(self.notes)
+            return res
+
+        return self.cache.run("export", options=options, inputs={}, produce=produce, outputs=("model.onnx",))
+
+    def _stage_simplify(self):
+        from .onnx_export import simplify_onnx
+
+        src = self._path("export", "model.onnx")
+        return self.cache.run(
+            "simplify", options={"onnxsim": tool_versions(("onnxsim",))["onnxsim"]},
+            inputs=self._inputs_of(("export", "model.onnx")),
+            produce=lambda d: simplify_onnx(src, d / "model.sim.onnx"), outputs=("model.sim.onnx",),
+        )
+
+    def _stage_inputs(self):
+        from .calibrate import encoder_host, make_inputs
+
+        r = self.r
+        outputs = ("heldout.npy",) + (("calibration.npy",) if r.calibration else ())
+        options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "resolution": r.resolution,
+                   "calibration": _image_set_id(r.calibration), "heldout": _image_set_id(r.heldout)}
+        if r.variant.is_encoder_block:
+            host = encoder_host(r.variant.encoder_dim)
+            options["host"] = {"module": host.describe(), "weights": r.weights_id, "attention": self.req.attention,
+                               "code": _code_version()}
+
+        def produce(d: Path) -> dict:
+            kw = {}
+            if r.variant.is_encoder_block:
+                host, model = self.host_model()
+                kw = {"host": host, "host_model": model}
+            res = {"heldout": make_inputs(r.variant, r.resolution, r.heldout, d / "heldout.npy", **kw)}
+            if r.calibration:
+                res["calibration"] = make_inputs(r.variant, r.resolution, r.calibration, d / "calibration.npy", **kw)
+            return res
+
+        return self.cache.run("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
+
+    def _stage_validate(self):
+        import numpy as np
+
+        from .validate import torch_outputs, validate_onnx
+
+        sim = self._path("simplify", "model.sim.onnx")
+        heldout_path = self._path("inputs", "heldout.npy")
+
+        def produce(d: Path) -> dict:
+            heldout = np.load(heldout_path)
+            return validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
+
+        return self.cache.run(
+            "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
+            inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "heldout.npy")), produce=produce,
+        )
+
+    def _stage_quantize(self):
+        import numpy as np
+
+        from .quantize import passthrough_float, quantize_qdq
+
+        sim = self._path("simplify", "model.sim.onnx")
+        precision = self.r.precision
+        if precision.is_quantized:
+            calib = self._path("inputs", "calibration.npy")
+            produce = lambda d: quantize_qdq(sim, np.load(calib), d / "model.qdq.onnx", precision)  # noqa: E731
+            inputs = self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "calibration.npy"))
+        else:
+            produce = lambda d: passthrough_float(sim, d / "model.qdq.onnx")  # noqa: E731
+            inputs = self._inputs_of(("simplify", "model.sim.onnx"))
+        options = {"precision": precision.value, "per_channel": True,
+                   "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
+        return self.cache.run("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
+
+    def htp_target(self):
+        from ..qnn import HtpTarget
+
+        return HtpTarget(self.r.soc.soc_model, self.r.soc.htp_arch, fp16=self.r.precision is Precision.FP16)
+
+    def _stage_compile(self):
+        from .compile import compile_stage
+
+        qdq = self._path("quantize", "model.qdq.onnx")
+        target = self.htp_target()
+        options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+                   **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+        return self.cache.run(
+            "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
+            produce=lambda d: compile_stage(qdq, d, target), outputs=("model.ctx.onnx", "model.ctx_qnn.bin"),
+        )
+
+    def _stage_verify(self):
+        import numpy as np
+
+        from .verify import DEFAULT_MIN_SQNR, verify_fidelity
+
+        r = self.r
+        min_sqnr = self.req.min_sqnr if self.req.min_sqnr is not None else DEFAULT_MIN_SQNR[r.precision]
+        sim = self._path("simplify", "model.sim.onnx")
+        qdq = self._path("quantize", "model.qdq.onnx")
+        ctx_dir = self.dirs["compile"]
+        heldout_path = self._path("inputs", "heldout.npy")
+
+        def produce(d: Path) -> dict:
+            heldout = np.load(heldout_path)
+            np.save(d / "sample_input.npy", heldout[:1])
+            # The EP-context ONNX names its .bin relatively: run it where both files sit.
+            return verify_fidelity(sim, qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
+                                   classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr)
+
+        return self.cache.run(
+            "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
+                               "qnn": tool_versions(("onnxruntime-qnn",))},
+            inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("quantize", "model.qdq.onnx"),
+                                   ("compile", "model.ctx_qnn.bin"), ("inputs", "heldout.npy")),
+            produce=produce, outputs=("sample_input.npy",),
+        )
+
+
+def _code_version() -> str:
+    """Stages that run our model code are keyed on the package version (and its source
+    mtime in a development checkout), so editing the model invalidates cached exports."""
+    from .. import __version__
+    from .. import model as model_module
+
+    return f"{__version__}:{int(Path(model_module.__file__).stat().st_mtime)}"

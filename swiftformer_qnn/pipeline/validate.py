@@ -1,0 +1,43 @@
+"""Stage `validate`: the simplified ONNX graph computes what the PyTorch model computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportValidationError
+from ..variants import Variant
+from .fidelity import compare_outputs, run_cpu
+
+# Largest |onnx - torch| allowed, relative to the largest |torch output|. Deeper models
+# accumulate more float32 reordering error (onnxsim folds BN into convs), hence per variant.
+RELATIVE_TOLERANCE = {"xs": 1e-3, "s": 1e-3, "l1": 2e-3, "l3": 3e-3, "encoder": 1e-3}
+MIN_COSINE = 0.9999
+
+
+def torch_outputs(model, inputs: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(inputs[i : i + 1])).numpy() for i in range(inputs.shape[0])])
+
+
+def validate_onnx(onnx_path: Path, reference: np.ndarray, inputs: np.ndarray, variant: Variant) -> dict:
+    """Compare ONNX Runtime (CPU) on `inputs` with the PyTorch outputs `reference`."""
+    got = run_cpu(onnx_path, inputs)
+    if got.shape != reference.shape:
+        raise ExportValidationError(
+            f"{onnx_path.name} returns shape {got.shape[1:]}, PyTorch {reference.shape[1:]}.",
+            hint="Re-export with --force; report a bug if it persists.",
+        )
+    figures = compare_outputs(reference, got, classify=not variant.is_encoder_block)
+    tol = RELATIVE_TOLERANCE[variant.name] * max(1.0, figures["reference_max_abs"])
+    figures.update({"tolerance_abs": tol, "min_cosine": MIN_COSINE})
+    if figures["max_abs_diff"] > tol or figures["cosine_min"] < MIN_COSINE:
+        raise ExportValidationError(
+            f"The ONNX export does not match PyTorch on {figures['samples']} held-out inputs: "
+            f"max |diff| {figures['max_abs_diff']:.3g} (tolerance {tol:.3g}), min cosine {figures['cosine_min']:.6f}.",
+            hint="Try another --opset or report the variant and weights.",
+        )
+    return figures
