@@ -9,6 +9,7 @@ slowly, so nothing here measures device latency.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ def _qnn_device():
 
     if not _registered:
         try:
-            ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+            with _captured_native_stderr() as chatter:  # the QNN libraries greet stderr on load
+                ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+            chatter.read()
         except Exception as exc:  # already registered by someone else in this process
             if "already" not in str(exc).lower():
                 raise ToolchainError(
@@ -83,13 +86,17 @@ def htp_session(
     context_out: Path | None = None,
     profile_csv: Path | None = None,
     op_trace: bool = False,
+    op_trace_dir: Path | None = None,
 ):
     """An InferenceSession on the HTP with CPU fallback disabled.
 
     With `context_out`, creating the session compiles the graph and writes an EP-context
-    ONNX there plus its `<stem>_qnn.bin` context binary. With `profile_csv`, each run writes
-    QNN's detailed profile (HTP cycles per op), and with `op_trace` the ONNX nodes each HTP
-    op came from.
+    ONNX there plus its `<stem>_qnn.bin` context binary. With `profile_csv`, each run appends
+    QNN's detailed profile (HTP cycles per op) to that CSV. With `op_trace`, creating the
+    session writes `qnn_op_trace.json` (which ONNX nodes each HTP op came from) into
+    `op_trace_dir`, by default next to the context or the CSV; the CSV then names each op's
+    ONNX nodes. An EP-context model is not recompiled, so its profile is annotated only if
+    the trace written when it was compiled lies next to it.
     """
     import onnxruntime as ort
 
@@ -99,8 +106,14 @@ def htp_session(
     if profile_csv is not None:
         opts["profiling_level"] = "detailed"
         opts["profiling_file_path"] = str(profile_csv)
-        if op_trace:
-            opts["enable_framework_op_trace"] = "1"
+    if op_trace:
+        anchor = context_out or profile_csv
+        if op_trace_dir is None and anchor is None:
+            raise ValueError("op_trace needs op_trace_dir, context_out or profile_csv to know where to write")
+        opts["enable_framework_op_trace"] = "1"
+        # Without a directory QNN writes into the current directory, where concurrent
+        # sessions would overwrite each other's trace.
+        opts["framework_op_trace_dir"] = str(op_trace_dir or Path(anchor).parent)
     so.add_provider_for_devices([_qnn_device()], opts)
     # Any node the HTP cannot take fails the session instead of silently running on the CPU.
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
@@ -108,35 +121,82 @@ def htp_session(
         so.add_session_config_entry("ep.context_enable", "1")
         so.add_session_config_entry("ep.context_file_path", str(context_out))
         so.add_session_config_entry("ep.context_embed_mode", "0")
-    try:
-        return ort.InferenceSession(str(model_path), so)
-    except Exception as exc:
-        raise _explain_session_failure(exc, model_path) from None
+    with _captured_native_stderr() as log:
+        try:
+            return ort.InferenceSession(str(model_path), so)
+        except Exception as exc:
+            failure = exc
+    raise _explain_session_failure(failure, model_path, log.read()) from None
 
 
-_UNSUPPORTED_NODE = re.compile(r"(?:node|Node)[^\n]*?name:?\s*'?\"?([^'\"\n,\]]+)", re.IGNORECASE)
+class _captured_native_stderr:
+    """Capture what onnxruntime's native logger writes to fd 2 while a session is created.
+
+    The QNN EP names the nodes it rejects only in that log ("Unsupported nodes in QNN EP:
+    { name: ..., type: ... }"), not in the exception, so this is how the error can name them.
+    It also keeps the libraries' start-up chatter off the user's terminal.
+    """
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+    def read(self) -> str:
+        self._file.seek(0)
+        text = self._file.read().decode(errors="replace")
+        self._file.close()
+        return text
 
 
-def _explain_session_failure(exc: Exception, model_path: Path) -> Exception:
-    """Turn onnxruntime's session error into an HtpUnsupportedError naming the ops."""
+_REJECTED = re.compile(r"\{\s*name:\s*([^,}]+?),\s*type:\s*([^\s}]+)\s*\}")
+
+
+def unsupported_nodes(log_text: str) -> list[tuple[str, str]]:
+    """(node name, op type) pairs the QNN EP listed as unsupported, in order, without repeats."""
+    seen: dict[tuple[str, str], None] = {}
+    for line in log_text.splitlines():
+        if "Unsupported nodes" in line:
+            for m in _REJECTED.finditer(line):
+                seen[(m.group(1).strip(), m.group(2).strip())] = None
+    return list(seen)
+
+
+def module_of(node_name: str) -> str:
+    """`/stage2/block9_swiftformer_encoder/mlp/act/Erf` -> `stage2.block9_swiftformer_encoder.mlp.act`."""
+    parts = [p for p in node_name.split("/") if p]
+    return ".".join(parts[:-1]) if len(parts) > 1 else node_name
+
+
+_FIXES = {
+    "Erf": "nn.GELU exported below opset 20 becomes Erf; export with --opset 20 (native Gelu)",
+}
+
+
+def _explain_session_failure(exc: Exception, model_path: Path, log_text: str) -> Exception:
+    """Turn onnxruntime's session error into an error that names the rejected ops and modules."""
     text = str(exc)
-    if "fallback" in text.lower() or "not supported" in text.lower() or "unsupported" in text.lower():
-        nodes = unsupported_nodes(text)
-        names = ", ".join(f"{n} ({op})" if op else n for n, op in nodes[:8]) or text.splitlines()[0][:300]
-        more = f" and {len(nodes) - 8} more" if len(nodes) > 8 else ""
+    nodes = unsupported_nodes(log_text)
+    if nodes or "fallback to CPU EP has been explicitly disabled" in text:
+        shown = ", ".join(f"{op} at {module_of(name)}" for name, op in nodes[:6]) or "(ORT did not name them)"
+        more = f" and {len(nodes) - 6} more" if len(nodes) > 6 else ""
+        fixes = sorted({_FIXES[op] for _, op in nodes if op in _FIXES})
         return HtpUnsupportedError(
-            f"The QNN HTP rejects {len(nodes) or 'some'} node(s) of {model_path.name}: {names}{more}.",
-            hint="Export at opset >= 20 (native Gelu) or replace the op in the model; nothing may fall back to the CPU.",
+            f"The QNN HTP rejects {len(nodes) or 'some'} node(s) of {model_path.name}: {shown}{more}.",
+            hint=("Fix: " + "; ".join(fixes) + ".") if fixes else
+            "Replace those ops in the model (nothing may fall back to the CPU).",
         )
-    return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {text.splitlines()[0][:400]}")
-
-
-def unsupported_nodes(error_text: str) -> list[tuple[str, str | None]]:
-    """(node name, op type) pairs named in onnxruntime's 'would fall back to CPU' error."""
-    found: list[tuple[str, str | None]] = []
-    for m in re.finditer(r"\[?(?:Node|node)(?:\s+name)?[:\s]+['\"]?([^'\"\s\],]+)['\"]?(?:[^\n]*?(?:op_type|OpType|type)[:=\s]+['\"]?(\w+))?", error_text):
-        found.append((m.group(1), m.group(2)))
-    return found
+    first = text.strip().splitlines()[0][:400] if text.strip() else type(exc).__name__
+    return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {first}")
 
 
 @dataclass
