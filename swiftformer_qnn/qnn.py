@@ -130,26 +130,30 @@ def htp_session(
 
 
 class _captured_native_stderr:
-    """Capture what onnxruntime's native logger writes to fd 2 while a session is created.
+    """Capture what the native libraries write to fds 1 and 2 while a session is created.
 
-    The QNN EP names the nodes it rejects only in that log ("Unsupported nodes in QNN EP:
-    { name: ..., type: ... }"), not in the exception, so this is how the error can name them.
-    It also keeps the libraries' start-up chatter off the user's terminal.
+    The QNN EP names the nodes it rejects only in onnxruntime's log ("Unsupported nodes in
+    QNN EP: { name: ..., type: ... }"), not in the exception, so this is how the error can
+    name them. It also keeps the QNN libraries' start-up chatter (printed on stdout) out of
+    the user's terminal and out of any output piped from this tool.
     """
 
     def __enter__(self):
         import sys
         import tempfile
 
+        sys.stdout.flush()
         sys.stderr.flush()
         self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
+        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+        for fd in (1, 2):
+            os.dup2(self._file.fileno(), fd)
         return self
 
     def __exit__(self, *exc) -> None:
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)
+            os.close(saved)
 
     def read(self) -> str:
         self._file.seek(0)
