@@ -230,7 +230,13 @@ def compile_context_binary(model_path: Path, context_onnx: Path, target: HtpTarg
     if context_onnx.exists():  # onnxruntime refuses to overwrite; callers write into fresh dirs
         context_onnx.unlink()
     started = time.perf_counter()
-    htp_session(model_path, target, context_out=context_onnx)
+    try:
+        htp_session(model_path, target, context_out=context_onnx)
+    except Exception:
+        # onnxruntime may have written a context file before failing; leave nothing behind.
+        for leftover in (context_onnx, context_onnx.with_name(context_onnx.stem + "_qnn.bin")):
+            leftover.unlink(missing_ok=True)
+        raise
     compile_s = time.perf_counter() - started
     ctx = onnx.load(str(context_onnx), load_external_data=False)
     ep_nodes = [n for n in ctx.graph.node if n.op_type == "EPContext"]

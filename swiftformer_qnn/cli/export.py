@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,19 +37,19 @@ def variants() -> None:
 @guarded
 def export(
     variant: Annotated[str, typer.Option(help="xs, s, l1, l3, or encoder (the standalone SwiftFormerEncoder block).")] = "l1",
-    weights: Annotated[Optional[Path], typer.Option(help="Checkpoint: upstream .pth, HF .safetensors/.bin, or timm. Omit for random weights.")] = None,
-    attention: Annotated[Optional[str], typer.Option(help="normalize (upstream since July 2023) or softmax (first release, HF port). Default: what the weights imply.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Checkpoint: upstream .pth, HF .safetensors/.bin, or timm. Omit for random weights.")] = None,
+    attention: Annotated[str | None, typer.Option(help="normalize (upstream since July 2023) or softmax (first release, HF port). Default: what the weights imply.")] = None,
     precision: Annotated[str, typer.Option(help="w8a8, w8a16, or fp16 (float graph in the HTP's fp16 mode).")] = "w8a8",
     soc: Annotated[str, typer.Option(help="Target Snapdragon: sm8550 (8 Gen 2, default), sm8650, sm8750, sm8450, sm8475.")] = "sm8550",
-    calibration: Annotated[Optional[Path], typer.Option(help="Folder of calibration images (recursive). Default: the shipped photographs.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Folder of calibration images (recursive). Default: the shipped photographs.")] = None,
     calibration_count: Annotated[int, typer.Option(help="How many calibration images to use.")] = 64,
-    heldout: Annotated[Optional[Path], typer.Option(help="Folder of held-out images for the fidelity check. Default: the shipped held-out set.")] = None,
+    heldout: Annotated[Path | None, typer.Option(help="Folder of held-out images for the fidelity check. Default: the shipped held-out set.")] = None,
     heldout_count: Annotated[int, typer.Option(help="How many held-out images to use.")] = 16,
-    min_sqnr: Annotated[Optional[float], typer.Option(help="Fail if the quantized model's SQNR vs fp32 (dB) is below this. Default: 10 (w8a8), 20 (w8a16), 30 (fp16).")] = None,
+    min_sqnr: Annotated[float | None, typer.Option(help="Fail if the quantized model's SQNR vs fp32 (dB) is below this. Default: 10 (w8a8), 20 (w8a16), 30 (fp16).")] = None,
     until: Annotated[str, typer.Option(help="Stop after: onnx (validated ONNX), quantize, compile, or verify (everything).")] = "verify",
-    resolution: Annotated[Optional[int], typer.Option(help="Input size override (multiple of 32; the block: its HxW). Default 224 / 64.")] = None,
-    encoder_dim: Annotated[Optional[int], typer.Option(help="Channels of the standalone encoder block (default 96).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option(help="Where to write. Default: build/<variant>-<precision>-<soc>.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Input size override (multiple of 32; the block: its HxW). Default 224 / 64.")] = None,
+    encoder_dim: Annotated[int | None, typer.Option(help="Channels of the standalone encoder block (default 96).")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Where to write. Default: build/<variant>-<precision>-<soc>.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an output directory that holds a different request.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
@@ -65,8 +65,7 @@ def export(
         raise UsageError(f"Unknown --until {until!r}.", hint=f"Use one of: {', '.join(u.value for u in Until)}.") from None
     request = ExportRequest(
         variant=variant, weights=weights, attention=attention, precision=precision, soc=soc,
-        resolution=resolution if variant != "encoder" else None,
-        encoder_dim=encoder_dim, encoder_size=resolution if variant == "encoder" else None,
+        resolution=resolution, encoder_dim=encoder_dim,
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
         min_sqnr=min_sqnr, opset=opset, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def export_onnx(model, input_shape: tuple[int, ...], out: Path, *, is_encoder_bl
 
     in_name, out_name = io_names(is_encoder_block)
     x = torch.zeros(input_shape)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         # dynamo=False: the TorchScript exporter names nodes after module paths; the dynamo
         # exporter's names do not say which block a node came from.
         torch.onnx.export(

@@ -74,9 +74,10 @@ class ExportRequest:
     attention: str | None = None  # None: what the weights imply (normalize for random init)
     precision: str = "w8a8"
     soc: str = "sm8550"
-    resolution: int | None = None  # input size override (tests use small ones)
+    # Input HxW override: the image for full models (multiple of 32), the feature map for the
+    # standalone block (default 64). Tests use small ones.
+    resolution: int | None = None
     encoder_dim: int | None = None
-    encoder_size: int | None = None
     calibration: Path | None = None
     calibration_count: int = 64
     heldout: Path | None = None
@@ -125,12 +126,13 @@ class _Resolved:
 
 def _resolve(req: ExportRequest) -> _Resolved:
     """Check every option before any work, so bad input fails in milliseconds."""
-    variant = get_variant(req.variant, encoder_dim=req.encoder_dim, encoder_hw=req.encoder_size)
+    is_block = req.variant.lower().strip() == "encoder"
+    variant = get_variant(req.variant, encoder_dim=req.encoder_dim, encoder_hw=req.resolution if is_block else None)
     precision = get_precision(req.precision)
     soc = get_soc(req.soc)
     if req.calibration_count < 1 or req.heldout_count < 1:
         raise UsageError("--calibration-count and --heldout-count must be at least 1.")
-    if req.resolution is not None and (req.resolution < 32 or req.resolution % 32):
+    if req.resolution is not None and not is_block and (req.resolution < 32 or req.resolution % 32):
         raise UsageError(f"--resolution {req.resolution} is not a multiple of 32 (>= 32).", hint="SwiftFormer downsamples by 32.")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
@@ -142,10 +144,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
     else:
         weights_id = f"random(seed={RANDOM_SEED})"
     stages = STAGES_UNTIL[Until(req.until)]
-    if variant.is_encoder_block:
-        resolution = req.resolution or variant.encoder_hw
-    else:
-        resolution = req.resolution or 224
+    if variant.is_encoder_block and variant.encoder_hw < 2:
+        raise UsageError(f"--resolution {variant.encoder_hw} is too small for the encoder block.")
+    resolution = variant.encoder_hw if variant.is_encoder_block else (req.resolution or 224)
     needs_calibration = "quantize" in stages and precision.is_quantized
     calibration = (
         find_images(req.calibration or default_calibration_images(), req.calibration_count, what="calibration")

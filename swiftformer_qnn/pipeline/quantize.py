@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections import Counter
@@ -26,19 +27,33 @@ class _ArrayReader:
 def quantize_qdq(float_model: Path, calibration: np.ndarray, out: Path, precision: Precision) -> dict:
     """QNN preprocessing (fusions the HTP prefers, e.g. LpNormalization), then static QDQ
     quantization with per-channel int8 weights and 8- or 16-bit activations."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+    from onnxruntime.quantization import CalibrationDataReader, QuantType
 
     class Reader(_ArrayReader, CalibrationDataReader):
         pass
 
     activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16}[precision]
     input_name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
+    # onnxruntime.quantization warns on the root logger about things that do not apply here
+    # (rank-1 BN weights have no channel axis; "consider pre-processing", which we just did).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return _quantize(float_model, calibration, out, activation, input_name, precision, Reader)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(float_model, calibration, out, activation, input_name, precision, reader_cls) -> dict:
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pre = Path(tmp) / "model.pre.onnx"
         src = pre if qnn_preprocess_model(str(float_model), str(pre)) else float_model
         config = get_qnn_qdq_config(
-            str(src), Reader(input_name, calibration),
+            str(src), reader_cls(input_name, calibration),
             activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
         )
         quantize(str(src), str(out), config)

@@ -1,0 +1,19 @@
+"""Shared test setup: a private stage cache per test session, so tests never reuse a
+developer's cached artifacts (and results cannot leak between test runs)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_stage_cache(tmp_path_factory):
+    old = os.environ.get("SWIFTFORMER_QNN_CACHE")
+    os.environ["SWIFTFORMER_QNN_CACHE"] = str(tmp_path_factory.mktemp("stage-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SWIFTFORMER_QNN_CACHE", None)
+    else:
+        os.environ["SWIFTFORMER_QNN_CACHE"] = old

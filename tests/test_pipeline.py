@@ -1,0 +1,241 @@
+"""The export pipeline on small models, for real: torch export, onnxsim, QDQ quantization,
+QNN context-binary compile for SM8550, and the binary run on the HTP emulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from swiftformer_qnn.artifacts import read_manifest
+from swiftformer_qnn.errors import (
+    CalibrationError,
+    ExportValidationError,
+    HtpUnsupportedError,
+    OutputDirError,
+    QuantizationFidelityError,
+    UsageError,
+)
+from swiftformer_qnn.model import build_model, realistic_init
+from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.pipeline.images import default_heldout_images, find_images, preprocess_all
+from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
+from swiftformer_qnn.pipeline.validate import torch_outputs, validate_onnx
+from swiftformer_qnn.qnn import HtpTarget, compile_context_binary, qnn_sdk_version
+from swiftformer_qnn.variants import get_variant
+
+SMALL = dict(calibration_count=8, heldout_count=4)
+
+
+def _xs(tmp_path: Path, **kw) -> ExportRequest:
+    return ExportRequest(variant="xs", resolution=64, output_dir=tmp_path / "xs", **{**SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def xs_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("xs")
+    events = []
+    result = run_export(_xs(out), progress=events.append)
+    return result, events
+
+
+def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
+    result, events = xs_export
+    m = result.manifest
+    assert [s.name for s in m.stages] == ["export", "simplify", "inputs", "validate", "quantize", "compile", "verify"]
+    # Every stage was visible to the progress display, start and end.
+    assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
+
+    compiled = m.stage("compile").results
+    assert compiled["soc_model"] == 43 and compiled["htp_arch"] == 73
+    assert compiled["htp_fraction"] == 1.0
+    assert compiled["qnn_sdk_version"] == qnn_sdk_version()
+    assert compiled["ep_sdk_version"].startswith("v" + qnn_sdk_version())
+
+    ctx = onnx.load(str(result.directory / "model.ctx.onnx"))
+    assert [n.op_type for n in ctx.graph.node] == ["EPContext"]
+    binary = result.directory / "model.ctx_qnn.bin"
+    assert binary.stat().st_size == compiled["context_binary_bytes"] > 100_000
+
+    verify = m.stage("verify").results
+    assert verify["emulator_vs_quantized_cpu"]["samples"] == 1
+    assert verify["emulator_vs_quantized_cpu"]["cosine_min"] > 0.99
+    assert verify["quantized_vs_fp32"]["samples"] == 4
+    assert verify["quantized_vs_fp32"]["sqnr_db"] >= verify["min_sqnr_db"]
+
+
+def test_manifest_records_request_tools_hashes_and_timings(xs_export):
+    result, _ = xs_export
+    data = json.loads((result.directory / "manifest.json").read_text())
+    assert data["request"]["variant"] == "xs"
+    assert data["request"]["input_shape"] == [1, 3, 64, 64]
+    assert data["request"]["weights"] == "random(seed=0)"
+    assert data["stages"][0]["results"]["attention"] == "normalize"
+    for tool in ("torch", "onnx", "onnxruntime", "onnxruntime-qnn", "onnxsim"):
+        assert data["tools"][tool] != "not installed"
+    for stage in data["stages"]:
+        assert stage["wall_s"] >= 0 and len(stage["key"]) == 64
+        for out in stage["outputs"].values():
+            assert (result.directory / out["path"]).stat().st_size == out["bytes"]
+    assert data["stages"][1]["inputs"]["export/model.onnx"] == data["stages"][0]["outputs"]["model.onnx"]["sha256"]
+
+
+def test_same_request_reuses_the_directory_and_another_directory_reuses_the_stage_cache(xs_export, tmp_path):
+    result, _ = xs_export
+    again = run_export(_xs(result.directory.parent))
+    assert again.reused and again.manifest.request_key == result.manifest.request_key
+
+    elsewhere = run_export(_xs(tmp_path))
+    assert not elsewhere.reused
+    assert all(s.cached for s in elsewhere.manifest.stages)
+    assert (tmp_path / "xs" / "model.ctx_qnn.bin").read_bytes() == (result.directory / "model.ctx_qnn.bin").read_bytes()
+
+
+def test_an_existing_directory_of_another_request_is_refused_unless_forced(xs_export, tmp_path):
+    result, _ = xs_export
+    other = _xs(result.directory.parent, precision="w8a16", until=Until.QUANTIZE)
+    before = (result.directory / "manifest.json").read_text()
+    with pytest.raises(OutputDirError, match="--force"):
+        run_export(other)
+    assert (result.directory / "manifest.json").read_text() == before
+
+    forced_dir = tmp_path / "f"
+    forced_dir.mkdir()
+    (forced_dir / "somebody-elses.txt").write_text("x")
+    with pytest.raises(OutputDirError, match="not an export"):
+        run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=forced_dir, **SMALL))
+    done = run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=forced_dir, force=True, **SMALL))
+    assert not (forced_dir / "somebody-elses.txt").exists() and done.manifest.stage("validate")
+
+
+def test_a_failing_stage_leaves_no_output_directory(tmp_path, monkeypatch):
+    import swiftformer_qnn.pipeline.orchestrator as orch
+
+    def boom(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orch._Run, "_stage_quantize", boom)
+    req = ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(req)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encoder_block_is_calibrated_on_the_activations_l1_feeds_it(tmp_path):
+    req = ExportRequest(variant="encoder", resolution=16, until=Until.QUANTIZE, output_dir=tmp_path / "enc", **SMALL)
+    result = run_export(req)
+    calib = np.load(result.directory / "calibration.npy")
+    assert calib.shape == (8, 96, 16, 16)
+
+    # Independently: L1 (seed 0, as the pipeline builds it) run by hand up to stage1's encoder.
+    torch.manual_seed(0)
+    l1 = build_model(get_variant("l1"))
+    images = find_images(Path(result.manifest.request["calibration"]["root"]), 8)
+    pixels = torch.from_numpy(preprocess_all(images, 16 * 8))
+    with torch.no_grad():
+        x = l1.stage0(l1.stem(pixels))
+        x = l1.stage1.downsample(x)
+        x = l1.stage1.block1_conv_encoder(l1.stage1.block0_conv_encoder(x))
+    np.testing.assert_allclose(calib, x.numpy(), rtol=1e-4, atol=1e-5)
+    assert "activations at the input of SwiftFormer-L1 stage1.block2_swiftformer_encoder" in (
+        result.manifest.stage("inputs").results["calibration"]["what"]
+    )
+
+
+def test_validation_fails_on_a_broken_graph(tmp_path):
+    variant = get_variant("encoder", encoder_hw=16)
+    model = realistic_init(build_model(variant))
+    export_onnx(model, variant.input_shape(), tmp_path / "m.onnx", is_encoder_block=True)
+    simplify_onnx(tmp_path / "m.onnx", tmp_path / "s.onnx")
+    heldout = np.random.default_rng(0).standard_normal((3, 96, 16, 16)).astype(np.float32)
+    ref = torch_outputs(model, heldout)
+    assert validate_onnx(tmp_path / "s.onnx", ref, heldout, variant)["max_abs_diff"] < 1e-3
+
+    broken = onnx.load(str(tmp_path / "s.onnx"))
+    conv_weight = next(i for i in broken.graph.initializer if len(i.dims) == 4)
+    arr = onnx.numpy_helper.to_array(conv_weight).copy()
+    arr.flat[0] += 1.0  # one weight off by one
+    conv_weight.CopyFrom(onnx.numpy_helper.from_array(arr, conv_weight.name))
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ExportValidationError, match="does not match PyTorch"):
+        validate_onnx(tmp_path / "broken.onnx", ref, heldout, variant)
+
+
+def test_htp_rejection_names_the_op_and_the_module(tmp_path):
+    variant = get_variant("encoder", encoder_hw=16)
+    export_onnx(build_model(variant), variant.input_shape(), tmp_path / "m.onnx", is_encoder_block=True, opset=17)
+    simplify_onnx(tmp_path / "m.onnx", tmp_path / "s.onnx")
+    with pytest.raises(HtpUnsupportedError) as err:
+        compile_context_binary(tmp_path / "s.onnx", tmp_path / "ctx.onnx", HtpTarget(fp16=True))
+    msg = err.value.one_line()
+    assert "Erf at swiftformer_encoder.mlp.act" in msg and "--opset 20" in msg
+    assert not (tmp_path / "ctx.onnx").exists()
+
+
+def test_realistic_weights_w8a16_is_more_faithful_than_w8a8(tmp_path):
+    variant = get_variant("xs")
+    ckpt = tmp_path / "xs_native.pth"
+    torch.save(realistic_init(build_model(variant), seed=3).state_dict(), ckpt)
+    figures = {}
+    for precision in ("w8a8", "w8a16"):
+        r = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, precision=precision,
+                                     output_dir=tmp_path / precision, min_sqnr=0, **SMALL))
+        figures[precision] = r.manifest.stage("verify").results["quantized_vs_fp32"]["sqnr_db"]
+    assert figures["w8a16"] > figures["w8a8"] + 3, figures
+
+
+def test_min_sqnr_fails_the_export_and_writes_nothing(tmp_path):
+    req = ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", min_sqnr=200, **SMALL)
+    with pytest.raises(QuantizationFidelityError, match="--min-sqnr 200"):
+        run_export(req)
+    assert not (tmp_path / "enc").exists()
+
+
+def test_fp16_compiles_the_float_graph_with_the_htp_fp16_mode(tmp_path):
+    r = run_export(ExportRequest(variant="encoder", resolution=16, precision="fp16", output_dir=tmp_path / "e", **SMALL))
+    assert r.manifest.stage("compile").results["fp16"] is True
+    q = r.manifest.stage("verify").results["quantized_vs_fp32"]
+    assert q["measured_on"].startswith("HTP emulator") and q["sqnr_db"] > 30
+    assert "calibration.npy" not in r.manifest.stage("inputs").outputs
+
+
+def test_calibration_folder_problems(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="No usable image"):
+        run_export(_xs(tmp_path, calibration=empty))
+    mixed = tmp_path / "mixed" / "nested"
+    mixed.mkdir(parents=True)
+    (mixed / "notes.bin").write_bytes(b"\x00\x01")
+    (mixed / "broken.jpg").write_bytes(b"not a jpeg")
+    for p in sorted(default_heldout_images().glob("*.jpg"))[:3]:
+        (mixed / p.name).write_bytes(p.read_bytes())
+    found = find_images(tmp_path / "mixed")
+    assert len(found.files) == 3 and len(found.skipped) == 2
+    with pytest.raises(CalibrationError, match="does not exist"):
+        run_export(_xs(tmp_path, calibration=tmp_path / "nope"))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"variant": "l2"}, "Unknown variant"),
+        ({"precision": "int4"}, "Unknown precision"),
+        ({"soc": "sm9999"}, "Unknown SoC"),
+        ({"resolution": 70}, "multiple of 32"),
+    ],
+)
+def test_bad_options_fail_before_any_work(tmp_path, kw, match):
+    with pytest.raises(UsageError, match=match):
+        run_export(ExportRequest(output_dir=tmp_path / "x", **kw))
+    assert not (tmp_path / "x").exists()
+
+
+def test_read_manifest_ignores_foreign_directories(tmp_path):
+    assert read_manifest(tmp_path) is None
+    (tmp_path / "manifest.json").write_text('{"kind": "something-else"}')
+    assert read_manifest(tmp_path) is None
