@@ -1,0 +1,196 @@
+"""Renderers of a gate verdict for CI: Markdown summary, JUnit XML, JSON. They only read the verdict."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..errors import OutputDirError
+from .verdict import GateVerdict, Method, MetricResult, MetricStatus
+
+REPORT_NAMES = {"markdown": "gate.md", "junit": "gate.junit.xml", "json": "gate.json"}
+
+_MARK = {
+    MetricStatus.REGRESSION: "❌",
+    MetricStatus.IMPROVEMENT: "🚀",
+    MetricStatus.WITHIN_NOISE: "〰️",
+    MetricStatus.UNCHANGED: "✅",
+    MetricStatus.MISSING_IN_CANDIDATE: "⚠️",
+    MetricStatus.MISSING_IN_BASELINE: "➕",
+}
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "fraction":
+        return f"{value * 100:.1f}%"
+    if unit in ("ops", "bytes"):
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def fmt_change(r: MetricResult) -> str:
+    if r.change is None:
+        return "-"
+    if r.unit == "fraction":
+        return f"{r.change * 100:+.1f} pt"
+    rel = f"{r.relative_change * 100:+.1f}%" if r.relative_change is not None else "n/a"
+    absolute = f"{int(r.change):+,} {r.unit}" if r.unit in ("ops", "bytes") else f"{r.change:+,.1f} {r.unit}"
+    return f"{rel} ({absolute})"
+
+
+def fmt_interval(r: MetricResult) -> str:
+    if r.interval is None:
+        return "no spread" if r.method is Method.THRESHOLD_ONLY else "-"
+    return f"{r.interval.low * 100:+.1f}% .. {r.interval.high * 100:+.1f}%"
+
+
+def fmt_confidence(r: MetricResult) -> str:
+    """How sure the gate is that the candidate is slower (for a latency metric with spread)."""
+    return "-" if r.prob_slower is None else f"{r.prob_slower * 100:.1f}%"
+
+
+def headline(v: GateVerdict) -> str:
+    outcome = "passed" if v.passed else "FAILED"
+    counts = [f"{len(v.regressions)} regression{'s' * (len(v.regressions) != 1)}",
+              f"{len(v.improvements)} improvement{'s' * (len(v.improvements) != 1)}"]
+    if v.missing:
+        counts.append(f"{len(v.missing)} missing on one side")
+    what = "latency" if v.mode == "profile" else "compile structure"
+    return f"SwiftFormer {what} gate {outcome}: {', '.join(counts)}"
+
+
+def describe_sides(v: GateVerdict) -> str:
+    b, c = v.baseline, v.candidate
+    if v.mode == "structure":
+        return (f"Compile manifests: baseline QNN {', '.join(b.qnn_versions)}; "
+                f"candidate QNN {', '.join(c.qnn_versions)} ({c.profiles} manifest{'s' * (c.profiles != 1)}).")
+    qnn = f"QNN {', '.join(b.qnn_versions) or '?'} -> {', '.join(c.qnn_versions) or '?'}"
+    shape = "x".join(map(str, c.input_shape or []))
+    r = v.rules
+    return (
+        f"{c.variant} {c.precision} {shape} on {c.device}, latency source `{c.source}`"
+        + (f" (baseline `{b.source}`)" if b.source != c.source else "")
+        + f"; {qnn}; {r.statistic} of {b.runs} baseline runs ({b.profiles} profile{'s' * (b.profiles != 1)}) "
+        f"vs {c.runs} candidate runs ({c.profiles} profile{'s' * (c.profiles != 1)}); "
+        f"threshold {r.relative_threshold * 100:g}%, floor {r.absolute_floor_us:g} us, "
+        f"{r.confidence * 100:g}% two-stage bootstrap interval."
+    )
+
+
+def _columns(v: GateVerdict) -> list[str]:
+    if v.mode == "structure":
+        return ["", "metric", "baseline", "candidate", "change", "status"]
+    b, c = v.baseline.source, v.candidate.source
+    return ["", "metric", f"baseline ({b}, us)", f"candidate ({c}, us)", "change",
+            f"{v.rules.confidence * 100:g}% interval", "P(slower)", "status"]
+
+
+def _row(v: GateVerdict, r: MetricResult) -> list[str]:
+    row = [_MARK[r.status], f"`{r.metric}`", fmt_value(r.baseline, r.unit), fmt_value(r.candidate, r.unit),
+           fmt_change(r)]
+    if v.mode == "profile":
+        row += [fmt_interval(r), fmt_confidence(r)]
+    return row + [r.status.value + (" (fails)" if r.fails and r.status.is_missing else "")]
+
+
+def _table(v: GateVerdict, results: list[MetricResult]) -> list[str]:
+    cols = _columns(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_row(v, r)) + " |" for r in results]
+    return lines
+
+
+def render_markdown(v: GateVerdict) -> str:
+    lines = [f"## {'✅' if v.passed else '❌'} {headline(v)}", "", describe_sides(v), ""]
+    notable = [r for r in v.results if r.status is not MetricStatus.UNCHANGED]
+    if notable:
+        # Failures first: the reader came for the block that regressed.
+        notable.sort(key=lambda r: (not r.fails, r.status is not MetricStatus.IMPROVEMENT))
+        lines += _table(v, notable) + [""]
+        lines += [f"- {r.reason}" for r in notable if r.fails or r.status is MetricStatus.IMPROVEMENT]
+        lines.append("")
+    else:
+        lines += ["No metric changed beyond its limits.", ""]
+    if v.notes:
+        lines += ["**Notes**", ""] + [f"- {n}" for n in v.notes] + [""]
+    lines += [f"<details><summary>All {len(v.results)} metrics</summary>", ""]
+    lines += _table(v, v.results) + ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def render_junit(v: GateVerdict) -> str:
+    """One test case per gated metric: a regression is a failure, a metric missing on one side is
+    skipped (or a failure under fail_on_missing), everything else passes with its reason as output."""
+    suite_name = f"swiftformer-qnn gate ({v.mode})"
+    subject = (f"{v.candidate.variant}-{v.candidate.precision}" if v.mode == "profile" else "compile")
+    failures = sum(r.fails for r in v.results)
+    skipped = sum(r.status.is_missing and not r.fails for r in v.results)
+    root = ET.Element("testsuites", name="swiftformer-qnn gate", tests=str(len(v.results)),
+                      failures=str(failures), errors="0")
+    suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(len(v.results)), failures=str(failures),
+                          errors="0", skipped=str(skipped), timestamp=v.created_at.isoformat())
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("summary", describe_sides(v)), ("baseline", ", ".join(v.baseline.paths)),
+                        ("candidate", ", ".join(v.candidate.paths))):
+        ET.SubElement(props, "property", name=name, value=value)
+    for r in v.results:
+        case = ET.SubElement(suite, "testcase", classname=f"swiftformer_qnn.gate.{subject}", name=r.metric, time="0")
+        detail = r.reason
+        if r.interval is not None:
+            detail += f" P(candidate slower) = {fmt_confidence(r)}."
+        if v.mode == "profile" and r.unit == "us":
+            detail += f" Latency source: {v.candidate.source}."
+        if r.fails:
+            ET.SubElement(case, "failure", message=r.reason, type=r.status.value).text = detail
+        elif r.status.is_missing:
+            ET.SubElement(case, "skipped", message=r.reason)
+        else:
+            ET.SubElement(case, "system-out").text = detail
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def render_json(v: GateVerdict) -> str:
+    return v.model_dump_json(indent=2) + "\n"
+
+
+def write_outputs(
+    v: GateVerdict,
+    *,
+    report_dir: Path | None = None,
+    markdown: Path | None = None,
+    junit: Path | None = None,
+    json_path: Path | None = None,
+    step_summary: Path | None = None,
+) -> list[Path]:
+    """Write the requested outputs; `report_dir` gets all three. The step summary is appended to,
+    as GitHub Actions expects of $GITHUB_STEP_SUMMARY. Returns the paths written."""
+    targets: dict[str, list[Path]] = {"markdown": [], "junit": [], "json": []}
+    if report_dir is not None:
+        for k, name in REPORT_NAMES.items():
+            targets[k].append(Path(report_dir) / name)
+    for k, p in (("markdown", markdown), ("junit", junit), ("json", json_path)):
+        if p is not None:
+            targets[k].append(Path(p))
+    render = {"markdown": render_markdown, "junit": render_junit, "json": render_json}
+    written = []
+    try:
+        for k, paths in targets.items():
+            if not paths:
+                continue
+            text = render[k](v)
+            for p in paths:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                tmp = p.with_name(f".{p.name}.tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(p)
+                written.append(p)
+        if step_summary is not None:
+            with open(step_summary, "a", encoding="utf-8") as f:
+                f.write(render_markdown(v) + "\n")
+            written.append(Path(step_summary))
+    except OSError as exc:
+        raise OutputDirError(f"Cannot write the gate report {exc.filename}: {exc.strerror or exc}.") from None
+    return written

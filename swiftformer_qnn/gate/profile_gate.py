@@ -1,0 +1,191 @@
+"""The latency gate on profiles: load both sides, check they measure the same thing, compare.
+
+Samples come from the shared profile schema. On AI Hub a profile holds every inference
+time of one job (`latency.runs_us`) but per-op times from one profiling pass, so the whole
+model has many samples per profile while a block has one: block spread needs several
+profiles (one per job) on each side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ProfileError
+from ..profiling.schema import LatencySource, Profile, TimeUnit, block_times, find_profiles, load_profile
+from .rules import GateRules
+from .stats import Samples, gate_samples
+from .verdict import MODEL_METRIC, GateVerdict, SideInfo, make_verdict
+
+# Fields that make two profiles measurements of different things.
+_IDENTITY = ("variant", "precision", "device", "source", "input shape")
+
+
+def _identity(p: Profile) -> dict[str, str]:
+    return {
+        "variant": p.model.variant,
+        "precision": p.model.precision,
+        "device": p.target.device,
+        "source": p.source.value,
+        "input shape": "x".join(map(str, p.model.input_shape)),
+    }
+
+
+def load_side(paths: Sequence[Path], *, side: str) -> tuple[list[Profile], list[Path]]:
+    """Every profile under `paths` (files or directories), validated; none found is an error."""
+    if not paths:
+        raise ProfileError(f"No {side} given.", hint=f"Pass --{side} FILE_OR_DIR.")
+    files = find_profiles(list(paths))
+    for p in map(Path, paths):
+        if p.is_dir() and not any(f.is_relative_to(p) for f in files):
+            raise ProfileError(f"{p}: no *.profile.json files in this {side} directory.")
+    return [load_profile(f) for f in files], files
+
+
+def check_side(profiles: list[Profile], files: list[Path], side: str) -> None:
+    emulated = [f for p, f in zip(profiles, files, strict=True) if p.source is LatencySource.EMULATOR]
+    if emulated:
+        raise ProfileError(
+            f"{emulated[0]}: an HTP-emulator profile (cycles on x86, not device latency) cannot be gated as latency.",
+            hint="Gate compile structure without a device instead: swiftformer-qnn gate --structure "
+            "--baseline BASE_MANIFEST --candidate CAND_MANIFEST.",
+        )
+    first = {**_identity(profiles[0]), "QNN version": str(profiles[0].toolchain.qnn_version)}
+    for p, f in zip(profiles[1:], files[1:], strict=True):
+        ident = {**_identity(p), "QNN version": str(p.toolchain.qnn_version)}
+        diff = [f"{k} {first[k]} vs {ident[k]}" for k in first if ident[k] != first[k]]
+        if diff:
+            # Pooling runs of different models or toolchains would make the spread meaningless.
+            raise ProfileError(
+                f"{f}: the {side} profiles disagree with {files[0]} ({'; '.join(diff)}).",
+                hint=f"Put only repeated runs of one configuration in the {side}.",
+            )
+
+
+def mismatches(baseline: Profile, candidate: Profile) -> list[str]:
+    """Identity differences between the sides, as `field: baseline -> candidate`."""
+    b, c = _identity(baseline), _identity(candidate)
+    return [f"{k}: {b[k]} -> {c[k]}" for k in _IDENTITY if b[k] != c[k]]
+
+
+def _side_info(profiles: list[Profile], files: list[Path]) -> SideInfo:
+    p0 = profiles[0]
+    jobs = [j for p in profiles for j in p.provenance.job_ids.values()]
+    return SideInfo(
+        paths=[str(f) for f in files],
+        source=p0.source.value,
+        variant=p0.model.variant,
+        precision=p0.model.precision,
+        device=p0.target.device,
+        input_shape=list(p0.model.input_shape),
+        qnn_versions=sorted({p.toolchain.qnn_version for p in profiles if p.toolchain.qnn_version}),
+        profiles=len(profiles),
+        runs=sum(len(p.latency.runs_us) or 1 for p in profiles if p.latency),
+        job_ids=jobs,
+    )
+
+
+def model_samples(profiles: Sequence[Profile], statistic: str) -> Samples:
+    """Whole-model latency: each profile's `runs_us`, or its summary when it has none."""
+    groups = []
+    for p in profiles:
+        if p.latency is None:
+            continue
+        if p.latency.runs_us:
+            groups.append(p.latency.runs_us)
+        else:  # a published row or a summary-only profile: one value stands for the session
+            groups.append([p.latency.min_us if statistic == "min" else p.latency.median_us])
+    return Samples.of(groups)
+
+
+def block_samples(profiles: Sequence[Profile], files: Sequence[Path]) -> dict[str, Samples]:
+    """Per-block time, one value per profile that has per-op times, in model order."""
+    per_block: dict[str, list[list[float]]] = {}
+    for p, f in zip(profiles, files, strict=True):
+        if not any(op.time is not None for op in p.ops):
+            continue
+        for block, bt in block_times(p).items():
+            if bt.time_unit is not TimeUnit.US:
+                raise ProfileError(f"{f}: per-op times in {bt.time_unit.value}, not microseconds; not gated as latency.")
+            per_block.setdefault(block, []).append([bt.time])
+    return {block: Samples.of(groups) for block, groups in per_block.items()}
+
+
+def _notes(base: dict[str, Samples], cand: dict[str, Samples], bp: list[Profile], cp: list[Profile],
+           rules: GateRules) -> list[str]:
+    notes = []
+    src = cp[0].source.value
+    if min(base[MODEL_METRIC].n, cand[MODEL_METRIC].n) < rules.min_samples:
+        notes.append(
+            f"Whole model: fewer than {rules.min_samples} runs on a side, so no spread is known; "
+            "it is gated on the thresholds alone."
+        )
+    elif len(bp) == 1 or len(cp) == 1:
+        notes.append(
+            f"Whole model: the runs on a side come from one {src} session; the interval covers "
+            "run-to-run noise, not session-to-session drift (another phone, a warmer one), which "
+            "the relative threshold absorbs. Profile several jobs per side for a stronger gate."
+        )
+    blocks = [m for m in {**base, **cand} if m != MODEL_METRIC]
+    if blocks:
+        n_b = max((base[m].n for m in blocks if m in base), default=0)
+        n_c = max((cand[m].n for m in blocks if m in cand), default=0)
+        if min(n_b, n_c) < rules.min_samples:
+            notes.append(
+                f"Blocks: per-op times come from one profiling pass per profile ({n_b} baseline, "
+                f"{n_c} candidate profiles with op times); under {rules.min_samples} per side no spread "
+                "is known and blocks are gated on the thresholds alone."
+            )
+    else:
+        notes.append("No per-op times on either side: only the whole model is gated.")
+    return notes
+
+
+def gate_profiles(
+    baseline: list[Profile],
+    candidate: list[Profile],
+    rules: GateRules,
+    *,
+    allow_mismatch: bool = False,
+    baseline_files: Sequence[Path] | None = None,
+    candidate_files: Sequence[Path] | None = None,
+) -> GateVerdict:
+    """Compare the whole-model latency and every block's latency of two sets of profiles."""
+    if not baseline or not candidate:
+        raise ProfileError("Both sides need at least one profile.")
+    bf = list(baseline_files or [Path(f"<baseline {i}>") for i in range(len(baseline))])
+    cf = list(candidate_files or [Path(f"<candidate {i}>") for i in range(len(candidate))])
+    check_side(baseline, bf, "baseline")
+    check_side(candidate, cf, "candidate")
+    diff = mismatches(baseline[0], candidate[0])
+    if diff and not allow_mismatch:
+        raise ProfileError(
+            f"The baseline and candidate measure different things ({'; '.join(diff)}).",
+            hint="Compare like with like, or pass --allow-mismatch to gate them anyway.",
+        )
+
+    base = {MODEL_METRIC: model_samples(baseline, rules.statistic), **block_samples(baseline, bf)}
+    cand = {MODEL_METRIC: model_samples(candidate, rules.statistic), **block_samples(candidate, cf)}
+    kinds = {MODEL_METRIC: "model"}
+    results = gate_samples(base, cand, rules, kinds=kinds)
+    notes = _notes(base, cand, baseline, candidate, rules)
+    if diff:
+        notes.insert(0, f"Compared despite differences ({'; '.join(diff)}): --allow-mismatch was given.")
+    return make_verdict(
+        mode="profile",
+        baseline=_side_info(baseline, bf),
+        candidate=_side_info(candidate, cf),
+        rules=rules,
+        mismatches=diff,
+        notes=notes,
+        results=results,
+    )
+
+
+def gate_paths(
+    baseline: Sequence[Path], candidate: Sequence[Path], rules: GateRules, *, allow_mismatch: bool = False
+) -> GateVerdict:
+    """`gate_profiles` on the profiles found under the given files or directories."""
+    bp, bf = load_side(baseline, side="baseline")
+    cp, cf = load_side(candidate, side="candidate")
+    return gate_profiles(bp, cp, rules, allow_mismatch=allow_mismatch, baseline_files=bf, candidate_files=cf)

@@ -1,0 +1,447 @@
+"""The latency gate's pure logic on synthetic profiles: no device, no network."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swiftformer_qnn.artifacts import ExportManifest, StageRecord
+from swiftformer_qnn.errors import ProfileError, UsageError
+from swiftformer_qnn.gate import (
+    CompileStructure,
+    GateRules,
+    GateVerdict,
+    MetricStatus,
+    Samples,
+    compare,
+    gate_paths,
+    gate_profiles,
+    gate_structure,
+    load_rules,
+    parse_fraction,
+    parse_overrides,
+    read_compile_structure,
+    render_junit,
+    render_markdown,
+    update_baseline,
+    with_flags,
+)
+from swiftformer_qnn.gate.sim import Scenario, l1_block_times_us, simulate, synthetic_profile
+from swiftformer_qnn.gate.stats import bootstrap, statistic_rows
+from swiftformer_qnn.profiling.schema import LatencySource, LatencySummary, Profile
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}
+
+
+def runs(rng, median_us, n=20, spread=0.03):
+    return median_us * rng.lognormal(0.0, spread, n)
+
+
+def side(rng, n_profiles=1, *, scale=1.0, block_scale=None, drop=(), n_runs=20, **kw) -> list[Profile]:
+    """`n_profiles` profiles of the toy model, optionally slower overall or per block."""
+    block_scale = block_scale or {}
+    out = []
+    for _ in range(n_profiles):
+        blocks = {b: t * scale * block_scale.get(b, 1.0) * rng.lognormal(0, 0.03)
+                  for b, t in BLOCKS.items() if b not in drop}
+        total = sum(t * scale * block_scale.get(b, 1.0) for b, t in BLOCKS.items())
+        out.append(synthetic_profile(runs(rng, total, n_runs), blocks, **kw))
+    return out
+
+
+def by_metric(verdict: GateVerdict):
+    return {r.metric: r for r in verdict.results}
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_repo_pyproject_holds_the_documented_defaults():
+    rules, path = load_rules(search_from=REPO / "swiftformer_qnn")
+    assert path == REPO / "pyproject.toml"
+    assert (rules.relative_threshold, rules.absolute_floor_us, rules.statistic) == (0.05, 20.0, "median")
+
+
+def test_rules_from_pyproject_with_block_overrides(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.swiftformer-qnn.gate]\nrelative_threshold = 0.08\nstatistic = "mean"\n'
+        '[tool.swiftformer-qnn.gate.blocks]\n"stage2.block9" = { relative_threshold = 0.2 }\n'
+        '"stage*" = { relative_threshold = 0.1, absolute_floor_us = 5 }\n'
+    )
+    (tmp_path / "sub").mkdir()
+    rules, path = load_rules(search_from=tmp_path / "sub")  # the nearest parent's pyproject
+    assert path == tmp_path / "pyproject.toml"
+    assert rules.statistic == "mean"
+    assert rules.rule_for("stage2.block9") == (0.2, 5.0)  # exact id wins; floor falls back to the pattern
+    assert rules.rule_for("stage1.block0") == (0.1, 5.0)
+    assert rules.rule_for("head") == (0.08, 20.0)
+
+
+def test_a_typo_in_the_gate_table_is_an_error(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.swiftformer-qnn.gate]\nrelative_treshold = 0.1\n")
+    with pytest.raises(UsageError, match="relative_treshold"):
+        load_rules(tmp_path / "pyproject.toml")
+
+
+def test_a_pyproject_without_the_gate_table_gives_defaults(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert load_rules(search_from=tmp_path) == (GateRules(), tmp_path / "pyproject.toml")
+
+
+def test_flags_override_file_and_win_among_patterns():
+    rules = GateRules(blocks={"stage*": {"relative_threshold": 0.1}})
+    merged = with_flags(
+        rules, relative_threshold=0.03, block_thresholds=parse_overrides(["stage2.*=20%"], "relative_threshold",
+                                                                          flag="--block-threshold"),
+        block_floors={"stage*": 1.0},
+    )
+    assert merged.relative_threshold == 0.03
+    assert merged.rule_for("stage2.block9") == (0.2, 1.0)
+    assert merged.rule_for("stage1.block0") == (0.1, 1.0)
+
+
+@pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.05", 0.05), ("12.5%", 0.125)])
+def test_parse_fraction(text, value):
+    assert parse_fraction(text, flag="--threshold") == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["5", "-1%", "five", "1.5"])
+def test_parse_fraction_refuses_ambiguous_or_bad_values(text):
+    with pytest.raises(UsageError):
+        parse_fraction(text, flag="--threshold")
+
+
+def test_parse_overrides_refuses_a_missing_pattern():
+    with pytest.raises(UsageError, match="PATTERN=NUMBER"):
+        parse_overrides(["0.1"], "relative_threshold", flag="--block-threshold")
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 20])
+def test_statistic_rows_match_numpy(n):
+    x = np.random.default_rng(n).random((7, n))
+    np.testing.assert_allclose(statistic_rows(x, "median"), np.median(x, axis=1))
+    np.testing.assert_allclose(statistic_rows(x, "mean"), x.mean(axis=1))
+    np.testing.assert_allclose(statistic_rows(x, "min"), x.min(axis=1))
+
+
+def test_bootstrap_first_stage_keeps_session_to_session_spread():
+    # Five sessions, each perfectly steady but at its own level: resampling only runs would
+    # say the median is known to a fraction of a percent; resampling sessions first does not.
+    rng = np.random.default_rng(0)
+    levels = [97.0, 99.0, 100.0, 101.0, 103.0]
+    sessions = Samples.of([np.full(20, lv) + rng.normal(0, 0.01, 20) for lv in levels])
+    pooled = Samples.of([sessions.pooled])
+    two_stage = bootstrap(sessions, "median", 2000, np.random.default_rng(1))
+    one_stage = bootstrap(pooled, "median", 2000, np.random.default_rng(1))
+    assert np.ptp(np.quantile(two_stage, [0.025, 0.975])) > 3 * np.ptp(np.quantile(one_stage, [0.025, 0.975]))
+
+
+def test_compare_is_deterministic():
+    rng = np.random.default_rng(3)
+    b, c = Samples.of([runs(rng, 1000)]), Samples.of([runs(rng, 1100)])
+    assert compare("model", "model", b, c, GateRules()) == compare("model", "model", b, c, GateRules())
+
+
+def test_clear_regression_fails_with_its_size_and_interval():
+    rng = np.random.default_rng(1)
+    r = compare("model", "model", Samples.of([runs(rng, 1000)]), Samples.of([runs(rng, 1200)]), GateRules())
+    assert r.status is MetricStatus.REGRESSION and r.fails
+    assert r.relative_change == pytest.approx(0.2, abs=0.03)
+    assert r.interval.low > 0.1 and r.prob_slower > 0.99
+    assert r.method.value == "bootstrap"
+    assert "slower" in r.reason and "%" in r.reason
+
+
+def test_clear_improvement_passes_and_is_reported():
+    rng = np.random.default_rng(2)
+    r = compare("model", "model", Samples.of([runs(rng, 1000)]), Samples.of([runs(rng, 800)]), GateRules())
+    assert r.status is MetricStatus.IMPROVEMENT and not r.fails
+    assert r.interval.high < 0
+
+
+def test_a_significant_change_under_the_threshold_passes():
+    rng = np.random.default_rng(4)
+    b, c = Samples.of([runs(rng, 1000, 200, 0.005)]), Samples.of([runs(rng, 1030, 200, 0.005)])
+    r = compare("model", "model", b, c, GateRules())
+    assert r.interval.low > 0  # surely slower ...
+    assert r.status is MetricStatus.UNCHANGED  # ... but by 3%, under the 5% threshold
+
+
+def test_a_change_under_the_absolute_floor_passes():
+    rng = np.random.default_rng(5)
+    r = compare("head", "block", Samples.of([runs(rng, 50)]), Samples.of([runs(rng, 65)]), GateRules())
+    assert r.relative_change > 0.2 and r.change < 20
+    assert r.status is MetricStatus.UNCHANGED
+
+
+def test_a_large_change_inside_the_spread_is_within_noise():
+    rng = np.random.default_rng(6)
+    noisy = GateRules(absolute_floor_us=0)
+    b, c = Samples.of([runs(rng, 1000, 6, 0.3)]), Samples.of([runs(rng, 1080, 6, 0.3)])
+    r = compare("model", "model", b, c, noisy)
+    assert abs(r.relative_change) > 0.05
+    assert r.status is MetricStatus.WITHIN_NOISE and not r.fails
+    assert r.interval.low < 0 < r.interval.high
+
+
+def test_too_few_samples_fall_back_to_thresholds_and_say_so():
+    r = compare("stem", "block", Samples.of([[200.0]]), Samples.of([[260.0]]), GateRules())
+    assert r.method.value == "threshold-only" and r.interval is None
+    assert r.status is MetricStatus.REGRESSION
+    assert "no spread known" in r.reason
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def test_gate_profiles_clear_regression_names_the_block():
+    rng = np.random.default_rng(10)
+    v = gate_profiles(side(rng, 5), side(rng, 5, block_scale={"stage0.block0": 1.3}), GateRules())
+    assert not v.passed and v.exit_code == 1
+    assert [r.metric for r in v.regressions] == ["stage0.block0"]  # +30 us: not a 5% model regression
+    assert by_metric(v)["stage0.block0"].method.value == "bootstrap"
+
+
+def test_gate_profiles_equal_runs_pass():
+    rng = np.random.default_rng(11)
+    v = gate_profiles(side(rng, 5), side(rng, 5), GateRules())
+    assert v.passed and v.exit_code == 0 and not v.regressions
+    assert list(by_metric(v)) == ["model", *BLOCKS]
+
+
+def test_gate_profiles_whole_model_improvement():
+    rng = np.random.default_rng(12)
+    v = gate_profiles(side(rng, 1), side(rng, 1, scale=0.8), GateRules())
+    assert v.passed and "model" in [r.metric for r in v.improvements]
+
+
+def test_missing_blocks_on_either_side_are_reported():
+    rng = np.random.default_rng(13)
+    base = side(rng, 2, drop=("head",))
+    cand = side(rng, 2, drop=("stage0.block0",))
+    v = gate_profiles(base, cand, GateRules())
+    m = by_metric(v)
+    assert m["stage0.block0"].status is MetricStatus.MISSING_IN_CANDIDATE
+    assert m["head"].status is MetricStatus.MISSING_IN_BASELINE
+    assert v.passed  # reported, not failed, by default
+    strict = gate_profiles(base, cand, GateRules(fail_on_missing=True))
+    assert not strict.passed and {r.metric for r in strict.failures} == {"stage0.block0", "head"}
+
+
+def test_block_threshold_overrides_apply():
+    rng = np.random.default_rng(14)
+    base, cand = side(rng, 5), side(rng, 5, block_scale={"stage0.block0": 1.3})
+    assert not gate_profiles(base, cand, GateRules()).passed
+    relaxed = GateRules(blocks={"stage0.block0": {"relative_threshold": 0.5}})
+    assert gate_profiles(base, cand, relaxed).passed
+    by_pattern = GateRules(blocks={"stage0.*": {"absolute_floor_us": 500}})
+    assert gate_profiles(base, cand, by_pattern).passed
+    stricter = GateRules(blocks={"model": {"relative_threshold": 0.0, "absolute_floor_us": 0}})
+    v = gate_profiles(base, side(rng, 5, scale=1.02), stricter)
+    assert by_metric(v)["model"].relative_threshold == 0.0
+
+
+@pytest.mark.parametrize("field, kw", [
+    ("variant", {"variant": "xs"}),
+    ("precision", {"precision": "w8a16"}),
+    ("device", {"device": "Samsung Galaxy S24 Ultra"}),
+    ("source", {"source": LatencySource.QNN_NET_RUN}),
+])
+def test_profiles_of_different_things_are_refused_unless_allowed(field, kw):
+    rng = np.random.default_rng(15)
+    base, cand = side(rng, 1), side(rng, 1, **kw)
+    with pytest.raises(ProfileError, match=field):
+        gate_profiles(base, cand, GateRules())
+    v = gate_profiles(base, cand, GateRules(), allow_mismatch=True)
+    assert v.mismatches and field in v.mismatches[0]
+
+
+def test_a_different_qnn_version_is_what_the_gate_is_for():
+    rng = np.random.default_rng(16)
+    v = gate_profiles(side(rng, 1), side(rng, 1, qnn_version="2.52.0"), GateRules())
+    assert v.passed and v.candidate.qnn_versions == ["2.52.0"] and not v.mismatches
+
+
+def test_mixed_profiles_within_one_side_are_refused():
+    rng = np.random.default_rng(17)
+    with pytest.raises(ProfileError, match="disagree"):
+        gate_profiles(side(rng, 1) + side(rng, 1, qnn_version="2.52.0"), side(rng, 1), GateRules())
+
+
+def test_emulator_profiles_are_not_gated_as_latency():
+    emu = Profile.model_validate({
+        **synthetic_profile([1.0]).model_dump(exclude={"latency", "ops", "source"}),
+        "source": "emulator",
+    })
+    with pytest.raises(ProfileError, match="emulator"):
+        gate_profiles([emu], [emu], GateRules())
+
+
+def test_single_sample_per_side_is_gated_on_thresholds_and_noted():
+    pub = [p.model_copy(update={"latency": LatencySummary(min_us=1000, median_us=1000, run_count=100), "ops": []})
+           for p in side(np.random.default_rng(18), 1, source=LatencySource.PUBLISHED)]
+    slower = [pub[0].model_copy(update={"latency": LatencySummary(min_us=1200, median_us=1200, run_count=100)})]
+    v = gate_profiles(pub, slower, GateRules())
+    r = by_metric(v)["model"]
+    assert r.method.value == "threshold-only" and r.status is MetricStatus.REGRESSION
+    assert any("no spread is known" in n for n in v.notes)
+    assert any("only the whole model" in n for n in v.notes)
+
+
+def test_gate_paths_reads_directories(tmp_path):
+    rng = np.random.default_rng(19)
+    for name, profiles in (("base", side(rng, 3)), ("cand", side(rng, 3, scale=1.2))):
+        for i, p in enumerate(profiles):
+            p.save(tmp_path / name / f"job{i}" / "l1.profile.json")
+    v = gate_paths([tmp_path / "base"], [tmp_path / "cand"], GateRules())
+    assert v.baseline.profiles == 3 and v.baseline.runs == 60
+    assert "model" in [r.metric for r in v.regressions]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ProfileError, match="no \\*.profile.json"):
+        gate_paths([tmp_path / "empty"], [tmp_path / "cand"], GateRules())
+
+
+# ---------------------------------------------------------------- simulation (rates quoted in docs/ci.md)
+
+SIM_PAIRS, SIM_SEED = 1000, 0
+
+
+def test_simulated_noise_rarely_fails_one_profile_per_side():
+    r = simulate(Scenario("noise"), pairs=SIM_PAIRS, seed=SIM_SEED)
+    assert r.fail_rate < 0.01
+
+
+def test_simulated_10_percent_slowdown_is_caught_one_profile_per_side():
+    r = simulate(Scenario("10% slower", slowdown=0.10), pairs=SIM_PAIRS, seed=SIM_SEED)
+    assert r.fail_rate > 0.95 and r.model_regressed / r.pairs > 0.95
+
+
+# Several profiles per side bootstrap every metric; a smaller layout keeps the default tier
+# fast. The full 27-block layout at 1000 pairs runs in the slow tier (and in gate.sim).
+_FEW_BLOCKS = {"stem": 150.0, "stage2.block9": 95.0, "stage3.block4": 95.0, "other": 1160.0}
+
+
+def test_simulated_noise_rarely_fails_several_profiles_per_side():
+    sc = Scenario("noise, 5 profiles", profiles=5, blocks=_FEW_BLOCKS)
+    assert simulate(sc, pairs=300, seed=SIM_SEED).fail_rate < 0.01
+
+
+def test_simulated_block_slowdown_is_caught_in_that_block_only():
+    sc = Scenario("one block", profiles=5, blocks=_FEW_BLOCKS, slow_blocks=("stage2.block9",), slowdown=0.3)
+    r = simulate(sc, pairs=300, seed=SIM_SEED)
+    assert r.slow_blocks_caught / r.pairs > 0.95
+    assert r.model_regressed / r.pairs < 0.01  # +28 us on 1.5 ms is not a model regression
+
+
+def test_simulated_single_run_per_side_is_not_noise_proof():
+    # Why the verdict says "no spread known": with one value per side, 3% noise crosses a 5%
+    # threshold in about one comparison in eight.
+    r = simulate(Scenario("one run", runs=1, blocks={"other": 1500.0}), pairs=SIM_PAIRS, seed=SIM_SEED)
+    assert 0.05 < r.fail_rate < 0.25
+
+
+@pytest.mark.slow
+def test_simulated_rates_several_profiles_full_l1_layout():
+    assert len(l1_block_times_us()) == 27
+    noise = simulate(Scenario("noise", profiles=5), pairs=SIM_PAIRS, seed=SIM_SEED)
+    slow = simulate(Scenario("slow", profiles=5, slowdown=0.10), pairs=SIM_PAIRS, seed=SIM_SEED)
+    block = simulate(Scenario("block", profiles=5, slow_blocks=("stage2.block9",), slowdown=0.3),
+                     pairs=SIM_PAIRS, seed=SIM_SEED)
+    assert noise.fail_rate < 0.01
+    assert slow.fail_rate > 0.95 and slow.model_regressed / slow.pairs > 0.95
+    assert block.slow_blocks_caught / block.pairs > 0.95
+
+
+def test_simulation_is_reproducible():
+    sc = replace(Scenario("noise"), runs=5, blocks={"other": 1500.0})
+    assert simulate(sc, pairs=50, seed=7).failed == simulate(sc, pairs=50, seed=7).failed
+
+
+# ---------------------------------------------------------------- structure
+
+
+def _manifest(tmp_path, name, **results):
+    stage = StageRecord(name="compile", key="k", wall_s=1.0, results=results)
+    m = ExportManifest(request_key="r", request={"variant": "l1"}, tools={}, stages=[stage])
+    path = tmp_path / name / "manifest.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(m.model_dump_json())
+    return path
+
+
+def test_compile_structure_from_an_export_manifest_and_a_plain_json(tmp_path):
+    p = _manifest(tmp_path, "a", qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=412,
+                  context_binary_bytes=13_000_000)
+    assert read_compile_structure(p.parent) == CompileStructure(
+        qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=412, context_binary_bytes=13_000_000, path=str(p))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"compile": {"qnn_sdk_version": "2.52.0", "htp_fraction": 0.98,
+                                             "htp_op_count": 400, "context_binary_bytes": 1}}))
+    assert read_compile_structure(plain).qnn_version == "2.52.0"
+
+
+def test_compile_manifest_without_the_figures_is_refused(tmp_path):
+    p = _manifest(tmp_path, "b", qnn_sdk_version="2.51.0", htp_fraction=1.0)
+    with pytest.raises(ProfileError, match="compile.htp_op_count"):
+        read_compile_structure(p)
+
+
+def test_structure_gate_rules():
+    base = CompileStructure(qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=10_000)
+    same = base.model_copy(update={"qnn_version": "2.52.0"})
+    fell_off = base.model_copy(update={"qnn_version": "2.53.0", "htp_fraction": 0.97})
+    grew = base.model_copy(update={"qnn_version": "2.54.0", "htp_op_count": 430, "context_binary_bytes": 10_300})
+    leaner = base.model_copy(update={"qnn_version": "2.55.0", "htp_op_count": 380})
+    v = gate_structure(base, [same, fell_off, grew, leaner], GateRules())
+    m = by_metric(v)
+    assert m["htp_fraction@2.52.0"].status is MetricStatus.UNCHANGED
+    assert m["htp_fraction@2.53.0"].status is MetricStatus.REGRESSION
+    assert m["htp_op_count@2.54.0"].status is MetricStatus.REGRESSION  # +7.5% > 5%
+    assert m["context_binary_bytes@2.54.0"].status is MetricStatus.UNCHANGED  # +3% <= 5%
+    assert m["htp_op_count@2.55.0"].status is MetricStatus.IMPROVEMENT
+    assert {r.metric for r in v.failures} == {"htp_fraction@2.53.0", "htp_op_count@2.54.0"}
+    assert gate_structure(base, [same], GateRules()).passed
+
+
+# ---------------------------------------------------------------- baselines and outputs
+
+
+def test_update_baseline_then_gate_against_it(tmp_path):
+    rng = np.random.default_rng(20)
+    for i, p in enumerate(side(rng, 2, job_id="jabc")):
+        p.save(tmp_path / "cand" / f"job{i}" / "l1.profile.json")
+    done = update_baseline([tmp_path / "cand"], root=tmp_path / "baselines", note="first")
+    assert done.directory == tmp_path / "baselines" / "l1-w8a8-samsung-galaxy-s23-ultra-aihub"
+    assert done.replaced is None and done.record.runs == 40 and done.record.job_ids == ["jabc", "jabc"]
+    assert len(list(done.directory.glob("*.profile.json"))) == 2  # same names from two jobs kept apart
+    assert gate_paths([done.directory], [tmp_path / "cand"], GateRules()).passed
+    again = update_baseline([tmp_path / "cand"], root=tmp_path / "baselines")
+    assert again.replaced is not None and again.replaced.note == "first"
+    xs = side(rng, 1, variant="xs")[0]
+    xs.save(tmp_path / "xs" / "xs.profile.json")
+    with pytest.raises(ProfileError, match="baseline of something else"):
+        update_baseline([tmp_path / "xs"], directory=done.directory)
+
+
+def test_markdown_and_junit_name_the_regression_and_the_source():
+    rng = np.random.default_rng(21)
+    v = gate_profiles(side(rng, 5), side(rng, 5, block_scale={"stage0.block0": 1.3}), GateRules())
+    md = render_markdown(v)
+    assert "FAILED" in md and "baseline (aihub, us)" in md and "latency source `aihub`" in md
+    first_row = next(line for line in md.splitlines() if line.startswith("| ❌"))
+    assert "`stage0.block0`" in first_row
+    root = ET.fromstring(render_junit(v).split("\n", 1)[1])
+    cases = root.findall(".//testcase")
+    assert [c.get("name") for c in cases] == [r.metric for r in v.results]
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert failed == ["stage0.block0"] and root.get("failures") == "1"
+    assert GateVerdict.model_validate_json(v.model_dump_json()) == v
