@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import nox
 
-nox.options.default_venv_backend = "uv|virtualenv"
+# virtualenv + pip, not uv: pip is what finds the local CPU torch wheel on these machines.
+nox.options.default_venv_backend = "virtualenv"
+nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 CONSTRAINTS = ("-c", "constraints.txt")
 
@@ -36,3 +38,11 @@ def slow(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "swiftformer_qnn", "tests", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and memory of the main job against straight-line scripts, in one run -> JSON."""
+    install_project(session)
+    out = session.posargs[0] if session.posargs else "bench-results/bench.json"
+    session.run("python", "tests/bench/run_bench.py", out)

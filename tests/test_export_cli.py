@@ -1,0 +1,52 @@
+"""`swiftformer-qnn export` through the CLI: what reaches the user and the exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from swiftformer_qnn.cli import app
+
+runner = CliRunner()
+
+
+def test_export_encoder_block_through_the_cli(tmp_path):
+    out = tmp_path / "enc"
+    res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
+                              "--heldout-count", "2", "--output-dir", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "WEIGHTS: RANDOM" in res.output
+    assert "model.ctx_qnn.bin" in res.output and "SQNR" in res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["request"]["input_shape"] == [1, 96, 16, 16]
+
+    again = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
+                                "--heldout-count", "2", "--output-dir", str(out)])
+    assert again.exit_code == 0 and "Up to date" in again.output
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--variant", "l2"], "Unknown variant 'l2'. Choose one of: xs, s, l1, l3, encoder."),
+        (["--precision", "int4"], "Unknown precision 'int4'"),
+        (["--soc", "sm1234"], "Unknown SoC 'sm1234'"),
+        (["--until", "everything"], "Unknown --until 'everything'"),
+        (["--weights", "/nonexistent/l1.pth"], "Weights file /nonexistent/l1.pth does not exist."),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, text):
+    res = runner.invoke(app, ["export", *args, "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert text in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_variants_lists_published_figures():
+    res = runner.invoke(app, ["variants"])
+    assert res.exit_code == 0
+    for needle in ("SwiftFormer-L1", "12.1", "80.9", "1x96x64x64"):
+        assert needle in res.output
