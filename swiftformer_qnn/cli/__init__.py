@@ -4,6 +4,7 @@ and renders its typed result; all logic lives in the library."""
 from __future__ import annotations
 
 from . import export as _export  # noqa: F401  (registers export, compile, variants)
+from . import gate as _gate  # noqa: F401
 from ._app import app, run_app
 
 __all__ = ["app", "main"]

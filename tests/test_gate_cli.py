@@ -1,0 +1,172 @@
+"""`swiftformer-qnn gate` through typer's CliRunner: exit codes and the three CI outputs."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from swiftformer_qnn.cli import app
+from swiftformer_qnn.gate import GateVerdict
+from swiftformer_qnn.gate.sim import synthetic_profile
+from swiftformer_qnn.profiling.schema import Profile
+
+BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}
+runner = CliRunner()
+
+
+def write_side(directory: Path, seed: int, n_profiles: int = 3, *, block_scale=None, **kw) -> Path:
+    rng = np.random.default_rng(seed)
+    block_scale = block_scale or {}
+    total = sum(t * block_scale.get(b, 1.0) for b, t in BLOCKS.items())
+    for i in range(n_profiles):
+        blocks = {b: t * block_scale.get(b, 1.0) * rng.lognormal(0, 0.03) for b, t in BLOCKS.items()}
+        p = synthetic_profile(total * rng.lognormal(0, 0.03, 20), blocks, job_id=f"j{seed}{i}", **kw)
+        p.save(directory / f"job{i}" / "l1-w8a8.profile.json")
+    return directory
+
+
+@pytest.fixture
+def sides(tmp_path):
+    return {
+        "base": write_side(tmp_path / "base", 1, 5),
+        "same": write_side(tmp_path / "same", 2, 5),
+        "slow": write_side(tmp_path / "slow", 3, 5, block_scale={"stage0.block0": 1.4}),
+        "xs": write_side(tmp_path / "xs", 4, 1, variant="xs"),
+    }
+
+
+def gate(*args: str, env: dict | None = None):
+    # A CI runner's own $GITHUB_STEP_SUMMARY must not leak into the tests.
+    return runner.invoke(app, ["gate", *map(str, args)], env={"GITHUB_STEP_SUMMARY": None, **(env or {})})
+
+
+def test_equal_profiles_pass_with_exit_0_and_write_three_outputs(sides, tmp_path):
+    r = gate("--baseline", sides["base"], "--candidate", sides["same"], "--report-dir", tmp_path / "report")
+    assert r.exit_code == 0, r.output
+    assert "gate passed" in r.stdout and "aihub" in r.stdout
+    verdict = GateVerdict.model_validate_json((tmp_path / "report" / "gate.json").read_text())
+    assert verdict.passed and verdict.baseline.profiles == 5 and verdict.baseline.runs == 100
+    cases = ET.parse(tmp_path / "report" / "gate.junit.xml").getroot().findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["model", *BLOCKS]
+    assert all(c.find("failure") is None for c in cases)
+    assert "gate passed" in (tmp_path / "report" / "gate.md").read_text()
+
+
+def test_a_regression_exits_1_and_names_the_block_everywhere(sides, tmp_path):
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    r = gate("-b", sides["base"], "-c", sides["slow"], "--junit", tmp_path / "g.xml", "--json", tmp_path / "g.json",
+             "--markdown", tmp_path / "g.md", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.exit_code == 1, r.output
+    assert "FAIL stage0.block0 slower: +4" in r.stdout  # a 40% slowdown drawn with 3% noise
+    failed = [c.get("name") for c in ET.parse(tmp_path / "g.xml").getroot().iter("testcase")
+              if c.find("failure") is not None]
+    assert failed == ["stage0.block0"]
+    data = json.loads((tmp_path / "g.json").read_text())
+    assert data["passed"] is False and data["exit_code"] == 1
+    assert [m["metric"] for m in data["results"] if m["status"] == "regression"] == ["stage0.block0"]
+    text = summary.read_text()
+    assert text.startswith("earlier step\n")  # appended, as GitHub expects
+    assert "`stage0.block0`" in text and text == "earlier step\n" + (tmp_path / "g.md").read_text() + "\n"
+
+
+def test_an_improvement_passes_and_is_reported(sides):
+    r = gate("-b", sides["slow"], "-c", sides["base"])
+    assert r.exit_code == 0, r.output
+    assert "improved stage0.block0 faster" in r.stdout
+
+
+def test_block_threshold_flag_relaxes_one_block(sides):
+    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "stage0.*=50%").exit_code == 0
+    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-floor", "stage0.block0=80").exit_code == 0
+    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "head=50%").exit_code == 1
+
+
+def test_pyproject_rules_apply_from_the_working_directory_and_from_config(sides, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.swiftformer-qnn.gate]\n[tool.swiftformer-qnn.gate.blocks]\n"stage0.block0" = { relative_threshold = 0.6 }\n'
+    )
+    assert gate("-b", sides["base"], "-c", sides["slow"], "--config", project / "pyproject.toml").exit_code == 0
+    monkeypatch.chdir(project)
+    assert gate("-b", sides["base"], "-c", sides["slow"]).exit_code == 0
+    # A flag beats the file.
+    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "stage0.block0=5%").exit_code == 1
+
+
+def test_different_variants_exit_2_unless_allowed(sides):
+    r = gate("-b", sides["base"], "-c", sides["xs"])
+    assert r.exit_code == 2
+    assert "variant: l1 -> xs" in r.stderr and "--allow-mismatch" in r.stderr
+    assert gate("-b", sides["base"], "-c", sides["xs"], "--allow-mismatch").exit_code in (0, 1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threshold", "5"], "fraction below 1"),
+    (["--statistic", "p99"], "statistic"),
+    (["--block-threshold", "0.1"], "PATTERN=NUMBER"),
+])
+def test_bad_options_exit_2(sides, args, message):
+    r = gate("-b", sides["base"], "-c", sides["same"], *args)
+    assert r.exit_code == 2 and message in r.stderr
+
+
+def test_input_errors_exit_2(sides, tmp_path):
+    assert "no such profile file" in gate("-b", tmp_path / "nope.profile.json", "-c", sides["same"]).stderr
+    assert gate("-c", sides["same"]).exit_code == 2
+    (tmp_path / "bad.profile.json").write_text("{")
+    r = gate("-b", tmp_path / "bad.profile.json", "-c", sides["same"])
+    assert r.exit_code == 2 and "not a JSON profile" in r.stderr
+    (tmp_path / "a-file").write_text("")
+    r = gate("-b", sides["base"], "-c", sides["same"], "--report-dir", tmp_path / "a-file")
+    assert r.exit_code == 2 and "Cannot write the gate report" in r.stderr
+
+
+def test_emulator_profiles_exit_2(sides, tmp_path):
+    p = Profile.model_validate({
+        **synthetic_profile([1.0]).model_dump(exclude={"latency", "ops", "source"}), "source": "emulator",
+    })
+    p.save(tmp_path / "emu" / "e.profile.json")
+    r = gate("-b", tmp_path / "emu", "-c", tmp_path / "emu")
+    assert r.exit_code == 2 and "emulator" in r.stderr and "--structure" in r.stderr
+
+
+def test_update_baseline_then_gate_against_it(sides, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = gate("--update-baseline", "-c", sides["base"], "--note", "QNN 2.51 baseline")
+    assert r.exit_code == 0, r.output
+    target = tmp_path / "profiles" / "baselines" / "l1-w8a8-samsung-galaxy-s23-ultra-aihub"
+    record = json.loads((target / "baseline.json").read_text())
+    assert record["note"] == "QNN 2.51 baseline" and len(record["files"]) == 5 and record["runs"] == 100
+    assert gate("-b", target, "-c", sides["same"]).exit_code == 0
+    assert gate("-b", target, "-c", sides["slow"]).exit_code == 1
+    # The xs candidate may not overwrite the l1 baseline without being told to.
+    assert gate("--update-baseline", "-b", target, "-c", sides["xs"]).exit_code == 2
+    assert gate("--update-baseline", "-b", target, "-c", sides["xs"], "--allow-mismatch").exit_code == 0
+
+
+def _manifest(path: Path, **compile_results) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"compile": compile_results}))
+    return path
+
+
+def test_structure_mode(tmp_path):
+    fields = dict(htp_fraction=1.0, htp_op_count=400, context_binary_bytes=10_000_000)
+    base = _manifest(tmp_path / "base" / "manifest.json", qnn_sdk_version="2.51.0", **fields)
+    _manifest(tmp_path / "cands" / "qnn-2.52" / "manifest.json", qnn_sdk_version="2.52.0", **fields)
+    r = gate("--structure", "-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    _manifest(tmp_path / "cands" / "qnn-2.53" / "manifest.json", qnn_sdk_version="2.53.0",
+              **{**fields, "htp_fraction": 0.99})
+    r = gate("--structure", "-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
+    assert r.exit_code == 1
+    failed = [m["metric"] for m in json.loads((tmp_path / "s.json").read_text())["results"] if m["fails"]]
+    assert failed == ["htp_fraction@2.53.0"]
+    assert gate("--structure", "-b", tmp_path / "cands", "-c", base).exit_code == 2  # two baselines
