@@ -50,3 +50,21 @@ def test_variants_lists_published_figures():
     assert res.exit_code == 0
     for needle in ("SwiftFormer-L1", "12.1", "80.9", "1x96x64x64"):
         assert needle in res.output
+
+
+def test_compile_an_existing_qdq_model(tmp_path):
+    export_dir = tmp_path / "enc"
+    res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
+                              "--heldout-count", "2", "--until", "quantize", "--output-dir", str(export_dir)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "ctx"
+    res = runner.invoke(app, ["compile", str(export_dir / "model.qdq.onnx"), "--soc", "8gen3", "--output-dir", str(out)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"][0]["results"]["soc_model"] == 57 and manifest["stages"][0]["results"]["htp_arch"] == 75
+    assert (out / "model.ctx_qnn.bin").stat().st_size > 0
+
+    not_onnx = tmp_path / "x.onnx"
+    not_onnx.write_text("hello")
+    res = runner.invoke(app, ["compile", str(not_onnx)])
+    assert res.exit_code == 2 and "is not an ONNX model" in res.output

@@ -72,3 +72,21 @@ def export(
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
     render_export_summary(console, result)
+
+
+@app.command(name="compile")
+@guarded
+def compile_(
+    model: Annotated[Path, typer.Argument(help="A QDQ .onnx (e.g. model.qdq.onnx of an export), or a float .onnx with --fp16.")],
+    soc: Annotated[str, typer.Option(help="Target Snapdragon: sm8550 (8 Gen 2, default), sm8650, sm8750, sm8450, sm8475.")] = "sm8550",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Compile a float graph with the HTP's fp16 mode.")] = False,
+    output_dir: Annotated[Path | None, typer.Option(help="Where to write. Default: <model>-qnn-<soc> beside the model.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+) -> None:
+    """Compile an existing ONNX model to a QNN context binary for the Snapdragon NPU (local QNN)."""
+    from ..pipeline import CompileRequest, run_compile
+
+    with ExportProgress(err_console) as progress:
+        result = run_compile(CompileRequest(model, soc=soc, fp16=fp16, output_dir=output_dir, force=force),
+                             progress=progress.on_event)
+    render_export_summary(console, result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -62,7 +63,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
 
-    stages = Table(title=f"{req['variant']} {req['precision']} for {req['soc']} -> {result.directory}")
+    what = f"{req['variant']} {req['precision']}" if "variant" in req else Path(req["model"]).name
+    stages = Table(title=f"{what} for {req['soc']} -> {result.directory}")
     for col in ("stage", "time (s)", "result"):
         stages.add_column(col)
     for s in m.stages:

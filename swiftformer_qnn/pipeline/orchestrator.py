@@ -435,3 +435,62 @@ def _code_version() -> str:
     from .. import model as model_module
 
     return f"{__version__}:{int(Path(model_module.__file__).stat().st_mtime)}"
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    """Compile an existing ONNX (QDQ, or float with fp16) on its own."""
+
+    model: Path
+    soc: str = "sm8550"
+    fp16: bool = False
+    output_dir: Path | None = None
+    force: bool = False
+    use_cache: bool = True
+
+
+def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
+    """The compile stage alone, with the same cache, manifest and atomic output as an export."""
+    import onnx
+
+    from ..qnn import HtpTarget
+    from .compile import compile_stage
+
+    started = time.perf_counter()
+    model = Path(req.model)
+    if not model.is_file():
+        raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
+    try:
+        onnx.load(str(model), load_external_data=False)
+    except Exception:
+        raise UsageError(f"{model} is not an ONNX model.", hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).") from None
+    soc = get_soc(req.soc)
+    target = HtpTarget(soc.soc_model, soc.htp_arch, fp16=req.fp16)
+    model_hash = sha256_file(model)
+    request = {"model": str(model), "model_sha256": model_hash, "soc": soc.name, "soc_model": soc.soc_model,
+               "htp_arch": soc.htp_arch, "fp16": req.fp16}
+    tools = tool_versions()
+    request_key = sha256_json({"request": {k: v for k, v in request.items() if k != "model"}, "tools": tools})
+    out = Path(req.output_dir) if req.output_dir else model.parent / f"{model.stem}-qnn-{soc.name}"
+    existing = read_manifest(out)
+    if existing is not None and existing.request_key == request_key:
+        return ExportResult(out, existing, reused=True)
+    if out.exists() and not req.force:
+        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it, or choose --output-dir.")
+    _check_writable(out)
+    emit = progress or (lambda _e: None)
+    options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+               **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+    with staged_output_dir(out, force=True) as work:
+        emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
+        rec, d = StageCache(enabled=req.use_cache).run(
+            "compile", options=options, inputs={"quantize/model.qdq.onnx": model_hash},
+            produce=lambda w: compile_stage(model, w, target), outputs=("model.ctx.onnx", "model.ctx_qnn.bin"),
+        )
+        for f in rec.outputs.values():
+            place(d / f.path, work / f.path)
+        emit(StageEvent("compile", STAGE_TITLES["compile"], "cached" if rec.cached else "done", rec))
+        manifest = ExportManifest(request_key=request_key, request=request, tools=tools, stages=[rec],
+                                  wall_s=round(time.perf_counter() - started, 3))
+        (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return ExportResult(out, manifest)
