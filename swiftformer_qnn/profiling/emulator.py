@@ -1,0 +1,241 @@
+"""Per-op profiles from onnxruntime-qnn's x86 HTP emulator.
+
+The emulator runs the quantized graph bit-faithfully, op by op as the HTP would, and QNN's
+detailed profiling counts cycles per op. Those cycles are the emulator's, not a phone's:
+L1 totals ~300 M of them where a Snapdragon 8 Gen 2 takes ~2-3 ms, and the same op varies
+by 5-40% between identical runs. An emulator profile shows structure (which HTP ops the
+graph became, where each came from, how the work splits between blocks), never latency.
+
+What QNN writes (profiling_level=detailed, enable_framework_op_trace=1), per run appended
+to the CSV: a ROOT row `Accelerator (execute) time (cycles)`, then one `NODE` row per HTP op,
+`Event Identifier` = `<op name>:OpId_N (cycles)` (graph I/O ops: `Input OpId_N (cycles)`),
+`Time` in CYCLES, and `ONNX Source Ops` = the ONNX nodes it came from, `;`-separated. The
+session also writes `qnn_op_trace.json`, which adds each op's QNN type.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ProfileError, ToolchainError
+from ..qnn import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
+from ..targets import SOCS
+from ..variants import Variant
+from .attribution import attribute_ops
+from .schema import (
+    ComputeUnit,
+    LatencySource,
+    ModelInfo,
+    OpRecord,
+    Profile,
+    Provenance,
+    TargetInfo,
+    TimeUnit,
+    ToolchainInfo,
+)
+
+log = logging.getLogger(__name__)
+
+EMULATOR_DEVICE = "HTP emulator (x86_64, onnxruntime-qnn)"
+PROFILE_CSV = "qnn_profile.csv"
+OP_TRACE_JSON = "qnn_op_trace.json"  # QNN's fixed file name
+NOT_LATENCY = (
+    "HTP emulator cycles on x86_64: structure only, NOT device latency "
+    "(emulator cycles bear no fixed relation to a phone's time and vary 5-40% between identical runs)."
+)
+
+_COLUMNS = ("Message", "Time", "Unit of Measurement", "Event Level", "Event Identifier")
+_SOURCES_COLUMN = "ONNX Source Ops"
+_EXECUTE_ROOT = "Accelerator (execute) time (cycles)"
+_OP_ID = re.compile(r"^(?P<name>.*?)(?::OpId_\d+)? \(cycles\)$")
+_GRAPH_IO = re.compile(r"^(?P<io>Input|Output) OpId_\d+$")
+# The ONNX op type, when the op still carries its ONNX node's name (`Conv_token_21`, `Gemm_1`).
+_ONNX_TYPE = re.compile(r"^([A-Z][A-Za-z0-9]*?)(?:_\d+)?(?:_token_\d+)?$")
+
+
+def _read_op_trace(path: Path) -> dict[str, dict]:
+    """dst_name -> {"type": QNN op type, "sources": ONNX op names} from qnn_op_trace.json."""
+    try:
+        data = json.loads(Path(path).read_text())
+        mappings = [m for graph in data["subgraph_traces"] for m in graph["op_mappings"]]
+        return {
+            m["dst_name"]: {
+                "type": m.get("dst_qnn_op_type"),
+                "sources": [s["name"] for s in m.get("sources", []) if s.get("type") == "OP"],
+            }
+            for m in mappings
+        }
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such QNN op trace file.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {exc}).") from None
+
+
+def _fallback_type(name: str) -> str:
+    last = name.rsplit("/", 1)[-1]
+    for suffix in ("_QuantizeLinear", "_DequantizeLinear"):
+        if last.endswith(suffix):
+            return suffix[1:]
+    m = _ONNX_TYPE.match(last)
+    return m.group(1) if m else "unknown"
+
+
+def parse_qnn_profile_csv(
+    csv_path: Path, op_trace_json: Path | None = None, *, execution: int = -1
+) -> list[OpRecord]:
+    """The HTP ops of one run from QNN's detailed profile CSV, times in emulator CYCLES.
+
+    Names lose QNN's `:OpId_N (cycles)` decoration. `onnx_nodes` come from the CSV's
+    `ONNX Source Ops` column, else from `op_trace_json` (needed for an EP-context model
+    profiled without its compile-time trace beside it). `op_type` is the QNN op type from
+    the trace, else the ONNX type the op's name still shows, else "unknown". A CSV holds one
+    block of NODE rows per run; `execution` picks one (default: the last). Attribution is
+    left to `attribution.attribute_ops`.
+    """
+    csv_path = Path(csv_path)
+    trace = _read_op_trace(op_trace_json) if op_trace_json is not None else {}
+    try:
+        with csv_path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ProfileError(f"{csv_path}: not a QNN profile CSV (no column {missing[0]!r}).")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise ProfileError(f"{csv_path}: no such QNN profile CSV.") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ProfileError(f"{csv_path}: unreadable QNN profile CSV ({exc}).") from None
+
+    runs: list[list[dict]] = []
+    for row in rows:
+        if row["Event Level"] == "ROOT" and row["Event Identifier"] == _EXECUTE_ROOT:
+            runs.append([])
+        elif row["Message"] == "NODE":
+            if not runs:  # NODE rows before any execute marker: older QNN without the marker
+                runs.append([])
+            runs[-1].append(row)
+    runs = [r for r in runs if r]
+    if not runs:
+        raise ProfileError(
+            f"{csv_path}: no per-op (NODE) rows.",
+            hint="Profile with profiling_level=detailed and run the session at least once.",
+        )
+    try:
+        run = runs[execution]
+    except IndexError:
+        raise ProfileError(f"{csv_path}: holds {len(runs)} run(s), no run {execution}.") from None
+
+    ops = []
+    for row in run:
+        if row["Unit of Measurement"] != "CYCLES":
+            raise ProfileError(
+                f"{csv_path}: op row {row['Event Identifier']!r} is in {row['Unit of Measurement']!r}, expected CYCLES."
+            )
+        ident = row["Event Identifier"]
+        m = _OP_ID.match(ident)
+        name = m.group("name") if m else ident
+        io = _GRAPH_IO.match(name)
+        if io:
+            name = io.group("io")  # the HTP graph's own input/output op, not an ONNX node
+        mapped = trace.get(name, {})
+        sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or mapped.get("sources", [])
+        try:
+            cycles = float(row["Time"])
+        except ValueError:
+            raise ProfileError(f"{csv_path}: op {name!r} has time {row['Time']!r}, not a number.") from None
+        ops.append(
+            OpRecord(
+                name=name,
+                op_type=io.group("io") if io else (mapped.get("type") or _fallback_type(name)),
+                compute_unit=ComputeUnit.NPU,
+                time=cycles,
+                time_unit=TimeUnit.CYCLES,
+                onnx_nodes=sources,
+            )
+        )
+    return ops
+
+
+def _is_ep_context(model_path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return any(n.op_type == "EPContext" for n in graph.node)
+
+
+def profile_on_emulator(
+    model_path: Path,
+    feeds: dict[str, np.ndarray],
+    variant: Variant,
+    model_info: ModelInfo,
+    target: HtpTarget,
+    out_dir: Path,
+) -> Profile:
+    """Run a QDQ (or EP-context) model once on the HTP emulator and return its per-op profile.
+
+    Writes `qnn_profile.csv` (and QNN's `qnn_profile_qnn.log`) and `qnn_op_trace.json` into
+    `out_dir`, where the caller saves the profile. Op times are emulator cycles, attributed
+    to blocks; the profile has no latency. An EP-context model is not recompiled, so its ops
+    name their ONNX sources only if the `qnn_op_trace.json` written when it was compiled lies
+    beside it; otherwise attribution works from op names alone (the provenance note says so).
+    """
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / PROFILE_CSV
+    trace_path = out_dir / OP_TRACE_JSON
+    is_context = _is_ep_context(model_path)
+    sidecar = model_path.parent / OP_TRACE_JSON
+    keep_sidecar = is_context and sidecar.exists() and sidecar.resolve() == trace_path.resolve()
+    # QNN appends to an existing CSV, and a stale trace would describe another graph.
+    for stale in (csv_path, csv_path.with_name(f"{csv_path.stem}_qnn.log")) + (() if keep_sidecar else (trace_path,)):
+        stale.unlink(missing_ok=True)
+    if is_context and sidecar.exists() and not keep_sidecar:
+        shutil.copyfile(sidecar, trace_path)
+
+    started = time.perf_counter()
+    session = htp_session(model_path, target, profile_csv=csv_path, op_trace=True, op_trace_dir=out_dir)
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        raise ToolchainError(
+            f"The HTP emulator could not run {model_path.name}: {str(exc).splitlines()[0][:400]}"
+        ) from None
+    finally:
+        del session  # QNN finishes writing the profile when the session goes
+    log.info("HTP emulator: session + one run of %s took %.1f s", model_path.name, time.perf_counter() - started)
+
+    has_trace = trace_path.exists()
+    ops = attribute_ops(parse_qnn_profile_csv(csv_path, trace_path if has_trace else None), variant)
+    note = NOT_LATENCY + f" Raw QNN output beside this profile: {PROFILE_CSV}"
+    note += f", {OP_TRACE_JSON}." if has_trace else (
+        ". No op trace: this EP-context model was compiled without one, so ops are attributed by name only."
+    )
+    soc = next((s for s in SOCS.values() if s.soc_model == target.soc_model), None)
+    return Profile(
+        source=LatencySource.EMULATOR,
+        model=model_info,
+        target=TargetInfo(
+            device=EMULATOR_DEVICE,
+            chipset=soc.aihub_chipset if soc else None,
+            soc_model=target.soc_model,
+            htp_arch=target.htp_arch,
+        ),
+        toolchain=ToolchainInfo(
+            qnn_version=qnn_sdk_version(),
+            onnxruntime_qnn=onnxruntime_qnn_version(),
+            # AI Hub's runtime names: a QDQ ONNX on the QNN EP vs a precompiled EP-context ONNX.
+            runtime="precompiled_qnn_onnx" if is_context else "onnx",
+        ),
+        latency=None,
+        ops=ops,
+        provenance=Provenance(tool=f"swiftformer-qnn {__version__}", note=note),
+    )
