@@ -277,6 +277,13 @@ def test_mixed_profiles_within_one_side_are_refused():
         gate_profiles(side(rng, 1) + side(rng, 1, qnn_version="2.52.0"), side(rng, 1), GateRules())
 
 
+def test_the_same_profile_job_twice_on_a_side_is_refused():
+    rng = np.random.default_rng(22)
+    twice = side(rng, 1, job_id="j1") * 2
+    with pytest.raises(ProfileError, match="same profile job j1"):
+        gate_profiles(twice, side(rng, 1), GateRules())
+
+
 def test_emulator_profiles_are_not_gated_as_latency():
     emu = Profile.model_validate({
         **synthetic_profile([1.0]).model_dump(exclude={"latency", "ops", "source"}),
@@ -382,11 +389,29 @@ def test_compile_structure_from_an_export_manifest_and_a_plain_json(tmp_path):
     p = _manifest(tmp_path, "a", qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=412,
                   context_binary_bytes=13_000_000)
     assert read_compile_structure(p.parent) == CompileStructure(
-        qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=412, context_binary_bytes=13_000_000, path=str(p))
+        qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=412, context_binary_bytes=13_000_000, path=str(p),
+        variant="l1")
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"compile": {"qnn_sdk_version": "2.52.0", "htp_fraction": 0.98,
                                              "htp_op_count": 400, "context_binary_bytes": 1}}))
     assert read_compile_structure(plain).qnn_version == "2.52.0"
+
+
+def test_todays_compile_stage_counts_htp_nodes(tmp_path):
+    # pipeline/compile.py records htp_nodes (ONNX nodes in the QNN graph), not htp_op_count.
+    p = _manifest(tmp_path, "c", qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_nodes=388, source_nodes=388,
+                  context_binary_bytes=5)
+    assert read_compile_structure(p).htp_op_count == 388
+
+
+def test_compiles_of_different_variants_are_refused_unless_allowed():
+    base = CompileStructure(qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1,
+                            variant="l1")
+    xs = base.model_copy(update={"variant": "xs"})
+    with pytest.raises(ProfileError, match="variant: l1 -> xs"):
+        gate_structure(base, [xs], GateRules())
+    assert gate_structure(base, [xs], GateRules(), allow_mismatch=True).mismatches == ["2.51.0: variant: l1 -> xs"]
+    assert gate_structure(base, [base.model_copy(update={"variant": None})], GateRules()).passed  # unknown: compared
 
 
 def test_compile_manifest_without_the_figures_is_refused(tmp_path):
@@ -417,11 +442,11 @@ def test_structure_gate_rules():
 
 def test_update_baseline_then_gate_against_it(tmp_path):
     rng = np.random.default_rng(20)
-    for i, p in enumerate(side(rng, 2, job_id="jabc")):
+    for i, p in enumerate(side(rng, 1, job_id="ja") + side(rng, 1, job_id="jb")):
         p.save(tmp_path / "cand" / f"job{i}" / "l1.profile.json")
     done = update_baseline([tmp_path / "cand"], root=tmp_path / "baselines", note="first")
     assert done.directory == tmp_path / "baselines" / "l1-w8a8-samsung-galaxy-s23-ultra-aihub"
-    assert done.replaced is None and done.record.runs == 40 and done.record.job_ids == ["jabc", "jabc"]
+    assert done.replaced is None and done.record.runs == 40 and done.record.job_ids == ["ja", "jb"]
     assert len(list(done.directory.glob("*.profile.json"))) == 2  # same names from two jobs kept apart
     assert gate_paths([done.directory], [tmp_path / "cand"], GateRules()).passed
     again = update_baseline([tmp_path / "cand"], root=tmp_path / "baselines")

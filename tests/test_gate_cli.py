@@ -107,6 +107,18 @@ def test_different_variants_exit_2_unless_allowed(sides):
     assert gate("-b", sides["base"], "-c", sides["xs"], "--allow-mismatch").exit_code in (0, 1)
 
 
+def test_variant_picks_the_model_out_of_a_profile_run(sides, tmp_path):
+    # `profile` writes the standalone encoder block's profile beside the model's.
+    write_side(tmp_path / "run", 5, 2, variant="encoder")
+    for f in sides["same"].rglob("*.profile.json"):
+        (tmp_path / "run" / f.parent.name / f.name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "run" / f.parent.name / "l1.profile.json").write_bytes(f.read_bytes())
+    r = gate("-b", sides["base"], "-c", tmp_path / "run")
+    assert r.exit_code == 2 and "--variant" in r.stderr
+    assert gate("-b", sides["base"], "-c", tmp_path / "run", "--variant", "l1").exit_code == 0
+    assert "No l3 profiles" in gate("-b", sides["base"], "-c", tmp_path / "run", "--variant", "l3").stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--threshold", "5"], "fraction below 1"),
     (["--statistic", "p99"], "statistic"),

@@ -26,6 +26,10 @@ def gate(
         typer.Option("--candidate", "-c", help="Candidate profiles: files or directories (repeatable). "
                      "With --structure: compile manifests, e.g. one per QNN version."),
     ] = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="Only the profiles of this variant (profile writes the "
+                                 "standalone encoder block's beside the model's).")
+    ] = None,
     structure: Annotated[
         bool, typer.Option("--structure", help="Gate compile structure from compile manifests (no device): HTP "
                            "coverage, HTP op count, context binary size.")
@@ -88,7 +92,8 @@ def gate(
     if not candidate:
         raise UsageError("--candidate is required.", hint="Pass the candidate's profile files or directory.")
     if update_baseline:
-        _update(g, baseline, candidate, structure=structure, allow_mismatch=allow_mismatch, note=note)
+        _update(g, baseline, candidate, structure=structure, allow_mismatch=allow_mismatch, note=note,
+                variant=variant)
         return
     if not baseline:
         raise UsageError("--baseline is required.", hint="Pass the baseline's profiles, e.g. --baseline "
@@ -106,9 +111,9 @@ def gate(
         block_floors=g.parse_overrides(block_floor or [], "absolute_floor_us", flag="--block-floor"),
     )
     if structure:
-        verdict = g.gate_manifests(baseline, candidate, rules)
+        verdict = g.gate_manifests(baseline, candidate, rules, allow_mismatch=allow_mismatch)
     else:
-        verdict = g.gate_paths(baseline, candidate, rules, allow_mismatch=allow_mismatch)
+        verdict = g.gate_paths(baseline, candidate, rules, allow_mismatch=allow_mismatch, variant=variant)
 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     written = g.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit, json_path=json_out,
@@ -121,7 +126,7 @@ def gate(
 
 
 def _update(g, baseline: list[Path] | None, candidate: list[Path], *, structure: bool, allow_mismatch: bool,
-            note: str | None) -> None:
+            note: str | None, variant: str | None) -> None:
     if baseline and len(baseline) > 1:
         raise UsageError("--update-baseline takes at most one --baseline: the directory to write.")
     dest = baseline[0] if baseline else None
@@ -130,7 +135,7 @@ def _update(g, baseline: list[Path] | None, candidate: list[Path], *, structure:
             raise UsageError("--update-baseline --structure takes one candidate compile manifest.")
         done = g.update_structure_baseline(candidate[0], directory=dest, allow_mismatch=allow_mismatch, note=note)
     else:
-        done = g.update_baseline(candidate, directory=dest, allow_mismatch=allow_mismatch, note=note)
+        done = g.update_baseline(candidate, directory=dest, allow_mismatch=allow_mismatch, note=note, variant=variant)
     r = done.record
     what = (f"{r.variant} {r.precision} on {r.device}, source {r.source}, QNN {r.qnn_version}, {r.runs} runs "
             f"in {len(r.files)} profile{'s' * (len(r.files) != 1)}") if r.mode == "profile" \

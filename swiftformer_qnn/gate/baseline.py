@@ -113,9 +113,10 @@ def update_baseline(
     root: Path = BASELINES_DIR,
     allow_mismatch: bool = False,
     note: str | None = None,
+    variant: str | None = None,
 ) -> BaselineUpdate:
     """Write the candidate profiles as the baseline (default `root/<baseline_key>/`), atomically."""
-    profiles, files = load_side(candidate, side="candidate")
+    profiles, files = load_side(candidate, side="candidate", variant=variant)
     check_side(profiles, files, "candidate")
     p0 = profiles[0]
     target = Path(directory) if directory else Path(root) / baseline_key(p0)

@@ -31,15 +31,26 @@ def _identity(p: Profile) -> dict[str, str]:
     }
 
 
-def load_side(paths: Sequence[Path], *, side: str) -> tuple[list[Profile], list[Path]]:
-    """Every profile under `paths` (files or directories), validated; none found is an error."""
+def load_side(paths: Sequence[Path], *, side: str, variant: str | None = None) -> tuple[list[Profile], list[Path]]:
+    """Every profile under `paths` (files or directories), validated; none found is an error.
+
+    `variant` keeps only that variant's profiles: `swiftformer-qnn profile` writes the
+    standalone encoder block's profile beside the model's by default.
+    """
     if not paths:
         raise ProfileError(f"No {side} given.", hint=f"Pass --{side} FILE_OR_DIR.")
     files = find_profiles(list(paths))
     for p in map(Path, paths):
         if p.is_dir() and not any(f.is_relative_to(p) for f in files):
             raise ProfileError(f"{p}: no *.profile.json files in this {side} directory.")
-    return [load_profile(f) for f in files], files
+    profiles = [load_profile(f) for f in files]
+    if variant is not None:
+        kept = [(p, f) for p, f in zip(profiles, files, strict=True) if p.model.variant == variant]
+        if not kept:
+            found = sorted({p.model.variant for p in profiles})
+            raise ProfileError(f"No {variant} profiles in the {side} (found: {', '.join(found)}).")
+        profiles, files = [p for p, _ in kept], [f for _, f in kept]
+    return profiles, files
 
 
 def check_side(profiles: list[Profile], files: list[Path], side: str) -> None:
@@ -50,6 +61,17 @@ def check_side(profiles: list[Profile], files: list[Path], side: str) -> None:
             hint="Gate compile structure without a device instead: swiftformer-qnn gate --structure "
             "--baseline BASE_MANIFEST --candidate CAND_MANIFEST.",
         )
+    seen: dict[str, Path] = {}
+    for p, f in zip(profiles, files, strict=True):
+        job = p.provenance.job_ids.get("profile")
+        if job and job in seen:
+            # The same measurement twice would pass for two sessions that agree: a false spread.
+            raise ProfileError(
+                f"{f} and {seen[job]} come from the same profile job {job}.",
+                hint="For repeated measurements, profile with --new-jobs into separate directories.",
+            )
+        if job:
+            seen[job] = f
     first = {**_identity(profiles[0]), "QNN version": str(profiles[0].toolchain.qnn_version)}
     for p, f in zip(profiles[1:], files[1:], strict=True):
         ident = {**_identity(p), "QNN version": str(p.toolchain.qnn_version)}
@@ -58,7 +80,7 @@ def check_side(profiles: list[Profile], files: list[Path], side: str) -> None:
             # Pooling runs of different models or toolchains would make the spread meaningless.
             raise ProfileError(
                 f"{f}: the {side} profiles disagree with {files[0]} ({'; '.join(diff)}).",
-                hint=f"Put only repeated runs of one configuration in the {side}.",
+                hint=f"Put only repeated runs of one configuration in the {side}, or pick one with --variant.",
             )
 
 
@@ -183,9 +205,14 @@ def gate_profiles(
 
 
 def gate_paths(
-    baseline: Sequence[Path], candidate: Sequence[Path], rules: GateRules, *, allow_mismatch: bool = False
+    baseline: Sequence[Path],
+    candidate: Sequence[Path],
+    rules: GateRules,
+    *,
+    allow_mismatch: bool = False,
+    variant: str | None = None,
 ) -> GateVerdict:
     """`gate_profiles` on the profiles found under the given files or directories."""
-    bp, bf = load_side(baseline, side="baseline")
-    cp, cf = load_side(candidate, side="candidate")
+    bp, bf = load_side(baseline, side="baseline", variant=variant)
+    cp, cf = load_side(candidate, side="candidate", variant=variant)
     return gate_profiles(bp, cp, rules, allow_mismatch=allow_mismatch, baseline_files=bf, candidate_files=cf)

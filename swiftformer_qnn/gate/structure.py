@@ -20,14 +20,17 @@ from .rules import GateRules
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus, SideInfo, make_verdict
 
 # Where the figures are read from in a compile manifest. The compile pipeline writes them
-# as the results of its `compile` stage (artifacts.StageRecord.results); a plain JSON with a
-# top-level `compile` object carrying the same keys is read the same way.
+# as the results of its `compile` stage (artifacts.StageRecord.results, see
+# pipeline/compile.py); a plain JSON with a top-level `compile` object carrying the same keys
+# is read the same way. For each field, the first key present wins: today's compile stage
+# records `htp_nodes` (ONNX nodes placed in the QNN graph), the brief's `htp_op_count` is
+# preferred when a later compile stage writes it.
 COMPILE_STAGE = "compile"
-MANIFEST_KEYS = {
-    "qnn_version": "qnn_sdk_version",
-    "htp_fraction": "htp_fraction",
-    "htp_op_count": "htp_op_count",
-    "context_binary_bytes": "context_binary_bytes",
+MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
+    "qnn_version": ("qnn_sdk_version",),
+    "htp_fraction": ("htp_fraction",),
+    "htp_op_count": ("htp_op_count", "htp_nodes"),
+    "context_binary_bytes": ("context_binary_bytes",),
 }
 
 
@@ -41,6 +44,15 @@ class CompileStructure(BaseModel):
     htp_op_count: int = Field(ge=0)
     context_binary_bytes: int = Field(ge=0)
     path: str | None = None  # the manifest it was read from
+    # What was compiled, when the manifest says (an export manifest's `request`): compiles
+    # of different things are not compared unless allowed.
+    variant: str | None = None
+    precision: str | None = None
+    soc: str | None = None
+    input_shape: list[int] | None = None
+
+
+_IDENTITY = ("variant", "precision", "soc", "input_shape")
 
 
 def _compile_fields(data: Any, path: Path) -> dict[str, Any]:
@@ -67,14 +79,23 @@ def read_compile_structure(path: Path) -> CompileStructure:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"{path}: not a JSON manifest ({exc}).") from None
     fields = _compile_fields(data, path)
-    absent = [key for key in MANIFEST_KEYS.values() if key not in fields]
+    picked: dict[str, object] = {}
+    absent = []
+    for ours, keys in MANIFEST_KEYS.items():
+        key = next((k for k in keys if k in fields), None)
+        if key is None:
+            absent.append(f"{COMPILE_STAGE}.{keys[0]}")
+        else:
+            picked[ours] = fields[key]
     if absent:
         raise ProfileError(
-            f"{path}: the compile results lack {', '.join(f'{COMPILE_STAGE}.{k}' for k in absent)}.",
+            f"{path}: the compile results lack {', '.join(absent)}.",
             hint="Recompile with a swiftformer-qnn that records the compile structure.",
         )
+    request = data.get("request") if isinstance(data.get("request"), dict) else {}
+    identity = {k: request[k] for k in _IDENTITY if request.get(k) is not None}
     try:
-        return CompileStructure(**{ours: fields[theirs] for ours, theirs in MANIFEST_KEYS.items()}, path=str(path))
+        return CompileStructure(**picked, **identity, path=str(path))
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ProfileError(f"{path}: compile.{'.'.join(map(str, first['loc']))}: {first['msg']}.") from None
@@ -130,10 +151,35 @@ def _coverage(metric: str, b: float, c: float, minimum: float) -> MetricResult:
     )
 
 
-def gate_structure(baseline: CompileStructure, candidates: Sequence[CompileStructure], rules: GateRules) -> GateVerdict:
+def structure_mismatches(baseline: CompileStructure, candidate: CompileStructure) -> list[str]:
+    """What differs between two compiles' subjects, where both manifests say."""
+    out = []
+    for k in _IDENTITY:
+        b, c = getattr(baseline, k), getattr(candidate, k)
+        if b is not None and c is not None and b != c:
+            out.append(f"{k}: {b} -> {c}")
+    return out
+
+
+def gate_structure(
+    baseline: CompileStructure,
+    candidates: Sequence[CompileStructure],
+    rules: GateRules,
+    *,
+    allow_mismatch: bool = False,
+) -> GateVerdict:
     """Each candidate compile (one per QNN version, say) against the baseline compile."""
     if not candidates:
         raise ProfileError("No candidate compile manifest.")
+    diffs = []
+    for cand in candidates:
+        diff = structure_mismatches(baseline, cand)
+        if diff and not allow_mismatch:
+            raise ProfileError(
+                f"{cand.path or 'a candidate'} compiles something else than the baseline ({'; '.join(diff)}).",
+                hint="Compare like with like, or pass --allow-mismatch to gate them anyway.",
+            )
+        diffs += [f"{cand.qnn_version}: {d}" for d in diff]
     s = rules.structure
     results: list[MetricResult] = []
     seen: dict[str, int] = {}
@@ -150,19 +196,23 @@ def gate_structure(baseline: CompileStructure, candidates: Sequence[CompileStruc
                                cand.context_binary_bytes, s.max_context_growth))
     return make_verdict(
         mode="structure",
-        baseline=SideInfo(paths=[baseline.path or "<baseline>"], qnn_versions=[baseline.qnn_version], profiles=1),
+        baseline=SideInfo(paths=[baseline.path or "<baseline>"], qnn_versions=[baseline.qnn_version], profiles=1,
+                          variant=baseline.variant, precision=baseline.precision, input_shape=baseline.input_shape),
         candidate=SideInfo(
             paths=[c.path or f"<candidate {i}>" for i, c in enumerate(candidates)],
             qnn_versions=sorted({c.qnn_version for c in candidates}),
             profiles=len(candidates),
         ),
         rules=rules,
+        mismatches=diffs,
         notes=["Structure only (no device): HTP coverage, HTP op count and context binary size from compile manifests."],
         results=results,
     )
 
 
-def gate_manifests(baseline: Sequence[Path], candidate: Sequence[Path], rules: GateRules) -> GateVerdict:
+def gate_manifests(
+    baseline: Sequence[Path], candidate: Sequence[Path], rules: GateRules, *, allow_mismatch: bool = False
+) -> GateVerdict:
     """`gate_structure` on manifest files or directories; the baseline must be one compile."""
     base_files = find_manifests(baseline)
     if len(base_files) != 1:
@@ -174,4 +224,5 @@ def gate_manifests(baseline: Sequence[Path], candidate: Sequence[Path], rules: G
         read_compile_structure(base_files[0]),
         [read_compile_structure(f) for f in find_manifests(candidate)],
         rules,
+        allow_mismatch=allow_mismatch,
     )
