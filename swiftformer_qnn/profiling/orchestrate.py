@@ -1,0 +1,321 @@
+"""The one `profile` entry point: find (or build) exports, profile them on AI Hub or the
+HTP emulator, and return typed results. The CLI only parses options and renders these.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import ExportManifest, read_manifest
+from ..errors import HubError, OutputDirError, UsageError
+from ..targets import SOCS, Precision, Soc, get_precision, get_soc
+from ..variants import Variant, get_variant
+from .aihub import (
+    DEFAULT_POLL_S,
+    DEFAULT_RUNS,
+    DEFAULT_TIMEOUT_S,
+    HubConfig,
+    HubJobFailure,
+    HubOptions,
+    HubSession,
+    HubTarget,
+    check_hub_config,
+    profile_stem,
+)
+from .devices import Backend, DeviceTarget, resolve_device
+from .schema import ModelInfo, Profile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEVICE = "Samsung Galaxy S23 Ultra"
+DEFAULT_RUNS_DIR = Path("profiles") / "runs"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What `swiftformer-qnn profile` was asked to do."""
+
+    device: str = DEFAULT_DEVICE
+    from_dirs: tuple[Path, ...] = ()  # export directories; empty: run the export here
+    # Export mode (no from_dirs): the variant, plus the standalone encoder block by default.
+    variant: str = "l1"
+    precision: str = "w8a8"
+    include_encoder: bool = True
+    weights: Path | None = None
+    attention: str | None = None
+    resolution: int | None = None  # of the main variant only
+    encoder_dim: int | None = None
+    qnn: tuple[str, ...] = ()  # QAIRT versions to compile with; empty: AI Hub's default
+    runs: int = DEFAULT_RUNS
+    out_dir: Path | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    poll_s: float = DEFAULT_POLL_S
+    new_jobs: bool = False
+    retry_failed: bool = False
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """One export directory, read for what profiling needs."""
+
+    directory: Path
+    manifest: ExportManifest
+    variant: Variant
+    precision: Precision
+    soc: Soc
+    model_info: ModelInfo
+    model_path: Path  # what AI Hub compiles / the emulator runs: QDQ, or the float graph for fp16
+
+
+@dataclass(frozen=True)
+class ProfiledModel:
+    label: str  # e.g. "l1-w8a8-qnn2.31"
+    profile: Profile
+    files: dict[str, Path]  # profile, raw, binary (AI Hub) / profile, raw (emulator)
+    resumed: dict[str, bool] = field(default_factory=dict)  # AI Hub: which jobs came from the journal
+
+
+@dataclass
+class ProfileRunResult:
+    backend: Backend
+    device: str
+    out_dir: Path
+    profiled: list[ProfiledModel] = field(default_factory=list)
+    failures: list[HubJobFailure] = field(default_factory=list)
+    journal: Path | None = None
+    exports: list[Path] = field(default_factory=list)
+
+    def failure_error(self) -> HubError | None:
+        """One error naming every failed or unfinished job (with its URL), or None."""
+        if not self.failures:
+            return None
+        resumable = all(f.resumable for f in self.failures)
+        lines = "; ".join(f.one_line() for f in self.failures)
+        hint = (
+            f"Rerun the same command to resume (job ids in {self.journal})."
+            if resumable
+            else "Failed jobs are not resubmitted on their own: fix the cause, then rerun with --retry-failed."
+        )
+        return HubError(f"{len(self.failures)} of {len(self.failures) + len(self.profiled)} profiles did not finish: {lines}", hint=hint)
+
+
+# --- export directories ------------------------------------------------------------------
+
+
+def read_export(directory: Path) -> ExportSource:
+    """The model, variant and precision of one complete export directory."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise OutputDirError(
+            f"{directory} is not a complete export (no manifest.json of swiftformer-qnn).",
+            hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
+        )
+    req = manifest.request
+    try:
+        variant = get_variant(req["variant"])
+        precision = get_precision(req["precision"])
+        soc = get_soc(str(req.get("soc", "sm8550")))
+    except KeyError as exc:
+        raise OutputDirError(f"{directory}/manifest.json lacks request.{exc.args[0]}.") from None
+    # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
+    model_path = (
+        manifest.artifact(directory, "quantize", "model.qdq.onnx")
+        if precision.is_quantized
+        else manifest.artifact(directory, "simplify", "model.sim.onnx")
+    )
+    if not model_path.is_file():
+        raise OutputDirError(f"{model_path} is missing from the export directory.")
+    export_rec = manifest.stage("export")
+    results = export_rec.results if export_rec else {}
+    model_info = ModelInfo(
+        variant=variant.name,
+        input_shape=list(req.get("input_shape") or variant.input_shape()),
+        precision=precision.value,
+        weights=str(req.get("weights") or "random"),
+        attention=str(results.get("attention") or req.get("attention") or "normalize"),
+        opset=results.get("opset") or req.get("opset"),
+    )
+    return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
+
+
+def emulator_feeds(source: ExportSource) -> dict[str, Any]:
+    """One preprocessed held-out input, under the graph's own input name."""
+    import numpy as np
+    import onnx
+
+    m = source.manifest
+    if m.stage("verify") and "sample_input.npy" in m.stage("verify").outputs:
+        x = np.load(m.artifact(source.directory, "verify", "sample_input.npy"))
+    elif m.stage("inputs") and "heldout.npy" in m.stage("inputs").outputs:
+        x = np.load(m.artifact(source.directory, "inputs", "heldout.npy"))[:1]
+    else:
+        raise OutputDirError(f"{source.directory}: the export has no sample input (verify/sample_input.npy).")
+    graph = onnx.load(str(source.model_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    name = next(i.name for i in graph.input if i.name not in initializers)
+    return {name: x.astype(np.float32)}
+
+
+def _run_exports(req: ProfileRequest, soc: Soc, export_progress: Callable | None) -> list[Path]:
+    from ..pipeline import ExportRequest, run_export
+
+    variants = [req.variant]
+    if req.include_encoder and get_variant(req.variant).name != "encoder":
+        variants.append("encoder")
+    dirs = []
+    for name in variants:
+        is_encoder = get_variant(name).is_encoder_block
+        result = run_export(
+            ExportRequest(
+                variant=name,
+                weights=req.weights,
+                attention=req.attention,
+                precision=req.precision,
+                soc=soc.name,
+                resolution=None if is_encoder and name != req.variant else req.resolution,
+                encoder_dim=req.encoder_dim if is_encoder else None,
+            ),
+            progress=export_progress,
+        )
+        dirs.append(result.directory)
+    return dirs
+
+
+# --- the entry point ----------------------------------------------------------------------
+
+
+def _qnn_versions(values: tuple[str, ...]) -> list[str]:
+    """`--qnn 2.31 --qnn 2.33` or `--qnn 2.31,2.33`, de-duplicated in order."""
+    out: list[str] = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip().removeprefix("v")
+            if not part:
+                continue
+            if not all(p.isdigit() for p in part.split(".")) and part not in ("default", "latest"):
+                raise UsageError(f"--qnn {part!r} is not a QAIRT version.", hint="Use e.g. --qnn 2.31 (or default, latest).")
+            if part not in out:
+                out.append(part)
+    return out
+
+
+def default_out_dir() -> Path:
+    return DEFAULT_RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def run_profile(
+    req: ProfileRequest,
+    progress: Progress | None = None,
+    export_progress: Callable | None = None,
+) -> ProfileRunResult:
+    """Profile exports on the requested device. AI Hub needs a token, checked before any work."""
+    emit = progress or (lambda msg: None)
+    device = resolve_device(req.device)
+    if req.runs < 1:
+        raise UsageError("--runs must be at least 1.")
+    qnn = _qnn_versions(req.qnn)
+    config: HubConfig | None = None
+    if device.backend is Backend.AIHUB:
+        config = check_hub_config()
+    else:
+        _check_emulator_qnn(qnn)
+
+    if req.from_dirs:
+        sources = [read_export(d) for d in req.from_dirs]
+    else:
+        soc = device.soc or SOCS["sm8550"]
+        sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
+    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
+
+    if device.backend is Backend.EMULATOR:
+        result = _profile_on_emulator(sources, device, out_dir, emit)
+    else:
+        result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
+    result.exports = [s.directory for s in sources]
+    return result
+
+
+def _profile_on_hub(
+    sources: list[ExportSource],
+    device: DeviceTarget,
+    out_dir: Path,
+    qnn: list[str],
+    req: ProfileRequest,
+    config: HubConfig | None,
+    emit: Progress,
+) -> ProfileRunResult:
+    targets = [HubTarget(s.model_path, s.model_info, v) for s in sources for v in (qnn or [None])]
+    options = HubOptions(
+        runs=req.runs, timeout_s=req.timeout_s, poll_s=req.poll_s, new_jobs=req.new_jobs, retry_failed=req.retry_failed
+    )
+    session = HubSession(out_dir, options, emit, config=config)
+    run = session.run(targets, device)
+    profiled = [
+        ProfiledModel(
+            label=r.target.label,
+            profile=r.profile,
+            files={"profile": r.profile_path, "raw": r.raw_path, **({"binary": r.binary_path} if r.binary_path else {})},
+            resumed=r.resumed,
+        )
+        for r in run.results
+    ]
+    return ProfileRunResult(Backend.AIHUB, run.device, out_dir, profiled, run.failures, run.journal)
+
+
+def _check_emulator_qnn(qnn: list[str]) -> None:
+    if not qnn:
+        return
+    from ..qnn import qnn_sdk_version
+
+    bundled = qnn_sdk_version()
+    for v in qnn:
+        if not bundled.startswith(v):
+            raise UsageError(
+                f"The HTP emulator runs the QNN SDK bundled with onnxruntime-qnn ({bundled}), not {v}.",
+                hint="Drop --qnn for --device emulator, or profile that version on AI Hub.",
+            )
+
+
+def _profile_on_emulator(
+    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, emit: Progress
+) -> ProfileRunResult:
+    from ..qnn import HtpTarget
+    from .emulator import profile_on_emulator
+
+    result = ProfileRunResult(Backend.EMULATOR, device.display_name, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for s in sources:
+        label = f"{s.variant.name}-{s.precision.value}"
+        emit(f"{label}: running on the HTP emulator (cycles, not device latency)")
+        target = HtpTarget(soc_model=s.soc.soc_model, htp_arch=s.soc.htp_arch, fp16=not s.precision.is_quantized)
+        # QNN writes fixed file names (qnn_profile.csv, qnn_op_trace.json): one folder per model.
+        raw_dir = out_dir / f"{label}.emulator-raw"
+        profile = profile_on_emulator(s.model_path, emulator_feeds(s), s.variant, s.model_info, target, raw_dir)
+        qnn = profile.toolchain.qnn_version or "unknown"
+        stem = profile_stem(s.variant.name, s.precision.value, qnn, profile.target.device)
+        final_raw = out_dir / f"{stem}.raw"
+        if final_raw.exists():
+            import shutil
+
+            shutil.rmtree(final_raw)
+        raw_dir.rename(final_raw)
+        path = profile.save(out_dir / f"{stem}.profile.json")
+        result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw}))
+        result.device = profile.target.device
+    return result
+
+
+def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
+    """The devices AI Hub offers (needs a token, like every AI Hub call)."""
+    from .aihub import list_devices as _list
+
+    config = check_hub_config()
+    return config, _list(config)

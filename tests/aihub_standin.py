@@ -1,0 +1,664 @@
+"""A local stand-in for Qualcomm AI Hub's REST API, for tests of the real `qai_hub` client.
+
+The client (qai-hub 0.56) talks protobuf over HTTP to `<api_url>/api/v1/...` and moves
+files through presigned URLs. This server answers the endpoints one compile + profile
+needs, with the client's own protobuf messages (`qai_hub.public_api_pb2`), so everything
+above the wire (upload, jobs, waiting, downloads, `_profile_pb_to_python_dict`) is the
+client's own code:
+
+    GET   /api/v1/devices/                        DeviceList (name / attributes / select filters)
+    POST  /api/v1/models/                         Model -> CreateUpdateResponse
+    GET   /api/v1/models/<id>/multipart_upload/   FileUploadResponse (presigned part URLs)
+    PUT   /s3/upload/<model>/<part>?sig=...       the file part; answers with an ETag
+    POST  /api/v1/models/<id>/multipart_upload/   FileMultipartUploadComplete -> CreateUpdateResponse
+    GET   /api/v1/models/<id>/                    Model (a compiled model carries QAIRT metadata)
+    GET   /api/v1/models/<id>/download/           FileDownloadResponse (presigned URL)
+    GET   /s3/download/<model>?sig=...            the file
+    POST  /api/v1/jobs/                           Job(compile_job | inference_job) -> CreateUpdateResponse
+    GET   /api/v1/jobs/<id>/                      Job, its state advancing one step per poll
+    GET   /api/v1/jobs/<id>/result/               JobResult with the ProfileDetail of a profile job
+    GET   /api/v1/users/auth/user/                User
+
+Every /api/ request must carry `Authorization: token <token>` (else 401, as AI Hub does);
+the presigned /s3/ URLs carry a signature instead, never the token.
+
+Profiles are built from the ONNX file that was actually uploaded: one layer per ONNX node
+that survives QNN conversion (Q/DQ pairs fold into quantized tensors, except the float
+graph input's Quantize and output's Dequantize), named the way QNN names ops converted
+from ONNX (`/stage2/block9_swiftformer_encoder/attention/MatMul` becomes
+`_stage2_block9_swiftformer_encoder_attention_MatMul`), typed with QNN op names, timed by
+a simple MAC/element cost model in whole microseconds (AI Hub reports integers). The
+times are made up; the names and structure are the real graph's.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import io
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import qai_hub.public_api_pb2 as pb
+
+PROTOBUF = "application/x-protobuf"
+
+RUNNING = {
+    "compile": [pb.JobState.JOB_STATE_CREATED, pb.JobState.JOB_STATE_OPTIMIZING_MODEL],
+    "inference": [
+        pb.JobState.JOB_STATE_CREATED,
+        pb.JobState.JOB_STATE_PROVISIONING_DEVICE,
+        pb.JobState.JOB_STATE_MEASURING_PERFORMANCE,
+    ],
+}
+
+_ATTRS_COMMON = ("format:phone", "os:android", "vendor:samsung", "framework:qnn", "framework:onnx", "framework:tflite")
+DEFAULT_DEVICES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Samsung Galaxy S23 Ultra", "13", ("chipset:qualcomm-snapdragon-8gen2", "hexagon:v73", *_ATTRS_COMMON)),
+    ("Samsung Galaxy S23 Ultra", "14", ("chipset:qualcomm-snapdragon-8gen2", "hexagon:v73", *_ATTRS_COMMON)),
+    ("Samsung Galaxy S23", "14", ("chipset:qualcomm-snapdragon-8gen2", "hexagon:v73", *_ATTRS_COMMON)),
+    ("Samsung Galaxy S24 Ultra", "14", ("chipset:qualcomm-snapdragon-8gen3", "hexagon:v75", *_ATTRS_COMMON)),
+    ("Samsung Galaxy S22 Ultra 5G", "13", ("chipset:qualcomm-snapdragon-8gen1", "hexagon:v69", *_ATTRS_COMMON)),
+)
+
+DEFAULT_QAIRT = "2.33.0.250327124043"
+
+
+# --- what a compiled QNN context binary's per-layer profile looks like ------------------
+
+_QNN_TYPES = {
+    "Gemm": "FullyConnected",
+    "MatMul": "MatMul",
+    "Add": "ElementWiseAdd",
+    "Mul": "ElementWiseMultiply",
+    "Div": "ElementWiseDivide",
+    "Sub": "ElementWiseSubtract",
+    "Gelu": "Gelu",
+    "Relu": "Relu",
+    "Reshape": "Reshape",
+    "Transpose": "Transpose",
+    "LpNormalization": "L2Norm",
+    "ReduceL2": "ReduceL2",
+    "Expand": "Tile",
+    "ReduceSum": "ReduceSum",
+    "ReduceMean": "ReduceMean",
+    "BatchNormalization": "Batchnorm",
+    "Softmax": "Softmax",
+    "QuantizeLinear": "Quantize",
+    "DequantizeLinear": "Dequantize",
+}
+
+
+def qnn_op_name(onnx_name: str) -> str:
+    """QNN's converter keeps ONNX node names but only [A-Za-z0-9_]."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", onnx_name)
+    return f"_{name}" if name[:1].isdigit() else name
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    type: str
+    time_us: int
+    onnx_node: str
+
+
+def layers_from_onnx(onnx_bytes: bytes) -> list[Layer]:
+    import onnx
+    from onnx import shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
+    g = model.graph
+    shapes: dict[str, list[int]] = {}
+    for vi in [*g.input, *g.output, *g.value_info]:
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        shapes[vi.name] = dims
+    inits = {t.name: list(t.dims) for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    graph_inputs = {i.name for i in g.input} - set(inits)
+    graph_outputs = {o.name for o in g.output}
+
+    def numel(name: str) -> int:
+        n = 1
+        for d in shapes.get(name, []) or inits.get(name, []):
+            n *= max(int(d), 1)
+        return n
+
+    def weight_dims(name: str) -> list[int]:
+        # A weight reaches a QDQ node through DequantizeLinear(initializer).
+        node = producers.get(name)
+        if node is not None and node.op_type == "DequantizeLinear":
+            name = node.input[0]
+        return inits.get(name) or shapes.get(name, [])
+
+    layers = []
+    for i, node in enumerate(g.node):
+        op = node.op_type
+        if op == "QuantizeLinear" and node.input[0] not in graph_inputs:
+            continue
+        if op == "DequantizeLinear" and node.output[0] not in graph_outputs:
+            continue
+        out = numel(node.output[0])
+        if op == "Conv":
+            w = weight_dims(node.input[1])
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            qnn_type = "DepthWiseConv2d" if group > 1 and w and group == w[0] else "Conv2d"
+            macs = out * (w[1] * w[2] * w[3] if len(w) == 4 else 1)
+            cost = 0.6 + macs / 6.4e5
+        elif op in ("Gemm", "MatMul"):
+            w = weight_dims(node.input[1])
+            k = w[0] if w else 1
+            if op == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) and w:
+                k = w[1]
+            qnn_type = _QNN_TYPES[op]
+            cost = 0.6 + out * k / 6.4e5
+        elif op in ("Reshape", "Transpose", "Expand"):
+            qnn_type = _QNN_TYPES[op]
+            cost = 0.2 + out / 8.0e5
+        else:
+            qnn_type = _QNN_TYPES.get(op, op)
+            cost = 0.4 + out / 3.0e5
+        layers.append(Layer(qnn_op_name(node.name or f"{op}_{i}"), qnn_type, int(round(cost)), node.name))
+    return layers
+
+
+def build_profile_detail(
+    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = ()
+) -> pb.ProfileDetail:
+    """A ProfileDetail (major 1, minor 2: per-run times and memory ranges), as AI Hub sends."""
+    layers = layers_from_onnx(onnx_bytes)
+    per_op_total = sum(layer.time_us for layer in layers)
+    # End-to-end runs are a bit longer than the per-op sum (graph launch, I/O), and jitter.
+    h = hashlib.sha256(seed.encode()).digest()
+    all_times = [int(per_op_total * 1.06 + 4 + (h[i % len(h)] % 17)) for i in range(runs)]
+    detail = pb.ProfileDetail(
+        major_version=1,
+        minor_version=2,
+        execution_time=min(all_times),
+        after_execution_peak_memory=18_400_000,
+        cold_load_time=41_000,
+        after_cold_load_peak_memory=31_200_000,
+        warm_load_time=2_300,
+        after_warm_load_peak_memory=19_900_000,
+        compile_time=380_000,
+        after_compile_peak_memory=52_000_000,
+        all_execution_times=all_times,
+        all_cold_load_times=[41_000, 40_200],
+        all_warm_load_times=[2_300, 2_250],
+        all_compile_times=[380_000],
+    )
+    for stage in ("compile_memory", "cold_load_memory", "warm_load_memory", "execution_memory"):
+        getattr(detail, stage).CopyFrom(
+            pb.ProfileDetail.MemoryUsage(increase=pb.Range(lower=0, upper=4_000_000), peak=pb.Range(lower=1, upper=9_000_000))
+        )
+    for layer in layers:
+        cu = pb.ComputeUnit.COMPUTE_UNIT_CPU if layer.type in cpu_op_types else pb.ComputeUnit.COMPUTE_UNIT_NPU
+        detail.layer_details.append(
+            pb.LayerDetail(
+                name=layer.name, layer_type_name=layer.type, compute_unit=cu, execution_time=layer.time_us,
+                delegate_name="QNN",
+            )
+        )
+    return detail
+
+
+# --- server state ---------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    t: float  # time.monotonic() on arrival
+    authorized: bool
+
+
+@dataclass
+class StoredModel:
+    pb: pb.Model
+    data: bytes = b""
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class StoredJob:
+    kind: str  # compile | inference
+    pb: pb.Job
+    polls: int = 0
+    source_model_id: str | None = None
+
+
+class HubStandIn:
+    """A threaded http.server on 127.0.0.1 that speaks enough of AI Hub's API.
+
+    Knobs: `polls_to_finish` (status polls a job answers "running" before it ends),
+    `hold` (kinds of job, "compile" / "inference", that keep running while listed),
+    `fail_compile(name, options) -> reason | None`, `flaky_polls` (the next N job status
+    requests answer 503), `cpu_op_types` (QNN op types reported on the CPU, not the NPU).
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        polls_to_finish: int = 1,
+        fail_compile: Callable[[str, str], str | None] | None = None,
+        cpu_op_types: tuple[str, ...] = (),
+        devices=DEFAULT_DEVICES,
+    ):
+        self.token = token
+        self.polls_to_finish = polls_to_finish
+        self.hold: set[str] = set()
+        self.flaky_polls = 0
+        self.fail_compile = fail_compile
+        self.cpu_op_types = cpu_op_types
+        self.devices = [pb.Device(name=n, os=o, attributes=list(a)) for n, o, a in devices]
+        self.requests: list[Request] = []
+        self.models: dict[str, StoredModel] = {}
+        self.jobs: dict[str, StoredJob] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --
+
+    def start(self) -> HubStandIn:
+        standin = self
+
+        class Handler(_Handler):
+            hub = standin
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="aihub-standin", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> HubStandIn:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "stand-in not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def write_client_ini(self, path: Path, *, token: str | None = None) -> Path:
+        """A client.ini as `qai-hub configure` writes it, pointing at this server."""
+        cfg = configparser.ConfigParser()
+        cfg["api"] = {
+            "api_token": self.token if token is None else token,
+            "api_url": self.url,
+            "web_url": self.url,
+            "verbose": "True",
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            cfg.write(f)
+        return path
+
+    # -- inspection for tests --
+
+    def count(self, method: str, pattern: str) -> int:
+        rx = re.compile(pattern)
+        return sum(1 for r in self.requests if r.method == method and rx.fullmatch(r.path))
+
+    def api_calls(self) -> list[Request]:
+        return [r for r in self.requests if r.path.startswith("/api/")]
+
+    def jobs_created(self, kind: str) -> int:
+        return sum(1 for j in self.jobs.values() if j.kind == kind)
+
+    def first_job_submitted_at(self) -> float | None:
+        return next((r.t for r in self.requests if r.method == "POST" and r.path == "/api/v1/jobs/"), None)
+
+    # -- ids --
+
+    def _id(self, prefix: str) -> str:
+        with self._lock:
+            self._seq += 1
+            return f"{prefix}{self._seq:05d}sf"
+
+    def _sig(self, model_id: str) -> str:
+        return hashlib.sha256(f"{model_id}:standin-signature".encode()).hexdigest()[:16]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubStandIn
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # keep test output clean
+        pass
+
+    # -- wire helpers --
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = io.BytesIO()
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                out.write(self.rfile.read(size))
+                self.rfile.readline()
+            return out.getvalue()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, status: int, body: bytes = b"", ctype: str = PROTOBUF, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _pb(self, msg) -> None:
+        self._send(200, msg.SerializeToString())
+
+    def _dispatch(self) -> None:
+        url = urlparse(self.path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        hub = self.hub
+        authorized = self.headers.get("Authorization") == f"token {hub.token}"
+        hub.requests.append(Request(self.command, url.path, query, time.monotonic(), authorized))
+        body = self._body()
+        if url.path.startswith("/s3/"):
+            return self._s3(url.path, query, body)
+        if not url.path.startswith("/api/v1/"):
+            return self._send(404, b"not found", "text/plain")
+        if not authorized:
+            return self._send(401, b'{"detail": "Invalid token."}', "application/json")
+        parts = [p for p in url.path[len("/api/v1/") :].split("/") if p]
+        try:
+            route = _ROUTES.get((self.command, _shape(parts)))
+            if route is None:
+                return self._send(404, f"stand-in has no {self.command} {url.path}".encode(), "text/plain")
+            route(self, parts, query, body)
+        except KeyError as exc:
+            self._send(404, f'{{"detail": "Not found: {exc}"}}'.encode(), "application/json")
+
+    do_GET = do_POST = do_PUT = do_PATCH = _dispatch
+
+    # -- presigned storage --
+
+    def _s3(self, path: str, query: dict, body: bytes) -> None:
+        parts = path.split("/")[2:]
+        model_id = parts[1] if len(parts) > 1 else ""
+        if query.get("sig", [""])[0] != self.hub._sig(model_id) or model_id not in self.hub.models:
+            return self._send(403, b"<Error><Code>AccessDenied</Code><Message>bad signature</Message></Error>", "application/xml")
+        stored = self.hub.models[model_id]
+        if parts[0] == "upload" and self.command == "PUT":
+            stored.parts[int(parts[2])] = body
+            return self._send(200, b"", "text/plain", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+        if parts[0] == "download" and self.command == "GET":
+            return self._send(200, stored.data, "application/octet-stream")
+        self._send(404, b"", "text/plain")
+
+    # -- routes --
+
+    def devices(self, parts, query, body) -> None:
+        name = query.get("name", [""])[0]
+        attrs = [a for a in query.get("attributes", []) if a]
+        os_ = query.get("os", [""])[0]
+        select = query.get("select", ["False"])[0].lower() == "true"
+        found = [
+            d for d in self.hub.devices
+            if (not name or d.name == name) and all(a in d.attributes for a in attrs) and (not os_ or d.os == os_)
+        ]
+        if select and found:
+            found = [max(found, key=lambda d: tuple(int(x) for x in d.os.split(".") if x.isdigit()))]
+        self._pb(pb.DeviceList(devices=found, total_query_count=len(found)))
+
+    def create_model(self, parts, query, body) -> None:
+        req = pb.Model.FromString(body)
+        model_id = self.hub._id("m")
+        stored = pb.Model(model_id=model_id, name=req.name, model_type=req.model_type, is_directory=req.is_directory)
+        stored.creation_time.GetCurrentTime()
+        self.hub.models[model_id] = StoredModel(stored)
+        self._pb(pb.CreateUpdateResponse(id=model_id, creation_time=stored.creation_time))
+
+    def upload_urls(self, parts, query, body) -> None:
+        model_id = parts[1]
+        self.hub.models[model_id]  # KeyError -> 404
+        size = int(query.get("file_size", ["0"])[0])
+        url = f"{self.hub.url}/s3/upload/{model_id}/0?sig={self.hub._sig(model_id)}"
+        self._pb(pb.FileUploadResponse(multipart_url=pb.FileMultipartUploadURL(urls=[url], upload_id=f"u-{model_id}", max_part_size=max(size, 1))))
+
+    def complete_upload(self, parts, query, body) -> None:
+        model_id = parts[1]
+        stored = self.hub.models[model_id]
+        done = pb.FileMultipartUploadComplete.FromString(body)
+        stored.data = b"".join(stored.parts[i] for i in sorted(stored.parts))
+        stored.pb.file_upload_complete = True
+        assert done.upload_id == f"u-{model_id}" and len(done.etags) == len(stored.parts)
+        self._pb(pb.CreateUpdateResponse(id=model_id))
+
+    def get_model(self, parts, query, body) -> None:
+        self._pb(self.hub.models[parts[1]].pb)
+
+    def download_model(self, parts, query, body) -> None:
+        stored = self.hub.models[parts[1]]
+        url = f"{self.hub.url}/s3/download/{parts[1]}?sig={self.hub._sig(parts[1])}"
+        self._pb(pb.FileDownloadResponse(url=pb.FileDownloadURL(url=url, filename=stored.pb.name)))
+
+    def auth_user(self, parts, query, body) -> None:
+        self._pb(pb.User(id=1, first_name="Stand", last_name="In", email="standin@example.invalid"))
+
+    def _device(self, requested: pb.Device) -> pb.Device:
+        for d in sorted(self.hub.devices, key=lambda d: d.os, reverse=True):
+            if (not requested.name or d.name == requested.name) and all(a in d.attributes for a in requested.attributes):
+                return d
+        raise KeyError(f"device {requested.name!r}")
+
+    def create_job(self, parts, query, body) -> None:
+        job = pb.Job.FromString(body)
+        hub = self.hub
+        which = job.WhichOneof("job")
+        if which == "compile_job":
+            src = hub.models[job.compile_job.model.model_id]
+            job_id = hub._id("j")
+            cj = job.compile_job
+            cj.compile_job_id = job_id
+            cj.job_state = RUNNING["compile"][0]
+            cj.model.CopyFrom(src.pb)
+            cj.device.CopyFrom(self._device(cj.devices.devices[0]))
+            cj.creation_time.GetCurrentTime()
+            # seed_target_model=true: the compiled model exists (empty) from the start.
+            target_id = hub._id("m")
+            target = pb.Model(
+                model_id=target_id, name=f"{cj.name}.bin", model_type=pb.ModelType.MODEL_TYPE_QNN_CONTEXT_BINARY,
+                producer_id=job_id,
+            )
+            target.creation_time.GetCurrentTime()
+            hub.models[target_id] = StoredModel(target)
+            cj.target_model.CopyFrom(target)
+            hub.jobs[job_id] = StoredJob("compile", job, source_model_id=src.pb.model_id)
+        elif which in ("inference_job", "profile_job"):
+            ij = job.inference_job if which == "inference_job" else None
+            if ij is None:  # older clients: translate a ProfileJob into the same record
+                pj = job.profile_job
+                ij = pb.InferenceJob(model=pj.model, name=pj.name, device=pj.device, options=pj.options, is_profiling_on=True)
+                job = pb.Job(inference_job=ij)
+                ij = job.inference_job
+            model = hub.models[ij.model.model_id]
+            if not model.pb.file_upload_complete:
+                return self._send(400, b'{"detail": "Model is not ready."}', "application/json")
+            job_id = hub._id("j")
+            ij.inference_job_id = job_id
+            ij.job_state = RUNNING["inference"][0]
+            ij.model.CopyFrom(model.pb)
+            ij.device.CopyFrom(self._device(ij.device))
+            ij.creation_time.GetCurrentTime()
+            hub.jobs[job_id] = StoredJob("inference", job, source_model_id=model.pb.model_id)
+        else:
+            return self._send(400, b'{"detail": "unsupported job type"}', "application/json")
+        self._pb(pb.CreateUpdateResponse(id=job_id, creation_time=(cj if which == "compile_job" else ij).creation_time))
+
+    def get_job(self, parts, query, body) -> None:
+        hub = self.hub
+        stored = hub.jobs[parts[1]]
+        with hub._lock:
+            flaky = hub.flaky_polls > 0
+            hub.flaky_polls -= flaky
+        if flaky:
+            return self._send(503, b"Service Unavailable", "text/plain")
+        with hub._lock:
+            inner = stored.pb.compile_job if stored.kind == "compile" else stored.pb.inference_job
+            finished = inner.job_state in (pb.JobState.JOB_STATE_DONE, pb.JobState.JOB_STATE_FAILED)
+            if not finished:
+                if stored.kind in hub.hold or stored.polls < hub.polls_to_finish:
+                    states = RUNNING[stored.kind]
+                    inner.job_state = states[min(stored.polls, len(states) - 1)]
+                    stored.polls += 1
+                else:
+                    self._finish(stored, inner)
+        self._pb(stored.pb)
+
+    def _finish(self, stored: StoredJob, inner) -> None:
+        hub = self.hub
+        inner.completion_time.GetCurrentTime()
+        if stored.kind == "compile":
+            reason = hub.fail_compile(inner.name, inner.options) if hub.fail_compile else None
+            if reason:
+                inner.job_state = pb.JobState.JOB_STATE_FAILED
+                inner.failure_reason = reason
+                return
+            m = re.search(r"--qairt_version[ =](\S+)", inner.options)
+            qairt = m.group(1) + ".0.250101000000" if m and m.group(1).count(".") == 1 else (m.group(1) if m else DEFAULT_QAIRT)
+            target = hub.models[inner.target_model.model_id]
+            source = hub.models[stored.source_model_id]
+            target.data = b"QNN-CONTEXT-BINARY (aihub stand-in)\n" + qairt.encode() + b"\n" + hashlib.sha256(source.data).hexdigest().encode()
+            target.pb.file_upload_complete = True
+            for key, value in ((1, qairt), (3, qairt), (31, "v73"), (32, "43")):
+                target.pb.metadata.entries[key] = value
+            inner.target_model.CopyFrom(target.pb)
+            inner.job_state = pb.JobState.JOB_STATE_DONE
+        else:
+            inner.job_state = pb.JobState.JOB_STATE_DONE
+
+    def job_result(self, parts, query, body) -> None:
+        hub = self.hub
+        stored = hub.jobs[parts[1]]
+        if stored.kind != "inference":
+            return self._pb(pb.JobResult())
+        ij = stored.pb.inference_job
+        m = re.search(r"--max_profiler_iterations[ =](\d+)", ij.options)
+        runs = int(m.group(1)) if m else 100
+        target = hub.models[stored.source_model_id]
+        compile_job = hub.jobs[target.pb.producer_id]
+        source = hub.models[compile_job.source_model_id]
+        detail = build_profile_detail(source.data, runs=runs, seed=ij.inference_job_id, cpu_op_types=hub.cpu_op_types)
+        self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(inference_job_id=ij.inference_job_id, detail=detail)))
+
+
+def _shape(parts: list[str]) -> tuple[str, ...]:
+    """Route key: fixed path words, `*` for ids."""
+    words = {"devices", "models", "jobs", "multipart_upload", "download", "result", "users", "auth", "user"}
+    return tuple(p if p in words else "*" for p in parts)
+
+
+_ROUTES: dict[tuple[str, tuple[str, ...]], Callable] = {
+    ("GET", ("devices",)): _Handler.devices,
+    ("POST", ("models",)): _Handler.create_model,
+    ("GET", ("models", "*", "multipart_upload")): _Handler.upload_urls,
+    ("POST", ("models", "*", "multipart_upload")): _Handler.complete_upload,
+    ("GET", ("models", "*")): _Handler.get_model,
+    ("GET", ("models", "*", "download")): _Handler.download_model,
+    ("POST", ("jobs",)): _Handler.create_job,
+    ("GET", ("jobs", "*")): _Handler.get_job,
+    ("GET", ("jobs", "*", "result")): _Handler.job_result,
+    ("GET", ("users", "auth", "user")): _Handler.auth_user,
+}
+
+
+def unused_port() -> int:
+    """A port nothing listens on (for the network-error test)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# --- hand-built export directories (what `swiftformer-qnn export` leaves, minus the slow parts) --
+
+
+def make_export_dir(
+    out: Path, *, qdq: Path, sim: Path, variant: str, precision: str, input_shape: list[int], sample_input=None
+) -> Path:
+    """An export directory with a manifest whose stages point at the given ONNX files.
+
+    Only what `profile` reads: simplify/model.sim.onnx, quantize/model.qdq.onnx,
+    verify/sample_input.npy, and the request (variant, precision, soc, input_shape, weights).
+    """
+    import shutil
+
+    import numpy as np
+
+    from swiftformer_qnn.artifacts import MANIFEST_NAME, ExportManifest, FileRecord, StageRecord, sha256_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"model.sim.onnx": sim, "model.qdq.onnx": qdq}
+    for name, src in files.items():
+        shutil.copyfile(src, out / name)
+    x = sample_input if sample_input is not None else np.random.default_rng(0).standard_normal(input_shape)
+    np.save(out / "sample_input.npy", np.asarray(x, dtype=np.float32))
+
+    def rec(stage: str, output: str | None, results: dict | None = None) -> StageRecord:
+        outputs = {}
+        if output:
+            p = out / output
+            outputs[output] = FileRecord(path=output, sha256=sha256_file(p), bytes=p.stat().st_size)
+        return StageRecord(name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results or {})
+
+    manifest = ExportManifest(
+        request_key=f"handmade-{variant}-{precision}",
+        request={
+            "variant": variant, "precision": precision, "soc": "sm8550", "input_shape": input_shape,
+            "weights": "realistic-random", "opset": 20,
+        },
+        tools={},
+        stages=[
+            rec("export", None, {"opset": 20, "attention": "normalize"}),
+            rec("simplify", "model.sim.onnx"),
+            rec("quantize", "model.qdq.onnx"),
+            rec("verify", "sample_input.npy"),
+        ],
+    )
+    (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+    return out
+
+
+def files_containing(token: str, *roots: Path) -> list[Path]:
+    """Every file under `roots` whose bytes contain `token`."""
+    needle = token.encode()
+    hits = []
+    for root in roots:
+        for p in Path(root).rglob("*"):
+            if p.is_file() and needle in p.read_bytes():
+                hits.append(p)
+    return hits
