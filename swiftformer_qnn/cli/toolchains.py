@@ -1,0 +1,191 @@
+"""`toolchains list|install|remove|compare`: QNN versions side by side.
+
+`render_cross_version` is shared with `export --qnn` / `compile --qnn`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import app, console, err_console, guarded
+
+toolchains_app = typer.Typer(
+    name="toolchains",
+    help="QNN versions side by side: one isolated onnxruntime-qnn environment per QNN SDK.",
+    no_args_is_help=True,
+)
+app.add_typer(toolchains_app)
+
+VersionsArg = Annotated[
+    list[str],
+    typer.Argument(help="QNN versions: 2.47 2.49, 2.47,2.51, or all.", show_default=False),
+]
+
+
+def render_progress_event(event) -> None:
+    """One status line per install/compile step, on stderr (results stay on stdout)."""
+    elapsed = f" [dim]{event.elapsed_s:.1f} s[/]" if event.elapsed_s else ""
+    style = {"failed": "red", "crashed": "red", "ready": "green", "done": "green", "cached": "green"}.get(event.step, "")
+    step = f"[{style}]{event.step}[/]" if style else event.step
+    detail = f" {event.detail}" if event.detail else ""
+    err_console.print(f"{event.subject}: {step}{detail}{elapsed}", highlight=False, soft_wrap=True)
+
+
+@toolchains_app.command("list")
+@guarded
+def list_cmd(
+    verify: Annotated[bool, typer.Option(help="Also load each installed toolchain's QNN backend (a few seconds each).")] = False,
+) -> None:
+    """Installed and installable QNN versions, their onnxruntime-qnn / onnxruntime pins and where they live."""
+    from rich.table import Table
+
+    from ..toolchains import ToolchainState, list_toolchains, toolchains_root
+
+    root = toolchains_root()
+    table = Table(title=f"QNN toolchains ({root})")
+    for col in ("QNN", "onnxruntime-qnn", "onnxruntime", "state"):
+        table.add_column(col)
+    table.add_column("location", overflow="fold")
+    styles = {
+        ToolchainState.DEFAULT: "bold green",
+        ToolchainState.READY: "green",
+        ToolchainState.BROKEN: "red",
+        ToolchainState.NOT_INSTALLED: "dim",
+    }
+    broken = []
+    for s in list_toolchains(verify=verify):
+        state = s.state.value + (" (main environment)" if s.state is ToolchainState.DEFAULT else "")
+        if s.state is ToolchainState.BROKEN:
+            state += f": {s.detail}"
+            broken.append(s.spec.major_minor)
+        table.add_row(
+            s.spec.qnn_version,
+            s.spec.onnxruntime_qnn,
+            s.spec.onnxruntime,
+            f"[{styles[s.state]}]{state}[/]",
+            str(s.location) if s.location else "-",
+        )
+    console.print(table)
+    if broken:
+        err_console.print(f"Reinstall the broken ones: swiftformer-qnn toolchains install {' '.join(broken)} --force")
+
+
+@toolchains_app.command("install")
+@guarded
+def install_cmd(
+    versions: VersionsArg,
+    force: Annotated[bool, typer.Option(help="Reinstall toolchains that are already ready.")] = False,
+    installer: Annotated[str, typer.Option(help="auto (uv if installed, else venv + pip), uv, or pip.")] = "auto",
+) -> None:
+    """Install QNN toolchains (uses pip's configured indexes and find-links)."""
+    from ..toolchains import install_toolchains, parse_qnn_versions
+
+    specs = parse_qnn_versions(versions)
+    started = time.perf_counter()
+    statuses = install_toolchains(
+        specs, installer=installer, force=force, progress=render_progress_event
+    )
+    for s in statuses:
+        console.print(f"QNN {s.spec.qnn_version}: {s.state.value} {s.location or ''}", highlight=False)
+    err_console.print(f"[dim]{time.perf_counter() - started:.1f} s[/]")
+
+
+@toolchains_app.command("remove")
+@guarded
+def remove_cmd(versions: VersionsArg) -> None:
+    """Delete installed QNN toolchains (the main environment's own one stays)."""
+    from ..toolchains import main_environment_spec, parse_qnn_versions, remove_toolchain
+
+    specs = parse_qnn_versions(versions)
+    main = main_environment_spec()
+    explicit_all = any(v.strip().lower() == "all" for v in versions)
+    for spec in specs:
+        if spec == main and explicit_all:
+            continue  # `remove all` means every removable one
+        removed = remove_toolchain(spec)
+        console.print(f"QNN {spec.qnn_version}: " + (f"removed {removed}" if removed else "not installed"), highlight=False)
+
+
+def render_cross_version(report, directory: Path | None = None) -> None:
+    """The cross-version comparison table (used by `toolchains compare`, `export --qnn`, `compile --qnn`)."""
+    from rich.table import Table
+
+    from ..cross_version import TABLE_COLUMNS, table_rows
+
+    title = f"{report.model}: one compile per QNN version" + (f" ({directory})" if directory else "")
+    table = Table(title=title, caption=report.note, caption_justify="left")
+    for col in TABLE_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for row in table_rows(report):
+        status = row.get("status", "")
+        if not status.startswith("ok"):
+            row = {**row, "status": f"[red]{status}[/]"}
+        table.add_row(*(row.get(c, "") for c in TABLE_COLUMNS))
+    console.print(table)
+    for d in report.diffs:
+        if d.ops_added or d.ops_removed:
+            console.print(
+                f"{d.before} -> {d.after}: {len(d.ops_added)} HTP op name(s) added, {len(d.ops_removed)} removed"
+                + (f", e.g. +{d.ops_added[0]}  -{d.ops_removed[0]}" if d.ops_added and d.ops_removed else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+@toolchains_app.command("compare")
+@guarded
+def compare_cmd(
+    model: Annotated[Path, typer.Argument(help="A QDQ ONNX model (or a float one with --precision fp16).", show_default=False)],
+    qnn: Annotated[str, typer.Option(help="QNN versions to compile with: 2.47,2.49,2.51 or all.")] = "all",
+    output_dir: Annotated[Path | None, typer.Option(help="Where to write qnn-<version>/ and cross_version.json. Default: <model stem>.qnn-versions next to the model.")] = None,
+    soc: Annotated[str, typer.Option(help="Target Snapdragon (sm8550 = 8 Gen 2, default).")] = "sm8550",
+    fp16: Annotated[bool, typer.Option(help="Compile a float model in the HTP's fp16 mode.")] = False,
+    jobs: Annotated[int | None, typer.Option(help="Parallel compiles. Default: the number of cores.")] = None,
+    emulate: Annotated[bool, typer.Option(help="Also run each binary on the HTP emulator: HTP op counts and types, fidelity vs the CPU EP.")] = True,
+    markdown: Annotated[bool, typer.Option(help="Print the table as Markdown instead.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if a result is cached.")] = False,
+) -> None:
+    """Compile one model with several QNN versions in parallel and compare what each produced."""
+    from ..artifacts import StageCache, staged_output_dir
+    from ..cross_version import compile_across_versions, render_markdown
+    from ..errors import UsageError
+    from ..qnn import HtpTarget
+    from ..targets import get_soc
+    from ..toolchains import parse_qnn_versions
+
+    if not model.is_file():
+        raise UsageError(f"No model at {model}.")
+    specs = parse_qnn_versions(qnn)
+    chip = get_soc(soc)
+    target = HtpTarget(soc_model=chip.soc_model, htp_arch=chip.htp_arch, fp16=fp16)
+    out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
+    if out.exists() and not force:  # say so now, not after the compiles
+        from ..errors import OutputDirError
+
+        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
+    with staged_output_dir(out, force=force) as work:
+        report = compile_across_versions(
+            model,
+            specs,
+            work,
+            target=target,
+            emulate=emulate,
+            jobs=jobs,
+            cache=StageCache(enabled=not no_cache),
+            progress=render_progress_event,
+        )
+    if markdown:
+        console.print(render_markdown(report), markup=False, highlight=False, soft_wrap=True)
+    else:
+        render_cross_version(report, out)
+    if report.failed:
+        err_console.print(
+            f"{len(report.failed)} of {len(report.versions)} QNN version(s) did not compile: "
+            + ", ".join(v.qnn_version for v in report.failed)
+        )
+        raise typer.Exit(1)

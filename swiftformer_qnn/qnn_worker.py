@@ -1,0 +1,195 @@
+"""Worker process run inside a QNN toolchain environment: `python -m swiftformer_qnn.qnn_worker`.
+
+    probe   --result R.json                  what this environment imports; loads the HTP backend
+    compile --request Q.json --result R.json  compile a QDQ model to a context binary, and
+                                              optionally run it on the HTP emulator with a profile
+
+Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.errors` (which keep to
+onnx and onnxruntime): a toolchain environment holds nothing else. Results go to a JSON file,
+not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
+3 a known error (e.g. the HTP rejects an op), 4 an unexpected one; both still write the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
+from pathlib import Path
+
+PROTOCOL = 1  # bump when the request/result format changes (it is part of the cache key)
+PROFILE_CSV = "htp_profile.csv"
+OP_TRACE_JSON = "qnn_op_trace.json"  # written by onnxruntime-qnn into the working directory
+HTP_OUTPUTS = "htp_outputs.npz"
+_PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx")
+
+
+def environment() -> dict:
+    import onnxruntime
+
+    from .qnn import qnn_sdk_version
+
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "qnn_version": qnn_sdk_version(),
+        "packages": packages,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "prefix": sys.prefix,
+        "onnxruntime_file": onnxruntime.__file__,
+        "torch_installed": find_spec("torch") is not None,
+    }
+
+
+def probe() -> dict:
+    """What this environment imports, after proving the HTP backend compiles and runs a graph.
+
+    Registering the plugin EP is not enough: onnxruntime 1.31.1 registers onnxruntime-qnn
+    2.3.0 and lists its device, and only refuses it when a session is created.
+    """
+    env = environment()
+    env["smoke_s"] = round(_smoke_session(), 3)
+    return {"status": "ok", **env}
+
+
+def _smoke_session() -> float:
+    """Compile and run `y = x + x` on the HTP (fp16 mode, no CPU fallback); return its wall time."""
+    import tempfile
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .errors import ToolchainError
+    from .qnn import HtpTarget, htp_session
+
+    started = time.perf_counter()
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"], name="smoke_add")],
+        "smoke",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # loadable by every onnxruntime a toolchain pairs
+    with tempfile.TemporaryDirectory(prefix="qnn-smoke-") as tmp:
+        path = Path(tmp) / "smoke.onnx"
+        onnx.save(model, str(path))
+        x = np.arange(8, dtype=np.float32).reshape(1, 8)
+        try:
+            session = htp_session(path, HtpTarget(fp16=True))
+        except ToolchainError as exc:
+            import onnxruntime
+
+            from .qnn import onnxruntime_qnn_version
+
+            # A refused plugin leaves only the CPU EP, which the disabled fallback then rejects.
+            raise ToolchainError(
+                f"onnxruntime {onnxruntime.__version__} could not load onnxruntime-qnn "
+                f"{onnxruntime_qnn_version()}: the QNN EP could not run a one-op graph ({exc.message})"
+            ) from None
+        (y,) = session.run(None, {"x": x})
+        del session
+    if not np.allclose(y, 2 * x):
+        raise ToolchainError(f"The HTP computed {y.ravel().tolist()} for x + x; expected {(2 * x).ravel().tolist()}.")
+    return time.perf_counter() - started
+
+
+def compile_request(request: dict) -> dict:
+    """Compile `request["model"]`; with `inputs_npz`, also run the binary on the HTP emulator."""
+    import numpy as np
+
+    from .qnn import HtpTarget, compile_context_binary, htp_session
+
+    out = Path(request["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    os.chdir(out)  # onnxruntime-qnn writes the op trace JSON into the working directory
+    model = Path(request["model"])
+    target = HtpTarget(
+        soc_model=int(request["soc_model"]), htp_arch=int(request["htp_arch"]), fp16=bool(request.get("fp16"))
+    )
+    result: dict = {"status": "ok", "protocol": PROTOCOL, "environment": environment()}
+    ctx = compile_context_binary(model, out / request["context_name"], target)
+    result.update(
+        ep_sdk_version=ctx.ep_sdk_version,
+        qnn_sdk_version=ctx.qnn_sdk_version,
+        compile_s=round(ctx.compile_s, 3),
+        context_onnx=ctx.context_onnx.name,
+        context_binary=ctx.context_binary.name,
+        context_binary_bytes=ctx.context_binary.stat().st_size,
+        source_nodes=ctx.source_nodes,
+    )
+    inputs = request.get("inputs_npz")
+    if inputs:
+        with np.load(inputs) as data:
+            feeds = {k: data[k] for k in data.files}
+        # The compiled binary itself, profiled: one NODE row per op the HTP executes.
+        session = htp_session(ctx.context_onnx, target, profile_csv=out / PROFILE_CSV)
+        names = [o.name for o in session.get_outputs()]
+        outputs = session.run(None, feeds)
+        del session  # the profile is flushed when the session goes away
+        np.savez(out / HTP_OUTPUTS, **dict(zip(names, outputs, strict=True)))
+        result["htp_outputs"] = HTP_OUTPUTS
+        result["profile_csv"] = PROFILE_CSV if (out / PROFILE_CSV).is_file() else None
+        result["op_trace"] = None
+        if request.get("op_trace", True):
+            # A loaded context binary has no framework op trace, so the QDQ model is composed
+            # once more with the trace on; it maps each HTP op name to its QNN op type.
+            # The trace is written when the session is created, so it is not run. Releases
+            # without the trace (QNN 2.47) write nothing, which is not an error.
+            trace_csv = out / "op_trace_profile.csv"
+            session = htp_session(model, target, profile_csv=trace_csv, op_trace=True, op_trace_dir=out)
+            del session
+            for leftover in (trace_csv, out / "op_trace_profile_qnn.log"):
+                leftover.unlink(missing_ok=True)
+            if (out / OP_TRACE_JSON).is_file():
+                result["op_trace"] = OP_TRACE_JSON
+    return result
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swiftformer_qnn.qnn_worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_probe = sub.add_parser("probe")
+    p_probe.add_argument("--result", required=True, type=Path)
+    p_compile = sub.add_parser("compile")
+    p_compile.add_argument("--request", required=True, type=Path)
+    p_compile.add_argument("--result", required=True, type=Path)
+    args = parser.parse_args(argv)
+    result_path = args.result.absolute()
+
+    from .errors import SwiftFormerQnnError
+
+    started = time.perf_counter()
+    try:
+        if args.command == "probe":
+            result = probe()
+        else:
+            result = compile_request(json.loads(args.request.read_text()))
+        code = 0
+    except SwiftFormerQnnError as exc:
+        result, code = {"status": "failed", "error_type": type(exc).__name__, "message": exc.one_line()}, 3
+    except Exception as exc:  # reported per version by the parent, which keeps the others going
+        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        result, code = {"status": "failed", "error_type": type(exc).__name__, "message": first}, 4
+    result["worker_s"] = round(time.perf_counter() - started, 3)
+    _write_json(result_path, result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

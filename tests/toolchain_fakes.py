@@ -1,0 +1,73 @@
+"""Toolchain directories laid out as an install leaves them, for tests of states and failures.
+
+The environment's `python` is whatever the test needs: a link to a real interpreter (which
+then imports the main environment's onnxruntime-qnn, i.e. the wrong QNN version), or a
+shell script standing in for a worker that crashes or reports a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from swiftformer_qnn.toolchains import ENV_DIR, MARKER_NAME, QnnToolchainSpec, ToolchainMarker, toolchain_dir
+
+PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+CRASHING_WORKER = "#!/bin/sh\nkill -SEGV $$\n"
+EXITING_WORKER = "#!/bin/sh\necho 'error while loading shared libraries: libQnnHtp.so' >&2\nexit 7\n"
+# Writes a failure result as the real worker does when the HTP rejects an op.
+REJECTING_WORKER = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--result" ]; then out="$2"; fi
+  shift
+done
+printf '%s' '{"status": "failed", "error_type": "HtpUnsupportedError", "message": "The QNN HTP rejects 1 node(s) of m.onnx: Gelu at stage0.block0.mlp."}' > "$out"
+exit 3
+"""
+
+
+def make_fake_toolchain(
+    root: Path,
+    spec: QnnToolchainSpec,
+    *,
+    python_script: str | None = None,
+    marker: bool = True,
+    marker_spec: QnnToolchainSpec | None = None,
+    dist_infos: bool = True,
+) -> Path:
+    """A toolchain directory for `spec` under `root`; returns the directory."""
+    d = toolchain_dir(spec, root)
+    env = d / ENV_DIR
+    (env / "bin").mkdir(parents=True)
+    python = env / "bin" / "python"
+    if python_script is None:
+        python.symlink_to(sys.executable)
+    else:
+        python.write_text(python_script)
+        python.chmod(0o755)
+    site = env / "lib" / PY / "site-packages"
+    site.mkdir(parents=True)
+    if dist_infos:
+        for dist, ver in (("onnxruntime_qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime)):
+            (site / f"{dist}-{ver}.dist-info").mkdir()
+    if marker:
+        m = marker_spec or spec
+        (d / MARKER_NAME).write_text(
+            ToolchainMarker(
+                qnn_version=m.qnn_version,
+                onnxruntime_qnn=m.onnxruntime_qnn,
+                onnxruntime=m.onnxruntime,
+                packages={},
+                python=PY,
+                installer="test",
+                install_s=0.0,
+            ).model_dump_json()
+        )
+    return d
+
+
+def leftovers(root: Path) -> list[str]:
+    """Everything under `root` (names only), to show an install left nothing behind."""
+    return sorted(os.listdir(root)) if root.exists() else []
