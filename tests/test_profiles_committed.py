@@ -1,0 +1,76 @@
+"""Every profile committed under profiles/ validates against the schema, and the reference
+rows hold the published numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swiftformer_qnn.errors import ProfileError
+from swiftformer_qnn.profiling.schema import LatencySource, load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "profiles"
+
+# Upstream README "SwiftFormer meets Android" (Samsung Galaxy S23 Ultra), ms.
+PUBLISHED_MS = {
+    ("l1", "2.16"): 2.63,
+    ("l1", "2.17"): 2.26,
+    ("l1", "2.18"): 2.43,
+    ("encoder", "2.16"): 2.17,
+    ("encoder", "2.17"): 1.69,
+    ("encoder", "2.18"): 1.70,
+}
+
+
+def invalid_profiles(root: Path) -> dict[str, str]:
+    """{path: why} for every `*.profile.json` below `root` that does not load."""
+    bad = {}
+    for path in sorted(root.glob("**/*.profile.json")):
+        try:
+            load_profile(path)
+        except ProfileError as exc:
+            bad[str(path.relative_to(root))] = exc.message
+    return bad
+
+
+def test_every_committed_profile_validates():
+    found = sorted(PROFILES.glob("**/*.profile.json"))
+    assert len(found) >= len(PUBLISHED_MS), f"expected the reference profiles under {PROFILES}, found {found}"
+    assert invalid_profiles(PROFILES) == {}
+
+
+def test_the_check_catches_a_bad_profile(tmp_path):
+    """The validation above can fail: a reference profile with one wrong field is reported."""
+    good = json.loads((PROFILES / "reference" / "s23-ultra_l1_qnn2.17.profile.json").read_text())
+    (tmp_path / "ok.profile.json").write_text(json.dumps(good))
+    emulator_with_latency = dict(good, source="emulator")  # emulator profiles cannot claim latency
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bad.profile.json").write_text(json.dumps(emulator_with_latency))
+    (tmp_path / "broken.profile.json").write_text("{")
+    bad = invalid_profiles(tmp_path)
+    assert set(bad) == {"sub/bad.profile.json", "broken.profile.json"}
+    assert "not device latency" in bad["sub/bad.profile.json"]
+
+
+def test_reference_profiles_hold_the_published_table():
+    refs = [load_profile(p) for p in sorted((PROFILES / "reference").glob("*.profile.json"))]
+    got = {(p.model.variant, p.toolchain.qnn_version): p.latency.median_us / 1000 for p in refs}
+    assert got == pytest.approx(PUBLISHED_MS)
+    for p in refs:
+        assert p.source is LatencySource.PUBLISHED
+        assert p.ops == []  # summary only
+        assert (p.target.device, p.target.chipset, p.target.htp_arch) == (
+            "Samsung Galaxy S23 Ultra",
+            "qualcomm-snapdragon-8gen2",
+            73,
+        )
+        assert p.model.opset == 11 and p.model.weights == "random" and p.model.precision == "w8a8"
+        assert p.model.input_shape == ([1, 3, 224, 224] if p.model.variant == "l1" else [1, 96, 64, 64])
+        assert (
+            "Amshaker/SwiftFormer" in p.provenance.citation
+            and "escorciav/SwiftFormer" in p.provenance.citation
+        )
+        assert "published table" in p.provenance.note and "uncertain" in p.provenance.note
