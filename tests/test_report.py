@@ -113,10 +113,15 @@ def test_columns_never_mix_sources_devices_or_precisions():
 
 
 def test_versions_sort_numerically():
-    report = build_report(
-        [lp(v, make_profile("l1", v, median_ms=1.0)) for v in ("2.51.0", "2.9", "2.17", "2.100")], name="t"
+    profiles = [lp(v, make_profile("l1", v, median_ms=1.0)) for v in ("2.51.0", "2.9", "2.17", "2.100")]
+    # A profile that names only its QAIRT version (same numbering) lands in that version's column.
+    qairt_only = make_profile("l1", None, median_ms=1.0)
+    qairt_only = qairt_only.model_copy(
+        update={"toolchain": qairt_only.toolchain.model_copy(update={"qairt_version": "2.17"})}
     )
+    report = build_report([*profiles, lp("qairt", qairt_only)], name="t")
     assert [c.qnn_version for c in report.columns] == ["2.9", "2.17", "2.51.0", "2.100"]
+    assert report.cell("l1-1x3x224x224", report.columns[1].id).profile_count == 2
 
 
 def test_block_breakdown_times_and_shares():

@@ -89,6 +89,11 @@ def setting_of(profile: Profile) -> Setting:
     )
 
 
+def version_of(profile: Profile) -> str | None:
+    """The column's QNN version; QAIRT shares QNN's numbering, so it stands in when QNN's is missing."""
+    return profile.toolchain.qnn_version or profile.toolchain.qairt_version
+
+
 def unit_of(profile: Profile) -> Unit:
     return Unit.MS if profile.is_device_latency else Unit.CYCLES
 
@@ -283,7 +288,7 @@ def build_report(
     models = sorted({r.id: r for r in rows.values()}.values(), key=_model_key)
 
     col_keys = sorted(
-        {(setting_of(lp.profile), lp.profile.toolchain.qnn_version) for lp in profiles},
+        {(setting_of(lp.profile), version_of(lp.profile)) for lp in profiles},
         key=lambda sv: (_setting_key(sv[0]), version_key(sv[1])),
     )
     columns = [
@@ -299,7 +304,7 @@ def build_report(
 
     groups: dict[tuple[str, str], list[LoadedProfile]] = {}
     for lp in profiles:
-        col = col_of[(setting_of(lp.profile), lp.profile.toolchain.qnn_version)]
+        col = col_of[(setting_of(lp.profile), version_of(lp.profile))]
         groups.setdefault((rows[lp.label].id, col.id), []).append(lp)
 
     notes: list[str] = []
