@@ -182,3 +182,43 @@ def test_structure_mode(tmp_path):
     failed = [m["metric"] for m in json.loads((tmp_path / "s.json").read_text())["results"] if m["fails"]]
     assert failed == ["htp_fraction@2.53.0"]
     assert gate("--structure", "-b", tmp_path / "cands", "-c", base).exit_code == 2  # two baselines
+
+
+# ---------------------------------------------------------------- the documented recipe stays runnable
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_pyproject_example_in_ci_md_is_valid():
+    import re
+    import tomllib
+
+    from swiftformer_qnn.gate import GateRules
+
+    block = re.search(r"```toml\n(.*?)```", (DOCS / "ci.md").read_text(), re.S).group(1)
+    rules = GateRules.model_validate(tomllib.loads(block)["tool"]["swiftformer-qnn"]["gate"])
+    assert rules.rule_for("stage2.block9") == (0.10, 20.0)
+    assert rules.rule_for("stage3.downsample") == (0.05, 40.0)
+
+
+def test_the_example_workflow_uses_only_real_options():
+    import re
+
+    import typer.main
+
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load((DOCS / "examples" / "swiftformer-latency-gate.yml").read_text())
+    group = typer.main.get_command(app)
+    used: dict[str, set[str]] = {}
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            script = step.get("run", "").replace("\\\n", " ")  # join shell line continuations
+            for call in re.findall(r"swiftformer-qnn (\w+)([^\n]*)", script):
+                used.setdefault(call[0], set()).update(re.findall(r"(--[\w-]+)", call[1]))
+    assert {"export", "profile", "gate"} <= set(used)
+    assert {"--from", "--no-encoder", "--new-jobs", "--out"} <= used["profile"]
+    for name, flags in used.items():
+        command = group.commands[name]
+        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        assert flags <= known, f"{name}: {flags - known}"
+    assert "secrets.QAI_HUB_API_TOKEN" in (DOCS / "examples" / "swiftformer-latency-gate.yml").read_text()

@@ -119,6 +119,8 @@ def simulate(scenario: Scenario, *, pairs: int = 1000, seed: int = 0, rules: Gat
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("noise, 1 profile x 20 runs per side"),
     Scenario("10% slower, 1 profile x 20 runs per side", slowdown=0.10),
+    Scenario("7% slower, 1 profile x 20 runs per side", slowdown=0.07),
+    Scenario("noise, 1 profile x 5 runs per side", runs=5),
     Scenario("noise, 5 profiles x 20 runs per side", profiles=5),
     Scenario("10% slower, 5 profiles x 20 runs per side", slowdown=0.10, profiles=5),
     # One SwiftFormerEncoder (~93 us here) 30% slower: +28 us, over the 20 us floor; the model
