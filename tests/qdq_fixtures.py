@@ -1,4 +1,4 @@
-"""Real QDQ SwiftFormer models for tests that need the HTP (emulator profiles, compiles).
+"""Real QDQ (and float) SwiftFormer models for tests that need the HTP (emulator profiles, compiles).
 
 A straight-line copy of the export -> simplify -> QNN preprocess -> QDQ quantize recipe in
 /work/shared/notes/qnn-toolchain-facts.md. The pipeline (`swiftformer_qnn.pipeline`) will
@@ -16,29 +16,24 @@ PRECISIONS = {"w8a8": "QUInt8", "w8a16": "QUInt16"}
 CALIBRATION_INPUTS = 4
 
 
-def make_qdq_model(variant_name: str, resolution: int, out_dir: Path, precision: str = "w8a8") -> Path:
-    """Build `variant_name` with realistic random weights at `resolution` and quantize it to QDQ ONNX.
+def make_float_model(variant_name: str, resolution: int, out_dir: Path) -> Path:
+    """Export `variant_name` (realistic random weights) at `resolution`, simplify, QNN-preprocess.
 
-    Returns the path of the QDQ model (`<variant>_<resolution>_<precision>.qdq.onnx` in `out_dir`).
-    Input is named `image`, output `logits` (for the encoder variant, the block's output).
+    Returns the float ONNX (`<variant>_<resolution>.pre.onnx` in `out_dir`): what the HTP runs
+    in fp16 mode, and what `make_qdq_model` quantizes.
     """
     import onnx
     import onnxsim
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+    from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
     from swiftformer_qnn.model import build_model, realistic_init
     from swiftformer_qnn.variants import get_variant
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} not in {sorted(PRECISIONS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     variant = get_variant(variant_name)
-    stem = f"{variant.name}_{resolution}_{precision}"
-    shape = variant.input_shape(resolution)
-
+    stem = f"{variant.name}_{resolution}"
     model = realistic_init(build_model(variant))
     fp32 = out_dir / f"{stem}.fp32.onnx"
     with torch.no_grad(), warnings.catch_warnings():
@@ -46,7 +41,7 @@ def make_qdq_model(variant_name: str, resolution: int, out_dir: Path, precision:
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
         torch.onnx.export(
             model,
-            (torch.zeros(shape),),
+            (torch.zeros(variant.input_shape(resolution)),),
             str(fp32),
             opset_version=20,
             dynamo=False,
@@ -62,8 +57,26 @@ def make_qdq_model(variant_name: str, resolution: int, out_dir: Path, precision:
     onnx.save(simplified, str(sim))
     pre = out_dir / f"{stem}.pre.onnx"
     if not qnn_preprocess_model(str(sim), str(pre)):
-        pre = sim  # nothing to fuse: quantize the simplified model itself
+        sim.replace(pre)  # nothing to fuse: the simplified model is the preprocessed one
+    return pre
 
+
+def make_qdq_model(variant_name: str, resolution: int, out_dir: Path, precision: str = "w8a8") -> Path:
+    """Build `variant_name` with realistic random weights at `resolution` and quantize it to QDQ ONNX.
+
+    Returns the path of the QDQ model (`<variant>_<resolution>_<precision>.qdq.onnx` in `out_dir`).
+    Input is named `image`, output `logits` (for the encoder variant, the block's output).
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    from swiftformer_qnn.variants import get_variant
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} not in {sorted(PRECISIONS)}")
+    out_dir = Path(out_dir)
+    pre = make_float_model(variant_name, resolution, out_dir)
+    shape = get_variant(variant_name).input_shape(resolution)
     rng = np.random.default_rng(0)
     samples = [rng.standard_normal(shape).astype(np.float32) for _ in range(CALIBRATION_INPUTS)]
 
@@ -79,6 +92,6 @@ def make_qdq_model(variant_name: str, resolution: int, out_dir: Path, precision:
     config = get_qnn_qdq_config(
         str(pre), _Reader(), activation_type=act, weight_type=QuantType.QUInt8, per_channel=True
     )
-    qdq = out_dir / f"{stem}.qdq.onnx"
+    qdq = out_dir / f"{pre.name.removesuffix('.pre.onnx')}_{precision}.qdq.onnx"
     quantize(str(pre), str(qdq), config)
     return qdq

@@ -7,6 +7,7 @@ import pytest
 from swiftformer_qnn.errors import ProfileError, UsageError
 from swiftformer_qnn.model import build_model
 from swiftformer_qnn.profiling.attribution import (
+    NodeTensors,
     attribute_op,
     attribute_ops,
     model_blocks,
@@ -163,6 +164,58 @@ def sources(text: str) -> list[str]:
 def test_renamed_ops_are_attributed_through_the_op_trace(name, nodes, block, part):
     att = attribute_op(f"{name}:OpId_134 (cycles)", sources(nodes), XS)
     assert att == Attribution(block=block, kind=model_blocks(XS)[block], part=part, via="op_trace")
+
+
+# A float (fp16) graph as QNN preprocessing leaves it: renamed nodes, no Q/DQ nodes, and a
+# trace that names only the nodes themselves. The model file says what they read and write.
+FLOAT_GRAPH = {
+    "Gemm_1": NodeTensors(
+        written=("_v_969",),
+        params=("onnx::MatMul_830", "stage0.block2_swiftformer_encoder.attention.to_query.bias"),
+        read=("_v_711",),
+    ),
+    "LpNormalization_fused_ReduceL2_0": NodeTensors(
+        written=("/stage0/block2_swiftformer_encoder/attention/Div_output_0",),
+        read=("/stage0/block2_swiftformer_encoder/attention/to_query/Add_output_0",),
+    ),
+    "Reshape_0": NodeTensors(
+        written=("_v_711",), params=("_v_shape",), read=("/stage0/block2_swiftformer_encoder/Transpose_output_0",)
+    ),
+    "Reshape_5": NodeTensors(written=("_v_977",), read=("/stage0/block2_swiftformer_encoder/attention/Mul_2_output_0",)),
+    "Gemm_6": NodeTensors(written=("_v_979",), params=("stage0.block2_swiftformer_encoder.attention.proj.bias",), read=("_v_977",)),
+    "Reshape_7": NodeTensors(written=("/stage0/block2_swiftformer_encoder/attention/proj/Add_output_0",), read=("_v_979",)),
+    "/stage1/block0_conv_encoder/Add": NodeTensors(
+        written=("/stage1/block0_conv_encoder/Add_output_0",),
+        read=("/stage1/downsample/norm/BatchNormalization_output_0", "/stage1/block0_conv_encoder/pwconv2/Conv_output_0"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes", "block", "part"),
+    [
+        ("Gemm_1", ["Gemm_1"], "stage0.block2", "attention"),  # by its bias
+        ("LpNormalization_fused_ReduceL2_0", ["LpNormalization_fused_ReduceL2_0"], "stage0.block2", "attention"),
+        ("Reshape_0", ["Reshape_0"], "stage0.block2", None),  # by the activation it reads
+        ("Gemm_6_2", ["Reshape_5", "Gemm_6", "Reshape_7"], "stage0.block2", "attention"),  # a fusion group
+        ("Gemm_1:OpId_55 (cycles)", [], "stage0.block2", "attention"),  # no trace: the op's own node
+    ],
+)
+def test_float_graph_ops_are_placed_by_the_tensors_of_their_nodes(name, nodes, block, part):
+    assert attribute_op(name, nodes, XS) == Attribution(block="other", via="none")  # names alone say nothing
+    att = attribute_op(name, nodes, XS, graph=FLOAT_GRAPH)
+    assert att == Attribution(block=block, kind="swiftformer_encoder", part=part, via="op_trace")
+
+
+def test_graph_tensors_rank_like_their_qdq_spellings():
+    # The residual Add writes block0's tensor but reads the downsample's: what it writes decides.
+    att = attribute_op("Add_fused_9", ["/stage1/block0_conv_encoder/Add"], XS, graph=FLOAT_GRAPH)
+    assert att.block == "stage1.block0"
+    # Graph knowledge never overrides the op's name, and unknown nodes add nothing.
+    assert attribute_op("/stage0/block0_conv_encoder/Add", ["Gemm_1"], XS, graph=FLOAT_GRAPH).block == "stage0.block0"
+    assert attribute_op("Transpose_token_3", ["Transpose_token_3"], XS, graph=FLOAT_GRAPH).block == "other"
+    ops = [op("Gemm_1", 2, "Gemm_1"), op("Transpose", 1, "Transpose")]
+    assert [o.attribution.block for o in attribute_ops(ops, XS, graph=FLOAT_GRAPH)] == ["stage0.block2", "other"]
 
 
 def test_ops_nothing_names_are_other():

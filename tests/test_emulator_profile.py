@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdq_fixtures import make_qdq_model
+from qdq_fixtures import make_float_model, make_qdq_model
 
-from swiftformer_qnn.errors import ProfileError, ToolchainError
+from swiftformer_qnn.errors import ProfileError, ToolchainError, UsageError
 from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
 from swiftformer_qnn.profiling.emulator import (
     EMULATOR_DEVICE,
@@ -200,6 +200,22 @@ def test_ep_context_model_is_attributed_through_its_compile_time_trace(xs_qdq, t
     assert renamed and all(op.attribution.block == "other" for op in renamed)
 
 
+def test_fp16_float_graph_is_attributed_through_the_model_file(tmp_path):
+    # A float graph has no Q/DQ nodes named after tensors and its trace names only the
+    # renamed nodes (Gemm_N, LpNormalization_fused_*): the model file places them.
+    variant = get_variant("xs")
+    model = make_float_model("xs", RESOLUTION, tmp_path / "float")
+    profile = profile_on_emulator(
+        model, feeds_for(variant, RESOLUTION), variant, model_info(variant, RESOLUTION, "fp16"),
+        HtpTarget(fp16=True), tmp_path / "p",
+    )
+    assert profile.toolchain.runtime == "onnx" and profile.latency is None
+    assert unattributed_share(profile) < MAX_UNATTRIBUTED
+    renamed = [op for op in profile.ops if op.name.startswith(("Gemm_", "LpNormalization"))]
+    assert renamed and all(op.attribution.block != "other" and op.attribution.part == "attention" for op in renamed)
+    assert [b for b in block_times(profile) if b != "other"] == list(model_blocks(variant))
+
+
 def test_the_standalone_encoder_block_is_one_block(tmp_path):
     variant = get_variant("encoder")
     model = make_qdq_model("encoder", 16, tmp_path / "qdq")
@@ -210,6 +226,11 @@ def test_the_standalone_encoder_block_is_one_block(tmp_path):
 
 
 def test_a_failed_run_is_a_toolchain_error(xs_qdq, tmp_path):
+    xs = get_variant("xs")
+    with pytest.raises(UsageError, match="no such model"):
+        profile_on_emulator(
+            tmp_path / "absent.onnx", feeds_for(xs, RESOLUTION), xs, model_info(xs, RESOLUTION), HtpTarget(), tmp_path
+        )
     with pytest.raises(ToolchainError, match="could not run"):
         profile_on_emulator(
             xs_qdq,

@@ -15,6 +15,8 @@ Rules, in order:
    writes (`<tensor>_QuantizeLinear`); then its parameters (`<state-dict key>_DequantizeLinear`);
    last the activations it reads (`<tensor>_DequantizeLinear`, named after their producer,
    which may sit in the previous block). The first kind of evidence that names a block decides.
+   A float graph has no Q/DQ nodes to carry tensor names; given the ONNX graph (`graph`), a
+   source node's own outputs, initializers and inputs count as the same three kinds.
 3. When the deciding evidence names several blocks (an op fused across a block boundary), the
    op goes to the one that runs last: a fused op finishes with its last source node and
    writes that node's output, so its time is spent delivering the later block's result.
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import ProfileError
@@ -139,11 +141,25 @@ def _hits(text: str, variant: Variant, op_name: str) -> list[_Hit]:
     return hits
 
 
+@dataclass(frozen=True)
+class NodeTensors:
+    """One ONNX node's tensors, from the model file: what a renamed node reads and writes."""
+
+    written: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()  # initializers (torch.onnx keeps the state-dict key as the name)
+    read: tuple[str, ...] = ()  # activations
+
+
+_QNN_OP_ID = re.compile(r"(?::OpId_\d+)? \(cycles\)$")
+
+
 def _strip(node: str) -> str:
-    return _DECORATION.sub("", node)
+    return _DECORATION.sub("", _QNN_OP_ID.sub("", node))
 
 
-def _evidence_tiers(name: str, onnx_nodes: Sequence[str]) -> list[list[str]]:
+def _evidence_tiers(
+    name: str, onnx_nodes: Sequence[str], graph: Mapping[str, NodeTensors] | None
+) -> list[list[str]]:
     """[op name], fused compute nodes, tensors written, parameters read, activations read."""
     compute, written, params, read = [], [], [], []
     for raw in onnx_nodes:
@@ -157,6 +173,13 @@ def _evidence_tiers(name: str, onnx_nodes: Sequence[str]) -> list[list[str]]:
             (read if tensor.startswith("/") else params).append(tensor)
         else:
             compute.append(node)
+    if graph:
+        for node in compute or [_strip(name)]:
+            tensors = graph.get(node)
+            if tensors is not None:
+                written += tensors.written
+                params += tensors.params
+                read += tensors.read
     return [[name], compute, written, params, read]
 
 
@@ -176,15 +199,23 @@ def _io_conversion(onnx_nodes: Sequence[str], variant: Variant) -> str | None:
     return None
 
 
-def attribute_op(name: str, onnx_nodes: Sequence[str], variant: Variant | str) -> Attribution:
+def attribute_op(
+    name: str,
+    onnx_nodes: Sequence[str],
+    variant: Variant | str,
+    *,
+    graph: Mapping[str, NodeTensors] | None = None,
+) -> Attribution:
     """The block (and part) of one op, from its name, else from the ONNX nodes it came from.
 
+    `graph` (ONNX node name -> its tensors) lets renamed nodes of a float graph, which has
+    no Q/DQ nodes named after tensors, be placed by what they read and write.
     Raises ProfileError if a name mentions a block `variant` does not have.
     """
     variant = _variant(variant)
     blocks = model_blocks(variant)
     order = list(blocks)
-    tiers = [[_hits(text, variant, name) for text in texts] for texts in _evidence_tiers(name, onnx_nodes)]
+    tiers = [[_hits(text, variant, name) for text in texts] for texts in _evidence_tiers(name, onnx_nodes, graph)]
     tiers = [[h for per_text in tier for h in per_text] for tier in tiers]
 
     deciding = next((t for t, hits in enumerate(tiers) if hits), None)
@@ -209,11 +240,14 @@ def attribute_op(name: str, onnx_nodes: Sequence[str], variant: Variant | str) -
     return Attribution(block=block, kind=blocks[block], part=part, via="name" if deciding == 0 else "op_trace")
 
 
-def attribute_ops(ops: Sequence[OpRecord], variant: Variant | str) -> list[OpRecord]:
+def attribute_ops(
+    ops: Sequence[OpRecord], variant: Variant | str, *, graph: Mapping[str, NodeTensors] | None = None
+) -> list[OpRecord]:
     """New records with `attribution` set (any existing attribution is replaced)."""
     variant = _variant(variant)
     return [
-        op.model_copy(update={"attribution": attribute_op(op.name, op.onnx_nodes, variant)}) for op in ops
+        op.model_copy(update={"attribution": attribute_op(op.name, op.onnx_nodes, variant, graph=graph)})
+        for op in ops
     ]
 
 

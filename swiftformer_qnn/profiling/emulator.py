@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import ProfileError, ToolchainError
+from ..errors import ProfileError, ToolchainError, UsageError
 from ..qnn import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
 from ..targets import SOCS
 from ..variants import Variant
-from .attribution import attribute_ops
+from .attribution import NodeTensors, attribute_ops
 from .schema import (
     ComputeUnit,
     LatencySource,
@@ -165,11 +165,28 @@ def parse_qnn_profile_csv(
     return ops
 
 
-def _is_ep_context(model_path: Path) -> bool:
+def onnx_node_tensors(model_path: Path) -> dict[str, NodeTensors] | None:
+    """Node name -> the tensors it writes, its initializers and the activations it reads.
+
+    None for an EP-context model, whose file holds only the compiled graph's wrapper.
+    """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    return any(n.op_type == "EPContext" for n in graph.node)
+    if any(n.op_type == "EPContext" for n in graph.node):
+        return None
+    initializers = {t.name for t in graph.initializer}
+    # A Constant node's output is a parameter too (onnxsim usually folds them to initializers).
+    initializers |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return {
+        n.name: NodeTensors(
+            written=tuple(o for o in n.output if o),
+            params=tuple(i for i in n.input if i in initializers),
+            read=tuple(i for i in n.input if i and i not in initializers),
+        )
+        for n in graph.node
+        if n.name
+    }
 
 
 def profile_on_emulator(
@@ -180,19 +197,22 @@ def profile_on_emulator(
     target: HtpTarget,
     out_dir: Path,
 ) -> Profile:
-    """Run a QDQ (or EP-context) model once on the HTP emulator and return its per-op profile.
+    """Run a model once on the HTP emulator and return its per-op profile.
 
-    Writes `qnn_profile.csv` (and QNN's `qnn_profile_qnn.log`) and `qnn_op_trace.json` into
+    The model is a QDQ ONNX, a float ONNX (with `target.fp16`), or an EP-context ONNX. Writes `qnn_profile.csv` (and QNN's `qnn_profile_qnn.log`) and `qnn_op_trace.json` into
     `out_dir`, where the caller saves the profile. Op times are emulator cycles, attributed
     to blocks; the profile has no latency. An EP-context model is not recompiled, so its ops
     name their ONNX sources only if the `qnn_op_trace.json` written when it was compiled lies
     beside it; otherwise attribution works from op names alone (the provenance note says so).
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
+    if not model_path.is_file():
+        raise UsageError(f"{model_path}: no such model file.")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / PROFILE_CSV
     trace_path = out_dir / OP_TRACE_JSON
-    is_context = _is_ep_context(model_path)
+    graph = onnx_node_tensors(model_path)
+    is_context = graph is None
     sidecar = model_path.parent / OP_TRACE_JSON
     keep_sidecar = is_context and sidecar.exists() and sidecar.resolve() == trace_path.resolve()
     # QNN appends to an existing CSV, and a stale trace would describe another graph.
@@ -214,11 +234,15 @@ def profile_on_emulator(
     log.info("HTP emulator: session + one run of %s took %.1f s", model_path.name, time.perf_counter() - started)
 
     has_trace = trace_path.exists()
-    ops = attribute_ops(parse_qnn_profile_csv(csv_path, trace_path if has_trace else None), variant)
+    # The graph places renamed ops of a float (fp16) model, whose trace names no tensors.
+    ops = attribute_ops(parse_qnn_profile_csv(csv_path, trace_path if has_trace else None), variant, graph=graph)
     note = NOT_LATENCY + f" Raw QNN output beside this profile: {PROFILE_CSV}"
-    note += f", {OP_TRACE_JSON}." if has_trace else (
-        ". No op trace: this EP-context model was compiled without one, so ops are attributed by name only."
-    )
+    if has_trace:
+        note += f", {OP_TRACE_JSON}."
+    elif is_context:
+        note += ". No op trace: this EP-context model was compiled without one, so ops are attributed by name only."
+    else:
+        note += ". No op trace (this onnxruntime-qnn wrote none): ops are attributed by name and model graph only."
     soc = next((s for s in SOCS.values() if s.soc_model == target.soc_model), None)
     return Profile(
         source=LatencySource.EMULATOR,
