@@ -191,6 +191,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def test_the_pyproject_example_in_ci_md_is_valid():
     import re
+
     import tomllib
 
     from swiftformer_qnn.gate import GateRules
