@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from toolchain_fakes import leftovers, make_fake_toolchain
+from toolchain_fakes import leftovers, make_fake_toolchain, user_toolchains_root
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
@@ -48,16 +48,6 @@ from swiftformer_qnn.toolchains import (
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_249 = get_toolchain_spec("2.49")  # never the main environment's, so always installable
-
-
-def user_toolchains_root() -> Path:
-    """The user cache directory (not the per-session test cache) so slow reruns reuse installs."""
-    env = os.environ.get(TOOLCHAINS_ENV)
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("swiftformer-qnn")) / "toolchains"
 
 
 # --- versions ---------------------------------------------------------------------------------
@@ -398,8 +388,9 @@ def test_remove(tmp_path):
 
 def test_cli_list_shows_states_and_offers_reinstall(tmp_path, monkeypatch):
     monkeypatch.setenv(TOOLCHAINS_ENV, str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "250")  # rich folds table cells at 80 columns
     make_fake_toolchain(tmp_path, SPEC_249, marker=False)
-    result = CliRunner().invoke(app, ["toolchains", "list"], terminal_width=250)
+    result = CliRunner().invoke(app, ["toolchains", "list"])
     assert result.exit_code == 0, result.output
     lines = {ln.split()[1]: ln for ln in result.stdout.splitlines() if ln.startswith("│ 2.")}
     assert "broken" in lines["2.49.40"] and "not installed" in lines["2.47.0"]

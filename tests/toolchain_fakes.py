@@ -11,7 +11,14 @@ import os
 import sys
 from pathlib import Path
 
-from swiftformer_qnn.toolchains import ENV_DIR, MARKER_NAME, QnnToolchainSpec, ToolchainMarker, toolchain_dir
+from swiftformer_qnn.toolchains import (
+    ENV_DIR,
+    MARKER_NAME,
+    TOOLCHAINS_ENV,
+    QnnToolchainSpec,
+    ToolchainMarker,
+    toolchain_dir,
+)
 
 PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -71,3 +78,14 @@ def make_fake_toolchain(
 def leftovers(root: Path) -> list[str]:
     """Everything under `root` (names only), to show an install left nothing behind."""
     return sorted(os.listdir(root)) if root.exists() else []
+
+
+def user_toolchains_root() -> Path:
+    """Where slow tests keep real toolchains: the user cache directory (not the per-session
+    test cache), so reruns reuse the installs."""
+    env = os.environ.get(TOOLCHAINS_ENV)
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("swiftformer-qnn")) / "toolchains"

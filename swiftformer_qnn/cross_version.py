@@ -1,0 +1,640 @@
+"""Compile one QDQ model with several QNN versions side by side and compare what they made.
+
+Each QNN version lives in its own toolchain environment (`swiftformer_qnn.toolchains`), so
+each compile is a worker subprocess (`swiftformer_qnn.qnn_worker`), run in parallel up to
+the core count. Every version's result goes through the stage cache keyed by (model, input,
+target, toolchain, worker code), so a rerun only compiles what changed. A version that fails
+(an op it rejects, a crash) is reported for that version; the others still finish.
+
+The comparison is structural: context binary size, HTP op count and op types (from the
+emulator's detailed profile plus QNN's framework op trace), and emulator-vs-CPU numerics.
+Compile times are the host compiler's wall time. Nothing here is device latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import pairwise
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import qnn_worker
+from .artifacts import StageCache, place, sha256_file, sha256_json, write_json_atomic
+from .errors import ToolchainError, UsageError
+from .qnn import HtpTarget
+from .toolchains import (
+    ENV_DIR,
+    ProgressCallback,
+    ProgressEvent,
+    QnnToolchainSpec,
+    ToolchainState,
+    ToolchainStatus,
+    package_shim,
+    parse_qnn_versions,
+    probe_problems,
+    reinstall_hint,
+    resolve_toolchain,
+    version_key,
+    worker_command,
+    worker_env,
+)
+
+REPORT_NAME = "cross_version.json"
+REPORT_KIND = "swiftformer-qnn.cross-version"
+STAGE_NAME = "qnn_compile"
+MANIFEST_NAME = "compile.json"  # per version: the StageRecord of its compile
+FAILURE_NAME = "compile_failed.json"
+WORKER_LOG = "worker.log"
+WORKER_RESULT = "worker_result.json"
+NOT_LATENCY = (
+    "Structural comparison only: compile times are the host compiler's wall time (under "
+    "parallel load), HTP ops come from the x86 HTP emulator's profile; nothing here is device latency."
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fidelity(_Model):
+    """The compiled binary on the HTP emulator vs the QDQ model on onnxruntime's CPU EP, same input."""
+
+    # A zero reference with a nonzero difference has SQNR -inf; keep it distinct from None.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    max_abs_diff: float
+    cosine: float
+    sqnr_db: float | None  # None: identical outputs (infinite SQNR)
+
+
+class VersionResult(_Model):
+    qnn_version: str
+    onnxruntime_qnn: str
+    onnxruntime: str
+    status: Literal["ok", "failed", "crashed"]
+    error: str | None = None
+    directory: str | None = None  # relative to the report's directory
+    cached: bool = False
+    ep_sdk_version: str | None = None  # as the EPContext node names it
+    compile_s: float | None = None  # host wall time of the compile (session creation)
+    context_binary_bytes: int | None = None
+    htp_ops: int | None = None  # ops in the emulator's detailed profile, graph input/output excluded
+    op_type_counts: dict[str, int] = Field(default_factory=dict)
+    # "qnn_op_trace": QNN op types from the framework op trace; "op_names": ONNX types guessed
+    # from op names (QNN 2.47 writes no trace); the two are not compared with each other.
+    op_types_from: Literal["qnn_op_trace", "op_names"] | None = None
+    htp_op_names: list[str] = Field(default_factory=list)
+    fidelity: Fidelity | None = None
+
+    @property
+    def label(self) -> str:
+        return f"QNN {self.qnn_version}"
+
+
+class OpTypeChange(_Model):
+    op_type: str
+    before: int
+    after: int
+
+
+class VersionDiff(_Model):
+    """What changed from one QNN version to the next one that compiled."""
+
+    before: str
+    after: str
+    htp_ops_before: int
+    htp_ops_after: int
+    op_type_changes: list[OpTypeChange] | None  # None: op types not comparable (see op_types_from)
+    ops_added: list[str]  # HTP op names present only after
+    ops_removed: list[str]  # HTP op names present only before
+
+
+class CrossVersionReport(_Model):
+    kind: str = REPORT_KIND
+    schema_version: int = 1
+    model: str
+    model_sha256: str
+    soc_model: int
+    htp_arch: int
+    fp16: bool
+    emulated: bool
+    jobs: int
+    wall_s: float
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    note: str = NOT_LATENCY
+    versions: list[VersionResult]
+    diffs: list[VersionDiff] = Field(default_factory=list)
+
+    def version(self, qnn_version: str) -> VersionResult | None:
+        return next((v for v in self.versions if v.qnn_version == qnn_version), None)
+
+    @property
+    def failed(self) -> list[VersionResult]:
+        return [v for v in self.versions if v.status != "ok"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure comparison
+
+
+def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Fidelity:
+    """Max abs diff, cosine similarity and SQNR of `candidate` against `reference` (all outputs)."""
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} reference outputs vs {len(candidate)}")
+    ref = np.concatenate([np.asarray(r, dtype=np.float64).ravel() for r in reference])
+    got = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in candidate])
+    if ref.shape != got.shape:
+        raise ValueError(f"output sizes differ: {ref.size} vs {got.size}")
+    err = ref - got
+    noise = float(np.sum(err**2))
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(got))
+    cosine = float(np.dot(ref, got) / norms) if norms > 0 else float(noise == 0.0)
+    signal = float(np.sum(ref**2))
+    if noise == 0.0:
+        sqnr = None
+    elif signal == 0.0:
+        sqnr = float("-inf")
+    else:
+        sqnr = 10.0 * float(np.log10(signal / noise))
+    return Fidelity(max_abs_diff=float(np.max(np.abs(err))) if err.size else 0.0, cosine=cosine, sqnr_db=sqnr)
+
+
+def diff_op_types(before: dict[str, int], after: dict[str, int]) -> list[OpTypeChange]:
+    """Op types whose count changed, biggest change first."""
+    changes = [
+        OpTypeChange(op_type=t, before=before.get(t, 0), after=after.get(t, 0))
+        for t in sorted(set(before) | set(after))
+        if before.get(t, 0) != after.get(t, 0)
+    ]
+    return sorted(changes, key=lambda c: (-abs(c.after - c.before), c.op_type))
+
+
+def diff_versions(a: VersionResult, b: VersionResult) -> VersionDiff:
+    names_a, names_b = Counter(a.htp_op_names), Counter(b.htp_op_names)
+    comparable = a.op_types_from is not None and a.op_types_from == b.op_types_from
+    return VersionDiff(
+        before=a.qnn_version,
+        after=b.qnn_version,
+        htp_ops_before=a.htp_ops or 0,
+        htp_ops_after=b.htp_ops or 0,
+        op_type_changes=diff_op_types(a.op_type_counts, b.op_type_counts) if comparable else None,
+        ops_added=sorted((names_b - names_a).elements()),
+        ops_removed=sorted((names_a - names_b).elements()),
+    )
+
+
+def consecutive_diffs(versions: Sequence[VersionResult]) -> list[VersionDiff]:
+    """Each compiled version against the previous compiled one (in QNN version order)."""
+    ok = [v for v in versions if v.status == "ok" and v.htp_ops is not None]
+    return [diff_versions(a, b) for a, b in pairwise(ok)]
+
+
+def format_op_type_changes(diff: VersionDiff | None, limit: int = 4) -> str:
+    if diff is None:
+        return ""
+    names = f"+{len(diff.ops_added)}/-{len(diff.ops_removed)} op names" if diff.ops_added or diff.ops_removed else "same op names"
+    if diff.op_type_changes is None:
+        return f"n/a (no op trace on one side); {names}"
+    if not diff.op_type_changes:
+        return f"none ({names})"
+    parts = [f"{c.op_type} {c.before}->{c.after}" for c in diff.op_type_changes[:limit]]
+    more = len(diff.op_type_changes) - limit
+    return ", ".join(parts) + (f", +{more} more" if more > 0 else "") + f" ({names})"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table_rows(report: CrossVersionReport) -> list[dict[str, str]]:
+    """The comparison table as strings, one row per version (shared by the terminal and Markdown)."""
+    by_after = {d.after: d for d in report.diffs}
+    rows = []
+    for v in report.versions:
+        f = v.fidelity
+        if v.status == "ok":
+            sqnr = "inf" if f is not None and f.sqnr_db is None else _fmt(f.sqnr_db if f else None, ".1f")
+            rows.append(
+                {
+                    "QNN": v.qnn_version,
+                    "onnxruntime-qnn": v.onnxruntime_qnn,
+                    "status": "ok (cached)" if v.cached else "ok",
+                    "compile (s)": _fmt(v.compile_s, ".2f"),
+                    "context binary (MB)": _fmt(
+                        v.context_binary_bytes / 1e6 if v.context_binary_bytes is not None else None, ".2f"
+                    ),
+                    "HTP ops": "-" if v.htp_ops is None else str(v.htp_ops),
+                    "op types vs previous": format_op_type_changes(by_after.get(v.qnn_version)) or "-",
+                    "max abs diff": _fmt(f.max_abs_diff if f else None, ".4g"),
+                    "cosine": _fmt(f.cosine if f else None, ".5f"),
+                    "SQNR (dB)": sqnr,
+                }
+            )
+        else:
+            rows.append(
+                {"QNN": v.qnn_version, "onnxruntime-qnn": v.onnxruntime_qnn, "status": f"{v.status}: {v.error}"}
+            )
+    return rows
+
+
+TABLE_COLUMNS = (
+    "QNN",
+    "onnxruntime-qnn",
+    "status",
+    "compile (s)",
+    "context binary (MB)",
+    "HTP ops",
+    "op types vs previous",
+    "max abs diff",
+    "cosine",
+    "SQNR (dB)",
+)
+
+
+def render_markdown(report: CrossVersionReport) -> str:
+    """The comparison as a Markdown table plus a note on what the numbers are."""
+    lines = [
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
+    for row in table_rows(report):
+        cells = [row.get(c, "") for c in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    for d in report.diffs:
+        if d.ops_added or d.ops_removed:
+            lines.append(
+                f"\n{d.before} -> {d.after}: HTP ops {d.htp_ops_before} -> {d.htp_ops_after}; "
+                f"{len(d.ops_added)} op name(s) added, {len(d.ops_removed)} removed"
+                + (f" (e.g. +{d.ops_added[0]}, -{d.ops_removed[0]})" if d.ops_added and d.ops_removed else "")
+            )
+    soc = f"soc_model {report.soc_model}, HTP v{report.htp_arch}" + (", fp16" if report.fp16 else "")
+    lines.append(f"\n{report.model} ({soc}), {report.jobs} parallel job(s), {report.wall_s:.1f} s wall. {report.note}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and the CPU reference
+
+
+def default_inputs(model_path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """One deterministic standard-normal input per graph input (symbolic dims become 1)."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in graph.input:
+        if inp.name in initializers:
+            continue
+        t = inp.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in t.shape.dim]
+        dtype = tensor_dtype_to_np_dtype(t.elem_type)
+        feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def cpu_reference(model_path: Path, feeds: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    """The QDQ model on onnxruntime's CPU EP: output names and values."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return names, session.run(None, feeds)
+
+
+def _hash_inputs(feeds: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(feeds):
+        a = np.ascontiguousarray(feeds[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _worker_code_hash() -> str:
+    """Worker and HTP helper sources: a change to either can change what a compile produces."""
+    from . import errors, qnn
+
+    return sha256_json([sha256_file(Path(m.__file__)) for m in (qnn, qnn_worker, errors)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the versions
+
+
+class VersionFailure(Exception):
+    """A version's worker failed; carried out of the stage cache (failures are not cached)."""
+
+    def __init__(self, status: Literal["failed", "crashed"], message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class _Job:
+    spec: QnnToolchainSpec
+    toolchain: ToolchainStatus
+
+
+def _signal_name(code: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _log_tail(log: Path, lines: int = 4) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and "LIBNATIVE" not in ln]
+    return " | ".join(kept[-lines:])[:500]
+
+
+def run_worker(
+    job: _Job,
+    work: Path,
+    request: dict,
+    shim: Path,
+    timeout_s: float | None,
+) -> dict:
+    """Run one compile worker in `work`; return its result or raise VersionFailure."""
+    req_path = work / "worker_request.json"
+    req_path.write_text(json.dumps({**request, "out_dir": str(work)}, indent=2))
+    result_path = work / WORKER_RESULT
+    log_path = work / WORKER_LOG
+    python = job.toolchain.python
+    if python is None:
+        raise VersionFailure("failed", "the toolchain has no interpreter")
+    with open(log_path, "wb") as log:
+        try:
+            proc = subprocess.run(
+                worker_command(python, "compile", "--request", str(req_path), "--result", str(result_path)),
+                cwd=work,
+                env=worker_env(shim),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise VersionFailure("failed", f"timed out after {timeout_s:.0f} s") from None
+        except OSError as exc:
+            raise VersionFailure(
+                "failed", f"could not start {python}: {exc.strerror or exc}. {reinstall_hint(job.spec)}"
+            ) from None
+    result = None
+    if result_path.is_file():
+        try:
+            result = json.loads(result_path.read_text())
+        except ValueError:
+            result = None
+    if result is None:
+        how = _signal_name(proc.returncode) if proc.returncode < 0 else f"exit code {proc.returncode}"
+        tail = _log_tail(log_path)
+        raise VersionFailure("crashed", f"the worker died ({how})" + (f": {tail}" if tail else ""))
+    if result.get("status") != "ok":
+        raise VersionFailure("failed", f"{result.get('error_type', 'error')}: {result.get('message', '')}")
+    # Only an installed toolchain is checked for imports leaking in from elsewhere; the
+    # default one is the main environment itself.
+    loc = job.toolchain.location
+    env_dir = loc / ENV_DIR if job.toolchain.state is ToolchainState.READY and loc is not None else None
+    problems = probe_problems(job.spec, {"status": "ok", **result.get("environment", {})}, env_dir)
+    if problems:
+        raise VersionFailure("failed", f"broken toolchain: {'; '.join(problems)}. {reinstall_hint(job.spec)}")
+    return result
+
+
+def _version_dir_name(spec: QnnToolchainSpec) -> str:
+    return spec.name  # "qnn-2.49.40"
+
+
+def _collect(
+    spec: QnnToolchainSpec,
+    record,
+    cache_dir: Path,
+    out_dir: Path,
+    ref: list[np.ndarray] | None,
+    ref_names: list[str],
+) -> VersionResult:
+    """Place one version's files into `out_dir/qnn-<version>/` and read its figures."""
+    from .profiling.emulator import parse_qnn_profile_csv
+
+    dest = out_dir / _version_dir_name(spec)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for out in record.outputs.values():
+        place(cache_dir / out.path, dest / out.path)
+    res = record.results
+    optional = [res.get("op_trace"), WORKER_LOG]
+    if res.get("profile_csv"):
+        optional.append(Path(res["profile_csv"]).stem + "_qnn.log")  # for Qualcomm's profile viewer
+    for name in optional:
+        if name and (cache_dir / name).is_file():
+            place(cache_dir / name, dest / name)
+    write_json_atomic(dest / MANIFEST_NAME, record.model_dump_json(indent=2))
+
+    version = VersionResult(
+        qnn_version=spec.qnn_version,
+        onnxruntime_qnn=spec.onnxruntime_qnn,
+        onnxruntime=spec.onnxruntime,
+        status="ok",
+        directory=dest.name,
+        cached=record.cached,
+        ep_sdk_version=res.get("ep_sdk_version"),
+        compile_s=res.get("compile_s"),
+        context_binary_bytes=res.get("context_binary_bytes"),
+    )
+    if res.get("profile_csv"):
+        trace = dest / res["op_trace"] if res.get("op_trace") else None
+        ops = [o for o in parse_qnn_profile_csv(dest / res["profile_csv"], trace) if o.op_type not in ("Input", "Output")]
+        version.htp_ops = len(ops)
+        version.htp_op_names = [o.name for o in ops]
+        version.op_type_counts = dict(sorted(Counter(o.op_type for o in ops).items()))
+        version.op_types_from = "qnn_op_trace" if trace is not None else "op_names"
+    if ref is not None and res.get("htp_outputs"):
+        with np.load(dest / res["htp_outputs"]) as data:
+            missing = [n for n in ref_names if n not in data.files]
+            if missing:
+                raise VersionFailure("failed", f"the HTP run did not produce output(s) {', '.join(missing)}")
+            version.fidelity = fidelity(ref, [data[n] for n in ref_names])
+    return version
+
+
+def default_jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def compile_across_versions(
+    model: Path,
+    versions: str | Sequence[str] | Sequence[QnnToolchainSpec],
+    out_dir: Path,
+    *,
+    target: HtpTarget | None = None,
+    emulate: bool = True,
+    inputs: dict[str, np.ndarray] | None = None,
+    context_name: str | None = None,
+    jobs: int | None = None,
+    toolchains_root: Path | None = None,
+    cache: StageCache | None = None,
+    timeout_s: float | None = 1800.0,
+    progress: ProgressCallback | None = None,
+) -> CrossVersionReport:
+    """Compile the QDQ `model` with each QNN version in `versions` ("2.47,2.51", "all", specs).
+
+    Writes `out_dir/qnn-<version>/` per version (the EP-context ONNX and its context binary,
+    `compile.json` with the stage record, and with `emulate` the emulator profile, op trace
+    and outputs; a failed version gets `compile_failed.json`) and `out_dir/cross_version.json`.
+    With `emulate`, each binary is run once on the HTP emulator on `inputs` (default: seeded
+    standard-normal) and compared with the QDQ model on the CPU EP.
+
+    Raises UsageError for an unknown version or a missing model, ToolchainError when a
+    requested toolchain is not installed or broken (before anything runs). A version whose
+    compile fails is reported in the result (status "failed"/"crashed"), not raised.
+    """
+    started = time.perf_counter()
+    progress = progress or (lambda _e: None)
+    model = Path(model).absolute()
+    if not model.is_file():
+        raise UsageError(f"No model at {model}.")
+    specs = (
+        parse_qnn_versions(versions)
+        if isinstance(versions, str) or all(isinstance(v, str) for v in versions)
+        else sorted(set(versions), key=lambda s: version_key(s.qnn_version))  # type: ignore[arg-type]
+    )
+    if not specs:
+        raise UsageError("No QNN version given.")
+    target = target or HtpTarget()
+    toolchains = [resolve_toolchain(s, toolchains_root) for s in specs]  # all problems before any work
+    cache = cache or StageCache()
+    context_name = context_name or f"{model.stem}_ctx.onnx"
+    binary_name = f"{Path(context_name).stem}_qnn.bin"
+    jobs = max(1, min(jobs or default_jobs(), len(specs)))
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolchainError(f"Cannot write {out_dir}: {exc.strerror or exc}.") from None
+
+    model_sha = sha256_file(model)
+    feeds = (inputs if inputs is not None else default_inputs(model)) if emulate else {}
+    ref_names, ref = cpu_reference(model, feeds) if emulate else ([], None)
+
+    with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-xv-") as tmp:
+        shim = package_shim(Path(tmp) / "shim")
+        inputs_npz = Path(tmp) / "inputs.npz"
+        if emulate:
+            np.savez(inputs_npz, **feeds)
+        request = {
+            "model": str(model),
+            "context_name": context_name,
+            "soc_model": target.soc_model,
+            "htp_arch": target.htp_arch,
+            "fp16": target.fp16,
+            "inputs_npz": str(inputs_npz) if emulate else None,
+            "op_trace": True,
+        }
+        options = {k: v for k, v in request.items() if k not in ("model", "inputs_npz")} | {"emulate": emulate}
+        stage_inputs = {"model": model_sha} | ({"inputs": _hash_inputs(feeds)} if emulate else {})
+        outputs = (context_name, binary_name, WORKER_RESULT) + (
+            (qnn_worker.HTP_OUTPUTS, qnn_worker.PROFILE_CSV) if emulate else ()
+        )
+        code_hash = _worker_code_hash()
+
+        def one(job: _Job) -> VersionResult:
+            spec = job.spec
+            subject = f"QNN {spec.qnn_version}"
+            progress(ProgressEvent(subject, "compile", f"with onnxruntime-qnn {spec.onnxruntime_qnn}"))
+            t0 = time.perf_counter()
+            try:
+                record, cache_dir = cache.run(
+                    STAGE_NAME,
+                    options=options,
+                    inputs=stage_inputs,
+                    produce=lambda work: run_worker(job, work, request, shim, timeout_s),
+                    outputs=outputs,
+                    extra_key={
+                        "qnn_version": spec.qnn_version,
+                        "onnxruntime_qnn": spec.onnxruntime_qnn,
+                        "onnxruntime": spec.onnxruntime,
+                        "protocol": qnn_worker.PROTOCOL,
+                        "code": code_hash,
+                    },
+                )
+                result = _collect(spec, record, cache_dir, out_dir, ref, ref_names)
+            except VersionFailure as exc:
+                result = _failed(spec, exc.status, exc.message, out_dir)
+            except (RuntimeError, OSError, ValueError) as exc:  # a worker that wrote less than promised
+                result = _failed(spec, "failed", f"{type(exc).__name__}: {exc}", out_dir)
+            step = "cached" if result.cached else ("done" if result.status == "ok" else result.status)
+            progress(ProgressEvent(subject, step, result.error or "", time.perf_counter() - t0))
+            return result
+
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="qnn-compile") as pool:
+            results = list(pool.map(one, [_Job(s, t) for s, t in zip(specs, toolchains, strict=True)]))
+
+    report = CrossVersionReport(
+        model=model.name,
+        model_sha256=model_sha,
+        soc_model=target.soc_model,
+        htp_arch=target.htp_arch,
+        fp16=target.fp16,
+        emulated=emulate,
+        jobs=jobs,
+        wall_s=round(time.perf_counter() - started, 2),
+        versions=results,
+        diffs=consecutive_diffs(results),
+    )
+    write_json_atomic(out_dir / REPORT_NAME, report.model_dump_json(indent=2))
+    return report
+
+
+def _failed(spec: QnnToolchainSpec, status: Literal["failed", "crashed"], message: str, out_dir: Path) -> VersionResult:
+    result = VersionResult(
+        qnn_version=spec.qnn_version,
+        onnxruntime_qnn=spec.onnxruntime_qnn,
+        onnxruntime=spec.onnxruntime,
+        status=status,
+        error=message,
+        directory=_version_dir_name(spec),
+    )
+    dest = out_dir / _version_dir_name(spec)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    write_json_atomic(dest / FAILURE_NAME, result.model_dump_json(indent=2))
+    return result
+
+
+def read_report(directory: Path) -> CrossVersionReport | None:
+    path = Path(directory) / REPORT_NAME
+    if not path.is_file():
+        return None
+    try:
+        return CrossVersionReport.model_validate_json(path.read_text())
+    except ValueError:
+        return None

@@ -1,0 +1,308 @@
+"""Cross-version compiles: the pure comparison on synthetic data, failure reporting with fake
+workers beside a real compile, and (slow) real compiles with every QNN toolchain."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdq_fixtures import make_qdq_model
+from toolchain_fakes import CRASHING_WORKER, REJECTING_WORKER, make_fake_toolchain, user_toolchains_root
+from typer.testing import CliRunner
+
+from swiftformer_qnn.artifacts import StageCache, StageRecord, sha256_file
+from swiftformer_qnn.cli import app
+from swiftformer_qnn.cross_version import (
+    FAILURE_NAME,
+    MANIFEST_NAME,
+    CrossVersionReport,
+    Fidelity,
+    VersionResult,
+    compile_across_versions,
+    consecutive_diffs,
+    diff_op_types,
+    fidelity,
+    read_report,
+    render_markdown,
+    table_rows,
+)
+from swiftformer_qnn.errors import ToolchainError, UsageError
+from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain_spec, install_toolchain
+
+# --- pure comparison --------------------------------------------------------------------------
+
+
+def test_fidelity_of_identical_outputs():
+    a = [np.array([[1.0, -2.0, 3.0]], dtype=np.float32), np.array([0.5])]
+    f = fidelity(a, [x.copy() for x in a])
+    assert f.max_abs_diff == 0.0 and f.cosine == pytest.approx(1.0) and f.sqnr_db is None
+
+
+def test_fidelity_numbers():
+    f = fidelity([np.array([3.0, 4.0])], [np.array([3.0, 4.5])])
+    assert f.max_abs_diff == pytest.approx(0.5)
+    assert f.sqnr_db == pytest.approx(10 * math.log10(25 / 0.25))  # 20 dB
+    assert f.cosine == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)))
+
+
+def test_fidelity_rejects_mismatched_outputs():
+    with pytest.raises(ValueError):
+        fidelity([np.zeros(3)], [np.zeros(3), np.zeros(1)])
+    with pytest.raises(ValueError):
+        fidelity([np.zeros(3)], [np.zeros(4)])
+
+
+def test_zero_reference_sqnr_survives_json_distinct_from_identical():
+    f = fidelity([np.zeros(4)], [np.full(4, 0.1)])
+    assert f.sqnr_db == float("-inf") and f.cosine == 0.0
+    again = Fidelity.model_validate_json(f.model_dump_json())
+    assert again.sqnr_db == float("-inf")
+    assert Fidelity.model_validate_json(Fidelity(max_abs_diff=0, cosine=1, sqnr_db=None).model_dump_json()).sqnr_db is None
+
+
+def test_diff_op_types_lists_changes_biggest_first():
+    before = {"Conv2d": 57, "Gelu": 26, "Dequantize": 5, "L2Norm": 8}
+    after = {"Conv2d": 57, "Gelu": 26, "Dequantize": 1, "ElementWiseMultiply": 1, "L2Norm": 8}
+    changes = [(c.op_type, c.before, c.after) for c in diff_op_types(before, after)]
+    assert changes == [("Dequantize", 5, 1), ("ElementWiseMultiply", 0, 1)]
+    assert diff_op_types(before, dict(before)) == []
+
+
+def _version(v: str, status="ok", types=None, source="qnn_op_trace", names=None, **kw) -> VersionResult:
+    spec = get_toolchain_spec(v)
+    names = names if names is not None else [f"op{i}" for i in range(sum((types or {"Conv2d": 3}).values()))]
+    if status != "ok":
+        return VersionResult(
+            qnn_version=spec.qnn_version, onnxruntime_qnn=spec.onnxruntime_qnn, onnxruntime=spec.onnxruntime,
+            status=status, error=kw.pop("error", "boom"),
+        )  # fmt: skip
+    return VersionResult(
+        qnn_version=spec.qnn_version,
+        onnxruntime_qnn=spec.onnxruntime_qnn,
+        onnxruntime=spec.onnxruntime,
+        status="ok",
+        htp_ops=len(names),
+        htp_op_names=names,
+        op_type_counts=types or {"Conv2d": 3},
+        op_types_from=source,
+        compile_s=1.0,
+        context_binary_bytes=4_140_000,
+        fidelity=Fidelity(max_abs_diff=0.3, cosine=0.998, sqnr_db=23.9),
+        **kw,
+    )
+
+
+def test_consecutive_diffs_skip_failed_versions_and_do_not_compare_guessed_types():
+    versions = [
+        _version("2.47", types={"Conv": 3}, source="op_names", names=["a", "b", "c"]),
+        _version("2.48", types={"Conv2d": 3}, names=["a", "b", "c"]),
+        _version("2.49", status="crashed"),
+        _version("2.50", types={"Conv2d": 2, "Dequantize": 2}, names=["a", "b", "x_dequant_in", "y"]),
+    ]
+    diffs = consecutive_diffs(versions)
+    assert [(d.before, d.after) for d in diffs] == [("2.47.0", "2.48.40"), ("2.48.40", "2.50.40")]
+    assert diffs[0].op_type_changes is None  # guessed ONNX types vs QNN op types
+    assert diffs[0].ops_added == [] and diffs[0].ops_removed == []
+    assert [(c.op_type, c.before, c.after) for c in diffs[1].op_type_changes] == [
+        ("Dequantize", 0, 2),
+        ("Conv2d", 3, 2),
+    ]
+    assert diffs[1].ops_added == ["x_dequant_in", "y"] and diffs[1].ops_removed == ["c"]
+    assert (diffs[1].htp_ops_before, diffs[1].htp_ops_after) == (3, 4)
+
+
+def _report(versions) -> CrossVersionReport:
+    return CrossVersionReport(
+        model="m.qdq.onnx", model_sha256="0" * 64, soc_model=43, htp_arch=73, fp16=False,
+        emulated=True, jobs=2, wall_s=12.5, versions=versions, diffs=consecutive_diffs(versions),
+    )  # fmt: skip
+
+
+def test_table_and_markdown_show_every_version_and_what_changed():
+    versions = [
+        _version("2.47", types={"Conv": 3}, source="op_names", names=["a", "b", "c"]),
+        _version("2.48", types={"Conv2d": 3}, names=["a", "b", "c"], cached=True),
+        _version("2.49", status="failed", error="HtpUnsupportedError: The QNN HTP rejects 1 node(s)"),
+        _version("2.51", types={"Conv2d": 2, "Gelu": 1}, names=["a", "b", "g"]),
+    ]
+    report = _report(versions)
+    rows = {r["QNN"]: r for r in table_rows(report)}
+    assert rows["2.47.0"]["op types vs previous"] == "-"
+    assert rows["2.48.40"]["op types vs previous"].startswith("n/a (no op trace on one side); same op names")
+    assert rows["2.48.40"]["status"] == "ok (cached)"
+    assert rows["2.49.40"]["status"] == "failed: HtpUnsupportedError: The QNN HTP rejects 1 node(s)"
+    assert rows["2.51.0"]["op types vs previous"] == "Conv2d 3->2, Gelu 0->1 (+1/-1 op names)"
+    assert rows["2.51.0"]["SQNR (dB)"] == "23.9" and rows["2.51.0"]["context binary (MB)"] == "4.14"
+    md = render_markdown(report)
+    assert md.count("\n| 2.") == 4 and "nothing here is device latency" in md
+    assert "2.48.40 -> 2.51.0: HTP ops 3 -> 3; 1 op name(s) added, 1 removed (e.g. +g, -c)" in md
+    again = CrossVersionReport.model_validate_json(report.model_dump_json())
+    assert again == report
+
+
+# --- real compile (main environment) beside fake failing toolchains ---------------------------
+
+
+@pytest.fixture(scope="module")
+def xs_qdq(tmp_path_factory) -> Path:
+    return make_qdq_model("xs", 64, tmp_path_factory.mktemp("xs-qdq"), "w8a8")
+
+
+def _counting_exit_worker(calls: Path) -> str:
+    return f"#!/bin/sh\necho run >> '{calls}'\necho 'error while loading shared libraries: libQnnHtp.so' >&2\nexit 7\n"
+
+
+@pytest.fixture
+def mixed_toolchains(tmp_path) -> tuple[Path, Path]:
+    """2.47 segfaults, 2.48 exits 7 (counting its runs), 2.49 reports a rejected op, 2.50 is
+    an environment that actually loads QNN 2.51; 2.51 is the main environment."""
+    root = tmp_path / "toolchains"
+    calls = tmp_path / "exit-worker-calls"
+    make_fake_toolchain(root, get_toolchain_spec("2.47"), python_script=CRASHING_WORKER)
+    make_fake_toolchain(root, get_toolchain_spec("2.48"), python_script=_counting_exit_worker(calls))
+    make_fake_toolchain(root, get_toolchain_spec("2.49"), python_script=REJECTING_WORKER)
+    make_fake_toolchain(root, get_toolchain_spec("2.50"))
+    return root, calls
+
+
+def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_toolchains, tmp_path):
+    root, calls = mixed_toolchains
+    out = tmp_path / "out"
+    cache = StageCache(tmp_path / "cache")
+    events = []
+    report = compile_across_versions(
+        xs_qdq, "all", out, toolchains_root=root, cache=cache, jobs=2, progress=events.append
+    )
+    by = {v.qnn_version: v for v in report.versions}
+    assert [v.qnn_version for v in report.versions] == [s.qnn_version for s in TOOLCHAINS]
+
+    assert by["2.47.0"].status == "crashed" and "SIGSEGV" in by["2.47.0"].error
+    assert by["2.48.40"].status == "crashed" and "exit code 7" in by["2.48.40"].error
+    assert "libQnnHtp.so" in by["2.48.40"].error  # the worker's last words
+    assert by["2.49.40"].status == "failed"
+    assert by["2.49.40"].error.startswith("HtpUnsupportedError: The QNN HTP rejects 1 node(s)")
+    assert by["2.50.40"].status == "failed" and "reports QNN 2.51.0, expected 2.50.40" in by["2.50.40"].error
+    assert "toolchains install 2.50 --force" in by["2.50.40"].error
+    for v in ("2.47.0", "2.48.40", "2.49.40", "2.50.40"):
+        saved = json.loads((out / f"qnn-{v}" / FAILURE_NAME).read_text())
+        assert saved["status"] == by[v].status and saved["error"] == by[v].error
+
+    ok = by["2.51.0"]
+    assert ok.status == "ok" and not ok.cached and ok.ep_sdk_version.startswith("v2.51.0")
+    d = out / ok.directory
+    record = StageRecord.model_validate_json((d / MANIFEST_NAME).read_text())
+    for name, rec in record.outputs.items():
+        assert sha256_file(d / name) == rec.sha256
+    ctx, binary = "xs_64_w8a8.qdq_ctx.onnx", "xs_64_w8a8.qdq_ctx_qnn.bin"
+    assert {ctx, binary, "htp_profile.csv", "qnn_op_trace.json"} <= set(os.listdir(d))
+    assert ok.context_binary_bytes == (d / binary).stat().st_size
+    assert ok.op_types_from == "qnn_op_trace" and ok.htp_ops == sum(ok.op_type_counts.values()) > 50
+    assert ok.op_type_counts.get("Conv2d", 0) > 0 and "unknown" not in ok.op_type_counts
+    assert ok.fidelity.cosine > 0.95 and ok.fidelity.sqnr_db > 10
+    assert report.diffs == []  # one version compiled: nothing to compare
+    assert read_report(out) == report
+    steps = {(e.subject, e.step) for e in events}
+    assert ("QNN 2.51.0", "done") in steps and ("QNN 2.47.0", "crashed") in steps
+
+    # A rerun takes the good compile from the cache but tries the failed versions again.
+    again = compile_across_versions(xs_qdq, "2.48,2.51", tmp_path / "out2", toolchains_root=root, cache=cache)
+    assert again.version("2.51.0").cached and again.version("2.51.0").status == "ok"
+    assert again.version("2.51.0").fidelity == ok.fidelity
+    assert calls.read_text().count("run") == 2
+
+
+def test_compile_only_without_the_emulator(xs_qdq, tmp_path):
+    report = compile_across_versions(xs_qdq, ["2.51"], tmp_path / "out", emulate=False, cache=StageCache(tmp_path / "c"))
+    (v,) = report.versions
+    assert v.status == "ok" and v.htp_ops is None and v.fidelity is None and v.context_binary_bytes > 0
+    assert not (tmp_path / "out" / v.directory / "htp_profile.csv").exists()
+
+
+def test_bad_requests_fail_before_any_work(xs_qdq, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match="Unknown QNN version '2.99'"):
+        compile_across_versions(xs_qdq, "2.51,2.99", out)
+    with pytest.raises(ToolchainError, match="not installed") as err:
+        compile_across_versions(xs_qdq, "2.49,2.51", out, toolchains_root=tmp_path / "empty")
+    assert "toolchains install 2.49" in err.value.one_line()
+    make_fake_toolchain(tmp_path / "tc", get_toolchain_spec("2.49"), marker=False)
+    with pytest.raises(ToolchainError, match="broken"):
+        compile_across_versions(xs_qdq, "2.49", out, toolchains_root=tmp_path / "tc")
+    with pytest.raises(UsageError, match="No model"):
+        compile_across_versions(tmp_path / "missing.onnx", "2.51", out)
+    assert not out.exists()
+
+
+def test_cli_compare_renders_the_table_and_exits_1_on_failed_versions(xs_qdq, mixed_toolchains, tmp_path, monkeypatch):
+    root, _ = mixed_toolchains
+    monkeypatch.setenv(TOOLCHAINS_ENV, str(root))
+    monkeypatch.setenv("COLUMNS", "300")  # rich folds table cells at 80 columns
+    out = tmp_path / "cmp"
+    runner = CliRunner()
+    args = ["toolchains", "compare", str(xs_qdq), "--qnn", "2.47,2.51", "--output-dir", str(out), "--no-emulate"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "crashed: the worker died (SIGSEGV)" in result.stdout
+    assert "1 of 2 QNN version(s) did not compile: 2.47.0" in result.stderr
+    assert read_report(out).version("2.51.0").status == "ok"
+
+    result = runner.invoke(app, args)  # the output directory exists now
+    assert result.exit_code == 2 and "--force" in result.stderr and "Traceback" not in result.output
+
+    result = runner.invoke(app, [*args[:4], "2.47,2.52"])
+    assert result.exit_code == 2 and "Unknown QNN version '2.52'" in result.stderr
+
+    result = runner.invoke(app, [*args[:4], "2.51", "--output-dir", str(tmp_path / "md"), "--no-emulate", "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("| QNN | onnxruntime-qnn | status |") and "| 2.51.0 | 2.7.0 | ok" in result.stdout
+
+
+# --- slow: every QNN version for real ---------------------------------------------------------
+
+
+def _user_toolchains() -> Path:
+    root = user_toolchains_root()
+    for spec in TOOLCHAINS:
+        install_toolchain(spec, root=root)  # a no-op when already installed
+    return root
+
+
+def _check_real_report(report: CrossVersionReport, out: Path) -> None:
+    assert [v.status for v in report.versions] == ["ok"] * len(TOOLCHAINS), [v.error for v in report.versions]
+    binaries = set()
+    for v in report.versions:
+        assert v.ep_sdk_version.startswith(f"v{v.qnn_version}.")
+        # QNN 2.47 writes no framework op trace; its op types are guessed from op names.
+        assert v.op_types_from == ("op_names" if v.qnn_version == "2.47.0" else "qnn_op_trace")
+        assert v.htp_ops > 50 and v.fidelity.cosine > 0.95
+        manifest = StageRecord.model_validate_json((out / v.directory / MANIFEST_NAME).read_text())
+        binaries.add(next(r.sha256 for n, r in manifest.outputs.items() if n.endswith("_qnn.bin")))
+    assert len(binaries) == len(TOOLCHAINS)  # each QNN version wrote its own context binary
+    assert [(d.before, d.after) for d in report.diffs] == [
+        (a.qnn_version, b.qnn_version) for a, b in zip(TOOLCHAINS, TOOLCHAINS[1:], strict=False)
+    ]
+
+
+@pytest.mark.slow
+def test_real_compiles_with_every_qnn_version(xs_qdq, tmp_path):
+    root = _user_toolchains()
+    out = tmp_path / "xs"
+    report = compile_across_versions(xs_qdq, "all", out, toolchains_root=root, cache=StageCache(tmp_path / "c"))
+    _check_real_report(report, out)
+    assert all(d.op_type_changes is not None for d in report.diffs[1:])  # 2.48 onwards trace their ops
+
+
+@pytest.mark.slow
+def test_l1_w8a8_table_across_every_qnn_version(tmp_path):
+    """SwiftFormer-L1 at 224, w8a8: the cross-version table (printed with -s)."""
+    root = _user_toolchains()
+    model = make_qdq_model("l1", 224, tmp_path / "l1", "w8a8")
+    out = tmp_path / "l1-versions"
+    report = compile_across_versions(model, "all", out, toolchains_root=root, cache=StageCache(tmp_path / "c"))
+    print("\n" + render_markdown(report))
+    _check_real_report(report, out)
+    assert all(v.htp_ops > 200 for v in report.versions)
