@@ -221,17 +221,21 @@ class CompiledContext:
         return self.htp_nodes / self.source_nodes if self.source_nodes else 0.0
 
 
-def compile_context_binary(model_path: Path, context_onnx: Path, target: HtpTarget) -> CompiledContext:
+def compile_context_binary(
+    model_path: Path, context_onnx: Path, target: HtpTarget, *, op_trace: bool = False
+) -> CompiledContext:
     """Compile a (QDQ or, with fp16, float) ONNX to a QNN context binary for `target`.
 
-    CPU fallback is disabled, so success means every node runs on the HTP.
+    CPU fallback is disabled, so success means every node runs on the HTP. With `op_trace`,
+    `qnn_op_trace.json` is written next to the context: a profile of the compiled binary
+    (which is not recompiled) can then name each HTP op's ONNX nodes.
     """
     model_path, context_onnx = Path(model_path), Path(context_onnx)
     if context_onnx.exists():  # onnxruntime refuses to overwrite; callers write into fresh dirs
         context_onnx.unlink()
     started = time.perf_counter()
     try:
-        htp_session(model_path, target, context_out=context_onnx)
+        htp_session(model_path, target, context_out=context_onnx, op_trace=op_trace)
     except Exception:
         # onnxruntime may have written a context file before failing; leave nothing behind.
         for leftover in (context_onnx, context_onnx.with_name(context_onnx.stem + "_qnn.bin")):

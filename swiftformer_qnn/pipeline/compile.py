@@ -6,9 +6,13 @@ from pathlib import Path
 
 from ..qnn import HtpTarget, compile_context_binary
 
+# What the compile stage writes: the EP-context wrapper, the QNN context binary, and QNN's
+# framework op trace (HTP op -> ONNX nodes), which per-block attribution of profiles reads.
+COMPILE_OUTPUTS = ("model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json")
+
 
 def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
-    compiled = compile_context_binary(model, out_dir / "model.ctx.onnx", target)
+    compiled = compile_context_binary(model, out_dir / "model.ctx.onnx", target, op_trace=True)
     if compiled.context_binary != out_dir / "model.ctx_qnn.bin":
         # The EPContext node references the binary by this name; renaming it would break the pair.
         raise RuntimeError(f"unexpected context binary name {compiled.context_binary.name}")

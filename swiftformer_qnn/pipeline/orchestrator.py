@@ -389,7 +389,7 @@ class _Run:
         return HtpTarget(self.r.soc.soc_model, self.r.soc.htp_arch, fp16=self.r.precision is Precision.FP16)
 
     def _stage_compile(self):
-        from .compile import compile_stage
+        from .compile import COMPILE_OUTPUTS, compile_stage
 
         qdq = self._path("quantize", "model.qdq.onnx")
         target = self.htp_target()
@@ -397,7 +397,7 @@ class _Run:
                    **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self.cache.run(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
-            produce=lambda d: compile_stage(qdq, d, target), outputs=("model.ctx.onnx", "model.ctx_qnn.bin"),
+            produce=lambda d: compile_stage(qdq, d, target), outputs=COMPILE_OUTPUTS,
         )
 
     def _stage_verify(self):
@@ -454,7 +454,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     import onnx
 
     from ..qnn import HtpTarget
-    from .compile import compile_stage
+    from .compile import COMPILE_OUTPUTS, compile_stage
 
     started = time.perf_counter()
     model = Path(req.model)
@@ -485,7 +485,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
         emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
         rec, d = StageCache(enabled=req.use_cache).run(
             "compile", options=options, inputs={"quantize/model.qdq.onnx": model_hash},
-            produce=lambda w: compile_stage(model, w, target), outputs=("model.ctx.onnx", "model.ctx_qnn.bin"),
+            produce=lambda w: compile_stage(model, w, target), outputs=COMPILE_OUTPUTS,
         )
         for f in rec.outputs.values():
             place(d / f.path, work / f.path)
