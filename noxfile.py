@@ -46,3 +46,16 @@ def bench(session: nox.Session) -> None:
     install_project(session)
     out = session.posargs[0] if session.posargs else "bench-results/bench.json"
     session.run("python", "tests/bench/run_bench.py", out)
+
+
+@nox.session
+def qnn_matrix(session: nox.Session) -> None:
+    """Every QNN toolchain: install them all (into the user cache, reused by later runs), load
+    each onnxruntime pairing, and compile the same QDQ models with every QNN version (XS at 64,
+    L1 at 224; the L1 comparison table is printed)."""
+    install_project(session)
+    session.run("swiftformer-qnn", "toolchains", "install", "all")
+    session.run("swiftformer-qnn", "toolchains", "list")
+    session.run(
+        "pytest", "-m", "slow", "-s", "tests/test_toolchains.py", "tests/test_cross_version.py", *session.posargs
+    )

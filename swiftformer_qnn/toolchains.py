@@ -524,9 +524,9 @@ class Installer:
     def create_env(self, env_dir: Path) -> None:
         if self.kind == "uv":
             # --relocatable: the environment is built under a temporary name and renamed.
-            cmd = [self.uv or "uv", "venv", "--quiet", "--relocatable", "--python", sys.executable, str(env_dir)]
+            cmd = [self.uv or "uv", "venv", "--quiet", "--relocatable", "--python", str(base_python()), str(env_dir)]
         else:
-            cmd = [sys.executable, "-m", "venv", str(env_dir)]
+            cmd = [str(base_python()), "-m", "venv", str(env_dir)]
         self._check(self._run(cmd, timeout_s=600), "create the environment", [])
 
     def install(self, env_dir: Path, requirements: list[str]) -> None:
@@ -564,6 +564,13 @@ class Installer:
                 hint="Connect to the network or add a wheel directory to pip's find-links, then retry.",
             )
         raise ToolchainError(f"{self.kind} could not {what}: {_tail(output)}")
+
+
+def base_python() -> Path:
+    """The interpreter a toolchain is made from: the base one, not a (nox, CI) virtualenv's,
+    which may be deleted while the toolchain lives on in the user cache."""
+    base = getattr(sys, "_base_executable", None)
+    return Path(base) if base and Path(base).exists() else Path(sys.executable)
 
 
 def find_uv() -> str | None:
