@@ -125,7 +125,7 @@ def _growth(metric: str, unit: str, b: int, c: int, limit: float) -> MetricResul
         status, verb = MetricStatus.IMPROVEMENT, "shrank"
     else:
         status, verb = MetricStatus.UNCHANGED, f"within the {limit * 100:g}% limit"
-    size = f"{b} -> {c} {unit} ({change:+d}" + (f", {rel * 100:+.1f}%)" if rel is not None else ")")
+    size = f"{b:,} -> {c:,} {unit} ({change:+,d}" + (f", {rel * 100:+.1f}%)" if rel is not None else ")")
     return MetricResult(
         metric=metric, kind="structure", unit=unit, baseline=b, candidate=c, change=change,
         relative_change=rel, n_baseline=1, n_candidate=1, relative_threshold=limit,
@@ -205,7 +205,8 @@ def gate_structure(
         ),
         rules=rules,
         mismatches=diffs,
-        notes=["Structure only (no device): HTP coverage, HTP op count and context binary size from compile manifests."],
+        notes=["Structure only (no device): HTP coverage, HTP op count and context binary size from compile manifests."]
+        + ([f"Compared despite differences ({'; '.join(diffs)}): --allow-mismatch was given."] if diffs else []),
         results=results,
     )
 
