@@ -662,3 +662,21 @@ def files_containing(token: str, *roots: Path) -> list[Path]:
             if p.is_file() and needle in p.read_bytes():
                 hits.append(p)
     return hits
+
+
+_QDQ_MODELS: dict[tuple[str, int], dict] = {}
+
+
+def real_qdq_model(variant: str, resolution: int, where: Path) -> dict:
+    """A real QDQ export (`qdq_fixtures.make_qdq_model`) and its float graph, built once per
+    test session and shared by the test modules that need them: {"qdq", "sim", "res"}."""
+    key = (variant, resolution)
+    if key not in _QDQ_MODELS:
+        from qdq_fixtures import make_qdq_model
+
+        qdq = make_qdq_model(variant, resolution, where)
+        # make_qdq_model quantizes make_float_model's output, `<variant>_<resolution>.pre.onnx`.
+        sim = where / f"{variant}_{resolution}.pre.onnx"
+        assert sim.is_file(), f"qdq_fixtures no longer leaves its float model at {sim}"
+        _QDQ_MODELS[key] = {"qdq": qdq, "sim": sim, "res": resolution}
+    return _QDQ_MODELS[key]

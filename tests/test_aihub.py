@@ -14,9 +14,15 @@ import secrets
 from pathlib import Path
 
 import pytest
-from aihub_standin import HubStandIn, build_profile_detail, files_containing, make_export_dir, unused_port
+from aihub_standin import (
+    HubStandIn,
+    build_profile_detail,
+    files_containing,
+    make_export_dir,
+    real_qdq_model,
+    unused_port,
+)
 from qai_hub.client import _profile_pb_to_python_dict
-from qdq_fixtures import make_qdq_model
 
 from swiftformer_qnn.errors import HubError, ProfileError
 from swiftformer_qnn.profiling.aihub import (
@@ -53,11 +59,7 @@ S23U = "Samsung Galaxy S23 Ultra"
 def onnx_models(tmp_path_factory) -> dict[str, dict]:
     """Real QDQ exports (realistic random weights): SwiftFormer-XS at 64 px, the encoder block at 32."""
     d = tmp_path_factory.mktemp("aihub-onnx")
-    out = {}
-    for variant, res in (("xs", 64), ("encoder", 32)):
-        qdq = make_qdq_model(variant, res, d)
-        out[variant] = {"qdq": qdq, "sim": d / f"{variant}_{res}_w8a8.sim.onnx", "res": res}
-    return out
+    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
 
 
 @pytest.fixture
@@ -253,6 +255,7 @@ def test_profiles_two_variants_with_two_qnn_versions(hub, exports, tmp_path, tok
         assert p.provenance.urls["profile"] == f"{hub.url}/jobs/{profile_id}/"
         assert f"--qairt_version {r.target.qnn}" in hub.jobs[compile_id].pb.compile_job.options
         target_model = hub.jobs[compile_id].pb.compile_job.target_model.model_id
+        assert r.binary_path == out / r.profile_path.name.replace(".profile.json", ".bin")
         assert r.binary_path.read_bytes() == hub.models[target_model].data
         assert unattributed_share(p) == 0.0
         assert not r.resumed
@@ -377,6 +380,24 @@ def test_rejected_token_is_one_error(hub, exports, tmp_path, monkeypatch):
     assert "Failed to authenticate" in err.value.one_line()
     assert "sfq-not-the-token" not in err.value.one_line()
     assert all(not r.authorized for r in hub.requests)
+
+
+def test_fp16_uploads_the_float_graph_for_ai_hub_to_run_in_fp16(hub, onnx_models, tmp_path):
+    m = onnx_models["encoder"]
+    d = make_export_dir(tmp_path / "fp16", qdq=m["qdq"], sim=m["sim"], variant="encoder", precision="fp16",
+                        input_shape=[1, 96, 32, 32])
+    source = read_export(d)
+    assert source.model_path.name == "model.sim.onnx"
+    run = session(tmp_path / "run").run([HubTarget(source.model_path, source.model_info, "2.31")], resolve_device(S23U))
+    (result,) = run.results
+    (compile_job,) = [j for j in hub.jobs.values() if j.kind == "compile"]
+    assert compile_job.pb.compile_job.options == (
+        "--target_runtime qnn_context_binary --qairt_version 2.31 --quantize_full_type float16"
+    )
+    assert hub.models[compile_job.source_model_id].data == m["sim"].read_bytes()
+    assert result.profile_path.name == "encoder-fp16-qnn2.31-samsung-galaxy-s23-ultra.profile.json"
+    # A float graph has no Quantize/Dequantize layers.
+    assert not any(op.op_type in ("Quantize", "Dequantize") for op in result.profile.ops)
 
 
 def test_device_ai_hub_does_not_offer(hub, exports, tmp_path):

@@ -7,6 +7,7 @@ from . import export as _export  # noqa: F401  (registers export, compile, varia
 from . import gate as _gate  # noqa: F401
 from . import report as _report  # noqa: F401
 from . import toolchains as _toolchains  # noqa: F401
+from . import profile as _profile  # noqa: F401
 from ._app import app, run_app
 
 __all__ = ["app", "main"]

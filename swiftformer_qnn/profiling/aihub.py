@@ -749,11 +749,7 @@ class HubSession:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw_path = self.out_dir / f"{stem}.raw.json"
         write_json_atomic(raw_path, json.dumps(_jsonable(payload), indent=2) + "\n")
-        binary = self._call(
-            lambda: cj.download_target_model(str(self.out_dir / f"{stem}.bin")),
-            f"downloading the context binary of {t.label}",
-            cj.url,
-        )
+        binary = self._download_binary(cj, stem, t.label)
         hub_device = self._device_info(device)
         soc = next((s for s in SOCS.values() if s.aihub_chipset and s.aihub_chipset == hub_device["chipset"]), None)
         profile = profile_from_hub(
@@ -789,6 +785,28 @@ class HubSession:
             binary_path=Path(binary) if binary else None,
             resumed=dict(track.resumed),
         )
+
+    def _download_binary(self, compile_job: Any, stem: str, label: str) -> Path | None:
+        """The compiled context binary as `<stem>.bin`. The client names a download after
+        AI Hub's file name (and appends that name's suffixes to a file path it is given), so
+        it downloads into a scratch folder and the file is renamed from there."""
+        import shutil
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=self.out_dir))
+        try:
+            got = self._call(
+                lambda: compile_job.download_target_model(str(scratch)),
+                f"downloading the context binary of {label}",
+                compile_job.url,
+            )
+            if not got:
+                return None
+            final = self.out_dir / f"{stem}{Path(got).suffix or '.bin'}"
+            Path(got).replace(final)
+            return final
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _device_info(self, device: Any) -> dict[str, str | None]:
         """Name, OS and chipset of the device, from AI Hub's own record of it."""

@@ -1,0 +1,172 @@
+"""`profile`: parse options, call `profiling.orchestrate.run_profile`, render per-block tables."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._app import app, console, err_console, guarded
+
+if TYPE_CHECKING:
+    from ..profiling.orchestrate import ProfiledModel, ProfileRunResult
+
+
+@app.command()
+@guarded
+def profile(
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, or "list".')] = "Samsung Galaxy S23 Ultra",
+    local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
+    list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
+    from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
+    variant: Annotated[str, typer.Option(help="Without --from: the variant to export and profile (xs, s, l1, l3, encoder).")] = "l1",
+    precision: Annotated[str, typer.Option(help="Without --from: w8a8, w8a16 or fp16.")] = "w8a8",
+    encoder: Annotated[bool, typer.Option("--encoder/--no-encoder", help="Without --from: also profile the standalone SwiftFormerEncoder block.")] = True,
+    weights: Annotated[Path | None, typer.Option(help="Without --from: checkpoint to export (default: random weights).")] = None,
+    attention: Annotated[str | None, typer.Option(help="Without --from: normalize or softmax attention.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Without --from: input size of the variant (default 224).")] = None,
+    encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
+    runs: Annotated[int, typer.Option(help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
+    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: profiles/runs/<timestamp>/.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for all AI Hub jobs; unfinished jobs resume on a rerun.")] = 3600.0,
+    poll: Annotated[float, typer.Option(help="Seconds between AI Hub status polls.")] = 10.0,
+    new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new AI Hub jobs even if the same ones were submitted before (costs quota).")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before (they are never resubmitted on their own).")] = False,
+    top: Annotated[int, typer.Option(help="How many of the slowest ops to show per profile.")] = 10,
+) -> None:
+    """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
+    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator)."""
+    from ..profiling.devices import is_list_request
+    from ..profiling.orchestrate import ProfileRequest, run_profile
+    from ..profiling.orchestrate import list_devices as hub_devices
+    from .render import ExportProgress
+
+    if list_devices or is_list_request(device):
+        config, devices = hub_devices()
+        render_devices(console, devices, config.api_url)
+        return
+    request = ProfileRequest(
+        device="emulator" if local else device,
+        from_dirs=tuple(from_dirs or ()),
+        variant=variant,
+        precision=precision,
+        include_encoder=encoder,
+        weights=weights,
+        attention=attention,
+        resolution=resolution,
+        encoder_dim=encoder_dim,
+        qnn=tuple(qnn or ()),
+        runs=runs,
+        out_dir=out,
+        timeout_s=timeout,
+        poll_s=poll,
+        new_jobs=new_jobs,
+        retry_failed=retry_failed,
+    )
+    def note(msg: str) -> None:
+        err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
+
+    # Export stages show as progress lines only when this command runs the export.
+    stages = nullcontext() if from_dirs else ExportProgress(err_console)
+    with stages as shown:
+        result = run_profile(request, progress=note, export_progress=shown.on_event if shown else None)
+    render_run(console, result, top=top)
+    error = result.failure_error()
+    if error is not None:
+        raise error
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _source_words(p) -> tuple[str, str]:
+    """(what the numbers are, unit label): every time printed says where it came from."""
+    if p.is_device_latency:
+        return f"{p.source.value}, device latency", p.ops[0].time_unit.value if p.ops else "us"
+    return "HTP emulator cycles, NOT device latency", "cycles"
+
+
+def _fmt_time(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "cycles":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
+    from ..profiling.attribution import unattributed_share
+    from ..profiling.schema import block_times
+
+    p = item.profile
+    words, unit = _source_words(p)
+    head = f"[bold]{item.label}[/] on {p.target.device}"
+    if p.latency is not None:
+        lat = p.latency
+        head += (
+            f": median {lat.median_us:,.1f} us, min {lat.min_us:,.1f} us over {lat.run_count} runs"
+            f" [dim]({p.source.value}, device latency)[/]"
+        )
+        if p.load and p.load.first_load_us is not None:
+            head += f"; first load {p.load.first_load_us / 1000:,.1f} ms"
+    else:
+        head += " [bold yellow](HTP emulator: cycles, NOT device latency)[/]"
+    if item.resumed:
+        head += f" [dim](resumed: {', '.join(k for k, v in item.resumed.items() if v)})[/]"
+    out.print(head, highlight=False)
+
+    blocks = block_times(p)
+    table = Table(title=f"Per block ({words}; share of the summed per-op time)", title_justify="left")
+    for col, justify in (("block", "left"), ("kind", "left"), (f"time ({unit})", "right"), ("share", "right"),
+                         ("ops", "right"), ("compute units", "left"), ("parts", "left")):
+        table.add_column(col, justify=justify)
+    for b in blocks.values():
+        cus = ", ".join(f"{k} {v}" for k, v in sorted(b.compute_units.items()))
+        parts = ", ".join(f"{k} {_fmt_time(v, unit)}" for k, v in b.parts.items())
+        table.add_row(b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-", parts or "-")
+    out.print(table)
+
+    timed = sorted((op for op in p.ops if op.time is not None), key=lambda op: op.time, reverse=True)[:top]
+    if timed:
+        ops = Table(title=f"Top {len(timed)} ops ({words})", title_justify="left")
+        for col, justify in (("op", "left"), ("type", "left"), ("unit", "left"), (f"time ({unit})", "right"), ("block", "left")):
+            ops.add_column(col, justify=justify)
+        for op in timed:
+            block = op.attribution.block if op.attribution else "other"
+            if op.attribution and op.attribution.part:
+                block += f" / {op.attribution.part}"
+            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(op.time, unit), block)
+        out.print(ops)
+    out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op time.", highlight=False)
+
+
+def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
+    backend = "Qualcomm AI Hub" if result.backend.value == "aihub" else "local HTP emulator"
+    out.print(f"[bold]Profiles[/] ({backend}, {result.device}) in {result.out_dir}", highlight=False)
+    for item in result.profiled:
+        out.print()
+        _render_profile(out, item, top)
+    out.print()
+    out.print("[bold]Files written[/]")
+    for item in result.profiled:
+        for kind, path in item.files.items():
+            out.print(f"  {kind:8} {path}", highlight=False)
+    if result.journal is not None:
+        out.print(f"  {'jobs':8} {result.journal}", highlight=False)
+
+
+def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
+    from ..profiling.devices import known_aliases
+
+    aliases = known_aliases()
+    table = Table(title=f"Devices on Qualcomm AI Hub ({api_url})", title_justify="left")
+    for col in ("device (use with --device)", "os", "chipset", "also accepted as"):
+        table.add_column(col)
+    for d in sorted(devices, key=lambda d: (d["name"], d["os"])):
+        table.add_row(d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-")
+    out.print(table)

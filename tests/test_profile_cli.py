@@ -1,0 +1,247 @@
+"""`swiftformer-qnn profile` through typer's CliRunner: AI Hub (the real `qai_hub` client
+against the local stand-in) and the local HTP emulator."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from aihub_standin import HubStandIn, files_containing, make_export_dir, real_qdq_model, unused_port
+from typer.testing import CliRunner
+
+from swiftformer_qnn.cli import app
+from swiftformer_qnn.profiling.schema import LatencySource, TimeUnit, load_profile
+from swiftformer_qnn.variants import get_variant
+
+S23U_SLUG = "samsung-galaxy-s23-ultra"
+
+
+@pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory) -> dict[str, dict]:
+    d = tmp_path_factory.mktemp("cli-onnx")
+    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
+
+
+@pytest.fixture
+def exports(onnx_models, tmp_path) -> dict[str, Path]:
+    return {
+        v: make_export_dir(
+            tmp_path / "exports" / v, qdq=m["qdq"], sim=m["sim"], variant=v, precision="w8a8",
+            input_shape=list(get_variant(v).input_shape(m["res"])),
+        )
+        for v, m in onnx_models.items()
+    }
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal_and_private_dirs(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps long op names at 80 columns
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def token() -> str:
+    return f"sfq-test-token-{secrets.token_hex(12)}"
+
+
+@pytest.fixture
+def hub(token, tmp_path, monkeypatch):
+    with HubStandIn(token) as standin:
+        monkeypatch.setenv("QAIHUB_CLIENT_INI", str(standin.write_client_ini(tmp_path / "hubconf" / "client.ini")))
+        yield standin
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["profile", *args])
+
+
+def assert_token_nowhere(token: str, result, *roots: Path) -> None:
+    assert token not in result.stdout and token not in result.stderr
+    assert files_containing(token, *roots) == []
+
+
+# --- no token -------------------------------------------------------------------------------
+
+
+def test_no_token_is_one_message_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "missing" / "client.ini"))
+    # Export mode: had anything run, build/ and the stage cache would have appeared.
+    result = invoke("--device", "Galaxy S23 Ultra", "--variant", "xs", "--resolution", "64")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "qai-hub configure --api_token" in lines[0] and "--device emulator" in lines[0]
+    assert result.stdout == ""
+    assert not (tmp_path / "build").exists() and not (tmp_path / "profiles").exists()
+    assert not (tmp_path / "cache").exists()
+
+
+# --- AI Hub ---------------------------------------------------------------------------------
+
+
+def test_profile_on_ai_hub(hub, exports, tmp_path, token):
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    result = invoke(
+        "--device", "Galaxy S23 Ultra", "--from", str(exports["xs"]), "--from", str(exports["encoder"]),
+        "--qnn", "2.31,2.33", "--runs", "5", "--out", str(out), "--poll", "0.01",
+    )
+    assert result.exit_code == 0, result.output
+    first_job_s = hub.first_job_submitted_at() - t0
+
+    names = sorted(p.name for p in out.glob("*.profile.json"))
+    assert names == sorted(f"{v}-w8a8-qnn{q}-{S23U_SLUG}.profile.json" for v in ("xs", "encoder") for q in ("2.31", "2.33"))
+    for name in names:
+        stem = name.removesuffix(".profile.json")
+        assert (out / f"{stem}.raw.json").is_file() and (out / f"{stem}.bin").is_file()
+        assert f"{stem}.profile.json" in result.stdout and f"{stem}.bin" in result.stdout
+        assert load_profile(out / name).source is LatencySource.AIHUB
+
+    text = result.stdout
+    assert "Per block (aihub, device latency" in text and "Top 10 ops (aihub, device latency)" in text
+    assert "(aihub, device latency)" in text.split("xs-w8a8-qnn2.31 on Samsung Galaxy S23 Ultra")[1].splitlines()[0]
+    for block in ("stem", "stage0.block2", "stage3.block3", "head", "encoder"):
+        assert f"\n {block} " in text or f"│ {block} " in text
+    assert "NPU" in text and "Unattributed (block `other`): 0.0%" in text
+    assert "submitted" in result.stderr and hub.url in result.stderr  # progress names jobs and their URLs
+    assert_token_nowhere(token, result, out, tmp_path / "cache")
+
+    calls = len(hub.api_calls())
+    print(f"\ntime from command to first submitted AI Hub job: {first_job_s:.2f} s (2 uploads first; stand-in)")
+    print(f"AI Hub API calls: {calls} for 4 profiles = {calls / 4:.1f} per profile")
+
+
+def test_one_profile_counts_its_api_calls(hub, exports, tmp_path):
+    result = invoke("--from", str(exports["encoder"]), "--qnn", "2.31", "--runs", "3", "--out", str(tmp_path / "o"), "--poll", "0.01")
+    assert result.exit_code == 0, result.output
+    by_endpoint: dict[str, int] = {}
+    for r in hub.api_calls():
+        key = f"{r.method} " + "/".join("<id>" if part[:1] in "jm" and part[1:2].isdigit() else part for part in r.path.split("/"))
+        by_endpoint[key] = by_endpoint.get(key, 0) + 1
+    # Each job is polled until it ends (the stand-in ends a job on its second status request).
+    assert by_endpoint["POST /api/v1/jobs/"] == 2 and by_endpoint["POST /api/v1/models/"] == 1
+    print(f"\nAI Hub API calls for one profile: {len(hub.api_calls())} "
+          f"(+ {len(hub.requests) - len(hub.api_calls())} presigned transfers): {json.dumps(by_endpoint, indent=1)}")
+
+
+def test_default_output_dir_is_timestamped_under_profiles_runs(hub, exports, tmp_path):
+    result = invoke("--device", "sm8550", "--from", str(exports["encoder"]), "--runs", "3", "--poll", "0.01")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "profiles" / "runs").iterdir()
+    assert (run_dir / f"encoder-w8a8-qnn2.33.0-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
+    assert (run_dir / "aihub-jobs.json").is_file()
+
+
+def test_list_devices(hub):
+    for args in (("--device", "list"), ("--list-devices",)):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        assert "Samsung Galaxy S23 Ultra" in result.stdout and "qualcomm-snapdragon-8gen2" in result.stdout
+        assert "sm8550" in result.stdout  # the spellings that resolve to it
+    assert hub.count("GET", "/api/v1/devices/") == 2
+
+
+def test_failed_compile_exits_2_with_the_job_url(hub, exports, tmp_path):
+    hub.fail_compile = lambda name, options: "Graph finalize failed: op L2Norm unsupported" if "2.17" in options else None
+    out = tmp_path / "out"
+    result = invoke("--from", str(exports["encoder"]), "--qnn", "2.17", "--qnn", "2.31", "--out", str(out), "--poll", "0.01")
+    assert result.exit_code == 2
+    (failed,) = [j for j in hub.jobs.values() if j.pb.compile_job.failure_reason]
+    url = f"{hub.url}/jobs/{failed.pb.compile_job.compile_job_id}/"
+    assert url in result.stderr and "L2Norm unsupported" in result.stderr and "--retry-failed" in result.stderr
+    assert "encoder-w8a8-qnn2.31" in result.stdout  # the other version still profiled and shown
+    assert hub.jobs_created("compile") == 2
+
+
+def test_timeout_then_rerun_resumes_without_new_jobs(hub, exports, tmp_path):
+    out = tmp_path / "out"
+    args = ("--from", str(exports["encoder"]), "--out", str(out), "--poll", "0.01", "--runs", "3")
+    hub.hold = {"compile"}
+    first = invoke(*args, "--timeout", "0.3")
+    assert first.exit_code == 2
+    assert "still running" in first.stderr and "Rerun the same command to resume" in first.stderr
+    submitted = hub.count("POST", "/api/v1/jobs/")
+    assert submitted == 1
+
+    hub.hold = set()
+    second = invoke(*args)
+    assert second.exit_code == 0, second.output
+    assert "resumed: compile" in second.stdout
+    assert hub.jobs_created("compile") == 1  # the compile job was found, not resubmitted
+    assert hub.count("POST", "/api/v1/models/") == 1
+
+
+def test_unreachable_ai_hub(tmp_path, monkeypatch, exports, token):
+    import qai_hub.util.session as client_session
+
+    url = f"http://127.0.0.1:{unused_port()}"
+    ini = tmp_path / "hubconf" / "client.ini"
+    ini.parent.mkdir()
+    ini.write_text(f"[api]\napi_token = {token}\napi_url = {url}\nweb_url = {url}\n")
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(ini))
+    monkeypatch.setattr(client_session, "MAX_RETRIES", 1)
+    monkeypatch.setattr(client_session, "BACKOFF_FACTOR", 0.01)
+    result = invoke("--from", str(exports["encoder"]), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "Could not connect to Qualcomm AI Hub" in result.stderr
+    assert_token_nowhere(token, result, tmp_path / "out", tmp_path / "cache")
+
+
+def test_unknown_option_values_are_usage_errors(hub, exports):
+    result = invoke("--from", str(exports["encoder"]), "--qnn", "two.thirty")
+    assert result.exit_code == 2 and "is not a QAIRT version" in result.stderr
+    assert hub.requests == []
+
+
+# --- the HTP emulator -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", [("--device", "emulator"), ("--local",)])
+def test_profile_on_the_emulator_needs_no_token(exports, tmp_path, monkeypatch, how):
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
+    out = tmp_path / "emu"
+    result = invoke(*how, "--from", str(exports["encoder"]), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    (path,) = out.glob("encoder-w8a8-qnn*-htp-emulator-*.profile.json")
+    p = load_profile(path)
+    assert p.source is LatencySource.EMULATOR and p.latency is None
+    assert all(op.time_unit is TimeUnit.CYCLES for op in p.ops)
+    assert (out / path.name.replace(".profile.json", ".raw") / "qnn_profile.csv").is_file()
+    text = result.stdout
+    assert "HTP emulator cycles, NOT device latency" in text and "time (cycles)" in text
+    assert "us" not in text.split("Per block")[1].split("Files written")[0].split()  # no microseconds anywhere
+    assert "| encoder " in text.replace("│", "|")
+
+
+# --- export mode ----------------------------------------------------------------------------
+
+
+def test_without_from_the_export_runs_here(hub, tmp_path):
+    result = invoke("--variant", "encoder", "--resolution", "16", "--out", str(tmp_path / "out"), "--runs", "3", "--poll", "0.01")
+    assert result.exit_code == 0, result.output
+    (built,) = (tmp_path / "build").iterdir()
+    (path,) = (tmp_path / "out").glob("*.profile.json")
+    assert path.name == f"encoder-w8a8-qnn2.33.0-{S23U_SLUG}.profile.json"
+    assert load_profile(path).model.input_shape == [1, 96, 16, 16]
+    (uploaded,) = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
+    assert uploaded == (built / "model.qdq.onnx").read_bytes()
+    assert "Export PyTorch -> ONNX" in result.stderr  # the export's stage progress
+
+
+@pytest.mark.slow
+def test_without_from_the_export_runs_here_with_the_encoder_block(hub, tmp_path):
+    result = invoke("--variant", "xs", "--resolution", "64", "--out", str(tmp_path / "out"), "--runs", "3", "--poll", "0.01")
+    assert result.exit_code == 0, result.output
+    built = sorted(p.name for p in (tmp_path / "build").iterdir())
+    assert len(built) == 2 and built[0].startswith("encoder") and built[1].startswith("xs")
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.profile.json"))
+    assert [n.split("-")[0] for n in names] == ["encoder", "xs"]
+    encoder = load_profile(tmp_path / "out" / names[0])
+    assert encoder.model.input_shape == [1, 96, 64, 64]  # the community's block: dim 96 on 64x64
+    # The uploaded files are the exports' QDQ models.
+    uploaded = {m.data for m in hub.models.values() if m.pb.model_type == 6}  # MODEL_TYPE_ONNX
+    assert uploaded == {(tmp_path / "build" / b / "model.qdq.onnx").read_bytes() for b in built}
