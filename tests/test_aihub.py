@@ -218,7 +218,8 @@ def test_empty_payload_is_a_profile_error():
 # --- end to end through the client ----------------------------------------------------------
 
 
-def test_profiles_two_variants_with_two_qnn_versions(hub, exports, tmp_path, token):
+def test_profiles_two_variants_with_two_qnn_versions(hub, exports, tmp_path, token, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, urllib3's request lines included
     out = tmp_path / "run"
     seen: list[str] = []
 
@@ -264,6 +265,8 @@ def test_profiles_two_variants_with_two_qnn_versions(hub, exports, tmp_path, tok
     assert sorted(e["kind"] for e in journal.values()) == ["compile"] * 4 + ["model"] * 2 + ["profile"] * 4
     assert {e.get("state") for e in journal.values() if e["kind"] != "model"} == {"SUCCESS"}
     assert files_containing(token, out, tmp_path / "cache") == []
+    assert token not in caplog.text and "Authorization" not in caplog.text
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # the scan saw the HTTP layer's logs
     calls = len(hub.api_calls())
     print(f"\nAI Hub API calls for 4 profiles (2 uploads, 4 compiles, 4 profiles): {calls}, "
           f"{calls / 4:.1f} per profile; + {len(hub.requests) - calls} presigned transfers")
@@ -398,6 +401,21 @@ def test_fp16_uploads_the_float_graph_for_ai_hub_to_run_in_fp16(hub, onnx_models
     assert result.profile_path.name == "encoder-fp16-qnn2.31-samsung-galaxy-s23-ultra.profile.json"
     # A float graph has no Quantize/Dequantize layers.
     assert not any(op.op_type in ("Quantize", "Dequantize") for op in result.profile.ops)
+
+
+def test_profile_that_does_not_fit_the_variant_is_a_conversion_failure(hub, onnx_models, tmp_path):
+    # The manifest says XS, the uploaded graph is the standalone block: its op names name a
+    # block XS does not have, and attribution refuses rather than guessing.
+    m = onnx_models["encoder"]
+    d = make_export_dir(tmp_path / "mislabelled", qdq=m["qdq"], sim=m["sim"], variant="xs", precision="w8a8",
+                        input_shape=[1, 96, 32, 32])
+    out = tmp_path / "run"
+    run = session(out).run(targets_for({"xs": d}, variants=("xs",)), resolve_device(S23U))
+    (failure,) = run.failures
+    assert failure.stage == "conversion" and "does not have" in failure.reason and not failure.resumable
+    assert failure.url == f"{hub.url}/jobs/{failure.job_id}/"
+    assert [p.name for p in out.glob("*.raw.json")] == ["xs-w8a8-qnn2.33.0-samsung-galaxy-s23-ultra.raw.json"]  # AI Hub default QAIRT
+    assert list(out.glob("*.profile.json")) == []
 
 
 def test_device_ai_hub_does_not_offer(hub, exports, tmp_path):

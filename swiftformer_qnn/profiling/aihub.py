@@ -172,7 +172,7 @@ class HubProfileResult:
 @dataclass(frozen=True)
 class HubJobFailure:
     label: str
-    stage: str  # upload | compile | profile | download | timeout
+    stage: str  # compile | profile | timeout | download | conversion
     reason: str
     job_id: str | None = None
     url: str | None = None
@@ -729,7 +729,16 @@ class HubSession:
                 )
             )
             return True
-        run.results.append(self._collect(track, device))
+        try:
+            run.results.append(self._collect(track, device))
+        except HubError as exc:  # the jobs are done and journaled: a rerun downloads again
+            run.failures.append(
+                HubJobFailure(t.label, "download", exc.one_line(), track.profile_job.job_id, track.profile_job.url, resumable=True)
+            )
+        except ProfileError as exc:  # the raw payload is on disk; our conversion refused it
+            run.failures.append(
+                HubJobFailure(t.label, "conversion", exc.one_line(), track.profile_job.job_id, track.profile_job.url)
+            )
         return True
 
     # -- results --
@@ -738,7 +747,7 @@ class HubSession:
         t, cj, pj = track.target, track.compile_job, track.profile_job
         payload = self._call(pj.download_profile, f"downloading the profile of {t.label}", pj.url)
         if not payload:
-            raise HubError(f"AI Hub returned an empty profile for {t.label} ({pj.url}).")
+            raise ProfileError(f"AI Hub returned an empty profile for {t.label}.")
         target_model = self._call(cj.get_target_model, f"fetching the compiled model of {t.label}", cj.url)
         metadata = self._call(lambda: target_model.metadata, f"reading the compiled model's metadata ({t.label})", cj.url)
         versions = {getattr(k, "name", str(k)): v for k, v in (metadata or {}).items()}

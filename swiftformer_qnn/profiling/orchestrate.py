@@ -96,14 +96,14 @@ class ProfileRunResult:
         """One error naming every failed or unfinished job (with its URL), or None."""
         if not self.failures:
             return None
-        resumable = all(f.resumable for f in self.failures)
         lines = "; ".join(f.one_line() for f in self.failures)
-        hint = (
-            f"Rerun the same command to resume (job ids in {self.journal})."
-            if resumable
-            else "Failed jobs are not resubmitted on their own: fix the cause, then rerun with --retry-failed."
-        )
-        return HubError(f"{len(self.failures)} of {len(self.failures) + len(self.profiled)} profiles did not finish: {lines}", hint=hint)
+        hints = []
+        if any(f.resumable for f in self.failures):
+            hints.append(f"Rerun the same command to resume the unfinished jobs (ids in {self.journal}).")
+        if not all(f.resumable for f in self.failures):
+            hints.append("Failed jobs are not resubmitted on their own: fix the cause, then rerun with --retry-failed.")
+        total = len(self.failures) + len(self.profiled)
+        return HubError(f"{len(self.failures)} of {total} profiles did not finish: {lines}", hint=" ".join(hints))
 
 
 # --- export directories ------------------------------------------------------------------
