@@ -734,3 +734,14 @@ def _attention_notes(
             f"{implied.value}: outputs will differ from the weights' training."
         )
     return notes
+
+
+def is_full_checkpoint(path: str | Path) -> bool:
+    """True if the file holds a whole SwiftFormer (not a single encoder block)."""
+    native = to_native(*_detected(path))
+    return not (native and all(k.startswith("swiftformer_encoder.") for k in native))
+
+
+def _detected(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointFormat]:
+    sd = load_checkpoint_file(path)
+    return sd, detect_format(sd)

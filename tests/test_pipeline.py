@@ -239,3 +239,43 @@ def test_read_manifest_ignores_foreign_directories(tmp_path):
     assert read_manifest(tmp_path) is None
     (tmp_path / "manifest.json").write_text('{"kind": "something-else"}')
     assert read_manifest(tmp_path) is None
+
+
+def test_hf_checkpoint_exports_in_softmax_form_and_the_manifest_says_so(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from checkpoints import make_checkpoint
+
+    ckpt, _ = make_checkpoint(tmp_path, "xs", "hf", suffix=".safetensors")
+    r = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, until=Until.ONNX,
+                                 output_dir=tmp_path / "o", **SMALL))
+    export = r.manifest.stage("export").results
+    assert export["attention"] == "softmax"
+    assert export["weights"]["format"] == "hf" and export["weights"]["implied_attention"] == "softmax"
+    assert r.manifest.request["weights"].startswith("sha256:")
+    assert any("softmax" in n for n in r.notes)
+    # Asking for the other form is a different request, recorded as such.
+    n = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, attention="normalize", until=Until.ONNX,
+                                 output_dir=tmp_path / "n", **SMALL))
+    assert n.manifest.stage("export").results["attention"] == "normalize"
+    assert n.manifest.stage("export").key != r.manifest.stage("export").key
+
+
+def test_encoder_block_from_a_full_l1_checkpoint_calibrates_on_that_l1(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from checkpoints import make_checkpoint
+
+    ckpt, l1 = make_checkpoint(tmp_path, "l1", "upstream", suffix=".pth")
+    r = run_export(ExportRequest(variant="encoder", resolution=16, weights=ckpt, until=Until.ONNX,
+                                 output_dir=tmp_path / "o", **SMALL))
+    assert any("stage1" in n for n in r.notes)
+    assert any("Calibration activations come from SwiftFormer-L1 with the given weights" in n for n in r.notes)
+    heldout = np.load(r.directory / "heldout.npy")
+    images = find_images(default_heldout_images(), 4)
+    with torch.no_grad():
+        x = l1.stage1.downsample(l1.stage0(l1.stem(torch.from_numpy(preprocess_all(images, 128)))))
+        x = l1.stage1.block1_conv_encoder(l1.stage1.block0_conv_encoder(x))
+    np.testing.assert_allclose(heldout, x.numpy(), rtol=1e-4, atol=1e-4)

@@ -194,7 +194,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
 
     existing = read_manifest(target)
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
-        return ExportResult(target, existing, reused=True, notes=["The output directory already holds this request."])
+        return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
     if target.exists() and not req.force:
         why = "holds an export of a different request" if existing else "exists and is not an export of this tool"
         raise OutputDirError(f"{target} {why}.", hint="Pass --force to replace it, or choose --output-dir.")
@@ -209,7 +209,13 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
             wall_s=round(time.perf_counter() - started, 3),
         )
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
-    return ExportResult(target, manifest, notes=ctx.notes)
+    return ExportResult(target, manifest, notes=_stage_notes(manifest))
+
+
+def _stage_notes(manifest: ExportManifest) -> list[str]:
+    """Notes the stages recorded (weights format, attention form, calibration source), in order."""
+    notes = [n for s in manifest.stages for n in s.results.get("notes", [])]
+    return list(dict.fromkeys(notes))
 
 
 def _image_set_id(images: ImageSet | None) -> dict | None:
@@ -253,10 +259,12 @@ class _Run:
             if self.req.weights is not None:
                 from ..weights import load_weights
 
+                # load_weights sets the attention form: the requested one, else what the format implies.
                 loaded = load_weights(model, Path(self.req.weights), self.r.variant, self.req.attention)
-                from ..model import set_attention_form
-
-                set_attention_form(model, loaded.effective_attention)
+                self.attention = loaded.effective_attention.value
+                self.weights_info.update({"format": loaded.format.value, "sha256": loaded.sha256,
+                                          "implied_attention": loaded.implied_attention.value,
+                                          "effective_attention": loaded.effective_attention.value})
                 self.notes.extend(loaded.notes)
             self._model = model.eval()
         return self._model
@@ -277,6 +285,10 @@ class _Run:
 
                 if is_full_checkpoint(Path(self.req.weights)):
                     load_weights(model, Path(self.req.weights), host.variant, self.req.attention)
+                    self.notes.append(f"Calibration activations come from {host.variant.title} with the given weights.")
+                else:
+                    self.notes.append(f"The weights hold only the block: calibration activations come from a "
+                                      f"randomly initialised {host.variant.title} (seed {RANDOM_SEED}).")
             self._host = (host, model.eval())
         return self._host
 
@@ -309,6 +321,7 @@ class _Run:
             res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
                               opset=self.req.opset)
             res["attention"] = self.attention
+            res["weights"] = dict(self.weights_info)
             res["notes"] = list(self.notes)
             return res
 
@@ -344,6 +357,8 @@ class _Run:
             res = {"heldout": make_inputs(r.variant, r.resolution, r.heldout, d / "heldout.npy", **kw)}
             if r.calibration:
                 res["calibration"] = make_inputs(r.variant, r.resolution, r.calibration, d / "calibration.npy", **kw)
+            if r.variant.is_encoder_block:
+                res["notes"] = [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
             return res
 
         return self.cache.run("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
