@@ -47,7 +47,7 @@ from .toolchains import (
     parse_qnn_versions,
     probe_problems,
     reinstall_hint,
-    resolve_toolchain,
+    resolve_toolchains,
     version_key,
     worker_command,
     worker_env,
@@ -529,7 +529,7 @@ def compile_across_versions(
     if not specs:
         raise UsageError("No QNN version given.")
     target = target or HtpTarget()
-    toolchains = [resolve_toolchain(s, toolchains_root) for s in specs]  # all problems before any work
+    toolchains = resolve_toolchains(specs, toolchains_root)  # every problem before any work
     cache = cache or StageCache()
     context_name = context_name or f"{model.stem}_ctx.onnx"
     binary_name = f"{Path(context_name).stem}_qnn.bin"

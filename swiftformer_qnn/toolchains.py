@@ -279,6 +279,23 @@ def resolve_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Toolc
     )
 
 
+def resolve_toolchains(specs: Sequence[QnnToolchainSpec], root: Path | None = None) -> list[ToolchainStatus]:
+    """`resolve_toolchain` for several versions, naming every missing one in a single error."""
+    statuses = [inspect_toolchain(s, root) for s in specs]
+    for status in statuses:
+        if status.state is ToolchainState.BROKEN:
+            resolve_toolchain(status.spec, root)  # raises with the reinstall hint
+    missing = [s.spec for s in statuses if s.state is ToolchainState.NOT_INSTALLED]
+    if len(missing) == 1:
+        resolve_toolchain(missing[0], root)
+    if missing:
+        raise ToolchainError(
+            f"The QNN toolchains {', '.join(s.qnn_version for s in missing)} are not installed.",
+            hint=f"Install them: swiftformer-qnn toolchains install {' '.join(s.major_minor for s in missing)}.",
+        )
+    return statuses
+
+
 # ---------------------------------------------------------------------------------------------
 # Running the worker in a toolchain
 

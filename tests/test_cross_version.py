@@ -228,7 +228,13 @@ def test_bad_requests_fail_before_any_work(xs_qdq, tmp_path):
         compile_across_versions(xs_qdq, "2.51,2.99", out)
     with pytest.raises(ToolchainError, match="not installed") as err:
         compile_across_versions(xs_qdq, "2.49,2.51", out, toolchains_root=tmp_path / "empty")
-    assert "toolchains install 2.49" in err.value.one_line()
+    assert "toolchains install 2.49." in err.value.one_line()
+    with pytest.raises(ToolchainError) as err:
+        compile_across_versions(xs_qdq, "all", out, toolchains_root=tmp_path / "empty")
+    assert err.value.one_line() == (
+        "The QNN toolchains 2.47.0, 2.48.40, 2.49.40, 2.50.40 are not installed. "
+        "Install them: swiftformer-qnn toolchains install 2.47 2.48 2.49 2.50."
+    )
     make_fake_toolchain(tmp_path / "tc", get_toolchain_spec("2.49"), marker=False)
     with pytest.raises(ToolchainError, match="broken"):
         compile_across_versions(xs_qdq, "2.49", out, toolchains_root=tmp_path / "tc")

@@ -35,6 +35,17 @@ def render_progress_event(event) -> None:
     err_console.print(f"{event.subject}: {step}{detail}{elapsed}", highlight=False, soft_wrap=True)
 
 
+def _short_location(location: Path | None, root: Path) -> str:
+    """Inside the root (named in the title): the directory name; elsewhere: the path, ~ for home."""
+    if location is None:
+        return "-"
+    if location.parent == root:
+        return location.name
+    home = str(Path.home())
+    text = str(location)
+    return "~" + text[len(home):] if text.startswith(home + "/") else text
+
+
 @toolchains_app.command("list")
 @guarded
 def list_cmd(
@@ -67,7 +78,7 @@ def list_cmd(
             s.spec.onnxruntime_qnn,
             s.spec.onnxruntime,
             f"[{styles[s.state]}]{state}[/]",
-            str(s.location) if s.location else "-",
+            _short_location(s.location, root),
         )
     console.print(table)
     if broken:
