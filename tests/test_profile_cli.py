@@ -164,6 +164,7 @@ def test_timeout_then_rerun_resumes_without_new_jobs(hub, exports, tmp_path):
     first = invoke(*args, "--timeout", "0.3")
     assert first.exit_code == 2
     assert "still running" in first.stderr and "Rerun the same command to resume" in first.stderr
+    assert "compile job j" in first.stderr and "optimizing model" in first.stderr  # state changes shown
     submitted = hub.count("POST", "/api/v1/jobs/")
     assert submitted == 1
 

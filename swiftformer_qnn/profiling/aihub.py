@@ -476,6 +476,7 @@ class _Track:
     profile_job: Any = None
     resumed: dict[str, bool] = field(default_factory=dict)
     poll_errors: int = 0
+    last_state: str | None = None  # to report each state change of a job once
 
 
 class HubSession:
@@ -647,6 +648,11 @@ class HubSession:
             with _quiet():
                 status = job.get_status()
             track.poll_errors = 0
+            state = f"{job.job_id}:{status.code}"
+            if state != track.last_state and not status.finished:
+                stage = "profile" if job is track.profile_job else "compile"
+                self.progress(f"{track.target.label}: {stage} job {job.job_id} {status.code.lower().replace('_', ' ')}")
+            track.last_state = state
             return status
         except _transient_errors() as exc:
             track.poll_errors += 1
@@ -752,7 +758,9 @@ class HubSession:
         metadata = self._call(lambda: target_model.metadata, f"reading the compiled model's metadata ({t.label})", cj.url)
         versions = {getattr(k, "name", str(k)): v for k, v in (metadata or {}).items()}
         qairt = versions.get("QAIRT_SDK_VERSION") or versions.get("QNN_SDK_VERSION")
-        qnn_label = t.qnn or _short_version(qairt) or "default"
+        # A pinned version names the file as asked; "default"/"latest" name the one AI Hub used.
+        pinned = t.qnn if t.qnn not in (None, "default", "latest") else None
+        qnn_label = pinned or _short_version(qairt) or t.qnn or "default"
         stem = profile_stem(t.model.variant, t.model.precision, qnn_label, device.name or "device")
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
