@@ -652,9 +652,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_partials(root: Path, spec: QnnToolchainSpec) -> None:
-    """Leftovers of installs whose process died (a killed install cannot clean up after itself)."""
-    for p in root.glob(f".{spec.name}.partial-*"):
-        m = re.match(rf"\.{re.escape(spec.name)}\.partial-(\d+)-", p.name)
+    """Leftovers of installs or removals whose process died (a killed one cannot clean up)."""
+    for p in root.glob(f".{spec.name}.*"):
+        m = re.match(rf"\.{re.escape(spec.name)}\.(?:partial|old|removing)-(\d+)(?:-|$)", p.name)
         if m and not _pid_alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
 

@@ -350,6 +350,7 @@ def test_partials_of_dead_installs_are_swept(tmp_path):
     live = root / f".{SPEC_249.name}.partial-{os.getpid()}-xyz"  # another install still running
     stale.mkdir(parents=True)
     live.mkdir()
+    (root / f".{SPEC_249.name}.removing-{dead.pid}").mkdir()  # a removal killed midway
     with pytest.raises(ToolchainError):
         install_toolchain(SPEC_249, root=root, installer=_DiskFillingInstaller())
     assert leftovers(root) == [live.name]
