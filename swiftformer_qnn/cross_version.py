@@ -638,3 +638,27 @@ def read_report(directory: Path) -> CrossVersionReport | None:
         return CrossVersionReport.model_validate_json(path.read_text())
     except ValueError:
         return None
+
+
+def compile_versions_into(
+    model: Path,
+    versions: str | Sequence[str] | Sequence[QnnToolchainSpec],
+    out: Path,
+    *,
+    force: bool = False,
+    use_cache: bool = True,
+    **kwargs,
+) -> CrossVersionReport:
+    """`compile_across_versions` into a directory of its own, built beside `out` and renamed
+    into place when every version has finished (an interrupted run leaves no `out`).
+
+    The one entry point of `toolchains compare`, `compile --qnn` and `export --qnn`.
+    """
+    from .artifacts import staged_output_dir
+    from .errors import OutputDirError
+
+    out = Path(out)
+    if out.exists() and not force:  # say so now, not after the compiles
+        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
+    with staged_output_dir(out, force=force) as work:
+        return compile_across_versions(model, versions, work, cache=StageCache(enabled=use_cache), **kwargs)

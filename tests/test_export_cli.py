@@ -68,3 +68,20 @@ def test_compile_an_existing_qdq_model(tmp_path):
     not_onnx.write_text("hello")
     res = runner.invoke(app, ["compile", str(not_onnx)])
     assert res.exit_code == 2 and "is not an ONNX model" in res.output
+
+
+def test_export_with_qnn_compiles_each_version_beside_the_export(tmp_path):
+    # 2.51 is the main environment's toolchain: no install needed, so this runs in the default tier.
+    out = tmp_path / "enc"
+    res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
+                              "--heldout-count", "2", "--output-dir", str(out), "--qnn", "2.51"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "qnn-versions" / "cross_version.json").read_text())
+    (version,) = report["versions"]
+    assert version["qnn_version"] == "2.51.0" and version["status"] == "ok"
+    assert (out / "qnn-versions" / "qnn-2.51.0").is_dir()
+    assert "nothing" in res.output and "device latency" in res.output
+
+    res = runner.invoke(app, ["export", "--variant", "encoder", "--qnn", "3.0", "--output-dir", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "Unknown QNN version '3.0'" in res.output
+    assert not (tmp_path / "x").exists()

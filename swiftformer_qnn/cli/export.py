@@ -53,6 +53,7 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace an output directory that holds a different request.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
+    qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Needs `toolchains install`.")] = None,
 ) -> None:
     """Export a SwiftFormer to ONNX, quantize it on calibration images and compile it for the
     Snapdragon NPU with the local QNN toolchain, checking every step still computes the model."""
@@ -69,9 +70,27 @@ def export(
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
         min_sqnr=min_sqnr, opset=opset, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
     )
+    specs = _qnn_toolchains(qnn)  # a bad or missing toolchain fails now, not after the export
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
     render_export_summary(console, result)
+    if specs:
+        from ..pipeline import compile_export_across_versions
+        from .toolchains import exit_if_failed, render_cross_version, render_progress_event
+
+        report = compile_export_across_versions(result, specs, use_cache=not no_cache, progress=render_progress_event)
+        render_cross_version(report, result.directory / "qnn-versions")
+        exit_if_failed(report)
+
+
+def _qnn_toolchains(qnn: str | None):
+    if qnn is None:
+        return None
+    from ..toolchains import parse_qnn_versions, resolve_toolchains
+
+    specs = parse_qnn_versions(qnn)
+    resolve_toolchains(specs)
+    return specs
 
 
 @app.command(name="compile")
@@ -82,10 +101,29 @@ def compile_(
     fp16: Annotated[bool, typer.Option("--fp16", help="Compile a float graph with the HTP's fp16 mode.")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="Where to write. Default: <model>-qnn-<soc> beside the model.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    qnn: Annotated[str | None, typer.Option(help="Compile with these QNN versions instead (2.47,2.49,2.51 or all), side by side, and compare them.")] = None,
 ) -> None:
     """Compile an existing ONNX model to a QNN context binary for the Snapdragon NPU (local QNN)."""
     from ..pipeline import CompileRequest, run_compile
 
+    specs = _qnn_toolchains(qnn)
+    if specs:
+        from ..cross_version import compile_versions_into
+        from ..qnn import HtpTarget
+        from ..targets import get_soc
+        from .toolchains import exit_if_failed, render_cross_version, render_progress_event
+
+        if not model.is_file():
+            from ..errors import UsageError
+
+            raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
+        chip = get_soc(soc)
+        out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
+        report = compile_versions_into(model, specs, out, force=force, progress=render_progress_event,
+                                       target=HtpTarget(chip.soc_model, chip.htp_arch, fp16=fp16))
+        render_cross_version(report, out)
+        exit_if_failed(report)
+        return
     with ExportProgress(err_console) as progress:
         result = run_compile(CompileRequest(model, soc=soc, fp16=fp16, output_dir=output_dir, force=force),
                              progress=progress.on_event)

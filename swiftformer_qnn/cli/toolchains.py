@@ -162,8 +162,7 @@ def compare_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if a result is cached.")] = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..artifacts import StageCache, staged_output_dir
-    from ..cross_version import compile_across_versions, render_markdown
+    from ..cross_version import compile_versions_into, render_markdown
     from ..errors import UsageError
     from ..qnn import HtpTarget
     from ..targets import get_soc
@@ -175,25 +174,19 @@ def compare_cmd(
     chip = get_soc(soc)
     target = HtpTarget(soc_model=chip.soc_model, htp_arch=chip.htp_arch, fp16=fp16)
     out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
-    if out.exists() and not force:  # say so now, not after the compiles
-        from ..errors import OutputDirError
-
-        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
-    with staged_output_dir(out, force=force) as work:
-        report = compile_across_versions(
-            model,
-            specs,
-            work,
-            target=target,
-            emulate=emulate,
-            jobs=jobs,
-            cache=StageCache(enabled=not no_cache),
-            progress=render_progress_event,
-        )
+    report = compile_versions_into(
+        model, specs, out, force=force, use_cache=not no_cache,
+        target=target, emulate=emulate, jobs=jobs, progress=render_progress_event,
+    )
     if markdown:
         console.print(render_markdown(report), markup=False, highlight=False, soft_wrap=True)
     else:
         render_cross_version(report, out)
+    exit_if_failed(report)
+
+
+def exit_if_failed(report) -> None:
+    """Exit 1 when a QNN version did not compile (the others' results are already written)."""
     if report.failed:
         err_console.print(
             f"{len(report.failed)} of {len(report.versions)} QNN version(s) did not compile: "

@@ -7,8 +7,9 @@ from .orchestrator import (
     ExportResult,
     StageEvent,
     Until,
+    compile_export_across_versions,
     run_compile,
     run_export,
 )
 
-__all__ = ["STAGE_TITLES", "CompileRequest", "ExportRequest", "ExportResult", "StageEvent", "Until", "run_compile", "run_export"]
+__all__ = ["STAGE_TITLES", "CompileRequest", "ExportRequest", "ExportResult", "StageEvent", "Until", "compile_export_across_versions", "run_compile", "run_export"]

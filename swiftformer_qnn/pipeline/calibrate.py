@@ -55,18 +55,29 @@ def encoder_host(dim: int) -> EncoderHost:
     )
 
 
-def capture_block_inputs(host_model, host: EncoderHost, images: np.ndarray) -> np.ndarray:
-    """Run the full model on images and keep what enters the host encoder block."""
+class _Captured(Exception):
+    """Raised by the hook: nothing after the block is needed, so the forward stops there."""
+
+
+def capture_block_inputs(host_model, host: EncoderHost, images: np.ndarray, batch: int = 8) -> np.ndarray:
+    """Run the full model's trunk on images and keep what enters the host encoder block."""
     import torch
 
     block = host_model.get_submodule(host.module_path)
     captured: list[np.ndarray] = []
-    handle = block.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().numpy().copy()))
+
+    def hook(_module, args):
+        captured.append(args[0].detach().numpy().copy())
+        raise _Captured
+
+    handle = block.register_forward_pre_hook(hook)
     try:
         with torch.no_grad():
-            for i in range(images.shape[0]):
-                # Only the trunk up to the block matters; the head is cheap enough to keep it simple.
-                host_model.forward_features(torch.from_numpy(images[i : i + 1]))
+            for i in range(0, images.shape[0], batch):
+                try:
+                    host_model.forward_features(torch.from_numpy(images[i : i + batch]))
+                except _Captured:
+                    pass
     finally:
         handle.remove()
     return np.concatenate(captured).astype(np.float32)

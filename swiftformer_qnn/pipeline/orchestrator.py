@@ -509,3 +509,25 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
                                   wall_s=round(time.perf_counter() - started, 3))
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     return ExportResult(out, manifest)
+
+
+def compile_export_across_versions(result: ExportResult, versions, *, use_cache: bool = True, progress=None):
+    """Compile an export's QDQ model with each QNN toolchain in `versions` into
+    `<export>/qnn-versions/` (replacing an earlier comparison), emulating each binary on the
+    export's held-out sample so fidelity is measured on a real input."""
+    import numpy as np
+    import onnx
+
+    from ..cross_version import compile_versions_into
+    from ..qnn import HtpTarget
+
+    req = result.manifest.request
+    model = result.artifact("quantize", "model.qdq.onnx")
+    inputs = None
+    sample = result.directory / "sample_input.npy"
+    if sample.is_file():
+        name = onnx.load(str(model), load_external_data=False).graph.input[0].name
+        inputs = {name: np.load(sample)}
+    target = HtpTarget(req["soc_model"], req["htp_arch"], fp16=req["precision"] == Precision.FP16.value)
+    return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True, use_cache=use_cache,
+                                 target=target, inputs=inputs, progress=progress)
