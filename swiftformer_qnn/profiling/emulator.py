@@ -236,7 +236,7 @@ def profile_on_emulator(
     has_trace = trace_path.exists()
     # The graph places renamed ops of a float (fp16) model, whose trace names no tensors.
     ops = attribute_ops(parse_qnn_profile_csv(csv_path, trace_path if has_trace else None), variant, graph=graph)
-    note = NOT_LATENCY + f" Raw QNN output beside this profile: {PROFILE_CSV}"
+    note = NOT_LATENCY + f" Raw QNN output kept with this profile (`profile` puts it in <profile stem>.raw/): {PROFILE_CSV}"
     if has_trace:
         note += f", {OP_TRACE_JSON}."
     elif is_context:
