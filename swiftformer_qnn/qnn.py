@@ -253,6 +253,7 @@ def compile_context_binary(
     binary = context_onnx.parent / (cache.decode() if isinstance(cache, bytes) else str(cache))
     sdk = attrs.get("ep_sdk_version")
     source_nodes = len(onnx.load(str(model_path), load_external_data=False).graph.node)
+    trace = context_onnx.parent / OP_TRACE_FILE
     return CompiledContext(
         context_onnx=context_onnx,
         context_binary=binary,
@@ -260,9 +261,26 @@ def compile_context_binary(
         qnn_sdk_version=qnn_sdk_version(),
         compile_s=compile_s,
         source_nodes=source_nodes,
-        # CPU fallback is off: a session exists only if the HTP took every node.
+        # CPU fallback is off: a session exists only if the QNN EP took every node (onnxruntime
+        # offers no per-node assignment to count; the op trace renames nodes after its own
+        # layout transforms, so it cannot be matched name by name).
         htp_nodes=source_nodes,
+        extra=htp_ops_from_trace(trace) if op_trace and trace.is_file() else {},
     )
+
+
+OP_TRACE_FILE = "qnn_op_trace.json"  # QNN's fixed name for the framework op trace
+
+
+def htp_ops_from_trace(trace_path: Path) -> dict:
+    """What QNN built: the number of HTP ops and their QNN op types, from the op trace."""
+    import json
+    from collections import Counter
+
+    data = json.loads(Path(trace_path).read_text())
+    ops = [m for g in data.get("subgraph_traces", []) for m in g.get("op_mappings", [])]
+    types = Counter(m.get("dst_qnn_op_type", "?") for m in ops)
+    return {"htp_op_count": len(ops), "htp_op_types": dict(sorted(types.items()))}
 
 
 def run_on_htp(model_path: Path, feeds: dict, target: HtpTarget, **session_kwargs) -> list:

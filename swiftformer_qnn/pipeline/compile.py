@@ -25,6 +25,8 @@ def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
         "source_nodes": compiled.source_nodes,
         "htp_nodes": compiled.htp_nodes,
         "htp_fraction": compiled.htp_fraction,
+        "htp_coverage_basis": "compiled with CPU fallback disabled: onnxruntime assigned every node to the QNN EP",
+        **compiled.extra,  # htp_op_count, htp_op_types from QNN's op trace
         "context_binary_bytes": (out_dir / "model.ctx_qnn.bin").stat().st_size,
         "compile_s": round(compiled.compile_s, 3),
     }
