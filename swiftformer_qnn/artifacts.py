@@ -151,10 +151,12 @@ class StageCache:
             rec = StageRecord.model_validate_json(meta.read_text())
         except ValueError:
             return None
-        # A cache entry whose files were tampered with or half-deleted is ignored.
+        # An entry whose files were deleted or changed is ignored. Cached files are hard-linked
+        # into output directories, so an edit made there in place would reach the cache: the
+        # content hash, not just the size, is what makes a hit.
         for out in rec.outputs.values():
             p = d / out.path
-            if not p.is_file() or p.stat().st_size != out.bytes:
+            if not p.is_file() or p.stat().st_size != out.bytes or sha256_file(p) != out.sha256:
                 return None
         return rec, d
 
@@ -195,10 +197,15 @@ class StageCache:
                 name=name, key=key, wall_s=round(wall, 3), options=options, inputs=inputs, outputs=files, results=results
             )
             (work / "stage.json").write_text(rec.model_dump_json(indent=2))
-            if final.exists():  # another process finished the same stage first
-                shutil.rmtree(work, ignore_errors=True)
-            else:
-                work.rename(final)
+            if final.exists():
+                if self.lookup(name, key) is not None:  # another process finished the same stage first
+                    shutil.rmtree(work, ignore_errors=True)
+                    return rec, final
+                # A damaged entry (its files changed or went missing): replace it.
+                stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
+                final.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            work.rename(final)
             return rec, final
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)

@@ -73,11 +73,10 @@ class _Model(BaseModel):
 class Fidelity(_Model):
     """The compiled binary on the HTP emulator vs the QDQ model on onnxruntime's CPU EP, same input."""
 
-    # A zero reference with a nonzero difference has SQNR -inf; keep it distinct from None.
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
     max_abs_diff: float
     cosine: float
-    sqnr_db: float | None  # None: identical outputs (infinite SQNR)
+    sqnr_db: float | None  # None: identical outputs (`exact`) or an all-zero reference (undefined)
+    exact: bool = False
 
 
 class VersionResult(_Model):
@@ -151,25 +150,19 @@ class CrossVersionReport(_Model):
 
 
 def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Fidelity:
-    """Max abs diff, cosine similarity and SQNR of `candidate` against `reference` (all outputs)."""
+    """Max abs diff, cosine similarity and SQNR of `candidate` against `reference`, all outputs
+    flattened into one vector (the pipeline's `compare_outputs` on a single sample)."""
+    from .pipeline.fidelity import compare_outputs
+
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference outputs vs {len(candidate)}")
     ref = np.concatenate([np.asarray(r, dtype=np.float64).ravel() for r in reference])
     got = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in candidate])
     if ref.shape != got.shape:
         raise ValueError(f"output sizes differ: {ref.size} vs {got.size}")
-    err = ref - got
-    noise = float(np.sum(err**2))
-    norms = float(np.linalg.norm(ref) * np.linalg.norm(got))
-    cosine = float(np.dot(ref, got) / norms) if norms > 0 else float(noise == 0.0)
-    signal = float(np.sum(ref**2))
-    if noise == 0.0:
-        sqnr = None
-    elif signal == 0.0:
-        sqnr = float("-inf")
-    else:
-        sqnr = 10.0 * float(np.log10(signal / noise))
-    return Fidelity(max_abs_diff=float(np.max(np.abs(err))) if err.size else 0.0, cosine=cosine, sqnr_db=sqnr)
+    figures = compare_outputs(ref[None], got[None], classify=False)
+    return Fidelity(max_abs_diff=figures["max_abs_diff"], cosine=figures["cosine_min"], sqnr_db=figures["sqnr_db"],
+                    exact=figures["exact"])
 
 
 def diff_op_types(before: dict[str, int], after: dict[str, int]) -> list[OpTypeChange]:
@@ -226,7 +219,10 @@ def table_rows(report: CrossVersionReport) -> list[dict[str, str]]:
     for v in report.versions:
         f = v.fidelity
         if v.status == "ok":
-            sqnr = "inf" if f is not None and f.sqnr_db is None else _fmt(f.sqnr_db if f else None, ".1f")
+            if f is not None and f.sqnr_db is None:
+                sqnr = "exact" if f.exact else "undefined"
+            else:
+                sqnr = _fmt(f.sqnr_db if f else None, ".1f")
             rows.append(
                 {
                     "QNN": v.qnn_version,
@@ -658,7 +654,21 @@ def compile_versions_into(
     from .errors import OutputDirError
 
     out = Path(out)
+    _require_onnx(Path(model))
     if out.exists() and not force:  # say so now, not after the compiles
         raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
     with staged_output_dir(out, force=force) as work:
         return compile_across_versions(model, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
+
+
+def _require_onnx(model: Path) -> None:
+    import onnx
+
+    from .errors import UsageError
+
+    if not model.is_file():
+        raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
+    try:
+        onnx.load(str(model), load_external_data=False)
+    except Exception:
+        raise UsageError(f"{model} is not an ONNX model.", hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).") from None

@@ -80,14 +80,17 @@ def get_variant(name: str, *, encoder_dim: int | None = None, encoder_hw: int | 
             f"Unknown variant {name!r}.", hint=f"Choose one of: {', '.join(VARIANTS)}."
         )
     variant = VARIANTS[key]
-    if (encoder_dim or encoder_hw) and not variant.is_encoder_block:
-        raise UsageError("--encoder-dim/--encoder-size apply only to --variant encoder.")
-    if variant.is_encoder_block and (encoder_dim or encoder_hw):
+    if encoder_dim is not None and not variant.is_encoder_block:
+        raise UsageError("--encoder-dim applies only to --variant encoder.")
+    for name, value in (("--encoder-dim", encoder_dim), ("--resolution", encoder_hw)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} {value} must be a positive number.")
+    if variant.is_encoder_block and (encoder_dim is not None or encoder_hw is not None):
         from dataclasses import replace
 
         variant = replace(
             variant,
-            encoder_dim=encoder_dim or variant.encoder_dim,
-            encoder_hw=encoder_hw or variant.encoder_hw,
+            encoder_dim=encoder_dim if encoder_dim is not None else variant.encoder_dim,
+            encoder_hw=encoder_hw if encoder_hw is not None else variant.encoder_hw,
         )
     return variant

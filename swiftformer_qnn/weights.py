@@ -16,7 +16,6 @@ pipeline uses and the only place that raises `WeightsError` for a checkpoint tha
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import re
 import warnings
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .artifacts import sha256_file
 from .errors import WeightsError
 from .model import AttentionForm, set_attention_form
 from .variants import VARIANTS, BlockKind, Variant
@@ -191,15 +191,6 @@ def _strip_global_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else ""
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +548,7 @@ def load_weights(
     effective = AttentionForm(attention_requested) if attention_requested is not None else implied
     set_attention_form(model, effective)
     notes.extend(_attention_notes(fmt, implied, effective, raw.metadata))
-    return LoadedWeights(path, fmt, file_sha256(path), implied, effective, notes)
+    return LoadedWeights(path, fmt, sha256_file(path), implied, effective, notes)
 
 
 def _encoder_block_weights(

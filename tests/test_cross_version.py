@@ -58,10 +58,11 @@ def test_fidelity_rejects_mismatched_outputs():
 
 def test_zero_reference_sqnr_survives_json_distinct_from_identical():
     f = fidelity([np.zeros(4)], [np.full(4, 0.1)])
-    assert f.sqnr_db == float("-inf") and f.cosine == 0.0
+    assert f.sqnr_db is None and not f.exact and f.cosine == 0.0
     again = Fidelity.model_validate_json(f.model_dump_json())
-    assert again.sqnr_db == float("-inf")
-    assert Fidelity.model_validate_json(Fidelity(max_abs_diff=0, cosine=1, sqnr_db=None).model_dump_json()).sqnr_db is None
+    assert again == f
+    same = fidelity([np.ones(4)], [np.ones(4)])
+    assert same.sqnr_db is None and same.exact and Fidelity.model_validate_json(same.model_dump_json()).exact
 
 
 def test_diff_op_types_lists_changes_biggest_first():

@@ -85,3 +85,16 @@ def test_export_with_qnn_compiles_each_version_beside_the_export(tmp_path):
     res = runner.invoke(app, ["export", "--variant", "encoder", "--qnn", "3.0", "--output-dir", str(tmp_path / "x")])
     assert res.exit_code == 2 and "Unknown QNN version '3.0'" in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_qnn_with_until_onnx_is_refused_before_any_work(tmp_path):
+    res = runner.invoke(app, ["export", "--variant", "encoder", "--until", "onnx", "--qnn", "2.51",
+                              "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--until onnx" in res.output and not (tmp_path / "o").exists()
+
+
+def test_compile_qnn_on_a_non_onnx_file_is_one_line(tmp_path):
+    bad = tmp_path / "x.onnx"
+    bad.write_text("hello")
+    res = runner.invoke(app, ["compile", str(bad), "--qnn", "2.51"])
+    assert res.exit_code == 2 and "is not an ONNX model" in res.output and "Traceback" not in res.output

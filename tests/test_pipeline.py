@@ -52,7 +52,11 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
 
     compiled = m.stage("compile").results
     assert compiled["soc_model"] == 43 and compiled["htp_arch"] == 73
-    assert compiled["htp_fraction"] == 1.0
+    # Coverage is 100% by construction (CPU fallback disabled); what QNN built is measured.
+    assert compiled["htp_fraction"] == 1.0 and "fallback disabled" in compiled["htp_coverage_basis"]
+    assert 0 < compiled["htp_op_count"] < compiled["source_nodes"]
+    assert sum(compiled["htp_op_types"].values()) == compiled["htp_op_count"]
+    assert {"Conv2d", "DepthWiseConv2d", "FullyConnected", "Gelu"} <= set(compiled["htp_op_types"])
     assert compiled["qnn_sdk_version"] == qnn_sdk_version()
     assert compiled["ep_sdk_version"].startswith("v" + qnn_sdk_version())
 
@@ -227,6 +231,12 @@ def test_calibration_folder_problems(tmp_path):
         ({"precision": "int4"}, "Unknown precision"),
         ({"soc": "sm9999"}, "Unknown SoC"),
         ({"resolution": 70}, "multiple of 32"),
+        ({"opset": 5}, "--opset 5 is outside 11..20"),
+        ({"opset": 23}, "--opset 23 is outside 11..20"),
+        ({"variant": "encoder", "encoder_dim": 0}, "--encoder-dim 0 must be a positive number"),
+        ({"variant": "encoder", "resolution": 0}, "--resolution 0 must be a positive number"),
+        ({"variant": "encoder", "encoder_dim": 100}, "No SwiftFormer stage is 100 channels wide"),
+        ({"variant": "l1", "encoder_dim": 96}, "--encoder-dim applies only to --variant encoder"),
     ],
 )
 def test_bad_options_fail_before_any_work(tmp_path, kw, match):
@@ -279,3 +289,41 @@ def test_encoder_block_from_a_full_l1_checkpoint_calibrates_on_that_l1(tmp_path)
         x = l1.stage1.downsample(l1.stage0(l1.stem(torch.from_numpy(preprocess_all(images, 128)))))
         x = l1.stage1.block1_conv_encoder(l1.stage1.block0_conv_encoder(x))
     np.testing.assert_allclose(heldout, x.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_cached_file_edited_in_an_output_directory_is_not_reused(tmp_path):
+    first = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "a", **SMALL))
+    # Output files are hard links into the stage cache; an in-place edit must not poison it.
+    with open(first.directory / "model.sim.onnx", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    second = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "b", **SMALL))
+    assert second.manifest.stage("export").cached
+    assert not second.manifest.stage("simplify").cached
+
+
+def test_changed_stage_code_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    import swiftformer_qnn.pipeline.orchestrator as orch
+
+    run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "a", **SMALL))
+    real = orch._code_version
+
+    def edited(*modules):
+        return real(*modules) + ("-edited" if "pipeline.validate" in modules else "")
+
+    monkeypatch.setattr(orch, "_code_version", edited)
+    again = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "b", **SMALL))
+    assert {s.name: s.cached for s in again.manifest.stages} == {
+        "export": True, "simplify": True, "inputs": True, "validate": False}
+
+
+def test_identical_outputs_give_an_exact_sqnr_that_survives_json():
+    from swiftformer_qnn.pipeline.fidelity import compare_outputs, sqnr_below
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    same = json.loads(json.dumps(compare_outputs(x, x.copy(), classify=True)))
+    assert same["exact"] and same["sqnr_db"] is None and not sqnr_below(same, 100)
+    zero = compare_outputs(np.zeros((1, 3)), np.ones((1, 3)), classify=False)
+    assert zero["sqnr_db"] is None and not zero["exact"] and sqnr_below(zero, 0) and zero["cosine_min"] == 0.0
+    noisy = compare_outputs(x, x + 0.01, classify=False)
+    assert 40 < noisy["sqnr_db"] < 60 and not sqnr_below(noisy, 30) and sqnr_below(noisy, 70)

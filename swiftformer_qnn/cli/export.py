@@ -70,6 +70,9 @@ def export(
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
         min_sqnr=min_sqnr, opset=opset, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
     )
+    if qnn is not None and until_stage is Until.ONNX:
+        raise UsageError("--qnn compiles the quantized model, which --until onnx does not make.",
+                         hint="Drop --until onnx, or --qnn.")
     specs = _qnn_toolchains(qnn)  # a bad or missing toolchain fails now, not after the export
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
@@ -113,10 +116,6 @@ def compile_(
         from ..targets import get_soc
         from .toolchains import exit_if_failed, render_cross_version, render_progress_event
 
-        if not model.is_file():
-            from ..errors import UsageError
-
-            raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
         chip = get_soc(soc)
         out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
         report = compile_versions_into(model, specs, out, force=force, progress=render_progress_event,

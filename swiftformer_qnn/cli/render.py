@@ -79,8 +79,9 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             f"Context binary: [bold]{result.directory / 'model.ctx_qnn.bin'}[/] "
             f"(QNN {compile_.results['qnn_sdk_version']}, {compile_.results['ep_sdk_version']}), "
             f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
-            "or the .bin with QNN's qnn-net-run --retrieve_context; `swiftformer-qnn profile --from "
-            f"{result.directory}` measures it on a device through Qualcomm AI Hub."
+            "or the .bin with QNN's qnn-net-run --retrieve_context. `swiftformer-qnn profile --from "
+            f"{result.directory}` profiles this export's QDQ model on a phone through Qualcomm AI Hub "
+            "(AI Hub compiles it again for the QAIRT version it runs)."
         )
     console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
 
@@ -109,6 +110,12 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
     if name == "verify":
         q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
         top1 = f", top-1 agreement {q['top1_agreement']:.0%}" if "top1_agreement" in q else ""
-        return (f"SQNR {q['sqnr_db']:.1f} dB (min {r['min_sqnr_db']:g}), cosine {q['cosine_mean']:.4f}{top1} "
-                f"on {q['samples']} held-out; HTP emulator vs CPU QDQ: cosine {e['cosine_min']:.4f}, SQNR {e['sqnr_db']:.1f} dB")
+        return (f"SQNR {_db(q)} (min {r['min_sqnr_db']:g}), cosine {q['cosine_mean']:.4f}{top1} "
+                f"on {q['samples']} held-out; HTP emulator vs CPU QDQ: cosine {e['cosine_min']:.4f}, SQNR {_db(e)}")
     return ""
+
+
+def _db(figures: dict) -> str:
+    if figures.get("exact"):
+        return "exact"
+    return "undefined" if figures["sqnr_db"] is None else f"{figures['sqnr_db']:.1f} dB"

@@ -61,6 +61,13 @@ def find_images(root: Path, limit: int | None = None, *, what: str = "calibratio
 
     root = Path(root)
     if not root.is_dir():
+        if root.parent == shipped_calibration_dir():
+            # The photographs live in the repository's calibration/, which a wheel does not carry.
+            raise CalibrationError(
+                f"The shipped {what} photographs are not at {root} (installed from a wheel, not `pip install -e`?).",
+                hint=f"Pass --{'calibration' if what == 'calibration' else 'heldout'} DIR, or set {CALIBRATION_ENV} "
+                "to a checkout's calibration/ folder.",
+            )
         raise CalibrationError(
             f"The {what} folder {root} does not exist.", hint="Pass a folder of images (jpg, png, webp, ...)."
         )

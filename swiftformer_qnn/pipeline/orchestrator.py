@@ -7,6 +7,7 @@ directory, which is assembled in a temporary sibling and renamed into place at t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from .images import ImageSet, default_calibration_images, default_heldout_images
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
+MIN_OPSET, MAX_OPSET = 11, 20
 
 
 class Until(str, Enum):
@@ -134,6 +136,11 @@ def _resolve(req: ExportRequest) -> _Resolved:
         raise UsageError("--calibration-count and --heldout-count must be at least 1.")
     if req.resolution is not None and not is_block and (req.resolution < 32 or req.resolution % 32):
         raise UsageError(f"--resolution {req.resolution} is not a multiple of 32 (>= 32).", hint="SwiftFormer downsamples by 32.")
+    # The TorchScript exporter (dynamo=False, which keeps module paths in node names) stops at 20;
+    # below 11 it cannot express SwiftFormer's ops.
+    if not MIN_OPSET <= req.opset <= MAX_OPSET:
+        raise UsageError(f"--opset {req.opset} is outside {MIN_OPSET}..{MAX_OPSET}.",
+                         hint="Use 20 (native Gelu, which the QNN HTP accepts).")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
@@ -144,8 +151,10 @@ def _resolve(req: ExportRequest) -> _Resolved:
     else:
         weights_id = f"random(seed={RANDOM_SEED})"
     stages = STAGES_UNTIL[Until(req.until)]
-    if variant.is_encoder_block and variant.encoder_hw < 2:
-        raise UsageError(f"--resolution {variant.encoder_hw} is too small for the encoder block.")
+    if variant.is_encoder_block:
+        from .calibrate import encoder_host
+
+        encoder_host(variant.encoder_dim)  # no stage this wide: no real activations; say so before any work
     resolution = variant.encoder_hw if variant.is_encoder_block else (req.resolution or 224)
     needs_calibration = "quantize" in stages and precision.is_quantized
     calibration = (
@@ -189,7 +198,9 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         "min_sqnr": req.min_sqnr,
     }
     tools = tool_versions()
-    request_key = sha256_json({"request": {k: v for k, v in request.items() if k != "weights_path"}, "tools": tools})
+    code = {stage: _code_version(*mods) for stage, mods in STAGE_CODE.items()}
+    request_key = sha256_json({"request": {k: v for k, v in request.items() if k != "weights_path"}, "tools": tools,
+                               "code": code})
     target = Path(req.output_dir) if req.output_dir else default_output_dir(req, r)
 
     existing = read_manifest(target)
@@ -279,7 +290,9 @@ class _Run:
 
             host = encoder_host(self.r.variant.encoder_dim)
             torch.manual_seed(RANDOM_SEED)
-            model = build_model(host.variant, self.attention)
+            # The requested form, else normalize; load_weights below sets a full checkpoint's own.
+            # (Not self.attention: that depends on whether the export stage was a cache hit.)
+            model = build_model(host.variant, self.req.attention or "normalize")
             if self.req.weights is not None:
                 from ..weights import is_full_checkpoint, load_weights
 
@@ -293,6 +306,10 @@ class _Run:
         return self._host
 
     # --- stages -----------------------------------------------------------------------
+    def _cached(self, name: str, **kwargs):
+        """StageCache.run, keyed also on the source of the code the stage runs."""
+        return self.cache.run(name, extra_key={"code": _code_version(*STAGE_CODE[name])}, **kwargs)
+
     def _inputs_of(self, *names: tuple[str, str]) -> dict[str, str]:
         return {f"{s}/{o}": self.records[s].outputs[o].sha256 for s, o in names}
 
@@ -315,7 +332,7 @@ class _Run:
         shape = r.variant.input_shape(r.resolution)
         options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
                    "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
-                   "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"], "code": _code_version()}
+                   "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"]}
 
         def produce(d: Path) -> dict:
             res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
@@ -325,13 +342,13 @@ class _Run:
             res["notes"] = list(self.notes)
             return res
 
-        return self.cache.run("export", options=options, inputs={}, produce=produce, outputs=("model.onnx",))
+        return self._cached("export", options=options, inputs={}, produce=produce, outputs=("model.onnx",))
 
     def _stage_simplify(self):
         from .onnx_export import simplify_onnx
 
         src = self._path("export", "model.onnx")
-        return self.cache.run(
+        return self._cached(
             "simplify", options={"onnxsim": tool_versions(("onnxsim",))["onnxsim"]},
             inputs=self._inputs_of(("export", "model.onnx")),
             produce=lambda d: simplify_onnx(src, d / "model.sim.onnx"), outputs=("model.sim.onnx",),
@@ -346,8 +363,7 @@ class _Run:
                    "calibration": _image_set_id(r.calibration), "heldout": _image_set_id(r.heldout)}
         if r.variant.is_encoder_block:
             host = encoder_host(r.variant.encoder_dim)
-            options["host"] = {"module": host.describe(), "weights": r.weights_id, "attention": self.req.attention,
-                               "code": _code_version()}
+            options["host"] = {"module": host.describe(), "weights": r.weights_id, "attention": self.req.attention}
 
         def produce(d: Path) -> dict:
             kw = {}
@@ -361,7 +377,7 @@ class _Run:
                 res["notes"] = [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
             return res
 
-        return self.cache.run("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
+        return self._cached("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
 
     def _stage_validate(self):
         import numpy as np
@@ -375,7 +391,7 @@ class _Run:
             heldout = np.load(heldout_path)
             return validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
 
-        return self.cache.run(
+        return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
             inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "heldout.npy")), produce=produce,
         )
@@ -396,7 +412,7 @@ class _Run:
             inputs = self._inputs_of(("simplify", "model.sim.onnx"))
         options = {"precision": precision.value, "per_channel": True,
                    "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
-        return self.cache.run("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
+        return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
 
     def htp_target(self):
         from ..qnn import HtpTarget
@@ -410,7 +426,7 @@ class _Run:
         target = self.htp_target()
         options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
                    **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
-        return self.cache.run(
+        return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
             produce=lambda d: compile_stage(qdq, d, target), outputs=COMPILE_OUTPUTS,
         )
@@ -434,7 +450,7 @@ class _Run:
             return verify_fidelity(sim, qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
                                    classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr)
 
-        return self.cache.run(
+        return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
                                "qnn": tool_versions(("onnxruntime-qnn",))},
             inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("quantize", "model.qdq.onnx"),
@@ -443,13 +459,34 @@ class _Run:
         )
 
 
-def _code_version() -> str:
-    """Stages that run our model code are keyed on the package version (and its source
-    mtime in a development checkout), so editing the model invalidates cached exports."""
-    from .. import __version__
-    from .. import model as model_module
+_CODE_HASHES: dict[tuple[str, ...], str] = {}
 
-    return f"{__version__}:{int(Path(model_module.__file__).stat().st_mtime)}"
+
+def _code_version(*modules: str) -> str:
+    """Hash of the source of the modules a stage runs (default: the model), so a changed
+    implementation never reuses results made by the old one."""
+    modules = modules or ("model",)
+    if modules not in _CODE_HASHES:
+        from .. import __version__
+
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256(__version__.encode())
+        for name in modules:
+            h.update((root / (name.replace(".", "/") + ".py")).read_bytes())
+        _CODE_HASHES[modules] = h.hexdigest()[:16]
+    return _CODE_HASHES[modules]
+
+
+# Which source files each stage's result depends on (beyond its inputs and options).
+STAGE_CODE = {
+    "export": ("model", "weights", "pipeline.onnx_export"),
+    "simplify": ("pipeline.onnx_export",),
+    "inputs": ("model", "weights", "pipeline.images", "pipeline.calibrate"),
+    "validate": ("pipeline.validate", "pipeline.fidelity"),
+    "quantize": ("pipeline.quantize",),
+    "compile": ("qnn", "pipeline.compile"),
+    "verify": ("qnn", "pipeline.verify", "pipeline.fidelity"),
+}
 
 
 @dataclass(frozen=True)
@@ -499,7 +536,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     with staged_output_dir(out, force=True) as work:
         emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
         rec, d = StageCache(enabled=req.use_cache).run(
-            "compile", options=options, inputs={"quantize/model.qdq.onnx": model_hash},
+            "compile", options=options, extra_key={"code": _code_version(*STAGE_CODE["compile"])}, inputs={"quantize/model.qdq.onnx": model_hash},
             produce=lambda w: compile_stage(model, w, target), outputs=COMPILE_OUTPUTS,
         )
         for f in rec.outputs.values():

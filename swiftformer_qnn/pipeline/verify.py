@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import QuantizationFidelityError
 from ..qnn import HtpTarget, run_on_htp
 from ..targets import Precision
-from .fidelity import compare_outputs, run_cpu
+from .fidelity import compare_outputs, run_cpu, sqnr_below
 
 # Default --min-sqnr (dB of the quantized model's outputs against fp32, on held-out inputs).
 DEFAULT_MIN_SQNR = {Precision.W8A8: 10.0, Precision.W8A16: 20.0, Precision.FP16: 30.0}
@@ -51,9 +51,9 @@ def verify_fidelity(
     result = {"quantized_vs_fp32": quantization, "emulator_vs_quantized_cpu": emulator,
               "emulator_vs_fp32": emulator_vs_fp32, "min_sqnr_db": min_sqnr,
               "min_emulator_cosine": MIN_EMULATOR_COSINE}
-    if quantization["sqnr_db"] < min_sqnr:
+    if sqnr_below(quantization, min_sqnr):
         raise QuantizationFidelityError(
-            f"{precision.value} quantization broke the model: SQNR {quantization['sqnr_db']:.1f} dB "
+            f"{precision.value} quantization broke the model: SQNR {_db(quantization['sqnr_db'])} "
             f"< --min-sqnr {min_sqnr:g} on {quantization['samples']} held-out inputs"
             + (f" (top-1 agreement {quantization['top1_agreement']:.0%})." if classify else "."),
             hint="Try --precision w8a16, more or more representative --calibration images, or lower --min-sqnr knowingly.",
@@ -65,3 +65,7 @@ def verify_fidelity(
             hint="Compile with another QNN version (--qnn) and report it.",
         )
     return result
+
+
+def _db(value: float | None) -> str:
+    return "undefined (all-zero reference)" if value is None else f"{value:.1f} dB"
