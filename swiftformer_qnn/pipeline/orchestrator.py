@@ -207,7 +207,12 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
         return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
     if target.exists() and not req.force:
-        why = "holds an export of a different request" if existing else "exists and is not an export of this tool"
+        if existing is None:
+            why = "exists and is not an export of this tool"
+        elif existing.request == request:
+            why = "holds this export made by other code or tool versions (torch, onnxruntime, QNN, swiftformer-qnn)"
+        else:
+            why = "holds an export of a different request"
         raise OutputDirError(f"{target} {why}.", hint="Pass --force to replace it, or choose --output-dir.")
     _check_writable(target)
 
