@@ -4,8 +4,8 @@
     compile --request Q.json --result R.json  compile a QDQ model to a context binary, and
                                               optionally run it on the HTP emulator with a profile
 
-Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.errors` (which keep to
-onnx and onnxruntime): a toolchain environment holds nothing else. Results go to a JSON file,
+Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.errors` / `._atomic`
+(which keep to onnx and onnxruntime): a toolchain environment holds nothing else. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
 3 a known error (e.g. the HTP rejects an op), 4 an unexpected one; both still write the result.
 """
@@ -20,6 +20,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
+
+from ._atomic import write_text_atomic  # standard library only
 
 PROTOCOL = 1  # bump when the request/result format changes (it is part of the cache key)
 PROFILE_CSV = "htp_profile.csv"
@@ -156,9 +158,7 @@ def compile_request(request: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

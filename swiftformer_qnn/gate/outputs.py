@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from .._atomic import write_text_atomic
 from ..errors import OutputDirError
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus
 
@@ -64,8 +65,14 @@ def headline(v: GateVerdict) -> str:
 def describe_sides(v: GateVerdict) -> str:
     b, c = v.baseline, v.candidate
     if v.mode == "structure":
-        return (f"Compile manifests: baseline QNN {', '.join(b.qnn_versions)}; "
-                f"candidate QNN {', '.join(c.qnn_versions)} ({c.profiles} manifest{'s' * (c.profiles != 1)}).")
+        what = " ".join(str(x) for x in (b.variant, b.precision) if x)
+        shape = "x".join(map(str, b.input_shape or []))
+        s = v.rules.structure
+        return (f"Compile structure{' of ' + what if what else ''}{' ' + shape if shape else ''}: "
+                f"baseline QNN {', '.join(b.qnn_versions)}; candidate QNN {', '.join(c.qnn_versions)} "
+                f"({c.profiles} compile{'s' * (c.profiles != 1)}); limits: HTP coverage at least "
+                f"{s.min_htp_fraction * 100:g}%, HTP op count and context binary growth at most "
+                f"{s.max_op_count_growth * 100:g}% / {s.max_context_growth * 100:g}%.")
     qnn = f"QNN {', '.join(b.qnn_versions) or '?'} -> {', '.join(c.qnn_versions) or '?'}"
     shape = "x".join(map(str, c.input_shape or []))
     r = v.rules
@@ -183,9 +190,7 @@ def write_outputs(
             text = render[k](v)
             for p in paths:
                 p.parent.mkdir(parents=True, exist_ok=True)
-                tmp = p.with_name(f".{p.name}.tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(p)
+                write_text_atomic(p, text)
                 written.append(p)
         if step_summary is not None:
             with open(step_summary, "a", encoding="utf-8") as f:

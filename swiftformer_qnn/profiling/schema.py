@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._atomic import write_text_atomic
 from ..errors import ProfileError
 
 SCHEMA_VERSION = 1
@@ -59,7 +60,7 @@ class ModelInfo(_Strict):
 
 
 class TargetInfo(_Strict):
-    device: str  # e.g. "Samsung Galaxy S23 Ultra", or "HTP emulator (x86_64)"
+    device: str  # e.g. "Samsung Galaxy S23 Ultra", or "HTP emulator (x86_64)" (devices.EMULATOR_DEVICE)
     chipset: str | None = None  # e.g. "qualcomm-snapdragon-8gen2"
     soc_model: int | None = None
     htp_arch: int | None = None
@@ -161,10 +162,7 @@ class Profile(_Strict):
         """Write atomically (a reader never sees half a profile)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, self.model_dump_json(indent=2) + "\n")
 
 
 def load_profile(path: Path) -> Profile:
