@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._atomic import write_text_atomic
 from .errors import ToolchainError, UsageError
 
 TOOLCHAINS_ENV = "SWIFTFORMER_QNN_TOOLCHAINS"
@@ -90,25 +91,61 @@ def known_versions() -> str:
     return ", ".join(s.qnn_version for s in TOOLCHAINS)
 
 
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """The one parser of QNN / QAIRT version strings: "2.51", "v2.51.0", "qnn-2.49.40" or an
+    EPContext `ep_sdk_version` like "v2.51.0.260929181845" -> its numbers; None when `text`
+    is not a dotted version (at least major.minor)."""
+    if text is None:
+        return None
+    key = str(text).strip().lower().removeprefix("qnn-").removeprefix("qnn").removeprefix("v")
+    parts = key.split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+def version_key(v: str | None) -> tuple[int, ...]:
+    """Numeric sort key of a version ("2.9" < "2.17" < "2.51.0"); () for one that is not a version."""
+    return parse_version(v) or ()
+
+
+def short_version(v: str | None) -> str | None:
+    """major.minor.patch without a build suffix ("2.31.0.250130151446" -> "2.31.0"); None if not a version."""
+    parsed = parse_version(v)
+    return ".".join(map(str, parsed[:3])) if parsed else None
+
+
+def same_release(requested: str, actual: str) -> bool:
+    """Whether `requested` ("2.51", "2.51.0") names the release `actual` ("2.51.0.2609...") is.
+
+    major.minor names a release; a longer version must also match the patch; a build suffix is
+    ignored. Components compare as numbers, so "2.5" is not 2.51.
+    """
+    want, have = parse_version(requested), parse_version(actual)
+    if want is None or have is None:
+        return False
+    want, have = want[:3], have[:3]
+    return have[: len(want)] == want
+
+
+def split_versions(value: str | Sequence[str]) -> list[str]:
+    """`"2.47,2.51"` or `["2.49", "2.48,2.47"]` -> the stripped, non-empty tokens, in order."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [t.strip() for item in items for t in str(item).split(",") if t.strip()]
+
+
 def get_toolchain_spec(text: str) -> QnnToolchainSpec:
     """Resolve "2.49", "2.49.40", "v2.49.40" or an EPContext `ep_sdk_version` like
     "v2.51.0.260929181845" to its toolchain."""
-    key = text.strip().lower().removeprefix("qnn-").removeprefix("qnn").removeprefix("v")
-    parts = key.split(".")
-    if len(parts) >= 2 and all(p.isdigit() for p in parts):
-        for spec in TOOLCHAINS:
-            mine = spec.qnn_version.split(".")
-            # major.minor names the release; a longer version must match major.minor.patch
-            # (a build suffix, as in ep_sdk_version, is ignored).
-            if parts[:2] == mine[:2] and (len(parts) == 2 or parts[:3] == mine[:3]):
-                return spec
+    for spec in TOOLCHAINS:
+        if same_release(text, spec.qnn_version):
+            return spec
     raise UsageError(f"Unknown QNN version {text.strip()!r}.", hint=f"Known: {known_versions()} (or 'all').")
 
 
 def parse_qnn_versions(value: str | Sequence[str]) -> list[QnnToolchainSpec]:
     """Parse `--qnn 2.47,2.51` / `all` (or a list of such strings) into toolchains, oldest first."""
-    items = [value] if isinstance(value, str) else list(value)
-    tokens = [t.strip() for item in items for t in item.split(",") if t.strip()]
+    tokens = split_versions(value)
     if not tokens:
         raise UsageError("No QNN version given.", hint=f"Known: {known_versions()} (or 'all').")
     chosen: dict[str, QnnToolchainSpec] = {}
@@ -119,10 +156,6 @@ def parse_qnn_versions(value: str | Sequence[str]) -> list[QnnToolchainSpec]:
             spec = get_toolchain_spec(token)
             chosen[spec.qnn_version] = spec
     return sorted(chosen.values(), key=lambda s: version_key(s.qnn_version))
-
-
-def version_key(v: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", v))
 
 
 def toolchains_root() -> Path:
@@ -715,9 +748,7 @@ def install_toolchain(
             installer=installer.describe(),
             install_s=round(time.perf_counter() - started, 2),
         )
-        tmp_marker = work / f".{MARKER_NAME}.tmp"
-        tmp_marker.write_text(marker.model_dump_json(indent=2))
-        tmp_marker.replace(work / MARKER_NAME)
+        write_text_atomic(work / MARKER_NAME, marker.model_dump_json(indent=2))
         _move_into_place(work, final)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)

@@ -29,6 +29,13 @@ from ONNX (`/stage2/block9_swiftformer_encoder/attention/MatMul` becomes
 `_stage2_block9_swiftformer_encoder_attention_MatMul`), typed with QNN op names, timed by
 a simple MAC/element cost model in whole microseconds (AI Hub reports integers). The
 times are made up; the names and structure are the real graph's.
+
+That default names every op after its own node, one op per node: the naming the production
+code assumes, so it cannot show what attribution does when QNN does otherwise. `fused=True`
+builds the layers the way QNN's own op trace of a SwiftFormer shows it does (see
+`fuse_like_qnn`): activations squashed into the Conv before them, ReduceL2 decomposed into
+several ops that keep only a name prefix, and layout transposes inserted at 4-D graph inputs
+and outputs, which come from no ONNX node at all.
 """
 
 from __future__ import annotations
@@ -107,9 +114,11 @@ class Layer:
     type: str
     time_us: int
     onnx_node: str
+    # The ONNX nodes this op came from (the test's ground truth); () for ops QNN inserts.
+    sources: tuple[str, ...] = ()
 
 
-def layers_from_onnx(onnx_bytes: bytes) -> list[Layer]:
+def layers_from_onnx(onnx_bytes: bytes, *, fused: bool = False) -> list[Layer]:
     import onnx
     from onnx import shape_inference
 
@@ -164,15 +173,97 @@ def layers_from_onnx(onnx_bytes: bytes) -> list[Layer]:
         else:
             qnn_type = _QNN_TYPES.get(op, op)
             cost = 0.4 + out / 3.0e5
-        layers.append(Layer(qnn_op_name(node.name or f"{op}_{i}"), qnn_type, int(round(cost)), node.name))
-    return layers
+        name = node.name or f"{op}_{i}"
+        layers.append(Layer(qnn_op_name(name), qnn_type, int(round(cost)), name, (name,)))
+    return fuse_like_qnn(layers, g) if fused else layers
+
+
+# Activations QNN's converter squashes into the op that produces their input.
+_SQUASHED = ("Relu", "Clip")
+# ReduceL2 has no HTP op: QNN builds it from these, named `<node><QNN type>` (or `<node>_<what>`).
+_REDUCE_L2 = (("_dequant_in", "Dequantize"), ("ElementWiseMultiply", "ElementWiseMultiply"),
+              ("ReduceSum", "ReduceSum"), ("ElementWiseSquareRoot", "ElementWiseSquareRoot"),
+              ("_quant_out", "Quantize"))
+
+
+def fuse_like_qnn(layers: list[Layer], graph) -> list[Layer]:
+    """One op per node turned into what QNN builds, as its framework op trace of the compiled
+    SwiftFormer encoder block shows (QNN 2.51, `qnn_op_trace.json`):
+
+    - a Relu/Clip right after a Conv (through a Q/DQ pair, in a QDQ graph) whose output nothing
+      else reads is squashed into it: one op named after the Conv, taking both nodes' time
+      (the float graph's stem has two; ONNX Runtime's quantizer already folded them into the
+      quantization ranges of a QDQ graph);
+    - a ReduceL2 becomes five ops named after the node with a suffix
+      (`.../attention/ReduceL2_2ElementWiseMultiply`): names that match no uploaded node;
+    - a 4-D graph input or output gets a layout transpose (NCHW <-> NHWC) from no ONNX node,
+      named `Transpose_token_<n>`: nothing in its name or in the graph says which block it
+      serves.
+    """
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def through_qdq(tensor: str):
+        """The node that computed `tensor`, looking through a QuantizeLinear -> DequantizeLinear pair."""
+        node = producer.get(tensor)
+        if node is not None and node.op_type == "DequantizeLinear":
+            q = producer.get(node.input[0])
+            if q is not None and q.op_type == "QuantizeLinear" and len(consumers.get(q.output[0], [])) == 1:
+                node = producer.get(q.input[0])
+        return node
+
+    by_node = {layer.onnx_node: i for i, layer in enumerate(layers)}
+    out = list(layers)
+    dropped: set[int] = set()
+    for n in graph.node:
+        if n.op_type not in _SQUASHED or n.name not in by_node:
+            continue
+        conv = through_qdq(n.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.name not in by_node:
+            continue
+        if len(consumers.get(conv.output[0], [])) != 1:
+            continue
+        ci, ai = by_node[conv.name], by_node[n.name]
+        c, a = out[ci], out[ai]
+        out[ci] = Layer(c.name, c.type, c.time_us + a.time_us, c.onnx_node, c.sources + a.sources)
+        dropped.add(ai)
+
+    token = iter(range(46, 10_000))
+    result: list[Layer] = []
+    inputs = {vi.name: vi for vi in graph.input}
+    outputs = {vi.name: vi for vi in graph.output}
+
+    def rank(vi) -> int:
+        return len(vi.type.tensor_type.shape.dim)
+
+    for i, layer in enumerate(out):
+        if i in dropped:
+            continue
+        node = next((n for n in graph.node if n.name == layer.onnx_node), None)
+        reads_input = node is not None and any(t in inputs and rank(inputs[t]) == 4 for t in node.input)
+        writes_output = node is not None and any(t in outputs and rank(outputs[t]) == 4 for t in node.output)
+        if node is not None and node.op_type == "ReduceL2":
+            share = max(layer.time_us // len(_REDUCE_L2), 1)
+            result += [Layer(f"{layer.name}{suffix}", qnn_type, share, layer.onnx_node, layer.sources)
+                       for suffix, qnn_type in _REDUCE_L2]
+            continue
+        if writes_output:  # NHWC back to the graph's NCHW before the output leaves the HTP
+            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1, "", ()))
+        result.append(layer)
+        if reads_input:  # the graph's NCHW input to the HTP's NHWC
+            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1, "", ()))
+    return result
 
 
 def build_profile_detail(
-    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = ()
+    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = (), fused: bool = False
 ) -> pb.ProfileDetail:
-    """A ProfileDetail (major 1, minor 2: per-run times and memory ranges), as AI Hub sends."""
-    layers = layers_from_onnx(onnx_bytes)
+    """A ProfileDetail (major 1, minor 2: per-run times and memory ranges), as AI Hub sends.
+    `fused`: layers as QNN builds them (`fuse_like_qnn`), not one per ONNX node."""
+    layers = layers_from_onnx(onnx_bytes, fused=fused)
     per_op_total = sum(layer.time_us for layer in layers)
     # End-to-end runs are a bit longer than the per-op sum (graph launch, I/O), and jitter.
     h = hashlib.sha256(seed.encode()).digest()
@@ -241,7 +332,8 @@ class HubStandIn:
     Knobs: `polls_to_finish` (status polls a job answers "running" before it ends),
     `hold` (kinds of job, "compile" / "inference", that keep running while listed),
     `fail_compile(name, options) -> reason | None`, `flaky_polls` (the next N job status
-    requests answer 503), `cpu_op_types` (QNN op types reported on the CPU, not the NPU).
+    requests answer 503), `cpu_op_types` (QNN op types reported on the CPU, not the NPU),
+    `fused` (per-layer profiles as QNN builds the graph, see `fuse_like_qnn`).
     """
 
     def __init__(
@@ -252,6 +344,7 @@ class HubStandIn:
         fail_compile: Callable[[str, str], str | None] | None = None,
         cpu_op_types: tuple[str, ...] = (),
         devices=DEFAULT_DEVICES,
+        fused: bool = False,
     ):
         self.token = token
         self.polls_to_finish = polls_to_finish
@@ -259,6 +352,7 @@ class HubStandIn:
         self.flaky_polls = 0
         self.fail_compile = fail_compile
         self.cpu_op_types = cpu_op_types
+        self.fused = fused
         self.devices = [pb.Device(name=n, os=o, attributes=list(a)) for n, o, a in devices]
         self.requests: list[Request] = []
         self.models: dict[str, StoredModel] = {}
@@ -569,7 +663,8 @@ class _Handler(BaseHTTPRequestHandler):
         target = hub.models[stored.source_model_id]
         compile_job = hub.jobs[target.pb.producer_id]
         source = hub.models[compile_job.source_model_id]
-        detail = build_profile_detail(source.data, runs=runs, seed=ij.inference_job_id, cpu_op_types=hub.cpu_op_types)
+        detail = build_profile_detail(source.data, runs=runs, seed=ij.inference_job_id, cpu_op_types=hub.cpu_op_types,
+                                      fused=hub.fused)
         self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(inference_job_id=ij.inference_job_id, detail=detail)))
 
 
@@ -608,7 +703,8 @@ def unused_port() -> int:
 
 
 def make_export_dir(
-    out: Path, *, qdq: Path, sim: Path, variant: str, precision: str, input_shape: list[int], sample_input=None
+    out: Path, *, qdq: Path, sim: Path, variant: str, precision: str, input_shape: list[int], sample_input=None,
+    request_key: str | None = None,
 ) -> Path:
     """An export directory with a manifest whose stages point at the given ONNX files.
 
@@ -636,7 +732,7 @@ def make_export_dir(
         return StageRecord(name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results or {})
 
     manifest = ExportManifest(
-        request_key=f"handmade-{variant}-{precision}",
+        request_key=request_key or f"handmade-{variant}-{precision}-{'x'.join(map(str, input_shape))}",
         request={
             "variant": variant, "precision": precision, "soc": "sm8550", "input_shape": input_shape,
             "weights": "realistic-random", "opset": 20,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+from swiftformer_qnn.profiling.devices import EMULATOR_DEVICE
 from swiftformer_qnn.profiling.schema import (
     Attribution,
     ComputeUnit,
@@ -32,7 +33,7 @@ S23 = {
     "htp_arch": 73,
 }
 EMULATOR = {
-    "device": "HTP emulator (x86_64)",
+    "device": EMULATOR_DEVICE,
     "chipset": "qualcomm-snapdragon-8gen2",
     "soc_model": 43,
     "htp_arch": 73,

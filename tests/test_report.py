@@ -11,15 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from qdq_fixtures import make_qdq_model
 from report_synthetic import make_profile, model_shaped_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.errors import ProfileError
-from swiftformer_qnn.profiling.schema import LatencySource, Profile
+from swiftformer_qnn.profiling.emulator import profile_on_emulator
+from swiftformer_qnn.profiling.schema import LatencySource, ModelInfo, Profile
+from swiftformer_qnn.qnn import HtpTarget
 from swiftformer_qnn.report import LoadedProfile, build_report, compare_profiles
 from swiftformer_qnn.report.model import Report, Unit
 from swiftformer_qnn.report.tables import breakdown_table, headline_table
+from swiftformer_qnn.variants import get_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "profiles" / "reference"
@@ -366,18 +370,12 @@ def test_report_on_a_constructed_emulator_profile(workdir):
 
 def test_report_on_a_real_emulator_profile(workdir):
     """A profile from onnxruntime-qnn's HTP emulator (the emulator backend), reported as cycles."""
-    emulator = pytest.importorskip("swiftformer_qnn.profiling.emulator")
-    qdq_fixtures = pytest.importorskip("qdq_fixtures")
-    from swiftformer_qnn.profiling.schema import ModelInfo
-    from swiftformer_qnn.qnn import HtpTarget
-    from swiftformer_qnn.variants import get_variant
-
     variant = get_variant("encoder")
     shape = variant.input_shape(16)
-    model = qdq_fixtures.make_qdq_model("encoder", 16, workdir / "qdq")
+    model = make_qdq_model("encoder", 16, workdir / "qdq")
     feeds = {"image": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     info = ModelInfo(variant="encoder", input_shape=list(shape), precision="w8a8", weights="realistic-random")
-    profile = emulator.profile_on_emulator(model, feeds, variant, info, HtpTarget(), workdir / "emu")
+    profile = profile_on_emulator(model, feeds, variant, info, HtpTarget(), workdir / "emu")
     path = save(workdir / "emu", "encoder16", profile)
     res = invoke(str(path), str(REFERENCE), "--out", "rep")
     _emulator_report_checks(res, workdir / "rep", "encoder-1x96x16x16")

@@ -41,9 +41,12 @@ from swiftformer_qnn.toolchains import (
     probe_python,
     remove_toolchain,
     resolve_toolchain,
+    same_release,
+    short_version,
     toolchain_dir,
     unfetched_packages,
     verify_toolchain,
+    version_key,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +76,28 @@ def test_unknown_version_lists_the_known_ones(text):
     with pytest.raises(UsageError) as err:
         parse_qnn_versions(text)
     assert all(s.qnn_version in err.value.one_line() for s in TOOLCHAINS)
+
+
+@pytest.mark.parametrize("requested, actual, same", [
+    ("2.51", "2.51.0", True),
+    ("2.51.0", "v2.51.0.260929181845", True),  # a build suffix is not part of the release
+    ("v2.51.0.260929181845", "2.51.0", True),
+    ("2.5", "2.51.0", False),  # a string prefix, another release
+    ("2.5.1", "2.51.0", False),
+    ("2.51.1", "2.51.0", False),
+    ("2", "2.51.0", False),  # major alone names no release
+    ("latest", "2.51.0", False),
+])
+def test_same_release_compares_numbers_not_strings(requested, actual, same):
+    assert same_release(requested, actual) is same
+
+
+def test_one_version_parser_for_keys_and_short_forms():
+    assert sorted(["2.51.0", "2.9", "2.17", "v2.16.4.240122"], key=version_key) == [
+        "2.9", "v2.16.4.240122", "2.17", "2.51.0"]
+    assert version_key("not a version") == ()
+    assert short_version("2.31.0.250130151446") == "2.31.0"
+    assert short_version("v2.33") == "2.33" and short_version("default") is None and short_version(None) is None
 
 
 def test_version_lists_are_sorted_and_deduplicated():

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from ..profiling.orchestrate import ProfiledModel, ProfileRunResult
 
 
+def _positive(value: float) -> float:
+    """Typer callback: a usage error (exit 2, before any work) unless the value is above 0."""
+    if value <= 0:
+        raise typer.BadParameter(f"{value:g} is not a positive number of seconds.")
+    return value
+
+
 @app.command()
 @guarded
 def profile(
@@ -28,16 +35,17 @@ def profile(
     encoder: Annotated[bool, typer.Option("--encoder/--no-encoder", help="Without --from: also profile the standalone SwiftFormerEncoder block.")] = True,
     weights: Annotated[Path | None, typer.Option(help="Without --from: checkpoint to export (default: random weights).")] = None,
     attention: Annotated[str | None, typer.Option(help="Without --from: normalize or softmax attention.")] = None,
-    resolution: Annotated[int | None, typer.Option(help="Without --from: input size of the variant (default 224).")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Without --from: input size of --variant (default 224; for --variant encoder, the block's HxW, default 64). The standalone block profiled beside a full variant keeps 64.")] = None,
     encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
     qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
-    runs: Annotated[int, typer.Option(help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
+    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
     out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: profiles/runs/<timestamp>/.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for all AI Hub jobs; unfinished jobs resume on a rerun.")] = 3600.0,
-    poll: Annotated[float, typer.Option(help="Seconds between AI Hub status polls.")] = 10.0,
+    timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
+    poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
     new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new AI Hub jobs even if the same ones were submitted before (costs quota).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before (they are never resubmitted on their own).")] = False,
-    top: Annotated[int, typer.Option(help="How many of the slowest ops to show per profile.")] = 10,
+    top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
+    force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
     """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
     `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator)."""
@@ -67,6 +75,7 @@ def profile(
         poll_s=poll,
         new_jobs=new_jobs,
         retry_failed=retry_failed,
+        force=force,
     )
     def note(msg: str) -> None:
         err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..targets import DEFAULT_SOC
 from ._app import app, console, err_console, guarded
 
 toolchains_app = typer.Typer(
@@ -150,10 +151,10 @@ def render_cross_version(report, directory: Path | None = None) -> None:
 @toolchains_app.command("compare")
 @guarded
 def compare_cmd(
-    model: Annotated[Path, typer.Argument(help="A QDQ ONNX model (or a float one with --precision fp16).", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="A QDQ ONNX model (or a float one with --fp16).", show_default=False)],
     qnn: Annotated[str, typer.Option(help="QNN versions to compile with: 2.47,2.49,2.51 or all.")] = "all",
     output_dir: Annotated[Path | None, typer.Option(help="Where to write qnn-<version>/ and cross_version.json. Default: <model stem>.qnn-versions next to the model.")] = None,
-    soc: Annotated[str, typer.Option(help="Target Snapdragon (sm8550 = 8 Gen 2, default).")] = "sm8550",
+    soc: Annotated[str, typer.Option(help=f"Target Snapdragon ({DEFAULT_SOC} = 8 Gen 2, default).")] = DEFAULT_SOC,
     fp16: Annotated[bool, typer.Option(help="Compile a float model in the HTP's fp16 mode.")] = False,
     jobs: Annotated[int | None, typer.Option(help="Parallel compiles. Default: the number of cores.")] = None,
     emulate: Annotated[bool, typer.Option(help="Also run each binary on the HTP emulator: HTP op counts and types, fidelity vs the CPU EP.")] = True,

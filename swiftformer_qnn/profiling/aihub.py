@@ -31,7 +31,7 @@ import logging
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +40,8 @@ from typing import Any
 from ..artifacts import cache_root, sha256_file, sha256_json, write_json_atomic
 from ..errors import HubError, ProfileError
 from ..targets import SOCS, Precision
+from ..toolchains import short_version
+from .attribution import NodeTensors, attribute_ops
 from .devices import DeviceTarget, device_slug
 from .schema import (
     ComputeUnit,
@@ -123,14 +125,21 @@ class HubTarget:
     model_path: Path
     model: ModelInfo
     qnn: str | None = None  # QAIRT version for --qairt_version; None: AI Hub's default
+    # The model part of labels and file names (`orchestrate.file_labels`: unique per command);
+    # None: `<variant>-<precision>`.
+    name: str | None = None
 
     @property
     def precision(self) -> Precision:
         return Precision(self.model.precision)
 
     @property
+    def model_label(self) -> str:
+        return self.name or f"{self.model.variant}-{self.model.precision}"
+
+    @property
     def label(self) -> str:
-        return f"{self.model.variant}-{self.model.precision}-qnn{self.qnn or 'default'}"
+        return f"{self.model_label}-qnn{self.qnn or 'default'}"
 
     def compile_options(self) -> str:
         opts = ["--target_runtime", "qnn_context_binary"]
@@ -391,16 +400,20 @@ def profile_from_hub(
     toolchain: ToolchainInfo,
     provenance: Provenance,
     sources: dict[str, list[str]] | None = None,
+    graph: Mapping[str, NodeTensors] | None = None,
 ) -> Profile:
     """The dict `InferenceJob.download_profile()` returns, in our schema, ops attributed to blocks
-    (by name, and through `sources` where given: see `onnx_sources`)."""
+    (by name, and through `sources` where given: see `onnx_sources`). `graph` (the uploaded
+    model's nodes and their tensors, `emulator.onnx_node_tensors`) places nodes whose names lost
+    their module path by the tensors they read and write: in a float (fp16) graph no Q/DQ node
+    carries those names."""
     from ..variants import get_variant
-    from .attribution import attribute_ops
 
     if not isinstance(payload, dict) or "execution_summary" not in payload:
         raise ProfileError("AI Hub returned no profile (the job produced no execution_summary).")
     latency, note = latency_from_summary(payload["execution_summary"] or {})
-    ops = attribute_ops(ops_from_detail(payload.get("execution_detail") or [], sources), get_variant(model.variant))
+    ops = attribute_ops(ops_from_detail(payload.get("execution_detail") or [], sources), get_variant(model.variant),
+                        graph=graph)
     if note:
         provenance = provenance.model_copy(update={"note": "; ".join(filter(None, [provenance.note, note]))})
     return Profile(
@@ -424,8 +437,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def profile_stem(variant: str, precision: str, qnn: str, device: str) -> str:
-    return f"{variant}-{precision}-qnn{qnn}-{device_slug(device)}"
+def profile_stem(model: str, qnn: str, device: str) -> str:
+    """`<model>-qnn<version>-<device slug>`; `model` is `<variant>-<precision>` or a
+    `file_labels` name that tells apart exports of one variant and precision."""
+    return f"{model}-qnn{qnn}-{device_slug(device)}"
 
 
 # --- talking to AI Hub ---------------------------------------------------------------------
@@ -750,6 +765,8 @@ class HubSession:
     # -- results --
 
     def _collect(self, track: _Track, device: Any) -> HubProfileResult:
+        from .emulator import onnx_node_tensors  # loads onnx and the QNN helpers: only when needed
+
         t, cj, pj = track.target, track.compile_job, track.profile_job
         payload = self._call(pj.download_profile, f"downloading the profile of {t.label}", pj.url)
         if not payload:
@@ -760,8 +777,8 @@ class HubSession:
         qairt = versions.get("QAIRT_SDK_VERSION") or versions.get("QNN_SDK_VERSION")
         # A pinned version names the file as asked; "default"/"latest" name the one AI Hub used.
         pinned = t.qnn if t.qnn not in (None, "default", "latest") else None
-        qnn_label = pinned or _short_version(qairt) or t.qnn or "default"
-        stem = profile_stem(t.model.variant, t.model.precision, qnn_label, device.name or "device")
+        qnn_label = pinned or short_version(qairt) or t.qnn or "default"
+        stem = profile_stem(t.model_label, qnn_label, device.name or "device")
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw_path = self.out_dir / f"{stem}.raw.json"
@@ -791,6 +808,7 @@ class HubSession:
                 note=f"compile options: {t.compile_options()}; profile options: {t.profile_options(self.options.runs)}",
             ),
             sources=onnx_sources(t.model_path),
+            graph=onnx_node_tensors(t.model_path),
         )
         profile_path = profile.save(self.out_dir / f"{stem}.profile.json")
         self.progress(f"{t.label}: profiled on {profile.target.device}: {profile.latency.median_us:.1f} us median (AI Hub)")
@@ -834,14 +852,6 @@ class HubSession:
 
 def _os_key(os_version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", os_version or ""))
-
-
-def _short_version(version: str | None) -> str | None:
-    """`2.31.0.250130151446` -> `2.31.0` (file names); None stays None."""
-    if not version:
-        return None
-    m = re.match(r"v?(\d+\.\d+(?:\.\d+)?)", version)
-    return m.group(1) if m else None
 
 
 def _own_version() -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ..errors import UsageError
-from ..targets import SOCS, Soc, get_soc
+from ..targets import DEFAULT_SOC, SOCS, Soc, get_soc
 
 
 class Backend(str, Enum):
@@ -42,6 +42,7 @@ HUB_DEVICES: tuple[HubDevice, ...] = (
 )
 
 EMULATOR_NAMES = ("emulator", "local", "htp-emulator", "htp emulator", "x86")
+# The device every emulator profile names (`TargetInfo.device`), and `--device emulator` shows.
 EMULATOR_DEVICE = "HTP emulator (x86_64)"
 
 
@@ -122,7 +123,7 @@ def resolve_device(query: str) -> DeviceTarget:
     if not text:
         raise UsageError("--device is empty.", hint='Try --device "Galaxy S23 Ultra", --device sm8550 or --device emulator.')
     if _key(text) in {_key(n) for n in EMULATOR_NAMES}:
-        return DeviceTarget(Backend.EMULATOR, query, soc=SOCS["sm8550"])
+        return DeviceTarget(Backend.EMULATOR, query, soc=SOCS[DEFAULT_SOC])
     dev = _BY_KEY.get(_key(text))
     if dev is not None:
         return DeviceTarget(Backend.AIHUB, query, name=dev.name, soc=SOCS[dev.soc])

@@ -31,6 +31,7 @@ from ..qnn import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_versi
 from ..targets import SOCS
 from ..variants import Variant
 from .attribution import NodeTensors, attribute_ops
+from .devices import EMULATOR_DEVICE
 from .schema import (
     ComputeUnit,
     LatencySource,
@@ -45,7 +46,6 @@ from .schema import (
 
 log = logging.getLogger(__name__)
 
-EMULATOR_DEVICE = "HTP emulator (x86_64, onnxruntime-qnn)"
 PROFILE_CSV = "qnn_profile.csv"
 OP_TRACE_JSON = "qnn_op_trace.json"  # QNN's fixed file name
 NOT_LATENCY = (

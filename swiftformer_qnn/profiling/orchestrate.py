@@ -5,6 +5,7 @@ HTP emulator, and return typed results. The CLI only parses options and renders 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +14,8 @@ from typing import Any
 
 from ..artifacts import ExportManifest, read_manifest
 from ..errors import HubError, OutputDirError, UsageError
-from ..targets import SOCS, Precision, Soc, get_precision, get_soc
+from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
+from ..toolchains import parse_version, same_release, split_versions
 from ..variants import Variant, get_variant
 from .aihub import (
     DEFAULT_POLL_S,
@@ -59,6 +61,7 @@ class ProfileRequest:
     poll_s: float = DEFAULT_POLL_S
     new_jobs: bool = False
     retry_failed: bool = False
+    force: bool = False  # export mode: replace a default export directory holding another request
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def read_export(directory: Path) -> ExportSource:
     try:
         variant = get_variant(req["variant"])
         precision = get_precision(req["precision"])
-        soc = get_soc(str(req.get("soc", "sm8550")))
+        soc = get_soc(str(req.get("soc", DEFAULT_SOC)))
     except KeyError as exc:
         raise OutputDirError(f"{directory}/manifest.json lacks request.{exc.args[0]}.") from None
     # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
@@ -173,37 +176,87 @@ def _run_exports(req: ProfileRequest, soc: Soc, export_progress: Callable | None
     dirs = []
     for name in variants:
         is_encoder = get_variant(name).is_encoder_block
-        result = run_export(
-            ExportRequest(
-                variant=name,
-                weights=req.weights,
-                attention=req.attention,
-                precision=req.precision,
-                soc=soc.name,
-                resolution=None if is_encoder and name != req.variant else req.resolution,
-                encoder_dim=req.encoder_dim if is_encoder else None,
-            ),
-            progress=export_progress,
-        )
+        try:
+            result = run_export(
+                ExportRequest(
+                    variant=name,
+                    weights=req.weights,
+                    attention=req.attention,
+                    precision=req.precision,
+                    soc=soc.name,
+                    resolution=None if is_encoder and name != req.variant else req.resolution,
+                    encoder_dim=req.encoder_dim if is_encoder else None,
+                    force=req.force,
+                ),
+                progress=export_progress,
+            )
+        except OutputDirError as exc:
+            raise _for_profile(exc) from None
         dirs.append(result.directory)
     return dirs
+
+
+def _for_profile(exc: OutputDirError) -> OutputDirError:
+    """The export's advice, in `profile`'s options: profile has --force, not --output-dir."""
+    if exc.hint and "--force" in exc.hint:
+        hint = ("Pass --force to replace it, or export elsewhere yourself "
+                "(swiftformer-qnn export --output-dir DIR) and profile that with --from DIR.")
+    else:
+        hint = ("Export yourself into a writable place (swiftformer-qnn export --output-dir DIR) "
+                "and profile that with --from DIR.")
+    return OutputDirError(exc.message, hint=hint)
+
+
+def file_labels(sources: list[ExportSource]) -> list[str]:
+    """The model part of each source's file names, unique among `sources`.
+
+    `<variant>-<precision>`, with the input size when it is not the variant's default
+    (`xs-r64-w8a8`, `encoder-d96x32-w8a8`, as the export directories are named); two exports
+    that still share it (other weights, calibration or tools) get a short hash of their
+    request as well (`l1-w8a8-3f9c2a1d`), so neither overwrites the other's files.
+    """
+    base = []
+    for s in sources:
+        shape = list(s.model_info.input_shape)
+        size = ""
+        if shape != list(s.variant.input_shape()) and len(shape) == 4:
+            hw = f"{shape[2]}" if shape[2] == shape[3] else f"{shape[2]}x{shape[3]}"
+            size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
+        base.append(f"{s.variant.name}{size}-{s.precision.value}")
+    counts = Counter(base)
+    return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
+
+
+def _distinct(sources: list[ExportSource], emit: Progress) -> list[ExportSource]:
+    """One source per export: two directories holding the same request are the same model."""
+    kept: dict[str, ExportSource] = {}
+    for s in sources:
+        first = kept.setdefault(s.manifest.request_key, s)
+        if first is not s:
+            emit(f"{s.directory} holds the same export as {first.directory}; profiling it once")
+    return list(kept.values())
 
 
 # --- the entry point ----------------------------------------------------------------------
 
 
 def _qnn_versions(values: tuple[str, ...]) -> list[str]:
-    """`--qnn 2.31 --qnn 2.33` or `--qnn 2.31,2.33`, de-duplicated in order."""
+    """`--qnn 2.31 --qnn 2.33` or `--qnn 2.31,2.33`, de-duplicated in order.
+
+    AI Hub offers QAIRT versions that are no local toolchain, so these are checked only to be
+    versions (`toolchains.parse_version`), not resolved to toolchains.
+    """
     out: list[str] = []
-    for v in values:
-        for part in str(v).split(","):
-            part = part.strip().removeprefix("v")
-            if not part:
-                continue
-            if not all(p.isdigit() for p in part.split(".")) and part not in ("default", "latest"):
-                raise UsageError(f"--qnn {part!r} is not a QAIRT version.", hint="Use e.g. --qnn 2.31 (or default, latest).")
-            if part not in out:
-                out.append(part)
+    for part in split_versions(values):
+        parsed = parse_version(part)
+        if part.lower() in ("default", "latest"):
+            part = part.lower()
+        elif parsed is None:
+            raise UsageError(f"--qnn {part!r} is not a QAIRT version.", hint="Use e.g. --qnn 2.31 (or default, latest).")
+        else:
+            part = ".".join(map(str, parsed))  # "v2.31" -> "2.31", as --qairt_version takes it
+        if part not in out:
+            out.append(part)
     return out
 
 
@@ -229,9 +282,9 @@ def run_profile(
         _check_emulator_qnn(qnn)
 
     if req.from_dirs:
-        sources = [read_export(d) for d in req.from_dirs]
+        sources = _distinct([read_export(d) for d in req.from_dirs], emit)
     else:
-        soc = device.soc or SOCS["sm8550"]
+        soc = device.soc or SOCS[DEFAULT_SOC]
         sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
     out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
 
@@ -252,7 +305,11 @@ def _profile_on_hub(
     config: HubConfig | None,
     emit: Progress,
 ) -> ProfileRunResult:
-    targets = [HubTarget(s.model_path, s.model_info, v) for s in sources for v in (qnn or [None])]
+    targets = [
+        HubTarget(s.model_path, s.model_info, v, name=name)
+        for s, name in zip(sources, file_labels(sources), strict=True)
+        for v in (qnn or [None])
+    ]
     options = HubOptions(
         runs=req.runs, timeout_s=req.timeout_s, poll_s=req.poll_s, new_jobs=req.new_jobs, retry_failed=req.retry_failed
     )
@@ -277,7 +334,7 @@ def _check_emulator_qnn(qnn: list[str]) -> None:
 
     bundled = qnn_sdk_version()
     for v in qnn:
-        if not bundled.startswith(v):
+        if not same_release(v, bundled):
             raise UsageError(
                 f"The HTP emulator runs the QNN SDK bundled with onnxruntime-qnn ({bundled}), not {v}.",
                 hint="Drop --qnn for --device emulator, or profile that version on AI Hub.",
@@ -292,15 +349,14 @@ def _profile_on_emulator(
 
     result = ProfileRunResult(Backend.EMULATOR, device.display_name, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for s in sources:
-        label = f"{s.variant.name}-{s.precision.value}"
+    for s, label in zip(sources, file_labels(sources), strict=True):
         emit(f"{label}: running on the HTP emulator (cycles, not device latency)")
         target = HtpTarget(soc_model=s.soc.soc_model, htp_arch=s.soc.htp_arch, fp16=not s.precision.is_quantized)
         # QNN writes fixed file names (qnn_profile.csv, qnn_op_trace.json): one folder per model.
         raw_dir = out_dir / f"{label}.emulator-raw"
         profile = profile_on_emulator(s.model_path, emulator_feeds(s), s.variant, s.model_info, target, raw_dir)
         qnn = profile.toolchain.qnn_version or "unknown"
-        stem = profile_stem(s.variant.name, s.precision.value, qnn, profile.target.device)
+        stem = profile_stem(label, qnn, profile.target.device)
         final_raw = out_dir / f"{stem}.raw"
         if final_raw.exists():
             import shutil
