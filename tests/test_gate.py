@@ -19,6 +19,7 @@ from swiftformer_qnn.gate import (
     MetricStatus,
     Samples,
     compare,
+    gate_manifests,
     gate_paths,
     gate_profiles,
     gate_structure,
@@ -397,11 +398,19 @@ def test_compile_structure_from_an_export_manifest_and_a_plain_json(tmp_path):
     assert read_compile_structure(plain).qnn_version == "2.52.0"
 
 
-def test_todays_compile_stage_counts_htp_nodes(tmp_path):
-    # pipeline/compile.py records htp_nodes (ONNX nodes in the QNN graph), not htp_op_count.
+def test_an_old_manifest_without_the_htp_op_count_falls_back_to_htp_nodes(tmp_path):
+    # Compile stages before the op trace count recorded htp_nodes (ONNX nodes in the QNN graph).
     p = _manifest(tmp_path, "c", qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_nodes=388, source_nodes=388,
                   context_binary_bytes=5)
-    assert read_compile_structure(p).htp_op_count == 388
+    old = read_compile_structure(p)
+    assert (old.htp_op_count, old.op_count_basis) == (388, "htp_nodes")
+    v = gate_structure(old, [old.model_copy(update={"qnn_version": "2.52.0"})], GateRules())
+    assert v.passed and any("htp_nodes" in n and "both sides" in n for n in v.notes)  # the verdict says so
+    # ONNX nodes and HTP ops are different quantities: never compared with each other.
+    new = old.model_copy(update={"op_count_basis": "qnn_op_trace", "htp_op_count": 120})
+    for b, c in ((old, new), (new, old)):
+        with pytest.raises(ProfileError, match="htp_nodes"):
+            gate_structure(b, [c], GateRules())
 
 
 def test_compiles_of_different_variants_are_refused_unless_allowed():
@@ -437,6 +446,147 @@ def test_structure_gate_rules():
     assert gate_structure(base, [same], GateRules()).passed
 
 
+# ---------------------------------------------------------------- structure, on real compile output
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """A real (small) export of the encoder block, compiled by the export and again by the
+    cross-version path with the bundled QNN (no toolchain install needed)."""
+    from swiftformer_qnn.pipeline import ExportRequest, compile_export_across_versions, run_export
+
+    root = tmp_path_factory.mktemp("structure")
+    result = run_export(ExportRequest(variant="encoder", resolution=16, calibration_count=4, heldout_count=2,
+                                      output_dir=root / "build" / "encoder-16"))
+    report = compile_export_across_versions(result, "2.51")
+    return {"export": result.directory, "manifest": result.manifest, "versions": result.directory / "qnn-versions",
+            "report": report, "root": root}
+
+
+def _copy_tree(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_structure_reads_the_export_and_its_cross_version_outputs(compiled):
+    from swiftformer_qnn.gate import read_compile_side
+    from swiftformer_qnn.qnn import htp_ops_from_trace
+
+    results = compiled["manifest"].stage("compile").results
+    export = read_compile_side([compiled["export"]]).structures
+    assert len(export) == 1
+    e = export[0]
+    assert (e.htp_op_count, e.op_count_basis, e.htp_op_types) == (results["htp_op_count"], "qnn_op_trace",
+                                                                   results["htp_op_types"])
+    assert (e.variant, e.precision, e.soc, e.input_shape) == ("encoder", "w8a8", "sm8550", [1, 96, 16, 16])
+    assert e.htp_fraction == 1.0 and "CPU fallback disabled" in e.htp_coverage_basis
+    assert e.htp_op_count < results["source_nodes"]  # HTP ops, not the ONNX nodes (htp_nodes)
+
+    (cross,) = read_compile_side([compiled["versions"]]).structures  # cross_version.json
+    version = compiled["report"].version(cross.qnn_version)
+    assert cross.op_count_basis == "emulator_profile" and cross.htp_op_count == version.htp_ops
+    assert cross.context_binary_bytes == version.context_binary_bytes
+    # What was compiled comes from the export the qnn-versions directory belongs to.
+    assert (cross.variant, cross.precision, cross.soc, cross.input_shape) == (e.variant, e.precision, e.soc,
+                                                                              e.input_shape)
+
+    version_dir = compiled["versions"] / version.directory
+    (record,) = read_compile_side([version_dir]).structures  # qnn-<version>/compile.json and its op trace
+    assert record.op_count_basis == "qnn_op_trace"
+    assert record.htp_op_count == htp_ops_from_trace(version_dir / "qnn_op_trace.json")["htp_op_count"]
+    # The emulator's profile and QNN's op trace count the same HTP ops, as does the export's compile.
+    assert record.htp_op_count == cross.htp_op_count == e.htp_op_count
+
+    v = gate_manifests([compiled["export"]], [compiled["versions"]], GateRules())
+    assert v.passed and [r.metric for r in v.results] == ["htp_fraction", "htp_op_count", "context_binary_bytes"]
+    assert v.candidate.variant == "encoder"
+
+
+def test_structure_regressions_on_real_compile_output(compiled, tmp_path):
+    from swiftformer_qnn.cross_version import REPORT_NAME, read_report
+
+    cand = _copy_tree(compiled["versions"], tmp_path / "build" / "encoder-16" / "qnn-versions")
+    _copy_tree(compiled["export"], tmp_path / "export-copy")  # not the candidate's export: no identity
+    report = read_report(cand)
+    ok = report.versions[0]
+    grown = ok.model_copy(update={"qnn_version": "2.52.0", "htp_ops": ok.htp_ops + 3,
+                                  "context_binary_bytes": ok.context_binary_bytes * 2})
+    broken = ok.model_copy(update={"qnn_version": "2.53.0", "status": "failed", "error": "HtpUnsupportedError: Gelu"})
+    report = report.model_copy(update={"versions": [ok, grown, broken]})
+    (cand / REPORT_NAME).write_text(report.model_dump_json())
+    v = gate_manifests([compiled["export"]], [cand], GateRules())
+    m = by_metric(v)
+    assert not v.passed and m[f"htp_op_count@{ok.qnn_version}"].status is MetricStatus.UNCHANGED
+    growth = 3 / ok.htp_ops
+    assert m["htp_op_count@2.52.0"].fails is (growth > 0.05)
+    assert m["context_binary_bytes@2.52.0"].fails and "+100.0%" in m["context_binary_bytes@2.52.0"].reason
+    assert m["compile@2.53.0"].fails and "Gelu" in m["compile@2.53.0"].reason
+    # --threshold of gate --structure sets both growth limits.
+    loose = with_flags(GateRules(), structure_growth=1.5)
+    assert {r.metric for r in gate_manifests([compiled["export"]], [cand], loose).failures} == {"compile@2.53.0"}
+
+
+def test_structure_baseline_from_a_cross_version_entry_then_gate_against_it(compiled, tmp_path):
+    from swiftformer_qnn.gate import update_structure_baseline
+
+    two = _copy_tree(compiled["versions"], tmp_path / "two" / "qnn-versions")
+    data = json.loads((two / "cross_version.json").read_text())
+    data["versions"].append({**data["versions"][0], "qnn_version": "2.52.0"})
+    (two / "cross_version.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="holds 2 compiles"):
+        update_structure_baseline(two, root=tmp_path / "baselines")
+    version_dir = compiled["versions"] / compiled["report"].versions[0].directory
+    done = update_structure_baseline(version_dir, root=tmp_path / "baselines", note="QNN 2.51 compile")
+    assert done.directory.name == "compile-encoder-w8a8-sm8550-qnn2-51-0"
+    assert sorted(p.name for p in done.directory.iterdir()) == ["baseline.json", "compile.json", "structure.json"]
+    assert (done.record.variant, done.record.device, done.record.input_shape) == ("encoder", "sm8550", [1, 96, 16, 16])
+    v = gate_manifests([done.directory], [compiled["versions"]], GateRules())
+    assert v.passed and v.baseline.variant == "encoder"
+    # The baseline keeps its figures (structure.json) without the op trace it was counted from.
+    assert read_compile_structure(done.directory).htp_op_count == compiled["report"].versions[0].htp_ops
+    # Another variant's compile may not replace it.
+    xs = _copy_tree(compiled["export"], tmp_path / "xs-export")
+    manifest = ExportManifest.model_validate_json((xs / "manifest.json").read_text())
+    (xs / "manifest.json").write_text(manifest.model_copy(
+        update={"request": {**manifest.request, "variant": "xs"}}).model_dump_json())
+    with pytest.raises(ProfileError, match="baseline of something else"):
+        update_structure_baseline(xs, directory=done.directory)
+
+
+def test_variant_picks_compiles_out_of_a_build_directory(compiled, tmp_path):
+    build = tmp_path / "build"
+    _copy_tree(compiled["export"], build / "encoder-16")
+    xs = _copy_tree(compiled["export"], build / "xs-64")
+    manifest = ExportManifest.model_validate_json((xs / "manifest.json").read_text())
+    (xs / "manifest.json").write_text(manifest.model_copy(
+        update={"request": {**manifest.request, "variant": "xs"}}).model_dump_json())
+    with pytest.raises(ProfileError, match="variant: encoder -> xs"):
+        gate_manifests([compiled["export"]], [build], GateRules())
+    v = gate_manifests([compiled["export"]], [build], GateRules(), variant="encoder")
+    assert v.passed and v.candidate.paths == [str(build / "encoder-16" / "manifest.json")]
+    with pytest.raises(ProfileError, match="No l1 compiles in the baseline"):
+        gate_manifests([compiled["export"]], [build], GateRules(), variant="l1")
+
+
+def test_a_side_gated_against_itself_is_refused(compiled):
+    with pytest.raises(UsageError, match="share"):
+        gate_manifests([compiled["export"]], [compiled["export"] / "manifest.json"], GateRules())
+
+
+def test_profiles_gated_against_themselves_are_refused(tmp_path):
+    rng = np.random.default_rng(30)
+    first, second = side(rng, 2, job_id="jx")
+    first.save(tmp_path / "base" / "job0" / "l1.profile.json")
+    second.save(tmp_path / "cand" / "l1.profile.json")
+    with pytest.raises(UsageError, match="share"):
+        gate_paths([tmp_path / "base"], [tmp_path / "base" / "job0"], GateRules())
+    # Two files holding one AI Hub profile job: the same measurement on both sides.
+    with pytest.raises(UsageError, match="same AI Hub profile job jx"):
+        gate_paths([tmp_path / "base"], [tmp_path / "cand"], GateRules())
+
+
 # ---------------------------------------------------------------- baselines and outputs
 
 
@@ -448,7 +598,12 @@ def test_update_baseline_then_gate_against_it(tmp_path):
     assert done.directory == tmp_path / "baselines" / "l1-w8a8-samsung-galaxy-s23-ultra-aihub"
     assert done.replaced is None and done.record.runs == 40 and done.record.job_ids == ["ja", "jb"]
     assert len(list(done.directory.glob("*.profile.json"))) == 2  # same names from two jobs kept apart
-    assert gate_paths([done.directory], [tmp_path / "cand"], GateRules()).passed
+    # The baseline's copies are the candidate's own measurements: gating one against the other is refused.
+    with pytest.raises(UsageError, match="same AI Hub profile job"):
+        gate_paths([done.directory], [tmp_path / "cand"], GateRules())
+    for i, p in enumerate(side(rng, 2, job_id=None)):
+        p.save(tmp_path / "next" / f"job{i}" / "l1.profile.json")
+    assert gate_paths([done.directory], [tmp_path / "next"], GateRules()).passed
     again = update_baseline([tmp_path / "cand"], root=tmp_path / "baselines")
     assert again.replaced is not None and again.replaced.note == "first"
     xs = side(rng, 1, variant="xs")[0]

@@ -145,7 +145,8 @@ def test_emulator_profiles_exit_2(sides, tmp_path):
         **synthetic_profile([1.0]).model_dump(exclude={"latency", "ops", "source"}), "source": "emulator",
     })
     p.save(tmp_path / "emu" / "e.profile.json")
-    r = gate("-b", tmp_path / "emu", "-c", tmp_path / "emu")
+    p.save(tmp_path / "emu2" / "e.profile.json")
+    r = gate("-b", tmp_path / "emu", "-c", tmp_path / "emu2")
     assert r.exit_code == 2 and "emulator" in r.stderr and "--structure" in r.stderr
 
 
@@ -163,9 +164,9 @@ def test_update_baseline_then_gate_against_it(sides, tmp_path, monkeypatch):
     assert gate("--update-baseline", "-b", target, "-c", sides["xs"], "--allow-mismatch").exit_code == 0
 
 
-def _manifest(path: Path, **compile_results) -> Path:
+def _manifest(path: Path, request: dict | None = None, **compile_results) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"compile": compile_results}))
+    path.write_text(json.dumps({"compile": compile_results, **({"request": request} if request else {})}))
     return path
 
 
@@ -184,9 +185,67 @@ def test_structure_mode(tmp_path):
     assert gate("--structure", "-b", tmp_path / "cands", "-c", base).exit_code == 2  # two baselines
 
 
+def test_structure_threshold_and_variant_apply(tmp_path):
+    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, context_binary_bytes=10_000_000)
+    base = _manifest(tmp_path / "base.json", {"variant": "l1"}, htp_op_count=400, **fields)
+    _manifest(tmp_path / "build" / "l1" / "manifest.json", {"variant": "l1"}, htp_op_count=412, **fields)  # +3%
+    _manifest(tmp_path / "build" / "encoder" / "manifest.json", {"variant": "encoder"}, htp_op_count=40, **fields)
+    build = tmp_path / "build"
+    r = gate("--structure", "-b", base, "-c", build)
+    assert r.exit_code == 2 and "variant: l1 -> encoder" in r.stderr  # the block's compile is not L1's
+    assert gate("--structure", "-b", base, "-c", build, "--variant", "l1").exit_code == 0  # +3% <= 5%
+    r = gate("--structure", "-b", base, "-c", build, "--variant", "l1", "--threshold", "2%")
+    assert r.exit_code == 1 and "htp_op_count grew beyond the 2% limit" in r.stdout
+    r = gate("--structure", "-b", base, "-c", build, "--variant", "xs")
+    assert r.exit_code == 2 and "No xs compiles" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--floor-us", "10"], ["--statistic", "mean"], ["--confidence", "0.9"], ["--block-threshold", "head=10%"],
+    ["--block-floor", "head=50"], ["--fail-on-missing"],
+])
+def test_latency_rules_are_refused_with_structure(tmp_path, args):
+    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1)
+    base = _manifest(tmp_path / "base.json", **fields)
+    cand = _manifest(tmp_path / "cand.json", **fields)
+    r = gate("--structure", "-b", base, "-c", cand, *args)
+    assert r.exit_code == 2
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert args[0] in line and "does not apply to --structure" in line
+
+
+@pytest.mark.parametrize("flag, value", [("--threshold", "3%"), ("--json", "g.json"), ("--floor-us", "5")])
+def test_gating_options_are_refused_with_update_baseline(sides, tmp_path, flag, value):
+    r = gate("--update-baseline", "-c", sides["base"], "-b", tmp_path / "new", flag, value)
+    assert r.exit_code == 2 and f"{flag} does not apply with --update-baseline" in r.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_note_without_update_baseline_is_refused(sides):
+    r = gate("-b", sides["base"], "-c", sides["same"], "--note", "why")
+    assert r.exit_code == 2 and "--note does not apply without --update-baseline" in r.stderr
+
+
+def test_a_side_gated_against_itself_exits_2(sides, tmp_path):
+    r = gate("-b", sides["base"], "-c", sides["base"])
+    assert r.exit_code == 2 and "share" in r.stderr and "passes trivially" in r.stderr
+    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1)
+    m = _manifest(tmp_path / "m" / "manifest.json", **fields)
+    r = gate("--structure", "-b", m, "-c", m.parent)
+    assert r.exit_code == 2 and "share" in r.stderr
+    # The same AI Hub profile job in another file (a copy) is the same measurement.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    first = next(sides["base"].rglob("*.profile.json"))
+    (copy / "l1.profile.json").write_bytes(first.read_bytes())
+    r = gate("-b", sides["base"], "-c", copy)
+    assert r.exit_code == 2 and "same AI Hub profile job" in r.stderr
+
+
 # ---------------------------------------------------------------- the documented recipe stays runnable
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+COMPILE_BASELINE = DOCS.parent / "profiles" / "baselines" / "compile-l1-w8a8-sm8550-qnn2-51-0"
 
 
 def test_the_pyproject_example_in_ci_md_is_valid():
@@ -206,9 +265,7 @@ def test_the_example_workflow_uses_only_real_options():
     import re
 
     import typer.main
-
-    yaml = pytest.importorskip("yaml")
-    workflow = yaml.safe_load((DOCS / "examples" / "swiftformer-latency-gate.yml").read_text())
+    workflow = _workflow()
     group = typer.main.get_command(app)
     used: dict[str, set[str]] = {}
     for job in workflow["jobs"].values():
@@ -223,3 +280,56 @@ def test_the_example_workflow_uses_only_real_options():
         known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
         assert flags <= known, f"{name}: {flags - known}"
     assert "secrets.QAI_HUB_API_TOKEN" in (DOCS / "examples" / "swiftformer-latency-gate.yml").read_text()
+    # The structure job gates the cross-version compiles against the committed structural baseline.
+    assert workflow["env"]["COMPILE_BASELINE"] == str(COMPILE_BASELINE.relative_to(DOCS.parent))
+    assert "--qnn" in used["export"] and "--structure" in used["gate"]
+
+
+def _workflow() -> dict:
+    import yaml  # PyYAML: installed with transformers (the test extra)
+
+    return yaml.safe_load((DOCS / "examples" / "swiftformer-latency-gate.yml").read_text())
+
+
+def test_the_example_workflow_writes_the_token_into_a_private_client_ini(tmp_path):
+    """The configure step, run as GitHub runs it (bash), with a made-up token: the token goes into
+    a mode-0600 client.ini the real client reads through QAIHUB_CLIENT_INI, never onto a command line."""
+    import os
+    import secrets
+    import stat
+    import subprocess
+
+    from qai_hub.api_utils import load_api_config_from_file
+
+    steps = [s for job in _workflow()["jobs"].values() for s in job["steps"]]
+    (step,) = [s for s in steps if "QAI_HUB_API_TOKEN" in str(s.get("env", {}))]
+    script = step["run"]
+    assert "--api_token" not in script and "qai-hub configure" not in script
+    assert all("--api_token" not in s.get("run", "") for s in steps)
+    token = f"sfq-test-token-{secrets.token_hex(12)}"
+    runner_temp, github_env = tmp_path / "runner-temp", tmp_path / "github-env"
+    runner_temp.mkdir()
+    env = {"PATH": os.environ["PATH"], "QAI_HUB_API_TOKEN": token, "RUNNER_TEMP": str(runner_temp),
+           "GITHUB_ENV": str(github_env)}
+    subprocess.run(["bash", "-e", "-c", script], env=env, check=True, cwd=tmp_path)
+    key, _, value = github_env.read_text().strip().partition("=")
+    ini = Path(value)
+    assert key == "QAIHUB_CLIENT_INI" and ini.is_file() and ini.is_relative_to(runner_temp)
+    assert stat.S_IMODE(ini.stat().st_mode) == 0o600
+    config = load_api_config_from_file(str(ini))
+    assert config.api_token == token and config.api_url.startswith("https://")
+
+
+@pytest.mark.slow
+def test_the_documented_structural_gate_passes_on_the_default_l1_export(tmp_path, monkeypatch):
+    """docs/ci.md and the example workflow: `export --variant l1 --qnn ...`, then gate its
+    qnn-versions/ (and the export itself) against the committed structural baseline."""
+    monkeypatch.chdir(tmp_path)
+    done = runner.invoke(app, ["export", "--variant", "l1", "--qnn", "2.51"])
+    assert done.exit_code == 0, done.output
+    for candidate in ("build/l1-w8a8-sm8550/qnn-versions", "build/l1-w8a8-sm8550"):
+        r = gate("--structure", "--baseline", COMPILE_BASELINE, "--candidate", candidate,
+                 "--json", tmp_path / "s.json")
+        assert r.exit_code == 0, r.output
+        verdict = GateVerdict.model_validate_json((tmp_path / "s.json").read_text())
+        assert [m.status.value for m in verdict.results] == ["unchanged"] * 3  # deterministic: the same compile

@@ -18,25 +18,29 @@ def gate(
     baseline: Annotated[
         list[Path] | None,
         typer.Option("--baseline", "-b", help="Baseline profiles: files or directories of *.profile.json "
-                     "(repeatable). With --structure: one compile manifest. With --update-baseline: the "
-                     "directory to write (default profiles/baselines/<variant>-<precision>-<device>-<source>)."),
+                     "(repeatable). With --structure: one compile (a committed structural baseline, an export "
+                     "directory or its manifest.json, a qnn-versions/qnn-<version>/ directory). With "
+                     "--update-baseline: the directory to write (default profiles/baselines/<variant>-<precision>-"
+                     "<device>-<source>, or compile-<variant>-<precision>-<soc>-qnn<version> with --structure)."),
     ] = None,
     candidate: Annotated[
         list[Path] | None,
         typer.Option("--candidate", "-c", help="Candidate profiles: files or directories (repeatable). "
-                     "With --structure: compile manifests, e.g. one per QNN version."),
+                     "With --structure: compiles: export directories or manifests, a qnn-versions directory of "
+                     "`export --qnn` (cross_version.json: one compile per QNN version), qnn-*/compile.json."),
     ] = None,
     variant: Annotated[
-        str | None, typer.Option("--variant", help="Only the profiles of this variant (profile writes the "
-                                 "standalone encoder block's beside the model's).")
+        str | None, typer.Option("--variant", help="Only the profiles (with --structure: the compiles) of this "
+                                 "variant (profile writes the standalone encoder block's beside the model's).")
     ] = None,
     structure: Annotated[
-        bool, typer.Option("--structure", help="Gate compile structure from compile manifests (no device): HTP "
-                           "coverage, HTP op count, context binary size.")
+        bool, typer.Option("--structure", help="Gate compile structure (no device): HTP coverage, HTP op count "
+                           "and context binary size of each compile, and that every QNN version compiles.")
     ] = False,
     threshold: Annotated[
         str | None, typer.Option("--threshold", help="Relative change that counts, e.g. 5% or 0.05 "
-                                 "(default: pyproject, else 5%).")
+                                 "(default: pyproject, else 5%). With --structure: the growth allowed to the HTP "
+                                 "op count and the context binary.")
     ] = None,
     floor_us: Annotated[
         float | None, typer.Option("--floor-us", min=0, help="Ignore changes smaller than this many "
@@ -91,18 +95,31 @@ def gate(
 
     if not candidate:
         raise UsageError("--candidate is required.", hint="Pass the candidate's profile files or directory.")
+    latency_only = {"--floor-us": floor_us, "--statistic": statistic, "--confidence": confidence,
+                    "--block-threshold": block_threshold, "--block-floor": block_floor,
+                    "--fail-on-missing/--no-fail-on-missing": fail_on_missing}
     if update_baseline:
+        _refuse(dict(latency_only, **{"--threshold": threshold, "--config": config, "--report-dir": report_dir,
+                                      "--markdown": markdown, "--junit": junit, "--json": json_out}),
+                "with --update-baseline (it writes a baseline, it does not gate)")
         _update(g, baseline, candidate, structure=structure, allow_mismatch=allow_mismatch, note=note,
                 variant=variant)
         return
+    _refuse({"--note": note}, "without --update-baseline")
     if not baseline:
         raise UsageError("--baseline is required.", hint="Pass the baseline's profiles, e.g. --baseline "
                          "profiles/baselines/l1-w8a8-samsung-galaxy-s23-ultra-aihub.")
+    if structure:
+        # Compile figures have no runs, blocks or noise: the latency rules would be silently unused.
+        _refuse(latency_only, "to --structure (it gates compile figures, not latency; --threshold sets its "
+                "growth limits)")
 
     rules, _ = g.load_rules(config)
+    fraction = g.parse_fraction(threshold, flag="--threshold") if threshold is not None else None
     rules = g.with_flags(
         rules,
-        relative_threshold=g.parse_fraction(threshold, flag="--threshold") if threshold is not None else None,
+        relative_threshold=None if structure else fraction,
+        structure_growth=fraction if structure else None,
         absolute_floor_us=floor_us,
         statistic=statistic.lower().strip() if statistic else None,
         confidence=confidence,
@@ -111,7 +128,7 @@ def gate(
         block_floors=g.parse_overrides(block_floor or [], "absolute_floor_us", flag="--block-floor"),
     )
     if structure:
-        verdict = g.gate_manifests(baseline, candidate, rules, allow_mismatch=allow_mismatch)
+        verdict = g.gate_manifests(baseline, candidate, rules, allow_mismatch=allow_mismatch, variant=variant)
     else:
         verdict = g.gate_paths(baseline, candidate, rules, allow_mismatch=allow_mismatch, variant=variant)
 
@@ -125,6 +142,14 @@ def gate(
         raise typer.Exit(verdict.exit_code)
 
 
+def _refuse(flags: dict, why: str) -> None:
+    """A flag that would have no effect is an error, not silently ignored (a CI config must do what it says)."""
+    given = [flag for flag, value in flags.items() if value not in (None, [], ())]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply {why}.",
+                         hint="Drop it.")
+
+
 def _update(g, baseline: list[Path] | None, candidate: list[Path], *, structure: bool, allow_mismatch: bool,
             note: str | None, variant: str | None) -> None:
     if baseline and len(baseline) > 1:
@@ -132,14 +157,16 @@ def _update(g, baseline: list[Path] | None, candidate: list[Path], *, structure:
     dest = baseline[0] if baseline else None
     if structure:
         if len(candidate) != 1:
-            raise UsageError("--update-baseline --structure takes one candidate compile manifest.")
-        done = g.update_structure_baseline(candidate[0], directory=dest, allow_mismatch=allow_mismatch, note=note)
+            raise UsageError("--update-baseline --structure takes one candidate compile.")
+        done = g.update_structure_baseline(candidate[0], directory=dest, allow_mismatch=allow_mismatch, note=note,
+                                           variant=variant)
     else:
         done = g.update_baseline(candidate, directory=dest, allow_mismatch=allow_mismatch, note=note, variant=variant)
     r = done.record
     what = (f"{r.variant} {r.precision} on {r.device}, source {r.source}, QNN {r.qnn_version}, {r.runs} runs "
             f"in {len(r.files)} profile{'s' * (len(r.files) != 1)}") if r.mode == "profile" \
-        else f"compile structure, QNN {r.qnn_version}"
+        else (f"compile structure of {r.variant} {r.precision} for {r.device}, QNN {r.qnn_version}" if r.variant
+              else f"compile structure, QNN {r.qnn_version}")
     console.print(f"baseline {'replaced' if done.replaced else 'written'}: {done.directory} ({what})",
                   highlight=False)
 

@@ -10,6 +10,7 @@ from .baseline import (
     BaselineRecord,
     BaselineUpdate,
     baseline_key,
+    structure_key,
     update_baseline,
     update_structure_baseline,
 )
@@ -26,14 +27,24 @@ from .rules import (
     with_flags,
 )
 from .stats import Samples, bootstrap, compare, gate_samples
-from .structure import CompileStructure, gate_manifests, gate_structure, read_compile_structure
+from .structure import (
+    CompileFailure,
+    CompileSide,
+    CompileStructure,
+    check_disjoint,
+    gate_manifests,
+    gate_structure,
+    read_compile_side,
+    read_compile_structure,
+)
 from .verdict import MODEL_METRIC, ChangeInterval, GateVerdict, Method, MetricResult, MetricStatus, SideInfo
 
 __all__ = [
-    "BASELINES_DIR", "BaselineRecord", "BaselineUpdate", "ChangeInterval", "CompileStructure", "GateRules",
-    "GateVerdict", "MODEL_METRIC", "Method", "MetricResult", "MetricRule", "MetricStatus", "Samples", "SideInfo",
-    "StructureRules", "baseline_key", "block_samples", "bootstrap", "compare", "find_pyproject", "gate_manifests",
-    "gate_paths", "gate_profiles", "gate_samples", "gate_structure", "load_rules", "model_samples",
-    "parse_fraction", "parse_overrides", "read_compile_structure", "render_json", "render_junit", "render_markdown",
-    "update_baseline", "update_structure_baseline", "with_flags", "write_outputs",
+    "BASELINES_DIR", "BaselineRecord", "BaselineUpdate", "ChangeInterval", "CompileFailure", "CompileSide",
+    "CompileStructure", "GateRules", "GateVerdict", "MODEL_METRIC", "Method", "MetricResult", "MetricRule",
+    "MetricStatus", "Samples", "SideInfo", "StructureRules", "baseline_key", "block_samples", "bootstrap",
+    "check_disjoint", "compare", "find_pyproject", "gate_manifests", "gate_paths", "gate_profiles", "gate_samples",
+    "gate_structure", "load_rules", "model_samples", "parse_fraction", "parse_overrides", "read_compile_side",
+    "read_compile_structure", "render_json", "render_junit", "render_markdown", "structure_key", "update_baseline",
+    "update_structure_baseline", "with_flags", "write_outputs",
 ]

@@ -8,6 +8,7 @@ variant, precision, device or source.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -19,11 +20,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
-from ..artifacts import MANIFEST_NAME, sha256_file, staged_output_dir
-from ..errors import ProfileError
+from ..artifacts import sha256_file, staged_output_dir
+from ..errors import ProfileError, UsageError
 from ..profiling.schema import Profile
 from .profile_gate import check_side, load_side
-from .structure import read_compile_structure
+from .structure import STRUCTURE_NAME, VERSION_RECORD, CompileStructure, pick_variant, read_compile_side
 
 BASELINES_DIR = Path("profiles/baselines")
 RECORD_NAME = "baseline.json"
@@ -144,6 +145,12 @@ def update_baseline(
     return BaselineUpdate(directory=target, record=record, replaced=replaced)
 
 
+def structure_key(s: CompileStructure) -> str:
+    """`compile-l1-w8a8-sm8550-qnn2-51-0`: one structural baseline per thing compiled and QNN version."""
+    parts = [s.variant, s.precision, s.soc] if s.variant else []
+    return "-".join(_slug(x) for x in ["compile", *(p for p in parts if p), f"qnn{s.qnn_version}"])
+
+
 def update_structure_baseline(
     candidate: Path,
     *,
@@ -151,19 +158,46 @@ def update_structure_baseline(
     root: Path = BASELINES_DIR,
     allow_mismatch: bool = False,
     note: str | None = None,
+    variant: str | None = None,
 ) -> BaselineUpdate:
-    """Keep one compile manifest as the structural baseline (default `root/compile-qnn<version>/`)."""
-    structure = read_compile_structure(candidate)
-    source = Path(structure.path or candidate)
-    key = f"compile-qnn{_slug(structure.qnn_version)}"
+    """Keep one compile as the structural baseline (default `root/<structure_key>/`).
+
+    The directory gets `structure.json` (the figures the gate reads, with what was compiled),
+    the file they were read from, byte for byte (an export's `manifest.json`, a version's
+    `compile.json`), and `baseline.json`.
+    """
+    side = read_compile_side([Path(candidate)])
+    if variant is not None:
+        side = pick_variant(side, variant, "candidate")
+    if side.failures:
+        f = side.failures[0]
+        raise ProfileError(f"{f.path}: QNN {f.qnn_version} did not compile ({f.error}); it cannot be a baseline.")
+    if len(side.structures) != 1:
+        raise UsageError(
+            f"{candidate} holds {len(side.structures)} compiles (QNN "
+            f"{', '.join(s.qnn_version for s in side.structures)}); a structural baseline is one.",
+            hint="Point --candidate at one of them, e.g. <export>/qnn-versions/qnn-<version>/ (or pick with --variant).",
+        )
+    structure = side.structures[0]
+    where = Path(structure.path or candidate)
+    source = where if where.is_file() else where / VERSION_RECORD
+    copies = {source.name: source} if source.is_file() and source.name != STRUCTURE_NAME else {}
+    key = structure_key(structure)
     target = Path(directory) if directory else Path(root) / key
+    kept = structure.model_copy(update={"path": None})
+    body = kept.model_dump_json(indent=2) + "\n"
     record = BaselineRecord(
-        mode="structure", key=key, qnn_version=structure.qnn_version,
-        files={MANIFEST_NAME: sha256_file(source)}, copied_from=[str(source)],
+        mode="structure", key=key, variant=structure.variant, precision=structure.precision, device=structure.soc,
+        input_shape=structure.input_shape, qnn_version=structure.qnn_version,
+        files={STRUCTURE_NAME: hashlib.sha256(body.encode()).hexdigest()}
+        | {name: sha256_file(f) for name, f in copies.items()},
+        copied_from=[str(f) for f in copies.values()] or [str(where)],
         commit=os.environ.get("GITHUB_SHA"), note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
     with staged_output_dir(target, force=True) as work:
-        shutil.copyfile(source, work / MANIFEST_NAME)
+        (work / STRUCTURE_NAME).write_text(body)
+        for name, f in copies.items():
+            shutil.copyfile(f, work / name)  # byte for byte: the compile's own record
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
     return BaselineUpdate(directory=target, record=record, replaced=replaced)

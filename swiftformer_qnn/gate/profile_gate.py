@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ProfileError
+from ..errors import ProfileError, UsageError
 from ..profiling.schema import LatencySource, Profile, TimeUnit, block_times, find_profiles, load_profile
 from .rules import GateRules
 from .stats import Samples, gate_samples
+from .structure import check_disjoint
 from .verdict import MODEL_METRIC, GateVerdict, SideInfo, make_verdict
 
 # Fields that make two profiles measurements of different things.
@@ -81,6 +82,20 @@ def check_side(profiles: list[Profile], files: list[Path], side: str) -> None:
             raise ProfileError(
                 f"{f}: the {side} profiles disagree with {files[0]} ({'; '.join(diff)}).",
                 hint=f"Put only repeated runs of one configuration in the {side}, or pick one with --variant.",
+            )
+
+
+def _check_distinct_jobs(bp: list[Profile], bf: list[Path], cp: list[Profile], cf: list[Path]) -> None:
+    """The same AI Hub profile job on both sides is one measurement compared with itself."""
+    base_jobs = {p.provenance.job_ids["profile"]: f for p, f in zip(bp, bf, strict=True)
+                 if p.provenance.job_ids.get("profile")}
+    for p, f in zip(cp, cf, strict=True):
+        job = p.provenance.job_ids.get("profile")
+        if job and job in base_jobs:
+            raise UsageError(
+                f"The baseline ({base_jobs[job]}) and the candidate ({f}) hold the same AI Hub profile job {job}: "
+                "a measurement gated against itself passes trivially.",
+                hint="Profile the candidate with --new-jobs.",
             )
 
 
@@ -179,6 +194,7 @@ def gate_profiles(
     cf = list(candidate_files or [Path(f"<candidate {i}>") for i in range(len(candidate))])
     check_side(baseline, bf, "baseline")
     check_side(candidate, cf, "candidate")
+    _check_distinct_jobs(baseline, bf, candidate, cf)
     diff = mismatches(baseline[0], candidate[0])
     if diff and not allow_mismatch:
         raise ProfileError(
@@ -215,4 +231,5 @@ def gate_paths(
     """`gate_profiles` on the profiles found under the given files or directories."""
     bp, bf = load_side(baseline, side="baseline", variant=variant)
     cp, cf = load_side(candidate, side="candidate", variant=variant)
+    check_disjoint(bf, cf)
     return gate_profiles(bp, cp, rules, allow_mismatch=allow_mismatch, baseline_files=bf, candidate_files=cf)

@@ -169,9 +169,17 @@ def with_flags(
     fail_on_missing: bool | None = None,
     block_thresholds: dict[str, float] | None = None,
     block_floors: dict[str, float] | None = None,
+    structure_growth: float | None = None,
 ) -> GateRules:
-    """Flags over pyproject: a flag given replaces the file's value; overrides merge by pattern."""
+    """Flags over pyproject: a flag given replaces the file's value; overrides merge by pattern.
+
+    `structure_growth` (`--threshold` of `gate --structure`) sets both growth limits of the
+    structural gate: the HTP op count's and the context binary's.
+    """
     data = rules.model_dump()
+    if structure_growth is not None:
+        data["structure"]["max_op_count_growth"] = structure_growth
+        data["structure"]["max_context_growth"] = structure_growth
     for key, value in (
         ("relative_threshold", relative_threshold),
         ("absolute_floor_us", absolute_floor_us),
