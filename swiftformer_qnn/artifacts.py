@@ -124,12 +124,6 @@ def read_manifest(directory: Path) -> ExportManifest | None:
         return None
 
 
-def write_json_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(data)
-    tmp.replace(path)
-
-
 class StageCache:
     """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
 

@@ -33,7 +33,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import qnn_worker
-from .artifacts import StageCache, place, sha256_file, sha256_json, write_json_atomic
+from ._atomic import write_text_atomic
+from .artifacts import StageCache, place, sha256_file, sha256_json
 from .errors import ToolchainError, UsageError
 from .qnn import HtpTarget
 from .toolchains import (
@@ -449,7 +450,7 @@ def _collect(
     for name in optional:
         if name and (cache_dir / name).is_file():
             place(cache_dir / name, dest / name)
-    write_json_atomic(dest / MANIFEST_NAME, record.model_dump_json(indent=2))
+    write_text_atomic(dest / MANIFEST_NAME, record.model_dump_json(indent=2))
 
     version = VersionResult(
         qnn_version=spec.qnn_version,
@@ -605,7 +606,7 @@ def compile_across_versions(
         versions=results,
         diffs=consecutive_diffs(results),
     )
-    write_json_atomic(out_dir / REPORT_NAME, report.model_dump_json(indent=2))
+    write_text_atomic(out_dir / REPORT_NAME, report.model_dump_json(indent=2))
     return report
 
 
@@ -622,7 +623,7 @@ def _failed(spec: QnnToolchainSpec, status: Literal["failed", "crashed"], messag
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    write_json_atomic(dest / FAILURE_NAME, result.model_dump_json(indent=2))
+    write_text_atomic(dest / FAILURE_NAME, result.model_dump_json(indent=2))
     return result
 
 

@@ -37,7 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import cache_root, sha256_file, sha256_json, write_json_atomic
+from .._atomic import write_text_atomic
+from ..artifacts import cache_root, sha256_file, sha256_json
 from ..errors import HubError, ProfileError
 from ..targets import SOCS, Precision
 from ..toolchains import short_version
@@ -249,7 +250,7 @@ class JobJournal:
         self._write()
         if self.index_dir is not None:
             self.index_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.index_dir / f"{key}.json", json.dumps(entry, indent=2) + "\n")
+            write_text_atomic(self.index_dir / f"{key}.json", json.dumps(entry, indent=2) + "\n")
         return entry
 
     def update(self, key: str, **changes: Any) -> None:
@@ -265,7 +266,7 @@ class JobJournal:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = {"kind": JOURNAL_KIND, "api_url": self.api_url, "entries": self.entries}
-        write_json_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
 def default_index_dir() -> Path:
@@ -782,7 +783,7 @@ class HubSession:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw_path = self.out_dir / f"{stem}.raw.json"
-        write_json_atomic(raw_path, json.dumps(_jsonable(payload), indent=2) + "\n")
+        write_text_atomic(raw_path, json.dumps(_jsonable(payload), indent=2) + "\n")
         binary = self._download_binary(cj, stem, t.label)
         hub_device = self._device_info(device)
         soc = next((s for s in SOCS.values() if s.aihub_chipset and s.aihub_chipset == hub_device["chipset"]), None)
