@@ -60,11 +60,10 @@ def guarded(fn: F) -> F:
 
 def run_app() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Ctrl-C is click's: "Aborted!" and exit 1. Outputs are assembled beside their final place
+    # and renamed at the end, so an interrupted run leaves nothing that looks complete.
     try:
         app()
     except SwiftFormerQnnError as exc:  # raised outside a command body (e.g. in a callback)
         err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: nothing half-written was kept.")
-        sys.exit(130)
