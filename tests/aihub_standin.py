@@ -771,8 +771,8 @@ def real_qdq_model(variant: str, resolution: int, where: Path) -> dict:
         from qdq_fixtures import make_qdq_model
 
         qdq = make_qdq_model(variant, resolution, where)
-        # make_qdq_model quantizes make_float_model's output, `<variant>_<resolution>.pre.onnx`.
-        sim = where / f"{variant}_{resolution}.pre.onnx"
+        # make_qdq_model quantizes make_float_model's output, `<variant>_<resolution>.sim.onnx`.
+        sim = where / f"{variant}_{resolution}.sim.onnx"
         assert sim.is_file(), f"qdq_fixtures no longer leaves its float model at {sim}"
         _QDQ_MODELS[key] = {"qdq": qdq, "sim": sim, "res": resolution}
     return _QDQ_MODELS[key]

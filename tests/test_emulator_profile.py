@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdq_fixtures import make_float_model, make_qdq_model
+from qdq_fixtures import input_name, make_float_model, make_qdq_model
 
 from swiftformer_qnn.errors import ProfileError, ToolchainError, UsageError
 from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
@@ -37,7 +37,7 @@ MAX_UNATTRIBUTED = 0.05
 
 def feeds_for(variant, resolution):
     rng = np.random.default_rng(1)
-    return {"image": rng.standard_normal(variant.input_shape(resolution)).astype(np.float32)}
+    return {input_name(variant.name): rng.standard_normal(variant.input_shape(resolution)).astype(np.float32)}
 
 
 def model_info(variant, resolution, precision="w8a8"):

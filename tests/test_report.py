@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from qdq_fixtures import make_qdq_model
+from qdq_fixtures import input_name, make_qdq_model
 from report_synthetic import make_profile, model_shaped_profile
 from typer.testing import CliRunner
 
@@ -373,7 +373,7 @@ def test_report_on_a_real_emulator_profile(workdir):
     variant = get_variant("encoder")
     shape = variant.input_shape(16)
     model = make_qdq_model("encoder", 16, workdir / "qdq")
-    feeds = {"image": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    feeds = {input_name("encoder"): np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     info = ModelInfo(variant="encoder", input_shape=list(shape), precision="w8a8", weights="realistic-random")
     profile = profile_on_emulator(model, feeds, variant, info, HtpTarget(), workdir / "emu")
     path = save(workdir / "emu", "encoder16", profile)
