@@ -281,9 +281,3 @@ def htp_ops_from_trace(trace_path: Path) -> dict:
     ops = [m for g in data.get("subgraph_traces", []) for m in g.get("op_mappings", [])]
     types = Counter(m.get("dst_qnn_op_type", "?") for m in ops)
     return {"htp_op_count": len(ops), "htp_op_types": dict(sorted(types.items()))}
-
-
-def run_on_htp(model_path: Path, feeds: dict, target: HtpTarget, **session_kwargs) -> list:
-    """Run a model (QDQ ONNX or EP-context ONNX) on the HTP emulator once."""
-    session = htp_session(Path(model_path), target, **session_kwargs)
-    return session.run(None, feeds)

@@ -523,8 +523,12 @@ def load_weights(
     path: str | Path,
     variant: Variant,
     attention_requested: AttentionForm | str | None = None,
+    *,
+    sha256: str | None = None,
 ) -> LoadedWeights:
-    """Load a checkpoint of any known format into `model` (strictly) and set its attention form."""
+    """Load a checkpoint of any known format into `model` (strictly) and set its attention form.
+
+    `sha256`: the file's hash when the caller already has it (checkpoints can be large)."""
     path = Path(path)
     raw = _read_checkpoint(path)
     fmt = detect_format(raw.state_dict)
@@ -548,7 +552,7 @@ def load_weights(
     effective = AttentionForm(attention_requested) if attention_requested is not None else implied
     set_attention_form(model, effective)
     notes.extend(_attention_notes(fmt, implied, effective, raw.metadata))
-    return LoadedWeights(path, fmt, sha256_file(path), implied, effective, notes)
+    return LoadedWeights(path, fmt, sha256 or sha256_file(path), implied, effective, notes)
 
 
 def _encoder_block_weights(

@@ -276,7 +276,8 @@ class _Run:
                 from ..weights import load_weights
 
                 # load_weights sets the attention form: the requested one, else what the format implies.
-                loaded = load_weights(model, Path(self.req.weights), self.r.variant, self.req.attention)
+                loaded = load_weights(model, Path(self.req.weights), self.r.variant, self.req.attention,
+                                      sha256=self.r.weights_id.removeprefix("sha256:"))
                 self.attention = loaded.effective_attention.value
                 self.weights_info.update({"format": loaded.format.value, "sha256": loaded.sha256,
                                           "implied_attention": loaded.implied_attention.value,
@@ -394,11 +395,14 @@ class _Run:
 
         def produce(d: Path) -> dict:
             heldout = np.load(heldout_path)
-            return validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
+            figures, fp32 = validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
+            np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
+            return figures
 
         return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
             inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "heldout.npy")), produce=produce,
+            outputs=("heldout_fp32.npy",),
         )
 
     def _stage_quantize(self):
@@ -443,7 +447,7 @@ class _Run:
 
         r = self.r
         min_sqnr = self.req.min_sqnr if self.req.min_sqnr is not None else DEFAULT_MIN_SQNR[r.precision]
-        sim = self._path("simplify", "model.sim.onnx")
+        fp32_path = self._path("validate", "heldout_fp32.npy")
         qdq = self._path("quantize", "model.qdq.onnx")
         ctx_dir = self.dirs["compile"]
         heldout_path = self._path("inputs", "heldout.npy")
@@ -452,13 +456,13 @@ class _Run:
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
             # The EP-context ONNX names its .bin relatively: run it where both files sit.
-            return verify_fidelity(sim, qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
+            return verify_fidelity(np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
                                    classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr)
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
                                "qnn": tool_versions(("onnxruntime-qnn",))},
-            inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("quantize", "model.qdq.onnx"),
+            inputs=self._inputs_of(("validate", "heldout_fp32.npy"), ("quantize", "model.qdq.onnx"),
                                    ("compile", "model.ctx_qnn.bin"), ("inputs", "heldout.npy")),
             produce=produce, outputs=("sample_input.npy",),
         )

@@ -23,8 +23,12 @@ def torch_outputs(model, inputs: np.ndarray) -> np.ndarray:
         return np.concatenate([model(torch.from_numpy(inputs[i : i + 1])).numpy() for i in range(inputs.shape[0])])
 
 
-def validate_onnx(onnx_path: Path, reference: np.ndarray, inputs: np.ndarray, variant: Variant) -> dict:
-    """Compare ONNX Runtime (CPU) on `inputs` with the PyTorch outputs `reference`."""
+def validate_onnx(
+    onnx_path: Path, reference: np.ndarray, inputs: np.ndarray, variant: Variant
+) -> tuple[dict, np.ndarray]:
+    """Compare ONNX Runtime (CPU) on `inputs` with the PyTorch outputs `reference`.
+
+    Returns the figures and the ONNX outputs (the fp32 reference the verify stage reuses)."""
     got = run_cpu(onnx_path, inputs)
     if got.shape != reference.shape:
         raise ExportValidationError(
@@ -40,4 +44,4 @@ def validate_onnx(onnx_path: Path, reference: np.ndarray, inputs: np.ndarray, va
             f"max |diff| {figures['max_abs_diff']:.3g} (tolerance {tol:.3g}), min cosine {figures['cosine_min']:.6f}.",
             hint="Try another --opset or report the variant and weights.",
         )
-    return figures
+    return figures, got

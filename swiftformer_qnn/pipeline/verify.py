@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QuantizationFidelityError
-from ..qnn import HtpTarget, run_on_htp
+from ..qnn import HtpTarget, htp_session
 from ..targets import Precision
 from .fidelity import compare_outputs, run_cpu, sqnr_below
 
@@ -20,7 +20,7 @@ MIN_EMULATOR_COSINE = 0.99
 
 
 def verify_fidelity(
-    float_model: Path,
+    fp32: np.ndarray,
     quantized_model: Path,
     context_model: Path,
     heldout: np.ndarray,
@@ -31,9 +31,9 @@ def verify_fidelity(
     min_sqnr: float,
     emulator_samples: int = 1,
 ) -> dict:
-    """fp32 vs quantized on the CPU EP over all held-out inputs, and the context binary on
-    the HTP emulator vs the quantized model on the CPU for `emulator_samples` inputs."""
-    fp32 = run_cpu(float_model, heldout)
+    """fp32 (the float ONNX's outputs on `heldout`, from the validate stage) vs the quantized
+    model on the CPU EP over all held-out inputs, and the context binary on the HTP emulator
+    vs the quantized model on the CPU for `emulator_samples` inputs."""
     quant = run_cpu(quantized_model, heldout)
     quantization = compare_outputs(fp32, quant, classify=classify)
 
@@ -41,7 +41,9 @@ def verify_fidelity(
 
     name = onnx.load(str(quantized_model), load_external_data=False).graph.input[0].name
     n = min(emulator_samples, heldout.shape[0])
-    emulated = np.concatenate([run_on_htp(context_model, {name: heldout[i : i + 1]}, target)[0] for i in range(n)])
+    session = htp_session(context_model, target)  # one session: loading the context is the slow part
+    emulated = np.concatenate([session.run(None, {name: heldout[i : i + 1]})[0] for i in range(n)])
+    del session
     emulator = compare_outputs(quant[:n], emulated, classify=classify)
     emulator_vs_fp32 = compare_outputs(fp32[:n], emulated, classify=classify)
 
