@@ -197,35 +197,60 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         "heldout": _image_set_id(r.heldout),
         "min_sqnr": req.min_sqnr,
     }
+    target = Path(req.output_dir) if req.output_dir else default_output_dir(req, r)
+    ctx = _Run(req, r, StageCache(enabled=req.use_cache), emit)
+    return _assemble(
+        target, request, force=req.force, started=started, what="export", ignore_in_key=("weights_path",),
+        run_stages=lambda work: [ctx.run_stage(name, work) for name in r.stages],
+    )
+
+
+def _assemble(
+    target: Path,
+    request: dict[str, Any],
+    *,
+    force: bool,
+    started: float,
+    what: str,
+    run_stages: Callable[[Path], list[StageRecord]],
+    ignore_in_key: tuple[str, ...] = (),
+) -> ExportResult:
+    """The output directory of a request: reused when it already holds the same request (same
+    options, inputs, tool versions and code), refused when it holds anything else (unless
+    `force`), otherwise built by `run_stages` beside its final place and renamed into it."""
     tools = tool_versions()
     code = {stage: _code_version(*mods) for stage, mods in STAGE_CODE.items()}
-    request_key = sha256_json({"request": {k: v for k, v in request.items() if k != "weights_path"}, "tools": tools,
-                               "code": code})
-    target = Path(req.output_dir) if req.output_dir else default_output_dir(req, r)
-
+    request_key = sha256_json({"request": {k: v for k, v in request.items() if k not in ignore_in_key},
+                               "tools": tools, "code": code})
     existing = read_manifest(target)
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
         return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
-    if target.exists() and not req.force:
+    if target.exists() and not force:
         if existing is None:
-            why = "exists and is not an export of this tool"
+            why = f"exists and is not {_a(what)} of this tool"
         elif existing.request == request:
-            why = "holds this export made by other code or tool versions (torch, onnxruntime, QNN, swiftformer-qnn)"
+            why = f"holds this {what} made by other code or tool versions (torch, onnxruntime, QNN, swiftformer-qnn)"
         else:
-            why = "holds an export of a different request"
+            why = f"holds {_a(what)} of a different request"
         raise OutputDirError(f"{target} {why}.", hint="Pass --force to replace it, or choose --output-dir.")
     _check_writable(target)
-
-    cache = StageCache(enabled=req.use_cache)
-    ctx = _Run(req, r, cache, emit)
     with staged_output_dir(target, force=True) as work:
-        records = [ctx.run_stage(name, work) for name in r.stages]
+        records = run_stages(work)
         manifest = ExportManifest(
             request_key=request_key, request=request, tools=tools, stages=records,
             wall_s=round(time.perf_counter() - started, 3),
         )
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     return ExportResult(target, manifest, notes=_stage_notes(manifest))
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def _place_outputs(rec: StageRecord, cache_dir: Path, work: Path) -> None:
+    for out in rec.outputs.values():
+        place(cache_dir / out.path, work / out.path)
 
 
 def _stage_notes(manifest: ExportManifest) -> list[str]:
@@ -326,8 +351,7 @@ class _Run:
         self.emit(StageEvent(name, STAGE_TITLES[name], "start"))
         rec, d = getattr(self, f"_stage_{name}")()
         self.records[name], self.dirs[name] = rec, d
-        for out in rec.outputs.values():
-            place(d / out.path, work / out.path)
+        _place_outputs(rec, d, work)
         self.emit(StageEvent(name, STAGE_TITLES[name], "cached" if rec.cached else "done", rec))
         return rec
 
@@ -530,31 +554,25 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     model_hash = sha256_file(model)
     request = {"model": str(model), "model_sha256": model_hash, "soc": soc.name, "soc_model": soc.soc_model,
                "htp_arch": soc.htp_arch, "fp16": req.fp16}
-    tools = tool_versions()
-    request_key = sha256_json({"request": {k: v for k, v in request.items() if k != "model"}, "tools": tools})
     out = Path(req.output_dir) if req.output_dir else model.parent / f"{model.stem}-qnn-{soc.name}"
-    existing = read_manifest(out)
-    if existing is not None and existing.request_key == request_key:
-        return ExportResult(out, existing, reused=True)
-    if out.exists() and not req.force:
-        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it, or choose --output-dir.")
-    _check_writable(out)
     emit = progress or (lambda _e: None)
     options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
                **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
-    with staged_output_dir(out, force=True) as work:
+
+    def run_stages(work: Path) -> list[StageRecord]:
         emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
         rec, d = StageCache(enabled=req.use_cache).run(
-            "compile", options=options, extra_key={"code": _code_version(*STAGE_CODE["compile"])}, inputs={"quantize/model.qdq.onnx": model_hash},
+            "compile", options=options, extra_key={"code": _code_version(*STAGE_CODE["compile"])},
+            inputs={"quantize/model.qdq.onnx": model_hash},
             produce=lambda w: compile_stage(model, w, target), outputs=COMPILE_OUTPUTS,
         )
-        for f in rec.outputs.values():
-            place(d / f.path, work / f.path)
+        _place_outputs(rec, d, work)
         emit(StageEvent("compile", STAGE_TITLES["compile"], "cached" if rec.cached else "done", rec))
-        manifest = ExportManifest(request_key=request_key, request=request, tools=tools, stages=[rec],
-                                  wall_s=round(time.perf_counter() - started, 3))
-        (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
-    return ExportResult(out, manifest)
+        return [rec]
+
+    # The model's path is not part of the key: the same bytes compiled again are the same request.
+    return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages,
+                     ignore_in_key=("model",))
 
 
 def compile_export_across_versions(result: ExportResult, versions, *, use_cache: bool = True, progress=None):
