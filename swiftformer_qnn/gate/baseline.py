@@ -21,10 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
 from ..artifacts import sha256_file, staged_output_dir
-from ..errors import ProfileError, UsageError
+from ..errors import ProfileError
 from ..profiling.schema import Profile
 from .profile_gate import check_side, load_side
-from .structure import STRUCTURE_NAME, VERSION_RECORD, CompileStructure, pick_variant, read_compile_side
+from .structure import (
+    STRUCTURE_NAME,
+    VERSION_RECORD,
+    CompileStructure,
+    only_compile,
+    pick_variant,
+    read_compile_side,
+)
 
 BASELINES_DIR = Path("profiles/baselines")
 RECORD_NAME = "baseline.json"
@@ -169,16 +176,10 @@ def update_structure_baseline(
     side = read_compile_side([Path(candidate)])
     if variant is not None:
         side = pick_variant(side, variant, "candidate")
-    if side.failures:
-        f = side.failures[0]
-        raise ProfileError(f"{f.path}: QNN {f.qnn_version} did not compile ({f.error}); it cannot be a baseline.")
-    if len(side.structures) != 1:
-        raise UsageError(
-            f"{candidate} holds {len(side.structures)} compiles (QNN "
-            f"{', '.join(s.qnn_version for s in side.structures)}); a structural baseline is one.",
-            hint="Point --candidate at one of them, e.g. <export>/qnn-versions/qnn-<version>/ (or pick with --variant).",
-        )
-    structure = side.structures[0]
+    structure = only_compile(
+        side, f"{candidate}",
+        hint="Point --candidate at one of them, e.g. <export>/qnn-versions/qnn-<version>/ (or pick with --variant).",
+    )
     where = Path(structure.path or candidate)
     source = where if where.is_file() else where / VERSION_RECORD
     copies = {source.name: source} if source.is_file() and source.name != STRUCTURE_NAME else {}

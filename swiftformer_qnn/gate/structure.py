@@ -555,6 +555,20 @@ def check_disjoint(baseline_files: Sequence[Path], candidate_files: Sequence[Pat
         )
 
 
+def only_compile(side: CompileSide, what: str, *, hint: str) -> CompileStructure:
+    """The one successful compile a baseline must be; anything else is an input error naming `what`."""
+    if side.failures:
+        f = side.failures[0]
+        raise ProfileError(f"{what}: QNN {f.qnn_version} did not compile ({f.error}) at {f.path}.")
+    if len(side.structures) != 1:
+        raise UsageError(
+            f"{what} holds {len(side.structures)} compiles (QNN "
+            f"{', '.join(s.qnn_version for s in side.structures)}); a structural baseline is one.",
+            hint=hint,
+        )
+    return side.structures[0]
+
+
 def pick_variant(side: CompileSide, variant: str, what: str) -> CompileSide:
     unknown = [s.path for s in side.structures if s.variant is None] + [f.path for f in side.failures
                                                                         if f.variant is None]
@@ -590,15 +604,10 @@ def gate_manifests(
     if variant is not None:
         base = pick_variant(base, variant, "baseline")
         cand = pick_variant(cand, variant, "candidate")
-    if base.failures:
-        f = base.failures[0]
-        raise ProfileError(f"The structural baseline {f.path}: QNN {f.qnn_version} did not compile ({f.error}).")
-    if len(base.structures) != 1:
-        raise UsageError(
-            f"The structural baseline must be one compile; found {len(base.structures)} "
-            f"(QNN {', '.join(s.qnn_version for s in base.structures)}).",
-            hint="Point --baseline at one compile: a committed baseline directory, one export, or one "
-            "qnn-versions/qnn-<version>/ directory (or pick with --variant).",
-        )
-    return gate_structure(base.structures[0], cand.structures, rules, allow_mismatch=allow_mismatch,
+    baseline_compile = only_compile(
+        base, f"The structural baseline ({', '.join(map(str, baseline))})",
+        hint="Point --baseline at one compile: a committed baseline directory, one export, or one "
+        "qnn-versions/qnn-<version>/ directory (or pick with --variant).",
+    )
+    return gate_structure(baseline_compile, cand.structures, rules, allow_mismatch=allow_mismatch,
                           failures=cand.failures)
