@@ -730,12 +730,7 @@ class HubSession:
                 return False
             self.journal.update(track.compile_key, state=status.code)
             if status.failure:
-                run.failures.append(
-                    HubJobFailure(
-                        t.label, "compile", status.message or "no reason given",
-                        track.compile_job.job_id, track.compile_job.url,
-                    )
-                )
+                run.failures.append(_job_failure(t.label, "compile", status, track.compile_job))
                 return True
             self.progress(f"{t.label}: compiled ({track.compile_job.job_id})")
             self._submit_profile(track, device)
@@ -744,12 +739,7 @@ class HubSession:
             return False
         self.journal.update(track.profile_key, state=status.code)
         if status.failure:
-            run.failures.append(
-                HubJobFailure(
-                    t.label, "profile", status.message or "no reason given",
-                    track.profile_job.job_id, track.profile_job.url,
-                )
-            )
+            run.failures.append(_job_failure(t.label, "profile", status, track.profile_job))
             return True
         try:
             run.results.append(self._collect(track, device))
@@ -881,3 +871,8 @@ def list_devices(config: HubConfig | None = None) -> list[dict[str, Any]]:
         chipset = next((a.split(":", 1)[1] for a in d.attributes if a.startswith("chipset:")), None)
         out.append({"name": d.name, "os": d.os, "chipset": chipset, "attributes": list(d.attributes)})
     return out
+
+
+def _job_failure(label: str, stage: str, status: Any, job: Any) -> HubJobFailure:
+    """A job AI Hub reports as failed, with its URL so the user can read why."""
+    return HubJobFailure(label, stage, status.message or "no reason given", job.job_id, job.url)
