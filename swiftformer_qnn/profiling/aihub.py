@@ -41,7 +41,7 @@ from .._atomic import write_text_atomic
 from ..artifacts import cache_root, sha256_file, sha256_json
 from ..errors import HubError, ProfileError
 from ..targets import SOCS, Precision
-from ..toolchains import short_version
+from ..versions import short_version
 from .attribution import NodeTensors, attribute_ops
 from .devices import DeviceTarget, device_slug
 from .schema import (

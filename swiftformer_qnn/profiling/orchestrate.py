@@ -15,8 +15,9 @@ from typing import Any
 from ..artifacts import ExportManifest, read_manifest
 from ..errors import HubError, OutputDirError, UsageError
 from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
-from ..toolchains import parse_version, same_release, split_versions
+from ..toolchains import split_versions
 from ..variants import Variant, get_variant
+from ..versions import is_version_tag, parse_qnn_version, same_release
 from .aihub import (
     DEFAULT_POLL_S,
     DEFAULT_RUNS,
@@ -243,18 +244,19 @@ def _distinct(sources: list[ExportSource], emit: Progress) -> list[ExportSource]
 def _qnn_versions(values: tuple[str, ...]) -> list[str]:
     """`--qnn 2.31 --qnn 2.33` or `--qnn 2.31,2.33`, de-duplicated in order.
 
-    AI Hub offers QAIRT versions that are no local toolchain, so these are checked only to be
-    versions (`toolchains.parse_version`), not resolved to toolchains.
+    AI Hub offers QAIRT versions that are no local toolchain, so these are checked here only
+    to be versions (`versions.parse_qnn_version`); what AI Hub offers is checked against
+    `get_frameworks()` before any upload.
     """
     out: list[str] = []
     for part in split_versions(values):
-        parsed = parse_version(part)
-        if part.lower() in ("default", "latest"):
-            part = part.lower()
+        parsed = parse_qnn_version(part)
+        if is_version_tag(part):
+            part = part.strip().lower()
         elif parsed is None:
             raise UsageError(f"--qnn {part!r} is not a QAIRT version.", hint="Use e.g. --qnn 2.31 (or default, latest).")
         else:
-            part = ".".join(map(str, parsed))  # "v2.31" -> "2.31", as --qairt_version takes it
+            part = parsed.short  # "v2.31" -> "2.31", as --qairt_version takes it
         if part not in out:
             out.append(part)
     return out

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .. import toolchains
+from .. import versions
 from ..errors import ProfileError
 from ..profiling.schema import LatencySource, Profile, TimeUnit, block_times
 from ..variants import VARIANTS
@@ -99,10 +99,10 @@ def unit_of(profile: Profile) -> Unit:
 
 
 def version_key(version: str | None) -> tuple:
-    """Numeric order ("2.9" < "2.17" < "2.51.0", `toolchains.version_key`); unknown versions last."""
+    """Numeric order ("2.9" < "2.17" < "2.51.0", `versions.version_key`); unknown versions last."""
     if version is None:
         return (1, (), "")
-    return (0, toolchains.version_key(version), version)
+    return (0, versions.version_key(version), version)
 
 
 def _model_key(row: ModelRow) -> tuple:
