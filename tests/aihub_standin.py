@@ -112,7 +112,7 @@ def qnn_op_name(onnx_name: str) -> str:
 class Layer:
     name: str
     type: str
-    time_us: int
+    time_us: float  # the cost model's time; the payload carries cycles and/or whole microseconds
     onnx_node: str
     # The ONNX nodes this op came from (the test's ground truth); () for ops QNN inserts.
     sources: tuple[str, ...] = ()
@@ -174,7 +174,7 @@ def layers_from_onnx(onnx_bytes: bytes, *, fused: bool = False) -> list[Layer]:
             qnn_type = _QNN_TYPES.get(op, op)
             cost = 0.4 + out / 3.0e5
         name = node.name or f"{op}_{i}"
-        layers.append(Layer(qnn_op_name(name), qnn_type, int(round(cost)), name, (name,)))
+        layers.append(Layer(qnn_op_name(name), qnn_type, cost, name, (name,)))
     return fuse_like_qnn(layers, g) if fused else layers
 
 
@@ -246,28 +246,38 @@ def fuse_like_qnn(layers: list[Layer], graph) -> list[Layer]:
         reads_input = node is not None and any(t in inputs and rank(inputs[t]) == 4 for t in node.input)
         writes_output = node is not None and any(t in outputs and rank(outputs[t]) == 4 for t in node.output)
         if node is not None and node.op_type == "ReduceL2":
-            share = max(layer.time_us // len(_REDUCE_L2), 1)
+            share = layer.time_us / len(_REDUCE_L2)
             result += [Layer(f"{layer.name}{suffix}", qnn_type, share, layer.onnx_node, layer.sources)
                        for suffix, qnn_type in _REDUCE_L2]
             continue
         if writes_output:  # NHWC back to the graph's NCHW before the output leaves the HTP
-            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1, "", ()))
+            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1.0, "", ()))
         result.append(layer)
         if reads_input:  # the graph's NCHW input to the HTP's NHWC
-            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1, "", ()))
+            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1.0, "", ()))
     return result
 
 
+# The HTP clock the cost model's microseconds become cycles at (order of magnitude of a v73).
+CYCLES_PER_US = 1_000
+LAYER_FIELDS = ("cycles", "both", "time")
+
+
 def build_profile_detail(
-    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = (), fused: bool = False
+    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = (), fused: bool = False,
+    layer_fields: str = "cycles",
 ) -> pb.ProfileDetail:
     """A ProfileDetail (major 1, minor 2: per-run times and memory ranges), as AI Hub sends.
-    `fused`: layers as QNN builds them (`fuse_like_qnn`), not one per ONNX node."""
+    `fused`: layers as QNN builds them (`fuse_like_qnn`), not one per ONNX node.
+    `layer_fields`: "cycles" (QNN context binaries on AI Hub: `execution_cycles` only),
+    "both" (cycles and whole microseconds, 0 for sub-microsecond layers) or "time"."""
+    assert layer_fields in LAYER_FIELDS, layer_fields
     layers = layers_from_onnx(onnx_bytes, fused=fused)
     per_op_total = sum(layer.time_us for layer in layers)
     # End-to-end runs are a bit longer than the per-op sum (graph launch, I/O), and jitter.
     h = hashlib.sha256(seed.encode()).digest()
     all_times = [int(per_op_total * 1.06 + 4 + (h[i % len(h)] % 17)) for i in range(runs)]
+    all_times[0] += int(per_op_total * 3)  # the first run is cold (one real profile: 1995 us, then ~300)
     detail = pb.ProfileDetail(
         major_version=1,
         minor_version=2,
@@ -290,11 +300,13 @@ def build_profile_detail(
         )
     for layer in layers:
         cu = pb.ComputeUnit.COMPUTE_UNIT_CPU if layer.type in cpu_op_types else pb.ComputeUnit.COMPUTE_UNIT_NPU
+        fields = {}
+        if layer_fields in ("cycles", "both"):
+            fields["execution_cycles"] = int(round(layer.time_us * CYCLES_PER_US))
+        if layer_fields in ("time", "both"):
+            fields["execution_time"] = int(layer.time_us)  # whole microseconds: 0 below one
         detail.layer_details.append(
-            pb.LayerDetail(
-                name=layer.name, layer_type_name=layer.type, compute_unit=cu, execution_time=layer.time_us,
-                delegate_name="QNN",
-            )
+            pb.LayerDetail(name=layer.name, layer_type_name=layer.type, compute_unit=cu, delegate_name="QNN", **fields)
         )
     return detail
 
@@ -353,6 +365,7 @@ class HubStandIn:
         self.fail_compile = fail_compile
         self.cpu_op_types = cpu_op_types
         self.fused = fused
+        self.layer_fields = "cycles"  # per-layer fields of profiles (see build_profile_detail)
         self.devices = [pb.Device(name=n, os=o, attributes=list(a)) for n, o, a in devices]
         self.requests: list[Request] = []
         self.models: dict[str, StoredModel] = {}
@@ -664,7 +677,7 @@ class _Handler(BaseHTTPRequestHandler):
         compile_job = hub.jobs[target.pb.producer_id]
         source = hub.models[compile_job.source_model_id]
         detail = build_profile_detail(source.data, runs=runs, seed=ij.inference_job_id, cpu_op_types=hub.cpu_op_types,
-                                      fused=hub.fused)
+                                      fused=hub.fused, layer_fields=hub.layer_fields)
         self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(inference_job_id=ij.inference_job_id, detail=detail)))
 
 

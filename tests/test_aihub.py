@@ -39,14 +39,16 @@ from swiftformer_qnn.profiling.attribution import unattributed_share
 from swiftformer_qnn.profiling.devices import resolve_device
 from swiftformer_qnn.profiling.orchestrate import read_export
 from swiftformer_qnn.profiling.schema import (
+    LatencyBasis,
     LatencySource,
     ModelInfo,
     Provenance,
     TargetInfo,
-    TimeUnit,
+    TimeBasis,
     ToolchainInfo,
     block_times,
     load_profile,
+    op_times,
 )
 
 S23U = "Samsung Galaxy S23 Ultra"
@@ -154,7 +156,7 @@ def _convert(payload, variant="xs", sources=None, graph=None):
 
 def test_conversion_of_a_hub_payload(onnx_models):
     qdq = onnx_models["xs"]["qdq"]
-    detail = build_profile_detail(qdq.read_bytes(), runs=7, seed="conv", cpu_op_types=("Quantize",))
+    detail = build_profile_detail(qdq.read_bytes(), runs=7, seed="conv", cpu_op_types=("Quantize",), layer_fields="both")
     payload = _profile_pb_to_python_dict(detail)  # exactly what download_profile() returns
     runs = payload["execution_summary"]["all_inference_times"]
     p = _convert(payload, sources=onnx_sources(qdq))
@@ -165,8 +167,15 @@ def test_conversion_of_a_hub_payload(onnx_models):
     assert p.load.first_load_us == 41_000 and p.load.warm_load_us == 2_300
     assert p.load.inference_peak_memory_bytes == 18_400_000 and p.load.peak_memory_bytes == 31_200_000
     assert [op.name for op in p.ops] == [d["name"] for d in payload["execution_detail"]]
-    assert all(op.time_unit is TimeUnit.US for op in p.ops)
-    assert "AI Hub estimated_inference_time" in p.provenance.note
+    layers = payload["execution_detail"]
+    assert [(op.execution_time_us, op.execution_cycles) for op in p.ops] == [
+        (d["execution_time"], d["execution_cycles"]) for d in layers]  # both kept, as given
+    assert any(d["execution_time"] == 0 and d["execution_cycles"] > 0 for d in layers)  # sub-microsecond layers
+    # Cycles are the basis: the blocks add up to the measured median.
+    assert sum(b.time for b in block_times(p).values()) == pytest.approx(p.latency.median_us)
+    assert {b.basis for b in block_times(p).values()} == {TimeBasis.DERIVED_FROM_CYCLES}
+    assert p.latency.estimate_us == payload["execution_summary"]["estimated_inference_time"] == min(runs)
+    assert p.latency.label() == "median of 7 runs"
     # The graph input's Quantize runs on the CPU here; the compute unit mix says so.
     assert block_times(p)["stem"].compute_units == {"CPU": 1, "NPU": 2}
 
@@ -280,7 +289,9 @@ def test_attribution_of_ops_fused_and_renamed_as_qnn_builds_them(onnx_models, gr
     assert [op.name for op in inserted] == ["Transpose_token_46"]  # xs: a 4-D input, 2-D logits
     # Honest bound: what no name and no node can place is the inserted transpose alone.
     share = unattributed_share(placed)
-    assert 0 < share == pytest.approx(sum(op.time for op in inserted) / sum(op.time for op in placed.ops))
+    figure = dict(op_times(placed).values)
+    assert 0 < share == pytest.approx(
+        sum(figure[placed.ops.index(op)] for op in inserted) / sum(figure.values()))
     assert share < 0.02
     assert unattributed_share(by_name) > share  # names alone leave Gemm_<n> and friends unplaced
     print(f"\nunattributed (xs@64 {graph}, ops fused and renamed as QNN does): names only "
@@ -302,9 +313,11 @@ def test_legacy_payload_with_only_an_estimate():
                                                compute_unit=pb.ComputeUnit.COMPUTE_UNIT_NPU, execution_cycles=4200))
     p = _convert(_profile_pb_to_python_dict(detail))
     assert (p.latency.min_us, p.latency.median_us, p.latency.run_count, p.latency.runs_us) == (1500, 1500, 1, [])
-    assert "only estimated_inference_time" in p.provenance.note
-    # No layer has microseconds: the device's cycles are kept, marked as cycles.
-    assert p.ops[0].time_unit is TimeUnit.CYCLES and p.ops[0].time == 4200
+    assert p.latency.basis is LatencyBasis.AIHUB_ESTIMATE and p.latency.label() == "AI Hub estimate (min of its runs)"
+    # No layer has microseconds: the device's cycles are kept, and the block's time derives from them.
+    assert (p.ops[0].execution_cycles, p.ops[0].execution_time_us) == (4200, None)
+    stem = block_times(p)["stem"]
+    assert (stem.time, stem.basis, stem.cycles) == (1500, TimeBasis.DERIVED_FROM_CYCLES, 4200)
     assert p.ops[0].attribution.block == "stem"
 
 

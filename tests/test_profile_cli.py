@@ -14,7 +14,7 @@ from aihub_standin import HubStandIn, files_containing, make_export_dir, real_qd
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.profiling.schema import LatencySource, TimeUnit, load_profile
+from swiftformer_qnn.profiling.schema import LatencySource, load_profile
 from swiftformer_qnn.variants import get_variant
 
 S23U_SLUG = "samsung-galaxy-s23-ultra"
@@ -107,7 +107,8 @@ def test_profile_on_ai_hub(hub, exports, tmp_path, token):
         assert load_profile(out / name).source is LatencySource.AIHUB
 
     text = result.stdout
-    assert "Per block (aihub, device latency" in text and "Top 10 ops (aihub, device latency)" in text
+    assert "Per block (aihub, derived from device cycles x median of 5 runs" in text
+    assert "Top 10 ops (aihub, derived from device cycles" in text
     assert "(aihub, device latency)" in text.split("xs-r64-w8a8-qnn2.31 on Samsung Galaxy S23 Ultra")[1].splitlines()[0]
     for block in ("stem", "stage0.block2", "stage3.block3", "head", "encoder"):
         assert f"\n {block} " in text or f"│ {block} " in text
@@ -246,7 +247,7 @@ def test_profile_on_the_emulator_needs_no_token(exports, tmp_path, monkeypatch, 
     (path,) = out.glob("encoder-d96x32-w8a8-qnn*-htp-emulator-*.profile.json")
     p = load_profile(path)
     assert p.source is LatencySource.EMULATOR and p.latency is None
-    assert all(op.time_unit is TimeUnit.CYCLES for op in p.ops)
+    assert all(op.execution_cycles is not None and op.execution_time_us is None for op in p.ops)
     assert (out / path.name.replace(".profile.json", ".raw") / "qnn_profile.csv").is_file()
     text = result.stdout
     assert "HTP emulator cycles, NOT device latency" in text and "time (cycles)" in text

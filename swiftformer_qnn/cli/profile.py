@@ -95,8 +95,13 @@ def profile(
 
 def _source_words(p) -> tuple[str, str]:
     """(what the numbers are, unit label): every time printed says where it came from."""
+    from ..profiling.schema import TimeBasis, op_times
+
     if p.is_device_latency:
-        return f"{p.source.value}, device latency", p.ops[0].time_unit.value if p.ops else "us"
+        ot = op_times(p)
+        if ot.basis is TimeBasis.DERIVED_FROM_CYCLES:
+            return f"{p.source.value}, derived from device cycles x {ot.latency_label}", "us"
+        return f"{p.source.value}, device per-op times", "us"
     return "HTP emulator cycles, NOT device latency", "cycles"
 
 
@@ -110,17 +115,20 @@ def _fmt_time(value: float | None, unit: str) -> str:
 
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     from ..profiling.attribution import unattributed_share
-    from ..profiling.schema import block_times
+    from ..profiling.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
     words, unit = _source_words(p)
     head = f"[bold]{item.label}[/] on {p.target.device}"
     if p.latency is not None:
         lat = p.latency
-        head += (
-            f": median {lat.median_us:,.1f} us, min {lat.min_us:,.1f} us over {lat.run_count} runs"
-            f" [dim]({p.source.value}, device latency)[/]"
-        )
+        if lat.basis is LatencyBasis.RUNS:
+            head += f": median {lat.median_us:,.1f} us, min {lat.min_us:,.1f} us over {lat.run_count} runs"
+            if lat.estimate_us is not None:
+                head += f", AI Hub estimate {lat.estimate_us:,.1f} us (min of its runs)"
+        else:
+            head += f": {lat.median_us:,.1f} us ({lat.label()})"
+        head += f" [dim]({p.source.value}, device latency)[/]"
         if p.load and p.load.first_load_us is not None:
             head += f"; first load {p.load.first_load_us / 1000:,.1f} ms"
     else:
@@ -140,18 +148,18 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
         table.add_row(b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-", parts or "-")
     out.print(table)
 
-    timed = sorted((op for op in p.ops if op.time is not None), key=lambda op: op.time, reverse=True)[:top]
+    timed = sorted(((p.ops[i], t) for i, t in op_times(p).values), key=lambda it: it[1], reverse=True)[:top]
     if timed:
         ops = Table(title=f"Top {len(timed)} ops ({words})", title_justify="left")
         for col, justify in (("op", "left"), ("type", "left"), ("unit", "left"), (f"time ({unit})", "right"), ("block", "left")):
             ops.add_column(col, justify=justify)
-        for op in timed:
+        for op, t in timed:
             block = op.attribution.block if op.attribution else "other"
             if op.attribution and op.attribution.part:
                 block += f" / {op.attribution.part}"
-            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(op.time, unit), block)
+            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(t, unit), block)
         out.print(ops)
-    out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op time.", highlight=False)
+    out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
 
 
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:

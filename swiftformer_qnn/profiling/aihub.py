@@ -46,6 +46,7 @@ from .attribution import NodeTensors, attribute_ops
 from .devices import DeviceTarget, device_slug
 from .schema import (
     ComputeUnit,
+    LatencyBasis,
     LatencySource,
     LatencySummary,
     LoadInfo,
@@ -54,7 +55,6 @@ from .schema import (
     Profile,
     Provenance,
     TargetInfo,
-    TimeUnit,
     ToolchainInfo,
 )
 
@@ -280,27 +280,28 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def latency_from_summary(summary: dict[str, Any]) -> tuple[LatencySummary, str | None]:
+def latency_from_summary(summary: dict[str, Any]) -> LatencySummary:
     """Whole-model inference time from `execution_summary` (microseconds).
 
-    Newer AI Hub profiles carry every run (`all_inference_times`); older ones only the
-    `estimated_inference_time`, which then stands for min and median of one reported value.
+    Newer AI Hub profiles carry every run (`all_inference_times`): min/median/max are over
+    those, and AI Hub's own `estimated_inference_time` (which appears to be the minimum of the
+    runs) is kept beside them. Older ones have only the estimate, and say so (basis).
     """
     runs = [float(t) for t in (summary.get("all_inference_times") or []) if _num(t) is not None]
     estimate = _num(summary.get("estimated_inference_time"))
     if runs:
-        note = f"AI Hub estimated_inference_time {estimate:g} us" if estimate is not None else None
-        return (
-            LatencySummary(
-                min_us=min(runs), median_us=statistics.median(runs), max_us=max(runs), runs_us=runs, run_count=len(runs)
-            ),
-            note,
+        return LatencySummary(
+            min_us=min(runs),
+            median_us=statistics.median(runs),
+            max_us=max(runs),
+            runs_us=runs,
+            run_count=len(runs),
+            estimate_us=estimate,
         )
     if estimate is None:
         raise ProfileError("AI Hub's profile has no inference time (no estimated_inference_time, no all_inference_times).")
-    return (
-        LatencySummary(min_us=estimate, median_us=estimate, run_count=1),
-        "AI Hub reported only estimated_inference_time (no per-run times): min and median are that one value",
+    return LatencySummary(
+        min_us=estimate, median_us=estimate, run_count=1, basis=LatencyBasis.AIHUB_ESTIMATE, estimate_us=estimate
     )
 
 
@@ -365,17 +366,10 @@ def onnx_sources(model_path: Path) -> dict[str, list[str]]:
 
 
 def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] | None = None) -> list[OpRecord]:
-    """`execution_detail` layers -> OpRecords (not yet attributed).
-
-    Times are microseconds (`execution_time`). Only when no layer has one are the
-    device's `execution_cycles` used, so one profile never mixes units. `sources` (from
-    `onnx_sources`) fills each op's `onnx_nodes` where its name matches the uploaded graph.
-    """
+    """`execution_detail` layers -> OpRecords (not yet attributed), keeping both
+    `execution_time` (us) and `execution_cycles` as the layer gives them. `sources` (from
+    `onnx_sources`) fills each op's `onnx_nodes` where its name matches the uploaded graph."""
     sources = sources or {}
-    use_cycles = not any(_num(d.get("execution_time")) is not None for d in detail) and any(
-        _num(d.get("execution_cycles")) is not None for d in detail
-    )
-    unit = TimeUnit.CYCLES if use_cycles else TimeUnit.US
     ops = []
     for d in detail:
         cu = str(d.get("compute_unit") or "")
@@ -385,8 +379,8 @@ def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] 
                 name=name,
                 op_type=str(d.get("type", "")),
                 compute_unit=ComputeUnit(cu) if cu in ComputeUnit._value2member_map_ else None,
-                time=_num(d.get("execution_cycles" if use_cycles else "execution_time")),
-                time_unit=unit,
+                execution_time_us=_num(d.get("execution_time")),
+                execution_cycles=_num(d.get("execution_cycles")),
                 onnx_nodes=list(sources.get(name, [])),
             )
         )
@@ -412,11 +406,9 @@ def profile_from_hub(
 
     if not isinstance(payload, dict) or "execution_summary" not in payload:
         raise ProfileError("AI Hub returned no profile (the job produced no execution_summary).")
-    latency, note = latency_from_summary(payload["execution_summary"] or {})
+    latency = latency_from_summary(payload["execution_summary"] or {})
     ops = attribute_ops(ops_from_detail(payload.get("execution_detail") or [], sources), get_variant(model.variant),
                         graph=graph)
-    if note:
-        provenance = provenance.model_copy(update={"note": "; ".join(filter(None, [provenance.note, note]))})
     return Profile(
         source=LatencySource.AIHUB,
         model=model,
@@ -802,7 +794,8 @@ class HubSession:
             graph=onnx_node_tensors(t.model_path),
         )
         profile_path = profile.save(self.out_dir / f"{stem}.profile.json")
-        self.progress(f"{t.label}: profiled on {profile.target.device}: {profile.latency.median_us:.1f} us median (AI Hub)")
+        lat = profile.latency
+        self.progress(f"{t.label}: profiled on {profile.target.device}: {lat.median_us:.1f} us ({lat.label()}, AI Hub)")
         return HubProfileResult(
             target=t,
             profile=profile,
