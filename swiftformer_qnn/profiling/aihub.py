@@ -28,39 +28,24 @@ import io
 import json
 import logging
 import re
-import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .._atomic import write_text_atomic
-from ..artifacts import cache_root, sha256_file, sha256_json
+from ..artifacts import sha256_file
 from ..errors import HubError, ProfileError
 from ..targets import SOCS, Precision
 from ..versions import short_version
-from .attribution import NodeTensors, attribute_ops
-from .devices import DeviceTarget, device_slug
-from .schema import (
-    ComputeUnit,
-    LatencyBasis,
-    LatencySource,
-    LatencySummary,
-    LoadInfo,
-    ModelInfo,
-    OpRecord,
-    Profile,
-    Provenance,
-    TargetInfo,
-    ToolchainInfo,
-)
+from .aihub_journal import JobJournal, default_index_dir
+from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
+from .devices import DeviceTarget
+from .schema import ModelInfo, Profile, Provenance, TargetInfo, ToolchainInfo
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = "aihub-jobs.json"
-JOURNAL_KIND = "swiftformer-qnn.aihub-jobs"
 DEFAULT_RUNS = 100  # AI Hub's own default for --max_profiler_iterations
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_POLL_S = 10.0  # the client's own polling interval
@@ -198,241 +183,6 @@ class HubRun:
     results: list[HubProfileResult] = field(default_factory=list)
     failures: list[HubJobFailure] = field(default_factory=list)
     journal: Path | None = None
-
-
-# --- the job journal --------------------------------------------------------------------
-
-
-class JobJournal:
-    """Ids of uploaded models and submitted jobs, on disk as soon as they exist.
-
-    `<out>/aihub-jobs.json` is the record for that run. With an index directory, each
-    entry is also written to `<index>/<key>.json` so a later run with another output
-    directory finds it. Every write is atomic (temp file + rename).
-    """
-
-    def __init__(self, out_dir: Path, api_url: str, index_dir: Path | None = None):
-        self.path = Path(out_dir) / JOURNAL_NAME
-        self.api_url = api_url
-        self.index_dir = index_dir
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text())
-                if data.get("kind") == JOURNAL_KIND:
-                    self.entries = dict(data.get("entries", {}))
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable job journal %s", self.path)
-
-    def key(self, kind: str, **fields: Any) -> str:
-        # The AI Hub URL is part of the key: ids from one deployment mean nothing to another.
-        return f"{kind}-{sha256_json({'api_url': self.api_url, 'kind': kind, **fields})[:24]}"
-
-    def lookup(self, key: str) -> dict[str, Any] | None:
-        if key in self.entries:
-            return self.entries[key]
-        if self.index_dir is not None:
-            p = self.index_dir / f"{key}.json"
-            if p.is_file():
-                try:
-                    entry = json.loads(p.read_text())
-                except (OSError, ValueError):
-                    return None
-                self.entries[key] = entry
-                self._write()
-                return entry
-        return None
-
-    def record(self, key: str, **entry: Any) -> dict[str, Any]:
-        entry = {**entry, "recorded_at": datetime.now(timezone.utc).isoformat()}
-        self.entries[key] = entry
-        self._write()
-        if self.index_dir is not None:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.index_dir / f"{key}.json", json.dumps(entry, indent=2) + "\n")
-        return entry
-
-    def update(self, key: str, **changes: Any) -> None:
-        if key in self.entries:
-            self.record(key, **{**self.entries[key], **changes})
-
-    def forget(self, key: str) -> None:
-        self.entries.pop(key, None)
-        self._write()
-        if self.index_dir is not None:
-            (self.index_dir / f"{key}.json").unlink(missing_ok=True)
-
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"kind": JOURNAL_KIND, "api_url": self.api_url, "entries": self.entries}
-        write_text_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n")
-
-
-def default_index_dir() -> Path:
-    return cache_root() / "aihub-jobs"
-
-
-# --- conversion of the client's profile dict ------------------------------------------------
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def latency_from_summary(summary: dict[str, Any]) -> LatencySummary:
-    """Whole-model inference time from `execution_summary` (microseconds).
-
-    Newer AI Hub profiles carry every run (`all_inference_times`): min/median/max are over
-    those, and AI Hub's own `estimated_inference_time` (which appears to be the minimum of the
-    runs) is kept beside them. Older ones have only the estimate, and say so (basis).
-    """
-    runs = [float(t) for t in (summary.get("all_inference_times") or []) if _num(t) is not None]
-    estimate = _num(summary.get("estimated_inference_time"))
-    if runs:
-        return LatencySummary(
-            min_us=min(runs),
-            median_us=statistics.median(runs),
-            max_us=max(runs),
-            runs_us=runs,
-            run_count=len(runs),
-            estimate_us=estimate,
-        )
-    if estimate is None:
-        raise ProfileError("AI Hub's profile has no inference time (no estimated_inference_time, no all_inference_times).")
-    return LatencySummary(
-        min_us=estimate, median_us=estimate, run_count=1, basis=LatencyBasis.AIHUB_ESTIMATE, estimate_us=estimate
-    )
-
-
-def load_from_summary(summary: dict[str, Any]) -> LoadInfo:
-    peaks = [
-        int(v)
-        for k in ("first_load_peak_memory", "warm_load_peak_memory", "estimated_inference_peak_memory")
-        if (v := _num(summary.get(k))) is not None
-    ]
-    inference_peak = _num(summary.get("estimated_inference_peak_memory"))
-    return LoadInfo(
-        first_load_us=_num(summary.get("first_load_time")),
-        warm_load_us=_num(summary.get("warm_load_time")),
-        peak_memory_bytes=max(peaks) if peaks else None,
-        inference_peak_memory_bytes=int(inference_peak) if inference_peak is not None else None,
-    )
-
-
-def qnn_op_name(onnx_node: str) -> str:
-    """The name QNN's ONNX converter gives the op made from an ONNX node, as AI Hub's
-    per-layer profile shows it: only [A-Za-z0-9_] survive (`/stage2/block9_.../MatMul`
-    -> `_stage2_block9_..._MatMul`)."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", onnx_node)
-    return f"_{name}" if name[:1].isdigit() else name
-
-
-def onnx_sources(model_path: Path) -> dict[str, list[str]]:
-    """For each op name AI Hub can report for this uploaded graph, the ONNX nodes it stands for.
-
-    AI Hub's profile names ops but, unlike the emulator's op trace, not the ONNX nodes they
-    came from. The uploaded graph tells: a QDQ compute node becomes one HTP op together with
-    the DequantizeLinear nodes of its inputs (its parameters, the activations it reads) and
-    the QuantizeLinear of its output. Nodes that lost their module path in graph rewrites
-    (`Gemm_1`, `LpNormalization_fused_ReduceL2_0`) are attributed through those. Names two
-    nodes would share are left out rather than guessed.
-    """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    out: dict[str, list[str]] = {}
-    clashes: set[str] = set()
-    for i, node in enumerate(graph.node):
-        name = node.name or f"{node.op_type}_{i}"
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            sources = [name]
-        else:
-            sources = [name]
-            sources += [producer[x].name for x in node.input if x in producer and producer[x].op_type == "DequantizeLinear"]
-            sources += [c.name for o in node.output for c in consumers.get(o, []) if c.op_type == "QuantizeLinear"]
-        key = qnn_op_name(name)
-        if key in out:
-            clashes.add(key)
-        out[key] = sources
-    for key in clashes:
-        del out[key]
-    return out
-
-
-def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] | None = None) -> list[OpRecord]:
-    """`execution_detail` layers -> OpRecords (not yet attributed), keeping both
-    `execution_time` (us) and `execution_cycles` as the layer gives them. `sources` (from
-    `onnx_sources`) fills each op's `onnx_nodes` where its name matches the uploaded graph."""
-    sources = sources or {}
-    ops = []
-    for d in detail:
-        cu = str(d.get("compute_unit") or "")
-        name = str(d.get("name", ""))
-        ops.append(
-            OpRecord(
-                name=name,
-                op_type=str(d.get("type", "")),
-                compute_unit=ComputeUnit(cu) if cu in ComputeUnit._value2member_map_ else None,
-                execution_time_us=_num(d.get("execution_time")),
-                execution_cycles=_num(d.get("execution_cycles")),
-                onnx_nodes=list(sources.get(name, [])),
-            )
-        )
-    return ops
-
-
-def profile_from_hub(
-    payload: dict[str, Any],
-    *,
-    model: ModelInfo,
-    target: TargetInfo,
-    toolchain: ToolchainInfo,
-    provenance: Provenance,
-    sources: dict[str, list[str]] | None = None,
-    graph: Mapping[str, NodeTensors] | None = None,
-) -> Profile:
-    """The dict `InferenceJob.download_profile()` returns, in our schema, ops attributed to blocks
-    (by name, and through `sources` where given: see `onnx_sources`). `graph` (the uploaded
-    model's nodes and their tensors, `emulator.onnx_node_tensors`) places nodes whose names lost
-    their module path by the tensors they read and write: in a float (fp16) graph no Q/DQ node
-    carries those names."""
-    from ..variants import get_variant
-
-    if not isinstance(payload, dict) or "execution_summary" not in payload:
-        raise ProfileError("AI Hub returned no profile (the job produced no execution_summary).")
-    latency = latency_from_summary(payload["execution_summary"] or {})
-    ops = attribute_ops(ops_from_detail(payload.get("execution_detail") or [], sources), get_variant(model.variant),
-                        graph=graph)
-    return Profile(
-        source=LatencySource.AIHUB,
-        model=model,
-        target=target,
-        toolchain=toolchain,
-        latency=latency,
-        load=load_from_summary(payload["execution_summary"] or {}),
-        ops=ops,
-        provenance=provenance,
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    """The client's dict holds tuples (memory ranges); JSON wants lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def profile_stem(model: str, qnn: str, device: str) -> str:
-    """`<model>-qnn<version>-<device slug>`; `model` is `<variant>-<precision>` or a
-    `file_labels` name that tells apart exports of one variant and precision."""
-    return f"{model}-qnn{qnn}-{device_slug(device)}"
 
 
 # --- talking to AI Hub ---------------------------------------------------------------------
@@ -761,7 +511,7 @@ class HubSession:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw_path = self.out_dir / f"{stem}.raw.json"
-        write_text_atomic(raw_path, json.dumps(_jsonable(payload), indent=2) + "\n")
+        write_text_atomic(raw_path, json.dumps(jsonable(payload), indent=2) + "\n")
         binary = self._download_binary(cj, stem, t.label)
         hub_device = self._device_info(device)
         soc = next((s for s in SOCS.values() if s.aihub_chipset and s.aihub_chipset == hub_device["chipset"]), None)

@@ -28,8 +28,8 @@ from .aihub import (
     HubSession,
     HubTarget,
     check_hub_config,
-    profile_stem,
 )
+from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
 from .schema import ModelInfo, Profile
 
