@@ -23,9 +23,17 @@ def _positive(value: float) -> float:
     return value
 
 
-@app.command()
+profile_app = typer.Typer(
+    invoke_without_command=True,
+    help="Profile exported SwiftFormers block by block (see the options), or `profile import` a profile you have.",
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.callback()
 @guarded
 def profile(
+    ctx: typer.Context,
     device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, or "list".')] = "Samsung Galaxy S23 Ultra",
     local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
@@ -48,7 +56,10 @@ def profile(
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
     """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
-    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator)."""
+    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator).
+    `profile import FILE --from EXPORT_DIR` converts a profile you downloaded."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ..profiling.devices import is_list_request
     from ..profiling.orchestrate import ProfileRequest, run_profile
     from ..profiling.orchestrate import list_devices as hub_devices
@@ -187,3 +198,24 @@ def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
     for d in sorted(devices, key=lambda d: (d["name"], d["os"])):
         table.add_row(d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-")
     out.print(table)
+
+
+@profile_app.command("import")
+@guarded
+def profile_import(
+    file: Annotated[Path, typer.Argument(help="The profile file: AI Hub's download_profile() JSON (or this tool's *.raw.json).")],
+    from_dir: Annotated[Path, typer.Option("--from", help="The export directory the profiled model came from (for per-block attribution).")],
+    device: Annotated[str | None, typer.Option("--device", "-d", help="The device it ran on, where the file does not say (AI Hub device name).")] = None,
+    qnn: Annotated[str | None, typer.Option("--qnn", help="The QAIRT version it ran with, where the file does not say (e.g. 2.42).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where the profile goes. Default: profiles/runs/<timestamp>/.")] = None,
+    top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show.")] = 10,
+) -> None:
+    """Convert a profile you already have into this tool's schema, ops attributed to blocks,
+    so it joins reports and gates."""
+    from ..profiling.orchestrate import import_profile
+
+    item = import_profile(file, from_dir, device=device, qnn=qnn, out_dir=out)
+    _render_profile(console, item, top)
+    console.print()
+    console.print("[bold]Files written[/]")
+    console.print(f"  {'profile':8} {item.files['profile']}", highlight=False)

@@ -377,3 +377,31 @@ def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
 
     config = check_hub_config()
     return config, _list(config)
+
+
+# --- importing a profile a user already has -------------------------------------------------
+
+
+def import_profile(
+    file: Path, export_dir: Path, *, device: str | None = None, qnn: str | None = None, out_dir: Path | None = None
+) -> ProfiledModel:
+    """Convert a downloaded profile (any format in `importers.IMPORTERS`) into our schema,
+    attributed to the blocks of the export it measured, and save it under `out_dir`.
+    An existing profile file is never replaced."""
+    from . import importers
+
+    source = read_export(export_dir)
+    label = file_labels([source])[0]
+    ctx = importers.ImportContext(
+        export_dir=source.directory, model=source.model_info, model_path=source.model_path, label=label,
+        device=device, qnn=qnn,
+    )
+    name, profile = importers.load(Path(file), ctx)
+    out = Path(out_dir) if out_dir else default_out_dir()
+    qnn_label = profile.toolchain.qnn_version or profile.toolchain.qairt_version or "unknown"
+    path = out / f"{profile_stem(label, qnn_label, profile.target.device)}.profile.json"
+    if path.exists():
+        raise OutputDirError(f"{path} already exists; it is not replaced.", hint="Pass another --out directory.")
+    profile.save(path)
+    log.info("imported %s as %s (%s)", file, path, name)
+    return ProfiledModel(label=f"{label}-qnn{qnn_label}", profile=profile, files={"profile": path, "imported": Path(file)})
