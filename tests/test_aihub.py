@@ -350,8 +350,15 @@ def test_profiles_two_variants_with_two_qnn_versions(hub, exports, tmp_path, tok
     for r in run.results:
         p = load_profile(r.profile_path)
         assert p.source is LatencySource.AIHUB
-        assert (p.target.device, p.target.os, p.target.chipset, p.target.soc_model) == (S23U, "14", "qualcomm-snapdragon-8gen2", 43)
-        assert p.toolchain.qairt_version == f"{r.target.qnn}.0.250101000000"
+        # Chipset, soc model and Hexagon version as AI Hub's device record says (soc-model:43, hexagon:v73).
+        assert (p.target.device, p.target.os, p.target.chipset, p.target.soc_model, p.target.htp_arch) == (
+            S23U, "14", "qualcomm-snapdragon-8gen2", 43, 73)
+        # Asked for, compiled with (2.31 binaries record QNN_SDK_VERSION, newer ones QAIRT_SDK_VERSION), ran with.
+        full = hub.qairt_full(r.target.qnn)
+        tc = p.toolchain
+        assert (tc.requested, tc.ran_with, tc.qairt_version) == (r.target.qnn, full, full)
+        assert tc.compiled_with == (f"v{full.split('_')[0]}" if r.target.qnn == "2.31" else full)
+        assert tc.qnn_version == f"{r.target.qnn}.0"
         assert p.latency.run_count == 5
         raw = json.loads(r.raw_path.read_text())
         assert [op.name for op in p.ops] == [d["name"] for d in raw["execution_detail"]]
@@ -419,22 +426,22 @@ def test_ctrl_c_after_the_first_submission_resubmits_nothing(hub, exports, tmp_p
 
 
 def test_failed_compile_is_reported_with_its_url_and_not_retried(hub, exports, tmp_path):
-    reason = "Failed to compile for QAIRT 2.17: op L2Norm is not supported by this QAIRT version."
-    hub.fail_compile = lambda name, options: reason if "--qairt_version 2.17" in options else None
+    reason = "Failed to compile for QAIRT 2.33: op L2Norm is not supported by this QAIRT version."
+    hub.fail_compile = lambda name, options: reason if "--qairt_version 2.33" in options else None
     out = tmp_path / "run"
-    run = session(out).run(targets_for(exports, qnn=("2.17", "2.31"), variants=("encoder",)), resolve_device(S23U))
+    run = session(out).run(targets_for(exports, qnn=("2.33", "2.31"), variants=("encoder",)), resolve_device(S23U))
 
-    assert [r.target.qnn for r in run.results] == ["2.31"]
+    assert [r.target.qnn for r in run.results] == ["2.31"]  # the other target finished
     (failure,) = run.failures
-    assert (failure.label, failure.stage, failure.reason, failure.resumable) == ("encoder-w8a8-qnn2.17", "compile", reason, False)
+    assert (failure.label, failure.stage, failure.reason, failure.resumable) == ("encoder-w8a8-qnn2.33", "compile", reason, False)
     assert failure.url == f"{hub.url}/jobs/{failure.job_id}/" and failure.url in failure.one_line()
     assert compile_jobs(hub) == 2 and profile_jobs(hub) == 1
 
-    again = session(out).run(targets_for(exports, qnn=("2.17",), variants=("encoder",)), resolve_device(S23U))
+    again = session(out).run(targets_for(exports, qnn=("2.33",), variants=("encoder",)), resolve_device(S23U))
     assert again.failures[0].job_id == failure.job_id and compile_jobs(hub) == 2
 
     retried = session(out, retry_failed=True).run(
-        targets_for(exports, qnn=("2.17",), variants=("encoder",)), resolve_device(S23U)
+        targets_for(exports, qnn=("2.33",), variants=("encoder",)), resolve_device(S23U)
     )
     assert compile_jobs(hub) == 3 and retried.failures[0].job_id != failure.job_id
 
@@ -518,7 +525,8 @@ def test_profile_that_does_not_fit_the_variant_is_a_conversion_failure(hub, onnx
     (failure,) = run.failures
     assert failure.stage == "conversion" and "does not have" in failure.reason and not failure.resumable
     assert failure.url == f"{hub.url}/jobs/{failure.job_id}/"
-    assert [p.name for p in out.glob("*.raw.json")] == ["xs-w8a8-qnn2.33.0-samsung-galaxy-s23-ultra.raw.json"]  # AI Hub default QAIRT
+    # Named after AI Hub's default QAIRT, resolved through get_frameworks() before submission.
+    assert [p.name for p in out.glob("*.raw.json")] == ["xs-w8a8-qnn2.37-samsung-galaxy-s23-ultra.raw.json"]
     assert list(out.glob("*.profile.json")) == []
 
 

@@ -144,7 +144,7 @@ def test_default_output_dir_is_timestamped_under_profiles_runs(hub, exports, tmp
     result = invoke("--device", "sm8550", "--from", str(exports["encoder"]), "--runs", "3", "--poll", "0.01")
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "profiles" / "runs").iterdir()
-    assert (run_dir / f"encoder-d96x32-w8a8-qnn2.33.0-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
+    assert (run_dir / f"encoder-d96x32-w8a8-qnn2.37-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
     assert (run_dir / "aihub-jobs.json").is_file()
 
 
@@ -173,9 +173,9 @@ def test_list_devices(hub):
 
 
 def test_failed_compile_exits_2_with_the_job_url(hub, exports, tmp_path):
-    hub.fail_compile = lambda name, options: "Graph finalize failed: op L2Norm unsupported" if "2.17" in options else None
+    hub.fail_compile = lambda name, options: "Graph finalize failed: op L2Norm unsupported" if "2.33" in options else None
     out = tmp_path / "out"
-    result = invoke("--from", str(exports["encoder"]), "--qnn", "2.17", "--qnn", "2.31", "--out", str(out), "--poll", "0.01")
+    result = invoke("--from", str(exports["encoder"]), "--qnn", "2.33", "--qnn", "2.31", "--out", str(out), "--poll", "0.01")
     assert result.exit_code == 2
     (failed,) = [j for j in hub.jobs.values() if j.pb.compile_job.failure_reason]
     url = f"{hub.url}/jobs/{failed.pb.compile_job.compile_job_id}/"
@@ -306,7 +306,7 @@ def test_without_from_the_export_runs_here(hub, tmp_path):
     assert result.exit_code == 0, result.output
     (built,) = (tmp_path / "build").iterdir()
     (path,) = (tmp_path / "out").glob("*.profile.json")
-    assert path.name == f"encoder-d96x16-w8a8-qnn2.33.0-{S23U_SLUG}.profile.json"
+    assert path.name == f"encoder-d96x16-w8a8-qnn2.37-{S23U_SLUG}.profile.json"
     assert load_profile(path).model.input_shape == [1, 96, 16, 16]
     (uploaded,) = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
     assert uploaded == (built / "model.qdq.onnx").read_bytes()

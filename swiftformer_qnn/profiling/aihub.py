@@ -30,15 +30,16 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .._atomic import write_text_atomic
 from ..artifacts import sha256_file
-from ..errors import HubError, ProfileError
-from ..targets import SOCS, Precision
-from ..versions import short_version
+from ..errors import HubError, ProfileError, UsageError
+from ..redact import scrub
+from ..targets import Precision
+from ..versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
 from .aihub_journal import JobJournal, default_index_dir
 from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
 from .devices import DeviceTarget
@@ -50,6 +51,7 @@ DEFAULT_RUNS = 100  # AI Hub's own default for --max_profiler_iterations
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_POLL_S = 10.0  # the client's own polling interval
 _MAX_TRANSIENT_POLL_ERRORS = 6
+TRANSFER_ATTEMPTS = 3  # a failed upload or download is tried this often before it is reported
 
 Progress = Callable[[str], None]
 
@@ -109,10 +111,13 @@ class HubTarget:
 
     model_path: Path
     model: ModelInfo
-    qnn: str | None = None  # QAIRT version for --qairt_version; None: AI Hub's default
+    # QAIRT version for --qairt_version. As built by the caller: what the user asked for (None:
+    # AI Hub's default); `HubSession.run` resolves it against `get_frameworks()` first.
+    qnn: str | None = None
     # The model part of labels and file names (`orchestrate.file_labels`: unique per command);
     # None: `<variant>-<precision>`.
     name: str | None = None
+    requested: str | None = None  # set on resolution: what the user asked for (None: default)
 
     @property
     def precision(self) -> Precision:
@@ -189,30 +194,82 @@ class HubRun:
 
 
 def _client_message(exc: BaseException) -> str:
-    """The client's messages come in ASCII boxes over several lines; make them one line."""
+    """The client's messages come in ASCII boxes over several lines; make them one line,
+    without any secret the server may have echoed."""
     text = re.sub(r"[┌┐└┘─│|]+", " ", str(exc))
-    return re.sub(r"\s+", " ", text).strip() or type(exc).__name__
+    return scrub(re.sub(r"\s+", " ", text).strip()) or type(exc).__name__
+
+
+# What the client says while it retries on its own: its rate-limit loop prints (and sleeps
+# 20-60 s, up to 10 minutes), its HTTP layer logs "Retry attempt number N" to `LogRetry`.
+_RETRY_TALK = re.compile(r"(?i)retry|retrying|too many requests|rate limit|slow down")
+
+
+class _ClientOutput(io.TextIOBase):
+    """The client's stdout, line by line: its retry talk becomes progress, the rest debug log."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self.line(line)
+        return len(text)
+
+    def line(self, raw: str) -> None:
+        line = scrub(re.sub(r"\s+", " ", re.sub(r"[┌┐└┘─│|]+", " ", raw)).strip())
+        if not line:
+            return
+        if self.progress is not None and _RETRY_TALK.search(line):
+            self.progress(f"AI Hub client: {line}")
+        else:
+            log.debug("qai_hub: %s", line)
+
+
+class _RetryLog(logging.Handler):
+    def __init__(self, out: _ClientOutput):
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.line(record.getMessage())
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The client prints (e.g. "Downloaded model to ..."); a library must not, so its
-    stdout goes to our debug log instead."""
-    buf = io.StringIO()
+def _quiet(progress: Progress | None = None) -> Iterator[None]:
+    """The client prints (e.g. "Downloaded model to ..."); a library must not. Its output goes
+    to our debug log, except what it says while retrying on its own, which becomes progress
+    (a retry loop that can last minutes must not look like a hang)."""
+    out = _ClientOutput(progress)
+    retry_log = logging.getLogger("LogRetry")
+    handler, level = _RetryLog(out), retry_log.level
+    retry_log.addHandler(handler)
+    retry_log.setLevel(logging.INFO)
     try:
-        with contextlib.redirect_stdout(buf):
+        with contextlib.redirect_stdout(out):
             yield
     finally:
-        for line in buf.getvalue().splitlines():
-            if line.strip():
-                log.debug("qai_hub: %s", line.strip())
+        retry_log.removeHandler(handler)
+        retry_log.setLevel(level)
+        if out._partial:
+            out.line(out._partial)
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
     import requests
+    from botocore.exceptions import BotoCoreError, ClientError
     from qai_hub.client import InternalError, RateLimitedError
+    from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError, S3UploadFailedError
 
-    return (InternalError, RateLimitedError, requests.RequestException, ConnectionError, TimeoutError)
+    # botocore/s3transfer: the S3-credentials transfer route, which the client does not wrap.
+    return (InternalError, RateLimitedError, requests.RequestException, ConnectionError, TimeoutError,
+            BotoCoreError, ClientError, S3UploadFailedError, S3DownloadFailedError, RetriesExceededError)
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
@@ -234,6 +291,7 @@ class _Track:
     resumed: dict[str, bool] = field(default_factory=dict)
     poll_errors: int = 0
     last_state: str | None = None  # to report each state change of a job once
+    stage: str = "upload"  # what it was doing, for a failure report
 
 
 class HubSession:
@@ -268,7 +326,7 @@ class HubSession:
     def _call(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
         """Run one client call; its failures become a HubError naming what we were doing."""
         try:
-            with _quiet():
+            with _quiet(self.progress):
                 return fn()
         except _client_errors() as exc:
             where = f" ({job_url})" if job_url else ""
@@ -278,7 +336,52 @@ class HubSession:
                     f"Check the network and {self.config.api_url} (the client already retried with backoff), "
                     f"then rerun the same command: it resumes the jobs saved in {self.journal.path}."
                 )
-            raise HubError(f"Qualcomm AI Hub, {what}{where}: {_client_message(exc)}", hint=hint) from None
+            error = HubError(f"Qualcomm AI Hub, {what}{where}: {_client_message(exc)}", hint=hint)
+            error.fatal = _is_fatal(exc)  # type: ignore[attr-defined]
+            raise error from None
+
+    def _transfer(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
+        """A file transfer (upload or download, presigned or S3 credentials), retried a few
+        times with backoff before it is reported: a dropped transfer is the usual case."""
+        for attempt in range(1, TRANSFER_ATTEMPTS + 1):
+            try:
+                return self._call(fn, what, job_url)
+            except HubError as exc:
+                if getattr(exc, "fatal", False) or attempt == TRANSFER_ATTEMPTS:
+                    raise
+                wait = self.options.poll_s * 2 ** (attempt - 1)
+                self.progress(f"{what} failed ({exc.message.split(': ', 1)[-1]}); retry {attempt + 1} of "
+                              f"{TRANSFER_ATTEMPTS} in {wait:g} s")
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    # -- versions --
+
+    def resolve_qairt(self, requested: list[str | None]) -> dict[str | None, Any]:
+        """Each requested QAIRT version (None: AI Hub's default; "latest"; "2.42") -> the
+        `Framework` AI Hub offers for it, from `get_frameworks()`, before anything is uploaded.
+
+        AI Hub offers a few versions at a time and retires old ones, and "default"/"latest"
+        move; resolving here pins every job of this command (and the journal key) to one version.
+        """
+        frameworks = self._call(self.client.get_frameworks, "listing the QAIRT versions AI Hub offers")
+        qairt = [f for f in frameworks if f.name.upper() in ("QAIRT", "QNN")]
+        offered = ", ".join(f.api_version + (f" ({', '.join(f.api_tags)})" if f.api_tags else "") for f in qairt)
+        out: dict[str | None, Any] = {}
+        for want in requested:
+            tag = (want or "default").strip().lower()
+            if tag in ("default", "latest"):
+                match = next((f for f in qairt if tag in f.api_tags), None)
+            else:
+                match = next((f for f in qairt if same_release(want, f.api_version)
+                              or same_release(want, f.full_version)), None)
+            if match is None:
+                raise UsageError(
+                    f"AI Hub ({self.config.api_url}) does not offer QAIRT {want or 'default'}.",
+                    hint=f"It offers: {offered or 'none'}. Pick one of those with --qnn.",
+                )
+            out[want] = match
+        return out
 
     # -- devices --
 
@@ -311,7 +414,7 @@ class HubSession:
         entry = None if self.options.new_jobs else self.journal.lookup(track.model_key)
         if entry is not None:
             try:
-                with _quiet():
+                with _quiet(self.progress):
                     track.hub_model = self.client.get_model(entry["id"])
                 track.resumed["upload"] = True
                 self.progress(f"{track.target.label}: reusing uploaded model {entry['id']}")
@@ -320,7 +423,7 @@ class HubSession:
                 self.journal.forget(track.model_key)
         if track.hub_model is None:
             self.progress(f"{track.target.label}: uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-            track.hub_model = self._call(
+            track.hub_model = self._transfer(
                 lambda: self.client.upload_model(str(path), name=path.name), f"uploading {path}"
             )
             self.journal.record(
@@ -336,7 +439,7 @@ class HubSession:
         if entry is None:
             return None
         try:
-            with _quiet():
+            with _quiet(self.progress):
                 job = self.client.get_job(entry["id"])
         except _client_errors() as exc:
             if isinstance(exc, _transient_errors()):
@@ -364,7 +467,9 @@ class HubSession:
         track.compile_job = self._resume_job(track.compile_key, "compile", track)
         if track.compile_job is not None:
             return
+        track.stage = "upload"
         self._upload(track)
+        track.stage = "compile submission"
         job = self._call(
             lambda: self.client.submit_compile_job(track.hub_model, device=device, name=t.label, options=opts),
             f"submitting the compile job for {t.label}",
@@ -399,7 +504,7 @@ class HubSession:
     def _status(self, job: Any, track: _Track) -> Any | None:
         """The job's status, or None after a transient failure (the job keeps running on AI Hub)."""
         try:
-            with _quiet():
+            with _quiet(self.progress):
                 status = job.get_status()
             track.poll_errors = 0
             state = f"{job.job_id}:{status.code}"
@@ -422,16 +527,29 @@ class HubSession:
 
     def run(self, targets: list[HubTarget], device: DeviceTarget) -> HubRun:
         hub_device = self.resolve_device(device)
+        resolved = self.resolve_qairt(list(dict.fromkeys(t.qnn for t in targets)))
+        for want, fw in resolved.items():
+            if want is None or want.lower() in ("default", "latest"):
+                self.progress(f"QAIRT {want or 'default'} on AI Hub is {fw.api_version} ({fw.full_version})")
+        targets = [replace(t, qnn=resolved[t.qnn].api_version, requested=t.qnn) for t in targets]
         run = HubRun(device=hub_device.name or device.display_name, journal=self.journal.path)
         tracks = [
             _Track(t, self.journal.key("model", sha256=sha256_file(t.model_path))) for t in targets
         ]
-        # Submit every compile job first: AI Hub runs them in parallel while we wait.
+        # Submit every compile job first: AI Hub runs them in parallel while we wait. A target
+        # whose upload or submission fails is reported; the others go on.
+        pending = []
         for track in tracks:
-            self._submit_compile(track, hub_device)
+            try:
+                self._submit_compile(track, hub_device)
+                pending.append(track)
+            except HubError as exc:
+                if getattr(exc, "fatal", False):
+                    raise
+                run.failures.append(HubJobFailure(track.target.label, track.stage, exc.message,
+                                                  resumable=track.stage == "upload"))
 
         deadline = time.monotonic() + self.options.timeout_s
-        pending = list(tracks)
         while pending:
             for track in list(pending):
                 if self._advance(track, hub_device, run):
@@ -471,7 +589,14 @@ class HubSession:
                 run.failures.append(_job_failure(t.label, "compile", status, track.compile_job))
                 return True
             self.progress(f"{t.label}: compiled ({track.compile_job.job_id})")
-            self._submit_profile(track, device)
+            try:
+                self._submit_profile(track, device)
+            except HubError as exc:
+                if getattr(exc, "fatal", False):
+                    raise
+                job = track.compile_job
+                run.failures.append(HubJobFailure(t.label, "profile submission", exc.message, job.job_id, job.url))
+                return True
         status = self._status(track.profile_job, track)
         if status is None or not status.finished:
             return False
@@ -497,38 +622,33 @@ class HubSession:
         from .emulator import onnx_node_tensors  # loads onnx and the QNN helpers: only when needed
 
         t, cj, pj = track.target, track.compile_job, track.profile_job
-        payload = self._call(pj.download_profile, f"downloading the profile of {t.label}", pj.url)
+        payload, ran_with = self._profile_payload(pj, t.label)
         if not payload:
             raise ProfileError(f"AI Hub returned an empty profile for {t.label}.")
         target_model = self._call(cj.get_target_model, f"fetching the compiled model of {t.label}", cj.url)
         metadata = self._call(lambda: target_model.metadata, f"reading the compiled model's metadata ({t.label})", cj.url)
-        versions = {getattr(k, "name", str(k)): v for k, v in (metadata or {}).items()}
-        qairt = versions.get("QAIRT_SDK_VERSION") or versions.get("QNN_SDK_VERSION")
-        # A pinned version names the file as asked; "default"/"latest" name the one AI Hub used.
-        pinned = t.qnn if t.qnn not in (None, "default", "latest") else None
-        qnn_label = pinned or short_version(qairt) or t.qnn or "default"
-        stem = profile_stem(t.model_label, qnn_label, device.name or "device")
+        compiled_with = sdk_version_from_metadata(metadata)
+        if ran_with and compiled_with and (parse_qnn_version(ran_with) or parse_qnn_version(compiled_with)) and \
+                short_version(ran_with) != short_version(compiled_with):
+            self.progress(f"{t.label}: compiled with QAIRT {compiled_with}, ran with {ran_with} (recorded)")
+        # Files are named after the resolved version, which also keys the journal.
+        stem = profile_stem(t.model_label, t.qnn or "default", device.name or "device")
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw_path = self.out_dir / f"{stem}.raw.json"
         write_text_atomic(raw_path, json.dumps(jsonable(payload), indent=2) + "\n")
         binary = self._download_binary(cj, stem, t.label)
-        hub_device = self._device_info(device)
-        soc = next((s for s in SOCS.values() if s.aihub_chipset and s.aihub_chipset == hub_device["chipset"]), None)
         profile = profile_from_hub(
             payload,
             model=t.model,
-            target=TargetInfo(
-                device=device.name or hub_device["name"],
-                chipset=hub_device["chipset"],
-                soc_model=soc.soc_model if soc else None,
-                htp_arch=soc.htp_arch if soc else None,
-                os=hub_device["os"],
-            ),
+            target=self._target_info(device),
             toolchain=ToolchainInfo(
-                qnn_version=versions.get("QNN_SDK_VERSION") or t.qnn,
-                qairt_version=versions.get("QAIRT_SDK_VERSION") or t.qnn,
+                qnn_version=short_version(ran_with) or short_version(compiled_with) or t.qnn,
+                qairt_version=ran_with or compiled_with,
                 runtime="qnn_context_binary",
+                requested=t.requested or "default",
+                compiled_with=compiled_with,
+                ran_with=ran_with,
             ),
             provenance=Provenance(
                 job_ids={"compile": cj.job_id, "profile": pj.job_id},
@@ -560,7 +680,7 @@ class HubSession:
 
         scratch = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=self.out_dir))
         try:
-            got = self._call(
+            got = self._transfer(
                 lambda: compile_job.download_target_model(str(scratch)),
                 f"downloading the context binary of {label}",
                 compile_job.url,
@@ -573,11 +693,50 @@ class HubSession:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _device_info(self, device: Any) -> dict[str, str | None]:
-        """Name, OS and chipset of the device, from AI Hub's own record of it."""
+    def _profile_payload(self, job: Any, label: str) -> tuple[dict[str, Any], str | None]:
+        """The profile dict `download_profile()` returns, and the QAIRT version the device ran.
+
+        Both come from one job-results call (the client's `download_profile` makes the same call
+        and keeps only the dict); the version is `ProfileDetail.tool_versions`, as Qualcomm's
+        model zoo reads it."""
+        from qai_hub import public_rest_api
+        from qai_hub.client import _profile_pb_to_python_dict
+
+        result = self._call(
+            lambda: self.client._api_call(public_rest_api.get_job_results, job.job_id),
+            f"downloading the profile of {label}",
+            job.url,
+        )
+        if not result.inference_job_result.HasField("detail"):
+            return {}, None
+        detail = result.inference_job_result.detail
+        tools = {tv.name.strip().upper(): tv.version for tv in detail.tool_versions}
+        return _profile_pb_to_python_dict(detail), tools.get("QAIRT") or tools.get("QNN")
+
+    def _target_info(self, device: Any) -> TargetInfo:
+        """The device as AI Hub describes it: chipset, soc model and Hexagon version from its
+        attributes (`chipset:...`, `soc-model:43`, `hexagon:v73`), not from a table of ours."""
         dev = self._device_record or device
-        chipset = next((a.split(":", 1)[1] for a in dev.attributes if a.startswith("chipset:")), None)
-        return {"name": dev.name, "os": dev.os or None, "chipset": chipset}
+        attrs = device_attributes(dev.attributes)
+        return TargetInfo(device=device.name or dev.name, chipset=attrs["chipset"], soc_model=attrs["soc_model"],
+                          htp_arch=attrs["htp_arch"], os=dev.os or None)
+
+
+def device_attributes(attributes: list[str]) -> dict[str, Any]:
+    """`chipset:x`, `soc-model:43`, `hexagon:v73` -> {"chipset": "x", "soc_model": 43, "htp_arch": 73}."""
+    values = dict(a.split(":", 1) for a in attributes if ":" in a)
+
+    def number(key: str) -> int | None:
+        m = re.fullmatch(r"v?(\d+)", values.get(key, "").strip().lower())
+        return int(m.group(1)) if m else None
+
+    return {"chipset": values.get("chipset") or None, "soc_model": number("soc-model"), "htp_arch": number("hexagon")}
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Errors that stop every target alike: a rejected token, a client AI Hub no longer serves."""
+    text = str(exc)
+    return "Failed to authenticate" in text or "no longer supported" in text or "upgrade" in text.lower()
 
 
 def _os_key(os_version: str) -> tuple[int, ...]:

@@ -100,10 +100,19 @@ class TargetInfo(_Strict):
 
 
 class ToolchainInfo(_Strict):
+    """QNN/QAIRT versions as written (parse them with `swiftformer_qnn.versions`).
+
+    `qnn_version` is the release the numbers belong to: the one that ran where known, else the
+    one compiled with, else the one asked for. The other fields keep each string as reported.
+    """
+
     qnn_version: str | None = None  # "2.51.0", or "2.17" for published rows
     qairt_version: str | None = None
     runtime: str = "qnn_context_binary"
     onnxruntime_qnn: str | None = None
+    requested: str | None = None  # what was asked for: "2.42", "latest", "default" (AI Hub: resolved in `qnn_version`)
+    compiled_with: str | None = None  # the compiled model's QAIRT_SDK_VERSION (else QNN_SDK_VERSION)
+    ran_with: str | None = None  # what the device ran (AI Hub: ProfileDetail.tool_versions; a phone: qnn-net-run)
 
 
 Statistic = Literal["median", "min"]
