@@ -202,7 +202,7 @@ def _client_message(exc: BaseException) -> str:
 
 # What the client says while it retries on its own: its rate-limit loop prints (and sleeps
 # 20-60 s, up to 10 minutes), its HTTP layer logs "Retry attempt number N" to `LogRetry`.
-_RETRY_TALK = re.compile(r"(?i)retry|retrying|too many requests|rate limit|slow down")
+_RETRY_TALK = re.compile(r"(?i)retry|retrying|backing off|too many requests|rate limit|slow down")
 
 
 class _ClientOutput(io.TextIOBase):
@@ -247,16 +247,20 @@ def _quiet(progress: Progress | None = None) -> Iterator[None]:
     to our debug log, except what it says while retrying on its own, which becomes progress
     (a retry loop that can last minutes must not look like a hang)."""
     out = _ClientOutput(progress)
-    retry_log = logging.getLogger("LogRetry")
-    handler, level = _RetryLog(out), retry_log.level
-    retry_log.addHandler(handler)
-    retry_log.setLevel(logging.INFO)
+    handler = _RetryLog(out)
+    # urllib3's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
+    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
     try:
         with contextlib.redirect_stdout(out):
             yield
     finally:
-        retry_log.removeHandler(handler)
-        retry_log.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
         if out._partial:
             out.line(out._partial)
 
@@ -338,6 +342,7 @@ class HubSession:
                 )
             error = HubError(f"Qualcomm AI Hub, {what}{where}: {_client_message(exc)}", hint=hint)
             error.fatal = _is_fatal(exc)  # type: ignore[attr-defined]
+            error.transient = isinstance(exc, _transient_errors())  # type: ignore[attr-defined]
             raise error from None
 
     def _transfer(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
@@ -347,8 +352,8 @@ class HubSession:
             try:
                 return self._call(fn, what, job_url)
             except HubError as exc:
-                if getattr(exc, "fatal", False) or attempt == TRANSFER_ATTEMPTS:
-                    raise
+                if not getattr(exc, "transient", False) or attempt == TRANSFER_ATTEMPTS:
+                    raise  # a refused request (400, 413, ...) is not retried: it would be refused again
                 wait = self.options.poll_s * 2 ** (attempt - 1)
                 self.progress(f"{what} failed ({exc.message.split(': ', 1)[-1]}); retry {attempt + 1} of "
                               f"{TRANSFER_ATTEMPTS} in {wait:g} s")
