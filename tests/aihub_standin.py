@@ -134,7 +134,7 @@ class Layer:
     sources: tuple[str, ...] = ()
 
 
-def layers_from_onnx(onnx_bytes: bytes, *, fused: bool = False) -> list[Layer]:
+def layers_from_onnx(onnx_bytes: bytes, *, fused: bool = False, quirks: tuple[str, ...] = ()) -> list[Layer]:
     import onnx
     from onnx import shape_inference
 
@@ -191,7 +191,69 @@ def layers_from_onnx(onnx_bytes: bytes, *, fused: bool = False) -> list[Layer]:
             cost = 0.4 + out / 3.0e5
         name = node.name or f"{op}_{i}"
         layers.append(Layer(qnn_op_name(name), qnn_type, cost, name, (name,)))
-    return fuse_like_qnn(layers, g) if fused else layers
+    layers = fuse_like_qnn(layers, g) if fused else layers
+    return converter_quirks(layers, g, quirks) if quirks else layers
+
+
+# What public AI Hub payloads show besides one op per (fused) node; see converter_quirks.
+QUIRKS = ("boundary_converts", "suffixes", "duplicates", "empty_names")
+
+
+def converter_quirks(layers: list[Layer], graph, quirks: tuple[str, ...]) -> list[Layer]:
+    """Layers QNN's converter and runtime add or rename, as public AI Hub profiles show them:
+
+    - `boundary_converts`: data-type converts at the graph boundary, named like the public
+      ResNet-50 profile's `QNN_DATATYPE_FLOAT_32_converted_input_QNN_DATATYPE_FLOAT_16`;
+    - `suffixes`: layers the converter inserts around a node, named after it with a suffix
+      (`<node>_pre_reshape`, `<node>_post_reshape` around fully connected layers);
+    - `duplicates`: one layer reported twice under the same name (its time split in two);
+    - `empty_names`: a layer with no name.
+    """
+    out = list(layers)
+    if "suffixes" in quirks:
+        with_reshapes = []
+        for layer in out:
+            if layer.type == "FullyConnected":
+                with_reshapes.append(Layer(f"{layer.name}_pre_reshape", "Reshape", 0.3, layer.onnx_node, layer.sources))
+                with_reshapes.append(layer)
+                with_reshapes.append(Layer(f"{layer.name}_post_reshape", "Reshape", 0.3, layer.onnx_node, layer.sources))
+            else:
+                with_reshapes.append(layer)
+        out = with_reshapes
+    if "duplicates" in quirks:
+        twice = []
+        for i, layer in enumerate(out):
+            if layer.type in ("Conv2d", "MatMul") and i % 7 == 0:
+                half = Layer(layer.name, layer.type, layer.time_us / 2, layer.onnx_node, layer.sources)
+                twice += [half, half]
+            else:
+                twice.append(layer)
+        out = twice
+    if "empty_names" in quirks:
+        out.insert(len(out) // 2, Layer("", "Reshape", 0.2, "", ()))
+    if "boundary_converts" in quirks:
+        first_in = next(i.name for i in graph.input if i.name not in {t.name for t in graph.initializer})
+        last_out = graph.output[0].name
+        out.insert(0, Layer(f"QNN_DATATYPE_FLOAT_32_converted_{qnn_op_name(first_in)}_QNN_DATATYPE_FLOAT_16",
+                            "Convert", 1.5, "", ()))
+        out.append(Layer(f"{qnn_op_name(last_out)}_converted_QNN_DATATYPE_FLOAT_32", "Convert", 0.2, "", ()))
+    return out
+
+
+def rename_nodes_like_old_exports(src: Path, dst: Path, every: int = 5) -> list[str]:
+    """A copy of the model where some compute nodes carry the names older exporters give
+    (a bare number such as `23`, or a tensor-like `input.1`); returns the new names. QNN's
+    converter turns them into `_23` and `input_1`, which name no module path."""
+    import onnx
+
+    model = onnx.load(str(src))
+    renamed = []
+    compute = [n for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+    for k, node in enumerate(compute[::every]):
+        node.name = str(100 + k) if k % 2 == 0 else f"onnx_op.{k}"
+        renamed.append(node.name)
+    onnx.save(model, str(dst))
+    return renamed
 
 
 # Activations QNN's converter squashes into the op that produces their input.
@@ -281,14 +343,15 @@ LAYER_FIELDS = ("cycles", "both", "time")
 
 def build_profile_detail(
     onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = (), fused: bool = False,
-    layer_fields: str = "cycles",
+    layer_fields: str = "cycles", quirks: tuple[str, ...] = (),
 ) -> pb.ProfileDetail:
     """A ProfileDetail (major 1, minor 2: per-run times and memory ranges), as AI Hub sends.
     `fused`: layers as QNN builds them (`fuse_like_qnn`), not one per ONNX node.
     `layer_fields`: "cycles" (QNN context binaries on AI Hub: `execution_cycles` only),
-    "both" (cycles and whole microseconds, 0 for sub-microsecond layers) or "time"."""
+    "both" (cycles and whole microseconds, 0 for sub-microsecond layers) or "time".
+    `quirks`: see `converter_quirks`."""
     assert layer_fields in LAYER_FIELDS, layer_fields
-    layers = layers_from_onnx(onnx_bytes, fused=fused)
+    layers = layers_from_onnx(onnx_bytes, fused=fused, quirks=quirks)
     per_op_total = sum(layer.time_us for layer in layers)
     # End-to-end runs are a bit longer than the per-op sum (graph launch, I/O), and jitter.
     h = hashlib.sha256(seed.encode()).digest()
@@ -408,6 +471,7 @@ class HubStandIn:
         self.cpu_op_types = cpu_op_types
         self.fused = fused
         self.layer_fields = "cycles"  # per-layer fields of profiles (see build_profile_detail)
+        self.quirks: tuple[str, ...] = ()  # converter-made layers (see converter_quirks)
         self.devices = [pb.Device(name=n, os=o, attributes=list(a)) for n, o, a in devices]
         self.requests: list[Request] = []
         self.models: dict[str, StoredModel] = {}
@@ -785,7 +849,7 @@ class _Handler(BaseHTTPRequestHandler):
         compile_job = hub.jobs[target.pb.producer_id]
         source = hub.models[compile_job.source_model_id]
         detail = build_profile_detail(source.data, runs=runs, seed=ij.inference_job_id, cpu_op_types=hub.cpu_op_types,
-                                      fused=hub.fused, layer_fields=hub.layer_fields)
+                                      fused=hub.fused, layer_fields=hub.layer_fields, quirks=hub.quirks)
         m = re.search(r"--qairt_version[ =](\S+)", ij.options)
         ran = hub.runtime_qairt or hub.qairt_full(m.group(1) if m and m.group(1) not in ("default", "latest") else None)
         detail.tool_versions.append(pb.ToolVersion(name="QAIRT", version=ran))

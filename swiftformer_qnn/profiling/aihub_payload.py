@@ -121,6 +121,19 @@ def onnx_sources(model_path: Path) -> dict[str, list[str]]:
     return out
 
 
+# Layers the converter inserts around a node keep its name plus a suffix.
+_CONVERTER_SUFFIX = re.compile(r"_(?:pre|post)_reshape$|_converted_QNN_DATATYPE_\w+$")
+
+
+def layer_sources(name: str, sources: Mapping[str, list[str]]) -> list[str]:
+    """The uploaded graph's nodes a layer stands for: by its name, else by its name without a
+    converter suffix (`<node>_pre_reshape`)."""
+    if name in sources:
+        return list(sources[name])
+    base = _CONVERTER_SUFFIX.sub("", name)
+    return list(sources.get(base, [])) if base != name else []
+
+
 def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] | None = None) -> list[OpRecord]:
     """`execution_detail` layers -> OpRecords (not yet attributed), keeping both
     `execution_time` (us) and `execution_cycles` as the layer gives them. `sources` (from
@@ -137,7 +150,7 @@ def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] 
                 compute_unit=ComputeUnit(cu) if cu in ComputeUnit._value2member_map_ else None,
                 execution_time_us=_num(d.get("execution_time")),
                 execution_cycles=_num(d.get("execution_cycles")),
-                onnx_nodes=list(sources.get(name, [])),
+                onnx_nodes=layer_sources(name, sources),
             )
         )
     return ops
