@@ -99,3 +99,67 @@ def test_old_style_names_are_converted_as_qnn_does(l1):
         ops = [op for op in p.ops if op.name == qnn_op_name(n)]
         for op in ops:
             assert op.attribution.block != "other" and op.attribution.via == "op_trace", (n, op.attribution)
+
+
+def _slowed_payload(model: Path, block_path: str, factor: float, seed: str) -> dict:
+    """A cycles-only L1 payload whose `block_path` layers (e.g. `stage3_block3_`) take `factor`
+    times the cycles, the whole-model runs longer by the cycles added (AI Hub's estimate too)."""
+    detail = build_profile_detail(model.read_bytes(), runs=20, seed=seed, fused=True)
+    total = sum(layer.execution_cycles for layer in detail.layer_details)
+    added = 0
+    for layer in detail.layer_details:
+        if block_path in layer.name:
+            extra = int(layer.execution_cycles * (factor - 1))
+            layer.execution_cycles += extra
+            added += extra
+    assert added > 0, block_path
+    runs = [int(t * (1 + added / total)) for t in detail.all_execution_times]
+    del detail.all_execution_times[:]
+    detail.all_execution_times.extend(runs)
+    detail.execution_time = min(runs)
+    return _profile_pb_to_python_dict(detail)
+
+
+def test_gate_on_two_imported_cycles_only_profiles_names_the_slower_block(l1, tmp_path, monkeypatch):
+    """Two L1 profiles as AI Hub's download_profile() gives them, imported; in the candidate one
+    SwiftFormer block takes 30% more device cycles. The gate fails and names that block."""
+    import json
+
+    from aihub_standin import make_export_dir
+    from typer.testing import CliRunner
+
+    from swiftformer_qnn.cli import app
+    from swiftformer_qnn.profiling.aihub_payload import jsonable
+
+    monkeypatch.setenv("COLUMNS", "200")
+    sim = l1["qdq"].parent / "l1_224.sim.onnx"
+    export = make_export_dir(tmp_path / "export", qdq=l1["qdq"], sim=sim, variant="l1", precision="w8a8",
+                             input_shape=[1, 3, 224, 224])
+    runner = CliRunner()
+    sides = {}
+    for side, factor, seed in (("baseline", 1.0, "base"), ("candidate", 1.3, "cand")):
+        raw = tmp_path / f"{side}.json"
+        payload = (_profile_pb_to_python_dict(build_profile_detail(l1["qdq"].read_bytes(), runs=20, seed=seed, fused=True))
+                   if factor == 1.0 else _slowed_payload(l1["qdq"], "stage3_block3_", factor, seed))
+        raw.write_text(json.dumps(jsonable(payload)))
+        res = runner.invoke(app, ["profile", "import", str(raw), "--from", str(export), "--device", "s23 ultra",
+                                  "--qnn", "2.42", "--out", str(tmp_path / side)])
+        assert res.exit_code == 0, res.output
+        sides[side] = tmp_path / side
+        if side == "baseline":
+            print("\n" + res.stdout)
+    res = runner.invoke(app, ["gate", "latency", "-b", str(sides["baseline"]), "-c", str(sides["candidate"])])
+    print(res.stdout)
+    assert res.exit_code == 1, res.output
+    failed = [line for line in res.stdout.splitlines() if "stage3.block3" in line]
+    assert failed and any("regress" in line.lower() or "fail" in line.lower() for line in failed), res.stdout
+    others = [line for line in res.stdout.splitlines()
+              if re_block(line) and "stage3.block3" not in line and "regress" in line.lower()]
+    assert others == [], others
+    assert "derived from device cycles" in res.stdout
+
+
+def re_block(line: str) -> bool:
+    import re
+
+    return re.search(r"\bstage\d\.(block\d+|downsample)\b|\bstem\b|\bhead\b", line) is not None
