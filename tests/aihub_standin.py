@@ -425,11 +425,18 @@ class Fault:
 
 
 @dataclass
+class StoredDataset:
+    pb: pb.Dataset
+    data: bytes = b""  # the h5 file
+
+
+@dataclass
 class StoredJob:
     kind: str  # compile | inference
     pb: pb.Job
     polls: int = 0
     source_model_id: str | None = None
+    output_dataset_id: str | None = None
 
 
 class HubStandIn:
@@ -464,6 +471,11 @@ class HubStandIn:
         self.transfer_failures = 0  # the next N transfers fail (a bucket that is not there / 403)
         self.faults: list[Fault] = []
         self.runtime_qairt: str | None = None  # what the device reports running (default: as compiled)
+        self.datasets: dict[str, StoredDataset] = {}
+        # Inference outputs: the uploaded (QDQ) graph run on the CPU, plus the HTP's own rounding
+        # (relative noise `npu_noise`); `npu_collapse` makes them what a collapsed int8 model gives.
+        self.npu_noise = 2e-3
+        self.npu_collapse = False
         self.polls_to_finish = polls_to_finish
         self.hold: set[str] = set()
         self.flaky_polls = 0
@@ -476,7 +488,7 @@ class HubStandIn:
         self.requests: list[Request] = []
         self.models: dict[str, StoredModel] = {}
         self.jobs: dict[str, StoredJob] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a route holding it may mint ids
         self._seq = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -652,6 +664,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _s3(self, path: str, query: dict, body: bytes) -> None:
         parts = path.split("/")[2:]
+        if parts and parts[0].startswith("dataset"):
+            return self._s3_dataset(parts, query, body)
         model_id = parts[1] if len(parts) > 1 else ""
         with self.hub._lock:
             fail = self.hub.transfer_failures > 0
@@ -665,6 +679,110 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[0] == "download" and self.command == "GET":
             return self._send(200, stored.data, "application/octet-stream")
         self._send(404, b"", "text/plain")
+
+    def _s3_dataset(self, parts: list[str], query: dict, body: bytes) -> None:
+        """Presigned dataset transfers: a form POST up (S3's POST policy style), a GET down."""
+        ds_id = parts[1] if len(parts) > 1 else ""
+        with self.hub._lock:
+            fail = self.hub.transfer_failures > 0
+            self.hub.transfer_failures -= fail
+        if fail or query.get("sig", [""])[0] != self.hub._sig(ds_id) or ds_id not in self.hub.datasets:
+            return self._send(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
+        stored = self.hub.datasets[ds_id]
+        if parts[0] == "dataset-upload" and self.command == "POST":
+            from email.parser import BytesParser
+            from email.policy import HTTP
+
+            head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
+            form = BytesParser(policy=HTTP).parsebytes(head + body)
+            for part in form.iter_parts():
+                if part.get_param("name", header="content-disposition") == "file":
+                    stored.data = part.get_payload(decode=True)
+            return self._send(204, b"", "text/plain")
+        if parts[0] == "dataset-download" and self.command == "GET":
+            return self._send(200, stored.data, "application/octet-stream")
+        self._send(404, b"", "text/plain")
+
+    # -- datasets --
+
+    def create_dataset(self, parts, query, body) -> None:
+        req = pb.Dataset.FromString(body)
+        ds_id = self.hub._id("d")
+        ds = pb.Dataset(dataset_id=ds_id, name=req.name)
+        ds.creation_time.GetCurrentTime()
+        self.hub.datasets[ds_id] = StoredDataset(ds)
+        self._pb(pb.CreateUpdateResponse(id=ds_id, creation_time=ds.creation_time))
+
+    def dataset_upload_url(self, parts, query, body) -> None:
+        ds_id = parts[1]
+        self.hub.datasets[ds_id]
+        if self.hub.transfer_mode == "credentials" and query.get("supports_s3_credentials") == ["true"]:
+            creds = self.hub.s3_credentials(f"datasets/{ds_id}/data.h5", "data.h5")
+            return self._pb(pb.FileUploadResponse(credentials=creds))
+        url = f"{self.hub.url}/s3/dataset-upload/{ds_id}?sig={self.hub._sig(ds_id)}"
+        self._pb(pb.FileUploadResponse(url=pb.FileUploadURL(url=url, file_field_name="file",
+                                                              fields={"key": f"datasets/{ds_id}/data.h5"})))
+
+    def patch_dataset(self, parts, query, body) -> None:
+        stored = self.hub.datasets[parts[1]]
+        if pb.Dataset.FromString(body).file_upload_complete:
+            stored.pb.file_upload_complete = True
+        self._pb(pb.CreateUpdateResponse(id=parts[1]))
+
+    def dataset_upload_complete(self, parts, query, body) -> None:
+        stored = self.hub.datasets[parts[1]]
+        got = self.hub.s3().get_object(Bucket=S3_BUCKET, Key=f"datasets/{parts[1]}/data.h5")
+        stored.data = got["Body"].read()
+        stored.pb.file_upload_complete = True
+        self._pb(pb.CreateUpdateResponse(id=parts[1]))
+
+    def get_dataset(self, parts, query, body) -> None:
+        self._pb(self.hub.datasets[parts[1]].pb)
+
+    def dataset_download(self, parts, query, body) -> None:
+        ds_id = parts[1]
+        stored = self.hub.datasets[ds_id]
+        if self.hub.transfer_mode == "credentials" and query.get("supports_s3_credentials") == ["true"]:
+            key = f"downloads/{ds_id}/data.h5"
+            self.hub.s3().put_object(Bucket=S3_BUCKET, Key=key, Body=stored.data)
+            return self._pb(pb.FileDownloadResponse(credentials=self.hub.s3_credentials(key, "data.h5")))
+        url = f"{self.hub.url}/s3/dataset-download/{ds_id}?sig={self.hub._sig(ds_id)}"
+        self._pb(pb.FileDownloadResponse(url=pb.FileDownloadURL(url=url, filename="data.h5")))
+
+    def _run_on_device(self, stored: StoredJob) -> str:
+        """The inference job's outputs, as a new dataset: the uploaded graph on the CPU
+        (onnxruntime) with the HTP's rounding added, or a collapsed model's outputs."""
+        import h5py
+        import numpy as np
+        import onnxruntime as ort
+        from qai_hub.util.dataset_entries_converters import dataset_entries_to_h5, h5_to_dataset_entries
+
+        hub = self.hub
+        ij = stored.pb.inference_job
+        with h5py.File(io.BytesIO(hub.datasets[ij.dataset.dataset_id].data), "r") as h5f:
+            inputs = h5_to_dataset_entries(h5f)
+        compiled = hub.models[stored.source_model_id]
+        source = hub.models[hub.jobs[compiled.pb.producer_id].source_model_id]
+        sess = ort.InferenceSession(source.data, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        outputs: dict[str, list] = {n: [] for n in names}
+        rng = np.random.default_rng(int(hashlib.sha256(ij.inference_job_id.encode()).hexdigest()[:8], 16))
+        (in_name, arrays), = inputs.items()
+        for x in arrays:
+            for n, y in zip(names, sess.run(None, {sess.get_inputs()[0].name: x}), strict=True):
+                if hub.npu_collapse:
+                    y = np.full_like(y, float(np.mean(y)))
+                else:
+                    y = y + rng.standard_normal(y.shape).astype(y.dtype) * hub.npu_noise * float(np.std(y))
+                outputs[n].append(y)
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as h5f:
+            dataset_entries_to_h5(outputs, h5f)
+        ds_id = hub._id("d")
+        ds = pb.Dataset(dataset_id=ds_id, name=f"{ij.name} outputs", file_upload_complete=True)
+        ds.creation_time.GetCurrentTime()
+        hub.datasets[ds_id] = StoredDataset(ds, buf.getvalue())
+        return ds_id
 
     # -- routes --
 
@@ -843,6 +961,13 @@ class _Handler(BaseHTTPRequestHandler):
         if stored.kind != "inference":
             return self._pb(pb.JobResult())
         ij = stored.pb.inference_job
+        if ij.dataset.dataset_id:  # inputs given: the outputs come back as a dataset
+            with hub._lock:
+                if stored.output_dataset_id is None:
+                    stored.output_dataset_id = self._run_on_device(stored)
+        if not ij.is_profiling_on:  # no profile asked for
+            return self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(
+                inference_job_id=ij.inference_job_id, output_dataset_id=stored.output_dataset_id or "")))
         m = re.search(r"--max_profiler_iterations[ =](\d+)", ij.options)
         runs = int(m.group(1)) if m else 100
         target = hub.models[stored.source_model_id]
@@ -853,19 +978,26 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.search(r"--qairt_version[ =](\S+)", ij.options)
         ran = hub.runtime_qairt or hub.qairt_full(m.group(1) if m and m.group(1) not in ("default", "latest") else None)
         detail.tool_versions.append(pb.ToolVersion(name="QAIRT", version=ran))
-        self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(inference_job_id=ij.inference_job_id, detail=detail)))
+        self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(
+            inference_job_id=ij.inference_job_id, detail=detail, output_dataset_id=stored.output_dataset_id or "")))
 
 
 def _shape(parts: list[str]) -> tuple[str, ...]:
     """Route key: fixed path words, `*` for ids."""
     words = {"devices", "models", "jobs", "multipart_upload", "download", "result", "users", "auth", "user",
-             "frameworks", "upload_complete"}
+             "frameworks", "upload_complete", "datasets", "upload_url", "download_data"}
     return tuple(p if p in words else "*" for p in parts)
 
 
 _ROUTES: dict[tuple[str, tuple[str, ...]], Callable] = {
     ("GET", ("devices",)): _Handler.devices,
     ("GET", ("frameworks",)): _Handler.frameworks,
+    ("POST", ("datasets",)): _Handler.create_dataset,
+    ("GET", ("datasets", "*", "upload_url")): _Handler.dataset_upload_url,
+    ("PATCH", ("datasets", "*")): _Handler.patch_dataset,
+    ("POST", ("datasets", "*", "upload_complete")): _Handler.dataset_upload_complete,
+    ("GET", ("datasets", "*")): _Handler.get_dataset,
+    ("GET", ("datasets", "*", "download_data")): _Handler.dataset_download,
     ("POST", ("models", "*", "upload_complete")): _Handler.upload_complete,
     ("POST", ("models",)): _Handler.create_model,
     ("GET", ("models", "*", "multipart_upload")): _Handler.upload_urls,

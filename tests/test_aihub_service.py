@@ -291,3 +291,66 @@ def test_logs_of_a_run_hold_no_token(hub, exports, tmp_path, token, caplog):
     caplog.set_level(logging.DEBUG)
     run(tmp_path / "out", exports, variants=("encoder",))
     assert caplog.records and all(token not in r.getMessage() for r in caplog.records)
+
+
+# --- outputs on the phone ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def xs_export_4(onnx_models, tmp_path) -> Path:
+    import numpy as np
+
+    m = onnx_models["xs"]
+    x = np.random.default_rng(7).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    return make_export_dir(tmp_path / "xs4", qdq=m["qdq"], sim=m["sim"], variant="xs", precision="w8a8",
+                           input_shape=[1, 3, 64, 64], sample_input=x)
+
+
+@pytest.mark.parametrize("mode", ["presigned", "s3 credentials"])
+def test_check_outputs_runs_heldout_inputs_on_the_device(mode, token, tmp_path, monkeypatch, xs_export_4, request):
+    from typer.testing import CliRunner
+
+    from swiftformer_qnn.cli import app
+    from swiftformer_qnn.profiling.schema import load_profile
+
+    monkeypatch.setenv("COLUMNS", "200")
+    kw = {}
+    if mode == "s3 credentials":
+        kw["s3_endpoint"] = request.getfixturevalue("s3").endpoint
+    hub = _standin(token, tmp_path, monkeypatch, **kw)
+    try:
+        out = tmp_path / "out"
+        res = CliRunner().invoke(app, ["profile", "--from", str(xs_export_4), "--check-outputs", "--runs", "5",
+                                       "--poll", "0.01", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        (path,) = out.glob("*.profile.json")
+        oc = load_profile(path).output_check
+        assert oc is not None and oc.vs_cpu_qdq.samples == 4 and oc.job_id
+        # The HTP's own rounding only (2e-3 relative): far above what a collapsed model gives.
+        assert oc.vs_cpu_qdq.sqnr_db > 40 and oc.vs_cpu_qdq.top1_agreement == 1.0
+        assert oc.vs_fp32.sqnr_db < oc.vs_cpu_qdq.sqnr_db  # quantization error on top
+        assert "Device outputs on sample_input.npy (4 held-out inputs): SQNR vs CPU QDQ" in res.stdout
+        inference = [j for j in hub.jobs.values() if j.kind == "inference"]
+        assert sorted(j.pb.inference_job.is_profiling_on for j in inference) == [False, True]
+        assert len(hub.datasets) == 2  # the inputs up, the outputs down
+        assert token not in res.stdout + res.stderr
+    finally:
+        hub.stop()
+
+
+def test_check_outputs_catches_a_model_that_collapses_on_the_npu(hub, xs_export_4, tmp_path):
+    from swiftformer_qnn.profiling.orchestrate import ProfileRequest, run_profile
+
+    hub.npu_collapse = True
+    result = run_profile(ProfileRequest(device=S23U, from_dirs=(xs_export_4,), runs=5, poll_s=0.01,
+                                        out_dir=tmp_path / "out", check_outputs=True))
+    (item,) = result.profiled
+    oc = item.profile.output_check
+    assert oc.vs_cpu_qdq.sqnr_db < 3 and oc.vs_fp32.sqnr_db < 3
+
+
+def test_check_outputs_is_refused_on_the_emulator(xs_export_4, tmp_path):
+    from swiftformer_qnn.profiling.orchestrate import ProfileRequest, run_profile
+
+    with pytest.raises(UsageError, match="--check-outputs"):
+        run_profile(ProfileRequest(device="emulator", from_dirs=(xs_export_4,), check_outputs=True))

@@ -54,6 +54,7 @@ def profile(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before (they are never resubmitted on their own).")] = False,
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
+    check_outputs: Annotated[bool, typer.Option("--check-outputs", help="AI Hub: also run the export's held-out inputs on the phone and report device-vs-CPU-QDQ and device-vs-fp32 SQNR.")] = False,
 ) -> None:
     """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
     `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator).
@@ -87,6 +88,7 @@ def profile(
         new_jobs=new_jobs,
         retry_failed=retry_failed,
         force=force,
+        check_outputs=check_outputs,
     )
     def note(msg: str) -> None:
         err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
@@ -171,6 +173,19 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
             ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(t, unit), block)
         out.print(ops)
     out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
+    if p.output_check is not None:
+        oc = p.output_check
+
+        def db(a) -> str:
+            if a is None:
+                return "n/a (no QDQ graph)"
+            if a.exact:
+                return "identical"
+            top1 = f", top-1 agreement {a.top1_agreement:.0%}" if a.top1_agreement is not None else ""
+            return (f"{a.sqnr_db:.1f} dB" if a.sqnr_db is not None else "undefined") + top1
+
+        out.print(f"Device outputs on {oc.inputs}: SQNR vs CPU QDQ {db(oc.vs_cpu_qdq)}; vs fp32 {db(oc.vs_fp32)}.",
+                  highlight=False)
 
 
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:

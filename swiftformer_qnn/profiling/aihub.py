@@ -43,7 +43,7 @@ from ..versions import parse_qnn_version, same_release, sdk_version_from_metadat
 from .aihub_journal import JobJournal, default_index_dir
 from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
 from .devices import DeviceTarget
-from .schema import ModelInfo, Profile, Provenance, TargetInfo, ToolchainInfo
+from .schema import ModelInfo, OutputAgreement, OutputCheck, Profile, Provenance, TargetInfo, ToolchainInfo
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,10 @@ class HubTarget:
     # None: `<variant>-<precision>`.
     name: str | None = None
     requested: str | None = None  # set on resolution: what the user asked for (None: default)
+    # --check-outputs: held-out inputs (.npy, N x input shape) to run on the device too, and the
+    # fp32 graph to compare with (the CPU QDQ graph is `model_path` for quantized precisions).
+    check_inputs: Path | None = None
+    fp32_model: Path | None = None
 
     @property
     def precision(self) -> Precision:
@@ -296,6 +300,8 @@ class _Track:
     poll_errors: int = 0
     last_state: str | None = None  # to report each state change of a job once
     stage: str = "upload"  # what it was doing, for a failure report
+    check_key: str | None = None
+    check_job: Any = None
 
 
 class HubSession:
@@ -504,6 +510,35 @@ class HubSession:
         self.journal.record(track.profile_key, kind="profile", id=job.job_id, url=job.url, label=t.label, options=opts)
         self.progress(f"{t.label}: profile job {job.job_id} submitted {job.url}")
 
+    def _submit_check(self, track: _Track, device: Any, target_model: Any = None) -> None:
+        """--check-outputs: an inference job on the held-out inputs (no profiling), beside the profile job."""
+        import numpy as np
+
+        t = track.target
+        opts = f"--qairt_version {t.qnn}"
+        track.check_key = self.journal.key(
+            "check", compile_job=track.compile_job.job_id, device=device.name, options=opts,
+            inputs=sha256_file(t.check_inputs),
+        )
+        track.check_job = self._resume_job(track.check_key, "output check", track)
+        if track.check_job is not None:
+            return
+        target_model = target_model or self._call(
+            track.compile_job.get_target_model, f"fetching the compiled model of {t.label}", track.compile_job.url
+        )
+        x = np.load(t.check_inputs).astype(np.float32)
+        name = _input_name(t.model_path)
+        inputs = {name: [x[i : i + 1] for i in range(x.shape[0])]}
+        job = self._transfer(
+            # profile=False: a plain run (the client's default in 0.56 is to profile every inference job).
+            lambda: self.client.submit_inference_job(target_model, device=device, inputs=inputs,
+                                                     name=f"{t.label} outputs", options=opts, profile=False),
+            f"submitting the output check of {t.label} ({x.shape[0]} held-out inputs)",
+        )
+        track.check_job = job
+        self.journal.record(track.check_key, kind="check", id=job.job_id, url=job.url, label=t.label, options=opts)
+        self.progress(f"{t.label}: output-check job {job.job_id} submitted {job.url}")
+
     # -- waiting --
 
     def _status(self, job: Any, track: _Track) -> Any | None:
@@ -514,7 +549,7 @@ class HubSession:
             track.poll_errors = 0
             state = f"{job.job_id}:{status.code}"
             if state != track.last_state and not status.finished:
-                stage = "profile" if job is track.profile_job else "compile"
+                stage = {id(track.profile_job): "profile", id(track.check_job): "output-check"}.get(id(job), "compile")
                 self.progress(f"{track.target.label}: {stage} job {job.job_id} {status.code.lower().replace('_', ' ')}")
             track.last_state = state
             return status
@@ -596,6 +631,8 @@ class HubSession:
             self.progress(f"{t.label}: compiled ({track.compile_job.job_id})")
             try:
                 self._submit_profile(track, device)
+                if t.check_inputs is not None:
+                    self._submit_check(track, device)
             except HubError as exc:
                 if getattr(exc, "fatal", False):
                     raise
@@ -609,6 +646,14 @@ class HubSession:
         if status.failure:
             run.failures.append(_job_failure(t.label, "profile", status, track.profile_job))
             return True
+        if track.check_job is not None:
+            check = self._status(track.check_job, track)
+            if check is None or not check.finished:
+                return False
+            self.journal.update(track.check_key, state=check.code)
+            if check.failure:  # the profile stands; the output check is reported as failed
+                run.failures.append(_job_failure(t.label, "output check", check, track.check_job))
+                track.check_job = None
         try:
             run.results.append(self._collect(track, device))
         except HubError as exc:  # the jobs are done and journaled: a rerun downloads again
@@ -664,6 +709,8 @@ class HubSession:
             sources=onnx_sources(t.model_path),
             graph=onnx_node_tensors(t.model_path),
         )
+        if track.check_job is not None:
+            profile = profile.model_copy(update={"output_check": self._output_check(track)})
         profile_path = profile.save(self.out_dir / f"{stem}.profile.json")
         lat = profile.latency
         self.progress(f"{t.label}: profiled on {profile.target.device}: {lat.median_us:.1f} us ({lat.label()}, AI Hub)")
@@ -698,6 +745,34 @@ class HubSession:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _output_check(self, track: _Track) -> OutputCheck:
+        """The device's outputs on the held-out inputs against the CPU QDQ and fp32 graphs."""
+        import numpy as np
+
+        from ..pipeline.fidelity import compare_outputs, run_cpu
+
+        t, job = track.target, track.check_job
+        got = self._transfer(job.download_output_data, f"downloading the device outputs of {t.label}", job.url)
+        if not got:
+            raise ProfileError(f"AI Hub returned no outputs for the output check of {t.label} ({job.url}).")
+        device = np.concatenate([np.asarray(a) for a in next(iter(got.values()))]).astype(np.float32)
+        x = np.load(t.check_inputs).astype(np.float32)
+        classify = t.model.variant != "encoder"
+
+        def agree(reference_model: Path) -> OutputAgreement:
+            ref = run_cpu(reference_model, x)
+            return OutputAgreement(**compare_outputs(ref, device.reshape(ref.shape), classify=classify))
+
+        check = OutputCheck(
+            inputs=f"{t.check_inputs.name} ({x.shape[0]} held-out input{'s' * (x.shape[0] != 1)})",
+            job_id=job.job_id,
+            vs_cpu_qdq=agree(t.model_path) if t.precision.is_quantized else None,
+            vs_fp32=agree(t.fp32_model or t.model_path),
+        )
+        self.progress(f"{t.label}: device outputs vs CPU QDQ {_db(check.vs_cpu_qdq)}, vs fp32 {_db(check.vs_fp32)} "
+                      f"SQNR over {x.shape[0]} held-out input(s)")
+        return check
+
     def _profile_payload(self, job: Any, label: str) -> tuple[dict[str, Any], str | None]:
         """The profile dict `download_profile()` returns, and the QAIRT version the device ran.
 
@@ -725,6 +800,20 @@ class HubSession:
         attrs = device_attributes(dev.attributes)
         return TargetInfo(device=device.name or dev.name, chipset=attrs["chipset"], soc_model=attrs["soc_model"],
                           htp_arch=attrs["htp_arch"], os=dev.os or None)
+
+
+def _db(agreement: OutputAgreement | None) -> str:
+    if agreement is None:
+        return "n/a"
+    return "identical" if agreement.exact else (f"{agreement.sqnr_db:.1f} dB" if agreement.sqnr_db is not None else "undefined")
+
+
+def _input_name(model_path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
 
 
 def device_attributes(attributes: list[str]) -> dict[str, Any]:

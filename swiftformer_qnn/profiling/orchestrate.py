@@ -63,6 +63,7 @@ class ProfileRequest:
     new_jobs: bool = False
     retry_failed: bool = False
     force: bool = False  # export mode: replace a default export directory holding another request
+    check_outputs: bool = False  # AI Hub: also run held-out inputs on the device and compare outputs
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,16 @@ def read_export(directory: Path) -> ExportSource:
         opset=results.get("opset") or req.get("opset"),
     )
     return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
+
+
+def heldout_inputs(source: ExportSource) -> Path:
+    """The export's held-out inputs (`inputs/heldout.npy`, else the verify sample), preprocessed."""
+    m = source.manifest
+    for stage, name in (("inputs", "heldout.npy"), ("verify", "sample_input.npy")):
+        if m.stage(stage) and name in m.stage(stage).outputs:
+            return m.artifact(source.directory, stage, name)
+    raise OutputDirError(f"{source.directory}: the export has no held-out inputs (inputs/heldout.npy).",
+                         hint="Re-export it with this version, or profile without --check-outputs.")
 
 
 def emulator_feeds(source: ExportSource) -> dict[str, Any]:
@@ -282,6 +293,10 @@ def run_profile(
         config = check_hub_config()
     else:
         _check_emulator_qnn(qnn)
+        if req.check_outputs:
+            raise UsageError("--check-outputs runs held-out inputs on a phone through AI Hub; the emulator has none.",
+                             hint="Drop --check-outputs, or profile on an AI Hub device. `verify` compares the "
+                             "emulated HTP with the CPU.")
 
     if req.from_dirs:
         sources = _distinct([read_export(d) for d in req.from_dirs], emit)
@@ -307,8 +322,14 @@ def _profile_on_hub(
     config: HubConfig | None,
     emit: Progress,
 ) -> ProfileRunResult:
+    def check_files(s: ExportSource) -> dict[str, Path]:
+        if not req.check_outputs:
+            return {}
+        return {"check_inputs": heldout_inputs(s),
+                "fp32_model": s.manifest.artifact(s.directory, "simplify", "model.sim.onnx")}
+
     targets = [
-        HubTarget(s.model_path, s.model_info, v, name=name)
+        HubTarget(s.model_path, s.model_info, v, name=name, **check_files(s))
         for s, name in zip(sources, file_labels(sources), strict=True)
         for v in (qnn or [None])
     ]

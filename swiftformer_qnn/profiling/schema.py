@@ -195,6 +195,29 @@ class OpRecord(_Strict):
     attribution: Attribution | None = None
 
 
+class OutputAgreement(_Strict):
+    """Device outputs against a reference on the same inputs (`pipeline.fidelity.compare_outputs`)."""
+
+    samples: int = Field(ge=1)
+    sqnr_db: float | None  # None: identical (`exact`) or an all-zero reference
+    exact: bool
+    cosine_mean: float
+    cosine_min: float
+    max_abs_diff: float
+    reference_max_abs: float
+    top1_agreement: float | None = None
+
+
+class OutputCheck(_Strict):
+    """`profile --check-outputs`: held-out inputs run on the device (an AI Hub inference job),
+    its outputs compared with the CPU QDQ model's and the fp32 model's on the same inputs."""
+
+    inputs: str  # where the inputs came from, e.g. "inputs/heldout.npy (8 held-out images)"
+    job_id: str | None = None
+    vs_cpu_qdq: OutputAgreement | None = None  # None for fp16 (no QDQ graph)
+    vs_fp32: OutputAgreement
+
+
 class Provenance(_Strict):
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     job_ids: dict[str, str] = Field(default_factory=dict)  # {"compile": "j...", "profile": "j..."}
@@ -214,6 +237,7 @@ class Profile(_Strict):
     latency: LatencySummary | None = None  # None where the source has no device latency
     load: LoadInfo | None = None
     ops: list[OpRecord] = Field(default_factory=list)
+    output_check: OutputCheck | None = None
     provenance: Provenance = Field(default_factory=Provenance)
 
     @property

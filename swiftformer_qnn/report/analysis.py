@@ -347,7 +347,7 @@ def build_report(
     report_bds = {(b.model_id, b.column_id): b for b in breakdowns}
     steps = _steps(models, columns, report_cells, report_bds)
     shares = _encoder_shares(models, columns, report_cells)
-    notes = _general_notes(models, columns, breakdowns) + notes
+    notes = _general_notes(models, columns, breakdowns) + notes + _output_check_notes(profiles)
     return Report(
         name=name,
         inputs=[lp.label for lp in profiles],
@@ -517,6 +517,22 @@ def _encoder_shares(
                         )
                     )
     return out
+
+
+def _output_check_notes(profiles: Sequence[LoadedProfile]) -> list[str]:
+    """`profile --check-outputs`: the device's outputs on held-out inputs against the CPU."""
+
+    def db(a) -> str:
+        if a is None:
+            return "n/a"
+        return "identical" if a.exact else (f"{a.sqnr_db:.1f} dB" if a.sqnr_db is not None else "undefined")
+
+    return [
+        f"{lp.label}: device outputs on {oc.inputs} have SQNR {db(oc.vs_cpu_qdq)} against the CPU QDQ model "
+        f"and {db(oc.vs_fp32)} against fp32 (AI Hub job {oc.job_id})."
+        for lp in profiles
+        if (oc := lp.profile.output_check) is not None
+    ]
 
 
 def _general_notes(models: list[ModelRow], columns: list[Column], breakdowns: list[Breakdown]) -> list[str]:
