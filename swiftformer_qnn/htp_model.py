@@ -17,9 +17,8 @@ What changes, and why (read from QNN's framework op trace of the compiled graphs
   on the NPU only the last one. It goes through the rows of the map with two L2Norms (see
   `HtpAdditiveAttention`); exact in real numbers.
 - Layer scales are folded into the 1x1 convolutions before them; the head's two linears are
-  merged into one (their average is one linear) after a mean pool. BatchNorms stay modules:
-  onnxsim folds those after a conv, the BN-fold graph pass the rest (the head's BN comes after
-  the pool, which commutes with a per-channel affine, so it sits right before its linear).
+  merged into one (their average is one linear) after the mean pool. BatchNorms stay modules:
+  onnxsim folds those after a conv, the BN-fold graph pass (`pipeline.fold_bn`) the rest.
 
 Module paths are kept (`stage2.block9_swiftformer_encoder.attention.to_query`), so ONNX node
 names still say which block and part each op belongs to (`profiling.attribution`).
@@ -147,12 +146,14 @@ class HtpConvEncoder(nn.Module):
 
 
 class HtpHead(nn.Module):
-    """Mean pool, BN, and the classifier and distillation linears merged into one."""
+    """BN, global mean pool, and the classifier and distillation linears merged into one.
+
+    The BN stays before the pool as upstream has it: the BN-fold pass folds it through the
+    mean into the linear."""
 
     def __init__(self, head: Head):
         super().__init__()
-        self.norm = nn.BatchNorm1d(head.norm.num_features, eps=head.norm.eps)
-        self.norm.load_state_dict(head.norm.state_dict())
+        self.norm = copy.deepcopy(head.norm)
         fc, dist = head.fc, head.dist_fc
         self.fc = nn.Linear(fc.in_features, fc.out_features)
         with torch.no_grad():
@@ -160,7 +161,7 @@ class HtpHead(nn.Module):
             self.fc.bias.copy_((fc.bias + dist.bias) / 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(x.mean(dim=(2, 3))))
+        return self.fc(self.norm(x).mean(dim=(2, 3)))
 
 
 def to_htp_form(model: nn.Module) -> nn.Module:

@@ -531,7 +531,7 @@ STAGE_CODE = {
     "inputs": ("model", "weights", "pipeline.images", "pipeline.calibrate"),
     "validate": ("pipeline.validate", "pipeline.fidelity"),
     "quantize": ("pipeline.quantize",),
-    "compile": ("qnn", "pipeline.compile"),
+    "compile": ("qnn", "pipeline.compile", "graph_cost"),
     "verify": ("qnn", "pipeline.verify", "pipeline.fidelity"),
 }
 
