@@ -134,11 +134,15 @@ def test_every_htp_op_of_the_htp_graph_is_attributed_to_its_block(xs_both_forms)
     trace = json.loads((result.directory / "qnn_op_trace.json").read_text())
     ops = [m for g in trace["subgraph_traces"] for m in g["op_mappings"]]
     parts: dict[str, set] = {}
+    unattributed = []
     for m in ops:
         sources = [s["name"] for s in m["sources"] if s["type"] == "OP"]
         att = attribute_op(m["dst_name"], sources, "xs")
-        assert att.block != "other", m["dst_name"]
+        if att.block == "other":
+            unattributed.append(m["dst_qnn_op_type"])
         if att.kind == "swiftformer_encoder" and att.part:
             parts.setdefault(att.block, set()).add(att.part)
+    # Only the image input's NCHW -> NHWC Transpose names no module (in the faithful graph too).
+    assert unattributed == ["Transpose"]
     # Each of XS's four SwiftFormerEncoders shows its three parts.
     assert len(parts) == 4 and all(p == {"local_representation", "attention", "mlp"} for p in parts.values())
