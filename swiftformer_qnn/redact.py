@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-MASK = "[redacted]"
+MASK = "<redacted>"
 
 _PATTERNS = [
     # Authorization headers as HTTP, a dict repr or JSON write them.

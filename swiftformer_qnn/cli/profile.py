@@ -91,7 +91,11 @@ def profile(
         check_outputs=check_outputs,
     )
     def note(msg: str) -> None:
-        err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        from ..redact import scrub
+
+        err_console.print(f"[dim]{escape(scrub(msg))}[/]", highlight=False, soft_wrap=True)
 
     # Export stages show as progress lines only when this command runs the export.
     stages = nullcontext() if from_dirs else ExportProgress(err_console)

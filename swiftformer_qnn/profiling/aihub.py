@@ -867,4 +867,4 @@ def list_devices(config: HubConfig | None = None) -> list[dict[str, Any]]:
 
 def _job_failure(label: str, stage: str, status: Any, job: Any) -> HubJobFailure:
     """A job AI Hub reports as failed, with its URL so the user can read why."""
-    return HubJobFailure(label, stage, status.message or "no reason given", job.job_id, job.url)
+    return HubJobFailure(label, stage, scrub(status.message or "no reason given"), job.job_id, job.url)
