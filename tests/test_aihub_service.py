@@ -105,11 +105,11 @@ def test_s3_credentials_route_through_a_real_s3_server(hub_s3, s3, exports, tmp_
     uploaded = next(m for m in hub_s3.models.values() if m.pb.file_upload_complete and m.pb.name == "model.qdq.onnx")
     assert uploaded.data == Path(r.target.model_path).read_bytes()
     assert r.binary_path.read_bytes().startswith(b"QNN-CONTEXT-BINARY")
+    out = capsys.readouterr()
+    assert token not in out.out + out.err and "standin-secret-key" not in out.out + out.err
     api = len(hub_s3.api_calls())
     print(f"\none profile, S3-credentials route: {api} API calls, {len(s3_calls)} S3 requests "
           f"({', '.join(f'{m} {methods.count(m)}' for m in sorted(set(methods)))}) at moto")
-    out = capsys.readouterr()
-    assert token not in out.out + out.err and "standin-secret-key" not in out.out + out.err
 
 
 def test_presigned_route_counts(hub, exports, tmp_path):
