@@ -25,7 +25,8 @@ from aihub_standin import (
 from qai_hub.client import _profile_pb_to_python_dict
 
 from swiftformer_qnn.errors import HubError, ProfileError
-from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget, check_hub_config
+from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
+from swiftformer_qnn.profiling.aihub_client import check_hub_config
 from swiftformer_qnn.profiling.aihub_journal import JOURNAL_NAME
 from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
 from swiftformer_qnn.profiling.attribution import unattributed_share

@@ -19,17 +19,19 @@ A failed job is never resubmitted on its own: it is reported with its URL, and
 
 The API token is never read into anything this module returns, logs or writes: the
 client reads it from its own config file, and only the config file's path is reported.
+
+Split: `aihub_client` (the client's configuration, errors and output), `aihub_journal` (job
+ids on disk), `aihub_payload` (the profile dict in our schema, pure); this module is the
+session that drives jobs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,17 @@ from ..errors import HubError, ProfileError, UsageError
 from ..redact import scrub
 from ..targets import Precision
 from ..versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
+from .aihub_client import (
+    HubConfig,
+    Progress,
+    check_hub_config,
+    client_errors,
+    client_message,
+    device_attributes,
+    is_fatal,
+    quiet,
+    transient_errors,
+)
 from .aihub_journal import JobJournal, default_index_dir
 from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
 from .devices import DeviceTarget
@@ -53,53 +66,8 @@ DEFAULT_POLL_S = 10.0  # the client's own polling interval
 _MAX_TRANSIENT_POLL_ERRORS = 6
 TRANSFER_ATTEMPTS = 3  # a failed upload or download is tried this often before it is reported
 
-Progress = Callable[[str], None]
-
-CONFIGURE_HINT = (
-    "Get a token from your Qualcomm AI Hub account page (https://aihub.qualcomm.com), run "
-    "`qai-hub configure --api_token <YOUR_TOKEN>` (or point QAIHUB_CLIENT_INI at a client.ini), "
-    "then rerun. Without a token, profile locally with --device emulator (cycles, not device latency)."
-)
 
 
-# --- configuration -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HubConfig:
-    """Where the client's configuration is; deliberately without the token."""
-
-    path: Path
-    api_url: str
-    web_url: str
-
-
-def check_hub_config() -> HubConfig:
-    """Fail early, before any export or upload, when the client has no usable token.
-
-    Reads the same file the client reads (`QAIHUB_CLIENT_INI`, else `~/.qai_hub/client.ini`)
-    with the client's own loader, so what passes here is what the client will accept.
-    """
-    from qai_hub import api_utils
-    from qai_hub.public_rest_api import APIException
-
-    path = Path(api_utils.get_config_path(expanduser=True))
-    try:
-        config = api_utils.load_api_config_from_file(str(path))
-    except FileNotFoundError:
-        raise HubError(f"No Qualcomm AI Hub API token: {path} does not exist.", hint=CONFIGURE_HINT) from None
-    except APIException:
-        raise HubError(
-            f"No Qualcomm AI Hub API token: {path} lacks api_token, api_url or web_url in its [api] section.",
-            hint=CONFIGURE_HINT,
-        ) from None
-    except Exception as exc:  # configparser errors: a file the client cannot read either
-        raise HubError(
-            f"Cannot read the Qualcomm AI Hub client config {path} ({type(exc).__name__}).", hint=CONFIGURE_HINT
-        ) from None
-    if not config.api_token.strip():
-        raise HubError(f"No Qualcomm AI Hub API token: api_token in {path} is empty.", hint=CONFIGURE_HINT)
-    return HubConfig(path=path, api_url=config.api_url, web_url=config.web_url)
 
 
 # --- inputs and results ----------------------------------------------------------------
@@ -194,99 +162,6 @@ class HubRun:
     journal: Path | None = None
 
 
-# --- talking to AI Hub ---------------------------------------------------------------------
-
-
-def _client_message(exc: BaseException) -> str:
-    """The client's messages come in ASCII boxes over several lines; make them one line,
-    without any secret the server may have echoed."""
-    text = re.sub(r"[┌┐└┘─│|]+", " ", str(exc))
-    return scrub(re.sub(r"\s+", " ", text).strip()) or type(exc).__name__
-
-
-# What the client says while it retries on its own: its rate-limit loop prints (and sleeps
-# 20-60 s, up to 10 minutes), its HTTP layer logs "Retry attempt number N" to `LogRetry`.
-_RETRY_TALK = re.compile(r"(?i)retry|retrying|backing off|too many requests|rate limit|slow down")
-
-
-class _ClientOutput(io.TextIOBase):
-    """The client's stdout, line by line: its retry talk becomes progress, the rest debug log."""
-
-    def __init__(self, progress: Progress | None):
-        self.progress = progress
-        self._partial = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._partial += text
-        *lines, self._partial = self._partial.split("\n")
-        for line in lines:
-            self.line(line)
-        return len(text)
-
-    def line(self, raw: str) -> None:
-        line = scrub(re.sub(r"\s+", " ", re.sub(r"[┌┐└┘─│|]+", " ", raw)).strip())
-        if not line:
-            return
-        if self.progress is not None and _RETRY_TALK.search(line):
-            self.progress(f"AI Hub client: {line}")
-        else:
-            log.debug("qai_hub: %s", line)
-
-
-class _RetryLog(logging.Handler):
-    def __init__(self, out: _ClientOutput):
-        super().__init__(logging.INFO)
-        self.out = out
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.out.line(record.getMessage())
-
-
-@contextlib.contextmanager
-def _quiet(progress: Progress | None = None) -> Iterator[None]:
-    """The client prints (e.g. "Downloaded model to ..."); a library must not. Its output goes
-    to our debug log, except what it says while retrying on its own, which becomes progress
-    (a retry loop that can last minutes must not look like a hang)."""
-    out = _ClientOutput(progress)
-    handler = _RetryLog(out)
-    # urllib3's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
-    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-    try:
-        with contextlib.redirect_stdout(out):
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-        if out._partial:
-            out.line(out._partial)
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import requests
-    from botocore.exceptions import BotoCoreError, ClientError
-    from qai_hub.client import InternalError, RateLimitedError
-    from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError, S3UploadFailedError
-
-    # botocore/s3transfer: the S3-credentials transfer route, which the client does not wrap.
-    return (InternalError, RateLimitedError, requests.RequestException, ConnectionError, TimeoutError,
-            BotoCoreError, ClientError, S3UploadFailedError, S3DownloadFailedError, RetriesExceededError)
-
-
-def _client_errors() -> tuple[type[BaseException], ...]:
-    from qai_hub.client import Error
-    from qai_hub.public_rest_api import APIException
-
-    return (Error, APIException, ValueError, *_transient_errors())
-
-
 @dataclass
 class _Track:
     target: HubTarget
@@ -336,19 +211,19 @@ class HubSession:
     def _call(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
         """Run one client call; its failures become a HubError naming what we were doing."""
         try:
-            with _quiet(self.progress):
+            with quiet(self.progress):
                 return fn()
-        except _client_errors() as exc:
+        except client_errors() as exc:
             where = f" ({job_url})" if job_url else ""
             hint = None
-            if isinstance(exc, _transient_errors()):
+            if isinstance(exc, transient_errors()):
                 hint = (
                     f"Check the network and {self.config.api_url} (the client already retried with backoff), "
                     f"then rerun the same command: it resumes the jobs saved in {self.journal.path}."
                 )
-            error = HubError(f"Qualcomm AI Hub, {what}{where}: {_client_message(exc)}", hint=hint)
-            error.fatal = _is_fatal(exc)  # type: ignore[attr-defined]
-            error.transient = isinstance(exc, _transient_errors())  # type: ignore[attr-defined]
+            error = HubError(f"Qualcomm AI Hub, {what}{where}: {client_message(exc)}", hint=hint)
+            error.fatal = is_fatal(exc)  # type: ignore[attr-defined]
+            error.transient = isinstance(exc, transient_errors())  # type: ignore[attr-defined]
             raise error from None
 
     def _transfer(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
@@ -425,12 +300,12 @@ class HubSession:
         entry = None if self.options.new_jobs else self.journal.lookup(track.model_key)
         if entry is not None:
             try:
-                with _quiet(self.progress):
+                with quiet(self.progress):
                     track.hub_model = self.client.get_model(entry["id"])
                 track.resumed["upload"] = True
                 self.progress(f"{track.target.label}: reusing uploaded model {entry['id']}")
-            except _client_errors() as exc:
-                log.info("uploaded model %s is gone (%s); uploading again", entry["id"], _client_message(exc))
+            except client_errors() as exc:
+                log.info("uploaded model %s is gone (%s); uploading again", entry["id"], client_message(exc))
                 self.journal.forget(track.model_key)
         if track.hub_model is None:
             self.progress(f"{track.target.label}: uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
@@ -450,12 +325,12 @@ class HubSession:
         if entry is None:
             return None
         try:
-            with _quiet(self.progress):
+            with quiet(self.progress):
                 job = self.client.get_job(entry["id"])
-        except _client_errors() as exc:
-            if isinstance(exc, _transient_errors()):
+        except client_errors() as exc:
+            if isinstance(exc, transient_errors()):
                 raise HubError(
-                    f"Qualcomm AI Hub, fetching the saved {stage} job {entry['id']}: {_client_message(exc)}",
+                    f"Qualcomm AI Hub, fetching the saved {stage} job {entry['id']}: {client_message(exc)}",
                     hint="Rerun the same command once AI Hub is reachable; no new job was submitted.",
                 ) from None
             log.info("saved %s job %s is not available (%s); submitting a new one", stage, entry["id"], exc)
@@ -544,7 +419,7 @@ class HubSession:
     def _status(self, job: Any, track: _Track) -> Any | None:
         """The job's status, or None after a transient failure (the job keeps running on AI Hub)."""
         try:
-            with _quiet(self.progress):
+            with quiet(self.progress):
                 status = job.get_status()
             track.poll_errors = 0
             state = f"{job.job_id}:{status.code}"
@@ -553,17 +428,17 @@ class HubSession:
                 self.progress(f"{track.target.label}: {stage} job {job.job_id} {status.code.lower().replace('_', ' ')}")
             track.last_state = state
             return status
-        except _transient_errors() as exc:
+        except transient_errors() as exc:
             track.poll_errors += 1
-            log.warning("polling %s failed (%d in a row): %s", job.job_id, track.poll_errors, _client_message(exc))
+            log.warning("polling %s failed (%d in a row): %s", job.job_id, track.poll_errors, client_message(exc))
             if track.poll_errors >= _MAX_TRANSIENT_POLL_ERRORS:
                 raise HubError(
-                    f"Lost Qualcomm AI Hub while waiting for job {job.job_id} ({job.url}): {_client_message(exc)}",
+                    f"Lost Qualcomm AI Hub while waiting for job {job.job_id} ({job.url}): {client_message(exc)}",
                     hint=f"The job keeps running on AI Hub; rerun the same command to resume it (ids in {self.journal.path}).",
                 ) from None
             return None
-        except _client_errors() as exc:
-            raise HubError(f"Qualcomm AI Hub, status of job {job.job_id} ({job.url}): {_client_message(exc)}") from None
+        except client_errors() as exc:
+            raise HubError(f"Qualcomm AI Hub, status of job {job.job_id} ({job.url}): {client_message(exc)}") from None
 
     def run(self, targets: list[HubTarget], device: DeviceTarget) -> HubRun:
         hub_device = self.resolve_device(device)
@@ -816,23 +691,6 @@ def _input_name(model_path: Path) -> str:
     return next(i.name for i in graph.input if i.name not in initializers)
 
 
-def device_attributes(attributes: list[str]) -> dict[str, Any]:
-    """`chipset:x`, `soc-model:43`, `hexagon:v73` -> {"chipset": "x", "soc_model": 43, "htp_arch": 73}."""
-    values = dict(a.split(":", 1) for a in attributes if ":" in a)
-
-    def number(key: str) -> int | None:
-        m = re.fullmatch(r"v?(\d+)", values.get(key, "").strip().lower())
-        return int(m.group(1)) if m else None
-
-    return {"chipset": values.get("chipset") or None, "soc_model": number("soc-model"), "htp_arch": number("hexagon")}
-
-
-def _is_fatal(exc: BaseException) -> bool:
-    """Errors that stop every target alike: a rejected token, a client AI Hub no longer serves."""
-    text = str(exc)
-    return "Failed to authenticate" in text or "no longer supported" in text or "upgrade" in text.lower()
-
-
 def _os_key(os_version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", os_version or ""))
 
@@ -844,25 +702,6 @@ def _own_version() -> str:
         return version("swiftformer-qnn")
     except PackageNotFoundError:
         return "unknown"
-
-
-def list_devices(config: HubConfig | None = None) -> list[dict[str, Any]]:
-    """AI Hub's devices (`get_devices()`), as plain dicts: name, os, chipset, attributes."""
-    import qai_hub
-
-    cfg = config or check_hub_config()
-    client = qai_hub.Client()
-    try:
-        with _quiet():
-            client.set_verbose(False)
-            devices = client.get_devices()
-    except _client_errors() as exc:
-        raise HubError(f"Qualcomm AI Hub ({cfg.api_url}), listing devices: {_client_message(exc)}") from None
-    out = []
-    for d in devices:
-        chipset = next((a.split(":", 1)[1] for a in d.attributes if a.startswith("chipset:")), None)
-        out.append({"name": d.name, "os": d.os, "chipset": chipset, "attributes": list(d.attributes)})
-    return out
 
 
 def _job_failure(label: str, stage: str, status: Any, job: Any) -> HubJobFailure:

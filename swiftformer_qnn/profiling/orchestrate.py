@@ -22,13 +22,12 @@ from .aihub import (
     DEFAULT_POLL_S,
     DEFAULT_RUNS,
     DEFAULT_TIMEOUT_S,
-    HubConfig,
     HubJobFailure,
     HubOptions,
     HubSession,
     HubTarget,
-    check_hub_config,
 )
+from .aihub_client import HubConfig, check_hub_config
 from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
 from .schema import ModelInfo, Profile
@@ -394,7 +393,7 @@ def _profile_on_emulator(
 
 def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
     """The devices AI Hub offers (needs a token, like every AI Hub call)."""
-    from .aihub import list_devices as _list
+    from .aihub_client import list_devices as _list
 
     config = check_hub_config()
     return config, _list(config)
