@@ -413,7 +413,8 @@ def import_profile(
     source = read_export(export_dir)
     label = file_labels([source])[0]
     ctx = importers.ImportContext(
-        export_dir=source.directory, model=source.model_info, model_path=source.model_path, label=label,
+        export_dir=source.directory, manifest=source.manifest, model=source.model_info, model_path=source.model_path,
+        label=label,
         device=device, qnn=qnn,
     )
     name, profile = importers.load(Path(file), ctx)

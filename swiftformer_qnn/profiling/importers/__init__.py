@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from ...artifacts import ExportManifest
 from ...errors import ProfileError, UsageError
 from ..schema import ModelInfo, Profile
 
@@ -24,6 +25,7 @@ class ImportContext:
     """What the file alone may not say: the export it measured, and where and with what it ran."""
 
     export_dir: Path
+    manifest: ExportManifest  # the export's manifest (its request, stages and files)
     model: ModelInfo  # from the export's manifest
     model_path: Path  # the graph the profile's ops came from (QDQ, or the float graph for fp16)
     label: str  # the model part of file names (`xs-r64-w8a8`)
