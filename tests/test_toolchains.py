@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from toolchain_fakes import leftovers, make_fake_toolchain, user_toolchains_root
+from toolchain_fakes import leftovers, make_fake_toolchain, running_interpreter_script, user_toolchains_root
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
@@ -353,7 +353,9 @@ class _WrongEnvInstaller(_DiskFillingInstaller):
 
     def create_env(self, env_dir: Path) -> None:
         (env_dir / "bin").mkdir(parents=True)
-        (env_dir / "bin" / "python").symlink_to(sys.executable)
+        python = env_dir / "bin" / "python"
+        python.write_text(running_interpreter_script())
+        python.chmod(0o755)
 
     def install(self, env_dir: Path, requirements: list[str]) -> None:
         pass
