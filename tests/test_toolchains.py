@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.errors import ToolchainError, UsageError
 from swiftformer_qnn.toolchains import (
-    COMMON_REQUIREMENTS,
     KNOWN_REFUSALS,
     MARKER_NAME,
     TOOLCHAINS,
@@ -132,12 +131,12 @@ def test_main_environment_pair_is_the_pyproject_pin_and_in_the_table():
     assert main.qnn_version == build_and_package_info.qnn_version
 
 
-def test_common_requirements_match_the_main_environment():
+def test_toolchains_install_the_main_environments_numpy_and_onnx():
     from importlib.metadata import version
 
-    for req in COMMON_REQUIREMENTS:
-        name, pinned = req.split("==")
-        assert version(name) == pinned, f"{name}: toolchains pin {pinned}, the main environment has {version(name)}"
+    reqs = SPEC_249.requirements()
+    assert reqs[:2] == ["onnxruntime-qnn==2.5.0", "onnxruntime==1.31.1"]
+    assert f"numpy=={version('numpy')}" in reqs and f"onnx=={version('onnx')}" in reqs
 
 
 # --- readiness --------------------------------------------------------------------------------

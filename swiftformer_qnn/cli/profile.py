@@ -39,7 +39,7 @@ def profile(
     encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
     qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
     runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
-    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: profiles/runs/<timestamp>/.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")] = None,
     timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
     poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
     new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new AI Hub jobs even if the same ones were submitted before (costs quota).")] = False,

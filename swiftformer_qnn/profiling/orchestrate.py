@@ -35,7 +35,8 @@ from .schema import ModelInfo, Profile
 log = logging.getLogger(__name__)
 
 DEFAULT_DEVICE = "Samsung Galaxy S23 Ultra"
-DEFAULT_RUNS_DIR = Path("profiles") / "runs"
+# Under build/ (ignored by git), like exports: a run in a checkout leaves nothing untracked.
+DEFAULT_RUNS_DIR = Path("build") / "profiles"
 
 Progress = Callable[[str], None]
 
