@@ -1,0 +1,214 @@
+"""Importers of qnn-profile-viewer output: text summary, CSV (with and without the timestamp
+column) and standardized JSON, on samples in the formats QAIRT's tool writes
+(`tests/qnn_viewer_formats.py`, after `shared/notes/qnn-net-run-facts.md`) carrying the HTP op
+names QNN built from our L1 and encoder exports (the committed emulator run's own CSV)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from qnn_viewer_formats import (
+    OP_TRACE,
+    device_inferences,
+    exported_ops,
+    strip_op_id,
+    write_csv,
+    write_json,
+    write_text,
+)
+from swiftformer_qnn.errors import ProfileError
+from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.profiling.importers import ImportContext, find_importer, import_profile
+from swiftformer_qnn.profiling.qnn_viewer import parse_viewer_csv, parse_viewer_text, split_op_identifier
+from swiftformer_qnn.profiling.schema import LatencyBasis, LatencySource, ModelInfo, TimeBasis, block_times
+from swiftformer_qnn.variants import get_variant
+
+GRAPH = "QNNExecutionProvider_QNNExecutionProvider_5317919554919925930_1_0"
+SHAPES = {"l1": [1, 3, 224, 224], "encoder": [1, 96, 64, 64]}
+
+
+def context(variant: str, *, trace: bool = True) -> ImportContext:
+    return ImportContext(
+        variant=get_variant(variant),
+        model_info=ModelInfo(variant=variant, input_shape=SHAPES[variant], precision="w8a8"),
+        op_trace=OP_TRACE[variant] if trace else None,
+        device="Samsung Galaxy S23 Ultra",
+    )
+
+
+def write(tmp_path, fmt: str, variant: str, inferences: list[dict], **kw):
+    path = tmp_path / {"text": "summary.txt", "csv": "profile.csv", "json": "profile.json"}[fmt]
+    if fmt == "text":
+        path.write_text(write_text(GRAPH, inferences))
+    elif fmt == "csv":
+        path.write_text(write_csv(GRAPH, inferences, **kw))
+    else:
+        path.write_text(write_json(inferences))
+    return path
+
+
+@pytest.mark.parametrize("identifier, name, op_id", [
+    ("/stem/conv1/Conv_token_13:OpId_1263 (cycles)", "/stem/conv1/Conv_token_13", 1263),
+    ("_Transpose_3:OpId_119 (cycles)", "_Transpose_3", 119),
+    ("fc:OpId_17", "fc", 17),
+    ("Input OpId_2 (cycles)", "Input", 2),
+    ("Output OpId_3 (cycles)", "Output", 3),
+])
+def test_op_identifiers_lose_qnn_decorations(identifier, name, op_id):
+    assert split_op_identifier(identifier) == (name, op_id)
+
+
+@pytest.mark.parametrize("fmt, kw", [("csv", {"timestamps": True}), ("csv", {"timestamps": False}), ("json", {})])
+@pytest.mark.parametrize("variant", ["l1", "encoder"])
+def test_per_inference_formats_give_runs_median_cycles_and_blocks(tmp_path, fmt, kw, variant):
+    infs = device_inferences(variant, 5)
+    path = write(tmp_path, fmt, variant, infs, **kw)
+    profile = import_profile(path, context(variant))
+
+    assert profile.source is LatencySource.QNN_NET_RUN
+    lat = profile.latency
+    assert lat.basis is LatencyBasis.RUNS and lat.run_count == 5
+    assert lat.runs_us == [float(i["qnn_execute_us"]) for i in infs]
+    assert lat.median_us == statistics.median(i["qnn_execute_us"] for i in infs)
+    assert lat.min_us == min(i["qnn_execute_us"] for i in infs)
+
+    # Every HTP op, named without QNN's decoration, with the median of its 5 per-inference cycles.
+    ops = exported_ops(variant)
+    assert [op.name for op in profile.ops] == [
+        "Input" if i.startswith("Input OpId") else "Output" if i.startswith("Output OpId") else strip_op_id(i)
+        for i, _ in ops
+    ]
+    for k, op in enumerate(profile.ops):
+        assert op.execution_cycles == statistics.median(inf["ops"][k][1] for inf in infs)
+        assert op.execution_time_us is None
+
+    # Blocks: device time = share of cycles x median latency, they sum to the latency.
+    blocks = block_times(profile)
+    assert {b.basis for b in blocks.values()} == {TimeBasis.DERIVED_FROM_CYCLES}
+    assert sum(b.time for b in blocks.values()) == pytest.approx(lat.median_us)
+    assert set(blocks) <= set(model_blocks(variant)) | {"other"}
+    assert unattributed_share(profile) < 0.05
+    if variant == "l1":
+        assert len(set(blocks) - {"other"}) == len(model_blocks("l1"))  # every block has ops
+
+
+def test_text_summary_gives_average_and_per_op_cycles(tmp_path):
+    infs = device_inferences("l1", 4)
+    path = write(tmp_path, "text", "l1", infs)
+    profile = import_profile(path, context("l1"))
+
+    avg = round(statistics.fmean(i["qnn_execute_us"] for i in infs))
+    assert profile.latency.basis is LatencyBasis.VIEWER_AVERAGE
+    assert profile.latency.median_us == avg and profile.latency.runs_us == []
+    assert "run count not stated" in profile.latency.label()
+    lo, hi = min(i["qnn_execute_us"] for i in infs), max(i["qnn_execute_us"] for i in infs)
+    assert f"Min {lo:g} us, Max {hi:g} us" in profile.provenance.note
+    assert "detailed-level run" in profile.provenance.note
+    ops = exported_ops("l1")
+    assert len(profile.ops) == len(ops)
+    assert profile.ops[5].execution_cycles == round(statistics.fmean(inf["ops"][5][1] for inf in infs))
+    assert unattributed_share(profile) < 0.05
+
+
+def test_basic_level_files_have_latency_and_no_ops(tmp_path):
+    infs = [dict(i, ops=[]) for i in device_inferences("encoder", 3)]
+    for fmt in ("text", "csv", "json"):
+        profile = import_profile(write(tmp_path, fmt, "encoder", infs), context("encoder"))
+        assert profile.ops == [] and profile.latency.median_us > 0
+
+
+def test_attribution_without_the_op_trace_still_names_most_blocks(tmp_path):
+    # Without the compile stage's op trace, renamed layout ops (Transpose_token_N) go to `other`.
+    infs = device_inferences("l1", 2)
+    profile = import_profile(write(tmp_path, "csv", "l1", infs), context("l1", trace=False))
+    assert 0 < unattributed_share(profile) < 0.5
+    assert "stage3.block2" in block_times(profile)
+
+
+def test_csv_groups_one_execute_group_per_inference_and_reads_the_version_line(tmp_path):
+    infs = device_inferences("encoder", 3)
+    text = write_csv(GRAPH, infs, version="v2.47.0.260601")
+    report = parse_viewer_csv(text)
+    assert len(report.executions) == 3 and report.graph == GRAPH
+    assert report.qnn_version == "2.47.0.260601"
+    assert [len(e.ops) for e in report.executions] == [len(exported_ops("encoder"))] * 3
+    assert [e.accelerator_cycles for e in report.executions] == [i["cycles"] for i in infs]
+
+
+def test_the_facts_note_csv_sample_verbatim():
+    sample = (
+        "Msg Timestamp, Message, Time, Unit of Measurement, Timing Source, Event Level, Event Identifier\n"
+        "EXECUTE,3301,US,NETRUN,ROOT,Graph 0: tiny_block_decode\n"
+        "EXECUTE,1851,US,BACKEND,ROOT,QNN accelerator (execute) time\n"
+        "EXECUTE,149241,CYCLES,BACKEND,ROOT,Accelerator (execute) time (cycles)\n"
+        "EXECUTE,3278,US,BACKEND,ROOT,QNN (execute) time\n"
+        "EXECUTE,13807,CYCLES,BACKEND,SUB-EVENT,_Transpose_3:OpId_119 (cycles)\n"
+        "EXECUTE,7492,CYCLES,BACKEND,SUB-EVENT,_MatMul_3:OpId_120 (cycles)\n"
+    )
+    report = parse_viewer_csv(sample)
+    (run,) = report.executions
+    assert report.graph == "tiny_block_decode"
+    assert run.times_us == {"NetRun": 3301, "QNN accelerator (execute) time": 1851, "QNN (execute) time": 3278}
+    assert run.accelerator_cycles == 149241
+    assert [(o.name, o.cycles) for o in run.ops] == [("_Transpose_3", 13807), ("_MatMul_3", 7492)]
+
+
+def test_the_facts_note_text_sample_verbatim():
+    sample = """Qnn Init/Prepare/Finalize/De-Init/Execute/Lib-Load Statistics:
+------------------------------------------------------------
+Init Stats:
+-----------
+    NetRun:  331158 us
+
+Execute Stats (Average):
+------------------------
+Total Inference Time:
+---------------------
+Graph 0 (model):
+    NetRun:  2952 us
+    Backend (Number of HVX threads used): 4 count
+    Backend (RPC (execute) time): 2920 us
+    Backend (QNN accelerator (execute) time): 2600 us
+    Backend (Accelerator (execute) time): 2492 us
+    Backend (QNN (execute) time): 2949 us
+Execute Stats (Overall):
+------------------------
+    NetRun IPS:  214.8888 inf/sec
+"""
+    report = parse_viewer_text(sample)
+    assert report.graph == "model"
+    assert report.stats["average"].times_us["QNN (execute) time"] == 2949
+    assert report.stats["average"].times_us["NetRun"] == 2952
+    assert "overall" not in report.stats
+
+
+def test_sniffing_picks_one_importer_per_format(tmp_path):
+    infs = device_inferences("encoder", 2)
+    names = {fmt: find_importer(write(tmp_path, fmt, "encoder", infs)).NAME for fmt in ("text", "csv", "json")}
+    assert len(set(names.values())) == 3
+    other = tmp_path / "aihub.json"
+    other.write_text(json.dumps({"execution_summary": {}, "execution_detail": []}))
+    with pytest.raises(ProfileError, match="not a profile format"):
+        find_importer(other)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: t.replace("EXECUTE,", "INIT,"), "no EXECUTE rows"),
+    (lambda t: t.replace("Event Identifier", "Event"), "no `Msg Timestamp"),
+    (lambda t: t.replace(",CYCLES,BACKEND,SUB-EVENT,", ",US,BACKEND,SUB-EVENT,", 1), "expected CYCLES"),
+    (lambda t: t.replace("EXECUTE,4,COUNT", "EXECUTE,-4,COUNT", 1), "not a finite non-negative"),
+])
+def test_malformed_csv_is_one_profile_error(tmp_path, mutate, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(mutate(write_csv(GRAPH, device_inferences("encoder", 2))))
+    with pytest.raises(ProfileError, match=message):
+        parse_viewer_csv(path.read_text(), source=str(path))
+
+
+def test_ops_of_another_variant_are_refused(tmp_path):
+    path = write(tmp_path, "csv", "l1", device_inferences("l1", 1))
+    with pytest.raises(ProfileError, match="does not have"):
+        import_profile(path, context("encoder", trace=False))
