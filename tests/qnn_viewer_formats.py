@@ -34,13 +34,18 @@ def exported_ops(variant: str) -> list[tuple[str, float]]:
 
 
 def device_inferences(variant: str, n: int, *, scale: float = 1e-2, latency_us: float = 2400.0) -> list[dict]:
-    """`n` inferences with plausible phone magnitudes: the emulator's per-op cycles scaled to
-    a phone's few million per inference, a few percent of run-to-run spread per op."""
-    ops = exported_ops(variant)
+    """`n` inferences with plausible phone magnitudes: the emulator's per-op cycles of
+    `variant` scaled to a phone's few million per inference."""
+    return inferences_of([(i, c * scale) for i, c in exported_ops(variant)], n, latency_us=latency_us)
+
+
+def inferences_of(ops: list[tuple[str, float]], n: int, *, latency_us: float = 2400.0) -> list[dict]:
+    """`n` inferences of these (identifier, cycles) ops, with a few percent of run-to-run
+    spread per op and per inference; `ops=[]` for a basic-level run (no per-op rows)."""
     out = []
     for i in range(n):
         wobble = [1.0 + 0.03 * (((k * 7 + i * 13) % 11) - 5) / 5 for k in range(len(ops))]
-        cycles = [(ident, float(round(c * scale * w))) for (ident, c), w in zip(ops, wobble, strict=True)]
+        cycles = [(ident, float(round(c * w))) for (ident, c), w in zip(ops, wobble, strict=True)]
         lat = latency_us * (1.0 + 0.02 * ((i * 5) % 7 - 3) / 3)
         out.append(
             {

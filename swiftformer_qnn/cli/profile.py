@@ -26,7 +26,7 @@ def _positive(value: float) -> float:
 @app.command()
 @guarded
 def profile(
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, or "list".')] = "Samsung Galaxy S23 Ultra",
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
     local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
     from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
@@ -38,7 +38,8 @@ def profile(
     resolution: Annotated[int | None, typer.Option(help="Without --from: input size of --variant (default 224; for --variant encoder, the block's HxW, default 64). The standalone block profiled beside a full variant keeps 64.")] = None,
     encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
     qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
+    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations; qnn-net-run --num_inferences).")] = 100,
+    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="With --device adb: your QAIRT/QNN SDK (default: $QNN_SDK_ROOT).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: profiles/runs/<timestamp>/.")] = None,
     timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
     poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
@@ -76,6 +77,7 @@ def profile(
         new_jobs=new_jobs,
         retry_failed=retry_failed,
         force=force,
+        qnn_sdk=qnn_sdk,
     )
     def note(msg: str) -> None:
         err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
@@ -155,7 +157,7 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
 
 
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
-    backend = "Qualcomm AI Hub" if result.backend.value == "aihub" else "local HTP emulator"
+    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run"}.get(result.backend.value, "local HTP emulator")
     out.print(f"[bold]Profiles[/] ({backend}, {result.device}) in {result.out_dir}", highlight=False)
     for item in result.profiled:
         out.print()
