@@ -221,9 +221,8 @@ def _shell(root: Path, phone: dict, script: str) -> int:
             os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        child.wait()
         _record("adb-ended", [str(signum)])
-        sys.exit(128 + signum)
+        os._exit(128 + signum)  # not child.wait(): the interrupted wait holds Popen's lock
 
     signal.signal(signal.SIGTERM, end)
     signal.signal(signal.SIGINT, end)
@@ -314,13 +313,16 @@ def profile_viewer_main() -> None:
     sys.path.insert(0, str(TESTS))
     from qnn_viewer_formats import write_csv, write_json, write_text
 
+    # The viewer writes its own SDK's version (`sdk.yaml` at the root of the tree it lives in).
+    sdk_yaml = Path(sys.argv[0]).resolve().parents[2] / "sdk.yaml"
+    version = "v" + sdk_yaml.read_text().split("version:")[1].split()[0]
     if a.reader:
         if not Path(a.reader).is_file():
             sys.exit(f"Unable to load reader library {a.reader}")
         if Path(a.reader).name != "libQnnJsonProfilingReader.so" or not a.standardized_json_output or not a.output:
             sys.exit("this stand-in knows only the JSON reader with --standardized_json_output --output")
-        Path(a.output).write_text(write_json(log["inferences"]))
+        Path(a.output).write_text(write_json(log["inferences"], version=version))
     elif a.output:
-        Path(a.output).write_text(write_csv(log["graph"], log["inferences"]))
+        Path(a.output).write_text(write_csv(log["graph"], log["inferences"], version=version))
     else:
         print(write_text(log["graph"], log["inferences"], log=a.input_log))

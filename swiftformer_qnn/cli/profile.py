@@ -49,7 +49,8 @@ def profile(
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
     """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
-    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator)."""
+    `qai-hub configure --api_token ...`), on your own phone over adb with your QNN SDK
+    (--device adb), or on the local HTP emulator (--device emulator)."""
     from ..profiling.devices import is_list_request
     from ..profiling.orchestrate import ProfileRequest, run_profile
     from ..profiling.orchestrate import list_devices as hub_devices

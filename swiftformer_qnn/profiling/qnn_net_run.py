@@ -229,7 +229,8 @@ class PhoneSession:
         note = (f"Measured on phone {adb.serial} with the QAIRT SDK at {self.sdk.root}: qnn-net-run --retrieve_context "
                 f"--perf_profile burst, {self.runs} inferences at profiling level basic (latency) and {self.runs} at "
                 f"detailed (per-op cycles).")
-        return viewer_profile(reports["basic"], reports["detailed"], ctx, target=target, where=str(raw), note=note)
+        return viewer_profile(reports["basic"], reports["detailed"], ctx, target=target, where=str(raw), note=note,
+                              qnn_version=self.sdk.version)
 
     def _convert(self, log_file: Path) -> ViewerReport:
         """The SDK's qnn-profile-viewer on the host: JSON when it has the reader, else CSV."""

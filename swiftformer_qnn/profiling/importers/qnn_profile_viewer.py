@@ -109,8 +109,12 @@ def viewer_profile(
     where: str = "qnn-profile-viewer output",
     note: str = "",
     files: Sequence[Path] = (),
+    qnn_version: str | None = None,
 ) -> Profile:
-    """A `qnn-net-run` profile: latency from `latency`, per-op cycles from `ops` (default: the same report)."""
+    """A `qnn-net-run` profile: latency from `latency`, per-op cycles from `ops` (default: the same report).
+
+    The QNN version is `qnn_version` (the SDK that ran it), else what the files say, else the context's.
+    """
     ops_report = ops if ops is not None else latency
     summary, latency_words = _latency(latency, where)
     records, op_runs = _ops(ops_report, ctx, where)
@@ -121,7 +125,7 @@ def viewer_profile(
             words.append("both from one detailed-level run, whose per-op profiling inflates the end-to-end time")
     if ctx.op_trace is not None:
         words.append(f"ops traced to ONNX nodes through {ctx.op_trace}")
-    version = latency.qnn_version or ops_report.qnn_version or ctx.qnn_version
+    version = qnn_version or latency.qnn_version or ops_report.qnn_version or ctx.qnn_version
     text = "; ".join(words) + "."
     if files:
         text += " Raw files: " + ", ".join(str(f) for f in files) + "."
