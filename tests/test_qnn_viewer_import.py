@@ -6,7 +6,9 @@ names QNN built from our L1 and encoder exports (the committed emulator run's ow
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -21,22 +23,67 @@ from qnn_viewer_formats import (
 )
 from swiftformer_qnn.errors import ProfileError
 from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
-from swiftformer_qnn.profiling.importers import ImportContext, find_importer, import_profile
+from swiftformer_qnn.profiling.importers import ImportContext, find_importer
+from swiftformer_qnn.profiling.importers import load as load_profile_file
 from swiftformer_qnn.profiling.qnn_viewer import parse_viewer_csv, parse_viewer_text, split_op_identifier
 from swiftformer_qnn.profiling.schema import LatencyBasis, LatencySource, ModelInfo, TimeBasis, block_times
-from swiftformer_qnn.variants import get_variant
 
 GRAPH = "QNNExecutionProvider_QNNExecutionProvider_5317919554919925930_1_0"
 SHAPES = {"l1": [1, 3, 224, 224], "encoder": [1, 96, 64, 64]}
 
 
-def context(variant: str, *, trace: bool = True) -> ImportContext:
-    return ImportContext(
-        variant=get_variant(variant),
-        model_info=ModelInfo(variant=variant, input_shape=SHAPES[variant], precision="w8a8"),
-        op_trace=OP_TRACE[variant] if trace else None,
-        device="Samsung Galaxy S23 Ultra",
-    )
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
+    """Export directories of L1 and the encoder as `profile import --from` reads them, whose
+    compile stage holds QNN's op trace of our real exports (the committed emulator run's).
+    Their model file is a one-node placeholder: these ops are placed through the op trace."""
+    import onnx
+    from aihub_standin import make_export_dir
+    from onnx import TensorProto, helper
+
+    from swiftformer_qnn.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest, sha256_file
+
+    root = tmp_path_factory.mktemp("import-exports")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="placeholder")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    placeholder = root / "placeholder.onnx"
+    onnx.save(helper.make_model(graph), placeholder)
+    out = {}
+    for variant in SHAPES:
+        for trace in (True, False):
+            d = make_export_dir(root / f"{variant}-{trace}", qdq=placeholder, sim=placeholder, variant=variant,
+                                precision="w8a8", input_shape=SHAPES[variant])
+            if trace:
+                (d / "compile").mkdir()
+                shutil.copyfile(OP_TRACE[variant], d / "compile" / "qnn_op_trace.json")
+                m = read_manifest(d)
+                f = d / "compile" / "qnn_op_trace.json"
+                m.stages.append(StageRecord(name="compile", key="compile-handmade", wall_s=0.0, outputs={
+                    "qnn_op_trace.json": FileRecord(path="compile/qnn_op_trace.json", sha256=sha256_file(f),
+                                                    bytes=f.stat().st_size)}))
+                (d / MANIFEST_NAME).write_text(m.model_dump_json(indent=2))
+            out[(variant, trace)] = d
+    return out
+
+
+@pytest.fixture
+def context(exports):
+    def make(variant: str, *, trace: bool = True) -> ImportContext:
+        d = exports[(variant, trace)]
+        return ImportContext(
+            export_dir=d,
+            model=ModelInfo(variant=variant, input_shape=SHAPES[variant], precision="w8a8"),
+            model_path=d / "model.qdq.onnx",
+            label=f"{variant}-w8a8",
+            device="Samsung Galaxy S23 Ultra",
+        )
+
+    return make
+
+
+def import_file(path, ctx):
+    return load_profile_file(path, ctx)[1]
 
 
 def write(tmp_path, fmt: str, variant: str, inferences: list[dict], **kw):
@@ -63,10 +110,10 @@ def test_op_identifiers_lose_qnn_decorations(identifier, name, op_id):
 
 @pytest.mark.parametrize("fmt, kw", [("csv", {"timestamps": True}), ("csv", {"timestamps": False}), ("json", {})])
 @pytest.mark.parametrize("variant", ["l1", "encoder"])
-def test_per_inference_formats_give_runs_median_cycles_and_blocks(tmp_path, fmt, kw, variant):
+def test_per_inference_formats_give_runs_median_cycles_and_blocks(context, tmp_path, fmt, kw, variant):
     infs = device_inferences(variant, 5)
     path = write(tmp_path, fmt, variant, infs, **kw)
-    profile = import_profile(path, context(variant))
+    profile = import_file(path, context(variant))
 
     assert profile.source is LatencySource.QNN_NET_RUN
     lat = profile.latency
@@ -95,10 +142,10 @@ def test_per_inference_formats_give_runs_median_cycles_and_blocks(tmp_path, fmt,
         assert len(set(blocks) - {"other"}) == len(model_blocks("l1"))  # every block has ops
 
 
-def test_text_summary_gives_average_and_per_op_cycles(tmp_path):
+def test_text_summary_gives_average_and_per_op_cycles(context, tmp_path):
     infs = device_inferences("l1", 4)
     path = write(tmp_path, "text", "l1", infs)
-    profile = import_profile(path, context("l1"))
+    profile = import_file(path, context("l1"))
 
     avg = round(statistics.fmean(i["qnn_execute_us"] for i in infs))
     assert profile.latency.basis is LatencyBasis.VIEWER_AVERAGE
@@ -113,17 +160,17 @@ def test_text_summary_gives_average_and_per_op_cycles(tmp_path):
     assert unattributed_share(profile) < 0.05
 
 
-def test_basic_level_files_have_latency_and_no_ops(tmp_path):
+def test_basic_level_files_have_latency_and_no_ops(context, tmp_path):
     infs = [dict(i, ops=[]) for i in device_inferences("encoder", 3)]
     for fmt in ("text", "csv", "json"):
-        profile = import_profile(write(tmp_path, fmt, "encoder", infs), context("encoder"))
+        profile = import_file(write(tmp_path, fmt, "encoder", infs), context("encoder"))
         assert profile.ops == [] and profile.latency.median_us > 0
 
 
-def test_attribution_without_the_op_trace_still_names_most_blocks(tmp_path):
+def test_attribution_without_the_op_trace_still_names_most_blocks(context, tmp_path):
     # Without the compile stage's op trace, renamed layout ops (Transpose_token_N) go to `other`.
     infs = device_inferences("l1", 2)
-    profile = import_profile(write(tmp_path, "csv", "l1", infs), context("l1", trace=False))
+    profile = import_file(write(tmp_path, "csv", "l1", infs), context("l1", trace=False))
     assert 0 < unattributed_share(profile) < 0.5
     assert "stage3.block2" in block_times(profile)
 
@@ -191,7 +238,7 @@ def test_sniffing_picks_one_importer_per_format(tmp_path):
     assert len(set(names.values())) == 3
     other = tmp_path / "aihub.json"
     other.write_text(json.dumps({"execution_summary": {}, "execution_detail": []}))
-    with pytest.raises(ProfileError, match="not a profile format"):
+    with pytest.raises(ProfileError, match="not a profile format this tool imports"):
         find_importer(other)
 
 
@@ -208,7 +255,7 @@ def test_malformed_csv_is_one_profile_error(tmp_path, mutate, message):
         parse_viewer_csv(path.read_text(), source=str(path))
 
 
-def test_ops_of_another_variant_are_refused(tmp_path):
+def test_ops_of_another_variant_are_refused(context, tmp_path):
     path = write(tmp_path, "csv", "l1", device_inferences("l1", 1))
     with pytest.raises(ProfileError, match="does not have"):
-        import_profile(path, context("encoder", trace=False))
+        import_file(path, context("encoder", trace=False))

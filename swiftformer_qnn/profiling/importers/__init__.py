@@ -1,78 +1,54 @@
-"""Importers of profiles other tools wrote: one module per file format, one schema out.
+"""Profiles users already have, in our schema: `swiftformer-qnn profile import FILE --from EXPORT_DIR`.
 
-Each importer is a module with `NAME: str`, `sniff(path) -> bool` (cheap: does this file look
-like my format?) and `load(path, ctx) -> Profile`. `ImportContext` carries what attribution
-needs from the export directory the file was measured from (variant, QNN's op trace, the
-ONNX graph) and what the file itself may not say (device, QNN version).
+Each importer is a module here with `NAME: str`, `sniff(path) -> bool` (cheap: is this file
+mine?) and `load(path, ctx) -> Profile` (convert, attributing ops to blocks through the export
+in `ctx`). A new format joins by adding its module name to `IMPORTERS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ...errors import ProfileError
-from ...variants import Variant
-from ..attribution import NodeTensors
+from ...errors import ProfileError, UsageError
 from ..schema import ModelInfo, Profile
+
+# Module names under swiftformer_qnn.profiling.importers, tried in this order.
+IMPORTERS: tuple[str, ...] = ("qnn_viewer_json", "qnn_viewer_csv", "qnn_viewer_text")
 
 
 @dataclass(frozen=True)
 class ImportContext:
-    variant: Variant
-    model_info: ModelInfo
-    op_trace: Path | None = None  # QNN's framework op trace of the compiled model (HTP op -> ONNX nodes)
-    graph: Mapping[str, NodeTensors] | None = None  # ONNX node -> its tensors, for renamed nodes
-    device: str | None = None
-    qnn_version: str | None = None
-    export_dir: Path | None = None
+    """What the file alone may not say: the export it measured, and where and with what it ran."""
 
-    @classmethod
-    def from_export(cls, directory: Path, *, device: str | None = None, qnn_version: str | None = None) -> ImportContext:
-        """Read an export directory: its variant, its compile stage's op trace and its model graph."""
-        from ..emulator import onnx_node_tensors
-        from ..orchestrate import read_export
-
-        source = read_export(directory)
-        compiled = source.manifest.stage("compile")
-        trace = None
-        if compiled is not None and "qnn_op_trace.json" in compiled.outputs:
-            trace = source.manifest.artifact(source.directory, "compile", "qnn_op_trace.json")
-        return cls(
-            variant=source.variant,
-            model_info=source.model_info,
-            op_trace=trace if trace is not None and trace.is_file() else None,
-            graph=onnx_node_tensors(source.model_path),
-            device=device,
-            qnn_version=qnn_version or (compiled.results.get("qnn_sdk_version") if compiled else None),
-            export_dir=source.directory,
-        )
+    export_dir: Path
+    model: ModelInfo  # from the export's manifest
+    model_path: Path  # the graph the profile's ops came from (QDQ, or the float graph for fp16)
+    label: str  # the model part of file names (`xs-r64-w8a8`)
+    device: str | None = None  # --device
+    qnn: str | None = None  # --qnn, as written
 
 
-def _importers() -> tuple[ModuleType, ...]:
-    from . import qnn_viewer_csv, qnn_viewer_json, qnn_viewer_text
-
-    return (qnn_viewer_json, qnn_viewer_csv, qnn_viewer_text)
-
-
-def importer_names() -> list[str]:
-    return [m.NAME for m in _importers()]
+def importers() -> list[ModuleType]:
+    return [importlib.import_module(f"{__name__}.{name}") for name in IMPORTERS]
 
 
 def find_importer(path: Path) -> ModuleType:
-    """The importer whose format `path` is in; a ProfileError naming the known formats if none."""
+    """The importer that recognises `path`; a ProfileError naming the formats tried otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ProfileError(f"{path}: no such file.")
-    for module in _importers():
+        raise UsageError(f"{path}: no such file.", hint="Pass the profile file you downloaded.")
+    for module in importers():
         if module.sniff(path):
             return module
-    raise ProfileError(
-        f"{path}: not a profile format this tool reads.", hint=f"Known formats: {', '.join(importer_names())}."
-    )
+    names = ", ".join(m.NAME for m in importers())
+    raise ProfileError(f"{path}: not a profile format this tool imports (tried: {names}).",
+                       hint="Pass the file as the tool that made it wrote it (e.g. AI Hub's download_profile() JSON).")
 
 
-def import_profile(path: Path, ctx: ImportContext) -> Profile:
-    return find_importer(path).load(Path(path), ctx)
+def load(path: Path, ctx: ImportContext) -> tuple[str, Profile]:
+    """(importer name, profile) for `path`."""
+    module = find_importer(path)
+    return module.NAME, module.load(Path(path), ctx)

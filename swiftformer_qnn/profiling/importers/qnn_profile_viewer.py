@@ -19,9 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ... import __version__
+from ...artifacts import read_manifest
 from ...errors import ProfileError
+from ...variants import get_variant
 from ..attribution import attribute_ops
-from ..emulator import _fallback_type, _read_op_trace
+from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
 from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
 from ..schema import (
     ComputeUnit,
@@ -36,7 +38,7 @@ from ..schema import (
 )
 from . import ImportContext
 
-UNKNOWN_DEVICE = "unknown device (imported qnn-profile-viewer output)"
+UNKNOWN_DEVICE = "unknown phone (qnn-profile-viewer output imported without --device)"
 _LATENCY_EVENTS = (QNN_EXECUTE, NETRUN)  # preferred first: the backend's graph execute, RPC included
 
 
@@ -69,7 +71,17 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
     raise ProfileError(f"{where}: the Execute Stats (Average) block has neither `{QNN_EXECUTE}` nor `{NETRUN}`.")
 
 
-def _ops(report: ViewerReport, ctx: ImportContext, where: str) -> tuple[list[OpRecord], int]:
+def op_trace_of(export_dir: Path) -> Path | None:
+    """QNN's framework op trace the export's compile stage wrote (HTP op -> ONNX nodes), if any."""
+    manifest = read_manifest(export_dir)
+    compiled = manifest.stage("compile") if manifest else None
+    if compiled is None or "qnn_op_trace.json" not in compiled.outputs:
+        return None
+    path = manifest.artifact(export_dir, "compile", "qnn_op_trace.json")
+    return path if path.is_file() else None
+
+
+def _ops(report: ViewerReport, ctx: ImportContext, trace_path: Path | None) -> tuple[list[OpRecord], int]:
     """Per-op cycles, the median over the inferences that carry them; (ops, inferences used)."""
     runs = report.op_executions
     if not runs:
@@ -82,7 +94,7 @@ def _ops(report: ViewerReport, ctx: ImportContext, where: str) -> tuple[list[OpR
                 order.append(op.identifier)
                 samples[op.identifier] = []
             samples[op.identifier].append(op.cycles)
-    trace = _read_op_trace(ctx.op_trace) if ctx.op_trace is not None else {}
+    trace = _read_op_trace(trace_path) if trace_path is not None else {}
     ops = []
     for ident in order:
         name, _ = split_op_identifier(ident)
@@ -97,7 +109,8 @@ def _ops(report: ViewerReport, ctx: ImportContext, where: str) -> tuple[list[OpR
                 onnx_nodes=mapped.get("sources", []),
             )
         )
-    return attribute_ops(ops, ctx.variant, graph=ctx.graph), len(runs)
+    graph = onnx_node_tensors(ctx.model_path)  # places renamed ops of a float graph
+    return attribute_ops(ops, get_variant(ctx.model.variant), graph=graph), len(runs)
 
 
 def viewer_profile(
@@ -113,25 +126,26 @@ def viewer_profile(
 ) -> Profile:
     """A `qnn-net-run` profile: latency from `latency`, per-op cycles from `ops` (default: the same report).
 
-    The QNN version is `qnn_version` (the SDK that ran it), else what the files say, else the context's.
+    The QNN version is `qnn_version` (the SDK that ran it), else what the files say, else `--qnn`.
     """
     ops_report = ops if ops is not None else latency
     summary, latency_words = _latency(latency, where)
-    records, op_runs = _ops(ops_report, ctx, where)
+    trace = op_trace_of(ctx.export_dir)
+    records, op_runs = _ops(ops_report, ctx, trace)
     words = [latency_words]
     if records:
         words.append(f"per-op cycles: median of {op_runs} inference{'s' if op_runs != 1 else ''}")
         if ops is None:
             words.append("both from one detailed-level run, whose per-op profiling inflates the end-to-end time")
-    if ctx.op_trace is not None:
-        words.append(f"ops traced to ONNX nodes through {ctx.op_trace}")
-    version = qnn_version or latency.qnn_version or ops_report.qnn_version or ctx.qnn_version
+    if trace is not None:
+        words.append(f"ops traced to ONNX nodes through {trace}")
+    version = qnn_version or latency.qnn_version or ops_report.qnn_version or ctx.qnn
     text = "; ".join(words) + "."
     if files:
         text += " Raw files: " + ", ".join(str(f) for f in files) + "."
     return Profile(
         source=LatencySource.QNN_NET_RUN,
-        model=ctx.model_info,
+        model=ctx.model,
         target=target or TargetInfo(device=ctx.device or UNKNOWN_DEVICE),
         toolchain=ToolchainInfo(qnn_version=version, runtime="qnn_context_binary"),
         latency=summary,
