@@ -11,7 +11,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-
 from qnn_viewer_formats import (
     OP_TRACE,
     device_inferences,
@@ -21,6 +20,7 @@ from qnn_viewer_formats import (
     write_json,
     write_text,
 )
+
 from swiftformer_qnn.errors import ProfileError
 from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
 from swiftformer_qnn.profiling.importers import ImportContext, find_importer

@@ -67,7 +67,7 @@ class QnnSdk:
             raise PhoneError(f"The QNN SDK at {self.root} has no host qnn-profile-viewer ({self.profile_viewer}).",
                              hint=f"Use a QAIRT SDK that includes the {HOST_TARGET} tools.")
         files = self.phone_files(htp_arch)
-        for name, path in files.items():
+        for path in files.values():
             if not path.is_file():
                 what = "Android" if PHONE_TARGET in path.parts else f"Hexagon v{htp_arch}"
                 raise PhoneError(
