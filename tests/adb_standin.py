@@ -244,7 +244,9 @@ def qnn_net_run_main() -> None:
     a = p.parse_args()
     cfg = _config()
     phone = next(ph for ph in cfg["phones"] if ph["serial"] == os.environ["ADB_STANDIN_PHONE"])
-    arch = {"SM8450": 69, "SM8475": 69, "SM8550": 73, "SM8650": 75, "SM8750": 79}[phone["props"]["ro.soc.model"]]
+    props = phone["props"]
+    arch = {"SM8450": 69, "SM8475": 69, "SM8550": 73, "SM8650": 75, "SM8750": 79, "taro": 69, "cape": 69,
+            "kalama": 73, "pineapple": 75, "sun": 79}[props["ro.soc.model"] or props["ro.board.platform"]]
     run = cfg["qnn_net_run"]
 
     def fail(*lines: str) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from adb_standin import StandIn, make_sdk
+from adb_standin import S23_ULTRA, StandIn, make_sdk
 from aihub_standin import make_export_dir, real_qdq_model
 from qnn_viewer_formats import inferences_of
 from typer.testing import CliRunner
@@ -151,7 +151,10 @@ def test_profile_on_a_phone(world, phone_export, tmp_path):
 
 
 def test_an_sdk_without_the_json_reader_converts_through_csv(world, phone_export, tmp_path):
-    world.add_phone(SERIAL)
+    # Two phones; the serial picks one. This one, like phones before Android 12, has no
+    # ro.soc.model: its board platform (kalama = SM8550) tells the SoC.
+    world.add_phone("OTHER123")
+    world.add_phone(SERIAL, props={**S23_ULTRA, "ro.soc.model": ""})
     os.environ["QNN_SDK_ROOT"] = str(make_sdk(tmp_path / "qairt-nojson", json_reader=False))
     out = tmp_path / "out"
     result = invoke("--device", f"adb:{SERIAL}", "--from", str(phone_export), "--runs", "3", "--out", str(out))
@@ -160,7 +163,9 @@ def test_an_sdk_without_the_json_reader_converts_through_csv(world, phone_export
     assert [v["argv"][2:] for v in viewer] == [["--output", v["argv"][1].replace(".log", ".csv")] for v in viewer]
     p = load_profile(out / f"{STEM}.profile.json")
     assert p.latency.run_count == 3 and len(p.ops) == len(device_ops(phone_export))
-    assert world.files_on(SERIAL) == []
+    assert (p.target.soc_model, p.target.htp_arch) == (43, 73)
+    assert all(c["argv"][:2] == ["-s", SERIAL] for c in world.commands("adb")[1:])
+    assert world.files_on(SERIAL) == [] and world.files_on("OTHER123") == []
 
 
 def _phones(world: StandIn, *specs) -> None:
