@@ -259,3 +259,18 @@ def test_ops_of_another_variant_are_refused(context, tmp_path):
     path = write(tmp_path, "csv", "l1", device_inferences("l1", 1))
     with pytest.raises(ProfileError, match="does not have"):
         import_file(path, context("encoder", trace=False))
+
+
+@pytest.mark.parametrize("op_line", [
+    "        /stem/conv1/Conv_token_13:OpId_1263 (cycles): 22667 cycles",
+    "    Backend (/stem/conv1/Conv_token_13:OpId_1263 (cycles)): 22667 cycles",
+])
+def test_text_op_lines_are_read_with_or_without_the_backend_wrapper(op_line):
+    text = "\n".join([
+        "Execute Stats (Average):", "------------------------", "Total Inference Time:", "---------------------",
+        "Graph 0 (model):", "    NetRun:  2952 us", "    Backend (Accelerator (execute) time (cycles)): 30000 cycles",
+        op_line, "    Backend (QNN (execute) time): 2949 us", "",
+    ])
+    avg = parse_viewer_text(text).stats["average"]
+    assert avg.accelerator_cycles == 30000
+    assert [(o.name, o.cycles) for o in avg.ops] == [("/stem/conv1/Conv_token_13", 22667)]
