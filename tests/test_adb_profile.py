@@ -94,7 +94,8 @@ def test_profile_on_a_phone(world, phone_export, tmp_path):
     p = load_profile(out / f"{STEM}.profile.json")
     assert p.source is LatencySource.QNN_NET_RUN
     assert (p.target.device, p.target.soc_model, p.target.htp_arch, p.target.os) == ("Samsung SM-S918B", 43, 73, "Android 14")
-    assert p.toolchain.qnn_version == "2.51.0.260929"
+    assert (p.toolchain.qnn_version, p.toolchain.ran_with) == ("2.51.0", "2.51.0.260929")
+    assert p.toolchain.compiled_with.startswith("v2.51.0.")  # the export's ep_sdk_version
     # Latency from the basic-level run (the detailed run's inflated times are not used).
     basic = inferences_of([], RUNS, latency_us=1850.0)
     assert p.latency.runs_us == [float(i["qnn_execute_us"]) for i in basic]

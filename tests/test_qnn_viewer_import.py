@@ -116,6 +116,8 @@ def test_per_inference_formats_give_runs_median_cycles_and_blocks(context, tmp_p
     profile = import_file(path, context(variant))
 
     assert profile.source is LatencySource.QNN_NET_RUN
+    # The version the viewer's output states (CSV header line, JSON metadata).
+    assert profile.toolchain.qnn_version == {"csv": "2.47.0", "json": "2.49.0"}[fmt]
     lat = profile.latency
     assert lat.basis is LatencyBasis.RUNS and lat.run_count == 5
     assert lat.runs_us == [float(i["qnn_execute_us"]) for i in infs]
@@ -236,8 +238,11 @@ def test_sniffing_picks_one_importer_per_format(tmp_path):
     infs = device_inferences("encoder", 2)
     names = {fmt: find_importer(write(tmp_path, fmt, "encoder", infs)).NAME for fmt in ("text", "csv", "json")}
     assert len(set(names.values())) == 3
-    other = tmp_path / "aihub.json"
-    other.write_text(json.dumps({"execution_summary": {}, "execution_detail": []}))
+    hub = tmp_path / "aihub.json"  # AI Hub's JSON is the AI Hub importer's, not ours
+    hub.write_text(json.dumps({"execution_summary": {}, "execution_detail": []}))
+    assert find_importer(hub).NAME == "aihub-download-profile-json"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"messages": "no", "header": {}}))
     with pytest.raises(ProfileError, match="not a profile format this tool imports"):
         find_importer(other)
 
@@ -274,3 +279,24 @@ def test_text_op_lines_are_read_with_or_without_the_backend_wrapper(op_line):
     avg = parse_viewer_text(text).stats["average"]
     assert avg.accelerator_cycles == 30000
     assert [(o.name, o.cycles) for o in avg.ops] == [("/stem/conv1/Conv_token_13", 22667)]
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "json"])
+def test_profile_import_command_reads_each_format(exports, tmp_path, monkeypatch, fmt):
+    from typer.testing import CliRunner
+
+    from swiftformer_qnn.cli import app
+    from swiftformer_qnn.profiling.schema import load_profile
+
+    monkeypatch.setenv("COLUMNS", "200")
+    path = write(tmp_path, fmt, "l1", device_inferences("l1", 3))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
+                                      "--device", "Samsung SM-S918B", "--qnn", "2.51", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (saved,) = out.glob("l1-w8a8-qnn*-samsung-sm-s918b.profile.json")
+    p = load_profile(saved)
+    assert p.source is LatencySource.QNN_NET_RUN and p.target.device == "Samsung SM-S918B"
+    # The file's own version wins over --qnn where it states one (the text summary does not).
+    assert p.toolchain.qnn_version == {"text": "2.51", "csv": "2.47.0", "json": "2.49.0"}[fmt]
+    assert "stage3.block4" in result.stdout and "derived from device cycles" in result.stdout

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PhoneError
-from ..toolchains import parse_version, same_release
+from ..versions import same_release, short_version
 
 HOST_TARGET = "x86_64-linux-clang"
 PHONE_TARGET = "aarch64-android"
@@ -25,10 +25,7 @@ _VERSION_LINE = re.compile(r"^version:\s*['\"]?v?([0-9][0-9._]*)", re.MULTILINE)
 
 def release(version: str | None) -> str | None:
     """`v2.51.0.260929181845` or `2.42.0.251225135753_193295` -> `2.51.0`."""
-    if not version:
-        return None
-    parsed = parse_version(re.sub(r"_\d+$", "", version.strip()))
-    return ".".join(map(str, parsed[:3])) if parsed else None
+    return short_version(version) if version else None
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from ... import __version__
 from ...artifacts import read_manifest
-from ...errors import ProfileError
+from ...errors import ProfileError, UsageError
 from ...variants import get_variant
+from ...versions import is_version_tag, parse_qnn_version
 from ..attribution import attribute_ops
 from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
 from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
@@ -71,14 +72,18 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
     raise ProfileError(f"{where}: the Execute Stats (Average) block has neither `{QNN_EXECUTE}` nor `{NETRUN}`.")
 
 
-def op_trace_of(export_dir: Path) -> Path | None:
-    """QNN's framework op trace the export's compile stage wrote (HTP op -> ONNX nodes), if any."""
+def _compiled(export_dir: Path) -> tuple[Path | None, str | None]:
+    """The export's compile stage: QNN's framework op trace (HTP op -> ONNX nodes), if it
+    wrote one, and the QNN version that built the context binary (`ep_sdk_version`)."""
     manifest = read_manifest(export_dir)
     compiled = manifest.stage("compile") if manifest else None
-    if compiled is None or "qnn_op_trace.json" not in compiled.outputs:
-        return None
+    if compiled is None:
+        return None, None
+    version = compiled.results.get("ep_sdk_version") or compiled.results.get("qnn_sdk_version")
+    if "qnn_op_trace.json" not in compiled.outputs:
+        return None, version
     path = manifest.artifact(export_dir, "compile", "qnn_op_trace.json")
-    return path if path.is_file() else None
+    return (path if path.is_file() else None), version
 
 
 def _ops(report: ViewerReport, ctx: ImportContext, trace_path: Path | None) -> tuple[list[OpRecord], int]:
@@ -130,7 +135,7 @@ def viewer_profile(
     """
     ops_report = ops if ops is not None else latency
     summary, latency_words = _latency(latency, where)
-    trace = op_trace_of(ctx.export_dir)
+    trace, compiled_with = _compiled(ctx.export_dir)
     records, op_runs = _ops(ops_report, ctx, trace)
     words = [latency_words]
     if records:
@@ -139,7 +144,12 @@ def viewer_profile(
             words.append("both from one detailed-level run, whose per-op profiling inflates the end-to-end time")
     if trace is not None:
         words.append(f"ops traced to ONNX nodes through {trace}")
-    version = qnn_version or latency.qnn_version or ops_report.qnn_version or ctx.qnn
+    ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version
+    if ran_with is None and ctx.qnn is not None:
+        if parse_qnn_version(ctx.qnn) is None or is_version_tag(ctx.qnn):
+            raise UsageError(f"--qnn {ctx.qnn!r} is not a QAIRT version.", hint="Give the version it ran with, e.g. --qnn 2.51.")
+        ran_with = ctx.qnn
+    parsed = parse_qnn_version(ran_with)
     text = "; ".join(words) + "."
     if files:
         text += " Raw files: " + ", ".join(str(f) for f in files) + "."
@@ -147,7 +157,8 @@ def viewer_profile(
         source=LatencySource.QNN_NET_RUN,
         model=ctx.model,
         target=target or TargetInfo(device=ctx.device or UNKNOWN_DEVICE),
-        toolchain=ToolchainInfo(qnn_version=version, runtime="qnn_context_binary"),
+        toolchain=ToolchainInfo(qnn_version=parsed.short if parsed else None, runtime="qnn_context_binary",
+                                ran_with=ran_with, compiled_with=compiled_with),
         latency=summary,
         ops=records,
         provenance=Provenance(tool=f"swiftformer-qnn {__version__}", note=(note + " " + text).strip()),
