@@ -22,14 +22,14 @@ from ..artifacts import (
     ExportManifest,
     StageCache,
     StageRecord,
-    place,
+    damaged_outputs,
     read_manifest,
     sha256_file,
     sha256_json,
-    staged_output_dir,
     tool_versions,
 )
 from ..errors import OutputDirError, UsageError, WeightsError
+from ..output_dir import Found, Occupant, holds, place, staged_output_dir
 from ..targets import Precision, Soc, get_precision, get_soc
 from ..variants import Variant, get_variant
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
@@ -216,32 +216,43 @@ def _assemble(
     ignore_in_key: tuple[str, ...] = (),
 ) -> ExportResult:
     """The output directory of a request: reused when it already holds the same request (same
-    options, inputs, tool versions and code), refused when it holds anything else (unless
-    `force`), otherwise built by `run_stages` beside its final place and renamed into it."""
+    options, inputs, tool versions and code) and every file still has the hash its manifest
+    records; otherwise built by `run_stages` beside its final place and renamed into it, under
+    the ownership rule of `output_dir` (another request's output needs `force`; anything
+    this tool did not make is never replaced)."""
     tools = tool_versions()
     code = {stage: _code_version(*mods) for stage, mods in STAGE_CODE.items()}
     request_key = sha256_json({"request": {k: v for k, v in request.items() if k not in ignore_in_key},
                                "tools": tools, "code": code})
     existing = read_manifest(target)
+    notes: list[str] = []
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
-        return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
-    if target.exists() and not force:
-        if existing is None:
-            why = f"exists and is not {_a(what)} of this tool"
-        elif existing.request == request:
-            why = f"holds this {what} made by other code or tool versions (torch, onnxruntime, QNN, swiftformer-qnn)"
-        else:
-            why = f"holds {_a(what)} of a different request"
-        raise OutputDirError(f"{target} {why}.", hint="Pass --force to replace it, or choose --output-dir.")
+        damaged = damaged_outputs(target, existing)
+        if not damaged:
+            return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
+        notes.append(f"{target} held this {what}, but {'; '.join(damaged[:3])}{'; ...' if len(damaged) > 3 else ''}: "
+                     "rebuilt it.")
+
+    def inspect(directory: Path) -> Found:
+        found = read_manifest(directory)
+        if found is None:
+            return Found(Occupant.FOREIGN, holds(directory))
+        if found.request_key == request_key:
+            return Found(Occupant.SAME)
+        if found.request == request:
+            return Found(Occupant.OURS, f"this {what} made by other code or tool versions "
+                                        "(torch, onnxruntime, QNN, swiftformer-qnn)")
+        return Found(Occupant.OURS, f"{_a(what)} of a different request")
+
     _check_writable(target)
-    with staged_output_dir(target, force=True) as work:
+    with staged_output_dir(target, force=force, inspect=inspect) as work:
         records = run_stages(work)
         manifest = ExportManifest(
             request_key=request_key, request=request, tools=tools, stages=records,
             wall_s=round(time.perf_counter() - started, 3),
         )
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
-    return ExportResult(target, manifest, notes=_stage_notes(manifest))
+    return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
 
 
 def _a(noun: str) -> str:
