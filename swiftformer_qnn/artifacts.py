@@ -23,8 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import OutputDirError
-from .output_dir import place, staged_output_dir  # noqa: F401  (re-exported for older imports)
-from .output_dir import recover_leftovers, temp_dir
+from .output_dir import place, recover_leftovers, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
