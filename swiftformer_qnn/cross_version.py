@@ -651,14 +651,13 @@ def compile_versions_into(
 
     The one entry point of `toolchains compare`, `compile --qnn` and `export --qnn`.
     """
-    from .artifacts import staged_output_dir
-    from .errors import OutputDirError
+    from .output_dir import holds_marker, staged_output_dir
 
     out = Path(out)
     _require_onnx(Path(model))
-    if out.exists() and not force:  # say so now, not after the compiles
-        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
-    with staged_output_dir(out, force=force) as work:
+    # Replaces only an earlier comparison (with force) or an empty directory; says so before the compiles.
+    earlier = holds_marker({REPORT_NAME: (REPORT_KIND,)}, "a QNN version comparison")
+    with staged_output_dir(out, force=force, inspect=earlier) as work:
         return compile_across_versions(model, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
 
 

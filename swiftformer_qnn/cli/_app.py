@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -72,7 +71,7 @@ def guarded(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # typer's own exits and usage errors
         except BaseException as exc:  # noqa: BLE001  (the one boundary)
             code = boundary(exc)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
 MIN_OPSET, MAX_OPSET = 11, 20
+# Upper bounds on --resolution: activations (and the block's attention over HxW tokens) grow with its square.
+MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
 
 
 class Until(str, Enum):
@@ -136,6 +138,11 @@ def _resolve(req: ExportRequest) -> _Resolved:
         raise UsageError("--calibration-count and --heldout-count must be at least 1.")
     if req.resolution is not None and not is_block and (req.resolution < 32 or req.resolution % 32):
         raise UsageError(f"--resolution {req.resolution} is not a multiple of 32 (>= 32).", hint="SwiftFormer downsamples by 32.")
+    most = MAX_BLOCK_RESOLUTION if is_block else MAX_RESOLUTION
+    if req.resolution is not None and req.resolution > most:
+        raise UsageError(f"--resolution {req.resolution} is above {most}, the largest this tool exports "
+                         f"({'the block' if is_block else 'a full model'}: memory grows with its square).",
+                         hint=f"Use at most {most} (the default is {64 if is_block else 224}).")
     # The TorchScript exporter (dynamo=False, which keeps module paths in node names) stops at 20;
     # below 11 it cannot express SwiftFormer's ops.
     if not MIN_OPSET <= req.opset <= MAX_OPSET:
@@ -414,8 +421,10 @@ class _Run:
             res = {"heldout": make_inputs(r.variant, r.resolution, r.heldout, d / "heldout.npy", **kw)}
             if r.calibration:
                 res["calibration"] = make_inputs(r.variant, r.resolution, r.calibration, d / "calibration.npy", **kw)
+            notes = [s.shortfall(what) for s, what in ((r.calibration, "calibration"), (r.heldout, "held-out")) if s]
             if r.variant.is_encoder_block:
-                res["notes"] = [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
+                notes += [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
+            res["notes"] = [n for n in notes if n]
             return res
 
         return self._cached("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
