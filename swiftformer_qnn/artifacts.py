@@ -119,7 +119,7 @@ def read_manifest(directory: Path) -> ExportManifest | None:
         if data.get("kind") != MANIFEST_KIND:
             return None
         return ExportManifest.model_validate(data)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # AttributeError: JSON that is not an object
         return None
 
 

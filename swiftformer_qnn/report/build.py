@@ -143,7 +143,7 @@ _REPORT_OWNER = holds_marker({f: (REPORT_KIND, COMPARISON_KIND) for f in ("repor
 def _is_our_json(path: Path, kinds: tuple[str, ...]) -> bool:
     try:
         return json.loads(path.read_text()).get("kind") in kinds
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
