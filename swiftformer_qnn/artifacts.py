@@ -151,6 +151,19 @@ class StageCache:
     def __init__(self, root: Path | None = None, enabled: bool = True):
         self.root = (root or cache_root()) / "stages"
         self.enabled = enabled
+        self._swept = False
+
+    def _sweep(self) -> None:
+        """Remove the temporary directories of runs that were killed (once per cache object)."""
+        if self._swept:
+            return
+        self._swept = True
+        try:
+            stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
+        except OSError:
+            return
+        for d in stage_dirs:
+            recover_leftovers(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
@@ -190,13 +203,13 @@ class StageCache:
         returns the stage's results (figures for the manifest).
         """
         key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {}})
+        self._sweep()
         hit = self.lookup(name, key)
         if hit is not None:
             rec, d = hit
             return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
         final = self._dir(name, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        recover_leftovers(final.parent)  # temp dirs of runs that were killed
         work = temp_dir(final.parent, final.name, "tmp")
         try:
             started = time.perf_counter()

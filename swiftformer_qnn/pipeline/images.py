@@ -176,7 +176,7 @@ def to_rgb8(im):
         return Image.alpha_composite(white, rgba).convert("RGB")
     try:
         return im.convert("RGB")
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         raise UnusableImage(f"{mode} pixels cannot be converted to RGB ({exc})") from None
 
 
@@ -192,6 +192,7 @@ def preprocess(path: Path, size: int = 224, crop_pct: float = CROP_PCT) -> np.nd
             problem = _header_problem(src)
             if problem:
                 raise UnusableImage(problem)
+            src.load()  # decode now: a truncated or corrupt file fails here, as unreadable
             im = to_rgb8(src)
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data, found while decoding
         raise UnusableImage(f"unreadable: {exc}") from None

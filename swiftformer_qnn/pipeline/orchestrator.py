@@ -152,6 +152,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
         w = Path(req.weights)
+        if w.is_dir():
+            raise WeightsError(f"{w} is a directory, not a checkpoint file.",
+                               hint="Pass the path of a .pth/.safetensors/.bin file (e.g. <dir>/model.safetensors).")
         if not w.is_file():
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
