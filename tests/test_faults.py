@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from swiftformer_qnn import output_dir as od
 from swiftformer_qnn.artifacts import StageCache, read_manifest
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.errors import CalibrationError, OutputDirError, ProfileError, WeightsError
+from swiftformer_qnn.errors import CalibrationError, OutputDirError, ProfileError
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
 from swiftformer_qnn.pipeline.images import (
     MAX_IMAGE_PIXELS,
