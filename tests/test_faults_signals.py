@@ -53,7 +53,7 @@ def test_interrupt_prints_one_line_cleans_up_and_exits_128_plus_signal(tmp_path,
     proc, err = _start(tmp_path, [])
     _wait_for(proc, tmp_path, stage)
     proc.send_signal(sig)
-    assert proc.wait(timeout=300) == code
+    assert proc.wait(timeout=300) == code, err.read_text()[-3000:]
     text = err.read_text()
     assert "Traceback" not in text
     lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
