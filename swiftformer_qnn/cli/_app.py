@@ -121,7 +121,7 @@ def boundary(exc: BaseException) -> int | None:
     if isinstance(exc, KeyboardInterrupt):
         _say("Interrupted (Ctrl-C); partial outputs were removed, nothing that looks complete was left.")
         return 130
-    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT:
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
         where = exc.filename or ""
         if exc.filename2:
             where = f"{where} -> {exc.filename2}"
@@ -144,14 +144,24 @@ def boundary(exc: BaseException) -> int | None:
 INTERNAL_ERROR = 3  # neither 1 (a failed check, which a CI gate reads as a regression) nor 2 (bad input)
 
 
-def _environment_hint(exc: OSError) -> str:
-    from ..artifacts import CACHE_ENV, cache_root
+def _in_cache(path: str) -> bool:
+    from ..artifacts import cache_root
 
-    path = str(exc.filename or "")
     try:
-        in_cache = bool(path) and Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(cache_root())))
+        return bool(path) and Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(cache_root())))
     except (OSError, ValueError):
-        in_cache = False
+        return False
+
+
+def _missing_in_cache(exc: OSError) -> bool:
+    """A file the tool itself should have written into its cache is missing: a bug, not the environment."""
+    return exc.errno == errno.ENOENT and _in_cache(str(exc.filename or ""))
+
+
+def _environment_hint(exc: OSError) -> str:
+    from ..artifacts import CACHE_ENV
+
+    in_cache = _in_cache(str(exc.filename or ""))
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "Free some space, or write elsewhere" + (f" (set {CACHE_ENV} to move the cache)." if in_cache
                                                           else " (--output-dir / --out).")

@@ -174,28 +174,18 @@ def to_rgb8(im):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return im  # no copy: a large photograph is already the biggest thing in memory
     try:
         return im.convert("RGB")
     except ValueError as exc:
         raise UnusableImage(f"{mode} pixels cannot be converted to RGB ({exc})") from None
 
 
-def preprocess(path: Path, size: int = 224, crop_pct: float = CROP_PCT) -> np.ndarray:
-    """One image as a 1x3xSxS float32 tensor, exactly as the released models expect.
-
-    Raises UnusableImage (with the reason) for an image that cannot be decoded or converted.
-    """
+def _resize_and_crop(im, size: int, crop_pct: float):
+    """timm's eval transform: bicubic resize of the short side to floor(size / crop_pct), centre crop."""
     from PIL import Image
 
-    try:
-        with _open(path) as src:
-            problem = _header_problem(src)
-            if problem:
-                raise UnusableImage(problem)
-            src.load()  # decode now: a truncated or corrupt file fails here, as unreadable
-            im = to_rgb8(src)
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data, found while decoding
-        raise UnusableImage(f"unreadable: {exc}") from None
     scale = math.floor(size / crop_pct)
     w, h = im.size
     if w <= h:
@@ -204,14 +194,29 @@ def preprocess(path: Path, size: int = 224, crop_pct: float = CROP_PCT) -> np.nd
         nw, nh = max(scale, round(w * scale / h)), scale
     left, top = (nw - size) // 2, (nh - size) // 2
     if nw * nh <= 16 * scale * scale:
-        im = im.resize((nw, nh), Image.Resampling.BICUBIC).crop((left, top, left + size, top + size))
-    else:
-        # An extreme strip (1 x 60000 would resize to 235 x 14 million): resize only the centre
-        # crop's source region. Pillow still filters with the region's neighbours, so the pixels
-        # match resize-then-crop to within float rounding (rarely 1-2 levels of 255).
-        sx, sy = w / nw, h / nh
-        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-        im = im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        return im.resize((nw, nh), Image.Resampling.BICUBIC).crop((left, top, left + size, top + size))
+    # An extreme strip (1 x 60000 would resize to 235 x 14 million): resize only the centre
+    # crop's source region. Pillow still filters with the region's neighbours, so the pixels
+    # match resize-then-crop to within float rounding (rarely 1-2 levels of 255).
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+def preprocess(path: Path, size: int = 224, crop_pct: float = CROP_PCT) -> np.ndarray:
+    """One image as a 1x3xSxS float32 tensor, exactly as the released models expect.
+
+    Raises UnusableImage (with the reason) for an image that cannot be decoded or converted.
+    """
+    try:
+        with _open(path) as src:
+            problem = _header_problem(src)
+            if problem:
+                raise UnusableImage(problem)
+            src.load()  # decode now: a truncated or corrupt file fails here, as unreadable
+            im = _resize_and_crop(to_rgb8(src), size, crop_pct)
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data, found while decoding
+        raise UnusableImage(f"unreadable: {exc}") from None
     arr = np.asarray(im, dtype=np.float32) / 255.0
     arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
     return arr.transpose(2, 0, 1)[None].astype(np.float32)

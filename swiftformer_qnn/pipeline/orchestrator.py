@@ -559,19 +559,13 @@ class CompileRequest:
 
 def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
-    import onnx
-
+    from ..cross_version import require_onnx
     from ..qnn import HtpTarget
     from .compile import COMPILE_OUTPUTS, compile_stage
 
     started = time.perf_counter()
     model = Path(req.model)
-    if not model.is_file():
-        raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
-    try:
-        onnx.load(str(model), load_external_data=False)
-    except Exception:
-        raise UsageError(f"{model} is not an ONNX model.", hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).") from None
+    require_onnx(model)
     soc = get_soc(req.soc)
     target = HtpTarget(soc.soc_model, soc.htp_arch, fp16=req.fp16)
     model_hash = sha256_file(model)
