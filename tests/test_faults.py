@@ -645,3 +645,27 @@ def test_infinite_weights_json_numbers_never_reach_a_finite_report():
 
     with pytest.raises(ValueError):
         LatencySummary(min_us=1.0, median_us=math.inf, run_count=1)
+
+
+def test_compiling_an_onnx_with_no_nodes_or_a_directory_is_one_line(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    model = helper.make_model(helper.make_graph([], "empty", [x], [x]), opset_imports=[helper.make_opsetid("", 20)])
+    onnx.save(model, tmp_path / "empty.onnx")
+    line = one_error_line(runner.invoke(app, ["compile", str(tmp_path / "empty.onnx"), "--output-dir",
+                                              str(tmp_path / "o")]), 2)
+    assert "no nodes" in line
+    (tmp_path / "dir.onnx").mkdir()
+    line = one_error_line(runner.invoke(app, ["compile", str(tmp_path / "dir.onnx")]), 2)
+    assert "is a directory" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.onnx", "empty.onnx"]
+
+
+def test_profile_out_pointing_at_a_file_is_refused_before_any_work(tmp_path, small_export):
+    f = tmp_path / "profiles"
+    f.write_text("keep")
+    line = one_error_line(runner.invoke(app, ["profile", "--device", "emulator", "--from", str(small_export),
+                                              "--out", str(f)]), 2)
+    assert "is a file, not a directory" in line and f.read_text() == "keep"
