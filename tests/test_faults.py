@@ -669,3 +669,19 @@ def test_profile_out_pointing_at_a_file_is_refused_before_any_work(tmp_path, sma
     line = one_error_line(runner.invoke(app, ["profile", "--device", "emulator", "--from", str(small_export),
                                               "--out", str(f)]), 2)
     assert "is a file, not a directory" in line and f.read_text() == "keep"
+
+
+def test_an_unexpected_error_echoing_a_token_is_scrubbed_on_screen_and_in_the_file(tmp_path, monkeypatch):
+    import swiftformer_qnn.pipeline.orchestrator as orch
+
+    secret = "Authorization: token 0123456789abcdef0123456789abcdef"
+
+    def leak(*_a, **_k):
+        raise RuntimeError(f"server said: 500, request headers {{{secret}}}")
+
+    monkeypatch.setattr(orch, "_stage_notes", leak)
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    line = one_error_line(runner.invoke(app, ["export", *ONNX_ONLY, "--output-dir", str(tmp_path / "o")]), 3)
+    assert "0123456789abcdef" not in line and "[redacted]" in line
+    (log,) = (tmp_path / "cache" / "logs").iterdir()
+    assert "0123456789abcdef" not in log.read_text() and "RuntimeError" in log.read_text()

@@ -44,11 +44,11 @@ def _say(text: str) -> None:
 
 
 def redact(text: str) -> str:
-    """Text from a server or a subprocess, on its way to the user's terminal.
+    """Text (maybe from a server or a subprocess) on its way to the terminal or the traceback
+    file, without the AI Hub token or anything shaped like a credential."""
+    from ..redact import scrub
 
-    The seam for token scrubbing (helper `hub` owns the scrubber): every line the error
-    boundary prints goes through here."""
-    return text
+    return scrub(text)
 
 
 def fail(exc: SwiftFormerQnnError) -> typer.Exit:
