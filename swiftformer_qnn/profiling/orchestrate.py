@@ -66,6 +66,7 @@ class ProfileRequest:
     retry_failed: bool = False
     force: bool = False  # export mode: replace a default export directory holding another request
     check_outputs: bool = False  # AI Hub: also run held-out inputs on the device and compare outputs
+    qnn_sdk: Path | None = None  # --device adb: the QAIRT SDK to run with (default: $QNN_SDK_ROOT)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def heldout_inputs(source: ExportSource) -> Path:
 
 
 def emulator_feeds(source: ExportSource) -> dict[str, Any]:
-    """One preprocessed held-out input, under the graph's own input name."""
+    """One preprocessed held-out input, under the graph's own input name (emulator and phone runs)."""
     import numpy as np
     import onnx
 
@@ -316,22 +317,29 @@ def run_profile(
     config: HubConfig | None = None
     if device.backend is Backend.AIHUB:
         config = check_hub_config()
-    else:
+    elif device.backend is Backend.EMULATOR:
         _check_emulator_qnn(qnn)
-        if req.check_outputs:
-            raise UsageError("--check-outputs runs held-out inputs on a phone through AI Hub; the emulator has none.",
-                             hint="Drop --check-outputs, or profile on an AI Hub device. `verify` compares the "
-                             "emulated HTP with the CPU.")
+    elif qnn:
+        raise UsageError("--qnn picks AI Hub's QAIRT version; on a phone the SDK decides it.",
+                         hint="Drop --qnn and pass the SDK with --qnn-sdk DIR (or QNN_SDK_ROOT).")
+    if req.check_outputs and device.backend is not Backend.AIHUB:
+        raise UsageError("--check-outputs runs held-out inputs on a phone through AI Hub (an inference job).",
+                         hint="Drop --check-outputs, or profile on an AI Hub device. `verify` compares the "
+                         "emulated HTP with the CPU.")
+    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
+    if out_dir.exists() and not out_dir.is_dir():  # before any export or (paid) job, not at the first write
+        raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
 
     if req.from_dirs:
         sources = _distinct([read_export(d) for d in req.from_dirs], emit)
     else:
         soc = device.soc or SOCS[DEFAULT_SOC]
         sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
-    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
 
     if device.backend is Backend.EMULATOR:
         result = _profile_on_emulator(sources, device, out_dir, emit)
+    elif device.backend is Backend.ADB:
+        result = _profile_on_phone(sources, device, out_dir, req, emit)
     else:
         result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
     result.exports = [s.directory for s in sources]
@@ -414,6 +422,22 @@ def _profile_on_emulator(
         path = profile.save(out_dir / f"{stem}.profile.json")
         result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw}))
         result.device = profile.target.device
+    return result
+
+
+def _profile_on_phone(
+    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: ProfileRequest, emit: Progress
+) -> ProfileRunResult:
+    from .qnn_net_run import PhoneSession
+    from .qnn_sdk import release
+
+    result = ProfileRunResult(Backend.ADB, device.display_name, out_dir)
+    with PhoneSession.open(device.name, req.qnn_sdk, sources, out_dir, req.runs, emit) as session:
+        result.device = f"{session.phone.device_name} ({session.phone.adb.serial})"
+        for s, label in zip(sources, file_labels(sources), strict=True):
+            got = session.profile(s, label, emulator_feeds(s))
+            qnn = release(got.profile.toolchain.qnn_version) or "unknown"
+            result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", got.profile, {"profile": got.profile_path, "raw": got.raw_dir}))
     return result
 
 
