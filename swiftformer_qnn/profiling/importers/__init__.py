@@ -25,10 +25,10 @@ class ImportContext:
     """What the file alone may not say: the export it measured, and where and with what it ran."""
 
     export_dir: Path
-    manifest: ExportManifest  # the export's manifest (its request, stages and files)
     model: ModelInfo  # from the export's manifest
     model_path: Path  # the graph the profile's ops came from (QDQ, or the float graph for fp16)
     label: str  # the model part of file names (`xs-r64-w8a8`)
+    manifest: ExportManifest | None = None  # the export's manifest (its request, stages and files)
     device: str | None = None  # --device
     qnn: str | None = None  # --qnn, as written
 
