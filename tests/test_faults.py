@@ -38,6 +38,7 @@ from swiftformer_qnn.pipeline.images import (
     preprocess,
     preprocess_all,
 )
+from swiftformer_qnn.redact import MASK
 
 runner = CliRunner()
 SMALL = ["--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2"]
@@ -682,6 +683,6 @@ def test_an_unexpected_error_echoing_a_token_is_scrubbed_on_screen_and_in_the_fi
     monkeypatch.setattr(orch, "_stage_notes", leak)
     monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
     line = one_error_line(runner.invoke(app, ["export", *ONNX_ONLY, "--output-dir", str(tmp_path / "o")]), 3)
-    assert "0123456789abcdef" not in line and "[redacted]" in line
+    assert "0123456789abcdef" not in line and MASK in line
     (log,) = (tmp_path / "cache" / "logs").iterdir()
     assert "0123456789abcdef" not in log.read_text() and "RuntimeError" in log.read_text()
