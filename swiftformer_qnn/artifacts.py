@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -145,6 +146,23 @@ def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
         return [why for why in pool.map(check, records.values()) if why]
 
 
+# Temp dirs of versions that did not put their PID in the name (`.<key>.<mkdtemp suffix>`): nobody
+# can tell whether their maker still runs, so only those untouched for a day are removed.
+_LEGACY_TEMP = re.compile(r"^\.[0-9a-f]{32}\.[A-Za-z0-9_]{8}$")
+_LEGACY_TEMP_AGE_S = 24 * 3600
+
+
+def _remove_legacy_temp_dirs(stage_dir: Path) -> None:
+    now = time.time()
+    for entry in os.scandir(stage_dir):
+        try:
+            if (_LEGACY_TEMP.match(entry.name) and entry.is_dir(follow_symlinks=False)
+                    and now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TEMP_AGE_S):
+                shutil.rmtree(entry.path)
+        except OSError:
+            continue
+
+
 class StageCache:
     """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
 
@@ -164,6 +182,7 @@ class StageCache:
             return
         for d in stage_dirs:
             recover_leftovers(d)
+            _remove_legacy_temp_dirs(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
