@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import OutputDirError
-from .output_dir import place, recover_leftovers, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
+from .output_dir import place, recover_leftovers, signals_held, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
@@ -229,8 +229,10 @@ class StageCache:
             return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
         final = self._dir(name, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        work = temp_dir(final.parent, final.name, "tmp")
+        work: Path | None = None
         try:
+            with signals_held():
+                work = temp_dir(final.parent, final.name, "tmp")
             started = time.perf_counter()
             results = produce(work)
             wall = time.perf_counter() - started
@@ -255,5 +257,6 @@ class StageCache:
             work.rename(final)
             return rec, final
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
             raise
