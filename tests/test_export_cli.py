@@ -15,8 +15,12 @@ runner = CliRunner()
 def test_export_encoder_block_through_the_cli(tmp_path):
     out = tmp_path / "enc"
     res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
-                              "--heldout-count", "2", "--output-dir", str(out)])
+                              "--heldout-count", "2", "--output-dir", str(out)], env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
+    # The stage table fits 80 columns with every stage's time whole.
+    assert all(len(line) <= 80 for line in res.stdout.splitlines()), res.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(f"{s['wall_s']:.2f}" in res.stdout for s in manifest["stages"]), res.stdout
     assert "WEIGHTS: RANDOM" in res.output
     assert "model.ctx_qnn.bin" in res.output and "SQNR" in res.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -63,6 +67,11 @@ def test_compile_an_existing_qdq_model(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"][0]["results"]["soc_model"] == 57 and manifest["stages"][0]["results"]["htp_arch"] == 75
     assert (out / "model.ctx_qnn.bin").stat().st_size > 0
+    # `profile --from` needs an export (it attributes ops to the variant's blocks): the hint says so
+    # instead of suggesting the compile directory, which profile refuses.
+    said = " ".join(res.output.split())
+    assert "Per-block profiles need an export: `swiftformer-qnn export --variant VARIANT" in said
+    assert f"--from {out}" not in said.replace("\n", "")
 
     not_onnx = tmp_path / "x.onnx"
     not_onnx.write_text("hello")

@@ -140,10 +140,10 @@ def test_one_profile_counts_its_api_calls(hub, exports, tmp_path):
           f"(+ {len(hub.requests) - len(hub.api_calls())} presigned transfers): {json.dumps(by_endpoint, indent=1)}")
 
 
-def test_default_output_dir_is_timestamped_under_profiles_runs(hub, exports, tmp_path):
+def test_default_output_dir_is_timestamped_under_build_profiles(hub, exports, tmp_path):
     result = invoke("--device", "sm8550", "--from", str(exports["encoder"]), "--runs", "3", "--poll", "0.01")
     assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "profiles" / "runs").iterdir()
+    (run_dir,) = (tmp_path / "build" / "profiles").iterdir()
     assert (run_dir / f"encoder-d96x32-w8a8-qnn2.37-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
     assert (run_dir / "aihub-jobs.json").is_file()
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from ..tables import Col, FitTable
 from ._app import app, console, err_console, guarded
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ app.add_typer(profile_app, name="profile")
 @guarded
 def profile(
     ctx: typer.Context,
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, or "list".')] = "Samsung Galaxy S23 Ultra",
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
     local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
     from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
@@ -47,8 +47,9 @@ def profile(
     encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
     qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
     graph: Annotated[list[str] | None, typer.Option("--graph", help="Without --from: graph form(s) to export and profile side by side: htp (default), faithful, or htp,faithful.")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
-    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: profiles/runs/<timestamp>/.")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations; qnn-net-run --num_inferences).")] = 100,
+    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="With --device adb: your QAIRT/QNN SDK (default: $QNN_SDK_ROOT).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")] = None,
     timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
     poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
     new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new AI Hub jobs even if the same ones were submitted before (costs quota).")] = False,
@@ -56,9 +57,12 @@ def profile(
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
-    """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
-    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator).
-    `profile import FILE --from EXPORT_DIR` converts a profile you downloaded."""
+    """Profile SwiftFormer exports block by block: on a phone (AI Hub, adb) or the HTP emulator.
+
+    A phone through Qualcomm AI Hub needs `qai-hub configure --api_token ...`; your own phone
+    over adb (--device adb) needs your QNN SDK; the local HTP emulator (--device emulator) needs
+    nothing and reports cycles, not latency. `profile import FILE --from EXPORT_DIR` converts a
+    profile you downloaded (AI Hub JSON, qnn-profile-viewer text/CSV/JSON)."""
     if ctx.invoked_subcommand is not None:
         return
     from ..profiling.devices import is_list_request
@@ -89,6 +93,7 @@ def profile(
         new_jobs=new_jobs,
         retry_failed=retry_failed,
         force=force,
+        qnn_sdk=qnn_sdk,
     )
     def note(msg: str) -> None:
         err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
@@ -126,8 +131,11 @@ def _fmt_time(value: float | None, unit: str) -> str:
     return f"{value:,.1f}"
 
 
+PART_SHORT = {"local_representation": "local rep.", "attention": "attn."}
+
+
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
-    from ..profiling.attribution import unattributed_share
+    from ..profiling.attribution import PARTS, unattributed_share
     from ..profiling.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
@@ -151,32 +159,35 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     out.print(head, highlight=False)
 
     blocks = block_times(p)
-    table = Table(title=f"Per block ({words}; share of the summed per-op time)", title_justify="left")
-    for col, justify in (("block", "left"), ("kind", "left"), (f"time ({unit})", "right"), ("share", "right"),
-                         ("ops", "right"), ("compute units", "left"), ("parts", "left")):
-        table.add_column(col, justify=justify)
+    parts = [part for part in PARTS if any(part in b.parts for b in blocks.values())]
+    columns = [Col("block", "key"), Col("kind", "label"), Col(f"time ({unit})", "number"), Col("share", "number"),
+               Col("ops", "number"), Col("compute units", "text", short="units", min_width=8)]
+    columns += [Col(part.replace("_", " "), "number", short=PART_SHORT.get(part)) for part in parts]
+    rows = []
     for b in blocks.values():
         cus = ", ".join(f"{k} {v}" for k, v in sorted(b.compute_units.items()))
-        parts = ", ".join(f"{k} {_fmt_time(v, unit)}" for k, v in b.parts.items())
-        table.add_row(b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-", parts or "-")
-    out.print(table)
+        rows.append([b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-",
+                     *(_fmt_time(b.parts[part], unit) if part in b.parts else "" for part in parts)])
+    out.print(FitTable(columns, rows, title=f"Per block ({words}; share of the summed per-op time)"))
 
     timed = sorted(((p.ops[i], t) for i, t in op_times(p).values), key=lambda it: it[1], reverse=True)[:top]
     if timed:
-        ops = Table(title=f"Top {len(timed)} ops ({words})", title_justify="left")
-        for col, justify in (("op", "left"), ("type", "left"), ("unit", "left"), (f"time ({unit})", "right"), ("block", "left")):
-            ops.add_column(col, justify=justify)
+        rows = []
         for op, t in timed:
             block = op.attribution.block if op.attribution else "other"
-            if op.attribution and op.attribution.part:
-                block += f" / {op.attribution.part}"
-            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(t, unit), block)
-        out.print(ops)
+            part = op.attribution.part if op.attribution else None
+            rows.append([op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-",
+                         _fmt_time(t, unit), f"{block} {part.replace('_', ' ')}" if part else block])
+        # The block's name stays on one line; its part may wrap below it.
+        block_width = max(len(r[-1].split(" ")[0]) for r in rows)
+        columns = [Col("op", "name", min_width=16), Col("type", "label"), Col("unit", "label"),
+                   Col(f"time ({unit})", "number"), Col("block", "text", min_width=block_width)]
+        out.print(FitTable(columns, rows, title=f"Top {len(timed)} ops ({words})"))
     out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
 
 
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
-    backend = "Qualcomm AI Hub" if result.backend.value == "aihub" else "local HTP emulator"
+    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run"}.get(result.backend.value, "local HTP emulator")
     out.print(f"[bold]Profiles[/] ({backend}, {result.device}) in {result.out_dir}", highlight=False)
     for item in result.profiled:
         out.print()
@@ -194,22 +205,21 @@ def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
     from ..profiling.devices import known_aliases
 
     aliases = known_aliases()
-    table = Table(title=f"Devices on Qualcomm AI Hub ({api_url})", title_justify="left")
-    for col in ("device (use with --device)", "os", "chipset", "also accepted as"):
-        table.add_column(col)
-    for d in sorted(devices, key=lambda d: (d["name"], d["os"])):
-        table.add_row(d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-")
-    out.print(table)
+    columns = [Col("device (use with --device)", "key", short="device"), Col("os", "label"),
+               Col("chipset", "label"), Col("also accepted as", "text", short="aliases")]
+    rows = [[d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-"]
+            for d in sorted(devices, key=lambda d: (d["name"], d["os"]))]
+    out.print(FitTable(columns, rows, title=f"Devices on Qualcomm AI Hub ({api_url})"))
 
 
 @profile_app.command("import")
 @guarded
 def profile_import(
-    file: Annotated[Path, typer.Argument(help="The profile file: AI Hub's download_profile() JSON (or this tool's *.raw.json).")],
+    file: Annotated[Path, typer.Argument(help="The profile file: AI Hub's download_profile() JSON (or this tool's *.raw.json), or qnn-profile-viewer's text summary, CSV or standardized JSON.")],
     from_dir: Annotated[Path, typer.Option("--from", help="The export directory the profiled model came from (for per-block attribution).")],
-    device: Annotated[str | None, typer.Option("--device", "-d", help="The device it ran on, where the file does not say (AI Hub device name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", help="The device it ran on, where the file does not say (AI Hub device name; for qnn-profile-viewer output, your phone's name).")] = None,
     qnn: Annotated[str | None, typer.Option("--qnn", help="The QAIRT version it ran with, where the file does not say (e.g. 2.42).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Where the profile goes. Default: profiles/runs/<timestamp>/.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where the profile goes. Default: build/profiles/<timestamp>/.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show.")] = 10,
 ) -> None:
     """Convert a profile you already have into this tool's schema, ops attributed to blocks,
