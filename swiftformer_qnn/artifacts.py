@@ -56,6 +56,30 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def source_tree_hash(root: Path, salt: str = "") -> str:
+    """Hash of every `.py` file below `root`, by relative path and content."""
+    h = hashlib.sha256(salt.encode())
+    for path in sorted(Path(root).rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """The package's version and the hash of its whole source tree: part of every cache key
+    (stages and toolchain workers alike), so no result made by other code is reused. A
+    hand-kept list of the files each stage depends on would miss one sooner or later."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        from . import __version__
+
+        _CODE_VERSION = source_tree_hash(Path(__file__).resolve().parent, salt=__version__)
+    return _CODE_VERSION
+
+
 def cache_root() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -167,9 +191,11 @@ class StageCache:
         """Return the cached result of a stage, or run `produce(workdir)` and cache it.
 
         `produce` writes the files named in `outputs` (relative names) into `workdir` and
-        returns the stage's results (figures for the manifest).
+        returns the stage's results (figures for the manifest). The key is the hash of the
+        stage's name, options, input hashes, `extra_key` and the package's code.
         """
-        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {}})
+        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {},
+                           "code": code_version()})
         hit = self.lookup(name, key)
         if hit is not None:
             rec, d = hit
@@ -180,6 +206,8 @@ class StageCache:
         try:
             started = time.perf_counter()
             results = produce(work)
+            if isinstance(results, BaseModel):
+                results = results.model_dump(mode="json")
             wall = time.perf_counter() - started
             files = {}
             for out in outputs:

@@ -82,9 +82,10 @@ TOOLCHAINS: tuple[QnnToolchainSpec, ...] = (
 # refusal is caught by verification, so such an environment is never marked ready).
 KNOWN_REFUSALS: dict[str, tuple[str, ...]] = {"2.3.0": ("1.31.1",)}
 
-# What the worker imports besides onnxruntime(-qnn). Pinned to what the main environment
-# was tested with, so toolchains differ only in their onnxruntime pair.
-COMMON_REQUIREMENTS: tuple[str, ...] = ("numpy==2.4.6", "onnx==1.23.2")
+# What the worker imports besides onnxruntime(-qnn) (pydantic: it writes the CompileRecord).
+# Pinned to what the main environment was tested with, so toolchains differ only in their
+# onnxruntime pair.
+COMMON_REQUIREMENTS: tuple[str, ...] = ("numpy==2.4.6", "onnx==1.23.2", "pydantic==2.14.4")
 
 
 def known_versions() -> str:
@@ -281,6 +282,10 @@ def inspect_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Toolc
     for dist, ver in (("onnxruntime-qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime)):
         if not _dist_info_present(d / ENV_DIR, dist, ver):
             return broken(f"{dist} {ver} is no longer installed in it", marker)
+    for req in COMMON_REQUIREMENTS:  # a toolchain made by an older swiftformer-qnn may lack one
+        dist, ver = req.split("==")
+        if not _dist_info_present(d / ENV_DIR, dist, ver):
+            return broken(f"it lacks {dist} {ver}, which this swiftformer-qnn's worker imports", marker)
     return ToolchainStatus(spec, ToolchainState.READY, d, python, "", marker)
 
 

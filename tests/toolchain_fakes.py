@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from swiftformer_qnn.toolchains import (
+    COMMON_REQUIREMENTS,
     ENV_DIR,
     MARKER_NAME,
     TOOLCHAINS_ENV,
@@ -57,8 +58,9 @@ def make_fake_toolchain(
     site = env / "lib" / PY / "site-packages"
     site.mkdir(parents=True)
     if dist_infos:
-        for dist, ver in (("onnxruntime_qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime)):
-            (site / f"{dist}-{ver}.dist-info").mkdir()
+        common = [tuple(req.split("==")) for req in COMMON_REQUIREMENTS]
+        for dist, ver in (("onnxruntime_qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime), *common):
+            (site / f"{dist.replace('-', '_')}-{ver}.dist-info").mkdir()
     if marker:
         m = marker_spec or spec
         (d / MARKER_NAME).write_text(

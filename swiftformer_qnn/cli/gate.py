@@ -19,23 +19,23 @@ def gate(
         list[Path] | None,
         typer.Option("--baseline", "-b", help="Baseline profiles: files or directories of *.profile.json "
                      "(repeatable). With --structure: one compile (a committed structural baseline, an export "
-                     "directory or its manifest.json, a qnn-versions/qnn-<version>/ directory). With "
+                     "directory or its compile.json, a qnn-versions/qnn-<version>/ directory). With "
                      "--update-baseline: the directory to write (default profiles/baselines/<variant>-<precision>-"
                      "<device>-<source>, or compile-<variant>-<precision>-<soc>-qnn<version> with --structure)."),
     ] = None,
     candidate: Annotated[
         list[Path] | None,
         typer.Option("--candidate", "-c", help="Candidate profiles: files or directories (repeatable). "
-                     "With --structure: compiles: export directories or manifests, a qnn-versions directory of "
-                     "`export --qnn` (cross_version.json: one compile per QNN version), qnn-*/compile.json."),
+                     "With --structure: compiles: export or compile directories, a qnn-versions directory of "
+                     "`export --qnn` (one compile per QNN version), compile.json files."),
     ] = None,
     variant: Annotated[
         str | None, typer.Option("--variant", help="Only the profiles (with --structure: the compiles) of this "
                                  "variant (profile writes the standalone encoder block's beside the model's).")
     ] = None,
     structure: Annotated[
-        bool, typer.Option("--structure", help="Gate compile structure (no device): HTP coverage, HTP op count "
-                           "and context binary size of each compile, and that every QNN version compiles.")
+        bool, typer.Option("--structure", help="Gate compile structure (no device): HTP op count and context "
+                           "binary size of each compile, and that every QNN version compiles.")
     ] = False,
     threshold: Annotated[
         str | None, typer.Option("--threshold", help="Relative change that counts, e.g. 5% or 0.05 "

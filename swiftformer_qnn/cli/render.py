@@ -74,10 +74,13 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
 
     compile_ = m.stage("compile")
     if compile_ is not None:
-        ctx = result.directory / "model.ctx.onnx"
+        from ..compile_record import CompileRecord
+
+        record = CompileRecord.model_validate(compile_.results)
+        ctx = result.directory / record.context_onnx
         console.print(
-            f"Context binary: [bold]{result.directory / 'model.ctx_qnn.bin'}[/] "
-            f"(QNN {compile_.results['qnn_sdk_version']}, {compile_.results['ep_sdk_version']}), "
+            f"Context binary: [bold]{result.directory / record.context_binary}[/] "
+            f"(QNN {record.qnn_version}, {record.ep_sdk_version}), "
             f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
             "or the .bin with QNN's qnn-net-run --retrieve_context. `swiftformer-qnn profile --from "
             f"{result.directory}` profiles this export's QDQ model on a phone through Qualcomm AI Hub "
@@ -105,8 +108,9 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r['precision']}, {r['calibration_samples']} calibration inputs, {r['compute_nodes']} compute nodes; {size}"
     if name == "compile":
-        return (f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
-                f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}")
+        ops = f"{r['htp_op_count']} HTP ops" if r.get("htp_op_count") is not None else "HTP ops not traced"
+        return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r['soc_model']} / "
+                f"v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}")
     if name == "verify":
         q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
         top1 = f", top-1 agreement {q['top1_agreement']:.0%}" if "top1_agreement" in q else ""

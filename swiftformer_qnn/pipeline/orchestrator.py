@@ -7,7 +7,6 @@ directory, which is assembled in a temporary sibling and renamed into place at t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from ..artifacts import (
     read_manifest,
     sha256_file,
     sha256_json,
+    code_version,
     staged_output_dir,
     tool_versions,
 )
@@ -219,9 +219,8 @@ def _assemble(
     options, inputs, tool versions and code), refused when it holds anything else (unless
     `force`), otherwise built by `run_stages` beside its final place and renamed into it."""
     tools = tool_versions()
-    code = {stage: _code_version(*mods) for stage, mods in STAGE_CODE.items()}
     request_key = sha256_json({"request": {k: v for k, v in request.items() if k not in ignore_in_key},
-                               "tools": tools, "code": code})
+                               "tools": tools, "code": code_version()})
     existing = read_manifest(target)
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
         return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
@@ -338,8 +337,7 @@ class _Run:
 
     # --- stages -----------------------------------------------------------------------
     def _cached(self, name: str, **kwargs):
-        """StageCache.run, keyed also on the source of the code the stage runs."""
-        return self.cache.run(name, extra_key={"code": _code_version(*STAGE_CODE[name])}, **kwargs)
+        return self.cache.run(name, **kwargs)
 
     def _inputs_of(self, *names: tuple[str, str]) -> dict[str, str]:
         return {f"{s}/{o}": self.records[s].outputs[o].sha256 for s, o in names}
@@ -452,16 +450,23 @@ class _Run:
 
         return HtpTarget(self.r.soc.soc_model, self.r.soc.htp_arch, fp16=self.r.precision is Precision.FP16)
 
+    def subject(self):
+        from ..compile_record import CompiledModel
+
+        r = self.r
+        return CompiledModel(variant=r.variant.name, precision=r.precision.value,
+                             input_shape=list(r.variant.input_shape(r.resolution)))
+
     def _stage_compile(self):
         from .compile import COMPILE_OUTPUTS, compile_stage
 
         qdq = self._path("quantize", "model.qdq.onnx")
-        target = self.htp_target()
-        options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-                   **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+        target, soc, subject = self.htp_target(), self.r.soc.name, self.subject()
+        options = {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+                   "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
-            produce=lambda d: compile_stage(qdq, d, target), outputs=COMPILE_OUTPUTS,
+            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject), outputs=COMPILE_OUTPUTS,
         )
 
     def _stage_verify(self):
@@ -492,36 +497,6 @@ class _Run:
         )
 
 
-_CODE_HASHES: dict[tuple[str, ...], str] = {}
-
-
-def _code_version(*modules: str) -> str:
-    """Hash of the source of the modules a stage runs (default: the model), so a changed
-    implementation never reuses results made by the old one."""
-    modules = modules or ("model",)
-    if modules not in _CODE_HASHES:
-        from .. import __version__
-
-        root = Path(__file__).resolve().parents[1]
-        h = hashlib.sha256(__version__.encode())
-        for name in modules:
-            h.update((root / (name.replace(".", "/") + ".py")).read_bytes())
-        _CODE_HASHES[modules] = h.hexdigest()[:16]
-    return _CODE_HASHES[modules]
-
-
-# Which source files each stage's result depends on (beyond its inputs and options).
-STAGE_CODE = {
-    "export": ("model", "weights", "pipeline.onnx_export"),
-    "simplify": ("pipeline.onnx_export",),
-    "inputs": ("model", "weights", "pipeline.images", "pipeline.calibrate"),
-    "validate": ("pipeline.validate", "pipeline.fidelity"),
-    "quantize": ("pipeline.quantize",),
-    "compile": ("qnn", "pipeline.compile"),
-    "verify": ("qnn", "pipeline.verify", "pipeline.fidelity"),
-}
-
-
 @dataclass(frozen=True)
 class CompileRequest:
     """Compile an existing ONNX (QDQ, or float with fp16) on its own."""
@@ -538,6 +513,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
     import onnx
 
+    from ..compile_record import CompiledModel
     from ..qnn import HtpTarget
     from .compile import COMPILE_OUTPUTS, compile_stage
 
@@ -556,15 +532,15 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
                "htp_arch": soc.htp_arch, "fp16": req.fp16}
     out = Path(req.output_dir) if req.output_dir else model.parent / f"{model.stem}-qnn-{soc.name}"
     emit = progress or (lambda _e: None)
-    options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-               **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+    subject = CompiledModel(precision="fp16" if req.fp16 else None)
+    options = {"soc": soc.name, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+               "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
 
     def run_stages(work: Path) -> list[StageRecord]:
         emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
         rec, d = StageCache(enabled=req.use_cache).run(
-            "compile", options=options, extra_key={"code": _code_version(*STAGE_CODE["compile"])},
-            inputs={"quantize/model.qdq.onnx": model_hash},
-            produce=lambda w: compile_stage(model, w, target), outputs=COMPILE_OUTPUTS,
+            "compile", options=options, inputs={"quantize/model.qdq.onnx": model_hash},
+            produce=lambda w: compile_stage(model, w, target, soc=soc.name, subject=subject), outputs=COMPILE_OUTPUTS,
         )
         _place_outputs(rec, d, work)
         emit(StageEvent("compile", STAGE_TITLES["compile"], "cached" if rec.cached else "done", rec))
@@ -582,6 +558,7 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
     import numpy as np
     import onnx
 
+    from ..compile_record import CompiledModel
     from ..cross_version import compile_versions_into
     from ..qnn import HtpTarget
 
@@ -593,5 +570,6 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
         name = onnx.load(str(model), load_external_data=False).graph.input[0].name
         inputs = {name: np.load(sample)}
     target = HtpTarget(req["soc_model"], req["htp_arch"], fp16=req["precision"] == Precision.FP16.value)
+    subject = CompiledModel(variant=req["variant"], precision=req["precision"], input_shape=req["input_shape"])
     return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True, use_cache=use_cache,
-                                 target=target, inputs=inputs, progress=progress)
+                                 target=target, inputs=inputs, subject=subject, progress=progress)
