@@ -87,6 +87,7 @@ def main() -> None:
 def fidelity(work: Path, env: dict) -> dict:
     import torch
 
+    from swiftformer_qnn.compile_record import read_compile_record
     from swiftformer_qnn.model import build_model, realistic_init
     from swiftformer_qnn.variants import get_variant
 
@@ -99,14 +100,15 @@ def fidelity(work: Path, env: dict) -> dict:
                                  "--min-sqnr", "0", "--output-dir", str(out)), env)
         m = json.loads((out / "manifest.json").read_text())
         st = {s["name"]: s["results"] for s in m["stages"]}
+        compiled = read_compile_record(out / "compile.json")
         q = st["verify"]["quantized_vs_fp32"]
         figures[precision] = {
             "sqnr_db": q["sqnr_db"], "cosine_mean": q["cosine_mean"], "top1_agreement": q["top1_agreement"],
             "heldout_images": q["samples"],
             "emulator_vs_cpu_qdq_cosine": st["verify"]["emulator_vs_quantized_cpu"]["cosine_min"],
-            "context_binary_mb": round(st["compile"]["context_binary_bytes"] / 2**20, 2),
-            "htp_fraction": st["compile"]["htp_fraction"], "onnx_nodes_on_htp": st["compile"]["htp_nodes"],
-            "htp_ops": st["compile"]["htp_op_count"],  # from QNN's op trace, written at compile
+            "context_binary_mb": round(compiled.context_binary_bytes / 2**20, 2),
+            "cpu_fallback_disabled": compiled.cpu_fallback_disabled,
+            "htp_ops": compiled.htp_op_count,  # from QNN's op trace, written at compile
             "wall_s": run["wall_s"],
         }
     return figures
