@@ -373,8 +373,8 @@ def run_worker(
     request: dict,
     shim: Path,
     timeout_s: float | None,
-) -> dict:
-    """Run one compile worker in `work`; return its result or raise VersionFailure."""
+) -> CompileRecord:
+    """Run one compile worker in `work`; return its compile record or raise VersionFailure."""
     req_path = work / "worker_request.json"
     req_path.write_text(json.dumps({**request, "out_dir": str(work)}, indent=2))
     result_path = work / WORKER_RESULT
@@ -418,10 +418,12 @@ def run_worker(
     if problems:
         raise VersionFailure("failed", f"broken toolchain: {'; '.join(problems)}. {reinstall_hint(job.spec)}")
     try:
-        read_compile_record(work / COMPILE_RECORD)  # a worker that wrote no valid record failed
+        record = read_compile_record(work / COMPILE_RECORD)  # a worker that wrote no valid record failed
     except ProfileError as exc:
         raise VersionFailure("failed", exc.message) from None
-    return result
+    if record.qnn_version != job.spec.qnn_version:
+        raise VersionFailure("failed", f"the worker compiled with QNN {record.qnn_version}, not {job.spec.qnn_version}")
+    return record
 
 
 def _version_dir_name(spec: QnnToolchainSpec) -> str:
@@ -445,14 +447,11 @@ def _collect(
     dest.mkdir(parents=True)
     for out in stage.outputs.values():
         place(cache_dir / out.path, dest / out.path)
-    res = stage.results
-    optional = [OP_TRACE, WORKER_LOG]
-    if res.get("profile_csv"):
-        optional.append(Path(res["profile_csv"]).stem + "_qnn.log")  # for Qualcomm's profile viewer
-    for name in optional:
+    # QNN's binary profile log is for Qualcomm's profile viewer; 2.47 writes no op trace.
+    for name in (OP_TRACE, WORKER_LOG, Path(PROFILE_CSV).stem + "_qnn.log"):
         if (cache_dir / name).is_file():
             place(cache_dir / name, dest / name)
-    record = read_compile_record(dest / COMPILE_RECORD)
+    record = stage.results
     version = VersionResult(
         qnn_version=spec.qnn_version,
         onnxruntime_qnn=spec.onnxruntime_qnn,
@@ -462,12 +461,11 @@ def _collect(
         cached=stage.cached,
         compile=record,
     )
-    if res.get("profile_csv"):
+    if ref is not None:  # emulated: the binary's profile and outputs are among the stage's outputs
         trace = dest / record.op_trace if record.op_trace else None
-        ops = parse_qnn_profile_csv(dest / res["profile_csv"], trace)
+        ops = parse_qnn_profile_csv(dest / PROFILE_CSV, trace)
         version.emulated_op_names = [o.name for o in ops if o.op_type not in ("Input", "Output")]
-    if ref is not None and res.get("htp_outputs"):
-        with np.load(dest / res["htp_outputs"]) as data:
+        with np.load(dest / qnn_worker.HTP_OUTPUTS) as data:
             missing = [n for n in ref_names if n not in data.files]
             if missing:
                 raise VersionFailure("failed", f"the HTP run did not produce output(s) {', '.join(missing)}")

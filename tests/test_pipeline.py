@@ -52,7 +52,7 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
 
     compiled = read_compile_record(result.directory / "compile.json")  # the one record of the compile
-    assert compiled == CompileRecord.model_validate(m.stage("compile").results)
+    assert compiled == m.results("compile", CompileRecord)
     assert (compiled.soc, compiled.soc_model, compiled.htp_arch) == ("sm8550", 43, 73)
     assert (compiled.model.variant, compiled.model.precision, compiled.model.input_shape) == ("xs", "w8a8",
                                                                                              [1, 3, 64, 64])
@@ -73,10 +73,10 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     assert sha256_file(binary) == compiled.context_binary_sha256
 
     verify = m.stage("verify").results
-    assert verify["emulator_vs_quantized_cpu"]["samples"] == 1
-    assert verify["emulator_vs_quantized_cpu"]["cosine_min"] > 0.99
-    assert verify["quantized_vs_fp32"]["samples"] == 4
-    assert verify["quantized_vs_fp32"]["sqnr_db"] >= verify["min_sqnr_db"]
+    assert verify.emulator_vs_quantized_cpu.samples == 1
+    assert verify.emulator_vs_quantized_cpu.cosine_min > 0.99
+    assert verify.quantized_vs_fp32.samples == 4
+    assert verify.quantized_vs_fp32.sqnr_db >= verify.min_sqnr_db
 
 
 def test_manifest_records_request_tools_hashes_and_timings(xs_export):
@@ -153,7 +153,7 @@ def test_encoder_block_is_calibrated_on_the_activations_l1_feeds_it(tmp_path):
         x = l1.stage1.block1_conv_encoder(l1.stage1.block0_conv_encoder(x))
     np.testing.assert_allclose(calib, x.numpy(), rtol=1e-4, atol=1e-5)
     assert "activations at the input of SwiftFormer-L1 stage1.block2_swiftformer_encoder" in (
-        result.manifest.stage("inputs").results["calibration"]["what"]
+        result.manifest.stage("inputs").results.calibration.what
     )
 
 
@@ -196,7 +196,7 @@ def test_realistic_weights_w8a16_is_more_faithful_than_w8a8(tmp_path):
     for precision in ("w8a8", "w8a16"):
         r = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, precision=precision,
                                      output_dir=tmp_path / precision, min_sqnr=0, **SMALL))
-        figures[precision] = r.manifest.stage("verify").results["quantized_vs_fp32"]["sqnr_db"]
+        figures[precision] = r.manifest.stage("verify").results.quantized_vs_fp32.sqnr_db
     assert figures["w8a16"] > figures["w8a8"] + 3, figures
 
 
@@ -210,8 +210,8 @@ def test_min_sqnr_fails_the_export_and_writes_nothing(tmp_path):
 def test_fp16_compiles_the_float_graph_with_the_htp_fp16_mode(tmp_path):
     r = run_export(ExportRequest(variant="encoder", resolution=16, precision="fp16", output_dir=tmp_path / "e", **SMALL))
     assert read_compile_record(r.directory / "compile.json").fp16 is True
-    q = r.manifest.stage("verify").results["quantized_vs_fp32"]
-    assert q["measured_on"].startswith("HTP emulator") and q["sqnr_db"] > 30
+    q = r.manifest.stage("verify").results.quantized_vs_fp32
+    assert q.measured_on.startswith("HTP emulator") and q.sqnr_db > 30
     assert "calibration.npy" not in r.manifest.stage("inputs").outputs
 
 
@@ -269,14 +269,14 @@ def test_hf_checkpoint_exports_in_softmax_form_and_the_manifest_says_so(tmp_path
     r = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, until=Until.ONNX,
                                  output_dir=tmp_path / "o", **SMALL))
     export = r.manifest.stage("export").results
-    assert export["attention"] == "softmax"
-    assert export["weights"]["format"] == "hf" and export["weights"]["implied_attention"] == "softmax"
+    assert export.attention == "softmax"
+    assert export.weights["format"] == "hf" and export.weights["implied_attention"] == "softmax"
     assert r.manifest.request["weights"].startswith("sha256:")
     assert any("softmax" in n for n in r.notes)
     # Asking for the other form is a different request, recorded as such.
     n = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, attention="normalize", until=Until.ONNX,
                                  output_dir=tmp_path / "n", **SMALL))
-    assert n.manifest.stage("export").results["attention"] == "normalize"
+    assert n.manifest.stage("export").results.attention == "normalize"
     assert n.manifest.stage("export").key != r.manifest.stage("export").key
 
 

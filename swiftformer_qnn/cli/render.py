@@ -74,9 +74,7 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
 
     compile_ = m.stage("compile")
     if compile_ is not None:
-        from ..compile_record import CompileRecord
-
-        record = CompileRecord.model_validate(compile_.results)
+        record = compile_.results  # the CompileRecord
         ctx = result.directory / record.context_onnx
         console.print(
             f"Context binary: [bold]{result.directory / record.context_binary}[/] "
@@ -89,37 +87,36 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
 
 
-def _stage_summary(name: str, r: dict, outputs: dict) -> str:
+def _stage_summary(name: str, r, outputs: dict) -> str:
     size = ", ".join(f"{k} {_fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
     if name == "export":
-        return f"opset {r['opset']}, {r['nodes']} nodes, attention {r.get('attention')}; {size}"
+        return f"opset {r.opset}, {r.nodes} nodes, attention {r.attention}; {size}"
     if name == "simplify":
-        return f"{r['nodes_before']} -> {r['nodes']} nodes; {size}"
+        return f"{r.nodes_before} -> {r.nodes} nodes; {size}"
     if name == "inputs":
-        calib = r.get("calibration")
-        held = r["heldout"]
-        skipped = len(held["skipped"]) + (len(calib["skipped"]) if calib else 0)
-        text = f"{calib['count']} calibration + " if calib else ""
-        return text + f"{held['count']} held-out ({held['what']})" + (f", {skipped} file(s) skipped" if skipped else "")
+        calib, held = r.calibration, r.heldout
+        skipped = len(held.skipped) + (len(calib.skipped) if calib else 0)
+        text = f"{calib.count} calibration + " if calib else ""
+        return text + f"{held.count} held-out ({held.what})" + (f", {skipped} file(s) skipped" if skipped else "")
     if name == "validate":
-        return f"max |diff| {r['max_abs_diff']:.2e} (tol {r['tolerance_abs']:.1e}), cosine {r['cosine_min']:.6f}"
+        return f"max |diff| {r.max_abs_diff:.2e} (tol {r.tolerance_abs:.1e}), cosine {r.cosine_min:.6f}"
     if name == "quantize":
-        if r.get("quantized") is False:
+        if not r.quantized:
             return "fp16: float graph kept, HTP runs it in fp16"
-        return f"{r['precision']}, {r['calibration_samples']} calibration inputs, {r['compute_nodes']} compute nodes; {size}"
+        return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
-        ops = f"{r['htp_op_count']} HTP ops" if r.get("htp_op_count") is not None else "HTP ops not traced"
-        return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r['soc_model']} / "
-                f"v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}")
+        ops = f"{r.htp_op_count} HTP ops" if r.htp_op_count is not None else "HTP ops not traced"
+        return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
+                f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}")
     if name == "verify":
-        q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
-        top1 = f", top-1 agreement {q['top1_agreement']:.0%}" if "top1_agreement" in q else ""
-        return (f"SQNR {_db(q)} (min {r['min_sqnr_db']:g}), cosine {q['cosine_mean']:.4f}{top1} "
-                f"on {q['samples']} held-out; HTP emulator vs CPU QDQ: cosine {e['cosine_min']:.4f}, SQNR {_db(e)}")
+        q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
+        top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""
+        return (f"SQNR {_db(q)} (min {r.min_sqnr_db:g}), cosine {q.cosine_mean:.4f}{top1} "
+                f"on {q.samples} held-out; HTP emulator vs CPU QDQ: cosine {e.cosine_min:.4f}, SQNR {_db(e)}")
     return ""
 
 
-def _db(figures: dict) -> str:
-    if figures.get("exact"):
+def _db(figures) -> str:
+    if figures.exact:
         return "exact"
-    return "undefined" if figures["sqnr_db"] is None else f"{figures['sqnr_db']:.1f} dB"
+    return "undefined" if figures.sqnr_db is None else f"{figures.sqnr_db:.1f} dB"

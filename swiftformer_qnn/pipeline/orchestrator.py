@@ -30,6 +30,14 @@ from ..artifacts import (
     tool_versions,
 )
 from ..errors import OutputDirError, UsageError, WeightsError
+from ..stage_results import (
+    ExportResults,
+    InputsResults,
+    QuantizeResults,
+    SimplifyResults,
+    ValidateResults,
+    VerifyResults,
+)
 from ..targets import Precision, Soc, get_precision, get_soc
 from ..variants import Variant, get_variant
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
@@ -254,7 +262,7 @@ def _place_outputs(rec: StageRecord, cache_dir: Path, work: Path) -> None:
 
 def _stage_notes(manifest: ExportManifest) -> list[str]:
     """Notes the stages recorded (weights format, attention form, calibration source), in order."""
-    notes = [n for s in manifest.stages for n in s.results.get("notes", [])]
+    notes = [n for s in manifest.stages for n in getattr(s.results, "notes", [])]
     return list(dict.fromkeys(notes))
 
 
@@ -362,13 +370,11 @@ class _Run:
                    "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
                    "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"]}
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> ExportResults:
             res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
                               opset=self.req.opset)
-            res["attention"] = self.attention
-            res["weights"] = dict(self.weights_info)
-            res["notes"] = list(self.notes)
-            return res
+            return ExportResults(**res, attention=self.attention, weights=dict(self.weights_info),
+                                 notes=list(self.notes))
 
         return self._cached("export", options=options, inputs={}, produce=produce, outputs=("model.onnx",))
 
@@ -379,7 +385,7 @@ class _Run:
         return self._cached(
             "simplify", options={"onnxsim": tool_versions(("onnxsim",))["onnxsim"]},
             inputs=self._inputs_of(("export", "model.onnx")),
-            produce=lambda d: simplify_onnx(src, d / "model.sim.onnx"), outputs=("model.sim.onnx",),
+            produce=lambda d: SimplifyResults(**simplify_onnx(src, d / "model.sim.onnx")), outputs=("model.sim.onnx",),
         )
 
     def _stage_inputs(self):
@@ -393,7 +399,7 @@ class _Run:
             host = encoder_host(r.variant.encoder_dim)
             options["host"] = {"module": host.describe(), "weights": r.weights_id, "attention": self.req.attention}
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> InputsResults:
             kw = {}
             if r.variant.is_encoder_block:
                 host, model = self.host_model()
@@ -403,7 +409,7 @@ class _Run:
                 res["calibration"] = make_inputs(r.variant, r.resolution, r.calibration, d / "calibration.npy", **kw)
             if r.variant.is_encoder_block:
                 res["notes"] = [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
-            return res
+            return InputsResults.model_validate(res)
 
         return self._cached("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
 
@@ -415,11 +421,11 @@ class _Run:
         sim = self._path("simplify", "model.sim.onnx")
         heldout_path = self._path("inputs", "heldout.npy")
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> ValidateResults:
             heldout = np.load(heldout_path)
             figures, fp32 = validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
             np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
-            return figures
+            return ValidateResults.model_validate(figures)
 
         return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
@@ -436,10 +442,11 @@ class _Run:
         precision = self.r.precision
         if precision.is_quantized:
             calib = self._path("inputs", "calibration.npy")
-            produce = lambda d: quantize_qdq(sim, np.load(calib), d / "model.qdq.onnx", precision)  # noqa: E731
+            produce = lambda d: QuantizeResults(  # noqa: E731
+                **quantize_qdq(sim, np.load(calib), d / "model.qdq.onnx", precision))
             inputs = self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "calibration.npy"))
         else:
-            produce = lambda d: passthrough_float(sim, d / "model.qdq.onnx")  # noqa: E731
+            produce = lambda d: QuantizeResults(**passthrough_float(sim, d / "model.qdq.onnx"))  # noqa: E731
             inputs = self._inputs_of(("simplify", "model.sim.onnx"))
         options = {"precision": precision.value, "per_channel": True,
                    "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
@@ -481,12 +488,13 @@ class _Run:
         ctx_dir = self.dirs["compile"]
         heldout_path = self._path("inputs", "heldout.npy")
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> VerifyResults:
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
             # The EP-context ONNX names its .bin relatively: run it where both files sit.
-            return verify_fidelity(np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
-                                   classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr)
+            return VerifyResults.model_validate(verify_fidelity(
+                np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
+                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -558,18 +566,19 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
     import numpy as np
     import onnx
 
-    from ..compile_record import CompiledModel
+    from ..compile_record import CompileRecord
     from ..cross_version import compile_versions_into
     from ..qnn import HtpTarget
 
-    req = result.manifest.request
+    compiled = result.manifest.results("compile", CompileRecord)
+    if compiled is None:
+        raise UsageError(f"{result.directory} holds no compile to compare other QNN versions with.")
     model = result.artifact("quantize", "model.qdq.onnx")
     inputs = None
     sample = result.directory / "sample_input.npy"
     if sample.is_file():
         name = onnx.load(str(model), load_external_data=False).graph.input[0].name
         inputs = {name: np.load(sample)}
-    target = HtpTarget(req["soc_model"], req["htp_arch"], fp16=req["precision"] == Precision.FP16.value)
-    subject = CompiledModel(variant=req["variant"], precision=req["precision"], input_shape=req["input_shape"])
+    target = HtpTarget(compiled.soc_model, compiled.htp_arch, fp16=compiled.fp16)
     return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True, use_cache=use_cache,
-                                 target=target, inputs=inputs, subject=subject, progress=progress)
+                                 target=target, inputs=inputs, subject=compiled.model, progress=progress)

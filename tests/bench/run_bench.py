@@ -44,8 +44,9 @@ def export_cmd(*args: str) -> list[str]:
 
 
 def stage_times(out_dir: Path) -> dict:
-    manifest = json.loads((out_dir / "manifest.json").read_text())
-    return {s["name"]: s["wall_s"] for s in manifest["stages"]}
+    from swiftformer_qnn.artifacts import read_manifest
+
+    return {s.name: s.wall_s for s in read_manifest(out_dir).stages}
 
 
 def main() -> None:
@@ -87,7 +88,9 @@ def main() -> None:
 def fidelity(work: Path, env: dict) -> dict:
     import torch
 
+    from swiftformer_qnn.artifacts import read_manifest
     from swiftformer_qnn.compile_record import read_compile_record
+    from swiftformer_qnn.stage_results import VerifyResults
     from swiftformer_qnn.model import build_model, realistic_init
     from swiftformer_qnn.variants import get_variant
 
@@ -98,14 +101,14 @@ def fidelity(work: Path, env: dict) -> dict:
         out = work / f"l1-{precision}"
         run = measure(export_cmd("--variant", "l1", "--weights", str(ckpt), "--precision", precision,
                                  "--min-sqnr", "0", "--output-dir", str(out)), env)
-        m = json.loads((out / "manifest.json").read_text())
-        st = {s["name"]: s["results"] for s in m["stages"]}
+        m = read_manifest(out)
+        verify = m.results("verify", VerifyResults)
         compiled = read_compile_record(out / "compile.json")
-        q = st["verify"]["quantized_vs_fp32"]
+        q = verify.quantized_vs_fp32
         figures[precision] = {
-            "sqnr_db": q["sqnr_db"], "cosine_mean": q["cosine_mean"], "top1_agreement": q["top1_agreement"],
-            "heldout_images": q["samples"],
-            "emulator_vs_cpu_qdq_cosine": st["verify"]["emulator_vs_quantized_cpu"]["cosine_min"],
+            "sqnr_db": q.sqnr_db, "cosine_mean": q.cosine_mean, "top1_agreement": q.top1_agreement,
+            "heldout_images": q.samples,
+            "emulator_vs_cpu_qdq_cosine": verify.emulator_vs_quantized_cpu.cosine_min,
             "context_binary_mb": round(compiled.context_binary_bytes / 2**20, 2),
             "cpu_fallback_disabled": compiled.cpu_fallback_disabled,
             "htp_ops": compiled.htp_op_count,  # from QNN's op trace, written at compile
