@@ -3,7 +3,6 @@ workers beside a real compile, and (slow) real compiles with every QNN toolchain
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 
 from swiftformer_qnn.artifacts import StageCache, sha256_file
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.cli.versions_table import render_markdown, table_rows
 from swiftformer_qnn.compile_record import (
     COMPILE_FAILURE,
     COMPILE_RECORD,
@@ -32,8 +32,6 @@ from swiftformer_qnn.cross_version import (
     diff_op_types,
     fidelity,
     read_report,
-    render_markdown,
-    table_rows,
 )
 from swiftformer_qnn.errors import ToolchainError, UsageError
 from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain_spec, install_toolchain

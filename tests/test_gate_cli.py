@@ -12,7 +12,7 @@ from gate_sim import synthetic_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.compile_record import CompileRecord, CompiledModel, write_compile_record
+from swiftformer_qnn.compile_record import CompiledModel, CompileRecord, write_compile_record
 from swiftformer_qnn.gate import GateVerdict
 from swiftformer_qnn.profiling.schema import Profile
 

@@ -126,7 +126,7 @@ def render_cross_version(report, directory: Path | None = None) -> None:
     """The cross-version comparison table (used by `toolchains compare`, `export --qnn`, `compile --qnn`)."""
     from rich.table import Table
 
-    from ..cross_version import TABLE_COLUMNS, table_rows
+    from .versions_table import TABLE_COLUMNS, table_rows
 
     title = f"{report.model}: one compile per QNN version" + (f" ({directory})" if directory else "")
     table = Table(title=title, caption=report.note, caption_justify="left")
@@ -163,11 +163,12 @@ def compare_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if a result is cached.")] = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..cross_version import compile_versions_into, render_markdown
+    from ..cross_version import compile_versions_into
     from ..errors import UsageError
     from ..qnn import HtpTarget
     from ..targets import get_soc
     from ..toolchains import parse_qnn_versions
+    from .versions_table import render_markdown
 
     if not model.is_file():
         raise UsageError(f"No model at {model}.")

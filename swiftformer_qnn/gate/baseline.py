@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
 from ..artifacts import sha256_file, staged_output_dir
+from ..compile_record import COMPILE_RECORD
 from ..errors import ProfileError
 from ..profiling.schema import Profile
 from .profile_gate import check_side, load_side
-from ..compile_record import COMPILE_RECORD
 from .structure import FoundCompile, only_compile, pick_variant, read_compile_side
 
 BASELINES_DIR = Path("profiles/baselines")

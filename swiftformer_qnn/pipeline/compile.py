@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compile_record import COMPILE_RECORD, CONTEXT_BINARY, CONTEXT_ONNX, OP_TRACE, CompiledModel, CompileRecord
+from ..compile_record import (
+    COMPILE_RECORD,
+    CONTEXT_BINARY,
+    CONTEXT_ONNX,
+    OP_TRACE,
+    CompiledModel,
+    CompileRecord,
+)
 from ..qnn import HtpTarget, compile_model
 
 # What the compile stage keeps: the EP-context wrapper, the QNN context binary, QNN's

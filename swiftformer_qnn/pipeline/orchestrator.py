@@ -21,11 +21,11 @@ from ..artifacts import (
     ExportManifest,
     StageCache,
     StageRecord,
+    code_version,
     place,
     read_manifest,
     sha256_file,
     sha256_json,
-    code_version,
     staged_output_dir,
     tool_versions,
 )

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import ProfileError, ToolchainError, UsageError
 from ..compile_record import OP_TRACE as OP_TRACE_JSON
+from ..errors import ProfileError, ToolchainError, UsageError
 from ..qnn import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
 from ..targets import SOCS
 from ..variants import Variant

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import ExportManifest, read_manifest
-from ..stage_results import ExportResults
 from ..errors import HubError, OutputDirError, UsageError
+from ..stage_results import ExportResults
 from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
 from ..toolchains import parse_version, same_release, split_versions
 from ..variants import Variant, get_variant

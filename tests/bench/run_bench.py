@@ -90,8 +90,8 @@ def fidelity(work: Path, env: dict) -> dict:
 
     from swiftformer_qnn.artifacts import read_manifest
     from swiftformer_qnn.compile_record import read_compile_record
-    from swiftformer_qnn.stage_results import VerifyResults
     from swiftformer_qnn.model import build_model, realistic_init
+    from swiftformer_qnn.stage_results import VerifyResults
     from swiftformer_qnn.variants import get_variant
 
     ckpt = work / "l1_realistic.pth"
