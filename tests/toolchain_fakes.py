@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from swiftformer_qnn.toolchains import (
+    CACHE_DIR,
     COMMON_REQUIREMENTS,
     ENV_DIR,
     MARKER_NAME,
@@ -78,8 +79,9 @@ def make_fake_toolchain(
 
 
 def leftovers(root: Path) -> list[str]:
-    """Everything under `root` (names only), to show an install left nothing behind."""
-    return sorted(os.listdir(root)) if root.exists() else []
+    """Everything under `root` (names only) but the installers' download cache, which is kept
+    like pip's and uv's own: to show an install left nothing behind."""
+    return sorted(n for n in os.listdir(root) if n != CACHE_DIR) if root.exists() else []
 
 
 def user_toolchains_root() -> Path:

@@ -17,6 +17,7 @@ from .installer import (
     Installer,
     ProgressCallback,
     ProgressEvent,
+    ensure_toolchains,
     find_uv,
     install_toolchain,
     install_toolchains,
@@ -40,6 +41,7 @@ from .registry import (
     version_key,
 )
 from .state import (
+    CACHE_DIR,
     ENV_DIR,
     MARKER_KIND,
     MARKER_NAME,
@@ -60,6 +62,7 @@ from .state import (
 from .worker import package_shim, probe_problems, probe_python, worker_command, worker_env
 
 __all__ = [
+    "CACHE_DIR",
     "COMMON_REQUIREMENTS",
     "ENV_DIR",
     "KNOWN_REFUSALS",
@@ -75,6 +78,7 @@ __all__ = [
     "ToolchainMarker",
     "ToolchainState",
     "ToolchainStatus",
+    "ensure_toolchains",
     "env_python",
     "find_uv",
     "get_toolchain_spec",

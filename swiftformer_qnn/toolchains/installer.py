@@ -20,6 +20,7 @@ from .._atomic import write_text_atomic
 from ..errors import ToolchainError, UsageError
 from .registry import QnnToolchainSpec, _installed, main_environment_spec
 from .state import (
+    CACHE_DIR,
     ENV_DIR,
     MARKER_NAME,
     TOOLCHAINS_ENV,
@@ -28,6 +29,7 @@ from .state import (
     ToolchainStatus,
     env_python,
     inspect_toolchain,
+    resolve_toolchains,
     toolchain_dir,
     toolchains_root,
 )
@@ -162,6 +164,9 @@ class Installer:
     kind: str  # "uv" or "pip"
     uv: str | None = None
     index: IndexConfig = field(default_factory=IndexConfig)
+    # The download cache: under the toolchains' root (so SWIFTFORMER_QNN_TOOLCHAINS or
+    # SWIFTFORMER_QNN_CACHE move it too), not the installer's own ~/.cache/uv or ~/.cache/pip.
+    cache_dir: Path | None = None
 
     @classmethod
     def choose(cls, kind: str = "auto", index: IndexConfig | None = None) -> Installer:
@@ -219,6 +224,8 @@ class Installer:
     def _run(self, cmd: list[str], *, timeout_s: float) -> subprocess.CompletedProcess:
         env = {**os.environ, **(self.index.uv_env() if self.kind == "uv" else {})}
         env.pop("VIRTUAL_ENV", None)  # uv would otherwise prefer an activated environment
+        if self.cache_dir is not None:
+            env["UV_CACHE_DIR" if self.kind == "uv" else "PIP_CACHE_DIR"] = str(self.cache_dir / self.kind)
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:
@@ -349,6 +356,9 @@ def install_toolchain(
     try:
         if isinstance(installer, str):
             installer = Installer.choose(installer)
+        if installer.cache_dir is None:
+            installer.cache_dir = root / CACHE_DIR
+        cached_before = _tree_bytes(installer.cache_dir)
         env_dir = work / ENV_DIR
         progress(
             ProgressEvent(
@@ -388,7 +398,12 @@ def install_toolchain(
         shutil.rmtree(work, ignore_errors=True)
         raise
     result = inspect_toolchain(spec, root)
-    progress(ProgressEvent(subject, "ready", str(final), time.perf_counter() - started))
+    downloaded = max(0, _tree_bytes(installer.cache_dir) - cached_before)
+    progress(
+        ProgressEvent(
+            subject, "ready", f"{final} ({downloaded / 1e6:.0f} MB downloaded)", time.perf_counter() - started
+        )
+    )
     return result
 
 
@@ -453,3 +468,53 @@ def remove_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Path |
     except OSError as exc:
         raise ToolchainError(f"Could not remove {d}: {exc.strerror or exc}.") from None
     return d
+
+
+def _tree_bytes(root: Path | None) -> int:
+    """Bytes of the files below `root` (0 if it does not exist): the installer cache's growth is
+    what an install downloaded."""
+    if root is None or not root.exists():
+        return 0
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def ensure_toolchains(
+    specs: Sequence[QnnToolchainSpec],
+    *,
+    install: bool = True,
+    root: Path | None = None,
+    installer: Installer | str = "auto",
+    progress: ProgressCallback = _no_progress,
+) -> list[ToolchainStatus]:
+    """The usable toolchains for `specs`, installing the missing (and broken) ones first, the
+    way nox or pre-commit make their environments on first use; with `install=False`, a
+    ToolchainError naming what is missing instead. A failed install keeps nothing."""
+    statuses = [inspect_toolchain(s, root) for s in specs]
+    todo = [s.spec for s in statuses if not s.usable]
+    if not todo:
+        return statuses
+    if not install:
+        return resolve_toolchains(specs, root)  # raises, naming every missing or broken one
+    progress(
+        ProgressEvent(
+            "QNN toolchains",
+            "install",
+            f"first use of {', '.join(s.qnn_version for s in todo)}: one environment each (--no-install to refuse)",
+        )
+    )
+    if isinstance(installer, str):
+        installer = Installer.choose(installer)  # once: it reads pip's configuration
+    def one_line(event: ProgressEvent) -> None:  # each toolchain's final line, with what it downloaded
+        if event.step == "ready":
+            progress(event)
+
+    for spec in todo:
+        install_toolchain(spec, root=root, installer=installer, progress=one_line)
+    return resolve_toolchains(specs, root)

@@ -21,6 +21,7 @@ TOOLCHAINS_ENV = "SWIFTFORMER_QNN_TOOLCHAINS"
 MARKER_NAME = "toolchain.json"
 MARKER_KIND = "swiftformer-qnn.toolchain"
 ENV_DIR = "env"  # the virtual environment inside a toolchain directory
+CACHE_DIR = ".cache"  # under the root: the installers' download caches (uv/, pip/)
 
 
 def toolchains_root() -> Path:
