@@ -53,12 +53,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--naive", type=Path, default=REPO.parent / "shared" / "bench" / "naive_pipeline.py")
+    ap.add_argument("--only", choices=("qnn_sweep",), help="Run one measurement alone.")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sfq-bench-"))
     env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(work / "cache")}
     results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                  "platform": platform.platform()}, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
+        if args.only == "qnn_sweep":
+            results["qnn_sweep_l1"] = qnn_sweep(work, env)
+            return _write(args.out, results)
         # Issue: export --until onnx vs a straight-line torch.onnx.export + onnxsim script.
         straight = measure([sys.executable, str(HERE / "straight_export_onnx.py"), str(work / "straight")])
         onnx_only = measure(export_cmd("--variant", "l1", "--until", "onnx", "--output-dir", str(work / "l1-onnx")), env)
@@ -78,11 +82,38 @@ def main() -> None:
 
         # Quantization fidelity and compiled structure for L1 with random-but-realistic weights.
         results["l1_realistic_weights"] = fidelity(work, env)
+
+        # Issue 14: compiling L1 with all five QNN versions vs one version (goal: at most 2x).
+        results["qnn_sweep_l1"] = qnn_sweep(work, env, qdq=work / "l1" / "model.qdq.onnx")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write(args.out, results)
+
+
+def _write(out: Path, results: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def qnn_sweep(work: Path, env: dict, qdq: Path | None = None) -> dict:
+    """`compile L1.qdq.onnx --qnn all` (five QNN versions, one worker each, emulated) against
+    `--qnn 2.51` (one), each in its own process with a fresh stage cache. The toolchains must be
+    installed (`swiftformer-qnn toolchains install all`): installing is not what is timed."""
+    if qdq is None:
+        measure(export_cmd("--variant", "l1", "--until", "quantize", "--output-dir", str(work / "l1-q")), env)
+        qdq = work / "l1-q" / "model.qdq.onnx"
+    from swiftformer_qnn.toolchains import TOOLCHAINS_ENV, toolchains_root
+
+    env = {**env, TOOLCHAINS_ENV: str(toolchains_root())}  # the installed ones, whatever cache each run has
+    runs = {}
+    for label, versions in (("one_version", "2.51"), ("five_versions", "all")):
+        cache = work / f"cache-{label}"
+        cmd = [sys.executable, "-m", "swiftformer_qnn.cli", "compile", str(qdq), "--qnn", versions, "--no-install",
+               "--output-dir", str(work / f"sweep-{label}")]
+        runs[label] = measure(cmd, {**env, "SWIFTFORMER_QNN_CACHE": str(cache)})
+    return {**runs, "ratio": round(runs["five_versions"]["wall_s"] / runs["one_version"]["wall_s"], 3),
+            "target_ratio": 2.0, "cpus": len(os.sched_getaffinity(0))}
 
 
 def fidelity(work: Path, env: dict) -> dict:
