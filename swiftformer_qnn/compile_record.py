@@ -3,7 +3,8 @@
 The export's compile stage, the `compile` command and every toolchain worker compile through
 `qnn.compile_model`, which writes this record next to the context binary; the gate, the
 report, the profiler and the cross-version comparison read it back through this model.
-Imports only pydantic and the standard library: toolchain environments import it too.
+Imports only pydantic, the standard library and `graph_cost` (pure): toolchain environments
+import it too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ProfileError
+from .graph_cost import GraphCost
 
 COMPILE_RECORD = "compile.json"
 COMPILE_FAILURE = "compile_failed.json"  # a version of a cross-version comparison that did not compile
@@ -68,6 +70,7 @@ class CompileRecord(_Model):
     op_trace: str | None = None
     htp_op_count: int | None = Field(default=None, ge=0)
     htp_op_types: dict[str, int] | None = None  # QNN op type -> count
+    graph_cost: GraphCost | None = None  # layout ops, float islands (graph_cost.py, from the same trace)
 
     @property
     def placement(self) -> str:

@@ -26,6 +26,7 @@ from .compile_record import (
     CompileRecord,
 )
 from .errors import HtpUnsupportedError, ToolchainError
+from .graph_cost import graph_cost
 
 EP_NAME = "QNNExecutionProvider"
 PROFILE_CSV = "qnn_profile.csv"  # where a run on the HTP emulator writes QNN's detailed profile
@@ -267,7 +268,7 @@ def compile_model(
             compile_s=round(compile_s, 3),
             context_binary_bytes=binary.stat().st_size,
             context_binary_sha256=_sha256(binary),
-            **(htp_ops_from_trace(trace) if trace.is_file() else {}),
+            **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
         )
         write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
     except BaseException:
@@ -293,12 +294,11 @@ def _soc_name(soc_model: int) -> str | None:
     return next((s.name for s in SOCS.values() if s.soc_model == soc_model), None)
 
 
-def htp_ops_from_trace(trace_path: Path) -> dict:
-    """What QNN built, from its op trace: the file name, the number of HTP ops and their QNN op types."""
+def _traced(trace_path: Path, binary_bytes: int) -> dict:
+    """The record's figures from QNN's op trace: HTP ops by type and the graph's cost."""
     import json
-    from collections import Counter
 
-    data = json.loads(Path(trace_path).read_text())
-    ops = [m for g in data.get("subgraph_traces", []) for m in g.get("op_mappings", [])]
-    types = Counter(m.get("dst_qnn_op_type", "?") for m in ops)
-    return {"op_trace": Path(trace_path).name, "htp_op_count": len(ops), "htp_op_types": dict(sorted(types.items()))}
+    cost = graph_cost(json.loads(Path(trace_path).read_text()), binary_bytes)
+    return {"op_trace": Path(trace_path).name, "htp_op_count": cost.htp_op_count, "htp_op_types": cost.op_types,
+            "graph_cost": cost}
+

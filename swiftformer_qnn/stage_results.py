@@ -41,6 +41,7 @@ class ExportResults(_Model):
     input: str
     output: str
     attention: str  # the effective attention form
+    graph: str = "htp"  # "htp": the HTP-ready form; "faithful": the literal upstream graph
     weights: dict[str, Any]  # source, and for a checkpoint its format, sha256 and attention forms
     notes: list[str] = Field(default_factory=list)
 

@@ -84,13 +84,15 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             f"{result.directory}` profiles this export's QDQ model on a phone through Qualcomm AI Hub "
             "(AI Hub compiles it again for the QAIRT version it runs)."
         )
+        if record.graph_cost is not None:
+            console.print(render_graph_cost(record.graph_cost), highlight=False)
     console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
 
 
 def _stage_summary(name: str, r, outputs: dict) -> str:
     size = ", ".join(f"{k} {_fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
     if name == "export":
-        return f"opset {r.opset}, {r.nodes} nodes, attention {r.attention}; {size}"
+        return f"opset {r.opset}, {r.nodes} nodes, attention {r.attention}, {r.graph} graph; {size}"
     if name == "simplify":
         return f"{r.nodes_before} -> {r.nodes} nodes; {size}"
     if name == "inputs":
@@ -105,7 +107,9 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
-        ops = f"{r.htp_op_count} HTP ops" if r.htp_op_count is not None else "HTP ops not traced"
+        cost = r.graph_cost
+        ops = (f"{cost.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
+               if cost else "HTP ops not traced")
         return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
                 f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}")
     if name == "verify":
@@ -114,6 +118,13 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
         return (f"SQNR {_db(q)} (min {r.min_sqnr_db:g}), cosine {q.cosine_mean:.4f}{top1} "
                 f"on {q.samples} held-out; HTP emulator vs CPU QDQ: cosine {e.cosine_min:.4f}, SQNR {_db(e)}")
     return ""
+
+
+def render_graph_cost(cost) -> str:
+    """One line: the compiled graph's HTP ops by type, layout ops and float islands."""
+    types = ", ".join(f"{k} {v}" for k, v in sorted(cost.op_types.items(), key=lambda kv: (-kv[1], kv[0])))
+    return (f"HTP graph: {cost.htp_op_count} ops ({types}); layout ops (Reshape/Transpose) "
+            f"{cost.layout_ops}; float islands (Dequantize..Quantize inside the graph) {cost.float_islands}.")
 
 
 def _db(figures) -> str:

@@ -94,6 +94,7 @@ class ExportRequest:
     heldout_count: int = 16
     min_sqnr: float | None = None
     opset: int = 20
+    graph: str = "htp"  # "htp": HTP-ready form (default); "faithful": the literal upstream graph
     until: Until = Until.VERIFY
     output_dir: Path | None = None
     force: bool = False
@@ -149,6 +150,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
     if not MIN_OPSET <= req.opset <= MAX_OPSET:
         raise UsageError(f"--opset {req.opset} is outside {MIN_OPSET}..{MAX_OPSET}.",
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
+    if req.graph not in ("htp", "faithful"):
+        raise UsageError(f"Unknown graph form {req.graph!r}.",
+                         hint="Use htp (HTP-ready, default) or faithful (the literal upstream graph).")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
@@ -179,6 +183,8 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
         parts.insert(1, f"d{r.variant.encoder_dim}x{r.resolution}")
     elif r.resolution != 224:
         parts.insert(1, f"r{r.resolution}")
+    if req.graph != "htp":
+        parts.append(req.graph)
     if req.until is not Until.VERIFY:
         parts.append(f"until-{Until(req.until).value}")
     return Path("build") / "-".join(parts)
@@ -200,6 +206,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         "weights_path": str(req.weights) if req.weights else None,
         "attention_requested": req.attention,
         "opset": req.opset,
+        "graph": req.graph,
         "until": Until(req.until).value,
         "calibration": _image_set_id(r.calibration),
         "heldout": _image_set_id(r.heldout),
@@ -368,13 +375,19 @@ class _Run:
         shape = r.variant.input_shape(r.resolution)
         options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
                    "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
-                   "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"]}
+                   "graph": self.req.graph, "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"]}
 
         def produce(d: Path) -> ExportResults:
-            res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
+            model = self.model()
+            if self.req.graph == "htp":
+                from ..htp_model import to_htp_form
+
+                # Built from the loaded upstream-form model: one weights loader, the same weights.
+                model = to_htp_form(model)
+            res = export_onnx(model, shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
                               opset=self.req.opset)
-            return ExportResults(**res, attention=self.attention, weights=dict(self.weights_info),
-                                 notes=list(self.notes))
+            return ExportResults(**res, attention=self.attention, graph=self.req.graph,
+                                 weights=dict(self.weights_info), notes=list(self.notes))
 
         return self._cached("export", options=options, inputs={}, produce=produce, outputs=("model.onnx",))
 
