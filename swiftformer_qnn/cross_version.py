@@ -74,7 +74,8 @@ WORKER_LOG = "worker.log"
 WORKER_RESULT = "worker_result.json"
 NOT_LATENCY = (
     "Structural comparison only: compile times are the host compiler's wall time (under "
-    "parallel load), HTP ops come from the x86 HTP emulator's profile; nothing here is device latency."
+    "parallel load), HTP ops from QNN's op trace, numerics from the x86 HTP emulator; nothing here is "
+    "device latency."
 )
 
 
