@@ -234,6 +234,8 @@ class StageCache:
         try:
             started = time.perf_counter()
             results = produce(work)
+            if name not in STAGE_RESULTS:  # a new stage: give it a result model first
+                raise TypeError(f"stage {name} has no result model in stage_results.STAGE_RESULTS")
             if not isinstance(results, STAGE_RESULTS[name]):
                 raise TypeError(f"stage {name} returned {type(results).__name__}, not {STAGE_RESULTS[name].__name__}")
             wall = time.perf_counter() - started
