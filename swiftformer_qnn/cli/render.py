@@ -76,13 +76,21 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     if compile_ is not None:
         record = compile_.results  # the CompileRecord
         ctx = result.directory / record.context_onnx
+        if "variant" in req:
+            next_step = (
+                f"`swiftformer-qnn profile --from {result.directory}` profiles this export's QDQ model on a "
+                "phone through Qualcomm AI Hub (AI Hub compiles it again for the QAIRT version it runs)."
+            )
+        else:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
+            next_step = (
+                "Per-block profiles need an export: `swiftformer-qnn export --variant VARIANT --output-dir DIR`, "
+                "then `swiftformer-qnn profile --from DIR`."
+            )
         console.print(
             f"Context binary: [bold]{result.directory / record.context_binary}[/] "
             f"(QNN {record.qnn_version}, {record.ep_sdk_version}), "
             f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
-            "or the .bin with QNN's qnn-net-run --retrieve_context. `swiftformer-qnn profile --from "
-            f"{result.directory}` profiles this export's QDQ model on a phone through Qualcomm AI Hub "
-            "(AI Hub compiles it again for the QAIRT version it runs)."
+            f"or the .bin with QNN's qnn-net-run --retrieve_context. {next_step}"
         )
         if record.graph_cost is not None:
             console.print(render_graph_cost(record.graph_cost), highlight=False)
