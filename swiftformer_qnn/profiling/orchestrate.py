@@ -308,13 +308,15 @@ def run_profile(
         config = check_hub_config()
     else:
         _check_emulator_qnn(qnn)
+    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
+    if out_dir.exists() and not out_dir.is_dir():  # before any export or (paid) job, not at the first write
+        raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
 
     if req.from_dirs:
         sources = _distinct([read_export(d) for d in req.from_dirs], emit)
     else:
         soc = device.soc or SOCS[DEFAULT_SOC]
         sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
-    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
 
     if device.backend is Backend.EMULATOR:
         result = _profile_on_emulator(sources, device, out_dir, emit)
