@@ -320,12 +320,14 @@ def test_outputs_are_files_of_their_own_and_reuse_verifies_every_hash(tmp_path):
 
 def test_stale_temporary_directories_in_the_cache_are_cleaned(tmp_path):
     cache = StageCache(root=tmp_path)
-    stale = cache.root / "export" / f".abc.tmp-{_dead_pid()}-x"
+    from swiftformer_qnn.stage_results import SimplifyResults
+
+    stale = cache.root / "simplify" / f".abc.tmp-{_dead_pid()}-x"
     stale.mkdir(parents=True)
-    cache.run("export", options={"n": 1}, inputs={}, produce=lambda d: (d / "o").write_text("o") and {},
-              outputs=("o",))
+    cache.run("simplify", options={"n": 1}, inputs={}, outputs=("o",),
+              produce=lambda d: (d / "o").write_text("o") and SimplifyResults(nodes_before=1, nodes=1, op_types={}))
     assert not stale.exists()
-    assert [p.name for p in (cache.root / "export").iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in (cache.root / "simplify").iterdir() if p.name.startswith(".")] == []
 
 
 # --------------------------------------------------------------------------- images
