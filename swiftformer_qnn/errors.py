@@ -66,3 +66,13 @@ class ProfileError(SwiftFormerQnnError):
 
 class HubError(SwiftFormerQnnError):
     """Qualcomm AI Hub could not be used (no token, network, a failed job)."""
+
+
+class PhoneError(SwiftFormerQnnError):
+    """A phone over adb, or the QNN SDK to run on it, that cannot be used as asked."""
+
+
+class PhoneRunError(SwiftFormerQnnError):
+    """qnn-net-run failed on the phone (the message carries the phone's last lines)."""
+
+    exit_code = 1

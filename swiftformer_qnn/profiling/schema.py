@@ -72,6 +72,8 @@ class LatencyBasis(str, Enum):
     # (one real profile: 281 us for runs [1995, 350, 321, 281, ...]).
     AIHUB_ESTIMATE = "aihub-estimate"
     PUBLISHED = "published"  # one published figure whose statistic was not stated
+    # qnn-profile-viewer's text summary: its Execute Stats (Average); it does not say how many runs.
+    VIEWER_AVERAGE = "qnn-profile-viewer-average"
 
 
 class ComputeUnit(str, Enum):
@@ -170,6 +172,8 @@ class LatencySummary(_Strict):
             return "AI Hub estimate (min of its runs)"
         if self.basis is LatencyBasis.PUBLISHED:
             return "published figure (statistic not stated)"
+        if self.basis is LatencyBasis.VIEWER_AVERAGE:
+            return "average of the runs (qnn-profile-viewer summary; run count not stated)"
         return f"{statistic} of {self.run_count} run{'s' if self.run_count != 1 else ''}"
 
 
