@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import OutputDirError
-from .output_dir import place, recover_leftovers, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
+from .output_dir import place, recover_leftovers, signals_held, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
@@ -145,6 +146,23 @@ def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
         return [why for why in pool.map(check, records.values()) if why]
 
 
+# Temp dirs of versions that did not put their PID in the name (`.<key>.<mkdtemp suffix>`): nobody
+# can tell whether their maker still runs, so only those untouched for a day are removed.
+_LEGACY_TEMP = re.compile(r"^\.[0-9a-f]{32}\.[A-Za-z0-9_]{8}$")
+_LEGACY_TEMP_AGE_S = 24 * 3600
+
+
+def _remove_legacy_temp_dirs(stage_dir: Path) -> None:
+    now = time.time()
+    for entry in os.scandir(stage_dir):
+        try:
+            if (_LEGACY_TEMP.match(entry.name) and entry.is_dir(follow_symlinks=False)
+                    and now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TEMP_AGE_S):
+                shutil.rmtree(entry.path)
+        except OSError:
+            continue
+
+
 class StageCache:
     """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
 
@@ -164,6 +182,7 @@ class StageCache:
             return
         for d in stage_dirs:
             recover_leftovers(d)
+            _remove_legacy_temp_dirs(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
@@ -210,8 +229,10 @@ class StageCache:
             return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
         final = self._dir(name, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        work = temp_dir(final.parent, final.name, "tmp")
+        work: Path | None = None
         try:
+            with signals_held():
+                work = temp_dir(final.parent, final.name, "tmp")
             started = time.perf_counter()
             results = produce(work)
             wall = time.perf_counter() - started
@@ -236,5 +257,6 @@ class StageCache:
             work.rename(final)
             return rec, final
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
             raise

@@ -685,3 +685,16 @@ def test_an_unexpected_error_echoing_a_token_is_scrubbed_on_screen_and_in_the_fi
     assert "0123456789abcdef" not in line and "[redacted]" in line
     (log,) = (tmp_path / "cache" / "logs").iterdir()
     assert "0123456789abcdef" not in log.read_text() and "RuntimeError" in log.read_text()
+
+
+def test_temp_dirs_of_older_versions_are_removed_once_a_day_old(tmp_path):
+    cache = StageCache(root=tmp_path)
+    d = cache.root / "export"
+    old, fresh = d / f".{'a' * 32}.k2j_x9q1", d / f".{'b' * 32}.p0o9i8u7"
+    for t in (old, fresh):
+        t.mkdir(parents=True)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    cache.run("export", options={"n": 2}, inputs={}, produce=lambda w: (w / "o").write_text("o") and {},
+              outputs=("o",))
+    assert not old.exists() and fresh.exists()  # a run of an older version may still be writing the fresh one

@@ -68,7 +68,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     for s in m.stages:
         took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
         rows.append([STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs)])
-    columns = [Col("stage", "key"), Col("time (s)", "number"), Col("result", "text", min_width=30)]
+    # The stage title may wrap: a split table would set the results apart from their stages.
+    columns = [Col("stage", "text", min_width=16), Col("time (s)", "number"), Col("result", "text", min_width=30)]
     console.print(FitTable(columns, rows, title=f"{what} for {req['soc']} -> {result.directory}"))
 
     compile_ = m.stage("compile")

@@ -73,6 +73,11 @@ def main() -> None:
         results["export_l1_w8a8"] = {"naive_pipeline": naive, "cold": cold, "warm_rerun": warm,
                                      "ratio_cold_vs_naive": round(cold["wall_s"] / naive["wall_s"], 3),
                                      "targets": {"ratio": 1.2, "warm_s": 3.0, "peak_rss_mb": 2048}}
+        # Issue 12: the warm rerun verifies every file's SHA-256 against the manifest (target <= 0.5 s
+        # for L1), measured in-process so interpreter start-up (the --help yardstick) is apart.
+        results["export_l1_w8a8"]["warm_rerun_verified"] = warm_rerun_verified(work / "l1", env)
+        results["export_l1_w8a8"]["cli_startup_yardstick"] = measure(
+            [sys.executable, "-m", "swiftformer_qnn.cli", "--help"], env)
 
         # Quantization fidelity and compiled structure for L1 with random-but-realistic weights.
         results["l1_realistic_weights"] = fidelity(work, env)
@@ -81,6 +86,25 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+_WARM = """
+import json, sys, time
+from pathlib import Path
+from swiftformer_qnn.artifacts import damaged_outputs, read_manifest
+from swiftformer_qnn.pipeline import ExportRequest, run_export
+out = Path(sys.argv[1])
+t0 = time.perf_counter(); r = run_export(ExportRequest(variant="l1", output_dir=out)); t1 = time.perf_counter()
+m = read_manifest(out); t2 = time.perf_counter(); bad = damaged_outputs(out, m); t3 = time.perf_counter()
+files = {o.path: o.bytes for s in m.stages for o in s.outputs.values()}
+print(json.dumps({"reused": r.reused, "run_export_s": round(t1 - t0, 3), "hash_verification_s": round(t3 - t2, 3),
+                  "files": len(files), "mb_hashed": round(sum(files.values()) / 1e6, 1), "damaged": bad}))
+"""
+
+
+def warm_rerun_verified(out: Path, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _WARM, str(out)], env=env, capture_output=True, text=True, check=True)
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "target_s": 0.5}
 
 
 def fidelity(work: Path, env: dict) -> dict:
