@@ -139,7 +139,8 @@ class PhoneSession:
                 raise PhoneError(
                     f"{s.directory} was compiled for HTP v{results.htp_arch}, phone {phone.adb.serial} is a "
                     f"{phone.soc.marketing_name} ({phone.soc.name}, HTP v{phone.soc.htp_arch}).",
-                    hint=f"Export for this phone with --soc {phone.soc.name}.")
+                    hint=f"Export for this phone (swiftformer-qnn export ... --soc {phone.soc.name}) and profile "
+                         "that with --from DIR.")
         files = sdk.check_for_phone(phone.soc.htp_arch, f"{phone.soc.name}, HTP v{phone.soc.htp_arch}")
         session = cls(phone, sdk, files, out_dir, runs, emit)
         try:
