@@ -1055,7 +1055,7 @@ def make_export_dir(
     for name, src in files.items():
         shutil.copyfile(src, out / name)
     x = sample_input if sample_input is not None else np.random.default_rng(0).standard_normal(input_shape)
-    np.save(out / "heldout.npy", np.asarray(x, dtype=np.float32).reshape(1, *input_shape[1:]))
+    np.save(out / "heldout.npy", np.asarray(x, dtype=np.float32).reshape(-1, *input_shape[1:]))  # N held-out inputs
     model = onnx.load(str(out / "model.sim.onnx"), load_external_data=False)
     graph, types = model.graph, op_histogram(model)
 

@@ -329,7 +329,7 @@ def test_check_outputs_runs_heldout_inputs_on_the_device(mode, token, tmp_path, 
         # The HTP's own rounding only (2e-3 relative): far above what a collapsed model gives.
         assert oc.vs_cpu_qdq.sqnr_db > 40 and oc.vs_cpu_qdq.top1_agreement == 1.0
         assert oc.vs_fp32.sqnr_db < oc.vs_cpu_qdq.sqnr_db  # quantization error on top
-        assert "Device outputs on sample_input.npy (4 held-out inputs): SQNR vs CPU QDQ" in res.stdout
+        assert "Device outputs on heldout.npy (4 held-out inputs): SQNR vs CPU QDQ" in res.stdout
         inference = [j for j in hub.jobs.values() if j.kind == "inference"]
         assert sorted(j.pb.inference_job.is_profiling_on for j in inference) == [False, True]
         assert len(hub.datasets) == 2  # the inputs up, the outputs down
