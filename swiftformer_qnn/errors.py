@@ -66,3 +66,7 @@ class ProfileError(SwiftFormerQnnError):
 
 class HubError(SwiftFormerQnnError):
     """Qualcomm AI Hub could not be used (no token, network, a failed job)."""
+
+
+class BnOverflowError(SwiftFormerQnnError):
+    """A QDQ BatchNormalization whose bias the QNN EP would corrupt, and which cannot be rewritten."""
