@@ -58,7 +58,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     if str(req.get("weights", "")).startswith("random"):
         console.print(
             "[bold yellow]WEIGHTS: RANDOM[/] - no --weights given; the model is randomly initialised "
-            f"({req['weights']}). Latency is representative, accuracy is not."
+            f"({req['weights']}: layer scales 0.1-1, BN statistics away from identity, fan-in scaled "
+            "convs, so every branch and every fidelity figure counts). Latency is representative, accuracy is not."
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -92,6 +93,8 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
         return f"opset {r['opset']}, {r['nodes']} nodes, attention {r.get('attention')}; {size}"
     if name == "simplify":
         return f"{r['nodes_before']} -> {r['nodes']} nodes; {size}"
+    if name == "fold_bn":
+        return f"{r['batchnorms_folded']} BatchNorm folded, {r['nodes_before']} -> {r['nodes']} nodes; {size}"
     if name == "inputs":
         calib = r.get("calibration")
         held = r["heldout"]
@@ -105,8 +108,13 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r['precision']}, {r['calibration_samples']} calibration inputs, {r['compute_nodes']} compute nodes; {size}"
     if name == "compile":
+        guard = r.get("bn_guard") or {}
+        rewritten = [f for f in guard.get("corrupted_predicted", []) if f["action"] == "rewritten"]
+        note = (f"; BN guard rewrote {len(rewritten)} BatchNorm scale(s) per channel "
+                f"({', '.join(f['node'] + ' ch ' + ','.join(map(str, f['channels'])) for f in rewritten)})"
+                if rewritten else "")
         return (f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
-                f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}")
+                f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}{note}")
     if name == "verify":
         q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
         top1 = f", top-1 agreement {q['top1_agreement']:.0%}" if "top1_agreement" in q else ""

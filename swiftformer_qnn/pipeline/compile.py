@@ -4,15 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+
 from ..qnn import HtpTarget, compile_context_binary
+from .bn_guard import protect
 
 # What the compile stage writes: the EP-context wrapper, the QNN context binary, and QNN's
 # framework op trace (HTP op -> ONNX nodes), which per-block attribution of profiles reads.
 COMPILE_OUTPUTS = ("model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json")
 
 
+def guarded_model(model: Path, work: Path) -> tuple[Path, dict]:
+    """The BN-overflow guard before any compile: the model itself when no BatchNorm would be
+    corrupted, else a rewritten copy in `work` (raises BnOverflowError if it cannot be rewritten)."""
+    proto = onnx.load(str(model))
+    report = protect(proto)
+    if not report.findings:
+        return model, report.as_dict()
+    out = work / ".model.bn-guarded.onnx"  # compiled, then removed: the manifest says what changed
+    onnx.save(proto, str(out))
+    return out, report.as_dict()
+
+
 def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
-    compiled = compile_context_binary(model, out_dir / "model.ctx.onnx", target, op_trace=True)
+    source, guard = guarded_model(model, out_dir)
+    try:
+        compiled = compile_context_binary(source, out_dir / "model.ctx.onnx", target, op_trace=True)
+    finally:
+        if source != model:
+            source.unlink(missing_ok=True)
     if compiled.context_binary != out_dir / "model.ctx_qnn.bin":
         # The EPContext node references the binary by this name; renaming it would break the pair.
         raise RuntimeError(f"unexpected context binary name {compiled.context_binary.name}")
@@ -27,6 +47,7 @@ def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
         "htp_fraction": compiled.htp_fraction,
         "htp_coverage_basis": "compiled with CPU fallback disabled: onnxruntime assigned every node to the QNN EP",
         **compiled.extra,  # htp_op_count, htp_op_types from QNN's op trace
+        "bn_guard": guard,
         "context_binary_bytes": (out_dir / "model.ctx_qnn.bin").stat().st_size,
         "compile_s": round(compiled.compile_s, 3),
     }

@@ -1,4 +1,4 @@
-"""The one orchestrator: export -> simplify -> inputs -> validate -> quantize -> compile -> verify.
+"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> verify.
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -50,15 +50,19 @@ class Until(str, Enum):
 
 
 STAGES_UNTIL = {
-    Until.ONNX: ("export", "simplify", "inputs", "validate"),
-    Until.QUANTIZE: ("export", "simplify", "inputs", "validate", "quantize"),
-    Until.COMPILE: ("export", "simplify", "inputs", "validate", "quantize", "compile"),
-    Until.VERIFY: ("export", "simplify", "inputs", "validate", "quantize", "compile", "verify"),
+    Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "validate"),
+    Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize"),
+    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile"),
+    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify"),
 }
+GRAPH_FORMS = ("htp", "faithful")
+# Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
+RANDOM_WEIGHTS_ID = f"random-realistic(seed={RANDOM_SEED})"
 
 STAGE_TITLES = {
     "export": "Export PyTorch -> ONNX",
     "simplify": "Simplify with onnxsim",
+    "fold_bn": "Fold BatchNorm into neighbouring ops",
     "inputs": "Prepare calibration and held-out inputs",
     "validate": "Validate ONNX against PyTorch",
     "quantize": "Quantize to QDQ",
@@ -86,6 +90,7 @@ class ExportRequest:
     heldout_count: int = 16
     min_sqnr: float | None = None
     opset: int = 20
+    graph: str = "htp"  # "htp": HTP-ready form (default); "faithful": the literal upstream graph
     until: Until = Until.VERIFY
     output_dir: Path | None = None
     force: bool = False
@@ -149,8 +154,14 @@ def _resolve(req: ExportRequest) -> _Resolved:
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
     else:
-        weights_id = f"random(seed={RANDOM_SEED})"
+        weights_id = RANDOM_WEIGHTS_ID
+    if req.graph not in GRAPH_FORMS:
+        raise UsageError(f"Unknown graph form {req.graph!r}.", hint=f"Use one of: {', '.join(GRAPH_FORMS)}.")
     stages = STAGES_UNTIL[Until(req.until)]
+    if req.graph == "faithful":
+        # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
+        # any the QNN EP would corrupt.
+        stages = tuple(s for s in stages if s != "fold_bn")
     if variant.is_encoder_block:
         from .calibrate import encoder_host
 
@@ -192,6 +203,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         "weights_path": str(req.weights) if req.weights else None,
         "attention_requested": req.attention,
         "opset": req.opset,
+        "graph": req.graph,
         "until": Until(req.until).value,
         "calibration": _image_set_id(r.calibration),
         "heldout": _image_set_id(r.heldout),
@@ -293,11 +305,13 @@ class _Run:
         if self._model is None:
             import torch
 
-            from ..model import build_model
+            from ..model import build_model, realistic_init
 
             torch.manual_seed(RANDOM_SEED)
             model = build_model(self.r.variant, self.attention)
-            if self.req.weights is not None:
+            if self.req.weights is None:
+                realistic_init(model, seed=RANDOM_SEED)
+            else:
                 from ..weights import load_weights
 
                 # load_weights sets the attention form: the requested one, else what the format implies.
@@ -316,7 +330,7 @@ class _Run:
         if self._host is None:
             import torch
 
-            from ..model import build_model
+            from ..model import build_model, realistic_init
             from .calibrate import encoder_host
 
             host = encoder_host(self.r.variant.encoder_dim)
@@ -324,6 +338,7 @@ class _Run:
             # The requested form, else normalize; load_weights below sets a full checkpoint's own.
             # (Not self.attention: that depends on whether the export stage was a cache hit.)
             model = build_model(host.variant, self.req.attention or "normalize")
+            realistic_init(model, seed=RANDOM_SEED)  # replaced below by a full checkpoint's weights
             if self.req.weights is not None:
                 from ..weights import is_full_checkpoint, load_weights
 
@@ -332,7 +347,7 @@ class _Run:
                     self.notes.append(f"Calibration activations come from {host.variant.title} with the given weights.")
                 else:
                     self.notes.append(f"The weights hold only the block: calibration activations come from a "
-                                      f"randomly initialised {host.variant.title} (seed {RANDOM_SEED}).")
+                                      f"randomly initialised {host.variant.title} (realistic magnitudes, seed {RANDOM_SEED}).")
             self._host = (host, model.eval())
         return self._host
 
@@ -362,7 +377,7 @@ class _Run:
         shape = r.variant.input_shape(r.resolution)
         options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
                    "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
-                   "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"]}
+                   "seed": RANDOM_SEED, "init": "realistic" if self.req.weights is None else None, "torch": tool_versions(("torch",))["torch"]}
 
         def produce(d: Path) -> dict:
             res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
@@ -383,6 +398,19 @@ class _Run:
             inputs=self._inputs_of(("export", "model.onnx")),
             produce=lambda d: simplify_onnx(src, d / "model.sim.onnx"), outputs=("model.sim.onnx",),
         )
+
+    def _stage_fold_bn(self):
+        from .fold_bn import fold_stage
+
+        src = self._path("simplify", "model.sim.onnx")
+        return self._cached(
+            "fold_bn", options={}, inputs=self._inputs_of(("simplify", "model.sim.onnx")),
+            produce=lambda d: fold_stage(src, d / "model.fold.onnx"), outputs=("model.fold.onnx",),
+        )
+
+    def _float_graph(self) -> tuple[str, str]:
+        """The float graph that gets quantized: BatchNorm folded unless the graph is faithful."""
+        return ("fold_bn", "model.fold.onnx") if "fold_bn" in self.records else ("simplify", "model.sim.onnx")
 
     def _stage_inputs(self):
         from .calibrate import encoder_host, make_inputs
@@ -415,18 +443,26 @@ class _Run:
         from .validate import torch_outputs, validate_onnx
 
         sim = self._path("simplify", "model.sim.onnx")
+        graph = self._float_graph()
+        float_graph = self._path(*graph)
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> dict:
             heldout = np.load(heldout_path)
-            figures, fp32 = validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
+            reference = torch_outputs(self.model(), heldout)
+            # The graph that gets quantized, and (when BatchNorm was folded) the simplified one
+            # it came from, so a mismatch says which step introduced it.
+            figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant)
+            figures["graph"] = graph[1]
+            if float_graph != sim:
+                figures["simplified"], _ = validate_onnx(sim, reference, heldout, self.r.variant)
             np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
             return figures
 
         return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
-            inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "heldout.npy")), produce=produce,
-            outputs=("heldout_fp32.npy",),
+            inputs=self._inputs_of(("simplify", "model.sim.onnx"), graph, ("inputs", "heldout.npy")),
+            produce=produce, outputs=("heldout_fp32.npy",),
         )
 
     def _stage_quantize(self):
@@ -434,15 +470,16 @@ class _Run:
 
         from .quantize import passthrough_float, quantize_qdq
 
-        sim = self._path("simplify", "model.sim.onnx")
+        graph = self._float_graph()
+        src = self._path(*graph)
         precision = self.r.precision
         if precision.is_quantized:
             calib = self._path("inputs", "calibration.npy")
-            produce = lambda d: quantize_qdq(sim, np.load(calib), d / "model.qdq.onnx", precision)  # noqa: E731
-            inputs = self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "calibration.npy"))
+            produce = lambda d: quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision)  # noqa: E731
+            inputs = self._inputs_of(graph, ("inputs", "calibration.npy"))
         else:
-            produce = lambda d: passthrough_float(sim, d / "model.qdq.onnx")  # noqa: E731
-            inputs = self._inputs_of(("simplify", "model.sim.onnx"))
+            produce = lambda d: passthrough_float(src, d / "model.qdq.onnx")  # noqa: E731
+            inputs = self._inputs_of(graph)
         options = {"precision": precision.value, "per_channel": True,
                    "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
         return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
@@ -514,10 +551,11 @@ def _code_version(*modules: str) -> str:
 STAGE_CODE = {
     "export": ("model", "weights", "pipeline.onnx_export"),
     "simplify": ("pipeline.onnx_export",),
+    "fold_bn": ("pipeline.fold_bn", "pipeline.onnx_export"),
     "inputs": ("model", "weights", "pipeline.images", "pipeline.calibrate"),
     "validate": ("pipeline.validate", "pipeline.fidelity"),
     "quantize": ("pipeline.quantize",),
-    "compile": ("qnn", "pipeline.compile"),
+    "compile": ("qnn", "pipeline.compile", "pipeline.bn_guard"),
     "verify": ("qnn", "pipeline.verify", "pipeline.fidelity"),
 }
 
@@ -546,9 +584,10 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     if not model.is_file():
         raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
     try:
-        onnx.load(str(model), load_external_data=False)
+        proto = onnx.load(str(model), load_external_data=False)
     except Exception:
         raise UsageError(f"{model} is not an ONNX model.", hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).") from None
+    _check_compilable(model, proto, fp16=req.fp16)
     soc = get_soc(req.soc)
     target = HtpTarget(soc.soc_model, soc.htp_arch, fp16=req.fp16)
     model_hash = sha256_file(model)
@@ -573,6 +612,29 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     # The model's path is not part of the key: the same bytes compiled again are the same request.
     return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages,
                      ignore_in_key=("model",))
+
+
+def _check_compilable(path: Path, model, *, fp16: bool) -> None:
+    """What the QNN compiler cannot take, said before any work: no nodes, inputs of unknown
+    size (a context binary has fixed shapes), float weights without --fp16."""
+    g = model.graph
+    if not g.node:
+        raise UsageError(f"{path} has no nodes.", hint="Pass the exported model, not an empty graph.")
+    inits = {i.name for i in g.initializer}
+    for inp in g.input:
+        if inp.name in inits:
+            continue
+        dims = inp.type.tensor_type.shape.dim if inp.type.tensor_type.HasField("shape") else None
+        if dims is None or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+            shape = "unknown rank" if dims is None else "x".join(d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in dims)
+            raise UsageError(f"{path}: input {inp.name!r} has a dynamic shape ({shape}).",
+                             hint="Export with fixed input shapes (batch 1), or fix them with "
+                                  "`python -m onnxruntime.tools.make_dynamic_shape_fixed`.")
+    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+    if not quantized and not fp16:
+        raise UsageError(f"{path} is a float model (no QuantizeLinear/DequantizeLinear nodes).",
+                         hint="Pass --fp16 to compile it in the HTP's fp16 mode, or quantize it to QDQ first "
+                              "(`swiftformer-qnn export` does both).")
 
 
 def compile_export_across_versions(result: ExportResult, versions, *, use_cache: bool = True, progress=None):
