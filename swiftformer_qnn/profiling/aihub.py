@@ -24,7 +24,6 @@ client reads it from its own config file, and only the config file's path is rep
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import logging
@@ -644,14 +643,11 @@ class HubSession:
         target_model = self._call(
             track.compile_job.get_target_model, f"fetching the compiled model of {t.label}", track.compile_job.url
         )
-        submit = self.client.submit_inference_job
-        if "profile" in inspect.signature(submit).parameters:
-            def call() -> Any:
-                return submit(target_model, device=device, name=t.label, options=opts, profile=True)
-        else:  # clients before 0.56 profile with submit_profile_job
-            def call() -> Any:
-                return self.client.submit_profile_job(target_model, device=device, name=t.label, options=opts)
-        job = self._call(call, f"submitting the profile job for {t.label}")
+        job = self._call(
+            lambda: self.client.submit_inference_job(target_model, device=device, name=t.label, options=opts,
+                                                     profile=True),
+            f"submitting the profile job for {t.label}",
+        )
         track.profile_job = job
         self.journal.record(track.profile_key, kind="profile", id=job.job_id, url=job.url, label=t.label, options=opts)
         self.progress(f"{t.label}: profile job {job.job_id} submitted {job.url}")
