@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,24 @@ def test_upstream_reproduction_still_reproduces():
         f"onnxruntime-qnn (QNN {result['qnn_sdk']}) no longer flips the BatchNorm bias: the upstream bug looks "
         f"fixed in this version ({result}). Update docs/upstream/qnn-bn-bias-overflow.md and the guard.")
     assert result["mean_offset_per_channel"][0] == pytest.approx(-1.6, abs=0.05)  # +0.8 became -0.8
+
+
+def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
+    """A binary compiled without the guard: verify fails on the SQNR gap and names the op."""
+    from swiftformer_qnn.errors import QuantizationFidelityError
+    from swiftformer_qnn.pipeline.verify import verify_fidelity
+    from swiftformer_qnn.qnn import HtpTarget, compile_context_binary
+    from swiftformer_qnn.targets import Precision
+
+    qdq = _one_bn_qdq(tmp_path, 4)
+    (tmp_path / "ctx").mkdir()
+    compile_context_binary(qdq, tmp_path / "ctx" / "m.ctx.onnx", HtpTarget())
+    heldout = np.random.default_rng(3).standard_normal((4, 4, 8, 8)).astype(np.float32)
+    fp32 = run_cpu(tmp_path / "bn4.onnx", heldout)
+    with pytest.raises(QuantizationFidelityError) as err:
+        verify_fidelity(fp32, qdq, tmp_path / "ctx" / "m.ctx.onnx", heldout, HtpTarget(), Precision.W8A8,
+                        classify=False, min_sqnr=10)
+    text = err.value.one_line()
+    assert "on 4 held-out inputs" in text and "dB below CPU QDQ vs fp32" in text
+    assert "first divergence at bn: BatchNormalization bn" in text and "worst channel 0" in text
+    assert re.search(r"bias \+0\.[78]\d* on the CPU vs -0\.[78]\d* on the HTP", text) and "folds BatchNorm" in text

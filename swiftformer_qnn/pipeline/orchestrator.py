@@ -518,7 +518,7 @@ class _Run:
             np.save(d / "sample_input.npy", heldout[:1])
             # The EP-context ONNX names its .bin relatively: run it where both files sit.
             return verify_fidelity(np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
-                                   classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr)
+                                   classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant)
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -556,7 +556,7 @@ STAGE_CODE = {
     "validate": ("pipeline.validate", "pipeline.fidelity"),
     "quantize": ("pipeline.quantize",),
     "compile": ("qnn", "pipeline.compile", "pipeline.bn_guard"),
-    "verify": ("qnn", "pipeline.verify", "pipeline.fidelity"),
+    "verify": ("qnn", "pipeline.verify", "pipeline.fidelity", "pipeline.localize"),
 }
 
 
