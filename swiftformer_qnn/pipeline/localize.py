@@ -128,9 +128,13 @@ def _finite(v: float) -> float | None:
 
 
 def locate(qdq: Path, sample: np.ndarray, target: HtpTarget, variant=None) -> dict:
-    """The first op whose HTP-vs-CPU SQNR drops more than DROP_DB below its inputs', or None."""
+    """The first op whose HTP-vs-CPU SQNR drops more than DROP_DB below its inputs'."""
     chosen, cpu, htp = run_taps(qdq, sample, target)
-    model = onnx.load(str(qdq), load_external_data=False)
+    return first_divergence(onnx.load(str(qdq), load_external_data=False), chosen, cpu, htp, variant)
+
+
+def first_divergence(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: list, variant=None) -> dict:
+    """`locate` on tensors already run: {"found": False, ...} when no op stands out."""
     dq_source = {}  # DequantizeLinear output -> the tap it dequantizes
     by_q = {t.quantized: k for k, t in enumerate(chosen)}
     for n in model.graph.node:
