@@ -51,7 +51,7 @@ class BnFinding:
     action: str = "none"  # "rewritten" (scale re-quantized per channel) or "refused"
 
     def describe(self) -> str:
-        chans = ", ".join(f"{c} (bias {b:+.4g} -> {-b:+.4g})" for c, b in zip(self.channels, self.folded_bias))
+        chans = ", ".join(f"{c} (bias {b:+.4g} -> {-b:+.4g})" for c, b in zip(self.channels, self.folded_bias, strict=True))
         return f"{self.node} channel {chans}"
 
 
@@ -144,7 +144,7 @@ def _requantize_per_channel(g: _Graph, dq: onnx.NodeProto, values: np.ndarray) -
     zp = np.zeros(vals.shape, np.int8)
     prefix = dq.input[0]
     names = (f"{prefix}_per_channel", f"{prefix}_per_channel_scale", f"{prefix}_per_channel_zero_point")
-    for name, arr in zip(names, (q, scale, zp)):
+    for name, arr in zip(names, (q, scale, zp), strict=True):
         g.model.graph.initializer.append(numpy_helper.from_array(arr, name))
     del dq.input[:]
     dq.input.extend(names)

@@ -133,7 +133,7 @@ def _float_values(graph: Path, sample: np.ndarray, tensors: list[str]) -> dict[s
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    values = dict(zip(names, sess.run(names, {model.graph.input[0].name: sample})))
+    values = dict(zip(names, sess.run(names, {model.graph.input[0].name: sample}), strict=True))
     return {t: values[o] for t, o in original.items() if o in values}
 
 

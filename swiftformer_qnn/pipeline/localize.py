@@ -100,7 +100,7 @@ def run_taps(qdq: Path, sample: np.ndarray, target: HtpTarget, chosen: list[Tap]
         so.log_severity_level = 3
         cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
         htp = htp_session(path, target).run(names, feed)
-    return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu)], [_dequantize(t, v) for t, v in zip(chosen, htp)]
+    return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu, strict=True)], [_dequantize(t, v) for t, v in zip(chosen, htp, strict=True)]
 
 
 def _channel_evidence(node: onnx.NodeProto, x: np.ndarray | None, cpu: np.ndarray, htp: np.ndarray) -> dict | None:
@@ -140,7 +140,7 @@ def first_divergence(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: 
     for n in model.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in by_q:
             dq_source[n.output[0]] = by_q[n.input[0]]
-    sq = [sqnr_db(c, h) for c, h in zip(cpu, htp)]
+    sq = [sqnr_db(c, h) for c, h in zip(cpu, htp, strict=True)]
     for k, t in enumerate(chosen):
         if t.producer is None or t.producer.op_type == "DequantizeLinear":
             continue

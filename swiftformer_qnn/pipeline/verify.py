@@ -21,9 +21,11 @@ MIN_EMULATOR_COSINE = 0.99
 # What separated clean from corrupt compiles in the measurements (XS and L1, realistic weights,
 # QNN 2.47-2.51): HTP-vs-fp32 SQNR was within 0.35 dB of CPU-QDQ-vs-fp32 in every clean run and
 # 2-24 dB worse in corrupt ones; w8a16's HTP-vs-CPU SQNR was 73-77 dB clean, 44.7 dB corrupt
-# (cosine 0.99998: a cosine cannot see it).
+# (cosine 0.99998: a cosine cannot see it). Clean w8a16 at small inputs and few calibration
+# images measured lower (XS at 64 px, 8 images: 58.7 dB), hence a floor between the two; clean
+# w8a8 XS measured ~29 dB HTP vs CPU, a corrupt one ~9 dB.
 MAX_SQNR_GAP_DB = 1.5
-MIN_EMULATOR_SQNR_DB = {Precision.W8A8: 15.0, Precision.W8A16: 60.0}  # w8a8 clean: ~29 dB on XS
+MIN_EMULATOR_SQNR_DB = {Precision.W8A8: 15.0, Precision.W8A16: 52.0}
 EMULATOR_SAMPLES = 4  # ~1.5 s each for L1 on the emulator
 
 
