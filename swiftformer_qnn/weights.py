@@ -392,66 +392,6 @@ def _to_native_key(key: str, fmt: CheckpointFormat, head_names: Mapping[str, str
     return key
 
 
-def export_state_dict(
-    model: nn.Module | Mapping[str, torch.Tensor], fmt: CheckpointFormat
-) -> dict[str, torch.Tensor]:
-    """Our model's (or our-named state dict's) weights in `fmt`'s naming; the inverse of `to_native`.
-
-    A standalone encoder block exports as a bare block (e.g. HF's `SwiftFormerEncoderBlock` keys).
-    """
-    sd = model.state_dict() if isinstance(model, nn.Module) else dict(model)
-    fmt = CheckpointFormat(fmt)
-    if fmt is CheckpointFormat.NATIVE:
-        return dict(sd)
-    names = _block_names(fmt)
-    heads = _HEAD_NAMES[fmt]
-    stem_index = {ours: idx for idx, ours in _STEM_LAYERS.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        if key.startswith("swiftformer_encoder."):
-            new = _rename_prefix(key[len("swiftformer_encoder.") :], names)
-        elif m := re.fullmatch(r"stem\.(conv1|norm1|conv2|norm2)\.(.+)", key):
-            new = _foreign_stem(fmt, stem_index[m.group(1)], m.group(2))
-        elif m := re.fullmatch(r"stage(\d+)\.downsample\.(.+)", key):
-            new = _foreign_downsample(fmt, int(m.group(1)), m.group(2))
-        elif m := re.fullmatch(r"stage(\d+)\.block(\d+)_[a-z_]+?\.(.+)", key):
-            new = _foreign_block(fmt, int(m.group(1)), int(m.group(2)), _rename_prefix(m.group(3), names))
-        elif m := re.fullmatch(r"head\.(norm|fc|dist_fc)\.(.+)", key):
-            new = f"{heads[m.group(1)]}.{m.group(2)}"
-        else:
-            new = None
-        if new is None:
-            raise ValueError(f"no {fmt.value} name for {key!r}")  # a bug in this table, not user input
-        out[new] = value
-    return out
-
-
-def _foreign_stem(fmt: CheckpointFormat, index: str, rest: str) -> str:
-    prefix = {
-        CheckpointFormat.UPSTREAM: "patch_embed",
-        CheckpointFormat.HF: "swiftformer.patch_embed.patch_embedding",
-        CheckpointFormat.TIMM: "stem",
-    }[fmt]
-    return f"{prefix}.{index}.{rest}"
-
-
-def _foreign_downsample(fmt: CheckpointFormat, stage: int, rest: str) -> str:
-    if fmt is CheckpointFormat.TIMM:
-        return f"stages.{stage}.downsample.{rest}"
-    network = "network" if fmt is CheckpointFormat.UPSTREAM else "swiftformer.encoder.network"
-    return f"{network}.{2 * stage - 1}.{rest}"
-
-
-def _foreign_block(fmt: CheckpointFormat, stage: int, index: int, inner: str | None) -> str | None:
-    if inner is None:
-        return None
-    if fmt is CheckpointFormat.TIMM:
-        return f"stages.{stage}.blocks.{index}.{inner}"
-    if fmt is CheckpointFormat.UPSTREAM:
-        return f"network.{2 * stage}.{index}.{inner}"
-    return f"swiftformer.encoder.network.{2 * stage}.blocks.{index}.{inner}"
-
-
 # ---------------------------------------------------------------------------------------------
 # What a checkpoint is for
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gate_sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 
 from swiftformer_qnn.artifacts import ExportManifest, StageRecord
 from swiftformer_qnn.errors import ProfileError, UsageError
@@ -32,7 +33,6 @@ from swiftformer_qnn.gate import (
     update_baseline,
     with_flags,
 )
-from swiftformer_qnn.gate.sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 from swiftformer_qnn.gate.stats import bootstrap, statistic_rows
 from swiftformer_qnn.profiling.schema import LatencySource, LatencySummary, Profile
 
@@ -334,7 +334,8 @@ def test_simulated_10_percent_slowdown_is_caught_one_profile_per_side():
 
 
 # Several profiles per side bootstrap every metric; a smaller layout keeps the default tier
-# fast. The full 27-block layout at 1000 pairs runs in the slow tier (and in gate.sim).
+# fast. The full 27-block layout at 1000 pairs runs in the slow tier (and in
+# tests/bench/bench_gate.py).
 _FEW_BLOCKS = {"stem": 150.0, "stage2.block9": 95.0, "stage3.block4": 95.0, "other": 1160.0}
 
 
@@ -523,7 +524,7 @@ def test_structure_regressions_on_real_compile_output(compiled, tmp_path):
     assert m["htp_op_count@2.52.0"].fails is (growth > 0.05)
     assert m["context_binary_bytes@2.52.0"].fails and "+100.0%" in m["context_binary_bytes@2.52.0"].reason
     assert m["compile@2.53.0"].fails and "Gelu" in m["compile@2.53.0"].reason
-    # --threshold of gate --structure sets both growth limits.
+    # --threshold of `gate structure` sets both growth limits.
     loose = with_flags(GateRules(), structure_growth=1.5)
     assert {r.metric for r in gate_manifests([compiled["export"]], [cand], loose).failures} == {"compile@2.53.0"}
 

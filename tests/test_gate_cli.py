@@ -1,4 +1,4 @@
-"""`swiftformer-qnn gate` through typer's CliRunner: exit codes and the three CI outputs."""
+"""`swiftformer-qnn gate latency|structure|accept` through typer's CliRunner: exit codes, CI outputs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gate_sim import synthetic_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.gate import GateVerdict
-from swiftformer_qnn.gate.sim import synthetic_profile
 from swiftformer_qnn.profiling.schema import Profile
 
 BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}
@@ -45,8 +45,16 @@ def gate(*args: str, env: dict | None = None):
     return runner.invoke(app, ["gate", *map(str, args)], env={"GITHUB_STEP_SUMMARY": None, **(env or {})})
 
 
+def latency(*args, env: dict | None = None):
+    return gate("latency", *args, env=env)
+
+
+def structure(*args):
+    return gate("structure", *args)
+
+
 def test_equal_profiles_pass_with_exit_0_and_write_three_outputs(sides, tmp_path):
-    r = gate("--baseline", sides["base"], "--candidate", sides["same"], "--report-dir", tmp_path / "report")
+    r = latency("--baseline", sides["base"], "--candidate", sides["same"], "--report-dir", tmp_path / "report")
     assert r.exit_code == 0, r.output
     assert "gate passed" in r.stdout and "aihub" in r.stdout
     verdict = GateVerdict.model_validate_json((tmp_path / "report" / "gate.json").read_text())
@@ -60,8 +68,8 @@ def test_equal_profiles_pass_with_exit_0_and_write_three_outputs(sides, tmp_path
 def test_a_regression_exits_1_and_names_the_block_everywhere(sides, tmp_path):
     summary = tmp_path / "step-summary.md"
     summary.write_text("earlier step\n")
-    r = gate("-b", sides["base"], "-c", sides["slow"], "--junit", tmp_path / "g.xml", "--json", tmp_path / "g.json",
-             "--markdown", tmp_path / "g.md", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    r = latency("-b", sides["base"], "-c", sides["slow"], "--junit", tmp_path / "g.xml", "--json",
+                tmp_path / "g.json", "--markdown", tmp_path / "g.md", env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert r.exit_code == 1, r.output
     assert "FAIL stage0.block0 slower: +4" in r.stdout  # a 40% slowdown drawn with 3% noise
     failed = [c.get("name") for c in ET.parse(tmp_path / "g.xml").getroot().iter("testcase")
@@ -76,15 +84,15 @@ def test_a_regression_exits_1_and_names_the_block_everywhere(sides, tmp_path):
 
 
 def test_an_improvement_passes_and_is_reported(sides):
-    r = gate("-b", sides["slow"], "-c", sides["base"])
+    r = latency("-b", sides["slow"], "-c", sides["base"])
     assert r.exit_code == 0, r.output
     assert "improved stage0.block0 faster" in r.stdout
 
 
 def test_block_threshold_flag_relaxes_one_block(sides):
-    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "stage0.*=50%").exit_code == 0
-    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-floor", "stage0.block0=80").exit_code == 0
-    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "head=50%").exit_code == 1
+    assert latency("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "stage0.*=50%").exit_code == 0
+    assert latency("-b", sides["base"], "-c", sides["slow"], "--block-floor", "stage0.block0=80").exit_code == 0
+    assert latency("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "head=50%").exit_code == 1
 
 
 def test_pyproject_rules_apply_from_the_working_directory_and_from_config(sides, tmp_path, monkeypatch):
@@ -93,18 +101,18 @@ def test_pyproject_rules_apply_from_the_working_directory_and_from_config(sides,
     (project / "pyproject.toml").write_text(
         '[tool.swiftformer-qnn.gate]\n[tool.swiftformer-qnn.gate.blocks]\n"stage0.block0" = { relative_threshold = 0.6 }\n'
     )
-    assert gate("-b", sides["base"], "-c", sides["slow"], "--config", project / "pyproject.toml").exit_code == 0
+    assert latency("-b", sides["base"], "-c", sides["slow"], "--config", project / "pyproject.toml").exit_code == 0
     monkeypatch.chdir(project)
-    assert gate("-b", sides["base"], "-c", sides["slow"]).exit_code == 0
+    assert latency("-b", sides["base"], "-c", sides["slow"]).exit_code == 0
     # A flag beats the file.
-    assert gate("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "stage0.block0=5%").exit_code == 1
+    assert latency("-b", sides["base"], "-c", sides["slow"], "--block-threshold", "stage0.block0=5%").exit_code == 1
 
 
 def test_different_variants_exit_2_unless_allowed(sides):
-    r = gate("-b", sides["base"], "-c", sides["xs"])
+    r = latency("-b", sides["base"], "-c", sides["xs"])
     assert r.exit_code == 2
     assert "variant: l1 -> xs" in r.stderr and "--allow-mismatch" in r.stderr
-    assert gate("-b", sides["base"], "-c", sides["xs"], "--allow-mismatch").exit_code in (0, 1)
+    assert latency("-b", sides["base"], "-c", sides["xs"], "--allow-mismatch").exit_code in (0, 1)
 
 
 def test_variant_picks_the_model_out_of_a_profile_run(sides, tmp_path):
@@ -113,10 +121,10 @@ def test_variant_picks_the_model_out_of_a_profile_run(sides, tmp_path):
     for f in sides["same"].rglob("*.profile.json"):
         (tmp_path / "run" / f.parent.name / f.name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "run" / f.parent.name / "l1.profile.json").write_bytes(f.read_bytes())
-    r = gate("-b", sides["base"], "-c", tmp_path / "run")
+    r = latency("-b", sides["base"], "-c", tmp_path / "run")
     assert r.exit_code == 2 and "--variant" in r.stderr
-    assert gate("-b", sides["base"], "-c", tmp_path / "run", "--variant", "l1").exit_code == 0
-    assert "No l3 profiles" in gate("-b", sides["base"], "-c", tmp_path / "run", "--variant", "l3").stderr
+    assert latency("-b", sides["base"], "-c", tmp_path / "run", "--variant", "l1").exit_code == 0
+    assert "No l3 profiles" in latency("-b", sides["base"], "-c", tmp_path / "run", "--variant", "l3").stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -125,18 +133,18 @@ def test_variant_picks_the_model_out_of_a_profile_run(sides, tmp_path):
     (["--block-threshold", "0.1"], "PATTERN=NUMBER"),
 ])
 def test_bad_options_exit_2(sides, args, message):
-    r = gate("-b", sides["base"], "-c", sides["same"], *args)
+    r = latency("-b", sides["base"], "-c", sides["same"], *args)
     assert r.exit_code == 2 and message in r.stderr
 
 
 def test_input_errors_exit_2(sides, tmp_path):
-    assert "no such profile file" in gate("-b", tmp_path / "nope.profile.json", "-c", sides["same"]).stderr
-    assert gate("-c", sides["same"]).exit_code == 2
+    assert "no such profile file" in latency("-b", tmp_path / "nope.profile.json", "-c", sides["same"]).stderr
+    assert latency("-c", sides["same"]).exit_code == 2
     (tmp_path / "bad.profile.json").write_text("{")
-    r = gate("-b", tmp_path / "bad.profile.json", "-c", sides["same"])
+    r = latency("-b", tmp_path / "bad.profile.json", "-c", sides["same"])
     assert r.exit_code == 2 and "not a JSON profile" in r.stderr
     (tmp_path / "a-file").write_text("")
-    r = gate("-b", sides["base"], "-c", sides["same"], "--report-dir", tmp_path / "a-file")
+    r = latency("-b", sides["base"], "-c", sides["same"], "--report-dir", tmp_path / "a-file")
     assert r.exit_code == 2 and "Cannot write the gate report" in r.stderr
 
 
@@ -146,22 +154,22 @@ def test_emulator_profiles_exit_2(sides, tmp_path):
     })
     p.save(tmp_path / "emu" / "e.profile.json")
     p.save(tmp_path / "emu2" / "e.profile.json")
-    r = gate("-b", tmp_path / "emu", "-c", tmp_path / "emu2")
-    assert r.exit_code == 2 and "emulator" in r.stderr and "--structure" in r.stderr
+    r = latency("-b", tmp_path / "emu", "-c", tmp_path / "emu2")
+    assert r.exit_code == 2 and "emulator" in r.stderr and "gate structure" in r.stderr
 
 
 def test_update_baseline_then_gate_against_it(sides, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    r = gate("--update-baseline", "-c", sides["base"], "--note", "QNN 2.51 baseline")
+    r = gate("accept", "latency", "-c", sides["base"], "--note", "QNN 2.51 baseline")
     assert r.exit_code == 0, r.output
     target = tmp_path / "profiles" / "baselines" / "l1-w8a8-samsung-galaxy-s23-ultra-aihub"
     record = json.loads((target / "baseline.json").read_text())
     assert record["note"] == "QNN 2.51 baseline" and len(record["files"]) == 5 and record["runs"] == 100
-    assert gate("-b", target, "-c", sides["same"]).exit_code == 0
-    assert gate("-b", target, "-c", sides["slow"]).exit_code == 1
+    assert latency("-b", target, "-c", sides["same"]).exit_code == 0
+    assert latency("-b", target, "-c", sides["slow"]).exit_code == 1
     # The xs candidate may not overwrite the l1 baseline without being told to.
-    assert gate("--update-baseline", "-b", target, "-c", sides["xs"]).exit_code == 2
-    assert gate("--update-baseline", "-b", target, "-c", sides["xs"], "--allow-mismatch").exit_code == 0
+    assert gate("accept", "latency", "-b", target, "-c", sides["xs"]).exit_code == 2
+    assert gate("accept", "latency", "-b", target, "-c", sides["xs"], "--allow-mismatch").exit_code == 0
 
 
 def _manifest(path: Path, request: dict | None = None, **compile_results) -> Path:
@@ -174,15 +182,15 @@ def test_structure_mode(tmp_path):
     fields = dict(htp_fraction=1.0, htp_op_count=400, context_binary_bytes=10_000_000)
     base = _manifest(tmp_path / "base" / "manifest.json", qnn_sdk_version="2.51.0", **fields)
     _manifest(tmp_path / "cands" / "qnn-2.52" / "manifest.json", qnn_sdk_version="2.52.0", **fields)
-    r = gate("--structure", "-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
+    r = structure("-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
     assert r.exit_code == 0, r.output
     _manifest(tmp_path / "cands" / "qnn-2.53" / "manifest.json", qnn_sdk_version="2.53.0",
               **{**fields, "htp_fraction": 0.99})
-    r = gate("--structure", "-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
+    r = structure("-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
     assert r.exit_code == 1
     failed = [m["metric"] for m in json.loads((tmp_path / "s.json").read_text())["results"] if m["fails"]]
     assert failed == ["htp_fraction@2.53.0"]
-    assert gate("--structure", "-b", tmp_path / "cands", "-c", base).exit_code == 2  # two baselines
+    assert structure("-b", tmp_path / "cands", "-c", base).exit_code == 2  # two baselines
 
 
 def test_structure_threshold_and_variant_apply(tmp_path):
@@ -191,54 +199,68 @@ def test_structure_threshold_and_variant_apply(tmp_path):
     _manifest(tmp_path / "build" / "l1" / "manifest.json", {"variant": "l1"}, htp_op_count=412, **fields)  # +3%
     _manifest(tmp_path / "build" / "encoder" / "manifest.json", {"variant": "encoder"}, htp_op_count=40, **fields)
     build = tmp_path / "build"
-    r = gate("--structure", "-b", base, "-c", build)
+    r = structure("-b", base, "-c", build)
     assert r.exit_code == 2 and "variant: l1 -> encoder" in r.stderr  # the block's compile is not L1's
-    assert gate("--structure", "-b", base, "-c", build, "--variant", "l1").exit_code == 0  # +3% <= 5%
-    r = gate("--structure", "-b", base, "-c", build, "--variant", "l1", "--threshold", "2%")
+    assert structure("-b", base, "-c", build, "--variant", "l1").exit_code == 0  # +3% <= 5%
+    r = structure("-b", base, "-c", build, "--variant", "l1", "--threshold", "2%")
     assert r.exit_code == 1 and "htp_op_count grew beyond the 2% limit" in r.stdout
-    r = gate("--structure", "-b", base, "-c", build, "--variant", "xs")
+    r = structure("-b", base, "-c", build, "--variant", "xs")
     assert r.exit_code == 2 and "No xs compiles" in r.stderr
 
 
+def test_each_subcommand_takes_only_its_own_options():
+    import typer.main
+
+    gate_group = typer.main.get_command(app).commands["gate"]
+    opts = {name: {o for p in cmd.params for o in p.opts if o.startswith("--")}
+            for name, cmd in gate_group.commands.items()}
+    latency_rules = {"--floor-us", "--statistic", "--confidence", "--block-threshold", "--block-floor",
+                     "--fail-on-missing"}
+    reports = {"--report-dir", "--markdown", "--junit", "--json", "--config", "--threshold"}
+    assert latency_rules <= opts["latency"] and not latency_rules & opts["structure"]
+    assert reports <= opts["latency"] & opts["structure"] and not reports & opts["accept"]
+    assert "--note" in opts["accept"] and "--note" not in opts["latency"] | opts["structure"]
+
+
 @pytest.mark.parametrize("args", [
-    ["--floor-us", "10"], ["--statistic", "mean"], ["--confidence", "0.9"], ["--block-threshold", "head=10%"],
-    ["--block-floor", "head=50"], ["--fail-on-missing"],
+    ["structure", "--floor-us", "10"], ["structure", "--block-threshold", "head=10%"],
+    ["accept", "latency", "--threshold", "3%"], ["accept", "latency", "--json", "g.json"],
+    ["latency", "--note", "x"],
 ])
-def test_latency_rules_are_refused_with_structure(tmp_path, args):
-    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1)
-    base = _manifest(tmp_path / "base.json", **fields)
-    cand = _manifest(tmp_path / "cand.json", **fields)
-    r = gate("--structure", "-b", base, "-c", cand, *args)
-    assert r.exit_code == 2
-    (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert args[0] in line and "does not apply to --structure" in line
+def test_an_option_of_another_subcommand_is_a_usage_error(sides, tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    r = gate(*args, "-b", tmp_path / "new", "-c", sides["base"])
+    assert r.exit_code == 2 and f"No such option: {args[-2]}" in r.stderr
+    assert not (tmp_path / "new").exists() and not (tmp_path / "g.json").exists()
 
 
-@pytest.mark.parametrize("flag, value", [("--threshold", "3%"), ("--json", "g.json"), ("--floor-us", "5")])
-def test_gating_options_are_refused_with_update_baseline(sides, tmp_path, flag, value):
-    r = gate("--update-baseline", "-c", sides["base"], "-b", tmp_path / "new", flag, value)
-    assert r.exit_code == 2 and f"{flag} does not apply with --update-baseline" in r.stderr
-    assert not (tmp_path / "new").exists()
-
-
-def test_a_note_without_update_baseline_is_refused(sides):
-    r = gate("-b", sides["base"], "-c", sides["same"], "--note", "why")
-    assert r.exit_code == 2 and "--note does not apply without --update-baseline" in r.stderr
+def test_accept_structure_then_gate_against_it(tmp_path):
+    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1000)
+    compiled = _manifest(tmp_path / "build" / "manifest.json", {"variant": "l1"}, **fields)
+    r = gate("accept", "structure", "-c", compiled, "-b", tmp_path / "base", "--note", "first")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "base" / "baseline.json").read_text())["mode"] == "structure"
+    grown = _manifest(tmp_path / "cand" / "manifest.json", {"variant": "l1"}, **(fields | {"htp_op_count": 440}))
+    r = structure("-b", tmp_path / "base", "-c", grown)
+    assert r.exit_code == 1 and "htp_op_count grew beyond the 5% limit" in r.stdout
+    # One compile only: a cross-version comparison must name one version.
+    r = gate("accept", "structure", "-c", compiled, "-c", grown, "-b", tmp_path / "other")
+    assert r.exit_code == 2 and "one candidate compile" in r.stderr and not (tmp_path / "other").exists()
 
 
 def test_a_side_gated_against_itself_exits_2(sides, tmp_path):
-    r = gate("-b", sides["base"], "-c", sides["base"])
+    r = latency("-b", sides["base"], "-c", sides["base"])
     assert r.exit_code == 2 and "share" in r.stderr and "passes trivially" in r.stderr
     fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1)
     m = _manifest(tmp_path / "m" / "manifest.json", **fields)
-    r = gate("--structure", "-b", m, "-c", m.parent)
+    r = structure("-b", m, "-c", m.parent)
     assert r.exit_code == 2 and "share" in r.stderr
     # The same AI Hub profile job in another file (a copy) is the same measurement.
     copy = tmp_path / "copy"
     copy.mkdir()
     first = next(sides["base"].rglob("*.profile.json"))
     (copy / "l1.profile.json").write_bytes(first.read_bytes())
-    r = gate("-b", sides["base"], "-c", copy)
+    r = latency("-b", sides["base"], "-c", copy)
     assert r.exit_code == 2 and "same AI Hub profile job" in r.stderr
 
 
@@ -271,18 +293,22 @@ def test_the_example_workflow_uses_only_real_options():
     for job in workflow["jobs"].values():
         for step in job["steps"]:
             script = step.get("run", "").replace("\\\n", " ")  # join shell line continuations
-            for call in re.findall(r"swiftformer-qnn (\w+)([^\n]*)", script):
-                used.setdefault(call[0], set()).update(re.findall(r"(--[\w-]+)", call[1]))
-    assert {"export", "profile", "gate"} <= set(used)
+            for call in re.findall(r"swiftformer-qnn ([^\n]*)", script):
+                words = call.split()
+                command, name = group, []
+                while hasattr(command, "commands") and words and words[0] in command.commands:
+                    command = command.commands[words[0]]
+                    name.append(words.pop(0))
+                known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+                flags = set(re.findall(r"(--[\w-]+)", " ".join(words)))
+                assert flags <= known, f"{' '.join(name)}: {flags - known}"
+                used.setdefault(" ".join(name), set()).update(flags)
+    assert {"export", "profile", "gate latency", "gate structure", "gate accept"} <= set(used)
     assert {"--from", "--no-encoder", "--new-jobs", "--out"} <= used["profile"]
-    for name, flags in used.items():
-        command = group.commands[name]
-        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-        assert flags <= known, f"{name}: {flags - known}"
     assert "secrets.QAI_HUB_API_TOKEN" in (DOCS / "examples" / "swiftformer-latency-gate.yml").read_text()
     # The structure job gates the cross-version compiles against the committed structural baseline.
     assert workflow["env"]["COMPILE_BASELINE"] == str(COMPILE_BASELINE.relative_to(DOCS.parent))
-    assert "--qnn" in used["export"] and "--structure" in used["gate"]
+    assert "--qnn" in used["export"] and {"--baseline", "--candidate"} <= used["gate structure"]
 
 
 def _workflow() -> dict:
@@ -328,7 +354,7 @@ def test_the_documented_structural_gate_passes_on_the_default_l1_export(tmp_path
     done = runner.invoke(app, ["export", "--variant", "l1", "--qnn", "2.51"])
     assert done.exit_code == 0, done.output
     for candidate in ("build/l1-w8a8-sm8550/qnn-versions", "build/l1-w8a8-sm8550"):
-        r = gate("--structure", "--baseline", COMPILE_BASELINE, "--candidate", candidate,
+        r = structure("--baseline", COMPILE_BASELINE, "--candidate", candidate,
                  "--json", tmp_path / "s.json")
         assert r.exit_code == 0, r.output
         verdict = GateVerdict.model_validate_json((tmp_path / "s.json").read_text())

@@ -15,6 +15,7 @@ import pytest
 import torch
 from checkpoints import (
     CheckpointFiles,
+    export_state_dict,
     hf_reference_model,
     make_checkpoint,
     realistic_model,
@@ -28,7 +29,6 @@ from swiftformer_qnn.variants import get_variant
 from swiftformer_qnn.weights import (
     CheckpointFormat,
     detect_format,
-    export_state_dict,
     load_checkpoint_file,
     load_weights,
     to_native,

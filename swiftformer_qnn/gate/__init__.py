@@ -1,6 +1,7 @@
 """CI latency regression gates: compare profiles (or compile manifests) and return a verdict.
 
-Pure library: it raises typed errors and never prints; `swiftformer-qnn gate` renders it.
+Pure library: it raises typed errors and never prints; `swiftformer-qnn gate latency|structure|accept`
+renders it.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def check_side(profiles: list[Profile], files: list[Path], side: str) -> None:
     if emulated:
         raise ProfileError(
             f"{emulated[0]}: an HTP-emulator profile (cycles on x86, not device latency) cannot be gated as latency.",
-            hint="Gate compile structure without a device instead: swiftformer-qnn gate --structure "
+            hint="Gate compile structure without a device instead: swiftformer-qnn gate structure "
             "--baseline BASE_MANIFEST --candidate CAND_MANIFEST.",
         )
     seen: dict[str, Path] = {}

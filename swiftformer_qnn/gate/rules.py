@@ -173,7 +173,7 @@ def with_flags(
 ) -> GateRules:
     """Flags over pyproject: a flag given replaces the file's value; overrides merge by pattern.
 
-    `structure_growth` (`--threshold` of `gate --structure`) sets both growth limits of the
+    `structure_growth` (`--threshold` of `gate structure`) sets both growth limits of the
     structural gate: the HTP op count's and the context binary's.
     """
     data = rules.model_dump()

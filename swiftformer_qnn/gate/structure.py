@@ -455,7 +455,7 @@ def _check_bases(baseline: CompileStructure, candidates: Sequence[CompileStructu
                 f"{nodes.path or 'a compile'} records only htp_nodes (ONNX nodes placed in the QNN graph), "
                 f"{ops.path or 'the other'} the number of HTP ops: different quantities, not compared.",
                 hint="Recompile the old side with this swiftformer-qnn (for a baseline: "
-                "gate --update-baseline --structure).",
+                "gate accept structure).",
             )
     bases = sorted({baseline.op_count_basis, *(c.op_count_basis for c in candidates)})
     if old:

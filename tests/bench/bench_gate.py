@@ -1,9 +1,9 @@
 """The latency gate's figures: simulated false-failure and detection rates, and its wall time.
 
-- rates: `swiftformer_qnn.gate.sim.simulate` on the scenarios of docs/ci.md (seed 0, 1000
+- rates: `tests/gate_sim.py`'s `simulate` on the scenarios of docs/ci.md (seed 0, 1000
   pairs each unless --pairs), with the default rules;
 - wall time of `gate_paths` (load, validate, compare) on two 100-run L1 profiles with 27
-  blocks, median of 30 in process, and of `swiftformer-qnn gate` as a fresh process.
+  blocks, median of 30 in process, and of `swiftformer-qnn gate latency` as a fresh process.
 
 Usage: python tests/bench/bench_gate.py [OUT.json] [--pairs N] [--quick]
 (--quick keeps the one-profile scenarios only: seconds instead of minutes.)
@@ -21,8 +21,30 @@ import tempfile
 import time
 from pathlib import Path
 
-from swiftformer_qnn.gate import GateRules
-from swiftformer_qnn.gate.sim import SCENARIOS, simulate, time_gate_on_files
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from gate_sim import SCENARIOS, l1_block_times_us, simulate, synthetic_profile  # noqa: E402
+
+from swiftformer_qnn.gate import GateRules, gate_paths  # noqa: E402
+
+
+def time_gate_on_files(runs: int = 100, *, directory: Path, repeats: int = 5, seed: int = 0) -> dict[str, float]:
+    """Wall time of `gate_paths` (load, validate, compare) on two `runs`-run L1 profiles on disk."""
+    rng = np.random.default_rng(seed)
+    blocks = l1_block_times_us()
+    total = sum(blocks.values())
+    for side, slow in (("baseline", 1.0), ("candidate", 1.02)):
+        p = synthetic_profile(total * slow * rng.lognormal(0, 0.03, runs), {b: t * slow for b, t in blocks.items()})
+        p.save(Path(directory) / side / f"{side}.profile.json")
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        gate_paths([Path(directory) / "baseline"], [Path(directory) / "candidate"], GateRules())
+        times.append(time.perf_counter() - t0)
+    return {"min_s": min(times), "median_s": float(np.median(times)), "max_s": max(times)}
 
 
 def main() -> None:
@@ -55,7 +77,7 @@ def main() -> None:
             started = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-c", "from swiftformer_qnn.cli import main; main()", "gate",
-                 "--baseline", str(tmp / "baseline"), "--candidate", str(tmp / "candidate"),
+                 "latency", "--baseline", str(tmp / "baseline"), "--candidate", str(tmp / "candidate"),
                  "--report-dir", str(tmp / "report")],
                 # A CI runner's $GITHUB_STEP_SUMMARY must not receive benchmark reports.
                 capture_output=True, text=True,

@@ -1,7 +1,8 @@
 """Simulated gating: how often noise alone fails the gate, and how often a real slowdown is caught.
 
-Synthetic, device-free and reproducible (fixed seed). Run `python -m swiftformer_qnn.gate.sim`
-for the table quoted in docs/ci.md; the tests call `simulate` with the same defaults.
+Synthetic, device-free and reproducible (fixed seed). A test and benchmark helper:
+`tests/bench/bench_gate.py` measures the rates quoted in docs/ci.md; the tests call `simulate`
+with the same defaults.
 
 The noise model: every run is the true latency times a lognormal factor of sigma `spread`
 (multiplicative and slightly right-skewed, as device latency is); each profile (session)
@@ -11,15 +12,16 @@ its true time with the same noise (one profiling pass per profile).
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..profiling.schema import (
+from swiftformer_qnn.gate.rules import GateRules
+from swiftformer_qnn.gate.stats import Samples, gate_samples
+from swiftformer_qnn.gate.verdict import MODEL_METRIC, MetricStatus
+from swiftformer_qnn.profiling.schema import (
     Attribution,
     ComputeUnit,
     LatencySource,
@@ -32,10 +34,7 @@ from ..profiling.schema import (
     TimeUnit,
     ToolchainInfo,
 )
-from ..variants import VARIANTS, BlockKind
-from .rules import GateRules
-from .stats import Samples, gate_samples
-from .verdict import MODEL_METRIC, MetricStatus
+from swiftformer_qnn.variants import VARIANTS, BlockKind
 
 
 def l1_block_times_us(total_us: float = 1500.0) -> dict[str, float]:
@@ -166,54 +165,7 @@ def synthetic_profile(
             min_us=min(runs), median_us=float(np.median(runs)), max_us=max(runs), runs_us=runs, run_count=len(runs)
         ),
         ops=ops,
-        provenance=Provenance(job_ids={"profile": job_id} if job_id else {}, tool="swiftformer-qnn gate.sim",
+        provenance=Provenance(job_ids={"profile": job_id} if job_id else {}, tool="tests/gate_sim.py",
                               note="synthetic"),
     )
 
-
-def time_gate_on_files(runs: int = 100, *, directory: Path, repeats: int = 5, seed: int = 0) -> dict[str, float]:
-    """Wall time of `gate_paths` (load, validate, compare) on two `runs`-run L1 profiles on disk."""
-    from .profile_gate import gate_paths
-
-    rng = np.random.default_rng(seed)
-    blocks = l1_block_times_us()
-    total = sum(blocks.values())
-    for side, slow in (("baseline", 1.0), ("candidate", 1.02)):
-        p = synthetic_profile(total * slow * rng.lognormal(0, 0.03, runs), {b: t * slow for b, t in blocks.items()})
-        p.save(Path(directory) / side / f"{side}.profile.json")
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        gate_paths([Path(directory) / "baseline"], [Path(directory) / "candidate"], GateRules())
-        times.append(time.perf_counter() - t0)
-    return {"min_s": min(times), "median_s": float(np.median(times)), "max_s": max(times)}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m swiftformer_qnn.gate.sim", description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--spread", type=float, default=0.03, help="run-to-run lognormal sigma")
-    args = ap.parse_args(argv)
-    rules = GateRules()
-    print(f"{args.pairs} pairs per scenario, seed {args.seed}, spread {args.spread:.0%}, default rules "
-          f"(threshold {rules.relative_threshold:.0%}, floor {rules.absolute_floor_us:g} us, "
-          f"{rules.statistic}, {rules.confidence:.0%} interval, {rules.resamples} resamples); "
-          "synthetic L1, 27 blocks, 1500 us\n")
-    print("| scenario | gate failed | model flagged | slowed blocks flagged | wall |")
-    print("|---|---|---|---|---|")
-    for sc in SCENARIOS:
-        r = simulate(replace(sc, spread=args.spread), pairs=args.pairs, seed=args.seed, rules=rules)
-        blocks = f"{r.slow_blocks_caught / r.pairs:.1%}" if sc.slow_blocks else "-"
-        print(f"| {sc.name} | {r.fail_rate:.1%} ({r.failed}/{r.pairs}) | {r.model_regressed / r.pairs:.1%} "
-              f"| {blocks} | {r.wall_s:.1f} s |")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        t = time_gate_on_files(100, directory=Path(d))
-    print(f"\ngate_paths on two 100-run L1 profiles (27 blocks): median {t['median_s'] * 1e3:.1f} ms "
-          f"(min {t['min_s'] * 1e3:.1f}, max {t['max_s'] * 1e3:.1f}) over 5 repeats")
-
-
-if __name__ == "__main__":
-    main()
