@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -658,8 +659,15 @@ def compile_versions_into(
     _require_onnx(Path(model))
     if out.exists() and not force:  # say so now, not after the compiles
         raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
-    with staged_output_dir(out, force=force) as work:
-        return compile_across_versions(model, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
+    from .pipeline.compile import describe_guard, guarded_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Never compile a graph known to be corrupted: every version gets the guarded model.
+        source, guard = guarded_model(Path(model), Path(tmp), name=Path(model).name)
+        if (note := describe_guard(guard)) is not None:
+            logging.getLogger(__name__).warning(note)
+        with staged_output_dir(out, force=force) as work:
+            return compile_across_versions(source, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
 
 
 def _require_onnx(model: Path) -> None:

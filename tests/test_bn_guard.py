@@ -158,3 +158,18 @@ def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
     assert "on 4 held-out inputs" in text and "dB below CPU QDQ vs fp32" in text
     assert "first divergence at bn: BatchNormalization bn" in text and "worst channel 0" in text
     assert re.search(r"bias \+0\.[78]\d* on the CPU vs -0\.[78]\d* on the HTP", text) and "folds BatchNorm" in text
+
+
+def test_cross_version_compiles_get_the_guarded_graph(tmp_path, caplog):
+    from swiftformer_qnn.cross_version import compile_versions_into
+    from swiftformer_qnn.qnn import HtpTarget, htp_session
+
+    qdq = _one_bn_qdq(tmp_path, 4)
+    report = compile_versions_into(qdq, "2.51", tmp_path / "versions", use_cache=False)
+    (ok,) = report.versions
+    assert ok.status == "ok", ok.error
+    assert "BN guard" in caplog.text and "bn channel 0" in caplog.text
+    ctx = tmp_path / "versions" / ok.directory / f"{qdq.stem}_ctx.onnx"
+    x = np.random.default_rng(1000).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    htp = htp_session(ctx, HtpTarget()).run(None, {"x": x})[0]
+    assert compare_outputs(run_cpu(qdq, x), htp, classify=False)["cosine_min"] > 0.999

@@ -108,11 +108,10 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r['precision']}, {r['calibration_samples']} calibration inputs, {r['compute_nodes']} compute nodes; {size}"
     if name == "compile":
-        guard = r.get("bn_guard") or {}
-        rewritten = [f for f in guard.get("corrupted_predicted", []) if f["action"] == "rewritten"]
-        note = (f"; BN guard rewrote {len(rewritten)} BatchNorm scale(s) per channel "
-                f"({', '.join(f['node'] + ' ch ' + ','.join(map(str, f['channels'])) for f in rewritten)})"
-                if rewritten else "")
+        from ..pipeline.compile import describe_guard
+
+        guarded = describe_guard(r.get("bn_guard") or {})
+        note = f"; {guarded}" if guarded else ""
         return (f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
                 f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}{note}")
     if name == "verify":

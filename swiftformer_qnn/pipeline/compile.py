@@ -14,16 +14,26 @@ from .bn_guard import protect
 COMPILE_OUTPUTS = ("model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json")
 
 
-def guarded_model(model: Path, work: Path) -> tuple[Path, dict]:
+def guarded_model(model: Path, work: Path, name: str = ".model.bn-guarded.onnx") -> tuple[Path, dict]:
     """The BN-overflow guard before any compile: the model itself when no BatchNorm would be
-    corrupted, else a rewritten copy in `work` (raises BnOverflowError if it cannot be rewritten)."""
+    corrupted, else a rewritten copy `work/name` (raises BnOverflowError if it cannot be rewritten)."""
     proto = onnx.load(str(model))
     report = protect(proto)
     if not report.findings:
         return model, report.as_dict()
-    out = work / ".model.bn-guarded.onnx"  # compiled, then removed: the manifest says what changed
+    out = work / name  # compiled, then removed: the manifest says what changed
     onnx.save(proto, str(out))
     return out, report.as_dict()
+
+
+def describe_guard(guard: dict) -> str | None:
+    """One line on what the guard rewrote, or None."""
+    done = [f for f in guard.get("corrupted_predicted", []) if f["action"] == "rewritten"]
+    if not done:
+        return None
+    what = "; ".join(f"{f['node']} channel {','.join(map(str, f['channels']))}" for f in done)
+    return (f"BN guard: onnxruntime-qnn would flip the bias sign of {len(done)} BatchNormalization(s) ({what}); "
+            "their scale was re-quantized per channel before compiling (exact in float).")
 
 
 def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
