@@ -275,7 +275,3 @@ def realistic_init(model: nn.Module, seed: int = 0) -> nn.Module:
         elif name.endswith("w_g"):
             p.copy_(torch.randn(p.shape, generator=gen))
     return model.eval()
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -57,7 +57,9 @@ SOCS: dict[str, Soc] = {
         Soc("sm8475", "Snapdragon 8+ Gen 1", 42, 69, "qualcomm-snapdragon-8plusgen1", None),
         Soc("sm8550", "Snapdragon 8 Gen 2", 43, 73, "qualcomm-snapdragon-8gen2", "Samsung Galaxy S23 Ultra"),
         Soc("sm8650", "Snapdragon 8 Gen 3", 57, 75, "qualcomm-snapdragon-8gen3", "Samsung Galaxy S24 Ultra"),
-        Soc("sm8750", "Snapdragon 8 Elite", 69, 79, "qualcomm-snapdragon-8-elite", "Samsung Galaxy S25 Ultra"),
+        # AI Hub's `qualcomm-snapdragon-8-elite` is the QRD; the S25 Ultra reports its own chipset
+        # (`qualcomm-snapdragon-8-elite-for-galaxy`), so it is no reference phone for this one.
+        Soc("sm8750", "Snapdragon 8 Elite", 69, 79, "qualcomm-snapdragon-8-elite", None),
     )
 }
 DEFAULT_SOC = "sm8550"

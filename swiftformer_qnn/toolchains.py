@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._atomic import write_text_atomic
 from .errors import ToolchainError, UsageError
+from .versions import parse_version, same_release, short_version, version_key  # noqa: F401 (one parser: versions.py)
 
 TOOLCHAINS_ENV = "SWIFTFORMER_QNN_TOOLCHAINS"
 MARKER_NAME = "toolchain.json"
@@ -89,43 +90,6 @@ COMMON_REQUIREMENTS: tuple[str, ...] = ("numpy==2.4.6", "onnx==1.23.2")
 
 def known_versions() -> str:
     return ", ".join(s.qnn_version for s in TOOLCHAINS)
-
-
-def parse_version(text: str | None) -> tuple[int, ...] | None:
-    """The one parser of QNN / QAIRT version strings: "2.51", "v2.51.0", "qnn-2.49.40" or an
-    EPContext `ep_sdk_version` like "v2.51.0.260929181845" -> its numbers; None when `text`
-    is not a dotted version (at least major.minor)."""
-    if text is None:
-        return None
-    key = str(text).strip().lower().removeprefix("qnn-").removeprefix("qnn").removeprefix("v")
-    parts = key.split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts):
-        return None
-    return tuple(int(p) for p in parts)
-
-
-def version_key(v: str | None) -> tuple[int, ...]:
-    """Numeric sort key of a version ("2.9" < "2.17" < "2.51.0"); () for one that is not a version."""
-    return parse_version(v) or ()
-
-
-def short_version(v: str | None) -> str | None:
-    """major.minor.patch without a build suffix ("2.31.0.250130151446" -> "2.31.0"); None if not a version."""
-    parsed = parse_version(v)
-    return ".".join(map(str, parsed[:3])) if parsed else None
-
-
-def same_release(requested: str, actual: str) -> bool:
-    """Whether `requested` ("2.51", "2.51.0") names the release `actual` ("2.51.0.2609...") is.
-
-    major.minor names a release; a longer version must also match the patch; a build suffix is
-    ignored. Components compare as numbers, so "2.5" is not 2.51.
-    """
-    want, have = parse_version(requested), parse_version(actual)
-    if want is None or have is None:
-        return False
-    want, have = want[:3], have[:3]
-    return have[: len(want)] == want
 
 
 def split_versions(value: str | Sequence[str]) -> list[str]:

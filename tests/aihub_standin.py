@@ -53,6 +53,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import qai_hub.public_api_pb2 as pb
+from packaging.version import Version
 
 PROTOBUF = "application/x-protobuf"
 
@@ -65,16 +66,31 @@ RUNNING = {
     ],
 }
 
-_ATTRS_COMMON = ("format:phone", "os:android", "vendor:samsung", "framework:qnn", "framework:onnx", "framework:tflite")
+_ATTRS_COMMON = ("format:phone", "os:android", "vendor:samsung", "framework:qnn", "framework:onnx", "framework:tflite",
+                 "htp-supports-fp16")
+_S23 = ("chipset:qualcomm-snapdragon-8gen2", "soc-model:43", "hexagon:v73")
+_ELITE = ("soc-model:69", "hexagon:v79")
 DEFAULT_DEVICES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("Samsung Galaxy S23 Ultra", "13", ("chipset:qualcomm-snapdragon-8gen2", "hexagon:v73", *_ATTRS_COMMON)),
-    ("Samsung Galaxy S23 Ultra", "14", ("chipset:qualcomm-snapdragon-8gen2", "hexagon:v73", *_ATTRS_COMMON)),
-    ("Samsung Galaxy S23", "14", ("chipset:qualcomm-snapdragon-8gen2", "hexagon:v73", *_ATTRS_COMMON)),
-    ("Samsung Galaxy S24 Ultra", "14", ("chipset:qualcomm-snapdragon-8gen3", "hexagon:v75", *_ATTRS_COMMON)),
-    ("Samsung Galaxy S22 Ultra 5G", "13", ("chipset:qualcomm-snapdragon-8gen1", "hexagon:v69", *_ATTRS_COMMON)),
+    ("Samsung Galaxy S23 Ultra", "13", (*_S23, *_ATTRS_COMMON)),
+    ("Samsung Galaxy S23 Ultra", "14", (*_S23, *_ATTRS_COMMON)),
+    ("Samsung Galaxy S23", "14", (*_S23, *_ATTRS_COMMON)),
+    ("Samsung Galaxy S24 Ultra", "14", ("chipset:qualcomm-snapdragon-8gen3", "soc-model:57", "hexagon:v75", *_ATTRS_COMMON)),
+    ("Samsung Galaxy S22 Ultra 5G", "13", ("chipset:qualcomm-snapdragon-8gen1", "soc-model:36", "hexagon:v69", *_ATTRS_COMMON)),
+    # The S25 Ultra's chipset is the "for Galaxy" part; `qualcomm-snapdragon-8-elite` is the QRD.
+    ("Samsung Galaxy S25 Ultra", "15", ("chipset:qualcomm-snapdragon-8-elite-for-galaxy", *_ELITE, *_ATTRS_COMMON)),
+    ("Snapdragon 8 Elite QRD", "15", ("chipset:qualcomm-snapdragon-8-elite", *_ELITE, "format:phone", "os:android",
+                                      "framework:qnn")),
 )
 
-DEFAULT_QAIRT = "2.33.0.250327124043"
+# QAIRT versions offered (`get_frameworks()`): (api_version, full_version, tags). AI Hub offers a
+# few at a time and moves "default"/"latest" (the zoo's default went 2.33 -> 2.36 -> 2.37 -> 2.42).
+DEFAULT_FRAMEWORKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("2.31", "2.31.0.250130151446_114721", ()),
+    ("2.33", "2.33.0.250327124043_117917", ()),
+    ("2.37", "2.37.1.250807093845_124904", ("default",)),
+    ("2.42", "2.42.0.251225135753_193295", ("latest",)),
+)
+S3_BUCKET = "aihub-standin"
 
 
 # --- what a compiled QNN context binary's per-layer profile looks like ------------------
@@ -112,7 +128,7 @@ def qnn_op_name(onnx_name: str) -> str:
 class Layer:
     name: str
     type: str
-    time_us: int
+    time_us: float  # the cost model's time; the payload carries cycles and/or whole microseconds
     onnx_node: str
     # The ONNX nodes this op came from (the test's ground truth); () for ops QNN inserts.
     sources: tuple[str, ...] = ()
@@ -174,7 +190,7 @@ def layers_from_onnx(onnx_bytes: bytes, *, fused: bool = False) -> list[Layer]:
             qnn_type = _QNN_TYPES.get(op, op)
             cost = 0.4 + out / 3.0e5
         name = node.name or f"{op}_{i}"
-        layers.append(Layer(qnn_op_name(name), qnn_type, int(round(cost)), name, (name,)))
+        layers.append(Layer(qnn_op_name(name), qnn_type, cost, name, (name,)))
     return fuse_like_qnn(layers, g) if fused else layers
 
 
@@ -246,28 +262,38 @@ def fuse_like_qnn(layers: list[Layer], graph) -> list[Layer]:
         reads_input = node is not None and any(t in inputs and rank(inputs[t]) == 4 for t in node.input)
         writes_output = node is not None and any(t in outputs and rank(outputs[t]) == 4 for t in node.output)
         if node is not None and node.op_type == "ReduceL2":
-            share = max(layer.time_us // len(_REDUCE_L2), 1)
+            share = layer.time_us / len(_REDUCE_L2)
             result += [Layer(f"{layer.name}{suffix}", qnn_type, share, layer.onnx_node, layer.sources)
                        for suffix, qnn_type in _REDUCE_L2]
             continue
         if writes_output:  # NHWC back to the graph's NCHW before the output leaves the HTP
-            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1, "", ()))
+            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1.0, "", ()))
         result.append(layer)
         if reads_input:  # the graph's NCHW input to the HTP's NHWC
-            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1, "", ()))
+            result.append(Layer(f"Transpose_token_{next(token)}", "Transpose", 1.0, "", ()))
     return result
 
 
+# The HTP clock the cost model's microseconds become cycles at (order of magnitude of a v73).
+CYCLES_PER_US = 1_000
+LAYER_FIELDS = ("cycles", "both", "time")
+
+
 def build_profile_detail(
-    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = (), fused: bool = False
+    onnx_bytes: bytes, *, runs: int, seed: str, cpu_op_types: tuple[str, ...] = (), fused: bool = False,
+    layer_fields: str = "cycles",
 ) -> pb.ProfileDetail:
     """A ProfileDetail (major 1, minor 2: per-run times and memory ranges), as AI Hub sends.
-    `fused`: layers as QNN builds them (`fuse_like_qnn`), not one per ONNX node."""
+    `fused`: layers as QNN builds them (`fuse_like_qnn`), not one per ONNX node.
+    `layer_fields`: "cycles" (QNN context binaries on AI Hub: `execution_cycles` only),
+    "both" (cycles and whole microseconds, 0 for sub-microsecond layers) or "time"."""
+    assert layer_fields in LAYER_FIELDS, layer_fields
     layers = layers_from_onnx(onnx_bytes, fused=fused)
     per_op_total = sum(layer.time_us for layer in layers)
     # End-to-end runs are a bit longer than the per-op sum (graph launch, I/O), and jitter.
     h = hashlib.sha256(seed.encode()).digest()
     all_times = [int(per_op_total * 1.06 + 4 + (h[i % len(h)] % 17)) for i in range(runs)]
+    all_times[0] += int(per_op_total * 3)  # the first run is cold (one real profile: 1995 us, then ~300)
     detail = pb.ProfileDetail(
         major_version=1,
         minor_version=2,
@@ -290,11 +316,13 @@ def build_profile_detail(
         )
     for layer in layers:
         cu = pb.ComputeUnit.COMPUTE_UNIT_CPU if layer.type in cpu_op_types else pb.ComputeUnit.COMPUTE_UNIT_NPU
+        fields = {}
+        if layer_fields in ("cycles", "both"):
+            fields["execution_cycles"] = int(round(layer.time_us * CYCLES_PER_US))
+        if layer_fields in ("time", "both"):
+            fields["execution_time"] = int(layer.time_us)  # whole microseconds: 0 below one
         detail.layer_details.append(
-            pb.LayerDetail(
-                name=layer.name, layer_type_name=layer.type, compute_unit=cu, execution_time=layer.time_us,
-                delegate_name="QNN",
-            )
+            pb.LayerDetail(name=layer.name, layer_type_name=layer.type, compute_unit=cu, delegate_name="QNN", **fields)
         )
     return detail
 
@@ -316,6 +344,21 @@ class StoredModel:
     pb: pb.Model
     data: bytes = b""
     parts: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Fault:
+    """A scripted answer: the next `times` requests matching `method` and `path` (a regex over
+    the URL path) get `status`, `body` and `headers` instead of the real answer. `{headers}`
+    in the body is replaced by the request's headers, as a server echoing a request does."""
+
+    method: str
+    path: str
+    status: int
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int = 1
+    ctype: str = "application/json"
 
 
 @dataclass
@@ -345,14 +388,26 @@ class HubStandIn:
         cpu_op_types: tuple[str, ...] = (),
         devices=DEFAULT_DEVICES,
         fused: bool = False,
+        frameworks=DEFAULT_FRAMEWORKS,
+        s3_endpoint: str | None = None,
     ):
         self.token = token
+        self.frameworks = [pb.Framework(name="QAIRT", api_version=a, full_version=f, api_tags=list(t))
+                           for a, f, t in frameworks]
+        # Transfers: presigned URLs on this server, or (with an S3 endpoint, e.g. moto's server)
+        # short-lived credentials for one object each, which the client uses through botocore.
+        self.s3_endpoint = s3_endpoint
+        self.transfer_mode = "credentials" if s3_endpoint else "presigned"
+        self.transfer_failures = 0  # the next N transfers fail (a bucket that is not there / 403)
+        self.faults: list[Fault] = []
+        self.runtime_qairt: str | None = None  # what the device reports running (default: as compiled)
         self.polls_to_finish = polls_to_finish
         self.hold: set[str] = set()
         self.flaky_polls = 0
         self.fail_compile = fail_compile
         self.cpu_op_types = cpu_op_types
         self.fused = fused
+        self.layer_fields = "cycles"  # per-layer fields of profiles (see build_profile_detail)
         self.devices = [pb.Device(name=n, os=o, attributes=list(a)) for n, o, a in devices]
         self.requests: list[Request] = []
         self.models: dict[str, StoredModel] = {}
@@ -410,6 +465,34 @@ class HubStandIn:
         return path
 
     # -- inspection for tests --
+
+    def fail_next(self, method: str, path: str, status: int, body: str = "", *, times: int = 1,
+                  headers: dict[str, str] | None = None, ctype: str = "application/json") -> None:
+        self.faults.append(Fault(method, path, status, body, headers or {}, times, ctype))
+
+    def qairt_full(self, api_version: str | None) -> str:
+        """The full version AI Hub compiles with for --qairt_version (default: the `default` tag)."""
+        for f in self.frameworks:
+            if (api_version and f.api_version == api_version) or (not api_version and "default" in f.api_tags):
+                return f.full_version
+        raise KeyError(f"QAIRT {api_version}")
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
+                            aws_access_key_id="standin", aws_secret_access_key="standin")
+
+    def s3_credentials(self, key: str, filename: str) -> pb.S3Credentials:
+        """Credentials for one object, as AI Hub grants them (a failing one while `transfer_failures`)."""
+        with self._lock:
+            fail = self.transfer_failures > 0
+            self.transfer_failures -= fail
+        return pb.S3Credentials(
+            access_key_id="ASIASTANDIN0000000000", secret_access_key="standin-secret-key",
+            session_token="standin-session-token", bucket="aihub-standin-missing" if fail else S3_BUCKET, key=key,
+            region="us-east-1", use_transfer_acceleration=False, filename=filename,
+        )
 
     def count(self, method: str, pattern: str) -> int:
         rx = re.compile(pattern)
@@ -478,6 +561,12 @@ class _Handler(BaseHTTPRequestHandler):
         authorized = self.headers.get("Authorization") == f"token {hub.token}"
         hub.requests.append(Request(self.command, url.path, query, time.monotonic(), authorized))
         body = self._body()
+        for fault in list(hub.faults):
+            if fault.times > 0 and fault.method == self.command and re.fullmatch(fault.path, url.path):
+                fault.times -= 1
+                echoed = "; ".join(f"{k}: {v}" for k, v in self.headers.items())
+                return self._send(fault.status, fault.body.replace("{headers}", echoed).encode(), fault.ctype,
+                                  fault.headers)
         if url.path.startswith("/s3/"):
             return self._s3(url.path, query, body)
         if not url.path.startswith("/api/v1/"):
@@ -500,7 +589,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _s3(self, path: str, query: dict, body: bytes) -> None:
         parts = path.split("/")[2:]
         model_id = parts[1] if len(parts) > 1 else ""
-        if query.get("sig", [""])[0] != self.hub._sig(model_id) or model_id not in self.hub.models:
+        with self.hub._lock:
+            fail = self.hub.transfer_failures > 0
+            self.hub.transfer_failures -= fail
+        if fail or query.get("sig", [""])[0] != self.hub._sig(model_id) or model_id not in self.hub.models:
             return self._send(403, b"<Error><Code>AccessDenied</Code><Message>bad signature</Message></Error>", "application/xml")
         stored = self.hub.models[model_id]
         if parts[0] == "upload" and self.command == "PUT":
@@ -535,7 +627,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def upload_urls(self, parts, query, body) -> None:
         model_id = parts[1]
-        self.hub.models[model_id]  # KeyError -> 404
+        stored = self.hub.models[model_id]  # KeyError -> 404
+        if self.hub.transfer_mode == "credentials" and query.get("supports_s3_credentials") == ["true"]:
+            creds = self.hub.s3_credentials(f"uploads/{model_id}/{stored.pb.name}", stored.pb.name)
+            return self._pb(pb.FileUploadResponse(credentials=creds))
         size = int(query.get("file_size", ["0"])[0])
         url = f"{self.hub.url}/s3/upload/{model_id}/0?sig={self.hub._sig(model_id)}"
         self._pb(pb.FileUploadResponse(multipart_url=pb.FileMultipartUploadURL(urls=[url], upload_id=f"u-{model_id}", max_part_size=max(size, 1))))
@@ -549,11 +644,27 @@ class _Handler(BaseHTTPRequestHandler):
         assert done.upload_id == f"u-{model_id}" and len(done.etags) == len(stored.parts)
         self._pb(pb.CreateUpdateResponse(id=model_id))
 
+    def upload_complete(self, parts, query, body) -> None:
+        """The credentials route's end: the object is in S3, read it from there."""
+        model_id = parts[1]
+        stored = self.hub.models[model_id]
+        got = self.hub.s3().get_object(Bucket=S3_BUCKET, Key=f"uploads/{model_id}/{stored.pb.name}")
+        stored.data = got["Body"].read()
+        stored.pb.file_upload_complete = True
+        self._pb(pb.CreateUpdateResponse(id=model_id))
+
+    def frameworks(self, parts, query, body) -> None:
+        self._pb(pb.FrameworkList(frameworks=self.hub.frameworks, total_query_count=len(self.hub.frameworks)))
+
     def get_model(self, parts, query, body) -> None:
         self._pb(self.hub.models[parts[1]].pb)
 
     def download_model(self, parts, query, body) -> None:
         stored = self.hub.models[parts[1]]
+        if self.hub.transfer_mode == "credentials" and query.get("supports_s3_credentials") == ["true"]:
+            key = f"downloads/{parts[1]}/{stored.pb.name}"
+            self.hub.s3().put_object(Bucket=S3_BUCKET, Key=key, Body=stored.data)
+            return self._pb(pb.FileDownloadResponse(credentials=self.hub.s3_credentials(key, stored.pb.name)))
         url = f"{self.hub.url}/s3/download/{parts[1]}?sig={self.hub._sig(parts[1])}"
         self._pb(pb.FileDownloadResponse(url=pb.FileDownloadURL(url=url, filename=stored.pb.name)))
 
@@ -570,6 +681,13 @@ class _Handler(BaseHTTPRequestHandler):
         job = pb.Job.FromString(body)
         hub = self.hub
         which = job.WhichOneof("job")
+        if which in ("compile_job", "inference_job"):
+            inner = getattr(job, which)
+            m = re.search(r"--qairt_version[ =](\S+)", inner.options)
+            if m and m.group(1) not in {f.api_version for f in hub.frameworks} | {"default", "latest"}:
+                offered = ", ".join(f.api_version for f in hub.frameworks)
+                return self._send(400, f'{{"detail": "QAIRT version {m.group(1)} is not supported. '
+                                  f'Supported versions: {offered}."}}'.encode(), "application/json")
         if which == "compile_job":
             src = hub.models[job.compile_job.model.model_id]
             job_id = hub._id("j")
@@ -640,12 +758,15 @@ class _Handler(BaseHTTPRequestHandler):
                 inner.failure_reason = reason
                 return
             m = re.search(r"--qairt_version[ =](\S+)", inner.options)
-            qairt = m.group(1) + ".0.250101000000" if m and m.group(1).count(".") == 1 else (m.group(1) if m else DEFAULT_QAIRT)
+            qairt = hub.qairt_full(m.group(1) if m and m.group(1) not in ("default", "latest") else None)
             target = hub.models[inner.target_model.model_id]
             source = hub.models[stored.source_model_id]
             target.data = b"QNN-CONTEXT-BINARY (aihub stand-in)\n" + qairt.encode() + b"\n" + hashlib.sha256(source.data).hexdigest().encode()
             target.pb.file_upload_complete = True
-            for key, value in ((1, qairt), (3, qairt), (31, "v73"), (32, "43")):
+            # Newer binaries record QAIRT_SDK_VERSION (3), older ones QNN_SDK_VERSION (1) as "v2.31.0...".
+            newer = Version(qairt.split("_")[0]) >= Version("2.33")
+            sdk_key, sdk_value = (3, qairt) if newer else (1, "v" + qairt.split("_")[0])
+            for key, value in ((sdk_key, sdk_value), (31, "v73"), (32, "43")):
                 target.pb.metadata.entries[key] = value
             inner.target_model.CopyFrom(target.pb)
             inner.job_state = pb.JobState.JOB_STATE_DONE
@@ -664,18 +785,24 @@ class _Handler(BaseHTTPRequestHandler):
         compile_job = hub.jobs[target.pb.producer_id]
         source = hub.models[compile_job.source_model_id]
         detail = build_profile_detail(source.data, runs=runs, seed=ij.inference_job_id, cpu_op_types=hub.cpu_op_types,
-                                      fused=hub.fused)
+                                      fused=hub.fused, layer_fields=hub.layer_fields)
+        m = re.search(r"--qairt_version[ =](\S+)", ij.options)
+        ran = hub.runtime_qairt or hub.qairt_full(m.group(1) if m and m.group(1) not in ("default", "latest") else None)
+        detail.tool_versions.append(pb.ToolVersion(name="QAIRT", version=ran))
         self._pb(pb.JobResult(inference_job_result=pb.InferenceJobResult(inference_job_id=ij.inference_job_id, detail=detail)))
 
 
 def _shape(parts: list[str]) -> tuple[str, ...]:
     """Route key: fixed path words, `*` for ids."""
-    words = {"devices", "models", "jobs", "multipart_upload", "download", "result", "users", "auth", "user"}
+    words = {"devices", "models", "jobs", "multipart_upload", "download", "result", "users", "auth", "user",
+             "frameworks", "upload_complete"}
     return tuple(p if p in words else "*" for p in parts)
 
 
 _ROUTES: dict[tuple[str, tuple[str, ...]], Callable] = {
     ("GET", ("devices",)): _Handler.devices,
+    ("GET", ("frameworks",)): _Handler.frameworks,
+    ("POST", ("models", "*", "upload_complete")): _Handler.upload_complete,
     ("POST", ("models",)): _Handler.create_model,
     ("GET", ("models", "*", "multipart_upload")): _Handler.upload_urls,
     ("POST", ("models", "*", "multipart_upload")): _Handler.complete_upload,
@@ -776,3 +903,47 @@ def real_qdq_model(variant: str, resolution: int, where: Path) -> dict:
         assert sim.is_file(), f"qdq_fixtures no longer leaves its float model at {sim}"
         _QDQ_MODELS[key] = {"qdq": qdq, "sim": sim, "res": resolution}
     return _QDQ_MODELS[key]
+
+
+# --- a real S3 server for the credentials route ----------------------------------------------
+
+
+class MotoS3:
+    """moto's S3 in server mode on 127.0.0.1 (a maintained S3 implementation, not ours), with
+    the stand-in's bucket, and moto's request recorder to count the transfers it served."""
+
+    def __init__(self):
+        self._server = None
+        self.endpoint = ""
+
+    def __enter__(self) -> MotoS3:
+        import os
+
+        import boto3
+        import requests
+        from moto.server import ThreadedMotoServer
+
+        os.environ.setdefault("MOTO_RECORDER_FILEPATH", str(Path(os.environ.get("TMPDIR", "/tmp")) /
+                                                               f"moto-recorder-{os.getpid()}.jsonl"))
+        port = unused_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="standin",
+                     aws_secret_access_key="standin").create_bucket(Bucket=S3_BUCKET)
+        requests.post(f"{self.endpoint}/moto-api/recorder/start-recording", timeout=10)
+        return self
+
+    def requests(self) -> list[dict]:
+        """Every S3 request moto served since start (the recorder's log)."""
+        import json
+
+        import requests
+
+        got = requests.get(f"{self.endpoint}/moto-api/recorder/download-recording", timeout=10)
+        return [json.loads(line) for line in got.text.splitlines() if line.strip()]
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

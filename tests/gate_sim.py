@@ -31,7 +31,6 @@ from swiftformer_qnn.profiling.schema import (
     Profile,
     Provenance,
     TargetInfo,
-    TimeUnit,
     ToolchainInfo,
 )
 from swiftformer_qnn.variants import VARIANTS, BlockKind
@@ -152,7 +151,7 @@ def synthetic_profile(
         for k in range(ops_per_block):
             ops.append(OpRecord(
                 name=f"/{block.replace('.', '/')}/op{k}", op_type="Conv", compute_unit=ComputeUnit.NPU,
-                time=t / ops_per_block, time_unit=TimeUnit.US,
+                execution_time_us=t / ops_per_block,
                 attribution=Attribution(block=block, via="name"),
             ))
     shape = [1, 96, 64, 64] if variant == "encoder" else [1, 3, 224, 224]

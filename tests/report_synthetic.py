@@ -40,6 +40,11 @@ EMULATOR = {
 }
 
 
+
+def _figure(unit: TimeUnit, t: float) -> dict[str, float]:
+    """An op's figure: emulator cycles, or device microseconds (the per-op-times basis)."""
+    return {"execution_cycles": t} if unit is TimeUnit.CYCLES else {"execution_time_us": t}
+
 def _shape(variant: str) -> list[int]:
     return list(VARIANTS[variant].input_shape())
 
@@ -68,8 +73,7 @@ def make_profile(
                 name=f"/{block}/op",
                 op_type="Conv",
                 compute_unit=ComputeUnit.NPU,
-                time=t,
-                time_unit=unit,
+                **_figure(unit, t),
                 attribution=Attribution(block=block, kind=kind),
             )
         )
@@ -81,8 +85,7 @@ def make_profile(
                     name=f"/{block}/{part}/op",
                     op_type="MatMul",
                     compute_unit=ComputeUnit.NPU,
-                    time=t,
-                    time_unit=unit,
+                    **_figure(unit, t),
                     attribution=Attribution(block=block, kind=kind, part=part),
                 )
             )
@@ -165,8 +168,7 @@ def model_shaped_profile(
             name=name,
             op_type=op_type,
             compute_unit=ComputeUnit.NPU,
-            time=round(t, 3),
-            time_unit=unit,
+            **_figure(unit, round(t, 3)),
             attribution=Attribution(block=block, kind=kind, part=part),
         )
 
@@ -233,14 +235,13 @@ def model_shaped_profile(
                 name="/output/Transpose",
                 op_type="Transpose",
                 compute_unit=ComputeUnit.CPU,
-                time=round(2 * per_unit * scale, 3),
-                time_unit=unit,
+                **_figure(unit, round(2 * per_unit * scale, 3)),
             )
         )
 
     latency = None
     if source is not LatencySource.EMULATOR:
-        total = sum(o.time for o in ops)
+        total = sum(o.execution_time_us for o in ops)
         median = total * 1.08  # per-op times leave out launch and I/O
         latency = LatencySummary(min_us=median * 0.97, median_us=median, max_us=median * 1.2, run_count=100)
     return Profile(

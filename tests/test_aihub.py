@@ -25,28 +25,23 @@ from aihub_standin import (
 from qai_hub.client import _profile_pb_to_python_dict
 
 from swiftformer_qnn.errors import HubError, ProfileError
-from swiftformer_qnn.profiling.aihub import (
-    JOURNAL_NAME,
-    HubOptions,
-    HubSession,
-    HubTarget,
-    check_hub_config,
-    onnx_sources,
-    profile_from_hub,
-    qnn_op_name,
-)
+from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget, check_hub_config
+from swiftformer_qnn.profiling.aihub_journal import JOURNAL_NAME
+from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
 from swiftformer_qnn.profiling.attribution import unattributed_share
 from swiftformer_qnn.profiling.devices import resolve_device
 from swiftformer_qnn.profiling.orchestrate import read_export
 from swiftformer_qnn.profiling.schema import (
+    LatencyBasis,
     LatencySource,
     ModelInfo,
     Provenance,
     TargetInfo,
-    TimeUnit,
+    TimeBasis,
     ToolchainInfo,
     block_times,
     load_profile,
+    op_times,
 )
 
 S23U = "Samsung Galaxy S23 Ultra"
@@ -154,7 +149,7 @@ def _convert(payload, variant="xs", sources=None, graph=None):
 
 def test_conversion_of_a_hub_payload(onnx_models):
     qdq = onnx_models["xs"]["qdq"]
-    detail = build_profile_detail(qdq.read_bytes(), runs=7, seed="conv", cpu_op_types=("Quantize",))
+    detail = build_profile_detail(qdq.read_bytes(), runs=7, seed="conv", cpu_op_types=("Quantize",), layer_fields="both")
     payload = _profile_pb_to_python_dict(detail)  # exactly what download_profile() returns
     runs = payload["execution_summary"]["all_inference_times"]
     p = _convert(payload, sources=onnx_sources(qdq))
@@ -165,8 +160,15 @@ def test_conversion_of_a_hub_payload(onnx_models):
     assert p.load.first_load_us == 41_000 and p.load.warm_load_us == 2_300
     assert p.load.inference_peak_memory_bytes == 18_400_000 and p.load.peak_memory_bytes == 31_200_000
     assert [op.name for op in p.ops] == [d["name"] for d in payload["execution_detail"]]
-    assert all(op.time_unit is TimeUnit.US for op in p.ops)
-    assert "AI Hub estimated_inference_time" in p.provenance.note
+    layers = payload["execution_detail"]
+    assert [(op.execution_time_us, op.execution_cycles) for op in p.ops] == [
+        (d["execution_time"], d["execution_cycles"]) for d in layers]  # both kept, as given
+    assert any(d["execution_time"] == 0 and d["execution_cycles"] > 0 for d in layers)  # sub-microsecond layers
+    # Cycles are the basis: the blocks add up to the measured median.
+    assert sum(b.time for b in block_times(p).values()) == pytest.approx(p.latency.median_us)
+    assert {b.basis for b in block_times(p).values()} == {TimeBasis.DERIVED_FROM_CYCLES}
+    assert p.latency.estimate_us == payload["execution_summary"]["estimated_inference_time"] == min(runs)
+    assert p.latency.label() == "median of 7 runs"
     # The graph input's Quantize runs on the CPU here; the compute unit mix says so.
     assert block_times(p)["stem"].compute_units == {"CPU": 1, "NPU": 2}
 
@@ -280,7 +282,9 @@ def test_attribution_of_ops_fused_and_renamed_as_qnn_builds_them(onnx_models, gr
     assert [op.name for op in inserted] == ["Transpose_token_46"]  # xs: a 4-D input, 2-D logits
     # Honest bound: what no name and no node can place is the inserted transpose alone.
     share = unattributed_share(placed)
-    assert 0 < share == pytest.approx(sum(op.time for op in inserted) / sum(op.time for op in placed.ops))
+    figure = dict(op_times(placed).values)
+    assert 0 < share == pytest.approx(
+        sum(figure[placed.ops.index(op)] for op in inserted) / sum(figure.values()))
     assert share < 0.02
     assert unattributed_share(by_name) > share  # names alone leave Gemm_<n> and friends unplaced
     print(f"\nunattributed (xs@64 {graph}, ops fused and renamed as QNN does): names only "
@@ -302,9 +306,11 @@ def test_legacy_payload_with_only_an_estimate():
                                                compute_unit=pb.ComputeUnit.COMPUTE_UNIT_NPU, execution_cycles=4200))
     p = _convert(_profile_pb_to_python_dict(detail))
     assert (p.latency.min_us, p.latency.median_us, p.latency.run_count, p.latency.runs_us) == (1500, 1500, 1, [])
-    assert "only estimated_inference_time" in p.provenance.note
-    # No layer has microseconds: the device's cycles are kept, marked as cycles.
-    assert p.ops[0].time_unit is TimeUnit.CYCLES and p.ops[0].time == 4200
+    assert p.latency.basis is LatencyBasis.AIHUB_ESTIMATE and p.latency.label() == "AI Hub estimate (min of its runs)"
+    # No layer has microseconds: the device's cycles are kept, and the block's time derives from them.
+    assert (p.ops[0].execution_cycles, p.ops[0].execution_time_us) == (4200, None)
+    stem = block_times(p)["stem"]
+    assert (stem.time, stem.basis, stem.cycles) == (1500, TimeBasis.DERIVED_FROM_CYCLES, 4200)
     assert p.ops[0].attribution.block == "stem"
 
 
@@ -344,8 +350,15 @@ def test_profiles_two_variants_with_two_qnn_versions(hub, exports, tmp_path, tok
     for r in run.results:
         p = load_profile(r.profile_path)
         assert p.source is LatencySource.AIHUB
-        assert (p.target.device, p.target.os, p.target.chipset, p.target.soc_model) == (S23U, "14", "qualcomm-snapdragon-8gen2", 43)
-        assert p.toolchain.qairt_version == f"{r.target.qnn}.0.250101000000"
+        # Chipset, soc model and Hexagon version as AI Hub's device record says (soc-model:43, hexagon:v73).
+        assert (p.target.device, p.target.os, p.target.chipset, p.target.soc_model, p.target.htp_arch) == (
+            S23U, "14", "qualcomm-snapdragon-8gen2", 43, 73)
+        # Asked for, compiled with (2.31 binaries record QNN_SDK_VERSION, newer ones QAIRT_SDK_VERSION), ran with.
+        full = hub.qairt_full(r.target.qnn)
+        tc = p.toolchain
+        assert (tc.requested, tc.ran_with, tc.qairt_version) == (r.target.qnn, full, full)
+        assert tc.compiled_with == (f"v{full.split('_')[0]}" if r.target.qnn == "2.31" else full)
+        assert tc.qnn_version == f"{r.target.qnn}.0"
         assert p.latency.run_count == 5
         raw = json.loads(r.raw_path.read_text())
         assert [op.name for op in p.ops] == [d["name"] for d in raw["execution_detail"]]
@@ -413,22 +426,22 @@ def test_ctrl_c_after_the_first_submission_resubmits_nothing(hub, exports, tmp_p
 
 
 def test_failed_compile_is_reported_with_its_url_and_not_retried(hub, exports, tmp_path):
-    reason = "Failed to compile for QAIRT 2.17: op L2Norm is not supported by this QAIRT version."
-    hub.fail_compile = lambda name, options: reason if "--qairt_version 2.17" in options else None
+    reason = "Failed to compile for QAIRT 2.33: op L2Norm is not supported by this QAIRT version."
+    hub.fail_compile = lambda name, options: reason if "--qairt_version 2.33" in options else None
     out = tmp_path / "run"
-    run = session(out).run(targets_for(exports, qnn=("2.17", "2.31"), variants=("encoder",)), resolve_device(S23U))
+    run = session(out).run(targets_for(exports, qnn=("2.33", "2.31"), variants=("encoder",)), resolve_device(S23U))
 
-    assert [r.target.qnn for r in run.results] == ["2.31"]
+    assert [r.target.qnn for r in run.results] == ["2.31"]  # the other target finished
     (failure,) = run.failures
-    assert (failure.label, failure.stage, failure.reason, failure.resumable) == ("encoder-w8a8-qnn2.17", "compile", reason, False)
+    assert (failure.label, failure.stage, failure.reason, failure.resumable) == ("encoder-w8a8-qnn2.33", "compile", reason, False)
     assert failure.url == f"{hub.url}/jobs/{failure.job_id}/" and failure.url in failure.one_line()
     assert compile_jobs(hub) == 2 and profile_jobs(hub) == 1
 
-    again = session(out).run(targets_for(exports, qnn=("2.17",), variants=("encoder",)), resolve_device(S23U))
+    again = session(out).run(targets_for(exports, qnn=("2.33",), variants=("encoder",)), resolve_device(S23U))
     assert again.failures[0].job_id == failure.job_id and compile_jobs(hub) == 2
 
     retried = session(out, retry_failed=True).run(
-        targets_for(exports, qnn=("2.17",), variants=("encoder",)), resolve_device(S23U)
+        targets_for(exports, qnn=("2.33",), variants=("encoder",)), resolve_device(S23U)
     )
     assert compile_jobs(hub) == 3 and retried.failures[0].job_id != failure.job_id
 
@@ -512,7 +525,8 @@ def test_profile_that_does_not_fit_the_variant_is_a_conversion_failure(hub, onnx
     (failure,) = run.failures
     assert failure.stage == "conversion" and "does not have" in failure.reason and not failure.resumable
     assert failure.url == f"{hub.url}/jobs/{failure.job_id}/"
-    assert [p.name for p in out.glob("*.raw.json")] == ["xs-w8a8-qnn2.33.0-samsung-galaxy-s23-ultra.raw.json"]  # AI Hub default QAIRT
+    # Named after AI Hub's default QAIRT, resolved through get_frameworks() before submission.
+    assert [p.name for p in out.glob("*.raw.json")] == ["xs-w8a8-qnn2.37-samsung-galaxy-s23-ultra.raw.json"]
     assert list(out.glob("*.profile.json")) == []
 
 

@@ -20,7 +20,6 @@ from swiftformer_qnn.profiling.schema import (
     OpRecord,
     Profile,
     TargetInfo,
-    TimeUnit,
     ToolchainInfo,
     block_times,
 )
@@ -352,7 +351,7 @@ def test_two_digit_indices_and_case():
 
 
 def op(name: str, cycles: float | None, nodes: str = "") -> OpRecord:
-    return OpRecord(name=name, op_type="X", time=cycles, time_unit=TimeUnit.CYCLES, onnx_nodes=[n for n in nodes.split(";") if n])
+    return OpRecord(name=name, op_type="X", execution_cycles=cycles, onnx_nodes=[n for n in nodes.split(";") if n])
 
 
 def emulator_profile(ops: list[OpRecord]) -> Profile:
@@ -371,7 +370,7 @@ def test_attribute_ops_returns_new_records_and_replaces_old_attributions():
     out = attribute_ops(ops, XS)
     assert [o.attribution.block for o in out] == ["stem", "stage0.block2"]
     assert stale.attribution.block == "head"  # inputs untouched
-    assert [o.name for o in out] == [o.name for o in ops] and [o.time for o in out] == [10, 30]
+    assert [o.name for o in out] == [o.name for o in ops] and [o.execution_cycles for o in out] == [10, 30]
     # Profiles name their variant (ModelInfo.variant); the name works as well as the Variant.
     assert attribute_ops(ops, "xs") == out
     with pytest.raises(UsageError):

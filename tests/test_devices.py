@@ -56,12 +56,19 @@ def test_s23_ultra_spellings(query):
         ("8gen3", "Samsung Galaxy S24 Ultra", "sm8650"),
         ("qualcomm-snapdragon-8gen1", "Samsung Galaxy S22 Ultra 5G", "sm8450"),
         ("s22 ultra", "Samsung Galaxy S22 Ultra 5G", "sm8450"),
-        ("8 elite", "Samsung Galaxy S25 Ultra", "sm8750"),
+        ("s25 ultra", "Samsung Galaxy S25 Ultra", "sm8750"),
     ],
 )
 def test_other_devices_and_chipsets(query, name, soc):
     target = resolve_device(query)
     assert (target.name, target.soc.name) == (name, soc)
+
+
+def test_8_elite_is_the_qrd_chipset_not_the_s25_ultra():
+    # The S25 Ultra's chipset on AI Hub is qualcomm-snapdragon-8-elite-for-galaxy (read from the
+    # service when profiling); "8 elite" names the QRD's chipset attribute.
+    target = resolve_device("8 elite")
+    assert target.name is None and target.attributes == ("chipset:qualcomm-snapdragon-8-elite",)
 
 
 def test_chipset_without_reference_phone_selects_by_attribute():

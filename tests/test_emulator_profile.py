@@ -24,7 +24,6 @@ from swiftformer_qnn.profiling.schema import (
     ComputeUnit,
     LatencySource,
     ModelInfo,
-    TimeUnit,
     block_times,
     load_profile,
 )
@@ -91,7 +90,7 @@ def test_emulator_profile_is_labelled_as_cycles_not_latency(xs_run, tmp_path):
     assert profile.toolchain.qnn_version == qnn_sdk_version()
     assert profile.toolchain.runtime == "onnx"
     assert "NOT device latency" in profile.provenance.note
-    assert {op.time_unit for op in profile.ops} == {TimeUnit.CYCLES}
+    assert all(op.execution_cycles is not None and op.execution_time_us is None for op in profile.ops)
     assert {op.compute_unit for op in profile.ops} == {ComputeUnit.NPU}
     assert load_profile(profile.save(tmp_path / "xs.profile.json")) == profile
 
@@ -107,7 +106,7 @@ def test_ops_are_the_csv_node_rows_of_the_run(xs_run):
     totals = execute_total_cycles(out / PROFILE_CSV)
     assert len(totals) == 1  # one run, a fresh CSV
     # QNN's per-op rows add up to its whole-graph cycle count.
-    assert sum(op.time for op in profile.ops) == pytest.approx(totals[0], rel=1e-9)
+    assert sum(op.execution_cycles for op in profile.ops) == pytest.approx(totals[0], rel=1e-9)
     names = [op.name for op in profile.ops]
     assert names[0] == "Input" and names[-1] == "Output"
     assert not any(re.search(r"OpId_\d+|\(cycles\)", n) for n in names)
@@ -152,9 +151,9 @@ def test_parser_picks_one_run_of_several_and_fills_sources_from_the_trace(xs_run
     two_runs.write_text("\n".join([header, *body, *doubled]) + "\n")
 
     first = parse_qnn_profile_csv(two_runs, execution=0)
-    assert [(o.name, o.time, o.onnx_nodes) for o in first] == [(o.name, o.time, o.onnx_nodes) for o in profile.ops]
+    assert [(o.name, o.execution_cycles, o.onnx_nodes) for o in first] == [(o.name, o.execution_cycles, o.onnx_nodes) for o in profile.ops]
     last_no_trace = parse_qnn_profile_csv(two_runs)
-    assert [o.time for o in last_no_trace] == [2 * o.time for o in profile.ops]
+    assert [o.execution_cycles for o in last_no_trace] == [2 * o.execution_cycles for o in profile.ops]
     assert all(not o.onnx_nodes for o in last_no_trace)
     # Without the trace, types come from the ONNX names the ops still carry.
     assert {"Conv", "Gelu", "Gemm"} <= {o.op_type for o in last_no_trace}

@@ -14,7 +14,7 @@ from aihub_standin import HubStandIn, files_containing, make_export_dir, real_qd
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.profiling.schema import LatencySource, TimeUnit, load_profile
+from swiftformer_qnn.profiling.schema import LatencySource, load_profile
 from swiftformer_qnn.variants import get_variant
 
 S23U_SLUG = "samsung-galaxy-s23-ultra"
@@ -107,7 +107,8 @@ def test_profile_on_ai_hub(hub, exports, tmp_path, token):
         assert load_profile(out / name).source is LatencySource.AIHUB
 
     text = result.stdout
-    assert "Per block (aihub, device latency" in text and "Top 10 ops (aihub, device latency)" in text
+    assert "Per block (aihub, derived from device cycles x median of 5 runs" in text
+    assert "Top 10 ops (aihub, derived from device cycles" in text
     assert "(aihub, device latency)" in text.split("xs-r64-w8a8-qnn2.31 on Samsung Galaxy S23 Ultra")[1].splitlines()[0]
     for block in ("stem", "stage0.block2", "stage3.block3", "head", "encoder"):
         assert f"\n {block} " in text or f"│ {block} " in text
@@ -143,7 +144,7 @@ def test_default_output_dir_is_timestamped_under_profiles_runs(hub, exports, tmp
     result = invoke("--device", "sm8550", "--from", str(exports["encoder"]), "--runs", "3", "--poll", "0.01")
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "profiles" / "runs").iterdir()
-    assert (run_dir / f"encoder-d96x32-w8a8-qnn2.33.0-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
+    assert (run_dir / f"encoder-d96x32-w8a8-qnn2.37-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
     assert (run_dir / "aihub-jobs.json").is_file()
 
 
@@ -172,9 +173,9 @@ def test_list_devices(hub):
 
 
 def test_failed_compile_exits_2_with_the_job_url(hub, exports, tmp_path):
-    hub.fail_compile = lambda name, options: "Graph finalize failed: op L2Norm unsupported" if "2.17" in options else None
+    hub.fail_compile = lambda name, options: "Graph finalize failed: op L2Norm unsupported" if "2.33" in options else None
     out = tmp_path / "out"
-    result = invoke("--from", str(exports["encoder"]), "--qnn", "2.17", "--qnn", "2.31", "--out", str(out), "--poll", "0.01")
+    result = invoke("--from", str(exports["encoder"]), "--qnn", "2.33", "--qnn", "2.31", "--out", str(out), "--poll", "0.01")
     assert result.exit_code == 2
     (failed,) = [j for j in hub.jobs.values() if j.pb.compile_job.failure_reason]
     url = f"{hub.url}/jobs/{failed.pb.compile_job.compile_job_id}/"
@@ -246,7 +247,7 @@ def test_profile_on_the_emulator_needs_no_token(exports, tmp_path, monkeypatch, 
     (path,) = out.glob("encoder-d96x32-w8a8-qnn*-htp-emulator-*.profile.json")
     p = load_profile(path)
     assert p.source is LatencySource.EMULATOR and p.latency is None
-    assert all(op.time_unit is TimeUnit.CYCLES for op in p.ops)
+    assert all(op.execution_cycles is not None and op.execution_time_us is None for op in p.ops)
     assert (out / path.name.replace(".profile.json", ".raw") / "qnn_profile.csv").is_file()
     text = result.stdout
     assert "HTP emulator cycles, NOT device latency" in text and "time (cycles)" in text
@@ -305,7 +306,7 @@ def test_without_from_the_export_runs_here(hub, tmp_path):
     assert result.exit_code == 0, result.output
     (built,) = (tmp_path / "build").iterdir()
     (path,) = (tmp_path / "out").glob("*.profile.json")
-    assert path.name == f"encoder-d96x16-w8a8-qnn2.33.0-{S23U_SLUG}.profile.json"
+    assert path.name == f"encoder-d96x16-w8a8-qnn2.37-{S23U_SLUG}.profile.json"
     assert load_profile(path).model.input_shape == [1, 96, 16, 16]
     (uploaded,) = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
     assert uploaded == (built / "model.qdq.onnx").read_bytes()

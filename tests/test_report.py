@@ -417,7 +417,7 @@ def _nothing_written(workdir: Path) -> None:
         (json.dumps({"hello": "world"}), 'not a swiftformer-qnn profile (no "kind"'),
         (json.dumps({"kind": "swiftformer-qnn.profile", "schema_version": 99}), "schema_version 99"),
         (
-            json.dumps({"kind": "swiftformer-qnn.profile", "schema_version": 1, "source": "aihub"}),
+            json.dumps({"kind": "swiftformer-qnn.profile", "schema_version": 2, "source": "aihub"}),
             "invalid profile at",
         ),
     ],

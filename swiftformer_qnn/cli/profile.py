@@ -23,9 +23,17 @@ def _positive(value: float) -> float:
     return value
 
 
-@app.command()
+profile_app = typer.Typer(
+    invoke_without_command=True,
+    help="Profile exported SwiftFormers block by block (see the options), or `profile import` a profile you have.",
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.callback()
 @guarded
 def profile(
+    ctx: typer.Context,
     device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, or "list".')] = "Samsung Galaxy S23 Ultra",
     local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
@@ -48,7 +56,10 @@ def profile(
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
     """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
-    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator)."""
+    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator).
+    `profile import FILE --from EXPORT_DIR` converts a profile you downloaded."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ..profiling.devices import is_list_request
     from ..profiling.orchestrate import ProfileRequest, run_profile
     from ..profiling.orchestrate import list_devices as hub_devices
@@ -95,8 +106,13 @@ def profile(
 
 def _source_words(p) -> tuple[str, str]:
     """(what the numbers are, unit label): every time printed says where it came from."""
+    from ..profiling.schema import TimeBasis, op_times
+
     if p.is_device_latency:
-        return f"{p.source.value}, device latency", p.ops[0].time_unit.value if p.ops else "us"
+        ot = op_times(p)
+        if ot.basis is TimeBasis.DERIVED_FROM_CYCLES:
+            return f"{p.source.value}, derived from device cycles x {ot.latency_label}", "us"
+        return f"{p.source.value}, device per-op times", "us"
     return "HTP emulator cycles, NOT device latency", "cycles"
 
 
@@ -110,17 +126,20 @@ def _fmt_time(value: float | None, unit: str) -> str:
 
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     from ..profiling.attribution import unattributed_share
-    from ..profiling.schema import block_times
+    from ..profiling.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
     words, unit = _source_words(p)
     head = f"[bold]{item.label}[/] on {p.target.device}"
     if p.latency is not None:
         lat = p.latency
-        head += (
-            f": median {lat.median_us:,.1f} us, min {lat.min_us:,.1f} us over {lat.run_count} runs"
-            f" [dim]({p.source.value}, device latency)[/]"
-        )
+        if lat.basis is LatencyBasis.RUNS:
+            head += f": median {lat.median_us:,.1f} us, min {lat.min_us:,.1f} us over {lat.run_count} runs"
+            if lat.estimate_us is not None:
+                head += f", AI Hub estimate {lat.estimate_us:,.1f} us (min of its runs)"
+        else:
+            head += f": {lat.median_us:,.1f} us ({lat.label()})"
+        head += f" [dim]({p.source.value}, device latency)[/]"
         if p.load and p.load.first_load_us is not None:
             head += f"; first load {p.load.first_load_us / 1000:,.1f} ms"
     else:
@@ -140,18 +159,18 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
         table.add_row(b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-", parts or "-")
     out.print(table)
 
-    timed = sorted((op for op in p.ops if op.time is not None), key=lambda op: op.time, reverse=True)[:top]
+    timed = sorted(((p.ops[i], t) for i, t in op_times(p).values), key=lambda it: it[1], reverse=True)[:top]
     if timed:
         ops = Table(title=f"Top {len(timed)} ops ({words})", title_justify="left")
         for col, justify in (("op", "left"), ("type", "left"), ("unit", "left"), (f"time ({unit})", "right"), ("block", "left")):
             ops.add_column(col, justify=justify)
-        for op in timed:
+        for op, t in timed:
             block = op.attribution.block if op.attribution else "other"
             if op.attribution and op.attribution.part:
                 block += f" / {op.attribution.part}"
-            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(op.time, unit), block)
+            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(t, unit), block)
         out.print(ops)
-    out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op time.", highlight=False)
+    out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
 
 
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
@@ -179,3 +198,24 @@ def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
     for d in sorted(devices, key=lambda d: (d["name"], d["os"])):
         table.add_row(d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-")
     out.print(table)
+
+
+@profile_app.command("import")
+@guarded
+def profile_import(
+    file: Annotated[Path, typer.Argument(help="The profile file: AI Hub's download_profile() JSON (or this tool's *.raw.json).")],
+    from_dir: Annotated[Path, typer.Option("--from", help="The export directory the profiled model came from (for per-block attribution).")],
+    device: Annotated[str | None, typer.Option("--device", "-d", help="The device it ran on, where the file does not say (AI Hub device name).")] = None,
+    qnn: Annotated[str | None, typer.Option("--qnn", help="The QAIRT version it ran with, where the file does not say (e.g. 2.42).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where the profile goes. Default: profiles/runs/<timestamp>/.")] = None,
+    top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show.")] = 10,
+) -> None:
+    """Convert a profile you already have into this tool's schema, ops attributed to blocks,
+    so it joins reports and gates."""
+    from ..profiling.orchestrate import import_profile
+
+    item = import_profile(file, from_dir, device=device, qnn=qnn, out_dir=out)
+    _render_profile(console, item, top)
+    console.print()
+    console.print("[bold]Files written[/]")
+    console.print(f"  {'profile':8} {item.files['profile']}", highlight=False)

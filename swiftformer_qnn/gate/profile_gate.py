@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ProfileError, UsageError
-from ..profiling.schema import LatencySource, Profile, TimeUnit, block_times, find_profiles, load_profile
+from ..profiling.schema import (
+    LatencySource,
+    Profile,
+    TimeBasis,
+    TimeUnit,
+    block_times,
+    find_profiles,
+    load_profile,
+    op_times,
+)
 from .rules import GateRules
 from .stats import Samples, gate_samples
 from .structure import check_disjoint
@@ -135,13 +144,17 @@ def model_samples(profiles: Sequence[Profile], statistic: str) -> Samples:
     return Samples.of(groups)
 
 
-def block_samples(profiles: Sequence[Profile], files: Sequence[Path]) -> dict[str, Samples]:
-    """Per-block time, one value per profile that has per-op times, in model order."""
+def block_samples(profiles: Sequence[Profile], files: Sequence[Path], statistic: str = "median") -> dict[str, Samples]:
+    """Per-block device time, one value per profile that has per-op figures, in model order.
+
+    From device cycles a block's time is its share of the cycles times the profile's
+    latency (`statistic`); else the sum of its per-op microseconds. Emulator cycles are refused.
+    """
     per_block: dict[str, list[list[float]]] = {}
     for p, f in zip(profiles, files, strict=True):
-        if not any(op.time is not None for op in p.ops):
+        if not op_times(p).values:
             continue
-        for block, bt in block_times(p).items():
+        for block, bt in block_times(p, "min" if statistic == "min" else "median").items():
             if bt.time_unit is not TimeUnit.US:
                 raise ProfileError(f"{f}: per-op times in {bt.time_unit.value}, not microseconds; not gated as latency.")
             per_block.setdefault(block, []).append([bt.time])
@@ -173,9 +186,23 @@ def _notes(base: dict[str, Samples], cand: dict[str, Samples], bp: list[Profile]
                 f"{n_c} candidate profiles with op times); under {rules.min_samples} per side no spread "
                 "is known and blocks are gated on the thresholds alone."
             )
+        bases = {op_times(p).basis for p in (*bp, *cp)} - {None}
+        if TimeBasis.DERIVED_FROM_CYCLES in bases:
+            notes.append(
+                f"Blocks: times derived from device cycles (each block's share of the cycles x the profile's "
+                f"{'min' if rules.statistic == 'min' else 'median'} latency)"
+                + ("; some profiles have per-op microseconds only (summed)." if TimeBasis.OP_TIMES in bases else ".")
+            )
     else:
         notes.append("No per-op times on either side: only the whole model is gated.")
+    notes.append("Whole model: " + _statistics_said(bp, "baseline") + "; " + _statistics_said(cp, "candidate") + ".")
     return notes
+
+
+def _statistics_said(profiles: Sequence[Profile], side: str) -> str:
+    """Which statistic each side's whole-model figures are ("100 runs per profile", "AI Hub estimate")."""
+    labels = sorted({p.latency.label("median").removeprefix("median of ") for p in profiles if p.latency})
+    return f"{side} {', '.join(labels)}"
 
 
 def gate_profiles(
@@ -202,8 +229,8 @@ def gate_profiles(
             hint="Compare like with like, or pass --allow-mismatch to gate them anyway.",
         )
 
-    base = {MODEL_METRIC: model_samples(baseline, rules.statistic), **block_samples(baseline, bf)}
-    cand = {MODEL_METRIC: model_samples(candidate, rules.statistic), **block_samples(candidate, cf)}
+    base = {MODEL_METRIC: model_samples(baseline, rules.statistic), **block_samples(baseline, bf, rules.statistic)}
+    cand = {MODEL_METRIC: model_samples(candidate, rules.statistic), **block_samples(candidate, cf, rules.statistic)}
     kinds = {MODEL_METRIC: "model"}
     results = gate_samples(base, cand, rules, kinds=kinds)
     notes = _notes(base, cand, baseline, candidate, rules)

@@ -28,43 +28,30 @@ import io
 import json
 import logging
 import re
-import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .._atomic import write_text_atomic
-from ..artifacts import cache_root, sha256_file, sha256_json
-from ..errors import HubError, ProfileError
-from ..targets import SOCS, Precision
-from ..toolchains import short_version
-from .attribution import NodeTensors, attribute_ops
-from .devices import DeviceTarget, device_slug
-from .schema import (
-    ComputeUnit,
-    LatencySource,
-    LatencySummary,
-    LoadInfo,
-    ModelInfo,
-    OpRecord,
-    Profile,
-    Provenance,
-    TargetInfo,
-    TimeUnit,
-    ToolchainInfo,
-)
+from ..artifacts import sha256_file
+from ..errors import HubError, ProfileError, UsageError
+from ..redact import scrub
+from ..targets import Precision
+from ..versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
+from .aihub_journal import JobJournal, default_index_dir
+from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
+from .devices import DeviceTarget
+from .schema import ModelInfo, Profile, Provenance, TargetInfo, ToolchainInfo
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = "aihub-jobs.json"
-JOURNAL_KIND = "swiftformer-qnn.aihub-jobs"
 DEFAULT_RUNS = 100  # AI Hub's own default for --max_profiler_iterations
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_POLL_S = 10.0  # the client's own polling interval
 _MAX_TRANSIENT_POLL_ERRORS = 6
+TRANSFER_ATTEMPTS = 3  # a failed upload or download is tried this often before it is reported
 
 Progress = Callable[[str], None]
 
@@ -124,10 +111,13 @@ class HubTarget:
 
     model_path: Path
     model: ModelInfo
-    qnn: str | None = None  # QAIRT version for --qairt_version; None: AI Hub's default
+    # QAIRT version for --qairt_version. As built by the caller: what the user asked for (None:
+    # AI Hub's default); `HubSession.run` resolves it against `get_frameworks()` first.
+    qnn: str | None = None
     # The model part of labels and file names (`orchestrate.file_labels`: unique per command);
     # None: `<variant>-<precision>`.
     name: str | None = None
+    requested: str | None = None  # set on resolution: what the user asked for (None: default)
 
     @property
     def precision(self) -> Precision:
@@ -200,277 +190,90 @@ class HubRun:
     journal: Path | None = None
 
 
-# --- the job journal --------------------------------------------------------------------
-
-
-class JobJournal:
-    """Ids of uploaded models and submitted jobs, on disk as soon as they exist.
-
-    `<out>/aihub-jobs.json` is the record for that run. With an index directory, each
-    entry is also written to `<index>/<key>.json` so a later run with another output
-    directory finds it. Every write is atomic (temp file + rename).
-    """
-
-    def __init__(self, out_dir: Path, api_url: str, index_dir: Path | None = None):
-        self.path = Path(out_dir) / JOURNAL_NAME
-        self.api_url = api_url
-        self.index_dir = index_dir
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text())
-                if data.get("kind") == JOURNAL_KIND:
-                    self.entries = dict(data.get("entries", {}))
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable job journal %s", self.path)
-
-    def key(self, kind: str, **fields: Any) -> str:
-        # The AI Hub URL is part of the key: ids from one deployment mean nothing to another.
-        return f"{kind}-{sha256_json({'api_url': self.api_url, 'kind': kind, **fields})[:24]}"
-
-    def lookup(self, key: str) -> dict[str, Any] | None:
-        if key in self.entries:
-            return self.entries[key]
-        if self.index_dir is not None:
-            p = self.index_dir / f"{key}.json"
-            if p.is_file():
-                try:
-                    entry = json.loads(p.read_text())
-                except (OSError, ValueError):
-                    return None
-                self.entries[key] = entry
-                self._write()
-                return entry
-        return None
-
-    def record(self, key: str, **entry: Any) -> dict[str, Any]:
-        entry = {**entry, "recorded_at": datetime.now(timezone.utc).isoformat()}
-        self.entries[key] = entry
-        self._write()
-        if self.index_dir is not None:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.index_dir / f"{key}.json", json.dumps(entry, indent=2) + "\n")
-        return entry
-
-    def update(self, key: str, **changes: Any) -> None:
-        if key in self.entries:
-            self.record(key, **{**self.entries[key], **changes})
-
-    def forget(self, key: str) -> None:
-        self.entries.pop(key, None)
-        self._write()
-        if self.index_dir is not None:
-            (self.index_dir / f"{key}.json").unlink(missing_ok=True)
-
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"kind": JOURNAL_KIND, "api_url": self.api_url, "entries": self.entries}
-        write_text_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n")
-
-
-def default_index_dir() -> Path:
-    return cache_root() / "aihub-jobs"
-
-
-# --- conversion of the client's profile dict ------------------------------------------------
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def latency_from_summary(summary: dict[str, Any]) -> tuple[LatencySummary, str | None]:
-    """Whole-model inference time from `execution_summary` (microseconds).
-
-    Newer AI Hub profiles carry every run (`all_inference_times`); older ones only the
-    `estimated_inference_time`, which then stands for min and median of one reported value.
-    """
-    runs = [float(t) for t in (summary.get("all_inference_times") or []) if _num(t) is not None]
-    estimate = _num(summary.get("estimated_inference_time"))
-    if runs:
-        note = f"AI Hub estimated_inference_time {estimate:g} us" if estimate is not None else None
-        return (
-            LatencySummary(
-                min_us=min(runs), median_us=statistics.median(runs), max_us=max(runs), runs_us=runs, run_count=len(runs)
-            ),
-            note,
-        )
-    if estimate is None:
-        raise ProfileError("AI Hub's profile has no inference time (no estimated_inference_time, no all_inference_times).")
-    return (
-        LatencySummary(min_us=estimate, median_us=estimate, run_count=1),
-        "AI Hub reported only estimated_inference_time (no per-run times): min and median are that one value",
-    )
-
-
-def load_from_summary(summary: dict[str, Any]) -> LoadInfo:
-    peaks = [
-        int(v)
-        for k in ("first_load_peak_memory", "warm_load_peak_memory", "estimated_inference_peak_memory")
-        if (v := _num(summary.get(k))) is not None
-    ]
-    inference_peak = _num(summary.get("estimated_inference_peak_memory"))
-    return LoadInfo(
-        first_load_us=_num(summary.get("first_load_time")),
-        warm_load_us=_num(summary.get("warm_load_time")),
-        peak_memory_bytes=max(peaks) if peaks else None,
-        inference_peak_memory_bytes=int(inference_peak) if inference_peak is not None else None,
-    )
-
-
-def qnn_op_name(onnx_node: str) -> str:
-    """The name QNN's ONNX converter gives the op made from an ONNX node, as AI Hub's
-    per-layer profile shows it: only [A-Za-z0-9_] survive (`/stage2/block9_.../MatMul`
-    -> `_stage2_block9_..._MatMul`)."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", onnx_node)
-    return f"_{name}" if name[:1].isdigit() else name
-
-
-def onnx_sources(model_path: Path) -> dict[str, list[str]]:
-    """For each op name AI Hub can report for this uploaded graph, the ONNX nodes it stands for.
-
-    AI Hub's profile names ops but, unlike the emulator's op trace, not the ONNX nodes they
-    came from. The uploaded graph tells: a QDQ compute node becomes one HTP op together with
-    the DequantizeLinear nodes of its inputs (its parameters, the activations it reads) and
-    the QuantizeLinear of its output. Nodes that lost their module path in graph rewrites
-    (`Gemm_1`, `LpNormalization_fused_ReduceL2_0`) are attributed through those. Names two
-    nodes would share are left out rather than guessed.
-    """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    out: dict[str, list[str]] = {}
-    clashes: set[str] = set()
-    for i, node in enumerate(graph.node):
-        name = node.name or f"{node.op_type}_{i}"
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            sources = [name]
-        else:
-            sources = [name]
-            sources += [producer[x].name for x in node.input if x in producer and producer[x].op_type == "DequantizeLinear"]
-            sources += [c.name for o in node.output for c in consumers.get(o, []) if c.op_type == "QuantizeLinear"]
-        key = qnn_op_name(name)
-        if key in out:
-            clashes.add(key)
-        out[key] = sources
-    for key in clashes:
-        del out[key]
-    return out
-
-
-def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] | None = None) -> list[OpRecord]:
-    """`execution_detail` layers -> OpRecords (not yet attributed).
-
-    Times are microseconds (`execution_time`). Only when no layer has one are the
-    device's `execution_cycles` used, so one profile never mixes units. `sources` (from
-    `onnx_sources`) fills each op's `onnx_nodes` where its name matches the uploaded graph.
-    """
-    sources = sources or {}
-    use_cycles = not any(_num(d.get("execution_time")) is not None for d in detail) and any(
-        _num(d.get("execution_cycles")) is not None for d in detail
-    )
-    unit = TimeUnit.CYCLES if use_cycles else TimeUnit.US
-    ops = []
-    for d in detail:
-        cu = str(d.get("compute_unit") or "")
-        name = str(d.get("name", ""))
-        ops.append(
-            OpRecord(
-                name=name,
-                op_type=str(d.get("type", "")),
-                compute_unit=ComputeUnit(cu) if cu in ComputeUnit._value2member_map_ else None,
-                time=_num(d.get("execution_cycles" if use_cycles else "execution_time")),
-                time_unit=unit,
-                onnx_nodes=list(sources.get(name, [])),
-            )
-        )
-    return ops
-
-
-def profile_from_hub(
-    payload: dict[str, Any],
-    *,
-    model: ModelInfo,
-    target: TargetInfo,
-    toolchain: ToolchainInfo,
-    provenance: Provenance,
-    sources: dict[str, list[str]] | None = None,
-    graph: Mapping[str, NodeTensors] | None = None,
-) -> Profile:
-    """The dict `InferenceJob.download_profile()` returns, in our schema, ops attributed to blocks
-    (by name, and through `sources` where given: see `onnx_sources`). `graph` (the uploaded
-    model's nodes and their tensors, `emulator.onnx_node_tensors`) places nodes whose names lost
-    their module path by the tensors they read and write: in a float (fp16) graph no Q/DQ node
-    carries those names."""
-    from ..variants import get_variant
-
-    if not isinstance(payload, dict) or "execution_summary" not in payload:
-        raise ProfileError("AI Hub returned no profile (the job produced no execution_summary).")
-    latency, note = latency_from_summary(payload["execution_summary"] or {})
-    ops = attribute_ops(ops_from_detail(payload.get("execution_detail") or [], sources), get_variant(model.variant),
-                        graph=graph)
-    if note:
-        provenance = provenance.model_copy(update={"note": "; ".join(filter(None, [provenance.note, note]))})
-    return Profile(
-        source=LatencySource.AIHUB,
-        model=model,
-        target=target,
-        toolchain=toolchain,
-        latency=latency,
-        load=load_from_summary(payload["execution_summary"] or {}),
-        ops=ops,
-        provenance=provenance,
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    """The client's dict holds tuples (memory ranges); JSON wants lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def profile_stem(model: str, qnn: str, device: str) -> str:
-    """`<model>-qnn<version>-<device slug>`; `model` is `<variant>-<precision>` or a
-    `file_labels` name that tells apart exports of one variant and precision."""
-    return f"{model}-qnn{qnn}-{device_slug(device)}"
-
-
 # --- talking to AI Hub ---------------------------------------------------------------------
 
 
 def _client_message(exc: BaseException) -> str:
-    """The client's messages come in ASCII boxes over several lines; make them one line."""
+    """The client's messages come in ASCII boxes over several lines; make them one line,
+    without any secret the server may have echoed."""
     text = re.sub(r"[┌┐└┘─│|]+", " ", str(exc))
-    return re.sub(r"\s+", " ", text).strip() or type(exc).__name__
+    return scrub(re.sub(r"\s+", " ", text).strip()) or type(exc).__name__
+
+
+# What the client says while it retries on its own: its rate-limit loop prints (and sleeps
+# 20-60 s, up to 10 minutes), its HTTP layer logs "Retry attempt number N" to `LogRetry`.
+_RETRY_TALK = re.compile(r"(?i)retry|retrying|backing off|too many requests|rate limit|slow down")
+
+
+class _ClientOutput(io.TextIOBase):
+    """The client's stdout, line by line: its retry talk becomes progress, the rest debug log."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self.line(line)
+        return len(text)
+
+    def line(self, raw: str) -> None:
+        line = scrub(re.sub(r"\s+", " ", re.sub(r"[┌┐└┘─│|]+", " ", raw)).strip())
+        if not line:
+            return
+        if self.progress is not None and _RETRY_TALK.search(line):
+            self.progress(f"AI Hub client: {line}")
+        else:
+            log.debug("qai_hub: %s", line)
+
+
+class _RetryLog(logging.Handler):
+    def __init__(self, out: _ClientOutput):
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.line(record.getMessage())
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The client prints (e.g. "Downloaded model to ..."); a library must not, so its
-    stdout goes to our debug log instead."""
-    buf = io.StringIO()
+def _quiet(progress: Progress | None = None) -> Iterator[None]:
+    """The client prints (e.g. "Downloaded model to ..."); a library must not. Its output goes
+    to our debug log, except what it says while retrying on its own, which becomes progress
+    (a retry loop that can last minutes must not look like a hang)."""
+    out = _ClientOutput(progress)
+    handler = _RetryLog(out)
+    # urllib3's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
+    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
     try:
-        with contextlib.redirect_stdout(buf):
+        with contextlib.redirect_stdout(out):
             yield
     finally:
-        for line in buf.getvalue().splitlines():
-            if line.strip():
-                log.debug("qai_hub: %s", line.strip())
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+        if out._partial:
+            out.line(out._partial)
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
     import requests
+    from botocore.exceptions import BotoCoreError, ClientError
     from qai_hub.client import InternalError, RateLimitedError
+    from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError, S3UploadFailedError
 
-    return (InternalError, RateLimitedError, requests.RequestException, ConnectionError, TimeoutError)
+    # botocore/s3transfer: the S3-credentials transfer route, which the client does not wrap.
+    return (InternalError, RateLimitedError, requests.RequestException, ConnectionError, TimeoutError,
+            BotoCoreError, ClientError, S3UploadFailedError, S3DownloadFailedError, RetriesExceededError)
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
@@ -492,6 +295,7 @@ class _Track:
     resumed: dict[str, bool] = field(default_factory=dict)
     poll_errors: int = 0
     last_state: str | None = None  # to report each state change of a job once
+    stage: str = "upload"  # what it was doing, for a failure report
 
 
 class HubSession:
@@ -526,7 +330,7 @@ class HubSession:
     def _call(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
         """Run one client call; its failures become a HubError naming what we were doing."""
         try:
-            with _quiet():
+            with _quiet(self.progress):
                 return fn()
         except _client_errors() as exc:
             where = f" ({job_url})" if job_url else ""
@@ -536,7 +340,53 @@ class HubSession:
                     f"Check the network and {self.config.api_url} (the client already retried with backoff), "
                     f"then rerun the same command: it resumes the jobs saved in {self.journal.path}."
                 )
-            raise HubError(f"Qualcomm AI Hub, {what}{where}: {_client_message(exc)}", hint=hint) from None
+            error = HubError(f"Qualcomm AI Hub, {what}{where}: {_client_message(exc)}", hint=hint)
+            error.fatal = _is_fatal(exc)  # type: ignore[attr-defined]
+            error.transient = isinstance(exc, _transient_errors())  # type: ignore[attr-defined]
+            raise error from None
+
+    def _transfer(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
+        """A file transfer (upload or download, presigned or S3 credentials), retried a few
+        times with backoff before it is reported: a dropped transfer is the usual case."""
+        for attempt in range(1, TRANSFER_ATTEMPTS + 1):
+            try:
+                return self._call(fn, what, job_url)
+            except HubError as exc:
+                if not getattr(exc, "transient", False) or attempt == TRANSFER_ATTEMPTS:
+                    raise  # a refused request (400, 413, ...) is not retried: it would be refused again
+                wait = self.options.poll_s * 2 ** (attempt - 1)
+                self.progress(f"{what} failed ({exc.message.split(': ', 1)[-1]}); retry {attempt + 1} of "
+                              f"{TRANSFER_ATTEMPTS} in {wait:g} s")
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    # -- versions --
+
+    def resolve_qairt(self, requested: list[str | None]) -> dict[str | None, Any]:
+        """Each requested QAIRT version (None: AI Hub's default; "latest"; "2.42") -> the
+        `Framework` AI Hub offers for it, from `get_frameworks()`, before anything is uploaded.
+
+        AI Hub offers a few versions at a time and retires old ones, and "default"/"latest"
+        move; resolving here pins every job of this command (and the journal key) to one version.
+        """
+        frameworks = self._call(self.client.get_frameworks, "listing the QAIRT versions AI Hub offers")
+        qairt = [f for f in frameworks if f.name.upper() in ("QAIRT", "QNN")]
+        offered = ", ".join(f.api_version + (f" ({', '.join(f.api_tags)})" if f.api_tags else "") for f in qairt)
+        out: dict[str | None, Any] = {}
+        for want in requested:
+            tag = (want or "default").strip().lower()
+            if tag in ("default", "latest"):
+                match = next((f for f in qairt if tag in f.api_tags), None)
+            else:
+                match = next((f for f in qairt if same_release(want, f.api_version)
+                              or same_release(want, f.full_version)), None)
+            if match is None:
+                raise UsageError(
+                    f"AI Hub ({self.config.api_url}) does not offer QAIRT {want or 'default'}.",
+                    hint=f"It offers: {offered or 'none'}. Pick one of those with --qnn.",
+                )
+            out[want] = match
+        return out
 
     # -- devices --
 
@@ -569,7 +419,7 @@ class HubSession:
         entry = None if self.options.new_jobs else self.journal.lookup(track.model_key)
         if entry is not None:
             try:
-                with _quiet():
+                with _quiet(self.progress):
                     track.hub_model = self.client.get_model(entry["id"])
                 track.resumed["upload"] = True
                 self.progress(f"{track.target.label}: reusing uploaded model {entry['id']}")
@@ -578,7 +428,7 @@ class HubSession:
                 self.journal.forget(track.model_key)
         if track.hub_model is None:
             self.progress(f"{track.target.label}: uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-            track.hub_model = self._call(
+            track.hub_model = self._transfer(
                 lambda: self.client.upload_model(str(path), name=path.name), f"uploading {path}"
             )
             self.journal.record(
@@ -594,7 +444,7 @@ class HubSession:
         if entry is None:
             return None
         try:
-            with _quiet():
+            with _quiet(self.progress):
                 job = self.client.get_job(entry["id"])
         except _client_errors() as exc:
             if isinstance(exc, _transient_errors()):
@@ -622,7 +472,9 @@ class HubSession:
         track.compile_job = self._resume_job(track.compile_key, "compile", track)
         if track.compile_job is not None:
             return
+        track.stage = "upload"
         self._upload(track)
+        track.stage = "compile submission"
         job = self._call(
             lambda: self.client.submit_compile_job(track.hub_model, device=device, name=t.label, options=opts),
             f"submitting the compile job for {t.label}",
@@ -657,7 +509,7 @@ class HubSession:
     def _status(self, job: Any, track: _Track) -> Any | None:
         """The job's status, or None after a transient failure (the job keeps running on AI Hub)."""
         try:
-            with _quiet():
+            with _quiet(self.progress):
                 status = job.get_status()
             track.poll_errors = 0
             state = f"{job.job_id}:{status.code}"
@@ -680,16 +532,29 @@ class HubSession:
 
     def run(self, targets: list[HubTarget], device: DeviceTarget) -> HubRun:
         hub_device = self.resolve_device(device)
+        resolved = self.resolve_qairt(list(dict.fromkeys(t.qnn for t in targets)))
+        for want, fw in resolved.items():
+            if want is None or want.lower() in ("default", "latest"):
+                self.progress(f"QAIRT {want or 'default'} on AI Hub is {fw.api_version} ({fw.full_version})")
+        targets = [replace(t, qnn=resolved[t.qnn].api_version, requested=t.qnn) for t in targets]
         run = HubRun(device=hub_device.name or device.display_name, journal=self.journal.path)
         tracks = [
             _Track(t, self.journal.key("model", sha256=sha256_file(t.model_path))) for t in targets
         ]
-        # Submit every compile job first: AI Hub runs them in parallel while we wait.
+        # Submit every compile job first: AI Hub runs them in parallel while we wait. A target
+        # whose upload or submission fails is reported; the others go on.
+        pending = []
         for track in tracks:
-            self._submit_compile(track, hub_device)
+            try:
+                self._submit_compile(track, hub_device)
+                pending.append(track)
+            except HubError as exc:
+                if getattr(exc, "fatal", False):
+                    raise
+                run.failures.append(HubJobFailure(track.target.label, track.stage, exc.message,
+                                                  resumable=track.stage == "upload"))
 
         deadline = time.monotonic() + self.options.timeout_s
-        pending = list(tracks)
         while pending:
             for track in list(pending):
                 if self._advance(track, hub_device, run):
@@ -729,7 +594,14 @@ class HubSession:
                 run.failures.append(_job_failure(t.label, "compile", status, track.compile_job))
                 return True
             self.progress(f"{t.label}: compiled ({track.compile_job.job_id})")
-            self._submit_profile(track, device)
+            try:
+                self._submit_profile(track, device)
+            except HubError as exc:
+                if getattr(exc, "fatal", False):
+                    raise
+                job = track.compile_job
+                run.failures.append(HubJobFailure(t.label, "profile submission", exc.message, job.job_id, job.url))
+                return True
         status = self._status(track.profile_job, track)
         if status is None or not status.finished:
             return False
@@ -755,38 +627,33 @@ class HubSession:
         from .emulator import onnx_node_tensors  # loads onnx and the QNN helpers: only when needed
 
         t, cj, pj = track.target, track.compile_job, track.profile_job
-        payload = self._call(pj.download_profile, f"downloading the profile of {t.label}", pj.url)
+        payload, ran_with = self._profile_payload(pj, t.label)
         if not payload:
             raise ProfileError(f"AI Hub returned an empty profile for {t.label}.")
         target_model = self._call(cj.get_target_model, f"fetching the compiled model of {t.label}", cj.url)
         metadata = self._call(lambda: target_model.metadata, f"reading the compiled model's metadata ({t.label})", cj.url)
-        versions = {getattr(k, "name", str(k)): v for k, v in (metadata or {}).items()}
-        qairt = versions.get("QAIRT_SDK_VERSION") or versions.get("QNN_SDK_VERSION")
-        # A pinned version names the file as asked; "default"/"latest" name the one AI Hub used.
-        pinned = t.qnn if t.qnn not in (None, "default", "latest") else None
-        qnn_label = pinned or short_version(qairt) or t.qnn or "default"
-        stem = profile_stem(t.model_label, qnn_label, device.name or "device")
+        compiled_with = sdk_version_from_metadata(metadata)
+        if ran_with and compiled_with and (parse_qnn_version(ran_with) or parse_qnn_version(compiled_with)) and \
+                short_version(ran_with) != short_version(compiled_with):
+            self.progress(f"{t.label}: compiled with QAIRT {compiled_with}, ran with {ran_with} (recorded)")
+        # Files are named after the resolved version, which also keys the journal.
+        stem = profile_stem(t.model_label, t.qnn or "default", device.name or "device")
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw_path = self.out_dir / f"{stem}.raw.json"
-        write_text_atomic(raw_path, json.dumps(_jsonable(payload), indent=2) + "\n")
+        write_text_atomic(raw_path, json.dumps(jsonable(payload), indent=2) + "\n")
         binary = self._download_binary(cj, stem, t.label)
-        hub_device = self._device_info(device)
-        soc = next((s for s in SOCS.values() if s.aihub_chipset and s.aihub_chipset == hub_device["chipset"]), None)
         profile = profile_from_hub(
             payload,
             model=t.model,
-            target=TargetInfo(
-                device=device.name or hub_device["name"],
-                chipset=hub_device["chipset"],
-                soc_model=soc.soc_model if soc else None,
-                htp_arch=soc.htp_arch if soc else None,
-                os=hub_device["os"],
-            ),
+            target=self._target_info(device),
             toolchain=ToolchainInfo(
-                qnn_version=versions.get("QNN_SDK_VERSION") or t.qnn,
-                qairt_version=versions.get("QAIRT_SDK_VERSION") or t.qnn,
+                qnn_version=short_version(ran_with) or short_version(compiled_with) or t.qnn,
+                qairt_version=ran_with or compiled_with,
                 runtime="qnn_context_binary",
+                requested=t.requested or "default",
+                compiled_with=compiled_with,
+                ran_with=ran_with,
             ),
             provenance=Provenance(
                 job_ids={"compile": cj.job_id, "profile": pj.job_id},
@@ -798,7 +665,8 @@ class HubSession:
             graph=onnx_node_tensors(t.model_path),
         )
         profile_path = profile.save(self.out_dir / f"{stem}.profile.json")
-        self.progress(f"{t.label}: profiled on {profile.target.device}: {profile.latency.median_us:.1f} us median (AI Hub)")
+        lat = profile.latency
+        self.progress(f"{t.label}: profiled on {profile.target.device}: {lat.median_us:.1f} us ({lat.label()}, AI Hub)")
         return HubProfileResult(
             target=t,
             profile=profile,
@@ -817,7 +685,7 @@ class HubSession:
 
         scratch = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=self.out_dir))
         try:
-            got = self._call(
+            got = self._transfer(
                 lambda: compile_job.download_target_model(str(scratch)),
                 f"downloading the context binary of {label}",
                 compile_job.url,
@@ -830,11 +698,50 @@ class HubSession:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _device_info(self, device: Any) -> dict[str, str | None]:
-        """Name, OS and chipset of the device, from AI Hub's own record of it."""
+    def _profile_payload(self, job: Any, label: str) -> tuple[dict[str, Any], str | None]:
+        """The profile dict `download_profile()` returns, and the QAIRT version the device ran.
+
+        Both come from one job-results call (the client's `download_profile` makes the same call
+        and keeps only the dict); the version is `ProfileDetail.tool_versions`, as Qualcomm's
+        model zoo reads it."""
+        from qai_hub import public_rest_api
+        from qai_hub.client import _profile_pb_to_python_dict
+
+        result = self._call(
+            lambda: self.client._api_call(public_rest_api.get_job_results, job.job_id),
+            f"downloading the profile of {label}",
+            job.url,
+        )
+        if not result.inference_job_result.HasField("detail"):
+            return {}, None
+        detail = result.inference_job_result.detail
+        tools = {tv.name.strip().upper(): tv.version for tv in detail.tool_versions}
+        return _profile_pb_to_python_dict(detail), tools.get("QAIRT") or tools.get("QNN")
+
+    def _target_info(self, device: Any) -> TargetInfo:
+        """The device as AI Hub describes it: chipset, soc model and Hexagon version from its
+        attributes (`chipset:...`, `soc-model:43`, `hexagon:v73`), not from a table of ours."""
         dev = self._device_record or device
-        chipset = next((a.split(":", 1)[1] for a in dev.attributes if a.startswith("chipset:")), None)
-        return {"name": dev.name, "os": dev.os or None, "chipset": chipset}
+        attrs = device_attributes(dev.attributes)
+        return TargetInfo(device=device.name or dev.name, chipset=attrs["chipset"], soc_model=attrs["soc_model"],
+                          htp_arch=attrs["htp_arch"], os=dev.os or None)
+
+
+def device_attributes(attributes: list[str]) -> dict[str, Any]:
+    """`chipset:x`, `soc-model:43`, `hexagon:v73` -> {"chipset": "x", "soc_model": 43, "htp_arch": 73}."""
+    values = dict(a.split(":", 1) for a in attributes if ":" in a)
+
+    def number(key: str) -> int | None:
+        m = re.fullmatch(r"v?(\d+)", values.get(key, "").strip().lower())
+        return int(m.group(1)) if m else None
+
+    return {"chipset": values.get("chipset") or None, "soc_model": number("soc-model"), "htp_arch": number("hexagon")}
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Errors that stop every target alike: a rejected token, a client AI Hub no longer serves."""
+    text = str(exc)
+    return "Failed to authenticate" in text or "no longer supported" in text or "upgrade" in text.lower()
 
 
 def _os_key(os_version: str) -> tuple[int, ...]:

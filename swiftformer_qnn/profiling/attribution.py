@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from ..errors import ProfileError
 from ..variants import BlockKind, Variant, get_variant
-from .schema import UNATTRIBUTED, Attribution, OpRecord, Profile
+from .schema import UNATTRIBUTED, Attribution, OpRecord, Profile, op_times
 
 ENCODER_BLOCK = "encoder"
 PARTS = ("local_representation", "attention", "mlp")  # in execution order
@@ -253,9 +253,9 @@ def attribute_ops(
 
 def unattributed_share(profile: Profile) -> float:
     """Share of the profile's summed op time in ops attributed to no block (`other` or none)."""
-    timed = [op for op in profile.ops if op.time is not None]
-    total = sum(op.time for op in timed)
+    figures = op_times(profile).values
+    total = sum(t for _, t in figures)
     if not total:
         return 0.0
-    lost = sum(op.time for op in timed if op.attribution is None or op.attribution.block == UNATTRIBUTED)
+    lost = sum(t for i, t in figures if (a := profile.ops[i].attribution) is None or a.block == UNATTRIBUTED)
     return lost / total

@@ -40,7 +40,6 @@ from .schema import (
     Profile,
     Provenance,
     TargetInfo,
-    TimeUnit,
     ToolchainInfo,
 )
 
@@ -157,8 +156,7 @@ def parse_qnn_profile_csv(
                 name=name,
                 op_type=io.group("io") if io else (mapped.get("type") or _fallback_type(name)),
                 compute_unit=ComputeUnit.NPU,
-                time=cycles,
-                time_unit=TimeUnit.CYCLES,
+                execution_cycles=cycles,
                 onnx_nodes=sources,
             )
         )

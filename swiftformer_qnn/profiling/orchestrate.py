@@ -15,8 +15,9 @@ from typing import Any
 from ..artifacts import ExportManifest, read_manifest
 from ..errors import HubError, OutputDirError, UsageError
 from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
-from ..toolchains import parse_version, same_release, split_versions
+from ..toolchains import split_versions
 from ..variants import Variant, get_variant
+from ..versions import is_version_tag, parse_qnn_version, same_release
 from .aihub import (
     DEFAULT_POLL_S,
     DEFAULT_RUNS,
@@ -27,8 +28,8 @@ from .aihub import (
     HubSession,
     HubTarget,
     check_hub_config,
-    profile_stem,
 )
+from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
 from .schema import ModelInfo, Profile
 
@@ -243,18 +244,19 @@ def _distinct(sources: list[ExportSource], emit: Progress) -> list[ExportSource]
 def _qnn_versions(values: tuple[str, ...]) -> list[str]:
     """`--qnn 2.31 --qnn 2.33` or `--qnn 2.31,2.33`, de-duplicated in order.
 
-    AI Hub offers QAIRT versions that are no local toolchain, so these are checked only to be
-    versions (`toolchains.parse_version`), not resolved to toolchains.
+    AI Hub offers QAIRT versions that are no local toolchain, so these are checked here only
+    to be versions (`versions.parse_qnn_version`); what AI Hub offers is checked against
+    `get_frameworks()` before any upload.
     """
     out: list[str] = []
     for part in split_versions(values):
-        parsed = parse_version(part)
-        if part.lower() in ("default", "latest"):
-            part = part.lower()
+        parsed = parse_qnn_version(part)
+        if is_version_tag(part):
+            part = part.strip().lower()
         elif parsed is None:
             raise UsageError(f"--qnn {part!r} is not a QAIRT version.", hint="Use e.g. --qnn 2.31 (or default, latest).")
         else:
-            part = ".".join(map(str, parsed))  # "v2.31" -> "2.31", as --qairt_version takes it
+            part = parsed.short  # "v2.31" -> "2.31", as --qairt_version takes it
         if part not in out:
             out.append(part)
     return out
@@ -375,3 +377,31 @@ def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
 
     config = check_hub_config()
     return config, _list(config)
+
+
+# --- importing a profile a user already has -------------------------------------------------
+
+
+def import_profile(
+    file: Path, export_dir: Path, *, device: str | None = None, qnn: str | None = None, out_dir: Path | None = None
+) -> ProfiledModel:
+    """Convert a downloaded profile (any format in `importers.IMPORTERS`) into our schema,
+    attributed to the blocks of the export it measured, and save it under `out_dir`.
+    An existing profile file is never replaced."""
+    from . import importers
+
+    source = read_export(export_dir)
+    label = file_labels([source])[0]
+    ctx = importers.ImportContext(
+        export_dir=source.directory, model=source.model_info, model_path=source.model_path, label=label,
+        device=device, qnn=qnn,
+    )
+    name, profile = importers.load(Path(file), ctx)
+    out = Path(out_dir) if out_dir else default_out_dir()
+    qnn_label = profile.toolchain.qnn_version or profile.toolchain.qairt_version or "unknown"
+    path = out / f"{profile_stem(label, qnn_label, profile.target.device)}.profile.json"
+    if path.exists():
+        raise OutputDirError(f"{path} already exists; it is not replaced.", hint="Pass another --out directory.")
+    profile.save(path)
+    log.info("imported %s as %s (%s)", file, path, name)
+    return ProfiledModel(label=f"{label}-qnn{qnn_label}", profile=profile, files={"profile": path, "imported": Path(file)})

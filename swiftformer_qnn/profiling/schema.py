@@ -1,8 +1,12 @@
 """The profile schema every source writes and every renderer and gate reads.
 
 A profile is one measurement of one compiled model on one target, from one source. Units
-are in the field names (`_us`, `_bytes`); per-op times carry their unit explicitly because
-the HTP emulator reports cycles, which are not device latency.
+are in the field names (`_us`, `_bytes`, `_cycles`). Per-op rows keep both figures a source
+can give: `execution_time_us` and `execution_cycles` (AI Hub's QNN profiles often carry only
+cycles, or microseconds rounded to 0). Cycles from a device are device measurements: a
+block's device time is its share of the device cycles times the measured inference time
+(`TimeBasis.DERIVED_FROM_CYCLES`). Cycles from the x86 HTP emulator are structure only,
+never latency. Every latency says which statistic it is (`LatencySummary.label`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .._atomic import write_text_atomic
 from ..errors import ProfileError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-op execution_time_us + execution_cycles; latency basis and estimate
 PROFILE_KIND = "swiftformer-qnn.profile"
 
 
@@ -36,8 +40,36 @@ class LatencySource(str, Enum):
 
 
 class TimeUnit(str, Enum):
+    """The unit of a per-op or per-block figure as reports show it."""
+
     US = "us"
     CYCLES = "cycles"  # emulator cycles: comparable within one profile at best
+
+
+class TimeBasis(str, Enum):
+    """How a per-op or per-block figure was obtained; said next to every such figure."""
+
+    DERIVED_FROM_CYCLES = "derived-from-cycles"  # device: share of device cycles x measured inference time
+    OP_TIMES = "op-times"  # device: the per-op microseconds the source reported, summed
+    EMULATOR_CYCLES = "emulator-cycles"  # x86 HTP emulator: structure only, not latency
+
+    @property
+    def label(self) -> str:
+        return {
+            "derived-from-cycles": "derived from device cycles",
+            "op-times": "sum of per-op times",
+            "emulator-cycles": "emulator cycles, not latency",
+        }[self.value]
+
+
+class LatencyBasis(str, Enum):
+    """What the whole-model figures of a LatencySummary stand on."""
+
+    RUNS = "runs"  # min/median/max over `run_count` runs (`runs_us` when the source gave them)
+    # Only AI Hub's estimated_inference_time, which appears to be the minimum of its runs
+    # (one real profile: 281 us for runs [1995, 350, 321, 281, ...]).
+    AIHUB_ESTIMATE = "aihub-estimate"
+    PUBLISHED = "published"  # one published figure whose statistic was not stated
 
 
 class ComputeUnit(str, Enum):
@@ -68,20 +100,39 @@ class TargetInfo(_Strict):
 
 
 class ToolchainInfo(_Strict):
+    """QNN/QAIRT versions as written (parse them with `swiftformer_qnn.versions`).
+
+    `qnn_version` is the release the numbers belong to: the one that ran where known, else the
+    one compiled with, else the one asked for. The other fields keep each string as reported.
+    """
+
     qnn_version: str | None = None  # "2.51.0", or "2.17" for published rows
     qairt_version: str | None = None
     runtime: str = "qnn_context_binary"
     onnxruntime_qnn: str | None = None
+    requested: str | None = None  # what was asked for: "2.42", "latest", "default" (AI Hub: resolved in `qnn_version`)
+    compiled_with: str | None = None  # the compiled model's QAIRT_SDK_VERSION (else QNN_SDK_VERSION)
+    ran_with: str | None = None  # what the device ran (AI Hub: ProfileDetail.tool_versions; a phone: qnn-net-run)
+
+
+Statistic = Literal["median", "min"]
 
 
 class LatencySummary(_Strict):
-    """Whole-model inference time over `run_count` runs, microseconds."""
+    """Whole-model inference time, microseconds, and what it stands on (`basis`).
+
+    With basis `runs`, min/median/max are over `run_count` runs. With `aihub-estimate` or
+    `published` there is one figure, stored as min = median with run_count 1, and `label`
+    says what it is instead of calling it a median.
+    """
 
     min_us: float = Field(ge=0)
     median_us: float = Field(ge=0)
     max_us: float | None = Field(default=None, ge=0)
     runs_us: list[float] = Field(default_factory=list)
     run_count: int = Field(ge=1)
+    basis: LatencyBasis = LatencyBasis.RUNS
+    estimate_us: float | None = Field(default=None, ge=0)  # AI Hub's estimated_inference_time, when given
 
     @model_validator(mode="after")
     def _consistent(self) -> LatencySummary:
@@ -89,7 +140,23 @@ class LatencySummary(_Strict):
             raise ValueError(f"run_count={self.run_count} but {len(self.runs_us)} runs_us")
         if self.min_us > self.median_us:
             raise ValueError("min_us is larger than median_us")
+        if self.basis is not LatencyBasis.RUNS and (self.runs_us or self.min_us != self.median_us):
+            raise ValueError(f"a {self.basis.value} latency is one figure (min_us = median_us, no runs_us)")
+        if self.basis is LatencyBasis.AIHUB_ESTIMATE and self.estimate_us != self.median_us:
+            raise ValueError("an aihub-estimate latency is its estimate_us")
         return self
+
+    def value(self, statistic: Statistic = "median") -> float:
+        return self.min_us if statistic == "min" else self.median_us
+
+    def label(self, statistic: Statistic = "median") -> str:
+        """Which statistic `value(statistic)` is, in words: "median of 100 runs",
+        "AI Hub estimate (min of its runs)", "published figure (statistic not stated)"."""
+        if self.basis is LatencyBasis.AIHUB_ESTIMATE:
+            return "AI Hub estimate (min of its runs)"
+        if self.basis is LatencyBasis.PUBLISHED:
+            return "published figure (statistic not stated)"
+        return f"{statistic} of {self.run_count} run{'s' if self.run_count != 1 else ''}"
 
 
 class LoadInfo(_Strict):
@@ -113,11 +180,17 @@ class Attribution(_Strict):
 
 
 class OpRecord(_Strict):
+    """One op (QNN layer) as the source reports it; both figures kept when both are given.
+
+    AI Hub documents both as per-layer minimums over the runs; `execution_time_us` is
+    often absent or 0 for sub-microsecond layers, which is why cycles are preferred.
+    """
+
     name: str
     op_type: str
     compute_unit: ComputeUnit | None = None
-    time: float | None = Field(default=None, ge=0)
-    time_unit: TimeUnit
+    execution_time_us: float | None = Field(default=None, ge=0)
+    execution_cycles: float | None = Field(default=None, ge=0)
     onnx_nodes: list[str] = Field(default_factory=list)
     attribution: Attribution | None = None
 
@@ -152,8 +225,8 @@ class Profile(_Strict):
         if self.source is LatencySource.EMULATOR:
             if self.latency is not None:
                 raise ValueError("an emulator profile cannot carry a latency summary (it is not device latency)")
-            if any(op.time_unit is TimeUnit.US for op in self.ops):
-                raise ValueError("emulator op times must be in cycles, not microseconds")
+            if any(op.execution_time_us is not None for op in self.ops):
+                raise ValueError("emulator ops carry cycles only, not microseconds (it is not device latency)")
         elif self.latency is None:
             raise ValueError(f"a {self.source.value} profile needs a latency summary")
         return self
@@ -202,46 +275,83 @@ def find_profiles(paths: list[Path]) -> list[Path]:
 UNATTRIBUTED = "other"
 
 
+class OpTimes(_Strict):
+    """Per-op figures of one profile on one basis, with the unit and basis said."""
+
+    values: list[tuple[int, float]]  # (index into profile.ops, figure); ops with no figure left out
+    unit: TimeUnit
+    basis: TimeBasis | None  # None: no op has a figure
+    latency_label: str | None = None  # for derived-from-cycles: the latency the shares scale
+
+
+def op_times(profile: Profile, statistic: Statistic = "median") -> OpTimes:
+    """Per-op figures: on a device, cycles (when any op has them) as shares of the measured
+    latency (`statistic`), else the per-op microseconds; on the emulator, raw cycles."""
+    cycles = [(i, op.execution_cycles) for i, op in enumerate(profile.ops) if op.execution_cycles is not None]
+    if not profile.is_device_latency:
+        return OpTimes(values=cycles, unit=TimeUnit.CYCLES, basis=TimeBasis.EMULATOR_CYCLES if cycles else None)
+    if cycles and sum(c for _, c in cycles) > 0:
+        assert profile.latency is not None  # a device profile has one (validator)
+        total, latency = sum(c for _, c in cycles), profile.latency.value(statistic)
+        return OpTimes(
+            values=[(i, c / total * latency) for i, c in cycles],
+            unit=TimeUnit.US,
+            basis=TimeBasis.DERIVED_FROM_CYCLES,
+            latency_label=profile.latency.label(statistic),
+        )
+    times = [(i, op.execution_time_us) for i, op in enumerate(profile.ops) if op.execution_time_us is not None]
+    return OpTimes(values=times, unit=TimeUnit.US, basis=TimeBasis.OP_TIMES if times else None)
+
+
 class BlockTime(_Strict):
-    """One block's share of a profile: the sum of its ops' times (derived, never stored)."""
+    """One block's share of a profile (derived, never stored): see `op_times` for the basis."""
 
     block: str  # stem, stage{i}.downsample, stage{i}.block{j}, head, encoder, other
     kind: str | None
     time: float
     time_unit: TimeUnit
-    share: float  # of the profile's summed op time, 0..1
+    basis: TimeBasis | None
+    cycles: float | None  # the block's summed execution_cycles, where ops have them
+    share: float  # of the profile's summed op figures, 0..1
     op_count: int
     compute_units: dict[str, int]  # {"NPU": 12, "CPU": 1}
     parts: dict[str, float]  # inside a SwiftFormerEncoder: local_representation/attention/mlp -> time
 
 
-def block_times(profile: Profile) -> dict[str, BlockTime]:
+def block_times(profile: Profile, statistic: Statistic = "median") -> dict[str, BlockTime]:
     """Per-block totals in model order of first appearance; ops with no attribution count as `other`.
 
-    Shares are of the summed per-op time, which on a device is close to (but not exactly)
-    the end-to-end latency: QNN's per-op timings leave out graph launch and I/O.
+    On a device with cycles a block's time is its share of the cycles times the measured
+    latency, so blocks sum to the latency. With per-op microseconds only they sum to less:
+    QNN's per-op timings leave out graph launch and I/O.
     """
-    timed = [op for op in profile.ops if op.time is not None]
-    total = sum(op.time for op in timed) or 0.0
-    unit = timed[0].time_unit if timed else TimeUnit.US
+    ot = op_times(profile, statistic)
+    figure = dict(ot.values)
+    total = sum(figure.values())
     acc: dict[str, dict] = {}
-    for op in profile.ops:
+    for i, op in enumerate(profile.ops):
         att = op.attribution
         key = att.block if att else UNATTRIBUTED
-        entry = acc.setdefault(key, {"kind": att.kind if att else None, "time": 0.0, "n": 0, "cu": {}, "parts": {}})
+        entry = acc.setdefault(
+            key, {"kind": att.kind if att else None, "time": 0.0, "cycles": None, "n": 0, "cu": {}, "parts": {}}
+        )
         entry["n"] += 1
         if op.compute_unit is not None:
             entry["cu"][op.compute_unit.value] = entry["cu"].get(op.compute_unit.value, 0) + 1
-        if op.time is not None:
-            entry["time"] += op.time
+        if op.execution_cycles is not None:
+            entry["cycles"] = (entry["cycles"] or 0.0) + op.execution_cycles
+        if i in figure:
+            entry["time"] += figure[i]
             if att and att.part:
-                entry["parts"][att.part] = entry["parts"].get(att.part, 0.0) + op.time
+                entry["parts"][att.part] = entry["parts"].get(att.part, 0.0) + figure[i]
     return {
         key: BlockTime(
             block=key,
             kind=e["kind"],
             time=e["time"],
-            time_unit=unit,
+            time_unit=ot.unit,
+            basis=ot.basis,
+            cycles=e["cycles"],
             share=(e["time"] / total) if total else 0.0,
             op_count=e["n"],
             compute_units=e["cu"],

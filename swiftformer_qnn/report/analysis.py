@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .. import toolchains
+from .. import versions
 from ..errors import ProfileError
-from ..profiling.schema import LatencySource, Profile, TimeUnit, block_times
+from ..profiling.schema import LatencySource, Profile, TimeBasis, TimeUnit, block_times, op_times
 from ..variants import VARIANTS
 from .model import (
     BlockDelta,
@@ -99,10 +99,10 @@ def unit_of(profile: Profile) -> Unit:
 
 
 def version_key(version: str | None) -> tuple:
-    """Numeric order ("2.9" < "2.17" < "2.51.0", `toolchains.version_key`); unknown versions last."""
+    """Numeric order ("2.9" < "2.17" < "2.51.0", `versions.version_key`); unknown versions last."""
     if version is None:
         return (1, (), "")
-    return (0, toolchains.version_key(version), version)
+    return (0, versions.version_key(version), version)
 
 
 def _model_key(row: ModelRow) -> tuple:
@@ -120,8 +120,8 @@ def headline_value(profile: Profile) -> float | None:
     if profile.is_device_latency:
         assert profile.latency is not None  # the schema guarantees it for device sources
         return profile.latency.median_us / 1000.0
-    timed = [op.time for op in profile.ops if op.time is not None]
-    return float(sum(timed)) if timed else None
+    timed = op_times(profile).values
+    return float(sum(t for _, t in timed)) if timed else None
 
 
 def _to_unit(value: float, time_unit: TimeUnit) -> float:
@@ -141,7 +141,7 @@ def _profile_blocks(
     profile: Profile,
 ) -> tuple[Unit, dict[str, tuple[str | None, float, dict[str, float]]]] | None:
     """{block: (kind, time, parts)} in the report unit, or None when there is no timed op."""
-    if not any(op.time is not None for op in profile.ops):
+    if not op_times(profile).values:
         return None
     bt = block_times(profile)
     first = next(iter(bt.values()))
@@ -230,9 +230,9 @@ def _movers(before: list[BlockRow], after: list[BlockRow], ranked_by: str) -> li
 
 
 def _top_ops(profile: Profile, n: int = TOP_OPS) -> list[TopOp]:
-    timed = [op for op in profile.ops if op.time is not None]
-    total = sum(op.time for op in timed) or 0.0  # type: ignore[misc]
-    ranked = sorted(timed, key=lambda op: -op.time)[:n]  # type: ignore[operator]
+    ot = op_times(profile)
+    total = sum(t for _, t in ot.values) or 0.0
+    ranked = sorted(ot.values, key=lambda it: -it[1])[:n]
     return [
         TopOp(
             name=op.name,
@@ -240,10 +240,10 @@ def _top_ops(profile: Profile, n: int = TOP_OPS) -> list[TopOp]:
             block=op.attribution.block if op.attribution else "other",
             part=op.attribution.part if op.attribution else None,
             compute_unit=op.compute_unit.value if op.compute_unit else None,
-            time=_to_unit(op.time, op.time_unit),  # type: ignore[arg-type]
-            share=(op.time / total) if total else 0.0,  # type: ignore[operator]
+            time=_to_unit(t, ot.unit),
+            share=(t / total) if total else 0.0,
         )
-        for op in ranked
+        for op, t in ((profile.ops[i], t) for i, t in ranked)
     ]
 
 
@@ -374,7 +374,9 @@ def _cell(model: ModelRow, col: Column, valued: list[tuple[LoadedProfile, float]
         # A published table gives one figure; its statistic and run count are not stated.
         statistic, runs = "published figure", None
     else:
-        statistic = "median latency" if n == 1 else f"median of {n} profiles' median latencies"
+        # Each profile's figure says its statistic ("median of 100 runs", "AI Hub estimate").
+        labels = sorted({lp.profile.latency.label() for lp, _ in valued})  # type: ignore[union-attr]
+        statistic = labels[0] if n == 1 else f"median over {n} profiles of: {'; '.join(labels)}"
         runs = sum(lp.profile.latency.run_count for lp, _ in valued)  # type: ignore[union-attr]
     return Cell(
         model_id=model.id,
@@ -403,6 +405,12 @@ def _breakdown(
             )
             continue
         per.append((lp, blocks))
+        basis = op_times(lp.profile).basis
+        if basis is TimeBasis.DERIVED_FROM_CYCLES:
+            notes.append(
+                f"{lp.label}: per-block times derived from device cycles (each block's share of the "
+                f"cycles x the {lp.profile.latency.label()} latency)."  # type: ignore[union-attr]
+            )
     if not per:
         return None, None
     blocks = _median_blocks([b for _, b in per])
@@ -433,6 +441,7 @@ def _waterfalls(
         col_id = max(candidates, key=lambda c: col_rank[c])
         rep = reps[(model.id, col_id)]
         profile = rep.profile
+        ot = op_times(profile)
         ops = [
             WaterfallOp(
                 name=op.name,
@@ -440,10 +449,9 @@ def _waterfalls(
                 block=op.attribution.block if op.attribution else "other",
                 kind=op.attribution.kind if op.attribution else None,
                 part=op.attribution.part if op.attribution else None,
-                time=_to_unit(op.time, op.time_unit),
+                time=_to_unit(t, ot.unit),
             )
-            for op in profile.ops
-            if op.time is not None
+            for op, t in ((profile.ops[i], t) for i, t in ot.values)
         ]
         out.append(
             Waterfall(
@@ -526,8 +534,9 @@ def _general_notes(models: list[ModelRow], columns: list[Column], breakdowns: li
         )
     if any(b.unit is Unit.MS for b in breakdowns):
         notes.append(
-            "Per-block times are sums of per-op times; QNN's per-op timings leave out graph launch and I/O, "
-            "so they add up to a little less than the end-to-end latency."
+            "Per-block device times come from per-op device cycles where the profile has them (each block's "
+            "share of the cycles x the measured latency, so they add up to it); otherwise they are sums of "
+            "per-op microseconds, which leave out graph launch and I/O and add up to a little less."
         )
     for enc in (m for m in models if m.is_encoder_block and len(m.input_shape) == 4):
         _, dim, h, w = enc.input_shape
