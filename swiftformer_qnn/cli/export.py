@@ -53,6 +53,7 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace an output directory that holds a different request.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
+    graph: Annotated[str, typer.Option(help="htp: the same function in HTP-native ops (default); faithful: the literal upstream graph.")] = "htp",
     qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Needs `toolchains install`.")] = None,
 ) -> None:
     """Export a SwiftFormer to ONNX, quantize it on calibration images and compile it for the
@@ -68,7 +69,7 @@ def export(
         variant=variant, weights=weights, attention=attention, precision=precision, soc=soc,
         resolution=resolution, encoder_dim=encoder_dim,
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
-        min_sqnr=min_sqnr, opset=opset, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
+        min_sqnr=min_sqnr, opset=opset, graph=graph, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
     )
     if qnn is not None and until_stage is Until.ONNX:
         raise UsageError("--qnn compiles the quantized model, which --until onnx does not make.",

@@ -84,13 +84,17 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             f"{result.directory}` profiles this export's QDQ model on a phone through Qualcomm AI Hub "
             "(AI Hub compiles it again for the QAIRT version it runs)."
         )
+        cost = compile_.results.get("graph_cost")
+        if cost:
+            console.print(render_graph_cost(cost), highlight=False)
     console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
 
 
 def _stage_summary(name: str, r: dict, outputs: dict) -> str:
     size = ", ".join(f"{k} {_fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
     if name == "export":
-        return f"opset {r['opset']}, {r['nodes']} nodes, attention {r.get('attention')}; {size}"
+        graph = f", {r['graph']} graph" if r.get("graph") else ""
+        return f"opset {r['opset']}, {r['nodes']} nodes, attention {r.get('attention')}{graph}; {size}"
     if name == "simplify":
         return f"{r['nodes_before']} -> {r['nodes']} nodes; {size}"
     if name == "fold_bn":
@@ -112,7 +116,10 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
 
         guarded = describe_guard(r.get("bn_guard") or {})
         note = f"; {guarded}" if guarded else ""
-        return (f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
+        cost = r.get("graph_cost")
+        ops = (f"{cost['htp_op_count']} HTP ops ({cost['layout_ops']} layout, {cost['float_islands']} float "
+               "islands), ") if cost else ""
+        return (ops + f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
                 f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}{note}")
     if name == "verify":
         q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
@@ -120,6 +127,13 @@ def _stage_summary(name: str, r: dict, outputs: dict) -> str:
         return (f"SQNR {_db(q)} (min {r['min_sqnr_db']:g}), cosine {q['cosine_mean']:.4f}{top1} "
                 f"on {q['samples']} held-out; HTP emulator vs CPU QDQ: cosine {e['cosine_min']:.4f}, SQNR {_db(e)}")
     return ""
+
+
+def render_graph_cost(cost: dict) -> str:
+    """One line: the compiled graph's HTP ops by type, layout ops and float islands."""
+    types = ", ".join(f"{k} {v}" for k, v in sorted(cost["op_types"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return (f"HTP graph: {cost['htp_op_count']} ops ({types}); layout ops (Reshape/Transpose) "
+            f"{cost['layout_ops']}; float islands (Dequantize..Quantize inside the graph) {cost['float_islands']}.")
 
 
 def _db(figures: dict) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
 
-from ..qnn import HtpTarget, compile_context_binary
+from ..graph_cost import graph_cost
+from ..qnn import OP_TRACE_FILE, HtpTarget, compile_context_binary
 from .bn_guard import protect
 
 # What the compile stage writes: the EP-context wrapper, the QNN context binary, and QNN's
@@ -46,6 +48,9 @@ def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
     if compiled.context_binary != out_dir / "model.ctx_qnn.bin":
         # The EPContext node references the binary by this name; renaming it would break the pair.
         raise RuntimeError(f"unexpected context binary name {compiled.context_binary.name}")
+    binary_bytes = (out_dir / "model.ctx_qnn.bin").stat().st_size
+    # What the graph costs on the HTP (ops by type, layout ops, float islands), from QNN's op trace.
+    cost = graph_cost(json.loads((out_dir / OP_TRACE_FILE).read_text()), binary_bytes)
     return {
         "qnn_sdk_version": compiled.qnn_sdk_version,
         "ep_sdk_version": compiled.ep_sdk_version,
@@ -58,6 +63,7 @@ def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
         "htp_coverage_basis": "compiled with CPU fallback disabled: onnxruntime assigned every node to the QNN EP",
         **compiled.extra,  # htp_op_count, htp_op_types from QNN's op trace
         "bn_guard": guard,
-        "context_binary_bytes": (out_dir / "model.ctx_qnn.bin").stat().st_size,
+        "context_binary_bytes": binary_bytes,
         "compile_s": round(compiled.compile_s, 3),
+        "graph_cost": cost.model_dump(),
     }

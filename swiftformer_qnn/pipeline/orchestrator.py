@@ -55,7 +55,6 @@ STAGES_UNTIL = {
     Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile"),
     Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify"),
 }
-GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
 RANDOM_WEIGHTS_ID = f"random-realistic(seed={RANDOM_SEED})"
 
@@ -146,6 +145,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
     if not MIN_OPSET <= req.opset <= MAX_OPSET:
         raise UsageError(f"--opset {req.opset} is outside {MIN_OPSET}..{MAX_OPSET}.",
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
+    if req.graph not in ("htp", "faithful"):
+        raise UsageError(f"Unknown graph form {req.graph!r}.",
+                         hint="Use htp (HTP-ready, default) or faithful (the literal upstream graph).")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
@@ -155,8 +157,6 @@ def _resolve(req: ExportRequest) -> _Resolved:
         weights_id = "sha256:" + sha256_file(w)
     else:
         weights_id = RANDOM_WEIGHTS_ID
-    if req.graph not in GRAPH_FORMS:
-        raise UsageError(f"Unknown graph form {req.graph!r}.", hint=f"Use one of: {', '.join(GRAPH_FORMS)}.")
     stages = STAGES_UNTIL[Until(req.until)]
     if req.graph == "faithful":
         # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
@@ -182,6 +182,8 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
         parts.insert(1, f"d{r.variant.encoder_dim}x{r.resolution}")
     elif r.resolution != 224:
         parts.insert(1, f"r{r.resolution}")
+    if req.graph != "htp":
+        parts.append(req.graph)
     if req.until is not Until.VERIFY:
         parts.append(f"until-{Until(req.until).value}")
     return Path("build") / "-".join(parts)
@@ -377,12 +379,20 @@ class _Run:
         shape = r.variant.input_shape(r.resolution)
         options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
                    "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
-                   "seed": RANDOM_SEED, "init": "realistic" if self.req.weights is None else None, "torch": tool_versions(("torch",))["torch"]}
+                   "graph": self.req.graph, "seed": RANDOM_SEED, "init": "realistic" if self.req.weights is None else None,
+                   "torch": tool_versions(("torch",))["torch"]}
 
         def produce(d: Path) -> dict:
-            res = export_onnx(self.model(), shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
+            model = self.model()
+            if self.req.graph == "htp":
+                from ..htp_model import to_htp_form
+
+                # Built from the loaded upstream-form model: one weights loader, the same weights.
+                model = to_htp_form(model)
+            res = export_onnx(model, shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
                               opset=self.req.opset)
             res["attention"] = self.attention
+            res["graph"] = self.req.graph
             res["weights"] = dict(self.weights_info)
             res["notes"] = list(self.notes)
             return res
@@ -549,13 +559,13 @@ def _code_version(*modules: str) -> str:
 
 # Which source files each stage's result depends on (beyond its inputs and options).
 STAGE_CODE = {
-    "export": ("model", "weights", "pipeline.onnx_export"),
+    "export": ("model", "htp_model", "weights", "pipeline.onnx_export"),
     "simplify": ("pipeline.onnx_export",),
     "fold_bn": ("pipeline.fold_bn", "pipeline.onnx_export"),
     "inputs": ("model", "weights", "pipeline.images", "pipeline.calibrate"),
     "validate": ("pipeline.validate", "pipeline.fidelity"),
     "quantize": ("pipeline.quantize",),
-    "compile": ("qnn", "pipeline.compile", "pipeline.bn_guard"),
+    "compile": ("qnn", "pipeline.compile", "pipeline.bn_guard", "graph_cost"),
     "verify": ("qnn", "pipeline.verify", "pipeline.fidelity", "pipeline.localize"),
 }
 
