@@ -37,7 +37,7 @@ def slow(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "swiftformer_qnn", "tests", "noxfile.py")
+    session.run("ruff", "check", "swiftformer_qnn", "tests", "noxfile.py", "setup.py")
 
 
 @nox.session

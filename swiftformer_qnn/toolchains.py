@@ -83,9 +83,9 @@ TOOLCHAINS: tuple[QnnToolchainSpec, ...] = (
 # refusal is caught by verification, so such an environment is never marked ready).
 KNOWN_REFUSALS: dict[str, tuple[str, ...]] = {"2.3.0": ("1.31.1",)}
 
-# What the worker imports besides onnxruntime(-qnn). Pinned to what the main environment
-# was tested with, so toolchains differ only in their onnxruntime pair.
-COMMON_REQUIREMENTS: tuple[str, ...] = ("numpy==2.4.6", "onnx==1.23.2")
+# What the worker imports besides onnxruntime(-qnn): the main environment's own releases
+# (constraints.txt pins the tested ones), so toolchains differ only in their onnxruntime pair.
+COMMON_REQUIREMENTS: tuple[str, ...] = tuple(f"{dist}=={version(dist)}" for dist in ("numpy", "onnx"))
 
 
 def known_versions() -> str:

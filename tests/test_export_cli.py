@@ -63,6 +63,11 @@ def test_compile_an_existing_qdq_model(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"][0]["results"]["soc_model"] == 57 and manifest["stages"][0]["results"]["htp_arch"] == 75
     assert (out / "model.ctx_qnn.bin").stat().st_size > 0
+    # `profile --from` needs an export (it attributes ops to the variant's blocks): the hint says so
+    # instead of suggesting the compile directory, which profile refuses.
+    said = " ".join(res.output.split())
+    assert "Per-block profiles need an export: `swiftformer-qnn export --variant VARIANT" in said
+    assert f"--from {out}" not in said.replace("\n", "")
 
     not_onnx = tmp_path / "x.onnx"
     not_onnx.write_text("hello")

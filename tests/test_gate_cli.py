@@ -272,7 +272,6 @@ COMPILE_BASELINE = DOCS.parent / "profiles" / "baselines" / "compile-l1-w8a8-sm8
 
 def test_the_pyproject_example_in_ci_md_is_valid():
     import re
-
     import tomllib
 
     from swiftformer_qnn.gate import GateRules

@@ -140,10 +140,10 @@ def test_one_profile_counts_its_api_calls(hub, exports, tmp_path):
           f"(+ {len(hub.requests) - len(hub.api_calls())} presigned transfers): {json.dumps(by_endpoint, indent=1)}")
 
 
-def test_default_output_dir_is_timestamped_under_profiles_runs(hub, exports, tmp_path):
+def test_default_output_dir_is_timestamped_under_build_profiles(hub, exports, tmp_path):
     result = invoke("--device", "sm8550", "--from", str(exports["encoder"]), "--runs", "3", "--poll", "0.01")
     assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "profiles" / "runs").iterdir()
+    (run_dir,) = (tmp_path / "build" / "profiles").iterdir()
     assert (run_dir / f"encoder-d96x32-w8a8-qnn2.37-{S23U_SLUG}.profile.json").is_file()  # AI Hub's default QAIRT
     assert (run_dir / "aihub-jobs.json").is_file()
 
@@ -311,6 +311,35 @@ def test_without_from_the_export_runs_here(hub, tmp_path):
     (uploaded,) = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
     assert uploaded == (built / "model.qdq.onnx").read_bytes()
     assert "Export PyTorch -> ONNX" in result.stderr  # the export's stage progress
+
+
+def test_both_graph_forms_are_exported_and_profiled_side_by_side_and_reported_as_two_rows(hub, tmp_path):
+    from swiftformer_qnn.report.build import make_report
+
+    out = tmp_path / "out"
+    result = invoke("--variant", "encoder", "--resolution", "16", "--graph", "htp,faithful", "--out", str(out),
+                    "--runs", "3", "--poll", "0.01")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == [
+        "encoder-d96x16-w8a8-sm8550", "encoder-d96x16-w8a8-sm8550-faithful"]
+    profiles = {load_profile(p).model.graph: p for p in out.glob("*.profile.json")}
+    assert profiles["htp"].name == f"encoder-d96x16-w8a8-qnn2.37-{S23U_SLUG}.profile.json"
+    assert profiles["faithful"].name == f"encoder-d96x16-w8a8-faithful-qnn2.37-{S23U_SLUG}.profile.json"
+    # AI Hub compiled two different graphs (the uploads), one per form.
+    uploads = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
+    assert len(uploads) == 2 and uploads[0] != uploads[1]
+
+    report = make_report([out], out=tmp_path / "report").report
+    rows = {m.graph: m for m in report.models}
+    assert set(rows) == {"htp", "faithful"} and rows["htp"].id != rows["faithful"].id
+    assert "HTP-ready graph" in rows["htp"].label and "graph" not in rows["faithful"].label
+
+
+def test_graph_with_from_is_a_usage_error(hub, exports, tmp_path):
+    result = invoke("--from", str(exports["xs"]), "--graph", "faithful", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "--graph" in result.stderr
+    bad = invoke("--variant", "encoder", "--graph", "fast", "--out", str(tmp_path / "out"))
+    assert bad.exit_code == 2 and "not a graph form" in bad.stderr
 
 
 def test_without_from_an_export_directory_of_another_request_is_replaced_only_with_force(

@@ -258,7 +258,7 @@ def test_compare_refuses_different_models_and_cycles_against_ms():
 
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch):
-    """A working directory of its own: default reports go to ./profiles/reports/."""
+    """A working directory of its own: default reports go to ./build/reports/."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -276,7 +276,7 @@ def _chart_ok(path: Path) -> None:
 def test_reference_report_through_the_cli(workdir):
     res = invoke(str(REFERENCE))
     assert res.exit_code == 0, res.output
-    out = workdir / "profiles" / "reports" / "reference"
+    out = workdir / "build" / "reports" / "reference"
     assert sorted(p.name for p in out.iterdir()) == [
         "models_by_version.png",
         "report.html",
@@ -313,7 +313,7 @@ def test_report_with_per_op_profiles_writes_every_chart(workdir):
         save(d, f"enc_{q}", model_shaped_profile("encoder", q, seed=9 + i))
     res = invoke(str(REFERENCE), str(d), "--name", "mine")
     assert res.exit_code == 0, res.output
-    out = workdir / "profiles" / "reports" / "mine"
+    out = workdir / "build" / "reports" / "mine"
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
         "blocks_encoder-1x96x64x64.png",
@@ -387,7 +387,7 @@ def test_compare_through_the_cli(workdir):
     res = invoke("--compare", str(a), str(b))
     assert res.exit_code == 0, res.output
     assert "−0.20 ms" in res.stdout and "(0.80×)" in res.stdout
-    out = workdir / "profiles" / "reports" / "compare-a-vs-b"
+    out = workdir / "build" / "reports" / "compare-a-vs-b"
     md = (out / "compare.md").read_text()
     assert md.index("| head |") < md.index("| stem |")
     assert "| head | – | 0.50 ms | 0.20 ms | −0.30 ms | 0.40× | 83.3% → 40.0% |" in md
@@ -405,7 +405,7 @@ def _one_line_error(res, *needles: str) -> None:
 
 
 def _nothing_written(workdir: Path) -> None:
-    reports = workdir / "profiles" / "reports"
+    reports = workdir / "build" / "reports"
     left = sorted(p.name for p in reports.iterdir()) if reports.exists() else []
     assert left == [], f"left behind: {left}"
 
@@ -437,7 +437,7 @@ def test_skip_invalid_reports_on_the_rest_and_lists_what_it_skipped(workdir):
     res = invoke(str(REFERENCE), str(bad), "--skip-invalid", "--name", "r")
     assert res.exit_code == 0, res.output
     assert "skipped:" in res.stderr and "bad.profile.json" in res.stderr
-    md = (workdir / "profiles" / "reports" / "r" / "report.md").read_text()
+    md = (workdir / "build" / "reports" / "r" / "report.md").read_text()
     assert "Skipped (invalid):" in md and "`bad.profile.json`" in md
     assert "2.63 ms (published)" in md
 

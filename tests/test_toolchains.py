@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from toolchain_fakes import leftovers, make_fake_toolchain, user_toolchains_root
+from toolchain_fakes import leftovers, make_fake_toolchain, running_interpreter_script, user_toolchains_root
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.errors import ToolchainError, UsageError
 from swiftformer_qnn.toolchains import (
-    COMMON_REQUIREMENTS,
     KNOWN_REFUSALS,
     MARKER_NAME,
     TOOLCHAINS,
@@ -132,12 +131,12 @@ def test_main_environment_pair_is_the_pyproject_pin_and_in_the_table():
     assert main.qnn_version == build_and_package_info.qnn_version
 
 
-def test_common_requirements_match_the_main_environment():
+def test_toolchains_install_the_main_environments_numpy_and_onnx():
     from importlib.metadata import version
 
-    for req in COMMON_REQUIREMENTS:
-        name, pinned = req.split("==")
-        assert version(name) == pinned, f"{name}: toolchains pin {pinned}, the main environment has {version(name)}"
+    reqs = SPEC_249.requirements()
+    assert reqs[:2] == ["onnxruntime-qnn==2.5.0", "onnxruntime==1.31.1"]
+    assert f"numpy=={version('numpy')}" in reqs and f"onnx=={version('onnx')}" in reqs
 
 
 # --- readiness --------------------------------------------------------------------------------
@@ -353,7 +352,9 @@ class _WrongEnvInstaller(_DiskFillingInstaller):
 
     def create_env(self, env_dir: Path) -> None:
         (env_dir / "bin").mkdir(parents=True)
-        (env_dir / "bin" / "python").symlink_to(sys.executable)
+        python = env_dir / "bin" / "python"
+        python.write_text(running_interpreter_script())
+        python.chmod(0o755)
 
     def install(self, env_dir: Path, requirements: list[str]) -> None:
         pass

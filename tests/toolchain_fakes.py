@@ -1,8 +1,8 @@
 """Toolchain directories laid out as an install leaves them, for tests of states and failures.
 
-The environment's `python` is whatever the test needs: a link to a real interpreter (which
-then imports the main environment's onnxruntime-qnn, i.e. the wrong QNN version), or a
-shell script standing in for a worker that crashes or reports a failure.
+The environment's `python` is whatever the test needs: the running interpreter (which then
+imports the main environment's onnxruntime-qnn, i.e. the wrong QNN version), or a shell script
+standing in for a worker that crashes or reports a failure.
 """
 
 from __future__ import annotations
@@ -35,6 +35,15 @@ exit 3
 """
 
 
+def running_interpreter_script() -> str:
+    """A script that runs the test's own interpreter.
+
+    Not a symlink: a link to a venv's python, placed outside that venv, finds no `pyvenv.cfg`
+    beside it and starts the base installation, which lacks the venv's onnxruntime.
+    """
+    return f'#!/bin/sh\nexec "{sys.executable}" "$@"\n'
+
+
 def make_fake_toolchain(
     root: Path,
     spec: QnnToolchainSpec,
@@ -49,11 +58,8 @@ def make_fake_toolchain(
     env = d / ENV_DIR
     (env / "bin").mkdir(parents=True)
     python = env / "bin" / "python"
-    if python_script is None:
-        python.symlink_to(sys.executable)
-    else:
-        python.write_text(python_script)
-        python.chmod(0o755)
+    python.write_text(python_script or running_interpreter_script())
+    python.chmod(0o755)
     site = env / "lib" / PY / "site-packages"
     site.mkdir(parents=True)
     if dist_infos:

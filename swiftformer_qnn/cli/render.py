@@ -76,13 +76,21 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     compile_ = m.stage("compile")
     if compile_ is not None:
         ctx = result.directory / "model.ctx.onnx"
+        if "variant" in req:
+            next_step = (
+                f"`swiftformer-qnn profile --from {result.directory}` profiles this export's QDQ model on a "
+                "phone through Qualcomm AI Hub (AI Hub compiles it again for the QAIRT version it runs)."
+            )
+        else:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
+            next_step = (
+                "Per-block profiles need an export: `swiftformer-qnn export --variant VARIANT --output-dir DIR`, "
+                "then `swiftformer-qnn profile --from DIR`."
+            )
         console.print(
             f"Context binary: [bold]{result.directory / 'model.ctx_qnn.bin'}[/] "
             f"(QNN {compile_.results['qnn_sdk_version']}, {compile_.results['ep_sdk_version']}), "
             f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
-            "or the .bin with QNN's qnn-net-run --retrieve_context. `swiftformer-qnn profile --from "
-            f"{result.directory}` profiles this export's QDQ model on a phone through Qualcomm AI Hub "
-            "(AI Hub compiles it again for the QAIRT version it runs)."
+            f"or the .bin with QNN's qnn-net-run --retrieve_context. {next_step}"
         )
         cost = compile_.results.get("graph_cost")
         if cost:

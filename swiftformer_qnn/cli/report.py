@@ -26,14 +26,14 @@ def report(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Write the report here instead of profiles/reports/<name>/.", show_default=False
+            "--out", help="Write the report here instead of build/reports/<name>/.", show_default=False
         ),
     ] = None,
     name: Annotated[
         str | None,
         typer.Option(
             "--name",
-            help="Directory name under profiles/reports/ (default: from the inputs).",
+            help="Directory name under build/reports/ (default: from the inputs).",
             show_default=False,
         ),
     ] = None,

@@ -81,16 +81,8 @@ def find_pyproject(start: Path | None = None) -> Path | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise UsageError(
-                f"{path}: reading pyproject.toml on Python 3.10 needs the tomli package.",
-                hint="pip install tomli, or run on Python 3.11+.",
-            ) from None
+    import tomllib
+
     try:
         return tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

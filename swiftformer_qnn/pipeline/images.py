@@ -8,6 +8,7 @@ ImageNet mean/std.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,9 +26,17 @@ CALIBRATION_ENV = "SWIFTFORMER_QNN_CALIBRATION"
 
 
 def shipped_calibration_dir() -> Path:
-    """`calibration/` at the repository root (an editable install), or $SWIFTFORMER_QNN_CALIBRATION."""
+    """$SWIFTFORMER_QNN_CALIBRATION, else the shipped photographs: `calibration/` of the source
+    tree this package runs from, or the package data of an installed wheel."""
     env = os.environ.get(CALIBRATION_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
+    if env:
+        return Path(env)
+    # The source tree first: a checkout run via PYTHONPATH must not pick up the photographs of
+    # some other installed copy.
+    source_tree = Path(__file__).resolve().parents[2] / "calibration"
+    if (source_tree / "provenance.json").is_file():
+        return source_tree
+    return Path(str(importlib.resources.files("swiftformer_qnn.calibration")))
 
 
 def default_calibration_images() -> Path:

@@ -55,6 +55,7 @@ STAGES_UNTIL = {
     Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile"),
     Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify"),
 }
+GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
 RANDOM_WEIGHTS_ID = f"random-realistic(seed={RANDOM_SEED})"
 
@@ -145,9 +146,8 @@ def _resolve(req: ExportRequest) -> _Resolved:
     if not MIN_OPSET <= req.opset <= MAX_OPSET:
         raise UsageError(f"--opset {req.opset} is outside {MIN_OPSET}..{MAX_OPSET}.",
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
-    if req.graph not in ("htp", "faithful"):
-        raise UsageError(f"Unknown graph form {req.graph!r}.",
-                         hint="Use htp (HTP-ready, default) or faithful (the literal upstream graph).")
+    if req.graph not in GRAPH_FORMS:
+        raise UsageError(f"Unknown graph form {req.graph!r}.", hint=f"Use one of: {', '.join(GRAPH_FORMS)}.")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:

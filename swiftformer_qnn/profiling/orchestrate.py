@@ -4,6 +4,7 @@ HTP emulator, and return typed results. The CLI only parses options and renders 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -36,7 +37,8 @@ from .schema import ModelInfo, Profile
 log = logging.getLogger(__name__)
 
 DEFAULT_DEVICE = "Samsung Galaxy S23 Ultra"
-DEFAULT_RUNS_DIR = Path("profiles") / "runs"
+# Under build/ (ignored by git), like exports: a run in a checkout leaves nothing untracked.
+DEFAULT_RUNS_DIR = Path("build") / "profiles"
 
 Progress = Callable[[str], None]
 
@@ -56,6 +58,7 @@ class ProfileRequest:
     resolution: int | None = None  # of the main variant only
     encoder_dim: int | None = None
     qnn: tuple[str, ...] = ()  # QAIRT versions to compile with; empty: AI Hub's default
+    graphs: tuple[str, ...] = ("htp",)  # export mode: graph forms to export, profiled side by side
     runs: int = DEFAULT_RUNS
     out_dir: Path | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -146,6 +149,7 @@ def read_export(directory: Path) -> ExportSource:
         weights=str(req.get("weights") or "random"),
         attention=str(results.get("attention") or req.get("attention") or "normalize"),
         opset=results.get("opset") or req.get("opset"),
+        graph=str(req.get("graph") or "faithful"),  # exports from before graph forms are faithful
     )
     return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
 
@@ -175,12 +179,13 @@ def _run_exports(req: ProfileRequest, soc: Soc, export_progress: Callable | None
     if req.include_encoder and get_variant(req.variant).name != "encoder":
         variants.append("encoder")
     dirs = []
-    for name in variants:
+    for name, graph in ((n, g) for n in variants for g in req.graphs):
         is_encoder = get_variant(name).is_encoder_block
         try:
             result = run_export(
                 ExportRequest(
                     variant=name,
+                    graph=graph,
                     weights=req.weights,
                     attention=req.attention,
                     precision=req.precision,
@@ -223,7 +228,10 @@ def file_labels(sources: list[ExportSource]) -> list[str]:
         if shape != list(s.variant.input_shape()) and len(shape) == 4:
             hw = f"{shape[2]}" if shape[2] == shape[3] else f"{shape[2]}x{shape[3]}"
             size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
-        base.append(f"{s.variant.name}{size}-{s.precision.value}")
+        # As export names its directories: the faithful graph is marked (exports from before graph
+        # forms, which are faithful too, keep the names they had).
+        graph = "-faithful" if s.manifest.request.get("graph") == "faithful" else ""
+        base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
     counts = Counter(base)
     return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
 
@@ -262,6 +270,19 @@ def _qnn_versions(values: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _graph_forms(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--graph htp --graph faithful` or `--graph htp,faithful`, de-duplicated in order."""
+    from ..pipeline.orchestrator import GRAPH_FORMS
+
+    out: list[str] = []
+    for part in (p.strip().lower() for v in values for p in v.split(",") if p.strip()):
+        if part not in GRAPH_FORMS:
+            raise UsageError(f"--graph {part!r} is not a graph form.", hint=f"Use {', '.join(GRAPH_FORMS)}, or both.")
+        if part not in out:
+            out.append(part)
+    return tuple(out) or ("htp",)
+
+
 def default_out_dir() -> Path:
     return DEFAULT_RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -277,6 +298,11 @@ def run_profile(
     if req.runs < 1:
         raise UsageError("--runs must be at least 1.")
     qnn = _qnn_versions(req.qnn)
+    graphs = _graph_forms(req.graphs)
+    if req.from_dirs and graphs != ("htp",):
+        raise UsageError("--graph chooses what profile exports; an export given with --from has its own graph.",
+                         hint="Drop --graph, or drop --from to export each graph form here.")
+    req = dataclasses.replace(req, graphs=graphs)
     config: HubConfig | None = None
     if device.backend is Backend.AIHUB:
         config = check_hub_config()

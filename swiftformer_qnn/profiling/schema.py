@@ -89,6 +89,9 @@ class ModelInfo(_Strict):
     weights: str = "random"  # "random", "realistic-random" or "sha256:<hex>" of the checkpoint
     attention: str = "normalize"
     opset: int | None = None
+    # The exported graph form: "htp" (HTP-ready) or "faithful" (the literal upstream graph, the
+    # only one before graph forms existed, and what published measurements ran).
+    graph: str = "faithful"
 
 
 class TargetInfo(_Strict):

@@ -66,6 +66,9 @@ def model_row(profile: Profile) -> ModelRow:
     if m.attention != "normalize":  # a different graph: softmax attention is not the same model
         label += f" ({m.attention} attention)"
         model_id += f"-{m.attention}"
+    if m.graph != "faithful":  # the same function in other ops: a row of its own beside the faithful one
+        label += " (HTP-ready graph)" if m.graph == "htp" else f" ({m.graph} graph)"
+        model_id += f"-{m.graph}"
     is_block = variant.is_encoder_block if variant else key == "encoder"
     short = "encoder block" if is_block else title.removeprefix("SwiftFormer-")
     return ModelRow(
@@ -73,6 +76,7 @@ def model_row(profile: Profile) -> ModelRow:
         variant=key,
         input_shape=list(m.input_shape),
         attention=m.attention,
+        graph=m.graph,
         label=label,
         short=short,
         is_encoder_block=is_block,
@@ -108,7 +112,7 @@ def version_key(version: str | None) -> tuple:
 def _model_key(row: ModelRow) -> tuple:
     # Full models in registry order, then unknown variants, the standalone block last.
     idx = _VARIANT_ORDER.index(row.variant) if row.variant in _VARIANT_ORDER else len(_VARIANT_ORDER)
-    return (row.is_encoder_block, idx, row.variant, row.input_shape, row.attention)
+    return (row.is_encoder_block, idx, row.variant, row.input_shape, row.attention, row.graph != "faithful")
 
 
 def _setting_key(s: Setting) -> tuple:
@@ -504,7 +508,8 @@ def _encoder_shares(
 ) -> list[EncoderShare]:
     out = []
     for enc in (m for m in models if m.is_encoder_block):
-        for full in (m for m in models if not m.is_encoder_block):
+        # The block against full models of its own graph form only.
+        for full in (m for m in models if not m.is_encoder_block and m.graph == enc.graph):
             for col in columns:
                 e, f = cells.get((enc.id, col.id)), cells.get((full.id, col.id))
                 if e and f and f.value:

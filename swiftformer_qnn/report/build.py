@@ -19,7 +19,7 @@ from .html import report_html
 from .markdown import comparison_md, report_md
 from .model import COMPARISON_KIND, REPORT_KIND, Comparison, Report, SkippedInput
 
-REPORTS_DIR = Path("profiles") / "reports"
+REPORTS_DIR = Path("build") / "reports"  # ignored by git, like exports and profile runs
 PROFILE_SUFFIX = ".profile.json"
 
 

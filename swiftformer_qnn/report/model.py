@@ -38,6 +38,7 @@ class ModelRow(_Frozen):
     variant: str
     input_shape: list[int]
     attention: str
+    graph: str = "faithful"  # the exported graph form (profiling.schema.ModelInfo.graph)
     label: str  # "SwiftFormer-L1 1x3x224x224"
     short: str  # "L1", "encoder block": for ratio rows and chart ticks
     is_encoder_block: bool

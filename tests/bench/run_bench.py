@@ -5,7 +5,7 @@ directory), timed by wall clock, with its peak RSS read from wait4(). The yardst
 (straight-line scripts) run in the same benchmark run, so ratios are comparable even though
 absolute times drift between machines.
 
-Usage: python tests/bench/run_bench.py OUT.json [--naive PATH/TO/naive_pipeline.py]
+Usage: python tests/bench/run_bench.py OUT.json
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ def stage_times(out_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--naive", type=Path, default=REPO.parent / "shared" / "bench" / "naive_pipeline.py")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sfq-bench-"))
     env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(work / "cache")}
@@ -65,9 +64,9 @@ def main() -> None:
         results["export_until_onnx"] = {"straight_line_script": straight, "swiftformer_qnn": onnx_only,
                                         "ratio": round(onnx_only["wall_s"] / straight["wall_s"], 3), "target_ratio": 1.25}
 
-        # Issue: the whole export vs the naive straight-line pipeline (64 calibration inputs).
+        # Issue: the whole export vs the main job scripted by hand (64 calibration photographs).
         shutil.rmtree(work / "cache", ignore_errors=True)
-        naive = measure([sys.executable, str(args.naive), str(work / "naive"), "64"])
+        naive = measure([sys.executable, str(HERE / "straight_pipeline.py"), str(work / "naive"), "64"])
         cold = measure(export_cmd("--variant", "l1", "--output-dir", str(work / "l1")), env)
         cold["stages_s"] = stage_times(work / "l1")
         warm = measure(export_cmd("--variant", "l1", "--output-dir", str(work / "l1")), env)

@@ -1,6 +1,6 @@
 """Yardstick for `export --until onnx`: the straight-line torch.onnx.export + onnxsim script a
 user would write for SwiftFormer-L1 (transformers' implementation, as in
-shared/bench/naive_pipeline.py). Usage: python straight_export_onnx.py OUTDIR"""
+tests/bench/straight_pipeline.py). Usage: python straight_export_onnx.py OUTDIR"""
 import os
 import sys
 import time
