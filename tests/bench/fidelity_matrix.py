@@ -6,7 +6,8 @@ forms compiled for SM8550 and run on the HTP emulator (4 shipped held-out photog
 
 - `faithful`: the literal graph, compiled as onnxruntime-qnn takes it (no guard): the bug.
 - `guarded`: the literal graph after the compile guard's per-channel rewrite.
-- `folded`: the default HTP-ready path, BatchNorm folded before quantization.
+- `folded`: the literal graph with BatchNorm folded before quantization (the `fold_bn` pass).
+- `htp`: what `export` makes by default: the HTP-ready model form (`htp_model`), BN folded.
 
 Per cell: CPU-QDQ-vs-fp32 and HTP-vs-fp32 SQNR (dB), the gap, HTP-vs-CPU SQNR, BNs the rule
 flags, HTP op count and BatchNorm ops left. Also: the one-BN reproduction before/after, and the
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 logging.disable(logging.WARNING)
 
+from swiftformer_qnn.htp_model import to_htp_form  # noqa: E402
 from swiftformer_qnn.model import build_model, realistic_init  # noqa: E402
 from swiftformer_qnn.pipeline.bn_guard import predict, protect  # noqa: E402
 from swiftformer_qnn.pipeline.fidelity import compare_outputs, run_cpu  # noqa: E402
@@ -90,15 +92,18 @@ def variant_matrix(name: str, counts: list[int], work: Path, out: dict, save) ->
     export_onnx(model, v.input_shape(224), work / f"{name}.onnx", is_encoder_block=False)
     simplify_onnx(work / f"{name}.onnx", work / f"{name}.sim.onnx")
     fold = fold_stage(work / f"{name}.sim.onnx", work / f"{name}.fold.onnx")
+    export_onnx(to_htp_form(model), v.input_shape(224), work / f"{name}.htp.onnx", is_encoder_block=False)
+    simplify_onnx(work / f"{name}.htp.onnx", work / f"{name}.htp.sim.onnx")
+    fold_stage(work / f"{name}.htp.sim.onnx", work / f"{name}.htp.fold.onnx")
     heldout = preprocess_all(find_images(default_heldout_images(), HELDOUT, what="held-out"))
     fp32 = run_cpu(work / f"{name}.sim.onnx", heldout)
     out[name] = {"fold": {k: fold[k] for k in ("nodes_before", "nodes", "batchnorms_folded")}, "cells": {}}
     for precision in ("w8a8", "w8a16"):
         for n in counts:
             calib = preprocess_all(find_images(default_calibration_images(), n))
-            for form in ("faithful", "guarded", "folded"):
+            for form in ("faithful", "guarded", "folded", "htp"):
                 d = Path(tempfile.mkdtemp(dir=work))
-                graph = work / (f"{name}.fold.onnx" if form == "folded" else f"{name}.sim.onnx")
+                graph = work / {"folded": f"{name}.fold.onnx", "htp": f"{name}.htp.fold.onnx"}.get(form, f"{name}.sim.onnx")
                 t = time.perf_counter()
                 res = cell(graph, form, calib, heldout, fp32, precision, d)
                 res["wall_s"] = round(time.perf_counter() - t, 1)
