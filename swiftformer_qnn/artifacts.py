@@ -3,8 +3,8 @@
 Every pipeline stage reads input files and writes new ones; its result is keyed by a hash
 of (stage, options, input hashes, tool versions), in the manner of Olive's cache. A stage
 whose key is already in the cache is not run again, so a repeated request costs seconds.
-An export directory is assembled in a temporary sibling and renamed into place at the end:
-an interrupted run never leaves a directory that looks complete.
+Output directories (assembled beside their place, replaced only when this tool made them)
+are `output_dir`'s.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import OutputDirError
+from .output_dir import place, recover_leftovers, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
@@ -120,8 +119,30 @@ def read_manifest(directory: Path) -> ExportManifest | None:
         if data.get("kind") != MANIFEST_KIND:
             return None
         return ExportManifest.model_validate(data)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # AttributeError: JSON that is not an object
         return None
+
+
+def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
+    """What no longer matches the manifest among a directory's files (missing, other size,
+    other SHA-256), one phrase each; hashed in parallel (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = {out.path: out for stage in manifest.stages for out in stage.outputs.values()}
+
+    def check(rec: FileRecord) -> str | None:
+        p = Path(directory) / rec.path
+        try:
+            if not p.is_file():
+                return f"{rec.path} is missing"
+            if p.stat().st_size != rec.bytes or sha256_file(p) != rec.sha256:
+                return f"{rec.path} was changed"
+        except OSError as exc:
+            return f"{rec.path} cannot be read ({exc.strerror or exc})"
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(4, len(records) or 1)) as pool:
+        return [why for why in pool.map(check, records.values()) if why]
 
 
 class StageCache:
@@ -130,6 +151,19 @@ class StageCache:
     def __init__(self, root: Path | None = None, enabled: bool = True):
         self.root = (root or cache_root()) / "stages"
         self.enabled = enabled
+        self._swept = False
+
+    def _sweep(self) -> None:
+        """Remove the temporary directories of runs that were killed (once per cache object)."""
+        if self._swept:
+            return
+        self._swept = True
+        try:
+            stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
+        except OSError:
+            return
+        for d in stage_dirs:
+            recover_leftovers(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
@@ -145,9 +179,8 @@ class StageCache:
             rec = StageRecord.model_validate_json(meta.read_text())
         except ValueError:
             return None
-        # An entry whose files were deleted or changed is ignored. Cached files are hard-linked
-        # into output directories, so an edit made there in place would reach the cache: the
-        # content hash, not just the size, is what makes a hit.
+        # An entry whose files were deleted or changed (the cache is a plain folder anyone can
+        # edit) is ignored: the content hash, not just the size, is what makes a hit.
         for out in rec.outputs.values():
             p = d / out.path
             if not p.is_file() or p.stat().st_size != out.bytes or sha256_file(p) != out.sha256:
@@ -170,13 +203,14 @@ class StageCache:
         returns the stage's results (figures for the manifest).
         """
         key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {}})
+        self._sweep()
         hit = self.lookup(name, key)
         if hit is not None:
             rec, d = hit
             return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
         final = self._dir(name, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        work = temp_dir(final.parent, final.name, "tmp")
         try:
             started = time.perf_counter()
             results = produce(work)
@@ -204,48 +238,3 @@ class StageCache:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-
-
-def place(src: Path, dst: Path) -> None:
-    """Put a cached file into an output directory: a hard link when possible, else a copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-@contextmanager
-def staged_output_dir(target: Path, *, force: bool) -> Iterator[Path]:
-    """Build an output directory in a temporary sibling and move it into place on success.
-
-    On any error (or Ctrl-C) the temporary directory is removed and `target` is left as
-    it was. An existing `target` is replaced only when `force` is given or the caller
-    decided it is the same request (then `force=True` too).
-    """
-    target = Path(target)
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise OutputDirError(
-            f"Cannot write the output directory {target}: {exc.strerror or exc}.",
-            hint="Choose a writable place with --output-dir.",
-        ) from None
-    try:
-        yield work
-        if target.exists():
-            if not force:
-                raise OutputDirError(f"{target} already exists.", hint="Pass --force to replace it.")
-            old = parent / f".{target.name}.old-{os.getpid()}"
-            target.rename(old)
-            work.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            work.rename(target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise

@@ -652,13 +652,12 @@ def compile_versions_into(
 
     The one entry point of `toolchains compare`, `compile --qnn` and `export --qnn`.
     """
-    from .artifacts import staged_output_dir
-    from .errors import OutputDirError
+    from .output_dir import holds_marker, staged_output_dir
 
     out = Path(out)
-    _require_onnx(Path(model))
-    if out.exists() and not force:  # say so now, not after the compiles
-        raise OutputDirError(f"{out} already exists.", hint="Pass --force to replace it.")
+    require_onnx(Path(model))
+    # Replaces only an earlier comparison (with force) or an empty directory; says so before the compiles.
+    earlier = holds_marker({REPORT_NAME: (REPORT_KIND,)}, "a QNN version comparison")
     from .pipeline.compile import describe_guard, guarded_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -666,18 +665,24 @@ def compile_versions_into(
         source, guard = guarded_model(Path(model), Path(tmp), name=Path(model).name)
         if (note := describe_guard(guard)) is not None:
             logging.getLogger(__name__).warning(note)
-        with staged_output_dir(out, force=force) as work:
+        with staged_output_dir(out, force=force, inspect=earlier) as work:
             return compile_across_versions(source, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
 
 
-def _require_onnx(model: Path) -> None:
+def require_onnx(model: Path) -> None:
+    """An ONNX model file with at least one node, or a UsageError saying what it is instead."""
     import onnx
 
     from .errors import UsageError
 
+    if model.is_dir():
+        raise UsageError(f"{model} is a directory, not an ONNX model.", hint="Pass the path of a QDQ .onnx model.")
     if not model.is_file():
         raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
     try:
-        onnx.load(str(model), load_external_data=False)
+        graph = onnx.load(str(model), load_external_data=False).graph
     except Exception:
         raise UsageError(f"{model} is not an ONNX model.", hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).") from None
+    if not graph.node:
+        raise UsageError(f"{model} is an ONNX model with no nodes: nothing to compile.",
+                         hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).")

@@ -68,5 +68,15 @@ class HubError(SwiftFormerQnnError):
     """Qualcomm AI Hub could not be used (no token, network, a failed job)."""
 
 
+class PhoneError(SwiftFormerQnnError):
+    """A phone over adb, or the QNN SDK to run on it, that cannot be used as asked."""
+
+
+class PhoneRunError(SwiftFormerQnnError):
+    """qnn-net-run failed on the phone (the message carries the phone's last lines)."""
+
+    exit_code = 1
+
+
 class BnOverflowError(SwiftFormerQnnError):
     """A QDQ BatchNormalization whose bias the QNN EP would corrupt, and which cannot be rewritten."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import struct
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,10 @@ def _read_torch(path: Path) -> _RawCheckpoint:
         text = str(exc)
         if "Weights only load failed" in text:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            if found and (found.group(1).endswith(".") or _ends_with(path, found.group(1).rsplit(".", 1)[-1])):
+                # A legacy (non-zip) file cut inside a class name: truncated, not unsafe.
+                raise WeightsError(f"{path.name} is truncated (it ends inside its data).",
+                                   hint="Re-download or re-save it.") from exc
             what = f"a pickled {found.group(1)} object" if found else "pickled Python objects"
             raise WeightsError(
                 f"{path.name} contains {what}, which safe loading (torch.load weights_only=True) refuses.",
@@ -150,14 +155,25 @@ def _read_torch(path: Path) -> _RawCheckpoint:
             f"{path.name} is not a PyTorch checkpoint ({_first_line(exc)}).",
             hint="Pass a .pth/.pt/.bin written by torch.save, or a .safetensors file.",
         ) from exc
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
-        # Truncated zips fail with RuntimeError (a useful message); text files with a bare KeyError.
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError, struct.error) as exc:
+        # Truncated zips fail with RuntimeError (a useful message); text files with a bare KeyError;
+        # truncated legacy (non-zip) files also with IndexError or struct.error.
         reason = _first_line(exc) if isinstance(exc, (RuntimeError, ValueError, OSError)) else ""
         raise WeightsError(
             f"{path.name} is not a readable PyTorch checkpoint ({reason or 'not torch.save data'}).",
             hint="Pass a .pth/.pt/.bin written by torch.save or a .safetensors file; re-download it if truncated.",
         ) from exc
     return _unwrap(obj, path)
+
+
+def _ends_with(path: Path, text: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 256))
+            last_line = f.read().rsplit(b"\n", 1)[-1]  # torch reports the cut name one byte short
+            return bool(text) and last_line.startswith(text.encode())
+    except OSError:
+        return False
 
 
 def _unwrap(obj: object, path: Path) -> _RawCheckpoint:
@@ -486,6 +502,7 @@ def load_weights(
     expected = model.state_dict()
     native = _fit_to_model(native, expected, notes)
     _check_fits(native, expected, path.name, variant)
+    _check_finite(native, path.name)
     model.load_state_dict(native, strict=True)
 
     implied = implied_attention(fmt, raw.metadata)
@@ -493,6 +510,17 @@ def load_weights(
     set_attention_form(model, effective)
     notes.extend(_attention_notes(fmt, implied, effective, raw.metadata))
     return LoadedWeights(path, fmt, sha256 or sha256_file(path), implied, effective, notes)
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], name: str) -> None:
+    """NaN or infinity in a weight makes every output NaN; say which tensors, before any export."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise WeightsError(
+            f"{name} has NaN or infinite values in {len(bad)} tensor(s): {shown}.",
+            hint="The checkpoint is damaged (or from a diverged training run); use another one.",
+        )
 
 
 def _encoder_block_weights(

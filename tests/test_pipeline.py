@@ -116,13 +116,20 @@ def test_an_existing_directory_of_another_request_is_refused_unless_forced(xs_ex
         run_export(other)
     assert (result.directory / "manifest.json").read_text() == before
 
+    # --force replaces another request's export; a folder this tool did not make, never.
     forced_dir = tmp_path / "f"
     forced_dir.mkdir()
     (forced_dir / "somebody-elses.txt").write_text("x")
-    with pytest.raises(OutputDirError, match="not an export"):
-        run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=forced_dir, **SMALL))
-    done = run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=forced_dir, force=True, **SMALL))
-    assert not (forced_dir / "somebody-elses.txt").exists() and done.manifest.stage("validate")
+    for force in (False, True):
+        with pytest.raises(OutputDirError, match="replaces only what it made"):
+            run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=forced_dir, force=force,
+                                     **SMALL))
+    assert (forced_dir / "somebody-elses.txt").read_text() == "x"
+    run_export(_xs(tmp_path, until=Until.ONNX))
+    with pytest.raises(OutputDirError, match="--force"):
+        run_export(_xs(tmp_path, until=Until.ONNX, heldout_count=3))
+    done = run_export(_xs(tmp_path, until=Until.ONNX, heldout_count=3, force=True))
+    assert done.manifest.request["heldout"]["count"] == 3
 
 
 def test_a_failing_stage_leaves_no_output_directory(tmp_path, monkeypatch):
@@ -304,13 +311,13 @@ def test_encoder_block_from_a_full_l1_checkpoint_calibrates_on_that_l1(tmp_path)
 
 def test_a_cached_file_edited_in_an_output_directory_is_not_reused(tmp_path):
     first = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "a", **SMALL))
-    # Output files are hard links into the stage cache; an in-place edit must not poison it.
+    # Output files are copies, and cache hits are verified by hash: an in-place edit poisons nothing.
     with open(first.directory / "model.sim.onnx", "r+b") as f:
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
     second = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "b", **SMALL))
-    assert second.manifest.stage("export").cached
-    assert not second.manifest.stage("simplify").cached
+    assert second.manifest.stage("export").cached and second.manifest.stage("simplify").cached
+    assert (second.directory / "model.sim.onnx").read_bytes() != (first.directory / "model.sim.onnx").read_bytes()
 
 
 def test_changed_stage_code_is_not_served_from_the_cache(tmp_path, monkeypatch):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import SwiftFormerQnnError
 
@@ -32,9 +37,23 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _say(text: str) -> None:
+    """One line on stderr. The text is printed as is: a path or a server's message holding
+    `[...]` must not be read as rich markup."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", redact(text)), soft_wrap=True)
+
+
+def redact(text: str) -> str:
+    """Text (maybe from a server or a subprocess) on its way to the terminal or the traceback
+    file, without the AI Hub token or anything shaped like a credential."""
+    from ..redact import scrub
+
+    return scrub(text)
+
+
 def fail(exc: SwiftFormerQnnError) -> typer.Exit:
     """Print a known error as one line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+    _say(exc.one_line())
     return typer.Exit(exc.exit_code)
 
 
@@ -42,7 +61,7 @@ F = TypeVar("F", bound=Callable)
 
 
 def guarded(fn: F) -> F:
-    """Wrap a command body: a known error becomes one line on stderr and its exit code.
+    """Wrap a command body in the error boundary (see `boundary`).
 
     Put it under `@app.command()` so typer's CliRunner (tests) sees the same exit codes a
     user's shell does.
@@ -52,18 +71,158 @@ def guarded(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except SwiftFormerQnnError as exc:
-            raise fail(exc) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # typer's own exits and usage errors
+        except BaseException as exc:  # noqa: BLE001  (the one boundary)
+            code = boundary(exc)
+            if code is None:
+                raise
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+# errno values that say "the environment is not as needed", not "the tool has a bug".
+_ENVIRONMENT = {
+    errno.ENOSPC: "No space left on the device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EROFS: "Read-only file system",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+    errno.ENOTDIR: "Not a directory",
+    errno.EISDIR: "Is a directory",
+    errno.EEXIST: "Already exists",
+    errno.ENOENT: "No such file or directory",
+    errno.ENAMETOOLONG: "File name too long",
+    errno.ELOOP: "Too many levels of symbolic links",
+    errno.EMFILE: "Too many open files",
+    errno.EIO: "Input/output error",
+}
+
+
+def boundary(exc: BaseException) -> int | None:
+    """The one place a failure becomes one line on stderr and an exit code.
+
+    Known errors: their line and code (2 bad input or environment, 1 a failed check).
+    Interrupts: one line, 130 (Ctrl-C) or 143 (SIGTERM); the `finally`/`except` blocks on the
+    way here have already removed partial outputs. The environment failing (disk full, a
+    read-only or misplaced cache, a file where a directory should be): one line saying what
+    and where, 2. Anything else is a bug: one line naming the file holding the traceback, 3.
+    Returns None for what is not ours to handle (SystemExit).
+    """
+    from ..errors import SwiftFormerQnnError
+
+    if isinstance(exc, SwiftFormerQnnError):
+        _say(exc.one_line())
+        return exc.exit_code
+    if isinstance(exc, Terminated):
+        _say(f"Stopped by {exc.signame}; partial outputs were removed, nothing that looks complete was left.")
+        return 128 + exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        _say("Interrupted (Ctrl-C); partial outputs were removed, nothing that looks complete was left.")
+        return 130
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
+        where = exc.filename or ""
+        if exc.filename2:
+            where = f"{where} -> {exc.filename2}"
+        _say(f"{exc.strerror or _ENVIRONMENT[exc.errno]}{': ' + str(where) if where else ''}. "
+             f"{_environment_hint(exc)}")
+        return 2
+    if isinstance(exc, MemoryError):
+        _say("Ran out of memory. Use fewer or smaller inputs (--calibration-count, --resolution), "
+             "or a machine with more memory.")
+        return 2
+    if isinstance(exc, (SystemExit, GeneratorExit)):
+        return None
+    where = write_traceback(exc)
+    summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    _say(f"Unexpected failure ({summary}). This is a bug in swiftformer-qnn; "
+         f"the full traceback is in {where}: please report it with that file.")
+    return INTERNAL_ERROR
+
+
+INTERNAL_ERROR = 3  # neither 1 (a failed check, which a CI gate reads as a regression) nor 2 (bad input)
+
+
+def _in_cache(path: str) -> bool:
+    from ..artifacts import cache_root
+
+    try:
+        return bool(path) and Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(cache_root())))
+    except (OSError, ValueError):
+        return False
+
+
+def _missing_in_cache(exc: OSError) -> bool:
+    """A file the tool itself should have written into its cache is missing: a bug, not the environment."""
+    return exc.errno == errno.ENOENT and _in_cache(str(exc.filename or ""))
+
+
+def _environment_hint(exc: OSError) -> str:
+    from ..artifacts import CACHE_ENV
+
+    in_cache = _in_cache(str(exc.filename or ""))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "Free some space, or write elsewhere" + (f" (set {CACHE_ENV} to move the cache)." if in_cache
+                                                          else " (--output-dir / --out).")
+    if in_cache:
+        return f"The stage cache must be a writable directory: fix it, or set {CACHE_ENV} to another place."
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return "Check the path: a file where a directory is expected, or the reverse."
+    return "Check the path and its permissions, or choose another place."
+
+
+def write_traceback(exc: BaseException) -> Path | str:
+    """The full traceback, in a file under the cache's `logs/` (or the temp dir when the cache
+    cannot be written); the terminal gets one line."""
+    import tempfile
+    import time
+    import traceback
+
+    from .. import __version__
+    from ..artifacts import cache_root
+
+    text = (f"swiftformer-qnn {__version__}\n{' '.join(sys.argv)}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+    for place in (lambda: cache_root() / "logs", lambda: Path(tempfile.gettempdir())):
+        try:
+            directory = place()
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / name
+            path.write_text(redact(text))
+            return path
+        except OSError:
+            continue
+    return "nowhere (no writable cache or temp directory)"
+
+
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP) arrived: unwinds like Ctrl-C so every cleanup on the way runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+
+
+def _on_signal(signum, _frame):
+    # Once: a second signal during cleanup must not cut the cleanup short.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
 def run_app() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Ctrl-C is click's: "Aborted!" and exit 1. Outputs are assembled beside their final place
-    # and renamed at the end, so an interrupted run leaves nothing that looks complete.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _on_signal)
     try:
         app()
-    except SwiftFormerQnnError as exc:  # raised outside a command body (e.g. in a callback)
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+    except BaseException as exc:  # noqa: BLE001  (raised outside a command body, e.g. in a callback)
+        code = boundary(exc)
+        if code is None:
+            raise
+        sys.exit(code)

@@ -34,7 +34,7 @@ app.add_typer(profile_app, name="profile")
 @guarded
 def profile(
     ctx: typer.Context,
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, or "list".')] = "Samsung Galaxy S23 Ultra",
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
     local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
     from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
@@ -47,7 +47,8 @@ def profile(
     encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
     qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
     graph: Annotated[list[str] | None, typer.Option("--graph", help="Without --from: graph form(s) to export and profile side by side: htp (default), faithful, or htp,faithful.")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations).")] = 100,
+    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations; qnn-net-run --num_inferences).")] = 100,
+    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="With --device adb: your QAIRT/QNN SDK (default: $QNN_SDK_ROOT).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")] = None,
     timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
     poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
@@ -57,8 +58,10 @@ def profile(
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
     """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
-    `qai-hub configure --api_token ...`), or on the local HTP emulator (--device emulator).
-    `profile import FILE --from EXPORT_DIR` converts a profile you downloaded."""
+    `qai-hub configure --api_token ...`), on your own phone over adb with your QNN SDK
+    (--device adb), or on the local HTP emulator (--device emulator).
+    `profile import FILE --from EXPORT_DIR` converts a profile you downloaded (AI Hub JSON,
+    qnn-profile-viewer text/CSV/JSON)."""
     if ctx.invoked_subcommand is not None:
         return
     from ..profiling.devices import is_list_request
@@ -89,6 +92,7 @@ def profile(
         new_jobs=new_jobs,
         retry_failed=retry_failed,
         force=force,
+        qnn_sdk=qnn_sdk,
     )
     def note(msg: str) -> None:
         err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
@@ -176,7 +180,7 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
 
 
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
-    backend = "Qualcomm AI Hub" if result.backend.value == "aihub" else "local HTP emulator"
+    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run"}.get(result.backend.value, "local HTP emulator")
     out.print(f"[bold]Profiles[/] ({backend}, {result.device}) in {result.out_dir}", highlight=False)
     for item in result.profiled:
         out.print()
@@ -205,9 +209,9 @@ def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
 @profile_app.command("import")
 @guarded
 def profile_import(
-    file: Annotated[Path, typer.Argument(help="The profile file: AI Hub's download_profile() JSON (or this tool's *.raw.json).")],
+    file: Annotated[Path, typer.Argument(help="The profile file: AI Hub's download_profile() JSON (or this tool's *.raw.json), or qnn-profile-viewer's text summary, CSV or standardized JSON.")],
     from_dir: Annotated[Path, typer.Option("--from", help="The export directory the profiled model came from (for per-block attribution).")],
-    device: Annotated[str | None, typer.Option("--device", "-d", help="The device it ran on, where the file does not say (AI Hub device name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", help="The device it ran on, where the file does not say (AI Hub device name; for qnn-profile-viewer output, your phone's name).")] = None,
     qnn: Annotated[str | None, typer.Option("--qnn", help="The QAIRT version it ran with, where the file does not say (e.g. 2.42).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where the profile goes. Default: build/profiles/<timestamp>/.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show.")] = 10,

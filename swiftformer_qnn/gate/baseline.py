@@ -20,8 +20,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
-from ..artifacts import sha256_file, staged_output_dir
+from ..artifacts import sha256_file
 from ..errors import ProfileError
+from ..output_dir import holds_marker, staged_output_dir
 from ..profiling.schema import Profile
 from .profile_gate import check_side, load_side
 from .structure import (
@@ -36,6 +37,8 @@ from .structure import (
 BASELINES_DIR = Path("profiles/baselines")
 RECORD_NAME = "baseline.json"
 RECORD_KIND = "swiftformer-qnn.baseline"
+# The updates replace only a baseline directory (or an empty one), never anything else.
+_BASELINE_OWNER = holds_marker({RECORD_NAME: (RECORD_KIND,)}, "a baseline")
 
 
 class BaselineRecord(BaseModel):
@@ -145,7 +148,7 @@ def update_baseline(
         note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True) as work:
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
         for name, f in zip(names, files, strict=True):
             shutil.copyfile(f, work / name)  # byte for byte: the profile keeps its own provenance
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
@@ -196,7 +199,7 @@ def update_structure_baseline(
         commit=os.environ.get("GITHUB_SHA"), note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True) as work:
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
         (work / STRUCTURE_NAME).write_text(body)
         for name, f in copies.items():
             shutil.copyfile(f, work / name)  # byte for byte: the compile's own record

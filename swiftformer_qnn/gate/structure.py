@@ -116,8 +116,10 @@ def _load_json(path: Path) -> Any:
         raise ProfileError(f"{path}: no such compile manifest.") from None
     except IsADirectoryError:
         raise ProfileError(f"{path}: a directory, not a compile manifest.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path}: not a JSON manifest ({exc}).") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not a compile manifest (JSON nested too deeply).") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, huge integers
+        raise ProfileError(f"{path}: not a JSON manifest ({str(exc)[:200]}).") from None
 
 
 def _invalid(path: Path, what: str, exc: ValidationError) -> ProfileError:

@@ -22,14 +22,14 @@ from ..artifacts import (
     ExportManifest,
     StageCache,
     StageRecord,
-    place,
+    damaged_outputs,
     read_manifest,
     sha256_file,
     sha256_json,
-    staged_output_dir,
     tool_versions,
 )
 from ..errors import OutputDirError, UsageError, WeightsError
+from ..output_dir import Found, Occupant, holds, place, staged_output_dir
 from ..targets import Precision, Soc, get_precision, get_soc
 from ..variants import Variant, get_variant
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
 MIN_OPSET, MAX_OPSET = 11, 20
+# Upper bounds on --resolution: activations (and the block's attention over HxW tokens) grow with its square.
+MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
 
 
 class Until(str, Enum):
@@ -141,6 +143,11 @@ def _resolve(req: ExportRequest) -> _Resolved:
         raise UsageError("--calibration-count and --heldout-count must be at least 1.")
     if req.resolution is not None and not is_block and (req.resolution < 32 or req.resolution % 32):
         raise UsageError(f"--resolution {req.resolution} is not a multiple of 32 (>= 32).", hint="SwiftFormer downsamples by 32.")
+    most = MAX_BLOCK_RESOLUTION if is_block else MAX_RESOLUTION
+    if req.resolution is not None and req.resolution > most:
+        raise UsageError(f"--resolution {req.resolution} is above {most}, the largest this tool exports "
+                         f"({'the block' if is_block else 'a full model'}: memory grows with its square).",
+                         hint=f"Use at most {most} (the default is {64 if is_block else 224}).")
     # The TorchScript exporter (dynamo=False, which keeps module paths in node names) stops at 20;
     # below 11 it cannot express SwiftFormer's ops.
     if not MIN_OPSET <= req.opset <= MAX_OPSET:
@@ -152,6 +159,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
         w = Path(req.weights)
+        if w.is_dir():
+            raise WeightsError(f"{w} is a directory, not a checkpoint file.",
+                               hint="Pass the path of a .pth/.safetensors/.bin file (e.g. <dir>/model.safetensors).")
         if not w.is_file():
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
@@ -230,32 +240,43 @@ def _assemble(
     ignore_in_key: tuple[str, ...] = (),
 ) -> ExportResult:
     """The output directory of a request: reused when it already holds the same request (same
-    options, inputs, tool versions and code), refused when it holds anything else (unless
-    `force`), otherwise built by `run_stages` beside its final place and renamed into it."""
+    options, inputs, tool versions and code) and every file still has the hash its manifest
+    records; otherwise built by `run_stages` beside its final place and renamed into it, under
+    the ownership rule of `output_dir` (another request's output needs `force`; anything
+    this tool did not make is never replaced)."""
     tools = tool_versions()
     code = {stage: _code_version(*mods) for stage, mods in STAGE_CODE.items()}
     request_key = sha256_json({"request": {k: v for k, v in request.items() if k not in ignore_in_key},
                                "tools": tools, "code": code})
     existing = read_manifest(target)
+    notes: list[str] = []
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
-        return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
-    if target.exists() and not force:
-        if existing is None:
-            why = f"exists and is not {_a(what)} of this tool"
-        elif existing.request == request:
-            why = f"holds this {what} made by other code or tool versions (torch, onnxruntime, QNN, swiftformer-qnn)"
-        else:
-            why = f"holds {_a(what)} of a different request"
-        raise OutputDirError(f"{target} {why}.", hint="Pass --force to replace it, or choose --output-dir.")
+        damaged = damaged_outputs(target, existing)
+        if not damaged:
+            return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
+        notes.append(f"{target} held this {what}, but {'; '.join(damaged[:3])}{'; ...' if len(damaged) > 3 else ''}: "
+                     "rebuilt it.")
+
+    def inspect(directory: Path) -> Found:
+        found = read_manifest(directory)
+        if found is None:
+            return Found(Occupant.FOREIGN, holds(directory))
+        if found.request_key == request_key:
+            return Found(Occupant.SAME)
+        if found.request == request:
+            return Found(Occupant.OURS, f"this {what} made by other code or tool versions "
+                                        "(torch, onnxruntime, QNN, swiftformer-qnn)")
+        return Found(Occupant.OURS, f"{_a(what)} of a different request")
+
     _check_writable(target)
-    with staged_output_dir(target, force=True) as work:
+    with staged_output_dir(target, force=force, inspect=inspect) as work:
         records = run_stages(work)
         manifest = ExportManifest(
             request_key=request_key, request=request, tools=tools, stages=records,
             wall_s=round(time.perf_counter() - started, 3),
         )
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
-    return ExportResult(target, manifest, notes=_stage_notes(manifest))
+    return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
 
 
 def _a(noun: str) -> str:
@@ -441,8 +462,10 @@ class _Run:
             res = {"heldout": make_inputs(r.variant, r.resolution, r.heldout, d / "heldout.npy", **kw)}
             if r.calibration:
                 res["calibration"] = make_inputs(r.variant, r.resolution, r.calibration, d / "calibration.npy", **kw)
+            notes = [s.shortfall(what) for s, what in ((r.calibration, "calibration"), (r.heldout, "held-out")) if s]
             if r.variant.is_encoder_block:
-                res["notes"] = [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
+                notes += [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
+            res["notes"] = [n for n in notes if n]
             return res
 
         return self._cached("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
@@ -586,18 +609,14 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
     import onnx
 
+    from ..cross_version import require_onnx
     from ..qnn import HtpTarget
     from .compile import COMPILE_OUTPUTS, compile_stage
 
     started = time.perf_counter()
     model = Path(req.model)
-    if not model.is_file():
-        raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except Exception:
-        raise UsageError(f"{model} is not an ONNX model.", hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).") from None
-    _check_compilable(model, proto, fp16=req.fp16)
+    require_onnx(model)
+    _check_compilable(model, onnx.load(str(model), load_external_data=False), fp16=req.fp16)
     soc = get_soc(req.soc)
     target = HtpTarget(soc.soc_model, soc.htp_arch, fp16=req.fp16)
     model_hash = sha256_file(model)
@@ -625,11 +644,9 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
 
 
 def _check_compilable(path: Path, model, *, fp16: bool) -> None:
-    """What the QNN compiler cannot take, said before any work: no nodes, inputs of unknown
-    size (a context binary has fixed shapes), float weights without --fp16."""
+    """What the QNN compiler cannot take, said before any work (after `require_onnx`): inputs of
+    unknown size (a context binary has fixed shapes), float weights without --fp16."""
     g = model.graph
-    if not g.node:
-        raise UsageError(f"{path} has no nodes.", hint="Pass the exported model, not an empty graph.")
     inits = {i.name for i in g.initializer}
     for inp in g.input:
         if inp.name in inits:

@@ -18,6 +18,7 @@ from ..targets import DEFAULT_SOC, SOCS, Soc, get_soc
 class Backend(str, Enum):
     AIHUB = "aihub"  # a real phone through Qualcomm AI Hub (needs a token)
     EMULATOR = "emulator"  # onnxruntime-qnn's x86 HTP emulator (cycles, not device latency)
+    ADB = "adb"  # the user's own phone over adb, with the user's QNN SDK (qnn-net-run)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class DeviceTarget:
     def display_name(self) -> str:
         if self.backend is Backend.EMULATOR:
             return EMULATOR_DEVICE
+        if self.backend is Backend.ADB:
+            return f"phone over adb {self.name}" if self.name else "phone over adb"
         return self.name or ", ".join(self.attributes)
 
     @property
@@ -122,6 +125,11 @@ def resolve_device(query: str) -> DeviceTarget:
     text = query.strip()
     if not text:
         raise UsageError("--device is empty.", hint='Try --device "Galaxy S23 Ultra", --device sm8550 or --device emulator.')
+    if text.lower() == "adb" or text.lower().startswith("adb:"):
+        serial = text[4:].strip() if ":" in text else None
+        if serial == "":
+            raise UsageError("--device adb: names no serial.", hint="Use --device adb, or --device adb:SERIAL (see `adb devices`).")
+        return DeviceTarget(Backend.ADB, query, name=serial)
     if _key(text) in {_key(n) for n in EMULATOR_NAMES}:
         return DeviceTarget(Backend.EMULATOR, query, soc=SOCS[DEFAULT_SOC])
     dev = _BY_KEY.get(_key(text))

@@ -66,6 +66,7 @@ class ProfileRequest:
     new_jobs: bool = False
     retry_failed: bool = False
     force: bool = False  # export mode: replace a default export directory holding another request
+    qnn_sdk: Path | None = None  # --device adb: the QAIRT SDK to run with (default: $QNN_SDK_ROOT)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def read_export(directory: Path) -> ExportSource:
 
 
 def emulator_feeds(source: ExportSource) -> dict[str, Any]:
-    """One preprocessed held-out input, under the graph's own input name."""
+    """One preprocessed held-out input, under the graph's own input name (emulator and phone runs)."""
     import numpy as np
     import onnx
 
@@ -306,18 +307,25 @@ def run_profile(
     config: HubConfig | None = None
     if device.backend is Backend.AIHUB:
         config = check_hub_config()
-    else:
+    elif device.backend is Backend.EMULATOR:
         _check_emulator_qnn(qnn)
+    elif qnn:
+        raise UsageError("--qnn picks AI Hub's QAIRT version; on a phone the SDK decides it.",
+                         hint="Drop --qnn and pass the SDK with --qnn-sdk DIR (or QNN_SDK_ROOT).")
+    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
+    if out_dir.exists() and not out_dir.is_dir():  # before any export or (paid) job, not at the first write
+        raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
 
     if req.from_dirs:
         sources = _distinct([read_export(d) for d in req.from_dirs], emit)
     else:
         soc = device.soc or SOCS[DEFAULT_SOC]
         sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
-    out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
 
     if device.backend is Backend.EMULATOR:
         result = _profile_on_emulator(sources, device, out_dir, emit)
+    elif device.backend is Backend.ADB:
+        result = _profile_on_phone(sources, device, out_dir, req, emit)
     else:
         result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
     result.exports = [s.directory for s in sources]
@@ -394,6 +402,22 @@ def _profile_on_emulator(
         path = profile.save(out_dir / f"{stem}.profile.json")
         result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw}))
         result.device = profile.target.device
+    return result
+
+
+def _profile_on_phone(
+    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: ProfileRequest, emit: Progress
+) -> ProfileRunResult:
+    from .qnn_net_run import PhoneSession
+    from .qnn_sdk import release
+
+    result = ProfileRunResult(Backend.ADB, device.display_name, out_dir)
+    with PhoneSession.open(device.name, req.qnn_sdk, sources, out_dir, req.runs, emit) as session:
+        result.device = f"{session.phone.device_name} ({session.phone.adb.serial})"
+        for s, label in zip(sources, file_labels(sources), strict=True):
+            got = session.profile(s, label, emulator_feeds(s))
+            qnn = release(got.profile.toolchain.qnn_version) or "unknown"
+            result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", got.profile, {"profile": got.profile_path, "raw": got.raw_dir}))
     return result
 
 

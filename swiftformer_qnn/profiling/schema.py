@@ -12,10 +12,12 @@ never latency. Every latency says which statistic it is (`LatencySummary.label`)
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -70,6 +72,8 @@ class LatencyBasis(str, Enum):
     # (one real profile: 281 us for runs [1995, 350, 321, 281, ...]).
     AIHUB_ESTIMATE = "aihub-estimate"
     PUBLISHED = "published"  # one published figure whose statistic was not stated
+    # qnn-profile-viewer's text summary: its Execute Stats (Average); it does not say how many runs.
+    VIEWER_AVERAGE = "qnn-profile-viewer-average"
 
 
 class ComputeUnit(str, Enum):
@@ -79,7 +83,8 @@ class ComputeUnit(str, Enum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere in a profile: `Infinity` and 1e999 parse as JSON floats.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelInfo(_Strict):
@@ -129,10 +134,10 @@ class LatencySummary(_Strict):
     says what it is instead of calling it a median.
     """
 
-    min_us: float = Field(ge=0)
-    median_us: float = Field(ge=0)
-    max_us: float | None = Field(default=None, ge=0)
-    runs_us: list[float] = Field(default_factory=list)
+    min_us: float = Field(gt=0)
+    median_us: float = Field(gt=0)
+    max_us: float | None = Field(default=None, gt=0)
+    runs_us: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
     run_count: int = Field(ge=1)
     basis: LatencyBasis = LatencyBasis.RUNS
     estimate_us: float | None = Field(default=None, ge=0)  # AI Hub's estimated_inference_time, when given
@@ -143,6 +148,14 @@ class LatencySummary(_Strict):
             raise ValueError(f"run_count={self.run_count} but {len(self.runs_us)} runs_us")
         if self.min_us > self.median_us:
             raise ValueError("min_us is larger than median_us")
+        if self.runs_us:
+            # report reads median_us, the gate reads runs_us: they must be one set of numbers.
+            stats = {"min_us": min(self.runs_us), "median_us": statistics.median(self.runs_us),
+                     "max_us": max(self.runs_us)}
+            for name, want in stats.items():
+                got = getattr(self, name)
+                if got is not None and not math.isclose(got, want, rel_tol=1e-6):
+                    raise ValueError(f"{name}={got:g} but runs_us give {want:g}")
         if self.basis is not LatencyBasis.RUNS and (self.runs_us or self.min_us != self.median_us):
             raise ValueError(f"a {self.basis.value} latency is one figure (min_us = median_us, no runs_us)")
         if self.basis is LatencyBasis.AIHUB_ESTIMATE and self.estimate_us != self.median_us:
@@ -159,6 +172,8 @@ class LatencySummary(_Strict):
             return "AI Hub estimate (min of its runs)"
         if self.basis is LatencyBasis.PUBLISHED:
             return "published figure (statistic not stated)"
+        if self.basis is LatencyBasis.VIEWER_AVERAGE:
+            return "average of the runs (qnn-profile-viewer summary; run count not stated)"
         return f"{statistic} of {self.run_count} run{'s' if self.run_count != 1 else ''}"
 
 
@@ -248,8 +263,12 @@ def load_profile(path: Path) -> Profile:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path}: not a JSON profile ({exc}).") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{path} is a directory, not a profile file.") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not a profile (JSON nested too deeply).") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, huge integers
+        raise ProfileError(f"{path}: not a JSON profile ({str(exc)[:200]}).") from None
     if not isinstance(data, dict) or data.get("kind") != PROFILE_KIND:
         raise ProfileError(f"{path}: not a swiftformer-qnn profile (no \"kind\": \"{PROFILE_KIND}\").")
     if data.get("schema_version") != SCHEMA_VERSION:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import staged_output_dir
 from ..errors import OutputDirError, ProfileError, UsageError
+from ..output_dir import holds_marker, staged_output_dir
 from ..profiling.schema import find_profiles, load_profile
 from .analysis import LoadedProfile, build_report, compare_profiles
 from .charts import Chart, render_charts
@@ -136,10 +136,14 @@ def _prepare_out_dir(out_dir: Path, kinds: tuple[str, ...]) -> None:
         raise OutputDirError(f"{out_dir.parent} is not writable.", hint="Choose another --out.")
 
 
+# A report directory this tool wrote (replaced by the next report of the same name); nothing else is.
+_REPORT_OWNER = holds_marker({f: (REPORT_KIND, COMPARISON_KIND) for f in ("report.json", "compare.json")}, "a report")
+
+
 def _is_our_json(path: Path, kinds: tuple[str, ...]) -> bool:
     try:
         return json.loads(path.read_text()).get("kind") in kinds
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -147,7 +151,7 @@ def write_report(report: Report, out_dir: Path) -> list[Chart]:
     """report.json, report.md, report.html and the PNGs, built in a temporary sibling and renamed into place."""
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, (REPORT_KIND, COMPARISON_KIND))
-    with staged_output_dir(out_dir, force=True) as work:
+    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
         (work / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
         charts = render_charts(report, work)
         (work / "report.md").write_text(report_md(report, charts))
@@ -185,7 +189,7 @@ def make_comparison(
     name = _check_name(name) if name else f"compare-{default_name([Path(a)])}-vs-{default_name([Path(b)])}"
     out_dir = Path(out) if out else Path(reports_dir) / name
     _prepare_out_dir(out_dir, (REPORT_KIND, COMPARISON_KIND))
-    with staged_output_dir(out_dir, force=True) as work:
+    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
         (work / "compare.json").write_text(cmp.model_dump_json(indent=2) + "\n")
         (work / "compare.md").write_text(comparison_md(cmp))
     return ComparisonResult(comparison=cmp, out_dir=out_dir)

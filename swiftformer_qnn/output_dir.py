@@ -1,0 +1,288 @@
+"""Output directories: the tool replaces only what it made, atomically, one run at a time.
+
+The ownership rule: a directory at an output path is replaced only when it is empty or
+holds an output of this tool (its manifest says so). Such an output made for another
+request needs `--force`; anything else (a data folder, a file, the current directory) is
+never replaced, whatever the options. The decision is taken before the work and taken
+again, under a lock on the parent directory, at the moment of the rename: a directory
+that appeared meanwhile is judged like one that was there from the start.
+
+Crash safety: the new directory is built in `.NAME.partial-PID-*` beside the target and
+swapped in with one `renameat2(RENAME_EXCHANGE)` where the filesystem offers it, so at
+every instant either the old or the new directory is at the path. Elsewhere the old one
+is first renamed to `.NAME.old-PID`. Leftovers of a run that died (its PID is gone) are
+removed, or for an `.old-PID` whose target is missing, restored, by the next run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from ._atomic import _umask
+from .errors import OutputDirError
+
+log = logging.getLogger(__name__)
+
+
+class Occupant(Enum):
+    """What is at an output path."""
+
+    ABSENT = "absent"
+    EMPTY = "empty"  # an empty directory: replaced freely
+    SAME = "same"  # this tool's output for this very request: replaced freely
+    OURS = "ours"  # this tool's output for another request: replaced only with force
+    FOREIGN = "foreign"  # anything else: never replaced
+
+
+@dataclass(frozen=True)
+class Found:
+    occupant: Occupant
+    what: str = ""  # what is there, said in a refusal: OURS "an export of ...", FOREIGN "holds ..." / "is ..."
+
+
+# Judges a non-empty directory at the output path (never called for a file or a symlink).
+Inspector = Callable[[Path], Found]
+
+
+def holds_marker(markers: dict[str, tuple[str, ...]], noun: str) -> Inspector:
+    """An inspector for outputs recognised by a JSON file whose `kind` is one of ours
+    (`{"report.json": ("swiftformer-qnn.report",)}`); any such output counts as OURS."""
+    import json
+
+    def inspect(directory: Path) -> Found:
+        for name, kinds in markers.items():
+            try:
+                kind = json.loads((directory / name).read_text()).get("kind")
+            except (OSError, ValueError, AttributeError, RecursionError):
+                continue
+            if kind in kinds:
+                return Found(Occupant.OURS, f"{noun} made by this tool")
+        return Found(Occupant.FOREIGN, holds(directory))
+
+    return inspect
+
+
+def holds(directory: Path, shown: int = 3) -> str:
+    """`holds 3 entries (a.txt, data/, notes.md)`: what a refused directory holds."""
+    try:
+        entries = sorted(directory.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    names = [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in entries[:shown]]
+    more = ", ..." if len(entries) > shown else ""
+    return f"holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} ({', '.join(names)}{more})"
+
+
+def _absolute(target: Path) -> Path:
+    # abspath, not resolve: a symlink at the target must be judged as itself, not followed.
+    return Path(os.path.abspath(target))
+
+
+def judge(target: Path, inspect: Inspector | None) -> Found:
+    """What is at `target` (absolute)."""
+    if not os.path.lexists(target):
+        return Found(Occupant.ABSENT)
+    if target.is_symlink():
+        return Found(Occupant.FOREIGN, f"is a symbolic link (to {os.readlink(target)})")
+    if not target.is_dir():
+        return Found(Occupant.FOREIGN, "is a file")
+    cwd = Path.cwd()
+    if target == cwd or target in cwd.parents:
+        return Found(Occupant.FOREIGN, "is the current directory" if target == cwd else "holds the current directory")
+    try:
+        empty = next(target.iterdir(), None) is None
+    except OSError as exc:
+        return Found(Occupant.FOREIGN, f"cannot be read ({exc.strerror or exc})")
+    if empty:
+        return Found(Occupant.EMPTY)
+    return inspect(target) if inspect else Found(Occupant.FOREIGN, holds(target))
+
+
+def check_replaceable(
+    target: Path, *, force: bool, inspect: Inspector | None = None, meanwhile: bool = False
+) -> Found:
+    """Raise OutputDirError unless the ownership rule lets this run write `target`."""
+    target = _absolute(target)
+    found = judge(target, inspect)
+    if found.occupant is Occupant.FOREIGN:
+        raise OutputDirError(
+            f"{target} {'now ' if meanwhile else ''}{found.what}: this tool replaces only what it made, so it "
+            "leaves it alone.",
+            hint="Choose another --output-dir (an empty or new directory).",
+        )
+    if found.occupant is Occupant.OURS and not force:
+        said = f"meanwhile another run wrote {found.what} there" if meanwhile else f"holds {found.what}"
+        raise OutputDirError(f"{target} {said}.", hint="Pass --force to replace it, or choose another --output-dir.")
+    return found
+
+
+# --- leftovers of interrupted runs -----------------------------------------------------------
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>partial|old|tmp|stale)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def temp_dir(parent: Path, name: str, what: str = "partial") -> Path:
+    """A fresh `.NAME.WHAT-PID-xxxx` directory in `parent`: a later run can tell whether its maker is alive."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{what}-{os.getpid()}-", dir=parent))
+
+
+def recover_leftovers(parent: Path, name: str | None = None) -> list[str]:
+    """Remove the leftovers of dead runs in `parent` (for the output `name`, or all), and put
+    back an old directory a crashed forced replace left hidden while its target is missing.
+    Returns what was done, one sentence each."""
+    done: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return done
+    for entry in entries:
+        m = _LEFTOVER.match(entry.name)
+        if not m or (name is not None and m["name"] != name) or pid_alive(int(m["pid"])):
+            continue
+        path = Path(entry.path)
+        target = Path(parent) / m["name"]
+        try:
+            if m["what"] == "old" and not os.path.lexists(target):
+                os.rename(path, target)
+                done.append(f"Restored {target} from an interrupted replace ({path.name}).")
+            else:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                done.append(f"Removed {path}, left by an interrupted run.")
+        except OSError:
+            continue  # another run got there first, or it is not ours to touch: leave it
+    for line in done:
+        log.warning(line)
+    return done
+
+
+# --- the lock and the swap -----------------------------------------------------------------
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a directory (flock on its descriptor; the kernel releases it when
+    the process dies). Held only for a decision and a rename, so waiting is brief."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("Waiting for another swiftformer-qnn run writing into %s ...", directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_libc = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the OS or filesystem cannot."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        fn = _libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(work: Path, target: Path) -> None:
+    """Put `work` at `target` (a directory this run may replace), leaving no moment with neither."""
+    if not os.path.lexists(target):
+        os.rename(work, target)
+        return
+    if _exchange(work, target):
+        shutil.rmtree(work, ignore_errors=True)  # now the old directory; a crash here leaves a dead partial
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, old)  # a crash between these two renames: the next run restores `old`
+    os.rename(work, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_output_dir(target: Path, *, force: bool, inspect: Inspector | None = None) -> Iterator[Path]:
+    """Build an output directory in a temporary sibling and move it into place on success.
+
+    `target` is replaced only under the ownership rule (see the module docstring), checked
+    before the work and again under the lock at the rename. On any error, Ctrl-C or SIGTERM
+    the temporary directory is removed and `target` is left as it was.
+    """
+    target = _absolute(Path(target))
+    parent = target.parent
+    check_replaceable(target, force=force, inspect=inspect)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with locked(parent):
+            recover_leftovers(parent, target.name)
+        work = temp_dir(parent, target.name)
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp's 0700 would make the output private
+    except OSError as exc:
+        raise OutputDirError(
+            f"Cannot write the output directory {target}: {exc.strerror or exc}.",
+            hint="Choose a writable place with --output-dir.",
+        ) from None
+    try:
+        yield work
+        with locked(parent):
+            check_replaceable(target, force=force, inspect=inspect, meanwhile=True)
+            _swap_in(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def place(src: Path, dst: Path) -> None:
+    """Put a cached file into an output directory as a file of its own: a reflink (a
+    copy-on-write clone) where the filesystem offers one, else a copy. Never a hard link:
+    an edit in an output must reach neither the cache nor another output."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(dst):
+        dst.unlink()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+
+
+_FICLONE = 0x40049409  # FICLONE from linux/fs.h: share the blocks until either file is written

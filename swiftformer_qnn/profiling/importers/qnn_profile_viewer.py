@@ -1,0 +1,181 @@
+"""qnn-profile-viewer output (text summary, CSV, standardized JSON) -> one profile.
+
+The three format modules (`qnn_viewer_text`, `qnn_viewer_csv`, `qnn_viewer_json`) only read
+their format into a `ViewerReport`; this module turns reports into the schema: per-op device
+cycles (the median over the inferences when there are several) attributed to blocks, and the
+whole-model latency from the per-inference `QNN (execute) time` (qnn-net-run's `NetRun` when
+the backend did not report it). A block's device time is then its share of the cycles times
+that latency (`schema.op_times`).
+
+Per-op profiling inflates end-to-end time, so `qnn-net-run` measures latency at `basic` level
+and per-op cycles at `detailed` in a separate run; `viewer_profile` takes both reports. A
+single imported file supplies both, and the profile's note says so when it was a detailed run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from ... import __version__
+from ...artifacts import read_manifest
+from ...errors import ProfileError, UsageError
+from ...variants import get_variant
+from ...versions import is_version_tag, parse_qnn_version
+from ..attribution import attribute_ops
+from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
+from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
+from ..schema import (
+    ComputeUnit,
+    LatencyBasis,
+    LatencySource,
+    LatencySummary,
+    OpRecord,
+    Profile,
+    Provenance,
+    TargetInfo,
+    ToolchainInfo,
+)
+from . import ImportContext
+
+UNKNOWN_DEVICE = "unknown phone (qnn-profile-viewer output imported without --device)"
+_LATENCY_EVENTS = (QNN_EXECUTE, NETRUN)  # preferred first: the backend's graph execute, RPC included
+
+
+def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
+    """The whole-model latency and the sentence saying what it is."""
+    if report.executions:
+        for event in _LATENCY_EVENTS:
+            runs = [e.time_us(event) for e in report.executions]
+            if all(r is not None for r in runs):
+                runs_us = [float(r) for r in runs]  # type: ignore[arg-type]
+                summary = LatencySummary(
+                    min_us=min(runs_us),
+                    median_us=statistics.median(runs_us),
+                    max_us=max(runs_us),
+                    runs_us=runs_us,
+                    run_count=len(runs_us),
+                )
+                return summary, f"latency: `{event}` of each of {len(runs_us)} inferences"
+        raise ProfileError(f"{where}: an inference has neither `{QNN_EXECUTE}` nor `{NETRUN}`.")
+    avg = report.stats.get("average")
+    for event in _LATENCY_EVENTS:
+        value = avg.time_us(event) if avg else None
+        if value is not None:
+            lo, hi = (report.stats[k].time_us(event) if k in report.stats else None for k in ("min", "max"))
+            summary = LatencySummary(
+                min_us=value, median_us=value, run_count=1, basis=LatencyBasis.VIEWER_AVERAGE
+            )
+            spread = f" (the summary's Min {lo:g} us, Max {hi:g} us)" if lo is not None and hi is not None else ""
+            return summary, f"latency: `{event}` of the text summary's Execute Stats (Average){spread}; it does not say how many runs"
+    raise ProfileError(f"{where}: the Execute Stats (Average) block has neither `{QNN_EXECUTE}` nor `{NETRUN}`.")
+
+
+def _compiled(export_dir: Path) -> tuple[Path | None, str | None]:
+    """The export's compile stage: QNN's framework op trace (HTP op -> ONNX nodes), if it
+    wrote one, and the QNN version that built the context binary (`ep_sdk_version`)."""
+    manifest = read_manifest(export_dir)
+    compiled = manifest.stage("compile") if manifest else None
+    if compiled is None:
+        return None, None
+    version = compiled.results.get("ep_sdk_version") or compiled.results.get("qnn_sdk_version")
+    if "qnn_op_trace.json" not in compiled.outputs:
+        return None, version
+    path = manifest.artifact(export_dir, "compile", "qnn_op_trace.json")
+    return (path if path.is_file() else None), version
+
+
+def _ops(report: ViewerReport, ctx: ImportContext, trace_path: Path | None) -> tuple[list[OpRecord], int]:
+    """Per-op cycles, the median over the inferences that carry them; (ops, inferences used)."""
+    runs = report.op_executions
+    if not runs:
+        return [], 0
+    order: list[str] = []
+    samples: dict[str, list[float]] = {}
+    for run in runs:
+        for op in run.ops:
+            if op.identifier not in samples:
+                order.append(op.identifier)
+                samples[op.identifier] = []
+            samples[op.identifier].append(op.cycles)
+    trace = _read_op_trace(trace_path) if trace_path is not None else {}
+    ops = []
+    for ident in order:
+        name, _ = split_op_identifier(ident)
+        mapped = trace.get(name, {})
+        is_io = name in ("Input", "Output")
+        ops.append(
+            OpRecord(
+                name=name,
+                op_type=name if is_io else (mapped.get("type") or _fallback_type(name)),
+                compute_unit=ComputeUnit.NPU,
+                execution_cycles=statistics.median(samples[ident]),
+                onnx_nodes=mapped.get("sources", []),
+            )
+        )
+    graph = onnx_node_tensors(ctx.model_path)  # places renamed ops of a float graph
+    return attribute_ops(ops, get_variant(ctx.model.variant), graph=graph), len(runs)
+
+
+def viewer_profile(
+    latency: ViewerReport,
+    ops: ViewerReport | None,
+    ctx: ImportContext,
+    *,
+    target: TargetInfo | None = None,
+    where: str = "qnn-profile-viewer output",
+    note: str = "",
+    files: Sequence[Path] = (),
+    qnn_version: str | None = None,
+) -> Profile:
+    """A `qnn-net-run` profile: latency from `latency`, per-op cycles from `ops` (default: the same report).
+
+    The QNN version is `qnn_version` (the SDK that ran it), else what the files say, else `--qnn`.
+    """
+    ops_report = ops if ops is not None else latency
+    summary, latency_words = _latency(latency, where)
+    trace, compiled_with = _compiled(ctx.export_dir)
+    records, op_runs = _ops(ops_report, ctx, trace)
+    words = [latency_words]
+    if records:
+        words.append(f"per-op cycles: median of {op_runs} inference{'s' if op_runs != 1 else ''}")
+        if ops is None:
+            words.append("both from one detailed-level run, whose per-op profiling inflates the end-to-end time")
+    if trace is not None:
+        words.append(f"ops traced to ONNX nodes through {trace}")
+    ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version
+    if ran_with is None and ctx.qnn is not None:
+        if parse_qnn_version(ctx.qnn) is None or is_version_tag(ctx.qnn):
+            raise UsageError(f"--qnn {ctx.qnn!r} is not a QAIRT version.", hint="Give the version it ran with, e.g. --qnn 2.51.")
+        ran_with = ctx.qnn
+    parsed = parse_qnn_version(ran_with)
+    text = "; ".join(words) + "."
+    if files:
+        text += " Raw files: " + ", ".join(str(f) for f in files) + "."
+    return Profile(
+        source=LatencySource.QNN_NET_RUN,
+        model=ctx.model,
+        target=target or TargetInfo(device=ctx.device or UNKNOWN_DEVICE),
+        toolchain=ToolchainInfo(qnn_version=parsed.short if parsed else None, runtime="qnn_context_binary",
+                                ran_with=ran_with, compiled_with=compiled_with),
+        latency=summary,
+        ops=records,
+        provenance=Provenance(tool=f"swiftformer-qnn {__version__}", note=(note + " " + text).strip()),
+    )
+
+
+def head(path: Path, size: int = 65536) -> str:
+    """The start of a file, for sniffing (never the whole of a large file)."""
+    try:
+        with Path(path).open("rb") as f:
+            return f.read(size).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ProfileError(f"{path}: unreadable ({exc.strerror}).") from None

@@ -1,0 +1,23 @@
+"""`qnn-profile-viewer --input_log X.log --output X.csv`: one EXECUTE group per inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..qnn_viewer import parse_viewer_csv
+from ..schema import Profile
+from . import ImportContext
+from .qnn_profile_viewer import head, read_text, viewer_profile
+
+NAME = "qnn-profile-viewer CSV"
+
+
+def sniff(path: Path) -> bool:
+    start = head(path)
+    return any("Message" in line and "Event Identifier" in line and "Unit of Measurement" in line
+               for line in start.splitlines()[:50])
+
+
+def load(path: Path, ctx: ImportContext) -> Profile:
+    report = parse_viewer_csv(read_text(path), source=str(path))
+    return viewer_profile(report, None, ctx, where=str(path), files=[Path(path)])
