@@ -15,8 +15,12 @@ runner = CliRunner()
 def test_export_encoder_block_through_the_cli(tmp_path):
     out = tmp_path / "enc"
     res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
-                              "--heldout-count", "2", "--output-dir", str(out)])
+                              "--heldout-count", "2", "--output-dir", str(out)], env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
+    # The stage table fits 80 columns with every stage's time whole.
+    assert all(len(line) <= 80 for line in res.stdout.splitlines()), res.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(f"{s['wall_s']:.2f}" in res.stdout for s in manifest["stages"]), res.stdout
     assert "WEIGHTS: RANDOM" in res.output
     assert "model.ctx_qnn.bin" in res.output and "SQNR" in res.output
     manifest = json.loads((out / "manifest.json").read_text())

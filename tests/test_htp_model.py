@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from checkpoints import make_checkpoint, realistic_model
+
 from swiftformer_qnn.errors import UsageError
 from swiftformer_qnn.htp_model import to_htp_form
 from swiftformer_qnn.model import AttentionForm

@@ -7,9 +7,9 @@ them) and loads each pair's QNN backend.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -121,8 +121,8 @@ def test_pairing_table_is_one_to_one_and_avoids_known_refusals():
 
 
 def test_main_environment_pair_is_the_pyproject_pin_and_in_the_table():
-    # tomllib is 3.11+ and the project supports 3.10: the two pins are plain strings.
-    pins = dict(re.findall(r'"(onnxruntime(?:-qnn)?)==([\d.]+)"', (REPO / "pyproject.toml").read_text()))
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = dict(d.split("==") for d in dependencies if d.startswith("onnxruntime"))
     main = main_environment_spec()
     assert main is not None
     assert (main.onnxruntime_qnn, main.onnxruntime) == (pins["onnxruntime-qnn"], pins["onnxruntime"])

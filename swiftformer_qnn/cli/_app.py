@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -18,7 +18,55 @@ from rich.text import Text
 
 from ..errors import SwiftFormerQnnError
 
+# Help names what a value is in words (PATH, TEXT, INTEGER) and nothing for a flag, where typer's
+# default shows Python types (`<bool>`, `<list[Path]>`).
+_VALUE_WORDS = {int: "INTEGER", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+def _value_word(param) -> str | None:
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or desc.is_choice:  # typer before 0.29 shows click's words; choices are listed
+        return None
+    if desc.is_path:
+        return "PATH"
+    (kind,) = get_args(desc.annotation) if desc.is_list else (desc.annotation,)
+    return _VALUE_WORDS.get(kind, "VALUE")
+
+
+def _plain_metavars(command) -> None:
+    for param in command.params:
+        if isinstance(param, typer.core.TyperArgument):
+            # Its rich help row would print the Python type beside the name.
+            param.display_type_rich = lambda ctx: None
+            param.metavar = param.metavar or param.name.upper()
+        elif param.metavar is not None:
+            continue
+        elif getattr(param, "is_bool_flag", False):
+            param.metavar = ""
+        else:
+            param.metavar = _value_word(param)
+    # --help is made on demand (and then cached by the command): mark it a flag when it is.
+    make_help_option = command.get_help_option
+
+    def get_help_option(ctx):
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+class _Group(typer.core.TyperGroup):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _plain_metavars(self)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="swiftformer-qnn",
     help="SwiftFormer from PyTorch to the Snapdragon 8 Gen 2 NPU (QNN HTP v73), profiled block by block.",
     no_args_is_help=True,

@@ -16,21 +16,14 @@ from .render import ExportProgress, render_export_summary
 @guarded
 def variants() -> None:
     """List the variants with their published parameters, MACs and accuracy."""
-    from rich.table import Table
+    from ..tables import Col, FitTable
 
-    table = Table(title="SwiftFormer variants (published figures, ICCV 2023)")
-    for col in ("variant", "model", "params (M)", "GMACs", "top-1 %", "input"):
-        table.add_column(col)
-    for v in VARIANTS.values():
-        table.add_row(
-            v.name,
-            v.title,
-            f"{v.published_params_m}" if v.published_params_m else "-",
-            f"{v.published_gmacs}" if v.published_gmacs else "-",
-            f"{v.published_top1}" if v.published_top1 else "-",
-            "x".join(map(str, v.input_shape())),
-        )
-    console.print(table)
+    columns = [Col("variant", "key"), Col("model", "text", min_width=14), Col("params (M)", "number", short="params M"),
+               Col("GMACs", "number"), Col("top-1 %", "number"), Col("input", "label")]
+    rows = [[v.name, v.title, f"{v.published_params_m}" if v.published_params_m else "-",
+             f"{v.published_gmacs}" if v.published_gmacs else "-", f"{v.published_top1}" if v.published_top1 else "-",
+             "x".join(map(str, v.input_shape()))] for v in VARIANTS.values()]
+    console.print(FitTable(columns, rows, title="SwiftFormer variants (published figures, ICCV 2023)"))
 
 
 @app.command()
@@ -56,8 +49,9 @@ def export(
     graph: Annotated[str, typer.Option(help="htp: the same function in HTP-native ops (default); faithful: the literal upstream graph.")] = "htp",
     qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Needs `toolchains install`.")] = None,
 ) -> None:
-    """Export a SwiftFormer to ONNX, quantize it on calibration images and compile it for the
-    Snapdragon NPU with the local QNN toolchain, checking every step still computes the model."""
+    """Export a SwiftFormer to ONNX, quantize it and compile it for the Snapdragon NPU (local QNN).
+
+    Quantization calibrates on photographs, and every step is checked to still compute the model."""
     from ..errors import UsageError
     from ..pipeline import ExportRequest, Until, run_export
 

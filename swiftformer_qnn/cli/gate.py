@@ -15,8 +15,8 @@ from ._app import app, console, err_console, guarded
 
 gate_app = typer.Typer(
     name="gate",
-    help="CI gates: `latency` (device profiles) and `structure` (compiles, no device); `accept` writes a new "
-         "baseline. Exit 0 pass, 1 regression, 2 usage or input error.",
+    help="CI gates: `latency` (device profiles), `structure` (compiles, no device); `accept` a new baseline.\n\n"
+         "Exit 0 pass, 1 regression, 2 usage or input error.",
     no_args_is_help=True,
 )
 app.add_typer(gate_app)
@@ -218,25 +218,32 @@ def _conclude(g, verdict, *, report_dir: Path | None, markdown: Path | None, jun
 
 
 def _render(g, v) -> None:
-    from rich.table import Table
+    from rich.text import Text
+
+    from ..tables import Col, FitTable
 
     style = {"regression": "bold red", "improvement": "green", "within-noise": "yellow",
              "missing-in-candidate": "magenta", "missing-in-baseline": "cyan", "unchanged": "dim"}
-    table = Table(title=g.outputs.headline(v), title_justify="left")
+    # The status sits beside the metric: a table split for a narrow terminal keeps them together.
+    columns = [Col("metric", "key"), Col("status", "label")]
     if v.mode == "profile":
-        cols = ["metric", f"baseline ({v.baseline.source}, us)", f"candidate ({v.candidate.source}, us)",
-                "change", f"{v.rules.confidence * 100:g}% interval", "P(slower)", "status"]
+        columns += [Col(f"baseline ({v.baseline.source}, us)", "number", short="base (us)"),
+                    Col(f"candidate ({v.candidate.source}, us)", "number", short="cand. (us)"),
+                    Col("change", "number"),
+                    Col(f"{v.rules.confidence * 100:g}% interval", "number", short=f"{v.rules.confidence * 100:g}% CI"),
+                    Col("P(slower)", "number")]
     else:
-        cols = ["metric", "baseline", "candidate", "change", "status"]
-    for col in cols:
-        table.add_column(col, justify="right" if col not in ("metric", "status") else "left")
+        columns += [Col("baseline", "number", short="base"), Col("candidate", "number", short="cand."),
+                    Col("change", "number")]
+    rows = []
     for r in v.results:
-        row = [r.metric, g.outputs.fmt_value(r.baseline, r.unit), g.outputs.fmt_value(r.candidate, r.unit),
-               g.outputs.fmt_change(r)]
+        row = [r.metric, Text(r.status.value, style=style[r.status.value]), g.outputs.fmt_value(r.baseline, r.unit),
+               g.outputs.fmt_value(r.candidate, r.unit), g.outputs.fmt_change(r)]
         if v.mode == "profile":
             row += [g.outputs.fmt_interval(r), g.outputs.fmt_confidence(r)]
-        table.add_row(*row, f"[{style[r.status.value]}]{r.status.value}[/]")
-    console.print(g.outputs.describe_sides(v), highlight=False, soft_wrap=True)
+        rows.append(row)
+    table = FitTable(columns, rows, title=g.outputs.headline(v))
+    console.print(g.outputs.describe_sides(v), highlight=False)
     console.print(table)
     for n in v.notes:
         console.print(f"note: {n}", highlight=False, soft_wrap=True)

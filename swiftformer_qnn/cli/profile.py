@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from ..tables import Col, FitTable
 from ._app import app, console, err_console, guarded
 
 if TYPE_CHECKING:
@@ -57,11 +57,12 @@ def profile(
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
 ) -> None:
-    """Profile exported SwiftFormers block by block: on a phone through Qualcomm AI Hub (needs
-    `qai-hub configure --api_token ...`), on your own phone over adb with your QNN SDK
-    (--device adb), or on the local HTP emulator (--device emulator).
-    `profile import FILE --from EXPORT_DIR` converts a profile you downloaded (AI Hub JSON,
-    qnn-profile-viewer text/CSV/JSON)."""
+    """Profile SwiftFormer exports block by block: on a phone (AI Hub, adb) or the HTP emulator.
+
+    A phone through Qualcomm AI Hub needs `qai-hub configure --api_token ...`; your own phone
+    over adb (--device adb) needs your QNN SDK; the local HTP emulator (--device emulator) needs
+    nothing and reports cycles, not latency. `profile import FILE --from EXPORT_DIR` converts a
+    profile you downloaded (AI Hub JSON, qnn-profile-viewer text/CSV/JSON)."""
     if ctx.invoked_subcommand is not None:
         return
     from ..profiling.devices import is_list_request
@@ -130,8 +131,11 @@ def _fmt_time(value: float | None, unit: str) -> str:
     return f"{value:,.1f}"
 
 
+PART_SHORT = {"local_representation": "local rep.", "attention": "attn."}
+
+
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
-    from ..profiling.attribution import unattributed_share
+    from ..profiling.attribution import PARTS, unattributed_share
     from ..profiling.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
@@ -155,27 +159,30 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     out.print(head, highlight=False)
 
     blocks = block_times(p)
-    table = Table(title=f"Per block ({words}; share of the summed per-op time)", title_justify="left")
-    for col, justify in (("block", "left"), ("kind", "left"), (f"time ({unit})", "right"), ("share", "right"),
-                         ("ops", "right"), ("compute units", "left"), ("parts", "left")):
-        table.add_column(col, justify=justify)
+    parts = [part for part in PARTS if any(part in b.parts for b in blocks.values())]
+    columns = [Col("block", "key"), Col("kind", "label"), Col(f"time ({unit})", "number"), Col("share", "number"),
+               Col("ops", "number"), Col("compute units", "text", short="units", min_width=8)]
+    columns += [Col(part.replace("_", " "), "number", short=PART_SHORT.get(part)) for part in parts]
+    rows = []
     for b in blocks.values():
         cus = ", ".join(f"{k} {v}" for k, v in sorted(b.compute_units.items()))
-        parts = ", ".join(f"{k} {_fmt_time(v, unit)}" for k, v in b.parts.items())
-        table.add_row(b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-", parts or "-")
-    out.print(table)
+        rows.append([b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-",
+                     *(_fmt_time(b.parts[part], unit) if part in b.parts else "" for part in parts)])
+    out.print(FitTable(columns, rows, title=f"Per block ({words}; share of the summed per-op time)"))
 
     timed = sorted(((p.ops[i], t) for i, t in op_times(p).values), key=lambda it: it[1], reverse=True)[:top]
     if timed:
-        ops = Table(title=f"Top {len(timed)} ops ({words})", title_justify="left")
-        for col, justify in (("op", "left"), ("type", "left"), ("unit", "left"), (f"time ({unit})", "right"), ("block", "left")):
-            ops.add_column(col, justify=justify)
+        rows = []
         for op, t in timed:
             block = op.attribution.block if op.attribution else "other"
-            if op.attribution and op.attribution.part:
-                block += f" / {op.attribution.part}"
-            ops.add_row(op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-", _fmt_time(t, unit), block)
-        out.print(ops)
+            part = op.attribution.part if op.attribution else None
+            rows.append([op.name, op.op_type, op.compute_unit.value if op.compute_unit else "-",
+                         _fmt_time(t, unit), f"{block} {part.replace('_', ' ')}" if part else block])
+        # The block's name stays on one line; its part may wrap below it.
+        block_width = max(len(r[-1].split(" ")[0]) for r in rows)
+        columns = [Col("op", "name", min_width=16), Col("type", "label"), Col("unit", "label"),
+                   Col(f"time ({unit})", "number"), Col("block", "text", min_width=block_width)]
+        out.print(FitTable(columns, rows, title=f"Top {len(timed)} ops ({words})"))
     out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
 
 
@@ -198,12 +205,11 @@ def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
     from ..profiling.devices import known_aliases
 
     aliases = known_aliases()
-    table = Table(title=f"Devices on Qualcomm AI Hub ({api_url})", title_justify="left")
-    for col in ("device (use with --device)", "os", "chipset", "also accepted as"):
-        table.add_column(col)
-    for d in sorted(devices, key=lambda d: (d["name"], d["os"])):
-        table.add_row(d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-")
-    out.print(table)
+    columns = [Col("device (use with --device)", "key", short="device"), Col("os", "label"),
+               Col("chipset", "label"), Col("also accepted as", "text", short="aliases")]
+    rows = [[d["name"], d["os"] or "-", d["chipset"] or "-", ", ".join(aliases.get(d["name"], [])) or "-"]
+            for d in sorted(devices, key=lambda d: (d["name"], d["os"]))]
+    out.print(FitTable(columns, rows, title=f"Devices on Qualcomm AI Hub ({api_url})"))
 
 
 @profile_app.command("import")

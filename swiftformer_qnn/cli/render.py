@@ -7,9 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
+from ..tables import Col, FitTable
 
 
 class ExportProgress:
@@ -65,13 +65,12 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
         console.print(f"[yellow]note:[/] {note}")
 
     what = f"{req['variant']} {req['precision']}" if "variant" in req else Path(req["model"]).name
-    stages = Table(title=f"{what} for {req['soc']} -> {result.directory}")
-    for col in ("stage", "time (s)", "result"):
-        stages.add_column(col)
+    rows = []
     for s in m.stages:
         took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
-        stages.add_row(STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs))
-    console.print(stages)
+        rows.append([STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs)])
+    columns = [Col("stage", "key"), Col("time (s)", "number"), Col("result", "text", min_width=30)]
+    console.print(FitTable(columns, rows, title=f"{what} for {req['soc']} -> {result.directory}"))
 
     compile_ = m.stage("compile")
     if compile_ is not None:

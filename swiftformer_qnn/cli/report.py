@@ -18,7 +18,7 @@ def report(
     paths: Annotated[
         list[Path] | None,
         typer.Argument(
-            metavar="PROFILE_OR_DIR...",
+            metavar="PROFILE_OR_DIR",
             help="Profile files (*.profile.json) or directories searched for them, e.g. profiles/reference.",
             show_default=False,
         ),

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..tables import Col
 from ..targets import DEFAULT_SOC
 from ._app import app, console, err_console, guarded
 
@@ -53,15 +54,12 @@ def list_cmd(
     verify: Annotated[bool, typer.Option(help="Also load each installed toolchain's QNN backend (a few seconds each).")] = False,
 ) -> None:
     """Installed and installable QNN versions, their onnxruntime-qnn / onnxruntime pins and where they live."""
-    from rich.table import Table
+    from rich.text import Text
 
+    from ..tables import FitTable
     from ..toolchains import ToolchainState, list_toolchains, toolchains_root
 
     root = toolchains_root()
-    table = Table(title=f"QNN toolchains ({root})")
-    for col in ("QNN", "onnxruntime-qnn", "onnxruntime", "state"):
-        table.add_column(col)
-    table.add_column("location", overflow="fold")
     styles = {
         ToolchainState.DEFAULT: "bold green",
         ToolchainState.READY: "green",
@@ -69,18 +67,20 @@ def list_cmd(
         ToolchainState.NOT_INSTALLED: "dim",
     }
     broken = []
+    rows = []
     for s in list_toolchains(verify=verify):
         state = s.state.value + (" (main environment)" if s.state is ToolchainState.DEFAULT else "")
         if s.state is ToolchainState.BROKEN:
             state += f": {s.detail}"
             broken.append(s.spec.major_minor)
-        table.add_row(
-            s.spec.qnn_version,
-            s.spec.onnxruntime_qnn,
-            s.spec.onnxruntime,
-            f"[{styles[s.state]}]{state}[/]",
-            _short_location(s.location, root),
-        )
+        rows.append([s.spec.qnn_version, s.spec.onnxruntime_qnn, s.spec.onnxruntime,
+                     Text(state, style=styles[s.state]), _short_location(s.location, root)])
+    columns = [Col("QNN", "key"), Col("onnxruntime-qnn", "label", short="ort-qnn"),
+               Col("onnxruntime", "label", short="ort"), Col("state", "text", min_width=13),
+               Col("location", "name", min_width=16)]
+    # The root goes on a line of its own, not into the table's title, which is as narrow as the table.
+    console.print(f"QNN toolchains in {root}", highlight=False)
+    table = FitTable(columns, rows)
     console.print(table)
     if broken:
         err_console.print(f"Reinstall the broken ones: swiftformer-qnn toolchains install {' '.join(broken)} --force")
@@ -122,22 +122,34 @@ def remove_cmd(versions: VersionsArg) -> None:
         console.print(f"QNN {spec.qnn_version}: " + (f"removed {removed}" if removed else "not installed"), highlight=False)
 
 
+# How each column of the cross-version table may adapt to a narrow terminal (others: numbers).
+CROSS_VERSION_COLUMNS = {
+    "QNN": Col("QNN", "key"),
+    "onnxruntime-qnn": Col("onnxruntime-qnn", "label", short="ort-qnn"),
+    "status": Col("status", "text", min_width=12),
+    "compile (s)": Col("compile (s)", "number", short="compile s"),
+    "context binary (MB)": Col("context binary (MB)", "number", short="binary MB"),
+    "op types vs previous": Col("op types vs previous", "text", short="op types vs prev.", min_width=20),
+    "max abs diff": Col("max abs diff", "number", short="max |diff|"),
+}
+
+
 def render_cross_version(report, directory: Path | None = None) -> None:
     """The cross-version comparison table (used by `toolchains compare`, `export --qnn`, `compile --qnn`)."""
-    from rich.table import Table
+    from rich.text import Text
 
     from ..cross_version import TABLE_COLUMNS, table_rows
+    from ..tables import FitTable
 
     title = f"{report.model}: one compile per QNN version" + (f" ({directory})" if directory else "")
-    table = Table(title=title, caption=report.note, caption_justify="left")
-    for col in TABLE_COLUMNS:
-        table.add_column(col, overflow="fold")
+    rows = []
     for row in table_rows(report):
         status = row.get("status", "")
         if not status.startswith("ok"):
-            row = {**row, "status": f"[red]{status}[/]"}
-        table.add_row(*(row.get(c, "") for c in TABLE_COLUMNS))
-    console.print(table)
+            row = {**row, "status": Text(status, style="red")}
+        rows.append([row.get(c, "") for c in TABLE_COLUMNS])
+    console.print(FitTable([CROSS_VERSION_COLUMNS.get(c, Col(c, "number")) for c in TABLE_COLUMNS], rows,
+                           title=title, caption=report.note))
     for d in report.diffs:
         if d.ops_added or d.ops_removed:
             console.print(
