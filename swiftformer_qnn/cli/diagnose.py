@@ -17,8 +17,9 @@ def diagnose(
     export_dir: Annotated[Path, typer.Argument(help="An export directory (w8a8 or w8a16, --until quantize or later).")],
     out: Annotated[Path | None, typer.Option(help="Where to write diagnose.json and diagnose.md. Default: EXPORT_DIR/diagnose/.")] = None,
 ) -> None:
-    """Per-block SQNR of an export on one held-out input (fp32 -> CPU QDQ -> HTP emulator) and the
-    first op where the compiled binary departs from the quantized model."""
+    """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the first op the HTP gets wrong.
+
+    Runs one held-out input with every quantized tensor as an output; writes JSON and Markdown."""
     from ..pipeline.diagnose import diagnose_export, write_diagnosis
     from ..pipeline.localize import describe
     from ..report.terminal import table_rich
