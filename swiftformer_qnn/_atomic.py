@@ -1,7 +1,7 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 Standard library only: `qnn_worker` imports this inside toolchain environments that hold
-onnxruntime, onnxruntime-qnn, numpy and onnx, and nothing else (no pydantic).
+onnxruntime, onnxruntime-qnn, numpy, onnx and pydantic, and nothing else.
 """
 
 from __future__ import annotations

@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Generic, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from .errors import OutputDirError
-from .output_dir import place, recover_leftovers, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
+from .output_dir import place, recover_leftovers, signals_held, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
+from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
@@ -55,6 +57,30 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def source_tree_hash(root: Path, salt: str = "") -> str:
+    """Hash of every `.py` file below `root`, by relative path and content."""
+    h = hashlib.sha256(salt.encode())
+    for path in sorted(Path(root).rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """The package's version and the hash of its whole source tree: part of every cache key
+    (stages and toolchain workers alike), so no result made by other code is reused. A
+    hand-kept list of the files each stage depends on would miss one sooner or later."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        from . import __version__
+
+        _CODE_VERSION = source_tree_hash(Path(__file__).resolve().parent, salt=__version__)
+    return _CODE_VERSION
+
+
 def cache_root() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -74,8 +100,11 @@ class FileRecord(_Model):
     bytes: int
 
 
-class StageRecord(_Model):
-    """One stage's run: what went in, what came out, how long it took."""
+R = TypeVar("R", bound=BaseModel)
+
+
+class StageRecord(_Model, Generic[R]):
+    """One stage's run: what went in, what came out, how long it took, and its typed results."""
 
     name: str
     key: str
@@ -85,7 +114,20 @@ class StageRecord(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict)  # name -> sha256
     outputs: dict[str, FileRecord] = Field(default_factory=dict)
-    results: dict[str, Any] = Field(default_factory=dict)
+    results: R
+
+
+def _stage_name(value: Any) -> str | None:
+    return value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+
+
+# A stage record of any stage, its results validated by the model its name selects
+# (`stage_results.STAGE_RESULTS`).
+AnyStageRecord = Annotated[
+    Union[tuple(Annotated[StageRecord[model], Tag(name)] for name, model in STAGE_RESULTS.items())],  # noqa: UP007
+    Discriminator(_stage_name),
+]
+_STAGE_RECORD = TypeAdapter(AnyStageRecord)
 
 
 class ExportManifest(_Model):
@@ -97,10 +139,19 @@ class ExportManifest(_Model):
     tools: dict[str, str]
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     wall_s: float = 0.0
-    stages: list[StageRecord] = Field(default_factory=list)
+    stages: list[AnyStageRecord] = Field(default_factory=list)
 
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    def results(self, name: str, model: type[R]) -> R | None:
+        """The typed results of stage `name` (None if the export stopped before it)."""
+        rec = self.stage(name)
+        if rec is None:
+            return None
+        if not isinstance(rec.results, model):
+            raise TypeError(f"stage {name} holds {type(rec.results).__name__}, not {model.__name__}")
+        return rec.results
 
     def artifact(self, directory: Path, stage: str, output: str) -> Path:
         rec = self.stage(stage)
@@ -145,6 +196,23 @@ def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
         return [why for why in pool.map(check, records.values()) if why]
 
 
+# Temp dirs of versions that did not put their PID in the name (`.<key>.<mkdtemp suffix>`): nobody
+# can tell whether their maker still runs, so only those untouched for a day are removed.
+_LEGACY_TEMP = re.compile(r"^\.[0-9a-f]{32}\.[A-Za-z0-9_]{8}$")
+_LEGACY_TEMP_AGE_S = 24 * 3600
+
+
+def _remove_legacy_temp_dirs(stage_dir: Path) -> None:
+    now = time.time()
+    for entry in os.scandir(stage_dir):
+        try:
+            if (_LEGACY_TEMP.match(entry.name) and entry.is_dir(follow_symlinks=False)
+                    and now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TEMP_AGE_S):
+                shutil.rmtree(entry.path)
+        except OSError:
+            continue
+
+
 class StageCache:
     """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
 
@@ -164,6 +232,7 @@ class StageCache:
             return
         for d in stage_dirs:
             recover_leftovers(d)
+            _remove_legacy_temp_dirs(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
@@ -176,8 +245,10 @@ class StageCache:
         if not meta.is_file():
             return None
         try:
-            rec = StageRecord.model_validate_json(meta.read_text())
-        except ValueError:
+            rec = _STAGE_RECORD.validate_json(meta.read_text())
+        except (ValueError, ValidationError):  # another format or another stage: a miss
+            return None
+        if rec.name != name:
             return None
         # An entry whose files were deleted or changed (the cache is a plain folder anyone can
         # edit) is ignored: the content hash, not just the size, is what makes a hit.
@@ -193,16 +264,18 @@ class StageCache:
         *,
         options: dict[str, Any],
         inputs: dict[str, str],
-        produce: Callable[[Path], dict[str, Any]],
+        produce: Callable[[Path], BaseModel],
         outputs: tuple[str, ...] = (),
         extra_key: dict[str, Any] | None = None,
     ) -> tuple[StageRecord, Path]:
         """Return the cached result of a stage, or run `produce(workdir)` and cache it.
 
         `produce` writes the files named in `outputs` (relative names) into `workdir` and
-        returns the stage's results (figures for the manifest).
+        returns the stage's results, an instance of `STAGE_RESULTS[name]`. The key is the hash of the
+        stage's name, options, input hashes, `extra_key` and the package's code.
         """
-        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {}})
+        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {},
+                           "code": code_version()})
         self._sweep()
         hit = self.lookup(name, key)
         if hit is not None:
@@ -210,10 +283,16 @@ class StageCache:
             return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
         final = self._dir(name, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        work = temp_dir(final.parent, final.name, "tmp")
+        work: Path | None = None
         try:
+            with signals_held():
+                work = temp_dir(final.parent, final.name, "tmp")
             started = time.perf_counter()
             results = produce(work)
+            if name not in STAGE_RESULTS:  # a new stage: give it a result model first
+                raise TypeError(f"stage {name} has no result model in stage_results.STAGE_RESULTS")
+            if not isinstance(results, STAGE_RESULTS[name]):
+                raise TypeError(f"stage {name} returned {type(results).__name__}, not {STAGE_RESULTS[name].__name__}")
             wall = time.perf_counter() - started
             files = {}
             for out in outputs:
@@ -221,7 +300,7 @@ class StageCache:
                 if not p.is_file():
                     raise RuntimeError(f"stage {name} did not write {out}")
                 files[out] = FileRecord(path=out, sha256=sha256_file(p), bytes=p.stat().st_size)
-            rec = StageRecord(
+            rec = StageRecord[type(results)](
                 name=name, key=key, wall_s=round(wall, 3), options=options, inputs=inputs, outputs=files, results=results
             )
             (work / "stage.json").write_text(rec.model_dump_json(indent=2))
@@ -236,5 +315,6 @@ class StageCache:
             work.rename(final)
             return rec, final
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
             raise

@@ -6,9 +6,11 @@ the core count. Every version's result goes through the stage cache keyed by (mo
 target, toolchain, worker code), so a rerun only compiles what changed. A version that fails
 (an op it rejects, a crash) is reported for that version; the others still finish.
 
-The comparison is structural: context binary size, HTP op count and op types (from the
-emulator's detailed profile plus QNN's framework op trace), and emulator-vs-CPU numerics.
-Compile times are the host compiler's wall time. Nothing here is device latency.
+Each version's `qnn-<version>/compile.json` is the same `CompileRecord` an export's compile
+writes (one compile, op trace included). The comparison is structural: context binary size,
+HTP op count and op types (from the record), the HTP ops the emulator ran (from its detailed
+profile), and emulator-vs-CPU numerics. Compile times are the host compiler's wall time.
+Nothing here is device latency.
 """
 
 from __future__ import annotations
@@ -35,9 +37,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import qnn_worker
 from ._atomic import write_text_atomic
-from .artifacts import StageCache, place, sha256_file, sha256_json
-from .errors import ToolchainError, UsageError
-from .qnn import HtpTarget
+from .artifacts import StageCache, place, sha256_file
+from .compile_record import (
+    COMPILE_FAILURE,
+    COMPILE_RECORD,
+    CONTEXT_BINARY,
+    CONTEXT_ONNX,
+    OP_TRACE,
+    CompiledModel,
+    CompileFailure,
+    CompileRecord,
+    read_compile_record,
+)
+from .errors import ProfileError, ToolchainError, UsageError
+from .qnn import PROFILE_CSV, HtpTarget
 from .toolchains import (
     ENV_DIR,
     ProgressCallback,
@@ -57,14 +70,13 @@ from .toolchains import (
 
 REPORT_NAME = "cross_version.json"
 REPORT_KIND = "swiftformer-qnn.cross-version"
-STAGE_NAME = "qnn_compile"
-MANIFEST_NAME = "compile.json"  # per version: the StageRecord of its compile
-FAILURE_NAME = "compile_failed.json"
+STAGE_NAME = "compile"  # the same stage as the export's, run by a toolchain's worker
 WORKER_LOG = "worker.log"
 WORKER_RESULT = "worker_result.json"
 NOT_LATENCY = (
     "Structural comparison only: compile times are the host compiler's wall time (under "
-    "parallel load), HTP ops come from the x86 HTP emulator's profile; nothing here is device latency."
+    "parallel load), HTP ops from QNN's op trace, numerics from the x86 HTP emulator; nothing here is "
+    "device latency."
 )
 
 
@@ -89,15 +101,8 @@ class VersionResult(_Model):
     error: str | None = None
     directory: str | None = None  # relative to the report's directory
     cached: bool = False
-    ep_sdk_version: str | None = None  # as the EPContext node names it
-    compile_s: float | None = None  # host wall time of the compile (session creation)
-    context_binary_bytes: int | None = None
-    htp_ops: int | None = None  # ops in the emulator's detailed profile, graph input/output excluded
-    op_type_counts: dict[str, int] = Field(default_factory=dict)
-    # "qnn_op_trace": QNN op types from the framework op trace; "op_names": ONNX types guessed
-    # from op names (QNN 2.47 writes no trace); the two are not compared with each other.
-    op_types_from: Literal["qnn_op_trace", "op_names"] | None = None
-    htp_op_names: list[str] = Field(default_factory=list)
+    compile: CompileRecord | None = None  # what `directory/compile.json` holds
+    emulated_op_names: list[str] = Field(default_factory=list)  # HTP ops in the emulator's profile
     fidelity: Fidelity | None = None
 
     @property
@@ -116,11 +121,11 @@ class VersionDiff(_Model):
 
     before: str
     after: str
-    htp_ops_before: int
-    htp_ops_after: int
-    op_type_changes: list[OpTypeChange] | None  # None: op types not comparable (see op_types_from)
-    ops_added: list[str]  # HTP op names present only after
-    ops_removed: list[str]  # HTP op names present only before
+    htp_ops_before: int | None  # None: that QNN release wrote no op trace
+    htp_ops_after: int | None
+    op_type_changes: list[OpTypeChange] | None  # None: one side has no op trace
+    ops_added: list[str]  # HTP op names the emulator ran only after
+    ops_removed: list[str]  # HTP op names it ran only before
 
 
 class CrossVersionReport(_Model):
@@ -178,14 +183,17 @@ def diff_op_types(before: dict[str, int], after: dict[str, int]) -> list[OpTypeC
 
 
 def diff_versions(a: VersionResult, b: VersionResult) -> VersionDiff:
-    names_a, names_b = Counter(a.htp_op_names), Counter(b.htp_op_names)
-    comparable = a.op_types_from is not None and a.op_types_from == b.op_types_from
+    ca, cb = a.compile, b.compile
+    if ca is None or cb is None:
+        raise ValueError("only compiled versions are compared")
+    names_a, names_b = Counter(a.emulated_op_names), Counter(b.emulated_op_names)
+    comparable = ca.htp_op_types is not None and cb.htp_op_types is not None
     return VersionDiff(
         before=a.qnn_version,
         after=b.qnn_version,
-        htp_ops_before=a.htp_ops or 0,
-        htp_ops_after=b.htp_ops or 0,
-        op_type_changes=diff_op_types(a.op_type_counts, b.op_type_counts) if comparable else None,
+        htp_ops_before=ca.htp_op_count,
+        htp_ops_after=cb.htp_op_count,
+        op_type_changes=diff_op_types(ca.htp_op_types, cb.htp_op_types) if comparable else None,
         ops_added=sorted((names_b - names_a).elements()),
         ops_removed=sorted((names_a - names_b).elements()),
     )
@@ -193,94 +201,8 @@ def diff_versions(a: VersionResult, b: VersionResult) -> VersionDiff:
 
 def consecutive_diffs(versions: Sequence[VersionResult]) -> list[VersionDiff]:
     """Each compiled version against the previous compiled one (in QNN version order)."""
-    ok = [v for v in versions if v.status == "ok" and v.htp_ops is not None]
+    ok = [v for v in versions if v.status == "ok" and v.compile is not None]
     return [diff_versions(a, b) for a, b in pairwise(ok)]
-
-
-def format_op_type_changes(diff: VersionDiff | None, limit: int = 4) -> str:
-    if diff is None:
-        return ""
-    names = f"+{len(diff.ops_added)}/-{len(diff.ops_removed)} op names" if diff.ops_added or diff.ops_removed else "same op names"
-    if diff.op_type_changes is None:
-        return f"n/a (no op trace on one side); {names}"
-    if not diff.op_type_changes:
-        return f"none ({names})"
-    parts = [f"{c.op_type} {c.before}->{c.after}" for c in diff.op_type_changes[:limit]]
-    more = len(diff.op_type_changes) - limit
-    return ", ".join(parts) + (f", +{more} more" if more > 0 else "") + f" ({names})"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def table_rows(report: CrossVersionReport) -> list[dict[str, str]]:
-    """The comparison table as strings, one row per version (shared by the terminal and Markdown)."""
-    by_after = {d.after: d for d in report.diffs}
-    rows = []
-    for v in report.versions:
-        f = v.fidelity
-        if v.status == "ok":
-            if f is not None and f.sqnr_db is None:
-                sqnr = "exact" if f.exact else "undefined"
-            else:
-                sqnr = _fmt(f.sqnr_db if f else None, ".1f")
-            rows.append(
-                {
-                    "QNN": v.qnn_version,
-                    "onnxruntime-qnn": v.onnxruntime_qnn,
-                    "status": "ok (cached)" if v.cached else "ok",
-                    "compile (s)": _fmt(v.compile_s, ".2f"),
-                    "context binary (MB)": _fmt(
-                        v.context_binary_bytes / 1e6 if v.context_binary_bytes is not None else None, ".2f"
-                    ),
-                    "HTP ops": "-" if v.htp_ops is None else str(v.htp_ops),
-                    "op types vs previous": format_op_type_changes(by_after.get(v.qnn_version)) or "-",
-                    "max abs diff": _fmt(f.max_abs_diff if f else None, ".4g"),
-                    "cosine": _fmt(f.cosine if f else None, ".5f"),
-                    "SQNR (dB)": sqnr,
-                }
-            )
-        else:
-            rows.append(
-                {"QNN": v.qnn_version, "onnxruntime-qnn": v.onnxruntime_qnn, "status": f"{v.status}: {v.error}"}
-            )
-    return rows
-
-
-TABLE_COLUMNS = (
-    "QNN",
-    "onnxruntime-qnn",
-    "status",
-    "compile (s)",
-    "context binary (MB)",
-    "HTP ops",
-    "op types vs previous",
-    "max abs diff",
-    "cosine",
-    "SQNR (dB)",
-)
-
-
-def render_markdown(report: CrossVersionReport) -> str:
-    """The comparison as a Markdown table plus a note on what the numbers are."""
-    lines = [
-        "| " + " | ".join(TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
-    ]
-    for row in table_rows(report):
-        cells = [row.get(c, "") for c in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    for d in report.diffs:
-        if d.ops_added or d.ops_removed:
-            lines.append(
-                f"\n{d.before} -> {d.after}: HTP ops {d.htp_ops_before} -> {d.htp_ops_after}; "
-                f"{len(d.ops_added)} op name(s) added, {len(d.ops_removed)} removed"
-                + (f" (e.g. +{d.ops_added[0]}, -{d.ops_removed[0]})" if d.ops_added and d.ops_removed else "")
-            )
-    soc = f"soc_model {report.soc_model}, HTP v{report.htp_arch}" + (", fp16" if report.fp16 else "")
-    lines.append(f"\n{report.model} ({soc}), {report.jobs} parallel job(s), {report.wall_s:.1f} s wall. {report.note}")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,13 +248,6 @@ def _hash_inputs(feeds: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _worker_code_hash() -> str:
-    """Worker and HTP helper sources: a change to either can change what a compile produces."""
-    from . import errors, qnn
-
-    return sha256_json([sha256_file(Path(m.__file__)) for m in (qnn, qnn_worker, errors)])
-
-
 # ---------------------------------------------------------------------------------------------
 # Running the versions
 
@@ -376,8 +291,8 @@ def run_worker(
     request: dict,
     shim: Path,
     timeout_s: float | None,
-) -> dict:
-    """Run one compile worker in `work`; return its result or raise VersionFailure."""
+) -> CompileRecord:
+    """Run one compile worker in `work`; return its compile record or raise VersionFailure."""
     req_path = work / "worker_request.json"
     req_path.write_text(json.dumps({**request, "out_dir": str(work)}, indent=2))
     result_path = work / WORKER_RESULT
@@ -420,7 +335,13 @@ def run_worker(
     problems = probe_problems(job.spec, {"status": "ok", **result.get("environment", {})}, env_dir)
     if problems:
         raise VersionFailure("failed", f"broken toolchain: {'; '.join(problems)}. {reinstall_hint(job.spec)}")
-    return result
+    try:
+        record = read_compile_record(work / COMPILE_RECORD)  # a worker that wrote no valid record failed
+    except ProfileError as exc:
+        raise VersionFailure("failed", exc.message) from None
+    if record.qnn_version != job.spec.qnn_version:
+        raise VersionFailure("failed", f"the worker compiled with QNN {record.qnn_version}, not {job.spec.qnn_version}")
+    return record
 
 
 def _version_dir_name(spec: QnnToolchainSpec) -> str:
@@ -429,50 +350,40 @@ def _version_dir_name(spec: QnnToolchainSpec) -> str:
 
 def _collect(
     spec: QnnToolchainSpec,
-    record,
+    stage,
     cache_dir: Path,
     out_dir: Path,
     ref: list[np.ndarray] | None,
     ref_names: list[str],
 ) -> VersionResult:
-    """Place one version's files into `out_dir/qnn-<version>/` and read its figures."""
+    """Place one version's files into `out_dir/qnn-<version>/` and read its compile record."""
     from .profiling.emulator import parse_qnn_profile_csv
 
     dest = out_dir / _version_dir_name(spec)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for out in record.outputs.values():
+    for out in stage.outputs.values():
         place(cache_dir / out.path, dest / out.path)
-    res = record.results
-    optional = [res.get("op_trace"), WORKER_LOG]
-    if res.get("profile_csv"):
-        optional.append(Path(res["profile_csv"]).stem + "_qnn.log")  # for Qualcomm's profile viewer
-    for name in optional:
-        if name and (cache_dir / name).is_file():
+    # QNN's binary profile log is for Qualcomm's profile viewer; 2.47 writes no op trace.
+    for name in (OP_TRACE, WORKER_LOG, Path(PROFILE_CSV).stem + "_qnn.log"):
+        if (cache_dir / name).is_file():
             place(cache_dir / name, dest / name)
-    write_text_atomic(dest / MANIFEST_NAME, record.model_dump_json(indent=2))
-
+    record = stage.results
     version = VersionResult(
         qnn_version=spec.qnn_version,
         onnxruntime_qnn=spec.onnxruntime_qnn,
         onnxruntime=spec.onnxruntime,
         status="ok",
         directory=dest.name,
-        cached=record.cached,
-        ep_sdk_version=res.get("ep_sdk_version"),
-        compile_s=res.get("compile_s"),
-        context_binary_bytes=res.get("context_binary_bytes"),
+        cached=stage.cached,
+        compile=record,
     )
-    if res.get("profile_csv"):
-        trace = dest / res["op_trace"] if res.get("op_trace") else None
-        ops = [o for o in parse_qnn_profile_csv(dest / res["profile_csv"], trace) if o.op_type not in ("Input", "Output")]
-        version.htp_ops = len(ops)
-        version.htp_op_names = [o.name for o in ops]
-        version.op_type_counts = dict(sorted(Counter(o.op_type for o in ops).items()))
-        version.op_types_from = "qnn_op_trace" if trace is not None else "op_names"
-    if ref is not None and res.get("htp_outputs"):
-        with np.load(dest / res["htp_outputs"]) as data:
+    if ref is not None:  # emulated: the binary's profile and outputs are among the stage's outputs
+        trace = dest / record.op_trace if record.op_trace else None
+        ops = parse_qnn_profile_csv(dest / PROFILE_CSV, trace)
+        version.emulated_op_names = [o.name for o in ops if o.op_type not in ("Input", "Output")]
+        with np.load(dest / qnn_worker.HTP_OUTPUTS) as data:
             missing = [n for n in ref_names if n not in data.files]
             if missing:
                 raise VersionFailure("failed", f"the HTP run did not produce output(s) {', '.join(missing)}")
@@ -495,7 +406,7 @@ def compile_across_versions(
     target: HtpTarget | None = None,
     emulate: bool = True,
     inputs: dict[str, np.ndarray] | None = None,
-    context_name: str | None = None,
+    subject: CompiledModel | None = None,
     jobs: int | None = None,
     toolchains_root: Path | None = None,
     cache: StageCache | None = None,
@@ -505,8 +416,9 @@ def compile_across_versions(
     """Compile the QDQ `model` with each QNN version in `versions` ("2.47,2.51", "all", specs).
 
     Writes `out_dir/qnn-<version>/` per version (the EP-context ONNX and its context binary,
-    `compile.json` with the stage record, and with `emulate` the emulator profile, op trace
-    and outputs; a failed version gets `compile_failed.json`) and `out_dir/cross_version.json`.
+    the op trace, `compile.json` (the `CompileRecord`, naming `subject` when given), and with
+    `emulate` the emulator profile and outputs; a failed version gets `compile_failed.json`)
+    and `out_dir/cross_version.json`.
     With `emulate`, each binary is run once on the HTP emulator on `inputs` (default: seeded
     standard-normal) and compared with the QDQ model on the CPU EP.
 
@@ -527,10 +439,9 @@ def compile_across_versions(
     if not specs:
         raise UsageError("No QNN version given.")
     target = target or HtpTarget()
+    subject = subject or CompiledModel(precision="fp16" if target.fp16 else None)
     toolchains = resolve_toolchains(specs, toolchains_root)  # every problem before any work
     cache = cache or StageCache()
-    context_name = context_name or f"{model.stem}_ctx.onnx"
-    binary_name = f"{Path(context_name).stem}_qnn.bin"
     jobs = max(1, min(jobs or default_jobs(), len(specs)))
     out_dir = Path(out_dir)
     try:
@@ -549,24 +460,22 @@ def compile_across_versions(
             np.savez(inputs_npz, **feeds)
         request = {
             "model": str(model),
-            "context_name": context_name,
             "soc_model": target.soc_model,
             "htp_arch": target.htp_arch,
             "fp16": target.fp16,
+            "subject": subject.model_dump(),
             "inputs_npz": str(inputs_npz) if emulate else None,
-            "op_trace": True,
         }
         options = {k: v for k, v in request.items() if k not in ("model", "inputs_npz")} | {"emulate": emulate}
         stage_inputs = {"model": model_sha} | ({"inputs": _hash_inputs(feeds)} if emulate else {})
-        outputs = (context_name, binary_name, WORKER_RESULT) + (
-            (qnn_worker.HTP_OUTPUTS, qnn_worker.PROFILE_CSV) if emulate else ()
+        outputs = (CONTEXT_ONNX, CONTEXT_BINARY, COMPILE_RECORD, WORKER_RESULT) + (
+            (qnn_worker.HTP_OUTPUTS, PROFILE_CSV) if emulate else ()
         )
-        code_hash = _worker_code_hash()
 
         def one(job: _Job) -> VersionResult:
             spec = job.spec
-            subject = f"QNN {spec.qnn_version}"
-            progress(ProgressEvent(subject, "compile", f"with onnxruntime-qnn {spec.onnxruntime_qnn}"))
+            label = f"QNN {spec.qnn_version}"
+            progress(ProgressEvent(label, "compile", f"with onnxruntime-qnn {spec.onnxruntime_qnn}"))
             t0 = time.perf_counter()
             try:
                 record, cache_dir = cache.run(
@@ -579,17 +488,15 @@ def compile_across_versions(
                         "qnn_version": spec.qnn_version,
                         "onnxruntime_qnn": spec.onnxruntime_qnn,
                         "onnxruntime": spec.onnxruntime,
-                        "protocol": qnn_worker.PROTOCOL,
-                        "code": code_hash,
                     },
                 )
                 result = _collect(spec, record, cache_dir, out_dir, ref, ref_names)
             except VersionFailure as exc:
-                result = _failed(spec, exc.status, exc.message, out_dir)
+                result = _failed(spec, exc.status, exc.message, out_dir, subject)
             except (RuntimeError, OSError, ValueError) as exc:  # a worker that wrote less than promised
-                result = _failed(spec, "failed", f"{type(exc).__name__}: {exc}", out_dir)
+                result = _failed(spec, "failed", f"{type(exc).__name__}: {exc}", out_dir, subject)
             step = "cached" if result.cached else ("done" if result.status == "ok" else result.status)
-            progress(ProgressEvent(subject, step, result.error or "", time.perf_counter() - t0))
+            progress(ProgressEvent(label, step, result.error or "", time.perf_counter() - t0))
             return result
 
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="qnn-compile") as pool:
@@ -611,21 +518,16 @@ def compile_across_versions(
     return report
 
 
-def _failed(spec: QnnToolchainSpec, status: Literal["failed", "crashed"], message: str, out_dir: Path) -> VersionResult:
-    result = VersionResult(
-        qnn_version=spec.qnn_version,
-        onnxruntime_qnn=spec.onnxruntime_qnn,
-        onnxruntime=spec.onnxruntime,
-        status=status,
-        error=message,
-        directory=_version_dir_name(spec),
-    )
+def _failed(spec: QnnToolchainSpec, status: Literal["failed", "crashed"], message: str, out_dir: Path,
+            subject: CompiledModel) -> VersionResult:
+    failure = CompileFailure(qnn_version=spec.qnn_version, onnxruntime_qnn=spec.onnxruntime_qnn,
+                             onnxruntime=spec.onnxruntime, status=status, error=message, model=subject)
     dest = out_dir / _version_dir_name(spec)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    write_text_atomic(dest / FAILURE_NAME, result.model_dump_json(indent=2))
-    return result
+    write_text_atomic(dest / COMPILE_FAILURE, failure.model_dump_json(indent=2) + "\n")
+    return VersionResult(**failure.model_dump(exclude={"kind", "model"}), directory=dest.name)
 
 
 def read_report(directory: Path) -> CrossVersionReport | None:

@@ -23,7 +23,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,8 +148,29 @@ def pid_alive(pid: int) -> bool:
 
 
 def temp_dir(parent: Path, name: str, what: str = "partial") -> Path:
-    """A fresh `.NAME.WHAT-PID-xxxx` directory in `parent`: a later run can tell whether its maker is alive."""
+    """A fresh `.NAME.WHAT-PID-xxxx` directory in `parent`: a later run can tell whether its maker is alive.
+
+    Create it under `signals_held()` inside the `try` that removes it, so that no Ctrl-C can
+    land between its creation and that guard."""
     return Path(tempfile.mkdtemp(prefix=f".{name}.{what}-{os.getpid()}-", dir=parent))
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM for a few system calls that must not be split (create a temp dir
+    and note it; swap a directory in); they are delivered when the block ends. Main thread only
+    (signals are handled there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def recover_leftovers(parent: Path, name: str | None = None) -> list[str]:
@@ -225,15 +248,16 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _swap_in(work: Path, target: Path) -> None:
     """Put `work` at `target` (a directory this run may replace), leaving no moment with neither."""
-    if not os.path.lexists(target):
-        os.rename(work, target)
-        return
-    if _exchange(work, target):
-        shutil.rmtree(work, ignore_errors=True)  # now the old directory; a crash here leaves a dead partial
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.rename(target, old)  # a crash between these two renames: the next run restores `old`
-    os.rename(work, target)
+    with signals_held():
+        if not os.path.lexists(target):
+            os.rename(work, target)
+            return
+        if _exchange(work, target):
+            old = work  # now the old directory; a crash before it is removed leaves a dead partial
+        else:
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.rename(target, old)  # a crash between these two renames: the next run restores `old`
+            os.rename(work, target)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -248,17 +272,23 @@ def staged_output_dir(target: Path, *, force: bool, inspect: Inspector | None = 
     target = _absolute(Path(target))
     parent = target.parent
     check_replaceable(target, force=force, inspect=inspect)
+    work: Path | None = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with locked(parent):
             recover_leftovers(parent, target.name)
-        work = temp_dir(parent, target.name)
+        with signals_held():
+            work = temp_dir(parent, target.name)
         os.chmod(work, 0o777 & ~_umask())  # mkdtemp's 0700 would make the output private
-    except OSError as exc:
-        raise OutputDirError(
-            f"Cannot write the output directory {target}: {exc.strerror or exc}.",
-            hint="Choose a writable place with --output-dir.",
-        ) from None
+    except BaseException as exc:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputDirError(
+                f"Cannot write the output directory {target}: {exc.strerror or exc}.",
+                hint="Choose a writable place with --output-dir.",
+            ) from None
+        raise
     try:
         yield work
         with locked(parent):

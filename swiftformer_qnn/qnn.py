@@ -1,7 +1,7 @@
 """The QNN HTP backend through onnxruntime-qnn: compile to a context binary, run, profile.
 
-Imports only the standard library, numpy, onnx and onnxruntime(-qnn), so a toolchain
-environment holding another onnxruntime-qnn release can run it as a worker
+Imports only the standard library, numpy, onnx, onnxruntime(-qnn) and pydantic, so a
+toolchain environment holding another onnxruntime-qnn release can run it as a worker
 (`swiftformer_qnn.toolchains`). onnxruntime-qnn bundles the QNN SDK's x86 host libraries:
 the offline HTP graph compiler and an HTP emulator that runs graphs bit-faithfully but
 slowly, so nothing here measures device latency.
@@ -12,14 +12,24 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from .compile_record import (
+    COMPILE_RECORD,
+    CONTEXT_BINARY,
+    CONTEXT_ONNX,
+    OP_TRACE,
+    CompiledModel,
+    CompileRecord,
+)
 from .errors import HtpUnsupportedError, ToolchainError
+from .graph_cost import graph_cost
 
 EP_NAME = "QNNExecutionProvider"
+PROFILE_CSV = "qnn_profile.csv"  # where a run on the HTP emulator writes QNN's detailed profile
 _registered = False
 
 
@@ -203,81 +213,92 @@ def _explain_session_failure(exc: Exception, model_path: Path, log_text: str) ->
     return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {first}")
 
 
-@dataclass
-class CompiledContext:
-    """What a compile produced."""
+def compile_model(
+    model_path: Path,
+    out_dir: Path,
+    target: HtpTarget,
+    *,
+    soc: str | None = None,
+    model: CompiledModel | None = None,
+) -> CompileRecord:
+    """The one compile: a (QDQ or, with fp16, float) ONNX -> QNN context binary for `target`.
 
-    context_onnx: Path  # the EP-context wrapper ONNX (one com.microsoft:EPContext node)
-    context_binary: Path  # the QNN context binary (`*_qnn.bin`) a phone loads
-    ep_sdk_version: str | None  # from the EPContext node, e.g. "v2.51.0.260929181845"
-    qnn_sdk_version: str  # from the onnxruntime-qnn wheel
-    compile_s: float
-    source_nodes: int  # ONNX nodes in the compiled model
-    htp_nodes: int  # nodes that went into the QNN graph(s)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def htp_fraction(self) -> float:
-        return self.htp_nodes / self.source_nodes if self.source_nodes else 0.0
-
-
-def compile_context_binary(
-    model_path: Path, context_onnx: Path, target: HtpTarget, *, op_trace: bool = False
-) -> CompiledContext:
-    """Compile a (QDQ or, with fp16, float) ONNX to a QNN context binary for `target`.
-
-    CPU fallback is disabled, so success means every node runs on the HTP. With `op_trace`,
-    `qnn_op_trace.json` is written next to the context: a profile of the compiled binary
-    (which is not recompiled) can then name each HTP op's ONNX nodes.
+    Writes `model.ctx.onnx`, `model.ctx_qnn.bin`, QNN's op trace `qnn_op_trace.json` (where
+    the release writes one) and `compile.json` (the returned record) into `out_dir`, once:
+    the op trace is written while compiling, so nothing is compiled twice. CPU fallback is
+    disabled, so success means every node runs on the HTP. On failure nothing is left behind.
     """
-    model_path, context_onnx = Path(model_path), Path(context_onnx)
-    if context_onnx.exists():  # onnxruntime refuses to overwrite; callers write into fresh dirs
-        context_onnx.unlink()
+    from ._atomic import write_text_atomic
+
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context_onnx, binary, trace = out_dir / CONTEXT_ONNX, out_dir / CONTEXT_BINARY, out_dir / OP_TRACE
+    written = (context_onnx, binary, trace, out_dir / COMPILE_RECORD)
+    for stale in written:  # onnxruntime refuses to overwrite a context; a stale trace would mislead
+        stale.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
-        htp_session(model_path, target, context_out=context_onnx, op_trace=op_trace)
-    except Exception:
-        # onnxruntime may have written a context file before failing; leave nothing behind.
-        for leftover in (context_onnx, context_onnx.with_name(context_onnx.stem + "_qnn.bin")):
+        htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir)
+        compile_s = time.perf_counter() - started
+        ctx = onnx.load(str(context_onnx), load_external_data=False)
+        ep_nodes = [n for n in ctx.graph.node if n.op_type == "EPContext"]
+        if not ep_nodes or len(ep_nodes) != len(ctx.graph.node):
+            raise HtpUnsupportedError(
+                f"{context_onnx.name}: {len(ctx.graph.node) - len(ep_nodes)} node(s) stayed outside the QNN context."
+            )
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ep_nodes[0].attribute}
+        cache = attrs.get("ep_cache_context", b"")
+        if (cache.decode() if isinstance(cache, bytes) else str(cache)) != binary.name:
+            # The EPContext node references the binary by this name; renaming it would break the pair.
+            raise ToolchainError(f"onnxruntime-qnn named the context binary {cache!r}, expected {binary.name}.")
+        sdk = attrs.get("ep_sdk_version")
+        import onnxruntime
+
+        record = CompileRecord(
+            qnn_version=qnn_sdk_version(),
+            ep_sdk_version=sdk.decode() if isinstance(sdk, bytes) else sdk,
+            onnxruntime=onnxruntime.__version__,
+            onnxruntime_qnn=onnxruntime_qnn_version(),
+            soc=soc if soc is not None else _soc_name(target.soc_model),
+            soc_model=target.soc_model,
+            htp_arch=target.htp_arch,
+            fp16=target.fp16,
+            model=model or CompiledModel(),
+            model_sha256=_sha256(model_path),
+            compile_s=round(compile_s, 3),
+            context_binary_bytes=binary.stat().st_size,
+            context_binary_sha256=_sha256(binary),
+            **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
+        )
+        write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
+    except BaseException:
+        for leftover in written:
             leftover.unlink(missing_ok=True)
         raise
-    compile_s = time.perf_counter() - started
-    ctx = onnx.load(str(context_onnx), load_external_data=False)
-    ep_nodes = [n for n in ctx.graph.node if n.op_type == "EPContext"]
-    if not ep_nodes or len(ep_nodes) != len(ctx.graph.node):
-        raise HtpUnsupportedError(
-            f"{context_onnx.name}: {len(ctx.graph.node) - len(ep_nodes)} node(s) stayed outside the QNN context."
-        )
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ep_nodes[0].attribute}
-    cache = attrs.get("ep_cache_context", b"")
-    binary = context_onnx.parent / (cache.decode() if isinstance(cache, bytes) else str(cache))
-    sdk = attrs.get("ep_sdk_version")
-    source_nodes = len(onnx.load(str(model_path), load_external_data=False).graph.node)
-    trace = context_onnx.parent / OP_TRACE_FILE
-    return CompiledContext(
-        context_onnx=context_onnx,
-        context_binary=binary,
-        ep_sdk_version=sdk.decode() if isinstance(sdk, bytes) else sdk,
-        qnn_sdk_version=qnn_sdk_version(),
-        compile_s=compile_s,
-        source_nodes=source_nodes,
-        # CPU fallback is off: a session exists only if the QNN EP took every node (onnxruntime
-        # offers no per-node assignment to count; the op trace renames nodes after its own
-        # layout transforms, so it cannot be matched name by name).
-        htp_nodes=source_nodes,
-        extra=htp_ops_from_trace(trace) if op_trace and trace.is_file() else {},
-    )
+    return record
 
 
-OP_TRACE_FILE = "qnn_op_trace.json"  # QNN's fixed name for the framework op trace
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
-def htp_ops_from_trace(trace_path: Path) -> dict:
-    """What QNN built: the number of HTP ops and their QNN op types, from the op trace."""
+def _soc_name(soc_model: int) -> str | None:
+    from .targets import SOCS
+
+    return next((s.name for s in SOCS.values() if s.soc_model == soc_model), None)
+
+
+def _traced(trace_path: Path, binary_bytes: int) -> dict:
+    """The record's figures from QNN's op trace: HTP ops by type and the graph's cost."""
     import json
-    from collections import Counter
 
-    data = json.loads(Path(trace_path).read_text())
-    ops = [m for g in data.get("subgraph_traces", []) for m in g.get("op_mappings", [])]
-    types = Counter(m.get("dst_qnn_op_type", "?") for m in ops)
-    return {"htp_op_count": len(ops), "htp_op_types": dict(sorted(types.items()))}
+    cost = graph_cost(json.loads(Path(trace_path).read_text()), binary_bytes)
+    return {"op_trace": Path(trace_path).name, "htp_op_count": cost.htp_op_count, "htp_op_types": cost.op_types,
+            "graph_cost": cost}
+

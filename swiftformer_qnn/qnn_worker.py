@@ -1,11 +1,13 @@
 """Worker process run inside a QNN toolchain environment: `python -m swiftformer_qnn.qnn_worker`.
 
     probe   --result R.json                  what this environment imports; loads the HTP backend
-    compile --request Q.json --result R.json  compile a QDQ model to a context binary, and
-                                              optionally run it on the HTP emulator with a profile
+    compile --request Q.json --result R.json  compile a QDQ model to a context binary (`qnn.compile_model`,
+                                              which writes `compile.json`), and optionally run it
+                                              on the HTP emulator with a profile
 
-Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.errors` / `._atomic`
-(which keep to onnx and onnxruntime): a toolchain environment holds nothing else. Results go to a JSON file,
+Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.compile_record` /
+`.targets` / `.errors` / `._atomic` (which keep to onnx, onnxruntime and pydantic): a
+toolchain environment holds nothing else. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
 3 a known error (e.g. the HTP rejects an op), 4 an unexpected one; both still write the result.
 """
@@ -23,11 +25,8 @@ from pathlib import Path
 
 from ._atomic import write_text_atomic  # standard library only
 
-PROTOCOL = 1  # bump when the request/result format changes (it is part of the cache key)
-PROFILE_CSV = "htp_profile.csv"
-OP_TRACE_JSON = "qnn_op_trace.json"  # written by onnxruntime-qnn into the working directory
 HTP_OUTPUTS = "htp_outputs.npz"
-_PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx")
+_PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
 
 
 def environment() -> dict:
@@ -106,54 +105,36 @@ def _smoke_session() -> float:
 
 
 def compile_request(request: dict) -> dict:
-    """Compile `request["model"]`; with `inputs_npz`, also run the binary on the HTP emulator."""
+    """Compile `request["model"]` once (op trace included) into `out_dir`, which then holds the
+    context binary and its `compile.json`; with `inputs_npz`, also run the binary once on the
+    HTP emulator with QNN's detailed profile."""
     import numpy as np
 
-    from .qnn import HtpTarget, compile_context_binary, htp_session
+    from .compile_record import COMPILE_RECORD, CompiledModel
+    from .qnn import PROFILE_CSV, HtpTarget, compile_model, htp_session
 
     out = Path(request["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    os.chdir(out)  # onnxruntime-qnn writes the op trace JSON into the working directory
-    model = Path(request["model"])
+    os.chdir(out)  # older onnxruntime-qnn releases write the op trace into the working directory
     target = HtpTarget(
         soc_model=int(request["soc_model"]), htp_arch=int(request["htp_arch"]), fp16=bool(request.get("fp16"))
     )
-    result: dict = {"status": "ok", "protocol": PROTOCOL, "environment": environment()}
-    ctx = compile_context_binary(model, out / request["context_name"], target)
-    result.update(
-        ep_sdk_version=ctx.ep_sdk_version,
-        qnn_sdk_version=ctx.qnn_sdk_version,
-        compile_s=round(ctx.compile_s, 3),
-        context_onnx=ctx.context_onnx.name,
-        context_binary=ctx.context_binary.name,
-        context_binary_bytes=ctx.context_binary.stat().st_size,
-        source_nodes=ctx.source_nodes,
-    )
+    record = compile_model(Path(request["model"]), out, target, soc=request.get("soc"),
+                           model=CompiledModel(**(request.get("subject") or {})))
+    result: dict = {"status": "ok", "environment": environment(), "record": COMPILE_RECORD}
     inputs = request.get("inputs_npz")
     if inputs:
         with np.load(inputs) as data:
             feeds = {k: data[k] for k in data.files}
-        # The compiled binary itself, profiled: one NODE row per op the HTP executes.
-        session = htp_session(ctx.context_onnx, target, profile_csv=out / PROFILE_CSV)
+        # The compiled binary itself (loaded, not recompiled), profiled: one NODE row per
+        # HTP op; the op trace written at compile names each op's type and ONNX sources.
+        session = htp_session(out / record.context_onnx, target, profile_csv=out / PROFILE_CSV)
         names = [o.name for o in session.get_outputs()]
         outputs = session.run(None, feeds)
         del session  # the profile is flushed when the session goes away
         np.savez(out / HTP_OUTPUTS, **dict(zip(names, outputs, strict=True)))
         result["htp_outputs"] = HTP_OUTPUTS
         result["profile_csv"] = PROFILE_CSV if (out / PROFILE_CSV).is_file() else None
-        result["op_trace"] = None
-        if request.get("op_trace", True):
-            # A loaded context binary has no framework op trace, so the QDQ model is composed
-            # once more with the trace on; it maps each HTP op name to its QNN op type.
-            # The trace is written when the session is created, so it is not run. Releases
-            # without the trace (QNN 2.47) write nothing, which is not an error.
-            trace_csv = out / "op_trace_profile.csv"
-            session = htp_session(model, target, profile_csv=trace_csv, op_trace=True, op_trace_dir=out)
-            del session
-            for leftover in (trace_csv, out / "op_trace_profile_qnn.log"):
-                leftover.unlink(missing_ok=True)
-            if (out / OP_TRACE_JSON).is_file():
-                result["op_trace"] = OP_TRACE_JSON
     return result
 
 

@@ -835,28 +835,40 @@ def make_export_dir(
 ) -> Path:
     """An export directory with a manifest whose stages point at the given ONNX files.
 
-    Only what `profile` reads: simplify/model.sim.onnx, quantize/model.qdq.onnx,
-    verify/sample_input.npy, and the request (variant, precision, soc, input_shape, weights).
+    Only what `profile` reads: export (attention, opset), simplify/model.sim.onnx,
+    quantize/model.qdq.onnx, inputs/heldout.npy (one sample input), and the request (variant,
+    precision, soc, input_shape, weights). The stage results describe those files.
     """
     import shutil
 
     import numpy as np
+    import onnx
 
     from swiftformer_qnn.artifacts import MANIFEST_NAME, ExportManifest, FileRecord, StageRecord, sha256_file
+    from swiftformer_qnn.pipeline.onnx_export import op_histogram
+    from swiftformer_qnn.stage_results import (
+        ExportResults,
+        InputsResults,
+        ModelInputs,
+        QuantizeResults,
+        SimplifyResults,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"model.sim.onnx": sim, "model.qdq.onnx": qdq}
     for name, src in files.items():
         shutil.copyfile(src, out / name)
     x = sample_input if sample_input is not None else np.random.default_rng(0).standard_normal(input_shape)
-    np.save(out / "sample_input.npy", np.asarray(x, dtype=np.float32))
+    np.save(out / "heldout.npy", np.asarray(x, dtype=np.float32).reshape(1, *input_shape[1:]))
+    model = onnx.load(str(out / "model.sim.onnx"), load_external_data=False)
+    graph, types = model.graph, op_histogram(model)
 
-    def rec(stage: str, output: str | None, results: dict | None = None) -> StageRecord:
+    def rec(stage: str, output: str | None, results) -> StageRecord:
         outputs = {}
         if output:
             p = out / output
             outputs[output] = FileRecord(path=output, sha256=sha256_file(p), bytes=p.stat().st_size)
-        return StageRecord(name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results or {})
+        return StageRecord(name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results)
 
     manifest = ExportManifest(
         request_key=request_key or f"handmade-{variant}-{precision}-{'x'.join(map(str, input_shape))}",
@@ -866,10 +878,14 @@ def make_export_dir(
         },
         tools={},
         stages=[
-            rec("export", None, {"opset": 20, "attention": "normalize"}),
-            rec("simplify", "model.sim.onnx"),
-            rec("quantize", "model.qdq.onnx"),
-            rec("verify", "sample_input.npy"),
+            rec("export", None, ExportResults(opset=20, nodes=len(graph.node), op_types=types,
+                                              input=graph.input[0].name, output=graph.output[0].name,
+                                              attention="normalize", weights={"source": "realistic-random"})),
+            rec("simplify", "model.sim.onnx", SimplifyResults(nodes_before=len(graph.node), nodes=len(graph.node),
+                                                              op_types=types)),
+            rec("inputs", "heldout.npy", InputsResults(heldout=ModelInputs(
+                count=1, shape=list(input_shape[1:]), what="one sample input made by the test stand-in"))),
+            rec("quantize", "model.qdq.onnx", QuantizeResults(precision=precision, quantized=precision != "fp16")),
         ],
     )
     (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))

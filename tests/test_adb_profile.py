@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def phone_export(tmp_path_factory) -> Path:
     """A real export of the encoder block, compiled to a QNN context binary for SM8550."""
+    from swiftformer_qnn.compile_record import CompiledModel
     from swiftformer_qnn.pipeline.compile import COMPILE_OUTPUTS, compile_stage
     from swiftformer_qnn.qnn import HtpTarget
 
@@ -46,7 +47,9 @@ def phone_export(tmp_path_factory) -> Path:
     out = make_export_dir(d / "encoder", qdq=m["qdq"], sim=m["sim"], variant="encoder", precision="w8a8",
                           input_shape=list(get_variant("encoder").input_shape(32)))
     (out / "compile").mkdir()
-    results = compile_stage(out / "model.qdq.onnx", out / "compile", HtpTarget())
+    results = compile_stage(out / "model.qdq.onnx", out / "compile", HtpTarget(), soc="sm8550",
+                            subject=CompiledModel(variant="encoder", precision="w8a8",
+                                                  input_shape=list(get_variant("encoder").input_shape(32))))
     manifest = read_manifest(out)
     outputs = {n: FileRecord(path=f"compile/{n}", sha256=sha256_file(out / "compile" / n),
                              bytes=(out / "compile" / n).stat().st_size) for n in COMPILE_OUTPUTS}

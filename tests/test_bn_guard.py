@@ -121,7 +121,7 @@ def test_compile_of_a_corrupting_qdq_graph_rewrites_it_and_says_so(tmp_path):
 
     qdq = _one_bn_qdq(tmp_path, 4)
     result = run_compile(CompileRequest(qdq, output_dir=tmp_path / "out", use_cache=False))
-    guard = result.manifest.stage("compile").results["bn_guard"]
+    guard = result.manifest.stage("compile").results.bn_guard
     assert guard["corrupted_predicted"][0] | {"folded_bias": None} == {
         "node": "bn", "channels": [0], "folded_bias": None, "action": "rewritten"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -143,16 +143,16 @@ def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
     """A binary compiled without the guard: verify fails on the SQNR gap and names the op."""
     from swiftformer_qnn.errors import QuantizationFidelityError
     from swiftformer_qnn.pipeline.verify import verify_fidelity
-    from swiftformer_qnn.qnn import HtpTarget, compile_context_binary
+    from swiftformer_qnn.qnn import HtpTarget, compile_model
     from swiftformer_qnn.targets import Precision
 
     qdq = _one_bn_qdq(tmp_path, 4)
     (tmp_path / "ctx").mkdir()
-    compile_context_binary(qdq, tmp_path / "ctx" / "m.ctx.onnx", HtpTarget())
+    compile_model(qdq, tmp_path / "ctx", HtpTarget())  # the EP directly: no guard
     heldout = np.random.default_rng(3).standard_normal((4, 4, 8, 8)).astype(np.float32)
     fp32 = run_cpu(tmp_path / "bn4.onnx", heldout)
     with pytest.raises(QuantizationFidelityError) as err:
-        verify_fidelity(fp32, qdq, tmp_path / "ctx" / "m.ctx.onnx", heldout, HtpTarget(), Precision.W8A8,
+        verify_fidelity(fp32, qdq, tmp_path / "ctx" / "model.ctx.onnx", heldout, HtpTarget(), Precision.W8A8,
                         classify=False, min_sqnr=10)
     text = err.value.one_line()
     assert "on 4 held-out inputs" in text and "dB below CPU QDQ vs fp32" in text

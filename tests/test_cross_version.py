@@ -3,7 +3,6 @@ workers beside a real compile, and (slow) real compiles with every QNN toolchain
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -14,11 +13,17 @@ from qdq_fixtures import make_qdq_model
 from toolchain_fakes import CRASHING_WORKER, REJECTING_WORKER, make_fake_toolchain, user_toolchains_root
 from typer.testing import CliRunner
 
-from swiftformer_qnn.artifacts import StageCache, StageRecord, sha256_file
+from swiftformer_qnn.artifacts import StageCache, sha256_file
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.cli.versions_table import render_markdown, table_rows
+from swiftformer_qnn.compile_record import (
+    COMPILE_FAILURE,
+    COMPILE_RECORD,
+    CompileRecord,
+    read_compile_failure,
+    read_compile_record,
+)
 from swiftformer_qnn.cross_version import (
-    FAILURE_NAME,
-    MANIFEST_NAME,
     CrossVersionReport,
     Fidelity,
     VersionResult,
@@ -27,8 +32,6 @@ from swiftformer_qnn.cross_version import (
     diff_op_types,
     fidelity,
     read_report,
-    render_markdown,
-    table_rows,
 )
 from swiftformer_qnn.errors import ToolchainError, UsageError
 from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain_spec, install_toolchain
@@ -73,40 +76,44 @@ def test_diff_op_types_lists_changes_biggest_first():
     assert diff_op_types(before, dict(before)) == []
 
 
-def _version(v: str, status="ok", types=None, source="qnn_op_trace", names=None, **kw) -> VersionResult:
+def _version(v: str, status="ok", types=None, names=None, **kw) -> VersionResult:
+    """A version's result; `types=None` is a QNN release without an op trace (2.47)."""
     spec = get_toolchain_spec(v)
-    names = names if names is not None else [f"op{i}" for i in range(sum((types or {"Conv2d": 3}).values()))]
     if status != "ok":
         return VersionResult(
             qnn_version=spec.qnn_version, onnxruntime_qnn=spec.onnxruntime_qnn, onnxruntime=spec.onnxruntime,
             status=status, error=kw.pop("error", "boom"),
         )  # fmt: skip
+    record = CompileRecord(
+        qnn_version=spec.qnn_version, ep_sdk_version=f"v{spec.qnn_version}.260101000000",
+        onnxruntime=spec.onnxruntime, onnxruntime_qnn=spec.onnxruntime_qnn, soc="sm8550", soc_model=43, htp_arch=73,
+        fp16=False, model_sha256="0" * 64, compile_s=1.0, context_binary_bytes=4_140_000,
+        context_binary_sha256=f"{spec.qnn_version:0>64}"[-64:],
+        op_trace="qnn_op_trace.json" if types is not None else None,
+        htp_op_count=sum(types.values()) if types is not None else None, htp_op_types=types,
+    )  # fmt: skip
     return VersionResult(
         qnn_version=spec.qnn_version,
         onnxruntime_qnn=spec.onnxruntime_qnn,
         onnxruntime=spec.onnxruntime,
         status="ok",
-        htp_ops=len(names),
-        htp_op_names=names,
-        op_type_counts=types or {"Conv2d": 3},
-        op_types_from=source,
-        compile_s=1.0,
-        context_binary_bytes=4_140_000,
+        compile=record,
+        emulated_op_names=names if names is not None else [f"op{i}" for i in range(3)],
         fidelity=Fidelity(max_abs_diff=0.3, cosine=0.998, sqnr_db=23.9),
         **kw,
     )
 
 
-def test_consecutive_diffs_skip_failed_versions_and_do_not_compare_guessed_types():
+def test_consecutive_diffs_skip_failed_versions_and_need_an_op_trace_for_types():
     versions = [
-        _version("2.47", types={"Conv": 3}, source="op_names", names=["a", "b", "c"]),
+        _version("2.47", types=None, names=["a", "b", "c"]),
         _version("2.48", types={"Conv2d": 3}, names=["a", "b", "c"]),
         _version("2.49", status="crashed"),
         _version("2.50", types={"Conv2d": 2, "Dequantize": 2}, names=["a", "b", "x_dequant_in", "y"]),
     ]
     diffs = consecutive_diffs(versions)
     assert [(d.before, d.after) for d in diffs] == [("2.47.0", "2.48.40"), ("2.48.40", "2.50.40")]
-    assert diffs[0].op_type_changes is None  # guessed ONNX types vs QNN op types
+    assert diffs[0].op_type_changes is None and diffs[0].htp_ops_before is None  # 2.47: no op trace
     assert diffs[0].ops_added == [] and diffs[0].ops_removed == []
     assert [(c.op_type, c.before, c.after) for c in diffs[1].op_type_changes] == [
         ("Dequantize", 0, 2),
@@ -125,7 +132,7 @@ def _report(versions) -> CrossVersionReport:
 
 def test_table_and_markdown_show_every_version_and_what_changed():
     versions = [
-        _version("2.47", types={"Conv": 3}, source="op_names", names=["a", "b", "c"]),
+        _version("2.47", types=None, names=["a", "b", "c"]),
         _version("2.48", types={"Conv2d": 3}, names=["a", "b", "c"], cached=True),
         _version("2.49", status="failed", error="HtpUnsupportedError: The QNN HTP rejects 1 node(s)"),
         _version("2.51", types={"Conv2d": 2, "Gelu": 1}, names=["a", "b", "g"]),
@@ -141,6 +148,7 @@ def test_table_and_markdown_show_every_version_and_what_changed():
     md = render_markdown(report)
     assert md.count("\n| 2.") == 4 and "nothing here is device latency" in md
     assert "2.48.40 -> 2.51.0: HTP ops 3 -> 3; 1 op name(s) added, 1 removed (e.g. +g, -c)" in md
+    assert rows["2.47.0"]["HTP ops"] == "-" and rows["2.48.40"]["HTP ops"] == "3"
     again = CrossVersionReport.model_validate_json(report.model_dump_json())
     assert again == report
 
@@ -189,20 +197,23 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
     assert by["2.50.40"].status == "failed" and "reports QNN 2.51.0, expected 2.50.40" in by["2.50.40"].error
     assert "toolchains install 2.50 --force" in by["2.50.40"].error
     for v in ("2.47.0", "2.48.40", "2.49.40", "2.50.40"):
-        saved = json.loads((out / f"qnn-{v}" / FAILURE_NAME).read_text())
-        assert saved["status"] == by[v].status and saved["error"] == by[v].error
+        saved = read_compile_failure(out / f"qnn-{v}" / COMPILE_FAILURE)
+        assert (saved.status, saved.error) == (by[v].status, by[v].error)
+        assert not (out / f"qnn-{v}" / COMPILE_RECORD).exists()
 
     ok = by["2.51.0"]
-    assert ok.status == "ok" and not ok.cached and ok.ep_sdk_version.startswith("v2.51.0")
     d = out / ok.directory
-    record = StageRecord.model_validate_json((d / MANIFEST_NAME).read_text())
-    for name, rec in record.outputs.items():
-        assert sha256_file(d / name) == rec.sha256
-    ctx, binary = "xs_64_w8a8.qdq_ctx.onnx", "xs_64_w8a8.qdq_ctx_qnn.bin"
-    assert {ctx, binary, "htp_profile.csv", "qnn_op_trace.json"} <= set(os.listdir(d))
-    assert ok.context_binary_bytes == (d / binary).stat().st_size
-    assert ok.op_types_from == "qnn_op_trace" and ok.htp_ops == sum(ok.op_type_counts.values()) > 50
-    assert ok.op_type_counts.get("Conv2d", 0) > 0 and "unknown" not in ok.op_type_counts
+    assert ok.status == "ok" and not ok.cached and ok.compile == read_compile_record(d / COMPILE_RECORD)
+    c = ok.compile
+    assert c.ep_sdk_version.startswith("v2.51.0") and c.qnn_version == "2.51.0" and c.onnxruntime_qnn == "2.7.0"
+    assert c.model_sha256 == sha256_file(xs_qdq) and c.soc == "sm8550"
+    assert {"model.ctx.onnx", "model.ctx_qnn.bin", "qnn_profile.csv", "qnn_op_trace.json"} <= set(os.listdir(d))
+    assert c.context_binary_bytes == (d / "model.ctx_qnn.bin").stat().st_size
+    assert c.context_binary_sha256 == sha256_file(d / "model.ctx_qnn.bin")
+    assert c.htp_op_count == sum(c.htp_op_types.values()) > 50
+    assert c.htp_op_types.get("Conv2d", 0) > 0 and "unknown" not in c.htp_op_types
+    # The emulator ran the ops the compile traced: one compile, one op list.
+    assert len(ok.emulated_op_names) == c.htp_op_count
     assert ok.fidelity.cosine > 0.95 and ok.fidelity.sqnr_db > 10
     assert report.diffs == []  # one version compiled: nothing to compare
     assert read_report(out) == report
@@ -219,8 +230,9 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
 def test_compile_only_without_the_emulator(xs_qdq, tmp_path):
     report = compile_across_versions(xs_qdq, ["2.51"], tmp_path / "out", emulate=False, cache=StageCache(tmp_path / "c"))
     (v,) = report.versions
-    assert v.status == "ok" and v.htp_ops is None and v.fidelity is None and v.context_binary_bytes > 0
-    assert not (tmp_path / "out" / v.directory / "htp_profile.csv").exists()
+    assert v.status == "ok" and v.fidelity is None and v.emulated_op_names == []
+    assert v.compile.context_binary_bytes > 0 and v.compile.htp_op_count > 50  # the op trace needs no emulator
+    assert not (tmp_path / "out" / v.directory / "qnn_profile.csv").exists()
 
 
 def test_bad_requests_fail_before_any_work(xs_qdq, tmp_path):
@@ -282,12 +294,16 @@ def _check_real_report(report: CrossVersionReport, out: Path) -> None:
     assert [v.status for v in report.versions] == ["ok"] * len(TOOLCHAINS), [v.error for v in report.versions]
     binaries = set()
     for v in report.versions:
-        assert v.ep_sdk_version.startswith(f"v{v.qnn_version}.")
-        # QNN 2.47 writes no framework op trace; its op types are guessed from op names.
-        assert v.op_types_from == ("op_names" if v.qnn_version == "2.47.0" else "qnn_op_trace")
-        assert v.htp_ops > 50 and v.fidelity.cosine > 0.95
-        manifest = StageRecord.model_validate_json((out / v.directory / MANIFEST_NAME).read_text())
-        binaries.add(next(r.sha256 for n, r in manifest.outputs.items() if n.endswith("_qnn.bin")))
+        c = v.compile
+        assert c == read_compile_record(out / v.directory / COMPILE_RECORD)
+        assert c.ep_sdk_version.startswith(f"v{v.qnn_version}.") and c.qnn_version == v.qnn_version
+        # QNN 2.47 writes no framework op trace: no HTP op count, rather than a guess.
+        if v.qnn_version == "2.47.0":
+            assert c.op_trace is None and c.htp_op_count is None
+        else:
+            assert c.htp_op_count > 50 and len(v.emulated_op_names) == c.htp_op_count
+        assert v.fidelity.cosine > 0.95
+        binaries.add(c.context_binary_sha256)
     assert len(binaries) == len(TOOLCHAINS)  # each QNN version wrote its own context binary
     assert [(d.before, d.after) for d in report.diffs] == [
         (a.qnn_version, b.qnn_version) for a, b in zip(TOOLCHAINS, TOOLCHAINS[1:], strict=False)
@@ -312,4 +328,4 @@ def test_l1_w8a8_table_across_every_qnn_version(tmp_path):
     report = compile_across_versions(model, "all", out, toolchains_root=root, cache=StageCache(tmp_path / "c"))
     print("\n" + render_markdown(report))
     _check_real_report(report, out)
-    assert all(v.htp_ops > 200 for v in report.versions)
+    assert all(v.compile.htp_op_count > 200 for v in report.versions if v.qnn_version != "2.47.0")

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.compile_record import read_compile_record
 
 runner = CliRunner()
 
@@ -17,8 +18,9 @@ def test_export_encoder_block_through_the_cli(tmp_path):
     res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
                               "--heldout-count", "2", "--output-dir", str(out)], env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
-    # The stage table fits 80 columns with every stage's time whole.
+    # The stage table fits 80 columns, in one piece, with every stage's time whole.
     assert all(len(line) <= 80 for line in res.stdout.splitlines()), res.stdout
+    assert res.stdout.count("┏") == 1, res.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(f"{s['wall_s']:.2f}" in res.stdout for s in manifest["stages"]), res.stdout
     assert "WEIGHTS: RANDOM" in res.output
@@ -64,8 +66,8 @@ def test_compile_an_existing_qdq_model(tmp_path):
     out = tmp_path / "ctx"
     res = runner.invoke(app, ["compile", str(export_dir / "model.qdq.onnx"), "--soc", "8gen3", "--output-dir", str(out)])
     assert res.exit_code == 0, res.output
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stages"][0]["results"]["soc_model"] == 57 and manifest["stages"][0]["results"]["htp_arch"] == 75
+    compiled = read_compile_record(out / "compile.json")
+    assert (compiled.soc, compiled.soc_model, compiled.htp_arch) == ("sm8650", 57, 75)
     assert (out / "model.ctx_qnn.bin").stat().st_size > 0
     # `profile --from` needs an export (it attributes ops to the variant's blocks): the hint says so
     # instead of suggesting the compile directory, which profile refuses.

@@ -320,12 +320,14 @@ def test_outputs_are_files_of_their_own_and_reuse_verifies_every_hash(tmp_path):
 
 def test_stale_temporary_directories_in_the_cache_are_cleaned(tmp_path):
     cache = StageCache(root=tmp_path)
-    stale = cache.root / "export" / f".abc.tmp-{_dead_pid()}-x"
+    from swiftformer_qnn.stage_results import SimplifyResults
+
+    stale = cache.root / "simplify" / f".abc.tmp-{_dead_pid()}-x"
     stale.mkdir(parents=True)
-    cache.run("export", options={"n": 1}, inputs={}, produce=lambda d: (d / "o").write_text("o") and {},
-              outputs=("o",))
+    cache.run("simplify", options={"n": 1}, inputs={}, outputs=("o",),
+              produce=lambda d: (d / "o").write_text("o") and SimplifyResults(nodes_before=1, nodes=1, op_types={}))
     assert not stale.exists()
-    assert [p.name for p in (cache.root / "export").iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in (cache.root / "simplify").iterdir() if p.name.startswith(".")] == []
 
 
 # --------------------------------------------------------------------------- images
@@ -484,8 +486,8 @@ def test_a_truncated_jpeg_in_the_heldout_folder_exits_0_and_says_so(tmp_path):
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
     inputs = read_manifest(tmp_path / "o").stage("inputs").results
-    assert inputs["heldout"]["count"] == 2 and len(inputs["heldout"]["skipped"]) == 1
-    assert any("Only 2 usable held-out image(s)" in n for n in inputs["notes"])
+    assert inputs.heldout.count == 2 and len(inputs.heldout.skipped) == 1
+    assert any("Only 2 usable held-out image(s)" in n for n in inputs.notes)
 
 
 # --------------------------------------------------------------------------- other inputs
@@ -685,3 +687,18 @@ def test_an_unexpected_error_echoing_a_token_is_scrubbed_on_screen_and_in_the_fi
     assert "0123456789abcdef" not in line and "[redacted]" in line
     (log,) = (tmp_path / "cache" / "logs").iterdir()
     assert "0123456789abcdef" not in log.read_text() and "RuntimeError" in log.read_text()
+
+
+def test_temp_dirs_of_older_versions_are_removed_once_a_day_old(tmp_path):
+    cache = StageCache(root=tmp_path)
+    from swiftformer_qnn.stage_results import SimplifyResults
+
+    d = cache.root / "simplify"
+    old, fresh = d / f".{'a' * 32}.k2j_x9q1", d / f".{'b' * 32}.p0o9i8u7"
+    for t in (old, fresh):
+        t.mkdir(parents=True)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    cache.run("simplify", options={"n": 2}, inputs={}, outputs=("o",),
+              produce=lambda w: (w / "o").write_text("o") and SimplifyResults(nodes_before=1, nodes=1, op_types={}))
+    assert not old.exists() and fresh.exists()  # a run of an older version may still be writing the fresh one

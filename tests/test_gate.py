@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from gate_sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 
-from swiftformer_qnn.artifacts import ExportManifest, StageRecord
+from swiftformer_qnn.compile_record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
 from swiftformer_qnn.errors import ProfileError, UsageError
 from swiftformer_qnn.gate import (
-    CompileStructure,
+    FoundCompile,
+    FoundFailure,
     GateRules,
     GateVerdict,
     MetricStatus,
@@ -27,6 +28,7 @@ from swiftformer_qnn.gate import (
     load_rules,
     parse_fraction,
     parse_overrides,
+    read_compile_side,
     read_compile_structure,
     render_junit,
     render_markdown,
@@ -378,72 +380,81 @@ def test_simulation_is_reproducible():
 # ---------------------------------------------------------------- structure
 
 
-def _manifest(tmp_path, name, **results):
-    stage = StageRecord(name="compile", key="k", wall_s=1.0, results=results)
-    m = ExportManifest(request_key="r", request={"variant": "l1"}, tools={}, stages=[stage])
-    path = tmp_path / name / "manifest.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(m.model_dump_json())
-    return path
+def _record(**changes) -> CompileRecord:
+    """A compile record shaped like the committed L1 one (figures of its size, not of a compile)."""
+    fields = dict(
+        qnn_version="2.51.0", ep_sdk_version="v2.51.0.260929181845", onnxruntime="1.31.1", onnxruntime_qnn="2.7.0",
+        soc="sm8550", soc_model=43, htp_arch=73, fp16=False,
+        model=CompiledModel(variant="l1", precision="w8a8", input_shape=[1, 3, 224, 224]),
+        model_sha256="a" * 64, compile_s=1.4, context_binary_bytes=10_000, context_binary_sha256="b" * 64,
+        op_trace="qnn_op_trace.json", htp_op_count=400, htp_op_types={"Conv2d": 300, "Gelu": 100},
+    )
+    return CompileRecord(**{**fields, **changes})
 
 
-def test_compile_structure_from_an_export_manifest_and_a_plain_json(tmp_path):
-    p = _manifest(tmp_path, "a", qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=412,
-                  context_binary_bytes=13_000_000)
-    assert read_compile_structure(p.parent) == CompileStructure(
-        qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=412, context_binary_bytes=13_000_000, path=str(p),
-        variant="l1")
-    plain = tmp_path / "plain.json"
-    plain.write_text(json.dumps({"compile": {"qnn_sdk_version": "2.52.0", "htp_fraction": 0.98,
-                                             "htp_op_count": 400, "context_binary_bytes": 1}}))
-    assert read_compile_structure(plain).qnn_version == "2.52.0"
+def _found(record: CompileRecord, name: str = "x") -> FoundCompile:
+    return FoundCompile(record, Path(name) / "compile.json")
 
 
-def test_an_old_manifest_without_the_htp_op_count_falls_back_to_htp_nodes(tmp_path):
-    # Compile stages before the op trace count recorded htp_nodes (ONNX nodes in the QNN graph).
-    p = _manifest(tmp_path, "c", qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_nodes=388, source_nodes=388,
-                  context_binary_bytes=5)
-    old = read_compile_structure(p)
-    assert (old.htp_op_count, old.op_count_basis) == (388, "htp_nodes")
-    v = gate_structure(old, [old.model_copy(update={"qnn_version": "2.52.0"})], GateRules())
-    assert v.passed and any("htp_nodes" in n and "both sides" in n for n in v.notes)  # the verdict says so
-    # ONNX nodes and HTP ops are different quantities: never compared with each other.
-    new = old.model_copy(update={"op_count_basis": "qnn_op_trace", "htp_op_count": 120})
-    for b, c in ((old, new), (new, old)):
-        with pytest.raises(ProfileError, match="htp_nodes"):
-            gate_structure(b, [c], GateRules())
+def _write(directory: Path, record: CompileRecord) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_compile_record(directory, record)
+
+
+def test_compile_records_are_found_in_directories_and_files(tmp_path):
+    one = _write(tmp_path / "build" / "l1", _record())
+    _write(tmp_path / "build" / "encoder", _record(model=CompiledModel(variant="encoder")))
+    (tmp_path / "build" / "l1" / "qnn-versions").mkdir()  # an export's own compile stands for its directory
+    assert read_compile_structure(one.parent).record == _record()
+    assert read_compile_structure(one).path == one
+    assert [c.identity("variant") for c in read_compile_side([tmp_path / "build"]).compiles] == ["encoder", "l1"]
+    with pytest.raises(UsageError, match="holds 2 compiles"):
+        read_compile_structure(tmp_path / "build")
+    with pytest.raises(ProfileError, match="no compile.json below"):
+        read_compile_side([tmp_path / "build" / "l1" / "qnn-versions"])
+
+
+def test_a_record_of_another_format_is_refused_naming_the_field(tmp_path):
+    path = _write(tmp_path / "a", _record())
+    data = json.loads(path.read_text())
+    data["htp_fraction"] = 1.0  # the figure that could not fail, from before the CompileRecord
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=r"compile.json: not a valid compile record \(htp_fraction"):
+        read_compile_structure(path)
+    del data["htp_fraction"], data["context_binary_bytes"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="context_binary_bytes"):
+        read_compile_structure(path)
 
 
 def test_compiles_of_different_variants_are_refused_unless_allowed():
-    base = CompileStructure(qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1,
-                            variant="l1")
-    xs = base.model_copy(update={"variant": "xs"})
+    base = _found(_record())
+    xs = _found(_record(model=CompiledModel(variant="xs")), "xs")
     with pytest.raises(ProfileError, match="variant: l1 -> xs"):
         gate_structure(base, [xs], GateRules())
     assert gate_structure(base, [xs], GateRules(), allow_mismatch=True).mismatches == ["2.51.0: variant: l1 -> xs"]
-    assert gate_structure(base, [base.model_copy(update={"variant": None})], GateRules()).passed  # unknown: compared
-
-
-def test_compile_manifest_without_the_figures_is_refused(tmp_path):
-    p = _manifest(tmp_path, "b", qnn_sdk_version="2.51.0", htp_fraction=1.0)
-    with pytest.raises(ProfileError, match="compile.htp_op_count"):
-        read_compile_structure(p)
+    assert gate_structure(base, [_found(_record(model=CompiledModel()), "y")], GateRules()).passed  # unknown
 
 
 def test_structure_gate_rules():
-    base = CompileStructure(qnn_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=10_000)
-    same = base.model_copy(update={"qnn_version": "2.52.0"})
-    fell_off = base.model_copy(update={"qnn_version": "2.53.0", "htp_fraction": 0.97})
-    grew = base.model_copy(update={"qnn_version": "2.54.0", "htp_op_count": 430, "context_binary_bytes": 10_300})
-    leaner = base.model_copy(update={"qnn_version": "2.55.0", "htp_op_count": 380})
-    v = gate_structure(base, [same, fell_off, grew, leaner], GateRules())
+    base = _found(_record())
+    same = _found(_record(qnn_version="2.52.0"), "a")
+    grew = _found(_record(qnn_version="2.54.0", htp_op_count=430, context_binary_bytes=10_300), "b")
+    leaner = _found(_record(qnn_version="2.55.0", htp_op_count=380), "c")
+    untraced = _found(_record(qnn_version="2.47.0", op_trace=None, htp_op_count=None, htp_op_types=None), "d")
+    failed = FoundFailure(CompileFailure(qnn_version="2.53.0", onnxruntime_qnn="2.9.0", onnxruntime="1.31.1",
+                                         status="failed", error="HtpUnsupportedError: Gelu"), Path("e"))
+    v = gate_structure(base, [same, grew, leaner, untraced], GateRules(), failures=[failed])
     m = by_metric(v)
-    assert m["htp_fraction@2.52.0"].status is MetricStatus.UNCHANGED
-    assert m["htp_fraction@2.53.0"].status is MetricStatus.REGRESSION
+    assert m["htp_op_count@2.52.0"].status is MetricStatus.UNCHANGED
     assert m["htp_op_count@2.54.0"].status is MetricStatus.REGRESSION  # +7.5% > 5%
     assert m["context_binary_bytes@2.54.0"].status is MetricStatus.UNCHANGED  # +3% <= 5%
     assert m["htp_op_count@2.55.0"].status is MetricStatus.IMPROVEMENT
-    assert {r.metric for r in v.failures} == {"htp_fraction@2.53.0", "htp_op_count@2.54.0"}
+    assert m["htp_op_count@2.47.0"].status is MetricStatus.MISSING_IN_CANDIDATE and "no op trace" in (
+        m["htp_op_count@2.47.0"].reason)
+    assert {r.metric for r in v.failures} == {"htp_op_count@2.54.0", "compile@2.53.0"}
+    assert any("CPU fallback disabled: every node is on the HTP" in n for n in v.notes)
+    assert not any("htp_fraction" in r.metric for r in v.results)  # no figure that cannot fail
     assert gate_structure(base, [same], GateRules()).passed
 
 
@@ -471,56 +482,41 @@ def _copy_tree(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_structure_reads_the_export_and_its_cross_version_outputs(compiled):
+def test_the_export_and_the_toolchain_worker_write_the_same_record(compiled):
     from swiftformer_qnn.gate import read_compile_side
-    from swiftformer_qnn.qnn import htp_ops_from_trace
 
-    results = compiled["manifest"].stage("compile").results
-    export = read_compile_side([compiled["export"]]).structures
-    assert len(export) == 1
-    e = export[0]
-    assert (e.htp_op_count, e.op_count_basis, e.htp_op_types) == (results["htp_op_count"], "qnn_op_trace",
-                                                                   results["htp_op_types"])
-    assert (e.variant, e.precision, e.soc, e.input_shape) == ("encoder", "w8a8", "sm8550", [1, 96, 16, 16])
-    assert e.htp_fraction == 1.0 and "CPU fallback disabled" in e.htp_coverage_basis
-    assert e.htp_op_count < results["source_nodes"]  # HTP ops, not the ONNX nodes (htp_nodes)
-
-    (cross,) = read_compile_side([compiled["versions"]]).structures  # cross_version.json
-    version = compiled["report"].version(cross.qnn_version)
-    assert cross.op_count_basis == "emulator_profile" and cross.htp_op_count == version.htp_ops
-    assert cross.context_binary_bytes == version.context_binary_bytes
-    # What was compiled comes from the export the qnn-versions directory belongs to.
-    assert (cross.variant, cross.precision, cross.soc, cross.input_shape) == (e.variant, e.precision, e.soc,
-                                                                              e.input_shape)
-
-    version_dir = compiled["versions"] / version.directory
-    (record,) = read_compile_side([version_dir]).structures  # qnn-<version>/compile.json and its op trace
-    assert record.op_count_basis == "qnn_op_trace"
-    assert record.htp_op_count == htp_ops_from_trace(version_dir / "qnn_op_trace.json")["htp_op_count"]
-    # The emulator's profile and QNN's op trace count the same HTP ops, as does the export's compile.
-    assert record.htp_op_count == cross.htp_op_count == e.htp_op_count
+    (e,) = read_compile_side([compiled["export"]]).compiles
+    assert e.record == CompileRecord.model_validate(compiled["manifest"].stage("compile").results)
+    assert (e.identity("variant"), e.identity("precision"), e.identity("soc"), e.identity("input_shape")) == (
+        "encoder", "w8a8", "sm8550", [1, 96, 16, 16])
+    (w,) = read_compile_side([compiled["versions"]]).compiles  # qnn-<version>/compile.json
+    assert w.path.parent.name == f"qnn-{w.qnn_version}"
+    assert w.record == compiled["report"].versions[0].compile
+    version_dir = w.path.parent
+    trace = json.loads((version_dir / "qnn_op_trace.json").read_text())
+    assert w.record.htp_op_count == sum(len(g["op_mappings"]) for g in trace["subgraph_traces"])
+    # The same model compiled by the same QNN in two places: the same record but for time and binary bytes.
+    timeless = {"compile_s", "context_binary_sha256"}  # QNN writes a run-specific binary: same size, other bytes
+    assert w.record.model_dump(exclude=timeless) == e.record.model_dump(exclude=timeless)
 
     v = gate_manifests([compiled["export"]], [compiled["versions"]], GateRules())
-    assert v.passed and [r.metric for r in v.results] == ["htp_fraction", "htp_op_count", "context_binary_bytes"]
+    assert v.passed and [r.metric for r in v.results] == ["htp_op_count", "context_binary_bytes"]
     assert v.candidate.variant == "encoder"
 
 
 def test_structure_regressions_on_real_compile_output(compiled, tmp_path):
-    from swiftformer_qnn.cross_version import REPORT_NAME, read_report
-
-    cand = _copy_tree(compiled["versions"], tmp_path / "build" / "encoder-16" / "qnn-versions")
-    _copy_tree(compiled["export"], tmp_path / "export-copy")  # not the candidate's export: no identity
-    report = read_report(cand)
-    ok = report.versions[0]
-    grown = ok.model_copy(update={"qnn_version": "2.52.0", "htp_ops": ok.htp_ops + 3,
-                                  "context_binary_bytes": ok.context_binary_bytes * 2})
-    broken = ok.model_copy(update={"qnn_version": "2.53.0", "status": "failed", "error": "HtpUnsupportedError: Gelu"})
-    report = report.model_copy(update={"versions": [ok, grown, broken]})
-    (cand / REPORT_NAME).write_text(report.model_dump_json())
+    cand = _copy_tree(compiled["versions"], tmp_path / "qnn-versions")
+    ok = read_compile_structure(next(cand.glob("qnn-*"))).record
+    _write(cand / "qnn-2.52.0", ok.model_copy(update={"qnn_version": "2.52.0", "htp_op_count": ok.htp_op_count + 3,
+                                                      "context_binary_bytes": ok.context_binary_bytes * 2}))
+    (cand / "qnn-2.53.0").mkdir()
+    failure = CompileFailure(qnn_version="2.53.0", onnxruntime_qnn="2.9.0", onnxruntime="1.31.1", status="failed",
+                             error="HtpUnsupportedError: Gelu", model=ok.model)
+    (cand / "qnn-2.53.0" / "compile_failed.json").write_text(failure.model_dump_json())
     v = gate_manifests([compiled["export"]], [cand], GateRules())
     m = by_metric(v)
     assert not v.passed and m[f"htp_op_count@{ok.qnn_version}"].status is MetricStatus.UNCHANGED
-    growth = 3 / ok.htp_ops
+    growth = 3 / ok.htp_op_count
     assert m["htp_op_count@2.52.0"].fails is (growth > 0.05)
     assert m["context_binary_bytes@2.52.0"].fails and "+100.0%" in m["context_binary_bytes@2.52.0"].reason
     assert m["compile@2.53.0"].fails and "Gelu" in m["compile@2.53.0"].reason
@@ -533,25 +529,20 @@ def test_structure_baseline_from_a_cross_version_entry_then_gate_against_it(comp
     from swiftformer_qnn.gate import update_structure_baseline
 
     two = _copy_tree(compiled["versions"], tmp_path / "two" / "qnn-versions")
-    data = json.loads((two / "cross_version.json").read_text())
-    data["versions"].append({**data["versions"][0], "qnn_version": "2.52.0"})
-    (two / "cross_version.json").write_text(json.dumps(data))
+    ok = read_compile_structure(next(two.glob("qnn-*"))).record
+    _write(two / "qnn-2.52.0", ok.model_copy(update={"qnn_version": "2.52.0"}))
     with pytest.raises(UsageError, match="holds 2 compiles"):
         update_structure_baseline(two, root=tmp_path / "baselines")
     version_dir = compiled["versions"] / compiled["report"].versions[0].directory
     done = update_structure_baseline(version_dir, root=tmp_path / "baselines", note="QNN 2.51 compile")
     assert done.directory.name == "compile-encoder-w8a8-sm8550-qnn2-51-0"
-    assert sorted(p.name for p in done.directory.iterdir()) == ["baseline.json", "compile.json", "structure.json"]
+    assert sorted(p.name for p in done.directory.iterdir()) == ["baseline.json", "compile.json"]
+    assert (done.directory / "compile.json").read_bytes() == (version_dir / "compile.json").read_bytes()
     assert (done.record.variant, done.record.device, done.record.input_shape) == ("encoder", "sm8550", [1, 96, 16, 16])
     v = gate_manifests([done.directory], [compiled["versions"]], GateRules())
     assert v.passed and v.baseline.variant == "encoder"
-    # The baseline keeps its figures (structure.json) without the op trace it was counted from.
-    assert read_compile_structure(done.directory).htp_op_count == compiled["report"].versions[0].htp_ops
     # Another variant's compile may not replace it.
-    xs = _copy_tree(compiled["export"], tmp_path / "xs-export")
-    manifest = ExportManifest.model_validate_json((xs / "manifest.json").read_text())
-    (xs / "manifest.json").write_text(manifest.model_copy(
-        update={"request": {**manifest.request, "variant": "xs"}}).model_dump_json())
+    xs = _write(tmp_path / "xs-export", ok.model_copy(update={"model": CompiledModel(variant="xs")}))
     with pytest.raises(ProfileError, match="baseline of something else"):
         update_structure_baseline(xs, directory=done.directory)
 
@@ -560,20 +551,19 @@ def test_variant_picks_compiles_out_of_a_build_directory(compiled, tmp_path):
     build = tmp_path / "build"
     _copy_tree(compiled["export"], build / "encoder-16")
     xs = _copy_tree(compiled["export"], build / "xs-64")
-    manifest = ExportManifest.model_validate_json((xs / "manifest.json").read_text())
-    (xs / "manifest.json").write_text(manifest.model_copy(
-        update={"request": {**manifest.request, "variant": "xs"}}).model_dump_json())
+    record = read_compile_structure(xs).record
+    _write(xs, record.model_copy(update={"model": record.model.model_copy(update={"variant": "xs"})}))
     with pytest.raises(ProfileError, match="variant: encoder -> xs"):
         gate_manifests([compiled["export"]], [build], GateRules())
     v = gate_manifests([compiled["export"]], [build], GateRules(), variant="encoder")
-    assert v.passed and v.candidate.paths == [str(build / "encoder-16" / "manifest.json")]
+    assert v.passed and v.candidate.paths == [str(build / "encoder-16" / "compile.json")]
     with pytest.raises(ProfileError, match="No l1 compiles in the baseline"):
         gate_manifests([compiled["export"]], [build], GateRules(), variant="l1")
 
 
 def test_a_side_gated_against_itself_is_refused(compiled):
     with pytest.raises(UsageError, match="share"):
-        gate_manifests([compiled["export"]], [compiled["export"] / "manifest.json"], GateRules())
+        gate_manifests([compiled["export"]], [compiled["export"] / "compile.json"], GateRules())
 
 
 def test_profiles_gated_against_themselves_are_refused(tmp_path):

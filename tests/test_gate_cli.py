@@ -12,6 +12,7 @@ from gate_sim import synthetic_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.compile_record import CompiledModel, CompileRecord, write_compile_record
 from swiftformer_qnn.gate import GateVerdict
 from swiftformer_qnn.profiling.schema import Profile
 
@@ -172,32 +173,35 @@ def test_update_baseline_then_gate_against_it(sides, tmp_path, monkeypatch):
     assert gate("accept", "latency", "-b", target, "-c", sides["xs"], "--allow-mismatch").exit_code == 0
 
 
-def _manifest(path: Path, request: dict | None = None, **compile_results) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"compile": compile_results, **({"request": request} if request else {})}))
-    return path
+def _compile(directory: Path, variant: str | None = "l1", **changes) -> Path:
+    """A compile.json shaped like the committed L1 record (figures of its size, not of a compile)."""
+    fields = dict(
+        qnn_version="2.51.0", ep_sdk_version="v2.51.0.260929181845", onnxruntime="1.31.1", onnxruntime_qnn="2.7.0",
+        soc="sm8550", soc_model=43, htp_arch=73, fp16=False, model=CompiledModel(variant=variant),
+        model_sha256="a" * 64, compile_s=1.4, context_binary_bytes=10_000_000, context_binary_sha256="b" * 64,
+        op_trace="qnn_op_trace.json", htp_op_count=400, htp_op_types={"Conv2d": 400},
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_compile_record(directory, CompileRecord(**{**fields, **changes}))
 
 
 def test_structure_mode(tmp_path):
-    fields = dict(htp_fraction=1.0, htp_op_count=400, context_binary_bytes=10_000_000)
-    base = _manifest(tmp_path / "base" / "manifest.json", qnn_sdk_version="2.51.0", **fields)
-    _manifest(tmp_path / "cands" / "qnn-2.52" / "manifest.json", qnn_sdk_version="2.52.0", **fields)
+    base = _compile(tmp_path / "base")
+    _compile(tmp_path / "cands" / "qnn-2.52", qnn_version="2.52.0")
     r = structure("-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
     assert r.exit_code == 0, r.output
-    _manifest(tmp_path / "cands" / "qnn-2.53" / "manifest.json", qnn_sdk_version="2.53.0",
-              **{**fields, "htp_fraction": 0.99})
+    _compile(tmp_path / "cands" / "qnn-2.53", qnn_version="2.53.0", context_binary_bytes=11_000_000)
     r = structure("-b", base, "-c", tmp_path / "cands", "--json", tmp_path / "s.json")
     assert r.exit_code == 1
     failed = [m["metric"] for m in json.loads((tmp_path / "s.json").read_text())["results"] if m["fails"]]
-    assert failed == ["htp_fraction@2.53.0"]
+    assert failed == ["context_binary_bytes@2.53.0"]
     assert structure("-b", tmp_path / "cands", "-c", base).exit_code == 2  # two baselines
 
 
 def test_structure_threshold_and_variant_apply(tmp_path):
-    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, context_binary_bytes=10_000_000)
-    base = _manifest(tmp_path / "base.json", {"variant": "l1"}, htp_op_count=400, **fields)
-    _manifest(tmp_path / "build" / "l1" / "manifest.json", {"variant": "l1"}, htp_op_count=412, **fields)  # +3%
-    _manifest(tmp_path / "build" / "encoder" / "manifest.json", {"variant": "encoder"}, htp_op_count=40, **fields)
+    base = _compile(tmp_path / "base")
+    _compile(tmp_path / "build" / "l1", htp_op_count=412)  # +3%
+    _compile(tmp_path / "build" / "encoder", "encoder", htp_op_count=40)
     build = tmp_path / "build"
     r = structure("-b", base, "-c", build)
     assert r.exit_code == 2 and "variant: l1 -> encoder" in r.stderr  # the block's compile is not L1's
@@ -235,12 +239,11 @@ def test_an_option_of_another_subcommand_is_a_usage_error(sides, tmp_path, monke
 
 
 def test_accept_structure_then_gate_against_it(tmp_path):
-    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1000)
-    compiled = _manifest(tmp_path / "build" / "manifest.json", {"variant": "l1"}, **fields)
+    compiled = _compile(tmp_path / "build")
     r = gate("accept", "structure", "-c", compiled, "-b", tmp_path / "base", "--note", "first")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "base" / "baseline.json").read_text())["mode"] == "structure"
-    grown = _manifest(tmp_path / "cand" / "manifest.json", {"variant": "l1"}, **(fields | {"htp_op_count": 440}))
+    grown = _compile(tmp_path / "cand", htp_op_count=440)
     r = structure("-b", tmp_path / "base", "-c", grown)
     assert r.exit_code == 1 and "htp_op_count grew beyond the 5% limit" in r.stdout
     # One compile only: a cross-version comparison must name one version.
@@ -251,8 +254,7 @@ def test_accept_structure_then_gate_against_it(tmp_path):
 def test_a_side_gated_against_itself_exits_2(sides, tmp_path):
     r = latency("-b", sides["base"], "-c", sides["base"])
     assert r.exit_code == 2 and "share" in r.stderr and "passes trivially" in r.stderr
-    fields = dict(qnn_sdk_version="2.51.0", htp_fraction=1.0, htp_op_count=400, context_binary_bytes=1)
-    m = _manifest(tmp_path / "m" / "manifest.json", **fields)
+    m = _compile(tmp_path / "m")
     r = structure("-b", m, "-c", m.parent)
     assert r.exit_code == 2 and "share" in r.stderr
     # The same AI Hub profile job in another file (a copy) is the same measurement.
@@ -357,4 +359,4 @@ def test_the_documented_structural_gate_passes_on_the_default_l1_export(tmp_path
                  "--json", tmp_path / "s.json")
         assert r.exit_code == 0, r.output
         verdict = GateVerdict.model_validate_json((tmp_path / "s.json").read_text())
-        assert [m.status.value for m in verdict.results] == ["unchanged"] * 3  # deterministic: the same compile
+        assert [m.status.value for m in verdict.results] == ["unchanged"] * 2  # deterministic: the same compile

@@ -96,7 +96,7 @@ def test_a_checkpoint_loads_the_same_weights_into_both_forms(tmp_path):
         result = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, graph=graph, until=Until.ONNX,
                                           output_dir=tmp_path / graph, **SMALL))
         assert result.manifest.request["graph"] == graph
-        assert result.manifest.stage("export").results["graph"] == graph
+        assert result.manifest.stage("export").results.graph == graph
         heldout = np.load(result.directory / "heldout.npy")
         outputs[graph] = (run_cpu(result.artifact("simplify", "model.sim.onnx"), heldout), heldout)
     reference = torch_outputs(model, outputs["htp"][1])
@@ -117,16 +117,16 @@ def xs_both_forms(tmp_path_factory):
 
 
 def test_htp_graph_cost_is_recorded_and_lower(xs_both_forms):
-    cost = {g: r.manifest.stage("compile").results["graph_cost"] for g, r in xs_both_forms.items()}
+    cost = {g: r.manifest.stage("compile").results.graph_cost for g, r in xs_both_forms.items()}
     htp, faithful = cost["htp"], cost["faithful"]
-    assert htp["htp_op_count"] < faithful["htp_op_count"]
-    assert htp["float_islands"] == 0 < faithful["float_islands"]
-    assert htp["layout_ops"] <= 1 < faithful["layout_ops"]  # the image input's NCHW -> NHWC only
-    assert htp["op_types"].get("Reshape", 0) == 0
-    assert not {"ElementWiseSquareRoot", "ElementWiseDivide"} & set(htp["op_types"])
+    assert htp.htp_op_count < faithful.htp_op_count
+    assert htp.float_islands == 0 < faithful.float_islands
+    assert htp.layout_ops <= 1 < faithful.layout_ops  # the image input's NCHW -> NHWC only
+    assert htp.op_types.get("Reshape", 0) == 0
+    assert not {"ElementWiseSquareRoot", "ElementWiseDivide"} & set(htp.op_types)
     for c, r in ((htp, xs_both_forms["htp"]),):
-        assert c["context_binary_bytes"] == (r.directory / "model.ctx_qnn.bin").stat().st_size
-        assert sum(c["op_types"].values()) == c["htp_op_count"]
+        assert c.context_binary_bytes == (r.directory / "model.ctx_qnn.bin").stat().st_size
+        assert sum(c.op_types.values()) == c.htp_op_count
 
 
 def test_every_htp_op_of_the_htp_graph_is_attributed_to_its_block(xs_both_forms):

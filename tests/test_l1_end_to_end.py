@@ -3,13 +3,14 @@ the CLI, in a fresh process (slow tier)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import onnx
 import pytest
+
+from swiftformer_qnn.artifacts import read_manifest
 
 
 @pytest.mark.slow
@@ -23,14 +24,14 @@ def test_export_l1_default_through_the_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WEIGHTS: RANDOM" in proc.stdout and "model.ctx_qnn.bin" in proc.stdout
 
-    m = json.loads((out / "manifest.json").read_text())
-    assert m["request"]["input_shape"] == [1, 3, 224, 224] and m["request"]["precision"] == "w8a8"
-    stages = {s["name"]: s["results"] for s in m["stages"]}
-    assert stages["inputs"]["calibration"]["count"] == 64 and stages["inputs"]["heldout"]["count"] == 16
-    assert stages["compile"]["soc_model"] == 43 and stages["compile"]["htp_arch"] == 73
-    assert stages["compile"]["htp_op_count"] > 200
-    assert stages["verify"]["quantized_vs_fp32"]["sqnr_db"] >= 10
-    assert stages["verify"]["emulator_vs_quantized_cpu"]["cosine_min"] > 0.99
+    m = read_manifest(out)
+    assert m.request["input_shape"] == [1, 3, 224, 224] and m.request["precision"] == "w8a8"
+    stages = {s.name: s.results for s in m.stages}
+    assert stages["inputs"].calibration.count == 64 and stages["inputs"].heldout.count == 16
+    assert stages["compile"].soc_model == 43 and stages["compile"].htp_arch == 73
+    assert stages["compile"].htp_op_count > 200
+    assert stages["verify"].quantized_vs_fp32.sqnr_db >= 10
+    assert stages["verify"].emulator_vs_quantized_cpu.cosine_min > 0.99
     # Module paths survive into the exported graph: per-block attribution depends on it.
     names = [n.name for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node]
     assert any(n.startswith("/stage2/block9_swiftformer_encoder/attention/") for n in names)

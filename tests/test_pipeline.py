@@ -11,7 +11,8 @@ import onnx
 import pytest
 import torch
 
-from swiftformer_qnn.artifacts import read_manifest
+from swiftformer_qnn.artifacts import read_manifest, sha256_file
+from swiftformer_qnn.compile_record import CompileRecord, read_compile_record
 from swiftformer_qnn.errors import (
     CalibrationError,
     ExportValidationError,
@@ -25,7 +26,7 @@ from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
 from swiftformer_qnn.pipeline.images import default_heldout_images, find_images, preprocess_all
 from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
 from swiftformer_qnn.pipeline.validate import torch_outputs, validate_onnx
-from swiftformer_qnn.qnn import HtpTarget, compile_context_binary, qnn_sdk_version
+from swiftformer_qnn.qnn import HtpTarget, compile_model, qnn_sdk_version
 from swiftformer_qnn.variants import get_variant
 
 SMALL = dict(calibration_count=8, heldout_count=4)
@@ -51,34 +52,40 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     # Every stage was visible to the progress display, start and end.
     assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
 
-    compiled = m.stage("compile").results
-    assert compiled["soc_model"] == 43 and compiled["htp_arch"] == 73
-    # Coverage is 100% by construction (CPU fallback disabled); what QNN built is measured.
-    assert compiled["htp_fraction"] == 1.0 and "fallback disabled" in compiled["htp_coverage_basis"]
-    assert 0 < compiled["htp_op_count"] < compiled["source_nodes"]
-    assert sum(compiled["htp_op_types"].values()) == compiled["htp_op_count"]
-    assert {"Conv2d", "DepthWiseConv2d", "FullyConnected", "Gelu"} <= set(compiled["htp_op_types"])
-    assert compiled["qnn_sdk_version"] == qnn_sdk_version()
-    assert compiled["ep_sdk_version"].startswith("v" + qnn_sdk_version())
+    compiled = read_compile_record(result.directory / "compile.json")  # the one record of the compile
+    assert compiled == m.results("compile", CompileRecord)
+    assert (compiled.soc, compiled.soc_model, compiled.htp_arch) == ("sm8550", 43, 73)
+    assert (compiled.model.variant, compiled.model.precision, compiled.model.input_shape) == ("xs", "w8a8",
+                                                                                             [1, 3, 64, 64])
+    # Every node on the HTP is certain by construction (CPU fallback disabled); what QNN built is measured.
+    assert compiled.cpu_fallback_disabled and "every node is on the HTP" in compiled.placement
+    qdq_nodes = len(onnx.load(str(result.directory / "model.qdq.onnx"), load_external_data=False).graph.node)
+    assert 0 < compiled.htp_op_count < qdq_nodes
+    assert sum(compiled.htp_op_types.values()) == compiled.htp_op_count
+    assert {"Conv2d", "DepthWiseConv2d", "FullyConnected", "Gelu"} <= set(compiled.htp_op_types)
+    assert compiled.qnn_version == qnn_sdk_version()
+    assert compiled.ep_sdk_version.startswith("v" + qnn_sdk_version())
+    assert compiled.model_sha256 == m.stage("quantize").outputs["model.qdq.onnx"].sha256
 
     ctx = onnx.load(str(result.directory / "model.ctx.onnx"))
     assert [n.op_type for n in ctx.graph.node] == ["EPContext"]
     binary = result.directory / "model.ctx_qnn.bin"
-    assert binary.stat().st_size == compiled["context_binary_bytes"] > 100_000
+    assert binary.stat().st_size == compiled.context_binary_bytes > 100_000
+    assert sha256_file(binary) == compiled.context_binary_sha256
 
     # BatchNorm is folded before quantization (HTP-ready graph): none reaches the QNN EP.
     folded = m.stage("fold_bn").results
-    assert folded["batchnorms_folded"] == 5 and folded["nodes"] == folded["nodes_before"] - 5
+    assert folded.batchnorms_folded == 5 and folded.nodes == folded.nodes_before - 5
     assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(result.directory / "model.qdq.onnx")).graph.node}
-    assert m.stage("validate").results["graph"] == "model.fold.onnx"
-    assert m.stage("validate").results["simplified"]["cosine_min"] > 0.9999
-    assert compiled["bn_guard"] == {"batchnorms": 0, "exposed_batchnorms": 0, "corrupted_predicted": []}
+    assert m.stage("validate").results.graph == "model.fold.onnx"
+    assert m.stage("validate").results.simplified.cosine_min > 0.9999
+    assert compiled.bn_guard == {"batchnorms": 0, "exposed_batchnorms": 0, "corrupted_predicted": []}
 
     verify = m.stage("verify").results
-    assert verify["emulator_vs_quantized_cpu"]["samples"] == 4
-    assert verify["emulator_vs_quantized_cpu"]["cosine_min"] > 0.99
-    assert verify["quantized_vs_fp32"]["samples"] == 4
-    assert verify["quantized_vs_fp32"]["sqnr_db"] >= verify["min_sqnr_db"]
+    assert verify.emulator_vs_quantized_cpu.samples == 4
+    assert verify.emulator_vs_quantized_cpu.cosine_min > 0.99
+    assert verify.quantized_vs_fp32.samples == 4
+    assert verify.quantized_vs_fp32.sqnr_db >= verify.min_sqnr_db
 
 
 def test_manifest_records_request_tools_hashes_and_timings(xs_export):
@@ -163,7 +170,7 @@ def test_encoder_block_is_calibrated_on_the_activations_l1_feeds_it(tmp_path):
         x = l1.stage1.block1_conv_encoder(l1.stage1.block0_conv_encoder(x))
     np.testing.assert_allclose(calib, x.numpy(), rtol=1e-4, atol=1e-5)
     assert "activations at the input of SwiftFormer-L1 stage1.block2_swiftformer_encoder" in (
-        result.manifest.stage("inputs").results["calibration"]["what"]
+        result.manifest.stage("inputs").results.calibration.what
     )
 
 
@@ -192,10 +199,10 @@ def test_htp_rejection_names_the_op_and_the_module(tmp_path):
     export_onnx(build_model(variant), variant.input_shape(), tmp_path / "m.onnx", is_encoder_block=True, opset=17)
     simplify_onnx(tmp_path / "m.onnx", tmp_path / "s.onnx")
     with pytest.raises(HtpUnsupportedError) as err:
-        compile_context_binary(tmp_path / "s.onnx", tmp_path / "ctx.onnx", HtpTarget(fp16=True))
+        compile_model(tmp_path / "s.onnx", tmp_path / "out", HtpTarget(fp16=True))
     msg = err.value.one_line()
     assert "Erf at swiftformer_encoder.mlp.act" in msg and "--opset 20" in msg
-    assert not (tmp_path / "ctx.onnx").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no context, binary, trace or record left behind
 
 
 def test_realistic_weights_w8a16_is_more_faithful_than_w8a8(tmp_path):
@@ -206,7 +213,7 @@ def test_realistic_weights_w8a16_is_more_faithful_than_w8a8(tmp_path):
     for precision in ("w8a8", "w8a16"):
         r = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, precision=precision,
                                      output_dir=tmp_path / precision, min_sqnr=0, **SMALL))
-        figures[precision] = r.manifest.stage("verify").results["quantized_vs_fp32"]["sqnr_db"]
+        figures[precision] = r.manifest.stage("verify").results.quantized_vs_fp32.sqnr_db
     assert figures["w8a16"] > figures["w8a8"] + 3, figures
 
 
@@ -219,9 +226,9 @@ def test_min_sqnr_fails_the_export_and_writes_nothing(tmp_path):
 
 def test_fp16_compiles_the_float_graph_with_the_htp_fp16_mode(tmp_path):
     r = run_export(ExportRequest(variant="encoder", resolution=16, precision="fp16", output_dir=tmp_path / "e", **SMALL))
-    assert r.manifest.stage("compile").results["fp16"] is True
-    q = r.manifest.stage("verify").results["quantized_vs_fp32"]
-    assert q["measured_on"].startswith("HTP emulator") and q["sqnr_db"] > 30
+    assert read_compile_record(r.directory / "compile.json").fp16 is True
+    q = r.manifest.stage("verify").results.quantized_vs_fp32
+    assert q.measured_on.startswith("HTP emulator") and q.sqnr_db > 30
     assert "calibration.npy" not in r.manifest.stage("inputs").outputs
 
 
@@ -279,14 +286,14 @@ def test_hf_checkpoint_exports_in_softmax_form_and_the_manifest_says_so(tmp_path
     r = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, until=Until.ONNX,
                                  output_dir=tmp_path / "o", **SMALL))
     export = r.manifest.stage("export").results
-    assert export["attention"] == "softmax"
-    assert export["weights"]["format"] == "hf" and export["weights"]["implied_attention"] == "softmax"
+    assert export.attention == "softmax"
+    assert export.weights["format"] == "hf" and export.weights["implied_attention"] == "softmax"
     assert r.manifest.request["weights"].startswith("sha256:")
     assert any("softmax" in n for n in r.notes)
     # Asking for the other form is a different request, recorded as such.
     n = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, attention="normalize", until=Until.ONNX,
                                  output_dir=tmp_path / "n", **SMALL))
-    assert n.manifest.stage("export").results["attention"] == "normalize"
+    assert n.manifest.stage("export").results.attention == "normalize"
     assert n.manifest.stage("export").key != r.manifest.stage("export").key
 
 
@@ -320,19 +327,32 @@ def test_a_cached_file_edited_in_an_output_directory_is_not_reused(tmp_path):
     assert (second.directory / "model.sim.onnx").read_bytes() != (first.directory / "model.sim.onnx").read_bytes()
 
 
-def test_changed_stage_code_is_not_served_from_the_cache(tmp_path, monkeypatch):
-    import swiftformer_qnn.pipeline.orchestrator as orch
+def test_changed_code_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    import swiftformer_qnn.artifacts as artifacts
 
     run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "a", **SMALL))
-    real = orch._code_version
-
-    def edited(*modules):
-        return real(*modules) + ("-edited" if "pipeline.validate" in modules else "")
-
-    monkeypatch.setattr(orch, "_code_version", edited)
+    monkeypatch.setattr(artifacts, "_CODE_VERSION", artifacts.code_version() + "-edited")
     again = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "b", **SMALL))
-    assert {s.name: s.cached for s in again.manifest.stages} == {
-        "export": True, "simplify": True, "fold_bn": True, "inputs": True, "validate": False}
+    assert not any(s.cached for s in again.manifest.stages)
+
+
+def test_the_code_version_covers_every_source_file(tmp_path):
+    """variants.py, which no stage's hand-kept file list named, changes the key like any other file."""
+    import shutil
+
+    import swiftformer_qnn
+    from swiftformer_qnn.artifacts import source_tree_hash
+
+    pkg = tmp_path / "swiftformer_qnn"
+    shutil.copytree(Path(swiftformer_qnn.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_tree_hash(pkg)
+    assert source_tree_hash(pkg) == before  # deterministic
+    variants = pkg / "variants.py"
+    variants.write_text(variants.read_text().replace("(48, 56, 112, 220)", "(48, 56, 112, 224)", 1))
+    assert variants.read_text() != (Path(swiftformer_qnn.__file__).parent / "variants.py").read_text()
+    assert source_tree_hash(pkg) != before
+    (pkg / "pipeline" / "new_stage.py").write_text("X = 1\n")
+    assert len({before, source_tree_hash(pkg)}) == 2
 
 
 def test_identical_outputs_give_an_exact_sqnr_that_survives_json():

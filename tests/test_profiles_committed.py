@@ -78,7 +78,8 @@ def test_reference_profiles_hold_the_published_table():
 
 def test_the_committed_structural_baseline_is_what_ci_gates_against():
     """docs/examples/swiftformer-latency-gate.yml gates `export --qnn` output against this directory."""
-    from swiftformer_qnn.artifacts import ExportManifest, sha256_file
+    from swiftformer_qnn.artifacts import sha256_file
+    from swiftformer_qnn.compile_record import read_compile_record
     from swiftformer_qnn.gate import read_compile_side
     from swiftformer_qnn.gate.baseline import read_record
 
@@ -87,12 +88,20 @@ def test_the_committed_structural_baseline_is_what_ci_gates_against():
     assert record is not None and record.mode == "structure" and record.key == directory.name
     assert {name: sha256_file(directory / name) for name in record.files} == record.files  # untouched
     side = read_compile_side([directory], side="baseline")
-    assert side.failures == [] and len(side.structures) == 1
-    s = side.structures[0]
-    assert (s.variant, s.precision, s.soc, s.input_shape, s.qnn_version) == ("l1", "w8a8", "sm8550", [1, 3, 224, 224],
-                                                                            "2.51.0")
-    assert s.op_count_basis == "qnn_op_trace" and s.htp_fraction == 1.0
-    assert sum(s.htp_op_types.values()) == s.htp_op_count
-    # The figures are those of the export manifest kept beside them.
-    results = ExportManifest.model_validate_json((directory / "manifest.json").read_text()).stage("compile").results
-    assert (results["htp_op_count"], results["context_binary_bytes"]) == (s.htp_op_count, s.context_binary_bytes)
+    assert side.failures == [] and len(side.compiles) == 1
+    c = side.compiles[0].record
+    assert (c.model.variant, c.model.precision, c.soc, c.model.input_shape, c.qnn_version) == (
+        "l1", "w8a8", "sm8550", [1, 3, 224, 224], "2.51.0")
+    assert (record.variant, record.precision, record.device, record.qnn_version) == ("l1", "w8a8", "sm8550", "2.51.0")
+    assert c.cpu_fallback_disabled and c.op_trace == "qnn_op_trace.json"
+    assert sum(c.htp_op_types.values()) == c.htp_op_count > 200
+    assert c == read_compile_record(directory / "compile.json")
+
+
+def test_every_committed_compile_record_loads():
+    from swiftformer_qnn.compile_record import read_compile_record
+
+    found = sorted(PROFILES.glob("**/compile.json"))
+    assert found, f"expected the structural baseline's compile.json under {PROFILES}"
+    for path in found:
+        read_compile_record(path)  # raises ProfileError naming the file and field

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.cli.profile import render_run
 from swiftformer_qnn.cli.toolchains import render_cross_version
+from swiftformer_qnn.compile_record import CompileRecord
 from swiftformer_qnn.cross_version import CrossVersionReport, Fidelity, VersionResult, consecutive_diffs
 from swiftformer_qnn.profiling.devices import Backend
 from swiftformer_qnn.profiling.orchestrate import ProfiledModel, ProfileRunResult
@@ -136,8 +137,11 @@ def test_cross_version_table(width, capsys, monkeypatch):
         pins = {"qnn_version": spec.qnn_version, "onnxruntime_qnn": spec.onnxruntime_qnn, "onnxruntime": spec.onnxruntime}
         if "error" in kw:
             return VersionResult(**pins, status="failed", **kw)
-        return VersionResult(**pins, status="ok", htp_ops=431, op_type_counts=kw.pop("types"), op_types_from="qnn_op_trace",
-                             compile_s=12.25, context_binary_bytes=13_140_000,
+        record = CompileRecord(**pins, ep_sdk_version=None, soc="sm8550", soc_model=43, htp_arch=73, fp16=False,
+                               model_sha256="0" * 64, compile_s=12.25, context_binary_bytes=13_140_000,
+                               context_binary_sha256="1" * 64, op_trace="qnn_op_trace.json", htp_op_count=431,
+                               htp_op_types=kw.pop("types"))
+        return VersionResult(**pins, status="ok", compile=record,
                              fidelity=Fidelity(max_abs_diff=0.3125, cosine=0.99812, sqnr_db=23.9), **kw)  # fmt: skip
 
     versions = [version("2.48", types={"Conv2d": 57, "Gelu": 26}),

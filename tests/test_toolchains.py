@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.errors import ToolchainError, UsageError
 from swiftformer_qnn.toolchains import (
+    CACHE_DIR,
     KNOWN_REFUSALS,
     MARKER_NAME,
     TOOLCHAINS,
@@ -27,6 +28,7 @@ from swiftformer_qnn.toolchains import (
     Installer,
     QnnToolchainSpec,
     ToolchainState,
+    ensure_toolchains,
     find_uv,
     get_toolchain_spec,
     inspect_toolchain,
@@ -368,6 +370,45 @@ def test_an_install_failing_verification_is_not_kept(tmp_path):
     assert leftovers(root) == []
 
 
+class _RecordingInstaller(_DiskFillingInstaller):
+    """Fails like a full disk, after noting which environments it was asked to make."""
+
+    def __init__(self):
+        super().__init__()
+        self.made: list[str] = []
+
+    def create_env(self, env_dir: Path) -> None:
+        self.made.append(env_dir.parent.name.split(".partial-")[0].lstrip("."))
+        super().create_env(env_dir)
+
+
+def test_qnn_installs_missing_toolchains_on_first_use_or_refuses_with_no_install(tmp_path):
+    root = tmp_path / "toolchains"
+    make_fake_toolchain(root, get_toolchain_spec("2.48"))  # ready: left alone
+    wanted = [get_toolchain_spec(v) for v in ("2.47", "2.48", "2.49")]
+    installer = _RecordingInstaller()
+    with pytest.raises(ToolchainError, match="The QNN toolchains 2.47.0, 2.49.40 are not installed") as err:
+        ensure_toolchains(wanted, install=False, root=root, installer=installer)
+    assert "toolchains install 2.47 2.49" in err.value.one_line() and installer.made == []
+    events = []
+    with pytest.raises(ToolchainError, match="Disk full"):
+        ensure_toolchains(wanted, root=root, installer=installer, progress=events.append)
+    assert installer.made == ["qnn-2.47.0"]  # the first missing one; the failure stops the rest
+    assert [(e.subject, e.step) for e in events] == [("QNN toolchains", "install")]
+    assert "2.47.0, 2.49.40" in events[0].detail and "--no-install" in events[0].detail
+    assert leftovers(root) == ["qnn-2.48.40"]  # a failed install keeps nothing
+    assert ensure_toolchains([get_toolchain_spec("2.48")], install=False, root=root)[0].usable
+
+
+@pytest.mark.parametrize("kind", ["uv", "pip"])
+def test_the_download_cache_follows_the_toolchains_root(kind, tmp_path, monkeypatch):
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "elsewhere"))  # not where the tool's cache is
+    installer = Installer(kind, find_uv(), cache_dir=tmp_path / "toolchains" / CACHE_DIR)
+    out = installer._run(["sh", "-c", "echo UV_CACHE_DIR=$UV_CACHE_DIR; echo PIP_CACHE_DIR=$PIP_CACHE_DIR"], timeout_s=30)
+    seen = dict(line.split("=", 1) for line in out.stdout.splitlines())
+    assert seen[f"{kind.upper()}_CACHE_DIR"] == str(tmp_path / "toolchains" / CACHE_DIR / kind)
+
+
 def test_partials_of_dead_installs_are_swept(tmp_path):
     root = tmp_path / "toolchains"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -494,3 +535,24 @@ def test_cli_install_and_remove_roundtrip(tmp_path, monkeypatch):
     assert inspect_toolchain(get_toolchain_spec("2.50"), tmp_path).state is ToolchainState.READY
     result = runner.invoke(app, ["toolchains", "remove", "2.50"])
     assert result.exit_code == 0 and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_qnn_on_first_use_installs_with_one_line_and_its_download_size(tmp_path, monkeypatch):
+    """`compile --qnn 2.50` on a machine without that toolchain: installed first (downloads into
+    the tool's own cache), then compiled; `--no-install` refuses instead."""
+    from qdq_fixtures import make_qdq_model
+
+    root = tmp_path / "toolchains"
+    monkeypatch.setenv(TOOLCHAINS_ENV, str(root))
+    model = make_qdq_model("encoder", 16, tmp_path / "m", "w8a8")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["compile", str(model), "--qnn", "2.50", "--no-install"])
+    assert refused.exit_code == 2 and "toolchains install 2.50" in refused.stderr and not root.exists()
+    done = runner.invoke(app, ["compile", str(model), "--qnn", "2.50", "--output-dir", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    (ready,) = [ln for ln in done.stderr.splitlines() if "QNN 2.50.40: ready" in ln]
+    downloaded = float(ready.split("(")[1].split(" MB downloaded")[0])
+    assert downloaded > 50  # onnxruntime-qnn alone is ~100 MB; it went to the tool's cache, not ~/.cache/uv
+    assert (root / CACHE_DIR / "uv").is_dir()
+    assert inspect_toolchain(get_toolchain_spec("2.50"), root).state is ToolchainState.READY

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from swiftformer_qnn.toolchains import (
+    CACHE_DIR,
+    COMMON_REQUIREMENTS,
     ENV_DIR,
     MARKER_NAME,
     TOOLCHAINS_ENV,
@@ -63,8 +65,9 @@ def make_fake_toolchain(
     site = env / "lib" / PY / "site-packages"
     site.mkdir(parents=True)
     if dist_infos:
-        for dist, ver in (("onnxruntime_qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime)):
-            (site / f"{dist}-{ver}.dist-info").mkdir()
+        common = [tuple(req.split("==")) for req in COMMON_REQUIREMENTS]
+        for dist, ver in (("onnxruntime_qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime), *common):
+            (site / f"{dist.replace('-', '_')}-{ver}.dist-info").mkdir()
     if marker:
         m = marker_spec or spec
         (d / MARKER_NAME).write_text(
@@ -82,8 +85,9 @@ def make_fake_toolchain(
 
 
 def leftovers(root: Path) -> list[str]:
-    """Everything under `root` (names only), to show an install left nothing behind."""
-    return sorted(os.listdir(root)) if root.exists() else []
+    """Everything under `root` (names only) but the installers' download cache, which is kept
+    like pip's and uv's own: to show an install left nothing behind."""
+    return sorted(n for n in os.listdir(root) if n != CACHE_DIR) if root.exists() else []
 
 
 def user_toolchains_root() -> Path:

@@ -255,9 +255,10 @@ class Terminated(BaseException):
 
 
 def _on_signal(signum, _frame):
-    # Once: a second signal during cleanup must not cut the cleanup short.
+    # Once: the cleanup runs on the way out; a second signal stops the process at once (what a
+    # killed run leaves beside its outputs and in the cache, the next run removes).
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, signal.SIG_DFL)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(signum)

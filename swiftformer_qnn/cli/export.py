@@ -10,6 +10,7 @@ import typer
 from ..variants import VARIANTS
 from ._app import app, console, err_console, guarded
 from .render import ExportProgress, render_export_summary
+from .toolchains import NoInstallOpt, qnn_toolchains
 
 
 @app.command()
@@ -47,7 +48,8 @@ def export(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
     graph: Annotated[str, typer.Option(help="htp: the same function in HTP-native ops (default); faithful: the literal upstream graph.")] = "htp",
-    qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Needs `toolchains install`.")] = None,
+    qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Missing toolchains are installed first.")] = None,
+    no_install: NoInstallOpt = False,
 ) -> None:
     """Export a SwiftFormer to ONNX, quantize it and compile it for the Snapdragon NPU (local QNN).
 
@@ -68,7 +70,7 @@ def export(
     if qnn is not None and until_stage is Until.ONNX:
         raise UsageError("--qnn compiles the quantized model, which --until onnx does not make.",
                          hint="Drop --until onnx, or --qnn.")
-    specs = _qnn_toolchains(qnn)  # a bad or missing toolchain fails now, not after the export
+    specs = qnn_toolchains(qnn, no_install=no_install)  # installed, or refused, now: not after the export
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
     render_export_summary(console, result)
@@ -81,16 +83,6 @@ def export(
         exit_if_failed(report)
 
 
-def _qnn_toolchains(qnn: str | None):
-    if qnn is None:
-        return None
-    from ..toolchains import parse_qnn_versions, resolve_toolchains
-
-    specs = parse_qnn_versions(qnn)
-    resolve_toolchains(specs)
-    return specs
-
-
 @app.command(name="compile")
 @guarded
 def compile_(
@@ -99,12 +91,13 @@ def compile_(
     fp16: Annotated[bool, typer.Option("--fp16", help="Compile a float graph with the HTP's fp16 mode.")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="Where to write. Default: <model>-qnn-<soc> beside the model.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
-    qnn: Annotated[str | None, typer.Option(help="Compile with these QNN versions instead (2.47,2.49,2.51 or all), side by side, and compare them.")] = None,
+    qnn: Annotated[str | None, typer.Option(help="Compile with these QNN versions instead (2.47,2.49,2.51 or all), side by side, and compare them. Missing toolchains are installed first.")] = None,
+    no_install: NoInstallOpt = False,
 ) -> None:
     """Compile an existing ONNX model to a QNN context binary for the Snapdragon NPU (local QNN)."""
     from ..pipeline import CompileRequest, run_compile
 
-    specs = _qnn_toolchains(qnn)
+    specs = qnn_toolchains(qnn, no_install=no_install)
     if specs:
         from ..cross_version import compile_versions_into
         from ..qnn import HtpTarget

@@ -114,12 +114,12 @@ def latency(
 @guarded
 def structure(
     baseline: Annotated[Path | None, typer.Option(
-        "--baseline", "-b", help="One compile: a committed structural baseline, an export directory or its "
-        "manifest.json, a qnn-versions/qnn-<version>/ directory.",
+        "--baseline", "-b", help="One compile: a committed structural baseline, an export or compile directory "
+        "or its compile.json, a qnn-versions/qnn-<version>/ directory.",
     )] = None,
     candidate: Annotated[list[Path] | None, typer.Option(
-        "--candidate", "-c", help="Compiles (repeatable): export directories or manifests, a qnn-versions "
-        "directory of `export --qnn` (one compile per QNN version), qnn-*/compile.json.",
+        "--candidate", "-c", help="Compiles (repeatable): export or compile directories, a qnn-versions "
+        "directory of `export --qnn` (one compile per QNN version), compile.json files.",
     )] = None,
     variant: VariantOpt = None,
     threshold: Annotated[str | None, typer.Option(

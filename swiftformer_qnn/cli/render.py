@@ -69,12 +69,14 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     for s in m.stages:
         took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
         rows.append([STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs)])
-    columns = [Col("stage", "key"), Col("time (s)", "number"), Col("result", "text", min_width=30)]
+    # The stage title may wrap: a split table would set the results apart from their stages.
+    columns = [Col("stage", "text", min_width=16), Col("time (s)", "number"), Col("result", "text", min_width=30)]
     console.print(FitTable(columns, rows, title=f"{what} for {req['soc']} -> {result.directory}"))
 
     compile_ = m.stage("compile")
     if compile_ is not None:
-        ctx = result.directory / "model.ctx.onnx"
+        record = compile_.results  # the CompileRecord
+        ctx = result.directory / record.context_onnx
         if "variant" in req:
             next_step = (
                 f"`swiftformer-qnn profile --from {result.directory}` profiles this export's QDQ model on a "
@@ -86,64 +88,61 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
                 "then `swiftformer-qnn profile --from DIR`."
             )
         console.print(
-            f"Context binary: [bold]{result.directory / 'model.ctx_qnn.bin'}[/] "
-            f"(QNN {compile_.results['qnn_sdk_version']}, {compile_.results['ep_sdk_version']}), "
+            f"Context binary: [bold]{result.directory / record.context_binary}[/] "
+            f"(QNN {record.qnn_version}, {record.ep_sdk_version}), "
             f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
             f"or the .bin with QNN's qnn-net-run --retrieve_context. {next_step}"
         )
-        cost = compile_.results.get("graph_cost")
-        if cost:
-            console.print(render_graph_cost(cost), highlight=False)
+        if record.graph_cost is not None:
+            console.print(render_graph_cost(record.graph_cost), highlight=False)
     console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
 
 
-def _stage_summary(name: str, r: dict, outputs: dict) -> str:
+def _stage_summary(name: str, r, outputs: dict) -> str:
     size = ", ".join(f"{k} {_fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
     if name == "export":
-        graph = f", {r['graph']} graph" if r.get("graph") else ""
-        return f"opset {r['opset']}, {r['nodes']} nodes, attention {r.get('attention')}{graph}; {size}"
+        return f"opset {r.opset}, {r.nodes} nodes, attention {r.attention}, {r.graph} graph; {size}"
     if name == "simplify":
-        return f"{r['nodes_before']} -> {r['nodes']} nodes; {size}"
+        return f"{r.nodes_before} -> {r.nodes} nodes; {size}"
     if name == "fold_bn":
-        return f"{r['batchnorms_folded']} BatchNorm folded, {r['nodes_before']} -> {r['nodes']} nodes; {size}"
+        return f"{r.batchnorms_folded} BatchNorm folded, {r.nodes_before} -> {r.nodes} nodes; {size}"
     if name == "inputs":
-        calib = r.get("calibration")
-        held = r["heldout"]
-        skipped = len(held["skipped"]) + (len(calib["skipped"]) if calib else 0)
-        text = f"{calib['count']} calibration + " if calib else ""
-        return text + f"{held['count']} held-out ({held['what']})" + (f", {skipped} file(s) skipped" if skipped else "")
+        calib, held = r.calibration, r.heldout
+        skipped = len(held.skipped) + (len(calib.skipped) if calib else 0)
+        text = f"{calib.count} calibration + " if calib else ""
+        return text + f"{held.count} held-out ({held.what})" + (f", {skipped} file(s) skipped" if skipped else "")
     if name == "validate":
-        return f"max |diff| {r['max_abs_diff']:.2e} (tol {r['tolerance_abs']:.1e}), cosine {r['cosine_min']:.6f}"
+        return f"max |diff| {r.max_abs_diff:.2e} (tol {r.tolerance_abs:.1e}), cosine {r.cosine_min:.6f}"
     if name == "quantize":
-        if r.get("quantized") is False:
+        if not r.quantized:
             return "fp16: float graph kept, HTP runs it in fp16"
-        return f"{r['precision']}, {r['calibration_samples']} calibration inputs, {r['compute_nodes']} compute nodes; {size}"
+        return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
         from ..pipeline.compile import describe_guard
 
-        guarded = describe_guard(r.get("bn_guard") or {})
+        guarded = describe_guard(r.bn_guard or {})
         note = f"; {guarded}" if guarded else ""
-        cost = r.get("graph_cost")
-        ops = (f"{cost['htp_op_count']} HTP ops ({cost['layout_ops']} layout, {cost['float_islands']} float "
-               "islands), ") if cost else ""
-        return (ops + f"HTP coverage {r['htp_fraction']:.0%} ({r['htp_nodes']}/{r['source_nodes']} nodes), "
-                f"soc_model {r['soc_model']} / v{r['htp_arch']}, compile {r['compile_s']:.2f} s; {size}{note}")
+        cost = r.graph_cost
+        ops = (f"{cost.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
+               if cost else "HTP ops not traced")
+        return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
+                f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}{note}")
     if name == "verify":
-        q, e = r["quantized_vs_fp32"], r["emulator_vs_quantized_cpu"]
-        top1 = f", top-1 agreement {q['top1_agreement']:.0%}" if "top1_agreement" in q else ""
-        return (f"SQNR {_db(q)} (min {r['min_sqnr_db']:g}), cosine {q['cosine_mean']:.4f}{top1} "
-                f"on {q['samples']} held-out; HTP emulator vs CPU QDQ: cosine {e['cosine_min']:.4f}, SQNR {_db(e)}")
+        q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
+        top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""
+        return (f"SQNR {_db(q)} (min {r.min_sqnr_db:g}), cosine {q.cosine_mean:.4f}{top1} "
+                f"on {q.samples} held-out; HTP emulator vs CPU QDQ: cosine {e.cosine_min:.4f}, SQNR {_db(e)}")
     return ""
 
 
-def render_graph_cost(cost: dict) -> str:
+def render_graph_cost(cost) -> str:
     """One line: the compiled graph's HTP ops by type, layout ops and float islands."""
-    types = ", ".join(f"{k} {v}" for k, v in sorted(cost["op_types"].items(), key=lambda kv: (-kv[1], kv[0])))
-    return (f"HTP graph: {cost['htp_op_count']} ops ({types}); layout ops (Reshape/Transpose) "
-            f"{cost['layout_ops']}; float islands (Dequantize..Quantize inside the graph) {cost['float_islands']}.")
+    types = ", ".join(f"{k} {v}" for k, v in sorted(cost.op_types.items(), key=lambda kv: (-kv[1], kv[0])))
+    return (f"HTP graph: {cost.htp_op_count} ops ({types}); layout ops (Reshape/Transpose) "
+            f"{cost.layout_ops}; float islands (Dequantize..Quantize inside the graph) {cost.float_islands}.")
 
 
-def _db(figures: dict) -> str:
-    if figures.get("exact"):
+def _db(figures) -> str:
+    if figures.exact:
         return "exact"
-    return "undefined" if figures["sqnr_db"] is None else f"{figures['sqnr_db']:.1f} dB"
+    return "undefined" if figures.sqnr_db is None else f"{figures.sqnr_db:.1f} dB"

@@ -37,6 +37,21 @@ def render_progress_event(event) -> None:
     err_console.print(f"{event.subject}: {step}{detail}{elapsed}", highlight=False, soft_wrap=True)
 
 
+NoInstallOpt = Annotated[bool, typer.Option(
+    "--no-install", help="Refuse instead of installing the QNN toolchains --qnn names that are missing.")]
+
+
+def qnn_toolchains(qnn: str | None, *, no_install: bool):
+    """The toolchains `--qnn` names, installed now if missing (unless `no_install`), or None."""
+    if qnn is None:
+        return None
+    from ..toolchains import ensure_toolchains, parse_qnn_versions
+
+    specs = parse_qnn_versions(qnn)
+    ensure_toolchains(specs, install=not no_install, progress=render_progress_event)
+    return specs
+
+
 def _short_location(location: Path | None, root: Path) -> str:
     """Inside the root (named in the title): the directory name; elsewhere: the path, ~ for home."""
     if location is None:
@@ -138,8 +153,8 @@ def render_cross_version(report, directory: Path | None = None) -> None:
     """The cross-version comparison table (used by `toolchains compare`, `export --qnn`, `compile --qnn`)."""
     from rich.text import Text
 
-    from ..cross_version import TABLE_COLUMNS, table_rows
     from ..tables import FitTable
+    from .versions_table import TABLE_COLUMNS, table_rows
 
     title = f"{report.model}: one compile per QNN version" + (f" ({directory})" if directory else "")
     rows = []
@@ -173,17 +188,18 @@ def compare_cmd(
     markdown: Annotated[bool, typer.Option(help="Print the table as Markdown instead.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if a result is cached.")] = False,
+    no_install: NoInstallOpt = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..cross_version import compile_versions_into, render_markdown
+    from ..cross_version import compile_versions_into
     from ..errors import UsageError
     from ..qnn import HtpTarget
     from ..targets import get_soc
-    from ..toolchains import parse_qnn_versions
+    from .versions_table import render_markdown
 
     if not model.is_file():
         raise UsageError(f"No model at {model}.")
-    specs = parse_qnn_versions(qnn)
+    specs = qnn_toolchains(qnn, no_install=no_install)
     chip = get_soc(soc)
     target = HtpTarget(soc_model=chip.soc_model, htp_arch=chip.htp_arch, fp16=fp16)
     out = output_dir or model.with_name(f"{model.stem}.qnn-versions")

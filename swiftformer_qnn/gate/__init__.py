@@ -29,9 +29,9 @@ from .rules import (
 )
 from .stats import Samples, bootstrap, compare, gate_samples
 from .structure import (
-    CompileFailure,
     CompileSide,
-    CompileStructure,
+    FoundCompile,
+    FoundFailure,
     check_disjoint,
     gate_manifests,
     gate_structure,
@@ -41,8 +41,8 @@ from .structure import (
 from .verdict import MODEL_METRIC, ChangeInterval, GateVerdict, Method, MetricResult, MetricStatus, SideInfo
 
 __all__ = [
-    "BASELINES_DIR", "BaselineRecord", "BaselineUpdate", "ChangeInterval", "CompileFailure", "CompileSide",
-    "CompileStructure", "GateRules", "GateVerdict", "MODEL_METRIC", "Method", "MetricResult", "MetricRule",
+    "BASELINES_DIR", "BaselineRecord", "BaselineUpdate", "ChangeInterval", "CompileSide", "FoundCompile",
+    "FoundFailure", "GateRules", "GateVerdict", "MODEL_METRIC", "Method", "MetricResult", "MetricRule",
     "MetricStatus", "Samples", "SideInfo", "StructureRules", "baseline_key", "block_samples", "bootstrap",
     "check_disjoint", "compare", "find_pyproject", "gate_manifests", "gate_paths", "gate_profiles", "gate_samples",
     "gate_structure", "load_rules", "model_samples", "parse_fraction", "parse_overrides", "read_compile_side",

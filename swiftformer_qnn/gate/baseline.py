@@ -8,7 +8,6 @@ variant, precision, device or source.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -21,18 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
 from ..artifacts import sha256_file
+from ..compile_record import COMPILE_RECORD
 from ..errors import ProfileError
 from ..output_dir import holds_marker, staged_output_dir
 from ..profiling.schema import Profile
 from .profile_gate import check_side, load_side
-from .structure import (
-    STRUCTURE_NAME,
-    VERSION_RECORD,
-    CompileStructure,
-    only_compile,
-    pick_variant,
-    read_compile_side,
-)
+from .structure import FoundCompile, only_compile, pick_variant, read_compile_side
 
 BASELINES_DIR = Path("profiles/baselines")
 RECORD_NAME = "baseline.json"
@@ -155,10 +148,10 @@ def update_baseline(
     return BaselineUpdate(directory=target, record=record, replaced=replaced)
 
 
-def structure_key(s: CompileStructure) -> str:
+def structure_key(c: FoundCompile) -> str:
     """`compile-l1-w8a8-sm8550-qnn2-51-0`: one structural baseline per thing compiled and QNN version."""
-    parts = [s.variant, s.precision, s.soc] if s.variant else []
-    return "-".join(_slug(x) for x in ["compile", *(p for p in parts if p), f"qnn{s.qnn_version}"])
+    parts = [c.identity("variant"), c.identity("precision"), c.identity("soc")] if c.identity("variant") else []
+    return "-".join(_slug(x) for x in ["compile", *(p for p in parts if p), f"qnn{c.qnn_version}"])
 
 
 def update_structure_baseline(
@@ -170,38 +163,26 @@ def update_structure_baseline(
     note: str | None = None,
     variant: str | None = None,
 ) -> BaselineUpdate:
-    """Keep one compile as the structural baseline (default `root/<structure_key>/`).
-
-    The directory gets `structure.json` (the figures the gate reads, with what was compiled),
-    the file they were read from, byte for byte (an export's `manifest.json`, a version's
-    `compile.json`), and `baseline.json`.
-    """
+    """Keep one compile as the structural baseline (default `root/<structure_key>/`): its
+    `compile.json`, byte for byte, and `baseline.json`."""
     side = read_compile_side([Path(candidate)])
     if variant is not None:
         side = pick_variant(side, variant, "candidate")
-    structure = only_compile(
+    found = only_compile(
         side, f"{candidate}",
         hint="Point --candidate at one of them, e.g. <export>/qnn-versions/qnn-<version>/ (or pick with --variant).",
     )
-    where = Path(structure.path or candidate)
-    source = where if where.is_file() else where / VERSION_RECORD
-    copies = {source.name: source} if source.is_file() and source.name != STRUCTURE_NAME else {}
-    key = structure_key(structure)
+    key = structure_key(found)
     target = Path(directory) if directory else Path(root) / key
-    kept = structure.model_copy(update={"path": None})
-    body = kept.model_dump_json(indent=2) + "\n"
+    r = found.record
     record = BaselineRecord(
-        mode="structure", key=key, variant=structure.variant, precision=structure.precision, device=structure.soc,
-        input_shape=structure.input_shape, qnn_version=structure.qnn_version,
-        files={STRUCTURE_NAME: hashlib.sha256(body.encode()).hexdigest()}
-        | {name: sha256_file(f) for name, f in copies.items()},
-        copied_from=[str(f) for f in copies.values()] or [str(where)],
+        mode="structure", key=key, variant=r.model.variant, precision=r.model.precision, device=r.soc,
+        input_shape=r.model.input_shape, qnn_version=r.qnn_version,
+        files={COMPILE_RECORD: sha256_file(found.path)}, copied_from=[str(found.path)],
         commit=os.environ.get("GITHUB_SHA"), note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
     with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
-        (work / STRUCTURE_NAME).write_text(body)
-        for name, f in copies.items():
-            shutil.copyfile(f, work / name)  # byte for byte: the compile's own record
+        shutil.copyfile(found.path, work / COMPILE_RECORD)  # byte for byte: the compile's own record
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
     return BaselineUpdate(directory=target, record=record, replaced=replaced)

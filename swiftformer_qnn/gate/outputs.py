@@ -70,8 +70,8 @@ def describe_sides(v: GateVerdict) -> str:
         s = v.rules.structure
         return (f"Compile structure{' of ' + what if what else ''}{' ' + shape if shape else ''}: "
                 f"baseline QNN {', '.join(b.qnn_versions)}; candidate QNN {', '.join(c.qnn_versions)} "
-                f"({c.profiles} compile{'s' * (c.profiles != 1)}); limits: HTP coverage at least "
-                f"{s.min_htp_fraction * 100:g}%, HTP op count and context binary growth at most "
+                f"({c.profiles} compile{'s' * (c.profiles != 1)}), each compiled with CPU fallback disabled; "
+                f"limits: HTP op count and context binary growth at most "
                 f"{s.max_op_count_growth * 100:g}% / {s.max_context_growth * 100:g}%.")
     qnn = f"QNN {', '.join(b.qnn_versions) or '?'} -> {', '.join(c.qnn_versions) or '?'}"
     shape = "x".join(map(str, c.input_shape or []))

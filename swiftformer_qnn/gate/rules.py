@@ -33,7 +33,6 @@ class MetricRule(_Rules):
 class StructureRules(_Rules):
     """The device-free gate on compile manifests."""
 
-    min_htp_fraction: float = Field(default=1.0, ge=0, le=1)  # every op on the NPU
     max_op_count_growth: float = Field(default=0.05, ge=0)  # relative growth of the HTP op count
     max_context_growth: float = Field(default=0.05, ge=0)  # relative growth of the context binary
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
 
-from ..graph_cost import graph_cost
-from ..qnn import OP_TRACE_FILE, HtpTarget, compile_context_binary
+from .._atomic import write_text_atomic
+from ..compile_record import (
+    COMPILE_RECORD,
+    CONTEXT_BINARY,
+    CONTEXT_ONNX,
+    OP_TRACE,
+    CompiledModel,
+    CompileRecord,
+)
+from ..qnn import HtpTarget, compile_model
 from .bn_guard import protect
 
-# What the compile stage writes: the EP-context wrapper, the QNN context binary, and QNN's
-# framework op trace (HTP op -> ONNX nodes), which per-block attribution of profiles reads.
-COMPILE_OUTPUTS = ("model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json")
+# What the compile stage keeps: the EP-context wrapper, the QNN context binary, QNN's
+# framework op trace (HTP op -> ONNX nodes, which per-block attribution of profiles reads)
+# and the compile record.
+COMPILE_OUTPUTS = (CONTEXT_ONNX, CONTEXT_BINARY, OP_TRACE, COMPILE_RECORD)
 
 
 def guarded_model(model: Path, work: Path, name: str = ".model.bn-guarded.onnx") -> tuple[Path, dict]:
@@ -38,32 +46,16 @@ def describe_guard(guard: dict) -> str | None:
             "their scale was re-quantized per channel before compiling (exact in float).")
 
 
-def compile_stage(model: Path, out_dir: Path, target: HtpTarget) -> dict:
+def compile_stage(model: Path, out_dir: Path, target: HtpTarget, *, soc: str, subject: CompiledModel) -> CompileRecord:
+    # The BN-overflow guard first: never compile a graph known to be corrupted.
     source, guard = guarded_model(model, out_dir)
     try:
-        compiled = compile_context_binary(source, out_dir / "model.ctx.onnx", target, op_trace=True)
+        record = compile_model(source, out_dir, target, soc=soc, model=subject)
     finally:
         if source != model:
             source.unlink(missing_ok=True)
-    if compiled.context_binary != out_dir / "model.ctx_qnn.bin":
-        # The EPContext node references the binary by this name; renaming it would break the pair.
-        raise RuntimeError(f"unexpected context binary name {compiled.context_binary.name}")
-    binary_bytes = (out_dir / "model.ctx_qnn.bin").stat().st_size
-    # What the graph costs on the HTP (ops by type, layout ops, float islands), from QNN's op trace.
-    cost = graph_cost(json.loads((out_dir / OP_TRACE_FILE).read_text()), binary_bytes)
-    return {
-        "qnn_sdk_version": compiled.qnn_sdk_version,
-        "ep_sdk_version": compiled.ep_sdk_version,
-        "soc_model": target.soc_model,
-        "htp_arch": target.htp_arch,
-        "fp16": target.fp16,
-        "source_nodes": compiled.source_nodes,
-        "htp_nodes": compiled.htp_nodes,
-        "htp_fraction": compiled.htp_fraction,
-        "htp_coverage_basis": "compiled with CPU fallback disabled: onnxruntime assigned every node to the QNN EP",
-        **compiled.extra,  # htp_op_count, htp_op_types from QNN's op trace
-        "bn_guard": guard,
-        "context_binary_bytes": binary_bytes,
-        "compile_s": round(compiled.compile_s, 3),
-        "graph_cost": cost.model_dump(),
-    }
+    if record.op_trace is None:  # the main environment's QNN always writes one; per-block attribution needs it
+        raise RuntimeError(f"QNN {record.qnn_version} wrote no op trace ({OP_TRACE})")
+    record = record.model_copy(update={"bn_guard": guard})
+    write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
+    return record

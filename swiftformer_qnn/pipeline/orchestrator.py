@@ -7,7 +7,6 @@ directory, which is assembled in a temporary sibling and renamed into place at t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from ..artifacts import (
     ExportManifest,
     StageCache,
     StageRecord,
+    code_version,
     damaged_outputs,
     read_manifest,
     sha256_file,
@@ -30,6 +30,15 @@ from ..artifacts import (
 )
 from ..errors import OutputDirError, UsageError, WeightsError
 from ..output_dir import Found, Occupant, holds, place, staged_output_dir
+from ..stage_results import (
+    ExportResults,
+    FoldResults,
+    InputsResults,
+    QuantizeResults,
+    SimplifyResults,
+    ValidateResults,
+    VerifyResults,
+)
 from ..targets import Precision, Soc, get_precision, get_soc
 from ..variants import Variant, get_variant
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
@@ -245,9 +254,8 @@ def _assemble(
     the ownership rule of `output_dir` (another request's output needs `force`; anything
     this tool did not make is never replaced)."""
     tools = tool_versions()
-    code = {stage: _code_version(*mods) for stage, mods in STAGE_CODE.items()}
     request_key = sha256_json({"request": {k: v for k, v in request.items() if k not in ignore_in_key},
-                               "tools": tools, "code": code})
+                               "tools": tools, "code": code_version()})
     existing = read_manifest(target)
     notes: list[str] = []
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
@@ -290,7 +298,7 @@ def _place_outputs(rec: StageRecord, cache_dir: Path, work: Path) -> None:
 
 def _stage_notes(manifest: ExportManifest) -> list[str]:
     """Notes the stages recorded (weights format, attention form, calibration source), in order."""
-    notes = [n for s in manifest.stages for n in s.results.get("notes", [])]
+    notes = [n for s in manifest.stages for n in getattr(s.results, "notes", [])]
     return list(dict.fromkeys(notes))
 
 
@@ -376,8 +384,7 @@ class _Run:
 
     # --- stages -----------------------------------------------------------------------
     def _cached(self, name: str, **kwargs):
-        """StageCache.run, keyed also on the source of the code the stage runs."""
-        return self.cache.run(name, extra_key={"code": _code_version(*STAGE_CODE[name])}, **kwargs)
+        return self.cache.run(name, **kwargs)
 
     def _inputs_of(self, *names: tuple[str, str]) -> dict[str, str]:
         return {f"{s}/{o}": self.records[s].outputs[o].sha256 for s, o in names}
@@ -403,7 +410,7 @@ class _Run:
                    "graph": self.req.graph, "seed": RANDOM_SEED, "init": "realistic" if self.req.weights is None else None,
                    "torch": tool_versions(("torch",))["torch"]}
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> ExportResults:
             model = self.model()
             if self.req.graph == "htp":
                 from ..htp_model import to_htp_form
@@ -412,11 +419,8 @@ class _Run:
                 model = to_htp_form(model)
             res = export_onnx(model, shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
                               opset=self.req.opset)
-            res["attention"] = self.attention
-            res["graph"] = self.req.graph
-            res["weights"] = dict(self.weights_info)
-            res["notes"] = list(self.notes)
-            return res
+            return ExportResults(**res, attention=self.attention, graph=self.req.graph,
+                                 weights=dict(self.weights_info), notes=list(self.notes))
 
         return self._cached("export", options=options, inputs={}, produce=produce, outputs=("model.onnx",))
 
@@ -427,7 +431,7 @@ class _Run:
         return self._cached(
             "simplify", options={"onnxsim": tool_versions(("onnxsim",))["onnxsim"]},
             inputs=self._inputs_of(("export", "model.onnx")),
-            produce=lambda d: simplify_onnx(src, d / "model.sim.onnx"), outputs=("model.sim.onnx",),
+            produce=lambda d: SimplifyResults(**simplify_onnx(src, d / "model.sim.onnx")), outputs=("model.sim.onnx",),
         )
 
     def _stage_fold_bn(self):
@@ -436,7 +440,7 @@ class _Run:
         src = self._path("simplify", "model.sim.onnx")
         return self._cached(
             "fold_bn", options={}, inputs=self._inputs_of(("simplify", "model.sim.onnx")),
-            produce=lambda d: fold_stage(src, d / "model.fold.onnx"), outputs=("model.fold.onnx",),
+            produce=lambda d: FoldResults(**fold_stage(src, d / "model.fold.onnx")), outputs=("model.fold.onnx",),
         )
 
     def _float_graph(self) -> tuple[str, str]:
@@ -454,7 +458,7 @@ class _Run:
             host = encoder_host(r.variant.encoder_dim)
             options["host"] = {"module": host.describe(), "weights": r.weights_id, "attention": self.req.attention}
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> InputsResults:
             kw = {}
             if r.variant.is_encoder_block:
                 host, model = self.host_model()
@@ -466,7 +470,7 @@ class _Run:
             if r.variant.is_encoder_block:
                 notes += [n for n in self.notes if n.startswith(("Calibration activations", "The weights hold"))]
             res["notes"] = [n for n in notes if n]
-            return res
+            return InputsResults.model_validate(res)
 
         return self._cached("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
 
@@ -480,7 +484,7 @@ class _Run:
         float_graph = self._path(*graph)
         heldout_path = self._path("inputs", "heldout.npy")
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> ValidateResults:
             heldout = np.load(heldout_path)
             reference = torch_outputs(self.model(), heldout)
             # The graph that gets quantized, and (when BatchNorm was folded) the simplified one
@@ -490,7 +494,7 @@ class _Run:
             if float_graph != sim:
                 figures["simplified"], _ = validate_onnx(sim, reference, heldout, self.r.variant)
             np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
-            return figures
+            return ValidateResults.model_validate(figures)
 
         return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
@@ -508,10 +512,11 @@ class _Run:
         precision = self.r.precision
         if precision.is_quantized:
             calib = self._path("inputs", "calibration.npy")
-            produce = lambda d: quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision)  # noqa: E731
+            produce = lambda d: QuantizeResults(  # noqa: E731
+                **quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision))
             inputs = self._inputs_of(graph, ("inputs", "calibration.npy"))
         else:
-            produce = lambda d: passthrough_float(src, d / "model.qdq.onnx")  # noqa: E731
+            produce = lambda d: QuantizeResults(**passthrough_float(src, d / "model.qdq.onnx"))  # noqa: E731
             inputs = self._inputs_of(graph)
         options = {"precision": precision.value, "per_channel": True,
                    "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
@@ -522,16 +527,23 @@ class _Run:
 
         return HtpTarget(self.r.soc.soc_model, self.r.soc.htp_arch, fp16=self.r.precision is Precision.FP16)
 
+    def subject(self):
+        from ..compile_record import CompiledModel
+
+        r = self.r
+        return CompiledModel(variant=r.variant.name, precision=r.precision.value,
+                             input_shape=list(r.variant.input_shape(r.resolution)))
+
     def _stage_compile(self):
         from .compile import COMPILE_OUTPUTS, compile_stage
 
         qdq = self._path("quantize", "model.qdq.onnx")
-        target = self.htp_target()
-        options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-                   **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+        target, soc, subject = self.htp_target(), self.r.soc.name, self.subject()
+        options = {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+                   "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
-            produce=lambda d: compile_stage(qdq, d, target), outputs=COMPILE_OUTPUTS,
+            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject), outputs=COMPILE_OUTPUTS,
         )
 
     def _stage_verify(self):
@@ -546,12 +558,13 @@ class _Run:
         ctx_dir = self.dirs["compile"]
         heldout_path = self._path("inputs", "heldout.npy")
 
-        def produce(d: Path) -> dict:
+        def produce(d: Path) -> VerifyResults:
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
             # The EP-context ONNX names its .bin relatively: run it where both files sit.
-            return verify_fidelity(np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
-                                   classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant)
+            return VerifyResults.model_validate(verify_fidelity(
+                np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
+                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -560,37 +573,6 @@ class _Run:
                                    ("compile", "model.ctx_qnn.bin"), ("inputs", "heldout.npy")),
             produce=produce, outputs=("sample_input.npy",),
         )
-
-
-_CODE_HASHES: dict[tuple[str, ...], str] = {}
-
-
-def _code_version(*modules: str) -> str:
-    """Hash of the source of the modules a stage runs (default: the model), so a changed
-    implementation never reuses results made by the old one."""
-    modules = modules or ("model",)
-    if modules not in _CODE_HASHES:
-        from .. import __version__
-
-        root = Path(__file__).resolve().parents[1]
-        h = hashlib.sha256(__version__.encode())
-        for name in modules:
-            h.update((root / (name.replace(".", "/") + ".py")).read_bytes())
-        _CODE_HASHES[modules] = h.hexdigest()[:16]
-    return _CODE_HASHES[modules]
-
-
-# Which source files each stage's result depends on (beyond its inputs and options).
-STAGE_CODE = {
-    "export": ("model", "htp_model", "weights", "pipeline.onnx_export"),
-    "simplify": ("pipeline.onnx_export",),
-    "fold_bn": ("pipeline.fold_bn", "pipeline.onnx_export"),
-    "inputs": ("model", "weights", "pipeline.images", "pipeline.calibrate"),
-    "validate": ("pipeline.validate", "pipeline.fidelity"),
-    "quantize": ("pipeline.quantize",),
-    "compile": ("qnn", "pipeline.compile", "pipeline.bn_guard", "graph_cost"),
-    "verify": ("qnn", "pipeline.verify", "pipeline.fidelity", "pipeline.localize"),
-}
 
 
 @dataclass(frozen=True)
@@ -609,6 +591,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
     import onnx
 
+    from ..compile_record import CompiledModel
     from ..cross_version import require_onnx
     from ..qnn import HtpTarget
     from .compile import COMPILE_OUTPUTS, compile_stage
@@ -624,15 +607,15 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
                "htp_arch": soc.htp_arch, "fp16": req.fp16}
     out = Path(req.output_dir) if req.output_dir else model.parent / f"{model.stem}-qnn-{soc.name}"
     emit = progress or (lambda _e: None)
-    options = {"soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-               **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+    subject = CompiledModel(precision="fp16" if req.fp16 else None)
+    options = {"soc": soc.name, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+               "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
 
     def run_stages(work: Path) -> list[StageRecord]:
         emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
         rec, d = StageCache(enabled=req.use_cache).run(
-            "compile", options=options, extra_key={"code": _code_version(*STAGE_CODE["compile"])},
-            inputs={"quantize/model.qdq.onnx": model_hash},
-            produce=lambda w: compile_stage(model, w, target), outputs=COMPILE_OUTPUTS,
+            "compile", options=options, inputs={"quantize/model.qdq.onnx": model_hash},
+            produce=lambda w: compile_stage(model, w, target, soc=soc.name, subject=subject), outputs=COMPILE_OUTPUTS,
         )
         _place_outputs(rec, d, work)
         emit(StageEvent("compile", STAGE_TITLES["compile"], "cached" if rec.cached else "done", rec))
@@ -671,16 +654,19 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
     import numpy as np
     import onnx
 
+    from ..compile_record import CompileRecord
     from ..cross_version import compile_versions_into
     from ..qnn import HtpTarget
 
-    req = result.manifest.request
+    compiled = result.manifest.results("compile", CompileRecord)
+    if compiled is None:
+        raise UsageError(f"{result.directory} holds no compile to compare other QNN versions with.")
     model = result.artifact("quantize", "model.qdq.onnx")
     inputs = None
     sample = result.directory / "sample_input.npy"
     if sample.is_file():
         name = onnx.load(str(model), load_external_data=False).graph.input[0].name
         inputs = {name: np.load(sample)}
-    target = HtpTarget(req["soc_model"], req["htp_arch"], fp16=req["precision"] == Precision.FP16.value)
+    target = HtpTarget(compiled.soc_model, compiled.htp_arch, fp16=compiled.fp16)
     return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True, use_cache=use_cache,
-                                 target=target, inputs=inputs, progress=progress)
+                                 target=target, inputs=inputs, subject=compiled.model, progress=progress)

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..compile_record import OP_TRACE as OP_TRACE_JSON
 from ..errors import ProfileError, ToolchainError, UsageError
-from ..qnn import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
+from ..qnn import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
 from ..targets import SOCS
 from ..variants import Variant
 from .attribution import NodeTensors, attribute_ops
@@ -45,8 +46,6 @@ from .schema import (
 
 log = logging.getLogger(__name__)
 
-PROFILE_CSV = "qnn_profile.csv"
-OP_TRACE_JSON = "qnn_op_trace.json"  # QNN's fixed file name
 NOT_LATENCY = (
     "HTP emulator cycles on x86_64: structure only, NOT device latency "
     "(emulator cycles bear no fixed relation to a phone's time and vary 5-40% between identical runs)."

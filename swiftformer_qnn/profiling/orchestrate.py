@@ -15,6 +15,7 @@ from typing import Any
 
 from ..artifacts import ExportManifest, read_manifest
 from ..errors import HubError, OutputDirError, UsageError
+from ..stage_results import ExportResults
 from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
 from ..toolchains import split_versions
 from ..variants import Variant, get_variant
@@ -141,16 +142,15 @@ def read_export(directory: Path) -> ExportSource:
     )
     if not model_path.is_file():
         raise OutputDirError(f"{model_path} is missing from the export directory.")
-    export_rec = manifest.stage("export")
-    results = export_rec.results if export_rec else {}
+    exported = manifest.results("export", ExportResults)
     model_info = ModelInfo(
         variant=variant.name,
         input_shape=list(req.get("input_shape") or variant.input_shape()),
         precision=precision.value,
         weights=str(req.get("weights") or "random"),
-        attention=str(results.get("attention") or req.get("attention") or "normalize"),
-        opset=results.get("opset") or req.get("opset"),
-        graph=str(req.get("graph") or "faithful"),  # exports from before graph forms are faithful
+        attention=exported.attention if exported else str(req.get("attention") or "normalize"),
+        opset=exported.opset if exported else req.get("opset"),
+        graph=exported.graph if exported else str(req.get("graph") or "faithful"),
     )
     return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
 

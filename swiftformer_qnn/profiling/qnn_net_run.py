@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..compile_record import CompileRecord
 from ..errors import PhoneError, PhoneRunError, UsageError
 from ..targets import SOCS, Soc, get_soc
 from .adb import Adb
@@ -105,7 +106,7 @@ def _net_run_script(run_dir: str, model_dir: str, level: str, runs: int) -> str:
             f" && export ADSP_LIBRARY_PATH={q(adsp)} && {shlex.join(argv)} 2>&1")
 
 
-def _compiled(source: ExportSource) -> tuple[Path, dict]:
+def _compiled(source: ExportSource) -> tuple[Path, CompileRecord]:
     rec = source.manifest.stage("compile")
     if rec is None or "model.ctx_qnn.bin" not in rec.outputs:
         raise PhoneError(f"{source.directory} has no compiled context binary (compile/model.ctx_qnn.bin).",
@@ -130,15 +131,16 @@ class PhoneSession:
         sdk = find_sdk(sdk_dir)
         for s in sources:
             _, results = _compiled(s)
-            check_version(sdk, results.get("ep_sdk_version"), s.directory)
+            check_version(sdk, results.ep_sdk_version, s.directory)
         phone = read_phone(Adb.connect(serial))
         for s in sources:
             _, results = _compiled(s)
-            if results.get("htp_arch") not in (None, phone.soc.htp_arch):
+            if results.htp_arch != phone.soc.htp_arch:
                 raise PhoneError(
-                    f"{s.directory} was compiled for HTP v{results['htp_arch']}, phone {phone.adb.serial} is a "
+                    f"{s.directory} was compiled for HTP v{results.htp_arch}, phone {phone.adb.serial} is a "
                     f"{phone.soc.marketing_name} ({phone.soc.name}, HTP v{phone.soc.htp_arch}).",
-                    hint=f"Export for this phone with --soc {phone.soc.name}.")
+                    hint=f"Export for this phone (swiftformer-qnn export ... --soc {phone.soc.name}) and profile "
+                         "that with --from DIR.")
         files = sdk.check_for_phone(phone.soc.htp_arch, f"{phone.soc.name}, HTP v{phone.soc.htp_arch}")
         session = cls(phone, sdk, files, out_dir, runs, emit)
         try:

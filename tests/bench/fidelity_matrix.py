@@ -47,7 +47,7 @@ from swiftformer_qnn.pipeline.images import (  # noqa: E402
 from swiftformer_qnn.pipeline.localize import locate  # noqa: E402
 from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx  # noqa: E402
 from swiftformer_qnn.pipeline.quantize import quantize_qdq  # noqa: E402
-from swiftformer_qnn.qnn import HtpTarget, compile_context_binary, htp_session  # noqa: E402
+from swiftformer_qnn.qnn import HtpTarget, compile_model, htp_session  # noqa: E402
 from swiftformer_qnn.targets import get_precision  # noqa: E402
 from swiftformer_qnn.variants import get_variant  # noqa: E402
 
@@ -68,18 +68,17 @@ def cell(float_graph: Path, form: str, calib: np.ndarray, heldout, fp32, precisi
         protect(model)
         onnx.save(model, str(qdq))
     ctx_dir = work / f"{form}-ctx"
-    ctx_dir.mkdir()
-    compiled = compile_context_binary(qdq, ctx_dir / "model.ctx.onnx", HtpTarget(), op_trace=True)
+    compiled = compile_model(qdq, ctx_dir, HtpTarget())  # the EP directly, without the pipeline's guard
     cpu = run_cpu(qdq, heldout)
     htp = _htp(ctx_dir / "model.ctx.onnx", heldout)
     c, h = compare_outputs(fp32, cpu, classify=True), compare_outputs(fp32, htp, classify=True)
     e = compare_outputs(cpu, htp, classify=True)
-    types = compiled.extra.get("htp_op_types", {})
+    types = compiled.htp_op_types or {}
     return {"cpu_qdq_vs_fp32_db": c["sqnr_db"], "htp_vs_fp32_db": h["sqnr_db"],
             "gap_db": round(c["sqnr_db"] - h["sqnr_db"], 2), "htp_vs_cpu_db": e["sqnr_db"],
             "htp_vs_cpu_cosine_min": round(e["cosine_min"], 5),
             "bn_predicted_corrupt": [(f.node, f.channels) for f in flagged.findings],
-            "htp_ops": compiled.extra.get("htp_op_count"),
+            "htp_ops": compiled.htp_op_count,
             "htp_batchnorm_ops": sum(v for k, v in types.items() if "atchnorm" in k), "qdq": str(qdq)}
 
 

@@ -79,7 +79,7 @@ def _compiled(export_dir: Path) -> tuple[Path | None, str | None]:
     compiled = manifest.stage("compile") if manifest else None
     if compiled is None:
         return None, None
-    version = compiled.results.get("ep_sdk_version") or compiled.results.get("qnn_sdk_version")
+    version = compiled.results.ep_sdk_version or compiled.results.qnn_version  # the CompileRecord
     if "qnn_op_trace.json" not in compiled.outputs:
         return None, version
     path = manifest.artifact(export_dir, "compile", "qnn_op_trace.json")

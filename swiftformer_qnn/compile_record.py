@@ -1,0 +1,123 @@
+"""`compile.json`: the one record of a compile, whoever made it.
+
+The export's compile stage, the `compile` command and every toolchain worker compile through
+`qnn.compile_model`, which writes this record next to the context binary; the gate, the
+report, the profiler and the cross-version comparison read it back through this model.
+Imports only pydantic, the standard library and `graph_cost` (pure): toolchain environments
+import it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ProfileError
+from .graph_cost import GraphCost
+
+COMPILE_RECORD = "compile.json"
+COMPILE_FAILURE = "compile_failed.json"  # a version of a cross-version comparison that did not compile
+RECORD_KIND = "swiftformer-qnn.compile"
+FAILURE_KIND = "swiftformer-qnn.compile-failure"
+CONTEXT_ONNX = "model.ctx.onnx"  # the EP-context wrapper (one com.microsoft:EPContext node)
+CONTEXT_BINARY = "model.ctx_qnn.bin"  # the QNN context binary it names; onnxruntime derives this name
+OP_TRACE = "qnn_op_trace.json"  # QNN's own fixed name for the framework op trace
+# Where every node of a successful compile runs, and why that is certain: the session that
+# compiles is created with CPU fallback disabled, so a node the HTP rejects fails the compile.
+ON_THE_HTP = "compiled with CPU fallback disabled: every node is on the HTP"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CompiledModel(_Model):
+    """What was compiled, where the caller knows it (`compile MODEL.onnx` knows only the file)."""
+
+    variant: str | None = None
+    precision: str | None = None
+    input_shape: list[int] | None = None
+
+
+class CompileRecord(_Model):
+    """One compile of one ONNX model to a QNN context binary with one QNN version."""
+
+    kind: Literal["swiftformer-qnn.compile"] = RECORD_KIND
+    schema_version: int = 1
+    # The toolchain: the QNN SDK the onnxruntime-qnn wheel bundles ("2.51.0", parsed by the
+    # wheel's build) and the version the context binary itself names, as written there.
+    qnn_version: str
+    ep_sdk_version: str | None  # e.g. "v2.51.0.260929181845"; None if the EPContext node omits it
+    onnxruntime: str
+    onnxruntime_qnn: str
+    # The target and the input.
+    soc: str | None = None  # the SoC name, where the caller knows it (sm8550)
+    soc_model: int
+    htp_arch: int
+    fp16: bool
+    model: CompiledModel = Field(default_factory=CompiledModel)
+    model_sha256: str  # the ONNX that was compiled
+    # What it produced.
+    compile_s: float = Field(ge=0)  # host wall time of the compile (session creation)
+    context_onnx: str = CONTEXT_ONNX
+    context_binary: str = CONTEXT_BINARY
+    context_binary_bytes: int = Field(ge=0)
+    context_binary_sha256: str
+    cpu_fallback_disabled: Literal[True] = True  # see ON_THE_HTP: success means every node is on the HTP
+    # From QNN's framework op trace; None where the QNN release writes no trace (2.47).
+    op_trace: str | None = None
+    htp_op_count: int | None = Field(default=None, ge=0)
+    htp_op_types: dict[str, int] | None = None  # QNN op type -> count
+    graph_cost: GraphCost | None = None  # layout ops, float islands (graph_cost.py, from the same trace)
+    # The BatchNorm-overflow guard run before compiling (pipeline.bn_guard): BNs it found the EP
+    # would corrupt and what it did; None where the compile ran without it.
+    bn_guard: dict[str, Any] | None = None
+
+    @property
+    def placement(self) -> str:
+        return ON_THE_HTP
+
+
+class CompileFailure(_Model):
+    """A QNN version that did not compile (a cross-version comparison reports it; the others finish)."""
+
+    kind: Literal["swiftformer-qnn.compile-failure"] = FAILURE_KIND
+    qnn_version: str
+    onnxruntime_qnn: str
+    onnxruntime: str
+    status: Literal["failed", "crashed"]
+    error: str
+    model: CompiledModel = Field(default_factory=CompiledModel)
+
+
+def write_compile_record(directory: Path, record: CompileRecord) -> Path:
+    from ._atomic import write_text_atomic
+
+    return write_text_atomic(Path(directory) / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
+
+
+def _read(path: Path, model: type[_Model], what: str):
+    try:
+        return model.model_validate_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such {what}.") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: unreadable {what} ({exc.strerror or exc}).") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(top level)"
+        raise ProfileError(
+            f"{path}: not a valid {what} ({where}: {first['msg']}).",
+            hint="Recompile with this swiftformer-qnn (export, compile, or export --qnn).",
+        ) from None
+
+
+def read_compile_record(path: Path) -> CompileRecord:
+    """A `compile.json`, or a ProfileError naming the file and the first thing wrong with it."""
+    return _read(path, CompileRecord, "compile record")
+
+
+def read_compile_failure(path: Path) -> CompileFailure:
+    return _read(path, CompileFailure, "compile failure record")
