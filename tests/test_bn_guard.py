@@ -125,7 +125,7 @@ def test_compile_of_a_corrupting_qdq_graph_rewrites_it_and_says_so(tmp_path):
     assert guard["corrupted_predicted"][0] | {"folded_bias": None} == {
         "node": "bn", "channels": [0], "folded_bias": None, "action": "rewritten"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "manifest.json", "model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json"]
+        "compile.json", "manifest.json", "model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json"]
 
 
 def test_upstream_reproduction_still_reproduces():
@@ -169,7 +169,7 @@ def test_cross_version_compiles_get_the_guarded_graph(tmp_path, caplog):
     (ok,) = report.versions
     assert ok.status == "ok", ok.error
     assert "BN guard" in caplog.text and "bn channel 0" in caplog.text
-    ctx = tmp_path / "versions" / ok.directory / f"{qdq.stem}_ctx.onnx"
+    ctx = tmp_path / "versions" / ok.directory / "model.ctx.onnx"
     x = np.random.default_rng(1000).standard_normal((1, 4, 8, 8)).astype(np.float32)
     htp = htp_session(ctx, HtpTarget()).run(None, {"x": x})[0]
     assert compare_outputs(run_cpu(qdq, x), htp, classify=False)["cosine_min"] > 0.999
