@@ -13,6 +13,7 @@ from gate_sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 
 from swiftformer_qnn.compile_record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
 from swiftformer_qnn.errors import ProfileError, UsageError
+from swiftformer_qnn.graph_cost import GraphCost
 from swiftformer_qnn.gate import (
     FoundCompile,
     FoundFailure,
@@ -458,6 +459,27 @@ def test_structure_gate_rules():
     assert gate_structure(base, [same], GateRules()).passed
 
 
+def _cost(layout: int, islands: int) -> GraphCost:
+    return GraphCost(htp_op_count=400, op_types={"Conv2d": 300, "Gelu": 100}, layout_ops=layout,
+                     float_islands=islands, boundary_conversions=2)
+
+
+def test_layout_ops_and_float_islands_may_only_go_down():
+    """faithful -> htp: fewer of both is an improvement; any new one fails the gate."""
+    base = _found(_record(graph_cost=_cost(35, 4)))
+    htp = _found(_record(graph_cost=_cost(1, 0)), "htp")
+    worse = _found(_record(qnn_version="2.52.0", graph_cost=_cost(36, 5)), "w")
+    m = by_metric(gate_structure(base, [htp], GateRules()))
+    assert m["layout_ops"].status is m["float_islands"].status is MetricStatus.IMPROVEMENT
+    v = gate_structure(_found(_record(graph_cost=_cost(1, 0))), [htp, worse], GateRules())
+    m = by_metric(v)
+    assert m["layout_ops@2.51.0"].status is MetricStatus.UNCHANGED
+    assert m["layout_ops@2.52.0"].status is m["float_islands@2.52.0"].status is MetricStatus.REGRESSION
+    assert {r.metric for r in v.failures} == {"layout_ops@2.52.0", "float_islands@2.52.0"}
+    # A record without an op trace's figures (QNN 2.47) is not compared on them.
+    assert "layout_ops" not in by_metric(gate_structure(base, [_found(_record(), "n")], GateRules()))
+
+
 # ---------------------------------------------------------------- structure, on real compile output
 
 
@@ -500,7 +522,8 @@ def test_the_export_and_the_toolchain_worker_write_the_same_record(compiled):
     assert w.record.model_dump(exclude=timeless) == e.record.model_dump(exclude=timeless)
 
     v = gate_manifests([compiled["export"]], [compiled["versions"]], GateRules())
-    assert v.passed and [r.metric for r in v.results] == ["htp_op_count", "context_binary_bytes"]
+    assert v.passed and [r.metric for r in v.results] == [
+        "htp_op_count", "layout_ops", "float_islands", "context_binary_bytes"]
     assert v.candidate.variant == "encoder"
 
 

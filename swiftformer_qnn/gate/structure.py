@@ -219,6 +219,18 @@ def _identity_of(items: Sequence[FoundCompile]) -> dict[str, Any]:
     return out
 
 
+def _graph_cost_results(b: CompileRecord, c: CompileRecord, tag: str) -> list[MetricResult]:
+    """Layout ops and float islands (graph_cost.py): each should only ever go down, so any
+    growth is a regression. Records without an op trace (QNN 2.47) have neither."""
+    if b.graph_cost is None or c.graph_cost is None:
+        return []
+    bc, cc = b.graph_cost, c.graph_cost
+    return [
+        _growth(f"layout_ops{tag}", "Reshape/Transpose ops", bc.layout_ops, cc.layout_ops, 0.0),
+        _growth(f"float_islands{tag}", "float islands", bc.float_islands, cc.float_islands, 0.0),
+    ]
+
+
 def gate_structure(
     baseline: FoundCompile,
     candidates: Sequence[FoundCompile],
@@ -251,6 +263,7 @@ def gate_structure(
         c = cand.record
         results.append(_growth(f"htp_op_count{tag}", "ops", b.htp_op_count, c.htp_op_count,
                                s.max_op_count_growth, _type_changes(b, c)))
+        results += _graph_cost_results(b, c, tag)
         results.append(_growth(f"context_binary_bytes{tag}", "bytes", b.context_binary_bytes,
                                c.context_binary_bytes, s.max_context_growth))
     return make_verdict(
@@ -265,7 +278,8 @@ def gate_structure(
         ),
         rules=rules,
         mismatches=diffs,
-        notes=["Structure only (no device): HTP op count (from QNN's op trace) and context binary size of each "
+        notes=["Structure only (no device): HTP op count, layout ops (Reshape/Transpose) and float islands "
+               "(Dequantize..Quantize inside the graph), all from QNN's op trace, and context binary size of each "
                f"compile; every compile that succeeded was {ON_THE_HTP}."]
         + ([f"Compared despite differences ({'; '.join(diffs)}): --allow-mismatch was given."] if diffs else []),
         results=results,
