@@ -72,7 +72,8 @@ class CompileRecord(_Model):
     htp_op_types: dict[str, int] | None = None  # QNN op type -> count
     graph_cost: GraphCost | None = None  # layout ops, float islands (graph_cost.py, from the same trace)
     # The BatchNorm-overflow guard run before compiling (pipeline.bn_guard): BNs it found the EP
-    # would corrupt and what it did; None where the compile ran without it.
+    # would corrupt and what it did. None in cross-version records: there the guard runs once before
+    # the workers (cross_version.compile_versions_into) and says what it rewrote on stderr.
     bn_guard: dict[str, Any] | None = None
 
     @property
