@@ -10,7 +10,7 @@ import it too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -71,6 +71,10 @@ class CompileRecord(_Model):
     htp_op_count: int | None = Field(default=None, ge=0)
     htp_op_types: dict[str, int] | None = None  # QNN op type -> count
     graph_cost: GraphCost | None = None  # layout ops, float islands (graph_cost.py, from the same trace)
+    # The BatchNorm-overflow guard run before compiling (pipeline.bn_guard): BNs it found the EP
+    # would corrupt and what it did. None in cross-version records: there the guard runs once before
+    # the workers (cross_version.compile_versions_into) and says what it rewrote on stderr.
+    bn_guard: dict[str, Any] | None = None
 
     @property
     def placement(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -559,8 +560,15 @@ def compile_versions_into(
     require_onnx(Path(model))
     # Replaces only an earlier comparison (with force) or an empty directory; says so before the compiles.
     earlier = holds_marker({REPORT_NAME: (REPORT_KIND,)}, "a QNN version comparison")
-    with staged_output_dir(out, force=force, inspect=earlier) as work:
-        return compile_across_versions(model, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
+    from .pipeline.compile import describe_guard, guarded_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Never compile a graph known to be corrupted: every version gets the guarded model.
+        source, guard = guarded_model(Path(model), Path(tmp), name=Path(model).name)
+        if (note := describe_guard(guard)) is not None:
+            logging.getLogger(__name__).warning(note)
+        with staged_output_dir(out, force=force, inspect=earlier) as work:
+            return compile_across_versions(source, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
 
 
 def require_onnx(model: Path) -> None:

@@ -76,3 +76,7 @@ class PhoneRunError(SwiftFormerQnnError):
     """qnn-net-run failed on the phone (the message carries the phone's last lines)."""
 
     exit_code = 1
+
+
+class BnOverflowError(SwiftFormerQnnError):
+    """A QDQ BatchNormalization whose bias the QNN EP would corrupt, and which cannot be rewritten."""

@@ -52,6 +52,16 @@ class SimplifyResults(_Model):
     op_types: dict[str, int]
 
 
+class FoldResults(_Model):
+    """`fold_bn`: each BatchNorm, how it was folded and into which nodes (`pipeline.fold_bn`)."""
+
+    nodes_before: int
+    nodes: int
+    batchnorms_folded: int
+    folds: list[dict[str, Any]]  # {batchnorm, how, into}
+    op_types: dict[str, int]
+
+
 class ModelInputs(_Model):
     count: int
     shape: list[int]
@@ -68,6 +78,8 @@ class InputsResults(_Model):
 class ValidateResults(Agreement):
     tolerance_abs: float
     min_cosine: float
+    graph: str | None = None  # the float graph validated (the one quantized)
+    simplified: ValidateResults | None = None  # the simplified graph it came from, when BN was folded
 
 
 class QuantizeResults(_Model):
@@ -84,6 +96,11 @@ class VerifyResults(_Model):
     quantized_vs_fp32: Agreement
     emulator_vs_quantized_cpu: Agreement
     emulator_vs_fp32: Agreement
+    # The CPU QDQ model on the same held-out inputs the emulator ran, and the criteria (verify.py).
+    quantized_vs_fp32_on_emulated: Agreement | None = None
+    sqnr_gap_db: float | None = None  # CPU-QDQ-vs-fp32 minus HTP-vs-fp32
+    max_sqnr_gap_db: float | None = None
+    min_emulator_sqnr_db: float | None = None
     min_sqnr_db: float
     min_emulator_cosine: float
 
@@ -92,6 +109,7 @@ class VerifyResults(_Model):
 STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "export": ExportResults,
     "simplify": SimplifyResults,
+    "fold_bn": FoldResults,
     "inputs": InputsResults,
     "validate": ValidateResults,
     "quantize": QuantizeResults,

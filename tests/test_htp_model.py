@@ -116,6 +116,30 @@ def xs_both_forms(tmp_path_factory):
             for graph in ("htp", "faithful")}
 
 
+def _htp_vs_fp32_sqnr(result) -> float:
+    """The compiled binary on the HTP emulator against the float ONNX, over the held-out inputs."""
+    import onnx
+
+    from swiftformer_qnn.pipeline.fidelity import compare_outputs
+    from swiftformer_qnn.qnn import HtpTarget, htp_session
+
+    heldout = np.load(result.artifact("inputs", "heldout.npy"))
+    fp32 = np.load(result.artifact("validate", "heldout_fp32.npy"))
+    name = onnx.load(str(result.artifact("quantize", "model.qdq.onnx")), load_external_data=False).graph.input[0].name
+    session = htp_session(result.artifact("compile", "model.ctx.onnx"), HtpTarget())
+    emulated = np.concatenate([session.run(None, {name: heldout[i : i + 1]})[0] for i in range(len(heldout))])
+    sqnr = compare_outputs(fp32, emulated, classify=True)["sqnr_db"]
+    print(f"{result.manifest.request['graph']}: HTP-vs-fp32 SQNR {sqnr:.2f} dB")
+    return sqnr
+
+
+def test_htp_graph_is_no_less_accurate_on_the_htp_than_the_faithful_one(xs_both_forms):
+    """Realistic weights, w8a8: the HTP-ready graph (BNs folded away) against the faithful one
+    (BNs kept, the overflow guard rewriting any it predicts to flip)."""
+    sqnr = {g: _htp_vs_fp32_sqnr(r) for g, r in xs_both_forms.items()}
+    assert sqnr["htp"] >= sqnr["faithful"], sqnr
+
+
 def test_htp_graph_cost_is_recorded_and_lower(xs_both_forms):
     cost = {g: r.manifest.stage("compile").results.graph_cost for g, r in xs_both_forms.items()}
     htp, faithful = cost["htp"], cost["faithful"]
@@ -146,3 +170,27 @@ def test_every_htp_op_of_the_htp_graph_is_attributed_to_its_block(xs_both_forms)
     assert unattributed == ["Transpose"]
     # Each of XS's four SwiftFormerEncoders shows its three parts.
     assert len(parts) == 4 and all(p == {"local_representation", "attention", "mlp"} for p in parts.values())
+
+
+# --- full size (slow): SwiftFormer-L1 at 224, realistic weights ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def l1_both_forms(tmp_path_factory):
+    out = tmp_path_factory.mktemp("l1-forms")
+    ckpt, _ = make_checkpoint(out, "l1", "upstream")
+    return {graph: run_export(ExportRequest(variant="l1", weights=ckpt, graph=graph, heldout_count=4,
+                                            output_dir=out / graph))
+            for graph in ("htp", "faithful")}
+
+
+@pytest.mark.slow
+def test_l1_htp_graph_on_the_htp(l1_both_forms):
+    """The issue's structural targets that hold, and SQNR no lower than the faithful graph's."""
+    htp = l1_both_forms["htp"].manifest.stage("compile").results.graph_cost
+    faithful = l1_both_forms["faithful"].manifest.stage("compile").results.graph_cost
+    assert htp.op_types.get("Batchnorm", 0) == 0 < faithful.op_types.get("Batchnorm", 0)
+    assert htp.float_islands == 0 and htp.layout_ops <= 1
+    assert htp.htp_op_count < faithful.htp_op_count
+    sqnr = {g: _htp_vs_fp32_sqnr(r) for g, r in l1_both_forms.items()}
+    assert sqnr["htp"] >= sqnr["faithful"], sqnr

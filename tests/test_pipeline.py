@@ -47,7 +47,8 @@ def xs_export(tmp_path_factory):
 def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     result, events = xs_export
     m = result.manifest
-    assert [s.name for s in m.stages] == ["export", "simplify", "inputs", "validate", "quantize", "compile", "verify"]
+    assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile",
+                                          "verify"]
     # Every stage was visible to the progress display, start and end.
     assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
 
@@ -72,8 +73,16 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     assert binary.stat().st_size == compiled.context_binary_bytes > 100_000
     assert sha256_file(binary) == compiled.context_binary_sha256
 
+    # BatchNorm is folded before quantization (HTP-ready graph): none reaches the QNN EP.
+    folded = m.stage("fold_bn").results
+    assert folded.batchnorms_folded == 5 and folded.nodes == folded.nodes_before - 5
+    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(result.directory / "model.qdq.onnx")).graph.node}
+    assert m.stage("validate").results.graph == "model.fold.onnx"
+    assert m.stage("validate").results.simplified.cosine_min > 0.9999
+    assert compiled.bn_guard == {"batchnorms": 0, "exposed_batchnorms": 0, "corrupted_predicted": []}
+
     verify = m.stage("verify").results
-    assert verify.emulator_vs_quantized_cpu.samples == 1
+    assert verify.emulator_vs_quantized_cpu.samples == 4
     assert verify.emulator_vs_quantized_cpu.cosine_min > 0.99
     assert verify.quantized_vs_fp32.samples == 4
     assert verify.quantized_vs_fp32.sqnr_db >= verify.min_sqnr_db
@@ -84,7 +93,7 @@ def test_manifest_records_request_tools_hashes_and_timings(xs_export):
     data = json.loads((result.directory / "manifest.json").read_text())
     assert data["request"]["variant"] == "xs"
     assert data["request"]["input_shape"] == [1, 3, 64, 64]
-    assert data["request"]["weights"] == "random(seed=0)"
+    assert data["request"]["weights"] == "random-realistic(seed=0)"
     assert data["stages"][0]["results"]["attention"] == "normalize"
     for tool in ("torch", "onnx", "onnxruntime", "onnxruntime-qnn", "onnxsim"):
         assert data["tools"][tool] != "not installed"
@@ -149,9 +158,10 @@ def test_encoder_block_is_calibrated_on_the_activations_l1_feeds_it(tmp_path):
     calib = np.load(result.directory / "calibration.npy")
     assert calib.shape == (8, 96, 16, 16)
 
-    # Independently: L1 (seed 0, as the pipeline builds it) run by hand up to stage1's encoder.
+    # Independently: L1 (seed 0, realistic magnitudes, as the pipeline builds it without --weights)
+    # run by hand up to stage1's encoder.
     torch.manual_seed(0)
-    l1 = build_model(get_variant("l1"))
+    l1 = realistic_init(build_model(get_variant("l1")), seed=0)
     images = find_images(Path(result.manifest.request["calibration"]["root"]), 8)
     pixels = torch.from_numpy(preprocess_all(images, 16 * 8))
     with torch.no_grad():

@@ -95,6 +95,8 @@ def test_the_committed_structural_baseline_is_what_ci_gates_against():
     assert (record.variant, record.precision, record.device, record.qnn_version) == ("l1", "w8a8", "sm8550", "2.51.0")
     assert c.cpu_fallback_disabled and c.op_trace == "qnn_op_trace.json"
     assert sum(c.htp_op_types.values()) == c.htp_op_count > 200
+    # The default export's graph: BatchNorms folded away, no float islands.
+    assert "Batchnorm" not in c.htp_op_types and c.graph_cost.float_islands == 0
     assert c == read_compile_record(directory / "compile.json")
 
 

@@ -58,7 +58,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     if str(req.get("weights", "")).startswith("random"):
         console.print(
             "[bold yellow]WEIGHTS: RANDOM[/] - no --weights given; the model is randomly initialised "
-            f"({req['weights']}). Latency is representative, accuracy is not."
+            f"({req['weights']}: layer scales 0.1-1, BN statistics away from identity, fan-in scaled "
+            "convs, so every branch and every fidelity figure counts). Latency is representative, accuracy is not."
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -103,6 +104,8 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
         return f"opset {r.opset}, {r.nodes} nodes, attention {r.attention}, {r.graph} graph; {size}"
     if name == "simplify":
         return f"{r.nodes_before} -> {r.nodes} nodes; {size}"
+    if name == "fold_bn":
+        return f"{r.batchnorms_folded} BatchNorm folded, {r.nodes_before} -> {r.nodes} nodes; {size}"
     if name == "inputs":
         calib, held = r.calibration, r.heldout
         skipped = len(held.skipped) + (len(calib.skipped) if calib else 0)
@@ -115,11 +118,15 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
+        from ..pipeline.compile import describe_guard
+
+        guarded = describe_guard(r.bn_guard or {})
+        note = f"; {guarded}" if guarded else ""
         cost = r.graph_cost
         ops = (f"{cost.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
                if cost else "HTP ops not traced")
         return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
-                f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}")
+                f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}{note}")
     if name == "verify":
         q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
         top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+
+from .._atomic import write_text_atomic
 from ..compile_record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
@@ -13,6 +16,7 @@ from ..compile_record import (
     CompileRecord,
 )
 from ..qnn import HtpTarget, compile_model
+from .bn_guard import protect
 
 # What the compile stage keeps: the EP-context wrapper, the QNN context binary, QNN's
 # framework op trace (HTP op -> ONNX nodes, which per-block attribution of profiles reads)
@@ -20,8 +24,38 @@ from ..qnn import HtpTarget, compile_model
 COMPILE_OUTPUTS = (CONTEXT_ONNX, CONTEXT_BINARY, OP_TRACE, COMPILE_RECORD)
 
 
+def guarded_model(model: Path, work: Path, name: str = ".model.bn-guarded.onnx") -> tuple[Path, dict]:
+    """The BN-overflow guard before any compile: the model itself when no BatchNorm would be
+    corrupted, else a rewritten copy `work/name` (raises BnOverflowError if it cannot be rewritten)."""
+    proto = onnx.load(str(model))
+    report = protect(proto)
+    if not report.findings:
+        return model, report.as_dict()
+    out = work / name  # compiled, then removed: the manifest says what changed
+    onnx.save(proto, str(out))
+    return out, report.as_dict()
+
+
+def describe_guard(guard: dict) -> str | None:
+    """One line on what the guard rewrote, or None."""
+    done = [f for f in guard.get("corrupted_predicted", []) if f["action"] == "rewritten"]
+    if not done:
+        return None
+    what = "; ".join(f"{f['node']} channel {','.join(map(str, f['channels']))}" for f in done)
+    return (f"BN guard: onnxruntime-qnn would flip the bias sign of {len(done)} BatchNormalization(s) ({what}); "
+            "their scale was re-quantized per channel before compiling (exact in float).")
+
+
 def compile_stage(model: Path, out_dir: Path, target: HtpTarget, *, soc: str, subject: CompiledModel) -> CompileRecord:
-    record = compile_model(model, out_dir, target, soc=soc, model=subject)
+    # The BN-overflow guard first: never compile a graph known to be corrupted.
+    source, guard = guarded_model(model, out_dir)
+    try:
+        record = compile_model(source, out_dir, target, soc=soc, model=subject)
+    finally:
+        if source != model:
+            source.unlink(missing_ok=True)
     if record.op_trace is None:  # the main environment's QNN always writes one; per-block attribution needs it
         raise RuntimeError(f"QNN {record.qnn_version} wrote no op trace ({OP_TRACE})")
+    record = record.model_copy(update={"bn_guard": guard})
+    write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
     return record

@@ -1,4 +1,4 @@
-"""The one orchestrator: export -> simplify -> inputs -> validate -> quantize -> compile -> verify.
+"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> verify.
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -32,6 +32,7 @@ from ..errors import OutputDirError, UsageError, WeightsError
 from ..output_dir import Found, Occupant, holds, place, staged_output_dir
 from ..stage_results import (
     ExportResults,
+    FoldResults,
     InputsResults,
     QuantizeResults,
     SimplifyResults,
@@ -60,16 +61,19 @@ class Until(str, Enum):
 
 
 STAGES_UNTIL = {
-    Until.ONNX: ("export", "simplify", "inputs", "validate"),
-    Until.QUANTIZE: ("export", "simplify", "inputs", "validate", "quantize"),
-    Until.COMPILE: ("export", "simplify", "inputs", "validate", "quantize", "compile"),
-    Until.VERIFY: ("export", "simplify", "inputs", "validate", "quantize", "compile", "verify"),
+    Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "validate"),
+    Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize"),
+    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile"),
+    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify"),
 }
 GRAPH_FORMS = ("htp", "faithful")
+# Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
+RANDOM_WEIGHTS_ID = f"random-realistic(seed={RANDOM_SEED})"
 
 STAGE_TITLES = {
     "export": "Export PyTorch -> ONNX",
     "simplify": "Simplify with onnxsim",
+    "fold_bn": "Fold BatchNorm into neighbouring ops",
     "inputs": "Prepare calibration and held-out inputs",
     "validate": "Validate ONNX against PyTorch",
     "quantize": "Quantize to QDQ",
@@ -171,8 +175,12 @@ def _resolve(req: ExportRequest) -> _Resolved:
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
     else:
-        weights_id = f"random(seed={RANDOM_SEED})"
+        weights_id = RANDOM_WEIGHTS_ID
     stages = STAGES_UNTIL[Until(req.until)]
+    if req.graph == "faithful":
+        # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
+        # any the QNN EP would corrupt.
+        stages = tuple(s for s in stages if s != "fold_bn")
     if variant.is_encoder_block:
         from .calibrate import encoder_host
 
@@ -328,11 +336,13 @@ class _Run:
         if self._model is None:
             import torch
 
-            from ..model import build_model
+            from ..model import build_model, realistic_init
 
             torch.manual_seed(RANDOM_SEED)
             model = build_model(self.r.variant, self.attention)
-            if self.req.weights is not None:
+            if self.req.weights is None:
+                realistic_init(model, seed=RANDOM_SEED)
+            else:
                 from ..weights import load_weights
 
                 # load_weights sets the attention form: the requested one, else what the format implies.
@@ -351,7 +361,7 @@ class _Run:
         if self._host is None:
             import torch
 
-            from ..model import build_model
+            from ..model import build_model, realistic_init
             from .calibrate import encoder_host
 
             host = encoder_host(self.r.variant.encoder_dim)
@@ -359,6 +369,7 @@ class _Run:
             # The requested form, else normalize; load_weights below sets a full checkpoint's own.
             # (Not self.attention: that depends on whether the export stage was a cache hit.)
             model = build_model(host.variant, self.req.attention or "normalize")
+            realistic_init(model, seed=RANDOM_SEED)  # replaced below by a full checkpoint's weights
             if self.req.weights is not None:
                 from ..weights import is_full_checkpoint, load_weights
 
@@ -367,7 +378,7 @@ class _Run:
                     self.notes.append(f"Calibration activations come from {host.variant.title} with the given weights.")
                 else:
                     self.notes.append(f"The weights hold only the block: calibration activations come from a "
-                                      f"randomly initialised {host.variant.title} (seed {RANDOM_SEED}).")
+                                      f"randomly initialised {host.variant.title} (realistic magnitudes, seed {RANDOM_SEED}).")
             self._host = (host, model.eval())
         return self._host
 
@@ -396,7 +407,8 @@ class _Run:
         shape = r.variant.input_shape(r.resolution)
         options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
                    "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
-                   "graph": self.req.graph, "seed": RANDOM_SEED, "torch": tool_versions(("torch",))["torch"]}
+                   "graph": self.req.graph, "seed": RANDOM_SEED, "init": "realistic" if self.req.weights is None else None,
+                   "torch": tool_versions(("torch",))["torch"]}
 
         def produce(d: Path) -> ExportResults:
             model = self.model()
@@ -421,6 +433,19 @@ class _Run:
             inputs=self._inputs_of(("export", "model.onnx")),
             produce=lambda d: SimplifyResults(**simplify_onnx(src, d / "model.sim.onnx")), outputs=("model.sim.onnx",),
         )
+
+    def _stage_fold_bn(self):
+        from .fold_bn import fold_stage
+
+        src = self._path("simplify", "model.sim.onnx")
+        return self._cached(
+            "fold_bn", options={}, inputs=self._inputs_of(("simplify", "model.sim.onnx")),
+            produce=lambda d: FoldResults(**fold_stage(src, d / "model.fold.onnx")), outputs=("model.fold.onnx",),
+        )
+
+    def _float_graph(self) -> tuple[str, str]:
+        """The float graph that gets quantized: BatchNorm folded unless the graph is faithful."""
+        return ("fold_bn", "model.fold.onnx") if "fold_bn" in self.records else ("simplify", "model.sim.onnx")
 
     def _stage_inputs(self):
         from .calibrate import encoder_host, make_inputs
@@ -455,18 +480,26 @@ class _Run:
         from .validate import torch_outputs, validate_onnx
 
         sim = self._path("simplify", "model.sim.onnx")
+        graph = self._float_graph()
+        float_graph = self._path(*graph)
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> ValidateResults:
             heldout = np.load(heldout_path)
-            figures, fp32 = validate_onnx(sim, torch_outputs(self.model(), heldout), heldout, self.r.variant)
+            reference = torch_outputs(self.model(), heldout)
+            # The graph that gets quantized, and (when BatchNorm was folded) the simplified one
+            # it came from, so a mismatch says which step introduced it.
+            figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant)
+            figures["graph"] = graph[1]
+            if float_graph != sim:
+                figures["simplified"], _ = validate_onnx(sim, reference, heldout, self.r.variant)
             np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
             return ValidateResults.model_validate(figures)
 
         return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
-            inputs=self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "heldout.npy")), produce=produce,
-            outputs=("heldout_fp32.npy",),
+            inputs=self._inputs_of(("simplify", "model.sim.onnx"), graph, ("inputs", "heldout.npy")),
+            produce=produce, outputs=("heldout_fp32.npy",),
         )
 
     def _stage_quantize(self):
@@ -474,16 +507,17 @@ class _Run:
 
         from .quantize import passthrough_float, quantize_qdq
 
-        sim = self._path("simplify", "model.sim.onnx")
+        graph = self._float_graph()
+        src = self._path(*graph)
         precision = self.r.precision
         if precision.is_quantized:
             calib = self._path("inputs", "calibration.npy")
             produce = lambda d: QuantizeResults(  # noqa: E731
-                **quantize_qdq(sim, np.load(calib), d / "model.qdq.onnx", precision))
-            inputs = self._inputs_of(("simplify", "model.sim.onnx"), ("inputs", "calibration.npy"))
+                **quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision))
+            inputs = self._inputs_of(graph, ("inputs", "calibration.npy"))
         else:
-            produce = lambda d: QuantizeResults(**passthrough_float(sim, d / "model.qdq.onnx"))  # noqa: E731
-            inputs = self._inputs_of(("simplify", "model.sim.onnx"))
+            produce = lambda d: QuantizeResults(**passthrough_float(src, d / "model.qdq.onnx"))  # noqa: E731
+            inputs = self._inputs_of(graph)
         options = {"precision": precision.value, "per_channel": True,
                    "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
         return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
@@ -530,7 +564,7 @@ class _Run:
             # The EP-context ONNX names its .bin relatively: run it where both files sit.
             return VerifyResults.model_validate(verify_fidelity(
                 np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
-                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr))
+                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -555,6 +589,8 @@ class CompileRequest:
 
 def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
+    import onnx
+
     from ..compile_record import CompiledModel
     from ..cross_version import require_onnx
     from ..qnn import HtpTarget
@@ -563,6 +599,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     started = time.perf_counter()
     model = Path(req.model)
     require_onnx(model)
+    _check_compilable(model, onnx.load(str(model), load_external_data=False), fp16=req.fp16)
     soc = get_soc(req.soc)
     target = HtpTarget(soc.soc_model, soc.htp_arch, fp16=req.fp16)
     model_hash = sha256_file(model)
@@ -587,6 +624,27 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     # The model's path is not part of the key: the same bytes compiled again are the same request.
     return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages,
                      ignore_in_key=("model",))
+
+
+def _check_compilable(path: Path, model, *, fp16: bool) -> None:
+    """What the QNN compiler cannot take, said before any work (after `require_onnx`): inputs of
+    unknown size (a context binary has fixed shapes), float weights without --fp16."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    for inp in g.input:
+        if inp.name in inits:
+            continue
+        dims = inp.type.tensor_type.shape.dim if inp.type.tensor_type.HasField("shape") else None
+        if dims is None or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+            shape = "unknown rank" if dims is None else "x".join(d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in dims)
+            raise UsageError(f"{path}: input {inp.name!r} has a dynamic shape ({shape}).",
+                             hint="Export with fixed input shapes (batch 1), or fix them with "
+                                  "`python -m onnxruntime.tools.make_dynamic_shape_fixed`.")
+    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+    if not quantized and not fp16:
+        raise UsageError(f"{path} is a float model (no QuantizeLinear/DequantizeLinear nodes).",
+                         hint="Pass --fp16 to compile it in the HTP's fp16 mode, or quantize it to QDQ first "
+                              "(`swiftformer-qnn export` does both).")
 
 
 def compile_export_across_versions(result: ExportResult, versions, *, use_cache: bool = True, progress=None):

@@ -1,0 +1,32 @@
+"""`diagnose`: per-block fidelity of an export, fp32 -> CPU QDQ -> HTP emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from ._app import app, console, err_console, guarded
+
+
+@app.command()
+@guarded
+def diagnose(
+    export_dir: Annotated[Path, typer.Argument(help="An export directory (w8a8 or w8a16, --until quantize or later).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write diagnose.json and diagnose.md. Default: EXPORT_DIR/diagnose/.")] = None,
+) -> None:
+    """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the first op the HTP gets wrong.
+
+    Runs one held-out input with every quantized tensor as an output; writes JSON and Markdown."""
+    from ..pipeline.diagnose import diagnose_export, write_diagnosis
+    from ..pipeline.localize import describe
+    from ..report.terminal import table_rich
+
+    err_console.print("Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ...")
+    d = diagnose_export(export_dir)
+    js, md = write_diagnosis(d, out or Path(export_dir) / "diagnose")
+    console.print(table_rich(d.table()))
+    console.print(Text(f"First divergence (HTP vs CPU QDQ): {describe(d.first_divergence)}."))
+    console.print(f"Written: {js}, {md}")

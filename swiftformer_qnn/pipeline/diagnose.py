@@ -1,0 +1,148 @@
+"""`diagnose`: where in the network quantization and the compiled binary lose the model.
+
+For an export directory: the output of each block (stem, downsamples, every ConvEncoder and
+SwiftFormerEncoder, head) on one held-out input, compared fp32 -> CPU QDQ -> HTP emulator, and
+the first op where the HTP departs from the CPU (`localize`). Written as JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+from pydantic import BaseModel
+
+from .._atomic import write_text_atomic
+from ..artifacts import read_manifest
+from ..errors import UsageError
+from ..qnn import HtpTarget
+from ..report.markdown import table_md
+from ..report.tables import TableSpec
+from .localize import block_of, first_divergence, run_taps, sqnr_db, taps
+
+REQUIRED = ("manifest.json", "model.qdq.onnx", "heldout.npy")
+FLOAT_GRAPHS = ("model.fold.onnx", "model.sim.onnx")  # the one that was quantized first
+
+
+class BlockFidelity(BaseModel):
+    block: str
+    kind: str | None
+    tensor: str  # the block's last quantized activation
+    fp32_available: bool  # the float graph has this tensor (QNN preprocessing renames a few)
+    cpu_qdq_vs_fp32_db: float | None  # None: identical outputs (or no fp32 value)
+    htp_vs_fp32_db: float | None
+    htp_vs_cpu_qdq_db: float | None
+
+
+class Diagnosis(BaseModel):
+    export_dir: str
+    variant: str
+    precision: str
+    graph: str  # the float graph the QDQ model was made from
+    sample: str
+    blocks: list[BlockFidelity]
+    first_divergence: dict
+
+    def table(self) -> TableSpec:
+        fmt = lambda v, ok=True: ("exact" if v is None else f"{v:.1f}") if ok else "n/a"  # noqa: E731
+        return TableSpec(
+            title=f"Per-block SQNR (dB), {self.variant} {self.precision}, one held-out input",
+            headers=[("block",), ("kind",), ("CPU QDQ", "vs fp32"), ("HTP", "vs fp32"), ("HTP vs", "CPU QDQ")],
+            rows=[[b.block, b.kind or "", fmt(b.cpu_qdq_vs_fp32_db, b.fp32_available),
+                   fmt(b.htp_vs_fp32_db, b.fp32_available), fmt(b.htp_vs_cpu_qdq_db)]
+                  for b in self.blocks],
+            caption="SQNR of each block's output: how much of the model quantization (CPU QDQ) and the compiled "
+                    "binary (HTP emulator) keep. 'exact': identical outputs.",
+            numeric_from=2,
+        )
+
+
+def _db(v: float) -> float | None:
+    return round(v, 2) if math.isfinite(v) else None
+
+
+def diagnose_export(export_dir: Path) -> Diagnosis:
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise UsageError(f"{export_dir} is not a directory.", hint="Pass an export directory (swiftformer-qnn export ... --until compile).")
+    graph = next((g for g in FLOAT_GRAPHS if (export_dir / g).is_file()), None)
+    missing = [f for f in REQUIRED if not (export_dir / f).is_file()] + ([] if graph else [" or ".join(FLOAT_GRAPHS)])
+    if missing:
+        raise UsageError(f"{export_dir} lacks {', '.join(missing)}.",
+                         hint="Diagnose an export made with --until quantize or later (the default runs everything).")
+    manifest = read_manifest(export_dir)
+    if manifest is None or "variant" not in manifest.request:
+        raise UsageError(f"{export_dir}/manifest.json is not an export manifest of this tool.",
+                         hint="Pass a directory written by `swiftformer-qnn export`.")
+    req = manifest.request
+    if req["precision"] == "fp16":
+        raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
+    from ..variants import get_variant
+
+    shape = req["input_shape"]
+    block = req["variant"] == "encoder"
+    variant = get_variant(req["variant"], encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
+    target = HtpTarget(req["soc_model"], req["htp_arch"])
+    qdq = export_dir / "model.qdq.onnx"
+    sample = np.load(export_dir / "heldout.npy")[:1]
+    model = onnx.load(str(qdq), load_external_data=False)
+    chosen, cpu, htp = run_taps(qdq, sample, target, taps(model))
+
+    # Each block's last quantized activation (taps are in execution order).
+    last: dict[str, int] = {}
+    kinds: dict[str, str | None] = {}
+    for k, t in enumerate(chosen):
+        where = block_of(t.producer.name if t.producer is not None else t.tensor, variant)
+        if where.get("block") and where["block"] != "other":
+            last[where["block"]] = k
+            kinds[where["block"]] = where.get("block_kind")
+    from ..profiling.attribution import model_blocks
+
+    order = [b for b in model_blocks(variant) if b in last]
+    fp32 = _float_values(export_dir / graph, sample, [chosen[last[b]].tensor for b in order])
+    blocks = []
+    for b in order:
+        k = last[b]
+        ref = fp32.get(chosen[k].tensor)
+        blocks.append(BlockFidelity(
+            block=b, kind=kinds[b], tensor=chosen[k].tensor, fp32_available=ref is not None,
+            cpu_qdq_vs_fp32_db=_db(sqnr_db(ref, cpu[k])) if ref is not None else None,
+            htp_vs_fp32_db=_db(sqnr_db(ref, htp[k])) if ref is not None else None,
+            htp_vs_cpu_qdq_db=_db(sqnr_db(cpu[k], htp[k]))))
+    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req["precision"], graph=graph,
+                     sample="heldout.npy[0]", blocks=blocks,
+                     first_divergence=first_divergence(model, chosen, cpu, htp, variant))
+
+
+def _float_values(graph: Path, sample: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
+    """The fp32 graph's values of `tensors` (those it has under the same name)."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(graph))
+    produced = {o for n in model.graph.node for o in n.output}
+    # The quantizer renames a graph output's producer tensor `<output>_QuantizeLinear_Input`.
+    original = {t: t.removesuffix("_QuantizeLinear_Input") for t in tensors}
+    names = [t for t in dict.fromkeys(original.values()) if t in produced]
+    have = {o.name for o in model.graph.output}
+    for t in names:
+        if t not in have:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    values = dict(zip(names, sess.run(names, {model.graph.input[0].name: sample}), strict=True))
+    return {t: values[o] for t, o in original.items() if o in values}
+
+
+def write_diagnosis(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
+    from .localize import describe
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, md = out_dir / "diagnose.json", out_dir / "diagnose.md"
+    write_text_atomic(js, json.dumps(d.model_dump(), indent=2) + "\n")
+    write_text_atomic(md, f"# Fidelity diagnosis: {d.export_dir}\n\nFloat graph: `{d.graph}`; input: {d.sample}.\n\n"
+                      + table_md(d.table(), level=2) + f"\n\nFirst divergence (HTP vs CPU QDQ): {describe(d.first_divergence)}.\n")
+    return js, md

@@ -1,0 +1,172 @@
+"""The BatchNorm-overflow fidelity matrix (issue 10), as JSON.
+
+For XS and L1 with realistic random weights (`model.realistic_init`: layer scales 0.1-1, BN
+statistics away from identity), w8a8 and w8a16, calibration counts 8/16/32/64, three graph
+forms compiled for SM8550 and run on the HTP emulator (4 shipped held-out photographs):
+
+- `faithful`: the literal graph, compiled as onnxruntime-qnn takes it (no guard): the bug.
+- `guarded`: the literal graph after the compile guard's per-channel rewrite.
+- `folded`: the literal graph with BatchNorm folded before quantization (the `fold_bn` pass).
+- `htp`: what `export` makes by default: the HTP-ready model form (`htp_model`), BN folded.
+
+Per cell: CPU-QDQ-vs-fp32 and HTP-vs-fp32 SQNR (dB), the gap, HTP-vs-CPU SQNR, BNs the rule
+flags, HTP op count and BatchNorm ops left. Also: the one-BN reproduction before/after, and the
+time localization adds to a failing verify. Expensive (the emulator runs L1 at ~1.5 s/input).
+
+Usage: python tests/bench/fidelity_matrix.py OUT.json [--variants xs,l1] [--counts 8,16,32,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+logging.disable(logging.WARNING)
+
+from swiftformer_qnn.htp_model import to_htp_form  # noqa: E402
+from swiftformer_qnn.model import build_model, realistic_init  # noqa: E402
+from swiftformer_qnn.pipeline.bn_guard import predict, protect  # noqa: E402
+from swiftformer_qnn.pipeline.fidelity import compare_outputs, run_cpu  # noqa: E402
+from swiftformer_qnn.pipeline.fold_bn import fold_stage  # noqa: E402
+from swiftformer_qnn.pipeline.images import (  # noqa: E402
+    default_calibration_images,
+    default_heldout_images,
+    find_images,
+    preprocess_all,
+)
+from swiftformer_qnn.pipeline.localize import locate  # noqa: E402
+from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx  # noqa: E402
+from swiftformer_qnn.pipeline.quantize import quantize_qdq  # noqa: E402
+from swiftformer_qnn.qnn import HtpTarget, compile_model, htp_session  # noqa: E402
+from swiftformer_qnn.targets import get_precision  # noqa: E402
+from swiftformer_qnn.variants import get_variant  # noqa: E402
+
+HELDOUT = 4
+
+
+def _htp(ctx: Path, x: np.ndarray) -> np.ndarray:
+    s = htp_session(ctx, HtpTarget())
+    return np.concatenate([s.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def cell(float_graph: Path, form: str, calib: np.ndarray, heldout, fp32, precision: str, work: Path) -> dict:
+    qdq = work / f"{form}.qdq.onnx"
+    quantize_qdq(float_graph, calib, qdq, get_precision(precision))
+    model = onnx.load(str(qdq))
+    flagged = predict(model)
+    if form == "guarded":
+        protect(model)
+        onnx.save(model, str(qdq))
+    ctx_dir = work / f"{form}-ctx"
+    compiled = compile_model(qdq, ctx_dir, HtpTarget())  # the EP directly, without the pipeline's guard
+    cpu = run_cpu(qdq, heldout)
+    htp = _htp(ctx_dir / "model.ctx.onnx", heldout)
+    c, h = compare_outputs(fp32, cpu, classify=True), compare_outputs(fp32, htp, classify=True)
+    e = compare_outputs(cpu, htp, classify=True)
+    types = compiled.htp_op_types or {}
+    return {"cpu_qdq_vs_fp32_db": c["sqnr_db"], "htp_vs_fp32_db": h["sqnr_db"],
+            "gap_db": round(c["sqnr_db"] - h["sqnr_db"], 2), "htp_vs_cpu_db": e["sqnr_db"],
+            "htp_vs_cpu_cosine_min": round(e["cosine_min"], 5),
+            "bn_predicted_corrupt": [(f.node, f.channels) for f in flagged.findings],
+            "htp_ops": compiled.htp_op_count,
+            "htp_batchnorm_ops": sum(v for k, v in types.items() if "atchnorm" in k), "qdq": str(qdq)}
+
+
+def variant_matrix(name: str, counts: list[int], work: Path, out: dict, save) -> None:
+    import torch
+
+    v = get_variant(name)
+    torch.manual_seed(0)
+    model = realistic_init(build_model(v), seed=0)
+    export_onnx(model, v.input_shape(224), work / f"{name}.onnx", is_encoder_block=False)
+    simplify_onnx(work / f"{name}.onnx", work / f"{name}.sim.onnx")
+    fold = fold_stage(work / f"{name}.sim.onnx", work / f"{name}.fold.onnx")
+    export_onnx(to_htp_form(model), v.input_shape(224), work / f"{name}.htp.onnx", is_encoder_block=False)
+    simplify_onnx(work / f"{name}.htp.onnx", work / f"{name}.htp.sim.onnx")
+    fold_stage(work / f"{name}.htp.sim.onnx", work / f"{name}.htp.fold.onnx")
+    heldout = preprocess_all(find_images(default_heldout_images(), HELDOUT, what="held-out"))
+    fp32 = run_cpu(work / f"{name}.sim.onnx", heldout)
+    out[name] = {"fold": {k: fold[k] for k in ("nodes_before", "nodes", "batchnorms_folded")}, "cells": {}}
+    for precision in ("w8a8", "w8a16"):
+        for n in counts:
+            calib = preprocess_all(find_images(default_calibration_images(), n))
+            for form in ("faithful", "guarded", "folded", "htp"):
+                d = Path(tempfile.mkdtemp(dir=work))
+                graph = work / {"folded": f"{name}.fold.onnx", "htp": f"{name}.htp.fold.onnx"}.get(form, f"{name}.sim.onnx")
+                t = time.perf_counter()
+                res = cell(graph, form, calib, heldout, fp32, precision, d)
+                res["wall_s"] = round(time.perf_counter() - t, 1)
+                if form == "faithful" and res["gap_db"] > 1.5 and "localization_s" not in out:
+                    t = time.perf_counter()
+                    finding = locate(Path(res["qdq"]), heldout[:1], HtpTarget(), v)
+                    out["localization_s"] = {"variant": name, "precision": precision, "calibration": n,
+                                             "seconds": round(time.perf_counter() - t, 1), "finding": finding}
+                res.pop("qdq")
+                out[name]["cells"][f"{precision}/n{n}/{form}"] = res
+                print(name, precision, n, form, json.dumps(res), flush=True)
+                save()
+
+
+def one_bn(out: dict, work: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("repro", REPO / "docs" / "upstream" / "qnn_bn_bias_overflow.py")
+    r = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(r)
+    r.one_bn_model([0.8, -0.5, 0.1, 0.2], work / "bn.onnx")
+    calib = np.random.default_rng(r.CALIBRATION_SEED).standard_normal((8, 4, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(1000).standard_normal((4, 4, 8, 8)).astype(np.float32)
+    fold_stage(work / "bn.onnx", work / "bn.fold.onnx")
+    res = {}
+    for form, src in (("faithful", "bn.onnx"), ("guarded", "bn.onnx"), ("folded", "bn.fold.onnx")):
+        r.quantize_w8a8(work / src, work / f"bn.{form}.qdq.onnx", calib)
+        if form == "guarded":
+            m = onnx.load(str(work / f"bn.{form}.qdq.onnx"))
+            protect(m)
+            onnx.save(m, str(work / f"bn.{form}.qdq.onnx"))
+        s = htp_session(work / f"bn.{form}.qdq.onnx", HtpTarget())
+        htp = np.concatenate([s.run(None, {"x": x[i : i + 1]})[0] for i in range(4)])
+        cpu = run_cpu(work / f"bn.{form}.qdq.onnx", x)
+        fp = run_cpu(work / "bn.onnx", x)
+        e = compare_outputs(cpu, htp, classify=False)
+        res[form] = {"htp_vs_cpu_cosine_min": round(e["cosine_min"], 4), "htp_vs_cpu_db": e["sqnr_db"],
+                     "htp_vs_fp32_db": compare_outputs(fp, htp, classify=False)["sqnr_db"],
+                     "cpu_qdq_vs_fp32_db": compare_outputs(fp, cpu, classify=False)["sqnr_db"]}
+    out["one_bn"] = res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--variants", default="xs,l1")
+    ap.add_argument("--counts", default="8,16,32,64")
+    args = ap.parse_args()
+    out: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "heldout_images": HELDOUT,
+                 "weights": "model.realistic_init(seed=0)"}
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        one_bn(out, work)
+        save()
+        for name in args.variants.split(","):
+            (work / name).mkdir()
+            variant_matrix(name, [int(c) for c in args.counts.split(",")], work / name, out, save)
+    save()
+
+
+if __name__ == "__main__":
+    main()
