@@ -13,7 +13,6 @@ from gate_sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 
 from swiftformer_qnn.compile_record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
 from swiftformer_qnn.errors import ProfileError, UsageError
-from swiftformer_qnn.graph_cost import GraphCost
 from swiftformer_qnn.gate import (
     FoundCompile,
     FoundFailure,
@@ -37,6 +36,7 @@ from swiftformer_qnn.gate import (
     with_flags,
 )
 from swiftformer_qnn.gate.stats import bootstrap, statistic_rows
+from swiftformer_qnn.graph_cost import GraphCost
 from swiftformer_qnn.profiling.schema import LatencySource, LatencySummary, Profile
 
 REPO = Path(__file__).resolve().parents[1]
