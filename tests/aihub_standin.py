@@ -1064,7 +1064,7 @@ def make_export_dir(
         if output:
             p = out / output
             outputs[output] = FileRecord(path=output, sha256=sha256_file(p), bytes=p.stat().st_size)
-        return StageRecord(name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results)
+        return StageRecord[type(results)](name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results)
 
     manifest = ExportManifest(
         request_key=request_key or f"handmade-{variant}-{precision}-{'x'.join(map(str, input_shape))}",

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def phone_export(tmp_path_factory) -> Path:
     """A real export of the encoder block, compiled to a QNN context binary for SM8550."""
-    from swiftformer_qnn.compile_record import CompiledModel
+    from swiftformer_qnn.compile_record import CompiledModel, CompileRecord
     from swiftformer_qnn.pipeline.compile import COMPILE_OUTPUTS, compile_stage
     from swiftformer_qnn.qnn import HtpTarget
 
@@ -53,7 +53,7 @@ def phone_export(tmp_path_factory) -> Path:
     manifest = read_manifest(out)
     outputs = {n: FileRecord(path=f"compile/{n}", sha256=sha256_file(out / "compile" / n),
                              bytes=(out / "compile" / n).stat().st_size) for n in COMPILE_OUTPUTS}
-    manifest.stages.append(StageRecord(name="compile", key="compile-handmade", wall_s=0.0, outputs=outputs,
+    manifest.stages.append(StageRecord[CompileRecord](name="compile", key="compile-handmade", wall_s=0.0, outputs=outputs,
                                        results=results))
     (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
     return out

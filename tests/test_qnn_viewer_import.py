@@ -73,7 +73,7 @@ def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
                     compile_s=0.0, context_binary_bytes=0, context_binary_sha256=hashlib.sha256(b"").hexdigest(),
                     op_trace="qnn_op_trace.json", htp_op_count=cost.htp_op_count, htp_op_types=cost.op_types,
                     graph_cost=cost)
-                m.stages.append(StageRecord(name="compile", key="compile-handmade", wall_s=0.0, results=record,
+                m.stages.append(StageRecord[CompileRecord](name="compile", key="compile-handmade", wall_s=0.0, results=record,
                                             outputs={"qnn_op_trace.json": FileRecord(
                                                 path="compile/qnn_op_trace.json", sha256=sha256_file(f),
                                                 bytes=f.stat().st_size)}))
