@@ -364,7 +364,7 @@ def test_without_from_an_export_directory_of_another_request_is_replaced_only_wi
 
     replaced = invoke(*args, "--force")
     assert replaced.exit_code == 0, replaced.output
-    assert read_manifest(occupied).request["input_shape"] == [1, 96, 16, 16]
+    assert read_manifest(occupied).request.input_shape == [1, 96, 16, 16]
     assert read_manifest(occupied).request_key != "handmade-encoder-w8a8-1x96x16x16"
     (path,) = (tmp_path / "out").glob("encoder-d96x16-w8a8-qnn*.profile.json")
     assert load_profile(path).source is LatencySource.EMULATOR

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..artifacts import ExportManifest, read_manifest
 from ..compile_record import CompileRecord
 from ..errors import HubError, OutputDirError, UsageError
+from ..requests import ExportedRequest
 from ..stage_results import ExportResults
 from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
 from ..toolchains import split_versions
@@ -133,12 +134,12 @@ def read_export(directory: Path) -> ExportSource:
             hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
         )
     req = manifest.request
-    try:
-        variant = get_variant(req["variant"])
-        precision = get_precision(req["precision"])
-        soc = get_soc(str(req.get("soc", DEFAULT_SOC)))
-    except KeyError as exc:
-        raise OutputDirError(f"{directory}/manifest.json lacks request.{exc.args[0]}.") from None
+    if not isinstance(req, ExportedRequest):
+        raise OutputDirError(f"{directory} holds a compile of {Path(req.model).name}, not an export of SwiftFormer.",
+                             hint="Pass an export directory (swiftformer-qnn export).")
+    variant = get_variant(req.variant)
+    precision = get_precision(req.precision)
+    soc = get_soc(req.soc)
     # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
     model_path = (
         manifest.artifact(directory, "quantize", "model.qdq.onnx")
@@ -150,12 +151,12 @@ def read_export(directory: Path) -> ExportSource:
     exported = manifest.results("export", ExportResults)
     model_info = ModelInfo(
         variant=variant.name,
-        input_shape=list(req.get("input_shape") or variant.input_shape()),
+        input_shape=list(req.input_shape),
         precision=precision.value,
-        weights=str(req.get("weights") or "random"),
-        attention=exported.attention if exported else str(req.get("attention") or "normalize"),
-        opset=exported.opset if exported else req.get("opset"),
-        graph=exported.graph if exported else str(req.get("graph") or "faithful"),
+        weights=req.weights,
+        attention=exported.attention if exported else (req.attention_requested or "normalize"),
+        opset=exported.opset if exported else req.opset,
+        graph=exported.graph if exported else req.graph,
     )
     return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
 
@@ -246,7 +247,7 @@ def file_labels(sources: list[ExportSource]) -> list[str]:
             size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
         # As export names its directories: the faithful graph is marked (exports from before graph
         # forms, which are faithful too, keep the names they had).
-        graph = "-faithful" if s.manifest.request.get("graph") == "faithful" else ""
+        graph = "-faithful" if s.manifest.request.graph == "faithful" else ""
         base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
     counts = Counter(base)
     return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
