@@ -26,11 +26,11 @@ HTP = {"Conv2d": 81, "DepthWiseConv2d": 22, "FullyConnected": 1, "Transpose": 1,
 
 
 def record(op_types: dict[str, int] | None, *, qnn="2.51.0", variant="l1", size=12_000_000, layout=None,
-           islands=0) -> CompileRecord:
+           islands=0, boundary_layout=1) -> CompileRecord:
     cost = None if op_types is None else GraphCost(
         htp_op_count=sum(op_types.values()), op_types=op_types,
         layout_ops=layout if layout is not None else op_types.get("Reshape", 0) + op_types.get("Transpose", 0),
-        float_islands=islands, boundary_conversions=2, context_binary_bytes=size)
+        boundary_layout_ops=boundary_layout, float_islands=islands, boundary_conversions=2, context_binary_bytes=size)
     return CompileRecord(
         qnn_version=qnn, ep_sdk_version=f"v{qnn}.1", onnxruntime="1.31.1", onnxruntime_qnn="2.7.0", soc="sm8550",
         soc_model=43, htp_arch=73, fp16=False,
@@ -51,6 +51,7 @@ def test_totals_and_op_types_are_b_against_a_biggest_change_first():
     totals = {d.metric: (d.a, d.b, d.delta) for d in cmp.totals}
     assert totals["HTP ops"] == (186, 157, -29)
     assert totals["layout ops"] == (35, 1, -34)
+    assert totals["layout ops at input/output"] == (1, 1, 0)
     assert totals["float islands"] == (4, 0, -4)
     assert totals["context binary bytes"] == (12_800_000, 12_300_000, -500_000)
     types = [(d.metric, d.a, d.b, d.delta) for d in cmp.op_types]

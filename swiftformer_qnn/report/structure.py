@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..compile_record import CompileRecord
 from .model import CompileRow, StructureComparison, StructureDelta
 
-TOTALS = ("HTP ops", "layout ops", "float islands", "boundary Quantize/Dequantize", "context binary bytes")
+TOTALS = ("HTP ops", "layout ops", "layout ops at input/output", "float islands", "boundary Quantize/Dequantize",
+          "context binary bytes")
 
 
 def _row(label: str, r: CompileRecord) -> CompileRow:
@@ -23,6 +24,7 @@ def _totals(r: CompileRecord) -> dict[str, int | None]:
     return {
         "HTP ops": r.htp_op_count,
         "layout ops": cost.layout_ops if cost else None,
+        "layout ops at input/output": cost.boundary_layout_ops if cost else None,
         "float islands": cost.float_islands if cost else None,
         "boundary Quantize/Dequantize": cost.boundary_conversions if cost else None,
         "context binary bytes": r.context_binary_bytes,

@@ -490,7 +490,8 @@ def structure_tables(cmp: StructureComparison) -> list[TableSpec]:
         title="Compiled graph: B against A",
         headers=headers,
         rows=_delta_rows(cmp.totals),
-        caption="from QNN's op trace (compile.json); layout ops: Reshape + Transpose; float islands: "
+        caption="from QNN's op trace (compile.json); layout ops: Reshape + Transpose (at input/output: those "
+        "that only convert the graph's NCHW input or output to the HTP's channel-last layout); float islands: "
         "Dequantize ops inside the graph; boundary: the input's Quantize and the output's Dequantize",
     )
     by_type = TableSpec(title="HTP ops by type", headers=[("op type",), *headers[1:]], rows=_delta_rows(cmp.op_types),
