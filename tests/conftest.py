@@ -4,8 +4,15 @@ developer's cached artifacts (and results cannot leak between test runs)."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
+
+# PyPI's torchvision (pulled in by timm, a test extra) is a CUDA build that fails to import beside
+# the CPU torch these machines use ("operator torchvision::nms does not exist"), and transformers
+# imports it whenever it finds it installed. Nothing here uses torchvision: hide it, so transformers
+# and timm run as on a machine without it (timm gets a stand-in: tests/timm_reference.py).
+sys.modules.setdefault("torchvision", None)
 
 
 @pytest.fixture(scope="session", autouse=True)

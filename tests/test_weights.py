@@ -1,8 +1,8 @@
 """Checkpoint loading: every format, the quirks of real files, and one-line errors.
 
 Key names are checked against rules we did not write: HF's conversion script
-(`convert_swiftformer_original_to_hf.py`, upstream -> HF) and timm's `checkpoint_filter_fn`
-(upstream -> timm), both restated below, applied to HF's own model's state dict.
+(`convert_swiftformer_original_to_hf.py`, upstream -> HF, restated below and applied to HF's own
+model's state dict) and timm's own `checkpoint_filter_fn` (upstream -> timm).
 """
 
 from __future__ import annotations
@@ -133,24 +133,18 @@ def test_upstream_names_follow_hf_conversion_rules():
 
 
 def test_timm_names_follow_timm_filter_rules(xs):
-    """timm's checkpoint_filter_fn applied to our upstream export must give our timm export."""
+    """timm's own checkpoint_filter_fn applied to our upstream export gives our timm export, and
+    exactly the keys of timm's model."""
+    from timm_reference import import_timm
 
-    def timm_rename(key: str) -> str:  # restated from timm/models/swiftformer.py checkpoint_filter_fn
-        key = key.replace("patch_embed.", "stem.").replace("dist_head.", "head_dist.")
-        key = key.replace("attn.Proj.", "attn.proj.")
-        key = key.replace(".layer_scale_1", ".layer_scale_1.gamma").replace(
-            ".layer_scale_2", ".layer_scale_2.gamma"
-        )
-        key = re.sub(r"\.layer_scale(?=$|\.)", ".layer_scale.gamma", key)
-        m = re.match(r"^network\.(\d+)\.(.*)", key)
-        if m:
-            n, rest = int(m.group(1)), m.group(2)
-            key = f"stages.{n // 2}.blocks.{rest}" if n % 2 == 0 else f"stages.{n // 2 + 1}.downsample.{rest}"
-        return key
+    timm = import_timm()
+    from timm.models.swiftformer import checkpoint_filter_fn
 
     model = xs.model
     upstream = export_state_dict(model, CheckpointFormat.UPSTREAM)
-    assert {timm_rename(k) for k in upstream} == set(export_state_dict(model, CheckpointFormat.TIMM))
+    renamed = set(checkpoint_filter_fn({"model": upstream}, None))
+    assert renamed == set(export_state_dict(model, CheckpointFormat.TIMM))
+    assert renamed == set(timm.create_model("swiftformer_xs").state_dict())
 
 
 @pytest.mark.parametrize(

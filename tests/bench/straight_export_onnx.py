@@ -6,6 +6,9 @@ import sys
 import time
 
 t0 = time.time()
+# PyPI's torchvision (a test extra, through timm) is a CUDA build that cannot import beside the
+# CPU torch, and transformers imports it when installed; SwiftFormer does not need it.
+sys.modules.setdefault("torchvision", None)
 import onnx  # noqa: E402
 import onnxsim  # noqa: E402
 import torch  # noqa: E402

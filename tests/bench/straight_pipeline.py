@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 started = time.time()
+# PyPI's torchvision (a test extra, through timm) is a CUDA build that cannot import beside the
+# CPU torch, and transformers imports it when installed; SwiftFormer does not need it.
+sys.modules.setdefault("torchvision", None)
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
