@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
         result, code = {"status": "failed", "error_type": type(exc).__name__, "message": first}, 4
     result["worker_s"] = round(time.perf_counter() - started, 3)
+    result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
     return code
 
