@@ -275,6 +275,7 @@ def test_cli_compare_renders_the_table_and_exits_1_on_failed_versions(xs_qdq, mi
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "crashed: the worker died (SIGSEGV)" in result.stdout
+    assert "Not checked: emulator outputs vs the CPU EP (--no-emulate)." in result.stdout
     assert "1 of 2 QNN version(s) did not compile: 2.47.0" in result.stderr
     assert read_report(out).version("2.51.0").status == "ok"
 
@@ -287,6 +288,7 @@ def test_cli_compare_renders_the_table_and_exits_1_on_failed_versions(xs_qdq, mi
     result = runner.invoke(app, [*args[:4], "2.51", "--output-dir", str(tmp_path / "md"), "--no-emulate", "--markdown"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("| QNN | onnxruntime-qnn | status |") and "| 2.51.0 | 2.7.0 | ok" in result.stdout
+    assert "Not checked: emulator outputs vs the CPU EP (--no-emulate)." in result.stdout
 
 
 # --- slow: every QNN version for real ---------------------------------------------------------
