@@ -133,9 +133,11 @@ def markdown(before: dict, after: dict) -> str:
                   "|---|" + "---:|" * len(mine)]
         types = sorted({t for _, row in mine for v in traced for t in (row["compiles"].get(v, {}).get("op_types") or {})})
 
-        def cell(row: dict, key) -> str:
+        def cell(row: dict, key, traced=traced) -> str:
             vals = [key(row["compiles"].get(v, {})) for v in traced]
-            return str(vals[0]) if len(set(vals)) == 1 else " / ".join(f"{v}: {x}" for v, x in zip(traced, vals))
+            if len(set(vals)) == 1:
+                return str(vals[0])
+            return " / ".join(f"{v}: {x}" for v, x in zip(traced, vals, strict=True))
 
         for t in types:
             lines.append(f"| {t} | " + " | ".join(cell(row, lambda c, t=t: (c.get("op_types") or {}).get(t, 0))
