@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..qnn import HtpTarget
 from ..report.markdown import table_md
 from ..report.tables import TableSpec
+from ..requests import ExportedRequest
 from .localize import block_of, first_divergence, run_taps, sqnr_db, taps
 
 REQUIRED = ("manifest.json", "model.qdq.onnx", "heldout.npy")
@@ -74,18 +75,18 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
         raise UsageError(f"{export_dir} lacks {', '.join(missing)}.",
                          hint="Diagnose an export made with --until quantize or later (the default runs everything).")
     manifest = read_manifest(export_dir)
-    if manifest is None or "variant" not in manifest.request:
+    if manifest is None or not isinstance(manifest.request, ExportedRequest):
         raise UsageError(f"{export_dir}/manifest.json is not an export manifest of this tool.",
                          hint="Pass a directory written by `swiftformer-qnn export`.")
     req = manifest.request
-    if req["precision"] == "fp16":
+    if req.precision == "fp16":
         raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
     from ..variants import get_variant
 
-    shape = req["input_shape"]
-    block = req["variant"] == "encoder"
-    variant = get_variant(req["variant"], encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
-    target = HtpTarget(req["soc_model"], req["htp_arch"])
+    shape = req.input_shape
+    block = req.variant == "encoder"
+    variant = get_variant(req.variant, encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
+    target = HtpTarget(req.soc_model, req.htp_arch)
     qdq = export_dir / "model.qdq.onnx"
     sample = np.load(export_dir / "heldout.npy")[:1]
     model = onnx.load(str(qdq), load_external_data=False)
@@ -112,7 +113,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
             cpu_qdq_vs_fp32_db=_db(sqnr_db(ref, cpu[k])) if ref is not None else None,
             htp_vs_fp32_db=_db(sqnr_db(ref, htp[k])) if ref is not None else None,
             htp_vs_cpu_qdq_db=_db(sqnr_db(cpu[k], htp[k]))))
-    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req["precision"], graph=graph,
+    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req.precision, graph=graph,
                      sample="heldout.npy[0]", blocks=blocks,
                      first_divergence=first_divergence(model, chosen, cpu, htp, variant))
 
