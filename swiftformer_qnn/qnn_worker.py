@@ -24,9 +24,28 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from ._atomic import write_text_atomic  # standard library only
+from .compile_record import CompiledModel
 
 HTP_OUTPUTS = "htp_outputs.npz"
+
+
+class CompileJob(BaseModel):
+    """What the parent asks a worker to compile: the JSON file `compile --request` reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path  # the (guarded) QDQ or float ONNX
+    soc_model: int
+    htp_arch: int
+    fp16: bool = False
+    soc: str | None = None
+    subject: CompiledModel = CompiledModel()  # what was compiled, as the record names it
+    inputs_npz: Path | None = None  # with inputs: one emulator run on the compiling session
+    out_dir: Path | None = None  # set per version by the parent
+    spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
 _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
 
 
@@ -105,8 +124,8 @@ def _smoke_session() -> float:
     return time.perf_counter() - started
 
 
-def compile_request(request: dict) -> dict:
-    """Compile `request["model"]` once (op trace included) into `out_dir`, which then holds the
+def compile_request(request: CompileJob) -> dict:
+    """Compile `request.model` once (op trace included) into `out_dir`, which then holds the
     context binary and its `compile.json`; with `inputs_npz`, the session that compiled also runs
     the graph once on the HTP emulator, whose outputs go to `htp_outputs.npz`.
 
@@ -116,20 +135,20 @@ def compile_request(request: dict) -> dict:
     started = time.perf_counter()
     import numpy as np
 
-    from .compile_record import COMPILE_RECORD, CompiledModel
+    from .compile_record import COMPILE_RECORD
     from .qnn import HtpTarget, compile_model
 
     phases = {"imports": time.perf_counter() - started}
-    out = Path(request["out_dir"])
+    if request.out_dir is None:
+        raise ValueError("the compile job names no out_dir")
+    out = request.out_dir
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # older onnxruntime-qnn releases write the op trace into the working directory
-    target = HtpTarget(
-        soc_model=int(request["soc_model"]), htp_arch=int(request["htp_arch"]), fp16=bool(request.get("fp16"))
-    )
+    target = HtpTarget(soc_model=request.soc_model, htp_arch=request.htp_arch, fp16=request.fp16)
     result: dict = {"status": "ok", "record": COMPILE_RECORD}
     feeds = None
-    if request.get("inputs_npz"):
-        with np.load(request["inputs_npz"]) as data:
+    if request.inputs_npz is not None:
+        with np.load(request.inputs_npz) as data:
             feeds = {k: data[k] for k in data.files}
 
     def run_once(session) -> None:
@@ -141,8 +160,8 @@ def compile_request(request: dict) -> dict:
         result["htp_outputs"] = HTP_OUTPUTS
 
     t0 = time.perf_counter()
-    compile_model(Path(request["model"]), out, target, soc=request.get("soc"),
-                  model=CompiledModel(**(request.get("subject") or {})), then=run_once if feeds is not None else None)
+    compile_model(request.model, out, target, soc=request.soc, model=request.subject,
+                  then=run_once if feeds is not None else None)
     phases["compile"] = time.perf_counter() - t0 - phases.get("emulator_run", 0.0)
     t0 = time.perf_counter()
     result["environment"] = environment()
@@ -174,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             result = probe()
         else:
-            request = json.loads(args.request.read_text())
+            request = CompileJob.model_validate_json(args.request.read_text())
             result = compile_request(request)
-            if request.get("spawned_at"):  # interpreter start-up, as the parent's clock saw it
-                result["phases_s"] = {"startup": round(entered - request["spawned_at"], 3), **result["phases_s"]}
+            if request.spawned_at is not None:  # interpreter start-up, as the parent's clock saw it
+                result["phases_s"] = {"startup": round(entered - request.spawned_at, 3), **result["phases_s"]}
         code = 0
     except SwiftFormerQnnError as exc:
         result, code = {"status": "failed", "error_type": type(exc).__name__, "message": exc.one_line()}, 3
