@@ -46,6 +46,7 @@ from .compile_record import (
     OP_TRACE,
     CompiledModel,
     CompileFailure,
+    CompileJob,
     CompileRecord,
     read_compile_record,
     traced_op_names,
@@ -299,7 +300,7 @@ def _log_tail(log: Path, lines: int = 4) -> str:
 def run_worker(
     job: _Job,
     work: Path,
-    request: qnn_worker.CompileJob,
+    request: CompileJob,
     shim: Path,
     timeout_s: float | None,
 ) -> CompileRecord:
@@ -464,7 +465,7 @@ def compile_across_versions(
         inputs_npz = Path(tmp) / "inputs.npz"
         if emulate:
             np.savez(inputs_npz, **feeds)
-        request = qnn_worker.CompileJob(
+        request = CompileJob(
             model=model, soc_model=target.soc_model, htp_arch=target.htp_arch, fp16=target.fp16, subject=subject,
             inputs_npz=inputs_npz if emulate else None,
         )

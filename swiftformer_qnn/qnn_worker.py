@@ -23,29 +23,14 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
 
 from ._atomic import write_text_atomic  # standard library only
-from .compile_record import CompiledModel
+
+if TYPE_CHECKING:
+    from .compile_record import CompileJob
 
 HTP_OUTPUTS = "htp_outputs.npz"
-
-
-class CompileJob(BaseModel):
-    """What the parent asks a worker to compile: the JSON file `compile --request` reads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: Path  # the (guarded) QDQ or float ONNX
-    soc_model: int
-    htp_arch: int
-    fp16: bool = False
-    soc: str | None = None
-    subject: CompiledModel = CompiledModel()  # what was compiled, as the record names it
-    inputs_npz: Path | None = None  # with inputs: one emulator run on the compiling session
-    out_dir: Path | None = None  # set per version by the parent
-    spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
 _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
 
 
@@ -193,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             result = probe()
         else:
+            from .compile_record import CompileJob
+
             request = CompileJob.model_validate_json(args.request.read_text())
             result = compile_request(request)
             if request.spawned_at is not None:  # interpreter start-up, as the parent's clock saw it

@@ -352,7 +352,8 @@ def test_worker_compiles_and_runs_without_importing_onnx(xs_qdq, tmp_path):
     np.savez(tmp_path / "in.npz", **default_inputs(xs_qdq))
     request = {"model": str(xs_qdq), "out_dir": str(tmp_path / "w"), "soc_model": 43, "htp_arch": 73,
                "inputs_npz": str(tmp_path / "in.npz")}
-    code = ("import json, sys; from swiftformer_qnn.qnn_worker import CompileJob, compile_request; "
+    code = ("import json, sys; from swiftformer_qnn.qnn_worker import compile_request; "
+            "from swiftformer_qnn.compile_record import CompileJob; "
             f"r = compile_request(CompileJob.model_validate_json({json.dumps(json.dumps(request))})); "
             "print(json.dumps({'onnx': 'onnx' in sys.modules, 'status': r['status']}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
