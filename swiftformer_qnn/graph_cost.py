@@ -7,6 +7,10 @@ drops to float and back (a Dequantize inside the graph, an op QNN has no quantiz
 for, then a Quantize). The graph input's Quantize and the output's Dequantize are the
 boundary of every quantized graph, not islands: QNN builds them from the bare QuantizeLinear
 / DequantizeLinear node of the graph input or output, so their op trace names no other node.
+Likewise a layout op before the graph's first compute op, or after its last, can only convert
+the graph's input or output between the ONNX layout (NCHW) and the HTP's channel-last one: the
+trace lists ops in execution order, so such an op reads nothing but the input (or feeds nothing
+but the output). Those are counted apart (`boundary_layout_ops`) from layout ops inside the graph.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ class GraphCost(BaseModel):
 
     htp_op_count: int = Field(ge=0)
     op_types: dict[str, int]  # QNN op type -> count
-    layout_ops: int = Field(ge=0)  # Reshape + Transpose
+    layout_ops: int = Field(ge=0)  # Reshape + Transpose, wherever they are
+    boundary_layout_ops: int = Field(ge=0)  # of those, the ones that only convert the graph's input or output
     float_islands: int = Field(ge=0)  # Dequantize ops inside the graph (each opens a float island)
     boundary_conversions: int = Field(ge=0)  # the graph input's Quantize and output's Dequantize
     context_binary_bytes: int | None = Field(default=None, ge=0)
@@ -62,10 +67,16 @@ def graph_cost(
     outputs = [m for m in ops if _is_lone_conversion(m, "Dequantize")][-graph_outputs:] if graph_outputs else []
     inner_dequantize = types["Dequantize"] - len(outputs)
     boundary = inputs + outputs
+    # Compute ops: everything but layout ops and the boundary conversions.
+    compute = [i for i, m in enumerate(ops)
+               if m.get("dst_qnn_op_type") not in LAYOUT_OP_TYPES and not any(m is b for b in boundary)]
+    layout_at = [i for i, m in enumerate(ops) if m.get("dst_qnn_op_type") in LAYOUT_OP_TYPES]
+    boundary_layout = [i for i in layout_at if not compute or i < compute[0] or i > compute[-1]]
     return GraphCost(
         htp_op_count=len(ops),
         op_types=dict(sorted(types.items())),
-        layout_ops=sum(types[t] for t in LAYOUT_OP_TYPES),
+        layout_ops=len(layout_at),
+        boundary_layout_ops=len(boundary_layout),
         float_islands=inner_dequantize,
         boundary_conversions=len(boundary),
         context_binary_bytes=context_binary_bytes,

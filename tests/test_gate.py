@@ -461,7 +461,7 @@ def test_structure_gate_rules():
 
 def _cost(layout: int, islands: int) -> GraphCost:
     return GraphCost(htp_op_count=400, op_types={"Conv2d": 300, "Gelu": 100}, layout_ops=layout,
-                     float_islands=islands, boundary_conversions=2)
+                     boundary_layout_ops=min(layout, 1), float_islands=islands, boundary_conversions=2)
 
 
 def test_layout_ops_and_float_islands_may_only_go_down():

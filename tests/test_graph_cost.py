@@ -31,6 +31,7 @@ def test_the_faithful_l1_graph_as_qnn_built_it():
     cost = graph_cost(json.loads(L1_TRACE.read_text()), 12_345)
     assert cost.htp_op_count == 262
     assert cost.op_types["Reshape"] == 33 and cost.op_types["Transpose"] == 2 and cost.layout_ops == 35
+    assert cost.boundary_layout_ops == 1  # the image's NCHW -> NHWC; the rest are the token layout inside
     assert cost.op_types["Quantize"] == cost.op_types["Dequantize"] == 5
     assert cost.float_islands == 4 == cost.op_types["ElementWiseSquareRoot"]
     assert cost.boundary_conversions == 2
@@ -41,6 +42,7 @@ def test_the_faithful_l1_graph_as_qnn_built_it():
 def test_the_faithful_encoder_block():
     cost = graph_cost(json.loads(ENCODER_TRACE.read_text()))
     assert (cost.htp_op_count, cost.layout_ops, cost.float_islands) == (44, 11, 1)
+    assert cost.boundary_layout_ops == 3  # two at the NCHW input (one per consumer), one at the output
     assert cost.context_binary_bytes is None
 
 
@@ -83,6 +85,27 @@ def test_several_outputs_and_subgraphs():
 
 def test_an_empty_trace_costs_nothing():
     cost = graph_cost({})
-    assert cost == GraphCost(htp_op_count=0, op_types={}, layout_ops=0, float_islands=0, boundary_conversions=0)
+    assert cost == GraphCost(htp_op_count=0, op_types={}, layout_ops=0, boundary_layout_ops=0, float_islands=0,
+                            boundary_conversions=0)
     with pytest.raises(ValueError):
-        GraphCost(htp_op_count=-1, op_types={}, layout_ops=0, float_islands=0, boundary_conversions=0)
+        GraphCost(htp_op_count=-1, op_types={}, layout_ops=0, boundary_layout_ops=0, float_islands=0,
+                  boundary_conversions=0)
+
+
+def test_layout_ops_before_the_first_or_after_the_last_compute_op_are_the_boundary():
+    trace = _trace(
+        _op("Quantize", "x_QuantizeLinear"),
+        _op("Transpose", "Transpose_token_1", "x_DequantizeLinear/duplicated", "Transpose_token_1"),
+        _op("Transpose", "Transpose_token_2", "DequantizeLinear_token_7", "Transpose_token_2"),
+        _op("Conv2d", "/a/Conv", "DequantizeLinear_token_3", "/a/Conv"),
+        _op("Reshape", "/a/Reshape", "/a/Conv_output_0_DequantizeLinear", "/a/Reshape"),
+        _op("ElementWiseAdd", "/a/Add", "DequantizeLinear_token_4", "/a/Add"),
+        _op("Transpose", "Transpose_token_5", "y_DequantizeLinear", "Transpose_token_5"),
+        _op("Dequantize", "DequantizeLinear_token_9"),
+    )
+    cost = graph_cost(trace)
+    assert (cost.layout_ops, cost.boundary_layout_ops) == (4, 3)
+    # A graph of layout ops only: every one of them is at the boundary.
+    only = graph_cost(_trace(_op("Quantize", "x_QuantizeLinear"), _op("Transpose", "t", "d", "t"),
+                             _op("Dequantize", "DequantizeLinear_token_2")))
+    assert (only.layout_ops, only.boundary_layout_ops) == (1, 1)

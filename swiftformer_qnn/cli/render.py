@@ -138,8 +138,11 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
 def render_graph_cost(cost) -> str:
     """One line: the compiled graph's HTP ops by type, layout ops and float islands."""
     types = ", ".join(f"{k} {v}" for k, v in sorted(cost.op_types.items(), key=lambda kv: (-kv[1], kv[0])))
+    inner = cost.layout_ops - cost.boundary_layout_ops
     return (f"HTP graph: {cost.htp_op_count} ops ({types}); layout ops (Reshape/Transpose) "
-            f"{cost.layout_ops}; float islands (Dequantize..Quantize inside the graph) {cost.float_islands}.")
+            f"{cost.layout_ops}: {inner} inside the graph, {cost.boundary_layout_ops} converting its input/output "
+            f"to the HTP's channel-last layout; float islands (Dequantize..Quantize inside the graph) "
+            f"{cost.float_islands}.")
 
 
 def _db(figures) -> str:

@@ -1,4 +1,4 @@
-"""`report`: tables and charts across QNN versions, or `--compare A B` for two profiles."""
+"""`report`: tables and charts across QNN versions, or `--compare A B` for two profiles or two compiles."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def report(
         typer.Option(
             "--compare",
             metavar="A B",
-            help="Compare two profiles of the same model: per-block deltas of B against A, biggest first.",
+            help="Compare two profiles of the same model (per-block deltas of B against A, biggest first), "
+            "or two compiles: export directories or compile.json (HTP ops by type, layout ops, float islands, "
+            "context binary size).",
             show_default=False,
         ),
     ] = None,
@@ -56,13 +58,15 @@ def report(
 ) -> None:
     """Report latency across QNN versions: headline table, per-block breakdown, movers, charts."""
     from ..report import make_comparison, make_report
-    from ..report.terminal import comparison_renderable, report_renderable
+    from ..report.model import StructureComparison
+    from ..report.terminal import comparison_renderable, report_renderable, structure_renderable
 
     if compare is not None:
         if paths:
-            raise UsageError("--compare takes exactly two profiles; give no other paths with it.")
+            raise UsageError("--compare takes exactly two profiles or compiles; give no other paths with it.")
         result = make_comparison(compare[0], compare[1], out=out, name=name)
-        console.print(comparison_renderable(result.comparison))
+        cmp = result.comparison
+        console.print(structure_renderable(cmp) if isinstance(cmp, StructureComparison) else comparison_renderable(cmp))
         console.print(f"wrote {result.out_dir}/ (compare.md, compare.json)", highlight=False)
         return
 

@@ -131,9 +131,9 @@ def read_compile_side(paths: Sequence[Path], *, side: str = "candidate") -> Comp
     return out
 
 
-def read_compile_structure(path: Path) -> FoundCompile:
+def read_compile_structure(path: Path, *, side: str = "candidate") -> FoundCompile:
     """The one compile a file or directory holds (an error if it holds several or a failure)."""
-    side = read_compile_side([Path(path)])
+    side = read_compile_side([Path(path)], side=side)
     return only_compile(side, str(path), hint="Point at one of them, e.g. its qnn-<version>/ directory.")
 
 

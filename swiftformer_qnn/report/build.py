@@ -10,14 +10,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compile_record import COMPILE_RECORD
 from ..errors import OutputDirError, ProfileError, UsageError
+from ..gate.structure import read_compile_structure
 from ..output_dir import holds_marker, staged_output_dir
 from ..profiling.schema import find_profiles, load_profile
 from .analysis import LoadedProfile, build_report, compare_profiles
 from .charts import Chart, render_charts
 from .html import report_html
-from .markdown import comparison_md, report_md
-from .model import COMPARISON_KIND, REPORT_KIND, Comparison, Report, SkippedInput
+from .markdown import comparison_md, report_md, structure_md
+from .model import (
+    COMPARISON_KIND,
+    REPORT_KIND,
+    STRUCTURE_COMPARISON_KIND,
+    Comparison,
+    Report,
+    SkippedInput,
+    StructureComparison,
+)
+from .structure import compare_structures
 
 REPORTS_DIR = Path("build") / "reports"  # ignored by git, like exports and profile runs
 PROFILE_SUFFIX = ".profile.json"
@@ -38,7 +49,7 @@ class ReportResult:
 
 @dataclass(frozen=True)
 class ComparisonResult:
-    comparison: Comparison
+    comparison: Comparison | StructureComparison
     out_dir: Path
 
 
@@ -100,7 +111,7 @@ def default_name(paths: Sequence[Path]) -> str:
     """`profiles/reference` -> `reference`; several inputs -> their names joined by `+`."""
     stems = []
     for p in map(Path, paths):
-        name = p.resolve().name if p.is_dir() else p.name
+        name = p.resolve().name if p.is_dir() else p.resolve().parent.name if p.name == COMPILE_RECORD else p.name
         stems.append(name.removesuffix(PROFILE_SUFFIX).removesuffix(".json"))
     slug = _slug("+".join(stems))
     if len(slug) > 60:  # keep it short and still unique to these inputs
@@ -137,7 +148,8 @@ def _prepare_out_dir(out_dir: Path, kinds: tuple[str, ...]) -> None:
 
 
 # A report directory this tool wrote (replaced by the next report of the same name); nothing else is.
-_REPORT_OWNER = holds_marker({f: (REPORT_KIND, COMPARISON_KIND) for f in ("report.json", "compare.json")}, "a report")
+_KINDS = (REPORT_KIND, COMPARISON_KIND, STRUCTURE_COMPARISON_KIND)
+_REPORT_OWNER = holds_marker({f: _KINDS for f in ("report.json", "compare.json")}, "a report")
 
 
 def _is_our_json(path: Path, kinds: tuple[str, ...]) -> bool:
@@ -150,7 +162,7 @@ def _is_our_json(path: Path, kinds: tuple[str, ...]) -> bool:
 def write_report(report: Report, out_dir: Path) -> list[Chart]:
     """report.json, report.md, report.html and the PNGs, built in a temporary sibling and renamed into place."""
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, (REPORT_KIND, COMPARISON_KIND))
+    _prepare_out_dir(out_dir, _KINDS)
     with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
         (work / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
         charts = render_charts(report, work)
@@ -176,20 +188,37 @@ def make_report(
     return ReportResult(report=report, out_dir=out_dir, charts=charts)
 
 
+def _is_compile(path: Path) -> bool:
+    """A compile to compare: a directory (an export, a `qnn-<version>/`) or a `compile.json`."""
+    return path.is_dir() or path.name == COMPILE_RECORD
+
+
 def make_comparison(
     a: Path, b: Path, *, out: Path | None = None, name: str | None = None, reports_dir: Path = REPORTS_DIR
 ) -> ComparisonResult:
-    """`swiftformer-qnn report --compare A B`: B against A, written as compare.md / compare.json."""
-    profiles = []
-    for p in (Path(a), Path(b)):
-        if p.is_dir():
-            raise UsageError(f"--compare takes two profile files; {p} is a directory.")
-        profiles.append(LoadedProfile(label=input_label(p), profile=load_profile(p)))
-    cmp = compare_profiles(*profiles)
-    name = _check_name(name) if name else f"compare-{default_name([Path(a)])}-vs-{default_name([Path(b)])}"
+    """`swiftformer-qnn report --compare A B`: B against A, written as compare.md / compare.json.
+
+    Two profiles compare latency per block; two compiles (export directories or compile.json)
+    compare the graphs QNN built."""
+    a, b = Path(a), Path(b)
+    kinds = {_is_compile(a), _is_compile(b)}
+    if kinds == {True, False}:
+        raise UsageError(
+            "--compare takes two profiles or two compiles, not one of each.",
+            hint="Profiles: *.profile.json files; compiles: export directories or their compile.json.",
+        )
+    cmp: Comparison | StructureComparison
+    if True in kinds:
+        found = [read_compile_structure(p, side="compile") for p in (a, b)]
+        cmp = compare_structures(input_label(a), found[0].record, input_label(b), found[1].record)
+        markdown = structure_md(cmp)
+    else:
+        cmp = compare_profiles(*(LoadedProfile(label=input_label(p), profile=load_profile(p)) for p in (a, b)))
+        markdown = comparison_md(cmp)
+    name = _check_name(name) if name else f"compare-{default_name([a])}-vs-{default_name([b])}"
     out_dir = Path(out) if out else Path(reports_dir) / name
-    _prepare_out_dir(out_dir, (REPORT_KIND, COMPARISON_KIND))
+    _prepare_out_dir(out_dir, _KINDS)
     with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
         (work / "compare.json").write_text(cmp.model_dump_json(indent=2) + "\n")
-        (work / "compare.md").write_text(comparison_md(cmp))
+        (work / "compare.md").write_text(markdown)
     return ComparisonResult(comparison=cmp, out_dir=out_dir)

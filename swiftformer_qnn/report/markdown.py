@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .charts import Chart
-from .model import Comparison, Report
+from .model import Comparison, Report, StructureComparison
 from .tables import (
     TableSpec,
     breakdown_table,
@@ -13,6 +13,7 @@ from .tables import (
     movers_table,
     provenance_table,
     steps_table,
+    structure_tables,
     top_ops_tables,
 )
 
@@ -95,6 +96,15 @@ def report_md(report: Report, charts: list[Chart]) -> str:
 def comparison_md(cmp: Comparison) -> str:
     out = [f"# Compare: {cmp.model.label}", ""]
     for spec in comparison_tables(cmp):
+        out.append(table_md(spec, level=2))
+    if cmp.notes:
+        out += ["Notes:", ""] + [f"- {n}" for n in cmp.notes] + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def structure_md(cmp: StructureComparison) -> str:
+    out = ["# Compare compiled graphs: B against A", ""]
+    for spec in structure_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
         out += ["Notes:", ""] + [f"- {n}" for n in cmp.notes] + [""]

@@ -269,3 +269,39 @@ class Comparison(_Frozen):
     ranked_by: Literal["time", "share"]
     blocks: list[BlockDelta]  # most impact first; empty when either profile has no per-op data
     notes: list[str]
+
+
+STRUCTURE_COMPARISON_KIND = "swiftformer-qnn.structure-comparison"
+
+
+class CompileRow(_Frozen):
+    """One side of a structure comparison: which compile it is."""
+
+    label: str  # the path it was read from, as given
+    variant: str | None
+    precision: str | None
+    input_shape: list[int] | None
+    soc: str | None
+    qnn_version: str
+
+
+class StructureDelta(_Frozen):
+    """One figure of the two compiled graphs; None where that compile's QNN wrote no op trace."""
+
+    metric: str  # "HTP ops", "layout ops", ..., or a QNN op type ("Conv2d")
+    a: int | None
+    b: int | None
+    delta: int | None  # b - a
+
+
+class StructureComparison(_Frozen):
+    """`report --compare A B` of two compiles: what QNN built for each, from their compile records."""
+
+    kind: Literal["swiftformer-qnn.structure-comparison"] = STRUCTURE_COMPARISON_KIND
+    schema_version: int = REPORT_SCHEMA_VERSION
+    generated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    a: CompileRow
+    b: CompileRow
+    totals: list[StructureDelta]  # HTP ops, layout ops, float islands, boundary conversions, context binary bytes
+    op_types: list[StructureDelta]  # per QNN op type, biggest |delta| first, then by name
+    notes: list[str]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import Breakdown, Column, Comparison, Report, Unit, VersionStep
+from .model import Breakdown, Column, Comparison, Report, StructureComparison, StructureDelta, Unit, VersionStep
 
 MOVERS_SHOWN = 5
 DASH = "–"
@@ -454,3 +454,46 @@ def comparison_tables(cmp: Comparison, *, limit: int | None = None) -> list[Tabl
             )
         )
     return tables
+
+
+# ---------------------------------------------------------------------------- compare two compiles
+
+
+def fmt_count(n: int | None) -> str:
+    return DASH if n is None else f"{n:,}"
+
+
+def fmt_count_delta(n: int | None) -> str:
+    if n is None:
+        return DASH
+    return ("+" if n > 0 else "−" if n < 0 else "±") + f"{abs(n):,}"
+
+
+def _delta_rows(deltas: list[StructureDelta]) -> list[list[str]]:
+    return [[d.metric, fmt_count(d.a), fmt_count(d.b), fmt_count_delta(d.delta)] for d in deltas]
+
+
+def structure_tables(cmp: StructureComparison) -> list[TableSpec]:
+    """Which compiles, their graphs' totals, and HTP ops by type (biggest change first)."""
+    def side(name: str, r) -> list[str]:
+        shape = "x".join(map(str, r.input_shape)) if r.input_shape else DASH
+        return [name, r.label, r.variant or DASH, r.precision or DASH, shape, r.soc or DASH, r.qnn_version]
+
+    compiles = TableSpec(
+        title="Compiles",
+        headers=[("",), ("compile",), ("variant",), ("precision",), ("input",), ("SoC",), ("QNN",)],
+        rows=[side("A", cmp.a), side("B", cmp.b)],
+        numeric_from=99,
+    )
+    headers = [("",), ("A",), ("B",), ("B − A",)]
+    totals = TableSpec(
+        title="Compiled graph: B against A",
+        headers=headers,
+        rows=_delta_rows(cmp.totals),
+        caption="from QNN's op trace (compile.json); layout ops: Reshape + Transpose (at input/output: those "
+        "that only convert the graph's NCHW input or output to the HTP's channel-last layout); float islands: "
+        "Dequantize ops inside the graph; boundary: the input's Quantize and the output's Dequantize",
+    )
+    by_type = TableSpec(title="HTP ops by type", headers=[("op type",), *headers[1:]], rows=_delta_rows(cmp.op_types),
+                        caption="biggest change first")
+    return [compiles, totals] + ([by_type] if cmp.op_types else [])

@@ -6,8 +6,8 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.text import Text
 
 from ..tables import Col, FitTable
-from .model import Comparison, Report
-from .tables import TableSpec, comparison_tables, headline_table, headline_table_by_column
+from .model import Comparison, Report, StructureComparison
+from .tables import TableSpec, comparison_tables, headline_table, headline_table_by_column, structure_tables
 
 TERMINAL_BLOCKS = 12  # per-block deltas shown in the terminal; compare.md has them all
 
@@ -40,5 +40,11 @@ def report_renderable(report: Report) -> HeadlineTable:
 
 def comparison_renderable(cmp: Comparison) -> Group:
     items: list = [table_rich(t) for t in comparison_tables(cmp, limit=TERMINAL_BLOCKS)]
+    items += [Text(f"note: {n}", style="dim") for n in cmp.notes]
+    return Group(*items)
+
+
+def structure_renderable(cmp: StructureComparison) -> Group:
+    items: list = [table_rich(t) for t in structure_tables(cmp)]
     items += [Text(f"note: {n}", style="dim") for n in cmp.notes]
     return Group(*items)
