@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 from .errors import OutputDirError
 from .output_dir import place, recover_leftovers, signals_held, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
+from .requests import RecordedRequest
 from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
@@ -135,7 +136,7 @@ class ExportManifest(_Model):
     schema_version: int = 1
     status: str = "complete"
     request_key: str
-    request: dict[str, Any]
+    request: RecordedRequest  # what was asked, resolved (requests.py); the key hashes it
     tools: dict[str, str]
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     wall_s: float = 0.0

@@ -122,3 +122,21 @@ def read_compile_record(path: Path) -> CompileRecord:
 
 def read_compile_failure(path: Path) -> CompileFailure:
     return _read(path, CompileFailure, "compile failure record")
+
+
+def traced_op_names(directory: Path, record: CompileRecord) -> list[str] | None:
+    """The HTP op names of the op trace `record` names (in `directory`), in order; None where
+    the QNN release wrote no trace. The record counts and types these ops; the names stay in
+    QNN's file rather than being copied into every record."""
+    import json
+
+    from .graph_cost import trace_ops
+
+    if record.op_trace is None:
+        return None
+    path = Path(directory) / record.op_trace
+    try:
+        ops = trace_ops(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{path}: unreadable op trace ({exc}).") from None
+    return [str(op.get("dst_name", "?")) for op in ops]

@@ -7,10 +7,11 @@ target, toolchain, worker code), so a rerun only compiles what changed. A versio
 (an op it rejects, a crash) is reported for that version; the others still finish.
 
 Each version's `qnn-<version>/compile.json` is the same `CompileRecord` an export's compile
-writes (one compile, op trace included). The comparison is structural: context binary size,
-HTP op count and op types (from the record), the HTP ops the emulator ran (from its detailed
-profile), and emulator-vs-CPU numerics. Compile times are the host compiler's wall time.
-Nothing here is device latency.
+writes (one compile, op trace included), and the one source of what the version built: context
+binary size, HTP op count and types, and the HTP op names of the op trace it names. Beside it,
+emulator-vs-CPU numerics: the session that compiled runs the graph once on the HTP emulator,
+against the QDQ model on the CPU EP, computed once in this process for every version. Compile
+times are the host compiler's wall time. Nothing here is device latency.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,11 +48,13 @@ from .compile_record import (
     CompileFailure,
     CompileRecord,
     read_compile_record,
+    traced_op_names,
 )
 from .errors import ProfileError, ToolchainError, UsageError
-from .qnn import PROFILE_CSV, HtpTarget
+from .qnn import HtpTarget
 from .toolchains import (
     ENV_DIR,
+    PYCACHE_DIR,
     ProgressCallback,
     ProgressEvent,
     QnnToolchainSpec,
@@ -101,8 +103,7 @@ class VersionResult(_Model):
     error: str | None = None
     directory: str | None = None  # relative to the report's directory
     cached: bool = False
-    compile: CompileRecord | None = None  # what `directory/compile.json` holds
-    emulated_op_names: list[str] = Field(default_factory=list)  # HTP ops in the emulator's profile
+    compile: CompileRecord | None = None  # what `directory/compile.json` holds: every structural figure
     fidelity: Fidelity | None = None
 
     @property
@@ -124,8 +125,8 @@ class VersionDiff(_Model):
     htp_ops_before: int | None  # None: that QNN release wrote no op trace
     htp_ops_after: int | None
     op_type_changes: list[OpTypeChange] | None  # None: one side has no op trace
-    ops_added: list[str]  # HTP op names the emulator ran only after
-    ops_removed: list[str]  # HTP op names it ran only before
+    ops_added: list[str] | None  # HTP op names only `after` built (op trace); None: one side has no trace
+    ops_removed: list[str] | None  # HTP op names only `before` built
 
 
 class CrossVersionReport(_Model):
@@ -139,6 +140,9 @@ class CrossVersionReport(_Model):
     emulated: bool
     jobs: int
     wall_s: float
+    # Where this process's wall time went (inputs, workers, cpu_reference, collect); each worker's
+    # own phases are in its `worker_result.json`.
+    phases_s: dict[str, float] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     note: str = NOT_LATENCY
     versions: list[VersionResult]
@@ -182,27 +186,34 @@ def diff_op_types(before: dict[str, int], after: dict[str, int]) -> list[OpTypeC
     return sorted(changes, key=lambda c: (-abs(c.after - c.before), c.op_type))
 
 
-def diff_versions(a: VersionResult, b: VersionResult) -> VersionDiff:
+def diff_versions(a: VersionResult, b: VersionResult, names_a: list[str] | None = None,
+                  names_b: list[str] | None = None) -> VersionDiff:
+    """What changed from `a` to `b`, by their compile records and the HTP op names of their op
+    traces (`traced_op_names`; None where a release wrote no trace)."""
     ca, cb = a.compile, b.compile
     if ca is None or cb is None:
         raise ValueError("only compiled versions are compared")
-    names_a, names_b = Counter(a.emulated_op_names), Counter(b.emulated_op_names)
     comparable = ca.htp_op_types is not None and cb.htp_op_types is not None
+    named = names_a is not None and names_b is not None
+    before, after = Counter(names_a or ()), Counter(names_b or ())
     return VersionDiff(
         before=a.qnn_version,
         after=b.qnn_version,
         htp_ops_before=ca.htp_op_count,
         htp_ops_after=cb.htp_op_count,
         op_type_changes=diff_op_types(ca.htp_op_types, cb.htp_op_types) if comparable else None,
-        ops_added=sorted((names_b - names_a).elements()),
-        ops_removed=sorted((names_a - names_b).elements()),
+        ops_added=sorted((after - before).elements()) if named else None,
+        ops_removed=sorted((before - after).elements()) if named else None,
     )
 
 
-def consecutive_diffs(versions: Sequence[VersionResult]) -> list[VersionDiff]:
-    """Each compiled version against the previous compiled one (in QNN version order)."""
+def consecutive_diffs(versions: Sequence[VersionResult],
+                      op_names: Mapping[str, list[str] | None] | None = None) -> list[VersionDiff]:
+    """Each compiled version against the previous compiled one (in QNN version order).
+    `op_names`: each version's traced HTP op names, by QNN version."""
+    names = op_names or {}
     ok = [v for v in versions if v.status == "ok" and v.compile is not None]
-    return [diff_versions(a, b) for a, b in pairwise(ok)]
+    return [diff_versions(a, b, names.get(a.qnn_version), names.get(b.qnn_version)) for a, b in pairwise(ok)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,18 +305,22 @@ def run_worker(
 ) -> CompileRecord:
     """Run one compile worker in `work`; return its compile record or raise VersionFailure."""
     req_path = work / "worker_request.json"
-    req_path.write_text(json.dumps({**request, "out_dir": str(work)}, indent=2))
+    req_path.write_text(json.dumps({**request, "out_dir": str(work), "spawned_at": time.time()}, indent=2))
     result_path = work / WORKER_RESULT
     log_path = work / WORKER_LOG
     python = job.toolchain.python
     if python is None:
         raise VersionFailure("failed", "the toolchain has no interpreter")
+    # Only an installed toolchain is checked for imports leaking in from elsewhere, and keeps its
+    # worker's bytecode; the default one is the main environment itself.
+    loc = job.toolchain.location
+    installed = loc if job.toolchain.state is ToolchainState.READY and loc is not None else None
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.run(
                 worker_command(python, "compile", "--request", str(req_path), "--result", str(result_path)),
                 cwd=work,
-                env=worker_env(shim),
+                env=worker_env(shim, installed / PYCACHE_DIR if installed else None),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 timeout=timeout_s,
@@ -328,10 +343,7 @@ def run_worker(
         raise VersionFailure("crashed", f"the worker died ({how})" + (f": {tail}" if tail else ""))
     if result.get("status") != "ok":
         raise VersionFailure("failed", f"{result.get('error_type', 'error')}: {result.get('message', '')}")
-    # Only an installed toolchain is checked for imports leaking in from elsewhere; the
-    # default one is the main environment itself.
-    loc = job.toolchain.location
-    env_dir = loc / ENV_DIR if job.toolchain.state is ToolchainState.READY and loc is not None else None
+    env_dir = installed / ENV_DIR if installed else None
     problems = probe_problems(job.spec, {"status": "ok", **result.get("environment", {})}, env_dir)
     if problems:
         raise VersionFailure("failed", f"broken toolchain: {'; '.join(problems)}. {reinstall_hint(job.spec)}")
@@ -348,54 +360,45 @@ def _version_dir_name(spec: QnnToolchainSpec) -> str:
     return spec.name  # "qnn-2.49.40"
 
 
-def _collect(
-    spec: QnnToolchainSpec,
-    stage,
-    cache_dir: Path,
-    out_dir: Path,
-    ref: list[np.ndarray] | None,
-    ref_names: list[str],
-) -> VersionResult:
-    """Place one version's files into `out_dir/qnn-<version>/` and read its compile record."""
-    from .profiling.emulator import parse_qnn_profile_csv
-
+def _place(spec: QnnToolchainSpec, stage, cache_dir: Path, out_dir: Path) -> VersionResult:
+    """Place one version's files into `out_dir/qnn-<version>/`; its result, by its compile record."""
     dest = out_dir / _version_dir_name(spec)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     for out in stage.outputs.values():
         place(cache_dir / out.path, dest / out.path)
-    # QNN's binary profile log is for Qualcomm's profile viewer; 2.47 writes no op trace.
-    for name in (OP_TRACE, WORKER_LOG, Path(PROFILE_CSV).stem + "_qnn.log"):
+    for name in (OP_TRACE, WORKER_LOG):  # 2.47 writes no op trace
         if (cache_dir / name).is_file():
             place(cache_dir / name, dest / name)
-    record = stage.results
-    version = VersionResult(
+    return VersionResult(
         qnn_version=spec.qnn_version,
         onnxruntime_qnn=spec.onnxruntime_qnn,
         onnxruntime=spec.onnxruntime,
         status="ok",
         directory=dest.name,
         cached=stage.cached,
-        compile=record,
+        compile=stage.results,
     )
-    if ref is not None:  # emulated: the binary's profile and outputs are among the stage's outputs
-        trace = dest / record.op_trace if record.op_trace else None
-        ops = parse_qnn_profile_csv(dest / PROFILE_CSV, trace)
-        version.emulated_op_names = [o.name for o in ops if o.op_type not in ("Input", "Output")]
-        with np.load(dest / qnn_worker.HTP_OUTPUTS) as data:
-            missing = [n for n in ref_names if n not in data.files]
-            if missing:
-                raise VersionFailure("failed", f"the HTP run did not produce output(s) {', '.join(missing)}")
-            version.fidelity = fidelity(ref, [data[n] for n in ref_names])
-    return version
 
 
-def default_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def _emulator_fidelity(version_dir: Path, ref: list[np.ndarray], ref_names: list[str]) -> Fidelity:
+    """The version's emulator outputs (written by its worker) against the CPU reference."""
+    with np.load(version_dir / qnn_worker.HTP_OUTPUTS) as data:
+        missing = [n for n in ref_names if n not in data.files]
+        if missing:
+            raise VersionFailure("failed", f"the HTP run did not produce output(s) {', '.join(missing)}")
+        return fidelity(ref, [data[n] for n in ref_names])
+
+
+def default_jobs(versions: int) -> int:
+    """Every version at once, up to 8 (each L1 worker holds ~0.3 GB).
+
+    The workers are CPU-bound and about equally long, so the OS sharing the cores among all
+    of them ends them together after (versions x one worker) / cores; batches of one per core
+    leave cores idle in the last batch (5 versions on 2 cores: 3 workers' time instead of 2.5).
+    """
+    return max(1, min(versions, 8))
 
 
 def compile_across_versions(
@@ -417,16 +420,18 @@ def compile_across_versions(
 
     Writes `out_dir/qnn-<version>/` per version (the EP-context ONNX and its context binary,
     the op trace, `compile.json` (the `CompileRecord`, naming `subject` when given), and with
-    `emulate` the emulator profile and outputs; a failed version gets `compile_failed.json`)
-    and `out_dir/cross_version.json`.
-    With `emulate`, each binary is run once on the HTP emulator on `inputs` (default: seeded
-    standard-normal) and compared with the QDQ model on the CPU EP.
+    `emulate` the emulator's outputs; a failed version gets `compile_failed.json`) and
+    `out_dir/cross_version.json`.
+    With `emulate`, each version's compiling session runs the graph once on the HTP emulator on
+    `inputs` (default: seeded standard-normal), compared with the QDQ model on the CPU EP, which
+    this process runs once, while the workers compile.
 
     Raises UsageError for an unknown version or a missing model, ToolchainError when a
     requested toolchain is not installed or broken (before anything runs). A version whose
     compile fails is reported in the result (status "failed"/"crashed"), not raised.
     """
     started = time.perf_counter()
+    phases: dict[str, float] = {}
     progress = progress or (lambda _e: None)
     model = Path(model).absolute()
     if not model.is_file():
@@ -442,7 +447,7 @@ def compile_across_versions(
     subject = subject or CompiledModel(precision="fp16" if target.fp16 else None)
     toolchains = resolve_toolchains(specs, toolchains_root)  # every problem before any work
     cache = cache or StageCache()
-    jobs = max(1, min(jobs or default_jobs(), len(specs)))
+    jobs = max(1, min(jobs or default_jobs(len(specs)), len(specs)))
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -451,7 +456,7 @@ def compile_across_versions(
 
     model_sha = sha256_file(model)
     feeds = (inputs if inputs is not None else default_inputs(model)) if emulate else {}
-    ref_names, ref = cpu_reference(model, feeds) if emulate else ([], None)
+    phases["inputs"] = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-xv-") as tmp:
         shim = package_shim(Path(tmp) / "shim")
@@ -469,7 +474,7 @@ def compile_across_versions(
         options = {k: v for k, v in request.items() if k not in ("model", "inputs_npz")} | {"emulate": emulate}
         stage_inputs = {"model": model_sha} | ({"inputs": _hash_inputs(feeds)} if emulate else {})
         outputs = (CONTEXT_ONNX, CONTEXT_BINARY, COMPILE_RECORD, WORKER_RESULT) + (
-            (qnn_worker.HTP_OUTPUTS, PROFILE_CSV) if emulate else ()
+            (qnn_worker.HTP_OUTPUTS,) if emulate else ()
         )
 
         def one(job: _Job) -> VersionResult:
@@ -490,7 +495,7 @@ def compile_across_versions(
                         "onnxruntime": spec.onnxruntime,
                     },
                 )
-                result = _collect(spec, record, cache_dir, out_dir, ref, ref_names)
+                result = _place(spec, record, cache_dir, out_dir)
             except VersionFailure as exc:
                 result = _failed(spec, exc.status, exc.message, out_dir, subject)
             except (RuntimeError, OSError, ValueError) as exc:  # a worker that wrote less than promised
@@ -499,8 +504,30 @@ def compile_across_versions(
             progress(ProgressEvent(label, step, result.error or "", time.perf_counter() - t0))
             return result
 
+        t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="qnn-compile") as pool:
-            results = list(pool.map(one, [_Job(s, t) for s, t in zip(specs, toolchains, strict=True)]))
+            running = [pool.submit(one, _Job(s, t)) for s, t in zip(specs, toolchains, strict=True)]
+            # The CPU reference runs here while the workers compile: once for every version.
+            ref_names, ref = cpu_reference(model, feeds) if emulate else ([], None)
+            phases["cpu_reference"] = time.perf_counter() - t0
+            results = [f.result() for f in running]
+        phases["workers"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    op_names: dict[str, list[str] | None] = {}
+    for i, (spec, result) in enumerate(zip(specs, results, strict=True)):
+        if result.status != "ok" or result.compile is None:
+            continue
+        version_dir = out_dir / result.directory
+        try:
+            if ref is not None:
+                result.fidelity = _emulator_fidelity(version_dir, ref, ref_names)
+            op_names[spec.qnn_version] = traced_op_names(version_dir, result.compile)
+        except VersionFailure as exc:
+            results[i] = _failed(spec, exc.status, exc.message, out_dir, subject)
+        except (ProfileError, OSError, ValueError) as exc:
+            results[i] = _failed(spec, "failed", f"{type(exc).__name__}: {exc}", out_dir, subject)
+    phases["collect"] = time.perf_counter() - t0
 
     report = CrossVersionReport(
         model=model.name,
@@ -511,8 +538,9 @@ def compile_across_versions(
         emulated=emulate,
         jobs=jobs,
         wall_s=round(time.perf_counter() - started, 2),
+        phases_s={k: round(v, 3) for k, v in phases.items()},
         versions=results,
-        diffs=consecutive_diffs(results),
+        diffs=consecutive_diffs(results, op_names),
     )
     write_text_atomic(out_dir / REPORT_NAME, report.model_dump_json(indent=2))
     return report

@@ -1,8 +1,8 @@
 """The QNN HTP backend through onnxruntime-qnn: compile to a context binary, run, profile.
 
-Imports only the standard library, numpy, onnx, onnxruntime(-qnn) and pydantic, so a
-toolchain environment holding another onnxruntime-qnn release can run it as a worker
-(`swiftformer_qnn.toolchains`). onnxruntime-qnn bundles the QNN SDK's x86 host libraries:
+Imports only the standard library, numpy, onnxruntime(-qnn), protobuf and pydantic (not
+onnx: see `ep_context`), so a toolchain environment holding another onnxruntime-qnn release
+can run it as a worker (`swiftformer_qnn.toolchains`). onnxruntime-qnn bundles the QNN SDK's x86 host libraries:
 the offline HTP graph compiler and an HTP emulator that runs graphs bit-faithfully but
 slowly, so nothing here measures device latency.
 """
@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import onnx
 
 from .compile_record import (
     COMPILE_RECORD,
@@ -220,6 +219,7 @@ def compile_model(
     *,
     soc: str | None = None,
     model: CompiledModel | None = None,
+    then: Callable[[object], None] | None = None,
 ) -> CompileRecord:
     """The one compile: a (QDQ or, with fp16, float) ONNX -> QNN context binary for `target`.
 
@@ -227,8 +227,11 @@ def compile_model(
     the release writes one) and `compile.json` (the returned record) into `out_dir`, once:
     the op trace is written while compiling, so nothing is compiled twice. CPU fallback is
     disabled, so success means every node runs on the HTP. On failure nothing is left behind.
+    `then(session)` gets the session that compiled (a cross-version worker runs its emulator
+    check on it: the graph the binary holds, without loading that binary into a second session).
     """
     from ._atomic import write_text_atomic
+    from .ep_context import graph_nodes
 
     model_path, out_dir = Path(model_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,25 +241,24 @@ def compile_model(
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
-        htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir)
+        session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir)
         compile_s = time.perf_counter() - started
-        ctx = onnx.load(str(context_onnx), load_external_data=False)
-        ep_nodes = [n for n in ctx.graph.node if n.op_type == "EPContext"]
-        if not ep_nodes or len(ep_nodes) != len(ctx.graph.node):
+        nodes = graph_nodes(context_onnx)
+        ep_nodes = [n for n in nodes if n.op_type == "EPContext"]
+        if not ep_nodes or len(ep_nodes) != len(nodes):
             raise HtpUnsupportedError(
-                f"{context_onnx.name}: {len(ctx.graph.node) - len(ep_nodes)} node(s) stayed outside the QNN context."
+                f"{context_onnx.name}: {len(nodes) - len(ep_nodes)} node(s) stayed outside the QNN context."
             )
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ep_nodes[0].attribute}
-        cache = attrs.get("ep_cache_context", b"")
-        if (cache.decode() if isinstance(cache, bytes) else str(cache)) != binary.name:
+        attrs = ep_nodes[0].strings
+        cache = attrs.get("ep_cache_context", "")
+        if cache != binary.name:
             # The EPContext node references the binary by this name; renaming it would break the pair.
             raise ToolchainError(f"onnxruntime-qnn named the context binary {cache!r}, expected {binary.name}.")
-        sdk = attrs.get("ep_sdk_version")
         import onnxruntime
 
         record = CompileRecord(
             qnn_version=qnn_sdk_version(),
-            ep_sdk_version=sdk.decode() if isinstance(sdk, bytes) else sdk,
+            ep_sdk_version=attrs.get("ep_sdk_version"),
             onnxruntime=onnxruntime.__version__,
             onnxruntime_qnn=onnxruntime_qnn_version(),
             soc=soc if soc is not None else _soc_name(target.soc_model),
@@ -270,6 +272,9 @@ def compile_model(
             context_binary_sha256=_sha256(binary),
             **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
         )
+        if then is not None:
+            then(session)
+        del session
         write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
     except BaseException:
         for leftover in written:

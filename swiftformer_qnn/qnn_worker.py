@@ -3,11 +3,12 @@
     probe   --result R.json                  what this environment imports; loads the HTP backend
     compile --request Q.json --result R.json  compile a QDQ model to a context binary (`qnn.compile_model`,
                                               which writes `compile.json`), and optionally run it
-                                              on the HTP emulator with a profile
+                                              once on the HTP emulator, in the same session
 
 Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.compile_record` /
-`.targets` / `.errors` / `._atomic` (which keep to onnx, onnxruntime and pydantic): a
-toolchain environment holds nothing else. Results go to a JSON file,
+`.ep_context` / `.targets` / `.errors` / `._atomic` (which keep to onnxruntime, protobuf and
+pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
+and every import is paid once per QNN version of a sweep. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
 3 a known error (e.g. the HTP rejects an op), 4 an unexpected one; both still write the result.
 """
@@ -106,35 +107,47 @@ def _smoke_session() -> float:
 
 def compile_request(request: dict) -> dict:
     """Compile `request["model"]` once (op trace included) into `out_dir`, which then holds the
-    context binary and its `compile.json`; with `inputs_npz`, also run the binary once on the
-    HTP emulator with QNN's detailed profile."""
+    context binary and its `compile.json`; with `inputs_npz`, the session that compiled also runs
+    the graph once on the HTP emulator, whose outputs go to `htp_outputs.npz`.
+
+    One process, one session per version: no second compile, no second load of the binary,
+    no profile (the op trace written at compile already names every HTP op).
+    `phases_s` says where the worker's time went."""
+    started = time.perf_counter()
     import numpy as np
 
     from .compile_record import COMPILE_RECORD, CompiledModel
-    from .qnn import PROFILE_CSV, HtpTarget, compile_model, htp_session
+    from .qnn import HtpTarget, compile_model
 
+    phases = {"imports": time.perf_counter() - started}
     out = Path(request["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # older onnxruntime-qnn releases write the op trace into the working directory
     target = HtpTarget(
         soc_model=int(request["soc_model"]), htp_arch=int(request["htp_arch"]), fp16=bool(request.get("fp16"))
     )
-    record = compile_model(Path(request["model"]), out, target, soc=request.get("soc"),
-                           model=CompiledModel(**(request.get("subject") or {})))
-    result: dict = {"status": "ok", "environment": environment(), "record": COMPILE_RECORD}
-    inputs = request.get("inputs_npz")
-    if inputs:
-        with np.load(inputs) as data:
+    result: dict = {"status": "ok", "record": COMPILE_RECORD}
+    feeds = None
+    if request.get("inputs_npz"):
+        with np.load(request["inputs_npz"]) as data:
             feeds = {k: data[k] for k in data.files}
-        # The compiled binary itself (loaded, not recompiled), profiled: one NODE row per
-        # HTP op; the op trace written at compile names each op's type and ONNX sources.
-        session = htp_session(out / record.context_onnx, target, profile_csv=out / PROFILE_CSV)
+
+    def run_once(session) -> None:
+        t0 = time.perf_counter()
         names = [o.name for o in session.get_outputs()]
         outputs = session.run(None, feeds)
-        del session  # the profile is flushed when the session goes away
+        phases["emulator_run"] = time.perf_counter() - t0
         np.savez(out / HTP_OUTPUTS, **dict(zip(names, outputs, strict=True)))
         result["htp_outputs"] = HTP_OUTPUTS
-        result["profile_csv"] = PROFILE_CSV if (out / PROFILE_CSV).is_file() else None
+
+    t0 = time.perf_counter()
+    compile_model(Path(request["model"]), out, target, soc=request.get("soc"),
+                  model=CompiledModel(**(request.get("subject") or {})), then=run_once if feeds is not None else None)
+    phases["compile"] = time.perf_counter() - t0 - phases.get("emulator_run", 0.0)
+    t0 = time.perf_counter()
+    result["environment"] = environment()
+    phases["environment"] = time.perf_counter() - t0
+    result["phases_s"] = {k: round(v, 3) for k, v in phases.items()}
     return result
 
 
@@ -143,6 +156,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    entered = time.time()
     parser = argparse.ArgumentParser(prog="python -m swiftformer_qnn.qnn_worker")
     sub = parser.add_subparsers(dest="command", required=True)
     p_probe = sub.add_parser("probe")
@@ -160,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             result = probe()
         else:
-            result = compile_request(json.loads(args.request.read_text()))
+            request = json.loads(args.request.read_text())
+            result = compile_request(request)
+            if request.get("spawned_at"):  # interpreter start-up, as the parent's clock saw it
+                result["phases_s"] = {"startup": round(entered - request["spawned_at"], 3), **result["phases_s"]}
         code = 0
     except SwiftFormerQnnError as exc:
         result, code = {"status": "failed", "error_type": type(exc).__name__, "message": exc.one_line()}, 3

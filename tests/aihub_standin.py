@@ -1042,6 +1042,7 @@ def make_export_dir(
 
     from swiftformer_qnn.artifacts import MANIFEST_NAME, ExportManifest, FileRecord, StageRecord, sha256_file
     from swiftformer_qnn.pipeline.onnx_export import op_histogram
+    from swiftformer_qnn.requests import ExportedRequest
     from swiftformer_qnn.stage_results import (
         ExportResults,
         InputsResults,
@@ -1068,10 +1069,10 @@ def make_export_dir(
 
     manifest = ExportManifest(
         request_key=request_key or f"handmade-{variant}-{precision}-{'x'.join(map(str, input_shape))}",
-        request={
-            "variant": variant, "precision": precision, "soc": "sm8550", "input_shape": input_shape,
-            "weights": "realistic-random", "opset": 20,
-        },
+        request=ExportedRequest(
+            variant=variant, precision=precision, soc="sm8550", soc_model=43, htp_arch=73, input_shape=input_shape,
+            weights="realistic-random", opset=20, graph="htp", until="quantize",
+        ),
         tools={},
         stages=[
             rec("export", None, ExportResults(opset=20, nodes=len(graph.node), op_types=types,

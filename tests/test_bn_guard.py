@@ -81,16 +81,16 @@ def test_compile_refuses_bad_input_in_one_line(tmp_path):
     r = _repro()
     r.one_bn_model([0.8, -0.5, 0.1, 0.2], tmp_path / "float.onnx")
     with pytest.raises(UsageError, match="float model.*--fp16"):
-        run_compile(CompileRequest(tmp_path / "float.onnx", output_dir=tmp_path / "o1"))
+        run_compile(CompileRequest(model=tmp_path / "float.onnx", output_dir=tmp_path / "o1"))
     dyn = onnx.load(str(tmp_path / "float.onnx"))
     dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(dyn, str(tmp_path / "dyn.onnx"))
     with pytest.raises(UsageError, match="dynamic shape \\(batchx4x8x8\\)"):
-        run_compile(CompileRequest(tmp_path / "dyn.onnx", fp16=True, output_dir=tmp_path / "o2"))
+        run_compile(CompileRequest(model=tmp_path / "dyn.onnx", fp16=True, output_dir=tmp_path / "o2"))
     empty = onnx.helper.make_model(onnx.helper.make_graph([], "e", [], []))
     onnx.save(empty, str(tmp_path / "empty.onnx"))
     with pytest.raises(UsageError, match="no nodes"):
-        run_compile(CompileRequest(tmp_path / "empty.onnx", output_dir=tmp_path / "o3"))
+        run_compile(CompileRequest(model=tmp_path / "empty.onnx", output_dir=tmp_path / "o3"))
     assert not any((tmp_path / d).exists() for d in ("o1", "o2", "o3"))
 
 
@@ -120,7 +120,7 @@ def test_compile_of_a_corrupting_qdq_graph_rewrites_it_and_says_so(tmp_path):
     from swiftformer_qnn.pipeline import CompileRequest, run_compile
 
     qdq = _one_bn_qdq(tmp_path, 4)
-    result = run_compile(CompileRequest(qdq, output_dir=tmp_path / "out", use_cache=False))
+    result = run_compile(CompileRequest(model=qdq, output_dir=tmp_path / "out", use_cache=False))
     guard = result.manifest.stage("compile").results.bn_guard
     assert guard["corrupted_predicted"][0] | {"folded_bias": None} == {
         "node": "bn", "channels": [0], "folded_bias": None, "action": "rewritten"}

@@ -3,6 +3,7 @@ workers beside a real compile, and (slow) real compiles with every QNN toolchain
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from swiftformer_qnn.compile_record import (
     CompileRecord,
     read_compile_failure,
     read_compile_record,
+    traced_op_names,
 )
 from swiftformer_qnn.cross_version import (
     CrossVersionReport,
@@ -76,7 +78,7 @@ def test_diff_op_types_lists_changes_biggest_first():
     assert diff_op_types(before, dict(before)) == []
 
 
-def _version(v: str, status="ok", types=None, names=None, **kw) -> VersionResult:
+def _version(v: str, status="ok", types=None, **kw) -> VersionResult:
     """A version's result; `types=None` is a QNN release without an op trace (2.47)."""
     spec = get_toolchain_spec(v)
     if status != "ok":
@@ -98,7 +100,6 @@ def _version(v: str, status="ok", types=None, names=None, **kw) -> VersionResult
         onnxruntime=spec.onnxruntime,
         status="ok",
         compile=record,
-        emulated_op_names=names if names is not None else [f"op{i}" for i in range(3)],
         fidelity=Fidelity(max_abs_diff=0.3, cosine=0.998, sqnr_db=23.9),
         **kw,
     )
@@ -106,15 +107,16 @@ def _version(v: str, status="ok", types=None, names=None, **kw) -> VersionResult
 
 def test_consecutive_diffs_skip_failed_versions_and_need_an_op_trace_for_types():
     versions = [
-        _version("2.47", types=None, names=["a", "b", "c"]),
-        _version("2.48", types={"Conv2d": 3}, names=["a", "b", "c"]),
+        _version("2.47", types=None),
+        _version("2.48", types={"Conv2d": 3}),
         _version("2.49", status="crashed"),
-        _version("2.50", types={"Conv2d": 2, "Dequantize": 2}, names=["a", "b", "x_dequant_in", "y"]),
+        _version("2.50", types={"Conv2d": 2, "Dequantize": 2}),
     ]
-    diffs = consecutive_diffs(versions)
+    names = {"2.47.0": None, "2.48.40": ["a", "b", "c"], "2.50.40": ["a", "b", "x_dequant_in", "y"]}
+    diffs = consecutive_diffs(versions, names)
     assert [(d.before, d.after) for d in diffs] == [("2.47.0", "2.48.40"), ("2.48.40", "2.50.40")]
     assert diffs[0].op_type_changes is None and diffs[0].htp_ops_before is None  # 2.47: no op trace
-    assert diffs[0].ops_added == [] and diffs[0].ops_removed == []
+    assert diffs[0].ops_added is None and diffs[0].ops_removed is None
     assert [(c.op_type, c.before, c.after) for c in diffs[1].op_type_changes] == [
         ("Dequantize", 0, 2),
         ("Conv2d", 3, 2),
@@ -123,24 +125,24 @@ def test_consecutive_diffs_skip_failed_versions_and_need_an_op_trace_for_types()
     assert (diffs[1].htp_ops_before, diffs[1].htp_ops_after) == (3, 4)
 
 
-def _report(versions) -> CrossVersionReport:
+def _report(versions, names=None) -> CrossVersionReport:
     return CrossVersionReport(
         model="m.qdq.onnx", model_sha256="0" * 64, soc_model=43, htp_arch=73, fp16=False,
-        emulated=True, jobs=2, wall_s=12.5, versions=versions, diffs=consecutive_diffs(versions),
+        emulated=True, jobs=2, wall_s=12.5, versions=versions, diffs=consecutive_diffs(versions, names),
     )  # fmt: skip
 
 
 def test_table_and_markdown_show_every_version_and_what_changed():
     versions = [
-        _version("2.47", types=None, names=["a", "b", "c"]),
-        _version("2.48", types={"Conv2d": 3}, names=["a", "b", "c"], cached=True),
+        _version("2.47", types=None),
+        _version("2.48", types={"Conv2d": 3}, cached=True),
         _version("2.49", status="failed", error="HtpUnsupportedError: The QNN HTP rejects 1 node(s)"),
-        _version("2.51", types={"Conv2d": 2, "Gelu": 1}, names=["a", "b", "g"]),
+        _version("2.51", types={"Conv2d": 2, "Gelu": 1}),
     ]
-    report = _report(versions)
+    report = _report(versions, {"2.47.0": None, "2.48.40": ["a", "b", "c"], "2.51.0": ["a", "b", "g"]})
     rows = {r["QNN"]: r for r in table_rows(report)}
     assert rows["2.47.0"]["op types vs previous"] == "-"
-    assert rows["2.48.40"]["op types vs previous"].startswith("n/a (no op trace on one side); same op names")
+    assert rows["2.48.40"]["op types vs previous"] == "n/a (no op trace on one side)"
     assert rows["2.48.40"]["status"] == "ok (cached)"
     assert rows["2.49.40"]["status"] == "failed: HtpUnsupportedError: The QNN HTP rejects 1 node(s)"
     assert rows["2.51.0"]["op types vs previous"] == "Conv2d 3->2, Gelu 0->1 (+1/-1 op names)"
@@ -196,6 +198,8 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
     assert by["2.49.40"].error.startswith("HtpUnsupportedError: The QNN HTP rejects 1 node(s)")
     assert by["2.50.40"].status == "failed" and "reports QNN 2.51.0, expected 2.50.40" in by["2.50.40"].error
     assert "toolchains install 2.50 --force" in by["2.50.40"].error
+    # An installed toolchain's worker keeps its bytecode in the toolchain's own directory.
+    assert any((root / "qnn-2.50.40" / "pycache").rglob("qnn_worker*.pyc"))
     for v in ("2.47.0", "2.48.40", "2.49.40", "2.50.40"):
         saved = read_compile_failure(out / f"qnn-{v}" / COMPILE_FAILURE)
         assert (saved.status, saved.error) == (by[v].status, by[v].error)
@@ -207,13 +211,17 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
     c = ok.compile
     assert c.ep_sdk_version.startswith("v2.51.0") and c.qnn_version == "2.51.0" and c.onnxruntime_qnn == "2.7.0"
     assert c.model_sha256 == sha256_file(xs_qdq) and c.soc == "sm8550"
-    assert {"model.ctx.onnx", "model.ctx_qnn.bin", "qnn_profile.csv", "qnn_op_trace.json"} <= set(os.listdir(d))
+    assert {"model.ctx.onnx", "model.ctx_qnn.bin", "htp_outputs.npz", "qnn_op_trace.json"} <= set(os.listdir(d))
+    assert "qnn_profile.csv" not in os.listdir(d)  # one session, no profile: the op trace names the ops
     assert c.context_binary_bytes == (d / "model.ctx_qnn.bin").stat().st_size
     assert c.context_binary_sha256 == sha256_file(d / "model.ctx_qnn.bin")
     assert c.htp_op_count == sum(c.htp_op_types.values()) > 50
     assert c.htp_op_types.get("Conv2d", 0) > 0 and "unknown" not in c.htp_op_types
-    # The emulator ran the ops the compile traced: one compile, one op list.
-    assert len(ok.emulated_op_names) == c.htp_op_count
+    # One compile, one op list: the trace the record names holds every op it counts.
+    assert len(traced_op_names(d, c)) == c.htp_op_count
+    worker = json.loads((d / "worker_result.json").read_text())
+    assert set(worker["phases_s"]) == {"startup", "imports", "compile", "emulator_run", "environment"}
+    assert set(report.phases_s) == {"inputs", "cpu_reference", "workers", "collect"}
     assert ok.fidelity.cosine > 0.95 and ok.fidelity.sqnr_db > 10
     assert report.diffs == []  # one version compiled: nothing to compare
     assert read_report(out) == report
@@ -230,9 +238,10 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
 def test_compile_only_without_the_emulator(xs_qdq, tmp_path):
     report = compile_across_versions(xs_qdq, ["2.51"], tmp_path / "out", emulate=False, cache=StageCache(tmp_path / "c"))
     (v,) = report.versions
-    assert v.status == "ok" and v.fidelity is None and v.emulated_op_names == []
+    assert v.status == "ok" and v.fidelity is None
+    assert len(traced_op_names(tmp_path / "out" / v.directory, v.compile)) == v.compile.htp_op_count
     assert v.compile.context_binary_bytes > 0 and v.compile.htp_op_count > 50  # the op trace needs no emulator
-    assert not (tmp_path / "out" / v.directory / "qnn_profile.csv").exists()
+    assert not (tmp_path / "out" / v.directory / "htp_outputs.npz").exists()
 
 
 def test_bad_requests_fail_before_any_work(xs_qdq, tmp_path):
@@ -301,7 +310,7 @@ def _check_real_report(report: CrossVersionReport, out: Path) -> None:
         if v.qnn_version == "2.47.0":
             assert c.op_trace is None and c.htp_op_count is None
         else:
-            assert c.htp_op_count > 50 and len(v.emulated_op_names) == c.htp_op_count
+            assert c.htp_op_count > 50 and len(traced_op_names(out / v.directory, c)) == c.htp_op_count
         assert v.fidelity.cosine > 0.95
         binaries.add(c.context_binary_sha256)
     assert len(binaries) == len(TOOLCHAINS)  # each QNN version wrote its own context binary
@@ -329,3 +338,52 @@ def test_l1_w8a8_table_across_every_qnn_version(tmp_path):
     print("\n" + render_markdown(report))
     _check_real_report(report, out)
     assert all(v.compile.htp_op_count > 200 for v in report.versions if v.qnn_version != "2.47.0")
+
+
+def test_worker_compiles_and_runs_without_importing_onnx(xs_qdq, tmp_path):
+    """A worker pays every import once per QNN version; onnx (with ml_dtypes, ~0.5 s) is not needed."""
+    import subprocess
+    import sys
+
+    from swiftformer_qnn.cross_version import default_inputs
+
+    np.savez(tmp_path / "in.npz", **default_inputs(xs_qdq))
+    request = {"model": str(xs_qdq), "out_dir": str(tmp_path / "w"), "soc_model": 43, "htp_arch": 73,
+               "inputs_npz": str(tmp_path / "in.npz")}
+    code = ("import json, sys; from swiftformer_qnn.qnn_worker import compile_request; "
+            f"r = compile_request(json.loads({json.dumps(json.dumps(request))})); "
+            "print(json.dumps({'onnx': 'onnx' in sys.modules, 'status': r['status']}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"onnx": False, "status": "ok"}
+    assert (tmp_path / "w" / "htp_outputs.npz").is_file()
+
+
+def test_ep_context_nodes_read_without_onnx_match_onnx(xs_qdq, tmp_path):
+    import onnx
+
+    from swiftformer_qnn.ep_context import graph_nodes
+    from swiftformer_qnn.qnn import HtpTarget, compile_model
+
+    compile_model(xs_qdq, tmp_path, HtpTarget())
+    for path in (tmp_path / "model.ctx.onnx", xs_qdq):
+        ours = graph_nodes(path)
+        theirs = onnx.load(str(path), load_external_data=False).graph.node
+        assert [n.op_type for n in ours] == [n.op_type for n in theirs]
+        for mine, node in zip(ours, theirs, strict=True):
+            strings = {a.name: a.s.decode() for a in node.attribute if a.type == onnx.AttributeProto.STRING}
+            assert strings.items() <= mine.strings.items()
+    (ctx,) = graph_nodes(tmp_path / "model.ctx.onnx")
+    assert ctx.strings["ep_cache_context"] == "model.ctx_qnn.bin" and ctx.strings["ep_sdk_version"].startswith("v2.51.")
+
+
+def test_worker_env_keeps_bytecode_only_in_the_toolchains_own_directory(tmp_path, monkeypatch):
+    from swiftformer_qnn.toolchains import worker_env
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    default = worker_env(tmp_path / "shim")
+    assert default["PYTHONDONTWRITEBYTECODE"] == "1" and "PYTHONPYCACHEPREFIX" not in default
+    assert default["PYTHONPATH"] == str(tmp_path / "shim")
+    installed = worker_env(tmp_path / "shim", tmp_path / "qnn-2.49.40" / "pycache")
+    assert "PYTHONDONTWRITEBYTECODE" not in installed
+    assert installed["PYTHONPYCACHEPREFIX"] == str(tmp_path / "qnn-2.49.40" / "pycache")

@@ -127,7 +127,7 @@ def test_another_request_of_ours_needs_force_and_then_is_replaced(tmp_path, smal
     assert snapshot(out) == before
     res = runner.invoke(app, [*other, "--force"])
     assert res.exit_code == 0, res.output
-    assert read_manifest(out).request["heldout"]["count"] == 3
+    assert read_manifest(out).request.heldout.count == 3
     no_leftovers(tmp_path)
 
 

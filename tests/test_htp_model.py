@@ -95,7 +95,7 @@ def test_a_checkpoint_loads_the_same_weights_into_both_forms(tmp_path):
     for graph in ("htp", "faithful"):
         result = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, graph=graph, until=Until.ONNX,
                                           output_dir=tmp_path / graph, **SMALL))
-        assert result.manifest.request["graph"] == graph
+        assert result.manifest.request.graph == graph
         assert result.manifest.stage("export").results.graph == graph
         heldout = np.load(result.directory / "heldout.npy")
         outputs[graph] = (run_cpu(result.artifact("simplify", "model.sim.onnx"), heldout), heldout)
@@ -129,7 +129,7 @@ def _htp_vs_fp32_sqnr(result) -> float:
     session = htp_session(result.artifact("compile", "model.ctx.onnx"), HtpTarget())
     emulated = np.concatenate([session.run(None, {name: heldout[i : i + 1]})[0] for i in range(len(heldout))])
     sqnr = compare_outputs(fp32, emulated, classify=True)["sqnr_db"]
-    print(f"{result.manifest.request['graph']}: HTP-vs-fp32 SQNR {sqnr:.2f} dB")
+    print(f"{result.manifest.request.graph}: HTP-vs-fp32 SQNR {sqnr:.2f} dB")
     return sqnr
 
 

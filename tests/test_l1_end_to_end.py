@@ -25,7 +25,7 @@ def test_export_l1_default_through_the_cli(tmp_path):
     assert "WEIGHTS: RANDOM" in proc.stdout and "model.ctx_qnn.bin" in proc.stdout
 
     m = read_manifest(out)
-    assert m.request["input_shape"] == [1, 3, 224, 224] and m.request["precision"] == "w8a8"
+    assert m.request.input_shape == [1, 3, 224, 224] and m.request.precision == "w8a8"
     stages = {s.name: s.results for s in m.stages}
     assert stages["inputs"].calibration.count == 64 and stages["inputs"].heldout.count == 16
     assert stages["compile"].soc_model == 43 and stages["compile"].htp_arch == 73

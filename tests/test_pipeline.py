@@ -136,7 +136,7 @@ def test_an_existing_directory_of_another_request_is_refused_unless_forced(xs_ex
     with pytest.raises(OutputDirError, match="--force"):
         run_export(_xs(tmp_path, until=Until.ONNX, heldout_count=3))
     done = run_export(_xs(tmp_path, until=Until.ONNX, heldout_count=3, force=True))
-    assert done.manifest.request["heldout"]["count"] == 3
+    assert done.manifest.request.heldout.count == 3
 
 
 def test_a_failing_stage_leaves_no_output_directory(tmp_path, monkeypatch):
@@ -162,7 +162,7 @@ def test_encoder_block_is_calibrated_on_the_activations_l1_feeds_it(tmp_path):
     # run by hand up to stage1's encoder.
     torch.manual_seed(0)
     l1 = realistic_init(build_model(get_variant("l1")), seed=0)
-    images = find_images(Path(result.manifest.request["calibration"]["root"]), 8)
+    images = find_images(Path(result.manifest.request.calibration.root), 8)
     pixels = torch.from_numpy(preprocess_all(images, 16 * 8))
     with torch.no_grad():
         x = l1.stage0(l1.stem(pixels))
@@ -288,7 +288,7 @@ def test_hf_checkpoint_exports_in_softmax_form_and_the_manifest_says_so(tmp_path
     export = r.manifest.stage("export").results
     assert export.attention == "softmax"
     assert export.weights["format"] == "hf" and export.weights["implied_attention"] == "softmax"
-    assert r.manifest.request["weights"].startswith("sha256:")
+    assert r.manifest.request.weights.startswith("sha256:")
     assert any("softmax" in n for n in r.notes)
     # Asking for the other form is a different request, recorded as such.
     n = run_export(ExportRequest(variant="xs", resolution=64, weights=ckpt, attention="normalize", until=Until.ONNX,

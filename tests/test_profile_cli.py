@@ -364,7 +364,7 @@ def test_without_from_an_export_directory_of_another_request_is_replaced_only_wi
 
     replaced = invoke(*args, "--force")
     assert replaced.exit_code == 0, replaced.output
-    assert read_manifest(occupied).request["input_shape"] == [1, 96, 16, 16]
+    assert read_manifest(occupied).request.input_shape == [1, 96, 16, 16]
     assert read_manifest(occupied).request_key != "handmade-encoder-w8a8-1x96x16x16"
     (path,) = (tmp_path / "out").glob("encoder-d96x16-w8a8-qnn*.profile.json")
     assert load_profile(path).source is LatencySource.EMULATOR
@@ -383,3 +383,87 @@ def test_without_from_the_export_runs_here_with_the_encoder_block(hub, tmp_path)
     # The uploaded files are the exports' QDQ models.
     uploaded = {m.data for m in hub.models.values() if m.pb.model_type == 6}  # MODEL_TYPE_ONNX
     assert uploaded == {(tmp_path / "build" / b / "model.qdq.onnx").read_bytes() for b in built}
+
+
+# --- the emulator runs the export's own compile ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compiled_export(tmp_path_factory) -> Path:
+    """A real export of the block at 16 px, through its compile stage (context binary, compile.json)."""
+    from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+
+    root = tmp_path_factory.mktemp("compiled-export")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWIFTFORMER_QNN_CACHE", str(root / "cache"))
+        return run_export(ExportRequest(variant="encoder", resolution=16, calibration_count=8, heldout_count=2,
+                                        until=Until.COMPILE, output_dir=root / "export")).directory
+
+
+def _copy_export(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _tree_hashes(d: Path) -> dict[str, str]:
+    from swiftformer_qnn.artifacts import sha256_file
+
+    return {str(p.relative_to(d)): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_local_profile_runs_the_exports_own_context_binary(compiled_export, tmp_path, monkeypatch):
+    from swiftformer_qnn.compile_record import read_compile_record
+    from swiftformer_qnn.profiling.attribution import unattributed_share
+
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
+    before = _tree_hashes(compiled_export)
+    record = read_compile_record(compiled_export / "compile.json")
+    result = invoke("--local", "--from", str(compiled_export), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "running the export's own context binary (model.ctx_qnn.bin" in result.stderr
+    assert f"sha256 {record.context_binary_sha256[:12]} as in compile.json and the manifest" in result.stdout
+    assert "not compiled again" in result.stdout
+    (path,) = (tmp_path / "out").glob("encoder-*.profile.json")
+    p = load_profile(path)
+    # Onnxruntime's name for a precompiled EP-context model: the session loaded the binary, it compiled nothing.
+    assert p.toolchain.runtime == "precompiled_qnn_onnx" and p.toolchain.qnn_version == record.qnn_version
+    assert "the export's own context binary" in p.provenance.note
+    assert len([op for op in p.ops if op.op_type not in ("Input", "Output")]) == record.htp_op_count
+    assert unattributed_share(p) < 0.05  # the compile-time op trace and the QDQ graph attribute the ops
+    assert _tree_hashes(compiled_export) == before  # the export is only read
+
+
+def test_local_profile_compiles_again_only_without_a_binary_or_for_another_qnn(compiled_export, tmp_path, monkeypatch):
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
+    no_binary = _copy_export(compiled_export, tmp_path / "no-binary")
+    (no_binary / "model.ctx_qnn.bin").unlink()
+    result = invoke("--local", "--from", str(no_binary), "--out", str(tmp_path / "o1"))
+    assert result.exit_code == 0, result.output
+    assert "model.qdq.onnx compiled again for this run: the export's model.ctx_qnn.bin is missing" in result.stdout
+    (path,) = (tmp_path / "o1").glob("encoder-*.profile.json")
+    assert load_profile(path).toolchain.runtime == "onnx"
+
+    other_qnn = _copy_export(compiled_export, tmp_path / "other-qnn")
+    manifest = json.loads((other_qnn / "manifest.json").read_text())
+    (stage,) = [s for s in manifest["stages"] if s["name"] == "compile"]
+    stage["results"]["qnn_version"] = "2.50.40"
+    (other_qnn / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("--local", "--from", str(other_qnn), "--out", str(tmp_path / "o2"))
+    assert result.exit_code == 0, result.output
+    assert "compiled again for this run: the export was compiled with QNN 2.50.40; the emulator runs" in result.stdout
+
+
+def test_local_profile_refuses_a_binary_that_is_not_the_recorded_one(compiled_export, tmp_path, monkeypatch):
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
+    damaged = _copy_export(compiled_export, tmp_path / "damaged")
+    binary = damaged / "model.ctx_qnn.bin"
+    data = bytearray(binary.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    binary.write_bytes(bytes(data))
+    result = invoke("--local", "--from", str(damaged), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "the export's compile does not match its manifest (model.ctx_qnn.bin was changed)" in result.stderr
+    assert "delete model.ctx_qnn.bin to profile model.qdq.onnx compiled anew" in result.stderr
+    assert not (tmp_path / "o").exists()  # refused before any run

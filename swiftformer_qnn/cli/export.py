@@ -112,6 +112,6 @@ def compile_(
         exit_if_failed(report)
         return
     with ExportProgress(err_console) as progress:
-        result = run_compile(CompileRequest(model, soc=soc, fp16=fp16, output_dir=output_dir, force=force),
+        result = run_compile(CompileRequest(model=model, soc=soc, fp16=fp16, output_dir=output_dir, force=force),
                              progress=progress.on_event)
     render_export_summary(console, result)

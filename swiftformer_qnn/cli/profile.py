@@ -163,6 +163,8 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     if item.resumed:
         head += f" [dim](resumed: {', '.join(k for k, v in item.resumed.items() if v)})[/]"
     out.print(head, highlight=False)
+    if item.ran:
+        out.print(f"Ran {item.ran}.", highlight=False, soft_wrap=True)
 
     blocks = block_times(p)
     parts = [part for part in PARTS if any(part in b.parts for b in blocks.values())]

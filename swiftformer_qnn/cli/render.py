@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
+from ..requests import ExportedRequest
 from ..tables import Col, FitTable
 
 
@@ -53,34 +54,36 @@ def _fmt_bytes(n: int | None) -> str:
 def render_export_summary(console: Console, result: ExportResult) -> None:
     m = result.manifest
     req = m.request
+    exported = isinstance(req, ExportedRequest)  # else `compile MODEL.onnx`: no variant, no blocks
     if result.reused:
         console.print(f"[green]Up to date:[/] {result.directory} already holds this request (nothing re-run).")
-    if str(req.get("weights", "")).startswith("random"):
+    if exported and req.weights.startswith("random"):
         console.print(
             "[bold yellow]WEIGHTS: RANDOM[/] - no --weights given; the model is randomly initialised "
-            f"({req['weights']}: layer scales 0.1-1, BN statistics away from identity, fan-in scaled "
+            f"({req.weights}: layer scales 0.1-1, BN statistics away from identity, fan-in scaled "
             "convs, so every branch and every fidelity figure counts). Latency is representative, accuracy is not."
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
 
-    what = f"{req['variant']} {req['precision']}" if "variant" in req else Path(req["model"]).name
+    what = f"{req.variant} {req.precision}" if exported else Path(req.model).name
     rows = []
     for s in m.stages:
         took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
         rows.append([STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs)])
     # The stage title may wrap: a split table would set the results apart from their stages.
     columns = [Col("stage", "text", min_width=16), Col("time (s)", "number"), Col("result", "text", min_width=30)]
-    console.print(FitTable(columns, rows, title=f"{what} for {req['soc']} -> {result.directory}"))
+    console.print(FitTable(columns, rows, title=f"{what} for {req.soc} -> {result.directory}"))
 
     compile_ = m.stage("compile")
     if compile_ is not None:
         record = compile_.results  # the CompileRecord
         ctx = result.directory / record.context_onnx
-        if "variant" in req:
+        if exported:
             next_step = (
                 f"`swiftformer-qnn profile --from {result.directory}` profiles this export's QDQ model on a "
-                "phone through Qualcomm AI Hub (AI Hub compiles it again for the QAIRT version it runs)."
+                "phone through Qualcomm AI Hub (AI Hub compiles it again for the QAIRT version it runs); "
+                "with --local, this very binary runs on the HTP emulator."
             )
         else:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
             next_step = (

@@ -165,6 +165,8 @@ def render_cross_version(report, directory: Path | None = None) -> None:
         rows.append([row.get(c, "") for c in TABLE_COLUMNS])
     console.print(FitTable([CROSS_VERSION_COLUMNS.get(c, Col(c, "number")) for c in TABLE_COLUMNS], rows,
                            title=title, caption=report.note))
+    if not report.emulated:
+        console.print("Not checked: emulator outputs vs the CPU EP (--no-emulate).", highlight=False)
     for d in report.diffs:
         if d.ops_added or d.ops_removed:
             console.print(
@@ -183,8 +185,8 @@ def compare_cmd(
     output_dir: Annotated[Path | None, typer.Option(help="Where to write qnn-<version>/ and cross_version.json. Default: <model stem>.qnn-versions next to the model.")] = None,
     soc: Annotated[str, typer.Option(help=f"Target Snapdragon ({DEFAULT_SOC} = 8 Gen 2, default).")] = DEFAULT_SOC,
     fp16: Annotated[bool, typer.Option(help="Compile a float model in the HTP's fp16 mode.")] = False,
-    jobs: Annotated[int | None, typer.Option(help="Parallel compiles. Default: the number of cores.")] = None,
-    emulate: Annotated[bool, typer.Option(help="Also run each binary on the HTP emulator: HTP op counts and types, fidelity vs the CPU EP.")] = True,
+    jobs: Annotated[int | None, typer.Option(help="Parallel compiles. Default: every version at once (up to 8); the OS shares the cores.")] = None,
+    emulate: Annotated[bool, typer.Option(help="Also run each compiled graph once on the HTP emulator and compare its outputs with the CPU EP's (op counts and types come from the op trace either way).")] = True,
     markdown: Annotated[bool, typer.Option(help="Print the table as Markdown instead.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if a result is cached.")] = False,

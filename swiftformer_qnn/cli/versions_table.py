@@ -9,9 +9,9 @@ from ..cross_version import CrossVersionReport, VersionDiff
 def format_op_type_changes(diff: VersionDiff | None, limit: int = 4) -> str:
     if diff is None:
         return ""
+    if diff.op_type_changes is None or diff.ops_added is None or diff.ops_removed is None:
+        return "n/a (no op trace on one side)"
     names = f"+{len(diff.ops_added)}/-{len(diff.ops_removed)} op names" if diff.ops_added or diff.ops_removed else "same op names"
-    if diff.op_type_changes is None:
-        return f"n/a (no op trace on one side); {names}"
     if not diff.op_type_changes:
         return f"none ({names})"
     parts = [f"{c.op_type} {c.before}->{c.after}" for c in diff.op_type_changes[:limit]]

@@ -22,6 +22,7 @@ from ..errors import UsageError
 from ..qnn import HtpTarget
 from ..report.markdown import table_md
 from ..report.tables import TableSpec
+from ..requests import ExportedRequest
 from .compile import guarded_model
 from .localize import block_of, divergence, run_taps, sqnr_db, taps
 
@@ -76,18 +77,18 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
         raise UsageError(f"{export_dir} lacks {', '.join(missing)}.",
                          hint="Diagnose an export made with --until quantize or later (the default runs everything).")
     manifest = read_manifest(export_dir)
-    if manifest is None or "variant" not in manifest.request:
+    if manifest is None or not isinstance(manifest.request, ExportedRequest):
         raise UsageError(f"{export_dir}/manifest.json is not an export manifest of this tool.",
                          hint="Pass a directory written by `swiftformer-qnn export`.")
     req = manifest.request
-    if req["precision"] == "fp16":
+    if req.precision == "fp16":
         raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
     from ..variants import get_variant
 
-    shape = req["input_shape"]
-    block = req["variant"] == "encoder"
-    variant = get_variant(req["variant"], encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
-    target = HtpTarget(req["soc_model"], req["htp_arch"])
+    shape = req.input_shape
+    block = req.variant == "encoder"
+    variant = get_variant(req.variant, encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
+    target = HtpTarget(req.soc_model, req.htp_arch)
     sample = np.load(export_dir / "heldout.npy")[:1]
     with tempfile.TemporaryDirectory() as tmp:
         # What the compile stage compiled: model.qdq.onnx after its (deterministic) BN guard.
@@ -116,7 +117,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
             cpu_qdq_vs_fp32_db=_db(sqnr_db(ref, cpu[k])) if ref is not None else None,
             htp_vs_fp32_db=_db(sqnr_db(ref, htp[k])) if ref is not None else None,
             htp_vs_cpu_qdq_db=_db(sqnr_db(cpu[k], htp[k]))))
-    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req["precision"], graph=graph,
+    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req.precision, graph=graph,
                      sample="heldout.npy[0]", blocks=blocks,
                      divergence=divergence(model, chosen, cpu, htp, variant))
 

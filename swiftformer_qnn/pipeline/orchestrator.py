@@ -13,7 +13,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from ..artifacts import (
 )
 from ..errors import OutputDirError, UsageError, WeightsError
 from ..output_dir import Found, Occupant, holds, place, staged_output_dir
+from ..requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, Until
 from ..stage_results import (
     ExportResults,
     FoldResults,
@@ -50,15 +50,6 @@ RANDOM_SEED = 0
 MIN_OPSET, MAX_OPSET = 11, 20
 # Upper bounds on --resolution: activations (and the block's attention over HxW tokens) grow with its square.
 MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
-
-
-class Until(str, Enum):
-    """The last stage to run."""
-
-    ONNX = "onnx"  # validated, simplified float ONNX
-    QUANTIZE = "quantize"  # + QDQ model
-    COMPILE = "compile"  # + QNN context binary
-    VERIFY = "verify"  # + fidelity of the quantized model and of the binary on the emulator (default)
 
 
 STAGES_UNTIL = {
@@ -81,32 +72,6 @@ STAGE_TITLES = {
     "compile": "Compile QNN context binary",
     "verify": "Verify fidelity (CPU + HTP emulator)",
 }
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    """Everything that determines an export's result (and so its cache keys)."""
-
-    variant: str = "l1"
-    weights: Path | None = None
-    attention: str | None = None  # None: what the weights imply (normalize for random init)
-    precision: str = "w8a8"
-    soc: str = "sm8550"
-    # Input HxW override: the image for full models (multiple of 32), the feature map for the
-    # standalone block (default 64). Tests use small ones.
-    resolution: int | None = None
-    encoder_dim: int | None = None
-    calibration: Path | None = None
-    calibration_count: int = 64
-    heldout: Path | None = None
-    heldout_count: int = 16
-    min_sqnr: float | None = None
-    opset: int = 20
-    graph: str = "htp"  # "htp": HTP-ready form (default); "faithful": the literal upstream graph
-    until: Until = Until.VERIFY
-    output_dir: Path | None = None
-    force: bool = False
-    use_cache: bool = True
 
 
 @dataclass
@@ -214,40 +179,39 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
     started = time.perf_counter()
     r = _resolve(req)
     emit = progress or (lambda _e: None)
-    request: dict[str, Any] = {
-        "variant": r.variant.name,
-        "input_shape": list(r.variant.input_shape(r.resolution)),
-        "precision": r.precision.value,
-        "soc": r.soc.name,
-        "soc_model": r.soc.soc_model,
-        "htp_arch": r.soc.htp_arch,
-        "weights": r.weights_id,
-        "weights_path": str(req.weights) if req.weights else None,
-        "attention_requested": req.attention,
-        "opset": req.opset,
-        "graph": req.graph,
-        "until": Until(req.until).value,
-        "calibration": _image_set_id(r.calibration),
-        "heldout": _image_set_id(r.heldout),
-        "min_sqnr": req.min_sqnr,
-    }
+    request = ExportedRequest(
+        variant=r.variant.name,
+        input_shape=list(r.variant.input_shape(r.resolution)),
+        precision=r.precision.value,
+        soc=r.soc.name,
+        soc_model=r.soc.soc_model,
+        htp_arch=r.soc.htp_arch,
+        weights=r.weights_id,
+        weights_path=str(req.weights) if req.weights else None,
+        attention_requested=req.attention,
+        opset=req.opset,
+        graph=req.graph,
+        until=req.until,
+        calibration=_image_set_id(r.calibration),
+        heldout=_image_set_id(r.heldout),
+        min_sqnr=req.min_sqnr,
+    )
     target = Path(req.output_dir) if req.output_dir else default_output_dir(req, r)
     ctx = _Run(req, r, StageCache(enabled=req.use_cache), emit)
     return _assemble(
-        target, request, force=req.force, started=started, what="export", ignore_in_key=("weights_path",),
+        target, request, force=req.force, started=started, what="export",
         run_stages=lambda work: [ctx.run_stage(name, work) for name in r.stages],
     )
 
 
 def _assemble(
     target: Path,
-    request: dict[str, Any],
+    request: ExportedRequest | CompiledRequest,
     *,
     force: bool,
     started: float,
     what: str,
     run_stages: Callable[[Path], list[StageRecord]],
-    ignore_in_key: tuple[str, ...] = (),
 ) -> ExportResult:
     """The output directory of a request: reused when it already holds the same request (same
     options, inputs, tool versions and code) and every file still has the hash its manifest
@@ -255,8 +219,7 @@ def _assemble(
     the ownership rule of `output_dir` (another request's output needs `force`; anything
     this tool did not make is never replaced)."""
     tools = tool_versions()
-    request_key = sha256_json({"request": {k: v for k, v in request.items() if k not in ignore_in_key},
-                               "tools": tools, "code": code_version()})
+    request_key = sha256_json({"request": request.key_fields(), "tools": tools, "code": code_version()})
     existing = read_manifest(target)
     notes: list[str] = []
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
@@ -303,11 +266,11 @@ def _stage_notes(manifest: ExportManifest) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def _image_set_id(images: ImageSet | None) -> dict | None:
+def _image_set_id(images: ImageSet | None) -> ImageSetId | None:
     if images is None:
         return None
-    return {"root": str(images.root), "count": len(images.files), "sha256": images.fingerprint(),
-            "skipped": len(images.skipped)}
+    return ImageSetId(root=str(images.root), count=len(images.files), sha256=images.fingerprint(),
+                      skipped=len(images.skipped))
 
 
 def _check_writable(target: Path) -> None:
@@ -581,18 +544,6 @@ class _Run:
         )
 
 
-@dataclass(frozen=True)
-class CompileRequest:
-    """Compile an existing ONNX (QDQ, or float with fp16) on its own."""
-
-    model: Path
-    soc: str = "sm8550"
-    fp16: bool = False
-    output_dir: Path | None = None
-    force: bool = False
-    use_cache: bool = True
-
-
 def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
     import onnx
@@ -609,8 +560,8 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     soc = get_soc(req.soc)
     target = HtpTarget(soc.soc_model, soc.htp_arch, fp16=req.fp16)
     model_hash = sha256_file(model)
-    request = {"model": str(model), "model_sha256": model_hash, "soc": soc.name, "soc_model": soc.soc_model,
-               "htp_arch": soc.htp_arch, "fp16": req.fp16}
+    request = CompiledRequest(model=str(model), model_sha256=model_hash, soc=soc.name, soc_model=soc.soc_model,
+                              htp_arch=soc.htp_arch, fp16=req.fp16)
     out = Path(req.output_dir) if req.output_dir else model.parent / f"{model.stem}-qnn-{soc.name}"
     emit = progress or (lambda _e: None)
     subject = CompiledModel(precision="fp16" if req.fp16 else None)
@@ -627,9 +578,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
         emit(StageEvent("compile", STAGE_TITLES["compile"], "cached" if rec.cached else "done", rec))
         return [rec]
 
-    # The model's path is not part of the key: the same bytes compiled again are the same request.
-    return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages,
-                     ignore_in_key=("model",))
+    return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages)
 
 
 def _check_compilable(path: Path, model, *, fp16: bool) -> None:

@@ -193,6 +193,8 @@ def profile_on_emulator(
     model_info: ModelInfo,
     target: HtpTarget,
     out_dir: Path,
+    *,
+    compiled_from: Path | None = None,
 ) -> Profile:
     """Run a model once on the HTP emulator and return its per-op profile.
 
@@ -201,6 +203,8 @@ def profile_on_emulator(
     to blocks; the profile has no latency. An EP-context model is not recompiled, so its ops
     name their ONNX sources only if the `qnn_op_trace.json` written when it was compiled lies
     beside it; otherwise attribution works from op names alone (the provenance note says so).
+    `compiled_from`: the ONNX an EP-context model was compiled from, whose graph then helps
+    attribution as the model's own graph would.
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
@@ -210,6 +214,8 @@ def profile_on_emulator(
     trace_path = out_dir / OP_TRACE_JSON
     graph = onnx_node_tensors(model_path)
     is_context = graph is None
+    if is_context and compiled_from is not None:
+        graph = onnx_node_tensors(compiled_from)
     sidecar = model_path.parent / OP_TRACE_JSON
     keep_sidecar = is_context and sidecar.exists() and sidecar.resolve() == trace_path.resolve()
     # QNN appends to an existing CSV, and a stale trace would describe another graph.

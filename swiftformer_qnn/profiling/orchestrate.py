@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..artifacts import ExportManifest, read_manifest
+from ..compile_record import CompileRecord
 from ..errors import HubError, OutputDirError, UsageError
+from ..requests import ExportedRequest
 from ..stage_results import ExportResults
 from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
 from ..toolchains import split_versions
@@ -33,6 +35,9 @@ from .aihub_client import HubConfig, check_hub_config
 from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
 from .schema import ModelInfo, Profile
+
+if TYPE_CHECKING:
+    from ..qnn import HtpTarget
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,7 @@ class ProfiledModel:
     profile: Profile
     files: dict[str, Path]  # profile, raw, binary (AI Hub) / profile, raw (emulator)
     resumed: dict[str, bool] = field(default_factory=dict)  # AI Hub: which jobs came from the journal
+    ran: str | None = None  # emulator: which compile ran (the export's own binary, or why it was compiled again)
 
 
 @dataclass
@@ -128,12 +134,12 @@ def read_export(directory: Path) -> ExportSource:
             hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
         )
     req = manifest.request
-    try:
-        variant = get_variant(req["variant"])
-        precision = get_precision(req["precision"])
-        soc = get_soc(str(req.get("soc", DEFAULT_SOC)))
-    except KeyError as exc:
-        raise OutputDirError(f"{directory}/manifest.json lacks request.{exc.args[0]}.") from None
+    if not isinstance(req, ExportedRequest):
+        raise OutputDirError(f"{directory} holds a compile of {Path(req.model).name}, not an export of SwiftFormer.",
+                             hint="Pass an export directory (swiftformer-qnn export).")
+    variant = get_variant(req.variant)
+    precision = get_precision(req.precision)
+    soc = get_soc(req.soc)
     # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
     model_path = (
         manifest.artifact(directory, "quantize", "model.qdq.onnx")
@@ -145,12 +151,12 @@ def read_export(directory: Path) -> ExportSource:
     exported = manifest.results("export", ExportResults)
     model_info = ModelInfo(
         variant=variant.name,
-        input_shape=list(req.get("input_shape") or variant.input_shape()),
+        input_shape=list(req.input_shape),
         precision=precision.value,
-        weights=str(req.get("weights") or "random"),
-        attention=exported.attention if exported else str(req.get("attention") or "normalize"),
-        opset=exported.opset if exported else req.get("opset"),
-        graph=exported.graph if exported else str(req.get("graph") or "faithful"),
+        weights=req.weights,
+        attention=exported.attention if exported else (req.attention_requested or "normalize"),
+        opset=exported.opset if exported else req.opset,
+        graph=exported.graph if exported else req.graph,
     )
     return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
 
@@ -241,7 +247,7 @@ def file_labels(sources: list[ExportSource]) -> list[str]:
             size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
         # As export names its directories: the faithful graph is marked (exports from before graph
         # forms, which are faithful too, keep the names they had).
-        graph = "-faithful" if s.manifest.request.get("graph") == "faithful" else ""
+        graph = "-faithful" if s.manifest.request.graph == "faithful" else ""
         base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
     counts = Counter(base)
     return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
@@ -397,20 +403,79 @@ def _check_emulator_qnn(qnn: list[str]) -> None:
             )
 
 
+@dataclass(frozen=True)
+class EmulatorInput:
+    """What the emulator runs for one export: its own compile, or its model compiled again."""
+
+    model: Path  # the export's model.ctx.onnx, or the QDQ (fp16: float) model
+    record: CompileRecord | None  # the export's compile record, when its binary is what runs
+    why: str  # one phrase: what was checked, or why the model is compiled again
+
+    def describe(self) -> str:
+        if self.record is not None:
+            return f"the export's own context binary ({self.why}); not compiled again"
+        return f"{self.model.name} compiled again for this run: {self.why}"
+
+
+def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) -> EmulatorInput:
+    """The export's context binary and its `CompileRecord`, checked against the manifest, when
+    the emulator can run them as they are; else the export's model, compiled again, and why.
+
+    Compiled again only when the export holds no binary or it was made with another QNN
+    version (or for another target). A binary whose bytes differ from what the manifest and
+    `compile.json` record is a damaged export: OutputDirError, nothing run."""
+    m, d = source.manifest, source.directory
+    stage = m.stage("compile")
+    if stage is None:
+        return EmulatorInput(source.model_path, None, "the export stopped before compiling")
+    record = m.results("compile", CompileRecord)
+    binary = d / record.context_binary
+    if not binary.is_file() or not (d / record.context_onnx).is_file():
+        return EmulatorInput(source.model_path, None, f"the export's {record.context_binary} is missing")
+    if record.qnn_version != qnn_version:
+        return EmulatorInput(source.model_path, None,
+                             f"the export was compiled with QNN {record.qnn_version}; the emulator runs {qnn_version}")
+    if (record.soc_model, record.htp_arch, record.fp16) != (target.soc_model, target.htp_arch, target.fp16):
+        return EmulatorInput(source.model_path, None, "the export was compiled for another target")
+    from ..artifacts import sha256_file
+
+    damaged = [f"{out.path} is missing" if not (d / out.path).is_file() else f"{out.path} was changed"
+               for out in stage.outputs.values()
+               if not (d / out.path).is_file() or sha256_file(d / out.path) != out.sha256]
+    if not damaged and sha256_file(binary) != record.context_binary_sha256:
+        damaged.append(f"{record.context_binary} is not the binary its compile record names")
+    if not damaged and sha256_file(source.model_path) not in stage.inputs.values():
+        damaged.append(f"the binary was not compiled from {source.model_path.name}")
+    if damaged:
+        raise OutputDirError(
+            f"{d}: the export's compile does not match its manifest ({'; '.join(damaged)}).",
+            hint=f"Export again, or delete {binary.name} to profile {source.model_path.name} compiled anew.",
+        )
+    return EmulatorInput(d / record.context_onnx, record,
+                         f"{record.context_binary}, QNN {record.qnn_version}, "
+                         f"sha256 {record.context_binary_sha256[:12]} as in compile.json and the manifest")
+
+
 def _profile_on_emulator(
     sources: list[ExportSource], device: DeviceTarget, out_dir: Path, emit: Progress
 ) -> ProfileRunResult:
-    from ..qnn import HtpTarget
+    from ..qnn import HtpTarget, qnn_sdk_version
     from .emulator import profile_on_emulator
 
     result = ProfileRunResult(Backend.EMULATOR, device.display_name, out_dir)
+    bundled = qnn_sdk_version()
+    targets = [HtpTarget(soc_model=s.soc.soc_model, htp_arch=s.soc.htp_arch, fp16=not s.precision.is_quantized)
+               for s in sources]
+    inputs = [emulator_input(s, t, bundled) for s, t in zip(sources, targets, strict=True)]  # a damaged export: before any run
     out_dir.mkdir(parents=True, exist_ok=True)
-    for s, label in zip(sources, file_labels(sources), strict=True):
-        emit(f"{label}: running on the HTP emulator (cycles, not device latency)")
-        target = HtpTarget(soc_model=s.soc.soc_model, htp_arch=s.soc.htp_arch, fp16=not s.precision.is_quantized)
+    for s, label, target, what in zip(sources, file_labels(sources), targets, inputs, strict=True):
+        emit(f"{label}: running {what.describe()} on the HTP emulator (cycles, not device latency)")
         # QNN writes fixed file names (qnn_profile.csv, qnn_op_trace.json): one folder per model.
         raw_dir = out_dir / f"{label}.emulator-raw"
-        profile = profile_on_emulator(s.model_path, emulator_feeds(s), s.variant, s.model_info, target, raw_dir)
+        profile = profile_on_emulator(what.model, emulator_feeds(s), s.variant, s.model_info, target, raw_dir,
+                                      compiled_from=s.model_path if what.record is not None else None)
+        note = f"{profile.provenance.note} Ran {what.describe()}."
+        profile = profile.model_copy(update={"provenance": profile.provenance.model_copy(update={"note": note})})
         qnn = profile.toolchain.qnn_version or "unknown"
         stem = profile_stem(label, qnn, profile.target.device)
         final_raw = out_dir / f"{stem}.raw"
@@ -420,7 +485,8 @@ def _profile_on_emulator(
             shutil.rmtree(final_raw)
         raw_dir.rename(final_raw)
         path = profile.save(out_dir / f"{stem}.profile.json")
-        result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw}))
+        result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw},
+                                             ran=what.describe()))
         result.device = profile.target.device
     return result
 

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import Breakdown, Column, Comparison, Report, StructureComparison, StructureDelta, Unit, VersionStep
+from .model import (
+    Breakdown,
+    Column,
+    Comparison,
+    Report,
+    StructureComparison,
+    StructureDelta,
+    Unit,
+    VersionStep,
+)
 
 MOVERS_SHOWN = 5
 DASH = "–"

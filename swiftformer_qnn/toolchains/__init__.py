@@ -59,7 +59,7 @@ from .state import (
     toolchains_root,
     verify_toolchain,
 )
-from .worker import package_shim, probe_problems, probe_python, worker_command, worker_env
+from .worker import PYCACHE_DIR, package_shim, probe_problems, probe_python, worker_command, worker_env
 
 __all__ = [
     "CACHE_DIR",
@@ -88,6 +88,7 @@ __all__ = [
     "known_versions",
     "list_toolchains",
     "main_environment_spec",
+    "PYCACHE_DIR",
     "package_shim",
     "parse_pip_config_list",
     "parse_qnn_versions",

@@ -30,11 +30,25 @@ def package_shim(dest: Path) -> Path:
     return dest
 
 
-def worker_env(shim: Path) -> dict[str, str]:
-    """The environment of a worker process: only the shim on the path, no user site."""
+PYCACHE_DIR = "pycache"  # in an installed toolchain's directory: the bytecode of what its worker imports
+
+
+def worker_env(shim: Path, pycache: Path | None = None) -> dict[str, str]:
+    """The environment of a worker process: only the shim on the path, no user site.
+
+    With `pycache` (a directory of an installed toolchain's own), Python keeps the bytecode of
+    everything the worker imports there, even where the caller's environment says
+    PYTHONDONTWRITEBYTECODE: a sweep starts one worker per QNN version, and compiling numpy,
+    onnxruntime and pydantic from source in each cost it ~0.3 s more (0.57 s vs 0.27 s of
+    imports, measured on 2 loaded cores). The bytecode goes to that directory only, never
+    beside the user's files, and goes with the toolchain when it is removed.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(shim)
     env["PYTHONNOUSERSITE"] = "1"
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 

@@ -53,6 +53,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--only", choices=("qnn_sweep",), help="Run one measurement alone.")
+    ap.add_argument("--repeat", type=int, default=1, help="qnn_sweep: run each pair this many times (medians).")
+    ap.add_argument("--against", type=Path, help="qnn_sweep: also time this source tree of the package, interleaved.")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sfq-bench-"))
     env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(work / "cache")}
@@ -60,7 +62,7 @@ def main() -> None:
                                  "platform": platform.platform()}, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         if args.only == "qnn_sweep":
-            results["qnn_sweep_l1"] = qnn_sweep(work, env)
+            results["qnn_sweep_l1"] = qnn_sweep(work, env, repeat=args.repeat, against=args.against)
             return _write(args.out, results)
         # Issue: export --until onnx vs a straight-line torch.onnx.export + onnxsim script.
         straight = measure([sys.executable, str(HERE / "straight_export_onnx.py"), str(work / "straight")])
@@ -88,7 +90,8 @@ def main() -> None:
         results["l1_realistic_weights"] = fidelity(work, env)
 
         # Issue 14: compiling L1 with all five QNN versions vs one version (goal: at most 2x).
-        results["qnn_sweep_l1"] = qnn_sweep(work, env, qdq=work / "l1" / "model.qdq.onnx")
+        results["qnn_sweep_l1"] = qnn_sweep(work, env, qdq=work / "l1" / "model.qdq.onnx", repeat=args.repeat,
+                                            against=args.against)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _write(args.out, results)
@@ -100,24 +103,64 @@ def _write(out: Path, results: dict) -> None:
     print(json.dumps(results, indent=2))
 
 
-def qnn_sweep(work: Path, env: dict, qdq: Path | None = None) -> dict:
+def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1,
+              against: Path | None = None) -> dict:
     """`compile L1.qdq.onnx --qnn all` (five QNN versions, one worker each, emulated) against
     `--qnn 2.51` (one), each in its own process with a fresh stage cache. The toolchains must be
-    installed (`swiftformer-qnn toolchains install all`): installing is not what is timed."""
+    installed (`swiftformer-qnn toolchains install all`): installing is not what is timed.
+
+    `repeat` runs each pair that many times (medians count: the machine is shared). `against`, a
+    source tree of the package (e.g. an earlier commit's), is timed the same way, interleaved with
+    this one, so before/after ratios come from one run. The breakdown (where the wall time went)
+    is read from the last run's `cross_version.json` and each version's `worker_result.json`."""
+    import statistics
+
     if qdq is None:
         measure(export_cmd("--variant", "l1", "--until", "quantize", "--output-dir", str(work / "l1-q")), env)
         qdq = work / "l1-q" / "model.qdq.onnx"
     from swiftformer_qnn.toolchains import TOOLCHAINS_ENV, toolchains_root
 
     env = {**env, TOOLCHAINS_ENV: str(toolchains_root())}  # the installed ones, whatever cache each run has
-    runs = {}
-    for label, versions in (("one_version", "2.51"), ("five_versions", "all")):
-        cache = work / f"cache-{label}"
-        cmd = [sys.executable, "-m", "swiftformer_qnn.cli", "compile", str(qdq), "--qnn", versions, "--no-install",
-               "--output-dir", str(work / f"sweep-{label}")]
-        runs[label] = measure(cmd, {**env, "SWIFTFORMER_QNN_CACHE": str(cache)})
-    return {**runs, "ratio": round(runs["five_versions"]["wall_s"] / runs["one_version"]["wall_s"], 3),
-            "target_ratio": 2.0, "cpus": len(os.sched_getaffinity(0))}
+    trees = {"this": REPO} | ({"against": Path(against).resolve()} if against else {})
+    walls: dict[str, dict[str, list[float]]] = {t: {"one_version": [], "five_versions": []} for t in trees}
+    runs: dict = {}
+    for i in range(repeat):
+        for tree, src in trees.items():
+            for label, versions in (("one_version", "2.51"), ("five_versions", "all")):
+                out = work / f"sweep-{tree}-{label}-{i}"
+                cmd = [sys.executable, "-m", "swiftformer_qnn.cli", "compile", str(qdq), "--qnn", versions,
+                       "--no-install", "--output-dir", str(out)]
+                # Not run from a checkout: `-m` would import the package in the working directory.
+                run = measure(cmd, {**env, "PYTHONPATH": str(src), "SWIFTFORMER_QNN_CACHE": str(work / f"c-{tree}-{label}-{i}")},
+                              cwd=work)
+                walls[tree][label].append(run["wall_s"])
+                runs[(tree, label)] = (run, out)
+    result: dict = {"repeat": repeat, "cpus": len(os.sched_getaffinity(0)), "target_ratio": 2.0}
+    for tree, src in trees.items():
+        one, five = (statistics.median(walls[tree][k]) for k in ("one_version", "five_versions"))
+        result[tree] = {"source": str(src), "wall_s": walls[tree], "median_one_s": one, "median_five_s": five,
+                        "ratio": round(five / one, 3),
+                        "ratios_per_repeat": [round(f / o, 3) for o, f in zip(walls[tree]["one_version"],
+                                                                               walls[tree]["five_versions"], strict=True)],
+                        "breakdown": {label: _sweep_breakdown(*runs[(tree, label)])
+                                      for label in ("one_version", "five_versions")}}
+    return result
+
+
+def _sweep_breakdown(run: dict, out: Path) -> dict:
+    """Where one sweep's wall time went: the CLI process (start-up, imports, guard, rendering:
+    process wall minus the comparison's own), the comparison's phases, and each worker's."""
+    report_path = out / "cross_version.json"
+    report = json.loads(report_path.read_text())
+    workers = {}
+    for v in report["versions"]:
+        path = out / (v.get("directory") or "") / "worker_result.json"
+        if v.get("directory") and path.is_file():
+            w = json.loads(path.read_text())
+            workers[v["qnn_version"]] = {"worker_s": w.get("worker_s"), **w.get("phases_s", {})}
+    return {"process_wall_s": run["wall_s"], "comparison_wall_s": report["wall_s"],
+            "cli_outside_comparison_s": round(run["wall_s"] - report["wall_s"], 2), "jobs": report["jobs"],
+            "comparison_phases_s": report.get("phases_s", {}), "workers_s": workers}
 
 
 _WARM = """
