@@ -380,7 +380,7 @@ class _Run:
                 from ..htp_model import to_htp_form
 
                 # Built from the loaded upstream-form model: one weights loader, the same weights.
-                model = to_htp_form(model)
+                model = to_htp_form(model, shape)
             res = export_onnx(model, shape, d / "model.onnx", is_encoder_block=r.variant.is_encoder_block,
                               opset=self.req.opset)
             return ExportResults(**res, attention=self.attention, graph=self.req.graph,

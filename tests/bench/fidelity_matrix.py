@@ -139,7 +139,7 @@ def variant_matrix(name: str, counts: list[int], work: Path, out: dict, save) ->
     export_onnx(model, v.input_shape(224), work / f"{name}.onnx", is_encoder_block=False)
     simplify_onnx(work / f"{name}.onnx", work / f"{name}.sim.onnx")
     fold = fold_stage(work / f"{name}.sim.onnx", work / f"{name}.fold.onnx")
-    export_onnx(to_htp_form(model), v.input_shape(224), work / f"{name}.htp.onnx", is_encoder_block=False)
+    export_onnx(to_htp_form(model, v.input_shape(224)), v.input_shape(224), work / f"{name}.htp.onnx", is_encoder_block=False)
     simplify_onnx(work / f"{name}.htp.onnx", work / f"{name}.htp.sim.onnx")
     fold_stage(work / f"{name}.htp.sim.onnx", work / f"{name}.htp.fold.onnx")
     heldout = preprocess_all(find_images(default_heldout_images(), HELDOUT, what="held-out"))
