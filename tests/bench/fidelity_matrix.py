@@ -19,6 +19,7 @@ the clean cells' extremes of each criterion, and the margins to its threshold. A
 reproduction before/after. Expensive (the emulator runs L1 at ~1.5 s/input).
 
 Usage: python tests/bench/fidelity_matrix.py OUT.json [--variants xs,l1] [--counts 8,16,32,64]
+       [--forms htp --update]  (re-measure one form in an existing OUT.json, e.g. after htp_model changed)
 """
 
 from __future__ import annotations
@@ -130,7 +131,10 @@ def cell(float_graph: Path, form: str, calib: np.ndarray, heldout, fp32, precisi
             "verify": verify_criteria(qdq, heldout, e, h, c, precision, variant)}
 
 
-def variant_matrix(name: str, counts: list[int], work: Path, out: dict, save) -> None:
+FORMS = ("faithful", "guarded", "folded", "htp")
+
+
+def variant_matrix(name: str, counts: list[int], work: Path, out: dict, save, forms=FORMS) -> None:
     import torch
 
     v = get_variant(name)
@@ -144,11 +148,12 @@ def variant_matrix(name: str, counts: list[int], work: Path, out: dict, save) ->
     fold_stage(work / f"{name}.htp.sim.onnx", work / f"{name}.htp.fold.onnx")
     heldout = preprocess_all(find_images(default_heldout_images(), HELDOUT, what="held-out"))
     fp32 = run_cpu(work / f"{name}.sim.onnx", heldout)
-    out[name] = {"fold": {k: fold[k] for k in ("nodes_before", "nodes", "batchnorms_folded")}, "cells": {}}
+    out[name] = {"fold": {k: fold[k] for k in ("nodes_before", "nodes", "batchnorms_folded")},
+                 "cells": out.get(name, {}).get("cells", {})}  # --update keeps the forms not re-run
     for precision in ("w8a8", "w8a16"):
         for n in counts:
             calib = preprocess_all(find_images(default_calibration_images(), n))
-            for form in ("faithful", "guarded", "folded", "htp"):
+            for form in forms:
                 d = Path(tempfile.mkdtemp(dir=work))
                 graph = work / {"folded": f"{name}.fold.onnx", "htp": f"{name}.htp.fold.onnx"}.get(form, f"{name}.sim.onnx")
                 t = time.perf_counter()
@@ -226,9 +231,16 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--variants", default="xs,l1")
     ap.add_argument("--counts", default="8,16,32,64")
+    ap.add_argument("--forms", default=",".join(FORMS), help="graph forms to (re)measure")
+    ap.add_argument("--update", action="store_true",
+                    help="re-measure only --forms (and not the one-BN model) in the existing OUT, keeping the rest")
     args = ap.parse_args()
+    forms = tuple(args.forms.split(","))
     out: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "heldout_images": HELDOUT,
                  "weights": "model.realistic_init(seed=0)"}
+    if args.update:
+        out = json.loads(args.out.read_text())
+        out.setdefault("updated", []).append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "forms": list(forms)})
 
     def save():
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,11 +248,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        one_bn(out, work)
-        save()
+        if not args.update:
+            one_bn(out, work)
+            save()
         for name in args.variants.split(","):
             (work / name).mkdir()
-            variant_matrix(name, [int(c) for c in args.counts.split(",")], work / name, out, save)
+            variant_matrix(name, [int(c) for c in args.counts.split(",")], work / name, out, save, forms)
             out["summary"] = summary(out)
             save()
 
