@@ -219,8 +219,8 @@ def to_htp_form(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     weights, rearranged (layer scales folded, head linears merged)."""
     if not isinstance(model, (SwiftFormer, EncoderBlockModel)):
         raise TypeError(f"to_htp_form takes a SwiftFormer or EncoderBlockModel, not {type(model).__name__}")
-    tokens = _tokens_per_encoder(model, input_shape)
-    htp = copy.deepcopy(model)
+    htp = copy.deepcopy(model).eval()
+    tokens = _tokens_per_encoder(htp, input_shape)
     with torch.no_grad():
         for parent_path, parent in list(htp.named_modules()):
             for name, child in list(parent.named_children()):
@@ -236,7 +236,8 @@ def to_htp_form(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
 
 def _tokens_per_encoder(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Tokens each SwiftFormerEncoder's attention sees on an input of `input_shape` (one dry
-    run), by the encoder's module path."""
+    run, of the copy in eval mode, so the caller's model and its BN statistics stay untouched),
+    by the encoder's module path."""
     tokens: dict[str, int] = {}
     hooks = [enc.attention.register_forward_pre_hook(
                  lambda _module, args, path=path: tokens.__setitem__(path, args[0].shape[1]))

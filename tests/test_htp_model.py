@@ -82,11 +82,15 @@ def test_htp_onnx_has_no_token_reshapes_and_keeps_module_paths(tmp_path):
     assert attention and all(n.startswith("/stage") and "_swiftformer_encoder/attention/" in n for n in attention)
 
 
-def test_htp_form_leaves_the_upstream_model_untouched():
-    model = realistic_model("xs")
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_htp_form_leaves_the_upstream_model_untouched(training):
+    # In train mode a forward pass would move the BN running statistics: the dry run that counts
+    # tokens must not run on the caller's model.
+    model = realistic_model("xs").train(training)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     to_htp_form(model, (1, 3, 64, 64))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training is training
     with pytest.raises(TypeError):
         to_htp_form(torch.nn.Linear(2, 2), (1, 2))
 

@@ -109,3 +109,37 @@ def test_every_committed_compile_record_loads():
     assert found, f"expected the structural baseline's compile.json under {PROFILES}"
     for path in found:
         read_compile_record(path)  # raises ProfileError naming the file and field
+
+
+README_MODELS = {"SwiftFormer-L1, 224": "l1", "SwiftFormer-XS, 224": "xs", "encoder block 1x96x64x64": "encoder"}
+
+
+def readme_graph_rows(readme: str) -> dict[tuple[str, str], list[str]]:
+    """{(variant, graph): cells} of the README's compiled-graph table (a blank model cell repeats the row above)."""
+    rows, model = {}, None
+    start = readme.index("| model | graph | HTP ops | layout ops |")
+    for line in readme[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        model = README_MODELS[cells[0]] if cells[0] else model
+        rows[(model, cells[1])] = cells[2:]
+    return rows
+
+
+def test_the_readme_graph_table_is_the_committed_measurement():
+    # The README quotes profiles/reports/htp-graph/after.json (tests/bench/htp_graph_tables.py) by
+    # hand; a re-measurement that changes a figure must change the README too.
+    after = json.loads((PROFILES / "reports" / "htp-graph" / "after.json").read_text())
+    rows = readme_graph_rows((ROOT / "README.md").read_text())
+    measured = {(r["variant"], r["graph"]): r for r in after["rows"]}
+    assert set(rows) == set(measured)
+    for key, (ops, layout, islands, bn, binary, sqnr) in rows.items():
+        c = measured[key]["compiles"]["2.51.0"]
+        assert int(ops) == c["htp_ops"], key
+        assert int(layout.split()[0].rstrip(",")) == c["layout_ops"], key
+        assert int(islands) == c["float_islands"], key
+        assert int(bn) == c["op_types"].get("Batchnorm", 0), key
+        mb = float(binary.removesuffix(" MB"))
+        assert abs(mb - c["context_binary_bytes"] / 1e6) <= 0.05 + 1e-9, key
+        assert float(sqnr.removesuffix(" dB")) == round(measured[key]["htp_vs_fp32_sqnr_db"], 1), key

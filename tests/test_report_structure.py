@@ -12,7 +12,7 @@ from test_terminal_width import assert_readable, render
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.compile_record import CompiledModel, CompileRecord, write_compile_record
+from swiftformer_qnn.compile_record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
 from swiftformer_qnn.graph_cost import GraphCost
 from swiftformer_qnn.report.markdown import structure_md
 from swiftformer_qnn.report.structure import compare_structures
@@ -121,4 +121,17 @@ def test_bad_compare_inputs(tmp_path, monkeypatch):
     _one_line_error(invoke("a", "p.profile.json"), "two profiles or two compiles, not one of each")
     _one_line_error(invoke("a", "empty"), "empty: no compile.json below this compile directory")
     _one_line_error(invoke("a", "sweep"), "sweep holds 2 compiles")
+    # A version that did not compile is a compile, and the error says it failed.
+    failed = tmp_path / "failed" / "compile_failed.json"
+    failed.parent.mkdir()
+    failed.write_text(CompileFailure(qnn_version="2.47.0", onnxruntime_qnn="2.3.0", onnxruntime="1.31.1",
+                                     status="failed", error="HTP rejected Gelu").model_dump_json())
+    _one_line_error(invoke("a/compile.json", str(failed)), "QNN 2.47.0 did not compile (failed: HTP rejected Gelu)")
+    # Directories of profiles are profiles: the error is about profiles, not a missing compile.json.
+    for d in ("runs1", "runs2"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "x.profile.json").write_text("{}")
+    res = invoke("runs1", "runs2")
+    assert res.exit_code == 2 and "compile.json" not in res.output, res.output
+    _one_line_error(invoke("a", "runs1"), "two profiles or two compiles, not one of each")
     assert not (tmp_path / "build").exists()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compile_record import COMPILE_RECORD
+from ..compile_record import COMPILE_FAILURE, COMPILE_RECORD
 from ..errors import OutputDirError, ProfileError, UsageError
 from ..gate.structure import read_compile_structure
 from ..output_dir import holds_marker, staged_output_dir
@@ -189,8 +189,12 @@ def make_report(
 
 
 def _is_compile(path: Path) -> bool:
-    """A compile to compare: a directory (an export, a `qnn-<version>/`) or a `compile.json`."""
-    return path.is_dir() or path.name == COMPILE_RECORD
+    """A compile to compare: a `compile.json` (or the `compile_failed.json` a version left), or a
+    directory (an export, a `qnn-<version>/`) with no profiles in it: one holding
+    `*.profile.json` is a profile directory, and its error should say so."""
+    if path.is_dir():
+        return next(path.rglob(f"*{PROFILE_SUFFIX}"), None) is None
+    return path.name in (COMPILE_RECORD, COMPILE_FAILURE)
 
 
 def make_comparison(

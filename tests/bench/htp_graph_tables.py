@@ -103,8 +103,8 @@ def markdown(before: dict, after: dict) -> str:
     lines = ["# The compiled SwiftFormer graphs: faithful, HTP-ready before and after (issue 15)", "",
              "Measured with `tests/bench/htp_graph_tables.py` (the tool's own `export --graph G --qnn all`: "
              f"{after['weights']}, the shipped calibration photographs, {after['precision']}, {after['soc']}); "
-             "`htp before` is the tree before the InstanceNorm token normalisation (commit 79485b5), "
-             "`htp after` the tree that wrote this. Op counts are QNN's op trace (`compile.json`); "
+             f"`htp before` is the tree before the InstanceNorm token normalisation ({_tree(before)}), "
+             f"`htp after` the tree that wrote this ({_tree(after)}). Op counts are QNN's op trace (`compile.json`); "
              "QNN 2.47 writes no op trace (context binary size only). SQNR: the QNN 2.51 context binary on "
              "the x86 HTP emulator against the float ONNX, on the export's held-out inputs. "
              "Beside this file: the measurements (`before.json`, `after.json`) and `compare-*/`, "
@@ -152,6 +152,18 @@ def markdown(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
+def measured_tree() -> str:
+    """The commit of the tree measured, `+dirty` where it had uncommitted changes to the package."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "swiftformer_qnn"], capture_output=True, text=True).stdout
+    return head + ("+dirty" if dirty.strip() else "")
+
+
+def _tree(data: dict) -> str:
+    return f"commit {data['commit'][:12]}" if data.get("commit") else "commit not recorded"
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--markdown"]:
         out, before, after = (Path(p) for p in sys.argv[2:5])
@@ -181,7 +193,7 @@ def main() -> None:
             })
             print(f"{variant} {graph}: {rows[-1]['compiles'].get('2.51.0', {}).get('htp_ops')} HTP ops, "
                   f"SQNR {rows[-1]['htp_vs_fp32_sqnr_db']} dB", flush=True)
-    result = {"label": args.label, "weights": "realistic random (model.realistic_init, seed 0)",
+    result = {"label": args.label, "commit": measured_tree(), "weights": "realistic random (model.realistic_init, seed 0)",
               "precision": "w8a8", "soc": "sm8550", "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
