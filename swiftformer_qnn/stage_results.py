@@ -92,6 +92,17 @@ class QuantizeResults(_Model):
     qdq_nodes: int | None = None
 
 
+class ChannelMapCheck(_Model):
+    """verify's check of per-channel affine ops (BatchNorm) on one held-out input (localize.channel_map)."""
+
+    ops_checked: int
+    max_mismatch_db: float  # the criterion: fail above this
+    worst_mismatch_db: float | None = None  # None: no op checked, or an infinite mismatch
+    worst_node: str | None = None
+    worst_channel: int | None = None
+    seconds: float | None = None
+
+
 class VerifyResults(_Model):
     quantized_vs_fp32: Agreement
     emulator_vs_quantized_cpu: Agreement
@@ -103,6 +114,7 @@ class VerifyResults(_Model):
     min_emulator_sqnr_db: float | None = None
     min_sqnr_db: float
     min_emulator_cosine: float
+    channel_maps: ChannelMapCheck | None = None  # None: fp16, or a graph without BatchNorm-like ops
 
 
 # Stage name -> the model of its results; the manifest and the cache validate by it.

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
-from swiftformer_qnn.pipeline.localize import Tap, _finding, describe
+from swiftformer_qnn.pipeline.localize import Tap, TensorFigures, _finding, channel_map, describe
 from swiftformer_qnn.profiling.attribution import model_blocks
 
 
@@ -34,9 +34,9 @@ def test_diagnose_writes_a_per_block_table_of_every_block(xs_compiled, tmp_path)
         assert b["fp32_available"], b["block"]
         # Realistic weights, 8 calibration images: quantization costs something, the HTP matches the CPU.
         assert 5 < b["cpu_qdq_vs_fp32_db"] < 60 and abs(b["htp_vs_fp32_db"] - b["cpu_qdq_vs_fp32_db"]) < 3
-    assert data["first_divergence"]["found"] is False
+    assert data["divergence"]["found"] is False
     md = (tmp_path / "d" / "diagnose.md").read_text()
-    assert "| stage2.block5 | swiftformer_encoder |" in md and "First divergence" in md
+    assert "| stage2.block5 | swiftformer_encoder |" in md and "HTP vs CPU QDQ: no single op stands out" in md
     assert "stage3.block3" in res.output and "diagnose.json" in res.output
 
 
@@ -59,7 +59,9 @@ def test_a_located_op_is_named_by_block_part_and_channel():
     cpu = x * 1.0 + np.array([0.1, 0.8, -0.2]).reshape(1, 3, 1, 1)
     htp = cpu.copy()
     htp[:, 1] -= 1.6  # channel 1's bias flipped
-    finding = _finding(tap, 5.0, 45.0, x, cpu, htp, "xs")
+    figures = TensorFigures(0, 5.0, 45.0, 8, channel_map(x, cpu, x, htp))
+    finding = _finding(tap, figures, cpu, htp, "xs")
     assert finding["block"] == "stage2.block5" and finding["part"] == "mlp" and finding["channel"] == 1
     assert finding["fit_cpu"]["intercept"] == pytest.approx(0.8) and finding["fit_htp"]["intercept"] == pytest.approx(-0.8)
-    assert describe(finding).startswith("first divergence at stage2.block5 SwiftFormerEncoder / mlp: BatchNormalization")
+    assert describe(finding).startswith("the HTP departs at stage2.block5 SwiftFormerEncoder / mlp: BatchNormalization")
+    assert "channel 1 maps differently: bias +0.8 on the CPU vs -0.8 on the HTP" in describe(finding)

@@ -17,7 +17,7 @@ def diagnose(
     export_dir: Annotated[Path, typer.Argument(help="An export directory (w8a8 or w8a16, --until quantize or later).")],
     out: Annotated[Path | None, typer.Option(help="Where to write diagnose.json and diagnose.md. Default: EXPORT_DIR/diagnose/.")] = None,
 ) -> None:
-    """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the first op the HTP gets wrong.
+    """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the op where the HTP departs from it.
 
     Runs one held-out input with every quantized tensor as an output; writes JSON and Markdown."""
     from ..pipeline.diagnose import diagnose_export, write_diagnosis
@@ -28,5 +28,5 @@ def diagnose(
     d = diagnose_export(export_dir)
     js, md = write_diagnosis(d, out or Path(export_dir) / "diagnose")
     console.print(table_rich(d.table()))
-    console.print(Text(f"First divergence (HTP vs CPU QDQ): {describe(d.first_divergence)}."))
+    console.print(Text(f"HTP vs CPU QDQ: {describe(d.divergence)}."))
     console.print(f"Written: {js}, {md}")

@@ -2,13 +2,14 @@
 
 For an export directory: the output of each block (stem, downsamples, every ConvEncoder and
 SwiftFormerEncoder, head) on one held-out input, compared fp32 -> CPU QDQ -> HTP emulator, and
-the first op where the HTP departs from the CPU (`localize`). Written as JSON and Markdown.
+the op where the HTP departs from the CPU (`localize`). Written as JSON and Markdown.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from ..qnn import HtpTarget
 from ..report.markdown import table_md
 from ..report.tables import TableSpec
 from ..requests import ExportedRequest
-from .localize import block_of, first_divergence, run_taps, sqnr_db, taps
+from .compile import guarded_model
+from .localize import block_of, divergence, run_taps, sqnr_db, taps
 
 REQUIRED = ("manifest.json", "model.qdq.onnx", "heldout.npy")
 FLOAT_GRAPHS = ("model.fold.onnx", "model.sim.onnx")  # the one that was quantized first
@@ -45,7 +47,7 @@ class Diagnosis(BaseModel):
     graph: str  # the float graph the QDQ model was made from
     sample: str
     blocks: list[BlockFidelity]
-    first_divergence: dict
+    divergence: dict  # where the HTP departs from the CPU (localize.divergence)
 
     def table(self) -> TableSpec:
         fmt = lambda v, ok=True: ("exact" if v is None else f"{v:.1f}") if ok else "n/a"  # noqa: E731
@@ -87,10 +89,12 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     block = req.variant == "encoder"
     variant = get_variant(req.variant, encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
     target = HtpTarget(req.soc_model, req.htp_arch)
-    qdq = export_dir / "model.qdq.onnx"
     sample = np.load(export_dir / "heldout.npy")[:1]
-    model = onnx.load(str(qdq), load_external_data=False)
-    chosen, cpu, htp = run_taps(qdq, sample, target, taps(model))
+    with tempfile.TemporaryDirectory() as tmp:
+        # What the compile stage compiled: model.qdq.onnx after its (deterministic) BN guard.
+        qdq, _ = guarded_model(export_dir / "model.qdq.onnx", Path(tmp))
+        model = onnx.load(str(qdq), load_external_data=False)
+        chosen, cpu, htp = run_taps(qdq, sample, target, taps(model))
 
     # Each block's last quantized activation (taps are in execution order).
     last: dict[str, int] = {}
@@ -115,7 +119,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
             htp_vs_cpu_qdq_db=_db(sqnr_db(cpu[k], htp[k]))))
     return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req.precision, graph=graph,
                      sample="heldout.npy[0]", blocks=blocks,
-                     first_divergence=first_divergence(model, chosen, cpu, htp, variant))
+                     divergence=divergence(model, chosen, cpu, htp, variant))
 
 
 def _float_values(graph: Path, sample: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
@@ -145,5 +149,5 @@ def write_diagnosis(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
     js, md = out_dir / "diagnose.json", out_dir / "diagnose.md"
     write_text_atomic(js, json.dumps(d.model_dump(), indent=2) + "\n")
     write_text_atomic(md, f"# Fidelity diagnosis: {d.export_dir}\n\nFloat graph: `{d.graph}`; input: {d.sample}.\n\n"
-                      + table_md(d.table(), level=2) + f"\n\nFirst divergence (HTP vs CPU QDQ): {describe(d.first_divergence)}.\n")
+                      + table_md(d.table(), level=2) + f"\n\nHTP vs CPU QDQ: {describe(d.divergence)}.\n")
     return js, md

@@ -2,9 +2,17 @@
 
 Every quantized activation of a QDQ graph (the output of each QuantizeLinear that follows a
 compute op) is made a graph output; the HTP emulator and the CPU EP run that graph on one
-input, and each tensor is compared (the CPU as reference). The first op whose HTP-vs-CPU
-SQNR falls more than `DROP_DB` below its inputs' names the culprit, with its module path,
-block, and -- for BatchNorm and convolutions -- the channel that is off.
+input, and each tensor is compared (the CPU as reference). Two signatures name a culprit:
+
+- a per-channel affine op (BatchNormalization) whose own map differs: each side's per-channel
+  slope and intercept fitted against that side's own input, so upstream noise cancels and
+  what is left is what the op itself computes differently (a flipped bias shows as the whole
+  channel shifted by twice the bias). This is also a verify criterion (`channel_maps`);
+- an op whose HTP-vs-CPU SQNR falls more than `DROP_DB` below its inputs' (input agreement
+  capped per bit width: two correct kernels already differ by rounding).
+
+Ops are ranked: map mismatches first (largest first), then drops (largest first): the first
+op of the graph to depart is often a noisy attention op that departs in clean runs too.
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ DROP_DB = 10.0
 # Rounding differences between two correct kernels already cost this much on one tensor; an
 # input agreeing better than this does not make a normal output look like a drop.
 AGREEMENT_CAP_DB = {8: 40.0, 16: 70.0}
+# Ops computing out[:, c] = a_c * in[:, c] + b_c, whose map can be fitted per channel.
+PER_CHANNEL_AFFINE = frozenset({"BatchNormalization"})
+# The largest per-channel map mismatch (the two sides' fitted maps applied to the CPU input: the
+# difference's power in the worst channel over the output tensor's signal power) a correct
+# binary shows. Measured (tests/bench/results/fidelity_matrix.json, XS and L1 at 224 and XS at
+# 64, realistic weights): flipped BN biases -7 dB or higher; clean BNs -35 dB or lower (w8a8),
+# -60 dB (w8a16).
+MAX_MAP_MISMATCH_DB = -20.0
 
 
 @dataclass
@@ -103,24 +119,125 @@ def run_taps(qdq: Path, sample: np.ndarray, target: HtpTarget, chosen: list[Tap]
     return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu, strict=True)], [_dequantize(t, v) for t, v in zip(chosen, htp, strict=True)]
 
 
-def _channel_evidence(node: onnx.NodeProto, x: np.ndarray | None, cpu: np.ndarray, htp: np.ndarray) -> dict | None:
-    """The channel that is off: per-channel SQNR of the output, and for a per-channel affine op
-    (BatchNorm, depthwise conv) the intercept of out = a*in + b fitted on each side."""
+def _channels(x: np.ndarray) -> np.ndarray:
+    """(C, positions) view of an N x C x ... tensor, in float64."""
+    return np.moveaxis(np.asarray(x, dtype=np.float64), 1, 0).reshape(x.shape[1], -1)
+
+
+def affine_fits(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (axis 1): least-squares slope and intercept of y = a*x + b over every other
+    axis. A channel whose input is constant gets slope 0 and its mean as intercept."""
+    xs, ys = _channels(x), _channels(y)
+    mx, my = xs.mean(axis=1), ys.mean(axis=1)
+    var = ((xs - mx[:, None]) ** 2).mean(axis=1)
+    cov = ((xs - mx[:, None]) * (ys - my[:, None])).mean(axis=1)
+    slope = np.divide(cov, var, out=np.zeros_like(cov), where=var > 0)
+    return slope, my - slope * mx
+
+
+@dataclass(frozen=True)
+class ChannelMap:
+    """How differently the HTP computes one per-channel affine op (pure figures, no graph)."""
+
+    channel: int  # the channel whose map differs most
+    mismatch_db: float  # that difference's power over the output's signal power (dB); -inf: identical
+    cpu: tuple[float, float]  # (slope, intercept) fitted on the CPU, against the CPU's input
+    htp: tuple[float, float]  # ... on the HTP, against the HTP's input
+
+
+def channel_map(x_cpu: np.ndarray, y_cpu: np.ndarray, x_htp: np.ndarray, y_htp: np.ndarray) -> ChannelMap:
+    """Fit each side's per-channel map against its own input (so what reached the op already
+    different cancels), apply both to the CPU's input, and report the worst channel."""
+    a_cpu, b_cpu = affine_fits(x_cpu, y_cpu)
+    a_htp, b_htp = affine_fits(x_htp, y_htp)
+    diff = (a_htp - a_cpu)[:, None] * _channels(x_cpu) + (b_htp - b_cpu)[:, None]
+    power = (diff**2).mean(axis=1)
+    c = int(np.argmax(power))
+    signal = float(np.mean(np.asarray(y_cpu, dtype=np.float64) ** 2))
+    if power[c] == 0:
+        db = -math.inf
+    else:
+        db = 10 * math.log10(power[c] / signal) if signal > 0 else math.inf
+    return ChannelMap(c, db, (float(a_cpu[c]), float(b_cpu[c])), (float(a_htp[c]), float(b_htp[c])))
+
+
+@dataclass(frozen=True)
+class TensorFigures:
+    """One tapped op's HTP-vs-CPU figures: what ranking and verify read."""
+
+    index: int  # position among the taps (execution order)
+    sqnr_db: float  # its output, HTP vs CPU
+    inputs_sqnr_db: float  # its quantized inputs' lowest (inf: no tapped input)
+    bits: int
+    channel_map: ChannelMap | None = None  # per-channel affine ops only
+
+    @property
+    def drop_db(self) -> float:
+        """How far the output falls below its inputs' agreement (capped: see AGREEMENT_CAP_DB)."""
+        return min(self.inputs_sqnr_db, AGREEMENT_CAP_DB.get(self.bits, 40.0)) - self.sqnr_db
+
+    @property
+    def map_mismatch(self) -> bool:
+        return self.channel_map is not None and self.channel_map.mismatch_db > MAX_MAP_MISMATCH_DB
+
+
+def rank(figures: list[TensorFigures]) -> list[TensorFigures]:
+    """Suspects, most likely culprit first: ops whose own per-channel map differs (largest
+    mismatch first), then ops falling more than DROP_DB below their inputs (largest drop first)."""
+    maps = sorted((f for f in figures if f.map_mismatch), key=lambda f: -f.channel_map.mismatch_db)
+    drops = sorted((f for f in figures if not f.map_mismatch and f.drop_db > DROP_DB), key=lambda f: -f.drop_db)
+    return maps + drops
+
+
+def _tap_inputs(model: onnx.ModelProto, chosen: list[Tap]) -> dict[str, int]:
+    """DequantizeLinear output -> index of the tap it dequantizes."""
+    by_q = {t.quantized: k for k, t in enumerate(chosen)}
+    return {n.output[0]: by_q[n.input[0]] for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in by_q}
+
+
+def tensor_figures(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: list) -> list[TensorFigures]:
+    """Figures of every tapped compute op (not the DequantizeLinear of a weight or input)."""
+    dq_source = _tap_inputs(model, chosen)
+    sq = [sqnr_db(c, h) for c, h in zip(cpu, htp, strict=True)]
+    out = []
+    for k, t in enumerate(chosen):
+        if t.producer is None or t.producer.op_type == "DequantizeLinear":
+            continue
+        inputs = [dq_source[i] for i in t.producer.input if i in dq_source]
+        cmap = None
+        if t.producer.op_type in PER_CHANNEL_AFFINE and t.producer.input[0] in dq_source and cpu[k].ndim >= 2:
+            i = dq_source[t.producer.input[0]]
+            if cpu[i].shape == cpu[k].shape:
+                cmap = channel_map(cpu[i], cpu[k], htp[i], htp[k])
+        out.append(TensorFigures(k, sq[k], min([sq[i] for i in inputs], default=math.inf), t.bits, cmap))
+    return out
+
+
+def per_channel_ops(model: onnx.ModelProto) -> list[str]:
+    """Names of the graph's per-channel affine ops (what the channel-map check looks at)."""
+    return [n.name for n in model.graph.node if n.op_type in PER_CHANNEL_AFFINE]
+
+
+def worst_channel_map(chosen: list[Tap], figures: list[TensorFigures]) -> dict:
+    """The verify record of the channel-map check: ops checked and the worst one (its figure None
+    when not finite: -inf for identical maps, inf against an all-zero reference)."""
+    checked = [f for f in figures if f.channel_map is not None]
+    if not checked:
+        return {"ops_checked": 0, "max_mismatch_db": MAX_MAP_MISMATCH_DB}
+    worst = max(checked, key=lambda f: f.channel_map.mismatch_db)
+    return {"ops_checked": len(checked), "max_mismatch_db": MAX_MAP_MISMATCH_DB,
+            "worst_mismatch_db": _finite(worst.channel_map.mismatch_db), "worst_node": chosen[worst.index].producer.name,
+            "worst_channel": worst.channel_map.channel}
+
+
+def _channel_sqnr(cpu: np.ndarray, htp: np.ndarray) -> dict | None:
+    """The channel (axis 1) that agrees least, and the median channel's agreement."""
     if cpu.ndim < 2:
         return None
-    c = cpu.shape[1]
-    per = [sqnr_db(cpu[:, i], htp[:, i]) for i in range(c)]
+    per = [sqnr_db(cpu[:, i], htp[:, i]) for i in range(cpu.shape[1])]
     worst = int(np.argmin(per))
-    out = {"channel": worst, "channel_sqnr_db": _finite(per[worst]),
-           "median_channel_sqnr_db": _finite(float(np.median(per)))}
-    if x is not None and x.shape == cpu.shape and node.op_type in ("BatchNormalization", "Conv"):
-        xi = x[:, worst].ravel()
-        if np.ptp(xi) > 0:
-            a_cpu, b_cpu = np.polyfit(xi, cpu[:, worst].ravel(), 1)
-            a_htp, b_htp = np.polyfit(xi, htp[:, worst].ravel(), 1)
-            out["fit_cpu"] = {"slope": round(float(a_cpu), 5), "intercept": round(float(b_cpu), 5)}
-            out["fit_htp"] = {"slope": round(float(a_htp), 5), "intercept": round(float(b_htp), 5)}
-    return out
+    return {"channel": worst, "channel_sqnr_db": _finite(per[worst]), "median_channel_sqnr_db": _finite(float(np.median(per)))}
 
 
 def _finite(v: float) -> float | None:
@@ -128,39 +245,44 @@ def _finite(v: float) -> float | None:
 
 
 def locate(qdq: Path, sample: np.ndarray, target: HtpTarget, variant=None) -> dict:
-    """The first op whose HTP-vs-CPU SQNR drops more than DROP_DB below its inputs'."""
+    """The op most likely to be where the HTP departs from the CPU (see `rank`)."""
     chosen, cpu, htp = run_taps(qdq, sample, target)
-    return first_divergence(onnx.load(str(qdq), load_external_data=False), chosen, cpu, htp, variant)
+    return divergence(onnx.load(str(qdq), load_external_data=False), chosen, cpu, htp, variant)
 
 
-def first_divergence(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: list, variant=None) -> dict:
+def divergence(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: list, variant=None,
+               figures: list[TensorFigures] | None = None) -> dict:
     """`locate` on tensors already run: {"found": False, ...} when no op stands out."""
-    dq_source = {}  # DequantizeLinear output -> the tap it dequantizes
-    by_q = {t.quantized: k for k, t in enumerate(chosen)}
-    for n in model.graph.node:
-        if n.op_type == "DequantizeLinear" and n.input[0] in by_q:
-            dq_source[n.output[0]] = by_q[n.input[0]]
-    sq = [sqnr_db(c, h) for c, h in zip(cpu, htp, strict=True)]
-    for k, t in enumerate(chosen):
-        if t.producer is None or t.producer.op_type == "DequantizeLinear":
-            continue
-        cap = AGREEMENT_CAP_DB.get(t.bits, 40.0)
-        inputs = [dq_source[i] for i in t.producer.input if i in dq_source]
-        in_db = min([sq[i] for i in inputs], default=math.inf)
-        if min(in_db, cap) - sq[k] > DROP_DB:
-            x = cpu[inputs[0]] if inputs else None
-            return _finding(t, sq[k], in_db, x, cpu[k], htp[k], variant)
-    return {"found": False, "tensors_compared": len(chosen), "min_sqnr_db": _finite(min(sq)) if sq else None}
+    figures = tensor_figures(model, chosen, cpu, htp) if figures is None else figures
+    suspects = rank(figures)
+    if not suspects:
+        finite = [f.sqnr_db for f in figures if math.isfinite(f.sqnr_db)]
+        return {"found": False, "tensors_compared": len(chosen), "min_sqnr_db": _finite(min(finite)) if finite else None}
+    top = suspects[0]
+    finding = _finding(chosen[top.index], top, cpu[top.index], htp[top.index], variant)
+    finding["suspects"] = [_suspect(chosen[f.index], f) for f in suspects[:5]]
+    return finding
 
 
-def _finding(t: Tap, out_db, in_db, x, cpu, htp, variant) -> dict:
+def _suspect(t: Tap, f: TensorFigures) -> dict:
+    if f.map_mismatch:
+        return {"node": t.producer.name, "why": "channel map", "mismatch_db": _finite(f.channel_map.mismatch_db)}
+    return {"node": t.producer.name, "why": "drop", "drop_db": _finite(f.drop_db)}
+
+
+def _finding(t: Tap, f: TensorFigures, cpu: np.ndarray, htp: np.ndarray, variant) -> dict:
     node = t.producer
     where = {"node": node.name, "op_type": node.op_type, "module": module_of(node.name or t.tensor),
-             "sqnr_db": _finite(out_db), "inputs_sqnr_db": _finite(in_db)}
+             "sqnr_db": _finite(f.sqnr_db), "inputs_sqnr_db": _finite(f.inputs_sqnr_db),
+             "why": "channel map" if f.map_mismatch else "drop"}
     where.update(block_of(node.name or t.tensor, variant))
-    evidence = _channel_evidence(node, x, cpu, htp)
-    if evidence:
-        where.update(evidence)
+    if f.channel_map is not None:
+        m = f.channel_map
+        where.update({"channel": m.channel, "map_mismatch_db": _finite(m.mismatch_db),
+                      "fit_cpu": {"slope": round(m.cpu[0], 5), "intercept": round(m.cpu[1], 5)},
+                      "fit_htp": {"slope": round(m.htp[0], 5), "intercept": round(m.htp[1], 5)}})
+    else:
+        where.update(_channel_sqnr(cpu, htp) or {})
     return {"found": True, **where}
 
 
@@ -179,14 +301,16 @@ def block_of(name: str, variant) -> dict:
 def describe(finding: dict) -> str:
     """One phrase for an error message: where it went wrong and how."""
     if not finding.get("found"):
-        return "no single op stands out (every tensor within 10 dB of its inputs)"
+        return (f"no single op stands out (every tensor within {DROP_DB:g} dB of its inputs, every per-channel map "
+                "the same on both sides)")
     kind = {"swiftformer_encoder": "SwiftFormerEncoder", "conv_encoder": "ConvEncoder"}.get(finding.get("block_kind") or "", finding.get("block_kind") or "")
     place = f"{finding['block']} {kind}".strip() + (f" / {finding['part']}" if finding.get("part") else "") if finding.get("block") else finding["module"]
-    text = (f"first divergence at {place}: {finding['op_type']} {finding['node']} "
+    text = (f"the HTP departs at {place}: {finding['op_type']} {finding['node']} "
             f"(HTP vs CPU SQNR {finding['sqnr_db']} dB, its inputs {finding['inputs_sqnr_db']} dB)")
-    if "channel" in finding:
+    if "fit_htp" in finding:
+        text += (f", channel {finding['channel']} maps differently: bias {finding['fit_cpu']['intercept']:+.4g} on the "
+                 f"CPU vs {finding['fit_htp']['intercept']:+.4g} on the HTP, slope {finding['fit_cpu']['slope']:.4g} vs "
+                 f"{finding['fit_htp']['slope']:.4g}")
+    elif "channel" in finding:
         text += f", worst channel {finding['channel']} ({finding['channel_sqnr_db']} dB)"
-        if "fit_htp" in finding:
-            text += (f", bias {finding['fit_cpu']['intercept']:+.4g} on the CPU vs {finding['fit_htp']['intercept']:+.4g} "
-                     "on the HTP")
     return text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -512,6 +513,7 @@ class _Run:
     def _stage_verify(self):
         import numpy as np
 
+        from .compile import guarded_model
         from .verify import DEFAULT_MIN_SQNR, verify_fidelity
 
         r = self.r
@@ -524,10 +526,14 @@ class _Run:
         def produce(d: Path) -> VerifyResults:
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
-            # The EP-context ONNX names its .bin relatively: run it where both files sit.
-            return VerifyResults.model_validate(verify_fidelity(
-                np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
-                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant))
+            with tempfile.TemporaryDirectory() as tmp:
+                # What the compile stage compiled: its BN guard's rewrite is deterministic.
+                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                # The EP-context ONNX names its .bin relatively: run it where both files sit.
+                return VerifyResults.model_validate(verify_fidelity(
+                    np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
+                    classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
+                    compiled_graph=compiled))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
