@@ -6,6 +6,8 @@ directory), timed by wall clock, with its peak RSS read from wait4(). The yardst
 absolute times drift between machines.
 
 Usage: python tests/bench/run_bench.py OUT.json
+       python tests/bench/run_bench.py OUT.json --only qnn_sweep --repeat 3 --against OLD_TREE
+         (OLD_TREE: e.g. `git archive COMMIT swiftformer_qnn | tar -x -C OLD_TREE`, timed interleaved)
 """
 
 from __future__ import annotations
