@@ -41,6 +41,23 @@ class CompiledModel(_Model):
     input_shape: list[int] | None = None
 
 
+class CompileJob(_Model):
+    """What a cross-version parent asks a toolchain's worker to compile (`qnn_worker compile
+    --request`): the JSON both sides read through this model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path  # the (guarded) QDQ or float ONNX
+    soc_model: int
+    htp_arch: int
+    fp16: bool = False
+    soc: str | None = None
+    subject: CompiledModel = Field(default_factory=CompiledModel)  # what was compiled, as the record names it
+    inputs_npz: Path | None = None  # with inputs: one emulator run on the compiling session
+    out_dir: Path | None = None  # set per version by the parent
+    spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
+
+
 class CompileRecord(_Model):
     """One compile of one ONNX model to a QNN context binary with one QNN version."""
 

@@ -46,6 +46,7 @@ from .compile_record import (
     OP_TRACE,
     CompiledModel,
     CompileFailure,
+    CompileJob,
     CompileRecord,
     read_compile_record,
     traced_op_names,
@@ -299,13 +300,14 @@ def _log_tail(log: Path, lines: int = 4) -> str:
 def run_worker(
     job: _Job,
     work: Path,
-    request: dict,
+    request: CompileJob,
     shim: Path,
     timeout_s: float | None,
 ) -> CompileRecord:
     """Run one compile worker in `work`; return its compile record or raise VersionFailure."""
     req_path = work / "worker_request.json"
-    req_path.write_text(json.dumps({**request, "out_dir": str(work), "spawned_at": time.time()}, indent=2))
+    job_for_work = request.model_copy(update={"out_dir": work, "spawned_at": time.time()})
+    req_path.write_text(job_for_work.model_dump_json(indent=2))
     result_path = work / WORKER_RESULT
     log_path = work / WORKER_LOG
     python = job.toolchain.python
@@ -463,15 +465,13 @@ def compile_across_versions(
         inputs_npz = Path(tmp) / "inputs.npz"
         if emulate:
             np.savez(inputs_npz, **feeds)
-        request = {
-            "model": str(model),
-            "soc_model": target.soc_model,
-            "htp_arch": target.htp_arch,
-            "fp16": target.fp16,
-            "subject": subject.model_dump(),
-            "inputs_npz": str(inputs_npz) if emulate else None,
-        }
-        options = {k: v for k, v in request.items() if k not in ("model", "inputs_npz")} | {"emulate": emulate}
+        request = CompileJob(
+            model=model, soc_model=target.soc_model, htp_arch=target.htp_arch, fp16=target.fp16, subject=subject,
+            inputs_npz=inputs_npz if emulate else None,
+        )
+        # The job's paths are not what it makes: the key has the model and inputs by content instead.
+        options = request.model_dump(mode="json", exclude={"model", "inputs_npz", "out_dir", "spawned_at"}) | {
+            "emulate": emulate}
         stage_inputs = {"model": model_sha} | ({"inputs": _hash_inputs(feeds)} if emulate else {})
         outputs = (CONTEXT_ONNX, CONTEXT_BINARY, COMPILE_RECORD, WORKER_RESULT) + (
             (qnn_worker.HTP_OUTPUTS,) if emulate else ()

@@ -23,8 +23,12 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._atomic import write_text_atomic  # standard library only
+
+if TYPE_CHECKING:
+    from .compile_record import CompileJob
 
 HTP_OUTPUTS = "htp_outputs.npz"
 _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
@@ -105,8 +109,8 @@ def _smoke_session() -> float:
     return time.perf_counter() - started
 
 
-def compile_request(request: dict) -> dict:
-    """Compile `request["model"]` once (op trace included) into `out_dir`, which then holds the
+def compile_request(request: CompileJob) -> dict:
+    """Compile `request.model` once (op trace included) into `out_dir`, which then holds the
     context binary and its `compile.json`; with `inputs_npz`, the session that compiled also runs
     the graph once on the HTP emulator, whose outputs go to `htp_outputs.npz`.
 
@@ -116,20 +120,20 @@ def compile_request(request: dict) -> dict:
     started = time.perf_counter()
     import numpy as np
 
-    from .compile_record import COMPILE_RECORD, CompiledModel
+    from .compile_record import COMPILE_RECORD
     from .qnn import HtpTarget, compile_model
 
     phases = {"imports": time.perf_counter() - started}
-    out = Path(request["out_dir"])
+    if request.out_dir is None:
+        raise ValueError("the compile job names no out_dir")
+    out = request.out_dir
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # older onnxruntime-qnn releases write the op trace into the working directory
-    target = HtpTarget(
-        soc_model=int(request["soc_model"]), htp_arch=int(request["htp_arch"]), fp16=bool(request.get("fp16"))
-    )
+    target = HtpTarget(soc_model=request.soc_model, htp_arch=request.htp_arch, fp16=request.fp16)
     result: dict = {"status": "ok", "record": COMPILE_RECORD}
     feeds = None
-    if request.get("inputs_npz"):
-        with np.load(request["inputs_npz"]) as data:
+    if request.inputs_npz is not None:
+        with np.load(request.inputs_npz) as data:
             feeds = {k: data[k] for k in data.files}
 
     def run_once(session) -> None:
@@ -141,8 +145,8 @@ def compile_request(request: dict) -> dict:
         result["htp_outputs"] = HTP_OUTPUTS
 
     t0 = time.perf_counter()
-    compile_model(Path(request["model"]), out, target, soc=request.get("soc"),
-                  model=CompiledModel(**(request.get("subject") or {})), then=run_once if feeds is not None else None)
+    compile_model(request.model, out, target, soc=request.soc, model=request.subject,
+                  then=run_once if feeds is not None else None)
     phases["compile"] = time.perf_counter() - t0 - phases.get("emulator_run", 0.0)
     t0 = time.perf_counter()
     result["environment"] = environment()
@@ -174,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             result = probe()
         else:
-            request = json.loads(args.request.read_text())
+            from .compile_record import CompileJob
+
+            request = CompileJob.model_validate_json(args.request.read_text())
             result = compile_request(request)
-            if request.get("spawned_at"):  # interpreter start-up, as the parent's clock saw it
-                result["phases_s"] = {"startup": round(entered - request["spawned_at"], 3), **result["phases_s"]}
+            if request.spawned_at is not None:  # interpreter start-up, as the parent's clock saw it
+                result["phases_s"] = {"startup": round(entered - request.spawned_at, 3), **result["phases_s"]}
         code = 0
     except SwiftFormerQnnError as exc:
         result, code = {"status": "failed", "error_type": type(exc).__name__, "message": exc.one_line()}, 3
@@ -185,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
         result, code = {"status": "failed", "error_type": type(exc).__name__, "message": first}, 4
     result["worker_s"] = round(time.perf_counter() - started, 3)
+    result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
     return code
 

@@ -275,6 +275,7 @@ def test_cli_compare_renders_the_table_and_exits_1_on_failed_versions(xs_qdq, mi
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "crashed: the worker died (SIGSEGV)" in result.stdout
+    assert "Not checked: emulator outputs vs the CPU EP (--no-emulate)." in result.stdout
     assert "1 of 2 QNN version(s) did not compile: 2.47.0" in result.stderr
     assert read_report(out).version("2.51.0").status == "ok"
 
@@ -287,6 +288,7 @@ def test_cli_compare_renders_the_table_and_exits_1_on_failed_versions(xs_qdq, mi
     result = runner.invoke(app, [*args[:4], "2.51", "--output-dir", str(tmp_path / "md"), "--no-emulate", "--markdown"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("| QNN | onnxruntime-qnn | status |") and "| 2.51.0 | 2.7.0 | ok" in result.stdout
+    assert "Not checked: emulator outputs vs the CPU EP (--no-emulate)." in result.stdout
 
 
 # --- slow: every QNN version for real ---------------------------------------------------------
@@ -351,7 +353,8 @@ def test_worker_compiles_and_runs_without_importing_onnx(xs_qdq, tmp_path):
     request = {"model": str(xs_qdq), "out_dir": str(tmp_path / "w"), "soc_model": 43, "htp_arch": 73,
                "inputs_npz": str(tmp_path / "in.npz")}
     code = ("import json, sys; from swiftformer_qnn.qnn_worker import compile_request; "
-            f"r = compile_request(json.loads({json.dumps(json.dumps(request))})); "
+            "from swiftformer_qnn.compile_record import CompileJob; "
+            f"r = compile_request(CompileJob.model_validate_json({json.dumps(json.dumps(request))})); "
             "print(json.dumps({'onnx': 'onnx' in sys.modules, 'status': r['status']}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"onnx": False, "status": "ok"}

@@ -400,6 +400,20 @@ def compiled_export(tmp_path_factory) -> Path:
                                         until=Until.COMPILE, output_dir=root / "export")).directory
 
 
+def test_local_profile_runs_an_fp16_exports_own_binary(tmp_path, monkeypatch):
+    """fp16: the binary was compiled from the float graph the quantize stage passed through."""
+    from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
+    export = run_export(ExportRequest(variant="encoder", resolution=16, precision="fp16", heldout_count=2,
+                                      until=Until.COMPILE, output_dir=tmp_path / "fp16")).directory
+    result = invoke("--local", "--from", str(export), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "Ran the export's own context binary" in result.stdout
+    (path,) = (tmp_path / "out").glob("encoder-*.profile.json")
+    assert load_profile(path).toolchain.runtime == "precompiled_qnn_onnx"
+
+
 def _copy_export(src: Path, dst: Path) -> Path:
     import shutil
 

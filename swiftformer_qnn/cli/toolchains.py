@@ -154,7 +154,7 @@ def render_cross_version(report, directory: Path | None = None) -> None:
     from rich.text import Text
 
     from ..tables import FitTable
-    from .versions_table import TABLE_COLUMNS, table_rows
+    from .versions_table import NOT_EMULATED, TABLE_COLUMNS, table_rows
 
     title = f"{report.model}: one compile per QNN version" + (f" ({directory})" if directory else "")
     rows = []
@@ -166,7 +166,7 @@ def render_cross_version(report, directory: Path | None = None) -> None:
     console.print(FitTable([CROSS_VERSION_COLUMNS.get(c, Col(c, "number")) for c in TABLE_COLUMNS], rows,
                            title=title, caption=report.note))
     if not report.emulated:
-        console.print("Not checked: emulator outputs vs the CPU EP (--no-emulate).", highlight=False)
+        console.print(NOT_EMULATED, highlight=False)
     for d in report.diffs:
         if d.ops_added or d.ops_removed:
             console.print(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from ..cross_version import CrossVersionReport, VersionDiff
 
+NOT_EMULATED = "Not checked: emulator outputs vs the CPU EP (--no-emulate)."
+
 
 def format_op_type_changes(diff: VersionDiff | None, limit: int = 4) -> str:
     if diff is None:
@@ -85,6 +87,8 @@ def render_markdown(report: CrossVersionReport) -> str:
                 f"{len(d.ops_added)} op name(s) added, {len(d.ops_removed)} removed"
                 + (f" (e.g. +{d.ops_added[0]}, -{d.ops_removed[0]})" if d.ops_added and d.ops_removed else "")
             )
+    if not report.emulated:
+        lines.append(f"\n{NOT_EMULATED}")
     soc = f"soc_model {report.soc_model}, HTP v{report.htp_arch}" + (", fp16" if report.fp16 else "")
     lines.append(f"\n{report.model} ({soc}), {report.jobs} parallel job(s), {report.wall_s:.1f} s wall. {report.note}")
     return "\n".join(lines) + "\n"

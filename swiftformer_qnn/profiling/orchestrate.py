@@ -410,6 +410,7 @@ class EmulatorInput:
     model: Path  # the export's model.ctx.onnx, or the QDQ (fp16: float) model
     record: CompileRecord | None  # the export's compile record, when its binary is what runs
     why: str  # one phrase: what was checked, or why the model is compiled again
+    compiled_from: Path | None = None  # the ONNX the export's binary was compiled from (for attribution)
 
     def describe(self) -> str:
         if self.record is not None:
@@ -444,8 +445,11 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
                if not (d / out.path).is_file() or sha256_file(d / out.path) != out.sha256]
     if not damaged and sha256_file(binary) != record.context_binary_sha256:
         damaged.append(f"{record.context_binary} is not the binary its compile record names")
-    if not damaged and sha256_file(source.model_path) not in stage.inputs.values():
-        damaged.append(f"the binary was not compiled from {source.model_path.name}")
+    compiled_from = None
+    for name, sha in stage.inputs.items():  # "quantize/model.qdq.onnx" -> its hash when compiled
+        compiled_from = m.artifact(d, *name.split("/", 1))
+        if not damaged and (not compiled_from.is_file() or sha256_file(compiled_from) != sha):
+            damaged.append(f"{compiled_from.name} is not the model the binary was compiled from")
     if damaged:
         raise OutputDirError(
             f"{d}: the export's compile does not match its manifest ({'; '.join(damaged)}).",
@@ -453,7 +457,8 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
         )
     return EmulatorInput(d / record.context_onnx, record,
                          f"{record.context_binary}, QNN {record.qnn_version}, "
-                         f"sha256 {record.context_binary_sha256[:12]} as in compile.json and the manifest")
+                         f"sha256 {record.context_binary_sha256[:12]} as in compile.json and the manifest",
+                         compiled_from)
 
 
 def _profile_on_emulator(
@@ -473,7 +478,7 @@ def _profile_on_emulator(
         # QNN writes fixed file names (qnn_profile.csv, qnn_op_trace.json): one folder per model.
         raw_dir = out_dir / f"{label}.emulator-raw"
         profile = profile_on_emulator(what.model, emulator_feeds(s), s.variant, s.model_info, target, raw_dir,
-                                      compiled_from=s.model_path if what.record is not None else None)
+                                      compiled_from=what.compiled_from)
         note = f"{profile.provenance.note} Ran {what.describe()}."
         profile = profile.model_copy(update={"provenance": profile.provenance.model_copy(update={"note": note})})
         qnn = profile.toolchain.qnn_version or "unknown"

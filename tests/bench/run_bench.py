@@ -35,7 +35,10 @@ def measure(cmd: list[str], env: dict | None = None, cwd: Path | None = None) ->
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
-    return {"cmd": " ".join(cmd), "wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    # CPU time of the process and every child it waited for (the workers): unlike wall time,
+    # it does not grow with other load on the machine.
+    return {"cmd": " ".join(cmd), "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "output_tail": out.strip().splitlines()[-1:] if out.strip() else []}
 
 
@@ -123,6 +126,7 @@ def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1
     env = {**env, TOOLCHAINS_ENV: str(toolchains_root())}  # the installed ones, whatever cache each run has
     trees = {"this": REPO} | ({"against": Path(against).resolve()} if against else {})
     walls: dict[str, dict[str, list[float]]] = {t: {"one_version": [], "five_versions": []} for t in trees}
+    cpus: dict[str, dict[str, list[float]]] = {t: {"one_version": [], "five_versions": []} for t in trees}
     runs: dict = {}
     for i in range(repeat):
         for tree, src in trees.items():
@@ -134,6 +138,7 @@ def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1
                 run = measure(cmd, {**env, "PYTHONPATH": str(src), "SWIFTFORMER_QNN_CACHE": str(work / f"c-{tree}-{label}-{i}")},
                               cwd=work)
                 walls[tree][label].append(run["wall_s"])
+                cpus[tree][label].append(run["cpu_s"])
                 runs[(tree, label)] = (run, out)
     result: dict = {"repeat": repeat, "cpus": len(os.sched_getaffinity(0)), "target_ratio": 2.0}
     for tree, src in trees.items():
@@ -142,6 +147,9 @@ def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1
                         "ratio": round(five / one, 3),
                         "ratios_per_repeat": [round(f / o, 3) for o, f in zip(walls[tree]["one_version"],
                                                                                walls[tree]["five_versions"], strict=True)],
+                        "cpu_s": cpus[tree],
+                        "cpu_ratio": round(statistics.median(cpus[tree]["five_versions"])
+                                           / statistics.median(cpus[tree]["one_version"]), 3),
                         "breakdown": {label: _sweep_breakdown(*runs[(tree, label)])
                                       for label in ("one_version", "five_versions")}}
     return result
@@ -157,8 +165,8 @@ def _sweep_breakdown(run: dict, out: Path) -> dict:
         path = out / (v.get("directory") or "") / "worker_result.json"
         if v.get("directory") and path.is_file():
             w = json.loads(path.read_text())
-            workers[v["qnn_version"]] = {"worker_s": w.get("worker_s"), **w.get("phases_s", {})}
-    return {"process_wall_s": run["wall_s"], "comparison_wall_s": report["wall_s"],
+            workers[v["qnn_version"]] = {"worker_s": w.get("worker_s"), "cpu_s": w.get("cpu_s"), **w.get("phases_s", {})}
+    return {"process_wall_s": run["wall_s"], "process_cpu_s": run["cpu_s"], "comparison_wall_s": report["wall_s"],
             "cli_outside_comparison_s": round(run["wall_s"] - report["wall_s"], 2), "jobs": report["jobs"],
             "comparison_phases_s": report.get("phases_s", {}), "workers_s": workers}
 
