@@ -139,7 +139,7 @@ def test_output_criteria_w8a16_floor_separates_the_measured_cells():
 
 def test_output_criteria_cannot_see_a_small_w8a8_flip_and_pass_clean_htp_form_gaps():
     # XS w8a8 faithful n16 (a BN flipped): HTP vs CPU 27.5 dB, gap 0.8 dB: nothing at the output
-    # tells it from a clean run (the HTP-ready form, n8: 30.2 dB, gap 1.23 dB). The channel map does.
+    # tells it from a clean run (clean HTP-ready runs measured gaps up to 1.23 dB). The channel map does.
     assert output_failures(*_output_figures(27.5, 28.4, 27.6), Precision.W8A8) == []
     assert output_failures(*_output_figures(30.2, 29.6, 28.35), Precision.W8A8) == []
     # A gross loss still fails at the output (L1 w8a16 faithful: gap 7.8 dB).
