@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,12 +101,15 @@ class VersionResult(_Model):
     qnn_version: str
     onnxruntime_qnn: str
     onnxruntime: str
-    status: Literal["ok", "failed", "crashed"]
-    error: str | None = None
+    status: Literal["ok", "failed", "crashed"]  # the compile's: "ok" once its compile.json is written
+    error: str | None = None  # why the compile failed
     directory: str | None = None  # relative to the report's directory
     cached: bool = False
     compile: CompileRecord | None = None  # what `directory/compile.json` holds: every structural figure
     fidelity: Fidelity | None = None
+    # Why the emulator check of a compiled version failed (its run or the comparison); the
+    # compile stands, `fidelity` is then None.
+    emulator_error: str | None = None
 
     @property
     def label(self) -> str:
@@ -154,7 +158,13 @@ class CrossVersionReport(_Model):
 
     @property
     def failed(self) -> list[VersionResult]:
+        """The versions that did not compile."""
         return [v for v in self.versions if v.status != "ok"]
+
+    @property
+    def emulator_failed(self) -> list[VersionResult]:
+        """The versions that compiled but whose emulator check failed."""
+        return [v for v in self.versions if v.status == "ok" and v.emulator_error is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +283,16 @@ class VersionFailure(Exception):
         self.message = message
 
 
+class EmulatorFailure(Exception):
+    """A version compiled but its worker's emulator run failed: the compile stands, and goes to
+    the output without the stage cache (failures are not cached)."""
+
+    def __init__(self, record: CompileRecord, message: str):
+        super().__init__(message)
+        self.record = record
+        self.message = message
+
+
 @dataclass
 class _Job:
     spec: QnnToolchainSpec
@@ -304,7 +324,8 @@ def run_worker(
     shim: Path,
     timeout_s: float | None,
 ) -> CompileRecord:
-    """Run one compile worker in `work`; return its compile record or raise VersionFailure."""
+    """Run one compile worker in `work`; return its compile record, or raise VersionFailure
+    (no compile) or EmulatorFailure (compiled, but the emulator run failed)."""
     req_path = work / "worker_request.json"
     job_for_work = request.model_copy(update={"out_dir": work, "spawned_at": time.time()})
     req_path.write_text(job_for_work.model_dump_json(indent=2))
@@ -355,6 +376,8 @@ def run_worker(
         raise VersionFailure("failed", exc.message) from None
     if record.qnn_version != job.spec.qnn_version:
         raise VersionFailure("failed", f"the worker compiled with QNN {record.qnn_version}, not {job.spec.qnn_version}")
+    if result.get("emulator_error"):
+        raise EmulatorFailure(record, f"the HTP emulator run failed: {result['emulator_error']}")
     return record
 
 
@@ -362,25 +385,25 @@ def _version_dir_name(spec: QnnToolchainSpec) -> str:
     return spec.name  # "qnn-2.49.40"
 
 
-def _place(spec: QnnToolchainSpec, stage, cache_dir: Path, out_dir: Path) -> VersionResult:
-    """Place one version's files into `out_dir/qnn-<version>/`; its result, by its compile record."""
+def _place(spec: QnnToolchainSpec, source: Path, names: Sequence[str], record: CompileRecord, out_dir: Path,
+           *, cached: bool = False) -> VersionResult:
+    """Place one version's files `names` (those `source` holds) into `out_dir/qnn-<version>/`;
+    its result, by its compile record."""
     dest = out_dir / _version_dir_name(spec)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for out in stage.outputs.values():
-        place(cache_dir / out.path, dest / out.path)
-    for name in (OP_TRACE, WORKER_LOG):  # 2.47 writes no op trace
-        if (cache_dir / name).is_file():
-            place(cache_dir / name, dest / name)
+    for name in (*names, OP_TRACE, WORKER_LOG):  # 2.47 writes no op trace
+        if (source / name).is_file():
+            place(source / name, dest / name)
     return VersionResult(
         qnn_version=spec.qnn_version,
         onnxruntime_qnn=spec.onnxruntime_qnn,
         onnxruntime=spec.onnxruntime,
         status="ok",
         directory=dest.name,
-        cached=stage.cached,
-        compile=stage.results,
+        cached=cached,
+        compile=record,
     )
 
 
@@ -429,8 +452,11 @@ def compile_across_versions(
     this process runs once, while the workers compile.
 
     Raises UsageError for an unknown version or a missing model, ToolchainError when a
-    requested toolchain is not installed or broken (before anything runs). A version whose
-    compile fails is reported in the result (status "failed"/"crashed"), not raised.
+    requested toolchain is not installed or broken (before anything runs), and UsageError when
+    the CPU reference cannot run (after the running workers end; queued ones never start, and
+    what this run wrote is removed). A version whose compile fails is reported in the result
+    (status "failed"/"crashed"), not raised; one that compiled but whose emulator check failed
+    keeps its compile and says why (`emulator_error`).
     """
     started = time.perf_counter()
     phases: dict[str, float] = {}
@@ -451,6 +477,7 @@ def compile_across_versions(
     cache = cache or StageCache()
     jobs = max(1, min(jobs or default_jobs(len(specs)), len(specs)))
     out_dir = Path(out_dir)
+    out_dir_created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -477,17 +504,30 @@ def compile_across_versions(
             (qnn_worker.HTP_OUTPUTS,) if emulate else ()
         )
 
+        written: list[Path] = []  # the version directories this run wrote, to remove them if it fails
+
         def one(job: _Job) -> VersionResult:
             spec = job.spec
             label = f"QNN {spec.qnn_version}"
             progress(ProgressEvent(label, "compile", f"with onnxruntime-qnn {spec.onnxruntime_qnn}"))
             t0 = time.perf_counter()
+            written.append(out_dir / _version_dir_name(spec))
+            placed: list[VersionResult] = []
+
+            def produce(work: Path) -> CompileRecord:
+                try:
+                    return run_worker(job, work, request, shim, timeout_s)
+                except EmulatorFailure as exc:  # placed before the cache removes `work`
+                    placed.append(_place(spec, work, outputs, exc.record, out_dir))
+                    placed[-1].emulator_error = exc.message
+                    raise
+
             try:
-                record, cache_dir = cache.run(
+                stage, cache_dir = cache.run(
                     STAGE_NAME,
                     options=options,
                     inputs=stage_inputs,
-                    produce=lambda work: run_worker(job, work, request, shim, timeout_s),
+                    produce=produce,
                     outputs=outputs,
                     extra_key={
                         "qnn_version": spec.qnn_version,
@@ -495,22 +535,41 @@ def compile_across_versions(
                         "onnxruntime": spec.onnxruntime,
                     },
                 )
-                result = _place(spec, record, cache_dir, out_dir)
+                result = _place(spec, cache_dir, list(stage.outputs), stage.results, out_dir, cached=stage.cached)
+            except EmulatorFailure:
+                result = placed[0]
             except VersionFailure as exc:
                 result = _failed(spec, exc.status, exc.message, out_dir, subject)
             except (RuntimeError, OSError, ValueError) as exc:  # a worker that wrote less than promised
                 result = _failed(spec, "failed", f"{type(exc).__name__}: {exc}", out_dir, subject)
-            step = "cached" if result.cached else ("done" if result.status == "ok" else result.status)
-            progress(ProgressEvent(label, step, result.error or "", time.perf_counter() - t0))
+            step = ("check failed" if result.emulator_error else "cached" if result.cached
+                    else "done" if result.status == "ok" else result.status)
+            progress(ProgressEvent(label, step, result.error or result.emulator_error or "", time.perf_counter() - t0))
             return result
 
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="qnn-compile") as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="qnn-compile")
+        try:
             running = [pool.submit(one, _Job(s, t)) for s, t in zip(specs, toolchains, strict=True)]
             # The CPU reference runs here while the workers compile: once for every version.
-            ref_names, ref = cpu_reference(model, feeds) if emulate else ([], None)
+            try:
+                ref_names, ref = cpu_reference(model, feeds) if emulate else ([], None)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+                raise UsageError(
+                    f"onnxruntime's CPU EP could not run {model.name} on the comparison input: {first}",
+                    hint="Check the model and its inputs run on onnxruntime, or compare without the emulator "
+                         "check (--no-emulate).",
+                ) from None
             phases["cpu_reference"] = time.perf_counter() - t0
             results = [f.result() for f in running]
+        except BaseException:
+            # Nothing half-written: the queued versions never start, the running ones finish
+            # (a worker is a subprocess of its own), then what this run wrote goes.
+            pool.shutdown(wait=True, cancel_futures=True)
+            _remove_written(written, out_dir, out_dir_created)
+            raise
+        pool.shutdown(wait=True)
         phases["workers"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -519,12 +578,16 @@ def compile_across_versions(
         if result.status != "ok" or result.compile is None:
             continue
         version_dir = out_dir / result.directory
-        try:
-            if ref is not None:
+        if ref is not None and result.emulator_error is None:
+            # A check of a good compile: its failure is the check's, the compile stands.
+            try:
                 result.fidelity = _emulator_fidelity(version_dir, ref, ref_names)
+            except VersionFailure as exc:
+                result.emulator_error = exc.message
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                result.emulator_error = f"{type(exc).__name__}: {exc}"
+        try:
             op_names[spec.qnn_version] = traced_op_names(version_dir, result.compile)
-        except VersionFailure as exc:
-            results[i] = _failed(spec, exc.status, exc.message, out_dir, subject)
         except (ProfileError, OSError, ValueError) as exc:
             results[i] = _failed(spec, "failed", f"{type(exc).__name__}: {exc}", out_dir, subject)
     phases["collect"] = time.perf_counter() - t0
@@ -544,6 +607,18 @@ def compile_across_versions(
     )
     write_text_atomic(out_dir / REPORT_NAME, report.model_dump_json(indent=2))
     return report
+
+
+def _remove_written(written: Sequence[Path], out_dir: Path, out_dir_created: bool) -> None:
+    """Remove the version directories a failed run wrote, and `out_dir` if the run made it and
+    it is empty now; nothing else there."""
+    for d in written:
+        shutil.rmtree(d, ignore_errors=True)
+    if out_dir_created:
+        try:
+            out_dir.rmdir()
+        except OSError:
+            pass
 
 
 def _failed(spec: QnnToolchainSpec, status: Literal["failed", "crashed"], message: str, out_dir: Path,

@@ -227,8 +227,9 @@ def compile_model(
     the release writes one) and `compile.json` (the returned record) into `out_dir`, once:
     the op trace is written while compiling, so nothing is compiled twice. CPU fallback is
     disabled, so success means every node runs on the HTP. On failure nothing is left behind.
-    `then(session)` gets the session that compiled (a cross-version worker runs its emulator
-    check on it: the graph the binary holds, without loading that binary into a second session).
+    `then(session)` gets the session that compiled, after `compile.json` is written (a
+    cross-version worker runs its emulator check on it: the graph the binary holds, without
+    loading that binary into a second session); what it raises propagates, the compile stays.
     """
     from ._atomic import write_text_atomic
     from .ep_context import graph_nodes
@@ -272,14 +273,15 @@ def compile_model(
             context_binary_sha256=_sha256(binary),
             **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
         )
-        if then is not None:
-            then(session)
-        del session
         write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
     except BaseException:
         for leftover in written:
             leftover.unlink(missing_ok=True)
         raise
+    # The compile is done once its record is written: a check failing from here on is the
+    # check's failure, and leaves the good compile in place.
+    if then is not None:
+        then(session)
     return record
 
 

@@ -10,7 +10,8 @@ Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.compile_r
 pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
 and every import is paid once per QNN version of a sweep. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
-3 a known error (e.g. the HTP rejects an op), 4 an unexpected one; both still write the result.
+1 compiled but the emulator run failed (`emulator_error` in the result; the compile stands),
+3 a known error (e.g. the HTP rejects an op), 4 an unexpected one; all still write the result.
 """
 
 from __future__ import annotations
@@ -138,11 +139,16 @@ def compile_request(request: CompileJob) -> dict:
 
     def run_once(session) -> None:
         t0 = time.perf_counter()
-        names = [o.name for o in session.get_outputs()]
-        outputs = session.run(None, feeds)
+        try:
+            names = [o.name for o in session.get_outputs()]
+            outputs = session.run(None, feeds)
+            np.savez(out / HTP_OUTPUTS, **dict(zip(names, outputs, strict=True)))
+        except Exception as exc:  # the compile is written and good: only the check failed
+            (out / HTP_OUTPUTS).unlink(missing_ok=True)
+            result["emulator_error"] = f"{type(exc).__name__}: {_first_line(exc)}"
+        else:
+            result["htp_outputs"] = HTP_OUTPUTS
         phases["emulator_run"] = time.perf_counter() - t0
-        np.savez(out / HTP_OUTPUTS, **dict(zip(names, outputs, strict=True)))
-        result["htp_outputs"] = HTP_OUTPUTS
 
     t0 = time.perf_counter()
     compile_model(request.model, out, target, soc=request.soc, model=request.subject,
@@ -153,6 +159,11 @@ def compile_request(request: CompileJob) -> dict:
     phases["environment"] = time.perf_counter() - t0
     result["phases_s"] = {k: round(v, 3) for k, v in phases.items()}
     return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else ""
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -184,12 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             result = compile_request(request)
             if request.spawned_at is not None:  # interpreter start-up, as the parent's clock saw it
                 result["phases_s"] = {"startup": round(entered - request.spawned_at, 3), **result["phases_s"]}
-        code = 0
+        code = 1 if "emulator_error" in result else 0
     except SwiftFormerQnnError as exc:
         result, code = {"status": "failed", "error_type": type(exc).__name__, "message": exc.one_line()}, 3
     except Exception as exc:  # reported per version by the parent, which keeps the others going
-        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
-        result, code = {"status": "failed", "error_type": type(exc).__name__, "message": first}, 4
+        result, code = {"status": "failed", "error_type": type(exc).__name__, "message": _first_line(exc)}, 4
     result["worker_s"] = round(time.perf_counter() - started, 3)
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +391,149 @@ def test_worker_env_keeps_bytecode_only_in_the_toolchains_own_directory(tmp_path
     installed = worker_env(tmp_path / "shim", tmp_path / "qnn-2.49.40" / "pycache")
     assert "PYTHONDONTWRITEBYTECODE" not in installed
     assert installed["PYTHONPYCACHEPREFIX"] == str(tmp_path / "qnn-2.49.40" / "pycache")
+
+
+# --- faults: an emulator check that fails after a good compile; a CPU reference that fails ------
+
+# Runs the real worker, but hands its emulator run an input of the wrong shape: onnxruntime's
+# own error from `session.run`, after a good compile (the CPU reference gets the right one).
+_WRONG_FEED_DRIVER = """
+import json, sys
+import numpy as np
+from swiftformer_qnn import qnn_worker
+args = sys.argv[1:]
+req_path = args[args.index("--request") + 1]
+req = json.loads(open(req_path).read())
+with np.load(req["inputs_npz"]) as d:
+    feeds = {k: d[k][..., :1] for k in d.files}
+np.savez("wrong_inputs.npz", **feeds)
+req["inputs_npz"] = "wrong_inputs.npz"
+open(req_path, "w").write(json.dumps(req))
+sys.exit(qnn_worker.main(args))
+"""
+
+
+def test_compile_model_keeps_a_written_compile_when_then_fails(xs_qdq, tmp_path):
+    from swiftformer_qnn.qnn import HtpTarget, compile_model
+
+    def failing_check(session) -> None:
+        raise RuntimeError("the emulator run failed")
+
+    with pytest.raises(RuntimeError, match="the emulator run failed"):
+        compile_model(xs_qdq, tmp_path, HtpTarget(), then=failing_check)
+    record = read_compile_record(tmp_path / COMPILE_RECORD)
+    assert record.context_binary_sha256 == sha256_file(tmp_path / "model.ctx_qnn.bin")
+    assert (tmp_path / "model.ctx.onnx").is_file()
+
+
+def test_a_failed_emulator_run_keeps_the_compile_and_exits_1(xs_qdq, tmp_path, monkeypatch):
+    from swiftformer_qnn import cross_version
+
+    monkeypatch.setattr(cross_version, "worker_command",
+                        lambda python, *args: [str(python), "-s", "-c", _WRONG_FEED_DRIVER, *args])
+    monkeypatch.setenv("COLUMNS", "300")
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(app, ["toolchains", "compare", str(xs_qdq), "--qnn", "2.51", "--output-dir",
+                                      str(out), "--no-cache"])
+    assert result.exit_code == 1, result.output
+    assert "1 of 1 QNN version(s) compiled but failed the emulator check: 2.51.0" in result.stderr
+    assert "did not compile" not in result.stderr and "Traceback" not in result.output
+    assert "compiled; emulator check failed" in result.stdout
+    report = read_report(out)
+    v = report.version("2.51.0")
+    assert v.status == "ok" and v.fidelity is None and v.error is None
+    assert v.emulator_error.startswith("the HTP emulator run failed: ") and "dimensions" in v.emulator_error
+    assert v.compile == read_compile_record(out / v.directory / COMPILE_RECORD)
+    assert v.compile.context_binary_sha256 == sha256_file(out / v.directory / "model.ctx_qnn.bin")
+    assert not (out / v.directory / COMPILE_FAILURE).exists() and not (out / v.directory / "htp_outputs.npz").exists()
+    assert report.failed == [] and report.emulator_failed == [v]
+    (row,) = table_rows(report)
+    assert row["status"] == f"compiled; emulator check failed: {v.emulator_error}"
+    assert row["context binary (MB)"] != "-" and row["SQNR (dB)"] == "-"
+    worker = json.loads((out / v.directory / "worker_result.json").read_text())
+    assert worker["status"] == "ok" and worker["emulator_error"] == v.emulator_error.removeprefix(
+        "the HTP emulator run failed: ")
+
+
+def test_a_failed_fidelity_check_keeps_the_compile(xs_qdq, tmp_path, monkeypatch):
+    from swiftformer_qnn import cross_version
+
+    real = cross_version.cpu_reference
+
+    def reference_with_an_output_the_htp_lacks(model, feeds):
+        names, values = real(model, feeds)
+        return [*names, "extra_output"], [*values, values[0]]
+
+    monkeypatch.setattr(cross_version, "cpu_reference", reference_with_an_output_the_htp_lacks)
+    out = tmp_path / "out"
+    report = compile_across_versions(xs_qdq, ["2.51"], out, cache=StageCache(tmp_path / "c"))
+    (v,) = report.versions
+    assert v.status == "ok" and v.fidelity is None
+    assert v.emulator_error == "the HTP run did not produce output(s) extra_output"
+    assert v.compile == read_compile_record(out / v.directory / COMPILE_RECORD)
+    assert not (out / v.directory / COMPILE_FAILURE).exists() and report.emulator_failed == [v]
+    assert read_report(out) == report
+
+
+def _slow_crashing_worker(started: Path) -> str:
+    return f"#!/bin/sh\ntouch '{started}'\nsleep 2\nexit 7\n"
+
+
+def _failing_reference(started: Path):
+    def reference(model, feeds):
+        while not started.exists():  # a worker is running when the reference fails
+            time.sleep(0.01)
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x\nmore")
+    return reference
+
+
+@pytest.fixture
+def slow_then_counted(tmp_path) -> tuple[Path, Path, Path]:
+    """2.47 runs for 2 s and exits 7; 2.48 and 2.49 count their runs."""
+    root, started, calls = tmp_path / "toolchains", tmp_path / "started", tmp_path / "calls"
+    make_fake_toolchain(root, get_toolchain_spec("2.47"), python_script=_slow_crashing_worker(started))
+    for v in ("2.48", "2.49"):
+        make_fake_toolchain(root, get_toolchain_spec(v), python_script=_counting_exit_worker(calls))
+    return root, started, calls
+
+
+def test_a_failing_cpu_reference_stops_the_queue_and_leaves_nothing(xs_qdq, slow_then_counted, tmp_path,
+                                                                    monkeypatch):
+    from swiftformer_qnn import cross_version
+
+    root, started, calls = slow_then_counted
+    monkeypatch.setattr(cross_version, "cpu_reference", _failing_reference(started))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError) as err:
+        compile_across_versions(xs_qdq, "2.47,2.48,2.49", out, toolchains_root=root, jobs=1,
+                                cache=StageCache(tmp_path / "c"))
+    line = err.value.one_line()
+    assert "\n" not in line and "Got invalid dimensions for input: x" in line and "--no-emulate" in line
+    assert sorted(os.listdir(out)) == ["notes.txt"]  # the running worker's directory removed, the user's file kept
+    assert not calls.exists()  # the queued versions never started
+
+    fresh = tmp_path / "fresh"
+    started.unlink()
+    with pytest.raises(UsageError):
+        compile_across_versions(xs_qdq, "2.47,2.48", fresh, toolchains_root=root, jobs=1,
+                                cache=StageCache(tmp_path / "c"))
+    assert not fresh.exists() and not calls.exists()
+
+
+def test_a_failing_cpu_reference_leaves_no_output_directory_from_the_cli(xs_qdq, slow_then_counted, tmp_path,
+                                                                         monkeypatch):
+    from swiftformer_qnn import cross_version
+
+    root, started, calls = slow_then_counted
+    monkeypatch.setattr(cross_version, "cpu_reference", _failing_reference(started))
+    monkeypatch.setenv(TOOLCHAINS_ENV, str(root))
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    result = CliRunner().invoke(app, ["toolchains", "compare", str(xs_qdq), "--qnn", "2.47,2.48,2.49",
+                                      "--output-dir", str(parent / "cmp"), "--jobs", "1", "--no-cache"])
+    assert result.exit_code == 2, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert "Traceback" not in result.output and len(errors) == 1 and "Got invalid dimensions for input: x" in errors[0]
+    assert os.listdir(parent) == [] and not calls.exists()  # no staging directory, no output, no queued run

@@ -31,7 +31,7 @@ VersionsArg = Annotated[
 def render_progress_event(event) -> None:
     """One status line per install/compile step, on stderr (results stay on stdout)."""
     elapsed = f" [dim]{event.elapsed_s:.1f} s[/]" if event.elapsed_s else ""
-    style = {"failed": "red", "crashed": "red", "ready": "green", "done": "green", "cached": "green"}.get(event.step, "")
+    style = {"failed": "red", "crashed": "red", "check failed": "red", "ready": "green", "done": "green", "cached": "green"}.get(event.step, "")
     step = f"[{style}]{event.step}[/]" if style else event.step
     detail = f" {event.detail}" if event.detail else ""
     err_console.print(f"{event.subject}: {step}{detail}{elapsed}", highlight=False, soft_wrap=True)
@@ -217,10 +217,14 @@ def compare_cmd(
 
 
 def exit_if_failed(report) -> None:
-    """Exit 1 when a QNN version did not compile (the others' results are already written)."""
+    """Exit 1 when a QNN version did not compile or failed its emulator check (every version's
+    result is already written)."""
+    n = len(report.versions)
     if report.failed:
-        err_console.print(
-            f"{len(report.failed)} of {len(report.versions)} QNN version(s) did not compile: "
-            + ", ".join(v.qnn_version for v in report.failed)
-        )
+        err_console.print(f"{len(report.failed)} of {n} QNN version(s) did not compile: "
+                          + ", ".join(v.qnn_version for v in report.failed))
+    if report.emulator_failed:
+        err_console.print(f"{len(report.emulator_failed)} of {n} QNN version(s) compiled but failed the emulator "
+                          "check: " + ", ".join(v.qnn_version for v in report.emulator_failed))
+    if report.failed or report.emulator_failed:
         raise typer.Exit(1)

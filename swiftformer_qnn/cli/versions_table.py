@@ -40,7 +40,8 @@ def table_rows(report: CrossVersionReport) -> list[dict[str, str]]:
                 {
                     "QNN": v.qnn_version,
                     "onnxruntime-qnn": v.onnxruntime_qnn,
-                    "status": "ok (cached)" if v.cached else "ok",
+                    "status": (f"compiled; emulator check failed: {v.emulator_error}" if v.emulator_error
+                               else "ok (cached)" if v.cached else "ok"),
                     "compile (s)": _fmt(c.compile_s, ".2f"),
                     "context binary (MB)": _fmt(c.context_binary_bytes / 1e6, ".2f"),
                     "HTP ops": "-" if c.htp_op_count is None else str(c.htp_op_count),
