@@ -161,6 +161,15 @@ class ExportManifest(_Model):
         return Path(directory) / rec.outputs[output].path
 
 
+def holds_export_manifest(directory: Path) -> bool:
+    """Whether `directory` holds a manifest this tool wrote (its `kind`), whether or not this
+    version can read it: a directory an earlier swiftformer-qnn made is still the tool's own."""
+    try:
+        return json.loads((Path(directory) / MANIFEST_NAME).read_text()).get("kind") == MANIFEST_KIND
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
+
+
 def read_manifest(directory: Path) -> ExportManifest | None:
     """The manifest of a complete export directory, or None if there is none."""
     path = Path(directory) / MANIFEST_NAME

@@ -131,6 +131,25 @@ def test_another_request_of_ours_needs_force_and_then_is_replaced(tmp_path, smal
     no_leftovers(tmp_path)
 
 
+def test_an_export_of_an_earlier_version_is_ours_and_force_replaces_it(tmp_path, small_export):
+    # A manifest of an earlier format (here: its request lacks a field this version requires) is
+    # still this tool's output: refused without --force like another request, replaced with it.
+    out = tmp_path / "old"
+    assert runner.invoke(app, ["export", *ONNX_ONLY, "--output-dir", str(out)]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["request"]["kind"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(out) is None
+    before = snapshot(out)
+    line = one_error_line(runner.invoke(app, ["export", *ONNX_ONLY, "--output-dir", str(out)]), 2)
+    assert "made by another swiftformer-qnn version" in line and "--force" in line
+    assert snapshot(out) == before
+    res = runner.invoke(app, ["export", *ONNX_ONLY, "--output-dir", str(out), "--force"])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(out) is not None
+    no_leftovers(tmp_path)
+
+
 def test_an_empty_directory_is_used_without_force(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()

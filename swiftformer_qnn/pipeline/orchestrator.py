@@ -23,6 +23,7 @@ from ..artifacts import (
     StageRecord,
     code_version,
     damaged_outputs,
+    holds_export_manifest,
     read_manifest,
     sha256_file,
     sha256_json,
@@ -232,6 +233,9 @@ def _assemble(
     def inspect(directory: Path) -> Found:
         found = read_manifest(directory)
         if found is None:
+            if holds_export_manifest(directory):  # an earlier version's format: still ours, so --force replaces it
+                return Found(Occupant.OURS, f"{_a(what)} made by another swiftformer-qnn version "
+                                            "(a manifest this version does not read)")
             return Found(Occupant.FOREIGN, holds(directory))
         if found.request_key == request_key:
             return Found(Occupant.SAME)
