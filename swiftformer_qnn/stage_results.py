@@ -97,6 +97,8 @@ class ChannelMapCheck(_Model):
 
     ops_checked: int
     max_mismatch_db: float  # the criterion: fail above this
+    ops_unchecked: int = 0  # on maps too small to fit (localize.MIN_FIT_VALUES): not checked, not passed
+    unchecked_nodes: list[str] = []
     worst_mismatch_db: float | None = None  # None: no op checked, or an infinite mismatch
     worst_node: str | None = None
     worst_channel: int | None = None

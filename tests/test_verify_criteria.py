@@ -20,13 +20,17 @@ from swiftformer_qnn.pipeline.fidelity import compare_outputs, run_cpu
 from swiftformer_qnn.pipeline.localize import (
     MAX_MAP_MISMATCH_DB,
     ChannelMap,
+    Tap,
     TensorFigures,
+    _finding,
     affine_fits,
     channel_map,
+    describe,
+    fits_channel_map,
     rank,
     sqnr_db,
 )
-from swiftformer_qnn.pipeline.verify import channel_map_failures, output_failures
+from swiftformer_qnn.pipeline.verify import _hint, channel_map_failures, output_failures
 from swiftformer_qnn.targets import Precision
 
 RNG = np.random.default_rng(0)
@@ -90,6 +94,33 @@ def test_a_flip_seen_on_four_positions_still_separates():
     x_cpu, y_cpu, x_htp, y_htp, flipped, _ = _bn_case(flip=True, positions=(2, 2), channels=220)
     corrupt = channel_map(x_cpu, y_cpu, x_htp, y_htp)
     assert corrupt.channel == flipped and corrupt.mismatch_db > MAX_MAP_MISMATCH_DB + 5
+
+
+def test_a_one_by_one_map_is_too_small_to_fit_and_is_not_checked():
+    """At --resolution 32 the last stage and the head run on 1x1 maps: one value per channel, so the
+    fitted map is the value itself and a clean BN's upstream noise reads as a mismatch."""
+    x_cpu, y_cpu, x_htp, y_htp, _, _ = _bn_case(noise_db=19.0, flip=False, positions=(1, 1), channels=220)
+    assert channel_map(x_cpu, y_cpu, x_htp, y_htp).mismatch_db > MAX_MAP_MISMATCH_DB  # would fail a clean compile
+    assert not fits_channel_map(y_cpu.shape) and not fits_channel_map((1, 220))
+    assert fits_channel_map((1, 220, 2, 2)) and fits_channel_map((4, 220, 1, 1))
+
+
+def test_a_batchnorm_suspected_for_a_drop_is_not_blamed_on_its_bias():
+    """A BN can rank as a suspect for its SQNR drop while its own map agrees: the message must not
+    print fitted biases as if they differed, nor give the bias-overflow hint."""
+    node = onnx.helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="/stage1/norm/BN")
+    tap = Tap("y", "y_q", node, np.ones(1), np.zeros(1), 8)
+    ok_map = ChannelMap(3, MAX_MAP_MISMATCH_DB - 15, (1.0, 0.5), (1.0, 0.5))
+    figures = TensorFigures(0, 12.0, 35.0, 8, ok_map)
+    assert rank([figures]) == [figures]  # a drop of 23 dB
+    cpu = RNG.standard_normal((1, 8, 4, 4))
+    finding = _finding(tap, figures, cpu, cpu + 0.1 * RNG.standard_normal(cpu.shape), None)
+    assert finding["why"] == "drop" and "fit_htp" not in finding and "channel_sqnr_db" in finding
+    assert "maps differently" not in describe(finding)
+    assert "bias overflow" not in _hint(finding)
+    flipped = TensorFigures(0, 12.0, 35.0, 8, ChannelMap(3, -6.0, (1.0, 0.5), (1.0, -0.5)))
+    blamed = _finding(tap, flipped, cpu, cpu, None)
+    assert "maps differently" in describe(blamed) and "bias overflow" in _hint(blamed)
 
 
 def _figures(index, sqnr, inputs, bits=8, mismatch=None):

@@ -133,8 +133,14 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
     if name == "verify":
         q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
         top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""
+        maps = ""
+        if r.channel_maps is not None:
+            m = r.channel_maps
+            maps = f"; BatchNorm channel maps: {m.ops_checked} checked"
+            if m.ops_unchecked:
+                maps += f", {m.ops_unchecked} NOT checked (feature map too small to fit)"
         return (f"SQNR {_db(q)} (min {r.min_sqnr_db:g}), cosine {q.cosine_mean:.4f}{top1} "
-                f"on {q.samples} held-out; HTP emulator vs CPU QDQ: cosine {e.cosine_min:.4f}, SQNR {_db(e)}")
+                f"on {q.samples} held-out; HTP emulator vs CPU QDQ: cosine {e.cosine_min:.4f}, SQNR {_db(e)}{maps}")
     return ""
 
 

@@ -164,7 +164,7 @@ def _gap(cpu: dict, htp: dict) -> float | None:
 
 def _hint(finding: dict) -> str:
     """What actually helps: another QNN version or calibration only re-rolls the BN rounding."""
-    if finding.get("op_type") == "BatchNormalization":
+    if finding.get("op_type") == "BatchNormalization" and finding.get("why") == "channel map":
         return ("This is onnxruntime-qnn's BatchNorm bias overflow (docs/upstream/qnn-bn-bias-overflow.md): "
                 "use the default HTP-ready graph (no --graph faithful), which folds BatchNorm before quantizing.")
     return ("Run `swiftformer-qnn diagnose` on an export of it (--until compile) for the per-block table, "
