@@ -261,6 +261,16 @@ def cpu_reference(model_path: Path, feeds: dict[str, np.ndarray]) -> tuple[list[
     return names, session.run(None, feeds)
 
 
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """What onnxruntime raises for a model it cannot load or run (its pybind errors derive from
+    Exception only, so they are named)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
+    return (RuntimeError, ValueError, *(getattr(state, n) for n in names if hasattr(state, n)))
+
+
 def _hash_inputs(feeds: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(feeds):
@@ -554,7 +564,7 @@ def compile_across_versions(
             # The CPU reference runs here while the workers compile: once for every version.
             try:
                 ref_names, ref = cpu_reference(model, feeds) if emulate else ([], None)
-            except Exception as exc:
+            except _ort_errors() as exc:  # the model's fault; anything else is a bug and surfaces as one
                 first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
                 raise UsageError(
                     f"onnxruntime's CPU EP could not run {model.name} on the comparison input: {first}",

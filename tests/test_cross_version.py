@@ -479,11 +479,14 @@ def _slow_crashing_worker(started: Path) -> str:
     return f"#!/bin/sh\ntouch '{started}'\nsleep 2\nexit 7\n"
 
 
-def _failing_reference(started: Path):
+def _failing_reference(started: Path, error: Exception | None = None):
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
     def reference(model, feeds):
         while not started.exists():  # a worker is running when the reference fails
             time.sleep(0.01)
-        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x\nmore")
+        # What onnxruntime itself raises for an input the model does not take.
+        raise error or InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x\nmore")
     return reference
 
 
@@ -517,6 +520,15 @@ def test_a_failing_cpu_reference_stops_the_queue_and_leaves_nothing(xs_qdq, slow
     fresh = tmp_path / "fresh"
     started.unlink()
     with pytest.raises(UsageError):
+        compile_across_versions(xs_qdq, "2.47,2.48", fresh, toolchains_root=root, jobs=1,
+                                cache=StageCache(tmp_path / "c"))
+    assert not fresh.exists() and not calls.exists()
+
+    # A bug of ours is not the user's bad input: it surfaces as itself (exit 3 at the CLI), and
+    # what the run wrote still goes.
+    started.unlink()
+    monkeypatch.setattr(cross_version, "cpu_reference", _failing_reference(started, TypeError("a bug")))
+    with pytest.raises(TypeError):
         compile_across_versions(xs_qdq, "2.47,2.48", fresh, toolchains_root=root, jobs=1,
                                 cache=StageCache(tmp_path / "c"))
     assert not fresh.exists() and not calls.exists()
