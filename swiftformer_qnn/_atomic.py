@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""Atomic file writes (a reader sees the old file or the new one, never half of either) and
+file hashes.
 
 Standard library only: `qnn_worker` imports this inside toolchain environments that hold
 onnxruntime, onnxruntime-qnn, numpy, onnx and pydantic, and nothing else.
@@ -6,6 +7,7 @@ onnxruntime, onnxruntime-qnn, numpy, onnx and pydantic, and nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -53,3 +55,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, encoding: str 
             pass
         raise
     return path
+
+
+def sha256_file(path: str | os.PathLike[str], _chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (hashlib releases the GIL on large blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_chunk):
+            h.update(block)
+    return h.hexdigest()

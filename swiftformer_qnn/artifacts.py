@@ -23,8 +23,9 @@ from typing import Annotated, Any, Generic, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
+from ._atomic import sha256_file  # noqa: F401  (re-exported: stages, gate and profiling hash through artifacts)
 from .errors import OutputDirError
-from .output_dir import place, recover_leftovers, signals_held, staged_output_dir, temp_dir  # noqa: F401  (re-exports)
+from .output_dir import recover_leftovers, signals_held, temp_dir
 from .requests import RecordedRequest
 from .stage_results import STAGE_RESULTS
 
@@ -44,14 +45,6 @@ def tool_versions(names: tuple[str, ...] = _TOOLS) -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
-
-
-def sha256_file(path: Path, _chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_json(value: Any) -> str:

@@ -37,8 +37,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import qnn_worker
-from ._atomic import write_text_atomic
-from .artifacts import StageCache, place, sha256_file
+from ._atomic import sha256_file, write_text_atomic
+from .artifacts import StageCache
 from .compile_record import (
     COMPILE_FAILURE,
     COMPILE_RECORD,
@@ -53,6 +53,7 @@ from .compile_record import (
     traced_op_names,
 )
 from .errors import ProfileError, ToolchainError, UsageError
+from .output_dir import place
 from .qnn import HtpTarget
 from .toolchains import (
     ENV_DIR,

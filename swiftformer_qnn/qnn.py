@@ -23,6 +23,7 @@ from .compile_record import (
     OP_TRACE,
     CompiledModel,
     CompileRecord,
+    write_compile_record,
 )
 from .errors import HtpUnsupportedError, ToolchainError
 from .graph_cost import graph_cost
@@ -231,7 +232,7 @@ def compile_model(
     cross-version worker runs its emulator check on it: the graph the binary holds, without
     loading that binary into a second session); what it raises propagates, the compile stays.
     """
-    from ._atomic import write_text_atomic
+    from ._atomic import sha256_file
     from .ep_context import graph_nodes
 
     model_path, out_dir = Path(model_path), Path(out_dir)
@@ -267,13 +268,13 @@ def compile_model(
             htp_arch=target.htp_arch,
             fp16=target.fp16,
             model=model or CompiledModel(),
-            model_sha256=_sha256(model_path),
+            model_sha256=sha256_file(model_path),
             compile_s=round(compile_s, 3),
             context_binary_bytes=binary.stat().st_size,
-            context_binary_sha256=_sha256(binary),
+            context_binary_sha256=sha256_file(binary),
             **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
         )
-        write_text_atomic(out_dir / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
+        write_compile_record(out_dir, record)
     except BaseException:
         for leftover in written:
             leftover.unlink(missing_ok=True)
@@ -283,16 +284,6 @@ def compile_model(
     if then is not None:
         then(session)
     return record
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _soc_name(soc_model: int) -> str | None:

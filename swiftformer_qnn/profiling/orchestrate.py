@@ -443,7 +443,10 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
     damaged = [f"{out.path} is missing" if not (d / out.path).is_file() else f"{out.path} was changed"
                for out in stage.outputs.values()
                if not (d / out.path).is_file() or sha256_file(d / out.path) != out.sha256]
-    if not damaged and sha256_file(binary) != record.context_binary_sha256:
+    # The loop above hashed every output against the manifest; the binary's recorded hash must
+    # then be the one compile.json names (no second read of the largest file).
+    in_manifest = next((o.sha256 for o in stage.outputs.values() if Path(o.path).name == record.context_binary), None)
+    if not damaged and in_manifest != record.context_binary_sha256:
         damaged.append(f"{record.context_binary} is not the binary its compile record names")
     compiled_from = None
     for name, sha in stage.inputs.items():  # "quantize/model.qdq.onnx" -> its hash when compiled

@@ -172,7 +172,7 @@ class PhoneSession:
 
     def profile(self, source: ExportSource, label: str, feeds: dict) -> PhoneProfile:
         """Run one export (basic, then detailed) and write its profile beside its raw files."""
-        from .aihub import profile_stem
+        from .aihub_payload import profile_stem
 
         binary, _ = _compiled(source)
         qnn = release(self.sdk.version) or "unknown"
