@@ -93,8 +93,8 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     with tempfile.TemporaryDirectory() as tmp:
         # What the compile stage compiled: model.qdq.onnx after its (deterministic) BN guard.
         qdq, _ = guarded_model(export_dir / "model.qdq.onnx", Path(tmp))
-        model = onnx.load(str(qdq), load_external_data=False)
-        chosen, cpu, htp = run_taps(qdq, sample, target, taps(model))
+        model = onnx.load(str(qdq))
+        chosen, cpu, htp = run_taps(model, sample, target, taps(model))
 
     # Each block's last quantized activation (taps are in execution order).
     last: dict[str, int] = {}

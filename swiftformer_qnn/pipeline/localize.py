@@ -106,11 +106,11 @@ def tapped_model(model: onnx.ModelProto, chosen: list[Tap]) -> onnx.ModelProto:
     return m
 
 
-def run_taps(qdq: Path, sample: np.ndarray, target: HtpTarget, chosen: list[Tap] | None = None):
-    """(taps, CPU values, HTP values) of each tap, dequantized, on one input; one HTP session."""
+def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chosen: list[Tap] | None = None):
+    """(taps, CPU values, HTP values) of each tap of the QDQ `model` (loaded once by the caller,
+    which reads it too), dequantized, on one input; one HTP session."""
     import onnxruntime as ort
 
-    model = onnx.load(str(qdq))
     chosen = taps(model) if chosen is None else chosen
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tapped.onnx"
@@ -261,8 +261,9 @@ def _finite(v: float) -> float | None:
 
 def locate(qdq: Path, sample: np.ndarray, target: HtpTarget, variant=None) -> dict:
     """The op most likely to be where the HTP departs from the CPU (see `rank`)."""
-    chosen, cpu, htp = run_taps(qdq, sample, target)
-    return divergence(onnx.load(str(qdq), load_external_data=False), chosen, cpu, htp, variant)
+    model = onnx.load(str(qdq))
+    chosen, cpu, htp = run_taps(model, sample, target)
+    return divergence(model, chosen, cpu, htp, variant)
 
 
 def divergence(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: list, variant=None,

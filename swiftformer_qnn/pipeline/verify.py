@@ -62,11 +62,9 @@ def verify_fidelity(
     quant = run_cpu(quantized_model, heldout)
     quantization = compare_outputs(fp32, quant, classify=classify)
 
-    import onnx
-
-    name = onnx.load(str(quantized_model), load_external_data=False).graph.input[0].name
     n = min(emulator_samples, heldout.shape[0])
     session = htp_session(context_model, target)  # one session: loading the context is the slow part
+    name = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
     emulated = np.concatenate([session.run(None, {name: heldout[i : i + 1]})[0] for i in range(n)])
     del session
     emulator = compare_outputs(quant[:n], emulated, classify=classify)
@@ -146,11 +144,11 @@ def _check_channel_maps(quantized_model: Path, sample: np.ndarray, target: HtpTa
 
     from .localize import per_channel_ops, run_taps, tensor_figures, worst_channel_map
 
-    model = onnx.load(str(quantized_model), load_external_data=False)
+    model = onnx.load(str(quantized_model))
     if not per_channel_ops(model):
         return None, None
     started = time.perf_counter()
-    chosen, cpu, htp = run_taps(quantized_model, sample, target)
+    chosen, cpu, htp = run_taps(model, sample, target)
     figures = tensor_figures(model, chosen, cpu, htp)
     record = worst_channel_map(chosen, figures) | {"seconds": round(time.perf_counter() - started, 2)}
     return record, (model, chosen, cpu, htp, figures)

@@ -86,7 +86,7 @@ def verify_criteria(qdq: Path, heldout, cpu_vs_htp: dict, htp_vs_fp32: dict, cpu
     figures = []
     if any(n.op_type == "BatchNormalization" for n in model.graph.node):
         t = time.perf_counter()
-        chosen, cpu, htp = run_taps(qdq, heldout[:1], HtpTarget())
+        chosen, cpu, htp = run_taps(model, heldout[:1], HtpTarget())
         figures = tensor_figures(model, chosen, cpu, htp)
         out["channel_maps"] = worst_channel_map(chosen, figures) | {"seconds": round(time.perf_counter() - t, 1)}
         out["channel_map_failures"] = channel_map_failures(out["channel_maps"], figures)
