@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import BnOverflowError
+from .onnx_export import constant_array
 
 INT32_MAX = 2**31 - 1
 
@@ -73,12 +74,7 @@ class _Graph:
         self.producer = {o: n for n in model.graph.node for o in n.output}
 
     def const(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        n = self.producer.get(name)
-        if n is not None and n.op_type == "Constant":
-            return numpy_helper.to_array(n.attribute[0].t)
-        return None
+        return constant_array(self.inits.get(name), self.producer.get(name))
 
     def dequantize_linear(self, name: str):
         """(DequantizeLinear node, values in double, per_tensor) for a dequantized constant, else None."""

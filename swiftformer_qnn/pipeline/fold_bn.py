@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_export import op_histogram
+from .onnx_export import constant_array, op_histogram
 
 
 @dataclass
@@ -61,12 +61,7 @@ class _Graph:
         return [n for n in self.g.node if name in n.input]
 
     def array(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        n = self.producer(name)
-        if n is not None and n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            return numpy_helper.to_array(n.attribute[0].t)
-        return None
+        return constant_array(self.inits.get(name), None if name in self.inits else self.producer(name))
 
     def uses(self, name: str) -> int:
         return sum(list(n.input).count(name) for n in self.g.node)

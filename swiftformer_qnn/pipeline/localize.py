@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from ..qnn import HtpTarget, htp_session, module_of
+from .onnx_export import constant_array
 
 DROP_DB = 10.0
 # Rounding differences between two correct kernels already cost this much on one tensor; an
@@ -58,13 +59,8 @@ class Tap:
 
 
 def _const(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for i in model.graph.initializer:
-        if i.name == name:
-            return numpy_helper.to_array(i)
-    for n in model.graph.node:
-        if n.op_type == "Constant" and name in n.output:
-            return numpy_helper.to_array(n.attribute[0].t)
-    return None
+    return constant_array(next((i for i in model.graph.initializer if i.name == name), None),
+                          next((n for n in model.graph.node if name in n.output), None))
 
 
 def taps(model: onnx.ModelProto) -> list[Tap]:
