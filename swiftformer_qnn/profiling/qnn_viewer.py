@@ -10,8 +10,9 @@ Formats, as QAIRT's tools write them (samples in `shared/notes/qnn-net-run-facts
 
 * text (`qnn-profile-viewer --input_log X.log`): `Execute Stats (Average|Min|Max):` blocks,
   a `Graph N (name):` header, then `NetRun:  2952 us` and `Backend (<event>): <v> us|cycles|count`
-  lines; at `detailed` level the ops' lines (`<op>:OpId_N (cycles): <v> cycles`) follow the
-  `Accelerator (execute) time (cycles)` line.
+  lines. Only these totals are read: no public sample shows how a detailed-level text summary
+  lays out per-op lines, so any line naming an op (`...OpId_N`) is skipped rather than read by
+  a guessed layout; per-op cycles come from the CSV or the JSON.
 * CSV (`--output X.csv`): version/source lines, then the header `Msg Timestamp, Message, Time,
   Unit of Measurement, Timing Source, Event Level, Event Identifier`; rows may lack the
   leading timestamp. EXECUTE rows repeat once per inference; ops are CYCLES SUB-EVENTs.
@@ -93,14 +94,12 @@ class ViewerReport:
     executions: tuple[ViewerExecution, ...] = ()  # one per inference (CSV, JSON)
     stats: Mapping[str, ViewerExecution] = field(default_factory=dict)  # text: average/min/max
     qnn_version: str | None = None  # when the file names it (JSON metadata, CSV header lines)
+    skipped_op_lines: int = 0  # text: lines naming an op in the Average block, not read (no documented layout)
 
     @property
     def op_executions(self) -> list[ViewerExecution]:
-        """The executions that carry per-op cycles (the text summary: its Average block)."""
-        if self.executions:
-            return [e for e in self.executions if e.ops]
-        avg = self.stats.get("average")
-        return [avg] if avg is not None and avg.ops else []
+        """The executions that carry per-op cycles (CSV, JSON; a text summary has none)."""
+        return [e for e in self.executions if e.ops]
 
 
 def _number(text: str, where: str) -> float:
@@ -131,6 +130,7 @@ def parse_viewer_text(text: str, *, source: str = "text summary") -> ViewerRepor
     stats: dict[str, dict[str, Any]] = {}
     current: dict[str, Any] | None = None
     graph = None
+    skipped = 0
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or set(line) <= {"-", "="}:
@@ -138,7 +138,7 @@ def parse_viewer_text(text: str, *, source: str = "text summary") -> ViewerRepor
         header = _STATS_HEADER.match(line)
         if header:
             stat = header.group("stat").lower()
-            current = None if stat == "overall" else stats.setdefault(stat, {"times": {}, "cycles": None, "ops": []})
+            current = None if stat == "overall" else stats.setdefault(stat, {"times": {}, "cycles": None})
             continue
         if line.endswith("Stats:") or line.endswith("Statistics:"):
             current = None  # Init/Finalize/De-Init: not an execute
@@ -157,9 +157,7 @@ def parse_viewer_text(text: str, *, source: str = "text summary") -> ViewerRepor
         event = backend.group("event") if backend else key
         value = _number(v.group("value"), f"{source} line {n}")
         if is_op_identifier(event):
-            if unit != "cycles":
-                raise ProfileError(f"{source} line {n}: op {event!r} is in {unit}, expected cycles.")
-            current["ops"].append(ViewerOp(event, value))
+            skipped += current is stats.get("average")  # no documented layout: not read (module docstring)
         elif event == ACCELERATOR_CYCLES and unit == "cycles":
             current["cycles"] = value
         elif unit == "us":
@@ -172,7 +170,8 @@ def parse_viewer_text(text: str, *, source: str = "text summary") -> ViewerRepor
     return ViewerReport(
         "text",
         graph=graph,
-        stats={k: ViewerExecution(dict(s["times"]), s["cycles"], tuple(s["ops"])) for k, s in stats.items()},
+        stats={k: ViewerExecution(dict(s["times"]), s["cycles"]) for k, s in stats.items()},
+        skipped_op_lines=skipped,
     )
 
 

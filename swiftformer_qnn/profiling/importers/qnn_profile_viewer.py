@@ -142,6 +142,9 @@ def viewer_profile(
         words.append(f"per-op cycles: median of {op_runs} inference{'s' if op_runs != 1 else ''}")
         if ops is None:
             words.append("both from one detailed-level run, whose per-op profiling inflates the end-to-end time")
+    elif ops_report.format == "text" and ops_report.skipped_op_lines:
+        words.append(f"{ops_report.skipped_op_lines} per-op lines of the text summary not read (no public sample "
+                     "documents their layout): import the CSV or the JSON for per-block figures")
     if trace is not None:
         words.append(f"ops traced to ONNX nodes through {trace}")
     ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version
