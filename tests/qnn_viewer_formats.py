@@ -138,8 +138,10 @@ def write_json(inferences: list[dict], *, version: str = "v2.49.0.260730134355")
         if inf["ops"]:
             events.append({"identifier": "Accelerator (execute) time (cycles)", "unit": "CYCLES", "type": "",
                            "value": inf["cycles"],
-                           "sub-events": [{"identifier": ident, "unit": "CYCLES", "type": "NODE", "value": c}
-                                          for ident, c in inf["ops"]]})
+                           # Bare op names as in the facts note's sample ("fc:OpId_17"): the CSV's
+                           # " (cycles)" suffix is not part of a JSON identifier.
+                           "sub-events": [{"identifier": ident.removesuffix(" (cycles)"), "unit": "CYCLES",
+                                           "type": "NODE", "value": c} for ident, c in inf["ops"]]})
         events += [{"identifier": "Accelerator (execute) time", "unit": "MICROSEC", "type": "", "value": inf["accelerator_us"]},
                    {"identifier": "QNN (execute) time", "unit": "MICROSEC", "type": "EXECUTE", "value": inf["qnn_execute_us"]}]
         messages.append({"method": "BACKEND_EXECUTE", "profilingEvents": events})

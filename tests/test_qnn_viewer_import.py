@@ -25,7 +25,12 @@ from swiftformer_qnn.errors import ProfileError
 from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
 from swiftformer_qnn.profiling.importers import ImportContext, find_importer
 from swiftformer_qnn.profiling.importers import load as load_profile_file
-from swiftformer_qnn.profiling.qnn_viewer import parse_viewer_csv, parse_viewer_text, split_op_identifier
+from swiftformer_qnn.profiling.qnn_viewer import (
+    parse_viewer_csv,
+    parse_viewer_json_text,
+    parse_viewer_text,
+    split_op_identifier,
+)
 from swiftformer_qnn.profiling.schema import LatencyBasis, LatencySource, ModelInfo, TimeBasis, block_times
 
 GRAPH = "QNNExecutionProvider_QNNExecutionProvider_5317919554919925930_1_0"
@@ -218,6 +223,19 @@ def test_the_facts_note_csv_sample_verbatim():
     assert run.times_us == {"NetRun": 3301, "QNN accelerator (execute) time": 1851, "QNN (execute) time": 3278}
     assert run.accelerator_cycles == 149241
     assert [(o.name, o.cycles) for o in run.ops] == [("_Transpose_3", 13807), ("_MatMul_3", 7492)]
+
+
+def test_the_facts_note_json_sample_verbatim():
+    # shared/notes/qnn-net-run-facts.md (QAIRT 2.49, SM8750), its "..." elisions left out.
+    sample = (
+        '{"metadata": {"appName": "qnn-net-run", "appVersion": "..."},\n'
+        ' "messages": [{"method": "BACKEND_EXECUTE", "profilingEvents": [\n'
+        '   {"identifier": "Accelerator (execute) time (cycles)", "unit": "CYCLES", "type": "", "value": 29239,\n'
+        '    "sub-events": [{"identifier": "fc:OpId_17", "unit": "CYCLES", "type": "NODE", "value": 6137}]}]}]}'
+    )
+    (run,) = parse_viewer_json_text(sample).executions
+    assert run.accelerator_cycles == 29239
+    assert [(o.name, o.cycles) for o in run.ops] == [("fc", 6137)]
 
 
 def test_the_facts_note_text_sample_verbatim():
