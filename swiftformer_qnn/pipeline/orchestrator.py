@@ -29,6 +29,7 @@ from ..artifacts import (
     sha256_json,
     tool_versions,
 )
+from ..compile_record import CONTEXT_BINARY
 from ..errors import OutputDirError, UsageError, WeightsError
 from ..output_dir import Found, Occupant, holds, place, staged_output_dir
 from ..requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, Until
@@ -543,7 +544,7 @@ class _Run:
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
                                "qnn": tool_versions(("onnxruntime-qnn",))},
             inputs=self._inputs_of(("validate", "heldout_fp32.npy"), ("quantize", "model.qdq.onnx"),
-                                   ("compile", "model.ctx_qnn.bin"), ("inputs", "heldout.npy")),
+                                   ("compile", CONTEXT_BINARY), ("inputs", "heldout.npy")),
             produce=produce, outputs=("sample_input.npy",),
         )
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..compile_record import CompileRecord
+from ..compile_record import CONTEXT_BINARY, CompileRecord
 from ..errors import PhoneError, PhoneRunError, UsageError
 from ..targets import SOCS, Soc, get_soc
 from .adb import Adb
@@ -108,10 +108,10 @@ def _net_run_script(run_dir: str, model_dir: str, level: str, runs: int) -> str:
 
 def _compiled(source: ExportSource) -> tuple[Path, CompileRecord]:
     rec = source.manifest.stage("compile")
-    if rec is None or "model.ctx_qnn.bin" not in rec.outputs:
+    if rec is None or CONTEXT_BINARY not in rec.outputs:
         raise PhoneError(f"{source.directory} has no compiled context binary (compile/model.ctx_qnn.bin).",
                          hint="Export with the compile stage (swiftformer-qnn export without --until).")
-    return source.manifest.artifact(source.directory, "compile", "model.ctx_qnn.bin"), rec.results
+    return source.manifest.artifact(source.directory, "compile", CONTEXT_BINARY), rec.results
 
 
 class PhoneSession:

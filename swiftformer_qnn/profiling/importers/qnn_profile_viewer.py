@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ... import __version__
 from ...artifacts import read_manifest
+from ...compile_record import OP_TRACE
 from ...errors import ProfileError, UsageError
 from ...variants import get_variant
 from ...versions import is_version_tag, parse_qnn_version
@@ -80,9 +81,9 @@ def _compiled(export_dir: Path) -> tuple[Path | None, str | None]:
     if compiled is None:
         return None, None
     version = compiled.results.ep_sdk_version or compiled.results.qnn_version  # the CompileRecord
-    if "qnn_op_trace.json" not in compiled.outputs:
+    if OP_TRACE not in compiled.outputs:
         return None, version
-    path = manifest.artifact(export_dir, "compile", "qnn_op_trace.json")
+    path = manifest.artifact(export_dir, "compile", OP_TRACE)
     return (path if path.is_file() else None), version
 
 
