@@ -209,7 +209,8 @@ class ExportManifest(_Model):
         record = rec.outputs[output]
         why = record.matches(Path(directory))
         if why is not None:
-            raise OutputDirError(f"{directory}: {why} since the export wrote it, so it is not the export's.",
+            raise OutputDirError(f"{directory}: {why} (against the size and SHA-256 the export's manifest records), "
+                                 "so it is not used as the export's.",
                                  hint="Run the same `export` (or `compile`) again: it rebuilds the files that "
                                       "no longer match its manifest and keeps the rest.")
         return Path(directory) / record.path

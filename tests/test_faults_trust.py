@@ -210,8 +210,73 @@ def test_an_artifact_that_is_not_the_exports_is_never_used(tmp_path):
     m = read_manifest(out)
     assert m.artifact(out, "simplify", "model.sim.onnx") == out / "model.sim.onnx"
     _damage(out / "model.sim.onnx")
-    with pytest.raises(OutputDirError, match="model.sim.onnx was changed since the export wrote it"):
+    with pytest.raises(OutputDirError, match="model.sim.onnx was changed .against the size and SHA-256"):
         m.artifact(out, "simplify", "model.sim.onnx")
     (out / "model.sim.onnx").unlink()
     with pytest.raises(OutputDirError, match="model.sim.onnx is missing"):
         m.artifact(out, "simplify", "model.sim.onnx")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    """A real export of the block at 16 px through its compile stage."""
+    from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+
+    root = tmp_path_factory.mktemp("trust-compiled")
+    return run_export(ExportRequest(variant="encoder", resolution=16, calibration_count=4, heldout_count=2,
+                                    until=Until.COMPILE, output_dir=root / "export")).directory
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _foreign_qdq(d: Path) -> None:
+    """Another (valid) QDQ model where the export's was: the same graph, one weight changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(d / "model.qdq.onnx"))
+    init = next(t for t in model.graph.initializer if numpy_helper.to_array(t).size > 4)
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] = arr.flat[1]
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(d / "model.qdq.onnx"))
+
+
+def test_diagnose_refuses_a_model_that_is_not_the_exports(compiled, tmp_path):
+    d = _copy(compiled, tmp_path / "export")
+    _foreign_qdq(d)
+    line = one_error_line(runner.invoke(app, ["diagnose", str(d)]), 2)
+    assert "model.qdq.onnx was changed" in line and "export" in line
+    assert not (d / "diagnose").exists()
+
+
+def test_the_emulator_profile_refuses_a_model_that_is_not_the_exports(compiled, tmp_path):
+    """Deleting the binary (what an earlier hint advised) leaves the QDQ model, which must still be the export's."""
+    d = _copy(compiled, tmp_path / "export")
+    _foreign_qdq(d)
+    (d / "model.ctx_qnn.bin").unlink()
+    res = runner.invoke(app, ["profile", "--device", "emulator", "--from", str(d), "--out", str(tmp_path / "p")])
+    line = one_error_line(res, 2)
+    assert "model.qdq.onnx was changed" in line
+    assert not list((tmp_path / "p").glob("*.profile.json")) if (tmp_path / "p").exists() else True
+
+
+def test_gate_structure_refuses_an_edited_compile_record(compiled, tmp_path):
+    d = _copy(compiled, tmp_path / "export")
+    record = json.loads((d / "compile.json").read_text())
+    record["htp_op_count"] = max(1, record["htp_op_count"] // 2)
+    record["context_binary_bytes"] = record["context_binary_bytes"] // 2
+    (d / "compile.json").write_text(json.dumps(record))
+    res = runner.invoke(app, ["gate", "structure", "--baseline", str(compiled), "--candidate", str(d)])
+    line = one_error_line(res, 2)
+    assert "compile.json" in line
+    # Without the manifest (a bare compile directory), the binary and the op trace beside it speak.
+    (d / "manifest.json").unlink()
+    line = one_error_line(runner.invoke(app, ["gate", "structure", "--baseline", str(compiled),
+                                                "--candidate", str(d)]), 2)
+    assert "model.ctx_qnn.bin is not the binary it records" in line and "HTP ops where it records" in line
