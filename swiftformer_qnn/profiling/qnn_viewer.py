@@ -181,6 +181,37 @@ _CSV_COLUMNS = ("Message", "Time", "Unit of Measurement", "Timing Source", "Even
 _NETRUN_GRAPH = re.compile(r"^Graph \d+: (?P<name>.+)$")
 
 
+# The two CSVs with the header `Msg Timestamp, Message, Time, ...`, told apart by their rows:
+# qnn-profile-viewer's second column is the method (EXECUTE, its ops EXECUTE SUB-EVENTs);
+# onnxruntime-qnn's own profiling CSV puts the event kind there (BACKEND, INIT, EXECUTE, and one
+# NODE row per HTP op).
+_EP_KINDS = {"NODE", "BACKEND"}
+
+
+def csv_flavour(text: str, rows: int = 400) -> Literal["viewer", "onnxruntime-qnn"] | None:
+    """Which QNN profiling CSV `text` (its start) is, by its rows; None for neither."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines[:50]) if "Event Identifier" in line and "Message" in line), None)
+    if start is None:
+        return None
+    try:
+        header = [c.strip() for c in next(csv.reader([lines[start]]))]
+        column = header.index("Message")
+        offset = column - (1 if "Msg Timestamp" in header else 0)
+        kinds = set()
+        for row in csv.reader(lines[start + 1 : start + 1 + rows]):
+            cells = [c.strip().upper() for c in row]
+            # Rows with the timestamp, or without it (the tutorial's viewer CSV).
+            kinds.update(cells[i] for i in {column, offset} if 0 <= i < len(cells))
+    except (csv.Error, ValueError, StopIteration):
+        return None
+    if kinds & _EP_KINDS:
+        return "onnxruntime-qnn"
+    if "EXECUTE" in kinds:
+        return "viewer"
+    return None
+
+
 def parse_viewer_csv(text: str, *, source: str = "CSV") -> ViewerReport:
     """`qnn-profile-viewer --output X.csv`: one ViewerExecution per inference's EXECUTE group."""
     lines = text.splitlines()

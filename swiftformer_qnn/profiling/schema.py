@@ -33,6 +33,9 @@ class LatencySource(str, Enum):
 
     AIHUB = "aihub"  # a real device, through Qualcomm AI Hub
     QNN_NET_RUN = "qnn-net-run"  # a phone attached over adb, qnn-net-run --profiling_level
+    # A device running onnxruntime with the QNN EP (an Android or Windows-on-Snapdragon app), its
+    # profiling CSV imported (`importers.onnxruntime_qnn_csv`).
+    ONNXRUNTIME_QNN = "onnxruntime-qnn"
     PUBLISHED = "published"  # imported from a published table (summary only)
     EMULATOR = "emulator"  # onnxruntime-qnn's x86 HTP emulator: structure only, NOT latency
 

@@ -17,7 +17,7 @@ from ...errors import ProfileError, UsageError
 from ..schema import ModelInfo, Profile
 
 # Module names under swiftformer_qnn.profiling.importers, tried in this order.
-IMPORTERS: tuple[str, ...] = ("aihub", "qnn_viewer_json", "qnn_viewer_csv", "qnn_viewer_text")
+IMPORTERS: tuple[str, ...] = ("aihub", "qnn_viewer_json", "onnxruntime_qnn_csv", "qnn_viewer_csv", "qnn_viewer_text")
 
 
 @dataclass(frozen=True)

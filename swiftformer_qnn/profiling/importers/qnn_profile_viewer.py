@@ -40,6 +40,7 @@ from ..schema import (
 )
 from . import ImportContext
 
+NO_PER_OP_ROWS = "no per-op rows in the file"
 UNKNOWN_DEVICE = "unknown phone (qnn-profile-viewer output imported without --device)"
 _LATENCY_EVENTS = (QNN_EXECUTE, NETRUN)  # preferred first: the backend's graph execute, RPC included
 
@@ -146,6 +147,9 @@ def viewer_profile(
     elif ops_report.format == "text" and ops_report.skipped_op_lines:
         words.append(f"{ops_report.skipped_op_lines} per-op lines of the text summary not read (no public sample "
                      "documents their layout): import the CSV or the JSON for per-block figures")
+    else:
+        words.append(f"{NO_PER_OP_ROWS}: whole-model latency only, no per-block figures (profile with "
+                     "qnn-net-run --profiling_level detailed for them)")
     if trace is not None:
         words.append(f"ops traced to ONNX nodes through {trace}")
     ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version
