@@ -264,8 +264,48 @@ def _on_signal(signum, _frame):
     raise Terminated(signum)
 
 
+class _ReaderGoneSafe:
+    """stdout that a reader closing the pipe (`swiftformer-qnn ... | head -1`) cannot fail:
+    the rest of the output is dropped and the command ends with its own exit code (0 when it
+    passed, 1 for a failed check), never 1 for the lost output. Python ignores SIGPIPE, so a
+    write to the closed pipe raises BrokenPipeError here."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_gone = False
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        try:  # the interpreter flushes stdout at exit: give that flush somewhere to go
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def run_app() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not isinstance(sys.stdout, _ReaderGoneSafe) and sys.stdout is not None:
+        sys.stdout = _ReaderGoneSafe(sys.stdout)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _on_signal)
     try:
