@@ -15,6 +15,7 @@ from gate_sim import synthetic_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from test_qnn_viewer_import import exports  # noqa: F401  (fixture)
 
 runner = CliRunner()
 BLOCKS = {"stem": 300.0, "stage0.block0": 200.0, "stage3.block4": 500.0}
@@ -62,3 +63,123 @@ def test_a_closed_stdout_pipe_keeps_the_commands_own_exit_code(tmp_path, scale, 
     done = _cli(tmp_path, *args, close_stdout=True)
     assert done.returncode == code, done.stderr.decode()
     assert b"Traceback" not in done.stderr and b"Broken pipe" not in done.stderr and b"BrokenPipe" not in done.stderr
+
+
+# --------------------------------------------------------------------------- 8. weights of the wrong kind
+
+
+def _xs_state_dict_with(kind: str) -> tuple[dict, str]:
+    import torch
+
+    from swiftformer_qnn.model import build_model
+    from swiftformer_qnn.variants import get_variant
+
+    torch.manual_seed(0)
+    sd = build_model(get_variant("xs")).state_dict()
+    name = [k for k, v in sd.items() if v.is_floating_point()][2]
+    v = sd[name]
+    sd[name] = {"int": lambda: (v * 100).to(torch.int32), "bool": lambda: v > 0,
+                "complex": lambda: v.to(torch.complex64), "meta": lambda: torch.empty(v.shape, device="meta"),
+                "sparse": lambda: v.to_sparse()}[kind]()
+    return sd, name
+
+
+@pytest.mark.parametrize("kind, said", [("int", "an int32 tensor where the model holds float weights"),
+                                        ("bool", "a bool tensor"), ("complex", "a complex tensor"),
+                                        ("meta", "a meta tensor"), ("sparse", "a sparse tensor")])
+def test_weights_of_the_wrong_kind_are_one_line_naming_the_tensor(tmp_path, kind, said):
+    import torch
+
+    sd, name = _xs_state_dict_with(kind)
+    path = tmp_path / f"{kind}.pth"
+    torch.save(sd, path)
+    line = one_error_line(runner.invoke(app, ["export", "--variant", "xs", "--weights", str(path), "--until", "onnx",
+                                              "--resolution", "64", "--output-dir", str(tmp_path / "o")]), 2)
+    assert name in line and said in line
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- 10. bad input or environment: exit 2
+
+
+def test_external_data_outside_the_model_folder_is_bad_input(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "64")):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    (tmp_path / "m").mkdir()
+    model = tmp_path / "m" / "model.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
+    line = one_error_line(runner.invoke(app, ["compile", str(model), "--fp16", "--output-dir", str(tmp_path / "o")]), 2)
+    assert "'../secret.bin', outside the model's folder" in line
+    assert not (tmp_path / "o").exists()
+
+
+def _hostile_profile_files(tmp_path: Path) -> dict[str, Path]:
+    """Profile files in the public formats with one hostile detail each."""
+    deep = "[" * 100_000 + "]" * 100_000
+    digits = "1" + "0" * 5000
+    header = "Msg Timestamp, Message, Time, Unit of Measurement, Timing Source, Event Level, Event Identifier\n"
+    files = {
+        "aihub-deep.json": '{"execution_summary": {"estimated_inference_time": 1000, "x": ' + deep + '}, '
+                           '"execution_detail": []}',
+        "aihub-digits.json": '{"execution_summary": {"estimated_inference_time": ' + digits + '}, "execution_detail": []}',
+        "viewer-digits.json": '{"messages": [{"method": "BACKEND_EXECUTE", "profilingEvents": [{"identifier": '
+                              '"QNN (execute) time", "unit": "US", "value": ' + digits + '}]}]}',
+        "viewer-zero.json": '{"messages": [{"method": "BACKEND_EXECUTE", "profilingEvents": [{"identifier": '
+                            '"QNN (execute) time", "unit": "US", "value": 0}]}]}',
+        "viewer-zero.csv": header + "1,EXECUTE,0,US,BACKEND,ROOT,QNN (execute) time\n",
+        "viewer-newline.csv": header + "1,EXECUTE,100,US,BACKEND,ROOT,QNN (execute) time\n"
+                              "2,EXECUTE,50,CYCLES,BACKEND,ROOT,Accelerator (execute) time (cycles)\n"
+                              '3,EXECUTE,50,CYCLES,BACKEND,SUB-EVENT,"/stem/conv1/Conv\n_token_1:OpId_3 (cycles)"\n',
+    }
+    out = {}
+    for name, text in files.items():
+        out[name] = tmp_path / name
+        out[name].write_text(text)
+    return out
+
+
+@pytest.mark.parametrize("name, said", [
+    ("aihub-deep.json", "nested too deeply"), ("aihub-digits.json", "more than 4300 digits"),
+    ("viewer-digits.json", "more than 4300 digits"), ("viewer-zero.json", "is 0 us"), ("viewer-zero.csv", "is 0 us"),
+    ("viewer-newline.csv", "line break"),
+])
+def test_hostile_profile_files_are_bad_input_not_a_bug(exports, tmp_path, name, said):  # noqa: F811
+    path = _hostile_profile_files(tmp_path)[name]
+    res = runner.invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
+                              "--device", "Samsung Galaxy S23 Ultra", "--out", str(tmp_path / "out")])
+    line = one_error_line(res, 2)
+    assert said in line and "set_int_max_str_digits" not in line
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def _limited(tmp_path: Path, limit: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    return subprocess.run(["bash", "-c", f'{limit} && exec "$@"', "limited", sys.executable, "-m", "swiftformer_qnn.cli",
+                           *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+def test_a_file_size_limit_is_the_environment_exit_2(tmp_path):
+    done = _limited(tmp_path, "ulimit -f 200", "export", "--variant", "encoder", "--resolution", "16",
+                    "--calibration-count", "4", "--heldout-count", "2", "--until", "onnx", "--output-dir", "o/enc")
+    assert done.returncode == 2, done.stderr
+    assert "ulimit -f" in done.stderr and "Traceback" not in done.stderr and "bug" not in done.stderr
+    assert not (tmp_path / "o" / "enc").exists()
+
+
+def test_a_memory_limit_is_the_environment_exit_2(tmp_path):
+    """Under `ulimit -v`, torch's native libraries cannot even be mapped: an ImportError that says so."""
+    done = _limited(tmp_path, "ulimit -v 600000", "export", "--variant", "xs", "--calibration-count", "4",
+                    "--heldout-count", "2", "--until", "onnx", "--output-dir", "o/xs")
+    assert done.returncode == 2, done.stderr
+    assert "Ran out of memory" in done.stderr and "Traceback" not in done.stderr and "bug" not in done.stderr

@@ -145,7 +145,23 @@ _ENVIRONMENT = {
     errno.ELOOP: "Too many levels of symbolic links",
     errno.EMFILE: "Too many open files",
     errno.EIO: "Input/output error",
+    errno.EFBIG: "File too large (a file size limit: ulimit -f)",
+    errno.ENOMEM: "Cannot allocate memory",
 }
+
+# How a memory limit (ulimit -v, a cgroup) surfaces from native code: a library that cannot be
+# mapped, or an allocator's own message, rather than Python's MemoryError.
+_OUT_OF_MEMORY = ("failed to map segment from shared object", "cannot allocate memory", "can't allocate memory",
+                  "std::bad_alloc", "unable to allocate", "out of memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return True
+    if isinstance(exc, (ImportError, RuntimeError)):
+        text = str(exc).lower()
+        return any(words in text for words in _OUT_OF_MEMORY)
+    return False
 
 
 def boundary(exc: BaseException) -> int | None:
@@ -169,16 +185,20 @@ def boundary(exc: BaseException) -> int | None:
     if isinstance(exc, KeyboardInterrupt):
         _say("Interrupted (Ctrl-C); partial outputs were removed, nothing that looks complete was left.")
         return 130
+    if _out_of_memory(exc):
+        _say("Ran out of memory (a memory limit such as ulimit -v, or the machine's). Raise the limit, or use fewer "
+             "or smaller inputs (--calibration-count, --resolution).")
+        return 2
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        _say(f"File too large{': ' + str(exc.filename) if exc.filename else ''}: a file size limit (ulimit -f) stopped "
+             "the write. Raise the limit (ulimit -f unlimited), or write elsewhere.")
+        return 2
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
         where = exc.filename or ""
         if exc.filename2:
             where = f"{where} -> {exc.filename2}"
         _say(f"{exc.strerror or _ENVIRONMENT[exc.errno]}{': ' + str(where) if where else ''}. "
              f"{_environment_hint(exc)}")
-        return 2
-    if isinstance(exc, MemoryError):
-        _say("Ran out of memory. Use fewer or smaller inputs (--calibration-count, --resolution), "
-             "or a machine with more memory.")
         return 2
     if isinstance(exc, (SystemExit, GeneratorExit)):
         return None

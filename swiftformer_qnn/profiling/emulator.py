@@ -35,6 +35,7 @@ from ..targets import SOCS
 from ..variants import Variant
 from .attribution import NodeTensors, attribute_ops
 from .devices import EMULATOR_DEVICE
+from .qnn_viewer import checked_identifier
 from .schema import (
     ComputeUnit,
     LatencySource,
@@ -103,8 +104,10 @@ def _read_op_trace(path: Path) -> dict[str, dict]:
         }
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such QNN op trace file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {exc}).") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not a QNN framework op trace (nested too deeply).") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {str(exc)[:200]}).") from None
 
 
 def _fallback_type(name: str) -> str:
@@ -182,7 +185,7 @@ def read_qnn_profile_csv(csv_path: Path, op_trace_json: Path | None = None) -> Q
                 raise ProfileError(
                     f"{csv_path}: op row {row['Event Identifier']!r} is in {row['Unit of Measurement']!r}, expected CYCLES."
                 )
-            ident = row["Event Identifier"]
+            ident = checked_identifier(row["Event Identifier"], str(csv_path))
             m = _OP_ID.match(ident)
             name = m.group("name") if m else ident
             io = _GRAPH_IO.match(name)

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._atomic import write_text_atomic
-from ..errors import ProfileError
+from ..errors import ProfileError, json_problem
 
 SCHEMA_VERSION = 2  # 2: per-op execution_time_us + execution_cycles; latency basis and estimate
 PROFILE_KIND = "swiftformer-qnn.profile"
@@ -295,7 +295,7 @@ def load_profile(path: Path) -> Profile:
     except RecursionError:
         raise ProfileError(f"{path}: not a profile (JSON nested too deeply).") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, huge integers
-        raise ProfileError(f"{path}: not a JSON profile ({str(exc)[:200]}).") from None
+        raise ProfileError(f"{path}: not a JSON profile ({json_problem(exc)}).") from None
     if not isinstance(data, dict) or data.get("kind") != PROFILE_KIND:
         raise ProfileError(f"{path}: not a swiftformer-qnn profile (no \"kind\": \"{PROFILE_KIND}\").")
     if data.get("schema_version") != SCHEMA_VERSION:

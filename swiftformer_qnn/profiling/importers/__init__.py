@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from pydantic import ValidationError
+
 from ...artifacts import ExportManifest
 from ...errors import ProfileError, UsageError
 from ..schema import ModelInfo, Profile
@@ -53,4 +55,10 @@ def find_importer(path: Path) -> ModuleType:
 def load(path: Path, ctx: ImportContext) -> tuple[str, Profile]:
     """(importer name, profile) for `path`."""
     module = find_importer(path)
-    return module.NAME, module.load(Path(path), ctx)
+    try:
+        return module.NAME, module.load(Path(path), ctx)
+    except ValidationError as exc:  # the file's figures make no valid profile: bad input, not a bug
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ProfileError(f"{path}: its figures make no valid profile ({where}: {first['msg']}).",
+                           hint="Pass the file as the tool that made it wrote it.") from None

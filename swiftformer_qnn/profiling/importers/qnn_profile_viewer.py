@@ -52,6 +52,9 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
             runs = [e.time_us(event) for e in report.executions]
             if all(r is not None for r in runs):
                 runs_us = [float(r) for r in runs]  # type: ignore[arg-type]
+                if min(runs_us) <= 0:
+                    raise ProfileError(f"{where}: an inference's `{event}` is {min(runs_us):g} us; "
+                                       "a measured latency is above 0.", hint="Pass the file as QNN wrote it.")
                 summary = LatencySummary(
                     min_us=min(runs_us),
                     median_us=statistics.median(runs_us),
@@ -65,6 +68,9 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
     for event in _LATENCY_EVENTS:
         value = avg.time_us(event) if avg else None
         if value is not None:
+            if value <= 0:
+                raise ProfileError(f"{where}: the average `{event}` is {value:g} us; a measured latency is above 0.",
+                                   hint="Pass the file as QNN wrote it.")
             lo, hi = (report.stats[k].time_us(event) if k in report.stats else None for k in ("min", "max"))
             summary = LatencySummary(
                 min_us=value, median_us=value, run_count=1, basis=LatencyBasis.VIEWER_AVERAGE
