@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gate_sim import synthetic_profile
+from test_qnn_viewer_import import exports  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from test_qnn_viewer_import import exports  # noqa: F401  (fixture)
 
 runner = CliRunner()
 BLOCKS = {"stem": 300.0, "stage0.block0": 200.0, "stage3.block4": 500.0}
@@ -71,8 +71,8 @@ def test_a_closed_stdout_pipe_keeps_the_commands_own_exit_code(tmp_path, scale, 
 def _xs_state_dict_with(kind: str) -> tuple[dict, str]:
     import torch
 
-    from swiftformer_qnn.model import build_model
-    from swiftformer_qnn.variants import get_variant
+    from swiftformer_qnn.model.swiftformer import build_model
+    from swiftformer_qnn.model.variants import get_variant
 
     torch.manual_seed(0)
     sd = build_model(get_variant("xs")).state_dict()
@@ -103,7 +103,6 @@ def test_weights_of_the_wrong_kind_are_one_line_naming_the_tensor(tmp_path, kind
 
 
 def test_external_data_outside_the_model_folder_is_bad_input(tmp_path):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")

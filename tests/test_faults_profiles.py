@@ -15,8 +15,8 @@ from test_qnn_viewer_import import GRAPH, context, exports  # noqa: F401  (fixtu
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.measure.schema import LatencySource, block_times, load_profile
 from swiftformer_qnn.profiling.importers import find_importer
-from swiftformer_qnn.profiling.schema import LatencySource, block_times, load_profile
 
 runner = CliRunner()
 

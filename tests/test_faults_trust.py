@@ -14,10 +14,11 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from swiftformer_qnn import output_dir as od
-from swiftformer_qnn.artifacts import FileRecord, StageCache, read_manifest, sha256_file
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.errors import OutputDirError
+from swiftformer_qnn.core import output_dir as od
+from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.core.errors import OutputDirError
+from swiftformer_qnn.pipeline.artifacts import FileRecord, StageCache, read_manifest
 
 runner = CliRunner()
 ONNX_ONLY = ["--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2",
@@ -71,7 +72,7 @@ def test_a_repair_rerun_keeps_every_file_the_manifest_does_not_list(tmp_path):
     _damage(out / "model.sim.onnx")
 
     res = _export(out)
-    assert not (read_manifest(out) is None)
+    assert read_manifest(out) is not None
     for rel, data in mine.items():
         assert (out / rel).read_bytes() == data, rel
     assert (out / "empty").is_dir() and os.readlink(out / "link-to-notes") == "notes.md"
@@ -187,7 +188,7 @@ def test_a_cache_entry_naming_a_file_outside_the_output_cannot_write_there(tmp_p
 
 def test_a_cache_file_reached_through_a_symlink_out_of_the_entry_is_a_miss(tmp_path):
     cache = StageCache(root=tmp_path / "cache")
-    from swiftformer_qnn.stage_results import SimplifyResults
+    from swiftformer_qnn.pipeline.stage_results import SimplifyResults
 
     def produce(d: Path):
         (d / "model.sim.onnx").write_bytes(b"graph")

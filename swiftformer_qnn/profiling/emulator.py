@@ -28,15 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..compile_record import OP_TRACE as OP_TRACE_JSON
-from ..errors import ProfileError, ToolchainError, UsageError
-from ..qnn import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
-from ..targets import SOCS
-from ..variants import Variant
-from .attribution import NodeTensors, attribute_ops
-from .devices import EMULATOR_DEVICE
-from .qnn_viewer import checked_identifier
-from .schema import (
+from ..core.errors import ProfileError, ToolchainError, UsageError
+from ..core.targets import SOCS
+from ..htp.record import OP_TRACE as OP_TRACE_JSON
+from ..htp.session import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
+from ..measure.attribution import NodeTensors, attribute_ops
+from ..measure.schema import (
     ComputeUnit,
     LatencySource,
     ModelInfo,
@@ -46,6 +43,9 @@ from .schema import (
     TargetInfo,
     ToolchainInfo,
 )
+from ..model.variants import Variant
+from .devices import EMULATOR_DEVICE
+from .qnn_viewer import checked_identifier
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ MADE_BY_KIND = "swiftformer-qnn.emulator-raw"
 
 
 def write_made_by(directory: Path) -> Path:
-    from .._atomic import write_text_atomic
+    from ..core.atomic import write_text_atomic
 
     return write_text_atomic(Path(directory) / MADE_BY, json.dumps({
         "kind": MADE_BY_KIND,

@@ -20,14 +20,22 @@ import statistics
 from pathlib import Path
 
 from ... import __version__
-from ...errors import ProfileError, UsageError
-from ...variants import get_variant
-from ...versions import is_version_tag, parse_qnn_version
-from ..attribution import attribute_ops
+from ...core.errors import ProfileError, UsageError
+from ...core.versions import is_version_tag, parse_qnn_version
+from ...measure.attribution import attribute_ops
+from ...measure.schema import (
+    LatencySource,
+    LatencySummary,
+    OpRecord,
+    Profile,
+    Provenance,
+    TargetInfo,
+    ToolchainInfo,
+)
+from ...model.variants import get_variant
 from ..devices import EMULATOR_DEVICE, EMULATOR_NAMES
 from ..emulator import NOT_LATENCY, made_by_emulator, onnx_node_tensors, read_qnn_profile_csv
 from ..qnn_viewer import csv_flavour
-from ..schema import LatencySource, LatencySummary, OpRecord, Profile, Provenance, TargetInfo, ToolchainInfo
 from . import ImportContext
 from .qnn_profile_viewer import _compiled, head
 
