@@ -182,3 +182,64 @@ def test_a_memory_limit_is_the_environment_exit_2(tmp_path):
                     "--heldout-count", "2", "--until", "onnx", "--output-dir", "o/xs")
     assert done.returncode == 2, done.stderr
     assert "Ran out of memory" in done.stderr and "Traceback" not in done.stderr and "bug" not in done.stderr
+
+
+# --------------------------------------------------------------------------- 11. outside text escaped for its format
+
+HOSTILE_DEVICE = "Galaxy <img src=x onerror=alert(1)> **S23** [x](javascript:1)\n# injected | cell\x1b]0;pwned\x07\x1b[2J"
+
+
+def _hostile_side(directory: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(2):
+        p = synthetic_profile(1000 * rng.lognormal(0, 0.01, 20), BLOCKS, job_id=f"h{seed}{i}", device=HOSTILE_DEVICE)
+        p.save(directory / f"job{i}" / "l1-w8a8.profile.json")
+    return directory
+
+
+def _markdown_is_inert(md: str) -> None:
+    import re
+
+    for markup in (r"<img", r"\*\*S23", r"\[x\]\("):  # each only backslash-escaped, so shown as text
+        assert not re.search(r"(?<!\\)" + markup, md), markup
+    assert "\x1b" not in md and "\x07" not in md
+    assert not any(line.startswith("# injected") for line in md.splitlines())
+    for line in md.splitlines():  # every table row keeps its column count
+        if line.startswith("|") and "injected" in line:
+            assert "\\| cell" in line
+
+
+def test_names_from_profiles_reach_report_md_as_text(tmp_path):
+    side = _hostile_side(tmp_path / "p", 1)
+    res = runner.invoke(app, ["report", str(side), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output + res.stderr
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "injected" in md  # the name is there, as text
+    _markdown_is_inert(md)
+
+
+def test_names_from_profiles_reach_gate_md_as_text(tmp_path):
+    base, cand = _hostile_side(tmp_path / "b", 1), _hostile_side(tmp_path / "c", 2)
+    res = runner.invoke(app, ["gate", "latency", "-b", str(base), "-c", str(cand), "--markdown", str(tmp_path / "g.md")],
+                        env={"GITHUB_STEP_SUMMARY": None})
+    assert res.exit_code in (0, 1), res.output + res.stderr
+    md = (tmp_path / "g.md").read_text()
+    assert "injected" in md
+    _markdown_is_inert(md)
+    assert "\x1b" not in res.stdout + res.stderr
+
+
+def test_escape_sequences_from_outside_never_reach_the_terminal(exports, tmp_path):  # noqa: F811
+    """A file name (as a server or a phone might return one) in an error, a device name in a summary."""
+    line = one_error_line(runner.invoke(app, ["profile", "import", str(tmp_path / "x\x1b]0;pwned\x07\x1b[2J.csv"),
+                                              "--from", str(exports[("l1", True)]), "--device", "S23"]), 2)
+    assert "\x1b" not in line and "\x07" not in line and "x.csv: no such file" in line
+    from qnn_viewer_formats import device_inferences, write_csv
+    from test_qnn_viewer_import import GRAPH
+
+    path = tmp_path / "p.csv"
+    path.write_text(write_csv(GRAPH, device_inferences("l1", 2)))
+    res = runner.invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
+                              "--device", "S23 \x1b[2J\x1b]0;pwned\x07[red]x[/red]", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout and "[red]x[/red]" in res.stdout

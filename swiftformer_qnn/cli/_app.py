@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..core.errors import SwiftFormerQnnError
+from ..core.text import terminal_safe
 
 # Help names what a value is in words (PATH, TEXT, INTEGER) and nothing for a flag, where typer's
 # default shows Python types (`<bool>`, `<list[Path]>`).
@@ -88,7 +89,8 @@ err_console = Console(stderr=True)
 def _say(text: str) -> None:
     """One line on stderr. The text is printed as is: a path or a server's message holding
     `[...]` must not be read as rich markup."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", redact(text)), soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", terminal_safe(redact(text), one_line=True)),
+                      soft_wrap=True)
 
 
 def redact(text: str) -> str:
@@ -322,8 +324,17 @@ class _ReaderGoneSafe:
         return getattr(self._stream, name)
 
 
+class _TerminalSafeFormatter(logging.Formatter):
+    """Warnings quote servers and phones: no escape sequence or binary byte of theirs reaches the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(redact(super().format(record)))
+
+
 def run_app() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_TerminalSafeFormatter(handler.formatter._fmt if handler.formatter else None))
     if not isinstance(sys.stdout, _ReaderGoneSafe) and sys.stdout is not None:
         sys.stdout = _ReaderGoneSafe(sys.stdout)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
