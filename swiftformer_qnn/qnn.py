@@ -95,6 +95,7 @@ def htp_session(
     *,
     context_out: Path | None = None,
     profile_csv: Path | None = None,
+    profiling_level: str = "detailed",
     op_trace: bool = False,
     op_trace_dir: Path | None = None,
 ):
@@ -105,7 +106,9 @@ def htp_session(
     QNN's detailed profile (HTP cycles per op) to that CSV. With `op_trace`, creating the
     session writes `qnn_op_trace.json` (which ONNX nodes each HTP op came from) into
     `op_trace_dir`, by default next to the context or the CSV; the CSV then names each op's
-    ONNX nodes. An EP-context model is not recompiled, so its profile is annotated only if
+    ONNX nodes. `profiling_level="optrace"` (with `profile_csv`) also writes QNN's binary log
+    `<csv stem>_qnn.log`, which holds the performance estimator's trace for SoCs that have one
+    (`htp.estimate`). An EP-context model is not recompiled, so its profile is annotated only if
     the trace written when it was compiled lies next to it.
     """
     import onnxruntime as ort
@@ -114,7 +117,7 @@ def htp_session(
     so.log_severity_level = 3
     opts = target.provider_options()
     if profile_csv is not None:
-        opts["profiling_level"] = "detailed"
+        opts["profiling_level"] = profiling_level
         opts["profiling_file_path"] = str(profile_csv)
     if op_trace:
         anchor = context_out or profile_csv
@@ -221,6 +224,8 @@ def compile_model(
     soc: str | None = None,
     model: CompiledModel | None = None,
     then: Callable[[object], None] | None = None,
+    profile_csv: Path | None = None,
+    profiling_level: str = "detailed",
 ) -> CompileRecord:
     """The one compile: a (QDQ or, with fp16, float) ONNX -> QNN context binary for `target`.
 
@@ -231,6 +236,8 @@ def compile_model(
     `then(session)` gets the session that compiled, after `compile.json` is written (a
     cross-version worker runs its emulator check on it: the graph the binary holds, without
     loading that binary into a second session); what it raises propagates, the compile stays.
+    `profile_csv` profiles the compile itself at `profiling_level` (the estimator's outputs,
+    `htp.estimate`); the CSV is complete once this returns (the session is gone).
     """
     from ._atomic import sha256_file
     from .ep_context import graph_nodes
@@ -243,7 +250,8 @@ def compile_model(
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
-        session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir)
+        session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir,
+                              profile_csv=profile_csv, profiling_level=profiling_level)
         compile_s = time.perf_counter() - started
         nodes = graph_nodes(context_onnx)
         ep_nodes = [n for n in nodes if n.op_type == "EPContext"]
