@@ -557,6 +557,11 @@ def run_estimate(job: EstimateJob) -> Estimate:
         op_trace=out / record.op_trace if record.op_trace else (out / OP_TRACE if (out / OP_TRACE).is_file() else None),
         versions={"onnxruntime_qnn": onnxruntime_qnn_version(), "onnxruntime": onnxruntime.__version__},
     )
+    # The proxy's context binary runs on no phone: it goes, so nothing mistakes it for the export's.
+    from ..compile_record import COMPILE_RECORD
+
+    for built in (record.context_binary, record.context_onnx, COMPILE_RECORD):
+        (out / built).unlink(missing_ok=True)
     write_text(out / ESTIMATE_JSON, estimate.model_dump_json(indent=2) + "\n")
     return estimate
 
@@ -583,8 +588,8 @@ def estimate_model(
     Compiles it once for the estimator proxy of `htp_arch` (`estimator_soc`) with QNN `qnn`
     (an installed toolchain, e.g. "2.47"; None: the onnxruntime-qnn of this environment), in
     a worker process whose working directory is `work_dir`, which keeps QNN's raw outputs
-    (`estimate.csv`, `estimate_qnn.log`, `estimate_trace.json`, the schematic, the op trace,
-    the proxy's context binary) and `estimate.json`. `stands_for` names the SoC the figures
+    (`estimate.csv`, `estimate_qnn.log`, `estimate_trace.json`, the schematic, the op trace;
+    not the proxy's context binary, which no phone runs) and `estimate.json`. `stands_for` names the SoC the figures
     stand in for (in every label). Raises UsageError for an architecture with no estimator SoC,
     ToolchainError for a missing toolchain or an estimate QNN did not make, HtpUnsupportedError
     when the HTP rejects an op.

@@ -1,0 +1,136 @@
+"""`profile --device estimate`: QNN's HTP estimator per block, from real exports of real graphs.
+
+The exports hold real QDQ SwiftFormer graphs (qdq_fixtures); the estimates are made by the
+QNN library during the test. Op mapping is checked on XS, whose graph has every kind of block.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aihub_standin import make_export_dir, real_qdq_model
+from typer.testing import CliRunner
+
+from swiftformer_qnn.cli import app
+from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.profiling.schema import LatencySource, OpRecord, block_times, load_profile
+from swiftformer_qnn.variants import get_variant
+
+LABEL = "estimated (QNN Hextimate, SA8255P proxy for SM8550)"
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory) -> dict[str, dict]:
+    d = tmp_path_factory.mktemp("estimate-onnx")
+    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
+
+
+@pytest.fixture
+def exports(onnx_models, tmp_path) -> dict:
+    return {
+        v: make_export_dir(tmp_path / "exports" / v, qdq=m["qdq"], sim=m["sim"], variant=v, precision="w8a8",
+                           input_shape=list(get_variant(v).input_shape(m["res"])))
+        for v, m in onnx_models.items()
+    }
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal_and_private_dirs(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))  # no AI Hub token needed
+    monkeypatch.chdir(tmp_path)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["profile", *args])
+
+
+@pytest.fixture
+def estimated(exports, tmp_path):
+    out = tmp_path / "est"
+    result = invoke("--device", "estimate", "--from", str(exports["xs"]), "--from", str(exports["encoder"]),
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return result, out
+
+
+def test_every_traced_op_reaches_a_block(estimated):
+    """XS at 64 px: each op of the simulated schedule goes to its block through its QNN op id,
+    its QNN name and the op trace; what stays unattributed is under 5% of the estimate."""
+    _, out = estimated
+    (path,) = out.glob("xs-r64-w8a8-qnn*-qnn-hextimate-sa8255p-proxy-for-sm8550.profile.json")
+    p = load_profile(path)
+    assert p.source is LatencySource.ESTIMATE and p.latency is None and not p.is_device_latency
+    assert p.estimate.label == LABEL and p.estimate.proxy_soc_model == 52 and p.target.htp_arch == 73
+    blocks = block_times(p)
+    assert set(model_blocks("xs")) <= set(blocks)  # every block of XS has estimated time
+    assert unattributed_share(p) < 0.05
+    # Blocks (with `other`: idle cycles, unnamed ops) add up to the graph's estimate.
+    assert sum(b.time for b in blocks.values()) == pytest.approx(p.estimate.span_cycles / p.estimate.sim_core_mhz)
+    assert p.estimate.span_cycles == pytest.approx(p.estimate.cycles, abs=max(10, 1e-4 * p.estimate.cycles))
+    assert all(op.estimate is not None for op in p.ops if op.op_type != "idle")
+    assert {op.attribution.via for op in p.ops if op.attribution} <= {"name", "op_trace", "position"}
+
+
+def test_the_terminal_says_what_the_figures_are(estimated):
+    result, out = estimated
+    text = result.stdout
+    assert f"{LABEL}, NOT device latency" in text
+    assert "Critical path: the simulated schedule spans" in text and "Input Fill" in text
+    assert "device latency)" not in text.replace("NOT device latency", "")
+    for raw in out.glob("*.raw"):  # QNN's own outputs stay with the profile; the proxy's binary does not
+        assert {"estimate.csv", "estimate_qnn.log", "estimate_trace.json", "estimate.json"} <= {
+            f.name for f in raw.iterdir()}
+        assert not list(raw.glob("*.bin")) or all("schematic" in f.name for f in raw.glob("*.bin"))
+
+
+def test_two_runs_write_the_same_estimate(exports, tmp_path):
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        assert invoke("--device", "estimate", "--from", str(exports["encoder"]), "--out", str(out)).exit_code == 0
+        (path,) = out.glob("*.profile.json")
+        p = load_profile(path)
+        runs.append((p.estimate.cycles, [(op.name, op.execution_cycles, op.attribution) for op in p.ops]))
+    assert runs[0] == runs[1]
+
+
+def test_an_architecture_without_an_estimator_soc_is_refused_before_any_work(exports, tmp_path):
+    manifest = exports["encoder"] / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["request"].update(soc="sm8650", soc_model=57, htp_arch=75)
+    manifest.write_text(json.dumps(data))
+    out = tmp_path / "est"
+    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--out", str(out))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No SoC of HTP v75 has QNN's performance estimator" in lines[0]
+    assert not out.exists()
+
+
+def test_check_outputs_has_nothing_to_run_on_an_estimate(exports):
+    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--check-outputs")
+    assert result.exit_code == 2 and "an estimate runs nothing" in result.stderr
+
+
+def test_ops_at_the_graphs_ends_belong_to_the_first_and_last_block():
+    """In a known execution order, what runs before any op of a later block can only work on the
+    graph input (the stem's), and what runs after every op of the earlier blocks on the output."""
+    from swiftformer_qnn.profiling.attribution import attribute_ops
+
+    def op(name: str, *nodes: str) -> OpRecord:
+        return OpRecord(name=name, op_type="x", onnx_nodes=list(nodes))
+
+    ops = [op("Input"), op("image_QuantizeLinear", "image_QuantizeLinear"),
+           op("Transpose_token_9", "DequantizeLinear_token_1", "Transpose_token_9"),
+           op("/stem/conv1/Conv"), op("/stage0/block0_conv_encoder/dwconv/Conv"),
+           op("Reshape_token_3", "Reshape_token_3"),  # between blocks: nothing says whose
+           op("/stage3/block3_swiftformer_encoder/Add_1"), op("/head/Gemm"), op("Transpose_token_7"), op("Output")]
+    ordered = [o.attribution.block for o in attribute_ops(ops, "xs", in_execution_order=True)]
+    assert ordered == ["stem", "stem", "stem", "stem", "stage0.block0", "other", "stage3.block3", "head", "head",
+                       "head"]
+    # Without a known order nothing moves.
+    unordered = [o.attribution.block for o in attribute_ops(ops, "xs")]
+    assert unordered[0] == unordered[2] == unordered[-1] == "other"
