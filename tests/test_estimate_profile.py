@@ -134,3 +134,59 @@ def test_ops_at_the_graphs_ends_belong_to_the_first_and_last_block():
     # Without a known order nothing moves.
     unordered = [o.attribution.block for o in attribute_ops(ops, "xs")]
     assert unordered[0] == unordered[2] == unordered[-1] == "other"
+
+
+# --- gate latency on estimates ---------------------------------------------------------------
+
+
+def _slower(profile_path, out_path, block: str, factor: float) -> None:
+    """The same estimate with one block's ops `factor` slower (and the total by as much): what a
+    change to that block's graph would show, written the way a profile file is."""
+    from swiftformer_qnn.profiling.schema import Profile
+
+    p = load_profile(profile_path)
+    ops, added = [], 0.0
+    for op in p.ops:
+        if op.attribution and op.attribution.block == block and op.execution_time_us:
+            added += op.execution_time_us * (factor - 1)
+            op = op.model_copy(update={"execution_time_us": op.execution_time_us * factor,
+                                       "execution_cycles": op.execution_cycles * factor})
+        ops.append(op)
+    est = p.estimate.model_copy(update={"us": p.estimate.us + added})
+    Profile.model_validate(p.model_copy(update={"ops": ops, "estimate": est}).model_dump()).save(out_path)
+
+
+def gate(*args: str):
+    return CliRunner().invoke(app, ["gate", "latency", *args])
+
+
+def test_gate_fails_on_a_5_percent_slower_block_and_passes_an_unchanged_estimate(estimated, tmp_path):
+    _, out = estimated
+    (base,) = out.glob("xs-*.profile.json")
+    same = tmp_path / "same" / base.name
+    same.parent.mkdir()
+    same.write_bytes(base.read_bytes())
+    passed = gate("--baseline", str(base), "--candidate", str(same))
+    assert passed.exit_code == 0, passed.output
+    assert "deterministic" in passed.stdout
+
+    slower = tmp_path / "slower" / base.name
+    slower.parent.mkdir()
+    _slower(base, slower, "stage2.block5", 1.05)
+    failed = gate("--baseline", str(base), "--candidate", str(slower))
+    assert failed.exit_code == 1, failed.output
+    assert "stage2.block5" in failed.stdout and "+5.0%" in failed.stdout
+    regressed = [line for line in failed.stdout.splitlines() if "regression" in line and "│" in line]
+    assert len(regressed) == 1 and "stage2.block5" in regressed[0]
+    assert "FAIL stage2.block5 slower: +5.0%" in failed.stdout
+    # The threshold is the user's: at 6% the same change passes.
+    assert gate("--baseline", str(base), "--candidate", str(slower), "--threshold", "6%").exit_code == 0
+
+
+def test_an_estimate_is_never_gated_against_a_device_profile(estimated, tmp_path):
+    _, out = estimated
+    (est,) = out.glob("encoder-*.profile.json")
+    device = sorted((__import__("pathlib").Path(__file__).parents[1] / "profiles" / "reference").glob(
+        "*encoder*.profile.json"))[0]
+    result = gate("--baseline", str(device), "--candidate", str(est), "--allow-mismatch")
+    assert result.exit_code == 2 and "never gated against another source" in result.stderr
