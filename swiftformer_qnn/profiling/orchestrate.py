@@ -527,7 +527,7 @@ def _profile_on_estimator(
     if qnn:  # installed on first use, as `export --qnn` does
         from ..toolchains import ensure_toolchains, parse_qnn_versions
 
-        ensure_toolchains(parse_qnn_versions(qnn), progress=lambda e: emit(f"{e.label}: {e.step} {e.detail}".strip()))
+        ensure_toolchains(parse_qnn_versions(qnn), progress=lambda e: emit(f"{e.subject}: {e.step} {e.detail}".strip()))
     result = ProfileRunResult(Backend.ESTIMATE, device.display_name, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for s, label in zip(sources, file_labels(sources), strict=True):

@@ -20,6 +20,7 @@ COMPARISON_KIND = "swiftformer-qnn.comparison"
 REPORT_SCHEMA_VERSION = 1
 
 EMULATOR_LABEL = "emulator (not device latency)"
+ESTIMATE_LABEL = "estimate (not device latency)"
 
 
 class Unit(str, Enum):
@@ -58,6 +59,8 @@ class Setting(_Frozen):
 
     @property
     def source_label(self) -> str:
+        if self.source is LatencySource.ESTIMATE:
+            return ESTIMATE_LABEL
         return EMULATOR_LABEL if self.source is LatencySource.EMULATOR else self.source.value
 
     @property
