@@ -13,9 +13,9 @@ from aihub_standin import make_export_dir, real_qdq_model
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
-from swiftformer_qnn.profiling.schema import LatencySource, OpRecord, block_times, load_profile
-from swiftformer_qnn.variants import get_variant
+from swiftformer_qnn.measure.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.measure.schema import LatencySource, OpRecord, block_times, load_profile
+from swiftformer_qnn.model.variants import get_variant
 
 LABEL = "estimated (QNN Hextimate, SA8255P proxy for SM8550)"
 
@@ -118,7 +118,7 @@ def test_check_outputs_has_nothing_to_run_on_an_estimate(exports):
 def test_ops_at_the_graphs_ends_belong_to_the_first_and_last_block():
     """In a known execution order, what runs before any op of a later block can only work on the
     graph input (the stem's), and what runs after every op of the earlier blocks on the output."""
-    from swiftformer_qnn.profiling.attribution import attribute_ops
+    from swiftformer_qnn.measure.attribution import attribute_ops
 
     def op(name: str, *nodes: str) -> OpRecord:
         return OpRecord(name=name, op_type="x", onnx_nodes=list(nodes))
@@ -142,7 +142,7 @@ def test_ops_at_the_graphs_ends_belong_to_the_first_and_last_block():
 def _slower(profile_path, out_path, block: str, factor: float) -> None:
     """The same estimate with one block's ops `factor` slower (and the total by as much): what a
     change to that block's graph would show, written the way a profile file is."""
-    from swiftformer_qnn.profiling.schema import Profile
+    from swiftformer_qnn.measure.schema import Profile
 
     p = load_profile(profile_path)
     ops, added = [], 0.0

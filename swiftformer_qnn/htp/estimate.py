@@ -7,7 +7,7 @@ from run to run. It runs nothing and does not follow host time (unlike the HTP e
 cycles). No phone SoC has the flag (not SM8550): the estimate is made for an automotive /
 IoT SoC of the same HTP generation, the *proxy*, which every figure must name.
 
-One compile (`qnn.compile_model`, the one compile) for the proxy with provider options
+One compile (`htp.compile.compile_model`, the one compile) for the proxy with provider options
 `profiling_level=optrace` and a profile CSV yields:
 
 - the CSV's graph-level rows (`Simulated (Accelerator exec cycles)`, its bounds, `... time us`
@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import HtpUnsupportedError, ProfileError, ToolchainError, UsageError
+from ..core.errors import HtpUnsupportedError, ProfileError, ToolchainError, UsageError
 
 ESTIMATE_JSON = "estimate.json"  # the Estimate, written by the worker
 ESTIMATE_CSV = "estimate.csv"  # QNN's profile CSV (graph-level estimate rows)
@@ -521,7 +521,7 @@ def read_estimate(
 
 
 def write_text(path: Path, text: str) -> None:
-    from .._atomic import write_text_atomic
+    from ..core.atomic import write_text_atomic
 
     write_text_atomic(path, text)
 
@@ -535,8 +535,9 @@ def run_estimate(job: EstimateJob) -> Estimate:
     Writes `estimate.json` there. Runs in a worker process (it changes the directory)."""
     import onnxruntime
 
-    from ..compile_record import OP_TRACE
-    from ..qnn import HtpTarget, compile_model, onnxruntime_qnn_version, qnn_sdk_version
+    from .compile import compile_model
+    from .record import COMPILE_RECORD, OP_TRACE
+    from .session import HtpTarget, onnxruntime_qnn_version, qnn_sdk_version
 
     out = Path(job.out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -558,8 +559,6 @@ def run_estimate(job: EstimateJob) -> Estimate:
         versions={"onnxruntime_qnn": onnxruntime_qnn_version(), "onnxruntime": onnxruntime.__version__},
     )
     # The proxy's context binary runs on no phone: it goes, so nothing mistakes it for the export's.
-    from ..compile_record import COMPILE_RECORD
-
     for built in (record.context_binary, record.context_onnx, COMPILE_RECORD):
         (out / built).unlink(missing_ok=True)
     write_text(out / ESTIMATE_JSON, estimate.model_dump_json(indent=2) + "\n")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..htp.estimate import Estimate
-from ..variants import Variant
-from .attribution import NodeTensors, attribute_ops
-from .schema import (
+from ..model.variants import Variant
+from ..measure.attribution import NodeTensors, attribute_ops
+from ..measure.schema import (
     ComputeUnit,
     EstimateSummary,
     LatencySource,
