@@ -15,6 +15,7 @@ import pytest
 from qdq_fixtures import input_name, make_qdq_model
 
 from swiftformer_qnn.core.errors import ProfileError, UsageError
+from swiftformer_qnn.htp.compile import compile_model
 from swiftformer_qnn.htp.estimate import (
     ESTIMATE_CSV,
     ESTIMATE_LOG,
@@ -27,7 +28,6 @@ from swiftformer_qnn.htp.estimate import (
     trace_from_qnn_log,
     trace_slices,
 )
-from swiftformer_qnn.htp.compile import compile_model
 from swiftformer_qnn.htp.session import HtpTarget, htp_session, qnn_sdk_version
 
 RESOLUTION = 32  # the standalone block at 32x32: a ~1 s compile

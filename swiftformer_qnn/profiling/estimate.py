@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .. import __version__
 from ..htp.estimate import Estimate
-from ..model.variants import Variant
 from ..measure.attribution import NodeTensors, attribute_ops
 from ..measure.schema import (
     ComputeUnit,
@@ -33,6 +32,7 @@ from ..measure.schema import (
     TargetInfo,
     ToolchainInfo,
 )
+from ..model.variants import Variant
 
 IDLE_OP = "(idle: no op in flight)"
 LEAVES_OUT = "accelerator execution only: no graph I/O to the application, RPC or CPU overhead"
