@@ -190,3 +190,72 @@ def test_an_estimate_is_never_gated_against_a_device_profile(estimated, tmp_path
         "*encoder*.profile.json"))[0]
     result = gate("--baseline", str(device), "--candidate", str(est), "--allow-mismatch")
     assert result.exit_code == 2 and "never gated against another source" in result.stderr
+
+
+# --- report: estimates as a source of their own ---------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_report_sets_the_block_against_l1_per_qnn_version_beside_published_figures(tmp_path):
+    """The committed estimates of L1 and the encoder block (QNN 2.47-2.51, made by the real
+    estimator) beside the published S23 figures: columns of their own, a block-vs-L1 row per
+    version, charts."""
+    from swiftformer_qnn.report.model import Report
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(ROOT / "profiles" / "estimate"),
+                                      str(ROOT / "profiles" / "reference"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = Report.model_validate_json((out / "report.json").read_text())
+    estimate_cols = [c for c in report.columns if c.setting.source is LatencySource.ESTIMATE]
+    published_cols = [c for c in report.columns if c.setting.source is LatencySource.PUBLISHED]
+    assert [c.qnn_version for c in estimate_cols] == ["2.47.0", "2.48.40", "2.49.40", "2.50.40", "2.51.0"]
+    assert len(published_cols) == 3
+    # Every estimate column holds estimates only, labelled as such.
+    for cell in report.headline:
+        col = next(c for c in report.columns if c.id == cell.column_id)
+        assert cell.statistic.startswith("estimated (QNN Hextimate") == (col.setting.source is LatencySource.ESTIMATE)
+    shares = {s.column_id: s.ratio for s in report.encoder_shares}
+    assert all(c.id in shares for c in estimate_cols)
+    assert {"models_by_version.png"} <= {p.name for p in out.iterdir()}
+    md = (out / "report.md").read_text()
+    assert "estimate (not device latency)" in md and "Estimate columns" in md
+
+
+def test_compare_refuses_an_estimate_against_a_measurement(tmp_path):
+    est = sorted((ROOT / "profiles" / "estimate").glob("encoder-*qnn2.51.0*.profile.json"))[0]
+    ref = sorted((ROOT / "profiles" / "reference").glob("*encoder*.profile.json"))[0]
+    result = CliRunner().invoke(app, ["report", "--compare", str(ref), str(est), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 2 and "cannot set an estimate against a measurement" in result.stderr
+
+
+# --- the project's own CI: the real estimate of the default exports, gated ------------------
+
+
+@pytest.mark.slow
+def test_ci_gates_the_estimate_of_the_default_exports_against_the_committed_baseline(tmp_path):
+    """What CI runs: `profile --device estimate` exports L1 and the encoder block as a user
+    would (full size), estimates them, and `gate latency` holds each against its committed
+    baseline (deterministic, 2%)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    out = tmp_path / "estimate"
+    proc = subprocess.run([sys.executable, "-m", "swiftformer_qnn.cli", "profile", "--device", "estimate",
+                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for variant in ("l1", "encoder"):
+        (path,) = out.glob(f"{variant}-w8a8-qnn*.profile.json")
+        p = load_profile(path)
+        assert unattributed_share(p) < 0.05
+        blocks = block_times(p)
+        assert sum(b.time for b in blocks.values()) == pytest.approx(p.estimate.us, rel=0.01)
+        baseline = ROOT / "profiles" / "baselines" / f"{variant}-w8a8-qnn-hextimate-sa8255p-proxy-for-sm8550-estimate"
+        gated = subprocess.run([sys.executable, "-m", "swiftformer_qnn.cli", "gate", "latency", "--baseline",
+                                str(baseline), "--candidate", str(path)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert gated.returncode == 0, gated.stdout[-3000:] + gated.stderr[-2000:]
+        assert "deterministic" in gated.stdout

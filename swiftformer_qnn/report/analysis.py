@@ -599,18 +599,18 @@ def _general_notes(models: list[ModelRow], columns: list[Column], breakdowns: li
 
 def compare_profiles(a: LoadedProfile, b: LoadedProfile) -> Comparison:
     """B against A for one model: end-to-end and per-block deltas, most impact first."""
-    ma, mb = model_row(a.profile), model_row(b.profile)
-    if ma.id != mb.id:
-        raise ProfileError(
-            f"--compare needs two profiles of the same model: {a.label} is {ma.label}, {b.label} is {mb.label}."
-        )
-    ua, ub = unit_of(a.profile), unit_of(b.profile)
     est_a, est_b = (lp.profile.source is LatencySource.ESTIMATE for lp in (a, b))
     if est_a != est_b:
         raise ProfileError(
             f"--compare cannot set an estimate against a measurement: {a.label} is {a.profile.source.value}, "
             f"{b.label} is {b.profile.source.value}."
         )
+    ma, mb = model_row(a.profile), model_row(b.profile)
+    if ma.id != mb.id:
+        raise ProfileError(
+            f"--compare needs two profiles of the same model: {a.label} is {ma.label}, {b.label} is {mb.label}."
+        )
+    ua, ub = unit_of(a.profile), unit_of(b.profile)
     if ua is not ub:
         raise ProfileError(
             f"--compare cannot set emulator cycles against device latency: {a.label} is "
