@@ -308,3 +308,7 @@ class StructureComparison(_Frozen):
     totals: list[StructureDelta]  # HTP ops, layout ops, float islands, boundary conversions, context binary bytes
     op_types: list[StructureDelta]  # per QNN op type, biggest |delta| first, then by name
     notes: list[str]
+    # QNN's HTP estimator on each side, where the export made one (its estimate stage's estimate.json).
+    estimated_us_a: float | None = None
+    estimated_us_b: float | None = None
+    estimate_label: str | None = None  # "estimated (QNN Hextimate, SA8255P proxy for SM8550)"

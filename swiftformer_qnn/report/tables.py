@@ -510,4 +510,15 @@ def structure_tables(cmp: StructureComparison) -> list[TableSpec]:
     )
     by_type = TableSpec(title="HTP ops by type", headers=[("op type",), *headers[1:]], rows=_delta_rows(cmp.op_types),
                         caption="biggest change first")
-    return [compiles, totals] + ([by_type] if cmp.op_types else [])
+    tables = [compiles, totals]
+    if cmp.estimate_label is not None:
+        a, b = cmp.estimated_us_a, cmp.estimated_us_b
+
+        def us(v: float | None) -> str:
+            return DASH if v is None else f"{v:,.0f}"
+
+        delta = DASH if a is None or b is None else f"{b - a:+,.0f} ({fmt_ratio(b / a if a else None)})"
+        tables.append(TableSpec(
+            title="Estimated accelerator time (us)", headers=headers, rows=[["whole graph", us(a), us(b), delta]],
+            caption=f"{cmp.estimate_label}: each export's estimate stage; not device latency, no I/O or RPC"))
+    return tables + ([by_type] if cmp.op_types else [])
