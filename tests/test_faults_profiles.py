@@ -140,3 +140,33 @@ def test_an_import_without_per_op_rows_says_so_and_is_no_per_block_baseline(expo
                                               "-b", str(tmp_path / "base")]), 2)
     assert "no per-op rows" in line and "per-block baseline" in line
     assert not (tmp_path / "base").exists()
+
+
+def test_a_device_figure_far_above_the_exports_estimate_is_flagged_implausible(compiled, tmp_path):
+    """The emulator's CSV away from its marker, imported as a phone's: the export's QNN estimate
+    (tens of microseconds for the 16-pixel block) shows hundreds of milliseconds to be no phone's."""
+    res = runner.invoke(app, ["profile", "--device", "emulator", "--from", str(compiled), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output + res.stderr
+    (raw_csv,) = (tmp_path / "e").glob("*.raw/qnn_profile.csv")
+    moved = tmp_path / "elsewhere.csv"
+    shutil.copyfile(raw_csv, moved)
+    res = runner.invoke(app, ["profile", "import", str(moved), "--from", str(compiled),
+                              "--device", "Samsung Galaxy S23", "--out", str(tmp_path / "i")])
+    assert res.exit_code == 0, res.output + res.stderr
+    p = load_profile(next((tmp_path / "i").glob("*.profile.json")))
+    assert p.source is LatencySource.ONNXRUNTIME_QNN
+    assert "IMPLAUSIBLE as device latency" in p.provenance.note and "QNN Hextimate" in p.provenance.note
+
+
+def test_a_plausible_device_figure_is_not_flagged(exports, tmp_path):  # noqa: F811
+    """Without an estimate in the export (these stand-in exports have none) nothing is said; with
+    one, a figure within its allowance passes (the rule, on the committed L1 estimate)."""
+    from swiftformer_qnn.profiling.importers import IMPLAUSIBLE_RATIO, IMPLAUSIBLE_SLACK_US
+
+    assert 2500 < IMPLAUSIBLE_RATIO * 656 + IMPLAUSIBLE_SLACK_US  # an S23's L1 (ms range) vs its 656 us estimate
+    path = tmp_path / "p.csv"
+    path.write_text(write_csv(GRAPH, device_inferences("l1", 3)))
+    res = runner.invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
+                              "--device", "Samsung SM-S918B", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "IMPLAUSIBLE" not in load_profile(next((tmp_path / "o").glob("*.profile.json"))).provenance.note
