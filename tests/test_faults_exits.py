@@ -49,7 +49,12 @@ def _cli(tmp_path: Path, *args: str, close_stdout: bool) -> subprocess.Completed
         err = proc.stderr.read()
         proc.wait(timeout=120)
         return subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -233,7 +238,7 @@ def test_escape_sequences_from_outside_never_reach_the_terminal(exports, tmp_pat
     """A file name (as a server or a phone might return one) in an error, a device name in a summary."""
     line = one_error_line(runner.invoke(app, ["profile", "import", str(tmp_path / "x\x1b]0;pwned\x07\x1b[2J.csv"),
                                               "--from", str(exports[("l1", True)]), "--device", "S23"]), 2)
-    assert "\x1b" not in line and "\x07" not in line and "x.csv: no such file" in line
+    assert "\x1b" not in line and "\x07" not in line and "x.csv does not exist" in line
     from qnn_viewer_formats import device_inferences, write_csv
     from test_qnn_viewer_import import GRAPH
 
@@ -243,3 +248,36 @@ def test_escape_sequences_from_outside_never_reach_the_terminal(exports, tmp_pat
                               "--device", "S23 \x1b[2J\x1b]0;pwned\x07[red]x[/red]", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output + res.stderr
     assert "\x1b" not in res.stdout and "\x07" not in res.stdout and "[red]x[/red]" in res.stdout
+
+
+# --------------------------------------------------------------------------- 6. every wait bounded: FIFOs
+
+
+@pytest.mark.parametrize("command", ["report", "gate"])
+def test_a_fifo_named_like_a_profile_never_blocks_a_folder_read(tmp_path, command):
+    side = _side(tmp_path / "p", 1)
+    os.mkfifo(side / "job0" / "trap.profile.json")  # nobody ever writes to it
+    if command == "report":
+        args = ("report", str(side), "--skip-invalid", "--out", str(tmp_path / "r"))
+    else:
+        args = ("gate", "latency", "-b", str(side), "-c", str(_side(tmp_path / "c", 2)))
+    try:
+        done = _cli(tmp_path, *args, close_stdout=False)  # a blocked read fails this by its timeout
+    except subprocess.TimeoutExpired:
+        pytest.fail("blocked on the FIFO")
+    assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.mark.parametrize("make, said", [(lambda p: os.mkfifo(p), "is a FIFO (named pipe), not a file"),
+                                        (None, "is a device, not a file")])
+def test_a_fifo_or_a_device_given_as_a_file_is_named_as_what_it_is(exports, tmp_path, make, said):  # noqa: F811
+    path = tmp_path / "p.csv"
+    if make is None:
+        path = Path("/dev/zero")
+    else:
+        make(path)
+    line = one_error_line(runner.invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
+                                              "--device", "S23"]), 2)
+    assert said in line and "does not exist" not in line
+    line = one_error_line(runner.invoke(app, ["gate", "latency", "-b", str(path), "-c", str(path)]), 2)
+    assert said in line

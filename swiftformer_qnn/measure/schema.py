@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..core.atomic import write_text_atomic
+from ..core.atomic import not_a_regular_file, write_text_atomic
 from ..core.errors import ProfileError, json_problem
 
 SCHEMA_VERSION = 2  # 2: per-op execution_time_us + execution_cycles; latency basis and estimate
@@ -352,6 +352,11 @@ class Profile(_Strict):
 def load_profile(path: Path) -> Profile:
     """Read and validate one profile; any problem is a ProfileError naming the file."""
     path = Path(path)
+    why = not_a_regular_file(path)
+    if why == "does not exist":
+        raise ProfileError(f"{path}: no such profile file.")
+    if why is not None:
+        raise ProfileError(f"{path} {why}: not read as a profile.")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -377,11 +382,13 @@ def load_profile(path: Path) -> Profile:
 
 
 def find_profiles(paths: list[Path]) -> list[Path]:
-    """Expand directories into the profile files below them (`*.profile.json`), sorted."""
+    """Expand directories into the profile files below them (`*.profile.json`), sorted. Only
+    regular files are found in a directory: a FIFO named like a profile would block its reader
+    forever (a file named on the command line is judged by `load_profile`)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(p.rglob("*.profile.json")))
+            found.extend(sorted(f for f in p.rglob("*.profile.json") if not_a_regular_file(f) is None))
         else:
             found.append(p)
     return found

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
+from ...core.atomic import not_a_regular_file
 from ...core.errors import ProfileError, UsageError
 from ...measure.schema import ModelInfo, Profile
 from ...pipeline.artifacts import ExportManifest
@@ -45,8 +46,9 @@ def importers() -> list[ModuleType]:
 def find_importer(path: Path) -> ModuleType:
     """The importer that recognises `path`; a ProfileError naming the formats tried otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file.", hint="Pass the profile file you downloaded.")
+    why = not_a_regular_file(path)
+    if why is not None:
+        raise UsageError(f"{path} {why}.", hint="Pass the profile file you downloaded.")
     for module in importers():
         if module.sniff(path):
             return module
