@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from qnn_viewer_formats import EMULATOR_CSV, device_inferences, write_csv
+from test_aihub import onnx_models  # noqa: F401  (fixture)
 from test_qnn_viewer_import import GRAPH, context, exports  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
@@ -170,3 +171,29 @@ def test_a_plausible_device_figure_is_not_flagged(exports, tmp_path):  # noqa: F
                               "--device", "Samsung SM-S918B", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output + res.stderr
     assert "IMPLAUSIBLE" not in load_profile(next((tmp_path / "o").glob("*.profile.json"))).provenance.note
+
+
+# --------------------------------------------------------------------------- 9. AI Hub layers repeated
+
+
+def test_ai_hub_layers_repeated_in_a_payload_are_counted_once(onnx_models):  # noqa: F811
+    """A payload (built by the qai-hub client's own converter) listing the stem's layers twice: the
+    stem's share is what it is with each layer once, and the note says how many repeats were dropped."""
+    from aihub_standin import build_profile_detail
+    from qai_hub.client import _profile_pb_to_python_dict
+    from test_aihub import _convert
+
+    from swiftformer_qnn.profiling.aihub_payload import onnx_sources
+
+    qdq = onnx_models["xs"]["qdq"]
+    payload = _profile_pb_to_python_dict(build_profile_detail(qdq.read_bytes(), runs=3, seed="rep",
+                                                              layer_fields="both"))
+    once = _convert(payload, sources=onnx_sources(qdq))
+    stem = [op.name for op in once.ops if op.attribution and op.attribution.block == "stem"]
+    assert stem
+    repeated = dict(payload, execution_detail=payload["execution_detail"]
+                    + [d for d in payload["execution_detail"] if d["name"] in stem])
+    twice = _convert(repeated, sources=onnx_sources(qdq))
+    assert block_times(twice)["stem"].share == pytest.approx(block_times(once)["stem"].share)
+    assert len(twice.ops) == len(once.ops)
+    assert f"{len(stem)} layers repeated" in twice.provenance.note
