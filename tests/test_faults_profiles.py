@@ -197,3 +197,43 @@ def test_ai_hub_layers_repeated_in_a_payload_are_counted_once(onnx_models):  # n
     assert block_times(twice)["stem"].share == pytest.approx(block_times(once)["stem"].share)
     assert len(twice.ops) == len(once.ops)
     assert f"{len(stem)} layers repeated" in twice.provenance.note
+
+
+# --------------------------------------------------------------------------- 6. --timeout bounds every AI Hub call
+
+
+def test_timeout_bounds_the_device_lookup_against_a_server_that_never_answers(onnx_models, tmp_path,  # noqa: F811
+                                                                               monkeypatch):
+    """A server that accepts connections and never answers: the first call (the device lookup)
+    gives up after --timeout, not after the client's own minutes of retries."""
+    import socket
+    import time
+
+    from aihub_standin import make_export_dir
+
+    from swiftformer_qnn.core.errors import HubError
+    from swiftformer_qnn.model.variants import get_variant
+    from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
+    from swiftformer_qnn.profiling.devices import resolve_device
+    from swiftformer_qnn.profiling.orchestrate import read_export
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes connections; nobody ever reads or answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    ini = tmp_path / "client.ini"
+    ini.write_text(f"[api]\napi_token = sfq-test-token-silent\napi_url = {url}\nweb_url = {url}\nverbose = True\n")
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(ini))
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    m = onnx_models["xs"]
+    export = make_export_dir(tmp_path / "xs", qdq=m["qdq"], sim=m["sim"], variant="xs", precision="w8a8",
+                             input_shape=list(get_variant("xs").input_shape(m["res"])))
+    source = read_export(export)
+    started = time.monotonic()
+    try:
+        with pytest.raises(HubError, match=r"looking up the device .*no answer .* within --timeout 2 s"):
+            HubSession(tmp_path / "run", HubOptions(runs=5, poll_s=0.01, timeout_s=2.0)).run(
+                [HubTarget(source.model_path, source.model_info, None)], resolve_device("Samsung Galaxy S23"))
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 30
