@@ -281,3 +281,48 @@ def test_a_fifo_or_a_device_given_as_a_file_is_named_as_what_it_is(exports, tmp_
     assert said in line and "does not exist" not in line
     line = one_error_line(runner.invoke(app, ["gate", "latency", "-b", str(path), "-c", str(path)]), 2)
     assert said in line
+
+
+# --------------------------------------------------------------------------- 12. one-line errors that point the right way
+
+
+def test_a_path_through_a_file_or_a_symlink_loop_says_so_not_file_exists(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    os.symlink("loop", tmp_path / "loop")
+    for out, said in (("afile/enc", "afile is a file, not a folder"), ("loop/enc", "loop is a symbolic link loop")):
+        line = one_error_line(runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--until",
+                                                  "onnx", "--output-dir", str(tmp_path / out)]), 2)
+        assert said in line and "File exists" not in line
+
+
+def test_gate_accept_names_its_own_option_for_the_place(tmp_path):
+    side = _side(tmp_path / "p", 1)
+    (tmp_path / "taken").write_text("a file where the baseline would go")
+    line = one_error_line(runner.invoke(app, ["gate", "accept", "latency", "-c", str(side), "-b",
+                                              str(tmp_path / "taken" / "base")]), 2)
+    assert "taken is a file, not a folder" in line and "--output-dir" not in line and "--baseline" in line
+
+
+def test_ops_of_another_model_on_import_name_no_option_import_lacks(exports, tmp_path):  # noqa: F811
+    from qnn_viewer_formats import device_inferences, write_csv
+    from test_qnn_viewer_import import GRAPH
+
+    path = tmp_path / "l1.csv"
+    path.write_text(write_csv(GRAPH, device_inferences("l1", 1)))
+    line = one_error_line(runner.invoke(app, ["profile", "import", str(path), "--from", str(exports[("encoder", False)]),
+                                              "--device", "S23"]), 2)
+    assert "does not have" in line and "--variant" not in line
+
+
+def test_compiling_an_already_compiled_model_does_not_ask_for_fp16(tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("EPContext", ["x"], ["y"], name="ctx", domain="com.microsoft", embed_mode=0,
+                            ep_cache_context="model.ctx_qnn.bin", source="QNN")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = tmp_path / "model.ctx.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                              helper.make_opsetid("com.microsoft", 1)]).SerializeToString())
+    line = one_error_line(runner.invoke(app, ["compile", str(model), "--output-dir", str(tmp_path / "o")]), 2)
+    assert "already compiled" in line and "--fp16" not in line

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from ..core.atomic import blocking_component
 from ..core.errors import SwiftFormerQnnError
 from ..core.text import terminal_safe
 
@@ -194,6 +195,11 @@ def boundary(exc: BaseException) -> int | None:
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         _say(f"File too large{': ' + str(exc.filename) if exc.filename else ''}: a file size limit (ulimit -f) stopped "
              "the write. Raise the limit (ulimit -f unlimited), or write elsewhere.")
+        return 2
+    blocked = blocking_component(exc.filename) if isinstance(exc, OSError) and exc.errno in (
+        errno.EEXIST, errno.ENOTDIR, errno.ELOOP) and exc.filename else None
+    if blocked:  # "File exists" said of a path that goes through a file or a symlink loop
+        _say(f"Cannot use {exc.filename}: {blocked}. Choose a path whose folders are folders.")
         return 2
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
         where = exc.filename or ""
