@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fidelity import cpu_runs
+from ..measure.agreement import cpu_runs
 
 # Calibration options of onnxruntime's MinMax calibrator that `minmax_ranges` does not reproduce.
 UNSUPPORTED_CALIBRATION_OPTIONS = ("CalibTensorRangeSymmetric", "CalibMovingAverage")
