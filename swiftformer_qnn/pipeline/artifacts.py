@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -244,19 +245,22 @@ class StageCache:
         self.root = (root or cache_root()) / "stages"
         self.enabled = enabled
         self._swept = False
+        self._sweep_lock = threading.Lock()
 
     def _sweep(self) -> None:
-        """Remove the temporary directories of runs that were killed (once per cache object)."""
-        if self._swept:
-            return
-        self._swept = True
-        try:
-            stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
-        except OSError:
-            return
-        for d in stage_dirs:
-            recover_leftovers(d)
-            _remove_legacy_temp_dirs(d)
+        """Remove the temporary directories of runs that were killed (once per cache object;
+        stages and sweep workers call `run` from several threads)."""
+        with self._sweep_lock:
+            if self._swept:
+                return
+            self._swept = True
+            try:
+                stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
+            except OSError:
+                return
+            for d in stage_dirs:
+                recover_leftovers(d)
+                _remove_legacy_temp_dirs(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
