@@ -326,3 +326,21 @@ def test_compiling_an_already_compiled_model_does_not_ask_for_fp16(tmp_path):
                                                               helper.make_opsetid("com.microsoft", 1)]).SerializeToString())
     line = one_error_line(runner.invoke(app, ["compile", str(model), "--output-dir", str(tmp_path / "o")]), 2)
     assert "already compiled" in line and "--fp16" not in line
+
+
+@pytest.mark.parametrize("filename, cache_full, said", [
+    (None, True, "stage cache's disk"),  # a write() into the cache: no file named, the cache's disk is full
+    (None, False, "where the output goes"),
+    ("cache", False, "disk of the output or of the stage cache"),  # maybe a copy from the cache into a full output
+    ("cache", True, "stage cache's disk"),
+])
+def test_a_full_disk_hint_names_the_disk_that_is_full(tmp_path, monkeypatch, filename, cache_full, said):
+    import errno as errno_
+
+    from swiftformer_qnn.cli import _app
+
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_app, "_free_bytes", lambda path: 1 << 20 if cache_full else 1 << 40)
+    name = str(tmp_path / "cache" / "stages" / "x") if filename == "cache" else None
+    exc = OSError(errno_.ENOSPC, "No space left on device", name)
+    assert said in _app._environment_hint(exc)
