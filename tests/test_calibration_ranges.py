@@ -15,7 +15,7 @@ import pytest
 from onnx import numpy_helper
 
 from swiftformer_qnn.pipeline import ExportRequest, run_export
-from swiftformer_qnn.requests import Until
+from swiftformer_qnn.pipeline.requests import Until
 
 
 class _Reader:
