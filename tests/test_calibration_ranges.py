@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from swiftformer_qnn.requests import Until
 
 from swiftformer_qnn.pipeline import ExportRequest, run_export
+from swiftformer_qnn.pipeline.requests import Until
 
 
 class _Reader:
