@@ -344,3 +344,41 @@ def test_a_full_disk_hint_names_the_disk_that_is_full(tmp_path, monkeypatch, fil
     name = str(tmp_path / "cache" / "stages" / "x") if filename == "cache" else None
     exc = OSError(errno_.ENOSPC, "No space left on device", name)
     assert said in _app._environment_hint(exc)
+
+
+# --------------------------------------------------------------------------- 7. a broken toolchain is reinstalled
+
+
+def test_a_file_deleted_inside_a_toolchain_makes_it_broken_and_qnn_reinstalls_it(tmp_path):
+    """A module deleted from a toolchain's environment: the toolchain is broken (naming the file),
+    `--qnn` (ensure_toolchains) reinstalls it instead of running a worker that fails to import."""
+    from test_toolchains import _RecordingInstaller
+    from toolchain_fakes import make_fake_toolchain
+
+    from swiftformer_qnn.core.errors import ToolchainError
+    from swiftformer_qnn.toolchains import (
+        ToolchainState,
+        ensure_toolchains,
+        get_toolchain_spec,
+        inspect_toolchain,
+    )
+
+    spec = get_toolchain_spec("2.49")
+    root = tmp_path / "toolchains"
+    d = make_fake_toolchain(root, spec)
+    (site,) = (d / "env" / "lib").glob("python*/site-packages")
+    module = site / "onnxruntime" / "capi" / "onnxruntime_pybind11_state.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("# the module the worker imports\n")
+    (site / f"onnxruntime-{spec.onnxruntime}.dist-info" / "RECORD").write_text(
+        "onnxruntime/capi/onnxruntime_pybind11_state.py,sha256=abc,33\n"
+        f"onnxruntime-{spec.onnxruntime}.dist-info/RECORD,,\n"
+        "onnxruntime/capi/__pycache__/x.cpython-311.pyc,,\n")
+    assert inspect_toolchain(spec, root).state is ToolchainState.READY
+    module.unlink()
+    status = inspect_toolchain(spec, root)
+    assert status.state is ToolchainState.BROKEN and "onnxruntime_pybind11_state.py" in status.detail
+    installer = _RecordingInstaller()
+    with pytest.raises(ToolchainError, match="Disk full"):  # the stand-in installer fails after noting the call
+        ensure_toolchains([spec], root=root, installer=installer)
+    assert installer.made == [spec.name]
