@@ -148,7 +148,7 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
 
     p = item.profile
     words, unit = _source_words(p)
-    head = f"[bold]{item.label}[/] on {p.target.device}"
+    head = f"[bold]{item.label}[/]" + (f" on {p.target.device}" if p.estimate is None else "")
     if p.latency is not None:
         lat = p.latency
         if lat.basis is LatencyBasis.RUNS:
