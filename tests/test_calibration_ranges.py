@@ -14,8 +14,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from swiftformer_qnn.pipeline import ExportRequest, run_export
-from swiftformer_qnn.requests import Until
+from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
 
 
 class _Reader:

@@ -280,6 +280,18 @@ def _assemble(
     return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
 
 
+def release_freed_memory() -> None:
+    """Give the heap a stage freed back to the system (glibc keeps it otherwise): the graphs,
+    sessions and tensors of one stage would add to the next stage's peak. Measured on a cold L1
+    export run stage after stage: peak RSS 1634 MB without, 1190 MB with."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to release this way
+        pass
+
+
 def _a(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
 
@@ -424,6 +436,7 @@ class _Run:
         self.emit(StageEvent(name, STAGE_TITLES[name], "start"))
         rec, d = getattr(self, f"_stage_{name}")()
         self.records[name], self.dirs[name] = rec, d
+        release_freed_memory()
         _place_outputs(rec, d, work)
         self.emit(StageEvent(name, STAGE_TITLES[name], "cached" if rec.cached else "done", rec))
         return rec
