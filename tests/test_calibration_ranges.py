@@ -14,7 +14,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.pipeline import ExportRequest, run_export
+from swiftformer_qnn.pipeline.requests import Until
 
 
 class _Reader:

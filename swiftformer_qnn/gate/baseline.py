@@ -122,6 +122,14 @@ def update_baseline(
     """Write the candidate profiles as the baseline (default `root/<baseline_key>/`), atomically."""
     profiles, files = load_side(candidate, side="candidate", variant=variant)
     check_side(profiles, files, "candidate")
+    # A baseline gates each block: one without per-op rows (a basic-level profile) would leave
+    # every block ungated against it while the gate seemed to pass them.
+    bare = next((f for p, f in zip(profiles, files, strict=True) if not p.ops), None)
+    if bare is not None:
+        raise ProfileError(f"{bare}: no per-op rows (whole-model latency only), so it is not accepted as a "
+                           "per-block baseline.",
+                           hint="Accept profiles with per-op figures: AI Hub's, or qnn-net-run's at "
+                                "--profiling_level detailed imported as CSV or JSON.")
     p0 = profiles[0]
     target = Path(directory) if directory else Path(root) / baseline_key(p0)
     names = _unique_names(files)

@@ -22,7 +22,7 @@ from typing import Any
 from ..core.atomic import sha256_file
 from ..core.cache import code_version, sha256_json, tool_versions
 from ..core.errors import OutputDirError, UsageError, WeightsError
-from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir
+from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir, tidy
 from ..core.targets import Precision, Soc, get_precision, get_soc
 from ..htp.estimate import ESTIMATOR_SOCS
 from ..htp.record import CONTEXT_BINARY
@@ -34,6 +34,7 @@ from .artifacts import (
     StageRecord,
     damaged_outputs,
     holds_export_manifest,
+    manifest_files,
     read_manifest,
 )
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
@@ -248,35 +249,45 @@ def _assemble(
     request_key = sha256_json({"request": request.key_fields(), "tools": tools, "code": code_version()})
     existing = read_manifest(target)
     notes: list[str] = []
+    damaged: list[str] = []
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
         damaged = damaged_outputs(target, existing)
         if not damaged:
+            tidy(target)  # what a killed run left beside it (its .partial directory), reused or not
             return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
-        notes.append(f"{target} held this {what}, but {'; '.join(damaged[:3])}{'; ...' if len(damaged) > 3 else ''}: "
-                     "rebuilt it.")
 
     def inspect(directory: Path) -> Found:
+        # The directory is the tool's only for the files its manifest lists: the rest is the
+        # user's and is carried into the rebuilt directory (output_dir.carry_over).
         found = read_manifest(directory)
+        owned = manifest_files(directory)
         if found is None:
             if holds_export_manifest(directory):  # an earlier version's format: still ours, so --force replaces it
                 return Found(Occupant.OURS, f"{_a(what)} made by another swiftformer-qnn version "
-                                            "(a manifest this version does not read)")
+                                            "(a manifest this version does not read)", owned)
             return Found(Occupant.FOREIGN, holds(directory))
         if found.request_key == request_key:
-            return Found(Occupant.SAME)
+            return Found(Occupant.SAME, owned=owned)
         if found.request == request:
             return Found(Occupant.OURS, f"this {what} made by other code or tool versions "
-                                        "(torch, onnxruntime, QNN, swiftformer-qnn)")
-        return Found(Occupant.OURS, f"{_a(what)} of a different request")
+                                        "(torch, onnxruntime, QNN, swiftformer-qnn)", owned)
+        return Found(Occupant.OURS, f"{_a(what)} of a different request", owned)
 
     _check_writable(target)
-    with staged_output_dir(target, force=force, inspect=inspect) as work:
+    kept: list[str] = []
+    with staged_output_dir(target, force=force, inspect=inspect, kept=kept) as work:
         records = run_stages(work)
         manifest = ExportManifest(
             request_key=request_key, request=request, tools=tools, stages=records,
             wall_s=round(time.perf_counter() - started, 3),
         )
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    if damaged:
+        notes.append(f"{target} held this {what}, but {_some(damaged, '; ')}: rebuilt its "
+                     f"{len(manifest.files())} files from the stage cache or anew.")
+    if kept:
+        notes.append(f"Kept {len(kept)} file{'s' if len(kept) != 1 else ''} in {target} that the {what} did not "
+                     f"write: {_some(kept, ', ')}.")
     return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
 
 
@@ -290,6 +301,10 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to release this way
         pass
+
+
+def _some(items: list[str], sep: str, shown: int = 3) -> str:
+    return sep.join(items[:shown]) + (f"{sep}... ({len(items)} in all)" if len(items) > shown else "")
 
 
 def _a(noun: str) -> str:
