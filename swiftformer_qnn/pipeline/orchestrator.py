@@ -731,6 +731,9 @@ def _check_compilable(path: Path, model, *, fp16: bool) -> None:
             raise UsageError(f"{path}: input {inp.name!r} has a dynamic shape ({shape}).",
                              hint="Export with fixed input shapes (batch 1), or fix them with "
                                   "`python -m onnxruntime.tools.make_dynamic_shape_fixed`.")
+    if any(n.op_type == "EPContext" for n in g.node):
+        raise UsageError(f"{path} is already compiled (an EP-context model wrapping a QNN context binary).",
+                         hint="Pass the QDQ .onnx it was compiled from (model.qdq.onnx of its export).")
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     if not quantized and not fp16:
         raise UsageError(f"{path} is a float model (no QuantizeLinear/DequantizeLinear nodes).",
