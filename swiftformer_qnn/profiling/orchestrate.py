@@ -517,9 +517,8 @@ def _profile_on_estimator(
     """Estimate each export with each QNN version (`htp.estimate`): one compile for the proxy SoC
     of the export's HTP architecture per version, no device, no emulator run."""
     from ..htp.estimate import estimator_soc
-    from .estimate import estimate_export_model
-
     from ..htp.sweep import require_onnx
+    from .estimate import estimate_export_model
 
     for s in sources:  # an architecture without an estimator SoC, a damaged model: refused before any compile
         estimator_soc(s.soc.htp_arch)
