@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..compile_record import IoTensor
 from ..errors import QuantizationFidelityError
 from ..qnn import HtpTarget, htp_session
 from ..targets import Precision
@@ -49,6 +50,7 @@ def verify_fidelity(
     emulator_samples: int = EMULATOR_SAMPLES,
     variant=None,
     compiled_graph: Path | None = None,
+    io: list[IoTensor] | None = None,
 ) -> dict:
     """fp32 (the float ONNX's outputs on `heldout`, from the validate stage) vs the quantized
     model on the CPU EP over all held-out inputs, and the context binary on the HTP emulator
@@ -58,14 +60,19 @@ def verify_fidelity(
 
     `compiled_graph`: the QDQ graph the context binary was compiled from, when not
     `quantized_model` itself (the compile stage's BN guard may have rewritten it); the per-tensor
-    runs compile that graph again with its quantized tensors as outputs."""
+    runs compile that graph again with its quantized tensors as outputs (with float I/O: the
+    tensors inside are the same). `io`: the binary's native inputs and outputs (`export --io
+    uint8-nhwc`): the held-out inputs are quantized into them and its outputs dequantized, with
+    the scales the compile recorded, so every comparison stays in float NCHW."""
     quant = run_cpu(quantized_model, heldout)
     quantization = compare_outputs(fp32, quant, classify=classify)
 
     n = min(emulator_samples, heldout.shape[0])
     session = htp_session(context_model, target)  # one session: loading the context is the slow part
     name = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
-    emulated = np.concatenate([session.run(None, {name: heldout[i : i + 1]})[0] for i in range(n)])
+    to_binary, from_binary = _io_conversions(io)
+    emulated = np.concatenate([from_binary(session.run(None, {name: to_binary(heldout[i : i + 1])})[0])
+                               for i in range(n)])
     del session
     emulator = compare_outputs(quant[:n], emulated, classify=classify)
     emulator_vs_fp32 = compare_outputs(fp32[:n], emulated, classify=classify)
@@ -108,6 +115,15 @@ def verify_fidelity(
             hint=_hint(finding),
         )
     return result
+
+
+def _io_conversions(io: list[IoTensor] | None):
+    """(float input -> what the binary takes, what the binary gives -> float output)."""
+    if not io:
+        return (lambda x: x), (lambda y: y)
+    (inp,) = [t for t in io if t.role == "input"]
+    (out,) = [t for t in io if t.role == "output"]
+    return inp.from_float, out.to_float
 
 
 def output_failures(emulator: dict, emulator_vs_fp32: dict, cpu_vs_fp32: dict, precision: Precision) -> list[str]:
