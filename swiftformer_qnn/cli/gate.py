@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from ._app import app, console, err_console, guarded
 
 gate_app = typer.Typer(
@@ -220,7 +220,7 @@ def _conclude(g, verdict, *, report_dir: Path | None, markdown: Path | None, jun
 def _render(g, v) -> None:
     from rich.text import Text
 
-    from ..tables import Col, FitTable
+    from ..core.tables import Col, FitTable
 
     style = {"regression": "bold red", "improvement": "green", "within-noise": "yellow",
              "missing-in-candidate": "magenta", "missing-in-baseline": "cyan", "unchanged": "dim"}

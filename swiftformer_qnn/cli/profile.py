@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from ..tables import Col, FitTable
+from ..core.tables import Col, FitTable
 from ._app import app, console, err_console, guarded
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def profile(
     def note(msg: str) -> None:
         from rich.markup import escape
 
-        from ..redact import scrub
+        from ..core.redact import scrub
 
         err_console.print(f"[dim]{escape(scrub(msg))}[/]", highlight=False, soft_wrap=True)
 
@@ -119,7 +119,7 @@ def profile(
 
 def _source_words(p) -> tuple[str, str]:
     """(what the numbers are, unit label): every time printed says where it came from."""
-    from ..profiling.schema import TimeBasis, op_times
+    from ..measure.schema import TimeBasis, op_times
 
     if p.is_device_latency:
         ot = op_times(p)
@@ -141,8 +141,8 @@ PART_SHORT = {"local_representation": "local rep.", "attention": "attn."}
 
 
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
-    from ..profiling.attribution import PARTS, unattributed_share
-    from ..profiling.schema import LatencyBasis, block_times, op_times
+    from ..measure.attribution import PARTS, unattributed_share
+    from ..measure.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
     words, unit = _source_words(p)

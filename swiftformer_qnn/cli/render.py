@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ..core.tables import Col, FitTable
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
-from ..requests import ExportedRequest
-from ..tables import Col, FitTable
+from ..pipeline.requests import ExportedRequest
 
 
 class ExportProgress:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from ._app import app, console, err_console, guarded
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .._atomic import write_text_atomic
-from ..errors import OutputDirError
+from ..core.atomic import write_text_atomic
+from ..core.errors import OutputDirError
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus
 
 REPORT_NAMES = {"markdown": "gate.md", "junit": "gate.junit.xml", "json": "gate.json"}

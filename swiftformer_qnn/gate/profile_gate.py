@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ProfileError, UsageError
-from ..profiling.schema import (
+from ..core.errors import ProfileError, UsageError
+from ..measure.schema import (
     LatencySource,
     Profile,
     TimeBasis,

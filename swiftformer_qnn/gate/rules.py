@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 Statistic = Literal["median", "mean", "min"]
 STATISTICS: tuple[str, ...] = ("median", "mean", "min")

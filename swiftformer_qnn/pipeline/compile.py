@@ -6,8 +6,10 @@ from pathlib import Path
 
 import onnx
 
-from .._atomic import write_text_atomic
-from ..compile_record import (
+from ..core.atomic import write_text_atomic
+from ..htp.bn_guard import protect
+from ..htp.compile import compile_model
+from ..htp.record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
     CONTEXT_ONNX,
@@ -16,8 +18,7 @@ from ..compile_record import (
     CompileRecord,
     IoTensor,
 )
-from ..qnn import HtpTarget, compile_model
-from .bn_guard import protect
+from ..htp.session import HtpTarget
 from .native_io import IoFormat, native_io
 
 # What the compile stage keeps: the EP-context wrapper, the QNN context binary, QNN's

@@ -22,8 +22,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..compile_record import IoTensor
-from ..requests import IoFormat
+from ..htp.record import IoTensor
+from .requests import IoFormat
 
 __all__ = ["IoFormat", "IoTensor", "native_io"]
 

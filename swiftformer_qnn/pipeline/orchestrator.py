@@ -16,24 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import (
+from ..core.atomic import sha256_file
+from ..core.cache import code_version, sha256_json, tool_versions
+from ..core.errors import OutputDirError, UsageError, WeightsError
+from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir
+from ..core.targets import Precision, Soc, get_precision, get_soc
+from ..htp.record import CONTEXT_BINARY
+from ..model.variants import Variant, get_variant
+from .artifacts import (
     MANIFEST_NAME,
     ExportManifest,
     StageCache,
     StageRecord,
-    code_version,
     damaged_outputs,
     holds_export_manifest,
     read_manifest,
-    sha256_file,
-    sha256_json,
-    tool_versions,
 )
-from ..compile_record import CONTEXT_BINARY
-from ..errors import OutputDirError, UsageError, WeightsError
-from ..output_dir import Found, Occupant, holds, place, staged_output_dir
-from ..requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, IoFormat, Until
-from ..stage_results import (
+from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
+from .requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, IoFormat, Until
+from .stage_results import (
     ExportResults,
     FoldResults,
     InputsResults,
@@ -42,9 +43,6 @@ from ..stage_results import (
     ValidateResults,
     VerifyResults,
 )
-from ..targets import Precision, Soc, get_precision, get_soc
-from ..variants import Variant, get_variant
-from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
 
 log = logging.getLogger(__name__)
 
@@ -313,14 +311,14 @@ class _Run:
         if self._model is None:
             import torch
 
-            from ..model import build_model, realistic_init
+            from ..model.swiftformer import build_model, realistic_init
 
             torch.manual_seed(RANDOM_SEED)
             model = build_model(self.r.variant, self.attention)
             if self.req.weights is None:
                 realistic_init(model, seed=RANDOM_SEED)
             else:
-                from ..weights import load_weights
+                from ..model.weights import load_weights
 
                 # load_weights sets the attention form: the requested one, else what the format implies.
                 loaded = load_weights(model, Path(self.req.weights), self.r.variant, self.req.attention,
@@ -338,7 +336,7 @@ class _Run:
         if self._host is None:
             import torch
 
-            from ..model import build_model, realistic_init
+            from ..model.swiftformer import build_model, realistic_init
             from .calibrate import encoder_host
 
             host = encoder_host(self.r.variant.encoder_dim)
@@ -348,7 +346,7 @@ class _Run:
             model = build_model(host.variant, self.req.attention or "normalize")
             realistic_init(model, seed=RANDOM_SEED)  # replaced below by a full checkpoint's weights
             if self.req.weights is not None:
-                from ..weights import is_full_checkpoint, load_weights
+                from ..model.weights import is_full_checkpoint, load_weights
 
                 if is_full_checkpoint(Path(self.req.weights)):
                     load_weights(model, Path(self.req.weights), host.variant, self.req.attention)
@@ -390,7 +388,7 @@ class _Run:
         def produce(d: Path) -> ExportResults:
             model = self.model()
             if self.req.graph == "htp":
-                from ..htp_model import to_htp_form
+                from ..model.htp_form import to_htp_form
 
                 # Built from the loaded upstream-form model: one weights loader, the same weights.
                 model = to_htp_form(model, shape)
@@ -500,12 +498,12 @@ class _Run:
         return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
 
     def htp_target(self):
-        from ..qnn import HtpTarget
+        from ..htp.session import HtpTarget
 
         return HtpTarget(self.r.soc.soc_model, self.r.soc.htp_arch, fp16=self.r.precision is Precision.FP16)
 
     def subject(self):
-        from ..compile_record import CompiledModel
+        from ..htp.record import CompiledModel
 
         r = self.r
         return CompiledModel(variant=r.variant.name, precision=r.precision.value,
@@ -539,7 +537,7 @@ class _Run:
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> VerifyResults:
-            from ..compile_record import COMPILE_RECORD, read_compile_record
+            from ..htp.record import COMPILE_RECORD, read_compile_record
 
             io = read_compile_record(ctx_dir / COMPILE_RECORD).io
             heldout = np.load(heldout_path)
@@ -566,9 +564,9 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
     import onnx
 
-    from ..compile_record import CompiledModel
-    from ..cross_version import require_onnx
-    from ..qnn import HtpTarget
+    from ..htp.record import CompiledModel
+    from ..htp.session import HtpTarget
+    from ..htp.sweep import require_onnx
     from .compile import COMPILE_OUTPUTS, compile_stage
 
     started = time.perf_counter()
@@ -627,9 +625,9 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
     import numpy as np
     import onnx
 
-    from ..compile_record import CompileRecord
-    from ..cross_version import compile_versions_into
-    from ..qnn import HtpTarget
+    from ..htp.record import CompileRecord
+    from ..htp.session import HtpTarget
+    from ..htp.sweep import compile_versions_into
 
     compiled = result.manifest.results("compile", CompileRecord)
     if compiled is None:

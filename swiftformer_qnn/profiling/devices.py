@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..errors import UsageError
-from ..targets import DEFAULT_SOC, SOCS, Soc, get_soc
+from ..core.errors import UsageError
+from ..core.targets import DEFAULT_SOC, SOCS, Soc, get_soc
 
 
 class Backend(str, Enum):

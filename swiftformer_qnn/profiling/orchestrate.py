@@ -13,15 +13,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import ExportManifest, read_manifest
-from ..compile_record import CompileRecord
-from ..errors import HubError, OutputDirError, UsageError
-from ..requests import ExportedRequest
-from ..stage_results import ExportResults
-from ..targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
+from ..core.errors import HubError, OutputDirError, UsageError
+from ..core.targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
+from ..core.versions import is_version_tag, parse_qnn_version, same_release
+from ..htp.record import CompileRecord
+from ..measure.schema import ModelInfo, Profile
+from ..model.variants import Variant, get_variant
+from ..pipeline.artifacts import ExportManifest, read_manifest
+from ..pipeline.requests import ExportedRequest
+from ..pipeline.stage_results import ExportResults
 from ..toolchains import split_versions
-from ..variants import Variant, get_variant
-from ..versions import is_version_tag, parse_qnn_version, same_release
 from .aihub import (
     DEFAULT_POLL_S,
     DEFAULT_RUNS,
@@ -34,10 +35,9 @@ from .aihub import (
 from .aihub_client import HubConfig, check_hub_config
 from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
-from .schema import ModelInfo, Profile
 
 if TYPE_CHECKING:
-    from ..qnn import HtpTarget
+    from ..htp.session import HtpTarget
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def _profile_on_hub(
 def _check_emulator_qnn(qnn: list[str]) -> None:
     if not qnn:
         return
-    from ..qnn import qnn_sdk_version
+    from ..htp.session import qnn_sdk_version
 
     bundled = qnn_sdk_version()
     for v in qnn:
@@ -438,7 +438,7 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
                              f"the export was compiled with QNN {record.qnn_version}; the emulator runs {qnn_version}")
     if (record.soc_model, record.htp_arch, record.fp16) != (target.soc_model, target.htp_arch, target.fp16):
         return EmulatorInput(source.model_path, None, "the export was compiled for another target")
-    from ..artifacts import sha256_file
+    from ..core.atomic import sha256_file
 
     damaged = [f"{out.path} is missing" if not (d / out.path).is_file() else f"{out.path} was changed"
                for out in stage.outputs.values()
@@ -467,7 +467,7 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
 def _profile_on_emulator(
     sources: list[ExportSource], device: DeviceTarget, out_dir: Path, emit: Progress
 ) -> ProfileRunResult:
-    from ..qnn import HtpTarget, qnn_sdk_version
+    from ..htp.session import HtpTarget, qnn_sdk_version
     from .emulator import profile_on_emulator
 
     result = ProfileRunResult(Backend.EMULATOR, device.display_name, out_dir)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .. import versions
-from ..errors import ProfileError
-from ..profiling.schema import LatencySource, Profile, TimeBasis, TimeUnit, block_times, op_times
-from ..variants import VARIANTS
+from ..core import versions
+from ..core.errors import ProfileError
+from ..measure.schema import LatencySource, Profile, TimeBasis, TimeUnit, block_times, op_times
+from ..model.variants import VARIANTS
 from .model import (
     BlockDelta,
     BlockRow,

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compile_record import COMPILE_FAILURE, COMPILE_RECORD
-from ..errors import OutputDirError, ProfileError, UsageError
+from ..core.errors import OutputDirError, ProfileError, UsageError
+from ..core.output_dir import holds_marker, staged_output_dir
 from ..gate.structure import read_compile_structure
-from ..output_dir import holds_marker, staged_output_dir
-from ..profiling.schema import find_profiles, load_profile
+from ..htp.record import COMPILE_FAILURE, COMPILE_RECORD
+from ..measure.schema import find_profiles, load_profile
 from .analysis import LoadedProfile, build_report, compare_profiles
 from .charts import Chart, render_charts
 from .html import report_html

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..profiling.schema import LatencySource
+from ..measure.schema import LatencySource
 
 REPORT_KIND = "swiftformer-qnn.report"
 COMPARISON_KIND = "swiftformer-qnn.comparison"

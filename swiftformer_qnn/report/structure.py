@@ -7,7 +7,7 @@ context binary's size. Deterministic, so a difference is a difference.
 
 from __future__ import annotations
 
-from ..compile_record import CompileRecord
+from ..htp.record import CompileRecord
 from .model import CompileRow, StructureComparison, StructureDelta
 
 TOTALS = ("HTP ops", "layout ops", "layout ops at input/output", "float islands", "boundary Quantize/Dequantize",

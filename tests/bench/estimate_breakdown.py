@@ -15,7 +15,7 @@ Per model the script
 3. runs the compiled binary once on the x86 HTP emulator with `profiling_level=detailed` only
    to read each QNN op id's name (`<name>:OpId_N` rows; the trace's event ids carry the op id
    in their low 32 bits), and joins QNN's framework op trace (op name -> ONNX nodes) so
-   `profiling.attribution` puts each op in its block;
+   `measure.attribution` puts each op in its block;
 4. splits the trace's span (the estimated total) over the ops: every cycle goes in equal
    shares to the ops running on a compute thread (FG, HVX 1-4) at that moment, or, when none
    runs, to the ops whose DMA is in flight ("DMA wait"). These shares sum to the estimate.
@@ -220,7 +220,7 @@ def run_worker(python: str, model: Path, work: Path, level: str, options: dict, 
 
 
 def estimate_breakdown(variant: str, qdq: Path, work: Path, options: dict) -> dict:
-    from swiftformer_qnn.profiling.attribution import attribute_op
+    from swiftformer_qnn.measure.attribution import attribute_op
 
     info = run_worker(sys.executable, qdq, work, "optrace", options, names=True)
     totals = graph_totals(work / "estimate.csv")

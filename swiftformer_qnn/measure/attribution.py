@@ -1,6 +1,6 @@
 """Which SwiftFormer block each QNN op belongs to (pure: names in, attributions out).
 
-The model's module names (`swiftformer_qnn.model`) survive export as ONNX node names such
+The model's module names (`swiftformer_qnn.model.swiftformer`) survive export as ONNX node names such
 as `/stage2/block9_swiftformer_encoder/attention/to_query/MatMul`, and QNN keeps them, with
 decorations, as op names: `<onnx node>:OpId_N (cycles)` in HTP profiles, `_token_N` suffixes
 from onnxruntime's graph rewrites, `_QuantizeLinear`/`_DequantizeLinear` for QDQ nodes named
@@ -39,8 +39,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import ProfileError
-from ..variants import BlockKind, Variant, get_variant
+from ..core.errors import ProfileError
+from ..model.variants import BlockKind, Variant, get_variant
 from .schema import UNATTRIBUTED, Attribution, OpRecord, Profile, op_times
 
 ENCODER_BLOCK = "encoder"

@@ -21,8 +21,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .._atomic import write_text_atomic
-from ..errors import ProfileError
+from ..core.atomic import write_text_atomic
+from ..core.errors import ProfileError
 
 SCHEMA_VERSION = 2  # 2: per-op execution_time_us + execution_cycles; latency basis and estimate
 PROFILE_KIND = "swiftformer-qnn.profile"
@@ -108,7 +108,7 @@ class TargetInfo(_Strict):
 
 
 class ToolchainInfo(_Strict):
-    """QNN/QAIRT versions as written (parse them with `swiftformer_qnn.versions`).
+    """QNN/QAIRT versions as written (parse them with `swiftformer_qnn.core.versions`).
 
     `qnn_version` is the release the numbers belong to: the one that ran where known, else the
     one compiled with, else the one asked for. The other fields keep each string as reported.

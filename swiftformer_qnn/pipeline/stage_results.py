@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .compile_record import CompileRecord
+from ..htp.record import CompileRecord
 
 
 class _Model(BaseModel):
