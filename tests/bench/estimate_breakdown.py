@@ -7,8 +7,10 @@ estimator SoC SA8255P (soc_model 52, HTP v73, the SM8550 generation "Kailua", si
 
 Per model the script
 1. exports with the tool's own command (`swiftformer-qnn export --until quantize`: realistic
-   random weights, the shipped calibration photographs, w8a8; `--export-arg` passes more);
-2. compiles the QDQ ONNX for soc 52 with `profiling_level=optrace`: the CSV gives the graph
+   random weights, the shipped calibration photographs, w8a8; `--export-arg` passes more) and,
+   with `--io uint8-nhwc`, rewrites the QDQ graph to native I/O as the compile stage does;
+2. compiles the QDQ ONNX for soc 52 with the product's compile options (`HtpTarget`: the graph
+   optimization level) plus any `--option`, and `profiling_level=optrace`: the CSV gives the graph
    totals (cycles, us, lower/upper estimates, input fill), the `_qnn.log` embeds the
    estimator's Chrome trace (events in cycles on the threads FG (HMX convolutions and the
    sequencer's scalar work), HVX 1-4, DMA);
@@ -24,8 +26,8 @@ Per model the script
 With `--qnn-python V=PY` the graph totals are also estimated with other QNN versions (the
 toolchain environments' Pythons, this file run as a worker in them).
 
-Usage: python tests/bench/estimate_breakdown.py OUT_DIR [--label after] [--variants l1,encoder]
-           [--export-arg=--io=uint8-nhwc] [--qnn-python 2.48.40=/path/bin/python ...]
+Usage: python tests/bench/estimate_breakdown.py OUT.json [--label after] [--variants l1,encoder]
+           [--io uint8-nhwc] [--option K=V] [--qnn-python 2.48.40=/path/bin/python ...]
        python tests/bench/estimate_breakdown.py --markdown OUT.md BEFORE.json [AFTER.json]
 """
 
@@ -201,7 +203,7 @@ def per_op(trace: dict) -> tuple[int, dict[int, dict]]:
 
 def export(variant: str, out: Path, cache: Path, extra: list[str]) -> Path:
     cmd = [sys.executable, "-m", "swiftformer_qnn.cli", "export", "--variant", variant, "--until", "quantize",
-           "--output-dir", str(out), *extra]
+           "--output-dir", str(out), "--force", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWIFTFORMER_QNN_CACHE": str(cache), "COLUMNS": "120"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -217,6 +219,9 @@ def run_worker(python: str, model: Path, work: Path, level: str, options: dict, 
     if done.returncode != 0:
         raise SystemExit(f"estimate worker failed ({python}):\n{done.stderr[-3000:]}")
     return json.loads((work / "worker.json").read_text())
+
+
+_EDGE_TYPES = {"Quantize", "Dequantize", "Transpose"}
 
 
 def estimate_breakdown(variant: str, qdq: Path, work: Path, options: dict) -> dict:
@@ -235,8 +240,13 @@ def estimate_breakdown(variant: str, qdq: Path, work: Path, options: dict) -> di
         sources = [s["name"] for s in m.get("sources", []) if s["type"] == "OP"]
         att = attribute_op(name, sources, variant) if oid != -1 else None
         impl = op["impl"].most_common(1)[0][0] if op["impl"] else "-"
-        rows.append({"op_id": oid, "name": name, "qnn_op_type": m.get("dst_qnn_op_type", "-"), "htp_impl": impl,
-                     "block": att.block if att else "-", "part": (att.part if att else None) or "",
+        qnn_type = m.get("dst_qnn_op_type", "-")
+        # The graph's edges: QNN's input/output slices, and the conversions of its float NCHW
+        # tensors (ops named after no module), apart from the blocks they feed.
+        edge = name in ("Input", "Output") or (qnn_type in _EDGE_TYPES and not name.startswith("/"))
+        rows.append({"op_id": oid, "name": name, "qnn_op_type": qnn_type, "htp_impl": impl,
+                     "block": "(graph input/output)" if edge else att.block if att else "-",
+                     "part": "" if edge else (att.part if att else None) or "",
                      "critical_cycles": round(op["critical"]), "dma_wait_cycles": round(op["dma_wait"]),
                      **{f"{u}_cycles": op[u] for u in UNITS},
                      "dram_read_bytes": op["dram_read"], "dram_write_bytes": op["dram_write"]})
@@ -285,8 +295,8 @@ def markdown_for(run: dict) -> list[str]:
         us = t.get("us", round(t["cycles"] / mhz))
         lines += [f"### {m['model']}, {run['label']}: estimated {us} us ({t.get('us_lower', '?')}-{t.get('us_upper', '?')}), "
                   f"{t['cycles']:,} cycles, input fill {t.get('input_fill_bytes', 0) / 1e6:.2f} MB (QNN {m['qnn_version']})", ""]
-        if m["provider_options"]:
-            lines += ["Compile options: " + ", ".join(f"`{k}={v}`" for k, v in m["provider_options"].items()), ""]
+        lines += [f"Inputs and outputs: {run.get('io', 'float-nchw')}. Compile options beyond the SoC: "
+                  + (", ".join(f"`{k}={v}`" for k, v in m["provider_options"].items()) or "none (QNN's defaults)"), ""]
         lines += ["Per block:", ""] + _table(by(m["ops"], _block_key), m["trace_span_cycles"], "block / part", mhz)
         lines += ["", "Per op type (QNN op type and the HTP implementation the estimator scheduled):", ""]
         lines += _table(by(m["ops"], _type_key), m["trace_span_cycles"], "op type (HTP implementation)", mhz) + [""]
@@ -303,6 +313,38 @@ def markdown_for(run: dict) -> list[str]:
     return lines
 
 
+def comparison(runs: list[dict]) -> list[str]:
+    """Per model, the estimate and each block's critical-path time side by side, one column per run."""
+    mhz = 1497.6
+    lines = ["## Side by side", ""]
+    variants = [m["variant"] for m in runs[0]["models"]]
+    for variant in variants:
+        cols = [(r["label"], next((m for m in r["models"] if m["variant"] == variant), None)) for r in runs]
+        cols = [(label, m) for label, m in cols if m]
+        lines += [f"### {MODELS.get(variant, variant)}", "",
+                  "| block | " + " | ".join(f"{label} (~us)" for label, _ in cols) + " |",
+                  "|---|" + "---:|" * len(cols)]
+        totals = []
+        for _, m in cols:
+            t = m["totals"]
+            totals.append(f"**{t.get('us', round(t['cycles'] / mhz))}** ({t.get('us_lower', '?')}-{t.get('us_upper', '?')})")
+        lines.append("| **estimate (QNN " + cols[0][1]["qnn_version"] + ")** | " + " | ".join(totals) + " |")
+        per = [{g["group"]: g["critical_cycles"] + g["dma_wait_cycles"] for g in by(m["ops"], lambda r: r["block"])}
+               for _, m in cols]
+        order = sorted({b for p in per for b in p}, key=lambda b: -max(p.get(b, 0) for p in per))
+        for b in order:
+            lines.append(f"| {b} | " + " | ".join(f"{p[b] / mhz:.1f}" if b in p else "–" for p in per) + " |")
+        versions = sorted({v["qnn_version"] for r in runs for v in r.get("versions", []) if v["variant"] == variant})
+        for qv in versions:
+            cells = []
+            for r, _ in [(r, None) for r in runs if any(m["variant"] == variant for m in r["models"])]:
+                v = next((v for v in r.get("versions", []) if v["variant"] == variant and v["qnn_version"] == qv), None)
+                cells.append(f"{v['totals']['cycles']:,} cycles" if v else "–")
+            lines.append(f"| estimate on QNN {qv} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def markdown(runs: list[dict]) -> str:
     head = ["# Where the estimated HTP time goes (issue 22)", "",
             "All times are **estimated** (QNN Hextimate, SA8255P proxy for SM8550, HTP v73, 1497.6 MHz simulated), "
@@ -312,7 +354,7 @@ def markdown(runs: list[dict]) -> str:
             "*DMA wait*: cycles when only DMA ran. The two columns sum to the estimate. HMX / HVX / FG / DMA: busy "
             "cycles per unit (HVX summed over its 4 threads, so parallel work exceeds the span). DRAM read: bytes the "
             "op's DMA read from DDR (weights, the input).", ""]
-    body = []
+    body = comparison(runs) if len(runs) > 1 else []
     for run in runs:
         body += [f"## {run['label']} (tree {run['commit'][:12]})", "", *markdown_for(run)]
     return "\n".join(head + body) + "\n"
@@ -342,24 +384,33 @@ def main() -> None:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--export-arg", action="append", default=[], help="passed to `swiftformer-qnn export`")
     ap.add_argument("--option", action="append", default=[], help="extra QNN provider option K=V for the estimate")
+    ap.add_argument("--io", default="float-nchw", help="float-nchw, or uint8-nhwc (native I/O, as export --io)")
     ap.add_argument("--qnn-python", action="append", default=[], help="VERSION=PYTHON of a toolchain environment")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="estimate-breakdown-"))
-    options = dict(o.split("=", 1) for o in args.option)
+    from swiftformer_qnn.htp.session import HtpTarget
+    from swiftformer_qnn.pipeline.compile import native_io_model
+
+    # What the product's compile asks of QNN (beyond the SoC), then this run's extra options.
+    product = {k: v for k, v in HtpTarget().provider_options().items()
+               if k not in ("backend_path", "soc_model", "htp_arch")}
+    options = {**product, **dict(o.split("=", 1) for o in args.option)}
     models, versions = [], []
     for variant in args.variants.split(","):
         qdq = export(variant, work / f"{variant}-export", work / "cache", args.export_arg)
-        models.append(estimate_breakdown(variant, qdq, work / f"{variant}-estimate", options))
+        if args.io == "uint8-nhwc":
+            qdq, _ = native_io_model(qdq, qdq.parent, "model.native-io.onnx")
+        models.append(estimate_breakdown(variant, qdq, work / f"{variant}-{args.label}-estimate", options))
         t = models[-1]["totals"]
         print(f"{variant}: estimated {t.get('us')} us ({t.get('us_lower')}-{t.get('us_upper')}), {t['cycles']} cycles", flush=True)
         for spec in args.qnn_python:
             version, python = spec.split("=", 1)
-            vwork = work / f"{variant}-qnn-{version}"
+            vwork = work / f"{variant}-{args.label}-qnn-{version}"
             info = run_worker(python, qdq, vwork, "detailed", options, names=False)
             versions.append({"variant": variant, "qnn_version": info["qnn_version"],
                              "totals": graph_totals(vwork / "estimate.csv")})
             print(f"  QNN {info['qnn_version']}: {versions[-1]['totals']['cycles']} cycles", flush=True)
-    result = {"label": args.label, "commit": measured_tree(), "export_args": args.export_arg,
+    result = {"label": args.label, "commit": measured_tree(), "export_args": args.export_arg, "io": args.io,
               "weights": "realistic random (model.realistic_init, seed 0)", "precision": "w8a8",
               "estimator": "QNN Hextimate, SA8255P (soc_model 52, v73) proxy for SM8550",
               "models": models, "versions": versions}
