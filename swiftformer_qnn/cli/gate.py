@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ..core.errors import UsageError
+from ..core.text import terminal_safe
 from ._app import app, console, err_console, guarded
 
 gate_app = typer.Typer(
@@ -55,11 +56,12 @@ def latency(
     )] = None,
     variant: VariantOpt = None,
     threshold: Annotated[str | None, typer.Option(
-        "--threshold", help="Relative change that counts, e.g. 5% or 0.05 (default: pyproject, else 5%).",
+        "--threshold", help="Relative change that counts, e.g. 5% or 0.05 (default: pyproject, else 5%; for "
+        "estimate profiles, which are deterministic, estimate_threshold, else 2%).",
     )] = None,
     floor_us: Annotated[float | None, typer.Option(
         "--floor-us", min=0,
-        help="Ignore changes smaller than this many microseconds (default: pyproject, else 20).",
+        help="Ignore changes smaller than this many microseconds (default: pyproject, else 20; estimates: 0).",
     )] = None,
     statistic: Annotated[str | None, typer.Option(
         "--statistic",
@@ -243,11 +245,14 @@ def _render(g, v) -> None:
             row += [g.outputs.fmt_interval(r), g.outputs.fmt_confidence(r)]
         rows.append(row)
     table = FitTable(columns, rows, title=g.outputs.headline(v))
-    console.print(g.outputs.describe_sides(v), highlight=False)
+    # Names in these sentences come from the profiles: no markup or escape sequence of theirs.
+    console.print(Text(terminal_safe(g.outputs.describe_sides(v), one_line=True)), highlight=False)
     console.print(table)
     for n in v.notes:
-        console.print(f"note: {n}", highlight=False, soft_wrap=True)
+        console.print(Text(f"note: {terminal_safe(n, one_line=True)}"), highlight=False, soft_wrap=True)
     for r in v.failures:
-        console.print(f"[bold red]FAIL[/] {r.reason}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("FAIL", "bold red"), " ", terminal_safe(r.reason, one_line=True)),
+                      highlight=False, soft_wrap=True)
     for r in v.improvements:
-        console.print(f"[green]improved[/] {r.reason}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("improved", "green"), " ", terminal_safe(r.reason, one_line=True)),
+                      highlight=False, soft_wrap=True)

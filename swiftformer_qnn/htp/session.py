@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def htp_session(
     *,
     context_out: Path | None = None,
     profile_csv: Path | None = None,
+    profiling_level: str = "detailed",
     op_trace: bool = False,
     op_trace_dir: Path | None = None,
 ):
@@ -100,7 +102,9 @@ def htp_session(
     QNN's detailed profile (HTP cycles per op) to that CSV. With `op_trace`, creating the
     session writes `qnn_op_trace.json` (which ONNX nodes each HTP op came from) into
     `op_trace_dir`, by default next to the context or the CSV; the CSV then names each op's
-    ONNX nodes. An EP-context model is not recompiled, so its profile is annotated only if
+    ONNX nodes. `profiling_level="optrace"` (with `profile_csv`) also writes QNN's binary log
+    `<csv stem>_qnn.log`, which holds the performance estimator's trace for SoCs that have one
+    (`htp.estimate`). An EP-context model is not recompiled, so its profile is annotated only if
     the trace written when it was compiled lies next to it.
     """
     import onnxruntime as ort
@@ -109,7 +113,7 @@ def htp_session(
     so.log_severity_level = 3
     opts = target.provider_options()
     if profile_csv is not None:
-        opts["profiling_level"] = "detailed"
+        opts["profiling_level"] = profiling_level
         opts["profiling_file_path"] = str(profile_csv)
     if op_trace:
         anchor = context_out or profile_csv
@@ -141,24 +145,38 @@ class _captured_native_stderr:
     QNN EP: { name: ..., type: ... }"), not in the exception, so this is how the error can
     name them. It also keeps the QNN libraries' start-up chatter (printed on stdout) out of
     the user's terminal and out of any output piped from this tool.
+
+    The descriptors are the process's: sessions created from several threads at once (the
+    pipeline's stages overlap, verify opens one emulator session per core) take turns, or one
+    would save the other's redirection as "the terminal" and restore stdout to a closed file.
     """
+
+    _turn = threading.RLock()
 
     def __enter__(self):
         import sys
         import tempfile
 
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
-        for fd in (1, 2):
-            os.dup2(self._file.fileno(), fd)
+        self._turn.acquire()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._file = tempfile.TemporaryFile(mode="w+b")
+            self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+            for fd in (1, 2):
+                os.dup2(self._file.fileno(), fd)
+        except BaseException:
+            self._turn.release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for fd, saved in self._saved.items():
-            os.dup2(saved, fd)
-            os.close(saved)
+        try:
+            for fd, saved in self._saved.items():
+                os.dup2(saved, fd)
+                os.close(saved)
+        finally:
+            self._turn.release()
 
     def read(self) -> str:
         self._file.seek(0)

@@ -4,6 +4,8 @@
     compile --request Q.json --result R.json  compile a QDQ model to a context binary (`qnn.compile_model`,
                                               which writes `compile.json`), and optionally run it
                                               once on the HTP emulator, in the same session
+    estimate --request Q.json --result R.json compile for the performance estimator's proxy SoC and
+                                              read the estimate (`htp.estimate`, writes estimate.json)
 
 Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.compile_record` /
 `.ep_context` / `.targets` / `.errors` / `._atomic` (which keep to onnxruntime, protobuf and
@@ -117,7 +119,8 @@ def compile_request(request: CompileJob) -> dict:
 
     One process, one session per version: no second compile, no second load of the binary,
     no profile (the op trace written at compile already names every HTP op).
-    `phases_s` says where the worker's time went."""
+    `phases_s` says where the worker's wall time went, `phases_cpu_s` the CPU time of its compile
+    and emulator run (every thread of the process)."""
     started = time.perf_counter()
     import numpy as np
 
@@ -138,8 +141,10 @@ def compile_request(request: CompileJob) -> dict:
         with np.load(request.inputs_npz) as data:
             feeds = {k: data[k] for k in data.files}
 
+    cpu: dict[str, float] = {}  # CPU seconds of the process (every thread) per phase: the sweep's floor
+
     def run_once(session) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             names = [o.name for o in session.get_outputs()]
             outputs = session.run(None, feeds)
@@ -150,15 +155,18 @@ def compile_request(request: CompileJob) -> dict:
         else:
             result["htp_outputs"] = HTP_OUTPUTS
         phases["emulator_run"] = time.perf_counter() - t0
+        cpu["emulator_run"] = time.process_time() - c0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     compile_model(request.model, out, target, soc=request.soc, model=request.subject,
                   then=run_once if feeds is not None else None)
     phases["compile"] = time.perf_counter() - t0 - phases.get("emulator_run", 0.0)
+    cpu["compile"] = time.process_time() - c0 - cpu.get("emulator_run", 0.0)
     t0 = time.perf_counter()
     result["environment"] = environment()
     phases["environment"] = time.perf_counter() - t0
     result["phases_s"] = {k: round(v, 3) for k, v in phases.items()}
+    result["phases_cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
     return result
 
 
@@ -180,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p_compile = sub.add_parser("compile")
     p_compile.add_argument("--request", required=True, type=Path)
     p_compile.add_argument("--result", required=True, type=Path)
+    p_estimate = sub.add_parser("estimate")  # htp.estimate: one compile for the estimator proxy, read back
+    p_estimate.add_argument("--request", required=True, type=Path)
+    p_estimate.add_argument("--result", required=True, type=Path)
     args = parser.parse_args(argv)
     result_path = args.result.absolute()
 
@@ -189,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "probe":
             result = probe()
+        elif args.command == "estimate":
+            from .estimate import EstimateJob, run_estimate
+
+            estimate_job = EstimateJob.model_validate_json(args.request.read_text())
+            run_estimate(estimate_job)
+            result = {"status": "ok", "environment": environment()}
         else:
             from .record import CompileJob
 

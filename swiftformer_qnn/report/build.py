@@ -13,6 +13,7 @@ from pathlib import Path
 from ..core.errors import OutputDirError, ProfileError, UsageError
 from ..core.output_dir import holds_marker, staged_output_dir
 from ..gate.structure import read_compile_structure
+from ..htp.estimate import ESTIMATE_JSON, Estimate
 from ..htp.record import COMPILE_FAILURE, COMPILE_RECORD
 from ..measure.schema import find_profiles, load_profile
 from .analysis import LoadedProfile, build_report, compare_profiles
@@ -163,7 +164,7 @@ def write_report(report: Report, out_dir: Path) -> list[Chart]:
     """report.json, report.md, report.html and the PNGs, built in a temporary sibling and renamed into place."""
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, _KINDS)
-    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
+    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER, option="--out") as work:
         (work / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
         charts = render_charts(report, work)
         (work / "report.md").write_text(report_md(report, charts))
@@ -197,6 +198,17 @@ def _is_compile(path: Path) -> bool:
     return path.name in (COMPILE_RECORD, COMPILE_FAILURE)
 
 
+def _estimate_beside(compile_json: Path) -> Estimate | None:
+    """The export's estimate (its estimate stage's `estimate.json`, beside `compile.json`), if any."""
+    path = Path(compile_json).parent / ESTIMATE_JSON
+    if not path.is_file():
+        return None
+    try:
+        return Estimate.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{path}: not an estimate this tool reads ({str(exc).splitlines()[0][:200]}).") from None
+
+
 def make_comparison(
     a: Path, b: Path, *, out: Path | None = None, name: str | None = None, reports_dir: Path = REPORTS_DIR
 ) -> ComparisonResult:
@@ -214,7 +226,8 @@ def make_comparison(
     cmp: Comparison | StructureComparison
     if True in kinds:
         found = [read_compile_structure(p, side="compile") for p in (a, b)]
-        cmp = compare_structures(input_label(a), found[0].record, input_label(b), found[1].record)
+        cmp = compare_structures(input_label(a), found[0].record, input_label(b), found[1].record,
+                                 estimates=(_estimate_beside(found[0].path), _estimate_beside(found[1].path)))
         markdown = structure_md(cmp)
     else:
         cmp = compare_profiles(*(LoadedProfile(label=input_label(p), profile=load_profile(p)) for p in (a, b)))
@@ -222,7 +235,7 @@ def make_comparison(
     name = _check_name(name) if name else f"compare-{default_name([a])}-vs-{default_name([b])}"
     out_dir = Path(out) if out else Path(reports_dir) / name
     _prepare_out_dir(out_dir, _KINDS)
-    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
+    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER, option="--out") as work:
         (work / "compare.json").write_text(cmp.model_dump_json(indent=2) + "\n")
         (work / "compare.md").write_text(markdown)
     return ComparisonResult(comparison=cmp, out_dir=out_dir)
