@@ -61,7 +61,10 @@ def minmax_ranges(model_path: Path, samples: np.ndarray, op_types: Sequence[str]
             graph.node.append(helper.make_node(op, [tensor], [out], keepdims=1, name=out))
             graph.output.append(helper.make_tensor_value_info(out, elem, None))
             outputs.append(out)
-    runs = cpu_runs(model.SerializeToString(), samples, outputs=outputs, optimize=False)
+    serialized = model.SerializeToString()
+    del model, graph, calibrator  # the sessions hold the graph now; the proto's copy is ~45 MB for L1
+    runs = cpu_runs(serialized, samples, outputs=outputs, optimize=False)
+    del serialized
     ranges = {}
     for k, tensor in enumerate(names):
         # np.nanmin/np.nanmax over the per-sample values, as MinMaxCalibrater.compute_data.
