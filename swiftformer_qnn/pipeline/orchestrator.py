@@ -38,7 +38,15 @@ from .artifacts import (
     read_manifest,
 )
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
-from .requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, IoFormat, Until
+from .requests import (
+    CompiledRequest,
+    CompileRequest,
+    ExportedRequest,
+    ExportRequest,
+    ImageSetId,
+    IoFormat,
+    Until,
+)
 from .stage_results import (
     ExportResults,
     FoldResults,
