@@ -1,6 +1,7 @@
 """The fault battery, second round: exit codes by meaning (2 bad input or environment, 1 a failed
-check, 0 a closed stdout pipe after the work is done), every wait bounded, and text from outside
-escaped for where it goes."""
+check, 0 a closed stdout pipe after the work is done), weights of the wrong kind, every wait
+bounded (FIFOs), text from outside escaped for where it goes, one-line errors that point the
+right way, and toolchains locked while in use and reinstalled when broken."""
 
 from __future__ import annotations
 
