@@ -239,3 +239,24 @@ def test_timeout_bounds_the_device_lookup_against_a_server_that_never_answers(on
     assert time.monotonic() - started < 30
     # No job was submitted, so no journal was written: the hint must not send the user to one.
     assert "rerun the same command" in err.value.one_line() and "jobs saved in" not in err.value.one_line()
+
+
+@pytest.mark.parametrize("reason, said", [("read", "No answer in time from"), ("connect", "Could not connect to")])
+def test_a_read_timeout_is_not_called_could_not_connect(reason, said):
+    """What the qai-hub client raises (its own mapping of requests' errors) when its retries end
+    on read timeouts, against one that ends on a refused connection."""
+    import qai_hub
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
+
+    from swiftformer_qnn.profiling.aihub_client import client_message
+
+    url = "https://app.aihub.qualcomm.com/api/v1/devices/"
+    cause = (ReadTimeoutError(None, url, "Read timed out. (read timeout=60)") if reason == "read"
+             else NewConnectionError(None, "Connection refused"))
+    try:
+        qai_hub.client.Client._handle_api_exception(
+            None, requests.exceptions.ConnectionError(MaxRetryError(None, url, cause)), "https://app.aihub.qualcomm.com")
+    except Exception as exc:  # noqa: BLE001  (the client's InternalError)
+        message = client_message(exc)
+    assert said in message and ("Could not connect" not in message) is (reason == "read")

@@ -68,9 +68,30 @@ def check_hub_config() -> HubConfig:
 
 def client_message(exc: BaseException) -> str:
     """The client's messages come in ASCII boxes over several lines; make them one line,
-    without any secret the server may have echoed."""
+    without any secret the server may have echoed. The client says "Could not connect" for any
+    requests ConnectionError, also when the server took the connection and never answered (its
+    retries ended on read timeouts): that is said as what it was."""
     text = re.sub(r"[┌┐└┘─│|]+", " ", str(exc))
-    return scrub(re.sub(r"\s+", " ", text).strip()) or type(exc).__name__
+    text = re.sub(r"\s+", " ", text).strip()
+    if "Could not connect to" in text and _read_timed_out(exc):
+        text = text.replace("Could not connect to", "No answer in time from (the connection was made; reads timed out)")
+    return scrub(text) or type(exc).__name__
+
+
+def _read_timed_out(exc: BaseException) -> bool:
+    """Whether a read timeout lies anywhere in `exc`'s causes (urllib3 keeps it as the `reason`
+    of the MaxRetryError that requests wraps in a ConnectionError)."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if "ReadTimeout" in type(e).__name__:
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())]
+    return False
 
 
 # What the client says while it retries on its own: its rate-limit loop prints (and sleeps
