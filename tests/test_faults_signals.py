@@ -78,3 +78,43 @@ def test_after_sigkill_the_next_run_removes_the_leftovers_and_finishes(tmp_path)
     manifest = read_manifest(tmp_path / "out" / "enc")
     assert manifest is not None and manifest.stage("quantize") is not None
     assert "interrupted run" in err.read_text()  # said what it removed
+
+
+def test_sigterm_stops_a_compile_stuck_in_native_code(tmp_path):
+    """A graph QNN compiles for minutes (1x4x100000x100000): the compile runs in a worker process,
+    so SIGTERM unwinds this one at once and the worker is killed with it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = [1, 4, 100000, 100000]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "huge",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = tmp_path / "huge.onnx"
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9  # what onnxruntime reads
+    onnx.save(proto, model)
+    env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    err = tmp_path / "stderr.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "swiftformer_qnn.cli", "compile", str(model), "--fp16",
+                             "--output-dir", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                            env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "tmp").glob("swiftformer-qnn-compile-*/work/worker_request.json")):
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, "the compile worker never started"
+        time.sleep(0.1)
+    time.sleep(10)  # into QNN's native compile (the worker has started and imported onnxruntime)
+    assert proc.poll() is None, err.read_text()  # still compiling: the graph takes minutes
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("SIGTERM was not acted on while QNN compiled")
+    assert code == 143 and time.monotonic() - sent < 60, err.read_text()
+    assert "Stopped by SIGTERM" in err.read_text()
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "tmp").glob("swiftformer-qnn-compile-*"))  # the worker's directory went with it

@@ -394,6 +394,45 @@ def run_worker(
     return record
 
 
+def compile_in_worker(
+    model: Path, out_dir: Path, target: HtpTarget, *, soc: str | None, subject: CompiledModel,
+    timeout_s: float | None = None,
+) -> CompileRecord:
+    """`compile.compile_model` with this environment's QNN, run in a worker process, its
+    outputs (EP-context ONNX, context binary, op trace, compile.json) moved into `out_dir`.
+
+    QNN compiles in native code, where Python acts on no signal: a graph that compiles for
+    minutes ignored Ctrl-C and SIGTERM in-process. Here this process only waits, so a signal
+    unwinds it at once and `subprocess.run` kills the worker on the way out."""
+    from ..core.errors import HtpUnsupportedError
+    from ..toolchains import main_environment_spec, resolve_toolchain
+
+    spec = main_environment_spec()
+    if spec is None:  # an onnxruntime-qnn no toolchain spec describes: compile here, as before
+        from .compile import compile_model
+
+        return compile_model(model, out_dir, target, soc=soc, model=subject)
+    status = resolve_toolchain(spec)
+    with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-compile-") as tmp:
+        shim = package_shim(Path(tmp) / "shim")
+        work = Path(tmp) / "work"
+        work.mkdir()
+        request = CompileJob(model=Path(model).absolute(), soc_model=target.soc_model, htp_arch=target.htp_arch,
+                             fp16=target.fp16, soc=soc, subject=subject)
+        try:
+            record = run_worker(_Job(spec, status), work, request, shim, timeout_s)
+        except VersionFailure as exc:
+            kind, _, message = exc.message.partition(": ")
+            if kind == HtpUnsupportedError.__name__:
+                raise HtpUnsupportedError(message) from None
+            raise ToolchainError(f"The QNN {spec.qnn_version} compile of {Path(model).name} {exc.status}: "
+                                 f"{exc.message}") from None
+        for name in (CONTEXT_ONNX, CONTEXT_BINARY, OP_TRACE, COMPILE_RECORD):
+            if (work / name).is_file():
+                shutil.move(str(work / name), str(Path(out_dir) / name))
+    return record
+
+
 def _version_dir_name(spec: QnnToolchainSpec) -> str:
     return spec.name  # "qnn-2.49.40"
 

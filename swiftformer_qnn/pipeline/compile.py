@@ -8,7 +8,6 @@ import onnx
 
 from ..core.atomic import write_text_atomic
 from ..htp.bn_guard import protect
-from ..htp.compile import compile_model
 from ..htp.record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
@@ -19,6 +18,7 @@ from ..htp.record import (
     IoTensor,
 )
 from ..htp.session import HtpTarget
+from ..htp.sweep import compile_in_worker
 from .native_io import IoFormat, native_io
 
 # What the compile stage keeps: the EP-context wrapper, the QNN context binary, QNN's
@@ -69,7 +69,8 @@ def compile_stage(model: Path, out_dir: Path, target: HtpTarget, *, soc: str, su
             if source != model:
                 source.unlink(missing_ok=True)
             source = native
-        record = compile_model(source, out_dir, target, soc=soc, model=subject)
+        # In a worker process: a signal stops a compile stuck in QNN's native code (htp.sweep).
+        record = compile_in_worker(source, out_dir, target, soc=soc, subject=subject)
     finally:
         if source != model:
             source.unlink(missing_ok=True)
