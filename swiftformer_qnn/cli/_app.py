@@ -199,7 +199,7 @@ def boundary(exc: BaseException) -> int | None:
     blocked = blocking_component(exc.filename) if isinstance(exc, OSError) and exc.errno in (
         errno.EEXIST, errno.ENOTDIR, errno.ELOOP) and exc.filename else None
     if blocked:  # "File exists" said of a path that goes through a file or a symlink loop
-        _say(f"Cannot use {exc.filename}: {blocked}. Choose a path whose folders are folders.")
+        _say(f"Cannot use {exc.filename}: {blocked}. {_environment_hint(exc)}")
         return 2
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
         where = exc.filename or ""
