@@ -688,7 +688,7 @@ def test_compiling_an_onnx_with_no_nodes_or_a_directory_is_one_line(tmp_path):
 def test_profile_out_pointing_at_a_file_is_refused_before_any_work(tmp_path, small_export):
     f = tmp_path / "profiles"
     f.write_text("keep")
-    line = one_error_line(runner.invoke(app, ["profile", "--device", "emulator", "--from", str(small_export),
+    line = one_error_line(runner.invoke(app, ["profile", "emulator", "--from", str(small_export),
                                               "--out", str(f)]), 2)
     assert "is a file, not a directory" in line and f.read_text() == "keep"
 

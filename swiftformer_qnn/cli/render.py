@@ -83,7 +83,7 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             next_step = (
                 f"`swiftformer-qnn profile --from {result.directory}` profiles this export's QDQ model on a "
                 "phone through Qualcomm AI Hub (AI Hub compiles it again for the QAIRT version it runs); "
-                "with --local, this very binary runs on the HTP emulator."
+                "`profile emulator --from` runs this very binary on the HTP emulator."
             )
         else:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
             next_step = (

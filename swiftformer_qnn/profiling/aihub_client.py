@@ -23,7 +23,7 @@ Progress = Callable[[str], None]
 CONFIGURE_HINT = (
     "Get a token from your Qualcomm AI Hub account page (https://aihub.qualcomm.com), run "
     "`qai-hub configure --api_token <YOUR_TOKEN>` (or point QAIHUB_CLIENT_INI at a client.ini), "
-    "then rerun. Without a token, profile locally with --device emulator (cycles, not device latency)."
+    "then rerun. Without a token, profile locally with `swiftformer-qnn profile emulator` (cycles, not device latency)."
 )
 
 # --- configuration -------------------------------------------------------------------

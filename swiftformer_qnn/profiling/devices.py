@@ -124,7 +124,7 @@ def resolve_device(query: str) -> DeviceTarget:
     devices than this table, and `aihub.py` checks the name against `hub.get_devices()`."""
     text = query.strip()
     if not text:
-        raise UsageError("--device is empty.", hint='Try --device "Galaxy S23 Ultra", --device sm8550 or --device emulator.')
+        raise UsageError("--device is empty.", hint='Try --device "Galaxy S23 Ultra", --device sm8550 or --device list.')
     if text.lower() == "adb" or text.lower().startswith("adb:"):
         serial = text[4:].strip() if ":" in text else None
         if serial == "":

@@ -1,10 +1,10 @@
-"""The one `profile` entry point: find (or build) exports, profile them on AI Hub or the
-HTP emulator, and return typed results. The CLI only parses options and renders these.
+"""`profile`'s modes: find exports (or make the default one), profile them on AI Hub, the HTP
+emulator or the user's phone, and return typed results. The CLI only parses options and
+renders these.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -50,29 +50,40 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ProfileRequest:
-    """What `swiftformer-qnn profile` was asked to do."""
+    """What every mode of `swiftformer-qnn profile` takes: the exports, and where profiles go."""
+
+    from_dirs: tuple[Path, ...] = ()  # export directories; empty: the default export of `export`
+    out_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class HubRequest(ProfileRequest):
+    """`profile`: a phone through Qualcomm AI Hub."""
 
     device: str = DEFAULT_DEVICE
-    from_dirs: tuple[Path, ...] = ()  # export directories; empty: run the export here
-    # Export mode (no from_dirs): the variant, plus the standalone encoder block by default.
-    variant: str = "l1"
-    precision: str = "w8a8"
-    include_encoder: bool = True
-    weights: Path | None = None
-    attention: str | None = None
-    resolution: int | None = None  # of the main variant only
-    encoder_dim: int | None = None
     qnn: tuple[str, ...] = ()  # QAIRT versions to compile with; empty: AI Hub's default
-    graphs: tuple[str, ...] = ("htp",)  # export mode: graph forms to export, profiled side by side
     runs: int = DEFAULT_RUNS
-    out_dir: Path | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     poll_s: float = DEFAULT_POLL_S
     new_jobs: bool = False
     retry_failed: bool = False
-    force: bool = False  # export mode: replace a default export directory holding another request
-    check_outputs: bool = False  # AI Hub: also run held-out inputs on the device and compare outputs
-    qnn_sdk: Path | None = None  # --device adb: the QAIRT SDK to run with (default: $QNN_SDK_ROOT)
+    check_outputs: bool = False  # also run held-out inputs on the device and compare outputs
+
+
+@dataclass(frozen=True)
+class EmulatorRequest(ProfileRequest):
+    """`profile emulator`: the x86 HTP emulator onnxruntime-qnn bundles (cycles, not latency)."""
+
+    qnn: tuple[str, ...] = ()  # only the bundled release (checked)
+
+
+@dataclass(frozen=True)
+class PhoneRequest(ProfileRequest):
+    """`profile phone`: the user's own phone over adb, with the user's QAIRT SDK (qnn-net-run)."""
+
+    serial: str | None = None  # adb serial; None: the one phone attached
+    runs: int = DEFAULT_RUNS
+    qnn_sdk: Path | None = None  # default: $QNN_SDK_ROOT
 
 
 @dataclass(frozen=True)
@@ -189,40 +200,21 @@ def emulator_feeds(source: ExportSource) -> dict[str, Any]:
     return {name: x.astype(np.float32)}
 
 
-def _run_exports(req: ProfileRequest, soc: Soc, export_progress: Callable | None) -> list[Path]:
+def default_export(soc: Soc, export_progress: Callable | None) -> Path:
+    """The export `swiftformer-qnn export` makes with its defaults, compiled for `soc` (the
+    profiled device's chipset): reused when it is there (the stage cache), else made here."""
     from ..pipeline import ExportRequest, run_export
 
-    variants = [req.variant]
-    if req.include_encoder and get_variant(req.variant).name != "encoder":
-        variants.append("encoder")
-    dirs = []
-    for name, graph in ((n, g) for n in variants for g in req.graphs):
-        is_encoder = get_variant(name).is_encoder_block
-        try:
-            result = run_export(
-                ExportRequest(
-                    variant=name,
-                    graph=graph,
-                    weights=req.weights,
-                    attention=req.attention,
-                    precision=req.precision,
-                    soc=soc.name,
-                    resolution=None if is_encoder and name != req.variant else req.resolution,
-                    encoder_dim=req.encoder_dim if is_encoder else None,
-                    force=req.force,
-                ),
-                progress=export_progress,
-            )
-        except OutputDirError as exc:
-            raise _for_profile(exc) from None
-        dirs.append(result.directory)
-    return dirs
+    try:
+        return run_export(ExportRequest(soc=soc.name), progress=export_progress).directory
+    except OutputDirError as exc:
+        raise _for_profile(exc) from None
 
 
 def _for_profile(exc: OutputDirError) -> OutputDirError:
-    """The export's advice, in `profile`'s options: profile has --force, not --output-dir."""
+    """The export's advice, in `profile`'s options: profile takes --from, not --force or --output-dir."""
     if exc.hint and "--force" in exc.hint:
-        hint = ("Pass --force to replace it, or export elsewhere yourself "
+        hint = ("Replace it with `swiftformer-qnn export --force`, or export elsewhere "
                 "(swiftformer-qnn export --output-dir DIR) and profile that with --from DIR.")
     else:
         hint = ("Export yourself into a writable place (swiftformer-qnn export --output-dir DIR) "
@@ -287,69 +279,84 @@ def _qnn_versions(values: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _graph_forms(values: tuple[str, ...]) -> tuple[str, ...]:
-    """`--graph htp --graph faithful` or `--graph htp,faithful`, de-duplicated in order."""
-    from ..pipeline.orchestrator import GRAPH_FORMS
-
-    out: list[str] = []
-    for part in (p.strip().lower() for v in values for p in v.split(",") if p.strip()):
-        if part not in GRAPH_FORMS:
-            raise UsageError(f"--graph {part!r} is not a graph form.", hint=f"Use {', '.join(GRAPH_FORMS)}, or both.")
-        if part not in out:
-            out.append(part)
-    return tuple(out) or ("htp",)
-
-
 def default_out_dir() -> Path:
     return DEFAULT_RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def run_profile(
-    req: ProfileRequest,
-    progress: Progress | None = None,
-    export_progress: Callable | None = None,
-) -> ProfileRunResult:
-    """Profile exports on the requested device. AI Hub needs a token, checked before any work."""
-    emit = progress or (lambda msg: None)
-    device = resolve_device(req.device)
-    if req.runs < 1:
-        raise UsageError("--runs must be at least 1.")
-    qnn = _qnn_versions(req.qnn)
-    graphs = _graph_forms(req.graphs)
-    if req.from_dirs and graphs != ("htp",):
-        raise UsageError("--graph chooses what profile exports; an export given with --from has its own graph.",
-                         hint="Drop --graph, or drop --from to export each graph form here.")
-    req = dataclasses.replace(req, graphs=graphs)
-    config: HubConfig | None = None
-    if device.backend is Backend.AIHUB:
-        config = check_hub_config()
-    elif device.backend is Backend.EMULATOR:
-        _check_emulator_qnn(qnn)
-    elif qnn:
-        raise UsageError("--qnn picks AI Hub's QAIRT version; on a phone the SDK decides it.",
-                         hint="Drop --qnn and pass the SDK with --qnn-sdk DIR (or QNN_SDK_ROOT).")
-    if req.check_outputs and device.backend is not Backend.AIHUB:
-        raise UsageError("--check-outputs runs held-out inputs on a phone through AI Hub (an inference job).",
-                         hint="Drop --check-outputs, or profile on an AI Hub device. `verify` compares the "
-                         "emulated HTP with the CPU.")
+def _out_dir(req: ProfileRequest) -> Path:
     out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
     if out_dir.exists() and not out_dir.is_dir():  # before any export or (paid) job, not at the first write
         raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
+    return out_dir
 
+
+def _sources(req: ProfileRequest, soc: Soc, emit: Progress, export_progress: Callable | None) -> list[ExportSource]:
     if req.from_dirs:
-        sources = _distinct([read_export(d) for d in req.from_dirs], emit)
-    else:
-        soc = device.soc or SOCS[DEFAULT_SOC]
-        sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
+        return _distinct([read_export(d) for d in req.from_dirs], emit)
+    return [read_export(default_export(soc, export_progress))]
 
-    if device.backend is Backend.EMULATOR:
-        result = _profile_on_emulator(sources, device, out_dir, emit)
-    elif device.backend is Backend.ADB:
-        result = _profile_on_phone(sources, device, out_dir, req, emit)
-    else:
-        result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
+
+def _check_runs(runs: int) -> None:
+    if runs < 1:
+        raise UsageError("--runs must be at least 1.")
+
+
+# Each mode of `profile` is one function taking its own request. A new mode (a device, a
+# runtime, an estimator) is one more request type, one more function here and one more
+# `profile` subcommand in cli/profile.py.
+
+
+def run_on_hub(
+    req: HubRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Profile exports on a phone through AI Hub. The token is checked before any work."""
+    emit = progress or (lambda msg: None)
+    device = resolve_device(req.device)
+    if device.backend is not Backend.AIHUB:
+        raise UsageError(f"--device {req.device!r} is not an AI Hub device.",
+                         hint=f"Use `swiftformer-qnn profile {_SUBCOMMAND[device.backend]}`.")
+    _check_runs(req.runs)
+    qnn = _qnn_versions(req.qnn)
+    config = check_hub_config()
+    out_dir = _out_dir(req)
+    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
+    result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
     result.exports = [s.directory for s in sources]
     return result
+
+
+def run_on_emulator(
+    req: EmulatorRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Profile exports on the local HTP emulator: op cycles, no device latency, no token."""
+    emit = progress or (lambda msg: None)
+    device = resolve_device("emulator")
+    _check_emulator_qnn(_qnn_versions(req.qnn))
+    out_dir = _out_dir(req)
+    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
+    result = _profile_on_emulator(sources, device, out_dir, emit)
+    result.exports = [s.directory for s in sources]
+    return result
+
+
+def run_on_phone(
+    req: PhoneRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Profile exports on the user's own phone over adb with the user's QAIRT SDK."""
+    emit = progress or (lambda msg: None)
+    if req.serial is not None and not req.serial.strip():
+        raise UsageError("--serial is empty.", hint="Omit it for the one phone attached, or see `adb devices`.")
+    device = resolve_device(f"adb:{req.serial.strip()}" if req.serial else "adb")
+    _check_runs(req.runs)
+    out_dir = _out_dir(req)
+    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
+    result = _profile_on_phone(sources, device, out_dir, req, emit)
+    result.exports = [s.directory for s in sources]
+    return result
+
+
+# The `profile` subcommand of each backend that is not AI Hub (for a --device naming one).
+_SUBCOMMAND = {Backend.EMULATOR: "emulator", Backend.ADB: "phone"}
 
 
 def _profile_on_hub(
@@ -357,7 +364,7 @@ def _profile_on_hub(
     device: DeviceTarget,
     out_dir: Path,
     qnn: list[str],
-    req: ProfileRequest,
+    req: HubRequest,
     config: HubConfig | None,
     emit: Progress,
 ) -> ProfileRunResult:
@@ -399,7 +406,7 @@ def _check_emulator_qnn(qnn: list[str]) -> None:
         if not same_release(v, bundled):
             raise UsageError(
                 f"The HTP emulator runs the QNN SDK bundled with onnxruntime-qnn ({bundled}), not {v}.",
-                hint="Drop --qnn for --device emulator, or profile that version on AI Hub.",
+                hint="Drop --qnn, or profile that version on AI Hub.",
             )
 
 
@@ -500,7 +507,7 @@ def _profile_on_emulator(
 
 
 def _profile_on_phone(
-    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: ProfileRequest, emit: Progress
+    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: PhoneRequest, emit: Progress
 ) -> ProfileRunResult:
     from .qnn_net_run import PhoneSession
     from .qnn_sdk import release
