@@ -33,7 +33,7 @@ RunsOpt = Annotated[int, typer.Option(min=1, help="Profiling iterations on the p
 
 profile_app = typer.Typer(
     invoke_without_command=True,
-    help="Profile exports block by block on a phone through AI Hub; subcommands: emulator, phone, import.",
+    help="Profile exports per block: AI Hub (the options), or emulator, estimate, phone, import.",
 )
 app.add_typer(profile_app, name="profile")
 
@@ -111,6 +111,22 @@ def profile_emulator(
     _run(run_on_emulator, EmulatorRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top)
 
 
+@profile_app.command("estimate")
+@guarded
+def profile_estimate(
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="Local QNN toolchains to estimate with (2.47-2.51, installed on first use). Default: this environment's.")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+) -> None:
+    """Estimate exports per block with QNN's HTP performance estimator: estimated time, NOT latency.
+
+    For a proxy SoC of the export's HTP architecture (SA8255P for SM8550); no device, no token."""
+    from ..profiling.orchestrate import EstimateRequest, run_on_estimate
+
+    _run(run_on_estimate, EstimateRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top)
+
+
 @profile_app.command("phone")
 @guarded
 def profile_phone(
@@ -140,6 +156,8 @@ def _source_words(p) -> tuple[str, str]:
         if ot.basis is TimeBasis.DERIVED_FROM_CYCLES:
             return f"{p.source.value}, derived from device cycles x {ot.latency_label}", "us"
         return f"{p.source.value}, device per-op times", "us"
+    if p.estimate is not None:
+        return f"{p.estimate.label}, shares of the simulated critical path", "us"
     return "HTP emulator cycles, NOT device latency", "cycles"
 
 
@@ -172,6 +190,10 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
         head += f" [dim]({p.source.value}, device latency)[/]"
         if p.load and p.load.first_load_us is not None:
             head += f"; first load {p.load.first_load_us / 1000:,.1f} ms"
+    elif p.estimate is not None:
+        est = p.estimate
+        bounds = f" ({est.us_lower:,.0f}-{est.us_upper:,.0f})" if est.us_lower is not None and est.us_upper else ""
+        head += f": {est.us:,.1f} us{bounds} [bold yellow]{est.label}, NOT device latency[/]"
     else:
         head += " [bold yellow](HTP emulator: cycles, NOT device latency)[/]"
     if item.resumed:
@@ -206,6 +228,8 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
                    Col(f"time ({unit})", "number"), Col("block", "text", min_width=block_width)]
         out.print(FitTable(columns, rows, title=f"Top {len(timed)} ops ({words})"))
     out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
+    if p.estimate is not None:
+        _render_estimate_notes(out, p)
     if p.output_check is not None:
         oc = p.output_check
 
@@ -221,8 +245,31 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
                   highlight=False)
 
 
+def _render_estimate_notes(out: Console, p) -> None:
+    """What an estimate stands on: its proxy and clock, the span against QNN's total, the bytes."""
+    est = p.estimate
+    mb = 1 / (1 << 20)
+    lines = [
+        f"QNN {p.toolchain.qnn_version} estimate for {est.proxy_soc} (soc_model {est.proxy_soc_model}, simulating "
+        f"{est.sim_base_soc or '?'} at {est.sim_core_mhz or 0:g} MHz core, {est.sim_ddr_mhz or 0:g} MHz DDR): "
+        f"{est.cycles:,} cycles ({est.cycles_lower or 0:,}-{est.cycles_upper or 0:,})"
+        + (", converted to us at the simulated clock (this QNN prints cycles only)" if est.us_converted else "") + ".",
+        f"Critical path: the simulated schedule spans {est.span_cycles:,} cycles; per-op and per-block times are "
+        f"shares of that span (not sums over parallel threads); {est.idle_cycles:,.0f} cycles idle, "
+        f"{est.unmapped_cycles:,.0f} in ops QNN's name table does not name.",
+        f"DMA: Input Fill {(est.input_fill_bytes or 0) * mb:,.1f} MiB, Output Spill "
+        f"{(est.output_spill_bytes or 0) * mb:,.2f} MiB"
+        + (f", Intermediate Spill {est.intermediate_spill_bytes * mb:,.1f} MiB" if est.intermediate_spill_bytes else "")
+        + (f"; {est.missing_ops} op(s) without a cost, left out" if est.missing_ops else "")
+        + ". Accelerator execution only: no I/O to the application, no RPC.",
+    ]
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
-    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run"}.get(result.backend.value, "local HTP emulator")
+    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run",
+               "estimate": "QNN's HTP performance estimator, no device"}.get(result.backend.value, "local HTP emulator")
     out.print(f"[bold]Profiles[/] ({backend}, {result.device}) in {result.out_dir}", highlight=False)
     for item in result.profiled:
         out.print()
