@@ -17,7 +17,7 @@ from swiftformer_qnn.core.redact import MASK, scrub
 from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
 from swiftformer_qnn.profiling.devices import resolve_device
-from swiftformer_qnn.profiling.orchestrate import read_export
+from swiftformer_qnn.profiling.exports import read_export
 
 S23U = "Samsung Galaxy S23 Ultra"
 

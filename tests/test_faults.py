@@ -193,7 +193,7 @@ def test_the_decision_and_the_rename_happen_under_the_lock(tmp_path, monkeypatch
     import fcntl
 
     seen = []
-    real = od._swap_in
+    real = od.swap_in
 
     def probe(work, target):
         fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -205,7 +205,7 @@ def test_the_decision_and_the_rename_happen_under_the_lock(tmp_path, monkeypatch
             os.close(fd)
         real(work, target)
 
-    monkeypatch.setattr(od, "_swap_in", probe)
+    monkeypatch.setattr(od, "swap_in", probe)
     with od.staged_output_dir(tmp_path / "out", force=False) as work:
         (work / "a").write_text("a")
     assert seen == [True] and (tmp_path / "out" / "a").read_text() == "a"

@@ -79,9 +79,8 @@ def test_reference_profiles_hold_the_published_table():
 def test_the_committed_structural_baseline_is_what_ci_gates_against():
     """docs/examples/swiftformer-latency-gate.yml gates `export --qnn` output against this directory."""
     from swiftformer_qnn.core.atomic import sha256_file
-    from swiftformer_qnn.gate import read_compile_side
     from swiftformer_qnn.gate.baseline import read_record
-    from swiftformer_qnn.htp.record import read_compile_record
+    from swiftformer_qnn.htp.record import read_compile_record, read_compile_side
 
     directory = PROFILES / "baselines" / "compile-l1-w8a8-sm8550-qnn2-51-0"
     record = read_record(directory)

@@ -208,9 +208,11 @@ def accept(
 def _conclude(g, verdict, *, report_dir: Path | None, markdown: Path | None, junit: Path | None,
               json_out: Path | None) -> None:
     """Write the reports, render the verdict, exit 1 on a regression."""
+    from . import gate_outputs
+
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    written = g.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit, json_path=json_out,
-                              step_summary=Path(summary) if summary else None)
+    written = gate_outputs.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit,
+                                         json_path=json_out, step_summary=Path(summary) if summary else None)
     _render(g, verdict)
     for p in written:
         err_console.print(f"wrote {p}", highlight=False)
@@ -222,6 +224,7 @@ def _render(g, v) -> None:
     from rich.text import Text
 
     from ..core.tables import Col, FitTable
+    from . import gate_outputs
 
     style = {"regression": "bold red", "improvement": "green", "within-noise": "yellow",
              "missing-in-candidate": "magenta", "missing-in-baseline": "cyan", "unchanged": "dim"}
@@ -238,13 +241,13 @@ def _render(g, v) -> None:
                     Col("change", "number")]
     rows = []
     for r in v.results:
-        row = [r.metric, Text(r.status.value, style=style[r.status.value]), g.outputs.fmt_value(r.baseline, r.unit),
-               g.outputs.fmt_value(r.candidate, r.unit), g.outputs.fmt_change(r)]
+        row = [r.metric, Text(r.status.value, style=style[r.status.value]), gate_outputs.fmt_value(r.baseline, r.unit),
+               gate_outputs.fmt_value(r.candidate, r.unit), gate_outputs.fmt_change(r)]
         if v.mode == "profile":
-            row += [g.outputs.fmt_interval(r), g.outputs.fmt_confidence(r)]
+            row += [gate_outputs.fmt_interval(r), gate_outputs.fmt_confidence(r)]
         rows.append(row)
-    table = FitTable(columns, rows, title=g.outputs.headline(v))
-    console.print(g.outputs.describe_sides(v), highlight=False)
+    table = FitTable(columns, rows, title=gate_outputs.headline(v))
+    console.print(gate_outputs.describe_sides(v), highlight=False)
     console.print(table)
     for n in v.notes:
         console.print(f"note: {n}", highlight=False, soft_wrap=True)

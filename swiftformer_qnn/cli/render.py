@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..core.tables import Col, FitTable
+from ..htp.record import FIGURES, CompileRecord
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
 from ..pipeline.requests import ExportedRequest
 
@@ -96,8 +97,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
             f"or the .bin with QNN's qnn-net-run --retrieve_context. {next_step}"
         )
-        if record.graph_cost is not None:
-            console.print(render_graph_cost(record.graph_cost), highlight=False)
+        if record.htp_op_types is not None:
+            console.print(render_graph_cost(record), highlight=False)
         if exported and m.stage("estimate") is None:
             console.print(f"No estimated time: QNN's performance estimator runs for no HTP v{record.htp_arch} SoC "
                           "in this QNN (profile on a device instead).", highlight=False)
@@ -124,12 +125,12 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
-        from ..pipeline.compile import describe_guard
+        from ..htp.bn_guard import describe_guard
 
         guarded = describe_guard(r.bn_guard or {})
         note = f"; {guarded}" if guarded else ""
         cost = r.graph_cost
-        ops = (f"{cost.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
+        ops = (f"{r.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
                if cost else "HTP ops not traced")
         return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
                 f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}{note}")
@@ -155,14 +156,12 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
     return ""
 
 
-def render_graph_cost(cost) -> str:
-    """One line: the compiled graph's HTP ops by type, layout ops and float islands."""
-    types = ", ".join(f"{k} {v}" for k, v in sorted(cost.op_types.items(), key=lambda kv: (-kv[1], kv[0])))
-    inner = cost.layout_ops - cost.boundary_layout_ops
-    return (f"HTP graph: {cost.htp_op_count} ops ({types}); layout ops (Reshape/Transpose) "
-            f"{cost.layout_ops}: {inner} inside the graph, {cost.boundary_layout_ops} converting its input/output "
-            f"to the HTP's channel-last layout; float islands (Dequantize..Quantize inside the graph) "
-            f"{cost.float_islands}.")
+def render_graph_cost(record: CompileRecord) -> str:
+    """One line: the compiled graph's HTP ops by type, then every figure of the compile."""
+    types = ", ".join(f"{k} {v}" for k, v in sorted(record.htp_op_types.items(), key=lambda kv: (-kv[1], kv[0])))
+    figures = ", ".join(f"{f.label} {value:,}" for f in FIGURES
+                        if f.name != "htp_op_count" and (value := f.value(record)) is not None)
+    return f"HTP graph: {record.htp_op_count} ops ({types}); {figures}."
 
 
 def _db(figures) -> str:

@@ -1,61 +1,35 @@
-"""Artifacts, manifests and the stage cache.
+"""Export manifests, and the stage cache of the pipeline's stages.
 
 Every pipeline stage reads input files and writes new ones; its result is keyed by a hash
-of (stage, options, input hashes, tool versions), in the manner of Olive's cache. A stage
-whose key is already in the cache is not run again, so a repeated request costs seconds.
-Output directories (assembled beside their place, replaced only when this tool made them)
-are `output_dir`'s.
+of (stage, options, input hashes, tool versions) in the stage cache (`core.cache`), so a
+repeated request costs seconds. The manifest of an export directory lists every stage's
+record. Output directories (assembled beside their place, replaced only when this tool made
+them) are `output_dir`'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from ..core import cache
 from ..core.atomic import sha256_file
-from ..core.cache import cache_root, code_version, sha256_json
+from ..core.cache import FileRecord, StageRecord
 from ..core.errors import OutputDirError
-from ..core.output_dir import recover_leftovers, signals_held, temp_dir
 from .requests import RecordedRequest
 from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FileRecord(_Model):
-    path: str  # relative to the directory holding the manifest
-    sha256: str
-    bytes: int
-
-
 R = TypeVar("R", bound=BaseModel)
 
 
-class StageRecord(_Model, Generic[R]):
-    """One stage's run: what went in, what came out, how long it took, and its typed results."""
-
-    name: str
-    key: str
-    cached: bool = False  # True when the result came from the stage cache
-    wall_s: float  # time of the run that produced the result (0 if cached in this run)
-    original_wall_s: float | None = None  # for cached results: the time the producing run took
-    options: dict[str, Any] = Field(default_factory=dict)
-    inputs: dict[str, str] = Field(default_factory=dict)  # name -> sha256
-    outputs: dict[str, FileRecord] = Field(default_factory=dict)
-    results: R
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 def _stage_name(value: Any) -> str | None:
@@ -68,7 +42,6 @@ AnyStageRecord = Annotated[
     Union[tuple(Annotated[StageRecord[model], Tag(name)] for name, model in STAGE_RESULTS.items())],  # noqa: UP007
     Discriminator(_stage_name),
 ]
-_STAGE_RECORD = TypeAdapter(AnyStageRecord)
 
 
 class ExportManifest(_Model):
@@ -146,125 +119,7 @@ def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
         return [why for why in pool.map(check, records.values()) if why]
 
 
-# Temp dirs of versions that did not put their PID in the name (`.<key>.<mkdtemp suffix>`): nobody
-# can tell whether their maker still runs, so only those untouched for a day are removed.
-_LEGACY_TEMP = re.compile(r"^\.[0-9a-f]{32}\.[A-Za-z0-9_]{8}$")
-_LEGACY_TEMP_AGE_S = 24 * 3600
+class StageCache(cache.StageCache):
+    """The stage cache of the pipeline's stages: a result is read back as `STAGE_RESULTS[name]`."""
 
-
-def _remove_legacy_temp_dirs(stage_dir: Path) -> None:
-    now = time.time()
-    for entry in os.scandir(stage_dir):
-        try:
-            if (_LEGACY_TEMP.match(entry.name) and entry.is_dir(follow_symlinks=False)
-                    and now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TEMP_AGE_S):
-                shutil.rmtree(entry.path)
-        except OSError:
-            continue
-
-
-class StageCache:
-    """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
-
-    def __init__(self, root: Path | None = None, enabled: bool = True):
-        self.root = (root or cache_root()) / "stages"
-        self.enabled = enabled
-        self._swept = False
-
-    def _sweep(self) -> None:
-        """Remove the temporary directories of runs that were killed (once per cache object)."""
-        if self._swept:
-            return
-        self._swept = True
-        try:
-            stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
-        except OSError:
-            return
-        for d in stage_dirs:
-            recover_leftovers(d)
-            _remove_legacy_temp_dirs(d)
-
-    def _dir(self, name: str, key: str) -> Path:
-        return self.root / name / key[:32]
-
-    def lookup(self, name: str, key: str) -> tuple[StageRecord, Path] | None:
-        if not self.enabled:
-            return None
-        d = self._dir(name, key)
-        meta = d / "stage.json"
-        if not meta.is_file():
-            return None
-        try:
-            rec = _STAGE_RECORD.validate_json(meta.read_text())
-        except (ValueError, ValidationError):  # another format or another stage: a miss
-            return None
-        if rec.name != name:
-            return None
-        # An entry whose files were deleted or changed (the cache is a plain folder anyone can
-        # edit) is ignored: the content hash, not just the size, is what makes a hit.
-        for out in rec.outputs.values():
-            p = d / out.path
-            if not p.is_file() or p.stat().st_size != out.bytes or sha256_file(p) != out.sha256:
-                return None
-        return rec, d
-
-    def run(
-        self,
-        name: str,
-        *,
-        options: dict[str, Any],
-        inputs: dict[str, str],
-        produce: Callable[[Path], BaseModel],
-        outputs: tuple[str, ...] = (),
-        extra_key: dict[str, Any] | None = None,
-    ) -> tuple[StageRecord, Path]:
-        """Return the cached result of a stage, or run `produce(workdir)` and cache it.
-
-        `produce` writes the files named in `outputs` (relative names) into `workdir` and
-        returns the stage's results, an instance of `STAGE_RESULTS[name]`. The key is the hash of the
-        stage's name, options, input hashes, `extra_key` and the package's code.
-        """
-        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {},
-                           "code": code_version()})
-        self._sweep()
-        hit = self.lookup(name, key)
-        if hit is not None:
-            rec, d = hit
-            return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
-        final = self._dir(name, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work: Path | None = None
-        try:
-            with signals_held():
-                work = temp_dir(final.parent, final.name, "tmp")
-            started = time.perf_counter()
-            results = produce(work)
-            if name not in STAGE_RESULTS:  # a new stage: give it a result model first
-                raise TypeError(f"stage {name} has no result model in stage_results.STAGE_RESULTS")
-            if not isinstance(results, STAGE_RESULTS[name]):
-                raise TypeError(f"stage {name} returned {type(results).__name__}, not {STAGE_RESULTS[name].__name__}")
-            wall = time.perf_counter() - started
-            files = {}
-            for out in outputs:
-                p = work / out
-                if not p.is_file():
-                    raise RuntimeError(f"stage {name} did not write {out}")
-                files[out] = FileRecord(path=out, sha256=sha256_file(p), bytes=p.stat().st_size)
-            rec = StageRecord[type(results)](
-                name=name, key=key, wall_s=round(wall, 3), options=options, inputs=inputs, outputs=files, results=results
-            )
-            (work / "stage.json").write_text(rec.model_dump_json(indent=2))
-            if final.exists():
-                if self.lookup(name, key) is not None:  # another process finished the same stage first
-                    shutil.rmtree(work, ignore_errors=True)
-                    return rec, final
-                # A damaged entry (its files changed or went missing): replace it.
-                stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
-                final.rename(stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            work.rename(final)
-            return rec, final
-        except BaseException:
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
-            raise
+    results = STAGE_RESULTS

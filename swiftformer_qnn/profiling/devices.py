@@ -86,7 +86,8 @@ def _key(text: str) -> str:
 
 
 def device_slug(name: str) -> str:
-    """`Samsung Galaxy S23 Ultra` -> `samsung-galaxy-s23-ultra` (for file names)."""
+    """`Samsung Galaxy S23 Ultra` -> `samsung-galaxy-s23-ultra`: the one slug of profile file
+    names and baseline keys."""
     slug = re.sub(r"[^a-z0-9+]+", "-", name.lower()).strip("-")
     return slug.replace("+", "plus") or "device"
 

@@ -16,7 +16,6 @@ session also writes `qnn_op_trace.json`, which adds each op's QNN type.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import re
 import shutil
@@ -29,6 +28,7 @@ from .. import __version__
 from ..core.errors import ProfileError, ToolchainError, UsageError
 from ..core.targets import SOCS
 from ..htp.record import OP_TRACE as OP_TRACE_JSON
+from ..htp.record import read_op_trace
 from ..htp.session import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
 from ..measure.attribution import NodeTensors, attribute_ops
 from ..measure.schema import (
@@ -60,24 +60,6 @@ _GRAPH_IO = re.compile(r"^(?P<io>Input|Output) OpId_\d+$")
 _ONNX_TYPE = re.compile(r"^([A-Z][A-Za-z0-9]*?)(?:_\d+)?(?:_token_\d+)?$")
 
 
-def _read_op_trace(path: Path) -> dict[str, dict]:
-    """dst_name -> {"type": QNN op type, "sources": ONNX op names} from qnn_op_trace.json."""
-    try:
-        data = json.loads(Path(path).read_text())
-        mappings = [m for graph in data["subgraph_traces"] for m in graph["op_mappings"]]
-        return {
-            m["dst_name"]: {
-                "type": m.get("dst_qnn_op_type"),
-                "sources": [s["name"] for s in m.get("sources", []) if s.get("type") == "OP"],
-            }
-            for m in mappings
-        }
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such QNN op trace file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {exc}).") from None
-
-
 def _fallback_type(name: str) -> str:
     last = name.rsplit("/", 1)[-1]
     for suffix in ("_QuantizeLinear", "_DequantizeLinear"):
@@ -100,7 +82,7 @@ def parse_qnn_profile_csv(
     left to `attribution.attribute_ops`.
     """
     csv_path = Path(csv_path)
-    trace = _read_op_trace(op_trace_json) if op_trace_json is not None else {}
+    trace = {op.name: op for op in read_op_trace(op_trace_json)} if op_trace_json is not None else {}
     try:
         with csv_path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -144,8 +126,8 @@ def parse_qnn_profile_csv(
         io = _GRAPH_IO.match(name)
         if io:
             name = io.group("io")  # the HTP graph's own input/output op, not an ONNX node
-        mapped = trace.get(name, {})
-        sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or mapped.get("sources", [])
+        mapped = trace.get(name)
+        sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or list(mapped.sources if mapped else ())
         try:
             cycles = float(row["Time"])
         except ValueError:
@@ -153,7 +135,7 @@ def parse_qnn_profile_csv(
         ops.append(
             OpRecord(
                 name=name,
-                op_type=io.group("io") if io else (mapped.get("type") or _fallback_type(name)),
+                op_type=io.group("io") if io else ((mapped.qnn_type if mapped else None) or _fallback_type(name)),
                 compute_unit=ComputeUnit.NPU,
                 execution_cycles=cycles,
                 onnx_nodes=sources,

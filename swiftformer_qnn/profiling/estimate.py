@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .. import __version__
+from ..htp.bn_guard import guarded_model
 from ..htp.estimate import Estimate
 from ..measure.attribution import NodeTensors, attribute_ops
 from ..measure.schema import (
@@ -138,7 +139,6 @@ def estimate_export_model(
     import tempfile
 
     from ..htp.estimate import estimate_model
-    from ..pipeline.compile import guarded_model
     from .emulator import onnx_node_tensors
 
     with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-estimate-") as tmp:

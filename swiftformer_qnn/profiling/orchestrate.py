@@ -6,7 +6,6 @@ renders these.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,14 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import HubError, OutputDirError, UsageError
-from ..core.targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
-from ..core.versions import is_version_tag, parse_qnn_version, same_release
+from ..core.targets import DEFAULT_SOC, SOCS
+from ..core.versions import is_version_tag, parse_qnn_version, same_release, short_version
 from ..htp.record import CompileRecord
-from ..measure.schema import ModelInfo, Profile
-from ..model.variants import Variant, get_variant
-from ..pipeline.artifacts import ExportManifest, read_manifest
-from ..pipeline.requests import ExportedRequest
-from ..pipeline.stage_results import ExportResults
+from ..measure.schema import Profile
 from ..toolchains import split_versions
 from .aihub import (
     DEFAULT_POLL_S,
@@ -35,6 +30,15 @@ from .aihub import (
 from .aihub_client import HubConfig, check_hub_config
 from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
+from .exports import (
+    ExportSource,
+    default_export,
+    distinct,
+    emulator_feeds,
+    file_labels,
+    heldout_inputs,
+    read_export,
+)
 
 if TYPE_CHECKING:
     from ..htp.session import HtpTarget
@@ -94,19 +98,6 @@ class PhoneRequest(ProfileRequest):
 
 
 @dataclass(frozen=True)
-class ExportSource:
-    """One export directory, read for what profiling needs."""
-
-    directory: Path
-    manifest: ExportManifest
-    variant: Variant
-    precision: Precision
-    soc: Soc
-    model_info: ModelInfo
-    model_path: Path  # what AI Hub compiles / the emulator runs: QDQ, or the float graph for fp16
-
-
-@dataclass(frozen=True)
 class ProfiledModel:
     label: str  # e.g. "l1-w8a8-qnn2.31"
     profile: Profile
@@ -139,129 +130,6 @@ class ProfileRunResult:
         return HubError(f"{len(self.failures)} of {total} profiles did not finish: {lines}", hint=" ".join(hints))
 
 
-# --- export directories ------------------------------------------------------------------
-
-
-def read_export(directory: Path) -> ExportSource:
-    """The model, variant and precision of one complete export directory."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise OutputDirError(
-            f"{directory} is not a complete export (no manifest.json of swiftformer-qnn).",
-            hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
-        )
-    req = manifest.request
-    if not isinstance(req, ExportedRequest):
-        raise OutputDirError(f"{directory} holds a compile of {Path(req.model).name}, not an export of SwiftFormer.",
-                             hint="Pass an export directory (swiftformer-qnn export).")
-    variant = get_variant(req.variant)
-    precision = get_precision(req.precision)
-    soc = get_soc(req.soc)
-    # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
-    model_path = (
-        manifest.artifact(directory, "quantize", "model.qdq.onnx")
-        if precision.is_quantized
-        else manifest.artifact(directory, "simplify", "model.sim.onnx")
-    )
-    if not model_path.is_file():
-        raise OutputDirError(f"{model_path} is missing from the export directory.")
-    exported = manifest.results("export", ExportResults)
-    model_info = ModelInfo(
-        variant=variant.name,
-        input_shape=list(req.input_shape),
-        precision=precision.value,
-        weights=req.weights,
-        attention=exported.attention if exported else (req.attention_requested or "normalize"),
-        opset=exported.opset if exported else req.opset,
-        graph=exported.graph if exported else req.graph,
-    )
-    return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
-
-
-def heldout_inputs(source: ExportSource) -> Path:
-    """The export's held-out inputs (`inputs/heldout.npy`, else the verify sample), preprocessed."""
-    m = source.manifest
-    for stage, name in (("inputs", "heldout.npy"), ("verify", "sample_input.npy")):
-        if m.stage(stage) and name in m.stage(stage).outputs:
-            return m.artifact(source.directory, stage, name)
-    raise OutputDirError(f"{source.directory}: the export has no held-out inputs (inputs/heldout.npy).",
-                         hint="Re-export it with this version, or profile without --check-outputs.")
-
-
-def emulator_feeds(source: ExportSource) -> dict[str, Any]:
-    """One preprocessed held-out input, under the graph's own input name (emulator and phone runs)."""
-    import numpy as np
-    import onnx
-
-    m = source.manifest
-    if m.stage("verify") and "sample_input.npy" in m.stage("verify").outputs:
-        x = np.load(m.artifact(source.directory, "verify", "sample_input.npy"))
-    elif m.stage("inputs") and "heldout.npy" in m.stage("inputs").outputs:
-        x = np.load(m.artifact(source.directory, "inputs", "heldout.npy"))[:1]
-    else:
-        raise OutputDirError(f"{source.directory}: the export has no sample input (verify/sample_input.npy).")
-    graph = onnx.load(str(source.model_path), load_external_data=False).graph
-    initializers = {t.name for t in graph.initializer}
-    name = next(i.name for i in graph.input if i.name not in initializers)
-    return {name: x.astype(np.float32)}
-
-
-def default_export(soc: Soc, export_progress: Callable | None) -> Path:
-    """The export `swiftformer-qnn export` makes with its defaults, compiled for `soc` (the
-    profiled device's chipset): reused when it is there (the stage cache), else made here."""
-    from ..pipeline import ExportRequest, run_export
-
-    try:
-        return run_export(ExportRequest(soc=soc.name), progress=export_progress).directory
-    except OutputDirError as exc:
-        raise _for_profile(exc) from None
-
-
-def _for_profile(exc: OutputDirError) -> OutputDirError:
-    """The export's advice, in `profile`'s options: profile takes --from, not --force or --output-dir."""
-    if exc.hint and "--force" in exc.hint:
-        hint = ("Replace it with `swiftformer-qnn export --force`, or export elsewhere "
-                "(swiftformer-qnn export --output-dir DIR) and profile that with --from DIR.")
-    else:
-        hint = ("Export yourself into a writable place (swiftformer-qnn export --output-dir DIR) "
-                "and profile that with --from DIR.")
-    return OutputDirError(exc.message, hint=hint)
-
-
-def file_labels(sources: list[ExportSource]) -> list[str]:
-    """The model part of each source's file names, unique among `sources`.
-
-    `<variant>-<precision>`, with the input size when it is not the variant's default
-    (`xs-r64-w8a8`, `encoder-d96x32-w8a8`, as the export directories are named); two exports
-    that still share it (other weights, calibration or tools) get a short hash of their
-    request as well (`l1-w8a8-3f9c2a1d`), so neither overwrites the other's files.
-    """
-    base = []
-    for s in sources:
-        shape = list(s.model_info.input_shape)
-        size = ""
-        if shape != list(s.variant.input_shape()) and len(shape) == 4:
-            hw = f"{shape[2]}" if shape[2] == shape[3] else f"{shape[2]}x{shape[3]}"
-            size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
-        # As export names its directories: the faithful graph is marked (exports from before graph
-        # forms, which are faithful too, keep the names they had).
-        graph = "-faithful" if s.manifest.request.graph == "faithful" else ""
-        base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
-    counts = Counter(base)
-    return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
-
-
-def _distinct(sources: list[ExportSource], emit: Progress) -> list[ExportSource]:
-    """One source per export: two directories holding the same request are the same model."""
-    kept: dict[str, ExportSource] = {}
-    for s in sources:
-        first = kept.setdefault(s.manifest.request_key, s)
-        if first is not s:
-            emit(f"{s.directory} holds the same export as {first.directory}; profiling it once")
-    return list(kept.values())
-
-
 # --- the entry point ----------------------------------------------------------------------
 
 
@@ -290,17 +158,21 @@ def default_out_dir() -> Path:
     return DEFAULT_RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _out_dir(req: ProfileRequest) -> Path:
+def _profile(req: ProfileRequest, device: DeviceTarget, progress: Progress | None, export_progress: Callable | None,
+             run: Callable[[list[ExportSource], Path, Progress], ProfileRunResult]) -> ProfileRunResult:
+    """What every mode does around its own run: the output directory checked before any export
+    or (paid) job, the exports read (or the default one made, for the device's chipset)."""
+    emit = progress or (lambda msg: None)
     out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
-    if out_dir.exists() and not out_dir.is_dir():  # before any export or (paid) job, not at the first write
+    if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
-    return out_dir
-
-
-def _sources(req: ProfileRequest, soc: Soc, emit: Progress, export_progress: Callable | None) -> list[ExportSource]:
     if req.from_dirs:
-        return _distinct([read_export(d) for d in req.from_dirs], emit)
-    return [read_export(default_export(soc, export_progress))]
+        sources = distinct([read_export(d) for d in req.from_dirs], emit)
+    else:
+        sources = [read_export(default_export(device.soc or SOCS[DEFAULT_SOC], export_progress))]
+    result = run(sources, out_dir, emit)
+    result.exports = [s.directory for s in sources]
+    return result
 
 
 def _check_runs(runs: int) -> None:
@@ -317,7 +189,6 @@ def run_on_hub(
     req: HubRequest, progress: Progress | None = None, export_progress: Callable | None = None
 ) -> ProfileRunResult:
     """Profile exports on a phone through AI Hub. The token is checked before any work."""
-    emit = progress or (lambda msg: None)
     device = resolve_device(req.device)
     if device.backend is not Backend.AIHUB:
         raise UsageError(f"--device {req.device!r} is not an AI Hub device.",
@@ -325,55 +196,40 @@ def run_on_hub(
     _check_runs(req.runs)
     qnn = _qnn_versions(req.qnn)
     config = check_hub_config()
-    out_dir = _out_dir(req)
-    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
-    result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
-    result.exports = [s.directory for s in sources]
-    return result
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_hub(sources, device, out, qnn, req, config, emit))
 
 
 def run_on_emulator(
     req: EmulatorRequest, progress: Progress | None = None, export_progress: Callable | None = None
 ) -> ProfileRunResult:
     """Profile exports on the local HTP emulator: op cycles, no device latency, no token."""
-    emit = progress or (lambda msg: None)
     device = resolve_device("emulator")
     _check_emulator_qnn(_qnn_versions(req.qnn))
-    out_dir = _out_dir(req)
-    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
-    result = _profile_on_emulator(sources, device, out_dir, emit)
-    result.exports = [s.directory for s in sources]
-    return result
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_emulator(sources, device, out, emit))
 
 
 def run_on_estimate(
     req: EstimateRequest, progress: Progress | None = None, export_progress: Callable | None = None
 ) -> ProfileRunResult:
     """Estimate exports with QNN's HTP performance estimator: no device, no token."""
-    emit = progress or (lambda msg: None)
     device = resolve_device("estimate")
     qnn = _estimate_qnn(req.qnn)  # local toolchains, checked (not installed) before any export
-    out_dir = _out_dir(req)
-    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
-    result = _profile_on_estimator(sources, device, out_dir, qnn, emit)
-    result.exports = [s.directory for s in sources]
-    return result
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_estimator(sources, device, out, qnn, emit))
 
 
 def run_on_phone(
     req: PhoneRequest, progress: Progress | None = None, export_progress: Callable | None = None
 ) -> ProfileRunResult:
     """Profile exports on the user's own phone over adb with the user's QAIRT SDK."""
-    emit = progress or (lambda msg: None)
     if req.serial is not None and not req.serial.strip():
         raise UsageError("--serial is empty.", hint="Omit it for the one phone attached, or see `adb devices`.")
     device = resolve_device(f"adb:{req.serial.strip()}" if req.serial else "adb")
     _check_runs(req.runs)
-    out_dir = _out_dir(req)
-    sources = _sources(req, device.soc or SOCS[DEFAULT_SOC], emit, export_progress)
-    result = _profile_on_phone(sources, device, out_dir, req, emit)
-    result.exports = [s.directory for s in sources]
-    return result
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_phone(sources, device, out, req, emit))
 
 
 # The `profile` subcommand of each backend that is not AI Hub (for a --device naming one).
@@ -581,14 +437,13 @@ def _profile_on_phone(
     sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: PhoneRequest, emit: Progress
 ) -> ProfileRunResult:
     from .qnn_net_run import PhoneSession
-    from .qnn_sdk import release
 
     result = ProfileRunResult(Backend.ADB, device.display_name, out_dir)
     with PhoneSession.open(device.name, req.qnn_sdk, sources, out_dir, req.runs, emit) as session:
         result.device = f"{session.phone.device_name} ({session.phone.adb.serial})"
         for s, label in zip(sources, file_labels(sources), strict=True):
             got = session.profile(s, label, emulator_feeds(s))
-            qnn = release(got.profile.toolchain.qnn_version) or "unknown"
+            qnn = short_version(got.profile.toolchain.qnn_version) or "unknown"
             result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", got.profile, {"profile": got.profile_path, "raw": got.raw_dir}))
     return result
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..core.tables import md_escape, table_md
 from .charts import Chart
 from .model import Comparison, Report, StructureComparison
 from .tables import (
-    TableSpec,
     breakdown_table,
     comparison_tables,
     headline_table,
@@ -16,27 +16,6 @@ from .tables import (
     structure_tables,
     top_ops_tables,
 )
-
-
-def _esc(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def table_md(spec: TableSpec, *, level: int = 3, title: bool = True) -> str:
-    lines = []
-    if title:
-        lines += [f"{'#' * level} {spec.title}", ""]
-    lines.append("| " + " | ".join("<br>".join(_esc(x) for x in h) for h in spec.headers) + " |")
-    lines.append(
-        "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
-    )
-    lines += ["| " + " | ".join(_esc(c) for c in row) + " |" for row in spec.rows]
-    if spec.caption:
-        lines += ["", f"_{_esc(spec.caption)}_"]
-    if spec.footnotes:
-        lines.append("")
-        lines += [f"{i + 1}. {_esc(n)}" for i, n in enumerate(spec.footnotes)]
-    return "\n".join(lines) + "\n"
 
 
 def report_md(report: Report, charts: list[Chart]) -> str:
@@ -50,7 +29,7 @@ def report_md(report: Report, charts: list[Chart]) -> str:
         table_md(headline_table(report), title=False),
     ]
     if report.skipped:
-        out += ["Skipped (invalid):", ""] + [f"- `{s.path}`: {_esc(s.reason)}" for s in report.skipped] + [""]
+        out += ["Skipped (invalid):", ""] + [f"- `{s.path}`: {md_escape(s.reason)}" for s in report.skipped] + [""]
     if report.notes:
         out += ["Notes:", ""] + [f"- {n}" for n in report.notes] + [""]
 
