@@ -1041,9 +1041,10 @@ def make_export_dir(
     import numpy as np
     import onnx
 
-    from swiftformer_qnn.artifacts import MANIFEST_NAME, ExportManifest, FileRecord, StageRecord, sha256_file
-    from swiftformer_qnn.requests import ExportedRequest
-    from swiftformer_qnn.stage_results import (
+    from swiftformer_qnn.core.atomic import sha256_file
+    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, ExportManifest, FileRecord, StageRecord
+    from swiftformer_qnn.pipeline.requests import ExportedRequest
+    from swiftformer_qnn.pipeline.stage_results import (
         ExportResults,
         InputsResults,
         ModelInputs,

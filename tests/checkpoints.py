@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from swiftformer_qnn.model import AttentionForm, build_model, realistic_init
-from swiftformer_qnn.variants import Variant, get_variant
-from swiftformer_qnn.weights import (
+from swiftformer_qnn.model.swiftformer import AttentionForm, build_model, realistic_init
+from swiftformer_qnn.model.variants import Variant, get_variant
+from swiftformer_qnn.model.weights import (
     _HEAD_NAMES,
     _STEM_LAYERS,
     ATTENTION_METADATA_KEY,

@@ -21,7 +21,7 @@ import numpy as np
 from swiftformer_qnn.gate.rules import GateRules
 from swiftformer_qnn.gate.stats import Samples, gate_samples
 from swiftformer_qnn.gate.verdict import MODEL_METRIC, MetricStatus
-from swiftformer_qnn.profiling.schema import (
+from swiftformer_qnn.measure.schema import (
     Attribution,
     ComputeUnit,
     LatencySource,
@@ -33,7 +33,7 @@ from swiftformer_qnn.profiling.schema import (
     TargetInfo,
     ToolchainInfo,
 )
-from swiftformer_qnn.variants import VARIANTS, BlockKind
+from swiftformer_qnn.model.variants import VARIANTS, BlockKind
 
 
 def l1_block_times_us(total_us: float = 1500.0) -> dict[str, float]:

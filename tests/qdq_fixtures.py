@@ -15,8 +15,8 @@ CALIBRATION_INPUTS = 4
 
 
 def input_name(variant_name: str) -> str:
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.onnx_export import io_names
-    from swiftformer_qnn.variants import get_variant
 
     return io_names(get_variant(variant_name).is_encoder_block)[0]
 
@@ -24,9 +24,9 @@ def input_name(variant_name: str) -> str:
 def make_float_model(variant_name: str, resolution: int, out_dir: Path) -> Path:
     """Export `variant_name` (realistic random weights) at `resolution` and simplify it: the
     float graph the pipeline compiles for fp16 and quantizes otherwise."""
-    from swiftformer_qnn.model import build_model, realistic_init
+    from swiftformer_qnn.model.swiftformer import build_model, realistic_init
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
-    from swiftformer_qnn.variants import get_variant
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -43,9 +43,9 @@ def make_float_model(variant_name: str, resolution: int, out_dir: Path) -> Path:
 def make_qdq_model(variant_name: str, resolution: int, out_dir: Path, precision: str = "w8a8") -> Path:
     """`make_float_model`, then the pipeline's QNN preprocessing + QDQ quantization on a few
     seeded random inputs. Returns `<variant>_<resolution>_<precision>.qdq.onnx` in `out_dir`."""
+    from swiftformer_qnn.core.targets import get_precision
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.quantize import quantize_qdq
-    from swiftformer_qnn.targets import get_precision
-    from swiftformer_qnn.variants import get_variant
 
     sim = make_float_model(variant_name, resolution, out_dir)
     shape = get_variant(variant_name).input_shape(resolution)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
-from swiftformer_qnn.profiling.devices import EMULATOR_DEVICE
-from swiftformer_qnn.profiling.schema import (
+from swiftformer_qnn.measure.schema import (
     Attribution,
     ComputeUnit,
     LatencySource,
@@ -24,7 +23,8 @@ from swiftformer_qnn.profiling.schema import (
     TimeUnit,
     ToolchainInfo,
 )
-from swiftformer_qnn.variants import VARIANTS, BlockKind
+from swiftformer_qnn.model.variants import VARIANTS, BlockKind
+from swiftformer_qnn.profiling.devices import EMULATOR_DEVICE
 
 S23 = {
     "device": "Samsung Galaxy S23 Ultra",
@@ -109,7 +109,7 @@ def make_profile(
     )
 
 
-# The ops each block exports to (names follow swiftformer_qnn.model's module names).
+# The ops each block exports to (names follow swiftformer_qnn.model.swiftformer's module names).
 _CONV_ENCODER = [
     ("dwconv", "Conv"),
     ("pwconv1", "Conv"),

@@ -22,11 +22,12 @@ from aihub_standin import make_export_dir, real_qdq_model
 from qnn_viewer_formats import inferences_of
 from typer.testing import CliRunner
 
-from swiftformer_qnn.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest, sha256_file
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.profiling.attribution import unattributed_share
-from swiftformer_qnn.profiling.schema import LatencySource, TimeBasis, block_times, load_profile
-from swiftformer_qnn.variants import get_variant
+from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.measure.attribution import unattributed_share
+from swiftformer_qnn.measure.schema import LatencySource, TimeBasis, block_times, load_profile
+from swiftformer_qnn.model.variants import get_variant
+from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest
 
 SERIAL = "R5CW40ABCDE"
 RUNS = 7
@@ -38,9 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def phone_export(tmp_path_factory) -> Path:
     """A real export of the encoder block, compiled to a QNN context binary for SM8550."""
-    from swiftformer_qnn.compile_record import CompiledModel, CompileRecord
+    from swiftformer_qnn.htp.record import CompiledModel, CompileRecord
+    from swiftformer_qnn.htp.session import HtpTarget
     from swiftformer_qnn.pipeline.compile import COMPILE_OUTPUTS, compile_stage
-    from swiftformer_qnn.qnn import HtpTarget
 
     d = tmp_path_factory.mktemp("phone-export")
     m = real_qdq_model("encoder", 32, d)

@@ -24,15 +24,9 @@ from aihub_standin import (
 )
 from qai_hub.client import _profile_pb_to_python_dict
 
-from swiftformer_qnn.errors import HubError, ProfileError
-from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
-from swiftformer_qnn.profiling.aihub_client import check_hub_config
-from swiftformer_qnn.profiling.aihub_journal import JOURNAL_NAME
-from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
-from swiftformer_qnn.profiling.attribution import unattributed_share
-from swiftformer_qnn.profiling.devices import resolve_device
-from swiftformer_qnn.profiling.orchestrate import read_export
-from swiftformer_qnn.profiling.schema import (
+from swiftformer_qnn.core.errors import HubError, ProfileError
+from swiftformer_qnn.measure.attribution import unattributed_share
+from swiftformer_qnn.measure.schema import (
     LatencyBasis,
     LatencySource,
     ModelInfo,
@@ -44,6 +38,12 @@ from swiftformer_qnn.profiling.schema import (
     load_profile,
     op_times,
 )
+from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
+from swiftformer_qnn.profiling.aihub_client import check_hub_config
+from swiftformer_qnn.profiling.aihub_journal import JOURNAL_NAME
+from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
+from swiftformer_qnn.profiling.devices import resolve_device
+from swiftformer_qnn.profiling.orchestrate import read_export
 
 S23U = "Samsung Galaxy S23 Ultra"
 
@@ -60,7 +60,7 @@ def onnx_models(tmp_path_factory) -> dict[str, dict]:
 
 @pytest.fixture
 def exports(onnx_models, tmp_path) -> dict[str, Path]:
-    from swiftformer_qnn.variants import get_variant
+    from swiftformer_qnn.model.variants import get_variant
 
     dirs = {}
     for variant, m in onnx_models.items():

@@ -17,10 +17,8 @@ import pytest
 from aihub_standin import QUIRKS, build_profile_detail, real_qdq_model, rename_nodes_like_old_exports
 from qai_hub.client import _profile_pb_to_python_dict
 
-from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
-from swiftformer_qnn.profiling.attribution import unattributed_share
-from swiftformer_qnn.profiling.emulator import onnx_node_tensors
-from swiftformer_qnn.profiling.schema import (
+from swiftformer_qnn.measure.attribution import unattributed_share
+from swiftformer_qnn.measure.schema import (
     ModelInfo,
     Provenance,
     TargetInfo,
@@ -28,7 +26,9 @@ from swiftformer_qnn.profiling.schema import (
     ToolchainInfo,
     block_times,
 )
-from swiftformer_qnn.variants import get_variant
+from swiftformer_qnn.model.variants import get_variant
+from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
+from swiftformer_qnn.profiling.emulator import onnx_node_tensors
 
 L1_BLOCKS = 1 + 3 + sum(get_variant("l1").depths) + 1  # stem, 3 downsamples, the blocks, head
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from aihub_standin import HubStandIn, MotoS3, make_export_dir, real_qdq_model
 
-from swiftformer_qnn.errors import HubError, UsageError
+from swiftformer_qnn.core.errors import HubError, UsageError
+from swiftformer_qnn.core.redact import MASK, scrub
+from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
 from swiftformer_qnn.profiling.devices import resolve_device
 from swiftformer_qnn.profiling.orchestrate import read_export
-from swiftformer_qnn.redact import MASK, scrub
-from swiftformer_qnn.variants import get_variant
 
 S23U = "Samsung Galaxy S23 Ultra"
 
@@ -311,7 +311,7 @@ def test_check_outputs_runs_heldout_inputs_on_the_device(mode, token, tmp_path, 
     from typer.testing import CliRunner
 
     from swiftformer_qnn.cli import app
-    from swiftformer_qnn.profiling.schema import load_profile
+    from swiftformer_qnn.measure.schema import load_profile
 
     monkeypatch.setenv("COLUMNS", "200")
     kw = {}

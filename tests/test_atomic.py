@@ -1,4 +1,4 @@
-"""`swiftformer_qnn._atomic.write_text_atomic`: the one atomic text write of the package."""
+"""`swiftformer_qnn.core.atomic.write_text_atomic`: the one atomic text write of the package."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from swiftformer_qnn._atomic import write_text_atomic
+from swiftformer_qnn.core.atomic import write_text_atomic
 
 
 def test_concurrent_writers_of_one_path_never_collide(tmp_path):
@@ -61,7 +61,7 @@ def test_mode_follows_the_umask_like_a_plain_open(tmp_path):
 def test_imports_only_the_standard_library():
     # qnn_worker imports it inside toolchain environments that have no pydantic.
     code = (
-        "import sys; import swiftformer_qnn._atomic, swiftformer_qnn.qnn_worker; "
+        "import sys; import swiftformer_qnn.core.atomic, swiftformer_qnn.htp.worker; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'typer', 'rich', 'torch')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from swiftformer_qnn.errors import ProfileError, UsageError
-from swiftformer_qnn.model import build_model
-from swiftformer_qnn.profiling.attribution import (
+from swiftformer_qnn.core.errors import ProfileError, UsageError
+from swiftformer_qnn.measure.attribution import (
     NodeTensors,
     attribute_op,
     attribute_ops,
     model_blocks,
     unattributed_share,
 )
-from swiftformer_qnn.profiling.schema import (
+from swiftformer_qnn.measure.schema import (
     Attribution,
     LatencySource,
     ModelInfo,
@@ -23,7 +22,8 @@ from swiftformer_qnn.profiling.schema import (
     ToolchainInfo,
     block_times,
 )
-from swiftformer_qnn.variants import VARIANTS, get_variant
+from swiftformer_qnn.model.swiftformer import build_model
+from swiftformer_qnn.model.variants import VARIANTS, get_variant
 
 L1 = get_variant("l1")
 XS = get_variant("xs")

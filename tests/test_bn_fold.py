@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from swiftformer_qnn.pipeline.fidelity import run_cpu
+from swiftformer_qnn.measure.agreement import run_cpu
 from swiftformer_qnn.pipeline.fold_bn import fold_batchnorms, fold_stage
 
 RNG = np.random.default_rng(0)
@@ -118,10 +118,10 @@ def test_a_bn_with_nowhere_to_fold_becomes_a_depthwise_conv(tmp_path, after):
 
 
 def test_swiftformer_xs_folds_its_five_standalone_batchnorms_exactly(tmp_path):
-    from swiftformer_qnn.model import build_model, realistic_init
+    from swiftformer_qnn.model.swiftformer import build_model, realistic_init
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
     from swiftformer_qnn.pipeline.validate import torch_outputs
-    from swiftformer_qnn.variants import get_variant
 
     v = get_variant("xs")
     model = realistic_init(build_model(v), seed=1)

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 
-from swiftformer_qnn.errors import BnOverflowError, UsageError
-from swiftformer_qnn.pipeline.bn_guard import overflowing_channels, predict, protect
-from swiftformer_qnn.pipeline.fidelity import compare_outputs, run_cpu
+from swiftformer_qnn.core.errors import BnOverflowError, UsageError
+from swiftformer_qnn.htp.bn_guard import overflowing_channels, predict, protect
+from swiftformer_qnn.measure.agreement import compare_outputs, run_cpu
 
 REPRO = Path(__file__).resolve().parents[1] / "docs" / "upstream" / "qnn_bn_bias_overflow.py"
 
@@ -98,7 +98,7 @@ def test_compile_refuses_bad_input_in_one_line(tmp_path):
 
 
 def _htp_vs_cpu(model: Path) -> float:
-    from swiftformer_qnn.qnn import HtpTarget, htp_session
+    from swiftformer_qnn.htp.session import HtpTarget, htp_session
 
     x = np.random.default_rng(1000).standard_normal((1, 4, 8, 8)).astype(np.float32)
     htp = htp_session(model, HtpTarget()).run(None, {"x": x})[0]
@@ -141,10 +141,11 @@ def test_upstream_reproduction_still_reproduces():
 
 def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
     """A binary compiled without the guard: verify fails on the SQNR gap and names the op."""
-    from swiftformer_qnn.errors import QuantizationFidelityError
+    from swiftformer_qnn.core.errors import QuantizationFidelityError
+    from swiftformer_qnn.core.targets import Precision
+    from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.session import HtpTarget
     from swiftformer_qnn.pipeline.verify import verify_fidelity
-    from swiftformer_qnn.qnn import HtpTarget, compile_model
-    from swiftformer_qnn.targets import Precision
 
     qdq = _one_bn_qdq(tmp_path, 4)
     (tmp_path / "ctx").mkdir()
@@ -161,8 +162,8 @@ def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
 
 
 def test_cross_version_compiles_get_the_guarded_graph(tmp_path, caplog):
-    from swiftformer_qnn.cross_version import compile_versions_into
-    from swiftformer_qnn.qnn import HtpTarget, htp_session
+    from swiftformer_qnn.htp.session import HtpTarget, htp_session
+    from swiftformer_qnn.htp.sweep import compile_versions_into
 
     qdq = _one_bn_qdq(tmp_path, 4)
     report = compile_versions_into(qdq, "2.51", tmp_path / "versions", use_cache=False)

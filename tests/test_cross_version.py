@@ -15,10 +15,11 @@ from qdq_fixtures import make_qdq_model
 from toolchain_fakes import CRASHING_WORKER, REJECTING_WORKER, make_fake_toolchain, user_toolchains_root
 from typer.testing import CliRunner
 
-from swiftformer_qnn.artifacts import StageCache, sha256_file
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.cli.versions_table import render_markdown, table_rows
-from swiftformer_qnn.compile_record import (
+from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.core.errors import ToolchainError, UsageError
+from swiftformer_qnn.htp.record import (
     COMPILE_FAILURE,
     COMPILE_RECORD,
     CompileRecord,
@@ -26,7 +27,7 @@ from swiftformer_qnn.compile_record import (
     read_compile_record,
     traced_op_names,
 )
-from swiftformer_qnn.cross_version import (
+from swiftformer_qnn.htp.sweep import (
     CrossVersionReport,
     Fidelity,
     VersionResult,
@@ -36,7 +37,7 @@ from swiftformer_qnn.cross_version import (
     fidelity,
     read_report,
 )
-from swiftformer_qnn.errors import ToolchainError, UsageError
+from swiftformer_qnn.pipeline.artifacts import StageCache
 from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain_spec, install_toolchain
 
 # --- pure comparison --------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
     assert by["2.50.40"].status == "failed" and "reports QNN 2.51.0, expected 2.50.40" in by["2.50.40"].error
     assert "toolchains install 2.50 --force" in by["2.50.40"].error
     # An installed toolchain's worker keeps its bytecode in the toolchain's own directory.
-    assert any((root / "qnn-2.50.40" / "pycache").rglob("qnn_worker*.pyc"))
+    assert any((root / "qnn-2.50.40" / "pycache").rglob("htp/worker*.pyc"))
     for v in ("2.47.0", "2.48.40", "2.49.40", "2.50.40"):
         saved = read_compile_failure(out / f"qnn-{v}" / COMPILE_FAILURE)
         assert (saved.status, saved.error) == (by[v].status, by[v].error)
@@ -348,13 +349,13 @@ def test_worker_compiles_and_runs_without_importing_onnx(xs_qdq, tmp_path):
     import subprocess
     import sys
 
-    from swiftformer_qnn.cross_version import default_inputs
+    from swiftformer_qnn.htp.sweep import default_inputs
 
     np.savez(tmp_path / "in.npz", **default_inputs(xs_qdq))
     request = {"model": str(xs_qdq), "out_dir": str(tmp_path / "w"), "soc_model": 43, "htp_arch": 73,
                "inputs_npz": str(tmp_path / "in.npz")}
-    code = ("import json, sys; from swiftformer_qnn.qnn_worker import compile_request; "
-            "from swiftformer_qnn.compile_record import CompileJob; "
+    code = ("import json, sys; from swiftformer_qnn.htp.worker import compile_request; "
+            "from swiftformer_qnn.htp.record import CompileJob; "
             f"r = compile_request(CompileJob.model_validate_json({json.dumps(json.dumps(request))})); "
             "print(json.dumps({'onnx': 'onnx' in sys.modules, 'status': r['status']}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -365,8 +366,9 @@ def test_worker_compiles_and_runs_without_importing_onnx(xs_qdq, tmp_path):
 def test_ep_context_nodes_read_without_onnx_match_onnx(xs_qdq, tmp_path):
     import onnx
 
-    from swiftformer_qnn.ep_context import graph_nodes
-    from swiftformer_qnn.qnn import HtpTarget, compile_model
+    from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.ep_context import graph_nodes
+    from swiftformer_qnn.htp.session import HtpTarget
 
     compile_model(xs_qdq, tmp_path, HtpTarget())
     for path in (tmp_path / "model.ctx.onnx", xs_qdq):
@@ -400,7 +402,7 @@ def test_worker_env_keeps_bytecode_only_in_the_toolchains_own_directory(tmp_path
 _WRONG_FEED_DRIVER = """
 import json, sys
 import numpy as np
-from swiftformer_qnn import qnn_worker
+from swiftformer_qnn.htp import worker as qnn_worker
 args = sys.argv[1:]
 req_path = args[args.index("--request") + 1]
 req = json.loads(open(req_path).read())
@@ -414,7 +416,8 @@ sys.exit(qnn_worker.main(args))
 
 
 def test_compile_model_keeps_a_written_compile_when_then_fails(xs_qdq, tmp_path):
-    from swiftformer_qnn.qnn import HtpTarget, compile_model
+    from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.session import HtpTarget
 
     def failing_check(session) -> None:
         raise RuntimeError("the emulator run failed")
@@ -427,7 +430,7 @@ def test_compile_model_keeps_a_written_compile_when_then_fails(xs_qdq, tmp_path)
 
 
 def test_a_failed_emulator_run_keeps_the_compile_and_exits_1(xs_qdq, tmp_path, monkeypatch):
-    from swiftformer_qnn import cross_version
+    from swiftformer_qnn.htp import sweep as cross_version
 
     monkeypatch.setattr(cross_version, "worker_command",
                         lambda python, *args: [str(python), "-s", "-c", _WRONG_FEED_DRIVER, *args])
@@ -456,7 +459,7 @@ def test_a_failed_emulator_run_keeps_the_compile_and_exits_1(xs_qdq, tmp_path, m
 
 
 def test_a_failed_fidelity_check_keeps_the_compile(xs_qdq, tmp_path, monkeypatch):
-    from swiftformer_qnn import cross_version
+    from swiftformer_qnn.htp import sweep as cross_version
 
     real = cross_version.cpu_reference
 
@@ -502,7 +505,7 @@ def slow_then_counted(tmp_path) -> tuple[Path, Path, Path]:
 
 def test_a_failing_cpu_reference_stops_the_queue_and_leaves_nothing(xs_qdq, slow_then_counted, tmp_path,
                                                                     monkeypatch):
-    from swiftformer_qnn import cross_version
+    from swiftformer_qnn.htp import sweep as cross_version
 
     root, started, calls = slow_then_counted
     monkeypatch.setattr(cross_version, "cpu_reference", _failing_reference(started))
@@ -536,7 +539,7 @@ def test_a_failing_cpu_reference_stops_the_queue_and_leaves_nothing(xs_qdq, slow
 
 def test_a_failing_cpu_reference_leaves_no_output_directory_from_the_cli(xs_qdq, slow_then_counted, tmp_path,
                                                                          monkeypatch):
-    from swiftformer_qnn import cross_version
+    from swiftformer_qnn.htp import sweep as cross_version
 
     root, started, calls = slow_then_counted
     monkeypatch.setattr(cross_version, "cpu_reference", _failing_reference(started))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from swiftformer_qnn.errors import UsageError
+from swiftformer_qnn.core.errors import UsageError
+from swiftformer_qnn.core.targets import SOCS
 from swiftformer_qnn.profiling.devices import (
     HUB_DEVICES,
     Backend,
@@ -13,7 +14,6 @@ from swiftformer_qnn.profiling.devices import (
     known_aliases,
     resolve_device,
 )
-from swiftformer_qnn.targets import SOCS
 
 S23U = "Samsung Galaxy S23 Ultra"
 

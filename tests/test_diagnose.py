@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.measure.attribution import model_blocks
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
 from swiftformer_qnn.pipeline.localize import Tap, TensorFigures, _finding, channel_map, describe
-from swiftformer_qnn.profiling.attribution import model_blocks
 
 
 @pytest.fixture(scope="module")

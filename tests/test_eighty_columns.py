@@ -26,8 +26,8 @@ from test_gate_cli import write_side
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.core.tables import FitTable
 from swiftformer_qnn.report.terminal import HeadlineTable
-from swiftformer_qnn.tables import FitTable
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 80

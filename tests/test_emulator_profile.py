@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from qdq_fixtures import input_name, make_float_model, make_qdq_model
 
-from swiftformer_qnn.errors import ProfileError, ToolchainError, UsageError
-from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.core.errors import ProfileError, ToolchainError, UsageError
+from swiftformer_qnn.htp.session import HtpTarget, htp_session, qnn_sdk_version
+from swiftformer_qnn.measure.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.measure.schema import ComputeUnit, LatencySource, ModelInfo, block_times, load_profile
+from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.emulator import (
     EMULATOR_DEVICE,
     OP_TRACE_JSON,
@@ -20,15 +23,6 @@ from swiftformer_qnn.profiling.emulator import (
     parse_qnn_profile_csv,
     profile_on_emulator,
 )
-from swiftformer_qnn.profiling.schema import (
-    ComputeUnit,
-    LatencySource,
-    ModelInfo,
-    block_times,
-    load_profile,
-)
-from swiftformer_qnn.qnn import HtpTarget, htp_session, qnn_sdk_version
-from swiftformer_qnn.variants import get_variant
 
 RESOLUTION = 64  # small enough for the default tier (one XS run takes a fraction of a second)
 MAX_UNATTRIBUTED = 0.05

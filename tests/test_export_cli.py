@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.compile_record import read_compile_record
+from swiftformer_qnn.htp.record import read_compile_record
 
 runner = CliRunner()
 

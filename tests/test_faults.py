@@ -24,11 +24,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from swiftformer_qnn import output_dir as od
-from swiftformer_qnn.artifacts import StageCache, read_manifest
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.errors import CalibrationError, OutputDirError, ProfileError
+from swiftformer_qnn.core import output_dir as od
+from swiftformer_qnn.core.errors import CalibrationError, OutputDirError, ProfileError
+from swiftformer_qnn.core.redact import MASK
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.pipeline.artifacts import StageCache, read_manifest
 from swiftformer_qnn.pipeline.images import (
     MAX_IMAGE_PIXELS,
     ImageSet,
@@ -38,7 +39,6 @@ from swiftformer_qnn.pipeline.images import (
     preprocess,
     preprocess_all,
 )
-from swiftformer_qnn.redact import MASK
 
 runner = CliRunner()
 SMALL = ["--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2"]
@@ -218,8 +218,8 @@ def test_two_processes_racing_for_one_folder_one_wins_the_other_refuses(tmp_path
     script = f"""
 import sys, time
 from pathlib import Path
-from swiftformer_qnn import output_dir as od
-from swiftformer_qnn.errors import OutputDirError
+from swiftformer_qnn.core import output_dir as od
+from swiftformer_qnn.core.errors import OutputDirError
 def ours(d):
     return od.Found(od.Occupant.OURS, "an output of another request")
 try:
@@ -340,7 +340,7 @@ def test_outputs_are_files_of_their_own_and_reuse_verifies_every_hash(tmp_path):
 
 def test_stale_temporary_directories_in_the_cache_are_cleaned(tmp_path):
     cache = StageCache(root=tmp_path)
-    from swiftformer_qnn.stage_results import SimplifyResults
+    from swiftformer_qnn.pipeline.stage_results import SimplifyResults
 
     stale = cache.root / "simplify" / f".abc.tmp-{_dead_pid()}-x"
     stale.mkdir(parents=True)
@@ -524,8 +524,8 @@ def test_resolution_has_an_upper_bound(tmp_path, args, text):
 
 
 def _xs_state_dict() -> dict[str, torch.Tensor]:
-    from swiftformer_qnn.model import build_model
-    from swiftformer_qnn.variants import get_variant
+    from swiftformer_qnn.model.swiftformer import build_model
+    from swiftformer_qnn.model.variants import get_variant
 
     torch.manual_seed(0)
     return build_model(get_variant("xs")).state_dict()
@@ -642,7 +642,7 @@ def test_profiles_with_impossible_latencies_are_refused(tmp_path, profile_data, 
     p = tmp_path / "x.profile.json"
     p.write_text(json.dumps(profile_data).replace('"Infinity"', "Infinity").replace('"NaN"', "NaN"))
     with pytest.raises(ProfileError, match=text):
-        from swiftformer_qnn.profiling.schema import load_profile
+        from swiftformer_qnn.measure.schema import load_profile
 
         load_profile(p)
     from swiftformer_qnn.gate.profile_gate import load_side
@@ -663,7 +663,7 @@ def test_hostile_json_is_one_line(tmp_path, text):
 
 
 def test_infinite_weights_json_numbers_never_reach_a_finite_report():
-    from swiftformer_qnn.profiling.schema import LatencySummary
+    from swiftformer_qnn.measure.schema import LatencySummary
 
     with pytest.raises(ValueError):
         LatencySummary(min_us=1.0, median_us=math.inf, run_count=1)
@@ -711,7 +711,7 @@ def test_an_unexpected_error_echoing_a_token_is_scrubbed_on_screen_and_in_the_fi
 
 def test_temp_dirs_of_older_versions_are_removed_once_a_day_old(tmp_path):
     cache = StageCache(root=tmp_path)
-    from swiftformer_qnn.stage_results import SimplifyResults
+    from swiftformer_qnn.pipeline.stage_results import SimplifyResults
 
     d = cache.root / "simplify"
     old, fresh = d / f".{'a' * 32}.k2j_x9q1", d / f".{'b' * 32}.p0o9i8u7"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from swiftformer_qnn.artifacts import read_manifest
+from swiftformer_qnn.pipeline.artifacts import read_manifest
 
 ARGS = ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2"]
 

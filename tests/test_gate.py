@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from gate_sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 
-from swiftformer_qnn.compile_record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
-from swiftformer_qnn.errors import ProfileError, UsageError
+from swiftformer_qnn.core.errors import ProfileError, UsageError
 from swiftformer_qnn.gate import (
     FoundCompile,
     FoundFailure,
@@ -36,8 +35,9 @@ from swiftformer_qnn.gate import (
     with_flags,
 )
 from swiftformer_qnn.gate.stats import bootstrap, statistic_rows
-from swiftformer_qnn.graph_cost import GraphCost
-from swiftformer_qnn.profiling.schema import LatencySource, LatencySummary, Profile
+from swiftformer_qnn.htp.graph_cost import GraphCost
+from swiftformer_qnn.htp.record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
+from swiftformer_qnn.measure.schema import LatencySource, LatencySummary, Profile
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}

@@ -12,9 +12,9 @@ from gate_sim import synthetic_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.compile_record import CompiledModel, CompileRecord, write_compile_record
 from swiftformer_qnn.gate import GateVerdict
-from swiftformer_qnn.profiling.schema import Profile
+from swiftformer_qnn.htp.record import CompiledModel, CompileRecord, write_compile_record
+from swiftformer_qnn.measure.schema import Profile
 
 BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}
 runner = CliRunner()

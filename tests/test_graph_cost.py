@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swiftformer_qnn.graph_cost import GraphCost, graph_cost
+from swiftformer_qnn.htp.graph_cost import GraphCost, graph_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 # Op traces QNN 2.51 wrote when compiling the faithful L1 and encoder block (committed raw output).

@@ -1,6 +1,6 @@
 """The HTP-ready form computes the upstream model's function, and compiles to the graph it promises.
 
-References are the upstream-form PyTorch model (`swiftformer_qnn.model`) with realistic weights
+References are the upstream-form PyTorch model (`swiftformer_qnn.model.swiftformer`) with realistic weights
 (layer scales 0.1-1, real BN statistics); compiled figures come from QNN's own op trace.
 """
 
@@ -13,15 +13,15 @@ import pytest
 import torch
 from checkpoints import make_checkpoint, realistic_model
 
-from swiftformer_qnn.errors import UsageError
-from swiftformer_qnn.htp_model import to_htp_form
-from swiftformer_qnn.model import AttentionForm
+from swiftformer_qnn.core.errors import UsageError
+from swiftformer_qnn.measure.agreement import run_cpu
+from swiftformer_qnn.measure.attribution import attribute_op
+from swiftformer_qnn.model.htp_form import to_htp_form
+from swiftformer_qnn.model.swiftformer import AttentionForm
+from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
-from swiftformer_qnn.pipeline.fidelity import run_cpu
 from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
 from swiftformer_qnn.pipeline.validate import torch_outputs
-from swiftformer_qnn.profiling.attribution import attribute_op
-from swiftformer_qnn.variants import get_variant
 
 # |onnx - torch| relative to the largest |torch output| (the issue's bound for the HTP form).
 MAX_RELATIVE_DIFF = 1e-5
@@ -139,8 +139,8 @@ def _htp_vs_fp32_sqnr(result) -> float:
     """The compiled binary on the HTP emulator against the float ONNX, over the held-out inputs."""
     import onnx
 
-    from swiftformer_qnn.pipeline.fidelity import compare_outputs
-    from swiftformer_qnn.qnn import HtpTarget, htp_session
+    from swiftformer_qnn.htp.session import HtpTarget, htp_session
+    from swiftformer_qnn.measure.agreement import compare_outputs
 
     heldout = np.load(result.artifact("inputs", "heldout.npy"))
     fp32 = np.load(result.artifact("validate", "heldout_fp32.npy"))

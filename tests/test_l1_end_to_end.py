@@ -10,7 +10,7 @@ import sys
 import onnx
 import pytest
 
-from swiftformer_qnn.artifacts import read_manifest
+from swiftformer_qnn.pipeline.artifacts import read_manifest
 
 
 @pytest.mark.slow

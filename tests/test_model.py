@@ -12,9 +12,9 @@ import pytest
 import torch
 from checkpoints import hf_config, hf_reference_block, hf_reference_model, realistic_model, write_checkpoint
 
-from swiftformer_qnn.model import AttentionForm, build_model, set_attention_form
-from swiftformer_qnn.variants import VARIANTS, get_variant
-from swiftformer_qnn.weights import CheckpointFormat, load_weights
+from swiftformer_qnn.model.swiftformer import AttentionForm, build_model, set_attention_form
+from swiftformer_qnn.model.variants import VARIANTS, get_variant
+from swiftformer_qnn.model.weights import CheckpointFormat, load_weights
 
 ATOL = 1e-4
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.pipeline.orchestrator import _resolve, default_output_dir
-from swiftformer_qnn.requests import ExportRequest, Until
+from swiftformer_qnn.pipeline.requests import ExportRequest, Until
 
 runner = CliRunner()
 

@@ -11,9 +11,8 @@ import onnx
 import pytest
 import torch
 
-from swiftformer_qnn.artifacts import read_manifest, sha256_file
-from swiftformer_qnn.compile_record import CompileRecord, read_compile_record
-from swiftformer_qnn.errors import (
+from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.core.errors import (
     CalibrationError,
     ExportValidationError,
     HtpUnsupportedError,
@@ -21,13 +20,16 @@ from swiftformer_qnn.errors import (
     QuantizationFidelityError,
     UsageError,
 )
-from swiftformer_qnn.model import build_model, realistic_init
+from swiftformer_qnn.htp.compile import compile_model
+from swiftformer_qnn.htp.record import CompileRecord, read_compile_record
+from swiftformer_qnn.htp.session import HtpTarget, qnn_sdk_version
+from swiftformer_qnn.model.swiftformer import build_model, realistic_init
+from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.pipeline.artifacts import read_manifest
 from swiftformer_qnn.pipeline.images import default_heldout_images, find_images, preprocess_all
 from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
 from swiftformer_qnn.pipeline.validate import torch_outputs, validate_onnx
-from swiftformer_qnn.qnn import HtpTarget, compile_model, qnn_sdk_version
-from swiftformer_qnn.variants import get_variant
 
 SMALL = dict(calibration_count=8, heldout_count=4)
 
@@ -48,9 +50,15 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     result, events = xs_export
     m = result.manifest
     assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile",
-                                          "verify"]
+                                          "estimate", "verify"]
     # Every stage was visible to the progress display, start and end.
     assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
+
+    # The export says what QNN's estimator makes of the compiled graph, labelled with its proxy.
+    est = m.stage("estimate").results
+    assert est.label == "estimated (QNN Hextimate, SA8255P proxy for SM8550)" and est.proxy_soc_model == 52
+    assert est.us > 0 and est.us_lower <= est.us <= est.us_upper and est.unmapped_share == 0
+    assert (result.directory / "estimate.json").is_file()
 
     compiled = read_compile_record(result.directory / "compile.json")  # the one record of the compile
     assert compiled == m.results("compile", CompileRecord)
@@ -328,10 +336,10 @@ def test_a_cached_file_edited_in_an_output_directory_is_not_reused(tmp_path):
 
 
 def test_changed_code_is_not_served_from_the_cache(tmp_path, monkeypatch):
-    import swiftformer_qnn.artifacts as artifacts
+    import swiftformer_qnn.core.cache as cache
 
     run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "a", **SMALL))
-    monkeypatch.setattr(artifacts, "_CODE_VERSION", artifacts.code_version() + "-edited")
+    monkeypatch.setattr(cache, "_CODE_VERSION", cache.code_version() + "-edited")
     again = run_export(ExportRequest(variant="encoder", resolution=16, until=Until.ONNX, output_dir=tmp_path / "b", **SMALL))
     assert not any(s.cached for s in again.manifest.stages)
 
@@ -341,22 +349,22 @@ def test_the_code_version_covers_every_source_file(tmp_path):
     import shutil
 
     import swiftformer_qnn
-    from swiftformer_qnn.artifacts import source_tree_hash
+    from swiftformer_qnn.core.cache import source_tree_hash
 
     pkg = tmp_path / "swiftformer_qnn"
     shutil.copytree(Path(swiftformer_qnn.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     before = source_tree_hash(pkg)
     assert source_tree_hash(pkg) == before  # deterministic
-    variants = pkg / "variants.py"
+    variants = pkg / "model" / "variants.py"
     variants.write_text(variants.read_text().replace("(48, 56, 112, 220)", "(48, 56, 112, 224)", 1))
-    assert variants.read_text() != (Path(swiftformer_qnn.__file__).parent / "variants.py").read_text()
+    assert variants.read_text() != (Path(swiftformer_qnn.__file__).parent / "model" / "variants.py").read_text()
     assert source_tree_hash(pkg) != before
     (pkg / "pipeline" / "new_stage.py").write_text("X = 1\n")
     assert len({before, source_tree_hash(pkg)}) == 2
 
 
 def test_identical_outputs_give_an_exact_sqnr_that_survives_json():
-    from swiftformer_qnn.pipeline.fidelity import compare_outputs, sqnr_below
+    from swiftformer_qnn.measure.agreement import compare_outputs, sqnr_below
 
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     same = json.loads(json.dumps(compare_outputs(x, x.copy(), classify=True)))

@@ -14,8 +14,8 @@ from aihub_standin import HubStandIn, files_containing, make_export_dir, real_qd
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.profiling.schema import LatencySource, load_profile
-from swiftformer_qnn.variants import get_variant
+from swiftformer_qnn.measure.schema import LatencySource, load_profile
+from swiftformer_qnn.model.variants import get_variant
 
 S23U_SLUG = "samsung-galaxy-s23-ultra"
 # File names carry the input size when it is not the variant's default (224; the block's 96x64).
@@ -256,7 +256,7 @@ def test_profile_on_the_emulator_needs_no_token(exports, tmp_path, monkeypatch, 
 
 
 def test_local_qnn_must_name_the_bundled_release(exports, tmp_path, monkeypatch):
-    from swiftformer_qnn.qnn import qnn_sdk_version
+    from swiftformer_qnn.htp.session import qnn_sdk_version
 
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     bundled = qnn_sdk_version()  # e.g. 2.51.0
@@ -288,7 +288,7 @@ def test_exports_of_one_variant_and_precision_get_their_own_files(onnx_models, e
     assert result.exit_code == 0, result.output
     assert "holds the same export as" in result.stderr
 
-    from swiftformer_qnn.artifacts import read_manifest
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
 
     first = read_manifest(exports["encoder"]).request_key[:8]
     names = sorted(p.name.split("-qnn")[0] for p in out.glob("*.profile.json"))
@@ -345,7 +345,7 @@ def test_graph_with_from_is_a_usage_error(hub, exports, tmp_path):
 def test_without_from_an_export_directory_of_another_request_is_replaced_only_with_force(
     onnx_models, tmp_path, monkeypatch
 ):
-    from swiftformer_qnn.artifacts import read_manifest
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
 
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     m = onnx_models["encoder"]
@@ -422,14 +422,14 @@ def _copy_export(src: Path, dst: Path) -> Path:
 
 
 def _tree_hashes(d: Path) -> dict[str, str]:
-    from swiftformer_qnn.artifacts import sha256_file
+    from swiftformer_qnn.core.atomic import sha256_file
 
     return {str(p.relative_to(d)): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def test_local_profile_runs_the_exports_own_context_binary(compiled_export, tmp_path, monkeypatch):
-    from swiftformer_qnn.compile_record import read_compile_record
-    from swiftformer_qnn.profiling.attribution import unattributed_share
+    from swiftformer_qnn.htp.record import read_compile_record
+    from swiftformer_qnn.measure.attribution import unattributed_share
 
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     before = _tree_hashes(compiled_export)

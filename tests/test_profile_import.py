@@ -15,11 +15,11 @@ from qai_hub.client import _profile_pb_to_python_dict
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
+from swiftformer_qnn.measure.attribution import unattributed_share
+from swiftformer_qnn.measure.schema import LatencySource, TimeBasis, block_times, load_profile
+from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.aihub_payload import jsonable
-from swiftformer_qnn.profiling.attribution import unattributed_share
 from swiftformer_qnn.profiling.importers import IMPORTERS, find_importer
-from swiftformer_qnn.profiling.schema import LatencySource, TimeBasis, block_times, load_profile
-from swiftformer_qnn.variants import get_variant
 
 
 @pytest.fixture(scope="module")

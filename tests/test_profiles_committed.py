@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from swiftformer_qnn.errors import ProfileError
-from swiftformer_qnn.profiling.schema import LatencySource, load_profile
+from swiftformer_qnn.core.errors import ProfileError
+from swiftformer_qnn.measure.schema import LatencySource, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "profiles"
@@ -78,10 +78,10 @@ def test_reference_profiles_hold_the_published_table():
 
 def test_the_committed_structural_baseline_is_what_ci_gates_against():
     """docs/examples/swiftformer-latency-gate.yml gates `export --qnn` output against this directory."""
-    from swiftformer_qnn.artifacts import sha256_file
-    from swiftformer_qnn.compile_record import read_compile_record
+    from swiftformer_qnn.core.atomic import sha256_file
     from swiftformer_qnn.gate import read_compile_side
     from swiftformer_qnn.gate.baseline import read_record
+    from swiftformer_qnn.htp.record import read_compile_record
 
     directory = PROFILES / "baselines" / "compile-l1-w8a8-sm8550-qnn2-51-0"
     record = read_record(directory)
@@ -103,7 +103,7 @@ def test_the_committed_structural_baseline_is_what_ci_gates_against():
 
 
 def test_every_committed_compile_record_loads():
-    from swiftformer_qnn.compile_record import read_compile_record
+    from swiftformer_qnn.htp.record import read_compile_record
 
     found = sorted(PROFILES.glob("**/compile.json"))
     assert found, f"expected the structural baseline's compile.json under {PROFILES}"
@@ -171,8 +171,8 @@ def emulator_profiles(root: Path) -> dict[str, tuple[str, int, list[int]]]:
 def test_the_committed_emulator_profiles_are_the_default_graph():
     """They show what `export` builds today: the default graph form, and for L1 the op count of the
     committed structural baseline (the default L1 export compiled with the same QNN)."""
-    from swiftformer_qnn.compile_record import read_compile_record
-    from swiftformer_qnn.requests import ExportRequest
+    from swiftformer_qnn.htp.record import read_compile_record
+    from swiftformer_qnn.pipeline.requests import ExportRequest
 
     committed = emulator_profiles(EMULATOR)
     assert set(committed) == {"l1", "encoder"}

@@ -21,8 +21,9 @@ from qnn_viewer_formats import (
     write_text,
 )
 
-from swiftformer_qnn.errors import ProfileError
-from swiftformer_qnn.profiling.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.core.errors import ProfileError
+from swiftformer_qnn.measure.attribution import model_blocks, unattributed_share
+from swiftformer_qnn.measure.schema import LatencyBasis, LatencySource, ModelInfo, TimeBasis, block_times
 from swiftformer_qnn.profiling.importers import ImportContext, find_importer
 from swiftformer_qnn.profiling.importers import load as load_profile_file
 from swiftformer_qnn.profiling.qnn_viewer import (
@@ -31,7 +32,6 @@ from swiftformer_qnn.profiling.qnn_viewer import (
     parse_viewer_text,
     split_op_identifier,
 )
-from swiftformer_qnn.profiling.schema import LatencyBasis, LatencySource, ModelInfo, TimeBasis, block_times
 
 GRAPH = "QNNExecutionProvider_QNNExecutionProvider_5317919554919925930_1_0"
 SHAPES = {"l1": [1, 3, 224, 224], "encoder": [1, 96, 64, 64]}
@@ -49,9 +49,10 @@ def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
     from aihub_standin import make_export_dir
     from onnx import TensorProto, helper
 
-    from swiftformer_qnn.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest, sha256_file
-    from swiftformer_qnn.compile_record import CompileRecord
-    from swiftformer_qnn.graph_cost import graph_cost
+    from swiftformer_qnn.core.atomic import sha256_file
+    from swiftformer_qnn.htp.graph_cost import graph_cost
+    from swiftformer_qnn.htp.record import CompileRecord
+    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest
 
     root = tmp_path_factory.mktemp("import-exports")
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="placeholder")], "g",
@@ -320,7 +321,7 @@ def test_profile_import_command_reads_each_format(exports, tmp_path, monkeypatch
     from typer.testing import CliRunner
 
     from swiftformer_qnn.cli import app
-    from swiftformer_qnn.profiling.schema import load_profile
+    from swiftformer_qnn.measure.schema import load_profile
 
     monkeypatch.setenv("COLUMNS", "200")
     path = write(tmp_path, fmt, "l1", device_inferences("l1", 3))

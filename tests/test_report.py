@@ -16,14 +16,14 @@ from report_synthetic import make_profile, model_shaped_profile
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.errors import ProfileError
+from swiftformer_qnn.core.errors import ProfileError
+from swiftformer_qnn.htp.session import HtpTarget
+from swiftformer_qnn.measure.schema import LatencySource, ModelInfo, Profile
+from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.emulator import profile_on_emulator
-from swiftformer_qnn.profiling.schema import LatencySource, ModelInfo, Profile
-from swiftformer_qnn.qnn import HtpTarget
 from swiftformer_qnn.report import LoadedProfile, build_report, compare_profiles
 from swiftformer_qnn.report.model import Report, Unit
 from swiftformer_qnn.report.tables import breakdown_table, headline_table
-from swiftformer_qnn.variants import get_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "profiles" / "reference"

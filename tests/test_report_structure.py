@@ -12,8 +12,8 @@ from test_terminal_width import assert_readable, render
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.compile_record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
-from swiftformer_qnn.graph_cost import GraphCost
+from swiftformer_qnn.htp.graph_cost import GraphCost
+from swiftformer_qnn.htp.record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
 from swiftformer_qnn.report.markdown import structure_md
 from swiftformer_qnn.report.structure import compare_structures
 from swiftformer_qnn.report.terminal import structure_renderable

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.cli.profile import render_run
 from swiftformer_qnn.cli.toolchains import render_cross_version
-from swiftformer_qnn.compile_record import CompileRecord
-from swiftformer_qnn.cross_version import CrossVersionReport, Fidelity, VersionResult, consecutive_diffs
+from swiftformer_qnn.core.tables import Col, FitTable, shorten_middle
+from swiftformer_qnn.htp.record import CompileRecord
+from swiftformer_qnn.htp.sweep import CrossVersionReport, Fidelity, VersionResult, consecutive_diffs
+from swiftformer_qnn.measure.schema import block_times, load_profile
 from swiftformer_qnn.profiling.devices import Backend
 from swiftformer_qnn.profiling.orchestrate import ProfiledModel, ProfileRunResult
-from swiftformer_qnn.profiling.schema import block_times, load_profile
-from swiftformer_qnn.tables import Col, FitTable, shorten_middle
 from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ import torch
 from checkpoints import realistic_model, write_checkpoint
 from timm_reference import StandInUsed, import_timm, timm_from_checkpoint
 
-from swiftformer_qnn.model import AttentionForm, build_model, realistic_init
+from swiftformer_qnn.measure.agreement import run_cpu
+from swiftformer_qnn.model.swiftformer import AttentionForm, build_model, realistic_init
+from swiftformer_qnn.model.variants import get_variant
+from swiftformer_qnn.model.weights import CheckpointFormat, load_weights
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
-from swiftformer_qnn.pipeline.fidelity import run_cpu
-from swiftformer_qnn.variants import get_variant
-from swiftformer_qnn.weights import CheckpointFormat, load_weights
 
 ATOL = 1e-4
 

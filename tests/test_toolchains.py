@@ -17,7 +17,7 @@ from toolchain_fakes import leftovers, make_fake_toolchain, running_interpreter_
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.errors import ToolchainError, UsageError
+from swiftformer_qnn.core.errors import ToolchainError, UsageError
 from swiftformer_qnn.toolchains import (
     CACHE_DIR,
     KNOWN_REFUSALS,

@@ -16,7 +16,8 @@ import onnx
 import pytest
 from checkpoints import realistic_model
 
-from swiftformer_qnn.pipeline.fidelity import compare_outputs, run_cpu
+from swiftformer_qnn.core.targets import Precision
+from swiftformer_qnn.measure.agreement import compare_outputs, run_cpu
 from swiftformer_qnn.pipeline.localize import (
     MAX_MAP_MISMATCH_DB,
     ChannelMap,
@@ -31,7 +32,6 @@ from swiftformer_qnn.pipeline.localize import (
     sqnr_db,
 )
 from swiftformer_qnn.pipeline.verify import _hint, channel_map_failures, output_failures
-from swiftformer_qnn.targets import Precision
 
 RNG = np.random.default_rng(0)
 
@@ -192,6 +192,8 @@ def test_channel_map_failure_names_node_and_channel():
 
 def _xs_faithful_qdq(tmp_path, seed: int, precision: str, count: int):
     """XS at 64 px with realistic weights, the literal graph (BatchNorms in it), quantized."""
+    from swiftformer_qnn.core.targets import get_precision
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.calibrate import make_inputs
     from swiftformer_qnn.pipeline.images import (
         default_calibration_images,
@@ -200,8 +202,6 @@ def _xs_faithful_qdq(tmp_path, seed: int, precision: str, count: int):
     )
     from swiftformer_qnn.pipeline.onnx_export import export_onnx, simplify_onnx
     from swiftformer_qnn.pipeline.quantize import quantize_qdq
-    from swiftformer_qnn.targets import get_precision
-    from swiftformer_qnn.variants import get_variant
 
     v = get_variant("xs")
     export_onnx(realistic_model(v, seed=seed), v.input_shape(64), tmp_path / "m.onnx", is_encoder_block=False)
@@ -214,7 +214,8 @@ def _xs_faithful_qdq(tmp_path, seed: int, precision: str, count: int):
 
 
 def _compile_unguarded(qdq, out):
-    from swiftformer_qnn.qnn import HtpTarget, compile_model
+    from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.session import HtpTarget
 
     out.mkdir()
     compile_model(qdq, out, HtpTarget())  # the EP directly: the pipeline's guard would rewrite the BN
@@ -222,11 +223,11 @@ def _compile_unguarded(qdq, out):
 
 
 def test_verify_fails_an_unguarded_small_flip_the_outputs_miss_and_passes_it_guarded(tmp_path):
-    from swiftformer_qnn.errors import QuantizationFidelityError
-    from swiftformer_qnn.pipeline.bn_guard import predict, protect
+    from swiftformer_qnn.core.errors import QuantizationFidelityError
+    from swiftformer_qnn.htp.bn_guard import predict, protect
+    from swiftformer_qnn.htp.session import HtpTarget, htp_session
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.verify import verify_fidelity
-    from swiftformer_qnn.qnn import HtpTarget, htp_session
-    from swiftformer_qnn.variants import get_variant
 
     qdq, heldout, fp32 = _xs_faithful_qdq(tmp_path, seed=1, precision="w8a8", count=16)
     node = "/stage3/block3_swiftformer_encoder/mlp/norm/BatchNormalization"
@@ -263,10 +264,10 @@ def test_verify_fails_an_unguarded_small_flip_the_outputs_miss_and_passes_it_gua
 def test_localization_names_the_flipped_bn_before_noisier_attention_ops_w8a16(tmp_path):
     """XS w8a16: the head BN flips; attention ops drop more than 10 dB below their inputs in clean
     w8a16 runs too, and come earlier in the graph."""
-    from swiftformer_qnn.pipeline.bn_guard import predict
+    from swiftformer_qnn.htp.bn_guard import predict
+    from swiftformer_qnn.htp.session import HtpTarget
+    from swiftformer_qnn.model.variants import get_variant
     from swiftformer_qnn.pipeline.localize import locate
-    from swiftformer_qnn.qnn import HtpTarget
-    from swiftformer_qnn.variants import get_variant
 
     qdq, heldout, _ = _xs_faithful_qdq(tmp_path, seed=2, precision="w8a16", count=8)
     assert [f.node for f in predict(onnx.load(str(qdq))).findings] == ["/head/norm/BatchNormalization"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swiftformer_qnn.versions import (
+from swiftformer_qnn.core.versions import (
     is_version_tag,
     parse_qnn_version,
     same_release,

@@ -23,10 +23,15 @@ from checkpoints import (
     write_checkpoint,
 )
 
-from swiftformer_qnn.errors import WeightsError
-from swiftformer_qnn.model import AttentionForm, EfficientAdditiveAttention, build_model, set_attention_form
-from swiftformer_qnn.variants import get_variant
-from swiftformer_qnn.weights import (
+from swiftformer_qnn.core.errors import WeightsError
+from swiftformer_qnn.model.swiftformer import (
+    AttentionForm,
+    EfficientAdditiveAttention,
+    build_model,
+    set_attention_form,
+)
+from swiftformer_qnn.model.variants import get_variant
+from swiftformer_qnn.model.weights import (
     CheckpointFormat,
     detect_format,
     load_checkpoint_file,

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import SwiftFormerQnnError
+from ..core.errors import SwiftFormerQnnError
 
 # Help names what a value is in words (PATH, TEXT, INTEGER) and nothing for a flag, where typer's
 # default shows Python types (`<bool>`, `<list[Path]>`).
@@ -139,7 +139,7 @@ def _say(text: str) -> None:
 def redact(text: str) -> str:
     """Text (maybe from a server or a subprocess) on its way to the terminal or the traceback
     file, without the AI Hub token or anything shaped like a credential."""
-    from ..redact import scrub
+    from ..core.redact import scrub
 
     return scrub(text)
 
@@ -203,7 +203,7 @@ def boundary(exc: BaseException) -> int | None:
     and where, 2. Anything else is a bug: one line naming the file holding the traceback, 3.
     Returns None for what is not ours to handle (SystemExit).
     """
-    from ..errors import SwiftFormerQnnError
+    from ..core.errors import SwiftFormerQnnError
 
     if isinstance(exc, SwiftFormerQnnError):
         _say(exc.one_line())
@@ -238,7 +238,7 @@ INTERNAL_ERROR = 3  # neither 1 (a failed check, which a CI gate reads as a regr
 
 
 def _in_cache(path: str) -> bool:
-    from ..artifacts import cache_root
+    from ..core.cache import cache_root
 
     try:
         return bool(path) and Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(cache_root())))
@@ -252,7 +252,7 @@ def _missing_in_cache(exc: OSError) -> bool:
 
 
 def _environment_hint(exc: OSError) -> str:
-    from ..artifacts import CACHE_ENV
+    from ..core.cache import CACHE_ENV
 
     in_cache = _in_cache(str(exc.filename or ""))
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -273,7 +273,7 @@ def write_traceback(exc: BaseException) -> Path | str:
     import traceback
 
     from .. import __version__
-    from ..artifacts import cache_root
+    from ..core.cache import cache_root
 
     text = (f"swiftformer-qnn {__version__}\n{' '.join(sys.argv)}\n\n"
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))

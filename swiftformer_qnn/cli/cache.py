@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..tables import Col, FitTable, fmt_bytes
+from ..core.tables import Col, FitTable, fmt_bytes
 from ._app import app, console, guarded, next_step
 
 cache_app = typer.Typer(
@@ -23,7 +23,7 @@ def cache(ctx: typer.Context) -> None:
     """Show what the stage cache, crash logs, QNN toolchains and AI Hub job journals take on disk."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..cache_dirs import usage
+    from ..pipeline.disk import usage
 
     areas = usage()
     rows = [[a.what, fmt_bytes(a.bytes), str(a.entries) if a.entries else "-"] for a in areas]
@@ -44,7 +44,7 @@ def clean_cmd(
                                              "(not the main environment's own QNN) and their downloads.")] = False,
 ) -> None:
     """Empty the stage cache and crash logs; never an output folder, never the AI Hub job journals."""
-    from ..cache_dirs import clean
+    from ..pipeline.disk import clean
 
     done = clean(toolchains=toolchains)
     freed = sum(c.bytes for c in done)

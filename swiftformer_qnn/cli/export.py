@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..variants import VARIANTS
+from ..model.variants import VARIANTS
 from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 from .render import ExportProgress, export_summary, render_export_summary
 from .toolchains import NoInstallOpt, qnn_toolchains
@@ -17,7 +17,7 @@ from .toolchains import NoInstallOpt, qnn_toolchains
 @guarded
 def variants() -> None:
     """List the variants with their published parameters, MACs and accuracy."""
-    from ..tables import Col, FitTable
+    from ..core.tables import Col, FitTable
 
     columns = [Col("variant", "key"), Col("model", "text", min_width=14), Col("params (M)", "number", short="params M"),
                Col("GMACs", "number"), Col("top-1 %", "number"), Col("input", "label")]
@@ -56,7 +56,7 @@ def export(
     """Export a SwiftFormer to ONNX, quantize it and compile it for the Snapdragon NPU (local QNN).
 
     Quantization calibrates on photographs, and every step is checked to still compute the model."""
-    from ..errors import UsageError
+    from ..core.errors import UsageError
     from ..pipeline import ExportRequest, Until, run_export
 
     try:
@@ -105,9 +105,9 @@ def compile_(
 
     specs = qnn_toolchains(qnn, no_install=no_install)
     if specs:
-        from ..cross_version import compile_versions_into
-        from ..qnn import HtpTarget
-        from ..targets import get_soc
+        from ..core.targets import get_soc
+        from ..htp.session import HtpTarget
+        from ..htp.sweep import compile_versions_into
         from .toolchains import exit_if_failed, render_cross_version, render_progress_event
 
         chip = get_soc(soc)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from ._app import app, console, err_console, guarded, next_step
 
 gate_app = typer.Typer(
@@ -59,11 +59,12 @@ def latency(
     )] = None,
     variant: VariantOpt = None,
     threshold: Annotated[str | None, typer.Option(
-        "--threshold", help="Relative change that counts, e.g. 5% or 0.05 (default: pyproject, else 5%).",
+        "--threshold", help="Relative change that counts, e.g. 5% or 0.05 (default: pyproject, else 5%; for "
+        "estimate profiles, which are deterministic, estimate_threshold, else 2%).",
     )] = None,
     floor_us: Annotated[float | None, typer.Option(
         "--floor-us", min=0,
-        help="Ignore changes smaller than this many microseconds (default: pyproject, else 20).",
+        help="Ignore changes smaller than this many microseconds (default: pyproject, else 20; estimates: 0).",
     )] = None,
     statistic: Annotated[str | None, typer.Option(
         "--statistic",
@@ -240,7 +241,7 @@ def _conclude(g, verdict, *, report_dir: Path | None, markdown: Path | None, jun
 def _render(g, v) -> None:
     from rich.text import Text
 
-    from ..tables import Col, FitTable
+    from ..core.tables import Col, FitTable
 
     style = {"regression": "bold red", "improvement": "green", "within-noise": "yellow",
              "missing-in-candidate": "magenta", "missing-in-baseline": "cyan", "unchanged": "dim"}

@@ -10,9 +10,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
+from ..core.tables import Col, FitTable, fmt_bytes
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
-from ..requests import ExportedRequest
-from ..tables import Col, FitTable, fmt_bytes
+from ..pipeline.requests import ExportedRequest
 from ._app import next_step
 
 
@@ -78,6 +78,9 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
         record = compile_.results  # the CompileRecord
         if record.graph_cost is not None:
             console.print(render_graph_cost(record.graph_cost), highlight=False)
+        if exported and m.stage("estimate") is None:
+            console.print(f"No estimated time: QNN's performance estimator runs for no HTP v{record.htp_arch} SoC "
+                          "in this QNN (profile on a device instead).", highlight=False)
         files = [
             (record.context_binary, f"the QNN context binary (QNN {record.qnn_version}): on a phone, "
                                     "qnn-net-run --retrieve_context runs it"),
@@ -85,6 +88,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             ("compile.json", "what QNN built: HTP ops by type, binary size, versions"),
             *files,
         ]
+        if m.stage("estimate") is not None:
+            files.insert(3, ("estimate.json", "QNN's estimated HTP time of the whole graph (not device latency)"))
     console.print(Text.assemble("Files in ", (f"{result.directory}/", "bold"), ":"), soft_wrap=True)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True)
@@ -93,7 +98,7 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
         grid.add_row("  " + name, text)
     console.print(grid)
     if exported and compile_ is not None:
-        _next_after_export(console, result.directory)
+        _next_after_export(console, result.directory, estimated=m.stage("estimate") is not None)
     elif compile_ is not None:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
         next_step(console, "swiftformer-qnn export --variant VARIANT --output-dir DIR",
                   why="per-block profiles need an export, then `profile --from DIR`")
@@ -108,20 +113,26 @@ def export_summary(result: ExportResult) -> dict:
             "manifest": result.manifest.model_dump(mode="json")}
 
 
-def _next_after_export(console: Console, directory: Path) -> None:
-    """Profile it next: on AI Hub when a token is configured, else here on the HTP emulator."""
-    from ..errors import HubError
+def _next_after_export(console: Console, directory: Path, *, estimated: bool) -> None:
+    """Profile it next: on AI Hub when a token is configured; else QNN's estimate per block (the
+    best figure without a device), or the HTP emulator's structure where no estimate runs."""
+    from ..core.errors import HubError
     from ..profiling.aihub_client import check_hub_config
 
     try:
         check_hub_config()
     except HubError:
-        next_step(console, f"swiftformer-qnn profile --local --from {directory}",
-                  why="no AI Hub token is configured: per-block structure on the HTP emulator "
-                      "(cycles, not latency); with a token, --device \"Galaxy S23 Ultra\" profiles it on a phone")
+        if estimated:
+            next_step(console, f"swiftformer-qnn profile --device estimate --from {directory}",
+                      why="no AI Hub token is configured: QNN's estimated time per block, no device needed; "
+                          "with a token, --device \"Galaxy S23 Ultra\" measures it on a phone")
+        else:
+            next_step(console, f"swiftformer-qnn profile --local --from {directory}",
+                      why="no AI Hub token is configured: per-block structure on the HTP emulator "
+                          "(cycles, not latency); with a token, --device \"Galaxy S23 Ultra\" profiles it on a phone")
         return
     next_step(console, f'swiftformer-qnn profile --device "Galaxy S23 Ultra" --from {directory}',
-              why="per-block latency on a phone through Qualcomm AI Hub (--local: the HTP emulator, no device)")
+              why="per-block latency on a phone through Qualcomm AI Hub (--device estimate: QNN's estimate, no device)")
 
 
 def _stage_summary(name: str, r, outputs: dict) -> str:
@@ -153,6 +164,14 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
                if cost else "HTP ops not traced")
         return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
                 f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}{note}")
+    if name == "estimate":
+        bounds = f" ({r.us_lower:,.0f}-{r.us_upper:,.0f})" if r.us_lower is not None and r.us_upper else ""
+        said = f"{r.us:,.0f} us{bounds} {r.label}, NOT device latency; QNN {r.qnn_version}, {r.cycles:,} cycles"
+        if r.us_converted:
+            said += " (cycles only: us at the simulated clock)"
+        if r.missing_ops:
+            said += f"; {r.missing_ops} op(s) without a cost left out"
+        return said + "; per block: `swiftformer-qnn profile --device estimate --from` this export"
     if name == "verify":
         q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
         top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""

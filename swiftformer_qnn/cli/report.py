@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 
 

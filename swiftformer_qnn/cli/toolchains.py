@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from ..tables import Col
-from ..targets import DEFAULT_SOC
+from ..core.tables import Col
+from ..core.targets import DEFAULT_SOC
 from ._app import app, console, err_console, guarded, next_step
 
 toolchains_app = typer.Typer(
@@ -71,7 +71,7 @@ def list_cmd(
     """Installed and installable QNN versions, their onnxruntime-qnn / onnxruntime pins and where they live."""
     from rich.text import Text
 
-    from ..tables import FitTable
+    from ..core.tables import FitTable
     from ..toolchains import ToolchainState, list_toolchains, toolchains_root
 
     root = toolchains_root()
@@ -160,7 +160,7 @@ def render_cross_version(report, directory: Path | None = None) -> None:
     """The cross-version comparison table (used by `toolchains compare`, `export --qnn`, `compile --qnn`)."""
     from rich.text import Text
 
-    from ..tables import FitTable
+    from ..core.tables import FitTable
     from .versions_table import NOT_EMULATED, TABLE_COLUMNS, table_rows
 
     title = f"{report.model}: one compile per QNN version" + (f" ({directory})" if directory else "")
@@ -200,10 +200,10 @@ def compare_cmd(
     no_install: NoInstallOpt = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..cross_version import compile_versions_into
-    from ..errors import UsageError
-    from ..qnn import HtpTarget
-    from ..targets import get_soc
+    from ..core.errors import UsageError
+    from ..core.targets import get_soc
+    from ..htp.session import HtpTarget
+    from ..htp.sweep import compile_versions_into
     from .versions_table import render_markdown
 
     if not model.is_file():

@@ -1,9 +1,9 @@
 """The cross-version comparison as a table (terminal and Markdown): rendering only, the
-comparison itself is `swiftformer_qnn.cross_version`."""
+comparison itself is `swiftformer_qnn.htp.sweep`."""
 
 from __future__ import annotations
 
-from ..cross_version import CrossVersionReport, VersionDiff
+from ..htp.sweep import CrossVersionReport, VersionDiff
 
 NOT_EMULATED = "Not checked: emulator outputs vs the CPU EP (--no-emulate)."
 

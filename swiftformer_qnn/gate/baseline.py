@@ -19,11 +19,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
-from ..artifacts import sha256_file
-from ..compile_record import COMPILE_RECORD
-from ..errors import ProfileError
-from ..output_dir import holds_marker, staged_output_dir
-from ..profiling.schema import Profile
+from ..core.atomic import sha256_file
+from ..core.errors import ProfileError
+from ..core.output_dir import holds_marker, staged_output_dir
+from ..htp.record import COMPILE_RECORD
+from ..measure.schema import Profile
 from .profile_gate import check_side, load_side
 from .structure import FoundCompile, only_compile, pick_variant, read_compile_side
 

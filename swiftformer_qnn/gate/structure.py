@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compile_record import (
+from ..core.errors import ProfileError, UsageError
+from ..htp.record import (
     COMPILE_FAILURE,
     COMPILE_RECORD,
     ON_THE_HTP,
@@ -28,7 +29,6 @@ from ..compile_record import (
     read_compile_failure,
     read_compile_record,
 )
-from ..errors import ProfileError, UsageError
 from .rules import GateRules
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus, SideInfo, make_verdict
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
-from ..variants import VARIANTS, BlockKind, Variant
+from ..core.errors import UsageError
+from ..model.variants import VARIANTS, BlockKind, Variant
 from .images import ImageSet, preprocess_all
 
 # Full variants searched, in order, for a stage as wide as the standalone block.

@@ -6,17 +6,11 @@ from pathlib import Path
 
 import onnx
 
-from .._atomic import write_text_atomic
-from ..compile_record import (
-    COMPILE_RECORD,
-    CONTEXT_BINARY,
-    CONTEXT_ONNX,
-    OP_TRACE,
-    CompiledModel,
-    CompileRecord,
-)
-from ..qnn import HtpTarget, compile_model
-from .bn_guard import protect
+from ..core.atomic import write_text_atomic
+from ..htp.bn_guard import protect
+from ..htp.compile import compile_model
+from ..htp.record import COMPILE_RECORD, CONTEXT_BINARY, CONTEXT_ONNX, OP_TRACE, CompiledModel, CompileRecord
+from ..htp.session import HtpTarget
 
 # What the compile stage keeps: the EP-context wrapper, the QNN context binary, QNN's
 # framework op trace (HTP op -> ONNX nodes, which per-block attribution of profiles reads)

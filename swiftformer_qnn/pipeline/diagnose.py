@@ -16,15 +16,15 @@ import numpy as np
 import onnx
 from pydantic import BaseModel
 
-from .._atomic import write_text_atomic
-from ..artifacts import read_manifest
-from ..errors import UsageError
-from ..qnn import HtpTarget
+from ..core.atomic import write_text_atomic
+from ..core.errors import UsageError
+from ..htp.session import HtpTarget
 from ..report.markdown import table_md
 from ..report.tables import TableSpec
-from ..requests import ExportedRequest
+from .artifacts import read_manifest
 from .compile import guarded_model
 from .localize import block_of, divergence, run_taps, sqnr_db, taps
+from .requests import ExportedRequest
 
 REQUIRED = ("manifest.json", "model.qdq.onnx", "heldout.npy")
 FLOAT_GRAPHS = ("model.fold.onnx", "model.sim.onnx")  # the one that was quantized first
@@ -83,7 +83,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     req = manifest.request
     if req.precision == "fp16":
         raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
-    from ..variants import get_variant
+    from ..model.variants import get_variant
 
     shape = req.input_shape
     block = req.variant == "encoder"
@@ -104,7 +104,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
         if where.get("block") and where["block"] != "other":
             last[where["block"]] = k
             kinds[where["block"]] = where.get("block_kind")
-    from ..profiling.attribution import model_blocks
+    from ..measure.attribution import model_blocks
 
     order = [b for b in model_blocks(variant) if b in last]
     fp32 = _float_values(export_dir / graph, sample, [chosen[last[b]].tensor for b in order])

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..qnn import HtpTarget, htp_session, module_of
+from ..htp.session import HtpTarget, htp_session, module_of
 from .onnx_export import constant_array
 
 DROP_DB = 10.0
@@ -301,7 +301,7 @@ def _finding(t: Tap, f: TensorFigures, cpu: np.ndarray, htp: np.ndarray, variant
 def block_of(name: str, variant) -> dict:
     if variant is None:
         return {}
-    from ..profiling.attribution import attribute_op
+    from ..measure.attribution import attribute_op
 
     try:
         a = attribute_op(name, [], variant)

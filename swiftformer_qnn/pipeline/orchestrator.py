@@ -1,4 +1,5 @@
-"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> verify.
+"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> estimate
+-> verify.
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -17,24 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import (
+from ..core.atomic import sha256_file
+from ..core.cache import code_version, sha256_json, tool_versions
+from ..core.errors import OutputDirError, UsageError, WeightsError
+from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir
+from ..core.targets import Precision, Soc, get_precision, get_soc
+from ..htp.estimate import ESTIMATOR_SOCS
+from ..htp.record import CONTEXT_BINARY
+from ..model.variants import Variant, get_variant
+from .artifacts import (
     MANIFEST_NAME,
     ExportManifest,
     StageCache,
     StageRecord,
-    code_version,
     damaged_outputs,
     holds_export_manifest,
     read_manifest,
-    sha256_file,
-    sha256_json,
-    tool_versions,
 )
-from ..compile_record import CONTEXT_BINARY
-from ..errors import OutputDirError, UsageError, WeightsError
-from ..output_dir import Found, Occupant, holds, place, staged_output_dir
-from ..requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, Until
-from ..stage_results import (
+from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
+from .requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, Until
+from .stage_results import (
     ExportResults,
     FoldResults,
     InputsResults,
@@ -43,9 +46,6 @@ from ..stage_results import (
     ValidateResults,
     VerifyResults,
 )
-from ..targets import Precision, Soc, get_precision, get_soc
-from ..variants import Variant, get_variant
-from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
 STAGES_UNTIL = {
     Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "validate"),
     Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize"),
-    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile"),
-    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify"),
+    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate"),
+    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate",
+                   "verify"),
 }
 GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
@@ -73,6 +74,7 @@ STAGE_TITLES = {
     "validate": "Validate ONNX against PyTorch",
     "quantize": "Quantize to QDQ",
     "compile": "Compile QNN context binary",
+    "estimate": "Estimate accelerator time (QNN Hextimate)",
     "verify": "Verify fidelity (CPU + HTP emulator)",
 }
 
@@ -143,7 +145,7 @@ def _resolve(req: ExportRequest) -> _Resolved:
         if not w.is_file():
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
-        from ..weights import check_checkpoint
+        from ..model.weights import check_checkpoint
 
         check_checkpoint(w, variant, req.attention)  # a junk file says so before any output folder is looked at
     else:
@@ -153,6 +155,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
         # any the QNN EP would corrupt.
         stages = tuple(s for s in stages if s != "fold_bn")
+    if soc.htp_arch not in ESTIMATOR_SOCS:
+        # QNN's performance estimator runs for no SoC of this architecture: nothing to estimate.
+        stages = tuple(s for s in stages if s != "estimate")
     if variant.is_encoder_block:
         from .calibrate import encoder_host
 
@@ -339,14 +344,14 @@ class _Run:
         if self._model is None:
             import torch
 
-            from ..model import build_model, realistic_init
+            from ..model.swiftformer import build_model, realistic_init
 
             torch.manual_seed(RANDOM_SEED)
             model = build_model(self.r.variant, self.attention)
             if self.req.weights is None:
                 realistic_init(model, seed=RANDOM_SEED)
             else:
-                from ..weights import load_weights
+                from ..model.weights import load_weights
 
                 # load_weights sets the attention form: the requested one, else what the format implies.
                 loaded = load_weights(model, Path(self.req.weights), self.r.variant, self.req.attention,
@@ -364,7 +369,7 @@ class _Run:
         if self._host is None:
             import torch
 
-            from ..model import build_model, realistic_init
+            from ..model.swiftformer import build_model, realistic_init
             from .calibrate import encoder_host
 
             host = encoder_host(self.r.variant.encoder_dim)
@@ -374,7 +379,7 @@ class _Run:
             model = build_model(host.variant, self.req.attention or "normalize")
             realistic_init(model, seed=RANDOM_SEED)  # replaced below by a full checkpoint's weights
             if self.req.weights is not None:
-                from ..weights import is_full_checkpoint, load_weights
+                from ..model.weights import is_full_checkpoint, load_weights
 
                 if is_full_checkpoint(Path(self.req.weights)):
                     load_weights(model, Path(self.req.weights), host.variant, self.req.attention)
@@ -416,7 +421,7 @@ class _Run:
         def produce(d: Path) -> ExportResults:
             model = self.model()
             if self.req.graph == "htp":
-                from ..htp_model import to_htp_form
+                from ..model.htp_form import to_htp_form
 
                 # Built from the loaded upstream-form model: one weights loader, the same weights.
                 model = to_htp_form(model, shape)
@@ -526,12 +531,12 @@ class _Run:
         return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
 
     def htp_target(self):
-        from ..qnn import HtpTarget
+        from ..htp.session import HtpTarget
 
         return HtpTarget(self.r.soc.soc_model, self.r.soc.htp_arch, fp16=self.r.precision is Precision.FP16)
 
     def subject(self):
-        from ..compile_record import CompiledModel
+        from ..htp.record import CompiledModel
 
         r = self.r
         return CompiledModel(variant=r.variant.name, precision=r.precision.value,
@@ -547,6 +552,39 @@ class _Run:
         return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
             produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject), outputs=COMPILE_OUTPUTS,
+        )
+
+    def _stage_estimate(self):
+        """The compiled graph (after the BN guard, as the compile stage compiled it) estimated by
+        QNN's HTP estimator for the proxy SoC of the target's architecture: one more compile,
+        in a worker, no device. Keeps `estimate.json` (every op's share of the critical path)."""
+        import shutil
+
+        from ..htp.estimate import ESTIMATE_JSON, estimate_model, estimator_soc
+        from .compile import guarded_model
+        from .stage_results import EstimateResults
+
+        r = self.r
+        qdq = self._path("quantize", "model.qdq.onnx")
+        proxy = estimator_soc(r.soc.htp_arch)
+
+        def produce(d: Path) -> EstimateResults:
+            with tempfile.TemporaryDirectory() as tmp:
+                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                est = estimate_model(compiled, Path(tmp) / "work", htp_arch=r.soc.htp_arch, soc_model=proxy.soc_model,
+                                     stands_for=r.soc.name, fp16=r.precision is Precision.FP16)
+                shutil.copyfile(Path(tmp) / "work" / ESTIMATE_JSON, d / ESTIMATE_JSON)
+            return EstimateResults(
+                label=est.label, qnn_version=est.qnn_version, proxy_soc=est.proxy_soc, proxy_soc_model=est.soc_model,
+                us=est.us, us_lower=est.us_lower, us_upper=est.us_upper, us_converted=est.us_converted,
+                cycles=est.cycles, missing_ops=est.missing_ops, input_fill_bytes=est.input_fill_bytes,
+                traced_ops=len(est.ops), unmapped_share=est.unmapped_share)
+
+        return self._cached(
+            "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch,
+                                 "stands_for": r.soc.name, "precision": r.precision.value,
+                                 **tool_versions(("onnxruntime", "onnxruntime-qnn"))},
+            inputs=self._inputs_of(("quantize", "model.qdq.onnx")), produce=produce, outputs=(ESTIMATE_JSON,),
         )
 
     def _stage_verify(self):
@@ -587,9 +625,9 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     """The compile stage alone, with the same cache, manifest and atomic output as an export."""
     import onnx
 
-    from ..compile_record import CompiledModel
-    from ..cross_version import require_onnx
-    from ..qnn import HtpTarget
+    from ..htp.record import CompiledModel
+    from ..htp.session import HtpTarget
+    from ..htp.sweep import require_onnx
     from .compile import COMPILE_OUTPUTS, compile_stage
 
     started = time.perf_counter()
@@ -648,9 +686,9 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
     import numpy as np
     import onnx
 
-    from ..compile_record import CompileRecord
-    from ..cross_version import compile_versions_into
-    from ..qnn import HtpTarget
+    from ..htp.record import CompileRecord
+    from ..htp.session import HtpTarget
+    from ..htp.sweep import compile_versions_into
 
     compiled = result.manifest.results("compile", CompileRecord)
     if compiled is None:

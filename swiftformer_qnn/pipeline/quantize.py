@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..targets import Precision
+from ..core.targets import Precision
 
 
 class _ArrayReader:

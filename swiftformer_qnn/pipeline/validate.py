@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportValidationError
-from ..variants import Variant
-from .fidelity import compare_outputs, run_cpu
+from ..core.errors import ExportValidationError
+from ..measure.agreement import compare_outputs, run_cpu
+from ..model.variants import Variant
 
 # Largest |onnx - torch| allowed, relative to the largest |torch output|. Deeper models
 # accumulate more float32 reordering error (onnxsim folds BN into convs), hence per variant.

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import QuantizationFidelityError
-from ..qnn import HtpTarget, htp_session
-from ..targets import Precision
-from .fidelity import compare_outputs, run_cpu, sqnr_below
+from ..core.errors import QuantizationFidelityError
+from ..core.targets import Precision
+from ..htp.session import HtpTarget, htp_session
+from ..measure.agreement import compare_outputs, run_cpu, sqnr_below
 
 # Default --min-sqnr (dB of the quantized model's outputs against fp32, on held-out inputs).
 DEFAULT_MIN_SQNR = {Precision.W8A8: 10.0, Precision.W8A16: 20.0, Precision.FP16: 30.0}

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PhoneError
+from ..core.errors import PhoneError
 
 log = logging.getLogger(__name__)
 

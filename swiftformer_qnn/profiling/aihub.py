@@ -36,12 +36,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .._atomic import write_text_atomic
-from ..artifacts import sha256_file
-from ..errors import HubError, ProfileError, UsageError
-from ..redact import scrub
-from ..targets import Precision
-from ..versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
+from ..core.atomic import sha256_file, write_text_atomic
+from ..core.errors import HubError, ProfileError, UsageError
+from ..core.redact import scrub
+from ..core.targets import Precision
+from ..core.versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
+from ..measure.schema import (
+    ModelInfo,
+    OutputAgreement,
+    OutputCheck,
+    Profile,
+    Provenance,
+    TargetInfo,
+    ToolchainInfo,
+)
 from .aihub_client import (
     HubConfig,
     Progress,
@@ -56,7 +64,6 @@ from .aihub_client import (
 from .aihub_journal import JobJournal, default_index_dir
 from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
 from .devices import DeviceTarget
-from .schema import ModelInfo, OutputAgreement, OutputCheck, Profile, Provenance, TargetInfo, ToolchainInfo
 
 log = logging.getLogger(__name__)
 
@@ -624,7 +631,7 @@ class HubSession:
         """The device's outputs on the held-out inputs against the CPU QDQ and fp32 graphs."""
         import numpy as np
 
-        from ..pipeline.fidelity import compare_outputs, run_cpu
+        from ..measure.agreement import compare_outputs, run_cpu
 
         t, job = track.target, track.check_job
         got = self._transfer(job.download_output_data, f"downloading the device outputs of {t.label}", job.url)

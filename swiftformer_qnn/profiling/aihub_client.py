@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import HubError
-from ..redact import scrub
+from ..core.errors import HubError
+from ..core.redact import scrub
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._atomic import write_text_atomic
-from ..artifacts import cache_root, sha256_json
+from ..core.atomic import write_text_atomic
+from ..core.cache import cache_root, sha256_json
 
 log = logging.getLogger(__name__)
 

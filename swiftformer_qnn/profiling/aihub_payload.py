@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProfileError
-from .attribution import NodeTensors, attribute_ops
-from .devices import device_slug
-from .schema import (
+from ..core.errors import ProfileError
+from ..measure.attribution import NodeTensors, attribute_ops
+from ..measure.schema import (
     ComputeUnit,
     LatencyBasis,
     LatencySource,
@@ -30,6 +29,7 @@ from .schema import (
     TargetInfo,
     ToolchainInfo,
 )
+from .devices import device_slug
 
 
 def _num(value: Any) -> float | None:
@@ -171,7 +171,7 @@ def profile_from_hub(
     model's nodes and their tensors, `emulator.onnx_node_tensors`) places nodes whose names lost
     their module path by the tensors they read and write: in a float (fp16) graph no Q/DQ node
     carries those names."""
-    from ..variants import get_variant
+    from ..model.variants import get_variant
 
     if not isinstance(payload, dict) or "execution_summary" not in payload:
         raise ProfileError("AI Hub returned no profile (the job produced no execution_summary).")

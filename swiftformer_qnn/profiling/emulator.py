@@ -26,14 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..compile_record import OP_TRACE as OP_TRACE_JSON
-from ..errors import ProfileError, ToolchainError, UsageError
-from ..qnn import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
-from ..targets import SOCS
-from ..variants import Variant
-from .attribution import NodeTensors, attribute_ops
-from .devices import EMULATOR_DEVICE
-from .schema import (
+from ..core.errors import ProfileError, ToolchainError, UsageError
+from ..core.targets import SOCS
+from ..htp.record import OP_TRACE as OP_TRACE_JSON
+from ..htp.session import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
+from ..measure.attribution import NodeTensors, attribute_ops
+from ..measure.schema import (
     ComputeUnit,
     LatencySource,
     ModelInfo,
@@ -43,6 +41,8 @@ from .schema import (
     TargetInfo,
     ToolchainInfo,
 )
+from ..model.variants import Variant
+from .devices import EMULATOR_DEVICE
 
 log = logging.getLogger(__name__)
 

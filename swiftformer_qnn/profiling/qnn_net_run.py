@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..compile_record import CONTEXT_BINARY, CompileRecord
-from ..errors import PhoneError, PhoneRunError, UsageError
-from ..targets import SOCS, Soc, get_soc
+from ..core.errors import PhoneError, PhoneRunError, UsageError
+from ..core.targets import SOCS, Soc, get_soc
+from ..htp.record import CONTEXT_BINARY, CompileRecord
+from ..measure.schema import Profile, TargetInfo
 from .adb import Adb
 from .importers import ImportContext
 from .importers.qnn_profile_viewer import viewer_profile
 from .qnn_sdk import QnnSdk, check_version, find_sdk, release
 from .qnn_viewer import ViewerReport, parse_viewer_csv, parse_viewer_json_text
-from .schema import Profile, TargetInfo
 
 if TYPE_CHECKING:
     from .orchestrate import ExportSource

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PhoneError
-from ..versions import same_release, short_version
+from ..core.errors import PhoneError
+from ..core.versions import same_release, short_version
 
 HOST_TARGET = "x86_64-linux-clang"
 PHONE_TARGET = "aarch64-android"

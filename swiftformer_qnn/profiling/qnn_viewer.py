@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..errors import ProfileError
+from ..core.errors import ProfileError
 
 Format = Literal["text", "csv", "json"]
 

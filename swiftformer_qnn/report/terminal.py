@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.text import Text
 
-from ..tables import Col, FitTable
+from ..core.tables import Col, FitTable
 from .model import Comparison, Report, StructureComparison
 from .tables import TableSpec, comparison_tables, headline_table, headline_table_by_column, structure_tables
 
@@ -14,7 +14,7 @@ TERMINAL_BLOCKS = 12  # per-block deltas shown in the terminal; compare.md has t
 
 def table_rich(spec: TableSpec) -> FitTable:
     """The spec as a table that fits the terminal: the first column names the row, the numeric
-    ones are never cut (see `swiftformer_qnn.tables`)."""
+    ones are never cut (see `swiftformer_qnn.core.tables`)."""
     columns = [
         Col("\n".join(h), "key" if i == 0 else "number" if i >= spec.numeric_from else "text")
         for i, h in enumerate(spec.headers)

@@ -8,7 +8,7 @@ main environment's own onnxruntime-qnn is the default toolchain and needs no ins
 
 - `registry`: the known versions and their onnxruntime pairs; parsing `--qnn` lists.
 - `state`: where toolchains live and what state each one is in.
-- `worker`: how a toolchain's interpreter runs `swiftformer_qnn.qnn_worker`.
+- `worker`: how a toolchain's interpreter runs `swiftformer_qnn.htp.worker`.
 - `installer`: installing (verified before it is marked ready) and removing.
 """
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._atomic import write_text_atomic
-from ..errors import ToolchainError, UsageError
+from ..core.atomic import write_text_atomic
+from ..core.errors import ToolchainError, UsageError
 from .registry import QnnToolchainSpec, _installed, main_environment_spec
 from .state import (
     CACHE_DIR,

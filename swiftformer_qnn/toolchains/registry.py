@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from ..errors import UsageError
-from ..versions import parse_version, same_release, short_version, version_key  # noqa: F401 (one parser: versions.py)
+from ..core.errors import UsageError
+from ..core.versions import parse_version, same_release, short_version, version_key  # noqa: F401 (one parser: versions.py)
 
 
 @dataclass(frozen=True)

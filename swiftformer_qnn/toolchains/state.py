@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ToolchainError
+from ..core.errors import ToolchainError
 from .registry import COMMON_REQUIREMENTS, TOOLCHAINS, QnnToolchainSpec, main_environment_spec
 from .worker import probe_problems, probe_python
 
@@ -29,7 +29,7 @@ def toolchains_root() -> Path:
     env = os.environ.get(TOOLCHAINS_ENV)
     if env:
         return Path(env).expanduser()
-    from ..artifacts import cache_root
+    from ..core.cache import cache_root
 
     return cache_root() / "toolchains"
 

@@ -1,4 +1,4 @@
-"""The worker protocol: how a toolchain's interpreter runs `swiftformer_qnn.qnn_worker`
+"""The worker protocol: how a toolchain's interpreter runs `swiftformer_qnn.htp.worker`
 (only this package on its path, nothing of the main environment), and what its probe must say."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def worker_env(shim: Path, pycache: Path | None = None) -> dict[str, str]:
 
 
 def worker_command(python: Path, *args: str) -> list[str]:
-    return [str(python), "-s", "-m", "swiftformer_qnn.qnn_worker", *args]
+    return [str(python), "-s", "-m", "swiftformer_qnn.htp.worker", *args]
 
 
 def probe_python(python: Path, *, timeout_s: float = 300) -> dict:

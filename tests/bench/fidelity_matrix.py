@@ -39,10 +39,14 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 logging.disable(logging.WARNING)
 
-from swiftformer_qnn.htp_model import to_htp_form  # noqa: E402
-from swiftformer_qnn.model import build_model, realistic_init  # noqa: E402
-from swiftformer_qnn.pipeline.bn_guard import predict, protect  # noqa: E402
-from swiftformer_qnn.pipeline.fidelity import compare_outputs, run_cpu  # noqa: E402
+from swiftformer_qnn.core.targets import get_precision  # noqa: E402
+from swiftformer_qnn.htp.bn_guard import predict, protect  # noqa: E402
+from swiftformer_qnn.htp.compile import compile_model  # noqa: E402
+from swiftformer_qnn.htp.session import HtpTarget, htp_session  # noqa: E402
+from swiftformer_qnn.measure.agreement import compare_outputs, run_cpu  # noqa: E402
+from swiftformer_qnn.model.htp_form import to_htp_form  # noqa: E402
+from swiftformer_qnn.model.swiftformer import build_model, realistic_init  # noqa: E402
+from swiftformer_qnn.model.variants import get_variant  # noqa: E402
 from swiftformer_qnn.pipeline.fold_bn import fold_stage  # noqa: E402
 from swiftformer_qnn.pipeline.images import (  # noqa: E402
     default_calibration_images,
@@ -65,9 +69,6 @@ from swiftformer_qnn.pipeline.verify import (  # noqa: E402
     channel_map_failures,
     output_failures,
 )
-from swiftformer_qnn.qnn import HtpTarget, compile_model, htp_session  # noqa: E402
-from swiftformer_qnn.targets import get_precision  # noqa: E402
-from swiftformer_qnn.variants import get_variant  # noqa: E402
 
 HELDOUT = 4
 

@@ -33,9 +33,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from swiftformer_qnn.compile_record import read_compile_record  # noqa: E402
-from swiftformer_qnn.pipeline.fidelity import compare_outputs  # noqa: E402
-from swiftformer_qnn.qnn import HtpTarget, htp_session  # noqa: E402
+from swiftformer_qnn.htp.record import read_compile_record  # noqa: E402
+from swiftformer_qnn.htp.session import HtpTarget, htp_session  # noqa: E402
+from swiftformer_qnn.measure.agreement import compare_outputs  # noqa: E402
 
 
 def export(variant: str, graph: str, out: Path, cache: Path) -> float:

@@ -49,7 +49,7 @@ def export_cmd(*args: str) -> list[str]:
 
 
 def stage_times(out_dir: Path) -> dict:
-    from swiftformer_qnn.artifacts import read_manifest
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
 
     return {s.name: s.wall_s for s in read_manifest(out_dir).stages}
 
@@ -185,7 +185,7 @@ def _sweep_breakdown(run: dict, out: Path) -> dict:
 _WARM = """
 import json, sys, time
 from pathlib import Path
-from swiftformer_qnn.artifacts import damaged_outputs, read_manifest
+from swiftformer_qnn.pipeline.artifacts import damaged_outputs, read_manifest
 from swiftformer_qnn.pipeline import ExportRequest, run_export
 out = Path(sys.argv[1])
 t0 = time.perf_counter(); r = run_export(ExportRequest(variant="l1", output_dir=out)); t1 = time.perf_counter()
@@ -204,11 +204,11 @@ def warm_rerun_verified(out: Path, env: dict) -> dict:
 def fidelity(work: Path, env: dict) -> dict:
     import torch
 
-    from swiftformer_qnn.artifacts import read_manifest
-    from swiftformer_qnn.compile_record import read_compile_record
-    from swiftformer_qnn.model import build_model, realistic_init
-    from swiftformer_qnn.stage_results import VerifyResults
-    from swiftformer_qnn.variants import get_variant
+    from swiftformer_qnn.htp.record import read_compile_record
+    from swiftformer_qnn.model.swiftformer import build_model, realistic_init
+    from swiftformer_qnn.model.variants import get_variant
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
+    from swiftformer_qnn.pipeline.stage_results import VerifyResults
 
     ckpt = work / "l1_realistic.pth"
     torch.save(realistic_init(build_model(get_variant("l1")), seed=0).state_dict(), ckpt)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ...artifacts import ExportManifest
-from ...errors import ProfileError, UsageError
-from ..schema import ModelInfo, Profile
+from ...core.errors import ProfileError, UsageError
+from ...measure.schema import ModelInfo, Profile
+from ...pipeline.artifacts import ExportManifest
 
 # Module names under swiftformer_qnn.profiling.importers, tried in this order.
 IMPORTERS: tuple[str, ...] = ("aihub", "qnn_viewer_json", "qnn_viewer_csv", "qnn_viewer_text")

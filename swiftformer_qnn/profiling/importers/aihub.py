@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...errors import ProfileError, UsageError
+from ...core.errors import ProfileError, UsageError
+from ...measure.schema import Profile, Provenance, TargetInfo, ToolchainInfo
 from ..aihub_payload import onnx_sources, profile_from_hub
-from ..schema import Profile, Provenance, TargetInfo, ToolchainInfo
 from . import ImportContext
 
 NAME = "aihub-download-profile-json"
@@ -39,7 +39,7 @@ def sniff(path: Path) -> bool:
 
 
 def load(path: Path, ctx: ImportContext) -> Profile:
-    from ...versions import is_version_tag, parse_qnn_version
+    from ...core.versions import is_version_tag, parse_qnn_version
     from ..devices import Backend, resolve_device
     from ..emulator import onnx_node_tensors
 

@@ -19,15 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ... import __version__
-from ...artifacts import read_manifest
-from ...compile_record import OP_TRACE
-from ...errors import ProfileError, UsageError
-from ...variants import get_variant
-from ...versions import is_version_tag, parse_qnn_version
-from ..attribution import attribute_ops
-from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
-from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
-from ..schema import (
+from ...core.errors import ProfileError, UsageError
+from ...core.versions import is_version_tag, parse_qnn_version
+from ...htp.record import OP_TRACE
+from ...measure.attribution import attribute_ops
+from ...measure.schema import (
     ComputeUnit,
     LatencyBasis,
     LatencySource,
@@ -38,6 +34,10 @@ from ..schema import (
     TargetInfo,
     ToolchainInfo,
 )
+from ...model.variants import get_variant
+from ...pipeline.artifacts import read_manifest
+from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
+from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
 from . import ImportContext
 
 UNKNOWN_DEVICE = "unknown phone (qnn-profile-viewer output imported without --device)"

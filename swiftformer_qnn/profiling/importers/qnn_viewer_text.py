@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...measure.schema import Profile
 from ..qnn_viewer import parse_viewer_text
-from ..schema import Profile
 from . import ImportContext
 from .qnn_profile_viewer import head, read_text, viewer_profile
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 
 class BlockKind(str, Enum):

@@ -9,7 +9,6 @@ are `output_dir`'s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,72 +16,20 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
-from ._atomic import sha256_file  # noqa: F401  (re-exported: stages, gate and profiling hash through artifacts)
-from .errors import OutputDirError
-from .output_dir import recover_leftovers, signals_held, temp_dir
+from ..core.atomic import sha256_file
+from ..core.cache import cache_root, code_version, sha256_json
+from ..core.errors import OutputDirError
+from ..core.output_dir import recover_leftovers, signals_held, temp_dir
 from .requests import RecordedRequest
 from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
-CACHE_ENV = "SWIFTFORMER_QNN_CACHE"
-
-_TOOLS = ("swiftformer-qnn", "torch", "onnx", "onnxruntime", "onnxruntime-qnn", "onnxsim", "numpy")
-
-
-def tool_versions(names: tuple[str, ...] = _TOOLS) -> dict[str, str]:
-    """Installed versions from package metadata (no heavy imports)."""
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def source_tree_hash(root: Path, salt: str = "") -> str:
-    """Hash of every `.py` file below `root`, by relative path and content."""
-    h = hashlib.sha256(salt.encode())
-    for path in sorted(Path(root).rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-_CODE_VERSION: str | None = None
-
-
-def code_version() -> str:
-    """The package's version and the hash of its whole source tree: part of every cache key
-    (stages and toolchain workers alike), so no result made by other code is reused. A
-    hand-kept list of the files each stage depends on would miss one sooner or later."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        from . import __version__
-
-        _CODE_VERSION = source_tree_hash(Path(__file__).resolve().parent, salt=__version__)
-    return _CODE_VERSION
-
-
-def cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("swiftformer-qnn"))
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ._atomic import _umask
+from .atomic import _umask
 from .errors import OutputDirError
 
 log = logging.getLogger(__name__)

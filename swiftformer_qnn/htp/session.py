@@ -11,22 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compile_record import (
-    COMPILE_RECORD,
-    CONTEXT_BINARY,
-    CONTEXT_ONNX,
-    OP_TRACE,
-    CompiledModel,
-    CompileRecord,
-    write_compile_record,
-)
-from .errors import HtpUnsupportedError, ToolchainError
-from .graph_cost import graph_cost
+from ..core.errors import HtpUnsupportedError, ToolchainError
 
 EP_NAME = "QNNExecutionProvider"
 PROFILE_CSV = "qnn_profile.csv"  # where a run on the HTP emulator writes QNN's detailed profile
@@ -95,6 +83,7 @@ def htp_session(
     *,
     context_out: Path | None = None,
     profile_csv: Path | None = None,
+    profiling_level: str = "detailed",
     op_trace: bool = False,
     op_trace_dir: Path | None = None,
 ):
@@ -105,7 +94,9 @@ def htp_session(
     QNN's detailed profile (HTP cycles per op) to that CSV. With `op_trace`, creating the
     session writes `qnn_op_trace.json` (which ONNX nodes each HTP op came from) into
     `op_trace_dir`, by default next to the context or the CSV; the CSV then names each op's
-    ONNX nodes. An EP-context model is not recompiled, so its profile is annotated only if
+    ONNX nodes. `profiling_level="optrace"` (with `profile_csv`) also writes QNN's binary log
+    `<csv stem>_qnn.log`, which holds the performance estimator's trace for SoCs that have one
+    (`htp.estimate`). An EP-context model is not recompiled, so its profile is annotated only if
     the trace written when it was compiled lies next to it.
     """
     import onnxruntime as ort
@@ -114,7 +105,7 @@ def htp_session(
     so.log_severity_level = 3
     opts = target.provider_options()
     if profile_csv is not None:
-        opts["profiling_level"] = "detailed"
+        opts["profiling_level"] = profiling_level
         opts["profiling_file_path"] = str(profile_csv)
     if op_trace:
         anchor = context_out or profile_csv
@@ -211,92 +202,3 @@ def _explain_session_failure(exc: Exception, model_path: Path, log_text: str) ->
         )
     first = text.strip().splitlines()[0][:400] if text.strip() else type(exc).__name__
     return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {first}")
-
-
-def compile_model(
-    model_path: Path,
-    out_dir: Path,
-    target: HtpTarget,
-    *,
-    soc: str | None = None,
-    model: CompiledModel | None = None,
-    then: Callable[[object], None] | None = None,
-) -> CompileRecord:
-    """The one compile: a (QDQ or, with fp16, float) ONNX -> QNN context binary for `target`.
-
-    Writes `model.ctx.onnx`, `model.ctx_qnn.bin`, QNN's op trace `qnn_op_trace.json` (where
-    the release writes one) and `compile.json` (the returned record) into `out_dir`, once:
-    the op trace is written while compiling, so nothing is compiled twice. CPU fallback is
-    disabled, so success means every node runs on the HTP. On failure nothing is left behind.
-    `then(session)` gets the session that compiled, after `compile.json` is written (a
-    cross-version worker runs its emulator check on it: the graph the binary holds, without
-    loading that binary into a second session); what it raises propagates, the compile stays.
-    """
-    from ._atomic import sha256_file
-    from .ep_context import graph_nodes
-
-    model_path, out_dir = Path(model_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    context_onnx, binary, trace = out_dir / CONTEXT_ONNX, out_dir / CONTEXT_BINARY, out_dir / OP_TRACE
-    written = (context_onnx, binary, trace, out_dir / COMPILE_RECORD)
-    for stale in written:  # onnxruntime refuses to overwrite a context; a stale trace would mislead
-        stale.unlink(missing_ok=True)
-    started = time.perf_counter()
-    try:
-        session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir)
-        compile_s = time.perf_counter() - started
-        nodes = graph_nodes(context_onnx)
-        ep_nodes = [n for n in nodes if n.op_type == "EPContext"]
-        if not ep_nodes or len(ep_nodes) != len(nodes):
-            raise HtpUnsupportedError(
-                f"{context_onnx.name}: {len(nodes) - len(ep_nodes)} node(s) stayed outside the QNN context."
-            )
-        attrs = ep_nodes[0].strings
-        cache = attrs.get("ep_cache_context", "")
-        if cache != binary.name:
-            # The EPContext node references the binary by this name; renaming it would break the pair.
-            raise ToolchainError(f"onnxruntime-qnn named the context binary {cache!r}, expected {binary.name}.")
-        import onnxruntime
-
-        record = CompileRecord(
-            qnn_version=qnn_sdk_version(),
-            ep_sdk_version=attrs.get("ep_sdk_version"),
-            onnxruntime=onnxruntime.__version__,
-            onnxruntime_qnn=onnxruntime_qnn_version(),
-            soc=soc if soc is not None else _soc_name(target.soc_model),
-            soc_model=target.soc_model,
-            htp_arch=target.htp_arch,
-            fp16=target.fp16,
-            model=model or CompiledModel(),
-            model_sha256=sha256_file(model_path),
-            compile_s=round(compile_s, 3),
-            context_binary_bytes=binary.stat().st_size,
-            context_binary_sha256=sha256_file(binary),
-            **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
-        )
-        write_compile_record(out_dir, record)
-    except BaseException:
-        for leftover in written:
-            leftover.unlink(missing_ok=True)
-        raise
-    # The compile is done once its record is written: a check failing from here on is the
-    # check's failure, and leaves the good compile in place.
-    if then is not None:
-        then(session)
-    return record
-
-
-def _soc_name(soc_model: int) -> str | None:
-    from .targets import SOCS
-
-    return next((s.name for s in SOCS.values() if s.soc_model == soc_model), None)
-
-
-def _traced(trace_path: Path, binary_bytes: int) -> dict:
-    """The record's figures from QNN's op trace: HTP ops by type and the graph's cost."""
-    import json
-
-    cost = graph_cost(json.loads(Path(trace_path).read_text()), binary_bytes)
-    return {"op_trace": Path(trace_path).name, "htp_op_count": cost.htp_op_count, "htp_op_types": cost.op_types,
-            "graph_cost": cost}
-

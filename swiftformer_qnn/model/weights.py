@@ -7,7 +7,7 @@ Four formats exist in the wild, all for the same architecture:
 - `hf`: HF transformers (`MBZUAI/swiftformer-*`), upstream renamed by its conversion script
   (`swiftformer.encoder.network.{2i}.blocks.{j}`, `depth_wise_conv`, `point_wise_conv1/2`, `attn.proj`).
 - `timm`: `stem.N`, `stages.{i}.downsample`, `stages.{i}.blocks.{j}`, `layer_scale*.gamma`, `head_dist`.
-- `native`: our own names (`swiftformer_qnn.model`).
+- `native`: our own names (`swiftformer_qnn.model.swiftformer`).
 
 Converters are pure functions on dicts of tensors; `load_weights` is the one entry point the
 pipeline uses and the only place that raises `WeightsError` for a checkpoint that does not fit.
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import sha256_file
-from .errors import WeightsError
-from .model import AttentionForm, build_model, set_attention_form
+from ..core.atomic import sha256_file
+from ..core.errors import WeightsError
+from .swiftformer import AttentionForm, build_model, set_attention_form
 from .variants import VARIANTS, BlockKind, Variant
 
 # Where our own safetensors files record the attention form their weights were trained for.
@@ -49,7 +49,7 @@ class CheckpointFormat(str, Enum):
     UPSTREAM = "upstream"  # Amshaker/SwiftFormer models/swiftformer.py
     HF = "hf"  # transformers SwiftFormerForImageClassification / SwiftFormerModel
     TIMM = "timm"  # timm/models/swiftformer.py
-    NATIVE = "native"  # swiftformer_qnn.model
+    NATIVE = "native"  # swiftformer_qnn.model.swiftformer
 
 
 @dataclass

@@ -1,11 +1,13 @@
-"""Worker process run inside a QNN toolchain environment: `python -m swiftformer_qnn.qnn_worker`.
+"""Worker process run inside a QNN toolchain environment: `python -m swiftformer_qnn.htp.worker`.
 
     probe   --result R.json                  what this environment imports; loads the HTP backend
     compile --request Q.json --result R.json  compile a QDQ model to a context binary (`qnn.compile_model`,
                                               which writes `compile.json`), and optionally run it
                                               once on the HTP emulator, in the same session
+    estimate --request Q.json --result R.json compile for the performance estimator's proxy SoC and
+                                              read the estimate (`htp.estimate`, writes estimate.json)
 
-Imports only the standard library, numpy and `swiftformer_qnn.qnn` / `.compile_record` /
+Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.compile_record` /
 `.ep_context` / `.targets` / `.errors` / `._atomic` (which keep to onnxruntime, protobuf and
 pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
 and every import is paid once per QNN version of a sweep. Results go to a JSON file,
@@ -26,10 +28,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._atomic import write_text_atomic  # standard library only
+from ..core.atomic import write_text_atomic  # standard library only
 
 if TYPE_CHECKING:
-    from .compile_record import CompileJob
+    from .record import CompileJob
 
 HTP_OUTPUTS = "htp_outputs.npz"
 _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
@@ -38,7 +40,7 @@ _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
 def environment() -> dict:
     import onnxruntime
 
-    from .qnn import qnn_sdk_version
+    from .session import qnn_sdk_version
 
     packages = {}
     for name in _PACKAGES:
@@ -75,8 +77,8 @@ def _smoke_session() -> float:
     import onnx
     from onnx import TensorProto, helper
 
-    from .errors import ToolchainError
-    from .qnn import HtpTarget, htp_session
+    from ..core.errors import ToolchainError
+    from .session import HtpTarget, htp_session
 
     started = time.perf_counter()
     graph = helper.make_graph(
@@ -96,7 +98,7 @@ def _smoke_session() -> float:
         except ToolchainError as exc:
             import onnxruntime
 
-            from .qnn import onnxruntime_qnn_version
+            from .session import onnxruntime_qnn_version
 
             # A refused plugin leaves only the CPU EP, which the disabled fallback then rejects.
             raise ToolchainError(
@@ -121,8 +123,9 @@ def compile_request(request: CompileJob) -> dict:
     started = time.perf_counter()
     import numpy as np
 
-    from .compile_record import COMPILE_RECORD
-    from .qnn import HtpTarget, compile_model
+    from .compile import compile_model
+    from .record import COMPILE_RECORD
+    from .session import HtpTarget
 
     phases = {"imports": time.perf_counter() - started}
     if request.out_dir is None:
@@ -172,24 +175,33 @@ def _write_json(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     entered = time.time()
-    parser = argparse.ArgumentParser(prog="python -m swiftformer_qnn.qnn_worker")
+    parser = argparse.ArgumentParser(prog="python -m swiftformer_qnn.htp.worker")
     sub = parser.add_subparsers(dest="command", required=True)
     p_probe = sub.add_parser("probe")
     p_probe.add_argument("--result", required=True, type=Path)
     p_compile = sub.add_parser("compile")
     p_compile.add_argument("--request", required=True, type=Path)
     p_compile.add_argument("--result", required=True, type=Path)
+    p_estimate = sub.add_parser("estimate")  # htp.estimate: one compile for the estimator proxy, read back
+    p_estimate.add_argument("--request", required=True, type=Path)
+    p_estimate.add_argument("--result", required=True, type=Path)
     args = parser.parse_args(argv)
     result_path = args.result.absolute()
 
-    from .errors import SwiftFormerQnnError
+    from ..core.errors import SwiftFormerQnnError
 
     started = time.perf_counter()
     try:
         if args.command == "probe":
             result = probe()
+        elif args.command == "estimate":
+            from .estimate import EstimateJob, run_estimate
+
+            estimate_job = EstimateJob.model_validate_json(args.request.read_text())
+            run_estimate(estimate_job)
+            result = {"status": "ok", "environment": environment()}
         else:
-            from .compile_record import CompileJob
+            from .record import CompileJob
 
             request = CompileJob.model_validate_json(args.request.read_text())
             result = compile_request(request)

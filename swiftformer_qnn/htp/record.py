@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ProfileError
+from ..core.errors import ProfileError
 from .graph_cost import GraphCost
 
 COMPILE_RECORD = "compile.json"
@@ -111,7 +111,7 @@ class CompileFailure(_Model):
 
 
 def write_compile_record(directory: Path, record: CompileRecord) -> Path:
-    from ._atomic import write_text_atomic
+    from ..core.atomic import write_text_atomic
 
     return write_text_atomic(Path(directory) / COMPILE_RECORD, record.model_dump_json(indent=2) + "\n")
 

@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import cache_root
-from .toolchains import (
+from ..core.cache import cache_root
+from ..toolchains import (
     CACHE_DIR,
     TOOLCHAINS,
     ToolchainState,

@@ -1,6 +1,6 @@
 """SwiftFormer rewritten for the Snapdragon HTP: the same function, HTP-native ops.
 
-`to_htp_form(model, input_shape)` builds it from the upstream-form model (`swiftformer_qnn.model`)
+`to_htp_form(model, input_shape)` builds it from the upstream-form model (`swiftformer_qnn.model.swiftformer`)
 after its weights are loaded, so checkpoints are read in one place and both forms hold the same
 weights.
 What changes, and why (read from QNN's framework op trace of the compiled graphs):
@@ -49,7 +49,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from .model import (
+from .swiftformer import (
     AttentionForm,
     ConvEncoder,
     EfficientAdditiveAttention,
@@ -64,7 +64,7 @@ class GraphForm(str, Enum):
     """The graph an export builds."""
 
     HTP = "htp"  # this module's HTP-ready form (default)
-    FAITHFUL = "faithful"  # the literal upstream graph (`swiftformer_qnn.model`)
+    FAITHFUL = "faithful"  # the literal upstream graph (`swiftformer_qnn.model.swiftformer`)
 
 
 class _LpNorm(torch.autograd.Function):

@@ -3,7 +3,7 @@
 Module names are chosen so that an ONNX node name says which block it belongs to:
 `/stage2/block9_swiftformer_encoder/attention/to_query/MatMul` is stage 2, block 9, a
 SwiftFormerEncoder, inside its efficient additive attention. The per-block latency reports
-(`swiftformer_qnn.profiling.attribution`) read these names back, so renaming a module here
+(`swiftformer_qnn.measure.attribution`) read these names back, so renaming a module here
 changes what the profiles attribute.
 """
 

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import BnOverflowError
-from .onnx_export import constant_array
+from ..core.errors import BnOverflowError
+from ..pipeline.onnx_export import constant_array
 
 INT32_MAX = 2**31 - 1
 

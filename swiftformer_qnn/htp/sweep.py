@@ -1,7 +1,7 @@
 """Compile one QDQ model with several QNN versions side by side and compare what they made.
 
 Each QNN version lives in its own toolchain environment (`swiftformer_qnn.toolchains`), so
-each compile is a worker subprocess (`swiftformer_qnn.qnn_worker`), run in parallel up to
+each compile is a worker subprocess (`swiftformer_qnn.htp.worker`), run in parallel up to
 the core count. Every version's result goes through the stage cache keyed by (model, input,
 target, toolchain, worker code), so a rerun only compiles what changed. A version that fails
 (an op it rejects, a crash) is reported for that version; the others still finish.
@@ -36,26 +36,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import qnn_worker
-from ._atomic import sha256_file, write_text_atomic
-from .artifacts import StageCache
-from .compile_record import (
-    COMPILE_FAILURE,
-    COMPILE_RECORD,
-    CONTEXT_BINARY,
-    CONTEXT_ONNX,
-    OP_TRACE,
-    CompiledModel,
-    CompileFailure,
-    CompileJob,
-    CompileRecord,
-    read_compile_record,
-    traced_op_names,
-)
-from .errors import ProfileError, ToolchainError, UsageError
-from .output_dir import place
-from .qnn import HtpTarget
-from .toolchains import (
+from ..core.atomic import sha256_file, write_text_atomic
+from ..core.errors import ProfileError, ToolchainError, UsageError
+from ..core.output_dir import place
+from ..pipeline.artifacts import StageCache
+from ..toolchains import (
     ENV_DIR,
     PYCACHE_DIR,
     ProgressCallback,
@@ -72,6 +57,21 @@ from .toolchains import (
     worker_command,
     worker_env,
 )
+from . import worker as qnn_worker
+from .record import (
+    COMPILE_FAILURE,
+    COMPILE_RECORD,
+    CONTEXT_BINARY,
+    CONTEXT_ONNX,
+    OP_TRACE,
+    CompiledModel,
+    CompileFailure,
+    CompileJob,
+    CompileRecord,
+    read_compile_record,
+    traced_op_names,
+)
+from .session import HtpTarget
 
 REPORT_NAME = "cross_version.json"
 REPORT_KIND = "swiftformer-qnn.cross-version"
@@ -175,7 +175,7 @@ class CrossVersionReport(_Model):
 def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Fidelity:
     """Max abs diff, cosine similarity and SQNR of `candidate` against `reference`, all outputs
     flattened into one vector (the pipeline's `compare_outputs` on a single sample)."""
-    from .pipeline.fidelity import compare_outputs
+    from ..measure.agreement import compare_outputs
 
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference outputs vs {len(candidate)}")
@@ -668,13 +668,13 @@ def compile_versions_into(
 
     The one entry point of `toolchains compare`, `compile --qnn` and `export --qnn`.
     """
-    from .output_dir import holds_marker, staged_output_dir
+    from ..core.output_dir import holds_marker, staged_output_dir
 
     out = Path(out)
     require_onnx(Path(model))
     # Replaces only an earlier comparison (with force) or an empty directory; says so before the compiles.
     earlier = holds_marker({REPORT_NAME: (REPORT_KIND,)}, "a QNN version comparison")
-    from .pipeline.compile import describe_guard, guarded_model
+    from ..pipeline.compile import describe_guard, guarded_model
 
     with tempfile.TemporaryDirectory() as tmp:
         # Never compile a graph known to be corrupted: every version gets the guarded model.
@@ -689,7 +689,7 @@ def require_onnx(model: Path) -> None:
     """An ONNX model file with at least one node, or a UsageError saying what it is instead."""
     import onnx
 
-    from .errors import UsageError
+    from ..core.errors import UsageError
 
     if model.is_dir():
         raise UsageError(f"{model} is a directory, not an ONNX model.", hint="Pass the path of a QDQ .onnx model.")
