@@ -147,7 +147,7 @@ def test_the_collector_reads_blocks_markers_continuations_and_expected_exits(tmp
     got = commands(page, tmp_path)
     assert [(c.line, c.text, c.needs, c.expected_exit) for c in got] == [
         (3, "swiftformer-qnn variants   # list", None, 0),
-        (7, "swiftformer-qnn profile --device x      --from build/y", "token", 0),
+        (7, "swiftformer-qnn profile --device x  --from build/y", "token", 0),
         (15, "python x.py   # exit 1, reproduced", None, 1),
     ]
 
@@ -158,7 +158,7 @@ def test_every_page_has_examples_the_tiers_run():
     readme = commands(REPO / "README.md")
     runs = [c.text for c in readme if c.needs is None]
     assert "swiftformer-qnn export --variant l1" in runs
-    assert any(t.startswith("swiftformer-qnn profile --local") for t in runs)
+    assert any(t.startswith("swiftformer-qnn profile --device estimate") for t in runs)
     assert {c.needs for c in readme} >= {None, "token", "phone", "install"}
     assert builds(REPO / "README.md") and not builds(REPO / "docs" / "reports.md")
     for page in PAGES:
