@@ -1,6 +1,7 @@
 """Every shell example in README.md and docs/ runs as written, page by page, in the order written,
 in a fresh directory: a copy of the clone's tracked files with no build/ (what a new user has
-after `git clone`), and a fresh stage cache.
+after `git clone`). The pages of one test run share a stage cache that is new for the run, so an
+export two pages both make (L1 at 224: README.md and docs/ci.md) is computed once.
 
 A comment before a block says what it needs (docs/development.md lists them):
 `<!-- example: token -->` / `<!-- example: phone -->`: each command must stop with exactly one
@@ -91,14 +92,14 @@ def fresh_clone(root: Path) -> Path:
     return root
 
 
-def run_page(page: Path, tmp_path: Path) -> list[str]:
+def run_page(page: Path, tmp_path: Path, cache: Path) -> list[str]:
     """Run the page's examples; returns the failures (empty when every command did as required)."""
     clone = fresh_clone(tmp_path / "clone")
     home = tmp_path / "home"
     home.mkdir()
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QAIHUB", "QNN_SDK_ROOT", "ANDROID_"))}
-    env.update(HOME=str(home), SWIFTFORMER_QNN_CACHE=str(tmp_path / "cache"), COLUMNS="80",
+    env.update(HOME=str(home), SWIFTFORMER_QNN_CACHE=str(cache), COLUMNS="80",
                # The toolchains the slow tier's other tests use: installed once, not per page.
                SWIFTFORMER_QNN_TOOLCHAINS=str(user_toolchains_root()), PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}")
     failures = []
@@ -130,9 +131,17 @@ def _page_param(page: Path):
 RUNNABLE = [p for p in PAGES if any(c.needs not in ("install", "not-run") for c in commands(p))]
 
 
+@pytest.fixture(scope="session")
+def pages_cache(tmp_path_factory) -> Path:
+    """One stage cache for every page of a test run (new each run): the pages that export the same
+    request (L1 at 224 in the README and docs/ci.md) share its stages instead of computing them again;
+    each page still starts from a fresh directory with no build/."""
+    return tmp_path_factory.mktemp("pages-stage-cache")
+
+
 @pytest.mark.parametrize("page", [_page_param(p) for p in RUNNABLE])
-def test_the_examples_of_a_page_run_as_written(page, tmp_path):
-    failures = run_page(page, tmp_path)
+def test_the_examples_of_a_page_run_as_written(page, tmp_path, pages_cache):
+    failures = run_page(page, tmp_path, pages_cache)
     assert not failures, "\n\n".join(failures)
 
 
