@@ -49,6 +49,7 @@ def export(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
     graph: Annotated[str, typer.Option(help="htp: the same function in HTP-native ops (default); faithful: the literal upstream graph.")] = "htp",
+    io: Annotated[str, typer.Option(help="The compiled binary's inputs and outputs: float-nchw (default), or uint8-nhwc: the quantized tensors, channel-last, for callers that can feed them (w8a8; scale and zero point in compile.json and the summary).")] = "float-nchw",
     qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Missing toolchains are installed first.")] = None,
     no_install: NoInstallOpt = False,
     json_: JsonOpt = False,
@@ -67,7 +68,7 @@ def export(
         variant=variant, weights=weights, attention=attention, precision=precision, soc=soc,
         resolution=resolution, encoder_dim=encoder_dim,
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
-        min_sqnr=min_sqnr, opset=opset, graph=graph, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
+        min_sqnr=min_sqnr, opset=opset, graph=graph, io=io, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
     )
     if qnn is not None and until_stage is Until.ONNX:
         raise UsageError("--qnn compiles the quantized model, which --until onnx does not make.",

@@ -13,6 +13,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import UsageError
+from ..core.text import terminal_safe
 from ._app import app, console, err_console, guarded, next_step
 
 gate_app = typer.Typer(
@@ -264,12 +265,14 @@ def _render(g, v) -> None:
             row += [g.outputs.fmt_interval(r), g.outputs.fmt_confidence(r)]
         rows.append(row)
     table = FitTable(columns, rows, title=g.outputs.headline(v))
-    console.print(g.outputs.describe_sides(v), highlight=False)
+    # Names in these sentences come from the profiles: no markup or escape sequence of theirs.
+    console.print(Text(terminal_safe(g.outputs.describe_sides(v), one_line=True)), highlight=False)
     console.print(table)
     # Notes and reasons wrap at word boundaries (they are prose; their paths are short).
     for n in v.notes:
-        console.print(Text(f"note: {n}"), highlight=False)
+        console.print(Text(f"note: {terminal_safe(n, one_line=True)}"), highlight=False)
     for r in v.failures:
-        console.print(Text.assemble(("FAIL ", "bold red"), r.reason), highlight=False)
+        console.print(Text.assemble(("FAIL", "bold red"), " ", terminal_safe(r.reason, one_line=True)), highlight=False)
     for r in v.improvements:
-        console.print(Text.assemble(("improved ", "green"), r.reason), highlight=False)
+        console.print(Text.assemble(("improved", "green"), " ", terminal_safe(r.reason, one_line=True)),
+                      highlight=False)

@@ -146,12 +146,18 @@ PART_SHORT = {"local_representation": "local rep.", "attention": "attn."}
 
 
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
+    from rich.markup import escape as markup_escape
+
+    from ..core.text import terminal_safe
     from ..measure.attribution import PARTS, unattributed_share
     from ..measure.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
     words, unit = _source_words(p)
-    head = f"[bold]{item.label}[/] on {p.target.device}"
+    # The device's name comes from a file or a server: neither rich markup nor escape sequences of its own.
+    # An estimate names its proxy in its label below, not as a device it ran on.
+    head = f"[bold]{item.label}[/]" + (
+        f" on {markup_escape(terminal_safe(p.target.device, one_line=True))}" if p.estimate is None else "")
     if p.latency is not None:
         lat = p.latency
         if lat.basis is LatencyBasis.RUNS:
@@ -180,11 +186,15 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     columns = [Col("block", "key"), Col("kind", "label"), Col(f"time ({unit})", "number"), Col("share", "number"),
                Col("ops", "number"), Col("compute units", "text", short="units", min_width=8)]
     columns += [Col(part.replace("_", " "), "number", short=PART_SHORT.get(part)) for part in parts]
+    dram = _estimated_dram_mib(p)  # estimates: the DRAM traffic that explains a block's time
+    if dram:
+        columns.append(Col("DRAM MiB (r+w)", "number", short="DRAM MiB"))
     rows = []
     for b in blocks.values():
         cus = ", ".join(f"{k} {v}" for k, v in sorted(b.compute_units.items()))
         rows.append([b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-",
-                     *(_fmt_time(b.parts[part], unit) if part in b.parts else "" for part in parts)])
+                     *(_fmt_time(b.parts[part], unit) if part in b.parts else "" for part in parts),
+                     *([f"{dram.get(b.block, 0.0):,.2f}"] if dram else [])])
     out.print(FitTable(columns, rows, title=f"Per block ({words}; share of the summed per-op time)"))
 
     timed = sorted(((p.ops[i], t) for i, t in op_times(p).values), key=lambda it: it[1], reverse=True)[:top]
@@ -216,6 +226,16 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
 
         out.print(f"Device outputs on {oc.inputs}: SQNR vs CPU QDQ {db(oc.vs_cpu_qdq)}; vs fp32 {db(oc.vs_fp32)}.",
                   highlight=False)
+
+
+def _estimated_dram_mib(p) -> dict[str, float]:
+    """Block -> MiB its ops read from and wrote to DRAM in the estimator's schedule (estimates only)."""
+    out: dict[str, float] = {}
+    for op in p.ops:
+        if op.estimate is not None:
+            block = op.attribution.block if op.attribution else "other"
+            out[block] = out.get(block, 0.0) + (op.estimate.dram_read_bytes + op.estimate.dram_write_bytes) / (1 << 20)
+    return out
 
 
 def _render_estimate_notes(out: Console, p) -> None:

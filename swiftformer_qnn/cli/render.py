@@ -78,6 +78,12 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
         record = compile_.results  # the CompileRecord
         if record.graph_cost is not None:
             console.print(render_graph_cost(record.graph_cost), highlight=False)
+        for t in record.io or []:
+            layout = "NHWC" if t.nhwc else "as the model's"
+            how = ("feed round(x / scale) + zero_point, clipped to 0..255" if t.role == "input"
+                   else "read x = (x_q - zero_point) * scale")
+            console.print(f"Native {t.role} [bold]{t.name}[/]: uint8 {layout} {t.shape}, scale {t.scale:.9g}, "
+                          f"zero point {t.zero_point} ({how}).", highlight=False)
         if exported and m.stage("estimate") is None:
             console.print(f"No estimated time: QNN's performance estimator runs for no HTP v{record.htp_arch} SoC "
                           "in this QNN (profile on a device instead).", highlight=False)
