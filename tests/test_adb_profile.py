@@ -24,10 +24,11 @@ from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.core.cache import FileRecord, StageRecord
 from swiftformer_qnn.measure.attribution import unattributed_share
 from swiftformer_qnn.measure.schema import LatencySource, TimeBasis, block_times, load_profile
 from swiftformer_qnn.model.variants import get_variant
-from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest
+from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, read_manifest
 
 SERIAL = "R5CW40ABCDE"
 RUNS = 7

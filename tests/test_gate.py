@@ -34,14 +34,16 @@ from swiftformer_qnn.htp.record import (
     CompiledModel,
     CompileFailure,
     CompileRecord,
-    FoundCompile,
-    FoundFailure,
     GraphCost,
-    read_compile_side,
-    read_compile_structure,
     write_compile_record,
 )
 from swiftformer_qnn.measure.schema import LatencySource, LatencySummary, Profile
+from swiftformer_qnn.pipeline.artifacts import (
+    FoundCompile,
+    FoundFailure,
+    read_compile_side,
+    read_compile_structure,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}
@@ -500,6 +502,18 @@ def compiled(tmp_path_factory):
             "report": report, "root": root}
 
 
+def _vouch(export: Path, name: str) -> None:
+    """Record the current size and SHA-256 of an export's file in its manifest."""
+    from swiftformer_qnn.core.atomic import sha256_file
+
+    manifest = json.loads((export / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        for out in stage["outputs"].values():
+            if out["path"] == name:
+                out.update(sha256=sha256_file(export / name), bytes=(export / name).stat().st_size)
+    (export / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _copy_tree(src: Path, dst: Path) -> Path:
     import shutil
 
@@ -579,6 +593,7 @@ def test_variant_picks_compiles_out_of_a_build_directory(compiled, tmp_path):
     xs = _copy_tree(compiled["export"], build / "xs-64")
     record = read_compile_structure(xs).record
     _write(xs, record.model_copy(update={"model": record.model.model_copy(update={"variant": "xs"})}))
+    _vouch(xs, "compile.json")  # as an export of xs would record it (an edit it does not vouch for is refused)
     with pytest.raises(ProfileError, match="variant: encoder -> xs"):
         gate_manifests([compiled["export"]], [build], GateRules())
     v = gate_manifests([compiled["export"]], [build], GateRules(), variant="encoder")

@@ -49,8 +49,9 @@ def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
     from onnx import TensorProto, helper
 
     from swiftformer_qnn.core.atomic import sha256_file
+    from swiftformer_qnn.core.cache import FileRecord, StageRecord
     from swiftformer_qnn.htp.record import CompileRecord, traced_figures
-    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest
+    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, read_manifest
 
     root = tmp_path_factory.mktemp("import-exports")
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="placeholder")], "g",

@@ -7,17 +7,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import sha256_file
+from .errors import OutputDirError
 from .output_dir import recover_leftovers, signals_held, swap_in, temp_dir
 
 CACHE_ENV = "SWIFTFORMER_QNN_CACHE"
@@ -77,10 +80,52 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def relative_path(path: str) -> str:
+    """`path` as records hold it: relative, POSIX, normalised, inside its directory. A record
+    is read from a plain folder anyone can edit (a CI cache restored from another branch), so
+    `../x`, `/etc/x`, `a/../../x` or `C:\\x` are refused, not followed out of the directory."""
+    if not isinstance(path, str) or not path or "\0" in path or "\\" in path:
+        raise ValueError(f"{path!r} is not a relative path")
+    norm = posixpath.normpath(path)
+    if norm.startswith("/") or norm == "." or norm == ".." or norm.startswith("../") or ":" in norm.split("/")[0]:
+        raise ValueError(f"{path!r} is not a path inside its directory")
+    return norm
+
+
+RelativePath = Annotated[str, AfterValidator(relative_path)]
+
+
 class FileRecord(_Model):
-    path: str  # relative to the directory holding the manifest
+    path: RelativePath  # relative to the directory holding the record (a manifest, a stage.json)
     sha256: str
     bytes: int
+
+    def locate(self, directory: Path) -> Path:
+        """The file inside `directory`, refused (OutputDirError) when a symbolic link on the way
+        leads out of it."""
+        p = Path(directory) / self.path
+        try:
+            inside = p.resolve().is_relative_to(Path(directory).resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            inside = False
+        if not inside:
+            raise OutputDirError(f"{p} leads out of {directory} (a symbolic link): not used.",
+                                 hint="Remove the link; the next run rebuilds the file.")
+        return p
+
+    def matches(self, directory: Path) -> str | None:
+        """None when the file in `directory` is the one recorded (its size and SHA-256), else why not."""
+        try:
+            p = self.locate(directory)
+            if not p.is_file():
+                return f"{self.path} is missing" if not os.path.lexists(p) else f"{self.path} is not a regular file"
+            if p.stat().st_size != self.bytes or sha256_file(p) != self.sha256:
+                return f"{self.path} was changed"
+        except OutputDirError:
+            return f"{self.path} leads out of the directory"
+        except OSError as exc:
+            return f"{self.path} cannot be read ({exc.strerror or exc})"
+        return None
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -128,19 +173,22 @@ class StageCache:
         self.root = (root or cache_root()) / "stages"
         self.enabled = enabled
         self._swept = False
+        self._sweep_lock = threading.Lock()
 
     def _sweep(self) -> None:
-        """Remove the temporary directories of runs that were killed (once per cache object)."""
-        if self._swept:
-            return
-        self._swept = True
-        try:
-            stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
-        except OSError:
-            return
-        for d in stage_dirs:
-            recover_leftovers(d)
-            _remove_legacy_temp_dirs(d)
+        """Remove the temporary directories of runs that were killed (once per cache object;
+        stages and sweep workers call `run` from several threads)."""
+        with self._sweep_lock:
+            if self._swept:
+                return
+            self._swept = True
+            try:
+                stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
+            except OSError:
+                return
+            for d in stage_dirs:
+                recover_leftovers(d)
+                _remove_legacy_temp_dirs(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
@@ -161,10 +209,8 @@ class StageCache:
             return None
         # An entry whose files were deleted or changed (the cache is a plain folder anyone can
         # edit) is ignored: the content hash, not just the size, is what makes a hit.
-        for out in rec.outputs.values():
-            p = d / out.path
-            if not p.is_file() or p.stat().st_size != out.bytes or sha256_file(p) != out.sha256:
-                return None
+        if any(out.matches(d) is not None for out in rec.outputs.values()):
+            return None
         return rec, d
 
     def run(

@@ -11,7 +11,7 @@ columns side by side, never part of a number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +20,8 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+from .text import markdown_safe, terminal_safe
 
 # key: names the row; never cut, repeated in every part of a split table (without a key column,
 #   the first column is repeated).
@@ -40,6 +42,18 @@ class Col:
     @property
     def fixed(self) -> bool:
         return self.kind in ("key", "number", "label")
+
+
+def fmt_bytes(n: int | None) -> str:
+    """A size in B, KB, MB or GB (1024-based), one decimal above bytes."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
 
 
 def shorten_middle(text: str, width: int) -> str:
@@ -84,7 +98,8 @@ class FitTable:
         n = len(self.columns)
         self.rows: list[list[Text]] = []
         for row in rows:
-            cells = [c if isinstance(c, Text) else Text(str(c)) for c in row]
+            # A cell's text may be a device's or an op's name from a file: no escape sequence of its own.
+            cells = [c if isinstance(c, Text) else Text(terminal_safe(str(c), one_line=True)) for c in row]
             self.rows.append(cells + [Text("")] * (n - len(cells)))
         self.title = title
         self.caption = caption
@@ -230,23 +245,27 @@ class TableSpec:
 
 
 def md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A cell, title or caption as literal Markdown (names in it come from profiles and files)."""
+    return markdown_safe(text)
 
 
-def table_md(spec: TableSpec, *, level: int = 3, title: bool = True) -> str:
+def table_md(spec: TableSpec, *, level: int = 3, title: bool = True,
+             escape: Callable[[str], str] = md_escape) -> str:
+    """The spec as a GitHub-flavoured Markdown table; `escape` each cell (the identity for cells
+    a caller already wrote as Markdown)."""
     lines = []
     if title:
-        lines += [f"{'#' * level} {spec.title}", ""]
-    lines.append("| " + " | ".join("<br>".join(md_escape(x) for x in h) for h in spec.headers) + " |")
+        lines += [f"{'#' * level} {escape(spec.title)}", ""]
+    lines.append("| " + " | ".join("<br>".join(escape(x) for x in h) for h in spec.headers) + " |")
     lines.append(
         "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
     )
-    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in spec.rows]
+    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in spec.rows]
     if spec.caption:
-        lines += ["", f"_{md_escape(spec.caption)}_"]
+        lines += ["", f"_{escape(spec.caption)}_"]
     if spec.footnotes:
         lines.append("")
-        lines += [f"{i + 1}. {md_escape(n)}" for i, n in enumerate(spec.footnotes)]
+        lines += [f"{i + 1}. {escape(n)}" for i, n in enumerate(spec.footnotes)]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ The gate reads one format: `compile.json` (`htp.record.CompileRecord`), which ev
 compile writes (an export, `compile`, each QNN version of `export --qnn` / `compile --qnn` /
 `toolchains compare`, and a committed structural baseline holds one), plus the
 `compile_failed.json` a version that did not compile leaves instead (found under paths by
-`htp.record.read_compile_side`), and compares two by `htp.diff`.
+`pipeline.artifacts.read_compile_side`), and compares two by `htp.diff`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ from ..core.errors import ProfileError, UsageError
 from ..htp.diff import diff_compiles
 from ..htp.record import (
     ON_THE_HTP,
-    CompileSide,
-    FoundCompile,
-    FoundFailure,
-    only_compile,
-    read_compile_side,
 )
+from ..pipeline.artifacts import CompileSide, FoundCompile, FoundFailure, only_compile, read_compile_side
 from .rules import GateRules
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus, SideInfo, make_verdict
 

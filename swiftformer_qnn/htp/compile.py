@@ -20,6 +20,7 @@ from .record import (
     OP_TRACE,
     CompiledModel,
     CompileRecord,
+    IoTensor,
     traced_figures,
     write_compile_record,
 )
@@ -30,7 +31,7 @@ def compile_key(target: HtpTarget, soc: str | None, subject: CompiledModel) -> d
     """What a compile's cache key names besides its input and toolchain: the target and what
     is compiled (the export's compile stage, `compile MODEL.onnx` and each version of a sweep)."""
     return {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-            "model": subject.model_dump()}
+            "graph_optimization_mode": target.graph_optimization_mode, "model": subject.model_dump()}
 
 
 def compile_model(
@@ -41,6 +42,7 @@ def compile_model(
     soc: str | None = None,
     model: CompiledModel | None = None,
     bn_guard: dict | None = None,
+    io: list[IoTensor] | None = None,
     then: Callable[[object], None] | None = None,
     profile_csv: Path | None = None,
     profiling_level: str = "detailed",
@@ -91,6 +93,7 @@ def compile_model(
             soc_model=target.soc_model,
             htp_arch=target.htp_arch,
             fp16=target.fp16,
+            graph_optimization_mode=target.graph_optimization_mode,
             model=model or CompiledModel(),
             model_sha256=sha256_file(model_path),
             compile_s=round(compile_s, 3),
@@ -98,6 +101,7 @@ def compile_model(
             context_binary_sha256=sha256_file(binary),
             **(traced_figures(trace) if trace.is_file() else {}),
             bn_guard=bn_guard,
+            io=io,
         )
         write_compile_record(out_dir, record)
     except BaseException:

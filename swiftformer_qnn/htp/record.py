@@ -29,14 +29,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..core.atomic import write_text_atomic
-from ..core.errors import ProfileError, UsageError
+from ..core.atomic import sha256_file, write_text_atomic
+from ..core.errors import ProfileError
 
 COMPILE_RECORD = "compile.json"
 COMPILE_FAILURE = "compile_failed.json"  # a version of a cross-version comparison that did not compile
@@ -82,8 +82,10 @@ def read_op_trace(path: Path) -> list[TracedOp]:
         return parse_op_trace(json.loads(Path(path).read_text()))
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such QNN op trace file.") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not a QNN framework op trace (nested too deeply).") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ProfileError(f"{path}: unreadable QNN op trace ({exc}).") from None
+        raise ProfileError(f"{path}: unreadable QNN op trace ({str(exc)[:200]}).") from None
 
 
 # --------------------------------------------------------------------------- graph cost
@@ -168,6 +170,36 @@ class CompiledModel(_Model):
     input_shape: list[int] | None = None
 
 
+class IoTensor(_Model):
+    """One input or output of a graph compiled with native I/O (`export --io uint8-nhwc`, see
+    `pipeline.native_io`): the quantized tensor itself, and how to make it from, or turn it
+    into, the float (NCHW) tensor of the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Literal["input", "output"]
+    dtype: Literal["uint8"] = "uint8"
+    shape: list[int]  # as the binary takes or gives it (NHWC for 4-D)
+    nhwc: bool  # 4-D: channel-last in the binary, channel-first in the float model
+    scale: float
+    zero_point: int
+
+    def from_float(self, x):
+        """The float NCHW tensor (numpy) as this input: x_q = clip(round(x / scale) + zero_point, 0, 255)."""
+        import numpy as np
+
+        q = np.clip(np.round(x / np.float32(self.scale)) + self.zero_point, 0, 255).astype(np.uint8)
+        return q.transpose(0, 2, 3, 1) if self.nhwc else q
+
+    def to_float(self, q):
+        """This output as the float NCHW tensor (numpy): x = (x_q - zero_point) * scale."""
+        import numpy as np
+
+        x = (q.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+        return x.transpose(0, 3, 1, 2) if self.nhwc else x
+
+
 class CompileJob(_Model):
     """What a cross-version parent asks a toolchain's worker to compile (`qnn_worker compile
     --request`): the JSON both sides read through this model."""
@@ -201,8 +233,13 @@ class CompileRecord(_Model):
     soc_model: int
     htp_arch: int
     fp16: bool
+    # QNN's graph finalization optimization level the compile asked for (`HtpTarget`); None in
+    # records written before it was set (QNN's default then: 2).
+    graph_optimization_mode: int | None = None
     model: CompiledModel = Field(default_factory=CompiledModel)
     model_sha256: str  # the ONNX that was compiled
+    # Native I/O (`export --io uint8-nhwc`): the binary's quantized inputs and outputs; None: float NCHW.
+    io: list[IoTensor] | None = None
     # What it produced.
     compile_s: float = Field(ge=0)  # host wall time of the compile (session creation)
     context_onnx: str = CONTEXT_ONNX
@@ -275,120 +312,29 @@ def traced_op_names(directory: Path, record: CompileRecord) -> list[str] | None:
     return [op.name for op in read_op_trace(Path(directory) / record.op_trace)]
 
 
-# --------------------------------------------------------------------------- records found under paths
-
-
-@dataclass(frozen=True)
-class FoundCompile:
-    """One compile record and the file it was read from."""
-
-    record: CompileRecord
-    path: Path
-
-    @property
-    def qnn_version(self) -> str:
-        return self.record.qnn_version
-
-    def identity(self, key: str) -> Any:
-        return self.record.soc if key == "soc" else getattr(self.record.model, key)
-
-
-@dataclass(frozen=True)
-class FoundFailure:
-    """A QNN version that did not compile, and where it says so."""
-
-    failure: CompileFailure
-    path: Path
-
-    @property
-    def qnn_version(self) -> str:
-        return self.failure.qnn_version
-
-    @property
-    def error(self) -> str:
-        return f"{self.failure.status}: {self.failure.error}"
-
-    def identity(self, key: str) -> Any:
-        return None if key == "soc" else getattr(self.failure.model, key)
-
-
-@dataclass
-class CompileSide:
-    """Every compile found under the paths of one side."""
-
-    compiles: list[FoundCompile] = field(default_factory=list)
-    failures: list[FoundFailure] = field(default_factory=list)
-
-    @property
-    def files(self) -> list[Path]:
-        return [c.path for c in self.compiles] + [f.path for f in self.failures]
-
-    def extend(self, other: CompileSide) -> None:
-        self.compiles += other.compiles
-        self.failures += other.failures
-
-
-def read_compile_file(path: Path) -> CompileSide:
-    """The compile (or the failure) one `compile.json` / `compile_failed.json` records."""
-    path = Path(path)
-    if path.name == COMPILE_FAILURE:
-        return CompileSide(failures=[FoundFailure(read_compile_failure(path), path)])
-    return CompileSide(compiles=[FoundCompile(read_compile_record(path), path)])
-
-
-def _records_in(directory: Path) -> list[Path]:
-    """The compile records of a directory: its own `compile.json` (or `compile_failed.json`)
-    stands for it (an export's `qnn-versions/` beside it is gated by naming it); a directory
-    with neither is searched below (`build/` with several exports, a `qnn-versions/`)."""
-    for name in (COMPILE_RECORD, COMPILE_FAILURE):
-        if (directory / name).is_file():
-            return [directory / name]
-    found = []
-    for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found += _records_in(sub)
-    return found
-
-
-def read_compile_side(paths: Sequence[Path], *, side: str = "candidate") -> CompileSide:
-    """Every compile under `paths`: files as given, directories searched (see `_records_in`)."""
-    if not paths:
-        raise ProfileError(f"No {side} given.", hint=f"Pass --{side} FILE_OR_DIR.")
-    out = CompileSide()
-    for p in map(Path, paths):
-        if p.is_dir():
-            files = _records_in(p)
-            if not files:
-                raise ProfileError(
-                    f"{p}: no {COMPILE_RECORD} below this {side} directory.",
-                    hint="Export or compile first (swiftformer-qnn export, or export --qnn for several QNN versions).",
-                )
-            for f in files:
-                out.extend(read_compile_file(f))
-        elif p.is_file():
-            out.extend(read_compile_file(p))
+def disagreements(directory: Path, record: CompileRecord) -> list[str]:
+    """What the files beside a `compile.json` say against it: the context binary (size and
+    SHA-256) and the op trace (HTP op count and types), where they are there. A record is
+    a plain JSON anyone can edit; the binary and QNN's own trace are what was compiled. A
+    committed structural baseline holds the record alone: nothing to check it against."""
+    directory = Path(directory)
+    found: list[str] = []
+    binary = directory / record.context_binary
+    if binary.is_file():
+        if binary.stat().st_size != record.context_binary_bytes or sha256_file(binary) != record.context_binary_sha256:
+            found.append(f"{record.context_binary} is not the binary it records (size or SHA-256)")
+    trace = directory / record.op_trace if record.op_trace else None
+    if trace is not None and trace.is_file() and record.htp_op_count is not None:
+        try:
+            ops = read_op_trace(trace)
+        except ProfileError:
+            found.append(f"{record.op_trace} is unreadable")
         else:
-            raise ProfileError(f"{p}: no such compile record or directory.")
-    return out
-
-
-def read_compile_structure(path: Path, *, side: str = "candidate") -> FoundCompile:
-    """The one compile a file or directory holds (an error if it holds several or a failure)."""
-    side = read_compile_side([Path(path)], side=side)
-    return only_compile(side, str(path), hint="Point at one of them, e.g. its qnn-<version>/ directory.")
-
-
-def only_compile(side: CompileSide, what: str, *, hint: str) -> FoundCompile:
-    """The one successful compile a baseline must be; anything else is an input error naming `what`."""
-    if side.failures:
-        f = side.failures[0]
-        raise ProfileError(f"{what}: QNN {f.qnn_version} did not compile ({f.error}) at {f.path}.")
-    if len(side.compiles) != 1:
-        raise UsageError(
-            f"{what} holds {len(side.compiles)} compiles (QNN "
-            f"{', '.join(c.qnn_version for c in side.compiles)}); one is needed here.",
-            hint=hint,
-        )
-    return side.compiles[0]
+            if len(ops) != record.htp_op_count or (record.htp_op_types is not None
+                                                   and op_types(ops) != record.htp_op_types):
+                found.append(f"{record.op_trace} traces {len(ops)} HTP ops where it records {record.htp_op_count}"
+                             + ("" if len(ops) != record.htp_op_count else " (other op types)"))
+    return found
 
 
 # --------------------------------------------------------------------------- the figures

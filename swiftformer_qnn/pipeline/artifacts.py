@@ -10,6 +10,8 @@ them) are `output_dir`'s.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union
@@ -17,9 +19,17 @@ from typing import Annotated, Any, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ..core import cache
-from ..core.atomic import sha256_file
-from ..core.cache import FileRecord, StageRecord
-from ..core.errors import OutputDirError
+from ..core.cache import StageRecord, relative_path
+from ..core.errors import OutputDirError, ProfileError, UsageError
+from ..htp.record import (
+    COMPILE_FAILURE,
+    COMPILE_RECORD,
+    CompileFailure,
+    CompileRecord,
+    disagreements,
+    read_compile_failure,
+    read_compile_record,
+)
 from .requests import RecordedRequest
 from .stage_results import STAGE_RESULTS
 
@@ -68,10 +78,24 @@ class ExportManifest(_Model):
         return rec.results
 
     def artifact(self, directory: Path, stage: str, output: str) -> Path:
+        """The path of an output of the export in `directory`, checked against the size and
+        SHA-256 the manifest records: a file replaced or edited since is never used as the
+        export's (OutputDirError, saying how to rebuild it)."""
         rec = self.stage(stage)
         if rec is None or output not in rec.outputs:
             raise OutputDirError(f"{directory}: the export has no {stage}/{output} artifact.")
-        return Path(directory) / rec.outputs[output].path
+        record = rec.outputs[output]
+        why = record.matches(Path(directory))
+        if why is not None:
+            raise OutputDirError(f"{directory}: {why} (against the size and SHA-256 the export's manifest records), "
+                                 "so it is not used as the export's.",
+                                 hint="Run the same `export` (or `compile`) again: it rebuilds the files that "
+                                      "no longer match its manifest and keeps the rest.")
+        return Path(directory) / record.path
+
+    def files(self) -> frozenset[str]:
+        """Every file of the export: the manifest and each stage's outputs."""
+        return frozenset({MANIFEST_NAME} | {out.path for s in self.stages for out in s.outputs.values()})
 
 
 def holds_export_manifest(directory: Path) -> bool:
@@ -103,23 +127,161 @@ def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
     records = {out.path: out for stage in manifest.stages for out in stage.outputs.values()}
-
-    def check(rec: FileRecord) -> str | None:
-        p = Path(directory) / rec.path
-        try:
-            if not p.is_file():
-                return f"{rec.path} is missing"
-            if p.stat().st_size != rec.bytes or sha256_file(p) != rec.sha256:
-                return f"{rec.path} was changed"
-        except OSError as exc:
-            return f"{rec.path} cannot be read ({exc.strerror or exc})"
-        return None
-
     with ThreadPoolExecutor(max_workers=min(4, len(records) or 1)) as pool:
-        return [why for why in pool.map(check, records.values()) if why]
+        return [why for why in pool.map(lambda rec: rec.matches(Path(directory)), records.values()) if why]
+
+
+def manifest_files(directory: Path) -> frozenset[str] | None:
+    """The files a manifest of this tool in `directory` lists (itself included), read leniently
+    so that an earlier version's manifest counts too; None when there is no such manifest or
+    it lists nothing readable (then nothing in the directory can be told the user's)."""
+    try:
+        data = json.loads((Path(directory) / MANIFEST_NAME).read_text())
+        if data.get("kind") != MANIFEST_KIND:
+            return None
+        paths = {MANIFEST_NAME}
+        for stage in data.get("stages") or ():
+            for out in (stage.get("outputs") or {}).values():
+                try:
+                    paths.add(relative_path(out["path"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return frozenset(paths)
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        return None
 
 
 class StageCache(cache.StageCache):
     """The stage cache of the pipeline's stages: a result is read back as `STAGE_RESULTS[name]`."""
 
     results = STAGE_RESULTS
+
+
+# --------------------------------------------------------------------------- compile records found under paths
+
+
+@dataclass(frozen=True)
+class FoundCompile:
+    """One compile record and the file it was read from."""
+
+    record: CompileRecord
+    path: Path
+
+    @property
+    def qnn_version(self) -> str:
+        return self.record.qnn_version
+
+    def identity(self, key: str) -> Any:
+        return self.record.soc if key == "soc" else getattr(self.record.model, key)
+
+
+@dataclass(frozen=True)
+class FoundFailure:
+    """A QNN version that did not compile, and where it says so."""
+
+    failure: CompileFailure
+    path: Path
+
+    @property
+    def qnn_version(self) -> str:
+        return self.failure.qnn_version
+
+    @property
+    def error(self) -> str:
+        return f"{self.failure.status}: {self.failure.error}"
+
+    def identity(self, key: str) -> Any:
+        return None if key == "soc" else getattr(self.failure.model, key)
+
+
+@dataclass
+class CompileSide:
+    """Every compile found under the paths of one side."""
+
+    compiles: list[FoundCompile] = field(default_factory=list)
+    failures: list[FoundFailure] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [c.path for c in self.compiles] + [f.path for f in self.failures]
+
+    def extend(self, other: CompileSide) -> None:
+        self.compiles += other.compiles
+        self.failures += other.failures
+
+
+def read_compile_file(path: Path) -> CompileSide:
+    """The compile (or the failure) one `compile.json` / `compile_failed.json` records."""
+    path = Path(path)
+    if path.name == COMPILE_FAILURE:
+        return CompileSide(failures=[FoundFailure(read_compile_failure(path), path)])
+    record = read_compile_record(path)
+    # An export's compile.json is vouched for by the export's manifest; any record by the
+    # binary and op trace beside it. An edited record is never gated as the compile.
+    manifest = read_manifest(path.parent)
+    stage = manifest.stage("compile") if manifest else None
+    if stage is not None and COMPILE_RECORD in stage.outputs:
+        try:
+            manifest.artifact(path.parent, "compile", COMPILE_RECORD)
+        except OutputDirError as exc:
+            raise ProfileError(exc.message, hint=exc.hint) from None
+    wrong = disagreements(path.parent, record)
+    if wrong:
+        raise ProfileError(f"{path}: the files beside it disagree with it ({'; '.join(wrong)}).",
+                           hint="Compile again (the same export or compile command rebuilds what no longer matches).")
+    return CompileSide(compiles=[FoundCompile(record, path)])
+
+
+def _records_in(directory: Path) -> list[Path]:
+    """The compile records of a directory: its own `compile.json` (or `compile_failed.json`)
+    stands for it (an export's `qnn-versions/` beside it is gated by naming it); a directory
+    with neither is searched below (`build/` with several exports, a `qnn-versions/`)."""
+    for name in (COMPILE_RECORD, COMPILE_FAILURE):
+        if (directory / name).is_file():
+            return [directory / name]
+    found = []
+    for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += _records_in(sub)
+    return found
+
+
+def read_compile_side(paths: Sequence[Path], *, side: str = "candidate") -> CompileSide:
+    """Every compile under `paths`: files as given, directories searched (see `_records_in`)."""
+    if not paths:
+        raise ProfileError(f"No {side} given.", hint=f"Pass --{side} FILE_OR_DIR.")
+    out = CompileSide()
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = _records_in(p)
+            if not files:
+                raise ProfileError(
+                    f"{p}: no {COMPILE_RECORD} below this {side} directory.",
+                    hint="Export or compile first (swiftformer-qnn export, or export --qnn for several QNN versions).",
+                )
+            for f in files:
+                out.extend(read_compile_file(f))
+        elif p.is_file():
+            out.extend(read_compile_file(p))
+        else:
+            raise ProfileError(f"{p}: no such compile record or directory.")
+    return out
+
+
+def read_compile_structure(path: Path, *, side: str = "candidate") -> FoundCompile:
+    """The one compile a file or directory holds (an error if it holds several or a failure)."""
+    side = read_compile_side([Path(path)], side=side)
+    return only_compile(side, str(path), hint="Point at one of them, e.g. its qnn-<version>/ directory.")
+
+
+def only_compile(side: CompileSide, what: str, *, hint: str) -> FoundCompile:
+    """The one successful compile a baseline must be; anything else is an input error naming `what`."""
+    if side.failures:
+        f = side.failures[0]
+        raise ProfileError(f"{what}: QNN {f.qnn_version} did not compile ({f.error}) at {f.path}.")
+    if len(side.compiles) != 1:
+        raise UsageError(
+            f"{what} holds {len(side.compiles)} compiles (QNN "
+            f"{', '.join(c.qnn_version for c in side.compiles)}); one is needed here.",
+            hint=hint,
+        )
+    return side.compiles[0]

@@ -5,14 +5,26 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import onnx
+
 from ..core.cache import tool_versions
 from ..htp.bn_guard import guarded_model
 from ..htp.compile import compile_key, compile_model
-from ..htp.record import COMPILE_RECORD, CONTEXT_BINARY, CONTEXT_ONNX, OP_TRACE, CompiledModel, CompileRecord
+from ..htp.record import (
+    COMPILE_RECORD,
+    CONTEXT_BINARY,
+    CONTEXT_ONNX,
+    OP_TRACE,
+    CompiledModel,
+    CompileRecord,
+    IoTensor,
+)
 from ..htp.session import HtpTarget
+from .native_io import IoFormat, native_io
 
-# The graph the binary was compiled from: the model after the BN guard (a copy where the guard
-# changed nothing). verify and diagnose run it, rather than guarding the model again.
+# The graph the binary was compiled from, in the model's own I/O: the model after the BN guard
+# (a copy where the guard changed nothing). verify and diagnose run it, rather than guarding the
+# model again.
 GUARDED_MODEL = "model.guarded.onnx"
 # What the compile stage keeps: that graph, the EP-context wrapper, the QNN context binary, QNN's
 # framework op trace (HTP op -> ONNX nodes, which per-block attribution of profiles reads)
@@ -26,12 +38,29 @@ def compile_options(target: HtpTarget, soc: str, subject: CompiledModel) -> dict
     return compile_key(target, soc, subject) | tool_versions(("onnxruntime", "onnxruntime-qnn"))
 
 
-def compile_stage(model: Path, out_dir: Path, target: HtpTarget, *, soc: str, subject: CompiledModel) -> CompileRecord:
+def native_io_model(model: Path, work: Path, name: str = ".model.native-io.onnx") -> tuple[Path, list[IoTensor]]:
+    """`model` rewritten to native uint8 NHWC inputs and outputs (`native_io`), as `work/name`."""
+    proto = onnx.load(str(model))
+    spec = native_io(proto)
+    out = work / name
+    onnx.save(proto, str(out))
+    return out, spec
+
+
+def compile_stage(model: Path, out_dir: Path, target: HtpTarget, *, soc: str, subject: CompiledModel,
+                  io: IoFormat = IoFormat.FLOAT_NCHW) -> CompileRecord:
     # The BN-overflow guard first: never compile a graph known to be corrupted.
     guarded, guard = guarded_model(model, out_dir, name=GUARDED_MODEL)
     if guarded == model:
         shutil.copyfile(model, out_dir / GUARDED_MODEL)
-    record = compile_model(out_dir / GUARDED_MODEL, out_dir, target, soc=soc, model=subject, bn_guard=guard)
+    source, spec = out_dir / GUARDED_MODEL, None
+    if io is IoFormat.UINT8_NHWC:
+        source, spec = native_io_model(source, out_dir)
+    try:
+        record = compile_model(source, out_dir, target, soc=soc, model=subject, bn_guard=guard, io=spec)
+    finally:
+        if spec is not None:
+            source.unlink(missing_ok=True)
     if record.op_trace is None:  # the main environment's QNN always writes one; per-block attribution needs it
         raise RuntimeError(f"QNN {record.qnn_version} wrote no op trace ({OP_TRACE})")
     return record

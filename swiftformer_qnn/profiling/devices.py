@@ -44,7 +44,7 @@ HUB_DEVICES: tuple[HubDevice, ...] = (
 )
 
 EMULATOR_NAMES = ("emulator", "local", "htp-emulator", "htp emulator", "x86")
-# The device every emulator profile names (`TargetInfo.device`), and `--device emulator` shows.
+# The device every emulator profile names (`TargetInfo.device`), and `profile emulator` shows.
 EMULATOR_DEVICE = "HTP emulator (x86_64)"
 ESTIMATE_NAMES = ("estimate", "estimator", "hextimate")
 ESTIMATE_DEVICE = "QNN Hextimate estimator (x86_64)"  # what `profile estimate` shows; profiles name the proxy
@@ -134,7 +134,7 @@ def resolve_device(query: str) -> DeviceTarget:
     if text.lower() == "adb" or text.lower().startswith("adb:"):
         serial = text[4:].strip() if ":" in text else None
         if serial == "":
-            raise UsageError("--device adb: names no serial.", hint="Use --device adb, or --device adb:SERIAL (see `adb devices`).")
+            raise UsageError("--device adb: names no serial.", hint="Use `profile phone`, or `profile phone --serial SERIAL` (see `adb devices`).")
         return DeviceTarget(Backend.ADB, query, name=serial)
     if _key(text) in {_key(n) for n in EMULATOR_NAMES}:
         return DeviceTarget(Backend.EMULATOR, query, soc=SOCS[DEFAULT_SOC])

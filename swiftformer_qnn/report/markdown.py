@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.tables import md_escape, table_md
+from ..core.text import markdown_code
 from .charts import Chart
 from .model import Comparison, Report, StructureComparison
 from .tables import (
@@ -20,7 +21,7 @@ from .tables import (
 
 def report_md(report: Report, charts: list[Chart]) -> str:
     out = [
-        f"# SwiftFormer on QNN: {report.name}",
+        f"# SwiftFormer on QNN: {md_escape(report.name)}",
         "",
         f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC from {len(report.inputs)} profile(s).",
         "",
@@ -29,14 +30,14 @@ def report_md(report: Report, charts: list[Chart]) -> str:
         table_md(headline_table(report), title=False),
     ]
     if report.skipped:
-        out += ["Skipped (invalid):", ""] + [f"- `{s.path}`: {md_escape(s.reason)}" for s in report.skipped] + [""]
+        out += ["Skipped (invalid):", ""] + [f"- {markdown_code(s.path)}: {md_escape(s.reason)}" for s in report.skipped] + [""]
     if report.notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in report.notes] + [""]
+        out += ["Notes:", ""] + [f"- {md_escape(n)}" for n in report.notes] + [""]
 
     if charts:
         out += ["## Charts", ""]
         for c in charts:
-            out += [f"### {c.title}", "", f"![{c.alt}]({c.filename})", ""]
+            out += [f"### {md_escape(c.title)}", "", f"![{md_escape(c.alt)}]({c.filename})", ""]
 
     out += ["## Per-block breakdown", ""]
     if not report.breakdowns:
@@ -73,11 +74,11 @@ def report_md(report: Report, charts: list[Chart]) -> str:
 
 
 def comparison_md(cmp: Comparison) -> str:
-    out = [f"# Compare: {cmp.model.label}", ""]
+    out = [f"# Compare: {md_escape(cmp.model.label)}", ""]
     for spec in comparison_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in cmp.notes] + [""]
+        out += ["Notes:", ""] + [f"- {md_escape(n)}" for n in cmp.notes] + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -86,5 +87,5 @@ def structure_md(cmp: StructureComparison) -> str:
     for spec in structure_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in cmp.notes] + [""]
+        out += ["Notes:", ""] + [f"- {md_escape(n)}" for n in cmp.notes] + [""]
     return "\n".join(out).rstrip() + "\n"
