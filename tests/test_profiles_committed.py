@@ -143,3 +143,17 @@ def test_the_readme_graph_table_is_the_committed_measurement():
         mb = float(binary.removesuffix(" MB"))
         assert abs(mb - c["context_binary_bytes"] / 1e6) <= 0.05 + 1e-9, key
         assert float(sqnr.removesuffix(" dB")) == round(measured[key]["htp_vs_fp32_sqnr_db"], 1), key
+
+
+def test_the_estimate_validation_doc_quotes_the_committed_report():
+    # docs/estimate-validation.md quotes the table and spread that tests/bench/estimate_validation.py
+    # wrote to profiles/reports/estimate-validation/ by copy; a re-run that changes a figure must
+    # change the doc too.
+    report = (PROFILES / "reports" / "estimate-validation" / "estimate-validation.md").read_text()
+    doc = (ROOT / "docs" / "estimate-validation.md").read_text()
+    quoted = [line for line in report.splitlines() if line.startswith(("| ", "- "))]
+    assert len(quoted) > 10
+    assert [line for line in quoted if line not in doc] == []
+    measured = json.loads((PROFILES / "reports" / "estimate-validation" / "estimate-validation.json").read_text())
+    spread = measured["summary"]["ratio_all"]
+    assert f"median {spread['median']}, min {spread['min']}, max {spread['max']}" in doc
