@@ -41,6 +41,36 @@ class CompiledModel(_Model):
     input_shape: list[int] | None = None
 
 
+class IoTensor(_Model):
+    """One input or output of a graph compiled with native I/O (`export --io uint8-nhwc`, see
+    `pipeline.native_io`): the quantized tensor itself, and how to make it from, or turn it
+    into, the float (NCHW) tensor of the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Literal["input", "output"]
+    dtype: Literal["uint8"] = "uint8"
+    shape: list[int]  # as the binary takes or gives it (NHWC for 4-D)
+    nhwc: bool  # 4-D: channel-last in the binary, channel-first in the float model
+    scale: float
+    zero_point: int
+
+    def from_float(self, x):
+        """The float NCHW tensor (numpy) as this input: x_q = clip(round(x / scale) + zero_point, 0, 255)."""
+        import numpy as np
+
+        q = np.clip(np.round(x / np.float32(self.scale)) + self.zero_point, 0, 255).astype(np.uint8)
+        return q.transpose(0, 2, 3, 1) if self.nhwc else q
+
+    def to_float(self, q):
+        """This output as the float NCHW tensor (numpy): x = (x_q - zero_point) * scale."""
+        import numpy as np
+
+        x = (q.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+        return x.transpose(0, 3, 1, 2) if self.nhwc else x
+
+
 class CompileJob(_Model):
     """What a cross-version parent asks a toolchain's worker to compile (`qnn_worker compile
     --request`): the JSON both sides read through this model."""
@@ -74,8 +104,13 @@ class CompileRecord(_Model):
     soc_model: int
     htp_arch: int
     fp16: bool
+    # QNN's graph finalization optimization level the compile asked for (`HtpTarget`); None in
+    # records written before it was set (QNN's default then: 2).
+    graph_optimization_mode: int | None = None
     model: CompiledModel = Field(default_factory=CompiledModel)
     model_sha256: str  # the ONNX that was compiled
+    # Native I/O (`export --io uint8-nhwc`): the binary's quantized inputs and outputs; None: float NCHW.
+    io: list[IoTensor] | None = None
     # What it produced.
     compile_s: float = Field(ge=0)  # host wall time of the compile (session creation)
     context_onnx: str = CONTEXT_ONNX
@@ -157,3 +192,38 @@ def traced_op_names(directory: Path, record: CompileRecord) -> list[str] | None:
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{path}: unreadable op trace ({exc}).") from None
     return [str(op.get("dst_name", "?")) for op in ops]
+
+
+def disagreements(directory: Path, record: CompileRecord) -> list[str]:
+    """What the files beside a `compile.json` say against it: the context binary (size and
+    SHA-256) and the op trace (HTP op count and types), where they are there. A record is
+    a plain JSON anyone can edit; the binary and QNN's own trace are what was compiled. A
+    committed structural baseline holds the record alone: nothing to check it against."""
+    import hashlib
+    import json
+    from collections import Counter
+
+    from .graph_cost import trace_ops
+
+    directory = Path(directory)
+    found: list[str] = []
+    binary = directory / record.context_binary
+    if binary.is_file():
+        h = hashlib.sha256()
+        with binary.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        if binary.stat().st_size != record.context_binary_bytes or h.hexdigest() != record.context_binary_sha256:
+            found.append(f"{record.context_binary} is not the binary it records (size or SHA-256)")
+    trace = directory / record.op_trace if record.op_trace else None
+    if trace is not None and trace.is_file() and record.htp_op_count is not None:
+        try:
+            ops = trace_ops(json.loads(trace.read_text()))
+        except (OSError, ValueError, AttributeError, RecursionError):
+            found.append(f"{record.op_trace} is unreadable")
+        else:
+            types = dict(Counter(str(m.get("dst_qnn_op_type", "?")) for m in ops))
+            if len(ops) != record.htp_op_count or (record.htp_op_types is not None and types != record.htp_op_types):
+                found.append(f"{record.op_trace} traces {len(ops)} HTP ops where it records {record.htp_op_count}"
+                             + ("" if len(ops) != record.htp_op_count else " (other op types)"))
+    return found

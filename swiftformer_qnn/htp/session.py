@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,12 @@ class HtpTarget:
     soc_model: int = 43  # SM8550, Snapdragon 8 Gen 2
     htp_arch: int = 73
     fp16: bool = False  # run a float graph in the HTP's fp16 mode
+    # QNN's graph finalization optimization level (EP option htp_graph_finalization_optimization_mode;
+    # QNN's default is 2). 3 lets the HTP graph compiler search schedules longer: QNN's estimator
+    # (SA8255P proxy, QNN 2.51, w8a8 224) puts XS at 454 us instead of 514, L1 at 600 instead of
+    # 656, L3 at 1011 instead of 1042; on QNN 2.48-2.50 L1 at 850-911k cycles instead of
+    # 907-986k (issue 22, profiles/reports/estimate-breakdown/). It costs ~0.5 s of compile.
+    graph_optimization_mode: int = 3
 
     def provider_options(self) -> dict[str, str]:
         import onnxruntime_qnn
@@ -71,6 +78,7 @@ class HtpTarget:
             "backend_path": onnxruntime_qnn.get_qnn_htp_path(),
             "soc_model": str(self.soc_model),
             "htp_arch": str(self.htp_arch),
+            "htp_graph_finalization_optimization_mode": str(self.graph_optimization_mode),
         }
         if self.fp16:
             opts["enable_htp_fp16_precision"] = "1"
@@ -137,24 +145,38 @@ class _captured_native_stderr:
     QNN EP: { name: ..., type: ... }"), not in the exception, so this is how the error can
     name them. It also keeps the QNN libraries' start-up chatter (printed on stdout) out of
     the user's terminal and out of any output piped from this tool.
+
+    The descriptors are the process's: sessions created from several threads at once (the
+    pipeline's stages overlap, verify opens one emulator session per core) take turns, or one
+    would save the other's redirection as "the terminal" and restore stdout to a closed file.
     """
+
+    _turn = threading.RLock()
 
     def __enter__(self):
         import sys
         import tempfile
 
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
-        for fd in (1, 2):
-            os.dup2(self._file.fileno(), fd)
+        self._turn.acquire()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._file = tempfile.TemporaryFile(mode="w+b")
+            self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+            for fd in (1, 2):
+                os.dup2(self._file.fileno(), fd)
+        except BaseException:
+            self._turn.release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for fd, saved in self._saved.items():
-            os.dup2(saved, fd)
-            os.close(saved)
+        try:
+            for fd, saved in self._saved.items():
+                os.dup2(saved, fd)
+                os.close(saved)
+        finally:
+            self._turn.release()
 
     def read(self) -> str:
         self._file.seek(0)

@@ -53,6 +53,7 @@ from ..toolchains import (
     probe_problems,
     reinstall_hint,
     resolve_toolchains,
+    toolchain_in_use,
     version_key,
     worker_command,
     worker_env,
@@ -349,7 +350,8 @@ def run_worker(
     # worker's bytecode; the default one is the main environment itself.
     loc = job.toolchain.location
     installed = loc if job.toolchain.state is ToolchainState.READY and loc is not None else None
-    with open(log_path, "wb") as log:
+    # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
+    with open(log_path, "wb") as log, toolchain_in_use(installed):
         try:
             proc = subprocess.run(
                 worker_command(python, "compile", "--request", str(req_path), "--result", str(result_path)),
@@ -702,3 +704,27 @@ def require_onnx(model: Path) -> None:
     if not graph.node:
         raise UsageError(f"{model} is an ONNX model with no nodes: nothing to compile.",
                          hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).")
+    _check_external_data(model, graph)
+
+
+def _check_external_data(model: Path, graph) -> None:
+    """Weights kept in files beside the model (ONNX external data) must be there, inside the
+    model's folder: onnx refuses a location outside it, which is bad input, not a bug."""
+    import onnx
+
+    from ..core.errors import UsageError
+
+    folder = model.resolve().parent
+    for t in graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise UsageError(f"{model}: tensor {t.name!r} keeps its data in {location!r}, outside the model's folder; "
+                             "it is not read.",
+                             hint="Keep the external data file in the model's folder (onnx.save_model(..., "
+                                  "save_as_external_data=True, location='model.data')).")
+        if not target.is_file():
+            raise UsageError(f"{model}: tensor {t.name!r} keeps its data in {location!r}, which is not a file in "
+                             f"{folder}.", hint="Put the model's external data file beside it.")

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core.atomic import sha256_file
 from ..core.errors import WeightsError
-from .swiftformer import AttentionForm, set_attention_form
+from .swiftformer import AttentionForm, build_model, set_attention_form
 from .variants import VARIANTS, BlockKind, Variant
 
 # Where our own safetensors files record the attention form their weights were trained for.
@@ -145,6 +145,11 @@ def _read_torch(path: Path) -> _RawCheckpoint:
                 # A legacy (non-zip) file cut inside a class name: truncated, not unsafe.
                 raise WeightsError(f"{path.name} is truncated (it ends inside its data).",
                                    hint="Re-download or re-save it.") from exc
+            if not found and "Unsupported operand" in text:
+                # Not a pickle at all (a text file, an HTML error page saved as .pth, random bytes):
+                # safe loading stops at the first byte that is no pickle opcode.
+                raise WeightsError(f"{path.name} is not a PyTorch checkpoint (it is not torch.save data).",
+                                   hint="Pass a .pth/.pt/.bin written by torch.save, or a .safetensors file.") from exc
             what = f"a pickled {found.group(1)} object" if found else "pickled Python objects"
             raise WeightsError(
                 f"{path.name} contains {what}, which safe loading (torch.load weights_only=True) refuses.",
@@ -500,6 +505,7 @@ def load_weights(
             hint="Pass --variant encoder to use it, or full-model weights.",
         )
     expected = model.state_dict()
+    _check_kinds(native, expected, path.name)
     native = _fit_to_model(native, expected, notes)
     _check_fits(native, expected, path.name, variant)
     _check_finite(native, path.name)
@@ -510,6 +516,42 @@ def load_weights(
     set_attention_form(model, effective)
     notes.extend(_attention_notes(fmt, implied, effective, raw.metadata))
     return LoadedWeights(path, fmt, sha256 or sha256_file(path), implied, effective, notes)
+
+
+def check_checkpoint(path: str | Path, variant: Variant, attention_requested: AttentionForm | str | None = None) -> None:
+    """Refuse, with `load_weights`'s one line, a file that is not a checkpoint of `variant`.
+
+    The export calls this before it looks at its output folder, so a junk or mismatched file
+    is reported as itself, not hidden behind "that folder holds another request"."""
+    load_weights(build_model(variant), path, variant, attention_requested, sha256="not computed")
+
+
+def _wrong_kind(value: object, target: torch.Tensor | None) -> str | None:
+    """Why `value` cannot be a weight where the model holds `target`; None when it can."""
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}, not a tensor"
+    if value.is_meta:
+        return "a meta tensor (a shape without values)"
+    if value.layout is not torch.strided:
+        return f"a sparse tensor ({str(value.layout).removeprefix('torch.')})"
+    if value.is_complex():
+        return f"a complex tensor ({str(value.dtype).removeprefix('torch.')})"
+    if target is not None and target.is_floating_point() and not value.is_floating_point():
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{'an' if dtype.startswith('int') else 'a'} {dtype} tensor where the model holds float weights"
+    return None
+
+
+def _check_kinds(tensors: Mapping[str, object], expected: Mapping[str, torch.Tensor], name: str) -> None:
+    """Integer, bool, complex, sparse or meta tensors where float weights belong: said by name,
+    before a silent cast (an int weight loads as rounded floats) or a failure far later."""
+    bad = [(k, why) for k, v in tensors.items() if (why := _wrong_kind(v, expected.get(k)))]
+    if bad:
+        (k, why), more = bad[0], len(bad) - 1
+        raise WeightsError(
+            f"{name}: {k} is {why}" + (f" (and {more} more tensor{'s' if more != 1 else ''} like it)" if more else "") + ".",
+            hint="Pass a checkpoint of float weights (as training saves them), not a quantized, sparse or meta export.",
+        )
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], name: str) -> None:

@@ -4,13 +4,16 @@
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
 directory, which is assembled in a temporary sibling and renamed into place at the end.
+Stages that do not need each other run at the same time (NEEDS); their wall times overlap.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ from typing import Any
 from ..core.atomic import sha256_file
 from ..core.cache import code_version, sha256_json, tool_versions
 from ..core.errors import OutputDirError, UsageError, WeightsError
-from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir
+from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir, tidy
 from ..core.targets import Precision, Soc, get_precision, get_soc
 from ..htp.estimate import ESTIMATOR_SOCS
 from ..htp.record import CONTEXT_BINARY
@@ -32,10 +35,19 @@ from .artifacts import (
     StageRecord,
     damaged_outputs,
     holds_export_manifest,
+    manifest_files,
     read_manifest,
 )
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
-from .requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, Until
+from .requests import (
+    CompiledRequest,
+    CompileRequest,
+    ExportedRequest,
+    ExportRequest,
+    ImageSetId,
+    IoFormat,
+    Until,
+)
 from .stage_results import (
     ExportResults,
     FoldResults,
@@ -60,6 +72,23 @@ STAGES_UNTIL = {
     Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate"),
     Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate",
                    "verify"),
+}
+# What each stage reads from the stages before it. A stage starts as soon as those are done, so
+# stages that do not need each other run at the same time: on 2 cores each of these leaves one
+# idle much of its time (the photographs' decoding beside the export; the PyTorch-vs-ONNX check
+# beside quantization and the compile; the estimate's compile beside the compile and verify). The standalone block's inputs come from a PyTorch model,
+# and PyTorch's ONNX exporter is not to share the process with another model's forward: they
+# wait for the export.
+NEEDS = {
+    "export": (),
+    "simplify": ("export",),
+    "fold_bn": ("simplify",),
+    "inputs": (),
+    "validate": ("export", "simplify", "fold_bn", "inputs"),
+    "quantize": ("simplify", "fold_bn", "inputs"),
+    "compile": ("quantize",),
+    "estimate": ("quantize",),  # its own compile, for the estimator's proxy SoC, in a worker process
+    "verify": ("validate", "quantize", "compile", "inputs"),
 }
 GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
@@ -134,6 +163,11 @@ def _resolve(req: ExportRequest) -> _Resolved:
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
     if req.graph not in GRAPH_FORMS:
         raise UsageError(f"Unknown graph form {req.graph!r}.", hint=f"Use one of: {', '.join(GRAPH_FORMS)}.")
+    if req.io not in [f.value for f in IoFormat]:
+        raise UsageError(f"Unknown --io {req.io!r}.", hint=f"Use one of: {', '.join(f.value for f in IoFormat)}.")
+    if req.io == IoFormat.UINT8_NHWC.value and precision is not Precision.W8A8:
+        raise UsageError(f"--io {req.io} needs --precision w8a8 (the binary's inputs and outputs are its uint8 tensors).",
+                         hint="Use --precision w8a8, or the default --io float-nchw.")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
@@ -144,6 +178,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         if not w.is_file():
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
+        from ..model.weights import check_checkpoint
+
+        check_checkpoint(w, variant, req.attention)  # a junk file says so before any output folder is looked at
     else:
         weights_id = RANDOM_WEIGHTS_ID
     stages = STAGES_UNTIL[Until(req.until)]
@@ -169,6 +206,16 @@ def _resolve(req: ExportRequest) -> _Resolved:
 
 
 def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
+    """`build/NAME`, NAME naming every option that makes this request differ from the default one,
+    so the documented examples land in folders of their own (the rule, written once; docs/export.md
+    quotes it):
+
+    `<variant>[-r<size> | -d<dim>x<size>]-<precision>-<soc>`, then, only when not the default:
+    `-faithful` (--graph), `-uint8-nhwc` (--io), `-w-<checkpoint file stem>` (--weights), `-<attention>` (--attention),
+    `-cal-<folder name>` / `-cal<count>` (--calibration / --calibration-count), `-held-<folder name>` /
+    `-held<count>` (--heldout / --heldout-count), `-sqnr<dB>` (--min-sqnr), `-opset<N>` (--opset),
+    `-until-<stage>` (--until).
+    """
     parts = [r.variant.name, r.precision.value, r.soc.name]
     if r.variant.is_encoder_block:
         parts.insert(1, f"d{r.variant.encoder_dim}x{r.resolution}")
@@ -176,9 +223,31 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
         parts.insert(1, f"r{r.resolution}")
     if req.graph != "htp":
         parts.append(req.graph)
+    if req.io != IoFormat.FLOAT_NCHW.value:
+        parts.append(req.io)
+    if req.weights is not None:
+        parts.append(f"w-{_slug(Path(req.weights).stem)}")
+    if req.attention is not None:
+        parts.append(req.attention)
+    defaults = ExportRequest()
+    for option, folder, count, default_count in (("cal", req.calibration, req.calibration_count, defaults.calibration_count),
+                                                 ("held", req.heldout, req.heldout_count, defaults.heldout_count)):
+        if folder is not None:
+            parts.append(f"{option}-{_slug(Path(folder).resolve().name)}")
+        if count != default_count:
+            parts.append(f"{option}{count}")
+    if req.min_sqnr is not None:
+        parts.append(f"sqnr{req.min_sqnr:g}")
+    if req.opset != defaults.opset:
+        parts.append(f"opset{req.opset}")
     if req.until is not Until.VERIFY:
         parts.append(f"until-{Until(req.until).value}")
     return Path("build") / "-".join(parts)
+
+
+def _slug(name: str) -> str:
+    """A file or folder name as a part of a folder name: letters, digits, `.`, `_` and `-` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:40] or "x"
 
 
 def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> ExportResult:
@@ -198,6 +267,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         attention_requested=req.attention,
         opset=req.opset,
         graph=req.graph,
+        io=req.io,
         until=req.until,
         calibration=_image_set_id(r.calibration),
         heldout=_image_set_id(r.heldout),
@@ -207,7 +277,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
     ctx = _Run(req, r, StageCache(enabled=req.use_cache), emit)
     return _assemble(
         target, request, force=req.force, started=started, what="export",
-        run_stages=lambda work: [ctx.run_stage(name, work) for name in r.stages],
+        run_stages=lambda work: ctx.run_stages(work),
     )
 
 
@@ -229,36 +299,62 @@ def _assemble(
     request_key = sha256_json({"request": request.key_fields(), "tools": tools, "code": code_version()})
     existing = read_manifest(target)
     notes: list[str] = []
+    damaged: list[str] = []
     if existing is not None and existing.request_key == request_key and existing.status == "complete":
         damaged = damaged_outputs(target, existing)
         if not damaged:
+            tidy(target)  # what a killed run left beside it (its .partial directory), reused or not
             return ExportResult(target, existing, reused=True, notes=_stage_notes(existing))
-        notes.append(f"{target} held this {what}, but {'; '.join(damaged[:3])}{'; ...' if len(damaged) > 3 else ''}: "
-                     "rebuilt it.")
 
     def inspect(directory: Path) -> Found:
+        # The directory is the tool's only for the files its manifest lists: the rest is the
+        # user's and is carried into the rebuilt directory (output_dir.carry_over).
         found = read_manifest(directory)
+        owned = manifest_files(directory)
         if found is None:
             if holds_export_manifest(directory):  # an earlier version's format: still ours, so --force replaces it
                 return Found(Occupant.OURS, f"{_a(what)} made by another swiftformer-qnn version "
-                                            "(a manifest this version does not read)")
+                                            "(a manifest this version does not read)", owned)
             return Found(Occupant.FOREIGN, holds(directory))
         if found.request_key == request_key:
-            return Found(Occupant.SAME)
+            return Found(Occupant.SAME, owned=owned)
         if found.request == request:
             return Found(Occupant.OURS, f"this {what} made by other code or tool versions "
-                                        "(torch, onnxruntime, QNN, swiftformer-qnn)")
-        return Found(Occupant.OURS, f"{_a(what)} of a different request")
+                                        "(torch, onnxruntime, QNN, swiftformer-qnn)", owned)
+        return Found(Occupant.OURS, f"{_a(what)} of a different request", owned)
 
     _check_writable(target)
-    with staged_output_dir(target, force=force, inspect=inspect) as work:
+    kept: list[str] = []
+    with staged_output_dir(target, force=force, inspect=inspect, kept=kept) as work:
         records = run_stages(work)
         manifest = ExportManifest(
             request_key=request_key, request=request, tools=tools, stages=records,
             wall_s=round(time.perf_counter() - started, 3),
         )
         (work / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    if damaged:
+        notes.append(f"{target} held this {what}, but {_some(damaged, '; ')}: rebuilt its "
+                     f"{len(manifest.files())} files from the stage cache or anew.")
+    if kept:
+        notes.append(f"Kept {len(kept)} file{'s' if len(kept) != 1 else ''} in {target} that the {what} did not "
+                     f"write: {_some(kept, ', ')}.")
     return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
+
+
+def release_freed_memory() -> None:
+    """Give the heap a stage freed back to the system (glibc keeps it otherwise): the graphs,
+    sessions and tensors of one stage would add to the next stage's peak. Measured on a cold L1
+    export run stage after stage: peak RSS 1634 MB without, 1190 MB with."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to release this way
+        pass
+
+
+def _some(items: list[str], sep: str, shown: int = 3) -> str:
+    return sep.join(items[:shown]) + (f"{sep}... ({len(items)} in all)" if len(items) > shown else "")
 
 
 def _a(noun: str) -> str:
@@ -302,11 +398,16 @@ class _Run:
         self.notes: list[str] = []
         self._model = None
         self._host = None
+        self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
         self.attention = req.attention or "normalize"
         self.weights_info: dict[str, Any] = {"source": r.weights_id}
 
     # --- the PyTorch side, built only when a stage misses the cache -------------------
     def model(self):
+        with self._building:
+            return self._build_model()
+
+    def _build_model(self):
         if self._model is None:
             import torch
 
@@ -332,6 +433,10 @@ class _Run:
 
     def host_model(self):
         """The full SwiftFormer whose activations feed the standalone block's calibration."""
+        with self._building:
+            return self._build_host()
+
+    def _build_host(self):
         if self._host is None:
             import torch
 
@@ -366,10 +471,37 @@ class _Run:
     def _path(self, stage: str, output: str) -> Path:
         return self.dirs[stage] / self.records[stage].outputs[output].path
 
+    def run_stages(self, work: Path) -> list[StageRecord]:
+        """Every stage of the request, each once what it needs (NEEDS) is done; the records in
+        stage order. A failure is the earliest stage's, as if they ran one after another; the
+        stages already running finish first (nothing writes into the output after it is gone)."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        names = self.r.stages
+        needs = dict(NEEDS)
+        if self.r.variant.is_encoder_block:
+            needs["inputs"] = ("export",)
+        futures: dict[str, Future] = {}
+
+        def run(name: str) -> StageRecord:
+            for before in needs[name]:
+                if before in futures:
+                    futures[before].result()
+            return self.run_stage(name, work)
+
+        pool = ThreadPoolExecutor(len(names), thread_name_prefix="stage")
+        try:
+            for name in names:  # in stage order: what a stage waits for is submitted before it
+                futures[name] = pool.submit(run, name)
+            return [futures[name].result() for name in names]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def run_stage(self, name: str, work: Path) -> StageRecord:
         self.emit(StageEvent(name, STAGE_TITLES[name], "start"))
         rec, d = getattr(self, f"_stage_{name}")()
         self.records[name], self.dirs[name] = rec, d
+        release_freed_memory()
         _place_outputs(rec, d, work)
         self.emit(StageEvent(name, STAGE_TITLES[name], "cached" if rec.cached else "done", rec))
         return rec
@@ -459,14 +591,23 @@ class _Run:
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> ValidateResults:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from ..measure.agreement import run_cpu
+
             heldout = np.load(heldout_path)
-            reference = torch_outputs(self.model(), heldout)
             # The graph that gets quantized, and (when BatchNorm was folded) the simplified one
-            # it came from, so a mismatch says which step introduced it.
-            figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant)
+            # it came from, so a mismatch says which step introduced it; onnxruntime runs them
+            # while PyTorch computes the reference (neither keeps two cores busy alone).
+            graphs = [float_graph] + ([sim] if float_graph != sim else [])
+            with ThreadPoolExecutor(1, thread_name_prefix="validate-onnx") as pool:
+                onnx_runs = pool.submit(lambda: [run_cpu(g, heldout) for g in graphs])
+                reference = torch_outputs(self.model(), heldout)
+                got = onnx_runs.result()
+            figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant, got=got[0])
             figures["graph"] = graph[1]
             if float_graph != sim:
-                figures["simplified"], _ = validate_onnx(sim, reference, heldout, self.r.variant)
+                figures["simplified"], _ = validate_onnx(sim, reference, heldout, self.r.variant, got=got[1])
             np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
             return ValidateResults.model_validate(figures)
 
@@ -513,11 +654,13 @@ class _Run:
 
         qdq = self._path("quantize", "model.qdq.onnx")
         target, soc, subject = self.htp_target(), self.r.soc.name, self.subject()
+        io = IoFormat(self.req.io)
         options = {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+                   "graph_optimization_mode": target.graph_optimization_mode, "io": io.value,
                    "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
-            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject), outputs=COMPILE_OUTPUTS,
+            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject, io=io), outputs=COMPILE_OUTPUTS,
         )
 
     def _stage_estimate(self):
@@ -527,16 +670,20 @@ class _Run:
         import shutil
 
         from ..htp.estimate import ESTIMATE_JSON, estimate_model, estimator_soc
-        from .compile import guarded_model
+        from .compile import guarded_model, native_io_model
         from .stage_results import EstimateResults
 
         r = self.r
         qdq = self._path("quantize", "model.qdq.onnx")
         proxy = estimator_soc(r.soc.htp_arch)
 
+        io = IoFormat(self.req.io)
+
         def produce(d: Path) -> EstimateResults:
             with tempfile.TemporaryDirectory() as tmp:
                 compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                if io is IoFormat.UINT8_NHWC:  # the graph the compile stage compiled: native I/O too
+                    compiled, _ = native_io_model(compiled, Path(tmp))
                 est = estimate_model(compiled, Path(tmp) / "work", htp_arch=r.soc.htp_arch, soc_model=proxy.soc_model,
                                      stands_for=r.soc.name, fp16=r.precision is Precision.FP16)
                 shutil.copyfile(Path(tmp) / "work" / ESTIMATE_JSON, d / ESTIMATE_JSON)
@@ -547,7 +694,7 @@ class _Run:
                 traced_ops=len(est.ops), unmapped_share=est.unmapped_share)
 
         return self._cached(
-            "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch,
+            "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch, "io": io.value,
                                  "stands_for": r.soc.name, "precision": r.precision.value,
                                  **tool_versions(("onnxruntime", "onnxruntime-qnn"))},
             inputs=self._inputs_of(("quantize", "model.qdq.onnx")), produce=produce, outputs=(ESTIMATE_JSON,),
@@ -567,16 +714,21 @@ class _Run:
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> VerifyResults:
+            from ..htp.record import COMPILE_RECORD, read_compile_record
+
+            io = read_compile_record(ctx_dir / COMPILE_RECORD).io
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
             with tempfile.TemporaryDirectory() as tmp:
-                # What the compile stage compiled: its BN guard's rewrite is deterministic.
-                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                # What the compile stage compiled: the QDQ model itself unless its BN guard
+                # rewrote it, then that rewrite again (it is deterministic).
+                rewrote = (getattr(self.records["compile"].results, "bn_guard", None) or {}).get("corrupted_predicted")
+                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized and rewrote else (qdq, None)
                 # The EP-context ONNX names its .bin relatively: run it where both files sit.
                 return VerifyResults.model_validate(verify_fidelity(
                     np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
                     classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
-                    compiled_graph=compiled))
+                    compiled_graph=compiled, io=io))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -638,6 +790,9 @@ def _check_compilable(path: Path, model, *, fp16: bool) -> None:
             raise UsageError(f"{path}: input {inp.name!r} has a dynamic shape ({shape}).",
                              hint="Export with fixed input shapes (batch 1), or fix them with "
                                   "`python -m onnxruntime.tools.make_dynamic_shape_fixed`.")
+    if any(n.op_type == "EPContext" for n in g.node):
+        raise UsageError(f"{path} is already compiled (an EP-context model wrapping a QNN context binary).",
+                         hint="Pass the QDQ .onnx it was compiled from (model.qdq.onnx of its export).")
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     if not quantized and not fp16:
         raise UsageError(f"{path} is a float model (no QuantizeLinear/DequantizeLinear nodes).",
@@ -666,5 +821,14 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
         name = onnx.load(str(model), load_external_data=False).graph.input[0].name
         inputs = {name: np.load(sample)}
     target = HtpTarget(compiled.soc_model, compiled.htp_arch, fp16=compiled.fp16)
-    return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True, use_cache=use_cache,
-                                 target=target, inputs=inputs, subject=compiled.model, progress=progress)
+    with tempfile.TemporaryDirectory(dir=result.directory) as tmp:
+        if compiled.io:  # every version compiles the graph the export's binary holds: native I/O too
+            from .compile import native_io_model
+
+            model, _ = native_io_model(model, Path(tmp))
+            if inputs is not None:
+                (feed,) = [t for t in compiled.io if t.role == "input"]
+                inputs = {feed.name: feed.from_float(next(iter(inputs.values())))}
+        return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True,
+                                     use_cache=use_cache, target=target, inputs=inputs, subject=compiled.model,
+                                     progress=progress)

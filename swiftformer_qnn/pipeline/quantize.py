@@ -12,51 +12,53 @@ import numpy as np
 import onnx
 
 from ..core.targets import Precision
-
-
-class _ArrayReader:
-    """A CalibrationDataReader over an N x ... array, one batch-1 sample at a time."""
-
-    def __init__(self, name: str, data: np.ndarray):
-        self._it = iter([{name: data[i : i + 1]} for i in range(data.shape[0])])
-
-    def get_next(self):
-        return next(self._it, None)
+from .ranges import check_reproducible, minmax_ranges
 
 
 def quantize_qdq(float_model: Path, calibration: np.ndarray, out: Path, precision: Precision) -> dict:
     """QNN preprocessing (fusions the HTP prefers, e.g. LpNormalization), then static QDQ
-    quantization with per-channel int8 weights and 8- or 16-bit activations."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantType
-
-    class Reader(_ArrayReader, CalibrationDataReader):
-        pass
+    quantization with per-channel int8 weights and 8- or 16-bit activations, calibrated on the
+    batch-1 samples of `calibration` with onnxruntime's MinMax ranges (`ranges.minmax_ranges`)."""
+    from onnxruntime.quantization import QuantType
 
     activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16}[precision]
-    input_name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
     # onnxruntime.quantization warns on the root logger about things that do not apply here
     # (rank-1 BN weights have no channel axis; "consider pre-processing", which we just did).
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        return _quantize(float_model, calibration, out, activation, input_name, precision, Reader)
+        return _quantize(float_model, calibration, out, activation, precision)
     finally:
         root.setLevel(level)
 
 
-def _quantize(float_model, calibration, out, activation, input_name, precision, reader_cls) -> dict:
-    from onnxruntime.quantization import QuantType, quantize
+def _quantize(float_model, calibration, out, activation, precision) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pre = Path(tmp) / "model.pre.onnx"
         src = pre if qnn_preprocess_model(str(float_model), str(pre)) else float_model
+        # The config reads the graph only (QNN's per-op overrides); the calibration comes below.
         config = get_qnn_qdq_config(
-            str(src), reader_cls(input_name, calibration),
-            activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
+            str(src), None, activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
         )
-        quantize(str(src), str(out), config)
+        check_reproducible(config)
+        ranges = Path(tmp) / "ranges.json"
+        save_tensors_data(minmax_ranges(src, calibration, config.op_types_to_quantize), ranges)
+        # What onnxruntime.quantization.quantize passes for a StaticQuantConfig, with the ranges
+        # through its calibration cache instead of a data reader.
+        quantize_static(
+            str(src), str(out), None, calibrate_method=config.calibrate_method, quant_format=config.quant_format,
+            activation_type=config.activation_type, weight_type=config.weight_type,
+            op_types_to_quantize=config.op_types_to_quantize, nodes_to_quantize=config.nodes_to_quantize,
+            nodes_to_exclude=config.nodes_to_exclude, per_channel=config.per_channel,
+            reduce_range=config.reduce_range, use_external_data_format=config.use_external_data_format,
+            calibration_providers=config.calibration_providers, extra_options=config.extra_options,
+            calibration_cache_path=ranges,
+        )
         preprocessed = src == pre
     qdq = onnx.load(str(out))
     ops = Counter(n.op_type for n in qdq.graph.node)

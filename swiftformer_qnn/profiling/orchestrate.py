@@ -445,11 +445,7 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
                              f"the export was compiled with QNN {record.qnn_version}; the emulator runs {qnn_version}")
     if (record.soc_model, record.htp_arch, record.fp16) != (target.soc_model, target.htp_arch, target.fp16):
         return EmulatorInput(source.model_path, None, "the export was compiled for another target")
-    from ..core.atomic import sha256_file
-
-    damaged = [f"{out.path} is missing" if not (d / out.path).is_file() else f"{out.path} was changed"
-               for out in stage.outputs.values()
-               if not (d / out.path).is_file() or sha256_file(d / out.path) != out.sha256]
+    damaged = [why for why in (out.matches(d) for out in stage.outputs.values()) if why]
     # The loop above hashed every output against the manifest; the binary's recorded hash must
     # then be the one compile.json names (no second read of the largest file).
     in_manifest = next((o.sha256 for o in stage.outputs.values() if Path(o.path).name == record.context_binary), None)
@@ -457,13 +453,14 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
         damaged.append(f"{record.context_binary} is not the binary its compile record names")
     compiled_from = None
     for name, sha in stage.inputs.items():  # "quantize/model.qdq.onnx" -> its hash when compiled
-        compiled_from = m.artifact(d, *name.split("/", 1))
-        if not damaged and (not compiled_from.is_file() or sha256_file(compiled_from) != sha):
+        in_stage, output = name.split("/", 1)
+        compiled_from = m.artifact(d, in_stage, output)  # the file checked against the manifest ...
+        if not damaged and m.stage(in_stage).outputs[output].sha256 != sha:  # ... and the manifest against compile
             damaged.append(f"{compiled_from.name} is not the model the binary was compiled from")
     if damaged:
         raise OutputDirError(
             f"{d}: the export's compile does not match its manifest ({'; '.join(damaged)}).",
-            hint=f"Export again, or delete {binary.name} to profile {source.model_path.name} compiled anew.",
+            hint="Run the same export again: it rebuilds the files that no longer match its manifest.",
         )
     return EmulatorInput(d / record.context_onnx, record,
                          f"{record.context_binary}, QNN {record.qnn_version}, "
@@ -520,10 +517,12 @@ def _profile_on_estimator(
     """Estimate each export with each QNN version (`htp.estimate`): one compile for the proxy SoC
     of the export's HTP architecture per version, no device, no emulator run."""
     from ..htp.estimate import estimator_soc
+    from ..htp.sweep import require_onnx
     from .estimate import estimate_export_model
 
-    for s in sources:  # an architecture without an estimator SoC: refused before any compile
+    for s in sources:  # an architecture without an estimator SoC, a damaged model: refused before any compile
         estimator_soc(s.soc.htp_arch)
+        require_onnx(s.model_path)
     if qnn:  # installed on first use, as `export --qnn` does
         from ..toolchains import ensure_toolchains, parse_qnn_versions
 
@@ -535,24 +534,25 @@ def _profile_on_estimator(
         for version in qnn or [None]:
             emit(f"{label}: estimating with QNN {version or 'of this environment'} for {proxy.name} "
                  f"(soc_model {proxy.soc_model}, proxy for {s.soc.name.upper()}): one compile, no device")
-            work = out_dir / f"{label}.estimate-work"
-            if work.exists():
-                import shutil
+            import shutil
 
-                shutil.rmtree(work)
-            profile, _ = estimate_export_model(s.model_path, s.variant, s.model_info, work,
-                                               htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version)
+            work = out_dir / f".{label}.estimate-work"
+            shutil.rmtree(work, ignore_errors=True)
+            try:
+                profile, _ = estimate_export_model(s.model_path, s.variant, s.model_info, work,
+                                                   htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
+                raise
             ran = profile.toolchain.qnn_version or "unknown"
             stem = profile_stem(label, ran, profile.target.device)
             final_raw = out_dir / f"{stem}.raw"
             if final_raw.exists():
-                import shutil
-
                 shutil.rmtree(final_raw)
             work.rename(final_raw)
             path = profile.save(out_dir / f"{stem}.profile.json")
             result.profiled.append(ProfiledModel(f"{label}-qnn{ran}", profile, {"profile": path, "raw": final_raw},
-                                                 ran=f"QNN {ran}, {profile.estimate.label if profile.estimate else ''}"))
+                                                 ran=f"one compile with QNN {ran} for {proxy.name}, no device"))
     return result
 
 
@@ -572,12 +572,13 @@ def _profile_on_phone(
     return result
 
 
-def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
-    """The devices AI Hub offers (needs a token, like every AI Hub call)."""
+def list_devices(progress: Callable[[str], None] | None = None) -> tuple[HubConfig, list[dict[str, Any]]]:
+    """The devices AI Hub offers (needs a token, like every AI Hub call); the client's retries
+    are reported through `progress`."""
     from .aihub_client import list_devices as _list
 
     config = check_hub_config()
-    return config, _list(config)
+    return config, _list(config, progress)
 
 
 # --- importing a profile a user already has -------------------------------------------------
