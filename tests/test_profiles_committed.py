@@ -145,6 +145,20 @@ def test_the_docs_graph_table_is_the_committed_measurement():
         assert float(sqnr.removesuffix(" dB")) == round(measured[key]["htp_vs_fp32_sqnr_db"], 1), key
 
 
+def test_the_estimate_validation_doc_quotes_the_committed_report():
+    # docs/estimate-validation.md quotes the table and spread that tests/bench/estimate_validation.py
+    # wrote to profiles/reports/estimate-validation/ by copy; a re-run that changes a figure must
+    # change the doc too.
+    report = (PROFILES / "reports" / "estimate-validation" / "estimate-validation.md").read_text()
+    doc = (ROOT / "docs" / "estimate-validation.md").read_text()
+    quoted = [line for line in report.splitlines() if line.startswith(("| ", "- "))]
+    assert len(quoted) > 10
+    assert [line for line in quoted if line not in doc] == []
+    measured = json.loads((PROFILES / "reports" / "estimate-validation" / "estimate-validation.json").read_text())
+    spread = measured["summary"]["ratio_all"]
+    assert f"median {spread['median']}, min {spread['min']}, max {spread['max']}" in doc
+
+
 # ---------------------------------------------------------------------------- the emulator profiles
 
 EMULATOR = PROFILES / "emulator"
@@ -196,3 +210,4 @@ def test_the_documented_command_makes_the_committed_emulator_profiles(tmp_path, 
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert emulator_profiles(tmp_path / "emulator") == emulator_profiles(EMULATOR)
+
