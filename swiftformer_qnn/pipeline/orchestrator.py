@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -38,7 +39,15 @@ from .artifacts import (
     read_manifest,
 )
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
-from .requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, IoFormat, Until
+from .requests import (
+    CompiledRequest,
+    CompileRequest,
+    ExportedRequest,
+    ExportRequest,
+    ImageSetId,
+    IoFormat,
+    Until,
+)
 from .stage_results import (
     ExportResults,
     FoldResults,
@@ -169,6 +178,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         if not w.is_file():
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
+        from ..model.weights import check_checkpoint
+
+        check_checkpoint(w, variant, req.attention)  # a junk file says so before any output folder is looked at
     else:
         weights_id = RANDOM_WEIGHTS_ID
     stages = STAGES_UNTIL[Until(req.until)]
@@ -194,6 +206,16 @@ def _resolve(req: ExportRequest) -> _Resolved:
 
 
 def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
+    """`build/NAME`, NAME naming every option that makes this request differ from the default one,
+    so the documented examples land in folders of their own (the rule, written once; docs/export.md
+    quotes it):
+
+    `<variant>[-r<size> | -d<dim>x<size>]-<precision>-<soc>`, then, only when not the default:
+    `-faithful` (--graph), `-uint8-nhwc` (--io), `-w-<checkpoint file stem>` (--weights), `-<attention>` (--attention),
+    `-cal-<folder name>` / `-cal<count>` (--calibration / --calibration-count), `-held-<folder name>` /
+    `-held<count>` (--heldout / --heldout-count), `-sqnr<dB>` (--min-sqnr), `-opset<N>` (--opset),
+    `-until-<stage>` (--until).
+    """
     parts = [r.variant.name, r.precision.value, r.soc.name]
     if r.variant.is_encoder_block:
         parts.insert(1, f"d{r.variant.encoder_dim}x{r.resolution}")
@@ -203,9 +225,29 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
         parts.append(req.graph)
     if req.io != IoFormat.FLOAT_NCHW.value:
         parts.append(req.io)
+    if req.weights is not None:
+        parts.append(f"w-{_slug(Path(req.weights).stem)}")
+    if req.attention is not None:
+        parts.append(req.attention)
+    defaults = ExportRequest()
+    for option, folder, count, default_count in (("cal", req.calibration, req.calibration_count, defaults.calibration_count),
+                                                 ("held", req.heldout, req.heldout_count, defaults.heldout_count)):
+        if folder is not None:
+            parts.append(f"{option}-{_slug(Path(folder).resolve().name)}")
+        if count != default_count:
+            parts.append(f"{option}{count}")
+    if req.min_sqnr is not None:
+        parts.append(f"sqnr{req.min_sqnr:g}")
+    if req.opset != defaults.opset:
+        parts.append(f"opset{req.opset}")
     if req.until is not Until.VERIFY:
         parts.append(f"until-{Until(req.until).value}")
     return Path("build") / "-".join(parts)
+
+
+def _slug(name: str) -> str:
+    """A file or folder name as a part of a folder name: letters, digits, `.`, `_` and `-` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:40] or "x"
 
 
 def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> ExportResult:
