@@ -1,6 +1,7 @@
 """The fault battery, second round: exit codes by meaning (2 bad input or environment, 1 a failed
-check, 0 a closed stdout pipe after the work is done), every wait bounded, and text from outside
-escaped for where it goes."""
+check, 0 a closed stdout pipe after the work is done), weights of the wrong kind, every wait
+bounded (FIFOs), text from outside escaped for where it goes, one-line errors that point the
+right way, and toolchains locked while in use and reinstalled when broken."""
 
 from __future__ import annotations
 
@@ -281,3 +282,138 @@ def test_a_fifo_or_a_device_given_as_a_file_is_named_as_what_it_is(exports, tmp_
     assert said in line and "does not exist" not in line
     line = one_error_line(runner.invoke(app, ["gate", "latency", "-b", str(path), "-c", str(path)]), 2)
     assert said in line
+
+
+# --------------------------------------------------------------------------- 12. one-line errors that point the right way
+
+
+def test_a_path_through_a_file_or_a_symlink_loop_says_so_not_file_exists(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    os.symlink("loop", tmp_path / "loop")
+    for out, said in (("afile/enc", "afile is a file, not a folder"), ("loop/enc", "loop is a symbolic link loop")):
+        line = one_error_line(runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--until",
+                                                  "onnx", "--output-dir", str(tmp_path / out)]), 2)
+        assert said in line and "File exists" not in line
+
+
+def test_gate_accept_names_its_own_option_for_the_place(tmp_path):
+    side = _side(tmp_path / "p", 1)
+    (tmp_path / "taken").write_text("a file where the baseline would go")
+    line = one_error_line(runner.invoke(app, ["gate", "accept", "latency", "-c", str(side), "-b",
+                                              str(tmp_path / "taken" / "base")]), 2)
+    assert "taken is a file, not a folder" in line and "--output-dir" not in line and "--baseline" in line
+
+
+def test_ops_of_another_model_on_import_name_no_option_import_lacks(exports, tmp_path):  # noqa: F811
+    from qnn_viewer_formats import device_inferences, write_csv
+    from test_qnn_viewer_import import GRAPH
+
+    path = tmp_path / "l1.csv"
+    path.write_text(write_csv(GRAPH, device_inferences("l1", 1)))
+    line = one_error_line(runner.invoke(app, ["profile", "import", str(path), "--from", str(exports[("encoder", False)]),
+                                              "--device", "S23"]), 2)
+    assert "does not have" in line and "--variant" not in line
+
+
+def test_compiling_an_already_compiled_model_does_not_ask_for_fp16(tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("EPContext", ["x"], ["y"], name="ctx", domain="com.microsoft", embed_mode=0,
+                            ep_cache_context="model.ctx_qnn.bin", source="QNN")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = tmp_path / "model.ctx.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                              helper.make_opsetid("com.microsoft", 1)]).SerializeToString())
+    line = one_error_line(runner.invoke(app, ["compile", str(model), "--output-dir", str(tmp_path / "o")]), 2)
+    assert "already compiled" in line and "--fp16" not in line
+
+
+@pytest.mark.parametrize("filename, cache_full, said", [
+    (None, True, "stage cache's disk"),  # a write() into the cache: no file named, the cache's disk is full
+    (None, False, "where the output goes"),
+    ("cache", False, "disk of the output or of the stage cache"),  # maybe a copy from the cache into a full output
+    ("cache", True, "stage cache's disk"),
+])
+def test_a_full_disk_hint_names_the_disk_that_is_full(tmp_path, monkeypatch, filename, cache_full, said):
+    import errno as errno_
+
+    from swiftformer_qnn.cli import _app
+
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_app, "_free_bytes", lambda path: 1 << 20 if cache_full else 1 << 40)
+    name = str(tmp_path / "cache" / "stages" / "x") if filename == "cache" else None
+    exc = OSError(errno_.ENOSPC, "No space left on device", name)
+    assert said in _app._environment_hint(exc)
+
+
+# --------------------------------------------------------------------------- 7. a broken toolchain is reinstalled
+
+
+def test_a_file_deleted_inside_a_toolchain_makes_it_broken_and_qnn_reinstalls_it(tmp_path):
+    """A module deleted from a toolchain's environment: the toolchain is broken (naming the file),
+    `--qnn` (ensure_toolchains) reinstalls it instead of running a worker that fails to import."""
+    from test_toolchains import _RecordingInstaller
+    from toolchain_fakes import make_fake_toolchain
+
+    from swiftformer_qnn.core.errors import ToolchainError
+    from swiftformer_qnn.toolchains import (
+        ToolchainState,
+        ensure_toolchains,
+        get_toolchain_spec,
+        inspect_toolchain,
+    )
+
+    spec = get_toolchain_spec("2.49")
+    root = tmp_path / "toolchains"
+    d = make_fake_toolchain(root, spec)
+    (site,) = (d / "env" / "lib").glob("python*/site-packages")
+    module = site / "onnxruntime" / "capi" / "onnxruntime_pybind11_state.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("# the module the worker imports\n")
+    (site / f"onnxruntime-{spec.onnxruntime}.dist-info" / "RECORD").write_text(
+        "onnxruntime/capi/onnxruntime_pybind11_state.py,sha256=abc,33\n"
+        f"onnxruntime-{spec.onnxruntime}.dist-info/RECORD,,\n"
+        "onnxruntime/capi/__pycache__/x.cpython-311.pyc,,\n")
+    assert inspect_toolchain(spec, root).state is ToolchainState.READY
+    module.unlink()
+    status = inspect_toolchain(spec, root)
+    assert status.state is ToolchainState.BROKEN and "onnxruntime_pybind11_state.py" in status.detail
+    installer = _RecordingInstaller()
+    with pytest.raises(ToolchainError, match="Disk full"):  # the stand-in installer fails after noting the call
+        ensure_toolchains([spec], root=root, installer=installer)
+    assert installer.made == [spec.name]
+
+
+def test_a_toolchain_in_use_by_a_compile_is_not_removed(tmp_path, monkeypatch):
+    """`toolchains remove 2.49` while a worker compiles with 2.49: refused, the toolchain intact."""
+    import subprocess as subprocess_
+
+    from toolchain_fakes import make_fake_toolchain
+
+    from swiftformer_qnn.core.errors import ToolchainError
+    from swiftformer_qnn.htp import sweep
+    from swiftformer_qnn.htp.record import CompileJob
+    from swiftformer_qnn.toolchains import get_toolchain_spec, inspect_toolchain, remove_toolchain
+
+    spec = get_toolchain_spec("2.49")
+    root = tmp_path / "toolchains"
+    d = make_fake_toolchain(root, spec)
+    refused: list[str] = []
+
+    def worker_running(*_args, **_kwargs):  # while the worker runs, someone removes its toolchain
+        try:
+            remove_toolchain(spec, root)
+        except ToolchainError as exc:
+            refused.append(exc.one_line())
+        return subprocess_.CompletedProcess([], 1)
+
+    monkeypatch.setattr(sweep.subprocess, "run", worker_running)
+    job = sweep._Job(spec, inspect_toolchain(spec, root))
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(sweep.VersionFailure):  # the stand-in worker wrote no result
+        sweep.run_worker(job, work, CompileJob(model=tmp_path / "m.onnx", soc_model=43, htp_arch=73), tmp_path, 60)
+    assert refused and "in use by a running compile" in refused[0]
+    assert d.is_dir() and inspect_toolchain(spec, root).usable
+    assert remove_toolchain(spec, root) == d and not d.exists()  # once the run has ended

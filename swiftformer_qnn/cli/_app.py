@@ -10,12 +10,13 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import Annotated, TypeVar, get_args
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from ..core.atomic import blocking_component
 from ..core.errors import SwiftFormerQnnError
 from ..core.text import terminal_safe
 
@@ -76,14 +77,59 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root() -> None:
-    """SwiftFormer from PyTorch to the Snapdragon 8 Gen 2 NPU (QNN HTP v73), profiled block by block."""
-
-
 # Results go to stdout; progress, warnings and errors to stderr.
 console = Console()
 err_console = Console(stderr=True)
+
+
+def version_line() -> str:
+    """This package's version and the QNN the main environment compiles with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+    from ..toolchains.registry import main_environment_spec
+
+    try:
+        ort_qnn = version("onnxruntime-qnn")
+    except PackageNotFoundError:
+        return f"swiftformer-qnn {__version__} (onnxruntime-qnn not installed)"
+    spec = main_environment_spec()
+    qnn = f", QNN {spec.qnn_version}" if spec is not None else ""
+    return f"swiftformer-qnn {__version__} (onnxruntime-qnn {ort_qnn}{qnn})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(version_line(), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version (and the bundled QNN's) and exit.")] = False,
+) -> None:
+    """SwiftFormer from PyTorch to the Snapdragon 8 Gen 2 NPU (QNN HTP v73), profiled block by block."""
+
+
+def next_step(out: Console, command: str, *, why: str | None = None, open_file: Path | str | None = None) -> None:
+    """The line every command ends with: the command that usually follows (on a line of its own,
+    never folded, so it can be copied), and the file to open."""
+    out.print(Text.assemble(("Next: ", "bold"), why or ""), highlight=False)
+    out.print(Text("  " + command), soft_wrap=True, highlight=False)
+    if open_file is not None:
+        out.print(Text.assemble("  open ", str(open_file)), soft_wrap=True, highlight=False)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) on stdout "
+                                       "instead of the tables; progress stays on stderr.")]
+
+
+def print_json(data: object) -> None:
+    """`--json`: the command's summary as one JSON document on stdout (and nothing else there)."""
+    import json
+
+    print(json.dumps(data, indent=2, default=str))
 
 
 def _say(text: str) -> None:
@@ -195,6 +241,11 @@ def boundary(exc: BaseException) -> int | None:
         _say(f"File too large{': ' + str(exc.filename) if exc.filename else ''}: a file size limit (ulimit -f) stopped "
              "the write. Raise the limit (ulimit -f unlimited), or write elsewhere.")
         return 2
+    blocked = blocking_component(exc.filename) if isinstance(exc, OSError) and exc.errno in (
+        errno.EEXIST, errno.ENOTDIR, errno.ELOOP) and exc.filename else None
+    if blocked:  # "File exists" said of a path that goes through a file or a symlink loop
+        _say(f"Cannot use {exc.filename}: {blocked}. Choose a path whose folders are folders.")
+        return 2
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
         where = exc.filename or ""
         if exc.filename2:
@@ -233,13 +284,47 @@ def _environment_hint(exc: OSError) -> str:
 
     in_cache = _in_cache(str(exc.filename or ""))
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "Free some space, or write elsewhere" + (f" (set {CACHE_ENV} to move the cache)." if in_cache
-                                                          else " (--output-dir / --out).")
+        # A failed write() names no file: then the free space says which disk is full. A file
+        # named in the cache may be the source of a copy into the output, so that is checked too.
+        cache_full = _nearly_full(_cache_dir())
+        if (in_cache or exc.filename is None) and cache_full:
+            return f"Free some space on the stage cache's disk, or set {CACHE_ENV} to move the cache."
+        if exc.filename is None and not cache_full:
+            return "Free some space where the output goes, or write elsewhere (--output-dir / --out)."
+        if in_cache:  # the cache's disk has room: the write may have been the copy into the output
+            return (f"Free some space on the disk of the output or of the stage cache (write elsewhere with "
+                    f"--output-dir / --out, or set {CACHE_ENV} to move the cache).")
+        return "Free some space, or write elsewhere (--output-dir / --out)."
     if in_cache:
         return f"The stage cache must be a writable directory: fix it, or set {CACHE_ENV} to another place."
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
         return "Check the path: a file where a directory is expected, or the reverse."
     return "Check the path and its permissions, or choose another place."
+
+
+_NEARLY_FULL_BYTES = 64 << 20  # less than a stage's output of the smallest model
+
+
+def _cache_dir() -> Path:
+    from ..core.cache import cache_root
+
+    return cache_root()
+
+
+def _free_bytes(path: Path) -> int | None:
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _nearly_full(path: Path) -> bool:
+    free = _free_bytes(path)
+    return free is not None and free < _NEARLY_FULL_BYTES
 
 
 def write_traceback(exc: BaseException) -> Path | str:

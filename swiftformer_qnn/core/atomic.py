@@ -86,3 +86,32 @@ def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
         if test(mode):
             return what
     return "is not a regular file"
+
+
+def blocking_component(path: str | os.PathLike[str]) -> str | None:
+    """What on the way to `path` is not a directory (`out is a file, not a folder`, `out/x is a
+    symbolic link loop`); None when every component up to the last is a folder."""
+    try:
+        parts = Path(os.path.abspath(os.fsdecode(path))).parts
+    except (TypeError, ValueError):
+        return None
+    current = Path(parts[0]) if parts else Path(".")
+    for part in (*parts[1:],):
+        if current.is_symlink():
+            try:
+                current.resolve(strict=True)
+            except RuntimeError:
+                return f"{current} is a symbolic link loop"
+            except OSError:
+                return f"{current} is a symbolic link to a missing place"
+        if os.path.lexists(current) and not current.is_dir():
+            return f"{current} is a file, not a folder"
+        current = current / part
+    if current.is_symlink():
+        try:
+            current.resolve(strict=True)
+        except RuntimeError:
+            return f"{current} is a symbolic link loop"
+        except OSError:
+            return None
+    return None

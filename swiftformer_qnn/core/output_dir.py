@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from .atomic import _umask
+from .atomic import _umask, blocking_component
 from .errors import OutputDirError
 
 log = logging.getLogger(__name__)
@@ -123,20 +123,22 @@ def judge(target: Path, inspect: Inspector | None) -> Found:
 
 
 def check_replaceable(
-    target: Path, *, force: bool, inspect: Inspector | None = None, meanwhile: bool = False
+    target: Path, *, force: bool, inspect: Inspector | None = None, meanwhile: bool = False,
+    option: str = "--output-dir",
 ) -> Found:
-    """Raise OutputDirError unless the ownership rule lets this run write `target`."""
+    """Raise OutputDirError unless the ownership rule lets this run write `target`; the hints
+    name `option`, the caller's own option for the place (`--out`, `--baseline`)."""
     target = _absolute(target)
     found = judge(target, inspect)
     if found.occupant is Occupant.FOREIGN:
         raise OutputDirError(
             f"{target} {'now ' if meanwhile else ''}{found.what}: this tool replaces only what it made, so it "
             "leaves it alone.",
-            hint="Choose another --output-dir (an empty or new directory).",
+            hint=f"Choose another {option} (an empty or new directory).",
         )
     if found.occupant is Occupant.OURS and not force:
         said = f"meanwhile another run wrote {found.what} there" if meanwhile else f"holds {found.what}"
-        raise OutputDirError(f"{target} {said}.", hint="Pass --force to replace it, or choose another --output-dir.")
+        raise OutputDirError(f"{target} {said}.", hint=f"Pass --force to replace it, or choose another {option}.")
     return found
 
 
@@ -350,7 +352,8 @@ def _swap_in(work: Path, target: Path) -> None:
 
 @contextmanager
 def staged_output_dir(
-    target: Path, *, force: bool, inspect: Inspector | None = None, kept: list[str] | None = None
+    target: Path, *, force: bool, inspect: Inspector | None = None, kept: list[str] | None = None,
+    option: str = "--output-dir",
 ) -> Iterator[Path]:
     """Build an output directory in a temporary sibling and move it into place on success.
 
@@ -362,7 +365,7 @@ def staged_output_dir(
     """
     target = _absolute(Path(target))
     parent = target.parent
-    check_replaceable(target, force=force, inspect=inspect)
+    check_replaceable(target, force=force, inspect=inspect, option=option)
     work: Path | None = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -376,14 +379,14 @@ def staged_output_dir(
             shutil.rmtree(work, ignore_errors=True)
         if isinstance(exc, OSError):
             raise OutputDirError(
-                f"Cannot write the output directory {target}: {exc.strerror or exc}.",
-                hint="Choose a writable place with --output-dir.",
+                f"Cannot write the output directory {target}: {blocking_component(target) or exc.strerror or exc}.",
+                hint=f"Choose a writable place with {option}.",
             ) from None
         raise
     try:
         yield work
         with locked(parent):
-            found = check_replaceable(target, force=force, inspect=inspect, meanwhile=True)
+            found = check_replaceable(target, force=force, inspect=inspect, meanwhile=True, option=option)
             if found.owned is not None:
                 carried = carry_over(target, work, found.owned)
                 if kept is not None:

@@ -149,7 +149,7 @@ def update_baseline(
         note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
         for name, f in zip(names, files, strict=True):
             shutil.copyfile(f, work / name)  # byte for byte: the profile keeps its own provenance
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
@@ -190,7 +190,7 @@ def update_structure_baseline(
         commit=os.environ.get("GITHUB_SHA"), note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
         shutil.copyfile(found.path, work / COMPILE_RECORD)  # byte for byte: the compile's own record
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
     return BaselineUpdate(directory=target, record=record, replaced=replaced)

@@ -3,9 +3,11 @@ read from the directory alone; `verify_toolchain` also loads one in a subprocess
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -89,6 +91,65 @@ def _dist_info_present(env_dir: Path, dist: str, ver: str) -> bool:
     return any((sp / stem).is_dir() for sp in _site_packages(env_dir))
 
 
+def _missing_file(env_dir: Path, dist: str, ver: str) -> str | None:
+    """A file the installer recorded for `dist` (its dist-info's RECORD) that is no longer in the
+    environment, or None. Only existence, not content: a stat per file keeps this cheap (tens of
+    milliseconds for onnxruntime-qnn), and a deleted module is the breakage that otherwise
+    surfaces as a worker's raw ModuleNotFoundError. Byte code (`.pyc`) is left out: Python
+    writes it again."""
+    stem = f"{dist.replace('-', '_')}-{ver}.dist-info"
+    for sp in _site_packages(env_dir):
+        record = sp / stem / "RECORD"
+        try:
+            lines = record.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue  # no RECORD (an installer that writes none): nothing to check by
+        for line in lines:
+            rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+            if not rel or rel.endswith(".pyc") or rel.startswith(".."):
+                continue
+            if not os.path.lexists(sp / rel):
+                return rel
+    return None
+
+
+@contextmanager
+def toolchain_in_use(location: Path | None) -> Iterator[None]:
+    """A shared lock on a toolchain's directory while a run uses it (a worker compiles or
+    estimates with it): `remove_toolchain` takes the exclusive one and refuses while any run
+    holds this. The kernel drops the lock with the process, so a killed run blocks nothing.
+    No-op for the main environment (`location` None)."""
+    if location is None:
+        yield
+        return
+    try:
+        fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield  # gone already: the run's own checks say so
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def toolchain_exclusive(location: Path, what: str) -> Iterator[None]:
+    """The exclusive lock on a toolchain's directory for removing it; a ToolchainError, at
+    once, while a run uses it."""
+    fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ToolchainError(f"{what} is in use by a running compile or estimate: not removed.",
+                                 hint="Remove it when that run has ended.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def inspect_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> ToolchainStatus:
     """Cheap, file-based state of one toolchain (no subprocess; see `verify_toolchain`)."""
     main = main_environment_spec()
@@ -129,6 +190,11 @@ def inspect_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Toolc
         dist, ver = req.split("==")
         if not _dist_info_present(d / ENV_DIR, dist, ver):
             return broken(f"it lacks {dist} {ver}, which this swiftformer-qnn's worker imports", marker)
+    for dist, ver in (("onnxruntime-qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime),
+                      *(tuple(req.split("==")) for req in COMMON_REQUIREMENTS)):
+        gone = _missing_file(d / ENV_DIR, dist, ver)
+        if gone:
+            return broken(f"{gone} of {dist} {ver} is missing from its environment", marker)
     return ToolchainStatus(spec, ToolchainState.READY, d, python, "", marker)
 
 
