@@ -572,12 +572,13 @@ def _profile_on_phone(
     return result
 
 
-def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
-    """The devices AI Hub offers (needs a token, like every AI Hub call)."""
+def list_devices(progress: Callable[[str], None] | None = None) -> tuple[HubConfig, list[dict[str, Any]]]:
+    """The devices AI Hub offers (needs a token, like every AI Hub call); the client's retries
+    are reported through `progress`."""
     from .aihub_client import list_devices as _list
 
     config = check_hub_config()
-    return config, _list(config)
+    return config, _list(config, progress)
 
 
 # --- importing a profile a user already has -------------------------------------------------
