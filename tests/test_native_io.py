@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
-from swiftformer_qnn.htp.record import read_compile_record
 from swiftformer_qnn.core.errors import UsageError
-from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.htp.record import read_compile_record
 from swiftformer_qnn.measure.agreement import run_cpu
+from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
 from swiftformer_qnn.pipeline.native_io import native_io
 
 SMALL = dict(calibration_count=8, heldout_count=4)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ._app import app, console, err_console, guarded
+from ._app import app, console, err_console, guarded, next_step
 
 
 @app.command()
@@ -20,13 +20,17 @@ def diagnose(
     """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the op where the HTP departs from it.
 
     Runs one held-out input with every quantized tensor as an output; writes JSON and Markdown."""
-    from ..pipeline.diagnose import diagnose_export, write_diagnosis
+    from ..core.tables import table_rich
+    from ..pipeline.diagnose import diagnose_export
     from ..pipeline.localize import describe
-    from ..report.terminal import table_rich
+    from ..report.diagnosis import diagnosis_table, write_diagnosis
 
     err_console.print("Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ...")
     d = diagnose_export(export_dir)
     js, md = write_diagnosis(d, out or Path(export_dir) / "diagnose")
-    console.print(table_rich(d.table()))
+    console.print(table_rich(diagnosis_table(d)))
     console.print(Text(f"HTP vs CPU QDQ: {describe(d.divergence)}."))
-    console.print(f"Written: {js}, {md}")
+    console.print(Text("Wrote:"))
+    for path in (md, js):
+        console.print(Text(f"  {path}"), soft_wrap=True)
+    next_step(console, f"less {md}", why="the per-block table and the op where the HTP departs, in Markdown")

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from ..model.variants import VARIANTS
-from ._app import app, console, err_console, guarded
-from .render import ExportProgress, render_export_summary
-from .toolchains import NoInstallOpt, qnn_toolchains
+from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
+from .render import ExportProgress, export_summary, render_export_summary
+from .toolchains import NoInstallOpt, compare_versions, qnn_toolchains
 
 
 @app.command()
@@ -25,6 +25,7 @@ def variants() -> None:
              f"{v.published_gmacs}" if v.published_gmacs else "-", f"{v.published_top1}" if v.published_top1 else "-",
              "x".join(map(str, v.input_shape()))] for v in VARIANTS.values()]
     console.print(FitTable(columns, rows, title="SwiftFormer variants (published figures, ICCV 2023)"))
+    next_step(console, "swiftformer-qnn export --variant l1", why="export one (quantized, compiled, checked)")
 
 
 @app.command()
@@ -51,6 +52,7 @@ def export(
     io: Annotated[str, typer.Option(help="The compiled binary's inputs and outputs: float-nchw (default), or uint8-nhwc: the quantized tensors, channel-last, for callers that can feed them (w8a8; scale and zero point in compile.json and the summary).")] = "float-nchw",
     qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Missing toolchains are installed first.")] = None,
     no_install: NoInstallOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Export a SwiftFormer to ONNX, quantize it and compile it for the Snapdragon NPU (local QNN).
 
@@ -74,13 +76,17 @@ def export(
     specs = qnn_toolchains(qnn, no_install=no_install)  # installed, or refused, now: not after the export
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
-    render_export_summary(console, result)
+    if json_:
+        print_json(export_summary(result))
+    else:
+        render_export_summary(console, result)
     if specs:
         from ..pipeline import compile_export_across_versions
         from .toolchains import exit_if_failed, render_cross_version, render_progress_event
 
         report = compile_export_across_versions(result, specs, use_cache=not no_cache, progress=render_progress_event)
-        render_cross_version(report, result.directory / "qnn-versions")
+        if not json_:
+            render_cross_version(report, result.directory / "qnn-versions")
         exit_if_failed(report)
 
 
@@ -100,17 +106,7 @@ def compile_(
 
     specs = qnn_toolchains(qnn, no_install=no_install)
     if specs:
-        from ..core.targets import get_soc
-        from ..htp.session import HtpTarget
-        from ..htp.sweep import compile_versions_into
-        from .toolchains import exit_if_failed, render_cross_version, render_progress_event
-
-        chip = get_soc(soc)
-        out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
-        report = compile_versions_into(model, specs, out, force=force, progress=render_progress_event,
-                                       target=HtpTarget(chip.soc_model, chip.htp_arch, fp16=fp16))
-        render_cross_version(report, out)
-        exit_if_failed(report)
+        compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force)
         return
     with ExportProgress(err_console) as progress:
         result = run_compile(CompileRequest(model=model, soc=soc, fp16=fp16, output_dir=output_dir, force=force),

@@ -1,4 +1,4 @@
-"""`profile`: parse options, call `profiling.orchestrate.run_profile`, render per-block tables."""
+"""`profile` and its modes: parse options, call one `profiling.orchestrate` function, render per-block tables."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..core.tables import Col, FitTable
-from ._app import app, console, err_console, guarded
+from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 
 if TYPE_CHECKING:
     from ..profiling.orchestrate import ProfiledModel, ProfileRunResult
@@ -23,95 +24,130 @@ def _positive(value: float) -> float:
     return value
 
 
+# Options every mode takes. Export options are `export`'s: profile an export with --from.
+FromOpt = Annotated[list[Path] | None, typer.Option(
+    "--from", help="Export directory to profile (repeatable). Default: the export "
+    "`swiftformer-qnn export` makes (L1, w8a8), made here if missing.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")]
+TopOpt = Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")]
+RunsOpt = Annotated[int, typer.Option(min=1, help="Profiling iterations on the phone.")]
+
 profile_app = typer.Typer(
     invoke_without_command=True,
-    help="Profile exported SwiftFormers block by block (see the options), or `profile import` a profile you have.",
+    help="Profile exports per block: AI Hub (the options), or emulator, estimate, phone, import.",
 )
 app.add_typer(profile_app, name="profile")
+
+
+def _note(msg: str) -> None:
+    from ..core.redact import scrub
+
+    err_console.print(Text(scrub(msg), style="dim"), highlight=False)
+
+
+def _run(run, request, top: int, json_: bool = False) -> None:
+    """Call one mode's function, showing export progress when it makes the default export."""
+    from .render import ExportProgress
+
+    stages = nullcontext() if request.from_dirs else ExportProgress(err_console)
+    with stages as shown:
+        result = run(request, progress=_note, export_progress=shown.on_event if shown else None)
+    if json_:
+        print_json(run_summary(result))
+    else:
+        render_run(console, result, top=top)
+    error = result.failure_error()
+    if error is not None:
+        raise error
 
 
 @profile_app.callback()
 @guarded
 def profile(
     ctx: typer.Context,
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "estimate" for QNN\'s HTP performance estimator (estimated time, no device), "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
-    local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
-    list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
-    from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
-    variant: Annotated[str, typer.Option(help="Without --from: the variant to export and profile (xs, s, l1, l3, encoder).")] = "l1",
-    precision: Annotated[str, typer.Option(help="Without --from: w8a8, w8a16 or fp16.")] = "w8a8",
-    encoder: Annotated[bool, typer.Option("--encoder/--no-encoder", help="Without --from: also profile the standalone SwiftFormerEncoder block.")] = True,
-    weights: Annotated[Path | None, typer.Option(help="Without --from: checkpoint to export (default: random weights).")] = None,
-    attention: Annotated[str | None, typer.Option(help="Without --from: normalize or softmax attention.")] = None,
-    resolution: Annotated[int | None, typer.Option(help="Without --from: input size of --variant (default 224; for --variant encoder, the block's HxW, default 64). The standalone block profiled beside a full variant keeps 64.")] = None,
-    encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
-    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs. With --device estimate: local QNN toolchains (2.47-2.51, installed on first use).")] = None,
-    graph: Annotated[list[str] | None, typer.Option("--graph", help="Without --from: graph form(s) to export and profile side by side: htp (default), faithful, or htp,faithful.")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations; qnn-net-run --num_inferences).")] = 100,
-    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="With --device adb: your QAIRT/QNN SDK (default: $QNN_SDK_ROOT).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")] = None,
-    timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
-    poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
-    new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new AI Hub jobs even if the same ones were submitted before (costs quota).")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before (they are never resubmitted on their own).")] = False,
-    top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
-    force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
-    check_outputs: Annotated[bool, typer.Option("--check-outputs", help="AI Hub: also run the export's held-out inputs on the phone and report device-vs-CPU-QDQ and device-vs-fp32 SQNR.")] = False,
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", s23u, sm8550, 8gen2), or "list".')] = "Samsung Galaxy S23 Ultra",
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (2.31,2.33; repeatable). Default: AI Hub's.")] = None,
+    runs: RunsOpt = 100,
+    check_outputs: Annotated[bool, typer.Option("--check-outputs", help="Also run held-out inputs on the phone; report SQNR vs CPU QDQ and fp32.")] = False,
+    out: OutOpt = None,
+    timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all jobs; unfinished ones resume on a rerun.")] = 3600.0,
+    poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between job status polls.")] = 10.0,
+    new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new jobs even if the same ones ran before (costs quota).")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before.")] = False,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
 ) -> None:
-    """Profile SwiftFormer exports block by block: on a phone (AI Hub, adb) or the HTP emulator.
+    """Profile exports block by block on a phone through Qualcomm AI Hub.
 
-    A phone through Qualcomm AI Hub needs `qai-hub configure --api_token ...`; your own phone
-    over adb (--device adb) needs your QNN SDK; the local HTP emulator (--device emulator) needs
-    nothing and reports cycles, not latency. `profile import FILE --from EXPORT_DIR` converts a
-    profile you downloaded (AI Hub JSON, qnn-profile-viewer text/CSV/JSON)."""
+    Needs `qai-hub configure --api_token ...`. Without a token: `profile emulator` (cycles, not
+    latency); your own phone: `profile phone`; a profile you downloaded: `profile import`."""
     if ctx.invoked_subcommand is not None:
         return
     from ..profiling.devices import is_list_request
-    from ..profiling.orchestrate import ProfileRequest, run_profile
+    from ..profiling.orchestrate import HubRequest, run_on_hub
     from ..profiling.orchestrate import list_devices as hub_devices
-    from .render import ExportProgress
 
-    if list_devices or is_list_request(device):
-        config, devices = hub_devices()
+    if is_list_request(device):
+        config, devices = hub_devices(_note)
         render_devices(console, devices, config.api_url)
         return
-    request = ProfileRequest(
-        device="emulator" if local else device,
-        from_dirs=tuple(from_dirs or ()),
-        variant=variant,
-        precision=precision,
-        include_encoder=encoder,
-        weights=weights,
-        attention=attention,
-        resolution=resolution,
-        encoder_dim=encoder_dim,
-        qnn=tuple(qnn or ()),
-        graphs=tuple(graph or ()),
-        runs=runs,
-        out_dir=out,
-        timeout_s=timeout,
-        poll_s=poll,
-        new_jobs=new_jobs,
-        retry_failed=retry_failed,
-        force=force,
-        check_outputs=check_outputs,
-        qnn_sdk=qnn_sdk,
-    )
-    def note(msg: str) -> None:
-        from rich.markup import escape
+    _run(run_on_hub, HubRequest(
+        device=device, from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), runs=runs, out_dir=out,
+        timeout_s=timeout, poll_s=poll, new_jobs=new_jobs, retry_failed=retry_failed, check_outputs=check_outputs,
+    ), top, json_)
 
-        from ..core.redact import scrub
 
-        err_console.print(f"[dim]{escape(scrub(msg))}[/]", highlight=False, soft_wrap=True)
+@profile_app.command("emulator")
+@guarded
+def profile_emulator(
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="Must name the QNN release onnxruntime-qnn bundles (the only one it runs).")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Profile exports on the local HTP emulator: op cycles, NOT device latency; no token.
 
-    # Export stages show as progress lines only when this command runs the export.
-    stages = nullcontext() if from_dirs else ExportProgress(err_console)
-    with stages as shown:
-        result = run_profile(request, progress=note, export_progress=shown.on_event if shown else None)
-    render_run(console, result, top=top)
-    error = result.failure_error()
-    if error is not None:
-        raise error
+    Runs an export's own context binary; compiles again only without one."""
+    from ..profiling.orchestrate import EmulatorRequest, run_on_emulator
+
+    _run(run_on_emulator, EmulatorRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top, json_)
+
+
+@profile_app.command("estimate")
+@guarded
+def profile_estimate(
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="Local QNN toolchains to estimate with (2.47-2.51, installed on first use). Default: this environment's.")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Estimate exports per block with QNN's HTP performance estimator: estimated time, NOT latency.
+
+    For a proxy SoC of the export's HTP architecture (SA8255P for SM8550); no device, no token."""
+    from ..profiling.orchestrate import EstimateRequest, run_on_estimate
+
+    _run(run_on_estimate, EstimateRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top, json_)
+
+
+@profile_app.command("phone")
+@guarded
+def profile_phone(
+    serial: Annotated[str | None, typer.Option("--serial", help="adb serial of the phone (see `adb devices`). Default: the one attached.")] = None,
+    from_dirs: FromOpt = None,
+    runs: RunsOpt = 100,
+    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="Your QAIRT/QNN SDK. Default: $QNN_SDK_ROOT.")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Profile exports on your own phone over adb, with your SDK's qnn-net-run."""
+    from ..profiling.orchestrate import PhoneRequest, run_on_phone
+
+    _run(run_on_phone, PhoneRequest(serial=serial, from_dirs=tuple(from_dirs or ()), runs=runs, qnn_sdk=qnn_sdk,
+                                    out_dir=out), top, json_)
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -176,7 +212,7 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
         head += f" [dim](resumed: {', '.join(k for k, v in item.resumed.items() if v)})[/]"
     out.print(head, highlight=False)
     if item.ran:
-        out.print(f"Ran {item.ran}.", highlight=False, soft_wrap=True)
+        out.print(Text(f"Ran {item.ran}."), highlight=False)
 
     blocks = block_times(p)
     parts = [part for part in PARTS if any(part in b.parts for b in blocks.values())]
@@ -265,12 +301,45 @@ def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None
         out.print()
         _render_profile(out, item, top)
     out.print()
-    out.print("[bold]Files written[/]")
-    for item in result.profiled:
-        for kind, path in item.files.items():
-            out.print(f"  {kind:8} {path}", highlight=False)
+    files = [(kind, path) for item in result.profiled for kind, path in item.files.items()]
     if result.journal is not None:
-        out.print(f"  {'jobs':8} {result.journal}", highlight=False)
+        files.append(("jobs", result.journal))
+    _render_files(out, files)
+    if result.profiled:
+        # Published device figures beside the emulator's structure; a device's profiles on their own.
+        refs = "profiles/reference " if result.backend.value == "emulator" and Path("profiles/reference").is_dir() else ""
+        next_step(out, f"swiftformer-qnn report {refs}{result.out_dir}",
+                  why="tables and charts of these profiles (report.html), beside earlier ones")
+
+
+def _render_files(out: Console, files: list[tuple[str, Path]]) -> None:
+    """Each file on a line of its own, named within its folder (which is printed once above them),
+    never folded: a path is copied whole or not at all."""
+    by_folder: dict[Path, list[tuple[str, Path]]] = {}
+    for kind, path in files:
+        by_folder.setdefault(Path(path).parent, []).append((kind, Path(path)))
+    for folder, inside in by_folder.items():
+        out.print(Text.assemble(("Files written in ", "bold"), f"{folder}/"), soft_wrap=True, highlight=False)
+        for kind, path in inside:
+            out.print(Text(f"  {kind:8} {path.name}{'/' if path.is_dir() else ''}"), soft_wrap=True, highlight=False)
+
+
+def run_summary(result: ProfileRunResult) -> dict:
+    """`profile --json`: per profile its files, what its times are (source, unit) and the figures."""
+    from ..profiling.schema import block_times
+
+    profiles = []
+    for item in result.profiled:
+        p = item.profile
+        words, unit = _source_words(p)
+        profiles.append({
+            "label": item.label, "files": {k: str(v) for k, v in item.files.items()}, "device": p.target.device,
+            "source": p.source.value, "what": words, "unit": unit,
+            "latency": p.latency.model_dump(mode="json") if p.latency is not None else None,
+            "blocks": {name: {"time": b.time, "share": b.share, "ops": b.op_count} for name, b in block_times(p).items()},
+        })
+    return {"backend": result.backend.value, "device": result.device, "out_dir": str(result.out_dir),
+            "profiles": profiles, "failed": [f.one_line() for f in result.failures]}
 
 
 def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
@@ -301,5 +370,6 @@ def profile_import(
     item = import_profile(file, from_dir, device=device, qnn=qnn, out_dir=out)
     _render_profile(console, item, top)
     console.print()
-    console.print("[bold]Files written[/]")
-    console.print(f"  {'profile':8} {item.files['profile']}", highlight=False)
+    _render_files(console, [("profile", item.files["profile"])])
+    next_step(console, f"swiftformer-qnn report {item.files['profile'].parent}",
+              why="tables and charts of this profile (report.html), beside earlier ones")

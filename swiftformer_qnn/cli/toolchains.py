@@ -13,7 +13,7 @@ import typer
 
 from ..core.tables import Col
 from ..core.targets import DEFAULT_SOC
-from ._app import app, console, err_console, guarded
+from ._app import app, console, err_console, guarded, next_step
 
 toolchains_app = typer.Typer(
     name="toolchains",
@@ -99,6 +99,8 @@ def list_cmd(
     console.print(table)
     if broken:
         err_console.print(f"Reinstall the broken ones: swiftformer-qnn toolchains install {' '.join(broken)} --force")
+    next_step(console, "swiftformer-qnn export --variant l1 --qnn all",
+              why="compile with every QNN version side by side (installs the missing ones first)")
 
 
 @toolchains_app.command("install")
@@ -117,8 +119,11 @@ def install_cmd(
         specs, installer=installer, force=force, progress=render_progress_event
     )
     for s in statuses:
-        console.print(f"QNN {s.spec.qnn_version}: {s.state.value} {s.location or ''}", highlight=False)
+        console.print(f"QNN {s.spec.qnn_version}: {s.state.value} {s.location or ''}", highlight=False, soft_wrap=True)
     err_console.print(f"[dim]{time.perf_counter() - started:.1f} s[/]")
+    versions = ",".join(s.spec.major_minor for s in statuses)
+    next_step(console, f"swiftformer-qnn export --variant l1 --qnn {versions}",
+              why="compile with these QNN versions side by side")
 
 
 @toolchains_app.command("remove")
@@ -134,7 +139,9 @@ def remove_cmd(versions: VersionsArg) -> None:
         if spec == main and explicit_all:
             continue  # `remove all` means every removable one
         removed = remove_toolchain(spec)
-        console.print(f"QNN {spec.qnn_version}: " + (f"removed {removed}" if removed else "not installed"), highlight=False)
+        console.print(f"QNN {spec.qnn_version}: " + (f"removed {removed}" if removed else "not installed"),
+                      highlight=False, soft_wrap=True)
+    next_step(console, "swiftformer-qnn cache", why="what the cache and the remaining toolchains take on disk")
 
 
 # How each column of the cross-version table may adapt to a narrow terminal (others: numbers).
@@ -175,6 +182,9 @@ def render_cross_version(report, directory: Path | None = None) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    if directory is not None:
+        next_step(console, f"swiftformer-qnn gate structure --baseline BASELINE --candidate {directory}",
+                  why="gate these compiles against a structural baseline (profiles/baselines/compile-*)")
 
 
 @toolchains_app.command("compare")
@@ -193,20 +203,26 @@ def compare_cmd(
     no_install: NoInstallOpt = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..core.errors import UsageError
+    specs = qnn_toolchains(qnn, no_install=no_install)
+    compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force, use_cache=not no_cache,
+                     emulate=emulate, jobs=jobs, markdown=markdown)
+
+
+def compare_versions(model: Path, specs, *, soc: str, fp16: bool, output_dir: Path | None, force: bool,
+                     use_cache: bool = True, emulate: bool = True, jobs: int | None = None,
+                     markdown: bool = False) -> None:
+    """One model compiled with each QNN toolchain in `specs`, compared, rendered: `toolchains
+    compare` and `compile --qnn` are this one path."""
     from ..core.targets import get_soc
     from ..htp.session import HtpTarget
     from ..htp.sweep import compile_versions_into
     from .versions_table import render_markdown
 
-    if not model.is_file():
-        raise UsageError(f"No model at {model}.")
-    specs = qnn_toolchains(qnn, no_install=no_install)
     chip = get_soc(soc)
     target = HtpTarget(soc_model=chip.soc_model, htp_arch=chip.htp_arch, fp16=fp16)
     out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
     report = compile_versions_into(
-        model, specs, out, force=force, use_cache=not no_cache,
+        model, specs, out, force=force, use_cache=use_cache,
         target=target, emulate=emulate, jobs=jobs, progress=render_progress_event,
     )
     if markdown:

@@ -23,7 +23,7 @@ Progress = Callable[[str], None]
 CONFIGURE_HINT = (
     "Get a token from your Qualcomm AI Hub account page (https://aihub.qualcomm.com), run "
     "`qai-hub configure --api_token <YOUR_TOKEN>` (or point QAIHUB_CLIENT_INI at a client.ini), "
-    "then rerun. Without a token, profile locally with --device emulator (cycles, not device latency)."
+    "then rerun. Without a token, profile locally with `swiftformer-qnn profile emulator` (cycles, not device latency)."
 )
 
 # --- configuration -------------------------------------------------------------------
@@ -135,6 +135,39 @@ class _RetryLog(logging.Handler):
         self.out.line(record.getMessage())
 
 
+class _Urllib3Retries(logging.Filter):
+    """Drops urllib3's retry warnings after handing each, shortened, to the client's output."""
+
+    def __init__(self, out: _ClientOutput):
+        super().__init__()
+        self.out = out
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING and message.startswith("Retrying"):
+            self.out.line(retry_line(message))
+            return False
+        return True
+
+
+# urllib3's own warning while it retries: "Retrying (Retry(total=4, connect=None, read=None,
+# redirect=None, status=None)) after connection broken by 'NewConnectionError(\"<...>: Failed to
+# establish a new connection: [Errno 111] Connection refused\")': /api/v1/devices/" (200+ characters).
+_URLLIB3_RETRY = re.compile(r"Retrying \(Retry\(total=(\d+).*?broken by '(\w+)(?:\((.*)\))?'\s*:\s*(\S+)", re.S)
+
+
+def retry_line(message: str) -> str:
+    """urllib3's retry warning as one short progress line: what failed, which path, retries left."""
+    found = _URLLIB3_RETRY.search(message)
+    if not found:
+        return message.splitlines()[0][:120] if message else message
+    left, error, detail, path = found.groups()
+    reason = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out|Connection refused|Name or service not known)",
+                       detail or "")
+    why = (reason.group(1) or reason.group(2)).strip() if reason else error
+    return f"retrying {path}: {why} ({left} retries left)"
+
+
 @contextlib.contextmanager
 def quiet(progress: Progress | None = None) -> Iterator[None]:
     """The client prints (e.g. "Downloaded model to ..."); a library must not. Its output goes
@@ -142,16 +175,23 @@ def quiet(progress: Progress | None = None) -> Iterator[None]:
     (a retry loop that can last minutes must not look like a hang)."""
     out = _ClientOutput(progress)
     handler = _RetryLog(out)
-    # urllib3's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
+    # The client's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
     loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
         lg.setLevel(logging.INFO)
+    # urllib3's own retry warnings would reach the terminal raw through the root logger (one
+    # 200-character line per attempt): they become one short progress line each instead, and
+    # only they are held back (its other records propagate as before).
+    pool = logging.getLogger("urllib3.connectionpool")
+    retries = _Urllib3Retries(out)
+    pool.addFilter(retries)
     try:
         with contextlib.redirect_stdout(out):
             yield
     finally:
+        pool.removeFilter(retries)
         for lg, level in zip(loggers, levels, strict=True):
             lg.removeHandler(handler)
             lg.setLevel(level)
@@ -194,14 +234,14 @@ def is_fatal(exc: BaseException) -> bool:
     return "Failed to authenticate" in text or "no longer supported" in text or "upgrade" in text.lower()
 
 
-def list_devices(config: HubConfig | None = None) -> list[dict[str, Any]]:
+def list_devices(config: HubConfig | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
     """AI Hub's devices (`get_devices()`), as plain dicts: name, os, chipset, attributes."""
     import qai_hub
 
     cfg = config or check_hub_config()
     client = qai_hub.Client()
     try:
-        with quiet():
+        with quiet(progress):
             client.set_verbose(False)
             devices = client.get_devices()
     except client_errors() as exc:
