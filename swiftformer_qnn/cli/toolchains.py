@@ -182,6 +182,9 @@ def render_cross_version(report, directory: Path | None = None) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    if directory is not None:
+        next_step(console, f"swiftformer-qnn gate structure --baseline BASELINE --candidate {directory}",
+                  why="gate these compiles against a structural baseline (profiles/baselines/compile-*)")
 
 
 @toolchains_app.command("compare")
