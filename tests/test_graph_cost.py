@@ -21,9 +21,10 @@ from swiftformer_qnn.htp.record import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# Op traces QNN 2.51 wrote when compiling the faithful L1 and encoder block (committed raw output).
-L1_TRACE = ROOT / "profiles/emulator/l1-w8a8-qnn2.51.0-htp-emulator-x86-64.raw/qnn_op_trace.json"
-ENCODER_TRACE = ROOT / "profiles/emulator/encoder-w8a8-qnn2.51.0-htp-emulator-x86-64.raw/qnn_op_trace.json"
+# Op traces QNN 2.51 wrote when compiling the faithful L1 and encoder block (the raw output once
+# committed under profiles/emulator/, which now holds the default graph's).
+L1_TRACE = ROOT / "tests/data/faithful-traces/l1-w8a8-qnn2.51.0.qnn_op_trace.json"
+ENCODER_TRACE = ROOT / "tests/data/faithful-traces/encoder-w8a8-qnn2.51.0.qnn_op_trace.json"
 
 
 def _op(qnn_type: str, name: str, *sources: str) -> dict:
@@ -52,7 +53,7 @@ def test_the_faithful_l1_graph_as_qnn_built_it():
     assert cost.float_islands == 4 == types["ElementWiseSquareRoot"]
     assert cost.boundary_conversions == 2
     assert sum(types.values()) == len(ops)
-    assert traced_figures(L1_TRACE) == {"op_trace": "qnn_op_trace.json", "htp_op_count": 262, "htp_op_types": types,
+    assert traced_figures(L1_TRACE) == {"op_trace": L1_TRACE.name, "htp_op_count": 262, "htp_op_types": types,
                                         "graph_cost": cost}
 
 
