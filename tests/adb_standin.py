@@ -1,4 +1,4 @@
-"""Stand-ins at the process boundary of `profile --device adb`: `adb`, the phone's `qnn-net-run`
+"""Stand-ins at the process boundary of `profile phone`: `adb`, the phone's `qnn-net-run`
 and the SDK's host `qnn-profile-viewer`, each a real executable the tool runs as a subprocess.
 
 Shaped after Android platform-tools and QAIRT as `shared/notes/qnn-net-run-facts.md` and public

@@ -1042,7 +1042,8 @@ def make_export_dir(
     import onnx
 
     from swiftformer_qnn.core.atomic import sha256_file
-    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, ExportManifest, FileRecord, StageRecord
+    from swiftformer_qnn.core.cache import FileRecord, StageRecord
+    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, ExportManifest
     from swiftformer_qnn.pipeline.requests import ExportedRequest
     from swiftformer_qnn.pipeline.stage_results import (
         ExportResults,

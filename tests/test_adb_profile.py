@@ -1,4 +1,4 @@
-"""`swiftformer-qnn profile --device adb[:SERIAL]` against stand-ins at the process boundary:
+"""`swiftformer-qnn profile phone [--serial SERIAL]` against stand-ins at the process boundary:
 `adb` (first on PATH) keeping a phone's file system in a directory, the phone's `qnn-net-run`
 and the SDK's `qnn-profile-viewer` (`tests/adb_standin.py`). Assertions are on the command
 lines the stand-ins recorded and on what is left on the phone, never inside our code.
@@ -24,10 +24,11 @@ from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.core.cache import FileRecord, StageRecord
 from swiftformer_qnn.measure.attribution import unattributed_share
 from swiftformer_qnn.measure.schema import LatencySource, TimeBasis, block_times, load_profile
 from swiftformer_qnn.model.variants import get_variant
-from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest
+from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, read_manifest
 
 SERIAL = "R5CW40ABCDE"
 RUNS = 7
@@ -86,13 +87,13 @@ def world(tmp_path, monkeypatch, phone_export) -> StandIn:
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, ["profile", *args])
+    return CliRunner().invoke(app, ["profile", "phone", *args])
 
 
 def test_profile_on_a_phone(world, phone_export, tmp_path):
     world.add_phone(SERIAL)
     out = tmp_path / "out"
-    result = invoke("--device", "adb", "--from", str(phone_export), "--runs", str(RUNS), "--out", str(out))
+    result = invoke("--from", str(phone_export), "--runs", str(RUNS), "--out", str(out))
     assert result.exit_code == 0, result.output
 
     p = load_profile(out / f"{STEM}.profile.json")
@@ -162,7 +163,7 @@ def test_an_sdk_without_the_json_reader_converts_through_csv(world, phone_export
     world.add_phone(SERIAL, props={**S23_ULTRA, "ro.soc.model": ""})
     os.environ["QNN_SDK_ROOT"] = str(make_sdk(tmp_path / "qairt-nojson", json_reader=False))
     out = tmp_path / "out"
-    result = invoke("--device", f"adb:{SERIAL}", "--from", str(phone_export), "--runs", "3", "--out", str(out))
+    result = invoke("--serial", SERIAL, "--from", str(phone_export), "--runs", "3", "--out", str(out))
     assert result.exit_code == 0, result.output
     viewer = world.commands("qnn-profile-viewer")
     assert [v["argv"][2:] for v in viewer] == [["--output", v["argv"][1].replace(".log", ".csv")] for v in viewer]
@@ -184,8 +185,8 @@ def _phones(world: StandIn, *specs) -> None:
     (lambda w, t: os.environ.__setitem__("PATH", str(t)), (), "adb was not found"),
     (lambda w, t: None, (), "No phone is attached"),
     (lambda w, t: _phones(w, ("AAA", "device", "SM8550"), ("BBB", "device", "SM8550")), (),
-     "2 phones are attached: AAA (device), BBB (device). Pick one with --device adb:SERIAL"),
-    (lambda w, t: _phones(w, ("AAA", "device", "SM8550")), ("--device", "adb:ZZZ"), "No phone with serial ZZZ"),
+     "2 phones are attached: AAA (device), BBB (device). Pick one with --serial"),
+    (lambda w, t: _phones(w, ("AAA", "device", "SM8550")), ("--serial", "ZZZ"), "No phone with serial ZZZ"),
     (lambda w, t: _phones(w, ("AAA", "unauthorized", "SM8550")), (), "has not authorized this computer"),
     (lambda w, t: _phones(w, ("AAA", "device", "SM8650")), (), "compiled for HTP v73, phone AAA is a Snapdragon 8 Gen 3"),
     (lambda w, t: (_phones(w, ("AAA", "device", "SM8550")),
@@ -204,7 +205,7 @@ def test_what_stops_a_phone_run_is_one_line_exit_2_and_nothing_on_the_phone(worl
     empty.mkdir()
     setup(world, empty if "adb was not found" in message else tmp_path)
     out = tmp_path / "out"
-    result = invoke(*(args or ("--device", "adb")), "--from", str(phone_export), "--out", str(out))
+    result = invoke(*(args or ()), "--from", str(phone_export), "--out", str(out))
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in result.output
@@ -220,7 +221,7 @@ def test_a_run_that_fails_on_the_phone_shows_its_last_lines_exit_1(world, phone_
     world.add_phone(SERIAL)
     world.set_run(mode="fail")
     out = tmp_path / "out"
-    result = invoke("--device", "adb", "--from", str(phone_export), "--out", str(out))
+    result = invoke("--from", str(phone_export), "--out", str(out))
     assert result.exit_code == 1, result.output
     *progress, err = result.stderr.strip().splitlines()  # progress lines, then the one error line
     assert err.startswith("error:") and not any(p.startswith("error:") for p in progress)
@@ -235,7 +236,7 @@ def test_ctrl_c_during_the_run_leaves_nothing_on_the_phone(world, phone_export, 
     world.set_run(mode="hang")
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "swiftformer_qnn.cli", "profile", "--device", "adb",
+    proc = subprocess.Popen([sys.executable, "-m", "swiftformer_qnn.cli", "profile", "phone",
                              "--from", str(phone_export), "--out", str(out)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     started = world.home / "started"

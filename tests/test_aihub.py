@@ -43,7 +43,7 @@ from swiftformer_qnn.profiling.aihub_client import check_hub_config
 from swiftformer_qnn.profiling.aihub_journal import JOURNAL_NAME
 from swiftformer_qnn.profiling.aihub_payload import onnx_sources, profile_from_hub, qnn_op_name
 from swiftformer_qnn.profiling.devices import resolve_device
-from swiftformer_qnn.profiling.orchestrate import read_export
+from swiftformer_qnn.profiling.exports import read_export
 
 S23U = "Samsung Galaxy S23 Ultra"
 

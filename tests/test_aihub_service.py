@@ -17,7 +17,7 @@ from swiftformer_qnn.core.redact import MASK, scrub
 from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
 from swiftformer_qnn.profiling.devices import resolve_device
-from swiftformer_qnn.profiling.orchestrate import read_export
+from swiftformer_qnn.profiling.exports import read_export
 
 S23U = "Samsung Galaxy S23 Ultra"
 
@@ -339,18 +339,11 @@ def test_check_outputs_runs_heldout_inputs_on_the_device(mode, token, tmp_path, 
 
 
 def test_check_outputs_catches_a_model_that_collapses_on_the_npu(hub, xs_export_4, tmp_path):
-    from swiftformer_qnn.profiling.orchestrate import ProfileRequest, run_profile
+    from swiftformer_qnn.profiling.orchestrate import HubRequest, run_on_hub
 
     hub.npu_collapse = True
-    result = run_profile(ProfileRequest(device=S23U, from_dirs=(xs_export_4,), runs=5, poll_s=0.01,
-                                        out_dir=tmp_path / "out", check_outputs=True))
+    result = run_on_hub(HubRequest(device=S23U, from_dirs=(xs_export_4,), runs=5, poll_s=0.01,
+                                   out_dir=tmp_path / "out", check_outputs=True))
     (item,) = result.profiled
     oc = item.profile.output_check
     assert oc.vs_cpu_qdq.sqnr_db < 3 and oc.vs_fp32.sqnr_db < 3
-
-
-def test_check_outputs_is_refused_on_the_emulator(xs_export_4, tmp_path):
-    from swiftformer_qnn.profiling.orchestrate import ProfileRequest, run_profile
-
-    with pytest.raises(UsageError, match="--check-outputs"):
-        run_profile(ProfileRequest(device="emulator", from_dirs=(xs_export_4,), check_outputs=True))

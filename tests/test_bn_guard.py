@@ -125,7 +125,10 @@ def test_compile_of_a_corrupting_qdq_graph_rewrites_it_and_says_so(tmp_path):
     assert guard["corrupted_predicted"][0] | {"folded_bias": None} == {
         "node": "bn", "channels": [0], "folded_bias": None, "action": "rewritten"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "compile.json", "manifest.json", "model.ctx.onnx", "model.ctx_qnn.bin", "qnn_op_trace.json"]
+        "compile.json", "manifest.json", "model.ctx.onnx", "model.ctx_qnn.bin", "model.guarded.onnx",
+        "qnn_op_trace.json"]
+    # The graph the binary was compiled from is kept (verify and diagnose run it): the rewritten one.
+    assert (tmp_path / "out" / "model.guarded.onnx").read_bytes() != qdq.read_bytes()
 
 
 def test_upstream_reproduction_still_reproduces():

@@ -29,14 +29,14 @@ from swiftformer_qnn.htp.record import (
 )
 from swiftformer_qnn.htp.sweep import (
     CrossVersionReport,
-    Fidelity,
     VersionResult,
     compile_across_versions,
     consecutive_diffs,
-    diff_op_types,
+    diff_versions,
     fidelity,
     read_report,
 )
+from swiftformer_qnn.measure.agreement import Agreement
 from swiftformer_qnn.pipeline.artifacts import StageCache
 from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain_spec, install_toolchain
 
@@ -46,14 +46,14 @@ from swiftformer_qnn.toolchains import TOOLCHAINS, TOOLCHAINS_ENV, get_toolchain
 def test_fidelity_of_identical_outputs():
     a = [np.array([[1.0, -2.0, 3.0]], dtype=np.float32), np.array([0.5])]
     f = fidelity(a, [x.copy() for x in a])
-    assert f.max_abs_diff == 0.0 and f.cosine == pytest.approx(1.0) and f.sqnr_db is None
+    assert f.max_abs_diff == 0.0 and f.cosine_min == pytest.approx(1.0) and f.sqnr_db is None
 
 
 def test_fidelity_numbers():
     f = fidelity([np.array([3.0, 4.0])], [np.array([3.0, 4.5])])
     assert f.max_abs_diff == pytest.approx(0.5)
     assert f.sqnr_db == pytest.approx(10 * math.log10(25 / 0.25))  # 20 dB
-    assert f.cosine == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)))
+    assert f.cosine_min == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)))
 
 
 def test_fidelity_rejects_mismatched_outputs():
@@ -65,19 +65,20 @@ def test_fidelity_rejects_mismatched_outputs():
 
 def test_zero_reference_sqnr_survives_json_distinct_from_identical():
     f = fidelity([np.zeros(4)], [np.full(4, 0.1)])
-    assert f.sqnr_db is None and not f.exact and f.cosine == 0.0
-    again = Fidelity.model_validate_json(f.model_dump_json())
+    assert f.sqnr_db is None and not f.exact and f.cosine_min == 0.0
+    again = Agreement.model_validate_json(f.model_dump_json())
     assert again == f
     same = fidelity([np.ones(4)], [np.ones(4)])
-    assert same.sqnr_db is None and same.exact and Fidelity.model_validate_json(same.model_dump_json()).exact
+    assert same.sqnr_db is None and same.exact and Agreement.model_validate_json(same.model_dump_json()).exact
 
 
-def test_diff_op_types_lists_changes_biggest_first():
+def test_op_type_changes_are_listed_biggest_first():
     before = {"Conv2d": 57, "Gelu": 26, "Dequantize": 5, "L2Norm": 8}
     after = {"Conv2d": 57, "Gelu": 26, "Dequantize": 1, "ElementWiseMultiply": 1, "L2Norm": 8}
-    changes = [(c.op_type, c.before, c.after) for c in diff_op_types(before, after)]
-    assert changes == [("Dequantize", 5, 1), ("ElementWiseMultiply", 0, 1)]
-    assert diff_op_types(before, dict(before)) == []
+    diff = diff_versions(_version("2.49", types=before), _version("2.50", types=after))
+    assert [(c.op_type, c.before, c.after) for c in diff.op_type_changes] == [
+        ("Dequantize", 5, 1), ("ElementWiseMultiply", 0, 1)]
+    assert diff_versions(_version("2.49", types=before), _version("2.50", types=dict(before))).op_type_changes == []
 
 
 def _version(v: str, status="ok", types=None, **kw) -> VersionResult:
@@ -102,7 +103,8 @@ def _version(v: str, status="ok", types=None, **kw) -> VersionResult:
         onnxruntime=spec.onnxruntime,
         status="ok",
         compile=record,
-        fidelity=Fidelity(max_abs_diff=0.3, cosine=0.998, sqnr_db=23.9),
+        fidelity=Agreement(samples=1, sqnr_db=23.9, exact=False, cosine_mean=0.998, cosine_min=0.998, max_abs_diff=0.3,
+                           reference_max_abs=1.0),
         **kw,
     )
 
@@ -228,7 +230,7 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
     assert all(v > 0 for v in worker["phases_cpu_s"].values())
     assert sum(worker["phases_cpu_s"].values()) <= worker["cpu_s"]
     assert set(report.phases_s) == {"inputs", "cpu_reference", "workers", "collect"}
-    assert ok.fidelity.cosine > 0.95 and ok.fidelity.sqnr_db > 10
+    assert ok.fidelity.cosine_min > 0.95 and ok.fidelity.sqnr_db > 10
     assert report.diffs == []  # one version compiled: nothing to compare
     assert read_report(out) == report
     steps = {(e.subject, e.step) for e in events}
@@ -319,7 +321,7 @@ def _check_real_report(report: CrossVersionReport, out: Path) -> None:
             assert c.op_trace is None and c.htp_op_count is None
         else:
             assert c.htp_op_count > 50 and len(traced_op_names(out / v.directory, c)) == c.htp_op_count
-        assert v.fidelity.cosine > 0.95
+        assert v.fidelity.cosine_min > 0.95
         binaries.add(c.context_binary_sha256)
     assert len(binaries) == len(TOOLCHAINS)  # each QNN version wrote its own context binary
     assert [(d.before, d.after) for d in report.diffs] == [

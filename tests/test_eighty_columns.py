@@ -108,7 +108,7 @@ def test_every_command_reads_at_80_columns(workdir, monkeypatch, capsys):
         ("export", ["export", "--variant", "encoder", "--resolution", "16"], 0, True),
         ("export (rerun)", ["export", "--variant", "encoder", "--resolution", "16"], 0, True),
         ("export --until onnx", ["export", "--variant", "encoder", "--resolution", "16", "--until", "onnx"], 0, True),
-        ("profile --local", ["profile", "--local", "--from", "build/encoder-d96x16-w8a8-sm8550",
+        ("profile emulator", ["profile", "emulator", "--from", "build/encoder-d96x16-w8a8-sm8550",
                              "--out", "build/profiles/local"], 0, True),
         ("diagnose", ["diagnose", "build/encoder-d96x16-w8a8-sm8550"], 0, True),
         ("report", ["report", "profiles/reference", "profiles/emulator", "build/profiles/local",

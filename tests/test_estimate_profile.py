@@ -1,4 +1,4 @@
-"""`profile --device estimate`: QNN's HTP estimator per block, from real exports of real graphs.
+"""`profile estimate`: QNN's HTP estimator per block, from real exports of real graphs.
 
 The exports hold real QDQ SwiftFormer graphs (qdq_fixtures); the estimates are made by the
 QNN library during the test. Op mapping is checked on XS, whose graph has every kind of block.
@@ -52,7 +52,7 @@ def invoke(*args: str):
 @pytest.fixture
 def estimated(exports, tmp_path):
     out = tmp_path / "est"
-    result = invoke("--device", "estimate", "--from", str(exports["xs"]), "--from", str(exports["encoder"]),
+    result = invoke("estimate", "--from", str(exports["xs"]), "--from", str(exports["encoder"]),
                     "--out", str(out))
     assert result.exit_code == 0, result.output
     return result, out
@@ -92,7 +92,7 @@ def test_two_runs_write_the_same_estimate(exports, tmp_path):
     runs = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        assert invoke("--device", "estimate", "--from", str(exports["encoder"]), "--out", str(out)).exit_code == 0
+        assert invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out)).exit_code == 0
         (path,) = out.glob("*.profile.json")
         p = load_profile(path)
         runs.append((p.estimate.cycles, [(op.name, op.execution_cycles, op.attribution) for op in p.ops]))
@@ -105,7 +105,7 @@ def test_an_architecture_without_an_estimator_soc_is_refused_before_any_work(exp
     data["request"].update(soc="sm8650", soc_model=57, htp_arch=75)
     manifest.write_text(json.dumps(data))
     out = tmp_path / "est"
-    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--out", str(out))
+    result = invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out))
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "No SoC of HTP v75 has QNN's performance estimator" in lines[0]
@@ -123,8 +123,9 @@ def test_a_damaged_export_is_one_line_and_leaves_nothing(exports, tmp_path):
 
 
 def test_check_outputs_has_nothing_to_run_on_an_estimate(exports):
-    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--check-outputs")
-    assert result.exit_code == 2 and "an estimate runs nothing" in result.stderr
+    """--check-outputs runs held-out inputs on a phone through AI Hub: `profile estimate` has no such option."""
+    result = invoke("estimate", "--from", str(exports["encoder"]), "--check-outputs")
+    assert result.exit_code == 2 and "No such option" in result.output
 
 
 def test_ops_at_the_graphs_ends_belong_to_the_first_and_last_block():
@@ -243,18 +244,20 @@ def test_compare_refuses_an_estimate_against_a_measurement(tmp_path):
 
 @pytest.mark.slow
 def test_ci_gates_the_estimate_of_the_default_exports_against_the_committed_baseline(tmp_path):
-    """What CI runs: `profile --device estimate` exports L1 and the encoder block as a user
-    would (full size), estimates them, and `gate latency` holds each against its committed
-    baseline (deterministic, 2%)."""
+    """What CI runs: `profile estimate` of the default export (L1) and of the encoder block's
+    default export, made as a user would (full size), and `gate latency` holds each against its
+    committed baseline (deterministic, 2%)."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     out = tmp_path / "estimate"
-    proc = subprocess.run([sys.executable, "-m", "swiftformer_qnn.cli", "profile", "--device", "estimate",
-                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli = [sys.executable, "-m", "swiftformer_qnn.cli"]
+    for args in (["profile", "estimate", "--out", str(out)], ["export", "--variant", "encoder"],
+                 ["profile", "estimate", "--from", "build/encoder-w8a8-sm8550", "--out", str(out)]):
+        proc = subprocess.run([*cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     for variant in ("l1", "encoder"):
         (path,) = out.glob(f"{variant}-w8a8-qnn*.profile.json")
         p = load_profile(path)

@@ -193,7 +193,7 @@ def test_the_decision_and_the_rename_happen_under_the_lock(tmp_path, monkeypatch
     import fcntl
 
     seen = []
-    real = od._swap_in
+    real = od.swap_in
 
     def probe(work, target):
         fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -205,7 +205,7 @@ def test_the_decision_and_the_rename_happen_under_the_lock(tmp_path, monkeypatch
             os.close(fd)
         real(work, target)
 
-    monkeypatch.setattr(od, "_swap_in", probe)
+    monkeypatch.setattr(od, "swap_in", probe)
     with od.staged_output_dir(tmp_path / "out", force=False) as work:
         (work / "a").write_text("a")
     assert seen == [True] and (tmp_path / "out" / "a").read_text() == "a"
@@ -688,7 +688,7 @@ def test_compiling_an_onnx_with_no_nodes_or_a_directory_is_one_line(tmp_path):
 def test_profile_out_pointing_at_a_file_is_refused_before_any_work(tmp_path, small_export):
     f = tmp_path / "profiles"
     f.write_text("keep")
-    line = one_error_line(runner.invoke(app, ["profile", "--device", "emulator", "--from", str(small_export),
+    line = one_error_line(runner.invoke(app, ["profile", "emulator", "--from", str(small_export),
                                               "--out", str(f)]), 2)
     assert "is a file, not a directory" in line and f.read_text() == "keep"
 

@@ -114,9 +114,9 @@ def compiled(tmp_path_factory) -> Path:
 
 
 def test_the_emulators_own_csv_is_never_device_latency_whatever_device_is_named(compiled, tmp_path):
-    """`profile --device emulator` leaves its raw CSV with a note of what made it; importing that
+    """`profile emulator` leaves its raw CSV with a note of what made it; importing that
     CSV as a phone's gives an emulator profile (cycles, no latency), not 'device latency'."""
-    res = runner.invoke(app, ["profile", "--device", "emulator", "--from", str(compiled), "--out", str(tmp_path / "e")])
+    res = runner.invoke(app, ["profile", "emulator", "--from", str(compiled), "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output + res.stderr
     (raw_csv,) = (tmp_path / "e").glob("*.raw/qnn_profile.csv")
     res = runner.invoke(app, ["profile", "import", str(raw_csv), "--from", str(compiled),
@@ -146,7 +146,7 @@ def test_an_import_without_per_op_rows_says_so_and_is_no_per_block_baseline(expo
 def test_a_device_figure_far_above_the_exports_estimate_is_flagged_implausible(compiled, tmp_path):
     """The emulator's CSV away from its marker, imported as a phone's: the export's QNN estimate
     (tens of microseconds for the 16-pixel block) shows hundreds of milliseconds to be no phone's."""
-    res = runner.invoke(app, ["profile", "--device", "emulator", "--from", str(compiled), "--out", str(tmp_path / "e")])
+    res = runner.invoke(app, ["profile", "emulator", "--from", str(compiled), "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output + res.stderr
     (raw_csv,) = (tmp_path / "e").glob("*.raw/qnn_profile.csv")
     moved = tmp_path / "elsewhere.csv"

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.core import output_dir as od
 from swiftformer_qnn.core.atomic import sha256_file
+from swiftformer_qnn.core.cache import FileRecord
 from swiftformer_qnn.core.errors import OutputDirError
-from swiftformer_qnn.pipeline.artifacts import FileRecord, StageCache, read_manifest
+from swiftformer_qnn.pipeline.artifacts import StageCache, read_manifest
 
 runner = CliRunner()
 ONNX_ONLY = ["--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2",
@@ -123,7 +124,7 @@ def test_carried_files_survive_a_crash_before_the_swap(tmp_path, monkeypatch):
     def crash(work, tgt):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(od, "_swap_in", crash)
+    monkeypatch.setattr(od, "swap_in", crash)
     with pytest.raises(KeyboardInterrupt):
         with od.staged_output_dir(target, force=False,
                                   inspect=lambda _d: od.Found(od.Occupant.SAME, owned=frozenset({"manifest.json"}))) as w:
@@ -261,7 +262,7 @@ def test_the_emulator_profile_refuses_a_model_that_is_not_the_exports(compiled, 
     d = _copy(compiled, tmp_path / "export")
     _foreign_qdq(d)
     (d / "model.ctx_qnn.bin").unlink()
-    res = runner.invoke(app, ["profile", "--device", "emulator", "--from", str(d), "--out", str(tmp_path / "p")])
+    res = runner.invoke(app, ["profile", "emulator", "--from", str(d), "--out", str(tmp_path / "p")])
     line = one_error_line(res, 2)
     assert "model.qdq.onnx was changed" in line
     assert not list((tmp_path / "p").glob("*.profile.json")) if (tmp_path / "p").exists() else True

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from gate_sim import Scenario, l1_block_times_us, simulate, synthetic_profile
 
+from swiftformer_qnn.cli.gate_outputs import render_junit, render_markdown
 from swiftformer_qnn.core.errors import ProfileError, UsageError
 from swiftformer_qnn.gate import (
-    FoundCompile,
-    FoundFailure,
     GateRules,
     GateVerdict,
     MetricStatus,
@@ -27,17 +26,24 @@ from swiftformer_qnn.gate import (
     load_rules,
     parse_fraction,
     parse_overrides,
-    read_compile_side,
-    read_compile_structure,
-    render_junit,
-    render_markdown,
     update_baseline,
     with_flags,
 )
 from swiftformer_qnn.gate.stats import bootstrap, statistic_rows
-from swiftformer_qnn.htp.graph_cost import GraphCost
-from swiftformer_qnn.htp.record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
+from swiftformer_qnn.htp.record import (
+    CompiledModel,
+    CompileFailure,
+    CompileRecord,
+    GraphCost,
+    write_compile_record,
+)
 from swiftformer_qnn.measure.schema import LatencySource, LatencySummary, Profile
+from swiftformer_qnn.pipeline.artifacts import (
+    FoundCompile,
+    FoundFailure,
+    read_compile_side,
+    read_compile_structure,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKS = {"stem": 200.0, "stage0.block0": 100.0, "stage2.block9": 300.0, "head": 60.0, "other": 1000.0}
@@ -460,8 +466,7 @@ def test_structure_gate_rules():
 
 
 def _cost(layout: int, islands: int) -> GraphCost:
-    return GraphCost(htp_op_count=400, op_types={"Conv2d": 300, "Gelu": 100}, layout_ops=layout,
-                     boundary_layout_ops=min(layout, 1), float_islands=islands, boundary_conversions=2)
+    return GraphCost(layout_ops=layout, boundary_layout_ops=min(layout, 1), float_islands=islands, boundary_conversions=2)
 
 
 def test_layout_ops_and_float_islands_may_only_go_down():
@@ -517,7 +522,6 @@ def _copy_tree(src: Path, dst: Path) -> Path:
 
 
 def test_the_export_and_the_toolchain_worker_write_the_same_record(compiled):
-    from swiftformer_qnn.gate import read_compile_side
 
     (e,) = read_compile_side([compiled["export"]]).compiles
     assert e.record == CompileRecord.model_validate(compiled["manifest"].stage("compile").results)

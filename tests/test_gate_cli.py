@@ -305,7 +305,7 @@ def test_the_example_workflow_uses_only_real_options():
                 assert flags <= known, f"{' '.join(name)}: {flags - known}"
                 used.setdefault(" ".join(name), set()).update(flags)
     assert {"export", "profile", "gate latency", "gate structure", "gate accept"} <= set(used)
-    assert {"--from", "--no-encoder", "--new-jobs", "--out"} <= used["profile"]
+    assert {"--from", "--new-jobs", "--out"} <= used["profile"]
     assert "secrets.QAI_HUB_API_TOKEN" in (DOCS / "examples" / "swiftformer-latency-gate.yml").read_text()
     # The structure job gates the cross-version compiles against the committed structural baseline.
     assert workflow["env"]["COMPILE_BASELINE"] == str(COMPILE_BASELINE.relative_to(DOCS.parent))

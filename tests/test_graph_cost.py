@@ -1,4 +1,5 @@
-"""graph_cost: HTP ops by type, layout ops and float islands from QNN's op trace (pure)."""
+"""QNN's op trace, read once (`parse_op_trace`), and what the record takes from it: HTP ops by
+type (`op_types`), layout ops and float islands (`graph_cost`). Pure."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from swiftformer_qnn.htp.graph_cost import GraphCost, graph_cost
+from swiftformer_qnn.core.errors import ProfileError
+from swiftformer_qnn.htp.record import (
+    CompileRecord,
+    GraphCost,
+    graph_cost,
+    op_types,
+    parse_op_trace,
+    read_compile_record,
+    read_op_trace,
+    traced_figures,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Op traces QNN 2.51 wrote when compiling the faithful L1 and encoder block (committed raw output).
@@ -25,25 +36,31 @@ def _trace(*ops: dict, graphs: int = 1) -> dict:
     return {"subgraph_traces": [{"graph_name": f"g{i}", "op_mappings": o} for i, o in enumerate(per)]}
 
 
+def _cost(trace: dict, **kwargs) -> GraphCost:
+    return graph_cost(parse_op_trace(trace), **kwargs)
+
+
 def test_the_faithful_l1_graph_as_qnn_built_it():
     """The issue's reading of this trace: 262 ops, 33 Reshape + 2 Transpose, four ReduceL2
     decompositions that drop to float (Dequantize -> SquareRoot -> Quantize)."""
-    cost = graph_cost(json.loads(L1_TRACE.read_text()), 12_345)
-    assert cost.htp_op_count == 262
-    assert cost.op_types["Reshape"] == 33 and cost.op_types["Transpose"] == 2 and cost.layout_ops == 35
+    ops = read_op_trace(L1_TRACE)
+    cost, types = graph_cost(ops), op_types(ops)
+    assert len(ops) == 262
+    assert types["Reshape"] == 33 and types["Transpose"] == 2 and cost.layout_ops == 35
     assert cost.boundary_layout_ops == 1  # the image's NCHW -> NHWC; the rest are the token layout inside
-    assert cost.op_types["Quantize"] == cost.op_types["Dequantize"] == 5
-    assert cost.float_islands == 4 == cost.op_types["ElementWiseSquareRoot"]
+    assert types["Quantize"] == types["Dequantize"] == 5
+    assert cost.float_islands == 4 == types["ElementWiseSquareRoot"]
     assert cost.boundary_conversions == 2
-    assert cost.context_binary_bytes == 12_345
-    assert sum(cost.op_types.values()) == cost.htp_op_count
+    assert sum(types.values()) == len(ops)
+    assert traced_figures(L1_TRACE) == {"op_trace": "qnn_op_trace.json", "htp_op_count": 262, "htp_op_types": types,
+                                        "graph_cost": cost}
 
 
 def test_the_faithful_encoder_block():
-    cost = graph_cost(json.loads(ENCODER_TRACE.read_text()))
-    assert (cost.htp_op_count, cost.layout_ops, cost.float_islands) == (44, 11, 1)
+    ops = read_op_trace(ENCODER_TRACE)
+    cost = graph_cost(ops)
+    assert (len(ops), cost.layout_ops, cost.float_islands) == (44, 11, 1)
     assert cost.boundary_layout_ops == 3  # two at the NCHW input (one per consumer), one at the output
-    assert cost.context_binary_bytes is None
 
 
 def test_boundary_conversions_are_not_islands():
@@ -53,8 +70,8 @@ def test_boundary_conversions_are_not_islands():
         _op("Transpose", "Transpose_token_3", "DequantizeLinear", "Transpose_token_3"),
         _op("Dequantize", "DequantizeLinear_token_9"),
     )
-    cost = graph_cost(trace)
-    assert (cost.htp_op_count, cost.layout_ops, cost.float_islands, cost.boundary_conversions) == (4, 1, 0, 2)
+    cost = _cost(trace)
+    assert (cost.layout_ops, cost.float_islands, cost.boundary_conversions) == (1, 0, 2)
 
 
 def test_a_lone_dequantize_inside_the_graph_is_an_island():
@@ -66,7 +83,7 @@ def test_a_lone_dequantize_inside_the_graph_is_an_island():
         _op("Quantize", "/a/Sqrt_output_0_QuantizeLinear"),
         _op("Dequantize", "y_DequantizeLinear"),
     )
-    cost = graph_cost(trace)
+    cost = _cost(trace)
     assert cost.float_islands == 1 and cost.boundary_conversions == 2
 
 
@@ -78,18 +95,40 @@ def test_several_outputs_and_subgraphs():
         _op("Dequantize", "z_DequantizeLinear"),
         graphs=2,
     )
-    cost = graph_cost(trace, graph_outputs=2)
-    assert (cost.htp_op_count, cost.layout_ops, cost.float_islands, cost.boundary_conversions) == (4, 1, 0, 3)
-    assert graph_cost(trace).float_islands == 1  # read as one output, the other Dequantize is inside
+    cost = _cost(trace, graph_outputs=2)
+    assert (len(parse_op_trace(trace)), cost.layout_ops, cost.float_islands, cost.boundary_conversions) == (4, 1, 0, 3)
+    assert _cost(trace).float_islands == 1  # read as one output, the other Dequantize is inside
 
 
 def test_an_empty_trace_costs_nothing():
-    cost = graph_cost({})
-    assert cost == GraphCost(htp_op_count=0, op_types={}, layout_ops=0, boundary_layout_ops=0, float_islands=0,
-                            boundary_conversions=0)
+    assert _cost(_trace()) == GraphCost(layout_ops=0, boundary_layout_ops=0, float_islands=0, boundary_conversions=0)
+    assert op_types(parse_op_trace(_trace())) == {}
     with pytest.raises(ValueError):
-        GraphCost(htp_op_count=-1, op_types={}, layout_ops=0, boundary_layout_ops=0, float_islands=0,
-                  boundary_conversions=0)
+        GraphCost(layout_ops=-1, boundary_layout_ops=0, float_islands=0, boundary_conversions=0)
+
+
+@pytest.mark.parametrize("content", ["{}", '{"subgraph_traces": [{"op_mappings": [{"sources": []}]}]}', "[1]", "not json"])
+def test_a_file_that_is_no_op_trace_is_one_error_naming_it(tmp_path, content):
+    """Every reader reads the trace here, so a file of another shape is refused alike everywhere
+    (before: the graph cost counted `{}` as an empty graph, the emulator's reader refused it)."""
+    path = tmp_path / "qnn_op_trace.json"
+    path.write_text(content)
+    with pytest.raises(ProfileError, match="qnn_op_trace.json: "):
+        read_op_trace(path)
+
+
+def test_a_schema_1_record_reads_with_each_figure_once():
+    """Records written before the figures were stored once repeated the op count, op types and
+    binary size inside graph_cost; they read back, without the copies."""
+    record = json.loads((ROOT / "profiles/baselines/compile-l1-w8a8-sm8550-qnn2-51-0/compile.json").read_text())
+    cost = {"layout_ops": 1, "boundary_layout_ops": 1, "float_islands": 0, "boundary_conversions": 2}
+    legacy = {**record, "schema_version": 1, "graph_cost": {**cost, "htp_op_count": record["htp_op_count"],
+                                                             "op_types": record["htp_op_types"],
+                                                             "context_binary_bytes": record["context_binary_bytes"]}}
+    read = CompileRecord.model_validate(legacy)
+    assert read.graph_cost == GraphCost(**cost)
+    assert "htp_op_count" not in read.graph_cost.model_dump()
+    assert read_compile_record(ROOT / "profiles/baselines/compile-l1-w8a8-sm8550-qnn2-51-0/compile.json").graph_cost
 
 
 def test_layout_ops_before_the_first_or_after_the_last_compute_op_are_the_boundary():
@@ -103,9 +142,9 @@ def test_layout_ops_before_the_first_or_after_the_last_compute_op_are_the_bounda
         _op("Transpose", "Transpose_token_5", "y_DequantizeLinear", "Transpose_token_5"),
         _op("Dequantize", "DequantizeLinear_token_9"),
     )
-    cost = graph_cost(trace)
+    cost = _cost(trace)
     assert (cost.layout_ops, cost.boundary_layout_ops) == (4, 3)
     # A graph of layout ops only: every one of them is at the boundary.
-    only = graph_cost(_trace(_op("Quantize", "x_QuantizeLinear"), _op("Transpose", "t", "d", "t"),
+    only = _cost(_trace(_op("Quantize", "x_QuantizeLinear"), _op("Transpose", "t", "d", "t"),
                              _op("Dequantize", "DequantizeLinear_token_2")))
     assert (only.layout_ops, only.boundary_layout_ops) == (1, 1)

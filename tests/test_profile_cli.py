@@ -74,12 +74,12 @@ def assert_token_nowhere(token: str, result, *roots: Path) -> None:
 
 def test_no_token_is_one_message_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "missing" / "client.ini"))
-    # Export mode: had anything run, build/ and the stage cache would have appeared.
-    result = invoke("--device", "Galaxy S23 Ultra", "--variant", "xs", "--resolution", "64")
+    # Without --from: had the default export run, build/ and the stage cache would have appeared.
+    result = invoke("--device", "Galaxy S23 Ultra")
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:")
-    assert "qai-hub configure --api_token" in lines[0] and "--device emulator" in lines[0]
+    assert "qai-hub configure --api_token" in lines[0] and "profile emulator" in lines[0]
     assert result.stdout == ""
     assert not (tmp_path / "build").exists() and not (tmp_path / "profiles").exists()
     assert not (tmp_path / "cache").exists()
@@ -164,12 +164,11 @@ def test_ai_hub_files_of_two_exports_of_one_variant_do_not_collide(hub, onnx_mod
 
 
 def test_list_devices(hub):
-    for args in (("--device", "list"), ("--list-devices",)):
-        result = invoke(*args)
-        assert result.exit_code == 0, result.output
-        assert "Samsung Galaxy S23 Ultra" in result.stdout and "qualcomm-snapdragon-8gen2" in result.stdout
-        assert "sm8550" in result.stdout  # the spellings that resolve to it
-    assert hub.count("GET", "/api/v1/devices/") == 2
+    result = invoke("--device", "list")
+    assert result.exit_code == 0, result.output
+    assert "Samsung Galaxy S23 Ultra" in result.stdout and "qualcomm-snapdragon-8gen2" in result.stdout
+    assert "sm8550" in result.stdout  # the spellings that resolve to it
+    assert hub.count("GET", "/api/v1/devices/") == 1
 
 
 def test_failed_compile_exits_2_with_the_job_url(hub, exports, tmp_path):
@@ -238,11 +237,10 @@ def test_numeric_options_out_of_range_are_usage_errors_before_any_work(hub, expo
 # --- the HTP emulator -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", [("--device", "emulator"), ("--local",)])
-def test_profile_on_the_emulator_needs_no_token(exports, tmp_path, monkeypatch, how):
+def test_profile_on_the_emulator_needs_no_token(exports, tmp_path, monkeypatch):
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     out = tmp_path / "emu"
-    result = invoke(*how, "--from", str(exports["encoder"]), "--out", str(out))
+    result = invoke("emulator", "--from", str(exports["encoder"]), "--out", str(out))
     assert result.exit_code == 0, result.output
     (path,) = out.glob("encoder-d96x32-w8a8-qnn*-htp-emulator-*.profile.json")
     p = load_profile(path)
@@ -263,11 +261,11 @@ def test_local_qnn_must_name_the_bundled_release(exports, tmp_path, monkeypatch)
     major, minor, patch = bundled.split(".")[:3]
     prefix_of_it = f"{major}.{minor[:-1]}"  # "2.5": a string prefix of 2.51.0, not its release
     for wrong in (prefix_of_it, f"{major}.{int(minor) - 1}", f"{major}.{minor}.{int(patch) + 1}"):
-        result = invoke("--local", "--qnn", wrong, "--from", str(exports["encoder"]), "--out", str(tmp_path / "o"))
+        result = invoke("emulator", "--qnn", wrong, "--from", str(exports["encoder"]), "--out", str(tmp_path / "o"))
         assert result.exit_code == 2, (wrong, result.output)
         assert f"({bundled}), not {wrong}" in result.stderr
         assert not (tmp_path / "o").exists()
-    result = invoke("--local", "--qnn", f"{major}.{minor}", "--from", str(exports["encoder"]), "--out", str(tmp_path / "o"))
+    result = invoke("emulator", "--qnn", f"{major}.{minor}", "--from", str(exports["encoder"]), "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
 
 
@@ -283,7 +281,7 @@ def test_exports_of_one_variant_and_precision_get_their_own_files(onnx_models, e
     small = make_export_dir(tmp_path / "exports" / "encoder-16", qdq=m16["qdq"], sim=m16["sim"], variant="encoder",
                             precision="w8a8", input_shape=list(get_variant("encoder").input_shape(16)))
     out = tmp_path / "emu"
-    result = invoke("--local", "--from", str(exports["encoder"]), "--from", str(other), "--from", str(small),
+    result = invoke("emulator", "--from", str(exports["encoder"]), "--from", str(other), "--from", str(small),
                     "--from", str(exports["encoder"]), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "holds the same export as" in result.stderr
@@ -298,30 +296,53 @@ def test_exports_of_one_variant_and_precision_get_their_own_files(onnx_models, e
     assert shapes == [16, 32, 32]
 
 
-# --- export mode ----------------------------------------------------------------------------
+# --- without --from: the default export ---------------------------------------------------
 
 
-def test_without_from_the_export_runs_here(hub, tmp_path):
-    result = invoke("--variant", "encoder", "--resolution", "16", "--out", str(tmp_path / "out"), "--runs", "3", "--poll", "0.01")
-    assert result.exit_code == 0, result.output
-    (built,) = (tmp_path / "build").iterdir()
-    (path,) = (tmp_path / "out").glob("*.profile.json")
-    assert path.name == f"encoder-d96x16-w8a8-qnn2.37-{S23U_SLUG}.profile.json"
-    assert load_profile(path).model.input_shape == [1, 96, 16, 16]
-    (uploaded,) = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
-    assert uploaded == (built / "model.qdq.onnx").read_bytes()
-    assert "Export PyTorch -> ONNX" in result.stderr  # the export's stage progress
+@pytest.mark.parametrize("args, soc", [((), "sm8550"), (("emulator",), "sm8550"), (("--device", "s24u"), "sm8650")])
+def test_without_from_the_default_export_of_export_is_profiled(tmp_path, monkeypatch, args, soc):
+    """What reaches the export: `swiftformer-qnn export`'s own defaults, for the device's chipset."""
+    import swiftformer_qnn.pipeline as pipeline
+    from swiftformer_qnn.core.errors import UsageError
+    from swiftformer_qnn.pipeline import ExportRequest
+
+    asked = []
+
+    def recorded(request, progress=None):
+        asked.append(request)
+        raise UsageError("recorded")
+
+    monkeypatch.setattr(pipeline, "run_export", recorded)
+    monkeypatch.setattr("swiftformer_qnn.profiling.orchestrate.check_hub_config", lambda: None)
+    result = invoke(*args, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "recorded" in result.stderr
+    assert asked == [ExportRequest(soc=soc)]
 
 
-def test_both_graph_forms_are_exported_and_profiled_side_by_side_and_reported_as_two_rows(hub, tmp_path):
+def test_export_options_belong_to_export(exports):
+    for option in ("--variant", "--precision", "--graph", "--no-encoder", "--force", "--resolution"):
+        result = invoke("--from", str(exports["encoder"]), option, "x")
+        assert result.exit_code == 2 and "No such option" in result.output
+
+
+@pytest.mark.parametrize("device, command", [("emulator", "profile emulator"), ("adb", "profile phone"),
+                                             ("adb:R5CW40", "profile phone")])
+def test_a_device_of_another_mode_points_at_its_command(exports, device, command, tmp_path):
+    result = invoke("--device", device, "--from", str(exports["encoder"]), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert f"swiftformer-qnn {command}" in line and not (tmp_path / "out").exists()
+
+
+def test_both_graph_forms_are_profiled_side_by_side_and_reported_as_two_rows(hub, tmp_path):
+    from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
     from swiftformer_qnn.report.build import make_report
 
+    built = [run_export(ExportRequest(variant="encoder", resolution=16, graph=g, calibration_count=8, heldout_count=2,
+                                      until=Until.QUANTIZE)).directory for g in ("htp", "faithful")]
     out = tmp_path / "out"
-    result = invoke("--variant", "encoder", "--resolution", "16", "--graph", "htp,faithful", "--out", str(out),
-                    "--runs", "3", "--poll", "0.01")
+    result = invoke("--from", str(built[0]), "--from", str(built[1]), "--out", str(out), "--runs", "3", "--poll", "0.01")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == [
-        "encoder-d96x16-w8a8-sm8550", "encoder-d96x16-w8a8-sm8550-faithful"]
     profiles = {load_profile(p).model.graph: p for p in out.glob("*.profile.json")}
     assert profiles["htp"].name == f"encoder-d96x16-w8a8-qnn2.37-{S23U_SLUG}.profile.json"
     assert profiles["faithful"].name == f"encoder-d96x16-w8a8-faithful-qnn2.37-{S23U_SLUG}.profile.json"
@@ -335,54 +356,33 @@ def test_both_graph_forms_are_exported_and_profiled_side_by_side_and_reported_as
     assert "HTP-ready graph" in rows["htp"].label and "graph" not in rows["faithful"].label
 
 
-def test_graph_with_from_is_a_usage_error(hub, exports, tmp_path):
-    result = invoke("--from", str(exports["xs"]), "--graph", "faithful", "--out", str(tmp_path / "out"))
-    assert result.exit_code == 2 and "--graph" in result.stderr
-    bad = invoke("--variant", "encoder", "--graph", "fast", "--out", str(tmp_path / "out"))
-    assert bad.exit_code == 2 and "not a graph form" in bad.stderr
-
-
-def test_without_from_an_export_directory_of_another_request_is_replaced_only_with_force(
-    onnx_models, tmp_path, monkeypatch
-):
-    from swiftformer_qnn.pipeline.artifacts import read_manifest
-
+def test_without_from_an_export_directory_of_another_request_is_refused(onnx_models, tmp_path, monkeypatch):
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     m = onnx_models["encoder"]
-    # Where the export profile runs would go, holding another request (a hand-made export).
-    occupied = make_export_dir(tmp_path / "build" / "encoder-d96x16-w8a8-sm8550", qdq=m["qdq"], sim=m["sim"],
+    # Where the default export goes, holding another request (a hand-made export).
+    occupied = make_export_dir(tmp_path / "build" / "l1-w8a8-sm8550", qdq=m["qdq"], sim=m["sim"],
                                variant="encoder", precision="w8a8", input_shape=[1, 96, 16, 16])
     before = (occupied / "manifest.json").read_bytes()
-    args = ("--local", "--variant", "encoder", "--resolution", "16", "--out", str(tmp_path / "out"))
-    refused = invoke(*args)
+    refused = invoke("emulator", "--out", str(tmp_path / "out"))
     assert refused.exit_code == 2
     (line,) = [ln for ln in refused.stderr.splitlines() if ln.strip()]
     assert "holds an export of a different request" in line
-    assert "Pass --force" in line and "--from DIR" in line
+    assert "swiftformer-qnn export --force" in line and "--from DIR" in line
     assert "or choose --output-dir" not in line  # profile has no such option
     assert (occupied / "manifest.json").read_bytes() == before and not (tmp_path / "out").exists()
 
-    replaced = invoke(*args, "--force")
-    assert replaced.exit_code == 0, replaced.output
-    assert read_manifest(occupied).request.input_shape == [1, 96, 16, 16]
-    assert read_manifest(occupied).request_key != "handmade-encoder-w8a8-1x96x16x16"
-    (path,) = (tmp_path / "out").glob("encoder-d96x16-w8a8-qnn*.profile.json")
-    assert load_profile(path).source is LatencySource.EMULATOR
-
 
 @pytest.mark.slow
-def test_without_from_the_export_runs_here_with_the_encoder_block(hub, tmp_path):
-    result = invoke("--variant", "xs", "--resolution", "64", "--out", str(tmp_path / "out"), "--runs", "3", "--poll", "0.01")
+def test_without_from_the_default_export_is_made_and_profiled(hub, tmp_path):
+    result = invoke("--out", str(tmp_path / "out"), "--runs", "3", "--poll", "0.01")
     assert result.exit_code == 0, result.output
-    built = sorted(p.name for p in (tmp_path / "build").iterdir())
-    assert len(built) == 2 and built[0].startswith("encoder") and built[1].startswith("xs")
-    names = sorted(p.name for p in (tmp_path / "out").glob("*.profile.json"))
-    assert [n.split("-")[0] for n in names] == ["encoder", "xs"]
-    encoder = load_profile(tmp_path / "out" / names[0])
-    assert encoder.model.input_shape == [1, 96, 64, 64]  # the community's block: dim 96 on 64x64
-    # The uploaded files are the exports' QDQ models.
-    uploaded = {m.data for m in hub.models.values() if m.pb.model_type == 6}  # MODEL_TYPE_ONNX
-    assert uploaded == {(tmp_path / "build" / b / "model.qdq.onnx").read_bytes() for b in built}
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["l1-w8a8-sm8550"]
+    (path,) = (tmp_path / "out").glob("*.profile.json")
+    assert path.name == f"l1-w8a8-qnn2.37-{S23U_SLUG}.profile.json"
+    assert load_profile(path).model.input_shape == [1, 3, 224, 224]
+    (uploaded,) = [m.data for m in hub.models.values() if m.pb.model_type == 6]  # MODEL_TYPE_ONNX
+    assert uploaded == (tmp_path / "build" / "l1-w8a8-sm8550" / "model.qdq.onnx").read_bytes()
+    assert "Export PyTorch -> ONNX" in result.stderr  # the export's stage progress
 
 
 # --- the emulator runs the export's own compile ---------------------------------------------
@@ -407,7 +407,7 @@ def test_local_profile_runs_an_fp16_exports_own_binary(tmp_path, monkeypatch):
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     export = run_export(ExportRequest(variant="encoder", resolution=16, precision="fp16", heldout_count=2,
                                       until=Until.COMPILE, output_dir=tmp_path / "fp16")).directory
-    result = invoke("--local", "--from", str(export), "--out", str(tmp_path / "out"))
+    result = invoke("emulator", "--from", str(export), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "Ran the export's own context binary" in result.stdout
     (path,) = (tmp_path / "out").glob("encoder-*.profile.json")
@@ -434,7 +434,7 @@ def test_local_profile_runs_the_exports_own_context_binary(compiled_export, tmp_
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     before = _tree_hashes(compiled_export)
     record = read_compile_record(compiled_export / "compile.json")
-    result = invoke("--local", "--from", str(compiled_export), "--out", str(tmp_path / "out"))
+    result = invoke("emulator", "--from", str(compiled_export), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "running the export's own context binary (model.ctx_qnn.bin" in result.stderr
     assert f"sha256 {record.context_binary_sha256[:12]} as in compile.json and the manifest" in result.stdout
@@ -453,7 +453,7 @@ def test_local_profile_compiles_again_only_without_a_binary_or_for_another_qnn(c
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-token.ini"))
     no_binary = _copy_export(compiled_export, tmp_path / "no-binary")
     (no_binary / "model.ctx_qnn.bin").unlink()
-    result = invoke("--local", "--from", str(no_binary), "--out", str(tmp_path / "o1"))
+    result = invoke("emulator", "--from", str(no_binary), "--out", str(tmp_path / "o1"))
     assert result.exit_code == 0, result.output
     assert "model.qdq.onnx compiled again for this run: the export's model.ctx_qnn.bin is missing" in result.stdout
     (path,) = (tmp_path / "o1").glob("encoder-*.profile.json")
@@ -464,7 +464,7 @@ def test_local_profile_compiles_again_only_without_a_binary_or_for_another_qnn(c
     (stage,) = [s for s in manifest["stages"] if s["name"] == "compile"]
     stage["results"]["qnn_version"] = "2.50.40"
     (other_qnn / "manifest.json").write_text(json.dumps(manifest))
-    result = invoke("--local", "--from", str(other_qnn), "--out", str(tmp_path / "o2"))
+    result = invoke("emulator", "--from", str(other_qnn), "--out", str(tmp_path / "o2"))
     assert result.exit_code == 0, result.output
     assert "compiled again for this run: the export was compiled with QNN 2.50.40; the emulator runs" in result.stdout
 
@@ -476,7 +476,7 @@ def test_local_profile_refuses_a_binary_that_is_not_the_recorded_one(compiled_ex
     data = bytearray(binary.read_bytes())
     data[len(data) // 2] ^= 0xFF
     binary.write_bytes(bytes(data))
-    result = invoke("--local", "--from", str(damaged), "--out", str(tmp_path / "o"))
+    result = invoke("emulator", "--from", str(damaged), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "the export's compile does not match its manifest (model.ctx_qnn.bin was changed)" in result.stderr
     assert "delete model.ctx_qnn.bin to profile model.qdq.onnx compiled anew" in result.stderr

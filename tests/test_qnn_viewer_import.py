@@ -43,16 +43,15 @@ def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
     compile stage holds QNN's op trace of our real exports (the committed emulator run's).
     Their model file is a one-node placeholder: these ops are placed through the op trace."""
     import hashlib
-    import json
 
     import onnx
     from aihub_standin import make_export_dir
     from onnx import TensorProto, helper
 
     from swiftformer_qnn.core.atomic import sha256_file
-    from swiftformer_qnn.htp.graph_cost import graph_cost
-    from swiftformer_qnn.htp.record import CompileRecord
-    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, FileRecord, StageRecord, read_manifest
+    from swiftformer_qnn.core.cache import FileRecord, StageRecord
+    from swiftformer_qnn.htp.record import CompileRecord, traced_figures
+    from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, read_manifest
 
     root = tmp_path_factory.mktemp("import-exports")
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="placeholder")], "g",
@@ -70,15 +69,13 @@ def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
                 shutil.copyfile(OP_TRACE[variant], d / "compile" / "qnn_op_trace.json")
                 m = read_manifest(d)
                 f = d / "compile" / "qnn_op_trace.json"
-                cost = graph_cost(json.loads(f.read_text()))
                 # The record of the compile that wrote the committed trace (QNN 2.51.0, onnxruntime-qnn
                 # 2.7.0); its context binary is not kept here, so it records none.
                 record = CompileRecord(
                     qnn_version="2.51.0", ep_sdk_version=None, onnxruntime="1.31.1", onnxruntime_qnn="2.7.0",
                     soc="sm8550", soc_model=43, htp_arch=73, fp16=False, model_sha256=sha256_file(placeholder),
                     compile_s=0.0, context_binary_bytes=0, context_binary_sha256=hashlib.sha256(b"").hexdigest(),
-                    op_trace="qnn_op_trace.json", htp_op_count=cost.htp_op_count, htp_op_types=cost.op_types,
-                    graph_cost=cost)
+                    **traced_figures(f))
                 m.stages.append(StageRecord[CompileRecord](name="compile", key="compile-handmade", wall_s=0.0, results=record,
                                             outputs={"qnn_op_trace.json": FileRecord(
                                                 path="compile/qnn_op_trace.json", sha256=sha256_file(f),

@@ -12,8 +12,13 @@ from test_terminal_width import assert_readable, render
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
-from swiftformer_qnn.htp.graph_cost import GraphCost
-from swiftformer_qnn.htp.record import CompiledModel, CompileFailure, CompileRecord, write_compile_record
+from swiftformer_qnn.htp.record import (
+    CompiledModel,
+    CompileFailure,
+    CompileRecord,
+    GraphCost,
+    write_compile_record,
+)
 from swiftformer_qnn.report.markdown import structure_md
 from swiftformer_qnn.report.structure import compare_structures
 from swiftformer_qnn.report.terminal import structure_renderable
@@ -28,9 +33,8 @@ HTP = {"Conv2d": 81, "DepthWiseConv2d": 22, "FullyConnected": 1, "Transpose": 1,
 def record(op_types: dict[str, int] | None, *, qnn="2.51.0", variant="l1", size=12_000_000, layout=None,
            islands=0, boundary_layout=1) -> CompileRecord:
     cost = None if op_types is None else GraphCost(
-        htp_op_count=sum(op_types.values()), op_types=op_types,
         layout_ops=layout if layout is not None else op_types.get("Reshape", 0) + op_types.get("Transpose", 0),
-        boundary_layout_ops=boundary_layout, float_islands=islands, boundary_conversions=2, context_binary_bytes=size)
+        boundary_layout_ops=boundary_layout, float_islands=islands, boundary_conversions=2)
     return CompileRecord(
         qnn_version=qnn, ep_sdk_version=f"v{qnn}.1", onnxruntime="1.31.1", onnxruntime_qnn="2.7.0", soc="sm8550",
         soc_model=43, htp_arch=73, fp16=False,

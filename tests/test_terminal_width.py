@@ -18,7 +18,8 @@ from swiftformer_qnn.cli.profile import render_run
 from swiftformer_qnn.cli.toolchains import render_cross_version
 from swiftformer_qnn.core.tables import Col, FitTable, shorten_middle
 from swiftformer_qnn.htp.record import CompileRecord
-from swiftformer_qnn.htp.sweep import CrossVersionReport, Fidelity, VersionResult, consecutive_diffs
+from swiftformer_qnn.htp.sweep import CrossVersionReport, VersionResult, consecutive_diffs
+from swiftformer_qnn.measure.agreement import Agreement
 from swiftformer_qnn.measure.schema import block_times, load_profile
 from swiftformer_qnn.profiling.devices import Backend
 from swiftformer_qnn.profiling.orchestrate import ProfiledModel, ProfileRunResult
@@ -144,7 +145,8 @@ def test_cross_version_table(width, capsys, monkeypatch):
                                context_binary_sha256="1" * 64, op_trace="qnn_op_trace.json", htp_op_count=431,
                                htp_op_types=kw.pop("types"))
         return VersionResult(**pins, status="ok", compile=record,
-                             fidelity=Fidelity(max_abs_diff=0.3125, cosine=0.99812, sqnr_db=23.9), **kw)  # fmt: skip
+                             fidelity=Agreement(samples=1, sqnr_db=23.9, exact=False, cosine_mean=0.99812,
+                                                cosine_min=0.99812, max_abs_diff=0.3125, reference_max_abs=1.0), **kw)  # fmt: skip
 
     versions = [version("2.48", types={"Conv2d": 57, "Gelu": 26}),
                 version("2.49", error="HtpUnsupportedError: The QNN HTP rejects 1 node(s) of m.onnx: Gelu at stage0.block0.mlp."),

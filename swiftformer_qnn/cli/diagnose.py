@@ -20,14 +20,15 @@ def diagnose(
     """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the op where the HTP departs from it.
 
     Runs one held-out input with every quantized tensor as an output; writes JSON and Markdown."""
-    from ..pipeline.diagnose import diagnose_export, write_diagnosis
+    from ..core.tables import table_rich
+    from ..pipeline.diagnose import diagnose_export
     from ..pipeline.localize import describe
-    from ..report.terminal import table_rich
+    from ..report.diagnosis import diagnosis_table, write_diagnosis
 
     err_console.print("Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ...")
     d = diagnose_export(export_dir)
     js, md = write_diagnosis(d, out or Path(export_dir) / "diagnose")
-    console.print(table_rich(d.table()))
+    console.print(table_rich(diagnosis_table(d)))
     console.print(Text(f"HTP vs CPU QDQ: {describe(d.divergence)}."))
     console.print(Text("Wrote:"))
     for path in (md, js):

@@ -10,7 +10,7 @@ import typer
 from ..model.variants import VARIANTS
 from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 from .render import ExportProgress, export_summary, render_export_summary
-from .toolchains import NoInstallOpt, qnn_toolchains
+from .toolchains import NoInstallOpt, compare_versions, qnn_toolchains
 
 
 @app.command()
@@ -106,17 +106,7 @@ def compile_(
 
     specs = qnn_toolchains(qnn, no_install=no_install)
     if specs:
-        from ..core.targets import get_soc
-        from ..htp.session import HtpTarget
-        from ..htp.sweep import compile_versions_into
-        from .toolchains import exit_if_failed, render_cross_version, render_progress_event
-
-        chip = get_soc(soc)
-        out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
-        report = compile_versions_into(model, specs, out, force=force, progress=render_progress_event,
-                                       target=HtpTarget(chip.soc_model, chip.htp_arch, fp16=fp16))
-        render_cross_version(report, out)
-        exit_if_failed(report)
+        compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force)
         return
     with ExportProgress(err_console) as progress:
         result = run_compile(CompileRequest(model=model, soc=soc, fp16=fp16, output_dir=output_dir, force=force),

@@ -214,13 +214,15 @@ def accept(
 def _conclude(g, verdict, *, report_dir: Path | None, markdown: Path | None, junit: Path | None,
               json_out: Path | None) -> None:
     """Write the reports, render the verdict, exit 1 on a regression."""
+    from . import gate_outputs
+
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     to_stdout = json_out == STDOUT
-    written = g.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit,
-                              json_path=None if to_stdout else json_out,
-                              step_summary=Path(summary) if summary else None)
+    written = gate_outputs.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit,
+                                         json_path=None if to_stdout else json_out,
+                                         step_summary=Path(summary) if summary else None)
     if to_stdout:
-        sys.stdout.write(g.outputs.render_json(verdict))
+        sys.stdout.write(gate_outputs.render_json(verdict))
     else:
         _render(g, verdict)
     for p in written:
@@ -243,6 +245,7 @@ def _render(g, v) -> None:
     from rich.text import Text
 
     from ..core.tables import Col, FitTable
+    from . import gate_outputs
 
     style = {"regression": "bold red", "improvement": "green", "within-noise": "yellow",
              "missing-in-candidate": "magenta", "missing-in-baseline": "cyan", "unchanged": "dim"}
@@ -259,14 +262,14 @@ def _render(g, v) -> None:
                     Col("change", "number")]
     rows = []
     for r in v.results:
-        row = [r.metric, Text(r.status.value, style=style[r.status.value]), g.outputs.fmt_value(r.baseline, r.unit),
-               g.outputs.fmt_value(r.candidate, r.unit), g.outputs.fmt_change(r)]
+        row = [r.metric, Text(r.status.value, style=style[r.status.value]), gate_outputs.fmt_value(r.baseline, r.unit),
+               gate_outputs.fmt_value(r.candidate, r.unit), gate_outputs.fmt_change(r)]
         if v.mode == "profile":
-            row += [g.outputs.fmt_interval(r), g.outputs.fmt_confidence(r)]
+            row += [gate_outputs.fmt_interval(r), gate_outputs.fmt_confidence(r)]
         rows.append(row)
-    table = FitTable(columns, rows, title=g.outputs.headline(v))
+    table = FitTable(columns, rows, title=gate_outputs.headline(v))
     # Names in these sentences come from the profiles: no markup or escape sequence of theirs.
-    console.print(Text(terminal_safe(g.outputs.describe_sides(v), one_line=True)), highlight=False)
+    console.print(Text(terminal_safe(gate_outputs.describe_sides(v), one_line=True)), highlight=False)
     console.print(table)
     # Notes and reasons wrap at word boundaries (they are prose; their paths are short).
     for n in v.notes:

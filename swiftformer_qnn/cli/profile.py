@@ -1,4 +1,4 @@
-"""`profile`: parse options, call `profiling.orchestrate.run_profile`, render per-block tables."""
+"""`profile` and its modes: parse options, call one `profiling.orchestrate` function, render per-block tables."""
 
 from __future__ import annotations
 
@@ -24,90 +24,34 @@ def _positive(value: float) -> float:
     return value
 
 
+# Options every mode takes. Export options are `export`'s: profile an export with --from.
+FromOpt = Annotated[list[Path] | None, typer.Option(
+    "--from", help="Export directory to profile (repeatable). Default: the export "
+    "`swiftformer-qnn export` makes (L1, w8a8), made here if missing.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")]
+TopOpt = Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")]
+RunsOpt = Annotated[int, typer.Option(min=1, help="Profiling iterations on the phone.")]
+
 profile_app = typer.Typer(
     invoke_without_command=True,
-    help="Profile exported SwiftFormers block by block (see the options), or `profile import` a profile you have.",
+    help="Profile exports per block: AI Hub (the options), or emulator, estimate, phone, import.",
 )
 app.add_typer(profile_app, name="profile")
 
 
-@profile_app.callback()
-@guarded
-def profile(
-    ctx: typer.Context,
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "estimate" for QNN\'s HTP performance estimator (estimated time, no device), "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
-    local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
-    list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
-    from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
-    variant: Annotated[str, typer.Option(help="Without --from: the variant to export and profile (xs, s, l1, l3, encoder).")] = "l1",
-    precision: Annotated[str, typer.Option(help="Without --from: w8a8, w8a16 or fp16.")] = "w8a8",
-    encoder: Annotated[bool, typer.Option("--encoder/--no-encoder", help="Without --from: also profile the standalone SwiftFormerEncoder block.")] = True,
-    weights: Annotated[Path | None, typer.Option(help="Without --from: checkpoint to export (default: random weights).")] = None,
-    attention: Annotated[str | None, typer.Option(help="Without --from: normalize or softmax attention.")] = None,
-    resolution: Annotated[int | None, typer.Option(help="Without --from: input size of --variant (default 224; for --variant encoder, the block's HxW, default 64). The standalone block profiled beside a full variant keeps 64.")] = None,
-    encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
-    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs. With --device estimate: local QNN toolchains (2.47-2.51, installed on first use).")] = None,
-    graph: Annotated[list[str] | None, typer.Option("--graph", help="Without --from: graph form(s) to export and profile side by side: htp (default), faithful, or htp,faithful.")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations; qnn-net-run --num_inferences).")] = 100,
-    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="With --device adb: your QAIRT/QNN SDK (default: $QNN_SDK_ROOT).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Where profiles go. Default: build/profiles/<timestamp>/.")] = None,
-    timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all AI Hub jobs (> 0); unfinished jobs resume on a rerun.")] = 3600.0,
-    poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between AI Hub status polls (> 0).")] = 10.0,
-    new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new AI Hub jobs even if the same ones were submitted before (costs quota).")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before (they are never resubmitted on their own).")] = False,
-    top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
-    force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
-    check_outputs: Annotated[bool, typer.Option("--check-outputs", help="AI Hub: also run the export's held-out inputs on the phone and report device-vs-CPU-QDQ and device-vs-fp32 SQNR.")] = False,
-    json_: JsonOpt = False,
-) -> None:
-    """Profile SwiftFormer exports block by block: on a phone (AI Hub, adb) or the HTP emulator.
+def _note(msg: str) -> None:
+    from ..core.redact import scrub
 
-    A phone through Qualcomm AI Hub needs `qai-hub configure --api_token ...`; your own phone
-    over adb (--device adb) needs your QNN SDK; the local HTP emulator (--device emulator) needs
-    nothing and reports cycles, not latency. `profile import FILE --from EXPORT_DIR` converts a
-    profile you downloaded (AI Hub JSON, qnn-profile-viewer text/CSV/JSON)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from ..profiling.devices import is_list_request
-    from ..profiling.orchestrate import ProfileRequest, run_profile
-    from ..profiling.orchestrate import list_devices as hub_devices
+    err_console.print(Text(scrub(msg), style="dim"), highlight=False)
+
+
+def _run(run, request, top: int, json_: bool = False) -> None:
+    """Call one mode's function, showing export progress when it makes the default export."""
     from .render import ExportProgress
 
-    def note(msg: str) -> None:
-        from ..core.redact import scrub
-
-        err_console.print(Text(scrub(msg), style="dim"), highlight=False)
-
-    if list_devices or is_list_request(device):
-        config, devices = hub_devices(note)
-        render_devices(console, devices, config.api_url)
-        return
-    request = ProfileRequest(
-        device="emulator" if local else device,
-        from_dirs=tuple(from_dirs or ()),
-        variant=variant,
-        precision=precision,
-        include_encoder=encoder,
-        weights=weights,
-        attention=attention,
-        resolution=resolution,
-        encoder_dim=encoder_dim,
-        qnn=tuple(qnn or ()),
-        graphs=tuple(graph or ()),
-        runs=runs,
-        out_dir=out,
-        timeout_s=timeout,
-        poll_s=poll,
-        new_jobs=new_jobs,
-        retry_failed=retry_failed,
-        force=force,
-        check_outputs=check_outputs,
-        qnn_sdk=qnn_sdk,
-    )
-    # Export stages show as progress lines only when this command runs the export.
-    stages = nullcontext() if from_dirs else ExportProgress(err_console)
+    stages = nullcontext() if request.from_dirs else ExportProgress(err_console)
     with stages as shown:
-        result = run_profile(request, progress=note, export_progress=shown.on_event if shown else None)
+        result = run(request, progress=_note, export_progress=shown.on_event if shown else None)
     if json_:
         print_json(run_summary(result))
     else:
@@ -115,6 +59,95 @@ def profile(
     error = result.failure_error()
     if error is not None:
         raise error
+
+
+@profile_app.callback()
+@guarded
+def profile(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", s23u, sm8550, 8gen2), or "list".')] = "Samsung Galaxy S23 Ultra",
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (2.31,2.33; repeatable). Default: AI Hub's.")] = None,
+    runs: RunsOpt = 100,
+    check_outputs: Annotated[bool, typer.Option("--check-outputs", help="Also run held-out inputs on the phone; report SQNR vs CPU QDQ and fp32.")] = False,
+    out: OutOpt = None,
+    timeout: Annotated[float, typer.Option(callback=_positive, help="Seconds to wait for all jobs; unfinished ones resume on a rerun.")] = 3600.0,
+    poll: Annotated[float, typer.Option(callback=_positive, help="Seconds between job status polls.")] = 10.0,
+    new_jobs: Annotated[bool, typer.Option("--new-jobs", help="Submit new jobs even if the same ones ran before (costs quota).")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit jobs that failed before.")] = False,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Profile exports block by block on a phone through Qualcomm AI Hub.
+
+    Needs `qai-hub configure --api_token ...`. Without a token: `profile emulator` (cycles, not
+    latency); your own phone: `profile phone`; a profile you downloaded: `profile import`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..profiling.devices import is_list_request
+    from ..profiling.orchestrate import HubRequest, run_on_hub
+    from ..profiling.orchestrate import list_devices as hub_devices
+
+    if is_list_request(device):
+        config, devices = hub_devices(_note)
+        render_devices(console, devices, config.api_url)
+        return
+    _run(run_on_hub, HubRequest(
+        device=device, from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), runs=runs, out_dir=out,
+        timeout_s=timeout, poll_s=poll, new_jobs=new_jobs, retry_failed=retry_failed, check_outputs=check_outputs,
+    ), top, json_)
+
+
+@profile_app.command("emulator")
+@guarded
+def profile_emulator(
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="Must name the QNN release onnxruntime-qnn bundles (the only one it runs).")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Profile exports on the local HTP emulator: op cycles, NOT device latency; no token.
+
+    Runs an export's own context binary; compiles again only without one."""
+    from ..profiling.orchestrate import EmulatorRequest, run_on_emulator
+
+    _run(run_on_emulator, EmulatorRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top, json_)
+
+
+@profile_app.command("estimate")
+@guarded
+def profile_estimate(
+    from_dirs: FromOpt = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="Local QNN toolchains to estimate with (2.47-2.51, installed on first use). Default: this environment's.")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Estimate exports per block with QNN's HTP performance estimator: estimated time, NOT latency.
+
+    For a proxy SoC of the export's HTP architecture (SA8255P for SM8550); no device, no token."""
+    from ..profiling.orchestrate import EstimateRequest, run_on_estimate
+
+    _run(run_on_estimate, EstimateRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top, json_)
+
+
+@profile_app.command("phone")
+@guarded
+def profile_phone(
+    serial: Annotated[str | None, typer.Option("--serial", help="adb serial of the phone (see `adb devices`). Default: the one attached.")] = None,
+    from_dirs: FromOpt = None,
+    runs: RunsOpt = 100,
+    qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="Your QAIRT/QNN SDK. Default: $QNN_SDK_ROOT.")] = None,
+    out: OutOpt = None,
+    top: TopOpt = 10,
+    json_: JsonOpt = False,
+) -> None:
+    """Profile exports on your own phone over adb, with your SDK's qnn-net-run."""
+    from ..profiling.orchestrate import PhoneRequest, run_on_phone
+
+    _run(run_on_phone, PhoneRequest(serial=serial, from_dirs=tuple(from_dirs or ()), runs=runs, qnn_sdk=qnn_sdk,
+                                    out_dir=out), top, json_)
 
 
 # --- rendering ---------------------------------------------------------------------------

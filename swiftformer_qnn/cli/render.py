@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.tables import Col, FitTable, fmt_bytes
+from ..htp.record import FIGURES, CompileRecord
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
 from ..pipeline.requests import ExportedRequest
 from ._app import next_step
@@ -76,8 +77,8 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
     compile_ = m.stage("compile")
     if compile_ is not None:
         record = compile_.results  # the CompileRecord
-        if record.graph_cost is not None:
-            console.print(render_graph_cost(record.graph_cost), highlight=False)
+        if record.htp_op_types is not None:
+            console.print(render_graph_cost(record), highlight=False)
         for t in record.io or []:
             layout = "NHWC" if t.nhwc else "as the model's"
             how = ("feed round(x / scale) + zero_point, clipped to 0..255" if t.role == "input"
@@ -129,16 +130,16 @@ def _next_after_export(console: Console, directory: Path, *, estimated: bool) ->
         check_hub_config()
     except HubError:
         if estimated:
-            next_step(console, f"swiftformer-qnn profile --device estimate --from {directory}",
+            next_step(console, f"swiftformer-qnn profile estimate --from {directory}",
                       why="no AI Hub token is configured: QNN's estimated time per block, no device needed; "
                           "with a token, --device \"Galaxy S23 Ultra\" measures it on a phone")
         else:
-            next_step(console, f"swiftformer-qnn profile --local --from {directory}",
+            next_step(console, f"swiftformer-qnn profile emulator --from {directory}",
                       why="no AI Hub token is configured: per-block structure on the HTP emulator "
                           "(cycles, not latency); with a token, --device \"Galaxy S23 Ultra\" profiles it on a phone")
         return
     next_step(console, f'swiftformer-qnn profile --device "Galaxy S23 Ultra" --from {directory}',
-              why="per-block latency on a phone through Qualcomm AI Hub (--device estimate: QNN's estimate, no device)")
+              why="per-block latency on a phone through Qualcomm AI Hub (`profile estimate`: QNN's estimate, no device)")
 
 
 def _stage_summary(name: str, r, outputs: dict) -> str:
@@ -161,12 +162,12 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
-        from ..pipeline.compile import describe_guard
+        from ..htp.bn_guard import describe_guard
 
         guarded = describe_guard(r.bn_guard or {})
         note = f"; {guarded}" if guarded else ""
         cost = r.graph_cost
-        ops = (f"{cost.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
+        ops = (f"{r.htp_op_count} HTP ops ({cost.layout_ops} layout, {cost.float_islands} float islands)"
                if cost else "HTP ops not traced")
         return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
                 f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}{note}")
@@ -177,7 +178,7 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             said += " (cycles only: us at the simulated clock)"
         if r.missing_ops:
             said += f"; {r.missing_ops} op(s) without a cost left out"
-        return said + "; per block: `swiftformer-qnn profile --device estimate --from` this export"
+        return said + "; per block: `swiftformer-qnn profile estimate --from` this export"
     if name == "verify":
         q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
         top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""
@@ -192,14 +193,12 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
     return ""
 
 
-def render_graph_cost(cost) -> str:
-    """One line: the compiled graph's HTP ops by type, layout ops and float islands."""
-    types = ", ".join(f"{k} {v}" for k, v in sorted(cost.op_types.items(), key=lambda kv: (-kv[1], kv[0])))
-    inner = cost.layout_ops - cost.boundary_layout_ops
-    return (f"HTP graph: {cost.htp_op_count} ops ({types}); layout ops (Reshape/Transpose) "
-            f"{cost.layout_ops}: {inner} inside the graph, {cost.boundary_layout_ops} converting its input/output "
-            f"to the HTP's channel-last layout; float islands (Dequantize..Quantize inside the graph) "
-            f"{cost.float_islands}.")
+def render_graph_cost(record: CompileRecord) -> str:
+    """One line: the compiled graph's HTP ops by type, then every figure of the compile."""
+    types = ", ".join(f"{k} {v}" for k, v in sorted(record.htp_op_types.items(), key=lambda kv: (-kv[1], kv[0])))
+    figures = ", ".join(f"{f.label} {value:,}" for f in FIGURES
+                        if f.name != "htp_op_count" and (value := f.value(record)) is not None)
+    return f"HTP graph: {record.htp_op_count} ops ({types}); {figures}."
 
 
 def _db(figures) -> str:

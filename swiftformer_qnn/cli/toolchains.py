@@ -182,6 +182,9 @@ def render_cross_version(report, directory: Path | None = None) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    if directory is not None:
+        next_step(console, f"swiftformer-qnn gate structure --baseline BASELINE --candidate {directory}",
+                  why="gate these compiles against a structural baseline (profiles/baselines/compile-*)")
 
 
 @toolchains_app.command("compare")
@@ -200,20 +203,26 @@ def compare_cmd(
     no_install: NoInstallOpt = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..core.errors import UsageError
+    specs = qnn_toolchains(qnn, no_install=no_install)
+    compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force, use_cache=not no_cache,
+                     emulate=emulate, jobs=jobs, markdown=markdown)
+
+
+def compare_versions(model: Path, specs, *, soc: str, fp16: bool, output_dir: Path | None, force: bool,
+                     use_cache: bool = True, emulate: bool = True, jobs: int | None = None,
+                     markdown: bool = False) -> None:
+    """One model compiled with each QNN toolchain in `specs`, compared, rendered: `toolchains
+    compare` and `compile --qnn` are this one path."""
     from ..core.targets import get_soc
     from ..htp.session import HtpTarget
     from ..htp.sweep import compile_versions_into
     from .versions_table import render_markdown
 
-    if not model.is_file():
-        raise UsageError(f"No model at {model}.")
-    specs = qnn_toolchains(qnn, no_install=no_install)
     chip = get_soc(soc)
     target = HtpTarget(soc_model=chip.soc_model, htp_arch=chip.htp_arch, fp16=fp16)
     out = output_dir or model.with_name(f"{model.stem}.qnn-versions")
     report = compile_versions_into(
-        model, specs, out, force=force, use_cache=not no_cache,
+        model, specs, out, force=force, use_cache=use_cache,
         target=target, emulate=emulate, jobs=jobs, progress=render_progress_event,
     )
     if markdown:

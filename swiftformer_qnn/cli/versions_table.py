@@ -3,6 +3,7 @@ comparison itself is `swiftformer_qnn.htp.sweep`."""
 
 from __future__ import annotations
 
+from ..core.tables import TableSpec, table_md
 from ..htp.sweep import CrossVersionReport, VersionDiff
 
 NOT_EMULATED = "Not checked: emulator outputs vs the CPU EP (--no-emulate)."
@@ -47,7 +48,7 @@ def table_rows(report: CrossVersionReport) -> list[dict[str, str]]:
                     "HTP ops": "-" if c.htp_op_count is None else str(c.htp_op_count),
                     "op types vs previous": format_op_type_changes(by_after.get(v.qnn_version)) or "-",
                     "max abs diff": _fmt(f.max_abs_diff if f else None, ".4g"),
-                    "cosine": _fmt(f.cosine if f else None, ".5f"),
+                    "cosine": _fmt(f.cosine_min if f else None, ".5f"),
                     "SQNR (dB)": sqnr,
                 }
             )
@@ -74,13 +75,9 @@ TABLE_COLUMNS = (
 
 def render_markdown(report: CrossVersionReport) -> str:
     """The comparison as a Markdown table plus a note on what the numbers are."""
-    lines = [
-        "| " + " | ".join(TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
-    ]
-    for row in table_rows(report):
-        cells = [row.get(c, "") for c in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    spec = TableSpec(title="", headers=[(c,) for c in TABLE_COLUMNS], numeric_from=len(TABLE_COLUMNS),
+                     rows=[[row.get(c, "") for c in TABLE_COLUMNS] for row in table_rows(report)])
+    lines = [table_md(spec, title=False).rstrip("\n")]
     for d in report.diffs:
         if d.ops_added or d.ops_removed:
             lines.append(

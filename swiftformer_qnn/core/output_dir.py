@@ -144,7 +144,7 @@ def check_replaceable(
 
 # --- leftovers of interrupted runs -----------------------------------------------------------
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>partial|old|tmp|stale)-(?P<pid>\d+)(?:-.*)?$")
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>partial|old|tmp|stale|removing)-(?P<pid>\d+)(?:-.*)?$")
 
 
 def pid_alive(pid: int) -> bool:
@@ -160,7 +160,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def temp_dir(parent: Path, name: str, what: str = "partial") -> Path:
-    """A fresh `.NAME.WHAT-PID-xxxx` directory in `parent`: a later run can tell whether its maker is alive.
+    """A fresh `.NAME.WHAT-PID-xxxx` directory in `parent`: a later run can tell whether its maker
+    is alive. The one way any directory of this tool is built before it is put in place (output
+    directories, stage cache entries, toolchains).
 
     Create it under `signals_held()` inside the `try` that removes it, so that no Ctrl-C can
     land between its creation and that guard."""
@@ -335,7 +337,7 @@ def carry_over(old: Path, work: Path, owned: frozenset[str]) -> list[str]:
     return keep
 
 
-def _swap_in(work: Path, target: Path) -> None:
+def swap_in(work: Path, target: Path) -> None:
     """Put `work` at `target` (a directory this run may replace), leaving no moment with neither."""
     with signals_held():
         if not os.path.lexists(target):
@@ -391,7 +393,7 @@ def staged_output_dir(
                 carried = carry_over(target, work, found.owned)
                 if kept is not None:
                     kept.extend(carried)
-            _swap_in(work, target)
+            swap_in(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

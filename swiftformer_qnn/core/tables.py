@@ -1,5 +1,6 @@
-"""Terminal tables that fit the console's width: every table the CLI prints is rendered through
-`FitTable`.
+"""The one table writer: terminal tables that fit the console's width (`FitTable`; every table
+the CLI prints is rendered through it), and `TableSpec`, a table as strings, written as
+Markdown (`table_md`) or for the terminal (`table_rich`).
 
 The layout is chosen when rich renders the table, at the width it has: the table as is; then
 short headers (wrapped at spaces); then long names shortened in the middle and free text wrapped;
@@ -10,8 +11,8 @@ columns side by side, never part of a number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from rich.cells import cell_len
@@ -20,7 +21,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .text import terminal_safe
+from .text import markdown_safe, terminal_safe
 
 # key: names the row; never cut, repeated in every part of a split table (without a key column,
 #   the first column is repeated).
@@ -228,3 +229,51 @@ class FitTable:
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         least = sum(self._least(i) for i in range(len(self.columns))) + _overhead(len(self.columns))
         return Measurement(min(least, options.max_width), min(self.natural_width(), options.max_width))
+
+
+# ---------------------------------------------------------------------------- table specs
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    title: str
+    headers: list[tuple[str, ...]]  # each header is one or more lines
+    rows: list[list[str]]
+    caption: str | None = None
+    footnotes: list[str] = field(default_factory=list)
+    numeric_from: int = 1  # columns at or after this index are right-aligned
+
+
+def md_escape(text: str) -> str:
+    """A cell, title or caption as literal Markdown (names in it come from profiles and files)."""
+    return markdown_safe(text)
+
+
+def table_md(spec: TableSpec, *, level: int = 3, title: bool = True,
+             escape: Callable[[str], str] = md_escape) -> str:
+    """The spec as a GitHub-flavoured Markdown table; `escape` each cell (the identity for cells
+    a caller already wrote as Markdown)."""
+    lines = []
+    if title:
+        lines += [f"{'#' * level} {escape(spec.title)}", ""]
+    lines.append("| " + " | ".join("<br>".join(escape(x) for x in h) for h in spec.headers) + " |")
+    lines.append(
+        "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
+    )
+    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in spec.rows]
+    if spec.caption:
+        lines += ["", f"_{escape(spec.caption)}_"]
+    if spec.footnotes:
+        lines.append("")
+        lines += [f"{i + 1}. {escape(n)}" for i, n in enumerate(spec.footnotes)]
+    return "\n".join(lines) + "\n"
+
+
+def table_rich(spec: TableSpec) -> FitTable:
+    """The spec as a table that fits the terminal: the first column names the row, the numeric
+    ones are never cut (see `swiftformer_qnn.core.tables`)."""
+    columns = [
+        Col("\n".join(h), "key" if i == 0 else "number" if i >= spec.numeric_from else "text")
+        for i, h in enumerate(spec.headers)
+    ]
+    return FitTable(columns, spec.rows, title=spec.title, caption=spec.caption)

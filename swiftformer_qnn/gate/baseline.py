@@ -9,7 +9,6 @@ variant, precision, device or source.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -24,8 +23,10 @@ from ..core.errors import ProfileError
 from ..core.output_dir import holds_marker, staged_output_dir
 from ..htp.record import COMPILE_RECORD
 from ..measure.schema import Profile
+from ..pipeline.artifacts import FoundCompile, only_compile, read_compile_side
+from ..profiling.devices import device_slug
 from .profile_gate import check_side, load_side
-from .structure import FoundCompile, only_compile, pick_variant, read_compile_side
+from .structure import pick_variant
 
 BASELINES_DIR = Path("profiles/baselines")
 RECORD_NAME = "baseline.json"
@@ -65,13 +66,9 @@ class BaselineUpdate(BaseModel):
     replaced: BaselineRecord | None = None  # the baseline that was there before
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def baseline_key(profile: Profile) -> str:
     """`l1-w8a8-samsung-galaxy-s23-ultra-aihub`: one baseline per thing measured."""
-    return "-".join(_slug(x) for x in (profile.model.variant, profile.model.precision, profile.target.device,
+    return "-".join(device_slug(x) for x in (profile.model.variant, profile.model.precision, profile.target.device,
                                        profile.source.value))
 
 
@@ -159,7 +156,7 @@ def update_baseline(
 def structure_key(c: FoundCompile) -> str:
     """`compile-l1-w8a8-sm8550-qnn2-51-0`: one structural baseline per thing compiled and QNN version."""
     parts = [c.identity("variant"), c.identity("precision"), c.identity("soc")] if c.identity("variant") else []
-    return "-".join(_slug(x) for x in ["compile", *(p for p in parts if p), f"qnn{c.qnn_version}"])
+    return "-".join(device_slug(x) for x in ["compile", *(p for p in parts if p), f"qnn{c.qnn_version}"])
 
 
 def update_structure_baseline(

@@ -243,7 +243,7 @@ def gate_profiles(
         raise ProfileError(
             f"The {est} holds estimates (QNN's HTP estimator, no device), the {other} {sides[other].source.value} "
             "profiles: an estimate is never gated against another source.",
-            hint="Gate estimates against an estimate baseline (profile --device estimate).",
+            hint="Gate estimates against an estimate baseline (profile estimate).",
         )
     _check_distinct_jobs(baseline, bf, candidate, cf)
     diff = mismatches(baseline[0], candidate[0])

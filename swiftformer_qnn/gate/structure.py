@@ -5,169 +5,30 @@ disabled, so every node is on the HTP), and the number of HTP ops and the contex
 not grow beyond a threshold. These figures are deterministic, so there is no noise to model:
 a change is a change.
 
-The gate reads one format: `compile.json` (`compile_record.CompileRecord`), which every
+The gate reads one format: `compile.json` (`htp.record.CompileRecord`), which every
 compile writes (an export, `compile`, each QNN version of `export --qnn` / `compile --qnn` /
 `toolchains compare`, and a committed structural baseline holds one), plus the
-`compile_failed.json` a version that did not compile leaves instead.
+`compile_failed.json` a version that did not compile leaves instead (found under paths by
+`pipeline.artifacts.read_compile_side`), and compares two by `htp.diff`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import OutputDirError, ProfileError, UsageError
+from ..core.errors import ProfileError, UsageError
+from ..htp.diff import diff_compiles
 from ..htp.record import (
-    COMPILE_FAILURE,
-    COMPILE_RECORD,
     ON_THE_HTP,
-    CompileFailure,
-    CompileRecord,
-    disagreements,
-    read_compile_failure,
-    read_compile_record,
 )
-from ..pipeline.artifacts import read_manifest
+from ..pipeline.artifacts import CompileSide, FoundCompile, FoundFailure, only_compile, read_compile_side
 from .rules import GateRules
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus, SideInfo, make_verdict
 
-_IDENTITY = ("variant", "precision", "soc", "input_shape")
-
-
-@dataclass(frozen=True)
-class FoundCompile:
-    """One compile record and the file it was read from."""
-
-    record: CompileRecord
-    path: Path
-
-    @property
-    def qnn_version(self) -> str:
-        return self.record.qnn_version
-
-    def identity(self, key: str) -> Any:
-        return self.record.soc if key == "soc" else getattr(self.record.model, key)
-
-
-@dataclass(frozen=True)
-class FoundFailure:
-    """A QNN version that did not compile, and where it says so."""
-
-    failure: CompileFailure
-    path: Path
-
-    @property
-    def qnn_version(self) -> str:
-        return self.failure.qnn_version
-
-    @property
-    def error(self) -> str:
-        return f"{self.failure.status}: {self.failure.error}"
-
-    def identity(self, key: str) -> Any:
-        return None if key == "soc" else getattr(self.failure.model, key)
-
-
-@dataclass
-class CompileSide:
-    """Every compile found under the paths of one side."""
-
-    compiles: list[FoundCompile] = field(default_factory=list)
-    failures: list[FoundFailure] = field(default_factory=list)
-
-    @property
-    def files(self) -> list[Path]:
-        return [c.path for c in self.compiles] + [f.path for f in self.failures]
-
-    def extend(self, other: CompileSide) -> None:
-        self.compiles += other.compiles
-        self.failures += other.failures
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def read_compile_file(path: Path) -> CompileSide:
-    """The compile (or the failure) one `compile.json` / `compile_failed.json` records."""
-    path = Path(path)
-    if path.name == COMPILE_FAILURE:
-        return CompileSide(failures=[FoundFailure(read_compile_failure(path), path)])
-    record = read_compile_record(path)
-    # An export's compile.json is vouched for by the export's manifest; any record by the
-    # binary and op trace beside it. An edited record is never gated as the compile.
-    manifest = read_manifest(path.parent)
-    stage = manifest.stage("compile") if manifest else None
-    if stage is not None and COMPILE_RECORD in stage.outputs:
-        try:
-            manifest.artifact(path.parent, "compile", COMPILE_RECORD)
-        except OutputDirError as exc:
-            raise ProfileError(exc.message, hint=exc.hint) from None
-    wrong = disagreements(path.parent, record)
-    if wrong:
-        raise ProfileError(f"{path}: the files beside it disagree with it ({'; '.join(wrong)}).",
-                           hint="Compile again (the same export or compile command rebuilds what no longer matches).")
-    return CompileSide(compiles=[FoundCompile(record, path)])
-
-
-def _records_in(directory: Path) -> list[Path]:
-    """The compile records of a directory: its own `compile.json` (or `compile_failed.json`)
-    stands for it (an export's `qnn-versions/` beside it is gated by naming it); a directory
-    with neither is searched below (`build/` with several exports, a `qnn-versions/`)."""
-    for name in (COMPILE_RECORD, COMPILE_FAILURE):
-        if (directory / name).is_file():
-            return [directory / name]
-    found = []
-    for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found += _records_in(sub)
-    return found
-
-
-def read_compile_side(paths: Sequence[Path], *, side: str = "candidate") -> CompileSide:
-    """Every compile under `paths`: files as given, directories searched (see `_records_in`)."""
-    if not paths:
-        raise ProfileError(f"No {side} given.", hint=f"Pass --{side} FILE_OR_DIR.")
-    out = CompileSide()
-    for p in map(Path, paths):
-        if p.is_dir():
-            files = _records_in(p)
-            if not files:
-                raise ProfileError(
-                    f"{p}: no {COMPILE_RECORD} below this {side} directory.",
-                    hint="Export or compile first (swiftformer-qnn export, or export --qnn for several QNN versions).",
-                )
-            for f in files:
-                out.extend(read_compile_file(f))
-        elif p.is_file():
-            out.extend(read_compile_file(p))
-        else:
-            raise ProfileError(f"{p}: no such compile record or directory.")
-    return out
-
-
-def read_compile_structure(path: Path, *, side: str = "candidate") -> FoundCompile:
-    """The one compile a file or directory holds (an error if it holds several or a failure)."""
-    side = read_compile_side([Path(path)], side=side)
-    return only_compile(side, str(path), hint="Point at one of them, e.g. its qnn-<version>/ directory.")
-
-
 # --------------------------------------------------------------------------- gating
-
-
-def _type_changes(b: CompileRecord, c: CompileRecord, limit: int = 4) -> str:
-    if b.htp_op_types is None or c.htp_op_types is None:
-        return ""
-    changed = sorted(
-        ((t, b.htp_op_types.get(t, 0), c.htp_op_types.get(t, 0)) for t in set(b.htp_op_types) | set(c.htp_op_types)
-         if b.htp_op_types.get(t, 0) != c.htp_op_types.get(t, 0)),
-        key=lambda x: (-abs(x[2] - x[1]), x[0]),
-    )
-    if not changed:
-        return ""
-    shown = ", ".join(f"{t} {x} -> {y}" for t, x, y in changed[:limit])
-    return f" Op types: {shown}" + (f", +{len(changed) - limit} more" if len(changed) > limit else "") + "."
 
 
 def _growth(metric: str, unit: str, b: int | None, c: int | None, limit: float, extra: str = "") -> MetricResult:
@@ -203,14 +64,9 @@ def _did_not_compile(metric: str, failure: FoundFailure) -> MetricResult:
     )
 
 
-def structure_mismatches(baseline: FoundCompile, candidate: FoundCompile | FoundFailure) -> list[str]:
+def structure_mismatches(baseline: FoundCompile, candidate: FoundCompile) -> list[str]:
     """What differs between two compiles' subjects, where both records say."""
-    out = []
-    for k in _IDENTITY:
-        b, c = baseline.identity(k), candidate.identity(k)
-        if b is not None and c is not None and b != c:
-            out.append(f"{k}: {b} -> {c}")
-    return out
+    return [f"{k}: {b} -> {c}" for k, b, c in diff_compiles(baseline.record, candidate.record).differ]
 
 
 def _metric_tags(candidates: Sequence[FoundCompile | FoundFailure]) -> list[str]:
@@ -233,18 +89,6 @@ def _identity_of(items: Sequence[FoundCompile]) -> dict[str, Any]:
         values = {json.dumps(c.identity(k)) for c in items}
         out[k] = items[0].identity(k) if len(values) == 1 and items else None
     return out
-
-
-def _graph_cost_results(b: CompileRecord, c: CompileRecord, tag: str) -> list[MetricResult]:
-    """Layout ops and float islands (graph_cost.py): each should only ever go down, so any
-    growth is a regression. Records without an op trace (QNN 2.47) have neither."""
-    if b.graph_cost is None or c.graph_cost is None:
-        return []
-    bc, cc = b.graph_cost, c.graph_cost
-    return [
-        _growth(f"layout_ops{tag}", "Reshape/Transpose ops", bc.layout_ops, cc.layout_ops, 0.0),
-        _growth(f"float_islands{tag}", "float islands", bc.float_islands, cc.float_islands, 0.0),
-    ]
 
 
 def gate_structure(
@@ -276,12 +120,14 @@ def gate_structure(
         if isinstance(cand, FoundFailure):
             results.append(_did_not_compile(f"compile{tag}", cand))
             continue
-        c = cand.record
-        results.append(_growth(f"htp_op_count{tag}", "ops", b.htp_op_count, c.htp_op_count,
-                               s.max_op_count_growth, _type_changes(b, c)))
-        results += _graph_cost_results(b, c, tag)
-        results.append(_growth(f"context_binary_bytes{tag}", "bytes", b.context_binary_bytes,
-                               c.context_binary_bytes, s.max_context_growth))
+        diff = diff_compiles(b, cand.record)
+        for figure, d in diff.figures:
+            if figure.gate is None or (figure.optional and None in (d.a, d.b)):
+                continue
+            limit = getattr(s, figure.gate) if isinstance(figure.gate, str) else figure.gate
+            types = diff.describe_op_types() if figure.name == "htp_op_count" else ""
+            results.append(_growth(f"{figure.name}{tag}", figure.unit, d.a, d.b, limit,
+                                   f" Op types: {types}." if types else ""))
     return make_verdict(
         mode="structure",
         baseline=SideInfo(paths=[str(baseline.path)], qnn_versions=[baseline.qnn_version], profiles=1,
@@ -314,20 +160,6 @@ def check_disjoint(baseline_files: Sequence[Path], candidate_files: Sequence[Pat
             f"--baseline and --candidate share {shared[0]}{more}: a gate of something against itself passes trivially.",
             hint="Point --candidate at the new measurements.",
         )
-
-
-def only_compile(side: CompileSide, what: str, *, hint: str) -> FoundCompile:
-    """The one successful compile a baseline must be; anything else is an input error naming `what`."""
-    if side.failures:
-        f = side.failures[0]
-        raise ProfileError(f"{what}: QNN {f.qnn_version} did not compile ({f.error}) at {f.path}.")
-    if len(side.compiles) != 1:
-        raise UsageError(
-            f"{what} holds {len(side.compiles)} compiles (QNN "
-            f"{', '.join(c.qnn_version for c in side.compiles)}); one is needed here.",
-            hint=hint,
-        )
-    return side.compiles[0]
 
 
 def pick_variant(side: CompileSide, variant: str, what: str) -> CompileSide:

@@ -15,13 +15,14 @@ channel, exactly: the EP then keeps the folded parameters in float), or refuses.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from ..core.errors import BnOverflowError
-from ..pipeline.onnx_export import constant_array
+from ..core.onnx_graph import constant_array
 
 INT32_MAX = 2**31 - 1
 
@@ -175,3 +176,25 @@ def protect(model: onnx.ModelProto, *, rewrite: bool = True) -> GuardReport:
         raise BnOverflowError(f"BatchNormalization {again.findings[0].describe()} still overflows after the rewrite.",
                               hint="Fold the BN into a conv before quantizing.")
     return report
+
+
+def guarded_model(model: Path, work: Path, name: str = ".model.bn-guarded.onnx") -> tuple[Path, dict]:
+    """The BN-overflow guard before any compile: the model itself when no BatchNorm would be
+    corrupted, else a rewritten copy `work/name` (raises BnOverflowError if it cannot be rewritten)."""
+    proto = onnx.load(str(model))
+    report = protect(proto)
+    if not report.findings:
+        return model, report.as_dict()
+    out = work / name  # compiled, then removed: the manifest says what changed
+    onnx.save(proto, str(out))
+    return out, report.as_dict()
+
+
+def describe_guard(guard: dict) -> str | None:
+    """One line on what the guard rewrote, or None."""
+    done = [f for f in guard.get("corrupted_predicted", []) if f["action"] == "rewritten"]
+    if not done:
+        return None
+    what = "; ".join(f"{f['node']} channel {','.join(map(str, f['channels']))}" for f in done)
+    return (f"BN guard: onnxruntime-qnn would flip the bias sign of {len(done)} BatchNormalization(s) ({what}); "
+            "their scale was re-quantized per channel before compiling (exact in float).")

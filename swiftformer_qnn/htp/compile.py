@@ -13,7 +13,6 @@ from ..core.atomic import sha256_file
 from ..core.errors import HtpUnsupportedError, ToolchainError
 from ..core.targets import SOCS
 from .ep_context import graph_nodes
-from .graph_cost import graph_cost
 from .record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
@@ -21,9 +20,18 @@ from .record import (
     OP_TRACE,
     CompiledModel,
     CompileRecord,
+    IoTensor,
+    traced_figures,
     write_compile_record,
 )
 from .session import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
+
+
+def compile_key(target: HtpTarget, soc: str | None, subject: CompiledModel) -> dict:
+    """What a compile's cache key names besides its input and toolchain: the target and what
+    is compiled (the export's compile stage, `compile MODEL.onnx` and each version of a sweep)."""
+    return {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+            "graph_optimization_mode": target.graph_optimization_mode, "model": subject.model_dump()}
 
 
 def compile_model(
@@ -33,6 +41,8 @@ def compile_model(
     *,
     soc: str | None = None,
     model: CompiledModel | None = None,
+    bn_guard: dict | None = None,
+    io: list[IoTensor] | None = None,
     then: Callable[[object], None] | None = None,
     profile_csv: Path | None = None,
     profiling_level: str = "detailed",
@@ -43,6 +53,7 @@ def compile_model(
     the release writes one) and `compile.json` (the returned record) into `out_dir`, once:
     the op trace is written while compiling, so nothing is compiled twice. CPU fallback is
     disabled, so success means every node runs on the HTP. On failure nothing is left behind.
+    `bn_guard`: what the BN guard found and did to `model_path` before (the record says it).
     `then(session)` gets the session that compiled, after `compile.json` is written (a
     cross-version worker runs its emulator check on it: the graph the binary holds, without
     loading that binary into a second session); what it raises propagates, the compile stays.
@@ -88,7 +99,9 @@ def compile_model(
             compile_s=round(compile_s, 3),
             context_binary_bytes=binary.stat().st_size,
             context_binary_sha256=sha256_file(binary),
-            **(_traced(trace, binary.stat().st_size) if trace.is_file() else {}),
+            **(traced_figures(trace) if trace.is_file() else {}),
+            bn_guard=bn_guard,
+            io=io,
         )
         write_compile_record(out_dir, record)
     except BaseException:
@@ -104,13 +117,3 @@ def compile_model(
 
 def _soc_name(soc_model: int) -> str | None:
     return next((s.name for s in SOCS.values() if s.soc_model == soc_model), None)
-
-
-def _traced(trace_path: Path, binary_bytes: int) -> dict:
-    """The record's figures from QNN's op trace: HTP ops by type and the graph's cost."""
-    import json
-
-    cost = graph_cost(json.loads(Path(trace_path).read_text()), binary_bytes)
-    return {"op_trace": Path(trace_path).name, "htp_op_count": cost.htp_op_count, "htp_op_types": cost.op_types,
-            "graph_cost": cost}
-

@@ -24,7 +24,6 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,9 +36,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.atomic import sha256_file, write_text_atomic
+from ..core.cache import StageCache
 from ..core.errors import ProfileError, ToolchainError, UsageError
-from ..core.output_dir import place
-from ..pipeline.artifacts import StageCache
+from ..core.output_dir import holds_marker, place, staged_output_dir
+from ..measure.agreement import Agreement, compare_outputs
 from ..toolchains import (
     ENV_DIR,
     PYCACHE_DIR,
@@ -59,6 +59,9 @@ from ..toolchains import (
     worker_env,
 )
 from . import worker as qnn_worker
+from .bn_guard import describe_guard, guarded_model
+from .compile import compile_key
+from .diff import diff_compiles
 from .record import (
     COMPILE_FAILURE,
     COMPILE_RECORD,
@@ -86,17 +89,14 @@ NOT_LATENCY = (
 )
 
 
+class VersionCache(StageCache):
+    """Each QNN version's compile in the stage cache: the export's stage, with its result model."""
+
+    results = {STAGE_NAME: CompileRecord}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Fidelity(_Model):
-    """The compiled binary on the HTP emulator vs the QDQ model on onnxruntime's CPU EP, same input."""
-
-    max_abs_diff: float
-    cosine: float
-    sqnr_db: float | None  # None: identical outputs (`exact`) or an all-zero reference (undefined)
-    exact: bool = False
 
 
 class VersionResult(_Model):
@@ -108,7 +108,7 @@ class VersionResult(_Model):
     directory: str | None = None  # relative to the report's directory
     cached: bool = False
     compile: CompileRecord | None = None  # what `directory/compile.json` holds: every structural figure
-    fidelity: Fidelity | None = None
+    fidelity: Agreement | None = None  # the binary on the HTP emulator vs the QDQ model on the CPU EP
     # Why the emulator check of a compiled version failed (its run or the comparison); the
     # compile stands, `fidelity` is then None.
     emulator_error: str | None = None
@@ -173,50 +173,36 @@ class CrossVersionReport(_Model):
 # Pure comparison
 
 
-def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Fidelity:
-    """Max abs diff, cosine similarity and SQNR of `candidate` against `reference`, all outputs
-    flattened into one vector (the pipeline's `compare_outputs` on a single sample)."""
-    from ..measure.agreement import compare_outputs
-
+def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Agreement:
+    """`candidate` against `reference`, all outputs flattened into one vector (`compare_outputs`
+    on a single sample)."""
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference outputs vs {len(candidate)}")
     ref = np.concatenate([np.asarray(r, dtype=np.float64).ravel() for r in reference])
     got = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in candidate])
     if ref.shape != got.shape:
         raise ValueError(f"output sizes differ: {ref.size} vs {got.size}")
-    figures = compare_outputs(ref[None], got[None], classify=False)
-    return Fidelity(max_abs_diff=figures["max_abs_diff"], cosine=figures["cosine_min"], sqnr_db=figures["sqnr_db"],
-                    exact=figures["exact"])
-
-
-def diff_op_types(before: dict[str, int], after: dict[str, int]) -> list[OpTypeChange]:
-    """Op types whose count changed, biggest change first."""
-    changes = [
-        OpTypeChange(op_type=t, before=before.get(t, 0), after=after.get(t, 0))
-        for t in sorted(set(before) | set(after))
-        if before.get(t, 0) != after.get(t, 0)
-    ]
-    return sorted(changes, key=lambda c: (-abs(c.after - c.before), c.op_type))
+    return Agreement(**compare_outputs(ref[None], got[None], classify=False))
 
 
 def diff_versions(a: VersionResult, b: VersionResult, names_a: list[str] | None = None,
                   names_b: list[str] | None = None) -> VersionDiff:
-    """What changed from `a` to `b`, by their compile records and the HTP op names of their op
-    traces (`traced_op_names`; None where a release wrote no trace)."""
-    ca, cb = a.compile, b.compile
-    if ca is None or cb is None:
+    """What changed from `a` to `b`, by their compile records (`diff.diff_compiles`) and the HTP
+    op names of their op traces (`traced_op_names`; None where a release wrote no trace)."""
+    if a.compile is None or b.compile is None:
         raise ValueError("only compiled versions are compared")
-    comparable = ca.htp_op_types is not None and cb.htp_op_types is not None
-    named = names_a is not None and names_b is not None
-    before, after = Counter(names_a or ()), Counter(names_b or ())
+    diff = diff_compiles(a.compile, b.compile, names_a, names_b)
+    ops = diff.figure("htp_op_count")
+    changed = diff.changed_op_types
     return VersionDiff(
         before=a.qnn_version,
         after=b.qnn_version,
-        htp_ops_before=ca.htp_op_count,
-        htp_ops_after=cb.htp_op_count,
-        op_type_changes=diff_op_types(ca.htp_op_types, cb.htp_op_types) if comparable else None,
-        ops_added=sorted((after - before).elements()) if named else None,
-        ops_removed=sorted((before - after).elements()) if named else None,
+        htp_ops_before=ops.a,
+        htp_ops_after=ops.b,
+        op_type_changes=None if changed is None else [OpTypeChange(op_type=d.metric, before=d.a, after=d.b)
+                                                      for d in changed],
+        ops_added=None if diff.ops_added is None else list(diff.ops_added),
+        ops_removed=None if diff.ops_removed is None else list(diff.ops_removed),
     )
 
 
@@ -420,7 +406,7 @@ def _place(spec: QnnToolchainSpec, source: Path, names: Sequence[str], record: C
     )
 
 
-def _emulator_fidelity(version_dir: Path, ref: list[np.ndarray], ref_names: list[str]) -> Fidelity:
+def _emulator_fidelity(version_dir: Path, ref: list[np.ndarray], ref_names: list[str]) -> Agreement:
     """The version's emulator outputs (written by its worker) against the CPU reference."""
     with np.load(version_dir / qnn_worker.HTP_OUTPUTS) as data:
         missing = [n for n in ref_names if n not in data.files]
@@ -487,7 +473,7 @@ def compile_across_versions(
     target = target or HtpTarget()
     subject = subject or CompiledModel(precision="fp16" if target.fp16 else None)
     toolchains = resolve_toolchains(specs, toolchains_root)  # every problem before any work
-    cache = cache or StageCache()
+    cache = cache or VersionCache()
     jobs = max(1, min(jobs or default_jobs(len(specs)), len(specs)))
     out_dir = Path(out_dir)
     out_dir_created = not out_dir.exists()
@@ -509,9 +495,8 @@ def compile_across_versions(
             model=model, soc_model=target.soc_model, htp_arch=target.htp_arch, fp16=target.fp16, subject=subject,
             inputs_npz=inputs_npz if emulate else None,
         )
-        # The job's paths are not what it makes: the key has the model and inputs by content instead.
-        options = request.model_dump(mode="json", exclude={"model", "inputs_npz", "out_dir", "spawned_at"}) | {
-            "emulate": emulate}
+        # The key has the model and inputs by content (`stage_inputs`), and each toolchain (`extra_key`).
+        options = compile_key(target, None, subject) | {"emulate": emulate}
         stage_inputs = {"model": model_sha} | ({"inputs": _hash_inputs(feeds)} if emulate else {})
         outputs = (CONTEXT_ONNX, CONTEXT_BINARY, COMPILE_RECORD, WORKER_RESULT) + (
             (qnn_worker.HTP_OUTPUTS,) if emulate else ()
@@ -670,28 +655,23 @@ def compile_versions_into(
 
     The one entry point of `toolchains compare`, `compile --qnn` and `export --qnn`.
     """
-    from ..core.output_dir import holds_marker, staged_output_dir
-
     out = Path(out)
     require_onnx(Path(model))
     # Replaces only an earlier comparison (with force) or an empty directory; says so before the compiles.
     earlier = holds_marker({REPORT_NAME: (REPORT_KIND,)}, "a QNN version comparison")
-    from ..pipeline.compile import describe_guard, guarded_model
-
     with tempfile.TemporaryDirectory() as tmp:
         # Never compile a graph known to be corrupted: every version gets the guarded model.
         source, guard = guarded_model(Path(model), Path(tmp), name=Path(model).name)
         if (note := describe_guard(guard)) is not None:
             logging.getLogger(__name__).warning(note)
         with staged_output_dir(out, force=force, inspect=earlier) as work:
-            return compile_across_versions(source, versions, work, cache=StageCache(enabled=use_cache), **kwargs)
+            return compile_across_versions(source, versions, work, cache=VersionCache(enabled=use_cache), **kwargs)
 
 
 def require_onnx(model: Path) -> None:
     """An ONNX model file with at least one node, or a UsageError saying what it is instead."""
     import onnx
 
-    from ..core.errors import UsageError
 
     if model.is_dir():
         raise UsageError(f"{model} is a directory, not an ONNX model.", hint="Pass the path of a QDQ .onnx model.")

@@ -1,25 +1,53 @@
-"""Numerical agreement between two sets of model outputs (pure numpy)."""
+"""Numerical agreement between two sets of model outputs (pure numpy): the one SQNR
+(`sqnr_db`) and the one model of agreement (`Agreement`)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class Agreement(BaseModel):
+    """Two sets of model outputs compared (`compare_outputs`): the one model of output agreement
+    that verify, the profile's output check and the cross-version comparison record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: int
+    # Signal over error power of the whole batch, dB; None where it is not a number:
+    # identical outputs (`exact`) or an all-zero reference.
+    sqnr_db: float | None
+    exact: bool
+    cosine_mean: float
+    cosine_min: float
+    max_abs_diff: float
+    reference_max_abs: float
+    top1_agreement: float | None = None  # for logits
+    measured_on: str | None = None  # where the candidate ran, when not the CPU
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Signal power over error power, dB: 10*log10(sum(ref^2)/sum(err^2)). None where it is not
+    a number: identical outputs (no error) or an all-zero reference (no signal); JSON has no
+    infinity, and a record must read back as it was written."""
+    ref = np.asarray(reference, dtype=np.float64)
+    err = ref - np.asarray(candidate, dtype=np.float64)
+    noise, signal = float(np.sum(err**2)), float(np.sum(ref**2))
+    return 10.0 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
 
 
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray, *, classify: bool) -> dict:
     """SQNR (dB), mean and min cosine similarity per sample, max abs diff, and top-1 agreement for logits.
 
-    SQNR is signal power over error power of the whole batch: 10*log10(sum(ref^2)/sum(err^2)).
-    It is None (JSON null) where it is not a number: identical outputs (`exact`) or an all-zero
-    reference; JSON has no infinity, and a manifest must read back as it was written.
+    SQNR (`sqnr_db`) is over the whole batch; the figures are `Agreement`'s fields.
     """
     ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
     cand = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
     err = ref - cand
     noise = float(np.sum(err**2))
-    signal = float(np.sum(ref**2))
-    sqnr = 10.0 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
+    sqnr = sqnr_db(ref, cand)
     ref_norm, cand_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
     norms = ref_norm * cand_norm
     # Two zero vectors agree (1); a zero vector against a non-zero one does not (0).

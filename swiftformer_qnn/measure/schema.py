@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..core.atomic import not_a_regular_file, write_text_atomic
 from ..core.errors import ProfileError, json_problem
+from .agreement import Agreement
 
 SCHEMA_VERSION = 2  # 2: per-op execution_time_us + execution_cycles; latency basis and estimate
 PROFILE_KIND = "swiftformer-qnn.profile"
@@ -237,27 +238,14 @@ class OpRecord(_Strict):
     estimate: OpEstimate | None = None  # estimate profiles only
 
 
-class OutputAgreement(_Strict):
-    """Device outputs against a reference on the same inputs (`pipeline.fidelity.compare_outputs`)."""
-
-    samples: int = Field(ge=1)
-    sqnr_db: float | None  # None: identical (`exact`) or an all-zero reference
-    exact: bool
-    cosine_mean: float
-    cosine_min: float
-    max_abs_diff: float
-    reference_max_abs: float
-    top1_agreement: float | None = None
-
-
 class OutputCheck(_Strict):
     """`profile --check-outputs`: held-out inputs run on the device (an AI Hub inference job),
     its outputs compared with the CPU QDQ model's and the fp32 model's on the same inputs."""
 
     inputs: str  # where the inputs came from, e.g. "inputs/heldout.npy (8 held-out images)"
     job_id: str | None = None
-    vs_cpu_qdq: OutputAgreement | None = None  # None for fp16 (no QDQ graph)
-    vs_fp32: OutputAgreement
+    vs_cpu_qdq: Agreement | None = None  # None for fp16 (no QDQ graph)
+    vs_fp32: Agreement
 
 
 class Provenance(_Strict):

@@ -1,114 +1,45 @@
-"""Artifacts, manifests and the stage cache.
+"""Export manifests, and the stage cache of the pipeline's stages.
 
 Every pipeline stage reads input files and writes new ones; its result is keyed by a hash
-of (stage, options, input hashes, tool versions), in the manner of Olive's cache. A stage
-whose key is already in the cache is not run again, so a repeated request costs seconds.
-Output directories (assembled beside their place, replaced only when this tool made them)
-are `output_dir`'s.
+of (stage, options, input hashes, tool versions) in the stage cache (`core.cache`), so a
+repeated request costs seconds. The manifest of an export directory lists every stage's
+record. Output directories (assembled beside their place, replaced only when this tool made
+them) are `output_dir`'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import posixpath
-import re
-import shutil
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    TypeAdapter,
-    ValidationError,
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from ..core import cache
+from ..core.cache import StageRecord, relative_path
+from ..core.errors import OutputDirError, ProfileError, UsageError
+from ..htp.record import (
+    COMPILE_FAILURE,
+    COMPILE_RECORD,
+    CompileFailure,
+    CompileRecord,
+    disagreements,
+    read_compile_failure,
+    read_compile_record,
 )
-
-from ..core.atomic import sha256_file
-from ..core.cache import cache_root, code_version, sha256_json
-from ..core.errors import OutputDirError
-from ..core.output_dir import recover_leftovers, signals_held, temp_dir
 from .requests import RecordedRequest
 from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def relative_path(path: str) -> str:
-    """`path` as records hold it: relative, POSIX, normalised, inside its directory. A record
-    is read from a plain folder anyone can edit (a CI cache restored from another branch), so
-    `../x`, `/etc/x`, `a/../../x` or `C:\\x` are refused, not followed out of the directory."""
-    if not isinstance(path, str) or not path or "\0" in path or "\\" in path:
-        raise ValueError(f"{path!r} is not a relative path")
-    norm = posixpath.normpath(path)
-    if norm.startswith("/") or norm == "." or norm == ".." or norm.startswith("../") or ":" in norm.split("/")[0]:
-        raise ValueError(f"{path!r} is not a path inside its directory")
-    return norm
-
-
-RelativePath = Annotated[str, AfterValidator(relative_path)]
-
-
-class FileRecord(_Model):
-    path: RelativePath  # relative to the directory holding the record (a manifest, a stage.json)
-    sha256: str
-    bytes: int
-
-    def locate(self, directory: Path) -> Path:
-        """The file inside `directory`, refused (OutputDirError) when a symbolic link on the way
-        leads out of it."""
-        p = Path(directory) / self.path
-        try:
-            inside = p.resolve().is_relative_to(Path(directory).resolve())
-        except (OSError, RuntimeError):  # a symlink loop
-            inside = False
-        if not inside:
-            raise OutputDirError(f"{p} leads out of {directory} (a symbolic link): not used.",
-                                 hint="Remove the link; the next run rebuilds the file.")
-        return p
-
-    def matches(self, directory: Path) -> str | None:
-        """None when the file in `directory` is the one recorded (its size and SHA-256), else why not."""
-        try:
-            p = self.locate(directory)
-            if not p.is_file():
-                return f"{self.path} is missing" if not os.path.lexists(p) else f"{self.path} is not a regular file"
-            if p.stat().st_size != self.bytes or sha256_file(p) != self.sha256:
-                return f"{self.path} was changed"
-        except OutputDirError:
-            return f"{self.path} leads out of the directory"
-        except OSError as exc:
-            return f"{self.path} cannot be read ({exc.strerror or exc})"
-        return None
-
-
 R = TypeVar("R", bound=BaseModel)
 
 
-class StageRecord(_Model, Generic[R]):
-    """One stage's run: what went in, what came out, how long it took, and its typed results."""
-
-    name: str
-    key: str
-    cached: bool = False  # True when the result came from the stage cache
-    wall_s: float  # time of the run that produced the result (0 if cached in this run)
-    original_wall_s: float | None = None  # for cached results: the time the producing run took
-    options: dict[str, Any] = Field(default_factory=dict)
-    inputs: dict[str, str] = Field(default_factory=dict)  # name -> sha256
-    outputs: dict[str, FileRecord] = Field(default_factory=dict)
-    results: R
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 def _stage_name(value: Any) -> str | None:
@@ -121,7 +52,6 @@ AnyStageRecord = Annotated[
     Union[tuple(Annotated[StageRecord[model], Tag(name)] for name, model in STAGE_RESULTS.items())],  # noqa: UP007
     Discriminator(_stage_name),
 ]
-_STAGE_RECORD = TypeAdapter(AnyStageRecord)
 
 
 class ExportManifest(_Model):
@@ -221,126 +151,137 @@ def manifest_files(directory: Path) -> frozenset[str] | None:
         return None
 
 
-# Temp dirs of versions that did not put their PID in the name (`.<key>.<mkdtemp suffix>`): nobody
-# can tell whether their maker still runs, so only those untouched for a day are removed.
-_LEGACY_TEMP = re.compile(r"^\.[0-9a-f]{32}\.[A-Za-z0-9_]{8}$")
-_LEGACY_TEMP_AGE_S = 24 * 3600
+class StageCache(cache.StageCache):
+    """The stage cache of the pipeline's stages: a result is read back as `STAGE_RESULTS[name]`."""
+
+    results = STAGE_RESULTS
 
 
-def _remove_legacy_temp_dirs(stage_dir: Path) -> None:
-    now = time.time()
-    for entry in os.scandir(stage_dir):
+# --------------------------------------------------------------------------- compile records found under paths
+
+
+@dataclass(frozen=True)
+class FoundCompile:
+    """One compile record and the file it was read from."""
+
+    record: CompileRecord
+    path: Path
+
+    @property
+    def qnn_version(self) -> str:
+        return self.record.qnn_version
+
+    def identity(self, key: str) -> Any:
+        return self.record.soc if key == "soc" else getattr(self.record.model, key)
+
+
+@dataclass(frozen=True)
+class FoundFailure:
+    """A QNN version that did not compile, and where it says so."""
+
+    failure: CompileFailure
+    path: Path
+
+    @property
+    def qnn_version(self) -> str:
+        return self.failure.qnn_version
+
+    @property
+    def error(self) -> str:
+        return f"{self.failure.status}: {self.failure.error}"
+
+    def identity(self, key: str) -> Any:
+        return None if key == "soc" else getattr(self.failure.model, key)
+
+
+@dataclass
+class CompileSide:
+    """Every compile found under the paths of one side."""
+
+    compiles: list[FoundCompile] = field(default_factory=list)
+    failures: list[FoundFailure] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [c.path for c in self.compiles] + [f.path for f in self.failures]
+
+    def extend(self, other: CompileSide) -> None:
+        self.compiles += other.compiles
+        self.failures += other.failures
+
+
+def read_compile_file(path: Path) -> CompileSide:
+    """The compile (or the failure) one `compile.json` / `compile_failed.json` records."""
+    path = Path(path)
+    if path.name == COMPILE_FAILURE:
+        return CompileSide(failures=[FoundFailure(read_compile_failure(path), path)])
+    record = read_compile_record(path)
+    # An export's compile.json is vouched for by the export's manifest; any record by the
+    # binary and op trace beside it. An edited record is never gated as the compile.
+    manifest = read_manifest(path.parent)
+    stage = manifest.stage("compile") if manifest else None
+    if stage is not None and COMPILE_RECORD in stage.outputs:
         try:
-            if (_LEGACY_TEMP.match(entry.name) and entry.is_dir(follow_symlinks=False)
-                    and now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TEMP_AGE_S):
-                shutil.rmtree(entry.path)
-        except OSError:
-            continue
+            manifest.artifact(path.parent, "compile", COMPILE_RECORD)
+        except OutputDirError as exc:
+            raise ProfileError(exc.message, hint=exc.hint) from None
+    wrong = disagreements(path.parent, record)
+    if wrong:
+        raise ProfileError(f"{path}: the files beside it disagree with it ({'; '.join(wrong)}).",
+                           hint="Compile again (the same export or compile command rebuilds what no longer matches).")
+    return CompileSide(compiles=[FoundCompile(record, path)])
 
 
-class StageCache:
-    """Content-addressed stage results: `<root>/stages/<name>/<key>/` with a `stage.json`."""
+def _records_in(directory: Path) -> list[Path]:
+    """The compile records of a directory: its own `compile.json` (or `compile_failed.json`)
+    stands for it (an export's `qnn-versions/` beside it is gated by naming it); a directory
+    with neither is searched below (`build/` with several exports, a `qnn-versions/`)."""
+    for name in (COMPILE_RECORD, COMPILE_FAILURE):
+        if (directory / name).is_file():
+            return [directory / name]
+    found = []
+    for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += _records_in(sub)
+    return found
 
-    def __init__(self, root: Path | None = None, enabled: bool = True):
-        self.root = (root or cache_root()) / "stages"
-        self.enabled = enabled
-        self._swept = False
-        self._sweep_lock = threading.Lock()
 
-    def _sweep(self) -> None:
-        """Remove the temporary directories of runs that were killed (once per cache object;
-        stages and sweep workers call `run` from several threads)."""
-        with self._sweep_lock:
-            if self._swept:
-                return
-            self._swept = True
-            try:
-                stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
-            except OSError:
-                return
-            for d in stage_dirs:
-                recover_leftovers(d)
-                _remove_legacy_temp_dirs(d)
+def read_compile_side(paths: Sequence[Path], *, side: str = "candidate") -> CompileSide:
+    """Every compile under `paths`: files as given, directories searched (see `_records_in`)."""
+    if not paths:
+        raise ProfileError(f"No {side} given.", hint=f"Pass --{side} FILE_OR_DIR.")
+    out = CompileSide()
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = _records_in(p)
+            if not files:
+                raise ProfileError(
+                    f"{p}: no {COMPILE_RECORD} below this {side} directory.",
+                    hint="Export or compile first (swiftformer-qnn export, or export --qnn for several QNN versions).",
+                )
+            for f in files:
+                out.extend(read_compile_file(f))
+        elif p.is_file():
+            out.extend(read_compile_file(p))
+        else:
+            raise ProfileError(f"{p}: no such compile record or directory.")
+    return out
 
-    def _dir(self, name: str, key: str) -> Path:
-        return self.root / name / key[:32]
 
-    def lookup(self, name: str, key: str) -> tuple[StageRecord, Path] | None:
-        if not self.enabled:
-            return None
-        d = self._dir(name, key)
-        meta = d / "stage.json"
-        if not meta.is_file():
-            return None
-        try:
-            rec = _STAGE_RECORD.validate_json(meta.read_text())
-        except (ValueError, ValidationError):  # another format or another stage: a miss
-            return None
-        if rec.name != name:
-            return None
-        # An entry whose files were deleted or changed (the cache is a plain folder anyone can
-        # edit) is ignored: the content hash, not just the size, is what makes a hit.
-        if any(out.matches(d) is not None for out in rec.outputs.values()):
-            return None
-        return rec, d
+def read_compile_structure(path: Path, *, side: str = "candidate") -> FoundCompile:
+    """The one compile a file or directory holds (an error if it holds several or a failure)."""
+    side = read_compile_side([Path(path)], side=side)
+    return only_compile(side, str(path), hint="Point at one of them, e.g. its qnn-<version>/ directory.")
 
-    def run(
-        self,
-        name: str,
-        *,
-        options: dict[str, Any],
-        inputs: dict[str, str],
-        produce: Callable[[Path], BaseModel],
-        outputs: tuple[str, ...] = (),
-        extra_key: dict[str, Any] | None = None,
-    ) -> tuple[StageRecord, Path]:
-        """Return the cached result of a stage, or run `produce(workdir)` and cache it.
 
-        `produce` writes the files named in `outputs` (relative names) into `workdir` and
-        returns the stage's results, an instance of `STAGE_RESULTS[name]`. The key is the hash of the
-        stage's name, options, input hashes, `extra_key` and the package's code.
-        """
-        key = sha256_json({"stage": name, "options": options, "inputs": inputs, "extra": extra_key or {},
-                           "code": code_version()})
-        self._sweep()
-        hit = self.lookup(name, key)
-        if hit is not None:
-            rec, d = hit
-            return rec.model_copy(update={"cached": True, "original_wall_s": rec.wall_s, "wall_s": 0.0}), d
-        final = self._dir(name, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work: Path | None = None
-        try:
-            with signals_held():
-                work = temp_dir(final.parent, final.name, "tmp")
-            started = time.perf_counter()
-            results = produce(work)
-            if name not in STAGE_RESULTS:  # a new stage: give it a result model first
-                raise TypeError(f"stage {name} has no result model in stage_results.STAGE_RESULTS")
-            if not isinstance(results, STAGE_RESULTS[name]):
-                raise TypeError(f"stage {name} returned {type(results).__name__}, not {STAGE_RESULTS[name].__name__}")
-            wall = time.perf_counter() - started
-            files = {}
-            for out in outputs:
-                p = work / out
-                if not p.is_file():
-                    raise RuntimeError(f"stage {name} did not write {out}")
-                files[out] = FileRecord(path=out, sha256=sha256_file(p), bytes=p.stat().st_size)
-            rec = StageRecord[type(results)](
-                name=name, key=key, wall_s=round(wall, 3), options=options, inputs=inputs, outputs=files, results=results
-            )
-            (work / "stage.json").write_text(rec.model_dump_json(indent=2))
-            if final.exists():
-                if self.lookup(name, key) is not None:  # another process finished the same stage first
-                    shutil.rmtree(work, ignore_errors=True)
-                    return rec, final
-                # A damaged entry (its files changed or went missing): replace it.
-                stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
-                final.rename(stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            work.rename(final)
-            return rec, final
-        except BaseException:
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
-            raise
+def only_compile(side: CompileSide, what: str, *, hint: str) -> FoundCompile:
+    """The one successful compile a baseline must be; anything else is an input error naming `what`."""
+    if side.failures:
+        f = side.failures[0]
+        raise ProfileError(f"{what}: QNN {f.qnn_version} did not compile ({f.error}) at {f.path}.")
+    if len(side.compiles) != 1:
+        raise UsageError(
+            f"{what} holds {len(side.compiles)} compiles (QNN "
+            f"{', '.join(c.qnn_version for c in side.compiles)}); one is needed here.",
+            hint=hint,
+        )
+    return side.compiles[0]

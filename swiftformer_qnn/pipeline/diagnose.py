@@ -2,13 +2,12 @@
 
 For an export directory: the output of each block (stem, downsamples, every ConvEncoder and
 SwiftFormerEncoder, head) on one held-out input, compared fp32 -> CPU QDQ -> HTP emulator, and
-the op where the HTP departs from the CPU (`localize`). Written as JSON and Markdown.
+the op where the HTP departs from the CPU (`localize`), as a typed `Diagnosis`
+(written as JSON and Markdown by `report.diagnosis`).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -16,14 +15,15 @@ import numpy as np
 import onnx
 from pydantic import BaseModel
 
-from ..core.atomic import write_text_atomic
 from ..core.errors import UsageError
+from ..htp.bn_guard import guarded_model
 from ..htp.session import HtpTarget
-from ..report.markdown import table_md
-from ..report.tables import TableSpec
+from ..measure.agreement import sqnr_db
+from ..measure.attribution import model_blocks
+from ..model.variants import get_variant
 from .artifacts import read_manifest
-from .compile import guarded_model
-from .localize import block_of, divergence, run_taps, sqnr_db, taps
+from .compile import GUARDED_MODEL
+from .localize import block_of, divergence, run_taps, taps
 from .requests import ExportedRequest
 
 REQUIRED = (("quantize", "model.qdq.onnx"), ("inputs", "heldout.npy"))
@@ -49,22 +49,9 @@ class Diagnosis(BaseModel):
     blocks: list[BlockFidelity]
     divergence: dict  # where the HTP departs from the CPU (localize.divergence)
 
-    def table(self) -> TableSpec:
-        fmt = lambda v, ok=True: ("exact" if v is None else f"{v:.1f}") if ok else "n/a"  # noqa: E731
-        return TableSpec(
-            title=f"Per-block SQNR (dB), {self.variant} {self.precision}, one held-out input",
-            headers=[("block",), ("kind",), ("CPU QDQ", "vs fp32"), ("HTP", "vs fp32"), ("HTP vs", "CPU QDQ")],
-            rows=[[b.block, b.kind or "", fmt(b.cpu_qdq_vs_fp32_db, b.fp32_available),
-                   fmt(b.htp_vs_fp32_db, b.fp32_available), fmt(b.htp_vs_cpu_qdq_db)]
-                  for b in self.blocks],
-            caption="SQNR of each block's output: how much of the model quantization (CPU QDQ) and the compiled "
-                    "binary (HTP emulator) keep. 'exact': identical outputs.",
-            numeric_from=2,
-        )
 
-
-def _db(v: float) -> float | None:
-    return round(v, 2) if math.isfinite(v) else None
+def _db(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
 
 
 def diagnose_export(export_dir: Path) -> Diagnosis:
@@ -87,7 +74,6 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     req = manifest.request
     if req.precision == "fp16":
         raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
-    from ..model.variants import get_variant
 
     shape = req.input_shape
     block = req.variant == "encoder"
@@ -97,9 +83,13 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     qdq_path = manifest.artifact(export_dir, "quantize", "model.qdq.onnx")
     float_graph = manifest.artifact(export_dir, *graph)
     with tempfile.TemporaryDirectory() as tmp:
-        # What the compile stage compiled: model.qdq.onnx after its (deterministic) BN guard.
-        qdq, _ = guarded_model(qdq_path, Path(tmp))
-        model = onnx.load(str(qdq))
+        # What the compile stage compiled (model.qdq.onnx after its BN guard); an export made
+        # before the stage kept it is guarded here, as its compile stage did.
+        if manifest.stage("compile") is not None and GUARDED_MODEL in manifest.stage("compile").outputs:
+            compiled = manifest.artifact(export_dir, "compile", GUARDED_MODEL)
+        else:
+            compiled, _ = guarded_model(qdq_path, Path(tmp))
+        model = onnx.load(str(compiled))
         chosen, cpu, htp = run_taps(model, sample, target, taps(model))
 
     # Each block's last quantized activation (taps are in execution order).
@@ -110,7 +100,6 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
         if where.get("block") and where["block"] != "other":
             last[where["block"]] = k
             kinds[where["block"]] = where.get("block_kind")
-    from ..measure.attribution import model_blocks
 
     order = [b for b in model_blocks(variant) if b in last]
     fp32 = _float_values(float_graph, sample, [chosen[last[b]].tensor for b in order])
@@ -146,14 +135,3 @@ def _float_values(graph: Path, sample: np.ndarray, tensors: list[str]) -> dict[s
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     values = dict(zip(names, sess.run(names, {model.graph.input[0].name: sample}), strict=True))
     return {t: values[o] for t, o in original.items() if o in values}
-
-
-def write_diagnosis(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
-    from .localize import describe
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "diagnose.json", out_dir / "diagnose.md"
-    write_text_atomic(js, json.dumps(d.model_dump(), indent=2) + "\n")
-    write_text_atomic(md, f"# Fidelity diagnosis: {d.export_dir}\n\nFloat graph: `{d.graph}`; input: {d.sample}.\n\n"
-                      + table_md(d.table(), level=2) + f"\n\nHTP vs CPU QDQ: {describe(d.divergence)}.\n")
-    return js, md

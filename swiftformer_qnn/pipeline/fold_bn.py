@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_export import constant_array, op_histogram
+from ..core.onnx_graph import constant_array
+from .onnx_export import op_histogram
 
 
 @dataclass

@@ -26,8 +26,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..core.onnx_graph import constant_array
 from ..htp.session import HtpTarget, htp_session, module_of
-from .onnx_export import constant_array
+from ..measure.agreement import sqnr_db
+from ..measure.attribution import attribute_op
 
 DROP_DB = 10.0
 # Rounding differences between two correct kernels already cost this much on one tensor; an
@@ -79,12 +81,13 @@ def taps(model: onnx.ModelProto) -> list[Tap]:
     return found
 
 
-def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
-    ref, err = reference.astype(np.float64), reference.astype(np.float64) - candidate.astype(np.float64)
-    noise, signal = float(np.sum(err**2)), float(np.sum(ref**2))
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+def ranked_sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """`agreement.sqnr_db` as a number to rank tensors by: identical is +inf (nothing lost), an
+    all-zero reference with an error -inf (nothing kept)."""
+    db = sqnr_db(reference, candidate)
+    if db is not None:
+        return db
+    return math.inf if np.array_equal(reference, candidate) else -math.inf
 
 
 def _dequantize(tap: Tap, q: np.ndarray) -> np.ndarray:
@@ -200,7 +203,7 @@ def _tap_inputs(model: onnx.ModelProto, chosen: list[Tap]) -> dict[str, int]:
 def tensor_figures(model: onnx.ModelProto, chosen: list[Tap], cpu: list, htp: list) -> list[TensorFigures]:
     """Figures of every tapped compute op (not the DequantizeLinear of a weight or input)."""
     dq_source = _tap_inputs(model, chosen)
-    sq = [sqnr_db(c, h) for c, h in zip(cpu, htp, strict=True)]
+    sq = [ranked_sqnr_db(c, h) for c, h in zip(cpu, htp, strict=True)]
     out = []
     for k, t in enumerate(chosen):
         if t.producer is None or t.producer.op_type == "DequantizeLinear":
@@ -246,7 +249,7 @@ def _channel_sqnr(cpu: np.ndarray, htp: np.ndarray) -> dict | None:
     """The channel (axis 1) that agrees least, and the median channel's agreement."""
     if cpu.ndim < 2:
         return None
-    per = [sqnr_db(cpu[:, i], htp[:, i]) for i in range(cpu.shape[1])]
+    per = [ranked_sqnr_db(cpu[:, i], htp[:, i]) for i in range(cpu.shape[1])]
     worst = int(np.argmin(per))
     return {"channel": worst, "channel_sqnr_db": _finite(per[worst]), "median_channel_sqnr_db": _finite(float(np.median(per)))}
 
@@ -301,7 +304,6 @@ def _finding(t: Tap, f: TensorFigures, cpu: np.ndarray, htp: np.ndarray, variant
 def block_of(name: str, variant) -> dict:
     if variant is None:
         return {}
-    from ..measure.attribution import attribute_op
 
     try:
         a = attribute_op(name, [], variant)

@@ -21,20 +21,6 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
-def constant_array(initializer: onnx.TensorProto | None, producer: onnx.NodeProto | None):
-    """The value of a constant tensor, given its initializer or the node producing it (a
-    `Constant` with a `value` tensor); None for anything computed. The graph passes (BN fold,
-    BN guard, localization) read weights, scales and zero points through this."""
-    from onnx import numpy_helper
-
-    if initializer is not None:
-        return numpy_helper.to_array(initializer)
-    if (producer is not None and producer.op_type == "Constant" and producer.attribute
-            and producer.attribute[0].name == "value"):
-        return numpy_helper.to_array(producer.attribute[0].t)
-    return None
-
-
 def export_onnx(model, input_shape: tuple[int, ...], out: Path, *, is_encoder_block: bool, opset: int = DEFAULT_OPSET) -> dict:
     """Trace `model` at a fixed batch-1 shape. Node names keep module paths
     (`/stage2/block9_swiftformer_encoder/attention/...`), which per-block attribution reads."""

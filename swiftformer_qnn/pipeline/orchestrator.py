@@ -366,6 +366,17 @@ def _place_outputs(rec: StageRecord, cache_dir: Path, work: Path) -> None:
         place(cache_dir / out.path, work / out.path)
 
 
+def run_stage(name: str, work: Path, emit: ProgressFn,
+              cached: Callable[[], tuple[StageRecord, Path]]) -> tuple[StageRecord, Path]:
+    """One stage through the cache (`cached`), its outputs placed into `work`, its progress told."""
+    emit(StageEvent(name, STAGE_TITLES[name], "start"))
+    rec, d = cached()
+    release_freed_memory()
+    _place_outputs(rec, d, work)
+    emit(StageEvent(name, STAGE_TITLES[name], "cached" if rec.cached else "done", rec))
+    return rec, d
+
+
 def _stage_notes(manifest: ExportManifest) -> list[str]:
     """Notes the stages recorded (weights format, attention form, calibration source), in order."""
     notes = [n for s in manifest.stages for n in getattr(s.results, "notes", [])]
@@ -498,12 +509,8 @@ class _Run:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def run_stage(self, name: str, work: Path) -> StageRecord:
-        self.emit(StageEvent(name, STAGE_TITLES[name], "start"))
-        rec, d = getattr(self, f"_stage_{name}")()
+        rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
         self.records[name], self.dirs[name] = rec, d
-        release_freed_memory()
-        _place_outputs(rec, d, work)
-        self.emit(StageEvent(name, STAGE_TITLES[name], "cached" if rec.cached else "done", rec))
         return rec
 
     def _stage_export(self):
@@ -650,16 +657,14 @@ class _Run:
                              input_shape=list(r.variant.input_shape(r.resolution)))
 
     def _stage_compile(self):
-        from .compile import COMPILE_OUTPUTS, compile_stage
+        from .compile import COMPILE_OUTPUTS, compile_options, compile_stage
 
         qdq = self._path("quantize", "model.qdq.onnx")
         target, soc, subject = self.htp_target(), self.r.soc.name, self.subject()
         io = IoFormat(self.req.io)
-        options = {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-                   "graph_optimization_mode": target.graph_optimization_mode, "io": io.value,
-                   "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached(
-            "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
+            "compile", options=compile_options(target, soc, subject) | {"io": io.value},
+            inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
             produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject, io=io), outputs=COMPILE_OUTPUTS,
         )
 
@@ -669,8 +674,9 @@ class _Run:
         in a worker, no device. Keeps `estimate.json` (every op's share of the critical path)."""
         import shutil
 
+        from ..htp.bn_guard import guarded_model
         from ..htp.estimate import ESTIMATE_JSON, estimate_model, estimator_soc
-        from .compile import guarded_model, native_io_model
+        from .compile import native_io_model
         from .stage_results import EstimateResults
 
         r = self.r
@@ -681,6 +687,8 @@ class _Run:
 
         def produce(d: Path) -> EstimateResults:
             with tempfile.TemporaryDirectory() as tmp:
+                # The graph the compile stage compiles (its BN guard is deterministic), guarded
+                # here: this stage runs beside the compile, not after it.
                 compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
                 if io is IoFormat.UINT8_NHWC:  # the graph the compile stage compiled: native I/O too
                     compiled, _ = native_io_model(compiled, Path(tmp))
@@ -703,13 +711,14 @@ class _Run:
     def _stage_verify(self):
         import numpy as np
 
-        from .compile import guarded_model
+        from .compile import GUARDED_MODEL
         from .verify import DEFAULT_MIN_SQNR, verify_fidelity
 
         r = self.r
         min_sqnr = self.req.min_sqnr if self.req.min_sqnr is not None else DEFAULT_MIN_SQNR[r.precision]
         fp32_path = self._path("validate", "heldout_fp32.npy")
         qdq = self._path("quantize", "model.qdq.onnx")
+        compiled = self._path("compile", GUARDED_MODEL)  # what the binary was compiled from
         ctx_dir = self.dirs["compile"]
         heldout_path = self._path("inputs", "heldout.npy")
 
@@ -719,16 +728,11 @@ class _Run:
             io = read_compile_record(ctx_dir / COMPILE_RECORD).io
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
-            with tempfile.TemporaryDirectory() as tmp:
-                # What the compile stage compiled: the QDQ model itself unless its BN guard
-                # rewrote it, then that rewrite again (it is deterministic).
-                rewrote = (getattr(self.records["compile"].results, "bn_guard", None) or {}).get("corrupted_predicted")
-                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized and rewrote else (qdq, None)
-                # The EP-context ONNX names its .bin relatively: run it where both files sit.
-                return VerifyResults.model_validate(verify_fidelity(
-                    np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
-                    classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
-                    compiled_graph=compiled, io=io))
+            # The EP-context ONNX names its .bin relatively: run it where both files sit.
+            return VerifyResults.model_validate(verify_fidelity(
+                np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
+                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
+                compiled_graph=compiled, io=io))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -746,7 +750,7 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     from ..htp.record import CompiledModel
     from ..htp.session import HtpTarget
     from ..htp.sweep import require_onnx
-    from .compile import COMPILE_OUTPUTS, compile_stage
+    from .compile import COMPILE_OUTPUTS, compile_options, compile_stage
 
     started = time.perf_counter()
     model = Path(req.model)
@@ -760,17 +764,12 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     out = Path(req.output_dir) if req.output_dir else model.parent / f"{model.stem}-qnn-{soc.name}"
     emit = progress or (lambda _e: None)
     subject = CompiledModel(precision="fp16" if req.fp16 else None)
-    options = {"soc": soc.name, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
-               "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
 
     def run_stages(work: Path) -> list[StageRecord]:
-        emit(StageEvent("compile", STAGE_TITLES["compile"], "start"))
-        rec, d = StageCache(enabled=req.use_cache).run(
-            "compile", options=options, inputs={"quantize/model.qdq.onnx": model_hash},
+        rec, _ = run_stage("compile", work, emit, lambda: StageCache(enabled=req.use_cache).run(
+            "compile", options=compile_options(target, soc.name, subject), inputs={"quantize/model.qdq.onnx": model_hash},
             produce=lambda w: compile_stage(model, w, target, soc=soc.name, subject=subject), outputs=COMPILE_OUTPUTS,
-        )
-        _place_outputs(rec, d, work)
-        emit(StageEvent("compile", STAGE_TITLES["compile"], "cached" if rec.cached else "done", rec))
+        ))
         return [rec]
 
     return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages)

@@ -12,26 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..htp.record import CompileRecord
+from ..measure.agreement import Agreement
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Agreement(_Model):
-    """Two sets of model outputs compared (`pipeline.fidelity.compare_outputs`)."""
-
-    samples: int
-    # Signal over error power of the whole batch, dB; None where it is not a number:
-    # identical outputs (`exact`) or an all-zero reference.
-    sqnr_db: float | None
-    exact: bool
-    cosine_mean: float
-    cosine_min: float
-    max_abs_diff: float
-    reference_max_abs: float
-    top1_agreement: float | None = None  # for logits
-    measured_on: str | None = None  # where the candidate ran, when not the CPU
 
 
 class ExportResults(_Model):

@@ -15,6 +15,16 @@ from ..core.targets import Precision
 from ..htp.record import IoTensor
 from ..htp.session import HtpTarget, htp_session
 from ..measure.agreement import compare_outputs, cpu_workers, run_cpu, sqnr_below
+from .localize import (
+    MAX_MAP_MISMATCH_DB,
+    describe,
+    divergence,
+    locate,
+    per_channel_ops,
+    run_taps,
+    tensor_figures,
+    worst_channel_map,
+)
 
 # Default --min-sqnr (dB of the quantized model's outputs against fp32, on held-out inputs).
 DEFAULT_MIN_SQNR = {Precision.W8A8: 10.0, Precision.W8A16: 20.0, Precision.FP16: 30.0}
@@ -100,7 +110,6 @@ def verify_fidelity(
         failed += channel_map_failures(result["channel_maps"], taps[4] if taps else [])
     if failed:
         started = time.perf_counter()
-        from .localize import describe, divergence, locate
 
         if taps is not None:  # the tapped run of the channel-map check serves the localization too
             model, chosen, cpu, htp, figures = taps
@@ -166,8 +175,6 @@ def output_failures(emulator: dict, emulator_vs_fp32: dict, cpu_vs_fp32: dict, p
 
 def channel_map_failures(record: dict | None, figures: list) -> list[str]:
     """The per-channel map criterion on `localize.tensor_figures`: empty when every map agrees."""
-    from .localize import MAX_MAP_MISMATCH_DB
-
     worst = max((f.channel_map.mismatch_db for f in figures if f.channel_map is not None), default=-math.inf)
     if record is None or worst <= MAX_MAP_MISMATCH_DB:
         return []
@@ -180,7 +187,6 @@ def _check_channel_maps(quantized_model: Path, sample: np.ndarray, target: HtpTa
     affine ops (BatchNorm): (the check's record, the tapped run) or (None, None) without such ops."""
     import onnx
 
-    from .localize import per_channel_ops, run_taps, tensor_figures, worst_channel_map
 
     model = onnx.load(str(quantized_model))
     if not per_channel_ops(model):

@@ -138,7 +138,7 @@ class Adb:
         if len(devices) > 1:
             listed = ", ".join(f"{d.serial} ({d.state})" for d in devices)
             raise PhoneError(f"{len(devices)} phones are attached: {listed}.",
-                             hint=f"Pick one with --device adb:SERIAL, e.g. --device adb:{devices[0].serial}.")
+                             hint=f"Pick one with --serial, e.g. --serial {devices[0].serial}.")
         return cls(adb, _usable(devices[0]).serial)
 
     def _argv(self, *args: str) -> list[str]:

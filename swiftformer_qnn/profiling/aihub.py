@@ -42,9 +42,9 @@ from ..core.errors import HubError, ProfileError, UsageError
 from ..core.redact import scrub
 from ..core.targets import Precision
 from ..core.versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
+from ..measure.agreement import Agreement
 from ..measure.schema import (
     ModelInfo,
-    OutputAgreement,
     OutputCheck,
     Profile,
     Provenance,
@@ -65,6 +65,7 @@ from .aihub_client import (
 from .aihub_journal import JobJournal, default_index_dir
 from .aihub_payload import jsonable, onnx_sources, profile_from_hub, profile_stem
 from .devices import DeviceTarget
+from .emulator import onnx_node_tensors
 
 log = logging.getLogger(__name__)
 
@@ -564,8 +565,6 @@ class HubSession:
     # -- results --
 
     def _collect(self, track: _Track, device: Any) -> HubProfileResult:
-        from .emulator import onnx_node_tensors  # loads onnx and the QNN helpers: only when needed
-
         t, cj, pj = track.target, track.compile_job, track.profile_job
         payload, ran_with = self._profile_payload(pj, t.label)
         if not payload:
@@ -654,9 +653,9 @@ class HubSession:
         x = np.load(t.check_inputs).astype(np.float32)
         classify = t.model.variant != "encoder"
 
-        def agree(reference_model: Path) -> OutputAgreement:
+        def agree(reference_model: Path) -> Agreement:
             ref = run_cpu(reference_model, x)
-            return OutputAgreement(**compare_outputs(ref, device.reshape(ref.shape), classify=classify))
+            return Agreement(**compare_outputs(ref, device.reshape(ref.shape), classify=classify))
 
         check = OutputCheck(
             inputs=f"{t.check_inputs.name} ({x.shape[0]} held-out input{'s' * (x.shape[0] != 1)})",
@@ -724,7 +723,7 @@ def _bounded(fn: Callable[[], Any], seconds: float) -> Any:
     return result.get("value")
 
 
-def _db(agreement: OutputAgreement | None) -> str:
+def _db(agreement: Agreement | None) -> str:
     if agreement is None:
         return "n/a"
     return "identical" if agreement.exact else (f"{agreement.sqnr_db:.1f} dB" if agreement.sqnr_db is not None else "undefined")

@@ -23,7 +23,7 @@ Progress = Callable[[str], None]
 CONFIGURE_HINT = (
     "Get a token from your Qualcomm AI Hub account page (https://aihub.qualcomm.com), run "
     "`qai-hub configure --api_token <YOUR_TOKEN>` (or point QAIHUB_CLIENT_INI at a client.ini), "
-    "then rerun. Without a token, profile locally with --device emulator (cycles, not device latency)."
+    "then rerun. Without a token, profile locally with `swiftformer-qnn profile emulator` (cycles, not device latency)."
 )
 
 # --- configuration -------------------------------------------------------------------
@@ -111,7 +111,22 @@ class _RetryLog(logging.Handler):
         self.out = out
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.out.line(retry_line(record.getMessage()) if record.name.startswith("urllib3") else record.getMessage())
+        self.out.line(record.getMessage())
+
+
+class _Urllib3Retries(logging.Filter):
+    """Drops urllib3's retry warnings after handing each, shortened, to the client's output."""
+
+    def __init__(self, out: _ClientOutput):
+        super().__init__()
+        self.out = out
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING and message.startswith("Retrying"):
+            self.out.line(retry_line(message))
+            return False
+        return True
 
 
 # urllib3's own warning while it retries: "Retrying (Retry(total=4, connect=None, read=None,
@@ -139,23 +154,26 @@ def quiet(progress: Progress | None = None) -> Iterator[None]:
     (a retry loop that can last minutes must not look like a hang)."""
     out = _ClientOutput(progress)
     handler = _RetryLog(out)
-    # The client's retries (LogRetry) and the `backoff` library's, both quiet at default levels;
-    # urllib3's own retry warnings, which would otherwise reach the terminal raw through the root
-    # logger (one 200-character line per attempt), become one short progress line each.
-    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff", "urllib3")]
-    saved = [(lg.level, lg.propagate) for lg in loggers]
+    # The client's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
+    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff")]
+    levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
-        lg.setLevel(logging.INFO if lg.name != "urllib3" else logging.WARNING)
-        lg.propagate = False
+        lg.setLevel(logging.INFO)
+    # urllib3's own retry warnings would reach the terminal raw through the root logger (one
+    # 200-character line per attempt): they become one short progress line each instead, and
+    # only they are held back (its other records propagate as before).
+    pool = logging.getLogger("urllib3.connectionpool")
+    retries = _Urllib3Retries(out)
+    pool.addFilter(retries)
     try:
         with contextlib.redirect_stdout(out):
             yield
     finally:
-        for lg, (level, propagate) in zip(loggers, saved, strict=True):
+        pool.removeFilter(retries)
+        for lg, level in zip(loggers, levels, strict=True):
             lg.removeHandler(handler)
             lg.setLevel(level)
-            lg.propagate = propagate
         if out._partial:
             out.line(out._partial)
 

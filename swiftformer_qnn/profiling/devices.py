@@ -44,10 +44,10 @@ HUB_DEVICES: tuple[HubDevice, ...] = (
 )
 
 EMULATOR_NAMES = ("emulator", "local", "htp-emulator", "htp emulator", "x86")
-# The device every emulator profile names (`TargetInfo.device`), and `--device emulator` shows.
+# The device every emulator profile names (`TargetInfo.device`), and `profile emulator` shows.
 EMULATOR_DEVICE = "HTP emulator (x86_64)"
 ESTIMATE_NAMES = ("estimate", "estimator", "hextimate")
-ESTIMATE_DEVICE = "QNN Hextimate estimator (x86_64)"  # what `--device estimate` shows; profiles name the proxy
+ESTIMATE_DEVICE = "QNN Hextimate estimator (x86_64)"  # what `profile estimate` shows; profiles name the proxy
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def _key(text: str) -> str:
 
 
 def device_slug(name: str) -> str:
-    """`Samsung Galaxy S23 Ultra` -> `samsung-galaxy-s23-ultra` (for file names)."""
+    """`Samsung Galaxy S23 Ultra` -> `samsung-galaxy-s23-ultra`: the one slug of profile file
+    names and baseline keys."""
     slug = re.sub(r"[^a-z0-9+]+", "-", name.lower()).strip("-")
     return slug.replace("+", "plus") or "device"
 
@@ -129,11 +130,11 @@ def resolve_device(query: str) -> DeviceTarget:
     devices than this table, and `aihub.py` checks the name against `hub.get_devices()`."""
     text = query.strip()
     if not text:
-        raise UsageError("--device is empty.", hint='Try --device "Galaxy S23 Ultra", --device sm8550 or --device emulator.')
+        raise UsageError("--device is empty.", hint='Try --device "Galaxy S23 Ultra", --device sm8550 or --device list.')
     if text.lower() == "adb" or text.lower().startswith("adb:"):
         serial = text[4:].strip() if ":" in text else None
         if serial == "":
-            raise UsageError("--device adb: names no serial.", hint="Use --device adb, or --device adb:SERIAL (see `adb devices`).")
+            raise UsageError("--device adb: names no serial.", hint="Use `profile phone`, or `profile phone --serial SERIAL` (see `adb devices`).")
         return DeviceTarget(Backend.ADB, query, name=serial)
     if _key(text) in {_key(n) for n in EMULATOR_NAMES}:
         return DeviceTarget(Backend.EMULATOR, query, soc=SOCS[DEFAULT_SOC])

@@ -31,6 +31,7 @@ from .. import __version__
 from ..core.errors import ProfileError, ToolchainError, UsageError
 from ..core.targets import SOCS
 from ..htp.record import OP_TRACE as OP_TRACE_JSON
+from ..htp.record import read_op_trace
 from ..htp.session import PROFILE_CSV, HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
 from ..measure.attribution import NodeTensors, attribute_ops
 from ..measure.schema import (
@@ -75,39 +76,19 @@ def write_made_by(directory: Path) -> Path:
 
     return write_text_atomic(Path(directory) / MADE_BY, json.dumps({
         "kind": MADE_BY_KIND,
-        "made_by": f"onnxruntime-qnn's HTP emulator on x86_64 (swiftformer-qnn {__version__}, profile --device emulator)",
+        "made_by": f"onnxruntime-qnn's HTP emulator on x86_64 (swiftformer-qnn {__version__}, profile emulator)",
         "device_latency": False,
         "note": NOT_LATENCY,
     }, indent=2) + "\n")
 
 
 def made_by_emulator(path: Path) -> bool:
-    """Whether the emulator's marker lies beside `path` (a raw file `profile --device emulator` wrote)."""
+    """Whether the emulator's marker lies beside `path` (a raw file `profile emulator` wrote)."""
     try:
         marker = Path(path).parent / MADE_BY
         return marker.is_file() and json.loads(marker.read_text()).get("kind") == MADE_BY_KIND
     except (OSError, ValueError, AttributeError, RecursionError):
         return False
-
-
-def _read_op_trace(path: Path) -> dict[str, dict]:
-    """dst_name -> {"type": QNN op type, "sources": ONNX op names} from qnn_op_trace.json."""
-    try:
-        data = json.loads(Path(path).read_text())
-        mappings = [m for graph in data["subgraph_traces"] for m in graph["op_mappings"]]
-        return {
-            m["dst_name"]: {
-                "type": m.get("dst_qnn_op_type"),
-                "sources": [s["name"] for s in m.get("sources", []) if s.get("type") == "OP"],
-            }
-            for m in mappings
-        }
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such QNN op trace file.") from None
-    except RecursionError:
-        raise ProfileError(f"{path}: not a QNN framework op trace (nested too deeply).") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {str(exc)[:200]}).") from None
 
 
 def _fallback_type(name: str) -> str:
@@ -141,7 +122,7 @@ def read_qnn_profile_csv(csv_path: Path, op_trace_json: Path | None = None) -> Q
     left to `attribution.attribute_ops`.
     """
     csv_path = Path(csv_path)
-    trace = _read_op_trace(op_trace_json) if op_trace_json is not None else {}
+    trace = {op.name: op for op in read_op_trace(op_trace_json)} if op_trace_json is not None else {}
     try:
         with csv_path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -191,12 +172,12 @@ def read_qnn_profile_csv(csv_path: Path, op_trace_json: Path | None = None) -> Q
             io = _GRAPH_IO.match(name)
             if io:
                 name = io.group("io")  # the HTP graph's own input/output op, not an ONNX node
-            mapped = trace.get(name, {})
-            sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or mapped.get("sources", [])
+            mapped = trace.get(name)
+            sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or list(mapped.sources if mapped else ())
             ops.append(
                 OpRecord(
                     name=name,
-                    op_type=io.group("io") if io else (mapped.get("type") or _fallback_type(name)),
+                    op_type=io.group("io") if io else ((mapped.qnn_type if mapped else None) or _fallback_type(name)),
                     compute_unit=ComputeUnit.NPU,
                     execution_cycles=_csv_number(csv_path, name, row["Time"]),
                     onnx_nodes=sources,

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .. import __version__
+from ..htp.bn_guard import guarded_model
 from ..htp.estimate import Estimate
 from ..measure.attribution import NodeTensors, attribute_ops
 from ..measure.schema import (
@@ -139,7 +140,6 @@ def estimate_export_model(
 
     from ..htp.estimate import estimate_model
     from ..htp.sweep import require_onnx
-    from ..pipeline.compile import guarded_model
     from .emulator import onnx_node_tensors
 
     require_onnx(Path(model_path))  # a damaged export: one line, before any compile

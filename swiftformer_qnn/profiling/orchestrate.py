@@ -1,12 +1,11 @@
-"""The one `profile` entry point: find (or build) exports, profile them on AI Hub or the
-HTP emulator, and return typed results. The CLI only parses options and renders these.
+"""`profile`'s modes: find exports (or make the default one), profile them on AI Hub, the HTP
+emulator or the user's phone, and return typed results. The CLI only parses options and
+renders these.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,14 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import HubError, OutputDirError, UsageError
-from ..core.targets import DEFAULT_SOC, SOCS, Precision, Soc, get_precision, get_soc
-from ..core.versions import is_version_tag, parse_qnn_version, same_release
+from ..core.targets import DEFAULT_SOC, SOCS
+from ..core.versions import is_version_tag, parse_qnn_version, same_release, short_version
 from ..htp.record import CompileRecord
-from ..measure.schema import ModelInfo, Profile
-from ..model.variants import Variant, get_variant
-from ..pipeline.artifacts import ExportManifest, read_manifest
-from ..pipeline.requests import ExportedRequest
-from ..pipeline.stage_results import ExportResults
+from ..measure.schema import Profile
 from ..toolchains import split_versions
 from .aihub import (
     DEFAULT_POLL_S,
@@ -35,6 +30,15 @@ from .aihub import (
 from .aihub_client import HubConfig, check_hub_config
 from .aihub_payload import profile_stem
 from .devices import Backend, DeviceTarget, resolve_device
+from .exports import (
+    ExportSource,
+    default_export,
+    distinct,
+    emulator_feeds,
+    file_labels,
+    heldout_inputs,
+    read_export,
+)
 
 if TYPE_CHECKING:
     from ..htp.session import HtpTarget
@@ -50,42 +54,47 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ProfileRequest:
-    """What `swiftformer-qnn profile` was asked to do."""
+    """What every mode of `swiftformer-qnn profile` takes: the exports, and where profiles go."""
+
+    from_dirs: tuple[Path, ...] = ()  # export directories; empty: the default export of `export`
+    out_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class HubRequest(ProfileRequest):
+    """`profile`: a phone through Qualcomm AI Hub."""
 
     device: str = DEFAULT_DEVICE
-    from_dirs: tuple[Path, ...] = ()  # export directories; empty: run the export here
-    # Export mode (no from_dirs): the variant, plus the standalone encoder block by default.
-    variant: str = "l1"
-    precision: str = "w8a8"
-    include_encoder: bool = True
-    weights: Path | None = None
-    attention: str | None = None
-    resolution: int | None = None  # of the main variant only
-    encoder_dim: int | None = None
     qnn: tuple[str, ...] = ()  # QAIRT versions to compile with; empty: AI Hub's default
-    graphs: tuple[str, ...] = ("htp",)  # export mode: graph forms to export, profiled side by side
     runs: int = DEFAULT_RUNS
-    out_dir: Path | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     poll_s: float = DEFAULT_POLL_S
     new_jobs: bool = False
     retry_failed: bool = False
-    force: bool = False  # export mode: replace a default export directory holding another request
-    check_outputs: bool = False  # AI Hub: also run held-out inputs on the device and compare outputs
-    qnn_sdk: Path | None = None  # --device adb: the QAIRT SDK to run with (default: $QNN_SDK_ROOT)
+    check_outputs: bool = False  # also run held-out inputs on the device and compare outputs
 
 
 @dataclass(frozen=True)
-class ExportSource:
-    """One export directory, read for what profiling needs."""
+class EmulatorRequest(ProfileRequest):
+    """`profile emulator`: the x86 HTP emulator onnxruntime-qnn bundles (cycles, not latency)."""
 
-    directory: Path
-    manifest: ExportManifest
-    variant: Variant
-    precision: Precision
-    soc: Soc
-    model_info: ModelInfo
-    model_path: Path  # what AI Hub compiles / the emulator runs: QDQ, or the float graph for fp16
+    qnn: tuple[str, ...] = ()  # only the bundled release (checked)
+
+
+@dataclass(frozen=True)
+class EstimateRequest(ProfileRequest):
+    """`profile estimate`: QNN's HTP performance estimator for a proxy SoC (estimated, not latency)."""
+
+    qnn: tuple[str, ...] = ()  # local QNN toolchains; empty: this environment's onnxruntime-qnn
+
+
+@dataclass(frozen=True)
+class PhoneRequest(ProfileRequest):
+    """`profile phone`: the user's own phone over adb, with the user's QAIRT SDK (qnn-net-run)."""
+
+    serial: str | None = None  # adb serial; None: the one phone attached
+    runs: int = DEFAULT_RUNS
+    qnn_sdk: Path | None = None  # default: $QNN_SDK_ROOT
 
 
 @dataclass(frozen=True)
@@ -121,148 +130,6 @@ class ProfileRunResult:
         return HubError(f"{len(self.failures)} of {total} profiles did not finish: {lines}", hint=" ".join(hints))
 
 
-# --- export directories ------------------------------------------------------------------
-
-
-def read_export(directory: Path) -> ExportSource:
-    """The model, variant and precision of one complete export directory."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise OutputDirError(
-            f"{directory} is not a complete export (no manifest.json of swiftformer-qnn).",
-            hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
-        )
-    req = manifest.request
-    if not isinstance(req, ExportedRequest):
-        raise OutputDirError(f"{directory} holds a compile of {Path(req.model).name}, not an export of SwiftFormer.",
-                             hint="Pass an export directory (swiftformer-qnn export).")
-    variant = get_variant(req.variant)
-    precision = get_precision(req.precision)
-    soc = get_soc(req.soc)
-    # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
-    model_path = (
-        manifest.artifact(directory, "quantize", "model.qdq.onnx")
-        if precision.is_quantized
-        else manifest.artifact(directory, "simplify", "model.sim.onnx")
-    )
-    if not model_path.is_file():
-        raise OutputDirError(f"{model_path} is missing from the export directory.")
-    exported = manifest.results("export", ExportResults)
-    model_info = ModelInfo(
-        variant=variant.name,
-        input_shape=list(req.input_shape),
-        precision=precision.value,
-        weights=req.weights,
-        attention=exported.attention if exported else (req.attention_requested or "normalize"),
-        opset=exported.opset if exported else req.opset,
-        graph=exported.graph if exported else req.graph,
-    )
-    return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
-
-
-def heldout_inputs(source: ExportSource) -> Path:
-    """The export's held-out inputs (`inputs/heldout.npy`, else the verify sample), preprocessed."""
-    m = source.manifest
-    for stage, name in (("inputs", "heldout.npy"), ("verify", "sample_input.npy")):
-        if m.stage(stage) and name in m.stage(stage).outputs:
-            return m.artifact(source.directory, stage, name)
-    raise OutputDirError(f"{source.directory}: the export has no held-out inputs (inputs/heldout.npy).",
-                         hint="Re-export it with this version, or profile without --check-outputs.")
-
-
-def emulator_feeds(source: ExportSource) -> dict[str, Any]:
-    """One preprocessed held-out input, under the graph's own input name (emulator and phone runs)."""
-    import numpy as np
-    import onnx
-
-    m = source.manifest
-    if m.stage("verify") and "sample_input.npy" in m.stage("verify").outputs:
-        x = np.load(m.artifact(source.directory, "verify", "sample_input.npy"))
-    elif m.stage("inputs") and "heldout.npy" in m.stage("inputs").outputs:
-        x = np.load(m.artifact(source.directory, "inputs", "heldout.npy"))[:1]
-    else:
-        raise OutputDirError(f"{source.directory}: the export has no sample input (verify/sample_input.npy).")
-    graph = onnx.load(str(source.model_path), load_external_data=False).graph
-    initializers = {t.name for t in graph.initializer}
-    name = next(i.name for i in graph.input if i.name not in initializers)
-    return {name: x.astype(np.float32)}
-
-
-def _run_exports(req: ProfileRequest, soc: Soc, export_progress: Callable | None) -> list[Path]:
-    from ..pipeline import ExportRequest, run_export
-
-    variants = [req.variant]
-    if req.include_encoder and get_variant(req.variant).name != "encoder":
-        variants.append("encoder")
-    dirs = []
-    for name, graph in ((n, g) for n in variants for g in req.graphs):
-        is_encoder = get_variant(name).is_encoder_block
-        try:
-            result = run_export(
-                ExportRequest(
-                    variant=name,
-                    graph=graph,
-                    weights=req.weights,
-                    attention=req.attention,
-                    precision=req.precision,
-                    soc=soc.name,
-                    resolution=None if is_encoder and name != req.variant else req.resolution,
-                    encoder_dim=req.encoder_dim if is_encoder else None,
-                    force=req.force,
-                ),
-                progress=export_progress,
-            )
-        except OutputDirError as exc:
-            raise _for_profile(exc) from None
-        dirs.append(result.directory)
-    return dirs
-
-
-def _for_profile(exc: OutputDirError) -> OutputDirError:
-    """The export's advice, in `profile`'s options: profile has --force, not --output-dir."""
-    if exc.hint and "--force" in exc.hint:
-        hint = ("Pass --force to replace it, or export elsewhere yourself "
-                "(swiftformer-qnn export --output-dir DIR) and profile that with --from DIR.")
-    else:
-        hint = ("Export yourself into a writable place (swiftformer-qnn export --output-dir DIR) "
-                "and profile that with --from DIR.")
-    return OutputDirError(exc.message, hint=hint)
-
-
-def file_labels(sources: list[ExportSource]) -> list[str]:
-    """The model part of each source's file names, unique among `sources`.
-
-    `<variant>-<precision>`, with the input size when it is not the variant's default
-    (`xs-r64-w8a8`, `encoder-d96x32-w8a8`, as the export directories are named); two exports
-    that still share it (other weights, calibration or tools) get a short hash of their
-    request as well (`l1-w8a8-3f9c2a1d`), so neither overwrites the other's files.
-    """
-    base = []
-    for s in sources:
-        shape = list(s.model_info.input_shape)
-        size = ""
-        if shape != list(s.variant.input_shape()) and len(shape) == 4:
-            hw = f"{shape[2]}" if shape[2] == shape[3] else f"{shape[2]}x{shape[3]}"
-            size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
-        # As export names its directories: the faithful graph is marked (exports from before graph
-        # forms, which are faithful too, keep the names they had).
-        graph = "-faithful" if s.manifest.request.graph == "faithful" else ""
-        base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
-    counts = Counter(base)
-    return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
-
-
-def _distinct(sources: list[ExportSource], emit: Progress) -> list[ExportSource]:
-    """One source per export: two directories holding the same request are the same model."""
-    kept: dict[str, ExportSource] = {}
-    for s in sources:
-        first = kept.setdefault(s.manifest.request_key, s)
-        if first is not s:
-            emit(f"{s.directory} holds the same export as {first.directory}; profiling it once")
-    return list(kept.values())
-
-
 # --- the entry point ----------------------------------------------------------------------
 
 
@@ -287,76 +154,86 @@ def _qnn_versions(values: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _graph_forms(values: tuple[str, ...]) -> tuple[str, ...]:
-    """`--graph htp --graph faithful` or `--graph htp,faithful`, de-duplicated in order."""
-    from ..pipeline.orchestrator import GRAPH_FORMS
-
-    out: list[str] = []
-    for part in (p.strip().lower() for v in values for p in v.split(",") if p.strip()):
-        if part not in GRAPH_FORMS:
-            raise UsageError(f"--graph {part!r} is not a graph form.", hint=f"Use {', '.join(GRAPH_FORMS)}, or both.")
-        if part not in out:
-            out.append(part)
-    return tuple(out) or ("htp",)
-
-
 def default_out_dir() -> Path:
     return DEFAULT_RUNS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def run_profile(
-    req: ProfileRequest,
-    progress: Progress | None = None,
-    export_progress: Callable | None = None,
-) -> ProfileRunResult:
-    """Profile exports on the requested device. AI Hub needs a token, checked before any work."""
+def _profile(req: ProfileRequest, device: DeviceTarget, progress: Progress | None, export_progress: Callable | None,
+             run: Callable[[list[ExportSource], Path, Progress], ProfileRunResult]) -> ProfileRunResult:
+    """What every mode does around its own run: the output directory checked before any export
+    or (paid) job, the exports read (or the default one made, for the device's chipset)."""
     emit = progress or (lambda msg: None)
-    device = resolve_device(req.device)
-    if req.runs < 1:
-        raise UsageError("--runs must be at least 1.")
-    qnn = _qnn_versions(req.qnn)
-    graphs = _graph_forms(req.graphs)
-    if req.from_dirs and graphs != ("htp",):
-        raise UsageError("--graph chooses what profile exports; an export given with --from has its own graph.",
-                         hint="Drop --graph, or drop --from to export each graph form here.")
-    req = dataclasses.replace(req, graphs=graphs)
-    config: HubConfig | None = None
-    if device.backend is Backend.AIHUB:
-        config = check_hub_config()
-    elif device.backend is Backend.EMULATOR:
-        _check_emulator_qnn(qnn)
-    elif device.backend is Backend.ESTIMATE:
-        if req.check_outputs:
-            raise UsageError("--check-outputs runs held-out inputs on a phone; an estimate runs nothing.",
-                             hint="Drop --check-outputs, or profile on an AI Hub device.")
-        qnn = _estimate_qnn(req.qnn)  # local toolchains, checked (not installed) before any export
-    elif qnn:
-        raise UsageError("--qnn picks AI Hub's QAIRT version; on a phone the SDK decides it.",
-                         hint="Drop --qnn and pass the SDK with --qnn-sdk DIR (or QNN_SDK_ROOT).")
-    if req.check_outputs and device.backend is not Backend.AIHUB:
-        raise UsageError("--check-outputs runs held-out inputs on a phone through AI Hub (an inference job).",
-                         hint="Drop --check-outputs, or profile on an AI Hub device. `verify` compares the "
-                         "emulated HTP with the CPU.")
     out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
-    if out_dir.exists() and not out_dir.is_dir():  # before any export or (paid) job, not at the first write
+    if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
-
     if req.from_dirs:
-        sources = _distinct([read_export(d) for d in req.from_dirs], emit)
+        sources = distinct([read_export(d) for d in req.from_dirs], emit)
     else:
-        soc = device.soc or SOCS[DEFAULT_SOC]
-        sources = [read_export(d) for d in _run_exports(req, soc, export_progress)]
-
-    if device.backend is Backend.EMULATOR:
-        result = _profile_on_emulator(sources, device, out_dir, emit)
-    elif device.backend is Backend.ESTIMATE:
-        result = _profile_on_estimator(sources, device, out_dir, qnn, emit)
-    elif device.backend is Backend.ADB:
-        result = _profile_on_phone(sources, device, out_dir, req, emit)
-    else:
-        result = _profile_on_hub(sources, device, out_dir, qnn, req, config, emit)
+        sources = [read_export(default_export(device.soc or SOCS[DEFAULT_SOC], export_progress))]
+    result = run(sources, out_dir, emit)
     result.exports = [s.directory for s in sources]
     return result
+
+
+def _check_runs(runs: int) -> None:
+    if runs < 1:
+        raise UsageError("--runs must be at least 1.")
+
+
+# Each mode of `profile` is one function taking its own request. A new mode (a device, a
+# runtime, an estimator) is one more request type, one more function here and one more
+# `profile` subcommand in cli/profile.py.
+
+
+def run_on_hub(
+    req: HubRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Profile exports on a phone through AI Hub. The token is checked before any work."""
+    device = resolve_device(req.device)
+    if device.backend is not Backend.AIHUB:
+        raise UsageError(f"--device {req.device!r} is not an AI Hub device.",
+                         hint=f"Use `swiftformer-qnn profile {_SUBCOMMAND[device.backend]}`.")
+    _check_runs(req.runs)
+    qnn = _qnn_versions(req.qnn)
+    config = check_hub_config()
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_hub(sources, device, out, qnn, req, config, emit))
+
+
+def run_on_emulator(
+    req: EmulatorRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Profile exports on the local HTP emulator: op cycles, no device latency, no token."""
+    device = resolve_device("emulator")
+    _check_emulator_qnn(_qnn_versions(req.qnn))
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_emulator(sources, device, out, emit))
+
+
+def run_on_estimate(
+    req: EstimateRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Estimate exports with QNN's HTP performance estimator: no device, no token."""
+    device = resolve_device("estimate")
+    qnn = _estimate_qnn(req.qnn)  # local toolchains, checked (not installed) before any export
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_estimator(sources, device, out, qnn, emit))
+
+
+def run_on_phone(
+    req: PhoneRequest, progress: Progress | None = None, export_progress: Callable | None = None
+) -> ProfileRunResult:
+    """Profile exports on the user's own phone over adb with the user's QAIRT SDK."""
+    if req.serial is not None and not req.serial.strip():
+        raise UsageError("--serial is empty.", hint="Omit it for the one phone attached, or see `adb devices`.")
+    device = resolve_device(f"adb:{req.serial.strip()}" if req.serial else "adb")
+    _check_runs(req.runs)
+    return _profile(req, device, progress, export_progress,
+                    lambda sources, out, emit: _profile_on_phone(sources, device, out, req, emit))
+
+
+# The `profile` subcommand of each backend that is not AI Hub (for a --device naming one).
+_SUBCOMMAND = {Backend.EMULATOR: "emulator", Backend.ADB: "phone", Backend.ESTIMATE: "estimate"}
 
 
 def _profile_on_hub(
@@ -364,7 +241,7 @@ def _profile_on_hub(
     device: DeviceTarget,
     out_dir: Path,
     qnn: list[str],
-    req: ProfileRequest,
+    req: HubRequest,
     config: HubConfig | None,
     emit: Progress,
 ) -> ProfileRunResult:
@@ -406,7 +283,7 @@ def _check_emulator_qnn(qnn: list[str]) -> None:
         if not same_release(v, bundled):
             raise UsageError(
                 f"The HTP emulator runs the QNN SDK bundled with onnxruntime-qnn ({bundled}), not {v}.",
-                hint="Drop --qnn for --device emulator, or profile that version on AI Hub.",
+                hint="Drop --qnn, or profile that version on AI Hub.",
             )
 
 
@@ -557,17 +434,16 @@ def _profile_on_estimator(
 
 
 def _profile_on_phone(
-    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: ProfileRequest, emit: Progress
+    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, req: PhoneRequest, emit: Progress
 ) -> ProfileRunResult:
     from .qnn_net_run import PhoneSession
-    from .qnn_sdk import release
 
     result = ProfileRunResult(Backend.ADB, device.display_name, out_dir)
     with PhoneSession.open(device.name, req.qnn_sdk, sources, out_dir, req.runs, emit) as session:
         result.device = f"{session.phone.device_name} ({session.phone.adb.serial})"
         for s, label in zip(sources, file_labels(sources), strict=True):
             got = session.profile(s, label, emulator_feeds(s))
-            qnn = release(got.profile.toolchain.qnn_version) or "unknown"
+            qnn = short_version(got.profile.toolchain.qnn_version) or "unknown"
             result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", got.profile, {"profile": got.profile_path, "raw": got.raw_dir}))
     return result
 

@@ -22,20 +22,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..core.errors import PhoneError, PhoneRunError, UsageError
 from ..core.targets import SOCS, Soc, get_soc
+from ..core.versions import short_version
 from ..htp.record import CONTEXT_BINARY, CompileRecord
 from ..measure.schema import Profile, TargetInfo
 from .adb import Adb
+from .exports import ExportSource
 from .importers import ImportContext
 from .importers.qnn_profile_viewer import viewer_profile
-from .qnn_sdk import QnnSdk, check_version, find_sdk, release
+from .qnn_sdk import QnnSdk, check_version, find_sdk
 from .qnn_viewer import ViewerReport, parse_viewer_csv, parse_viewer_json_text
-
-if TYPE_CHECKING:
-    from .orchestrate import ExportSource
 
 PHONE_ROOT = "/data/local/tmp/swiftformer-qnn"
 # Where fastrpc looks for Skels after ours (ours first, or the vendor's mismatched one loads).
@@ -151,7 +149,7 @@ class PhoneSession:
 
     def _prepare(self) -> None:
         self.emit(f"phone {self.phone.adb.serial} ({self.phone.device_name}, {self.phone.soc.marketing_name}): "
-                  f"pushing QNN {release(self.sdk.version)} runtime and HTP v{self.phone.soc.htp_arch} libraries "
+                  f"pushing QNN {short_version(self.sdk.version)} runtime and HTP v{self.phone.soc.htp_arch} libraries "
                   f"to {self.run_dir}")
         self._check(self.phone.adb.shell(f"mkdir -p {shlex.quote(self.run_dir)}"), "mkdir")
         for name, path in self.files.items():
@@ -175,7 +173,7 @@ class PhoneSession:
         from .aihub_payload import profile_stem
 
         binary, _ = _compiled(source)
-        qnn = release(self.sdk.version) or "unknown"
+        qnn = short_version(self.sdk.version) or "unknown"
         stem = profile_stem(label, qnn, self.phone.device_name)
         raw_dir = self.out_dir / f"{stem}.raw"
         staging = self.out_dir / f".{stem}.raw.partial"

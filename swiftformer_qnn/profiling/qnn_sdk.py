@@ -23,11 +23,6 @@ SDK_ENV = ("QNN_SDK_ROOT", "QAIRT_SDK_ROOT")
 _VERSION_LINE = re.compile(r"^version:\s*['\"]?v?([0-9][0-9._]*)", re.MULTILINE)
 
 
-def release(version: str | None) -> str | None:
-    """`v2.51.0.260929181845` or `2.42.0.251225135753_193295` -> `2.51.0`."""
-    return short_version(version) if version else None
-
-
 @dataclass(frozen=True)
 class QnnSdk:
     root: Path
@@ -80,7 +75,7 @@ def sdk_version(root: Path) -> str | None:
         m = _VERSION_LINE.search(yaml.read_text(errors="replace"))
         if m:
             return m.group(1)
-    return root.name if release(root.name) else None
+    return root.name if short_version(root.name) else None
 
 
 def find_sdk(explicit: Path | None = None) -> QnnSdk:
@@ -103,12 +98,12 @@ def check_version(sdk: QnnSdk, ep_sdk_version: str | None, export_dir: Path) -> 
     """The SDK that runs a context binary must be the release that built it."""
     if not ep_sdk_version:
         return  # an export from before the compile stage recorded it: QNN itself will tell
-    built = release(ep_sdk_version)
+    built = short_version(ep_sdk_version)
     if sdk.version is None:
         raise PhoneError(f"Cannot tell the version of the QNN SDK at {sdk.root} (no sdk.yaml).",
                          hint=f"Use the QAIRT {built} SDK, which compiled {export_dir}.")
     if built and not same_release(built, sdk.version):
         raise PhoneError(
-            f"{export_dir} was compiled with QNN {built}, the SDK at {sdk.root} is {release(sdk.version)}.",
+            f"{export_dir} was compiled with QNN {built}, the SDK at {sdk.root} is {short_version(sdk.version)}.",
             hint=f"Use a QAIRT {built} SDK (--qnn-sdk DIR or QNN_SDK_ROOT): a context binary runs only with the release that built it.",
         )

@@ -12,7 +12,6 @@ from ..core.errors import ProfileError
 from ..measure.schema import LatencySource, Profile, TimeBasis, TimeUnit, block_times, op_times
 from ..model.variants import VARIANTS
 from .model import (
-    BlockDelta,
     BlockRow,
     Breakdown,
     Cell,
@@ -638,7 +637,7 @@ def compare_profiles(a: LoadedProfile, b: LoadedProfile) -> Comparison:
             "Emulator cycles are not device latency; blocks are ranked by the change of their share."
         )
 
-    blocks: list[BlockDelta] = []
+    blocks: list[Mover] = []
     ga, gb = _profile_blocks(a.profile), _profile_blocks(b.profile)
     if not ga or not gb:
         missing = [lp.label for lp, g in ((a, ga), (b, gb)) if not g]
@@ -649,20 +648,7 @@ def compare_profiles(a: LoadedProfile, b: LoadedProfile) -> Comparison:
         rows_a, rows_b = _median_blocks([ga[1]]), _median_blocks([gb[1]])
         if ma.is_encoder_block:
             rows_a, rows_b = _by_part(rows_a), _by_part(rows_b)
-        movers = _movers(rows_a, rows_b, ranked_by)
-        blocks = [
-            BlockDelta(
-                block=m.block,
-                kind=m.kind,
-                a=m.before,
-                b=m.after,
-                delta=m.delta,
-                ratio=m.ratio,
-                share_a=m.share_before,
-                share_b=m.share_after,
-            )
-            for m in movers
-        ]
+        blocks = _movers(rows_a, rows_b, ranked_by)
 
     return Comparison(
         model=ma,

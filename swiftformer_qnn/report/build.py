@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..core.errors import OutputDirError, ProfileError, UsageError
 from ..core.output_dir import holds_marker, staged_output_dir
-from ..gate.structure import read_compile_structure
 from ..htp.estimate import ESTIMATE_JSON, Estimate
 from ..htp.record import COMPILE_FAILURE, COMPILE_RECORD
 from ..measure.schema import find_profiles, load_profile
+from ..pipeline.artifacts import read_compile_structure
 from .analysis import LoadedProfile, build_report, compare_profiles
 from .charts import Chart, render_charts
 from .html import report_html

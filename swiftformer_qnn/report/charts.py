@@ -298,7 +298,10 @@ def blocks_by_version(report: Report, model_id: str, path: Path) -> Chart | None
         fontsize=8,
         title="part" if model.is_encoder_block else "block",
     )
-    fig.suptitle(f"{model.label}: time per block by QNN version", fontsize=12, fontweight="bold")
+    # Wrapped to the figure's width: a one-column figure (7 in) holds about 60 characters of it;
+    # unwrapped, a long model label clipped both ends of the title.
+    fig.suptitle(_wrap(f"{model.label}: time per block by QNN version", int(width * 8.5)), fontsize=12,
+                 fontweight="bold")
     _save(fig, path)
     return Chart(
         filename=path.name,

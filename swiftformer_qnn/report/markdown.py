@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..core.text import markdown_code, markdown_safe
+from ..core.tables import md_escape, table_md
+from ..core.text import markdown_code
 from .charts import Chart
 from .model import Comparison, Report, StructureComparison
 from .tables import (
-    TableSpec,
     breakdown_table,
     comparison_tables,
     headline_table,
@@ -18,30 +18,10 @@ from .tables import (
     top_ops_tables,
 )
 
-# Every cell, title, caption and note may carry names from the profiles (devices, ops, files).
-_esc = markdown_safe
-
-
-def table_md(spec: TableSpec, *, level: int = 3, title: bool = True) -> str:
-    lines = []
-    if title:
-        lines += [f"{'#' * level} {_esc(spec.title)}", ""]
-    lines.append("| " + " | ".join("<br>".join(_esc(x) for x in h) for h in spec.headers) + " |")
-    lines.append(
-        "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
-    )
-    lines += ["| " + " | ".join(_esc(c) for c in row) + " |" for row in spec.rows]
-    if spec.caption:
-        lines += ["", f"_{_esc(spec.caption)}_"]
-    if spec.footnotes:
-        lines.append("")
-        lines += [f"{i + 1}. {_esc(n)}" for i, n in enumerate(spec.footnotes)]
-    return "\n".join(lines) + "\n"
-
 
 def report_md(report: Report, charts: list[Chart]) -> str:
     out = [
-        f"# SwiftFormer on QNN: {_esc(report.name)}",
+        f"# SwiftFormer on QNN: {md_escape(report.name)}",
         "",
         f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC from {len(report.inputs)} profile(s).",
         "",
@@ -50,14 +30,14 @@ def report_md(report: Report, charts: list[Chart]) -> str:
         table_md(headline_table(report), title=False),
     ]
     if report.skipped:
-        out += ["Skipped (invalid):", ""] + [f"- {markdown_code(s.path)}: {_esc(s.reason)}" for s in report.skipped] + [""]
+        out += ["Skipped (invalid):", ""] + [f"- {markdown_code(s.path)}: {md_escape(s.reason)}" for s in report.skipped] + [""]
     if report.notes:
-        out += ["Notes:", ""] + [f"- {_esc(n)}" for n in report.notes] + [""]
+        out += ["Notes:", ""] + [f"- {md_escape(n)}" for n in report.notes] + [""]
 
     if charts:
         out += ["## Charts", ""]
         for c in charts:
-            out += [f"### {_esc(c.title)}", "", f"![{_esc(c.alt)}]({c.filename})", ""]
+            out += [f"### {md_escape(c.title)}", "", f"![{md_escape(c.alt)}]({c.filename})", ""]
 
     out += ["## Per-block breakdown", ""]
     if not report.breakdowns:
@@ -94,11 +74,11 @@ def report_md(report: Report, charts: list[Chart]) -> str:
 
 
 def comparison_md(cmp: Comparison) -> str:
-    out = [f"# Compare: {_esc(cmp.model.label)}", ""]
+    out = [f"# Compare: {md_escape(cmp.model.label)}", ""]
     for spec in comparison_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
-        out += ["Notes:", ""] + [f"- {_esc(n)}" for n in cmp.notes] + [""]
+        out += ["Notes:", ""] + [f"- {md_escape(n)}" for n in cmp.notes] + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -107,5 +87,5 @@ def structure_md(cmp: StructureComparison) -> str:
     for spec in structure_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
-        out += ["Notes:", ""] + [f"- {_esc(n)}" for n in cmp.notes] + [""]
+        out += ["Notes:", ""] + [f"- {md_escape(n)}" for n in cmp.notes] + [""]
     return "\n".join(out).rstrip() + "\n"

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..htp.diff import FigureDelta
 from ..measure.schema import LatencySource
 
 REPORT_KIND = "swiftformer-qnn.report"
@@ -122,7 +123,8 @@ class Breakdown(_Frozen):
 
 
 class Mover(_Frozen):
-    """One block's change between two columns."""
+    """One block's change from one profile to another: between two QNN versions of a report, or
+    from A to B in `report --compare`."""
 
     block: str
     kind: str | None
@@ -244,17 +246,6 @@ class Report(_Frozen):
         return next((b for b in self.breakdowns if b.model_id == model_id and b.column_id == column_id), None)
 
 
-class BlockDelta(_Frozen):
-    block: str
-    kind: str | None
-    a: float
-    b: float
-    delta: float  # b - a
-    ratio: float | None  # b / a
-    share_a: float
-    share_b: float
-
-
 class Comparison(_Frozen):
     """`report --compare A B`: B against A, one model."""
 
@@ -270,7 +261,7 @@ class Comparison(_Frozen):
     delta: float
     ratio: float | None
     ranked_by: Literal["time", "share"]
-    blocks: list[BlockDelta]  # most impact first; empty when either profile has no per-op data
+    blocks: list[Mover]  # most impact first; empty when either profile has no per-op data
     notes: list[str]
 
 
@@ -288,15 +279,6 @@ class CompileRow(_Frozen):
     qnn_version: str
 
 
-class StructureDelta(_Frozen):
-    """One figure of the two compiled graphs; None where that compile's QNN wrote no op trace."""
-
-    metric: str  # "HTP ops", "layout ops", ..., or a QNN op type ("Conv2d")
-    a: int | None
-    b: int | None
-    delta: int | None  # b - a
-
-
 class StructureComparison(_Frozen):
     """`report --compare A B` of two compiles: what QNN built for each, from their compile records."""
 
@@ -305,8 +287,8 @@ class StructureComparison(_Frozen):
     generated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     a: CompileRow
     b: CompileRow
-    totals: list[StructureDelta]  # HTP ops, layout ops, float islands, boundary conversions, context binary bytes
-    op_types: list[StructureDelta]  # per QNN op type, biggest |delta| first, then by name
+    totals: list[FigureDelta]  # the compile figures (`htp.record.FIGURES`)
+    op_types: list[FigureDelta]  # per QNN op type, biggest |delta| first, then by name
     notes: list[str]
     # QNN's HTP estimator on each side, where the export made one (its estimate stage's estimate.json).
     estimated_us_a: float | None = None

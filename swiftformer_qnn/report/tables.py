@@ -6,31 +6,21 @@ same numbers formatted the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from ..core.tables import TableSpec
+from ..htp.diff import FigureDelta
 from .model import (
     Breakdown,
     Column,
     Comparison,
+    Mover,
     Report,
     StructureComparison,
-    StructureDelta,
     Unit,
     VersionStep,
 )
 
 MOVERS_SHOWN = 5
 DASH = "–"
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    title: str
-    headers: list[tuple[str, ...]]  # each header is one or more lines
-    rows: list[list[str]]
-    caption: str | None = None
-    footnotes: list[str] = field(default_factory=list)
-    numeric_from: int = 1  # columns at or after this index are right-aligned
 
 
 # ---------------------------------------------------------------------------- number formats
@@ -277,22 +267,17 @@ def steps_table(report: Report) -> TableSpec | None:
     )
 
 
+def _mover_rows(movers: list[Mover], unit: Unit) -> list[list[str]]:
+    """One row per block: before, after, delta, ratio, share before -> after."""
+    return [[m.block, m.kind or DASH, fmt_value(m.before, unit), fmt_value(m.after, unit), fmt_delta(m.delta, unit),
+             fmt_ratio(m.ratio), f"{fmt_share(m.share_before)} → {fmt_share(m.share_after)}"] for m in movers]
+
+
 def movers_table(report: Report, step: VersionStep, limit: int = MOVERS_SHOWN) -> TableSpec | None:
     if not step.movers:
         return None
     c0, c1 = report.column(step.from_column), report.column(step.to_column)
-    rows = [
-        [
-            m.block,
-            m.kind or DASH,
-            fmt_value(m.before, step.unit),
-            fmt_value(m.after, step.unit),
-            fmt_delta(m.delta, step.unit),
-            fmt_ratio(m.ratio),
-            f"{fmt_share(m.share_before)} → {fmt_share(m.share_after)}",
-        ]
-        for m in step.movers[:limit]
-    ]
+    rows = _mover_rows(step.movers[:limit], step.unit)
     more = len(step.movers) - limit
     ranked = (
         "change of share (emulator cycles are not comparable across runs)"
@@ -446,18 +431,7 @@ def comparison_tables(cmp: Comparison, *, limit: int | None = None) -> list[Tabl
             TableSpec(
                 title="Per-block deltas",
                 headers=[("block",), ("kind",), ("A",), ("B",), ("Δ",), ("ratio",), ("share A → B",)],
-                rows=[
-                    [
-                        d.block,
-                        d.kind or DASH,
-                        fmt_value(d.a, cmp.unit),
-                        fmt_value(d.b, cmp.unit),
-                        fmt_delta(d.delta, cmp.unit),
-                        fmt_ratio(d.ratio),
-                        f"{fmt_share(d.share_a)} → {fmt_share(d.share_b)}",
-                    ]
-                    for d in cmp.blocks[:limit]
-                ],
+                rows=_mover_rows(cmp.blocks[:limit], cmp.unit),
                 caption=f"sorted by {ranked}"
                 + (
                     f"; {len(cmp.blocks) - limit} more in compare.md"
@@ -483,7 +457,7 @@ def fmt_count_delta(n: int | None) -> str:
     return ("+" if n > 0 else "−" if n < 0 else "±") + f"{abs(n):,}"
 
 
-def _delta_rows(deltas: list[StructureDelta]) -> list[list[str]]:
+def _delta_rows(deltas: list[FigureDelta]) -> list[list[str]]:
     return [[d.metric, fmt_count(d.a), fmt_count(d.b), fmt_count_delta(d.delta)] for d in deltas]
 
 

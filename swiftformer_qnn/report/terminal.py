@@ -5,21 +5,11 @@ from __future__ import annotations
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.text import Text
 
-from ..core.tables import Col, FitTable
+from ..core.tables import table_rich
 from .model import Comparison, Report, StructureComparison
-from .tables import TableSpec, comparison_tables, headline_table, headline_table_by_column, structure_tables
+from .tables import comparison_tables, headline_table, headline_table_by_column, structure_tables
 
 TERMINAL_BLOCKS = 12  # per-block deltas shown in the terminal; compare.md has them all
-
-
-def table_rich(spec: TableSpec) -> FitTable:
-    """The spec as a table that fits the terminal: the first column names the row, the numeric
-    ones are never cut (see `swiftformer_qnn.core.tables`)."""
-    columns = [
-        Col("\n".join(h), "key" if i == 0 else "number" if i >= spec.numeric_from else "text")
-        for i, h in enumerate(spec.headers)
-    ]
-    return FitTable(columns, spec.rows, title=spec.title, caption=spec.caption)
 
 
 class HeadlineTable:

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..core.atomic import write_text_atomic
 from ..core.errors import ToolchainError, UsageError
+from ..core.output_dir import recover_leftovers, swap_in, temp_dir
 from .registry import QnnToolchainSpec, _installed, main_environment_spec
 from .state import (
     CACHE_DIR,
@@ -305,24 +305,6 @@ def unfetched_packages(output: str, requirements: Sequence[str]) -> list[str]:
     return named or list(requirements)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_partials(root: Path, spec: QnnToolchainSpec) -> None:
-    """Leftovers of installs or removals whose process died (a killed one cannot clean up)."""
-    for p in root.glob(f".{spec.name}.*"):
-        m = re.match(rf"\.{re.escape(spec.name)}\.(?:partial|old|removing)-(\d+)(?:-|$)", p.name)
-        if m and not _pid_alive(int(m.group(1))):
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def install_toolchain(
     spec: QnnToolchainSpec,
     *,
@@ -349,8 +331,8 @@ def install_toolchain(
     started = time.perf_counter()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(root, spec)
-        work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-{os.getpid()}-", dir=root))
+        recover_leftovers(root, spec.name)  # of installs or removals whose process died
+        work = temp_dir(root, spec.name)
         work.chmod(0o755)  # mkdtemp makes it private; a toolchain is an ordinary directory
     except OSError as exc:
         raise _install_os_error(exc, spec, root) from None
@@ -391,7 +373,7 @@ def install_toolchain(
             install_s=round(time.perf_counter() - started, 2),
         )
         write_text_atomic(work / MARKER_NAME, marker.model_dump_json(indent=2))
-        _move_into_place(work, final)
+        swap_in(work, final)  # atomic: `final` is the old toolchain or the new one, never half of one
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise _install_os_error(exc, spec, root) from None
@@ -406,19 +388,6 @@ def install_toolchain(
         )
     )
     return result
-
-
-def _move_into_place(work: Path, final: Path) -> None:
-    if final.exists():
-        # Replace a broken (or, with force, an old) toolchain; its marker goes first so that
-        # no moment exists at which a half-removed directory claims to be ready.
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        (final / MARKER_NAME).unlink(missing_ok=True)
-        final.rename(old)
-        work.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        work.rename(final)
 
 
 def _install_os_error(exc: OSError, spec: QnnToolchainSpec, root: Path) -> ToolchainError:

@@ -353,7 +353,15 @@ def markdown(runs: list[dict]) -> str:
             "compute thread (FG = HMX convolutions and the sequencer's scalar work, HVX 1-4) at that moment; "
             "*DMA wait*: cycles when only DMA ran. The two columns sum to the estimate. HMX / HVX / FG / DMA: busy "
             "cycles per unit (HVX summed over its 4 threads, so parallel work exceeds the span). DRAM read: bytes the "
-            "op's DMA read from DDR (weights, the input).", ""]
+            "op's DMA read from DDR (weights, the input).", "",
+            "Regenerate (each run records its tree and QNN version; `--qnn-python` adds the graph totals of "
+            "the installed toolchains):", "",
+            "    python tests/bench/estimate_breakdown.py before.json --label before "
+            "--option htp_graph_finalization_optimization_mode=2 --qnn-python 2.48.40=PY ...",
+            "    python tests/bench/estimate_breakdown.py after.json --label after --qnn-python ...",
+            "    python tests/bench/estimate_breakdown.py after-native-io.json --label after-native-io --io uint8-nhwc ...",
+            "    python tests/bench/estimate_breakdown.py --markdown README.md before.json after.json after-native-io.json",
+            ""]
     body = comparison(runs) if len(runs) > 1 else []
     for run in runs:
         body += [f"## {run['label']} (tree {run['commit'][:12]})", "", *markdown_for(run)]

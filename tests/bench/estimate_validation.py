@@ -91,7 +91,12 @@ class Model:
     name: str
     builder: str  # "timm:<name>" or "swiftformer:<graph form>"
     hard_activations: str = "as exported"  # or "relu6" (see _hard_activations_as_relu6)
+    io: str = "hub"  # "hub": AI Hub's I/O (channel-last image; quantized I/O for QDQ); "tool": float NCHW in, float out
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.io not in ("hub", "tool") or self.hard_activations not in ("as exported", "relu6"):
+            raise ValueError(f"{self.name}: io {self.io!r}, hard_activations {self.hard_activations!r}")
 
 
 @dataclass(frozen=True)
@@ -116,23 +121,29 @@ COMMUNITY = Published(2.26, "w8a8", "qnn", None, "Samsung Galaxy S23 Ultra", "QN
                       "escorciav/SwiftFormer README.md (SwiftFormer_L1: 2.63 / 2.26 / 2.43 ms on QNN 2.16 / 2.17 / 2.18)")
 
 RESNET18 = Model("resnet18", "timm:resnet18")
+RESNET18_TOOL_IO = Model("resnet18+float-nchw-io", "timm:resnet18", io="tool",
+                         note="the tool's I/O (float NCHW image in, float logits out): the HTP quantizes and "
+                              "transposes the input itself, which the estimate then includes")
 MOBILENET = Model("mobilenet_v3_large", "timm:mobilenetv3_large_100")
-MOBILENET_RELU6 = Model("mobilenet_v3_large+relu6", "timm:mobilenetv3_large_100", "relu6",
-                        "HardSwish/HardSigmoid written as relu6 (identical in float) so that every op has a 16-bit cost")
+MOBILENET_RELU6 = Model("mobilenet_v3_large+relu6", "timm:mobilenetv3_large_100", hard_activations="relu6",
+                        note="HardSwish/HardSigmoid written as relu6 (identical in float) so that every op has a "
+                             "16-bit cost")
 EFFICIENTFORMER = Model("efficientformer_l1", "timm:efficientformer_l1")
 LEVIT = Model("levit_128s", "timm:levit_128s")
-LEVIT_RELU6 = Model("levit_128s+relu6", "timm:levit_128s", "relu6", MOBILENET_RELU6.note)
+LEVIT_RELU6 = Model("levit_128s+relu6", "timm:levit_128s", hard_activations="relu6", note=MOBILENET_RELU6.note)
 CONVNEXT = Model("convnext_tiny", "timm:convnext_tiny")
-L1_FAITHFUL = Model("swiftformer_l1_faithful", "swiftformer:faithful",
+L1_FAITHFUL = Model("swiftformer_l1_faithful", "swiftformer:faithful", io="tool",
                     note="the community exported upstream's graph at opset 11 with QNN's converter; here the tool's "
                          "faithful graph at opset 20")
-L1_HTP = Model("swiftformer_l1_htp", "swiftformer:htp", note="the tool's HTP-ready graph: no published device time")
+L1_HTP = Model("swiftformer_l1_htp", "swiftformer:htp", io="tool", note="the tool's HTP-ready graph: no published device time")
 
 # Figures read from the files named (v0.37.0 tag; device "Samsung Galaxy S23", and "SA8255 (Proxy)"
 # where that file has it); AI Hub's "float" runs on the HTP in fp16.
 CASES: list[Case] = [
     Case(RESNET18, Precision.W8A8, _hub("resnet18", "w8a8", 0.541, 54, 0.547)),
     Case(RESNET18, Precision.FP16, _hub("resnet18", "float", 1.266, 53, 1.268)),
+    Case(RESNET18_TOOL_IO, Precision.W8A8, _hub("resnet18", "w8a8", 0.541, 54, 0.547)),
+    Case(RESNET18_TOOL_IO, Precision.FP16, _hub("resnet18", "float", 1.266, 53, 1.268)),
     Case(MOBILENET, Precision.W8A16, _hub("mobilenet_v3_large", "w8a16", 0.935, 145, 0.933)),
     Case(MOBILENET_RELU6, Precision.W8A16, _hub("mobilenet_v3_large", "w8a16", 0.935, 145, 0.933)),
     Case(MOBILENET, Precision.FP16, _hub("mobilenet_v3_large", "float", 0.932, 144, 0.935)),
@@ -230,6 +241,8 @@ def _timm_classifier(model: Model):
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
         def forward(self, image):
+            if model.io == "hub":  # AI Hub compiles with --force_channel_last_input: the image arrives NHWC
+                image = image.permute(0, 3, 1, 2)
             return self.net((image - self.mean) / self.std)
 
     return ImagenetClassifier(net).eval()
@@ -247,7 +260,8 @@ def build_float(model: Model, out: Path) -> dict:
     facts: dict = {"weights": "random, trained-like magnitudes (realistic_init + BatchNorm1d + LayerScale)",
                    "hard_activations": model.hard_activations}
     t0 = time.perf_counter()
-    facts["export"] = export_onnx(_timm_classifier(model), (1, 3, 224, 224), out / "model.onnx",
+    shape = (1, 224, 224, 3) if model.io == "hub" else (1, 3, 224, 224)
+    facts["export"] = export_onnx(_timm_classifier(model), shape, out / "model.onnx",
                                   is_encoder_block=False, opset=DEFAULT_OPSET)
     facts["simplify"] = simplify_onnx(out / "model.onnx", out / "model.sim.onnx")
     fold = fold_stage(out / "model.sim.onnx", out / "model.float.onnx")
@@ -267,8 +281,59 @@ def build_graph(case: Case, out: Path, calibration: np.ndarray) -> tuple[Path, d
         return out / "model.float.onnx", {"graph": "float (the HTP runs it in fp16)"}
     qdq = out / f"model.{case.precision.value}.qdq.onnx"
     t0 = time.perf_counter()
+    if case.model.io == "hub":
+        calibration = np.ascontiguousarray(calibration.transpose(0, 2, 3, 1))
     facts = quantize_qdq(out / "model.float.onnx", calibration, qdq, case.precision)
-    return qdq, {"quantize": facts, "quantize_s": round(time.perf_counter() - t0, 1)}
+    built = {"quantize": facts, "quantize_s": round(time.perf_counter() - t0, 1)}
+    if case.model.io == "hub":
+        built["quantized_io"] = quantized_io(qdq)
+    return qdq, built
+
+
+def quantized_io(qdq: Path) -> dict:
+    """AI Hub's `--quantize_io`, on the QDQ graph: the graph input becomes the quantized tensor its
+    QuantizeLinear produced and the output the quantized tensor its last DequantizeLinear read, so
+    the conversions run in the application, not on the HTP (and not in the estimate)."""
+    import onnx
+
+    model = onnx.load(str(qdq))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    done = []
+    for vi in g.input:
+        readers = [n for n in g.node if vi.name in n.input]
+        if len(readers) != 1:
+            continue
+        # The channel-last image goes through the wrapper's Transpose first, which the quantizer
+        # leaves in float and quantizes after: input -> Transpose -> Q becomes input(quantized) ->
+        # Transpose (a pure permutation: exact on the quantized values).
+        moved = readers[0] if readers[0].op_type == "Transpose" else None
+        after = [n for n in g.node if moved is not None and moved.output[0] in n.input]
+        q = after[0] if moved is not None and len(after) == 1 else readers[0]
+        if q.op_type != "QuantizeLinear":
+            continue
+        vi.type.tensor_type.elem_type = inits[q.input[2]].data_type
+        if moved is not None:
+            moved.output[0] = q.output[0]
+        else:
+            for n in g.node:
+                n.input[:] = [vi.name if x == q.output[0] else x for x in n.input]
+        g.node.remove(q)
+        done.append(f"input {vi.name}" + (" (before its Transpose)" if moved is not None else ""))
+    for vo in g.output:
+        dq = next((n for n in g.node if vo.name in n.output), None)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        vo.type.tensor_type.elem_type = inits[dq.input[2]].data_type
+        source = dq.input[0]
+        g.node.remove(dq)
+        for n in g.node:
+            n.output[:] = [vo.name if x == source else x for x in n.output]
+            n.input[:] = [vo.name if x == source else x for x in n.input]
+        done.append(f"output {vo.name}")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(qdq))
+    return {"quantized": done}
 
 
 def build_swiftformer(case: Case, out: Path, calibration_count: int) -> tuple[Path, dict]:
@@ -336,7 +401,10 @@ def estimate(graph: Path, work: Path, fp16: bool, qnn: str | None = None) -> dic
 
     t0 = time.perf_counter()
     e = estimate_model(graph, work, fp16=fp16, qnn=qnn)
-    return {"us": round(e.us, 1), "lower_us": _round(e.us_lower), "upper_us": _round(e.us_upper), "cycles": e.cycles,
+    # AI Hub's wrapper normalizes the [0, 1] image in the graph (`/Sub`, `/Div` at its root): a
+    # 3-channel tensor, padded to the HTP's 32-channel granules, whose share is worth seeing apart.
+    normalization = sum(o.span_cycles for o in e.ops if o.name in ("/Sub", "/Div"))
+    return {"us": round(e.us, 1), "image_normalization_us": _round(e.to_us(normalization)), "lower_us": _round(e.us_lower), "upper_us": _round(e.us_upper), "cycles": e.cycles,
             "us_converted_from_cycles": e.us_converted, "input_fill_bytes": e.input_fill_bytes,
             "missing_ops": e.missing_ops, "proxy_soc": e.proxy_soc, "label": e.label, "qnn_version": e.qnn_version,
             "estimate_s": round(time.perf_counter() - t0, 2)}
@@ -367,7 +435,11 @@ def run_case(case: Case, work: Path, calibration: np.ndarray, qnn_versions: list
     out = work / case.model.name
     out.mkdir(parents=True, exist_ok=True)
     row: dict = {"case": case.key, "model": case.model.name, "builder": case.model.builder,
-                 "hard_activations": case.model.hard_activations, "precision": case.precision.value,
+                 "hard_activations": case.model.hard_activations, "io": case.model.io,
+                 # AI Hub's I/O form is the one its figures measure; the tool's form of the same model
+                 # is shown for what the I/O conversions cost inside the estimate.
+                 "comparable_form": case.model.io == "hub" or case.model.builder.startswith("swiftformer:"),
+                 "precision": case.precision.value,
                  "note": "; ".join(n for n in (case.model.note, case.note) if n),
                  "published": asdict(case.published) if case.published else None}
     fp16 = case.precision is Precision.FP16
@@ -427,20 +499,31 @@ def summarize(rows: list[dict]) -> dict:
     """The spread over the rows that count: a published figure, an estimate, no graph problem,
     and the same precision as published (fp16 estimates compare with AI Hub's "float")."""
     def counts(r):
-        return (r.get("ratio") is not None and not r.get("problems") and "excluded" not in r)
+        return (r.get("ratio") is not None and not r.get("problems") and "excluded" not in r
+                and r["comparable_form"])
+
+    def why_not(r):
+        if r.get("excluded") or r.get("problems"):
+            return r.get("excluded") or "; ".join(r["problems"])
+        if r.get("ratio") is None:
+            return "no published figure"
+        return "the tool's float NCHW I/O (shows what the I/O conversions cost); AI Hub's form is the row counted"
 
     counted = [r for r in rows if counts(r)]
     quantized = [r for r in counted if r["precision"] != "fp16"]
     fp16 = [r for r in counted if r["precision"] == "fp16"]
     return {
         "counted": [r["case"] for r in counted],
-        "not_counted": {r["case"]: (r.get("excluded") or "; ".join(r.get("problems") or []) or "no published figure")
-                        for r in rows if not counts(r)},
+        "not_counted": {r["case"]: why_not(r) for r in rows if not counts(r)},
         "ratio_all": spread([r["ratio"] for r in counted]),
         "ratio_quantized": spread([r["ratio"] for r in quantized]),
         "ratio_fp16": spread([r["ratio"] for r in fp16]),
         "ratio_to_sa8255p": spread([r["ratio_to_sa8255p"] for r in counted if r.get("ratio_to_sa8255p")]),
+        "ratio_without_image_normalization": spread([
+            round((r["estimate"]["us"] - (r["estimate"].get("image_normalization_us") or 0)) / 1000 / r["published"]["ms"], 3)
+            for r in counted]),
         "fit_published_vs_estimate": fit(counted),
+        "fit_published_vs_estimate_quantized": fit(quantized),
         "ratio_by_qnn": {v: spread([r["estimate_by_qnn"][v]["us"] / 1000 / r["published"]["ms"] for r in counted
                                     if "us" in r.get("estimate_by_qnn", {}).get(v, {})])
                          for v in sorted({v for r in counted for v in r.get("estimate_by_qnn", {})})},
@@ -507,14 +590,15 @@ def markdown(result: dict) -> str:
         f"times on the phone. Date {result['date']}, commit {result['git_commit']}, {result['calibration_images']} "
         f"calibration photographs. Command: `{result['command']}`.",
         "",
-        "| model | precision | HTP ops (published layers) | estimated us (lower-upper) | Missing Ops | Input Fill / weights "
-        "| published S23 ms (runtime) | published SA8255P ms | estimate / published | counted |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | precision | HTP ops (published layers) | estimated us (lower-upper) | of which image normalization us "
+        "| Missing Ops | Input Fill / weights | published S23 ms (runtime) | published SA8255P ms | estimate / published "
+        "| counted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         p = r.get("published") or {}
         if "excluded" in r:
-            lines.append(f"| {r['model']} | {r['precision']} | | excluded: {r['excluded'][:200]} | | | "
+            lines.append(f"| {r['model']} | {r['precision']} | | excluded: {r['excluded'][:200]} | | | | "
                          f"{_ms(p.get('ms'))} | | | no |")
             continue
         e, c = r["estimate"], r["device_compile"]
@@ -522,19 +606,22 @@ def markdown(result: dict) -> str:
         counted = "yes" if r["case"] in s["counted"] else ("no: " + s["not_counted"][r["case"]])
         lines.append(
             f"| {r['model']} | {r['precision']} | {c['htp_ops']} ({p.get('layers') or ''}) | "
-            f"{e['us']} ({e['lower_us']}-{e['upper_us']}) | {e['missing_ops']} | {r['input_fill_over_weights']:.2f} | "
+            f"{e['us']:.0f} ({e['lower_us']:.0f}-{e['upper_us']:.0f}) | {e['image_normalization_us']:.0f} | "
+            f"{e['missing_ops']} | {r['input_fill_over_weights']:.2f} | "
             f"{pub} | {_ms(p.get('sa8255p_ms'))} | {r.get('ratio', '')} | {counted} |")
     lines += ["", "Spread of estimate / published over the counted rows:", ""]
     for label, key in (("all", "ratio_all"), ("quantized", "ratio_quantized"), ("fp16", "ratio_fp16"),
-                       ("against SA8255P's own published time", "ratio_to_sa8255p")):
+                       ("against SA8255P's own published time", "ratio_to_sa8255p"),
+                       ("all, leaving the image normalization out of the estimate", "ratio_without_image_normalization")):
         v = s[key]
         if v:
             lines.append(f"- {label}: median {v['median']}, min {v['min']}, max {v['max']} "
                          f"(geometric mean {v['geometric_mean']}, n={v['n']})")
-    f = s["fit_published_vs_estimate"]
-    if f:
-        lines.append(f"- least squares published_ms = {f['intercept_ms']} + {f['slope']} x estimate_ms "
-                     f"(n={f['n']}, R^2 {f['r2']}, largest residual {f['residual_ms_max_abs']} ms)")
+    for label, key in (("all", "fit_published_vs_estimate"), ("quantized", "fit_published_vs_estimate_quantized")):
+        f = s[key]
+        if f:
+            lines.append(f"- least squares, {label}: published_ms = {f['intercept_ms']} + {f['slope']} x estimate_ms "
+                         f"(n={f['n']}, R^2 {f['r2']}, largest residual {f['residual_ms_max_abs']} ms)")
     versions = sorted({v for r in result["rows"] for v in r.get("estimate_by_qnn", {})})
     if versions:
         lines += ["", "The same graphs estimated by other QNN releases (us; ratio spread over the counted rows):", "",

@@ -21,7 +21,7 @@ from pathlib import Path
 from ... import __version__
 from ...core.errors import ProfileError, UsageError
 from ...core.versions import is_version_tag, parse_qnn_version
-from ...htp.record import OP_TRACE
+from ...htp.record import OP_TRACE, read_op_trace
 from ...measure.attribution import attribute_ops
 from ...measure.schema import (
     ComputeUnit,
@@ -36,7 +36,7 @@ from ...measure.schema import (
 )
 from ...model.variants import get_variant
 from ...pipeline.artifacts import read_manifest
-from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
+from ..emulator import _fallback_type, onnx_node_tensors
 from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
 from . import ImportContext
 
@@ -107,19 +107,19 @@ def _ops(report: ViewerReport, ctx: ImportContext, trace_path: Path | None) -> t
                 order.append(op.identifier)
                 samples[op.identifier] = []
             samples[op.identifier].append(op.cycles)
-    trace = _read_op_trace(trace_path) if trace_path is not None else {}
+    trace = {op.name: op for op in read_op_trace(trace_path)} if trace_path is not None else {}
     ops = []
     for ident in order:
         name, _ = split_op_identifier(ident)
-        mapped = trace.get(name, {})
+        mapped = trace.get(name)
         is_io = name in ("Input", "Output")
         ops.append(
             OpRecord(
                 name=name,
-                op_type=name if is_io else (mapped.get("type") or _fallback_type(name)),
+                op_type=name if is_io else ((mapped.qnn_type if mapped else None) or _fallback_type(name)),
                 compute_unit=ComputeUnit.NPU,
                 execution_cycles=statistics.median(samples[ident]),
-                onnx_nodes=mapped.get("sources", []),
+                onnx_nodes=list(mapped.sources) if mapped else [],
             )
         )
     graph = onnx_node_tensors(ctx.model_path)  # places renamed ops of a float graph

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..core.atomic import write_text_atomic
 from ..core.errors import OutputDirError
+from ..core.tables import TableSpec, table_md
 from ..core.text import markdown_code, markdown_safe
-from .verdict import GateVerdict, Method, MetricResult, MetricStatus
+from ..gate.verdict import GateVerdict, Method, MetricResult, MetricStatus
 
 REPORT_NAMES = {"markdown": "gate.md", "junit": "gate.junit.xml", "json": "gate.json"}
 
@@ -122,9 +123,9 @@ def _row(v: GateVerdict, r: MetricResult) -> list[str]:
 
 def _table(v: GateVerdict, results: list[MetricResult]) -> list[str]:
     cols = _columns(v)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_row(v, r)) + " |" for r in results]
-    return lines
+    spec = TableSpec(title="", headers=[(c,) for c in cols], rows=[_row(v, r) for r in results],
+                     numeric_from=len(cols))
+    return table_md(spec, title=False, escape=lambda cell: cell).rstrip("\n").split("\n")  # cells are Markdown
 
 
 def render_markdown(v: GateVerdict) -> str:

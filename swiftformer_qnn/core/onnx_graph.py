@@ -1,0 +1,19 @@
+"""Reading an ONNX graph's constants: one reader for every graph pass (the BN fold, the BN
+guard, the localization), so an initializer and a `Constant` node are read alike."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import numpy_helper
+
+
+def constant_array(initializer: onnx.TensorProto | None, producer: onnx.NodeProto | None):
+    """The value of a constant tensor, given its initializer or the node producing it (a
+    `Constant` with a `value` tensor); None for anything computed. The graph passes (BN fold,
+    BN guard, localization) read weights, scales and zero points through this."""
+    if initializer is not None:
+        return numpy_helper.to_array(initializer)
+    if (producer is not None and producer.op_type == "Constant" and producer.attribute
+            and producer.attribute[0].name == "value"):
+        return numpy_helper.to_array(producer.attribute[0].t)
+    return None

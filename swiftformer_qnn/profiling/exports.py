@@ -1,0 +1,154 @@
+"""The export directories `profile` reads: the model each holds, its inputs, its labels, and
+the default export (the one `swiftformer-qnn export` makes) when none is given."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import OutputDirError
+from ..core.targets import Precision, Soc, get_precision, get_soc
+from ..measure.schema import ModelInfo
+from ..model.variants import Variant, get_variant
+from ..pipeline.artifacts import ExportManifest, read_manifest
+from ..pipeline.requests import ExportedRequest
+from ..pipeline.stage_results import ExportResults
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """One export directory, read for what profiling needs."""
+
+    directory: Path
+    manifest: ExportManifest
+    variant: Variant
+    precision: Precision
+    soc: Soc
+    model_info: ModelInfo
+    model_path: Path  # what AI Hub compiles / the emulator runs: QDQ, or the float graph for fp16
+
+
+
+def read_export(directory: Path) -> ExportSource:
+    """The model, variant and precision of one complete export directory."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise OutputDirError(
+            f"{directory} is not a complete export (no manifest.json of swiftformer-qnn).",
+            hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
+        )
+    req = manifest.request
+    if not isinstance(req, ExportedRequest):
+        raise OutputDirError(f"{directory} holds a compile of {Path(req.model).name}, not an export of SwiftFormer.",
+                             hint="Pass an export directory (swiftformer-qnn export).")
+    variant = get_variant(req.variant)
+    precision = get_precision(req.precision)
+    soc = get_soc(req.soc)
+    # fp16 uploads the float graph (AI Hub runs it with --quantize_full_type float16).
+    model_path = (
+        manifest.artifact(directory, "quantize", "model.qdq.onnx")
+        if precision.is_quantized
+        else manifest.artifact(directory, "simplify", "model.sim.onnx")
+    )
+    if not model_path.is_file():
+        raise OutputDirError(f"{model_path} is missing from the export directory.")
+    exported = manifest.results("export", ExportResults)
+    model_info = ModelInfo(
+        variant=variant.name,
+        input_shape=list(req.input_shape),
+        precision=precision.value,
+        weights=req.weights,
+        attention=exported.attention if exported else (req.attention_requested or "normalize"),
+        opset=exported.opset if exported else req.opset,
+        graph=exported.graph if exported else req.graph,
+    )
+    return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
+
+
+def heldout_inputs(source: ExportSource) -> Path:
+    """The export's held-out inputs (`inputs/heldout.npy`, else the verify sample), preprocessed."""
+    m = source.manifest
+    for stage, name in (("inputs", "heldout.npy"), ("verify", "sample_input.npy")):
+        if m.stage(stage) and name in m.stage(stage).outputs:
+            return m.artifact(source.directory, stage, name)
+    raise OutputDirError(f"{source.directory}: the export has no held-out inputs (inputs/heldout.npy).",
+                         hint="Re-export it with this version, or profile without --check-outputs.")
+
+
+def emulator_feeds(source: ExportSource) -> dict[str, Any]:
+    """One preprocessed held-out input, under the graph's own input name (emulator and phone runs)."""
+    import numpy as np
+    import onnx
+
+    m = source.manifest
+    if m.stage("verify") and "sample_input.npy" in m.stage("verify").outputs:
+        x = np.load(m.artifact(source.directory, "verify", "sample_input.npy"))
+    elif m.stage("inputs") and "heldout.npy" in m.stage("inputs").outputs:
+        x = np.load(m.artifact(source.directory, "inputs", "heldout.npy"))[:1]
+    else:
+        raise OutputDirError(f"{source.directory}: the export has no sample input (verify/sample_input.npy).")
+    graph = onnx.load(str(source.model_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    name = next(i.name for i in graph.input if i.name not in initializers)
+    return {name: x.astype(np.float32)}
+
+
+def default_export(soc: Soc, export_progress: Callable | None) -> Path:
+    """The export `swiftformer-qnn export` makes with its defaults, compiled for `soc` (the
+    profiled device's chipset): reused when it is there (the stage cache), else made here."""
+    from ..pipeline import ExportRequest, run_export
+
+    try:
+        return run_export(ExportRequest(soc=soc.name), progress=export_progress).directory
+    except OutputDirError as exc:
+        raise _for_profile(exc) from None
+
+
+def _for_profile(exc: OutputDirError) -> OutputDirError:
+    """The export's advice, in `profile`'s options: profile takes --from, not --force or --output-dir."""
+    if exc.hint and "--force" in exc.hint:
+        hint = ("Replace it with `swiftformer-qnn export --force`, or export elsewhere "
+                "(swiftformer-qnn export --output-dir DIR) and profile that with --from DIR.")
+    else:
+        hint = ("Export yourself into a writable place (swiftformer-qnn export --output-dir DIR) "
+                "and profile that with --from DIR.")
+    return OutputDirError(exc.message, hint=hint)
+
+
+def file_labels(sources: list[ExportSource]) -> list[str]:
+    """The model part of each source's file names, unique among `sources`.
+
+    `<variant>-<precision>`, with the input size when it is not the variant's default
+    (`xs-r64-w8a8`, `encoder-d96x32-w8a8`, as the export directories are named); two exports
+    that still share it (other weights, calibration or tools) get a short hash of their
+    request as well (`l1-w8a8-3f9c2a1d`), so neither overwrites the other's files.
+    """
+    base = []
+    for s in sources:
+        shape = list(s.model_info.input_shape)
+        size = ""
+        if shape != list(s.variant.input_shape()) and len(shape) == 4:
+            hw = f"{shape[2]}" if shape[2] == shape[3] else f"{shape[2]}x{shape[3]}"
+            size = f"-d{shape[1]}x{hw}" if s.variant.is_encoder_block else f"-r{hw}"
+        # As export names its directories: the faithful graph is marked (exports from before graph
+        # forms, which are faithful too, keep the names they had).
+        graph = "-faithful" if s.manifest.request.graph == "faithful" else ""
+        base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
+    counts = Counter(base)
+    return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
+
+
+def distinct(sources: list[ExportSource], emit: Progress) -> list[ExportSource]:
+    """One source per export: two directories holding the same request are the same model."""
+    kept: dict[str, ExportSource] = {}
+    for s in sources:
+        first = kept.setdefault(s.manifest.request_key, s)
+        if first is not s:
+            emit(f"{s.directory} holds the same export as {first.directory}; profiling it once")
+    return list(kept.values())
