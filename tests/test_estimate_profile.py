@@ -115,7 +115,7 @@ def test_an_architecture_without_an_estimator_soc_is_refused_before_any_work(exp
 def test_a_damaged_export_is_one_line_and_leaves_nothing(exports, tmp_path):
     (exports["encoder"] / "model.qdq.onnx").write_bytes(b"not an onnx model")
     out = tmp_path / "est"
-    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--out", str(out))
+    result = invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out))
     assert result.exit_code == 2, result.output
     # Refused in one line naming the damaged file (the export's manifest, or the ONNX check, catches it).
     assert len(result.stderr.strip().splitlines()) == 1 and "model.qdq.onnx" in result.stderr
