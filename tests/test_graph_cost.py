@@ -21,9 +21,10 @@ from swiftformer_qnn.htp.record import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# Op traces QNN 2.51 wrote when compiling the faithful L1 and encoder block (committed raw output).
-L1_TRACE = ROOT / "profiles/emulator/l1-w8a8-qnn2.51.0-htp-emulator-x86-64.raw/qnn_op_trace.json"
-ENCODER_TRACE = ROOT / "profiles/emulator/encoder-w8a8-qnn2.51.0-htp-emulator-x86-64.raw/qnn_op_trace.json"
+# Op traces QNN 2.51 wrote when compiling the faithful L1 and encoder block (the raw output once
+# committed under profiles/emulator/, which now holds the default graph's).
+L1_TRACE = ROOT / "tests/data/faithful-traces/l1-w8a8-qnn2.51.0.qnn_op_trace.json"
+ENCODER_TRACE = ROOT / "tests/data/faithful-traces/encoder-w8a8-qnn2.51.0.qnn_op_trace.json"
 
 
 def _op(qnn_type: str, name: str, *sources: str) -> dict:
@@ -52,7 +53,7 @@ def test_the_faithful_l1_graph_as_qnn_built_it():
     assert cost.float_islands == 4 == types["ElementWiseSquareRoot"]
     assert cost.boundary_conversions == 2
     assert sum(types.values()) == len(ops)
-    assert traced_figures(L1_TRACE) == {"op_trace": "qnn_op_trace.json", "htp_op_count": 262, "htp_op_types": types,
+    assert traced_figures(L1_TRACE) == {"op_trace": L1_TRACE.name, "htp_op_count": 262, "htp_op_types": types,
                                         "graph_cost": cost}
 
 
@@ -101,7 +102,8 @@ def test_several_outputs_and_subgraphs():
 
 
 def test_an_empty_trace_costs_nothing():
-    assert _cost(_trace()) == GraphCost(layout_ops=0, boundary_layout_ops=0, float_islands=0, boundary_conversions=0)
+    assert _cost(_trace()) == GraphCost(layout_ops=0, boundary_layout_ops=0, float_islands=0, boundary_conversions=0,
+                                        convert_ops=0)
     assert op_types(parse_op_trace(_trace())) == {}
     with pytest.raises(ValueError):
         GraphCost(layout_ops=-1, boundary_layout_ops=0, float_islands=0, boundary_conversions=0)
@@ -148,3 +150,34 @@ def test_layout_ops_before_the_first_or_after_the_last_compute_op_are_the_bounda
     only = _cost(_trace(_op("Quantize", "x_QuantizeLinear"), _op("Transpose", "t", "d", "t"),
                              _op("Dequantize", "DequantizeLinear_token_2")))
     assert (only.layout_ops, only.boundary_layout_ops) == (1, 1)
+
+
+def test_convert_ops_are_counted_and_every_reader_of_the_figures_has_them(tmp_path):
+    """One figure added in one place (the record's graph cost and `FIGURES`) reaches the export
+    summary, the diff of two compiles, `gate structure` and `report --compare`."""
+    from swiftformer_qnn.cli.render import render_graph_cost
+    from swiftformer_qnn.gate import GateRules, gate_structure
+    from swiftformer_qnn.gate.verdict import MetricStatus
+    from swiftformer_qnn.htp.diff import diff_compiles
+    from swiftformer_qnn.pipeline.artifacts import FoundCompile
+    from swiftformer_qnn.report.structure import compare_structures
+
+    def record(converts: int) -> CompileRecord:
+        ops = [_op("Quantize", "x_QuantizeLinear"), _op("Conv2d", "/a/Conv", "DequantizeLinear_token_1", "/a/Conv"),
+               *(_op("Convert", f"/a/Conv_convert_{i}", "/a/Conv") for i in range(converts)),
+               _op("Dequantize", "y_DequantizeLinear")]
+        trace = tmp_path / f"{converts}" / "qnn_op_trace.json"
+        trace.parent.mkdir()
+        trace.write_text(json.dumps(_trace(*ops)))
+        base = json.loads((ROOT / "profiles/baselines/compile-l1-w8a8-sm8550-qnn2-51-0/compile.json").read_text())
+        return CompileRecord.model_validate({**base, "graph_cost": None} | traced_figures(trace))
+
+    one, three = record(1), record(3)
+    assert one.graph_cost.convert_ops == 1 and three.graph_cost.convert_ops == 3
+    assert "Convert ops 3" in render_graph_cost(three)
+    assert diff_compiles(one, three).figure("convert_ops").delta == 2
+    verdict = gate_structure(FoundCompile(one, tmp_path / "a"), [FoundCompile(three, tmp_path / "b")], GateRules())
+    (grown,) = [r for r in verdict.results if r.metric == "convert_ops"]
+    assert grown.status is MetricStatus.REGRESSION and not verdict.passed
+    totals = {d.metric: (d.a, d.b) for d in compare_structures("a", one, "b", three).totals}
+    assert totals["Convert ops"] == (1, 3)

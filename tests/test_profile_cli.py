@@ -479,5 +479,5 @@ def test_local_profile_refuses_a_binary_that_is_not_the_recorded_one(compiled_ex
     result = invoke("emulator", "--from", str(damaged), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "the export's compile does not match its manifest (model.ctx_qnn.bin was changed)" in result.stderr
-    assert "delete model.ctx_qnn.bin to profile model.qdq.onnx compiled anew" in result.stderr
+    assert "Run the same export again: it rebuilds the files that no longer match its manifest." in result.stderr
     assert not (tmp_path / "o").exists()  # refused before any run

@@ -134,7 +134,7 @@ def test_the_docs_graph_table_is_the_committed_measurement():
     rows = graph_table_rows((ROOT / "docs" / "graph.md").read_text())
     measured = {(r["variant"], r["graph"]): r for r in after["rows"]}
     assert set(rows) == set(measured)
-    for key, (ops, layout, islands, bn, binary, sqnr) in rows.items():
+    for key, (ops, layout, islands, bn, binary, sqnr, *_estimated) in rows.items():  # estimated: the estimate stage
         c = measured[key]["compiles"]["2.51.0"]
         assert int(ops) == c["htp_ops"], key
         assert int(layout.split()[0].rstrip(",")) == c["layout_ops"], key

@@ -102,6 +102,9 @@ class GraphCost(BaseModel):
     boundary_layout_ops: int = Field(ge=0)  # of those, the ones that only convert the graph's input or output
     float_islands: int = Field(ge=0)  # Dequantize ops inside the graph (each opens a float island)
     boundary_conversions: int = Field(ge=0)  # the graph input's Quantize and output's Dequantize
+    # QNN Convert ops: requantizations from one encoding to another inside the graph. None in
+    # records made before it was counted.
+    convert_ops: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +148,7 @@ def graph_cost(ops: Sequence[TracedOp], *, graph_inputs: int = 1, graph_outputs:
         boundary_layout_ops=len(boundary_layout),
         float_islands=inner_dequantize,
         boundary_conversions=len(boundary),
+        convert_ops=sum(op.qnn_type == "Convert" for op in ops),
     )
 
 
@@ -366,6 +370,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("boundary_layout_ops", "layout ops at input/output", "ops", _cost("boundary_layout_ops")),
     Figure("float_islands", "float islands", "float islands", _cost("float_islands"), 0.0, optional=True),
     Figure("boundary_conversions", "boundary Quantize/Dequantize", "ops", _cost("boundary_conversions")),
+    Figure("convert_ops", "Convert ops", "Convert ops", _cost("convert_ops"), 0.0, optional=True),
     Figure("context_binary_bytes", "context binary bytes", "bytes", lambda r: r.context_binary_bytes,
            "max_context_growth"),
 )

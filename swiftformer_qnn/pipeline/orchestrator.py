@@ -75,8 +75,8 @@ STAGES_UNTIL = {
 }
 # What each stage reads from the stages before it. A stage starts as soon as those are done, so
 # stages that do not need each other run at the same time: on 2 cores each of these leaves one
-# idle much of its time (the photographs' decoding beside the export; the PyTorch-vs-ONNX check
-# beside quantization and the compile; the estimate's compile beside the compile and verify). The standalone block's inputs come from a PyTorch model,
+# idle much of its time (the photographs' decoding beside the export; the estimate's compile
+# beside the compile and verify). The standalone block's inputs come from a PyTorch model,
 # and PyTorch's ONNX exporter is not to share the process with another model's forward: they
 # wait for the export.
 NEEDS = {
@@ -85,7 +85,9 @@ NEEDS = {
     "fold_bn": ("simplify",),
     "inputs": (),
     "validate": ("export", "simplify", "fold_bn", "inputs"),
-    "quantize": ("simplify", "fold_bn", "inputs"),
+    # After validate, not beside it: the two together peaked at 1529 MB for L1 (the straight-line
+    # scripts: 904 MB); one after the other, 906 MB.
+    "quantize": ("simplify", "fold_bn", "inputs", "validate"),
     "compile": ("quantize",),
     "estimate": ("quantize",),  # its own compile, for the estimator's proxy SoC, in a worker process
     "verify": ("validate", "quantize", "compile", "inputs"),

@@ -6,7 +6,7 @@ the op types to quantize a graph output, runs that graph as written (ORT_DISABLE
 calibration sample, on one session, and keeps the lowest minimum and the highest maximum over
 the samples. `minmax_ranges` runs the same passes (the tensors its own `select_tensors_to_calibrate`
 picks, the same reductions, the same optimization level and intra-op thread count, batch 1)
-spread over one session per core, and reduces them the same way, so each range is the same
+on a session whose threads do not spin between ops, and reduces them the same way, so each range is the same
 float32 value (tests/test_calibration_ranges.py checks scales and zero points against
 onnxruntime's own calibrator on XS, L1 and the encoder block). The quantizer then reads the
 ranges through onnxruntime's calibration cache instead of calibrating again.
@@ -63,7 +63,9 @@ def minmax_ranges(model_path: Path, samples: np.ndarray, op_types: Sequence[str]
             outputs.append(out)
     serialized = model.SerializeToString()
     del model, graph, calibrator  # the sessions hold the graph now; the proto's copy is ~45 MB for L1
-    runs = cpu_runs(serialized, samples, outputs=outputs, optimize=False)
+    # One session: a second one holds its own ~250 MB for L1 (weights, activations), and on a
+    # loaded machine it gained 16% (21.6 s -> 18.2 s); not spinning is most of the gain.
+    runs = cpu_runs(serialized, samples, outputs=outputs, optimize=False, workers=1)
     del serialized
     ranges = {}
     for k, tensor in enumerate(names):
