@@ -50,9 +50,15 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     result, events = xs_export
     m = result.manifest
     assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile",
-                                          "verify"]
+                                          "estimate", "verify"]
     # Every stage was visible to the progress display, start and end.
     assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
+
+    # The export says what QNN's estimator makes of the compiled graph, labelled with its proxy.
+    est = m.stage("estimate").results
+    assert est.label == "estimated (QNN Hextimate, SA8255P proxy for SM8550)" and est.proxy_soc_model == 52
+    assert est.us > 0 and est.us_lower <= est.us <= est.us_upper and est.unmapped_share == 0
+    assert (result.directory / "estimate.json").is_file()
 
     compiled = read_compile_record(result.directory / "compile.json")  # the one record of the compile
     assert compiled == m.results("compile", CompileRecord)

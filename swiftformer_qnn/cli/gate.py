@@ -55,11 +55,12 @@ def latency(
     )] = None,
     variant: VariantOpt = None,
     threshold: Annotated[str | None, typer.Option(
-        "--threshold", help="Relative change that counts, e.g. 5% or 0.05 (default: pyproject, else 5%).",
+        "--threshold", help="Relative change that counts, e.g. 5% or 0.05 (default: pyproject, else 5%; for "
+        "estimate profiles, which are deterministic, estimate_threshold, else 2%).",
     )] = None,
     floor_us: Annotated[float | None, typer.Option(
         "--floor-us", min=0,
-        help="Ignore changes smaller than this many microseconds (default: pyproject, else 20).",
+        help="Ignore changes smaller than this many microseconds (default: pyproject, else 20; estimates: 0).",
     )] = None,
     statistic: Annotated[str | None, typer.Option(
         "--statistic",

@@ -34,7 +34,7 @@ app.add_typer(profile_app, name="profile")
 @guarded
 def profile(
     ctx: typer.Context,
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", "s23 ultra", sm8550, 8gen2), "emulator" for the local HTP emulator, "estimate" for QNN\'s HTP performance estimator (estimated time, no device), "adb" or "adb:SERIAL" for your own phone, or "list".')] = "Samsung Galaxy S23 Ultra",
     local: Annotated[bool, typer.Option("--local", help="Same as --device emulator: no token, no phone; cycles, not latency.")] = False,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List the devices AI Hub offers (same as --device list).")] = False,
     from_dirs: Annotated[list[Path] | None, typer.Option("--from", help="Export directory to profile (repeatable). Omit to run the export here.")] = None,
@@ -45,7 +45,7 @@ def profile(
     attention: Annotated[str | None, typer.Option(help="Without --from: normalize or softmax attention.")] = None,
     resolution: Annotated[int | None, typer.Option(help="Without --from: input size of --variant (default 224; for --variant encoder, the block's HxW, default 64). The standalone block profiled beside a full variant keeps 64.")] = None,
     encoder_dim: Annotated[int | None, typer.Option(help="Without --from: channels of the standalone block (default 96).")] = None,
-    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs.")] = None,
+    qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (repeatable or comma-separated, e.g. 2.31,2.33). Default: AI Hub's default. Several run as parallel jobs. With --device estimate: local QNN toolchains (2.47-2.51, installed on first use).")] = None,
     graph: Annotated[list[str] | None, typer.Option("--graph", help="Without --from: graph form(s) to export and profile side by side: htp (default), faithful, or htp,faithful.")] = None,
     runs: Annotated[int, typer.Option(min=1, help="Profiling iterations on the device (AI Hub --max_profiler_iterations; qnn-net-run --num_inferences).")] = 100,
     qnn_sdk: Annotated[Path | None, typer.Option("--qnn-sdk", help="With --device adb: your QAIRT/QNN SDK (default: $QNN_SDK_ROOT).")] = None,
@@ -126,6 +126,8 @@ def _source_words(p) -> tuple[str, str]:
         if ot.basis is TimeBasis.DERIVED_FROM_CYCLES:
             return f"{p.source.value}, derived from device cycles x {ot.latency_label}", "us"
         return f"{p.source.value}, device per-op times", "us"
+    if p.estimate is not None:
+        return f"{p.estimate.label}, shares of the simulated critical path", "us"
     return "HTP emulator cycles, NOT device latency", "cycles"
 
 
@@ -158,6 +160,10 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
         head += f" [dim]({p.source.value}, device latency)[/]"
         if p.load and p.load.first_load_us is not None:
             head += f"; first load {p.load.first_load_us / 1000:,.1f} ms"
+    elif p.estimate is not None:
+        est = p.estimate
+        bounds = f" ({est.us_lower:,.0f}-{est.us_upper:,.0f})" if est.us_lower is not None and est.us_upper else ""
+        head += f": {est.us:,.1f} us{bounds} [bold yellow]{est.label}, NOT device latency[/]"
     else:
         head += " [bold yellow](HTP emulator: cycles, NOT device latency)[/]"
     if item.resumed:
@@ -192,6 +198,8 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
                    Col(f"time ({unit})", "number"), Col("block", "text", min_width=block_width)]
         out.print(FitTable(columns, rows, title=f"Top {len(timed)} ops ({words})"))
     out.print(f"Unattributed (block `other`): {unattributed_share(p):.1%} of the summed per-op figures.", highlight=False)
+    if p.estimate is not None:
+        _render_estimate_notes(out, p)
     if p.output_check is not None:
         oc = p.output_check
 
@@ -207,8 +215,31 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
                   highlight=False)
 
 
+def _render_estimate_notes(out: Console, p) -> None:
+    """What an estimate stands on: its proxy and clock, the span against QNN's total, the bytes."""
+    est = p.estimate
+    mb = 1 / (1 << 20)
+    lines = [
+        f"QNN {p.toolchain.qnn_version} estimate for {est.proxy_soc} (soc_model {est.proxy_soc_model}, simulating "
+        f"{est.sim_base_soc or '?'} at {est.sim_core_mhz or 0:g} MHz core, {est.sim_ddr_mhz or 0:g} MHz DDR): "
+        f"{est.cycles:,} cycles ({est.cycles_lower or 0:,}-{est.cycles_upper or 0:,})"
+        + (", converted to us at the simulated clock (this QNN prints cycles only)" if est.us_converted else "") + ".",
+        f"Critical path: the simulated schedule spans {est.span_cycles:,} cycles; per-op and per-block times are "
+        f"shares of that span (not sums over parallel threads); {est.idle_cycles:,.0f} cycles idle, "
+        f"{est.unmapped_cycles:,.0f} in ops QNN's name table does not name.",
+        f"DMA: Input Fill {(est.input_fill_bytes or 0) * mb:,.1f} MiB, Output Spill "
+        f"{(est.output_spill_bytes or 0) * mb:,.2f} MiB"
+        + (f", Intermediate Spill {est.intermediate_spill_bytes * mb:,.1f} MiB" if est.intermediate_spill_bytes else "")
+        + (f"; {est.missing_ops} op(s) without a cost, left out" if est.missing_ops else "")
+        + ". Accelerator execution only: no I/O to the application, no RPC.",
+    ]
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None:
-    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run"}.get(result.backend.value, "local HTP emulator")
+    backend = {"aihub": "Qualcomm AI Hub", "adb": "phone over adb, qnn-net-run",
+               "estimate": "QNN's HTP performance estimator, no device"}.get(result.backend.value, "local HTP emulator")
     out.print(f"[bold]Profiles[/] ({backend}, {result.device}) in {result.out_dir}", highlight=False)
     for item in result.profiled:
         out.print()

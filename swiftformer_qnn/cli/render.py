@@ -98,6 +98,9 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
         )
         if record.graph_cost is not None:
             console.print(render_graph_cost(record.graph_cost), highlight=False)
+        if exported and m.stage("estimate") is None:
+            console.print(f"No estimated time: QNN's performance estimator runs for no HTP v{record.htp_arch} SoC "
+                          "in this QNN (profile on a device instead).", highlight=False)
     console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
 
 
@@ -130,6 +133,14 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
                if cost else "HTP ops not traced")
         return (f"{ops}, every node on the HTP (CPU fallback disabled), soc_model {r.soc_model} / "
                 f"v{r.htp_arch}, compile {r.compile_s:.2f} s; {size}{note}")
+    if name == "estimate":
+        bounds = f" ({r.us_lower:,.0f}-{r.us_upper:,.0f})" if r.us_lower is not None and r.us_upper else ""
+        said = f"{r.us:,.0f} us{bounds} {r.label}, NOT device latency; QNN {r.qnn_version}, {r.cycles:,} cycles"
+        if r.us_converted:
+            said += " (cycles only: us at the simulated clock)"
+        if r.missing_ops:
+            said += f"; {r.missing_ops} op(s) without a cost left out"
+        return said + "; per block: `swiftformer-qnn profile --device estimate --from` this export"
     if name == "verify":
         q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
         top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""

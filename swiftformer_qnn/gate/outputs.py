@@ -43,6 +43,8 @@ def fmt_change(r: MetricResult) -> str:
 
 def fmt_interval(r: MetricResult) -> str:
     if r.interval is None:
+        if r.method is Method.DETERMINISTIC:
+            return "deterministic"
         return "no spread" if r.method is Method.THRESHOLD_ONLY else "-"
     return f"{r.interval.low * 100:+.1f}% .. {r.interval.high * 100:+.1f}%"
 
@@ -76,6 +78,10 @@ def describe_sides(v: GateVerdict) -> str:
     qnn = f"QNN {', '.join(b.qnn_versions) or '?'} -> {', '.join(c.qnn_versions) or '?'}"
     shape = "x".join(map(str, c.input_shape or []))
     r = v.rules
+    if b.source == c.source == "estimate":
+        return (f"{c.variant} {c.precision} {shape}, {c.device} (source `estimate`: estimated, not device "
+                f"latency); {qnn}; one deterministic estimate per side, no noise model; "
+                f"threshold {r.relative_threshold * 100:g}%, floor {r.absolute_floor_us:g} us.")
     return (
         f"{c.variant} {c.precision} {shape} on {c.device}, latency source `{c.source}`"
         + (f" (baseline `{b.source}`)" if b.source != c.source else "")

@@ -135,6 +135,9 @@ def model_samples(profiles: Sequence[Profile], statistic: str) -> Samples:
     """Whole-model latency: each profile's `runs_us`, or its summary when it has none."""
     groups = []
     for p in profiles:
+        if p.estimate is not None:  # an estimate: one deterministic figure
+            groups.append([p.estimate.us])
+            continue
         if p.latency is None:
             continue
         if p.latency.runs_us:
@@ -199,6 +202,17 @@ def _notes(base: dict[str, Samples], cand: dict[str, Samples], bp: list[Profile]
     return notes
 
 
+def _estimate_notes(bp: Sequence[Profile], cp: Sequence[Profile], rules: GateRules) -> list[str]:
+    label = bp[0].estimate.label if bp[0].estimate else "estimated"
+    return [
+        f"Both sides are {label}: deterministic figures (the same graph and QNN give the same estimate), "
+        f"gated as one value each with no noise model; threshold {rules.relative_threshold * 100:g}%"
+        + (f", floor {rules.absolute_floor_us:g} us" if rules.absolute_floor_us else ", no floor") + ".",
+        "Blocks: each block's share of the simulated critical path (us at the simulated clock). "
+        "An estimate is not a device latency; `gate structure` still covers what it cannot see.",
+    ]
+
+
 def _statistics_said(profiles: Sequence[Profile], side: str) -> str:
     """Which statistic each side's whole-model figures are ("100 runs per profile", "AI Hub estimate")."""
     labels = sorted({p.latency.label("median").removeprefix("median of ") for p in profiles if p.latency})
@@ -221,6 +235,16 @@ def gate_profiles(
     cf = list(candidate_files or [Path(f"<candidate {i}>") for i in range(len(candidate))])
     check_side(baseline, bf, "baseline")
     check_side(candidate, cf, "candidate")
+    sides = {"baseline": baseline[0], "candidate": candidate[0]}
+    if len({p.source is LatencySource.ESTIMATE for p in sides.values()}) == 2:
+        # Not even with --allow-mismatch: an estimate and a device latency are not one quantity.
+        est = next(k for k, p in sides.items() if p.source is LatencySource.ESTIMATE)
+        other = next(k for k in sides if k != est)
+        raise ProfileError(
+            f"The {est} holds estimates (QNN's HTP estimator, no device), the {other} {sides[other].source.value} "
+            "profiles: an estimate is never gated against another source.",
+            hint="Gate estimates against an estimate baseline (profile --device estimate).",
+        )
     _check_distinct_jobs(baseline, bf, candidate, cf)
     diff = mismatches(baseline[0], candidate[0])
     if diff and not allow_mismatch:
@@ -232,8 +256,14 @@ def gate_profiles(
     base = {MODEL_METRIC: model_samples(baseline, rules.statistic), **block_samples(baseline, bf, rules.statistic)}
     cand = {MODEL_METRIC: model_samples(candidate, rules.statistic), **block_samples(candidate, cf, rules.statistic)}
     kinds = {MODEL_METRIC: "model"}
-    results = gate_samples(base, cand, rules, kinds=kinds)
-    notes = _notes(base, cand, baseline, candidate, rules)
+    estimated = baseline[0].source is LatencySource.ESTIMATE and candidate[0].source is LatencySource.ESTIMATE
+    if estimated:
+        rules = rules.for_estimates()
+        results = gate_samples(base, cand, rules, kinds=kinds, deterministic=True)
+        notes = _estimate_notes(baseline, candidate, rules)
+    else:
+        results = gate_samples(base, cand, rules, kinds=kinds)
+        notes = _notes(base, cand, baseline, candidate, rules)
     if diff:
         notes.insert(0, f"Compared despite differences ({'; '.join(diff)}): --allow-mismatch was given.")
     return make_verdict(

@@ -40,6 +40,10 @@ class StructureRules(_Rules):
 class GateRules(_Rules):
     relative_threshold: float = Field(default=0.05, ge=0)
     absolute_floor_us: float = Field(default=20.0, ge=0)
+    # Estimate profiles (QNN's HTP estimator) are deterministic: the same graph and QNN give the
+    # same figure, so any change is real and a small threshold with no floor catches it.
+    estimate_threshold: float = Field(default=0.02, ge=0)
+    estimate_floor_us: float = Field(default=0.0, ge=0)
     statistic: Statistic = "median"
     # Two-sided level of the bootstrap interval; a change counts only when the interval
     # excludes zero, so at most (1 - confidence) / 2 of pure-noise comparisons can fail.
@@ -52,6 +56,11 @@ class GateRules(_Rules):
     seed: int = 0  # of the bootstrap: the same inputs always give the same verdict
     blocks: dict[str, MetricRule] = Field(default_factory=dict)
     structure: StructureRules = Field(default_factory=StructureRules)
+
+    def for_estimates(self) -> GateRules:
+        """These rules as they gate estimate profiles: the estimate threshold and floor as defaults."""
+        return self.model_copy(update={"relative_threshold": self.estimate_threshold,
+                                       "absolute_floor_us": self.estimate_floor_us})
 
     def rule_for(self, metric: str) -> tuple[float, float]:
         """(relative threshold, absolute floor in us) for one metric id.
@@ -164,6 +173,9 @@ def with_flags(
 ) -> GateRules:
     """Flags over pyproject: a flag given replaces the file's value; overrides merge by pattern.
 
+    `relative_threshold` and `absolute_floor_us` (`--threshold`, `--floor-us`) set the estimate
+    profiles' threshold and floor as well: a flag says what the user wants gated now.
+
     `structure_growth` (`--threshold` of `gate structure`) sets both growth limits of the
     structural gate: the HTP op count's and the context binary's.
     """
@@ -174,6 +186,8 @@ def with_flags(
     for key, value in (
         ("relative_threshold", relative_threshold),
         ("absolute_floor_us", absolute_floor_us),
+        ("estimate_threshold", relative_threshold),
+        ("estimate_floor_us", absolute_floor_us),
         ("statistic", statistic),
         ("confidence", confidence),
         ("fail_on_missing", fail_on_missing),

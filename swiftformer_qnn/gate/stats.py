@@ -113,8 +113,12 @@ def compare(
     rules: GateRules,
     *,
     unit: str = "us",
+    deterministic: bool = False,
 ) -> MetricResult:
-    """Gate one metric: its change, the interval of the change, and the status."""
+    """Gate one metric: its change, the interval of the change, and the status.
+
+    `deterministic` (estimate profiles): the figures have no noise, so there is no interval and
+    no minimum sample count; the thresholds alone decide."""
     rel_thr, floor = rules.rule_for(metric)
     common = dict(
         metric=metric, kind=kind, unit=unit, statistic=rules.statistic,
@@ -143,7 +147,7 @@ def compare(
     faster = (rel is None or rel < -rel_thr) and -change > floor
 
     interval = prob_slower = None
-    spread_known = min(baseline.n, candidate.n) >= rules.min_samples and b > 0
+    spread_known = not deterministic and min(baseline.n, candidate.n) >= rules.min_samples and b > 0
     if spread_known:
         rng = _rng(rules, metric)
         bb = bootstrap(baseline, rules.statistic, rules.resamples, rng)
@@ -159,7 +163,11 @@ def compare(
     size = _pct(rel) if rel is not None else "n/a"
     size = f"{size} ({_us(change, unit)})"
     limits = f"threshold {rel_thr * 100:g}%, floor {floor:g} {unit}"
-    if not spread_known:
+    if deterministic:
+        caveat = "deterministic estimates: no noise, thresholds only"
+        status = MetricStatus.REGRESSION if slower else MetricStatus.IMPROVEMENT if faster else MetricStatus.UNCHANGED
+        method = Method.DETERMINISTIC
+    elif not spread_known:
         n = min(baseline.n, candidate.n)
         caveat = f"{n} sample{'s' if n != 1 else ''} on the smaller side: no spread known, thresholds only"
         status = MetricStatus.REGRESSION if slower else MetricStatus.IMPROVEMENT if faster else MetricStatus.UNCHANGED
@@ -197,8 +205,10 @@ def gate_samples(
     rules: GateRules,
     *,
     kinds: dict[str, str] | None = None,
+    deterministic: bool = False,
 ) -> list[MetricResult]:
     """Compare every metric on either side, in baseline order, then candidate-only ones."""
     order = list(baseline) + [m for m in candidate if m not in baseline]
     kinds = kinds or {}
-    return [compare(m, kinds.get(m, "block"), baseline.get(m), candidate.get(m), rules) for m in order]
+    return [compare(m, kinds.get(m, "block"), baseline.get(m), candidate.get(m), rules, deterministic=deterministic)
+            for m in order]

@@ -35,6 +35,7 @@ class Method(str, Enum):
     BOOTSTRAP = "bootstrap"  # thresholds plus a bootstrap interval from the run-to-run spread
     THRESHOLD_ONLY = "threshold-only"  # too few samples to know the spread: thresholds alone
     STRUCTURE = "structure"  # compile-manifest figures: deterministic, no noise
+    DETERMINISTIC = "deterministic"  # estimates (QNN's HTP estimator): one value per side, no noise model
     NONE = "none"  # nothing to compare (missing on one side)
 
 

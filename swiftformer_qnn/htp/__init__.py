@@ -1,0 +1,1 @@
+"""Everything about building and reading a QNN context binary for the HTP."""

@@ -34,6 +34,8 @@ def compile_model(
     soc: str | None = None,
     model: CompiledModel | None = None,
     then: Callable[[object], None] | None = None,
+    profile_csv: Path | None = None,
+    profiling_level: str = "detailed",
 ) -> CompileRecord:
     """The one compile: a (QDQ or, with fp16, float) ONNX -> QNN context binary for `target`.
 
@@ -44,6 +46,8 @@ def compile_model(
     `then(session)` gets the session that compiled, after `compile.json` is written (a
     cross-version worker runs its emulator check on it: the graph the binary holds, without
     loading that binary into a second session); what it raises propagates, the compile stays.
+    `profile_csv` profiles the compile itself at `profiling_level` (the estimator's outputs,
+    `htp.estimate`); the CSV is complete once this returns (the session is gone).
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,8 @@ def compile_model(
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
-        session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir)
+        session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir,
+                              profile_csv=profile_csv, profiling_level=profiling_level)
         compile_s = time.perf_counter() - started
         nodes = graph_nodes(context_onnx)
         ep_nodes = [n for n in nodes if n.op_type == "EPContext"]

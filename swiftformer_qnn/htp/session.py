@@ -83,6 +83,7 @@ def htp_session(
     *,
     context_out: Path | None = None,
     profile_csv: Path | None = None,
+    profiling_level: str = "detailed",
     op_trace: bool = False,
     op_trace_dir: Path | None = None,
 ):
@@ -93,7 +94,9 @@ def htp_session(
     QNN's detailed profile (HTP cycles per op) to that CSV. With `op_trace`, creating the
     session writes `qnn_op_trace.json` (which ONNX nodes each HTP op came from) into
     `op_trace_dir`, by default next to the context or the CSV; the CSV then names each op's
-    ONNX nodes. An EP-context model is not recompiled, so its profile is annotated only if
+    ONNX nodes. `profiling_level="optrace"` (with `profile_csv`) also writes QNN's binary log
+    `<csv stem>_qnn.log`, which holds the performance estimator's trace for SoCs that have one
+    (`htp.estimate`). An EP-context model is not recompiled, so its profile is annotated only if
     the trace written when it was compiled lies next to it.
     """
     import onnxruntime as ort
@@ -102,7 +105,7 @@ def htp_session(
     so.log_severity_level = 3
     opts = target.provider_options()
     if profile_csv is not None:
-        opts["profiling_level"] = "detailed"
+        opts["profiling_level"] = profiling_level
         opts["profiling_file_path"] = str(profile_csv)
     if op_trace:
         anchor = context_out or profile_csv

@@ -4,6 +4,8 @@
     compile --request Q.json --result R.json  compile a QDQ model to a context binary (`qnn.compile_model`,
                                               which writes `compile.json`), and optionally run it
                                               once on the HTP emulator, in the same session
+    estimate --request Q.json --result R.json compile for the performance estimator's proxy SoC and
+                                              read the estimate (`htp.estimate`, writes estimate.json)
 
 Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.compile_record` /
 `.ep_context` / `.targets` / `.errors` / `._atomic` (which keep to onnxruntime, protobuf and
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p_compile = sub.add_parser("compile")
     p_compile.add_argument("--request", required=True, type=Path)
     p_compile.add_argument("--result", required=True, type=Path)
+    p_estimate = sub.add_parser("estimate")  # htp.estimate: one compile for the estimator proxy, read back
+    p_estimate.add_argument("--request", required=True, type=Path)
+    p_estimate.add_argument("--result", required=True, type=Path)
     args = parser.parse_args(argv)
     result_path = args.result.absolute()
 
@@ -189,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "probe":
             result = probe()
+        elif args.command == "estimate":
+            from .estimate import EstimateJob, run_estimate
+
+            estimate_job = EstimateJob.model_validate_json(args.request.read_text())
+            run_estimate(estimate_job)
+            result = {"status": "ok", "environment": environment()}
         else:
             from .record import CompileJob
 

@@ -23,8 +23,10 @@ Rules, in order:
 4. The graph input's bare Quantize (the only Quantize the HTP runs on its own) is the first
    block's input conversion (stem, or the standalone encoder); the graph output's bare
    Dequantize is the last block's (head, or encoder).
-5. Nothing names a block: `other` (`via="none"`). In the standalone-encoder variant the whole
-   graph is the block, so such ops are `encoder` with `via="none"`.
+5. Nothing names a block: `other` (`via="none"`), except at the graph's ends in a known
+   execution order (`attribute_ops`, `via="position"`). In the
+   standalone-encoder variant the whole graph is the block, so such ops are `encoder` with
+   `via="none"`.
 
 Inside a SwiftFormerEncoder the part (`local_representation`, `attention`, `mlp`) comes from
 the deciding evidence or anything stronger than the activations read; a branch's layer scale
@@ -241,14 +243,34 @@ def attribute_op(
 
 
 def attribute_ops(
-    ops: Sequence[OpRecord], variant: Variant | str, *, graph: Mapping[str, NodeTensors] | None = None
+    ops: Sequence[OpRecord],
+    variant: Variant | str,
+    *,
+    graph: Mapping[str, NodeTensors] | None = None,
+    in_execution_order: bool = False,
 ) -> list[OpRecord]:
-    """New records with `attribution` set (any existing attribution is replaced)."""
+    """New records with `attribution` set (any existing attribution is replaced).
+
+    With `in_execution_order` (the caller knows `ops` run in this order, e.g. the graph order of
+    the estimator's ops), an op nothing names that runs before any op of a block other than the
+    first can only be working on the graph input (the layout transposes onnxruntime inserts
+    there), so it is the first block's (`via="position"`); one after every op of the other
+    blocks, the last block's. So are the HTP graph's own `Input` and `Output` ops, which move the
+    input in and the output out (the estimator's trace shows the output's Dequantize running
+    inside `Output`).
+    """
     variant = _variant(variant)
-    return [
-        op.model_copy(update={"attribution": attribute_op(op.name, op.onnx_nodes, variant, graph=graph)})
-        for op in ops
-    ]
+    found = [attribute_op(op.name, op.onnx_nodes, variant, graph=graph) for op in ops]
+    blocks = model_blocks(variant)
+    order = list(blocks)
+    inner = [i for i, a in enumerate(found) if a.block not in (UNATTRIBUTED, order[0])]
+    outer = [i for i, a in enumerate(found) if a.block not in (UNATTRIBUTED, order[-1])]
+    if in_execution_order and inner and outer:
+        for i, a in enumerate(found):
+            if a.block == UNATTRIBUTED and (i < inner[0] or i > outer[-1]):
+                block = order[0] if i < inner[0] else order[-1]
+                found[i] = Attribution(block=block, kind=blocks[block], via="position")
+    return [op.model_copy(update={"attribution": a}) for op, a in zip(ops, found, strict=True)]
 
 
 def unattributed_share(profile: Profile) -> float:

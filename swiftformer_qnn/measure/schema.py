@@ -35,10 +35,13 @@ class LatencySource(str, Enum):
     QNN_NET_RUN = "qnn-net-run"  # a phone attached over adb, qnn-net-run --profiling_level
     PUBLISHED = "published"  # imported from a published table (summary only)
     EMULATOR = "emulator"  # onnxruntime-qnn's x86 HTP emulator: structure only, NOT latency
+    # QNN's HTP performance estimator (Hextimate) for a proxy SoC: estimated accelerator time,
+    # deterministic, NOT device latency (`Profile.estimate` says which proxy).
+    ESTIMATE = "estimate"
 
     @property
     def is_device_latency(self) -> bool:
-        return self is not LatencySource.EMULATOR
+        return self not in (LatencySource.EMULATOR, LatencySource.ESTIMATE)
 
 
 class TimeUnit(str, Enum):
@@ -54,6 +57,8 @@ class TimeBasis(str, Enum):
     DERIVED_FROM_CYCLES = "derived-from-cycles"  # device: share of device cycles x measured inference time
     OP_TIMES = "op-times"  # device: the per-op microseconds the source reported, summed
     EMULATOR_CYCLES = "emulator-cycles"  # x86 HTP emulator: structure only, not latency
+    # QNN's estimator: each op's share of the simulated schedule's span, at the simulated clock
+    ESTIMATED = "estimated"
 
     @property
     def label(self) -> str:
@@ -61,6 +66,7 @@ class TimeBasis(str, Enum):
             "derived-from-cycles": "derived from device cycles",
             "op-times": "sum of per-op times",
             "emulator-cycles": "emulator cycles, not latency",
+            "estimated": "estimated, shares of the simulated critical path",
         }[self.value]
 
 
@@ -194,7 +200,21 @@ class Attribution(_Strict):
     block: str
     kind: str | None = None  # conv_encoder | swiftformer_encoder | stem | downsample | head
     part: str | None = None  # local_representation | attention | mlp (inside a SwiftFormerEncoder)
-    via: Literal["name", "op_trace", "none"] = "name"
+    via: Literal["name", "op_trace", "position", "none"] = "name"
+
+
+class OpEstimate(_Strict):
+    """What QNN's estimator says of one op besides its time (`LatencySource.ESTIMATE` profiles)."""
+
+    op_id: int  # the QNN op id
+    busy_cycles: int = Field(ge=0)  # its slices' durations summed over all threads (work, not time)
+    slices: int = Field(ge=0)
+    threads: list[str] = Field(default_factory=list)  # FG (sequencer, HMX), HVX 1..4, DMA
+    kernels: list[str] = Field(default_factory=list)  # HTP implementations, e.g. q::ConvLayer_s1.opt
+    dram_read_bytes: int = Field(default=0, ge=0)
+    dram_write_bytes: int = Field(default=0, ge=0)
+    vtcm_read_bytes: int = Field(default=0, ge=0)
+    vtcm_write_bytes: int = Field(default=0, ge=0)
 
 
 class OpRecord(_Strict):
@@ -211,6 +231,7 @@ class OpRecord(_Strict):
     execution_cycles: float | None = Field(default=None, ge=0)
     onnx_nodes: list[str] = Field(default_factory=list)
     attribution: Attribution | None = None
+    estimate: OpEstimate | None = None  # estimate profiles only
 
 
 class OutputAgreement(_Strict):
@@ -245,6 +266,43 @@ class Provenance(_Strict):
     note: str | None = None
 
 
+class EstimateSummary(_Strict):
+    """The whole-graph figures of an estimate profile: QNN's HTP performance estimator for a
+    proxy SoC (`htp.estimate`). Deterministic; accelerator execution only (no I/O, no RPC)."""
+
+    estimator: str = "QNN Hextimate"
+    proxy_soc: str  # "SA8255P"
+    proxy_soc_model: int
+    stands_for: str | None = None  # "SM8550"
+    us: float = Field(ge=0)
+    us_lower: float | None = Field(default=None, ge=0)
+    us_upper: float | None = Field(default=None, ge=0)
+    # QNN 2.47-2.49 print cycles only: then `us` is cycles at the simulated core clock.
+    us_converted: bool = False
+    cycles: int = Field(ge=0)
+    cycles_lower: int | None = Field(default=None, ge=0)
+    cycles_upper: int | None = Field(default=None, ge=0)
+    sim_core_mhz: float | None = None
+    sim_ddr_mhz: float | None = None
+    sim_base_soc: str | None = None  # "Kailua": the SM8550 generation
+    span_cycles: int = Field(ge=0)  # the simulated schedule's span; the ops' shares add up to it
+    idle_cycles: float = Field(ge=0)  # cycles of the span with no slice in flight
+    unmapped_cycles: float = Field(ge=0)  # cycles of slices whose op id QNN's name table does not name
+    input_fill_bytes: int | None = Field(default=None, ge=0)
+    output_spill_bytes: int | None = Field(default=None, ge=0)
+    intermediate_fill_bytes: int | None = Field(default=None, ge=0)
+    intermediate_spill_bytes: int | None = Field(default=None, ge=0)
+    missing_ops: int | None = Field(default=None, ge=0)  # ops without a cost (left out of the estimate)
+    dma_read_bytes: int | None = Field(default=None, ge=0)
+    dma_write_bytes: int | None = Field(default=None, ge=0)
+
+    @property
+    def label(self) -> str:
+        """`estimated (QNN Hextimate, SA8255P proxy for SM8550)`: said next to every figure."""
+        target = self.stands_for.upper() if self.stands_for else "its HTP architecture"
+        return f"estimated ({self.estimator}, {self.proxy_soc} proxy for {target})"
+
+
 class Profile(_Strict):
     kind: Literal["swiftformer-qnn.profile"] = PROFILE_KIND
     schema_version: int = SCHEMA_VERSION
@@ -256,6 +314,7 @@ class Profile(_Strict):
     load: LoadInfo | None = None
     ops: list[OpRecord] = Field(default_factory=list)
     output_check: OutputCheck | None = None
+    estimate: EstimateSummary | None = None  # source `estimate` only
     provenance: Provenance = Field(default_factory=Provenance)
 
     @property
@@ -269,8 +328,15 @@ class Profile(_Strict):
                 raise ValueError("an emulator profile cannot carry a latency summary (it is not device latency)")
             if any(op.execution_time_us is not None for op in self.ops):
                 raise ValueError("emulator ops carry cycles only, not microseconds (it is not device latency)")
+        elif self.source is LatencySource.ESTIMATE:
+            if self.estimate is None:
+                raise ValueError("an estimate profile needs its estimate summary (proxy SoC, totals)")
+            if self.latency is not None:
+                raise ValueError("an estimate profile cannot carry a latency summary (it is not device latency)")
         elif self.latency is None:
             raise ValueError(f"a {self.source.value} profile needs a latency summary")
+        if self.estimate is not None and self.source is not LatencySource.ESTIMATE:
+            raise ValueError(f"a {self.source.value} profile cannot carry an estimate summary")
         return self
 
     def save(self, path: Path) -> Path:
@@ -332,8 +398,12 @@ class OpTimes(_Strict):
 
 def op_times(profile: Profile, statistic: Statistic = "median") -> OpTimes:
     """Per-op figures: on a device, cycles (when any op has them) as shares of the measured
-    latency (`statistic`), else the per-op microseconds; on the emulator, raw cycles."""
+    latency (`statistic`), else the per-op microseconds; on the emulator, raw cycles; from the
+    estimator, each op's estimated share of the simulated span in microseconds."""
     cycles = [(i, op.execution_cycles) for i, op in enumerate(profile.ops) if op.execution_cycles is not None]
+    if profile.source is LatencySource.ESTIMATE:
+        times = [(i, op.execution_time_us) for i, op in enumerate(profile.ops) if op.execution_time_us is not None]
+        return OpTimes(values=times, unit=TimeUnit.US, basis=TimeBasis.ESTIMATED if times else None)
     if not profile.is_device_latency:
         return OpTimes(values=cycles, unit=TimeUnit.CYCLES, basis=TimeBasis.EMULATOR_CYCLES if cycles else None)
     if cycles and sum(c for _, c in cycles) > 0:

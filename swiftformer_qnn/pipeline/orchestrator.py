@@ -1,4 +1,5 @@
-"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> verify.
+"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> estimate
+-> verify.
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -21,6 +22,7 @@ from ..core.cache import code_version, sha256_json, tool_versions
 from ..core.errors import OutputDirError, UsageError, WeightsError
 from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir
 from ..core.targets import Precision, Soc, get_precision, get_soc
+from ..htp.estimate import ESTIMATOR_SOCS
 from ..htp.record import CONTEXT_BINARY
 from ..model.variants import Variant, get_variant
 from .artifacts import (
@@ -55,8 +57,9 @@ MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
 STAGES_UNTIL = {
     Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "validate"),
     Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize"),
-    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile"),
-    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify"),
+    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate"),
+    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate",
+                   "verify"),
 }
 GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
@@ -72,6 +75,7 @@ STAGE_TITLES = {
     "mixed_search": "Choose the mixed-precision assignment",
     "quantize": "Quantize to QDQ",
     "compile": "Compile QNN context binary",
+    "estimate": "Estimate accelerator time (QNN Hextimate)",
     "verify": "Verify fidelity (CPU + HTP emulator)",
 }
 
@@ -154,6 +158,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
         # any the QNN EP would corrupt.
         stages = tuple(s for s in stages if s != "fold_bn")
+    if soc.htp_arch not in ESTIMATOR_SOCS:
+        # QNN's performance estimator runs for no SoC of this architecture: nothing to estimate.
+        stages = tuple(s for s in stages if s != "estimate")
     if variant.is_encoder_block:
         from .calibrate import encoder_host
 
@@ -595,6 +602,39 @@ class _Run:
         return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
             produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject), outputs=COMPILE_OUTPUTS,
+        )
+
+    def _stage_estimate(self):
+        """The compiled graph (after the BN guard, as the compile stage compiled it) estimated by
+        QNN's HTP estimator for the proxy SoC of the target's architecture: one more compile,
+        in a worker, no device. Keeps `estimate.json` (every op's share of the critical path)."""
+        import shutil
+
+        from ..htp.estimate import ESTIMATE_JSON, estimate_model, estimator_soc
+        from .compile import guarded_model
+        from .stage_results import EstimateResults
+
+        r = self.r
+        qdq = self._path("quantize", "model.qdq.onnx")
+        proxy = estimator_soc(r.soc.htp_arch)
+
+        def produce(d: Path) -> EstimateResults:
+            with tempfile.TemporaryDirectory() as tmp:
+                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                est = estimate_model(compiled, Path(tmp) / "work", htp_arch=r.soc.htp_arch, soc_model=proxy.soc_model,
+                                     stands_for=r.soc.name, fp16=r.precision is Precision.FP16)
+                shutil.copyfile(Path(tmp) / "work" / ESTIMATE_JSON, d / ESTIMATE_JSON)
+            return EstimateResults(
+                label=est.label, qnn_version=est.qnn_version, proxy_soc=est.proxy_soc, proxy_soc_model=est.soc_model,
+                us=est.us, us_lower=est.us_lower, us_upper=est.us_upper, us_converted=est.us_converted,
+                cycles=est.cycles, missing_ops=est.missing_ops, input_fill_bytes=est.input_fill_bytes,
+                traced_ops=len(est.ops), unmapped_share=est.unmapped_share)
+
+        return self._cached(
+            "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch,
+                                 "stands_for": r.soc.name, "precision": r.precision.value,
+                                 **tool_versions(("onnxruntime", "onnxruntime-qnn"))},
+            inputs=self._inputs_of(("quantize", "model.qdq.onnx")), produce=produce, outputs=(ESTIMATE_JSON,),
         )
 
     def _stage_verify(self):

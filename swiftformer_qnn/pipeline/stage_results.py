@@ -203,6 +203,25 @@ class SearchResults(_Model):
     seconds: float
 
 
+class EstimateResults(_Model):
+    """The compiled graph as QNN's HTP performance estimator sees it (`htp.estimate`): estimated
+    accelerator time for a proxy SoC of the target's HTP generation, not device latency."""
+
+    label: str  # "estimated (QNN Hextimate, SA8255P proxy for SM8550)": said next to the figure
+    qnn_version: str
+    proxy_soc: str
+    proxy_soc_model: int
+    us: float
+    us_lower: float | None = None
+    us_upper: float | None = None
+    us_converted: bool = False  # QNN printed cycles only; us = cycles at the simulated clock
+    cycles: int
+    missing_ops: int | None = None  # ops without a cost, left out of the estimate
+    input_fill_bytes: int | None = None
+    traced_ops: int
+    unmapped_share: float  # of the span, in slices whose op QNN's name table does not name
+
+
 # Stage name -> the model of its results; the manifest and the cache validate by it.
 STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "export": ExportResults,
@@ -214,5 +233,6 @@ STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "mixed_search": SearchResults,
     "quantize": QuantizeResults,
     "compile": CompileRecord,
+    "estimate": EstimateResults,
     "verify": VerifyResults,
 }

@@ -19,6 +19,7 @@ class Backend(str, Enum):
     AIHUB = "aihub"  # a real phone through Qualcomm AI Hub (needs a token)
     EMULATOR = "emulator"  # onnxruntime-qnn's x86 HTP emulator (cycles, not device latency)
     ADB = "adb"  # the user's own phone over adb, with the user's QNN SDK (qnn-net-run)
+    ESTIMATE = "estimate"  # QNN's HTP performance estimator for a proxy SoC (estimated, not device latency)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ HUB_DEVICES: tuple[HubDevice, ...] = (
 EMULATOR_NAMES = ("emulator", "local", "htp-emulator", "htp emulator", "x86")
 # The device every emulator profile names (`TargetInfo.device`), and `--device emulator` shows.
 EMULATOR_DEVICE = "HTP emulator (x86_64)"
+ESTIMATE_NAMES = ("estimate", "estimator", "hextimate")
+ESTIMATE_DEVICE = "QNN Hextimate estimator (x86_64)"  # what `--device estimate` shows; profiles name the proxy
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class DeviceTarget:
     def display_name(self) -> str:
         if self.backend is Backend.EMULATOR:
             return EMULATOR_DEVICE
+        if self.backend is Backend.ESTIMATE:
+            return ESTIMATE_DEVICE
         if self.backend is Backend.ADB:
             return f"phone over adb {self.name}" if self.name else "phone over adb"
         return self.name or ", ".join(self.attributes)
@@ -132,6 +137,8 @@ def resolve_device(query: str) -> DeviceTarget:
         return DeviceTarget(Backend.ADB, query, name=serial)
     if _key(text) in {_key(n) for n in EMULATOR_NAMES}:
         return DeviceTarget(Backend.EMULATOR, query, soc=SOCS[DEFAULT_SOC])
+    if _key(text) in {_key(n) for n in ESTIMATE_NAMES}:
+        return DeviceTarget(Backend.ESTIMATE, query, soc=SOCS[DEFAULT_SOC])
     dev = _BY_KEY.get(_key(text))
     if dev is not None:
         return DeviceTarget(Backend.AIHUB, query, name=dev.name, soc=SOCS[dev.soc])

@@ -325,6 +325,11 @@ def run_profile(
         config = check_hub_config()
     elif device.backend is Backend.EMULATOR:
         _check_emulator_qnn(qnn)
+    elif device.backend is Backend.ESTIMATE:
+        if req.check_outputs:
+            raise UsageError("--check-outputs runs held-out inputs on a phone; an estimate runs nothing.",
+                             hint="Drop --check-outputs, or profile on an AI Hub device.")
+        qnn = _estimate_qnn(req.qnn)  # local toolchains, checked (not installed) before any export
     elif qnn:
         raise UsageError("--qnn picks AI Hub's QAIRT version; on a phone the SDK decides it.",
                          hint="Drop --qnn and pass the SDK with --qnn-sdk DIR (or QNN_SDK_ROOT).")
@@ -344,6 +349,8 @@ def run_profile(
 
     if device.backend is Backend.EMULATOR:
         result = _profile_on_emulator(sources, device, out_dir, emit)
+    elif device.backend is Backend.ESTIMATE:
+        result = _profile_on_estimator(sources, device, out_dir, qnn, emit)
     elif device.backend is Backend.ADB:
         result = _profile_on_phone(sources, device, out_dir, req, emit)
     else:
@@ -496,6 +503,56 @@ def _profile_on_emulator(
         result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw},
                                              ran=what.describe()))
         result.device = profile.target.device
+    return result
+
+
+def _estimate_qnn(values: tuple[str, ...]) -> list[str]:
+    """`--qnn 2.47,2.51` for estimates: local toolchains (`toolchains list`), in version order;
+    empty: the onnxruntime-qnn of this environment."""
+    from ..toolchains import parse_qnn_versions
+
+    return [s.qnn_version for s in parse_qnn_versions(list(values))] if values else []
+
+
+def _profile_on_estimator(
+    sources: list[ExportSource], device: DeviceTarget, out_dir: Path, qnn: list[str], emit: Progress
+) -> ProfileRunResult:
+    """Estimate each export with each QNN version (`htp.estimate`): one compile for the proxy SoC
+    of the export's HTP architecture per version, no device, no emulator run."""
+    from ..htp.estimate import estimator_soc
+    from .estimate import estimate_export_model
+
+    for s in sources:  # an architecture without an estimator SoC: refused before any compile
+        estimator_soc(s.soc.htp_arch)
+    if qnn:  # installed on first use, as `export --qnn` does
+        from ..toolchains import ensure_toolchains, parse_qnn_versions
+
+        ensure_toolchains(parse_qnn_versions(qnn), progress=lambda e: emit(f"{e.subject}: {e.step} {e.detail}".strip()))
+    result = ProfileRunResult(Backend.ESTIMATE, device.display_name, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for s, label in zip(sources, file_labels(sources), strict=True):
+        proxy = estimator_soc(s.soc.htp_arch)
+        for version in qnn or [None]:
+            emit(f"{label}: estimating with QNN {version or 'of this environment'} for {proxy.name} "
+                 f"(soc_model {proxy.soc_model}, proxy for {s.soc.name.upper()}): one compile, no device")
+            work = out_dir / f"{label}.estimate-work"
+            if work.exists():
+                import shutil
+
+                shutil.rmtree(work)
+            profile, _ = estimate_export_model(s.model_path, s.variant, s.model_info, work,
+                                               htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version)
+            ran = profile.toolchain.qnn_version or "unknown"
+            stem = profile_stem(label, ran, profile.target.device)
+            final_raw = out_dir / f"{stem}.raw"
+            if final_raw.exists():
+                import shutil
+
+                shutil.rmtree(final_raw)
+            work.rename(final_raw)
+            path = profile.save(out_dir / f"{stem}.profile.json")
+            result.profiled.append(ProfiledModel(f"{label}-qnn{ran}", profile, {"profile": path, "raw": final_raw},
+                                                 ran=f"QNN {ran}, {profile.estimate.label if profile.estimate else ''}"))
     return result
 
 

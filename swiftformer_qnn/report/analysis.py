@@ -41,6 +41,7 @@ _SOURCE_ORDER = [
     LatencySource.PUBLISHED,
     LatencySource.AIHUB,
     LatencySource.QNN_NET_RUN,
+    LatencySource.ESTIMATE,
     LatencySource.EMULATOR,
 ]
 _VARIANT_ORDER = list(VARIANTS)
@@ -99,7 +100,7 @@ def version_of(profile: Profile) -> str | None:
 
 
 def unit_of(profile: Profile) -> Unit:
-    return Unit.MS if profile.is_device_latency else Unit.CYCLES
+    return Unit.CYCLES if profile.source is LatencySource.EMULATOR else Unit.MS
 
 
 def version_key(version: str | None) -> tuple:
@@ -120,7 +121,10 @@ def _setting_key(s: Setting) -> tuple:
 
 
 def headline_value(profile: Profile) -> float | None:
-    """Median latency in ms for device sources; summed op cycles for the emulator (None without ops)."""
+    """Median latency in ms for device sources; the estimate in ms for estimates; summed op cycles
+    for the emulator (None without ops)."""
+    if profile.estimate is not None:
+        return profile.estimate.us / 1000.0
     if profile.is_device_latency:
         assert profile.latency is not None  # the schema guarantees it for device sources
         return profile.latency.median_us / 1000.0
@@ -374,6 +378,10 @@ def _cell(model: ModelRow, col: Column, valued: list[tuple[LoadedProfile, float]
     source = col.setting.source
     if source is LatencySource.EMULATOR:
         statistic, runs = "sum of per-op emulator cycles", None
+    elif source is LatencySource.ESTIMATE:
+        # Deterministic: repeated estimates agree; the label names the estimator and its proxy.
+        statistic = sorted({lp.profile.estimate.label for lp, _ in valued if lp.profile.estimate})[0]
+        runs = None
     elif source is LatencySource.PUBLISHED:
         # A published table gives one figure; its statistic and run count are not stated.
         statistic, runs = "published figure", None
@@ -436,7 +444,9 @@ def _waterfalls(
 ) -> list[Waterfall]:
     """One profile per model: the newest device column with per-op data, else the newest emulator one."""
     out = []
-    col_rank = {c.id: (c.unit is Unit.MS, version_key(c.qnn_version), -i) for i, c in enumerate(columns)}
+    # Device columns first, then estimates, then the emulator's cycles.
+    col_rank = {c.id: (c.setting.source.is_device_latency, c.unit is Unit.MS, version_key(c.qnn_version), -i)
+                for i, c in enumerate(columns)}
     by_id = {c.id: c for c in columns}
     for model in models:
         candidates = [col_id for (model_id, col_id) in reps if model_id == model.id]
@@ -553,6 +563,15 @@ def _general_notes(models: list[ModelRow], columns: list[Column], breakdowns: li
             "Emulator columns are cycles summed over ops from the x86 HTP emulator: they show where the work is, "
             "not how long a phone takes, and are never converted to ms."
         )
+    if LatencySource.ESTIMATE in sources:
+        devices = sorted({c.setting.device for c in columns if c.setting.source is LatencySource.ESTIMATE})
+        notes.append(
+            f"Estimate columns ({'; '.join(devices)}) are QNN's HTP performance estimator: estimated accelerator "
+            "time of the simulated schedule for a proxy SoC of the same HTP generation, deterministic, without "
+            "I/O or RPC; not device latency, and never mixed with device columns. Per-block estimates are each "
+            "block's share of the simulated critical path (QNN 2.47-2.49 print cycles only: converted at the "
+            "simulated clock)."
+        )
     if any(b.unit is Unit.MS for b in breakdowns):
         notes.append(
             "Per-block device times come from per-op device cycles where the profile has them (each block's "
@@ -580,6 +599,12 @@ def _general_notes(models: list[ModelRow], columns: list[Column], breakdowns: li
 
 def compare_profiles(a: LoadedProfile, b: LoadedProfile) -> Comparison:
     """B against A for one model: end-to-end and per-block deltas, most impact first."""
+    est_a, est_b = (lp.profile.source is LatencySource.ESTIMATE for lp in (a, b))
+    if est_a != est_b:
+        raise ProfileError(
+            f"--compare cannot set an estimate against a measurement: {a.label} is {a.profile.source.value}, "
+            f"{b.label} is {b.profile.source.value}."
+        )
     ma, mb = model_row(a.profile), model_row(b.profile)
     if ma.id != mb.id:
         raise ProfileError(

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..core.errors import OutputDirError, ProfileError, UsageError
 from ..core.output_dir import holds_marker, staged_output_dir
 from ..gate.structure import read_compile_structure
+from ..htp.estimate import ESTIMATE_JSON, Estimate
 from ..htp.record import COMPILE_FAILURE, COMPILE_RECORD
 from ..measure.schema import find_profiles, load_profile
 from .analysis import LoadedProfile, build_report, compare_profiles
@@ -197,6 +198,17 @@ def _is_compile(path: Path) -> bool:
     return path.name in (COMPILE_RECORD, COMPILE_FAILURE)
 
 
+def _estimate_beside(compile_json: Path) -> Estimate | None:
+    """The export's estimate (its estimate stage's `estimate.json`, beside `compile.json`), if any."""
+    path = Path(compile_json).parent / ESTIMATE_JSON
+    if not path.is_file():
+        return None
+    try:
+        return Estimate.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{path}: not an estimate this tool reads ({str(exc).splitlines()[0][:200]}).") from None
+
+
 def make_comparison(
     a: Path, b: Path, *, out: Path | None = None, name: str | None = None, reports_dir: Path = REPORTS_DIR
 ) -> ComparisonResult:
@@ -214,7 +226,8 @@ def make_comparison(
     cmp: Comparison | StructureComparison
     if True in kinds:
         found = [read_compile_structure(p, side="compile") for p in (a, b)]
-        cmp = compare_structures(input_label(a), found[0].record, input_label(b), found[1].record)
+        cmp = compare_structures(input_label(a), found[0].record, input_label(b), found[1].record,
+                                 estimates=(_estimate_beside(found[0].path), _estimate_beside(found[1].path)))
         markdown = structure_md(cmp)
     else:
         cmp = compare_profiles(*(LoadedProfile(label=input_label(p), profile=load_profile(p)) for p in (a, b)))

@@ -85,6 +85,8 @@ def _scale(unit: Unit) -> tuple[float, str]:
 
 def _axis_label(setting: Setting, unit: Unit, what: str) -> str:
     scale_label = _scale(unit)[1]
+    if unit is Unit.MS and setting.source.value == "estimate":
+        return f"{what} (estimated), {scale_label}"
     if unit is Unit.MS:
         return f"{what}, {scale_label} ({setting.source.value})"
     return f"{what}, {scale_label}"
@@ -95,6 +97,8 @@ def _headline_axis(setting: Setting, unit: Unit) -> str:
         return f"summed op time, {_scale(unit)[1]}"
     if setting.source.value == "published":
         return "latency, ms (published figure)"
+    if setting.source.value == "estimate":
+        return "estimated time, ms (not device latency)"  # the panel's title names the estimator's proxy
     return f"median latency, ms ({setting.source.value})"
 
 

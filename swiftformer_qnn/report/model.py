@@ -20,6 +20,7 @@ COMPARISON_KIND = "swiftformer-qnn.comparison"
 REPORT_SCHEMA_VERSION = 1
 
 EMULATOR_LABEL = "emulator (not device latency)"
+ESTIMATE_LABEL = "estimate (not device latency)"
 
 
 class Unit(str, Enum):
@@ -58,6 +59,8 @@ class Setting(_Frozen):
 
     @property
     def source_label(self) -> str:
+        if self.source is LatencySource.ESTIMATE:
+            return ESTIMATE_LABEL
         return EMULATOR_LABEL if self.source is LatencySource.EMULATOR else self.source.value
 
     @property
@@ -305,3 +308,7 @@ class StructureComparison(_Frozen):
     totals: list[StructureDelta]  # HTP ops, layout ops, float islands, boundary conversions, context binary bytes
     op_types: list[StructureDelta]  # per QNN op type, biggest |delta| first, then by name
     notes: list[str]
+    # QNN's HTP estimator on each side, where the export made one (its estimate stage's estimate.json).
+    estimated_us_a: float | None = None
+    estimated_us_b: float | None = None
+    estimate_label: str | None = None  # "estimated (QNN Hextimate, SA8255P proxy for SM8550)"

@@ -7,6 +7,7 @@ context binary's size. Deterministic, so a difference is a difference.
 
 from __future__ import annotations
 
+from ..htp.estimate import Estimate
 from ..htp.record import CompileRecord
 from .model import CompileRow, StructureComparison, StructureDelta
 
@@ -35,9 +36,13 @@ def _delta(metric: str, a: int | None, b: int | None) -> StructureDelta:
     return StructureDelta(metric=metric, a=a, b=b, delta=None if a is None or b is None else b - a)
 
 
-def compare_structures(a_label: str, a: CompileRecord, b_label: str, b: CompileRecord) -> StructureComparison:
+def compare_structures(
+    a_label: str, a: CompileRecord, b_label: str, b: CompileRecord,
+    *, estimates: tuple[Estimate | None, Estimate | None] = (None, None),
+) -> StructureComparison:
     """B's compiled graph against A's. An op type one graph lacks counts 0 there (when its op
-    trace exists); a compile without an op trace (QNN 2.47) has no op figures, only its size."""
+    trace exists); a compile without an op trace (QNN 2.47) has no op figures, only its size.
+    `estimates`: QNN's HTP estimate of each side, where its export made one."""
     ta, tb = _totals(a), _totals(b)
     totals = [_delta(m, ta[m], tb[m]) for m in TOTALS]
     types_a, types_b = a.htp_op_types, b.htp_op_types
@@ -59,4 +64,16 @@ def compare_structures(a_label: str, a: CompileRecord, b_label: str, b: CompileR
                      "not one model's compiles.")
     if a.soc != b.soc and a.soc and b.soc:
         notes.append(f"A targets {a.soc}, B {b.soc}.")
-    return StructureComparison(a=_row(a_label, a), b=_row(b_label, b), totals=totals, op_types=op_types, notes=notes)
+    ea, eb = estimates
+    label = None
+    if ea is not None and eb is not None:
+        if ea.label != eb.label or ea.qnn_version != eb.qnn_version:
+            notes.append(f"The estimates differ in proxy or QNN ({ea.label}, QNN {ea.qnn_version} vs {eb.label}, "
+                         f"QNN {eb.qnn_version}).")
+        label = ea.label
+    elif ea is not None or eb is not None:
+        label = (ea or eb).label  # type: ignore[union-attr]
+        notes.append(f"Only {'A' if ea is not None else 'B'} holds an estimate (exported with its estimate stage).")
+    return StructureComparison(a=_row(a_label, a), b=_row(b_label, b), totals=totals, op_types=op_types, notes=notes,
+                               estimated_us_a=ea.us if ea else None, estimated_us_b=eb.us if eb else None,
+                               estimate_label=label)

@@ -92,6 +92,8 @@ def _cell_text(report: Report, model_id: str, column_id: str) -> str:
     text = fmt_value(cell.value, cell.unit)
     if cell.unit is Unit.CYCLES:
         extra = "emulator" if cell.profile_count == 1 else f"emulator, {cell.profile_count} profiles"
+    elif cell.statistic.startswith("estimated"):
+        extra = "estimated"
     elif cell.run_count is None:
         extra = "published" if cell.profile_count == 1 else f"published, {cell.profile_count} profiles"
     else:
@@ -155,6 +157,9 @@ def _headline_caption(report: Report, has_ratio: bool) -> str:
         said.append("published cells: the figure as published (statistic and run count not stated)")
     if "emulator" in sources:
         said.append("emulator cells: HTP emulator cycles summed over ops, not device latency")
+    if "estimate" in sources:
+        said.append("estimate cells: QNN's HTP estimator for a proxy SoC (the column's device), in ms, "
+                    "not device latency")
     if has_ratio:
         said.append("÷ row: the encoder block's figure over the full model's, same column")
     return "; ".join(said) + "."
@@ -429,8 +434,8 @@ def comparison_tables(cmp: Comparison, *, limit: int | None = None) -> list[Tabl
             ["B − A", "", "", "", "", "", f"{fmt_delta(cmp.delta, cmp.unit)} ({fmt_ratio(cmp.ratio)})"],
         ],
         caption=(
-            "headline: median latency (ms) for device and published profiles; summed emulator cycles "
-            "(not device latency) for emulator profiles."
+            "headline: median latency (ms) for device and published profiles; the estimate (ms, not device "
+            "latency) for estimate profiles; summed emulator cycles (not device latency) for emulator profiles."
         ),
         numeric_from=6,
     )
@@ -505,4 +510,15 @@ def structure_tables(cmp: StructureComparison) -> list[TableSpec]:
     )
     by_type = TableSpec(title="HTP ops by type", headers=[("op type",), *headers[1:]], rows=_delta_rows(cmp.op_types),
                         caption="biggest change first")
-    return [compiles, totals] + ([by_type] if cmp.op_types else [])
+    tables = [compiles, totals]
+    if cmp.estimate_label is not None:
+        a, b = cmp.estimated_us_a, cmp.estimated_us_b
+
+        def us(v: float | None) -> str:
+            return DASH if v is None else f"{v:,.0f}"
+
+        delta = DASH if a is None or b is None else f"{b - a:+,.0f} ({fmt_ratio(b / a if a else None)})"
+        tables.append(TableSpec(
+            title="Estimated accelerator time (us)", headers=headers, rows=[["whole graph", us(a), us(b), delta]],
+            caption=f"{cmp.estimate_label}: each export's estimate stage; not device latency, no I/O or RPC"))
+    return tables + ([by_type] if cmp.op_types else [])
