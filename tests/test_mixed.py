@@ -108,7 +108,8 @@ def test_mixed_block_meets_the_default_target_and_verifies(mixed_block):
     s, search = m.results("sensitivity", object), m.results("mixed_search", object)
     assert [u.unit for u in s.units] == ["encoder.local_representation", "encoder.attention", "encoder.mlp",
                                          "encoder.residual"]
-    assert s.w8a16.htp_sqnr_db > s.w8a8.htp_sqnr_db and s.cost_unit == "bit-ops"
+    assert s.w8a16.htp_sqnr_db > s.w8a8.htp_sqnr_db and s.cost_unit == "us" and "SA8255P proxy for SM8550" in s.cost_source
+    assert s.w8a16.cost > s.w8a8.cost and all(u.cost16 > u.cost8 > 0 for u in s.units if u.unit != "encoder.residual")
     chosen = search.chosen.measured
     need, budget = default_requirements(Ends(s.w8a8.htp_noise, s.w8a16.htp_noise, s.w8a8.cost, s.w8a16.cost))
     assert chosen.htp_sqnr_db >= need and chosen.cost <= budget

@@ -30,11 +30,13 @@ import onnx
 
 from ..core.errors import UsageError
 from ..core.targets import Precision
+from ..htp.estimate import ESTIMATOR_SOCS, estimate_label, estimate_model, estimator_soc
 from ..htp.record import CONTEXT_ONNX, CompiledModel
 from ..htp.session import HtpTarget, htp_session
 from ..measure.agreement import compare_outputs, run_cpu
+from ..measure.attribution import ENCODER_BLOCK, attribute_op
 from ..model.variants import Variant
-from .compile import compile_stage
+from .compile import compile_stage, guarded_model
 from .mixed_search import (
     Ends,
     Point,
@@ -47,7 +49,7 @@ from .mixed_search import (
     pareto_curve,
     predict,
 )
-from .precision_units import PrecisionUnit, graph_macs, precision_units, unplaced_nodes
+from .precision_units import RESIDUAL, PrecisionUnit, graph_macs, precision_units, unplaced_nodes
 from .quantize import quantize_qdq
 from .stage_results import CandidateFigures, MixedPoint, SearchResults, SensitivityResults, UnitSensitivity
 
@@ -60,20 +62,56 @@ BITOPS_SOURCE = "bit-ops (MACs x weight bits x activation bits; no HTP estimate)
 
 
 @dataclass(frozen=True)
+class Cost:
+    total: float
+    per_unit: dict[str, float]  # the share of `total` each unit's ops take (what the sensitivity's extras come from)
+    estimated_us: float | None = None
+
+
+@dataclass(frozen=True)
 class Costing:
-    """How a candidate's cost is found: `cost(qdq_model, work_dir, sixteen)` -> (cost, estimated us or None)."""
+    """How a candidate's cost is found: `cost(qdq_model, work_dir, sixteen)`."""
 
     unit: str
     source: str
-    cost: Callable[[Path, Path, frozenset[str]], tuple[float, float | None]]
+    cost: Callable[[Path, Path, frozenset[str]], Cost]
 
 
-def bitops_costing(units: Sequence[PrecisionUnit], unplaced_macs: int) -> Costing:
+def bitops_costing(units: Sequence[PrecisionUnit], unplaced_macs: int, _variant: Variant, _target: HtpTarget,
+                   _soc: str) -> Costing:
     """MACs x 8-bit weights x the unit's activation bits; nodes outside every unit count at 8 bits."""
-    def cost(_qdq: Path, _work: Path, sixteen: frozenset[str]) -> tuple[float, None]:
-        return float(sum(u.macs * 8 * (16 if u.name in sixteen else 8) for u in units) + unplaced_macs * 64), None
+    def cost(_qdq: Path, _work: Path, sixteen: frozenset[str]) -> Cost:
+        per_unit = {u.name: float(u.macs * 8 * (16 if u.name in sixteen else 8)) for u in units}
+        return Cost(sum(per_unit.values()) + unplaced_macs * 64.0, per_unit)
 
     return Costing("bit-ops", BITOPS_SOURCE, cost)
+
+
+def estimate_costing(units: Sequence[PrecisionUnit], _unplaced_macs: int, variant: Variant, target: HtpTarget,
+                     soc: str) -> Costing:
+    """QNN's HTP estimate of the compiled candidate (`htp.estimate`), its ops attributed to units
+    (`measure.attribution`): the time includes the converts a mix adds."""
+    proxy = estimator_soc(target.htp_arch)
+
+    def cost(qdq: Path, work: Path, _sixteen: frozenset[str]) -> Cost:
+        work.mkdir(parents=True, exist_ok=True)
+        compiled, _ = guarded_model(qdq, work)  # what the compile stage compiles
+        est = estimate_model(compiled, work / "estimate", htp_arch=target.htp_arch, soc_model=proxy.soc_model,
+                             stands_for=soc)
+        per_unit: dict[str, float] = {}
+        for op in est.ops:
+            a = attribute_op(op.name, op.onnx_nodes, variant)
+            unit = f"{ENCODER_BLOCK}.{a.part or RESIDUAL}" if variant.is_encoder_block else a.block
+            per_unit[unit] = per_unit.get(unit, 0.0) + (est.to_us(op.span_cycles) or 0.0)
+        return Cost(est.us, per_unit, est.us)
+
+    label = estimate_label(proxy.name, soc, target.htp_arch)
+    return Costing("us", f"{label}, per unit from its ops' share of the critical path", cost)
+
+
+def default_costing(target: HtpTarget):
+    """The estimate where QNN's estimator has a proxy for the target's HTP architecture, else bit-ops."""
+    return estimate_costing if target.htp_arch in ESTIMATOR_SOCS else bitops_costing
 
 
 @dataclass
@@ -108,8 +146,10 @@ class Bench:
     def ordered(self, sixteen: frozenset[str]) -> list[str]:
         return [u.name for u in self.units if u.name in sixteen]
 
-    def measure(self, sixteen: frozenset[str]) -> tuple[CandidateFigures, np.ndarray, np.ndarray]:
-        """Quantize, compile and run one candidate: (its figures, HTP outputs, CPU outputs)."""
+    def measure(self, sixteen: frozenset[str], *, cost: bool = True,
+                ) -> tuple[CandidateFigures, np.ndarray, np.ndarray, Cost | None]:
+        """Quantize, compile and run one candidate: (its figures, HTP outputs, CPU outputs, its cost).
+        Without `cost` (the single-unit runs of the sensitivity) its cost is the additive prediction."""
         started = time.perf_counter()
         self._count += 1
         d = self.work / f"candidate-{self._count}"
@@ -124,7 +164,7 @@ class Bench:
             htp = np.concatenate([session.run(None, {name: self.inputs[i: i + 1]})[0]
                                   for i in range(self.inputs.shape[0])])
             del session
-            cost, us = self.costing.cost(qdq, d / "estimate", sixteen)
+            priced = self.costing.cost(qdq, d / "cost", sixteen) if cost else None
         finally:
             shutil.rmtree(d, ignore_errors=True)
         h = compare_outputs(self.fp32, htp, classify=self.classify)
@@ -133,10 +173,11 @@ class Bench:
             sixteen=self.ordered(sixteen), sixteen_share=round(self.share(sixteen), 4), samples=int(self.inputs.shape[0]),
             htp_sqnr_db=h["sqnr_db"], cpu_sqnr_db=c["sqnr_db"], htp_noise=_noise(self.fp32, htp),
             cpu_noise=_noise(self.fp32, cpu), htp_top1=h.get("top1_agreement"), cpu_top1=c.get("top1_agreement"),
-            cost=cost, estimated_us=us, htp_ops=record.htp_op_count,
+            cost=priced.total if priced else 0.0, cost_measured=priced is not None,
+            estimated_us=priced.estimated_us if priced else None, htp_ops=record.htp_op_count,
             converts=int((record.htp_op_types or {}).get("Convert", 0)),
             context_binary_bytes=record.context_binary_bytes, seconds=round(time.perf_counter() - started, 2))
-        return figures, htp, cpu
+        return figures, htp, cpu, priced
 
 
 def _noise(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -148,8 +189,7 @@ def _noise(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def make_bench(float_model: Path, calibration: np.ndarray | None, heldout: np.ndarray, fp32: np.ndarray, *,
                variant: Variant, target: HtpTarget, soc: str, work: Path, ranges: Path,
-               samples: int = SENSITIVITY_SAMPLES, costing: Callable[[list[PrecisionUnit], int], Costing] | None = None,
-               ) -> tuple[Bench, list[str]]:
+               samples: int = SENSITIVITY_SAMPLES, costing=None) -> tuple[Bench, list[str]]:
     """The shared setup, the units read from the graph that gets quantized (QNN preprocessing may fuse)."""
     from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
@@ -162,7 +202,8 @@ def make_bench(float_model: Path, calibration: np.ndarray | None, heldout: np.nd
     unplaced_macs = graph_macs(model, set(unplaced)) if unplaced else 0
     n = min(samples, heldout.shape[0])
     bench = Bench(float_model, ranges, calibration, heldout[:n], fp32[:n], target, variant, units,
-                  (costing or bitops_costing)(units, unplaced_macs), classify=not variant.is_encoder_block,
+                  (costing or default_costing(target))(units, unplaced_macs, variant, target, soc),
+                  classify=not variant.is_encoder_block,
                   work=work, soc=soc)
     return bench, unplaced
 
@@ -174,19 +215,23 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
     say = progress or (lambda _m: None)
     everything = frozenset(u.name for u in bench.units)
     say("uniform w8a8")
-    w8a8, htp8, cpu8 = bench.measure(frozenset())
+    w8a8, htp8, cpu8, cost8 = bench.measure(frozenset())
     say("uniform w8a16")
-    w8a16, _, _ = bench.measure(everything)
+    w8a16, _, _, cost16 = bench.measure(everything)
+    # Each unit's extra cost at 16 bits: its ops' cost in uniform w8a16 minus in w8a8 (two estimates,
+    # not one per unit; the choice's own converts are paid for when the search measures it).
+    extra = {u.name: cost16.per_unit.get(u.name, 0.0) - cost8.per_unit.get(u.name, 0.0) for u in bench.units}
     signal = float(np.sum(bench.fp32.astype(np.float64) ** 2)) or 1.0
     units = []
     for k, u in enumerate(bench.units, 1):
         say(f"{u.name} alone at 16 bits ({k}/{len(bench.units)})")
-        f, htp, cpu = bench.measure(frozenset({u.name}))
+        f, htp, cpu, _ = bench.measure(frozenset({u.name}), cost=False)
         units.append(UnitSensitivity(
             unit=u.name, kind=u.kind, nodes=len(u.nodes), macs=u.macs,
             htp_gain=float(np.sum((htp8.astype(np.float64) - htp) ** 2)) / signal,
             cpu_gain=float(np.sum((cpu8.astype(np.float64) - cpu) ** 2)) / signal,
-            htp_sqnr_db=f.htp_sqnr_db, cpu_sqnr_db=f.cpu_sqnr_db, extra_cost=f.cost - w8a8.cost,
+            htp_sqnr_db=f.htp_sqnr_db, cpu_sqnr_db=f.cpu_sqnr_db, extra_cost=extra[u.name],
+            cost8=cost8.per_unit.get(u.name, 0.0), cost16=cost16.per_unit.get(u.name, 0.0),
             converts=f.converts, htp_ops=f.htp_ops))
     notes = []
     if unplaced:

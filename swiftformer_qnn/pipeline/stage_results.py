@@ -135,6 +135,7 @@ class CandidateFigures(_Model):
     htp_top1: float | None = None  # top-1 agreement with fp32 (classifiers)
     cpu_top1: float | None = None
     cost: float  # in the sensitivity's cost unit
+    cost_measured: bool = True  # False: the single-unit runs of the sensitivity, whose cost is not measured
     estimated_us: float | None = None  # QNN's HTP estimate, when the cost is one
     htp_ops: int | None = None
     converts: int = 0  # QNN Convert ops in the compiled graph (8 <-> 16-bit)
@@ -153,7 +154,9 @@ class UnitSensitivity(_Model):
     cpu_gain: float  # the same on the CPU QDQ model
     htp_sqnr_db: float | None  # of the assignment with this unit alone at 16 bits
     cpu_sqnr_db: float | None
-    extra_cost: float  # its cost minus uniform w8a8's
+    extra_cost: float  # cost16 - cost8
+    cost8: float = 0.0  # its ops' cost in uniform w8a8 (estimate: their share of the critical path)
+    cost16: float = 0.0  # the same in uniform w8a16
     converts: int
     htp_ops: int | None
 
