@@ -165,3 +165,29 @@ def test_an_unreachable_target_exits_2_in_one_line_and_writes_nothing(mixed_bloc
     assert lines and "Traceback" not in result.output
     assert not out.exists()
     assert math.isfinite(mixed_block.manifest.results("sensitivity", object).w8a16.htp_sqnr_db)
+
+
+def test_mixed_tables_fit_80_columns_and_the_markdown_and_chart_are_written(mixed_block):
+    from rich.console import Console
+
+    from swiftformer_qnn.cli.render import render_mixed
+    from swiftformer_qnn.report.mixed import CHART, MARKDOWN
+
+    console = Console(width=80, record=True, force_terminal=False)
+    render_mixed(console, mixed_block)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    search = mixed_block.manifest.results("mixed_search", object)
+    for unit in ("encoder.local_representation", "encoder.attention", "encoder.mlp", "encoder.residual"):
+        assert unit in text
+    assert "w8a16" in text and "Lite-MP" in text and "SA8255P proxy for SM8550" in text.replace("\n", " ")
+    md = (mixed_block.directory / MARKDOWN).read_text()
+    assert ", ".join(search.chosen.sixteen) in md and "| w8a8 |" in md
+    assert (mixed_block.directory / CHART).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diagnose_reads_a_mixed_export(mixed_block):
+    from swiftformer_qnn.pipeline.diagnose import diagnose_export
+
+    d = diagnose_export(mixed_block.directory)
+    assert d.precision == "mixed" and d.blocks and d.blocks[-1].htp_vs_fp32_db is not None

@@ -9,7 +9,7 @@ import typer
 
 from ..model.variants import VARIANTS
 from ._app import app, console, err_console, guarded
-from .render import ExportProgress, render_export_summary
+from .render import ExportProgress, render_export_summary, render_mixed
 from .toolchains import NoInstallOpt, qnn_toolchains
 
 
@@ -75,6 +75,7 @@ def export(
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
     render_export_summary(console, result)
+    render_mixed(console, result)
     if specs:
         from ..pipeline import compile_export_across_versions
         from .toolchains import exit_if_failed, render_cross_version, render_progress_event
