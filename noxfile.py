@@ -49,6 +49,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def estimate_validation(session: nox.Session) -> None:
+    """QNN's HTP estimate against published Galaxy S23 device times: ResNet18, MobileNetV3-Large,
+    EfficientFormer-L1, LeViT-128S, ConvNeXt-Tiny (timm) and SwiftFormer-L1, built one at a time
+    -> OUT_DIR/estimate-validation.{json,md}. Extra arguments go to the script (e.g. --qnn 2.47,2.50)."""
+    install_project(session)
+    args = list(session.posargs)
+    out = args.pop(0) if args and not args[0].startswith("-") else "profiles/reports/estimate-validation"
+    session.run("python", "tests/bench/estimate_validation.py", out, *args)
+
+
+@nox.session
 def qnn_matrix(session: nox.Session) -> None:
     """Every QNN toolchain: install them all (into the user cache, reused by later runs), load
     each onnxruntime pairing, and compile the same QDQ models with every QNN version (XS at 64,

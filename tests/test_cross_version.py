@@ -223,6 +223,10 @@ def test_failing_versions_are_reported_while_the_others_finish(xs_qdq, mixed_too
     assert len(traced_op_names(d, c)) == c.htp_op_count
     worker = json.loads((d / "worker_result.json").read_text())
     assert set(worker["phases_s"]) == {"startup", "imports", "compile", "emulator_run", "environment"}
+    # The CPU the sweep's floor is made of (nox -s bench): QNN's compile and the emulator run.
+    assert set(worker["phases_cpu_s"]) == {"compile", "emulator_run"}
+    assert all(v > 0 for v in worker["phases_cpu_s"].values())
+    assert sum(worker["phases_cpu_s"].values()) <= worker["cpu_s"]
     assert set(report.phases_s) == {"inputs", "cpu_reference", "workers", "collect"}
     assert ok.fidelity.cosine > 0.95 and ok.fidelity.sqnr_db > 10
     assert report.diffs == []  # one version compiled: nothing to compare

@@ -259,3 +259,46 @@ def test_ci_gates_the_estimate_of_the_default_exports_against_the_committed_base
                                capture_output=True, text=True, timeout=300)
         assert gated.returncode == 0, gated.stdout[-3000:] + gated.stderr[-2000:]
         assert "deterministic" in gated.stdout
+
+
+# --- the export's estimate stage ---------------------------------------------------------------
+
+
+def _export(out, *args: str):
+    result = CliRunner().invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
+                                      "--heldout-count", "2", "--until", "compile", "--output-dir", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_the_export_summary_shows_the_estimate(tmp_path):
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
+
+    htp = _export(tmp_path / "htp")
+    assert f"{LABEL}, NOT device latency" in " ".join(htp.stdout.split())
+    est = read_manifest(tmp_path / "htp").stage("estimate").results
+    assert est.proxy_soc == "SA8255P" and est.us > 0 and (tmp_path / "htp" / "estimate.json").is_file()
+
+
+@pytest.mark.slow  # two more exports
+def test_compare_sets_the_estimates_of_two_graphs_side_by_side(tmp_path):
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
+
+    _export(tmp_path / "htp")
+    est = read_manifest(tmp_path / "htp").stage("estimate").results
+    _export(tmp_path / "faithful", "--graph", "faithful")
+    cmp = CliRunner().invoke(app, ["report", "--compare", str(tmp_path / "faithful"), str(tmp_path / "htp"),
+                                   "--out", str(tmp_path / "cmp")])
+    assert cmp.exit_code == 0, cmp.output
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert data["estimate_label"] == LABEL and data["estimated_us_b"] == pytest.approx(est.us)
+    assert data["estimated_us_a"] > 0
+    assert "Estimated accelerator time (us)" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_an_export_for_an_architecture_without_an_estimator_says_so(tmp_path):
+    from swiftformer_qnn.pipeline.artifacts import read_manifest
+
+    result = _export(tmp_path / "v75", "--soc", "sm8650")
+    assert read_manifest(tmp_path / "v75").stage("estimate") is None
+    assert "No estimated time: QNN's performance estimator runs for no HTP v75 SoC" in " ".join(result.stdout.split())

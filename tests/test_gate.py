@@ -497,6 +497,18 @@ def compiled(tmp_path_factory):
             "report": report, "root": root}
 
 
+def _vouch(export: Path, name: str) -> None:
+    """Record the current size and SHA-256 of an export's file in its manifest."""
+    from swiftformer_qnn.core.atomic import sha256_file
+
+    manifest = json.loads((export / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        for out in stage["outputs"].values():
+            if out["path"] == name:
+                out.update(sha256=sha256_file(export / name), bytes=(export / name).stat().st_size)
+    (export / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _copy_tree(src: Path, dst: Path) -> Path:
     import shutil
 
@@ -577,6 +589,7 @@ def test_variant_picks_compiles_out_of_a_build_directory(compiled, tmp_path):
     xs = _copy_tree(compiled["export"], build / "xs-64")
     record = read_compile_structure(xs).record
     _write(xs, record.model_copy(update={"model": record.model.model_copy(update={"variant": "xs"})}))
+    _vouch(xs, "compile.json")  # as an export of xs would record it (an edit it does not vouch for is refused)
     with pytest.raises(ProfileError, match="variant: encoder -> xs"):
         gate_manifests([compiled["export"]], [build], GateRules())
     v = gate_manifests([compiled["export"]], [build], GateRules(), variant="encoder")

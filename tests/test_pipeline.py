@@ -51,8 +51,17 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     m = result.manifest
     assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile",
                                           "estimate", "verify"]
-    # Every stage was visible to the progress display, start and end.
-    assert [e.stage for e in events if e.status == "start"] == [s.name for s in m.stages]
+    # Every stage was visible to the progress display, start and end, and started only once the
+    # stages it reads had ended (stages that do not need each other overlap).
+    from swiftformer_qnn.pipeline.orchestrator import NEEDS
+
+    assert sorted(e.stage for e in events if e.status == "start") == sorted(s.name for s in m.stages)
+    started = {e.stage: i for i, e in enumerate(events) if e.status == "start"}
+    ended = {e.stage: i for i, e in enumerate(events) if e.status in ("done", "cached")}
+    assert ended.keys() == started.keys()
+    for stage, i in started.items():
+        assert all(ended[before] < i for before in NEEDS[stage] if before in ended), stage
+        assert i < ended[stage]
 
     # The export says what QNN's estimator makes of the compiled graph, labelled with its proxy.
     est = m.stage("estimate").results

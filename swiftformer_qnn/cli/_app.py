@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from ..core.atomic import blocking_component
 from ..core.errors import SwiftFormerQnnError
+from ..core.text import terminal_safe
 
 # Help names what a value is in words (PATH, TEXT, INTEGER) and nothing for a flag, where typer's
 # default shows Python types (`<bool>`, `<list[Path]>`).
@@ -88,7 +90,8 @@ err_console = Console(stderr=True)
 def _say(text: str) -> None:
     """One line on stderr. The text is printed as is: a path or a server's message holding
     `[...]` must not be read as rich markup."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", redact(text)), soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", terminal_safe(redact(text), one_line=True)),
+                      soft_wrap=True)
 
 
 def redact(text: str) -> str:
@@ -145,7 +148,23 @@ _ENVIRONMENT = {
     errno.ELOOP: "Too many levels of symbolic links",
     errno.EMFILE: "Too many open files",
     errno.EIO: "Input/output error",
+    errno.EFBIG: "File too large (a file size limit: ulimit -f)",
+    errno.ENOMEM: "Cannot allocate memory",
 }
+
+# How a memory limit (ulimit -v, a cgroup) surfaces from native code: a library that cannot be
+# mapped, or an allocator's own message, rather than Python's MemoryError.
+_OUT_OF_MEMORY = ("failed to map segment from shared object", "cannot allocate memory", "can't allocate memory",
+                  "std::bad_alloc", "unable to allocate", "out of memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return True
+    if isinstance(exc, (ImportError, RuntimeError)):
+        text = str(exc).lower()
+        return any(words in text for words in _OUT_OF_MEMORY)
+    return False
 
 
 def boundary(exc: BaseException) -> int | None:
@@ -169,16 +188,25 @@ def boundary(exc: BaseException) -> int | None:
     if isinstance(exc, KeyboardInterrupt):
         _say("Interrupted (Ctrl-C); partial outputs were removed, nothing that looks complete was left.")
         return 130
+    if _out_of_memory(exc):
+        _say("Ran out of memory (a memory limit such as ulimit -v, or the machine's). Raise the limit, or use fewer "
+             "or smaller inputs (--calibration-count, --resolution).")
+        return 2
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        _say(f"File too large{': ' + str(exc.filename) if exc.filename else ''}: a file size limit (ulimit -f) stopped "
+             "the write. Raise the limit (ulimit -f unlimited), or write elsewhere.")
+        return 2
+    blocked = blocking_component(exc.filename) if isinstance(exc, OSError) and exc.errno in (
+        errno.EEXIST, errno.ENOTDIR, errno.ELOOP) and exc.filename else None
+    if blocked:  # "File exists" said of a path that goes through a file or a symlink loop
+        _say(f"Cannot use {exc.filename}: {blocked}. Choose a path whose folders are folders.")
+        return 2
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT and not _missing_in_cache(exc):
         where = exc.filename or ""
         if exc.filename2:
             where = f"{where} -> {exc.filename2}"
         _say(f"{exc.strerror or _ENVIRONMENT[exc.errno]}{': ' + str(where) if where else ''}. "
              f"{_environment_hint(exc)}")
-        return 2
-    if isinstance(exc, MemoryError):
-        _say("Ran out of memory. Use fewer or smaller inputs (--calibration-count, --resolution), "
-             "or a machine with more memory.")
         return 2
     if isinstance(exc, (SystemExit, GeneratorExit)):
         return None
@@ -211,13 +239,47 @@ def _environment_hint(exc: OSError) -> str:
 
     in_cache = _in_cache(str(exc.filename or ""))
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "Free some space, or write elsewhere" + (f" (set {CACHE_ENV} to move the cache)." if in_cache
-                                                          else " (--output-dir / --out).")
+        # A failed write() names no file: then the free space says which disk is full. A file
+        # named in the cache may be the source of a copy into the output, so that is checked too.
+        cache_full = _nearly_full(_cache_dir())
+        if (in_cache or exc.filename is None) and cache_full:
+            return f"Free some space on the stage cache's disk, or set {CACHE_ENV} to move the cache."
+        if exc.filename is None and not cache_full:
+            return "Free some space where the output goes, or write elsewhere (--output-dir / --out)."
+        if in_cache:  # the cache's disk has room: the write may have been the copy into the output
+            return (f"Free some space on the disk of the output or of the stage cache (write elsewhere with "
+                    f"--output-dir / --out, or set {CACHE_ENV} to move the cache).")
+        return "Free some space, or write elsewhere (--output-dir / --out)."
     if in_cache:
         return f"The stage cache must be a writable directory: fix it, or set {CACHE_ENV} to another place."
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
         return "Check the path: a file where a directory is expected, or the reverse."
     return "Check the path and its permissions, or choose another place."
+
+
+_NEARLY_FULL_BYTES = 64 << 20  # less than a stage's output of the smallest model
+
+
+def _cache_dir() -> Path:
+    from ..core.cache import cache_root
+
+    return cache_root()
+
+
+def _free_bytes(path: Path) -> int | None:
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _nearly_full(path: Path) -> bool:
+    free = _free_bytes(path)
+    return free is not None and free < _NEARLY_FULL_BYTES
 
 
 def write_traceback(exc: BaseException) -> Path | str:
@@ -264,8 +326,57 @@ def _on_signal(signum, _frame):
     raise Terminated(signum)
 
 
+class _ReaderGoneSafe:
+    """stdout that a reader closing the pipe (`swiftformer-qnn ... | head -1`) cannot fail:
+    the rest of the output is dropped and the command ends with its own exit code (0 when it
+    passed, 1 for a failed check), never 1 for the lost output. Python ignores SIGPIPE, so a
+    write to the closed pipe raises BrokenPipeError here."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_gone = False
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        try:  # the interpreter flushes stdout at exit: give that flush somewhere to go
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class _TerminalSafeFormatter(logging.Formatter):
+    """Warnings quote servers and phones: no escape sequence or binary byte of theirs reaches the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(redact(super().format(record)))
+
+
 def run_app() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_TerminalSafeFormatter(handler.formatter._fmt if handler.formatter else None))
+    if not isinstance(sys.stdout, _ReaderGoneSafe) and sys.stdout is not None:
+        sys.stdout = _ReaderGoneSafe(sys.stdout)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _on_signal)
     try:

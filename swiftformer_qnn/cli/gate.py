@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ..core.errors import UsageError
+from ..core.text import terminal_safe
 from ._app import app, console, err_console, guarded
 
 gate_app = typer.Typer(
@@ -244,11 +245,14 @@ def _render(g, v) -> None:
             row += [g.outputs.fmt_interval(r), g.outputs.fmt_confidence(r)]
         rows.append(row)
     table = FitTable(columns, rows, title=g.outputs.headline(v))
-    console.print(g.outputs.describe_sides(v), highlight=False)
+    # Names in these sentences come from the profiles: no markup or escape sequence of theirs.
+    console.print(Text(terminal_safe(g.outputs.describe_sides(v), one_line=True)), highlight=False)
     console.print(table)
     for n in v.notes:
-        console.print(f"note: {n}", highlight=False, soft_wrap=True)
+        console.print(Text(f"note: {terminal_safe(n, one_line=True)}"), highlight=False, soft_wrap=True)
     for r in v.failures:
-        console.print(f"[bold red]FAIL[/] {r.reason}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("FAIL", "bold red"), " ", terminal_safe(r.reason, one_line=True)),
+                      highlight=False, soft_wrap=True)
     for r in v.improvements:
-        console.print(f"[green]improved[/] {r.reason}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("improved", "green"), " ", terminal_safe(r.reason, one_line=True)),
+                      highlight=False, soft_wrap=True)

@@ -143,12 +143,16 @@ PART_SHORT = {"local_representation": "local rep.", "attention": "attn."}
 
 
 def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
+    from rich.markup import escape as markup_escape
+
+    from ..core.text import terminal_safe
     from ..measure.attribution import PARTS, unattributed_share
     from ..measure.schema import LatencyBasis, block_times, op_times
 
     p = item.profile
     words, unit = _source_words(p)
-    head = f"[bold]{item.label}[/] on {p.target.device}"
+    # The device's name comes from a file or a server: neither rich markup nor escape sequences of its own.
+    head = f"[bold]{item.label}[/] on {markup_escape(terminal_safe(p.target.device, one_line=True))}"
     if p.latency is not None:
         lat = p.latency
         if lat.basis is LatencyBasis.RUNS:

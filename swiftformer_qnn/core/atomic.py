@@ -64,3 +64,54 @@ def sha256_file(path: str | os.PathLike[str], _chunk: int = 1 << 20) -> str:
         while block := f.read(_chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be read as a file ("does not exist", "is a FIFO (named pipe)", ...), or
+    None for a regular file (symbolic links followed). Reading a FIFO blocks until a writer
+    comes, a device such as /dev/zero never ends: both are refused before any read."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist" if not os.path.lexists(path) else "is a broken symbolic link"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"  # a symlink loop, a file where a directory should be
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (named pipe), not a file"),
+                       (stat.S_ISCHR, "is a device, not a file"), (stat.S_ISBLK, "is a device, not a file"),
+                       (stat.S_ISSOCK, "is a socket, not a file")):
+        if test(mode):
+            return what
+    return "is not a regular file"
+
+
+def blocking_component(path: str | os.PathLike[str]) -> str | None:
+    """What on the way to `path` is not a directory (`out is a file, not a folder`, `out/x is a
+    symbolic link loop`); None when every component up to the last is a folder."""
+    try:
+        parts = Path(os.path.abspath(os.fsdecode(path))).parts
+    except (TypeError, ValueError):
+        return None
+    current = Path(parts[0]) if parts else Path(".")
+    for part in (*parts[1:],):
+        if current.is_symlink():
+            try:
+                current.resolve(strict=True)
+            except RuntimeError:
+                return f"{current} is a symbolic link loop"
+            except OSError:
+                return f"{current} is a symbolic link to a missing place"
+        if os.path.lexists(current) and not current.is_dir():
+            return f"{current} is a file, not a folder"
+        current = current / part
+    if current.is_symlink():
+        try:
+            current.resolve(strict=True)
+        except RuntimeError:
+            return f"{current} is a symbolic link loop"
+        except OSError:
+            return None
+    return None

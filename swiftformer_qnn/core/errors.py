@@ -80,3 +80,14 @@ class PhoneRunError(SwiftFormerQnnError):
 
 class BnOverflowError(SwiftFormerQnnError):
     """A QDQ BatchNormalization whose bias the QNN EP would corrupt, and which cannot be rewritten."""
+
+
+def json_problem(exc: BaseException) -> str:
+    """What is wrong with a JSON file that would not parse, in words a user can act on (Python's
+    own message for a 5000-digit number advises changing an interpreter limit)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = str(exc)
+    if "integer string conversion" in text:
+        return "a number of more than 4300 digits"
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -7,6 +7,12 @@ never replaced, whatever the options. The decision is taken before the work and 
 again, under a lock on the parent directory, at the moment of the rename: a directory
 that appeared meanwhile is judged like one that was there from the start.
 
+A directory the tool made is its own only for the files its manifest lists (`Found.owned`):
+a replace carries every other file (a profile written there with `--out`, the user's notes,
+`diagnose/` output) into the new directory by hard link before the swap, so a crash at any
+point leaves them in the old or the new directory; a file of the user's at a path the new
+output writes makes the replace refuse, naming it.
+
 Crash safety: the new directory is built in `.NAME.partial-PID-*` beside the target and
 swapped in with one `renameat2(RENAME_EXCHANGE)` where the filesystem offers it, so at
 every instant either the old or the new directory is at the path. Elsewhere the old one
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from .atomic import _umask
+from .atomic import _umask, blocking_component
 from .errors import OutputDirError
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,10 @@ class Occupant(Enum):
 class Found:
     occupant: Occupant
     what: str = ""  # what is there, said in a refusal: OURS "an export of ...", FOREIGN "holds ..." / "is ..."
+    # SAME / OURS: the files (relative POSIX paths) this tool made there, as its manifest lists
+    # them; everything else in the directory is the user's and survives a replace. None: the
+    # output has no such list, and the whole directory is the tool's.
+    owned: frozenset[str] | None = None
 
 
 # Judges a non-empty directory at the output path (never called for a file or a symlink).
@@ -113,20 +123,22 @@ def judge(target: Path, inspect: Inspector | None) -> Found:
 
 
 def check_replaceable(
-    target: Path, *, force: bool, inspect: Inspector | None = None, meanwhile: bool = False
+    target: Path, *, force: bool, inspect: Inspector | None = None, meanwhile: bool = False,
+    option: str = "--output-dir",
 ) -> Found:
-    """Raise OutputDirError unless the ownership rule lets this run write `target`."""
+    """Raise OutputDirError unless the ownership rule lets this run write `target`; the hints
+    name `option`, the caller's own option for the place (`--out`, `--baseline`)."""
     target = _absolute(target)
     found = judge(target, inspect)
     if found.occupant is Occupant.FOREIGN:
         raise OutputDirError(
             f"{target} {'now ' if meanwhile else ''}{found.what}: this tool replaces only what it made, so it "
             "leaves it alone.",
-            hint="Choose another --output-dir (an empty or new directory).",
+            hint=f"Choose another {option} (an empty or new directory).",
         )
     if found.occupant is Occupant.OURS and not force:
         said = f"meanwhile another run wrote {found.what} there" if meanwhile else f"holds {found.what}"
-        raise OutputDirError(f"{target} {said}.", hint="Pass --force to replace it, or choose another --output-dir.")
+        raise OutputDirError(f"{target} {said}.", hint=f"Pass --force to replace it, or choose another {option}.")
     return found
 
 
@@ -171,6 +183,17 @@ def signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def tidy(target: Path) -> list[str]:
+    """`recover_leftovers` for one output, under the lock: for a run that finds its output up
+    to date and so never stages a new one."""
+    target = _absolute(Path(target))
+    try:
+        with locked(target.parent):
+            return recover_leftovers(target.parent, target.name)
+    except OSError:
+        return []
 
 
 def recover_leftovers(parent: Path, name: str | None = None) -> list[str]:
@@ -246,6 +269,72 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _entries(root: Path, rel: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """(relative POSIX path, entry) of everything below `root`, directories before their
+    contents; symbolic links are entries, never followed."""
+    with os.scandir(root / rel if rel else root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        path = f"{rel}/{entry.name}" if rel else entry.name
+        yield path, entry
+        if entry.is_dir(follow_symlinks=False):
+            yield from _entries(root, path)
+
+
+def users_files(directory: Path, owned: frozenset[str]) -> list[str]:
+    """What in `directory` the tool did not make: every file, link or empty folder whose path
+    is not in `owned` (folders only as the paths of what they hold)."""
+    found: list[str] = []
+    holding: set[str] = set()
+    entries = list(_entries(directory))
+    for rel, entry in reversed(entries):  # contents before their folder
+        if entry.is_dir(follow_symlinks=False):
+            if rel in holding:
+                continue
+            found.append(rel + "/")  # an empty folder of the user's: kept too
+        elif rel not in owned:
+            found.append(rel)
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in holding:
+            holding.add(parent)
+            parent = parent.rpartition("/")[0]
+    return sorted(found)
+
+
+def carry_over(old: Path, work: Path, owned: frozenset[str]) -> list[str]:
+    """Put the user's files of `old` (all but `owned`) into `work` at the same paths, as hard
+    links (a copy where the filesystem has none), before `work` replaces `old`: both
+    directories then hold them until the swap, so no crash can lose them. Raises
+    OutputDirError, naming them, when the new output writes a path the user's files hold.
+    Returns the paths carried over."""
+    keep = users_files(old, owned)
+    clash = [rel for rel in keep if os.path.lexists(work / rel.rstrip("/"))
+             and not (rel.endswith("/") and (work / rel).is_dir())]
+    if clash:
+        shown = ", ".join(clash[:3]) + (", ..." if len(clash) > 3 else "")
+        raise OutputDirError(
+            f"{old} holds {len(clash)} file{'s' if len(clash) != 1 else ''} this tool did not make at "
+            f"paths its new output writes ({shown}): replacing the directory would lose "
+            f"{'them' if len(clash) != 1 else 'it'}.",
+            hint="Move them out of the directory and run again.",
+        )
+    for rel in keep:
+        src, dst = old / rel.rstrip("/"), work / rel.rstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            dst.mkdir(exist_ok=True)
+            shutil.copystat(src, dst)
+            continue
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:  # no hard links here (or across): a copy, links kept as links
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dst)
+            else:
+                shutil.copy2(src, dst)
+    return keep
+
+
 def _swap_in(work: Path, target: Path) -> None:
     """Put `work` at `target` (a directory this run may replace), leaving no moment with neither."""
     with signals_held():
@@ -262,16 +351,21 @@ def _swap_in(work: Path, target: Path) -> None:
 
 
 @contextmanager
-def staged_output_dir(target: Path, *, force: bool, inspect: Inspector | None = None) -> Iterator[Path]:
+def staged_output_dir(
+    target: Path, *, force: bool, inspect: Inspector | None = None, kept: list[str] | None = None,
+    option: str = "--output-dir",
+) -> Iterator[Path]:
     """Build an output directory in a temporary sibling and move it into place on success.
 
     `target` is replaced only under the ownership rule (see the module docstring), checked
-    before the work and again under the lock at the rename. On any error, Ctrl-C or SIGTERM
-    the temporary directory is removed and `target` is left as it was.
+    before the work and again under the lock at the rename; the files of the user's in it
+    (all but `Found.owned`) are carried into the new directory, and their paths appended to
+    `kept`. On any error, Ctrl-C or SIGTERM the temporary directory is removed and `target`
+    is left as it was.
     """
     target = _absolute(Path(target))
     parent = target.parent
-    check_replaceable(target, force=force, inspect=inspect)
+    check_replaceable(target, force=force, inspect=inspect, option=option)
     work: Path | None = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -285,14 +379,18 @@ def staged_output_dir(target: Path, *, force: bool, inspect: Inspector | None = 
             shutil.rmtree(work, ignore_errors=True)
         if isinstance(exc, OSError):
             raise OutputDirError(
-                f"Cannot write the output directory {target}: {exc.strerror or exc}.",
-                hint="Choose a writable place with --output-dir.",
+                f"Cannot write the output directory {target}: {blocking_component(target) or exc.strerror or exc}.",
+                hint=f"Choose a writable place with {option}.",
             ) from None
         raise
     try:
         yield work
         with locked(parent):
-            check_replaceable(target, force=force, inspect=inspect, meanwhile=True)
+            found = check_replaceable(target, force=force, inspect=inspect, meanwhile=True, option=option)
+            if found.owned is not None:
+                carried = carry_over(target, work, found.owned)
+                if kept is not None:
+                    kept.extend(carried)
             _swap_in(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from .text import terminal_safe
+
 # key: names the row; never cut, repeated in every part of a split table (without a key column,
 #   the first column is repeated).
 # number, label: never cut or wrapped (a figure, a status word, a version).
@@ -83,7 +85,8 @@ class FitTable:
         n = len(self.columns)
         self.rows: list[list[Text]] = []
         for row in rows:
-            cells = [c if isinstance(c, Text) else Text(str(c)) for c in row]
+            # A cell's text may be a device's or an op's name from a file: no escape sequence of its own.
+            cells = [c if isinstance(c, Text) else Text(terminal_safe(str(c), one_line=True)) for c in row]
             self.rows.append(cells + [Text("")] * (n - len(cells)))
         self.title = title
         self.caption = caption

@@ -122,6 +122,14 @@ def update_baseline(
     """Write the candidate profiles as the baseline (default `root/<baseline_key>/`), atomically."""
     profiles, files = load_side(candidate, side="candidate", variant=variant)
     check_side(profiles, files, "candidate")
+    # A baseline gates each block: one without per-op rows (a basic-level profile) would leave
+    # every block ungated against it while the gate seemed to pass them.
+    bare = next((f for p, f in zip(profiles, files, strict=True) if not p.ops), None)
+    if bare is not None:
+        raise ProfileError(f"{bare}: no per-op rows (whole-model latency only), so it is not accepted as a "
+                           "per-block baseline.",
+                           hint="Accept profiles with per-op figures: AI Hub's, or qnn-net-run's at "
+                                "--profiling_level detailed imported as CSV or JSON.")
     p0 = profiles[0]
     target = Path(directory) if directory else Path(root) / baseline_key(p0)
     names = _unique_names(files)
@@ -141,7 +149,7 @@ def update_baseline(
         note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
         for name, f in zip(names, files, strict=True):
             shutil.copyfile(f, work / name)  # byte for byte: the profile keeps its own provenance
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
@@ -182,7 +190,7 @@ def update_structure_baseline(
         commit=os.environ.get("GITHUB_SHA"), note=note,
     )
     replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER) as work:
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
         shutil.copyfile(found.path, work / COMPILE_RECORD)  # byte for byte: the compile's own record
         (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
     return BaselineUpdate(directory=target, record=record, replaced=replaced)

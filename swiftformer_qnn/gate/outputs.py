@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.atomic import write_text_atomic
 from ..core.errors import OutputDirError
+from ..core.text import markdown_safe, terminal_safe
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus
 
 REPORT_NAMES = {"markdown": "gate.md", "junit": "gate.junit.xml", "json": "gate.json"}
@@ -64,8 +66,10 @@ def headline(v: GateVerdict) -> str:
     return f"SwiftFormer {what} gate {outcome}: {', '.join(counts)}"
 
 
-def describe_sides(v: GateVerdict) -> str:
-    b, c = v.baseline, v.candidate
+def describe_sides(v: GateVerdict, esc: Callable[[str], str] = str) -> str:
+    """The two sides in one sentence; `esc` escapes what came from the profiles (device, names)
+    for the format it goes into."""
+    b, c = _escaped(v.baseline, esc), _escaped(v.candidate, esc)
     if v.mode == "structure":
         what = " ".join(str(x) for x in (b.variant, b.precision) if x)
         shape = "x".join(map(str, b.input_shape or []))
@@ -92,16 +96,31 @@ def describe_sides(v: GateVerdict) -> str:
     )
 
 
+def _escaped(side, esc: Callable[[str], str]):
+    if esc is str:
+        return side
+    fields = ("variant", "precision", "device", "source")
+    return side.model_copy(update={**{k: esc(getattr(side, k)) for k in fields if getattr(side, k, None) is not None},
+                                   "qnn_versions": [esc(q) for q in side.qnn_versions]})
+
+
+def _md_code(text: str) -> str:
+    """`text` as a Markdown code span (literal inside), or escaped text where a backtick, a
+    table's `|` or a control character would break out of one."""
+    plain = "`" not in text and "|" not in text and terminal_safe(text, one_line=True) == text
+    return f"`{text}`" if plain else markdown_safe(text)
+
+
 def _columns(v: GateVerdict) -> list[str]:
     if v.mode == "structure":
         return ["", "metric", "baseline", "candidate", "change", "status"]
-    b, c = v.baseline.source, v.candidate.source
+    b, c = markdown_safe(v.baseline.source or ""), markdown_safe(v.candidate.source or "")
     return ["", "metric", f"baseline ({b}, us)", f"candidate ({c}, us)", "change",
             f"{v.rules.confidence * 100:g}% interval", "P(slower)", "status"]
 
 
 def _row(v: GateVerdict, r: MetricResult) -> list[str]:
-    row = [_MARK[r.status], f"`{r.metric}`", fmt_value(r.baseline, r.unit), fmt_value(r.candidate, r.unit),
+    row = [_MARK[r.status], _md_code(r.metric), fmt_value(r.baseline, r.unit), fmt_value(r.candidate, r.unit),
            fmt_change(r)]
     if v.mode == "profile":
         row += [fmt_interval(r), fmt_confidence(r)]
@@ -116,18 +135,19 @@ def _table(v: GateVerdict, results: list[MetricResult]) -> list[str]:
 
 
 def render_markdown(v: GateVerdict) -> str:
-    lines = [f"## {'✅' if v.passed else '❌'} {headline(v)}", "", describe_sides(v), ""]
+    # Device, source and metric names come from the profiles: escaped, as is every sentence that names them.
+    lines = [f"## {'✅' if v.passed else '❌'} {headline(v)}", "", describe_sides(v, markdown_safe), ""]
     notable = [r for r in v.results if r.status is not MetricStatus.UNCHANGED]
     if notable:
         # Failures first: the reader came for the block that regressed.
         notable.sort(key=lambda r: (not r.fails, r.status is not MetricStatus.IMPROVEMENT))
         lines += _table(v, notable) + [""]
-        lines += [f"- {r.reason}" for r in notable if r.fails or r.status is MetricStatus.IMPROVEMENT]
+        lines += [f"- {markdown_safe(r.reason)}" for r in notable if r.fails or r.status is MetricStatus.IMPROVEMENT]
         lines.append("")
     else:
         lines += ["No metric changed beyond its limits.", ""]
     if v.notes:
-        lines += ["**Notes**", ""] + [f"- {n}" for n in v.notes] + [""]
+        lines += ["**Notes**", ""] + [f"- {markdown_safe(n)}" for n in v.notes] + [""]
     lines += [f"<details><summary>All {len(v.results)} metrics</summary>", ""]
     lines += _table(v, v.results) + ["", "</details>", ""]
     return "\n".join(lines)

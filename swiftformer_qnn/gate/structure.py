@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ProfileError, UsageError
+from ..core.errors import OutputDirError, ProfileError, UsageError
 from ..htp.record import (
     COMPILE_FAILURE,
     COMPILE_RECORD,
     ON_THE_HTP,
     CompileFailure,
     CompileRecord,
+    disagreements,
     read_compile_failure,
     read_compile_record,
 )
+from ..pipeline.artifacts import read_manifest
 from .rules import GateRules
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus, SideInfo, make_verdict
 
@@ -93,7 +95,21 @@ def read_compile_file(path: Path) -> CompileSide:
     path = Path(path)
     if path.name == COMPILE_FAILURE:
         return CompileSide(failures=[FoundFailure(read_compile_failure(path), path)])
-    return CompileSide(compiles=[FoundCompile(read_compile_record(path), path)])
+    record = read_compile_record(path)
+    # An export's compile.json is vouched for by the export's manifest; any record by the
+    # binary and op trace beside it. An edited record is never gated as the compile.
+    manifest = read_manifest(path.parent)
+    stage = manifest.stage("compile") if manifest else None
+    if stage is not None and COMPILE_RECORD in stage.outputs:
+        try:
+            manifest.artifact(path.parent, "compile", COMPILE_RECORD)
+        except OutputDirError as exc:
+            raise ProfileError(exc.message, hint=exc.hint) from None
+    wrong = disagreements(path.parent, record)
+    if wrong:
+        raise ProfileError(f"{path}: the files beside it disagree with it ({'; '.join(wrong)}).",
+                           hint="Compile again (the same export or compile command rebuilds what no longer matches).")
+    return CompileSide(compiles=[FoundCompile(record, path)])
 
 
 def _records_in(directory: Path) -> list[Path]:

@@ -157,3 +157,38 @@ def traced_op_names(directory: Path, record: CompileRecord) -> list[str] | None:
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{path}: unreadable op trace ({exc}).") from None
     return [str(op.get("dst_name", "?")) for op in ops]
+
+
+def disagreements(directory: Path, record: CompileRecord) -> list[str]:
+    """What the files beside a `compile.json` say against it: the context binary (size and
+    SHA-256) and the op trace (HTP op count and types), where they are there. A record is
+    a plain JSON anyone can edit; the binary and QNN's own trace are what was compiled. A
+    committed structural baseline holds the record alone: nothing to check it against."""
+    import hashlib
+    import json
+    from collections import Counter
+
+    from .graph_cost import trace_ops
+
+    directory = Path(directory)
+    found: list[str] = []
+    binary = directory / record.context_binary
+    if binary.is_file():
+        h = hashlib.sha256()
+        with binary.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        if binary.stat().st_size != record.context_binary_bytes or h.hexdigest() != record.context_binary_sha256:
+            found.append(f"{record.context_binary} is not the binary it records (size or SHA-256)")
+    trace = directory / record.op_trace if record.op_trace else None
+    if trace is not None and trace.is_file() and record.htp_op_count is not None:
+        try:
+            ops = trace_ops(json.loads(trace.read_text()))
+        except (OSError, ValueError, AttributeError, RecursionError):
+            found.append(f"{record.op_trace} is unreadable")
+        else:
+            types = dict(Counter(str(m.get("dst_qnn_op_type", "?")) for m in ops))
+            if len(ops) != record.htp_op_count or (record.htp_op_types is not None and types != record.htp_op_types):
+                found.append(f"{record.op_trace} traces {len(ops)} HTP ops where it records {record.htp_op_count}"
+                             + ("" if len(ops) != record.htp_op_count else " (other op types)"))
+    return found

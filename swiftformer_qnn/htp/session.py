@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,24 +138,38 @@ class _captured_native_stderr:
     QNN EP: { name: ..., type: ... }"), not in the exception, so this is how the error can
     name them. It also keeps the QNN libraries' start-up chatter (printed on stdout) out of
     the user's terminal and out of any output piped from this tool.
+
+    The descriptors are the process's: sessions created from several threads at once (the
+    pipeline's stages overlap, verify opens one emulator session per core) take turns, or one
+    would save the other's redirection as "the terminal" and restore stdout to a closed file.
     """
+
+    _turn = threading.RLock()
 
     def __enter__(self):
         import sys
         import tempfile
 
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
-        for fd in (1, 2):
-            os.dup2(self._file.fileno(), fd)
+        self._turn.acquire()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._file = tempfile.TemporaryFile(mode="w+b")
+            self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+            for fd in (1, 2):
+                os.dup2(self._file.fileno(), fd)
+        except BaseException:
+            self._turn.release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for fd, saved in self._saved.items():
-            os.dup2(saved, fd)
-            os.close(saved)
+        try:
+            for fd, saved in self._saved.items():
+                os.dup2(saved, fd)
+                os.close(saved)
+        finally:
+            self._turn.release()
 
     def read(self) -> str:
         self._file.seek(0)

@@ -702,3 +702,27 @@ def require_onnx(model: Path) -> None:
     if not graph.node:
         raise UsageError(f"{model} is an ONNX model with no nodes: nothing to compile.",
                          hint="Pass a QDQ .onnx (e.g. model.qdq.onnx of an export).")
+    _check_external_data(model, graph)
+
+
+def _check_external_data(model: Path, graph) -> None:
+    """Weights kept in files beside the model (ONNX external data) must be there, inside the
+    model's folder: onnx refuses a location outside it, which is bad input, not a bug."""
+    import onnx
+
+    from ..core.errors import UsageError
+
+    folder = model.resolve().parent
+    for t in graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise UsageError(f"{model}: tensor {t.name!r} keeps its data in {location!r}, outside the model's folder; "
+                             "it is not read.",
+                             hint="Keep the external data file in the model's folder (onnx.save_model(..., "
+                                  "save_as_external_data=True, location='model.data')).")
+        if not target.is_file():
+            raise UsageError(f"{model}: tensor {t.name!r} keeps its data in {location!r}, which is not a file in "
+                             f"{folder}.", hint="Put the model's external data file beside it.")

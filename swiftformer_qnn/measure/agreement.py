@@ -46,12 +46,58 @@ def sqnr_below(figures: dict, minimum: float) -> bool:
     return figures["sqnr_db"] is None or figures["sqnr_db"] < minimum
 
 
-def run_cpu(model_path, inputs: np.ndarray) -> np.ndarray:
-    """Run an ONNX model on onnxruntime's CPU EP, one sample at a time (batch is fixed at 1)."""
+def cpu_workers(samples: int) -> int:
+    """How many CPU sessions share `samples` batch-1 runs: one per core."""
+    import os
+
+    return max(1, min(samples, len(os.sched_getaffinity(0))))
+
+
+def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, optimize: bool = True,
+             workers: int | None = None) -> list[list[np.ndarray]]:
+    """Run an ONNX model (a path, or serialized bytes) on onnxruntime's CPU EP over the batch-1
+    samples of `inputs`; per sample, the values of `outputs` (default: every graph output).
+
+    The samples are shared among one session per core, run from threads (onnxruntime releases
+    the GIL while it runs): a batch-1 pass of these models is many small ops, which one session's
+    intra-op pool keeps busy poorly, so a second session fills the gaps. Each session keeps
+    onnxruntime's default intra-op thread count, because that count decides how MLAS splits an
+    op and so its float rounding (a single-threaded session's activations differ in the last
+    bits, which would move calibration ranges); its threads do not spin between ops (spinning
+    burns the core the other session, or another process on a shared machine, needs; it changes
+    scheduling, not results). `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as
+    onnxruntime's calibrator does."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: inputs[i : i + 1]})[0] for i in range(inputs.shape[0])])
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    n = inputs.shape[0]
+    workers = max(1, min(workers or cpu_workers(n), n))
+    source = model if isinstance(model, bytes) else str(model)
+    results: list[list[np.ndarray] | None] = [None] * n
+
+    def work(k: int) -> None:
+        sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        for i in range(k, n, workers):
+            results[i] = sess.run(outputs, {name: inputs[i : i + 1]})
+
+    if workers == 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="cpu-run") as pool:
+            list(pool.map(work, range(workers)))  # list(): re-raise a worker's error
+    return results  # type: ignore[return-value]
+
+
+def run_cpu(model_path, inputs: np.ndarray, *, workers: int | None = 1) -> np.ndarray:
+    """The first output of an ONNX model on onnxruntime's CPU EP for each batch-1 sample of
+    `inputs`, concatenated (`cpu_runs`). One session by default: the pipeline runs it beside
+    other work (PyTorch's reference, the emulator), and each more session holds its own copy of
+    the weights and activations (~250 MB for L1 at 224)."""
+    return np.concatenate([r[0] for r in cpu_runs(model_path, inputs, workers=workers)])

@@ -108,7 +108,7 @@ def _hits(text: str, variant: Variant, op_name: str) -> list[_Hit]:
     def foreign(what: str) -> ProfileError:
         return ProfileError(
             f"Op {op_name!r} names {what}, which {variant.title} does not have.",
-            hint="Is this a profile of another variant (check --variant)?",
+            hint="Is this a profile of another model than the one it is attributed to?",
         )
 
     for m in _STAGE_BLOCK.finditer(text):

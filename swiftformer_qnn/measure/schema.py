@@ -21,8 +21,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..core.atomic import write_text_atomic
-from ..core.errors import ProfileError
+from ..core.atomic import not_a_regular_file, write_text_atomic
+from ..core.errors import ProfileError, json_problem
 
 SCHEMA_VERSION = 2  # 2: per-op execution_time_us + execution_cycles; latency basis and estimate
 PROFILE_KIND = "swiftformer-qnn.profile"
@@ -33,6 +33,9 @@ class LatencySource(str, Enum):
 
     AIHUB = "aihub"  # a real device, through Qualcomm AI Hub
     QNN_NET_RUN = "qnn-net-run"  # a phone attached over adb, qnn-net-run --profiling_level
+    # A device running onnxruntime with the QNN EP (an Android or Windows-on-Snapdragon app), its
+    # profiling CSV imported (`importers.onnxruntime_qnn_csv`).
+    ONNXRUNTIME_QNN = "onnxruntime-qnn"
     PUBLISHED = "published"  # imported from a published table (summary only)
     EMULATOR = "emulator"  # onnxruntime-qnn's x86 HTP emulator: structure only, NOT latency
     # QNN's HTP performance estimator (Hextimate) for a proxy SoC: estimated accelerator time,
@@ -349,6 +352,11 @@ class Profile(_Strict):
 def load_profile(path: Path) -> Profile:
     """Read and validate one profile; any problem is a ProfileError naming the file."""
     path = Path(path)
+    why = not_a_regular_file(path)
+    if why == "does not exist":
+        raise ProfileError(f"{path}: no such profile file.")
+    if why is not None:
+        raise ProfileError(f"{path} {why}: not read as a profile.")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -358,7 +366,7 @@ def load_profile(path: Path) -> Profile:
     except RecursionError:
         raise ProfileError(f"{path}: not a profile (JSON nested too deeply).") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, huge integers
-        raise ProfileError(f"{path}: not a JSON profile ({str(exc)[:200]}).") from None
+        raise ProfileError(f"{path}: not a JSON profile ({json_problem(exc)}).") from None
     if not isinstance(data, dict) or data.get("kind") != PROFILE_KIND:
         raise ProfileError(f"{path}: not a swiftformer-qnn profile (no \"kind\": \"{PROFILE_KIND}\").")
     if data.get("schema_version") != SCHEMA_VERSION:
@@ -374,11 +382,13 @@ def load_profile(path: Path) -> Profile:
 
 
 def find_profiles(paths: list[Path]) -> list[Path]:
-    """Expand directories into the profile files below them (`*.profile.json`), sorted."""
+    """Expand directories into the profile files below them (`*.profile.json`), sorted. Only
+    regular files are found in a directory: a FIFO named like a profile would block its reader
+    forever (a file named on the command line is judged by `load_profile`)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(p.rglob("*.profile.json")))
+            found.extend(sorted(f for f in p.rglob("*.profile.json") if not_a_regular_file(f) is None))
         else:
             found.append(p)
     return found

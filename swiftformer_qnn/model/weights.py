@@ -500,6 +500,7 @@ def load_weights(
             hint="Pass --variant encoder to use it, or full-model weights.",
         )
     expected = model.state_dict()
+    _check_kinds(native, expected, path.name)
     native = _fit_to_model(native, expected, notes)
     _check_fits(native, expected, path.name, variant)
     _check_finite(native, path.name)
@@ -510,6 +511,34 @@ def load_weights(
     set_attention_form(model, effective)
     notes.extend(_attention_notes(fmt, implied, effective, raw.metadata))
     return LoadedWeights(path, fmt, sha256 or sha256_file(path), implied, effective, notes)
+
+
+def _wrong_kind(value: object, target: torch.Tensor | None) -> str | None:
+    """Why `value` cannot be a weight where the model holds `target`; None when it can."""
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}, not a tensor"
+    if value.is_meta:
+        return "a meta tensor (a shape without values)"
+    if value.layout is not torch.strided:
+        return f"a sparse tensor ({str(value.layout).removeprefix('torch.')})"
+    if value.is_complex():
+        return f"a complex tensor ({str(value.dtype).removeprefix('torch.')})"
+    if target is not None and target.is_floating_point() and not value.is_floating_point():
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{'an' if dtype.startswith('int') else 'a'} {dtype} tensor where the model holds float weights"
+    return None
+
+
+def _check_kinds(tensors: Mapping[str, object], expected: Mapping[str, torch.Tensor], name: str) -> None:
+    """Integer, bool, complex, sparse or meta tensors where float weights belong: said by name,
+    before a silent cast (an int weight loads as rounded floats) or a failure far later."""
+    bad = [(k, why) for k, v in tensors.items() if (why := _wrong_kind(v, expected.get(k)))]
+    if bad:
+        (k, why), more = bad[0], len(bad) - 1
+        raise WeightsError(
+            f"{name}: {k} is {why}" + (f" (and {more} more tensor{'s' if more != 1 else ''} like it)" if more else "") + ".",
+            hint="Pass a checkpoint of float weights (as training saves them), not a quantized, sparse or meta export.",
+        )
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], name: str) -> None:

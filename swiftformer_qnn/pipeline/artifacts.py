@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 
 from ..core.atomic import sha256_file
 from ..core.cache import cache_root, code_version, sha256_json
@@ -35,10 +46,52 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def relative_path(path: str) -> str:
+    """`path` as records hold it: relative, POSIX, normalised, inside its directory. A record
+    is read from a plain folder anyone can edit (a CI cache restored from another branch), so
+    `../x`, `/etc/x`, `a/../../x` or `C:\\x` are refused, not followed out of the directory."""
+    if not isinstance(path, str) or not path or "\0" in path or "\\" in path:
+        raise ValueError(f"{path!r} is not a relative path")
+    norm = posixpath.normpath(path)
+    if norm.startswith("/") or norm == "." or norm == ".." or norm.startswith("../") or ":" in norm.split("/")[0]:
+        raise ValueError(f"{path!r} is not a path inside its directory")
+    return norm
+
+
+RelativePath = Annotated[str, AfterValidator(relative_path)]
+
+
 class FileRecord(_Model):
-    path: str  # relative to the directory holding the manifest
+    path: RelativePath  # relative to the directory holding the record (a manifest, a stage.json)
     sha256: str
     bytes: int
+
+    def locate(self, directory: Path) -> Path:
+        """The file inside `directory`, refused (OutputDirError) when a symbolic link on the way
+        leads out of it."""
+        p = Path(directory) / self.path
+        try:
+            inside = p.resolve().is_relative_to(Path(directory).resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            inside = False
+        if not inside:
+            raise OutputDirError(f"{p} leads out of {directory} (a symbolic link): not used.",
+                                 hint="Remove the link; the next run rebuilds the file.")
+        return p
+
+    def matches(self, directory: Path) -> str | None:
+        """None when the file in `directory` is the one recorded (its size and SHA-256), else why not."""
+        try:
+            p = self.locate(directory)
+            if not p.is_file():
+                return f"{self.path} is missing" if not os.path.lexists(p) else f"{self.path} is not a regular file"
+            if p.stat().st_size != self.bytes or sha256_file(p) != self.sha256:
+                return f"{self.path} was changed"
+        except OutputDirError:
+            return f"{self.path} leads out of the directory"
+        except OSError as exc:
+            return f"{self.path} cannot be read ({exc.strerror or exc})"
+        return None
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -95,10 +148,24 @@ class ExportManifest(_Model):
         return rec.results
 
     def artifact(self, directory: Path, stage: str, output: str) -> Path:
+        """The path of an output of the export in `directory`, checked against the size and
+        SHA-256 the manifest records: a file replaced or edited since is never used as the
+        export's (OutputDirError, saying how to rebuild it)."""
         rec = self.stage(stage)
         if rec is None or output not in rec.outputs:
             raise OutputDirError(f"{directory}: the export has no {stage}/{output} artifact.")
-        return Path(directory) / rec.outputs[output].path
+        record = rec.outputs[output]
+        why = record.matches(Path(directory))
+        if why is not None:
+            raise OutputDirError(f"{directory}: {why} (against the size and SHA-256 the export's manifest records), "
+                                 "so it is not used as the export's.",
+                                 hint="Run the same `export` (or `compile`) again: it rebuilds the files that "
+                                      "no longer match its manifest and keeps the rest.")
+        return Path(directory) / record.path
+
+    def files(self) -> frozenset[str]:
+        """Every file of the export: the manifest and each stage's outputs."""
+        return frozenset({MANIFEST_NAME} | {out.path for s in self.stages for out in s.outputs.values()})
 
 
 def holds_export_manifest(directory: Path) -> bool:
@@ -130,20 +197,28 @@ def damaged_outputs(directory: Path, manifest: ExportManifest) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
     records = {out.path: out for stage in manifest.stages for out in stage.outputs.values()}
-
-    def check(rec: FileRecord) -> str | None:
-        p = Path(directory) / rec.path
-        try:
-            if not p.is_file():
-                return f"{rec.path} is missing"
-            if p.stat().st_size != rec.bytes or sha256_file(p) != rec.sha256:
-                return f"{rec.path} was changed"
-        except OSError as exc:
-            return f"{rec.path} cannot be read ({exc.strerror or exc})"
-        return None
-
     with ThreadPoolExecutor(max_workers=min(4, len(records) or 1)) as pool:
-        return [why for why in pool.map(check, records.values()) if why]
+        return [why for why in pool.map(lambda rec: rec.matches(Path(directory)), records.values()) if why]
+
+
+def manifest_files(directory: Path) -> frozenset[str] | None:
+    """The files a manifest of this tool in `directory` lists (itself included), read leniently
+    so that an earlier version's manifest counts too; None when there is no such manifest or
+    it lists nothing readable (then nothing in the directory can be told the user's)."""
+    try:
+        data = json.loads((Path(directory) / MANIFEST_NAME).read_text())
+        if data.get("kind") != MANIFEST_KIND:
+            return None
+        paths = {MANIFEST_NAME}
+        for stage in data.get("stages") or ():
+            for out in (stage.get("outputs") or {}).values():
+                try:
+                    paths.add(relative_path(out["path"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return frozenset(paths)
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        return None
 
 
 # Temp dirs of versions that did not put their PID in the name (`.<key>.<mkdtemp suffix>`): nobody
@@ -170,19 +245,22 @@ class StageCache:
         self.root = (root or cache_root()) / "stages"
         self.enabled = enabled
         self._swept = False
+        self._sweep_lock = threading.Lock()
 
     def _sweep(self) -> None:
-        """Remove the temporary directories of runs that were killed (once per cache object)."""
-        if self._swept:
-            return
-        self._swept = True
-        try:
-            stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
-        except OSError:
-            return
-        for d in stage_dirs:
-            recover_leftovers(d)
-            _remove_legacy_temp_dirs(d)
+        """Remove the temporary directories of runs that were killed (once per cache object;
+        stages and sweep workers call `run` from several threads)."""
+        with self._sweep_lock:
+            if self._swept:
+                return
+            self._swept = True
+            try:
+                stage_dirs = [d for d in self.root.iterdir() if d.is_dir()]
+            except OSError:
+                return
+            for d in stage_dirs:
+                recover_leftovers(d)
+                _remove_legacy_temp_dirs(d)
 
     def _dir(self, name: str, key: str) -> Path:
         return self.root / name / key[:32]
@@ -202,10 +280,8 @@ class StageCache:
             return None
         # An entry whose files were deleted or changed (the cache is a plain folder anyone can
         # edit) is ignored: the content hash, not just the size, is what makes a hit.
-        for out in rec.outputs.values():
-            p = d / out.path
-            if not p.is_file() or p.stat().st_size != out.bytes or sha256_file(p) != out.sha256:
-                return None
+        if any(out.matches(d) is not None for out in rec.outputs.values()):
+            return None
         return rec, d
 
     def run(

@@ -26,8 +26,8 @@ from .compile import guarded_model
 from .localize import block_of, divergence, run_taps, sqnr_db, taps
 from .requests import ExportedRequest
 
-REQUIRED = ("manifest.json", "model.qdq.onnx", "heldout.npy")
-FLOAT_GRAPHS = ("model.fold.onnx", "model.sim.onnx")  # the one that was quantized first
+REQUIRED = (("quantize", "model.qdq.onnx"), ("inputs", "heldout.npy"))
+FLOAT_GRAPHS = (("fold_bn", "model.fold.onnx"), ("simplify", "model.sim.onnx"))  # the one that was quantized first
 
 
 class BlockFidelity(BaseModel):
@@ -71,15 +71,19 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise UsageError(f"{export_dir} is not a directory.", hint="Pass an export directory (swiftformer-qnn export ... --until compile).")
-    graph = next((g for g in FLOAT_GRAPHS if (export_dir / g).is_file()), None)
-    missing = [f for f in REQUIRED if not (export_dir / f).is_file()] + ([] if graph else [" or ".join(FLOAT_GRAPHS)])
-    if missing:
-        raise UsageError(f"{export_dir} lacks {', '.join(missing)}.",
-                         hint="Diagnose an export made with --until quantize or later (the default runs everything).")
     manifest = read_manifest(export_dir)
     if manifest is None or not isinstance(manifest.request, ExportedRequest):
-        raise UsageError(f"{export_dir}/manifest.json is not an export manifest of this tool.",
+        raise UsageError(f"{export_dir} holds no export manifest of this tool.",
                          hint="Pass a directory written by `swiftformer-qnn export`.")
+    # Every file through the manifest (ExportManifest.artifact checks its size and SHA-256): a
+    # model.qdq.onnx dropped into the directory is not the export's and is never diagnosed as it.
+    graph = next(((stage, name) for stage, name in FLOAT_GRAPHS
+                  if manifest.stage(stage) and name in manifest.stage(stage).outputs), None)
+    missing = [f"{stage}/{name}" for stage, name in REQUIRED
+               if not (manifest.stage(stage) and name in manifest.stage(stage).outputs)]
+    if missing or graph is None:
+        raise UsageError(f"{export_dir}: the export has no {', '.join(missing or ['float graph'])}.",
+                         hint="Diagnose an export made with --until quantize or later (the default runs everything).")
     req = manifest.request
     if req.precision == "fp16":
         raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
@@ -89,10 +93,12 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     block = req.variant == "encoder"
     variant = get_variant(req.variant, encoder_dim=shape[1] if block else None, encoder_hw=shape[2] if block else None)
     target = HtpTarget(req.soc_model, req.htp_arch)
-    sample = np.load(export_dir / "heldout.npy")[:1]
+    sample = np.load(manifest.artifact(export_dir, "inputs", "heldout.npy"))[:1]
+    qdq_path = manifest.artifact(export_dir, "quantize", "model.qdq.onnx")
+    float_graph = manifest.artifact(export_dir, *graph)
     with tempfile.TemporaryDirectory() as tmp:
         # What the compile stage compiled: model.qdq.onnx after its (deterministic) BN guard.
-        qdq, _ = guarded_model(export_dir / "model.qdq.onnx", Path(tmp))
+        qdq, _ = guarded_model(qdq_path, Path(tmp))
         model = onnx.load(str(qdq))
         chosen, cpu, htp = run_taps(model, sample, target, taps(model))
 
@@ -107,7 +113,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     from ..measure.attribution import model_blocks
 
     order = [b for b in model_blocks(variant) if b in last]
-    fp32 = _float_values(export_dir / graph, sample, [chosen[last[b]].tensor for b in order])
+    fp32 = _float_values(float_graph, sample, [chosen[last[b]].tensor for b in order])
     blocks = []
     for b in order:
         k = last[b]
@@ -117,7 +123,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
             cpu_qdq_vs_fp32_db=_db(sqnr_db(ref, cpu[k])) if ref is not None else None,
             htp_vs_fp32_db=_db(sqnr_db(ref, htp[k])) if ref is not None else None,
             htp_vs_cpu_qdq_db=_db(sqnr_db(cpu[k], htp[k]))))
-    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req.precision, graph=graph,
+    return Diagnosis(export_dir=str(export_dir), variant=variant.name, precision=req.precision, graph=graph[1],
                      sample="heldout.npy[0]", blocks=blocks,
                      divergence=divergence(model, chosen, cpu, htp, variant))
 

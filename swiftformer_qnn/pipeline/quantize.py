@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from ..core.targets import Precision
+<<<<<<< HEAD
 from ..model.variants import Variant
 from .precision_units import activation_overrides, precision_units, sixteen_bit_nodes
 
@@ -25,6 +26,9 @@ class _ArrayReader:
 
     def get_next(self):
         return next(self._it, None)
+=======
+from .ranges import check_reproducible, minmax_ranges
+>>>>>>> main
 
 
 def quantize_qdq(
@@ -38,6 +42,7 @@ def quantize_qdq(
     ranges: Path | None = None,
 ) -> dict:
     """QNN preprocessing (fusions the HTP prefers, e.g. LpNormalization), then static QDQ
+<<<<<<< HEAD
     quantization with per-channel int8 weights and 8- or 16-bit activations.
 
     `mixed`: 8-bit activations except those of `sixteen_bit_units` (`precision_units` of
@@ -54,26 +59,44 @@ def quantize_qdq(
     input_name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
     if precision is not Precision.MIXED and sixteen_bit_units:
         raise ValueError("16-bit units are for the mixed precision only")
+=======
+    quantization with per-channel int8 weights and 8- or 16-bit activations, calibrated on the
+    batch-1 samples of `calibration` with onnxruntime's MinMax ranges (`ranges.minmax_ranges`)."""
+    from onnxruntime.quantization import QuantType
+
+    activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16}[precision]
+>>>>>>> main
     # onnxruntime.quantization warns on the root logger about things that do not apply here
     # (rank-1 BN weights have no channel axis; "consider pre-processing", which we just did).
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
+<<<<<<< HEAD
         return _quantize(float_model, calibration, out, activation, input_name, precision, Reader,
                          sixteen_bit_units, variant, ranges)
+=======
+        return _quantize(float_model, calibration, out, activation, precision)
+>>>>>>> main
     finally:
         root.setLevel(level)
 
 
+<<<<<<< HEAD
 def _quantize(float_model, calibration, out, activation, input_name, precision, reader_cls,
               sixteen_bit_units=(), variant=None, ranges=None) -> dict:
     from onnxruntime.quantization import QuantType, quantize_static
+=======
+def _quantize(float_model, calibration, out, activation, precision) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+>>>>>>> main
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pre = Path(tmp) / "model.pre.onnx"
         src = pre if qnn_preprocess_model(str(float_model), str(pre)) else float_model
+<<<<<<< HEAD
         overrides = None
         if sixteen_bit_units:
             graph = onnx.load(str(src), load_external_data=False)
@@ -93,6 +116,25 @@ def _quantize(float_model, calibration, out, activation, input_name, precision, 
             use_external_data_format=config.use_external_data_format,
             calibration_providers=config.calibration_providers, extra_options=config.extra_options,
             calibration_cache_path=str(ranges) if ranges is not None else None,
+=======
+        # The config reads the graph only (QNN's per-op overrides); the calibration comes below.
+        config = get_qnn_qdq_config(
+            str(src), None, activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
+        )
+        check_reproducible(config)
+        ranges = Path(tmp) / "ranges.json"
+        save_tensors_data(minmax_ranges(src, calibration, config.op_types_to_quantize), ranges)
+        # What onnxruntime.quantization.quantize passes for a StaticQuantConfig, with the ranges
+        # through its calibration cache instead of a data reader.
+        quantize_static(
+            str(src), str(out), None, calibrate_method=config.calibrate_method, quant_format=config.quant_format,
+            activation_type=config.activation_type, weight_type=config.weight_type,
+            op_types_to_quantize=config.op_types_to_quantize, nodes_to_quantize=config.nodes_to_quantize,
+            nodes_to_exclude=config.nodes_to_exclude, per_channel=config.per_channel,
+            reduce_range=config.reduce_range, use_external_data_format=config.use_external_data_format,
+            calibration_providers=config.calibration_providers, extra_options=config.extra_options,
+            calibration_cache_path=ranges,
+>>>>>>> main
         )
         preprocessed = src == pre
     qdq = onnx.load(str(out))

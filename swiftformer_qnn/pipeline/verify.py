@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from ..core.errors import QuantizationFidelityError
 from ..core.targets import Precision
 from ..htp.session import HtpTarget, htp_session
-from ..measure.agreement import compare_outputs, run_cpu, sqnr_below
+from ..measure.agreement import compare_outputs, cpu_workers, run_cpu, sqnr_below
 
 # Default --min-sqnr (dB of the quantized model's outputs against fp32, on held-out inputs).
 DEFAULT_MIN_SQNR = {Precision.W8A8: 10.0, Precision.W8A16: 20.0, Precision.FP16: 30.0, Precision.MIXED: 10.0}
@@ -34,7 +35,7 @@ MIN_EMULATOR_COSINE = 0.99
 MAX_SQNR_GAP_DB = 3.0
 # Mixed keeps w8a8's floor: its 8-bit units round as w8a8's do.
 MIN_EMULATOR_SQNR_DB = {Precision.W8A8: 15.0, Precision.W8A16: 42.0, Precision.MIXED: 15.0}
-EMULATOR_SAMPLES = 4  # ~1.5 s each for L1 on the emulator
+EMULATOR_SAMPLES = 4  # ~1.5 s each for L1 on the emulator (one core each)
 
 
 def verify_fidelity(
@@ -60,14 +61,14 @@ def verify_fidelity(
     `compiled_graph`: the QDQ graph the context binary was compiled from, when not
     `quantized_model` itself (the compile stage's BN guard may have rewritten it); the per-tensor
     runs compile that graph again with its quantized tensors as outputs."""
-    quant = run_cpu(quantized_model, heldout)
-    quantization = compare_outputs(fp32, quant, classify=classify)
-
     n = min(emulator_samples, heldout.shape[0])
-    session = htp_session(context_model, target)  # one session: loading the context is the slow part
-    name = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
-    emulated = np.concatenate([session.run(None, {name: heldout[i : i + 1]})[0] for i in range(n)])
-    del session
+    # The CPU QDQ model over every held-out input and the binary on the emulator, at once: on
+    # two cores neither keeps both busy (the emulator runs mostly on one thread per session).
+    with ThreadPoolExecutor(1, thread_name_prefix="cpu-qdq") as pool:
+        on_cpu = pool.submit(run_cpu, quantized_model, heldout)
+        emulated = emulate(context_model, heldout[:n], target)
+        quant = on_cpu.result()
+    quantization = compare_outputs(fp32, quant, classify=classify)
     emulator = compare_outputs(quant[:n], emulated, classify=classify)
     emulator_vs_fp32 = compare_outputs(fp32[:n], emulated, classify=classify)
     cpu_vs_fp32 = compare_outputs(fp32[:n], quant[:n], classify=classify)
@@ -109,6 +110,26 @@ def verify_fidelity(
             hint=_hint(finding),
         )
     return result
+
+
+def emulate(context_model: Path, inputs: np.ndarray, target: HtpTarget) -> np.ndarray:
+    """The context binary's first output on the HTP emulator for each batch-1 sample of
+    `inputs`, concatenated. One session per core, each running its share from a thread: one
+    session runs one inference at a time (onnxruntime-qnn serializes them), mostly on one
+    thread, and loading the context again costs a fraction of one inference."""
+    n = inputs.shape[0]
+    workers = cpu_workers(n)
+    out: list[np.ndarray | None] = [None] * n
+
+    def work(k: int) -> None:
+        session = htp_session(context_model, target)
+        name = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
+        for i in range(k, n, workers):
+            out[i] = session.run(None, {name: inputs[i : i + 1]})[0]
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="htp-emulator") as pool:
+        list(pool.map(work, range(workers)))  # list(): re-raise a session's error
+    return np.concatenate(out)
 
 
 def output_failures(emulator: dict, emulator_vs_fp32: dict, cpu_vs_fp32: dict, precision: Precision) -> list[str]:

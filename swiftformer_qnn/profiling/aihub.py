@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -216,10 +217,17 @@ class HubSession:
     # -- plumbing --
 
     def _call(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
-        """Run one client call; its failures become a HubError naming what we were doing."""
+        """Run one client call; its failures become a HubError naming what we were doing. No
+        call waits longer than --timeout: the client's own HTTP retries against a server that
+        accepts and never answers took minutes (a device lookup, 244 s)."""
         try:
             with quiet(self.progress):
-                return fn()
+                return _bounded(fn, self.options.timeout_s)
+        except _NoAnswer:
+            raise HubError(f"Qualcomm AI Hub, {what}: no answer from {self.config.api_url} within "
+                           f"--timeout {self.options.timeout_s:g} s.",
+                           hint="Check the network and the server, or allow longer with --timeout; rerun the same "
+                                f"command to resume the jobs saved in {self.journal.path}.") from None
         except client_errors() as exc:
             where = f" ({job_url})" if job_url else ""
             hint = None
@@ -682,6 +690,33 @@ class HubSession:
         attrs = device_attributes(dev.attributes)
         return TargetInfo(device=device.name or dev.name, chipset=attrs["chipset"], soc_model=attrs["soc_model"],
                           htp_arch=attrs["htp_arch"], os=dev.os or None)
+
+
+class _NoAnswer(Exception):
+    pass
+
+
+def _bounded(fn: Callable[[], Any], seconds: float) -> Any:
+    """`fn()`, given at most `seconds`: run in a daemon thread (a blocked socket read cannot be
+    interrupted otherwise) that is abandoned, not joined, when the time is up. The wait itself
+    stays interruptible by Ctrl-C and SIGTERM."""
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread)
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="aihub-call", daemon=True).start()
+    if not done.wait(seconds):
+        raise _NoAnswer
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
 
 
 def _db(agreement: OutputAgreement | None) -> str:

@@ -134,13 +134,36 @@ def layer_sources(name: str, sources: Mapping[str, list[str]]) -> list[str]:
     return list(sources.get(base, [])) if base != name else []
 
 
+def _layer_key(d: Any) -> tuple | None:
+    if not isinstance(d, Mapping) or not d.get("name"):
+        return None  # unnamed layers cannot be told apart: each is kept
+    return tuple((k, str(d.get(k))) for k in ("name", "type", "compute_unit", "execution_time", "execution_cycles"))
+
+
+def unique_layers(detail: list[Any]) -> tuple[list[Any], int]:
+    """`execution_detail` with each repeated layer (the same name, type, unit and figures again)
+    once, and how many repeats were left out. A payload listing a layer twice would count its
+    time twice and inflate its block's share; two different layers never have all of these equal
+    but for an empty name (kept)."""
+    seen: set[tuple] = set()
+    kept = []
+    for d in detail:
+        key = _layer_key(d)
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen.add(key)
+        kept.append(d)
+    return kept, len(detail) - len(kept)
+
+
 def ops_from_detail(detail: list[dict[str, Any]], sources: dict[str, list[str]] | None = None) -> list[OpRecord]:
     """`execution_detail` layers -> OpRecords (not yet attributed), keeping both
     `execution_time` (us) and `execution_cycles` as the layer gives them. `sources` (from
     `onnx_sources`) fills each op's `onnx_nodes` where its name matches the uploaded graph."""
     sources = sources or {}
     ops = []
-    for d in detail:
+    for d in unique_layers(detail)[0]:
         cu = str(d.get("compute_unit") or "")
         name = str(d.get("name", ""))
         ops.append(
@@ -176,8 +199,13 @@ def profile_from_hub(
     if not isinstance(payload, dict) or "execution_summary" not in payload:
         raise ProfileError("AI Hub returned no profile (the job produced no execution_summary).")
     latency = latency_from_summary(payload["execution_summary"] or {})
-    ops = attribute_ops(ops_from_detail(payload.get("execution_detail") or [], sources), get_variant(model.variant),
-                        graph=graph)
+    detail = payload.get("execution_detail") or []
+    ops = attribute_ops(ops_from_detail(detail, sources), get_variant(model.variant), graph=graph)
+    repeats = unique_layers(detail)[1]
+    if repeats:
+        said = f"{repeats} layer{'s' if repeats != 1 else ''} repeated in AI Hub's execution_detail counted once."
+        provenance = provenance.model_copy(update={"note": f"{provenance.note} {said}".strip() if provenance.note
+                                                   else said})
     return Profile(
         source=LatencySource.AIHUB,
         model=model,

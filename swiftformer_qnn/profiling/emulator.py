@@ -18,9 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ from ..measure.schema import (
 )
 from ..model.variants import Variant
 from .devices import EMULATOR_DEVICE
+from .qnn_viewer import checked_identifier
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +57,37 @@ NOT_LATENCY = (
 _COLUMNS = ("Message", "Time", "Unit of Measurement", "Event Level", "Event Identifier")
 _SOURCES_COLUMN = "ONNX Source Ops"
 _EXECUTE_ROOT = "Accelerator (execute) time (cycles)"
+_EXECUTE_US = "QNN (execute) time"  # the run's graph execute, host side included
 _OP_ID = re.compile(r"^(?P<name>.*?)(?::OpId_\d+)? \(cycles\)$")
 _GRAPH_IO = re.compile(r"^(?P<io>Input|Output) OpId_\d+$")
 # The ONNX op type, when the op still carries its ONNX node's name (`Conv_token_21`, `Gemm_1`).
 _ONNX_TYPE = re.compile(r"^([A-Z][A-Za-z0-9]*?)(?:_\d+)?(?:_token_\d+)?$")
+
+
+# Beside the emulator's raw files: what made them. QNN's CSV itself has the same header and rows
+# whether a phone or the x86 emulator wrote it, so the file alone cannot say (importers read this).
+MADE_BY = "made_by.json"
+MADE_BY_KIND = "swiftformer-qnn.emulator-raw"
+
+
+def write_made_by(directory: Path) -> Path:
+    from ..core.atomic import write_text_atomic
+
+    return write_text_atomic(Path(directory) / MADE_BY, json.dumps({
+        "kind": MADE_BY_KIND,
+        "made_by": f"onnxruntime-qnn's HTP emulator on x86_64 (swiftformer-qnn {__version__}, profile --device emulator)",
+        "device_latency": False,
+        "note": NOT_LATENCY,
+    }, indent=2) + "\n")
+
+
+def made_by_emulator(path: Path) -> bool:
+    """Whether the emulator's marker lies beside `path` (a raw file `profile --device emulator` wrote)."""
+    try:
+        marker = Path(path).parent / MADE_BY
+        return marker.is_file() and json.loads(marker.read_text()).get("kind") == MADE_BY_KIND
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def _read_op_trace(path: Path) -> dict[str, dict]:
@@ -74,8 +104,10 @@ def _read_op_trace(path: Path) -> dict[str, dict]:
         }
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such QNN op trace file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {exc}).") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not a QNN framework op trace (nested too deeply).") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProfileError(f"{path}: not a QNN framework op trace ({type(exc).__name__}: {str(exc)[:200]}).") from None
 
 
 def _fallback_type(name: str) -> str:
@@ -87,16 +119,25 @@ def _fallback_type(name: str) -> str:
     return m.group(1) if m else "unknown"
 
 
-def parse_qnn_profile_csv(
-    csv_path: Path, op_trace_json: Path | None = None, *, execution: int = -1
-) -> list[OpRecord]:
-    """The HTP ops of one run from QNN's detailed profile CSV, times in emulator CYCLES.
+@dataclass(frozen=True)
+class QnnProfileCsv:
+    """What one onnxruntime-qnn profiling CSV holds: per run, its HTP ops (times in CYCLES)
+    and, where QNN wrote one, its `QNN (execute) time` in microseconds."""
+
+    runs: list[list[OpRecord]]
+    execute_us: list[float | None]
+
+
+def read_qnn_profile_csv(csv_path: Path, op_trace_json: Path | None = None) -> QnnProfileCsv:
+    """Every run of onnxruntime-qnn's profiling CSV (`profiling_level=detailed`): the one
+    reader of that format, for the emulator's own runs and for an app's CSV imported from a
+    device.
 
     Names lose QNN's `:OpId_N (cycles)` decoration. `onnx_nodes` come from the CSV's
     `ONNX Source Ops` column, else from `op_trace_json` (needed for an EP-context model
     profiled without its compile-time trace beside it). `op_type` is the QNN op type from
-    the trace, else the ONNX type the op's name still shows, else "unknown". A CSV holds one
-    block of NODE rows per run; `execution` picks one (default: the last). Attribution is
+    the trace, else the ONNX type the op's name still shows, else "unknown". A run starts at
+    its ROOT `Accelerator (execute) time (cycles)` row; its NODE rows follow. Attribution is
     left to `attribution.attribute_ops`.
     """
     csv_path = Path(csv_path)
@@ -114,52 +155,77 @@ def parse_qnn_profile_csv(
         raise ProfileError(f"{csv_path}: unreadable QNN profile CSV ({exc}).") from None
 
     runs: list[list[dict]] = []
+    execute: list[float | None] = []
     for row in rows:
+        if None in row.values() or None in row:  # a short row, or one longer than the header
+            raise ProfileError(f"{csv_path}: a row of {len([v for v in row.values() if v is not None])} columns, "
+                               f"the header has {len(reader.fieldnames or [])}.")
         if row["Event Level"] == "ROOT" and row["Event Identifier"] == _EXECUTE_ROOT:
             runs.append([])
+            execute.append(None)
         elif row["Message"] == "NODE":
             if not runs:  # NODE rows before any execute marker: older QNN without the marker
                 runs.append([])
+                execute.append(None)
             runs[-1].append(row)
-    runs = [r for r in runs if r]
-    if not runs:
+        elif (row["Event Level"] == "ROOT" and row["Event Identifier"] == _EXECUTE_US
+              and row["Unit of Measurement"] == "US" and runs):
+            execute[-1] = _csv_number(csv_path, row["Event Identifier"], row["Time"])
+    kept = [(r, e) for r, e in zip(runs, execute, strict=True) if r]
+    if not kept:
         raise ProfileError(
             f"{csv_path}: no per-op (NODE) rows.",
             hint="Profile with profiling_level=detailed and run the session at least once.",
         )
+    ops_of_runs = []
+    for run, _ in kept:
+        ops = []
+        for row in run:
+            if row["Unit of Measurement"] != "CYCLES":
+                raise ProfileError(
+                    f"{csv_path}: op row {row['Event Identifier']!r} is in {row['Unit of Measurement']!r}, expected CYCLES."
+                )
+            ident = checked_identifier(row["Event Identifier"], str(csv_path))
+            m = _OP_ID.match(ident)
+            name = m.group("name") if m else ident
+            io = _GRAPH_IO.match(name)
+            if io:
+                name = io.group("io")  # the HTP graph's own input/output op, not an ONNX node
+            mapped = trace.get(name, {})
+            sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or mapped.get("sources", [])
+            ops.append(
+                OpRecord(
+                    name=name,
+                    op_type=io.group("io") if io else (mapped.get("type") or _fallback_type(name)),
+                    compute_unit=ComputeUnit.NPU,
+                    execution_cycles=_csv_number(csv_path, name, row["Time"]),
+                    onnx_nodes=sources,
+                )
+            )
+        ops_of_runs.append(ops)
+    return QnnProfileCsv(ops_of_runs, [e for _, e in kept])
+
+
+def _csv_number(csv_path: Path, what: str, text: str) -> float:
     try:
-        run = runs[execution]
+        value = float(text)
+    except ValueError:
+        raise ProfileError(f"{csv_path}: {what!r} has time {text!r}, not a number.") from None
+    if not math.isfinite(value) or value < 0:
+        raise ProfileError(f"{csv_path}: {what!r} has time {text!r}, not a finite non-negative number.")
+    return value
+
+
+def parse_qnn_profile_csv(
+    csv_path: Path, op_trace_json: Path | None = None, *, execution: int = -1
+) -> list[OpRecord]:
+    """The HTP ops of one run (`execution`, default the last) of onnxruntime-qnn's profiling
+    CSV, times in CYCLES (`read_qnn_profile_csv`)."""
+    runs = read_qnn_profile_csv(csv_path, op_trace_json).runs
+    try:
+        return runs[execution]
     except IndexError:
         raise ProfileError(f"{csv_path}: holds {len(runs)} run(s), no run {execution}.") from None
-
-    ops = []
-    for row in run:
-        if row["Unit of Measurement"] != "CYCLES":
-            raise ProfileError(
-                f"{csv_path}: op row {row['Event Identifier']!r} is in {row['Unit of Measurement']!r}, expected CYCLES."
-            )
-        ident = row["Event Identifier"]
-        m = _OP_ID.match(ident)
-        name = m.group("name") if m else ident
-        io = _GRAPH_IO.match(name)
-        if io:
-            name = io.group("io")  # the HTP graph's own input/output op, not an ONNX node
-        mapped = trace.get(name, {})
-        sources = [s for s in (row.get(_SOURCES_COLUMN) or "").split(";") if s] or mapped.get("sources", [])
-        try:
-            cycles = float(row["Time"])
-        except ValueError:
-            raise ProfileError(f"{csv_path}: op {name!r} has time {row['Time']!r}, not a number.") from None
-        ops.append(
-            OpRecord(
-                name=name,
-                op_type=io.group("io") if io else (mapped.get("type") or _fallback_type(name)),
-                compute_unit=ComputeUnit.NPU,
-                execution_cycles=cycles,
-                onnx_nodes=sources,
-            )
-        )
-    return ops
 
 
 def onnx_node_tensors(model_path: Path) -> dict[str, NodeTensors] | None:
@@ -236,6 +302,7 @@ def profile_on_emulator(
         del session  # QNN finishes writing the profile when the session goes
     log.info("HTP emulator: session + one run of %s took %.1f s", model_path.name, time.perf_counter() - started)
 
+    write_made_by(out_dir)
     has_trace = trace_path.exists()
     # The graph places renamed ops of a float (fp16) model, whose trace names no tensors.
     ops = attribute_ops(parse_qnn_profile_csv(csv_path, trace_path if has_trace else None), variant, graph=graph)

@@ -445,11 +445,7 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
                              f"the export was compiled with QNN {record.qnn_version}; the emulator runs {qnn_version}")
     if (record.soc_model, record.htp_arch, record.fp16) != (target.soc_model, target.htp_arch, target.fp16):
         return EmulatorInput(source.model_path, None, "the export was compiled for another target")
-    from ..core.atomic import sha256_file
-
-    damaged = [f"{out.path} is missing" if not (d / out.path).is_file() else f"{out.path} was changed"
-               for out in stage.outputs.values()
-               if not (d / out.path).is_file() or sha256_file(d / out.path) != out.sha256]
+    damaged = [why for why in (out.matches(d) for out in stage.outputs.values()) if why]
     # The loop above hashed every output against the manifest; the binary's recorded hash must
     # then be the one compile.json names (no second read of the largest file).
     in_manifest = next((o.sha256 for o in stage.outputs.values() if Path(o.path).name == record.context_binary), None)
@@ -457,13 +453,14 @@ def emulator_input(source: ExportSource, target: HtpTarget, qnn_version: str) ->
         damaged.append(f"{record.context_binary} is not the binary its compile record names")
     compiled_from = None
     for name, sha in stage.inputs.items():  # "quantize/model.qdq.onnx" -> its hash when compiled
-        compiled_from = m.artifact(d, *name.split("/", 1))
-        if not damaged and (not compiled_from.is_file() or sha256_file(compiled_from) != sha):
+        in_stage, output = name.split("/", 1)
+        compiled_from = m.artifact(d, in_stage, output)  # the file checked against the manifest ...
+        if not damaged and m.stage(in_stage).outputs[output].sha256 != sha:  # ... and the manifest against compile
             damaged.append(f"{compiled_from.name} is not the model the binary was compiled from")
     if damaged:
         raise OutputDirError(
             f"{d}: the export's compile does not match its manifest ({'; '.join(damaged)}).",
-            hint=f"Export again, or delete {binary.name} to profile {source.model_path.name} compiled anew.",
+            hint="Run the same export again: it rebuilds the files that no longer match its manifest.",
         )
     return EmulatorInput(d / record.context_onnx, record,
                          f"{record.context_binary}, QNN {record.qnn_version}, "

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..core.errors import ProfileError
+from ..core.errors import ProfileError, json_problem
 
 Format = Literal["text", "csv", "json"]
 
@@ -59,6 +59,19 @@ def split_op_identifier(identifier: str) -> tuple[str, int | None]:
     m = _OP_IDENTIFIER.match(text)
     assert m is not None  # the pattern matches any string
     return m.group("name"), int(m.group("id")) if m.group("id") else None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def checked_identifier(identifier: str, where: str) -> str:
+    """An op identifier as a file gives it, refused when it holds a line break or another
+    control character: QNN names ops after ONNX nodes, which have none, and such a name would
+    break every table and report it reaches."""
+    if _CONTROL.search(identifier):
+        raise ProfileError(f"{where}: op identifier {identifier!r} holds a line break or control character.",
+                           hint="Pass the file as QNN wrote it.")
+    return identifier
 
 
 def is_op_identifier(identifier: str) -> bool:
@@ -181,6 +194,37 @@ _CSV_COLUMNS = ("Message", "Time", "Unit of Measurement", "Timing Source", "Even
 _NETRUN_GRAPH = re.compile(r"^Graph \d+: (?P<name>.+)$")
 
 
+# The two CSVs with the header `Msg Timestamp, Message, Time, ...`, told apart by their rows:
+# qnn-profile-viewer's second column is the method (EXECUTE, its ops EXECUTE SUB-EVENTs);
+# onnxruntime-qnn's own profiling CSV puts the event kind there (BACKEND, INIT, EXECUTE, and one
+# NODE row per HTP op).
+_EP_KINDS = {"NODE", "BACKEND"}
+
+
+def csv_flavour(text: str, rows: int = 400) -> Literal["viewer", "onnxruntime-qnn"] | None:
+    """Which QNN profiling CSV `text` (its start) is, by its rows; None for neither."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines[:50]) if "Event Identifier" in line and "Message" in line), None)
+    if start is None:
+        return None
+    try:
+        header = [c.strip() for c in next(csv.reader([lines[start]]))]
+        column = header.index("Message")
+        offset = column - (1 if "Msg Timestamp" in header else 0)
+        kinds = set()
+        for row in csv.reader(lines[start + 1 : start + 1 + rows]):
+            cells = [c.strip().upper() for c in row]
+            # Rows with the timestamp, or without it (the tutorial's viewer CSV).
+            kinds.update(cells[i] for i in {column, offset} if 0 <= i < len(cells))
+    except (csv.Error, ValueError, StopIteration):
+        return None
+    if kinds & _EP_KINDS:
+        return "onnxruntime-qnn"
+    if "EXECUTE" in kinds:
+        return "viewer"
+    return None
+
+
 def parse_viewer_csv(text: str, *, source: str = "CSV") -> ViewerReport:
     """`qnn-profile-viewer --output X.csv`: one ViewerExecution per inference's EXECUTE group."""
     lines = text.splitlines()
@@ -232,7 +276,7 @@ def parse_viewer_csv(text: str, *, source: str = "CSV") -> ViewerReport:
                 raise ProfileError(f"{source} line {n}: op {ident!r} is in {unit}, expected CYCLES.")
             if not groups:
                 groups.append({"seen": set(), "times": {}, "cycles": None, "ops": []})
-            groups[-1]["ops"].append(ViewerOp(ident, value))
+            groups[-1]["ops"].append(ViewerOp(checked_identifier(ident, f"{source} line {n}"), value))
     if not groups:
         raise ProfileError(
             f"{source}: no EXECUTE rows.", hint="Profile with qnn-net-run --profiling_level basic or detailed."
@@ -249,12 +293,20 @@ def parse_viewer_csv(text: str, *, source: str = "CSV") -> ViewerReport:
 
 
 def _walk_nodes(events: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
-    for ev in events:
+    """The NODE events below `events`, depth first, without recursion (a hostile file nests deep)."""
+    stack = [iter(events)]
+    while stack:
+        ev = next(stack[-1], None)
+        if ev is None:
+            stack.pop()
+            continue
         if not isinstance(ev, Mapping):
             continue
         if str(ev.get("type", "")).upper() == "NODE":
             yield ev
-        yield from _walk_nodes(ev.get("sub-events") or ())
+        subs = ev.get("sub-events")
+        if isinstance(subs, list) and subs:
+            stack.append(iter(subs))
 
 
 def parse_viewer_json(data: Any, *, source: str = "JSON") -> ViewerReport:
@@ -281,6 +333,7 @@ def parse_viewer_json(data: Any, *, source: str = "JSON") -> ViewerReport:
                 node_id = str(node.get("identifier", ""))
                 if str(node.get("unit", "")).upper() != "CYCLES":
                     raise ProfileError(f"{source} message {i}: op {node_id!r} is in {node.get('unit')!r}, expected CYCLES.")
+                checked_identifier(node_id, f"{source} message {i}")
                 ops.append(ViewerOp(node_id, _number(str(node.get("value")), f"{source} message {i} op {node_id!r}")))
         executions.append(ViewerExecution(times, cycles, tuple(ops)))
     if not executions:
@@ -295,8 +348,10 @@ def parse_viewer_json(data: Any, *, source: str = "JSON") -> ViewerReport:
 def parse_viewer_json_text(text: str, *, source: str = "JSON") -> ViewerReport:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{source}: not JSON ({exc}).") from None
+    except RecursionError:
+        raise ProfileError(f"{source}: not qnn-profile-viewer's JSON (nested too deeply).") from None
+    except ValueError as exc:  # JSONDecodeError, or a number too long to convert
+        raise ProfileError(f"{source}: not JSON ({json_problem(exc)}).") from None
     return parse_viewer_json(data, source=source)
 
 

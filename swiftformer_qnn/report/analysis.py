@@ -41,6 +41,7 @@ _SOURCE_ORDER = [
     LatencySource.PUBLISHED,
     LatencySource.AIHUB,
     LatencySource.QNN_NET_RUN,
+    LatencySource.ONNXRUNTIME_QNN,
     LatencySource.ESTIMATE,
     LatencySource.EMULATOR,
 ]

@@ -164,7 +164,7 @@ def write_report(report: Report, out_dir: Path) -> list[Chart]:
     """report.json, report.md, report.html and the PNGs, built in a temporary sibling and renamed into place."""
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, _KINDS)
-    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
+    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER, option="--out") as work:
         (work / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
         charts = render_charts(report, work)
         (work / "report.md").write_text(report_md(report, charts))
@@ -235,7 +235,7 @@ def make_comparison(
     name = _check_name(name) if name else f"compare-{default_name([a])}-vs-{default_name([b])}"
     out_dir = Path(out) if out else Path(reports_dir) / name
     _prepare_out_dir(out_dir, _KINDS)
-    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER) as work:
+    with staged_output_dir(out_dir, force=True, inspect=_REPORT_OWNER, option="--out") as work:
         (work / "compare.json").write_text(cmp.model_dump_json(indent=2) + "\n")
         (work / "compare.md").write_text(markdown)
     return ComparisonResult(comparison=cmp, out_dir=out_dir)

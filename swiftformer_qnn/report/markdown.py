@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core.text import markdown_safe
 from .charts import Chart
 from .model import Comparison, Report, StructureComparison
 from .tables import (
@@ -17,15 +18,14 @@ from .tables import (
     top_ops_tables,
 )
 
-
-def _esc(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# Every cell, title, caption and note may carry names from the profiles (devices, ops, files).
+_esc = markdown_safe
 
 
 def table_md(spec: TableSpec, *, level: int = 3, title: bool = True) -> str:
     lines = []
     if title:
-        lines += [f"{'#' * level} {spec.title}", ""]
+        lines += [f"{'#' * level} {_esc(spec.title)}", ""]
     lines.append("| " + " | ".join("<br>".join(_esc(x) for x in h) for h in spec.headers) + " |")
     lines.append(
         "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
@@ -41,7 +41,7 @@ def table_md(spec: TableSpec, *, level: int = 3, title: bool = True) -> str:
 
 def report_md(report: Report, charts: list[Chart]) -> str:
     out = [
-        f"# SwiftFormer on QNN: {report.name}",
+        f"# SwiftFormer on QNN: {_esc(report.name)}",
         "",
         f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC from {len(report.inputs)} profile(s).",
         "",
@@ -50,14 +50,14 @@ def report_md(report: Report, charts: list[Chart]) -> str:
         table_md(headline_table(report), title=False),
     ]
     if report.skipped:
-        out += ["Skipped (invalid):", ""] + [f"- `{s.path}`: {_esc(s.reason)}" for s in report.skipped] + [""]
+        out += ["Skipped (invalid):", ""] + [f"- {_esc(s.path)}: {_esc(s.reason)}" for s in report.skipped] + [""]
     if report.notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in report.notes] + [""]
+        out += ["Notes:", ""] + [f"- {_esc(n)}" for n in report.notes] + [""]
 
     if charts:
         out += ["## Charts", ""]
         for c in charts:
-            out += [f"### {c.title}", "", f"![{c.alt}]({c.filename})", ""]
+            out += [f"### {_esc(c.title)}", "", f"![{_esc(c.alt)}]({c.filename})", ""]
 
     out += ["## Per-block breakdown", ""]
     if not report.breakdowns:
@@ -94,11 +94,11 @@ def report_md(report: Report, charts: list[Chart]) -> str:
 
 
 def comparison_md(cmp: Comparison) -> str:
-    out = [f"# Compare: {cmp.model.label}", ""]
+    out = [f"# Compare: {_esc(cmp.model.label)}", ""]
     for spec in comparison_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in cmp.notes] + [""]
+        out += ["Notes:", ""] + [f"- {_esc(n)}" for n in cmp.notes] + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -107,5 +107,5 @@ def structure_md(cmp: StructureComparison) -> str:
     for spec in structure_tables(cmp):
         out.append(table_md(spec, level=2))
     if cmp.notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in cmp.notes] + [""]
+        out += ["Notes:", ""] + [f"- {_esc(n)}" for n in cmp.notes] + [""]
     return "\n".join(out).rstrip() + "\n"

@@ -151,7 +151,7 @@ def headline_table_by_column(report: Report) -> TableSpec:
 def _headline_caption(report: Report, has_ratio: bool) -> str:
     sources = {c.setting.source.value for c in report.columns}
     said = []
-    if sources & {"aihub", "qnn-net-run"}:
+    if sources & {"aihub", "qnn-net-run", "onnxruntime-qnn"}:
         said.append("device cells: median end-to-end latency, runs behind it in brackets")
     if "published" in sources:
         said.append("published cells: the figure as published (statistic and run count not stated)")

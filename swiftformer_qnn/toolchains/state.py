@@ -89,6 +89,28 @@ def _dist_info_present(env_dir: Path, dist: str, ver: str) -> bool:
     return any((sp / stem).is_dir() for sp in _site_packages(env_dir))
 
 
+def _missing_file(env_dir: Path, dist: str, ver: str) -> str | None:
+    """A file the installer recorded for `dist` (its dist-info's RECORD) that is no longer in the
+    environment, or None. Only existence, not content: a stat per file keeps this cheap (tens of
+    milliseconds for onnxruntime-qnn), and a deleted module is the breakage that otherwise
+    surfaces as a worker's raw ModuleNotFoundError. Byte code (`.pyc`) is left out: Python
+    writes it again."""
+    stem = f"{dist.replace('-', '_')}-{ver}.dist-info"
+    for sp in _site_packages(env_dir):
+        record = sp / stem / "RECORD"
+        try:
+            lines = record.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue  # no RECORD (an installer that writes none): nothing to check by
+        for line in lines:
+            rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+            if not rel or rel.endswith(".pyc") or rel.startswith(".."):
+                continue
+            if not os.path.lexists(sp / rel):
+                return rel
+    return None
+
+
 def inspect_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> ToolchainStatus:
     """Cheap, file-based state of one toolchain (no subprocess; see `verify_toolchain`)."""
     main = main_environment_spec()
@@ -129,6 +151,11 @@ def inspect_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Toolc
         dist, ver = req.split("==")
         if not _dist_info_present(d / ENV_DIR, dist, ver):
             return broken(f"it lacks {dist} {ver}, which this swiftformer-qnn's worker imports", marker)
+    for dist, ver in (("onnxruntime-qnn", spec.onnxruntime_qnn), ("onnxruntime", spec.onnxruntime),
+                      *(tuple(req.split("==")) for req in COMMON_REQUIREMENTS)):
+        gone = _missing_file(d / ENV_DIR, dist, ver)
+        if gone:
+            return broken(f"{gone} of {dist} {ver} is missing from its environment", marker)
     return ToolchainStatus(spec, ToolchainState.READY, d, python, "", marker)
 
 

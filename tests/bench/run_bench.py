@@ -5,7 +5,12 @@ directory), timed by wall clock, with its peak RSS read from wait4(). The yardst
 (straight-line scripts) run in the same benchmark run, so ratios are comparable even though
 absolute times drift between machines.
 
-Usage: python tests/bench/run_bench.py OUT.json
+The main job (cold `export --variant l1`, and `--until compile`) and the two straight-line
+yardsticks (straight_pipeline.py, naive_pipeline.py) run interleaved, `--repeat` times each in
+a rotating order, and their medians are compared: on a machine shared with other work only
+ratios from one such run mean anything. The load average is recorded beside every run.
+
+Usage: python tests/bench/run_bench.py OUT.json [--repeat 3]
        python tests/bench/run_bench.py OUT.json --only qnn_sweep --repeat 3 --against OLD_TREE
          (OLD_TREE: e.g. `git archive COMMIT swiftformer_qnn | tar -x -C OLD_TREE`, timed interleaved)
 """
@@ -28,7 +33,8 @@ REPO = HERE.parents[1]
 
 
 def measure(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Wall time and peak RSS (MB) of one child process."""
+    """Wall time and peak RSS (MB) of one child process, and the load average when it started."""
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read().decode(errors="replace")
@@ -40,7 +46,7 @@ def measure(cmd: list[str], env: dict | None = None, cwd: Path | None = None) ->
     # CPU time of the process and every child it waited for (the workers): unlike wall time,
     # it does not grow with other load on the machine.
     return {"cmd": " ".join(cmd), "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "load_1min_at_start": round(load, 2),
             "output_tail": out.strip().splitlines()[-1:] if out.strip() else []}
 
 
@@ -57,17 +63,22 @@ def stage_times(out_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--only", choices=("qnn_sweep",), help="Run one measurement alone.")
-    ap.add_argument("--repeat", type=int, default=1, help="qnn_sweep: run each pair this many times (medians).")
-    ap.add_argument("--against", type=Path, help="qnn_sweep: also time this source tree of the package, interleaved.")
+    ap.add_argument("--only", choices=("qnn_sweep", "export_l1"), help="Run one measurement alone.")
+    ap.add_argument("--repeat", type=int, default=3, help="Run each interleaved measurement this many times (medians).")
+    ap.add_argument("--against", type=Path, help="Also time this source tree of the package (the cold exports "
+                    "and the sweep), interleaved.")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sfq-bench-"))
     env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(work / "cache")}
     results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                 "platform": platform.platform()}, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+                                 "platform": platform.platform()}, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "uptime_at_start": _uptime()}
     try:
         if args.only == "qnn_sweep":
             results["qnn_sweep_l1"] = qnn_sweep(work, env, repeat=args.repeat, against=args.against)
+            return _write(args.out, results)
+        if args.only == "export_l1":
+            results["export_l1_w8a8"] = export_l1(work, env, repeat=args.repeat, against=args.against)
             return _write(args.out, results)
         # Issue: export --until onnx vs a straight-line torch.onnx.export + onnxsim script.
         straight = measure([sys.executable, str(HERE / "straight_export_onnx.py"), str(work / "straight")])
@@ -76,39 +87,85 @@ def main() -> None:
         results["export_until_onnx"] = {"straight_line_script": straight, "swiftformer_qnn": onnx_only,
                                         "ratio": round(onnx_only["wall_s"] / straight["wall_s"], 3), "target_ratio": 1.25}
 
-        # Issue: the whole export vs the main job scripted by hand (64 calibration photographs).
-        shutil.rmtree(work / "cache", ignore_errors=True)
-        naive = measure([sys.executable, str(HERE / "straight_pipeline.py"), str(work / "naive"), "64"])
-        cold = measure(export_cmd("--variant", "l1", "--output-dir", str(work / "l1")), env)
-        cold["stages_s"] = stage_times(work / "l1")
-        warm = measure(export_cmd("--variant", "l1", "--output-dir", str(work / "l1")), env)
-        results["export_l1_w8a8"] = {"naive_pipeline": naive, "cold": cold, "warm_rerun": warm,
-                                     "ratio_cold_vs_naive": round(cold["wall_s"] / naive["wall_s"], 3),
-                                     "targets": {"ratio": 1.2, "warm_s": 3.0, "peak_rss_mb": 2048}}
-        # Issue 12: the warm rerun verifies every file's SHA-256 against the manifest (target <= 0.5 s
-        # for L1), measured in-process so interpreter start-up (the --help yardstick) is apart.
-        results["export_l1_w8a8"]["warm_rerun_verified"] = warm_rerun_verified(work / "l1", env)
-        results["export_l1_w8a8"]["cli_startup_yardstick"] = measure(
-            [sys.executable, "-m", "swiftformer_qnn.cli", "--help"], env)
-        # Like for like: the yardstick stops at the compile, the export then verifies on the HTP
-        # emulator. The same export cold with --until compile shows what the verification costs.
-        shutil.rmtree(work / "cache", ignore_errors=True)
-        until_compile = measure(export_cmd("--variant", "l1", "--until", "compile", "--output-dir",
-                                           str(work / "l1-until-compile")), env)
-        until_compile["stages_s"] = stage_times(work / "l1-until-compile")
-        results["export_l1_w8a8"]["cold_until_compile"] = until_compile
-        results["export_l1_w8a8"]["ratio_cold_until_compile_vs_naive"] = round(
-            until_compile["wall_s"] / naive["wall_s"], 3)
+        # Issue 24: the whole export, and --until compile, vs the main job scripted by hand (64
+        # calibration photographs), interleaved, medians of `repeat`.
+        results["export_l1_w8a8"] = export_l1(work, env, repeat=args.repeat, against=args.against)
 
         # Quantization fidelity and compiled structure for L1 with random-but-realistic weights.
         results["l1_realistic_weights"] = fidelity(work, env)
 
-        # Issue 14: compiling L1 with all five QNN versions vs one version (goal: at most 2x).
-        results["qnn_sweep_l1"] = qnn_sweep(work, env, qdq=work / "l1" / "model.qdq.onnx", repeat=args.repeat,
+        # Issue 14: compiling L1 with all five QNN versions vs one version; issue 24: against its
+        # floor (the CPU of QNN's compiles and emulator runs over the cores, plus the serial part).
+        results["qnn_sweep_l1"] = qnn_sweep(work, env, qdq=work / f"cold-{args.repeat - 1}" / "model.qdq.onnx",
+                                            repeat=args.repeat,
                                             against=args.against)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["uptime_at_end"] = _uptime()
     _write(args.out, results)
+
+
+def _uptime() -> str:
+    """`uptime`: the machine is shared, and its load is part of every figure."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+YARDSTICKS = {"straight_pipeline": "straight_pipeline.py", "naive_pipeline": "naive_pipeline.py"}
+STAGES = ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify")
+
+
+def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None) -> dict:
+    """Cold `export --variant l1` (everything), cold `--until compile` and the two straight-line
+    scripts (export -> onnxsim -> QDQ w8a8, 64 calibration inputs -> context binary; no checks),
+    each in its own process with an empty stage cache, interleaved in a rotating order; then a
+    warm rerun of the last cold export. `against` (a source tree of the package, e.g. an earlier
+    commit's) adds its cold exports to the rotation: before/after from one run."""
+    import statistics
+
+    exports = ("cold", "cold_until_compile") + (("cold_against", "cold_until_compile_against") if against else ())
+    runs: dict[str, list[dict]] = {k: [] for k in (*YARDSTICKS, *exports)}
+    names = list(runs)
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            out = work / f"{name}-{i}"
+            if name in YARDSTICKS:
+                run = measure([sys.executable, str(HERE / YARDSTICKS[name]), str(out), "64"])
+            else:
+                until = ["--until", "compile"] if name.startswith("cold_until_compile") else []
+                tree = {"PYTHONPATH": str(Path(against).resolve())} if name.endswith("_against") else {}
+                # Run from `work`: `-m` would import the package in the working directory.
+                run = measure(export_cmd("--variant", "l1", *until, "--output-dir", str(out)),
+                              {**env, **tree, "SWIFTFORMER_QNN_CACHE": str(work / f"cache-{name}-{i}")}, cwd=work)
+                run["stages_s"] = stage_times(out)
+            runs[name].append(run)
+            if not (name == "cold" and i == repeat - 1):  # the last cold export is rerun warm below
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(work / f"cache-{name}-{i}", ignore_errors=True)
+
+    def median(name: str, key: str) -> float:
+        return round(statistics.median(r[key] for r in runs[name]), 2)
+
+    result: dict = {"repeat": repeat, "runs": runs,
+                    "median_wall_s": {k: median(k, "wall_s") for k in runs},
+                    "median_cpu_s": {k: median(k, "cpu_s") for k in runs},
+                    "median_peak_rss_mb": {k: median(k, "peak_rss_mb") for k in runs},
+                    "median_stages_s": {k: {s: round(statistics.median(r["stages_s"][s] for r in runs[k]), 3)
+                                            for s in STAGES if s in runs[k][0]["stages_s"]}
+                                        for k in exports}}
+    walls = result["median_wall_s"]
+    result["ratios"] = {f"{k}_vs_{y}": round(walls[k] / walls[y], 3) for k in exports for y in YARDSTICKS}
+    result["peak_rss_vs_yardsticks"] = {y: round(result["median_peak_rss_mb"]["cold"]
+                                                 / result["median_peak_rss_mb"][y], 3) for y in YARDSTICKS}
+    result["targets"] = {"cold_vs_yardstick": 1.0, "cold_until_compile_vs_yardstick": 0.8,
+                         "peak_rss_vs_yardstick": 1.0, "warm_verified_s": 0.5}
+    last = work / f"cold-{repeat - 1}"
+    cache = {**env, "SWIFTFORMER_QNN_CACHE": str(work / f"cache-cold-{repeat - 1}")}
+    result["warm_rerun"] = measure(export_cmd("--variant", "l1", "--output-dir", str(last)), cache)
+    # Issue 12: the warm rerun verifies every file's SHA-256 against the manifest (target <= 0.5 s
+    # for L1), measured in-process so interpreter start-up (the --help yardstick) is apart.
+    result["warm_rerun_verified"] = warm_rerun_verified(last, cache)
+    result["cli_startup_yardstick"] = measure([sys.executable, "-m", "swiftformer_qnn.cli", "--help"], env)
+    return result
 
 
 def _write(out: Path, results: dict) -> None:
@@ -126,7 +183,8 @@ def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1
     `repeat` runs each pair that many times (medians count: the machine is shared). `against`, a
     source tree of the package (e.g. an earlier commit's), is timed the same way, interleaved with
     this one, so before/after ratios come from one run. The breakdown (where the wall time went)
-    is read from the last run's `cross_version.json` and each version's `worker_result.json`."""
+    is read from each run's `cross_version.json` and each version's `worker_result.json` (the last
+    run's is kept), and so is the floor (`_floor`) of every run."""
     import statistics
 
     if qdq is None:
@@ -150,8 +208,10 @@ def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1
                               cwd=work)
                 walls[tree][label].append(run["wall_s"])
                 cpus[tree][label].append(run["cpu_s"])
-                runs[(tree, label)] = (run, out)
-    result: dict = {"repeat": repeat, "cpus": len(os.sched_getaffinity(0)), "target_ratio": 2.0}
+                runs.setdefault((tree, label), []).append(_sweep_breakdown(run, out))
+                shutil.rmtree(out, ignore_errors=True)
+    cores = len(os.sched_getaffinity(0))
+    result: dict = {"repeat": repeat, "cpus": cores, "target_ratio": 2.0, "target_wall_vs_floor": 1.1}
     for tree, src in trees.items():
         one, five = (statistics.median(walls[tree][k]) for k in ("one_version", "five_versions"))
         result[tree] = {"source": str(src), "wall_s": walls[tree], "median_one_s": one, "median_five_s": five,
@@ -161,9 +221,29 @@ def qnn_sweep(work: Path, env: dict, qdq: Path | None = None, *, repeat: int = 1
                         "cpu_s": cpus[tree],
                         "cpu_ratio": round(statistics.median(cpus[tree]["five_versions"])
                                            / statistics.median(cpus[tree]["one_version"]), 3),
-                        "breakdown": {label: _sweep_breakdown(*runs[(tree, label)])
-                                      for label in ("one_version", "five_versions")}}
+                        "breakdown": {label: runs[(tree, label)][-1] for label in ("one_version", "five_versions")},
+                        "floor": {label: _floor(runs[(tree, label)], cores) for label in ("one_version", "five_versions")}}
     return result
+
+
+def _floor(breakdowns: list[dict], cores: int) -> dict:
+    """What a sweep cannot go below: the CPU seconds of QNN's compiles and emulator runs (each
+    worker's, every thread) spread over the cores, plus the serial part (the process's wall
+    time outside the parallel workers: start-up, inputs, collecting, rendering). Per run, and the
+    median ratio of wall time to floor."""
+    import statistics
+
+    per_run = []
+    for b in breakdowns:
+        versions = {v: {"compile_cpu_s": w["cpu"].get("compile"), "emulator_run_cpu_s": w["cpu"].get("emulator_run")}
+                    for v, w in b["workers_s"].items()}
+        work_cpu = sum((w["compile_cpu_s"] or 0) + (w["emulator_run_cpu_s"] or 0) for w in versions.values())
+        serial = b["process_wall_s"] - b["comparison_phases_s"].get("workers", 0.0)
+        floor = work_cpu / cores + serial
+        per_run.append({"per_version": versions, "qnn_cpu_s": round(work_cpu, 2), "serial_s": round(serial, 2),
+                        "floor_s": round(floor, 2), "wall_s": b["process_wall_s"],
+                        "wall_vs_floor": round(b["process_wall_s"] / floor, 3)})
+    return {"runs": per_run, "median_wall_vs_floor": round(statistics.median(r["wall_vs_floor"] for r in per_run), 3)}
 
 
 def _sweep_breakdown(run: dict, out: Path) -> dict:
@@ -176,7 +256,8 @@ def _sweep_breakdown(run: dict, out: Path) -> dict:
         path = out / (v.get("directory") or "") / "worker_result.json"
         if v.get("directory") and path.is_file():
             w = json.loads(path.read_text())
-            workers[v["qnn_version"]] = {"worker_s": w.get("worker_s"), "cpu_s": w.get("cpu_s"), **w.get("phases_s", {})}
+            workers[v["qnn_version"]] = {"worker_s": w.get("worker_s"), "cpu_s": w.get("cpu_s"), **w.get("phases_s", {}),
+                                         "cpu": w.get("phases_cpu_s", {})}
     return {"process_wall_s": run["wall_s"], "process_cpu_s": run["cpu_s"], "comparison_wall_s": report["wall_s"],
             "cli_outside_comparison_s": round(run["wall_s"] - report["wall_s"], 2), "jobs": report["jobs"],
             "comparison_phases_s": report.get("phases_s", {}), "workers_s": workers}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...core.errors import ProfileError, UsageError
+from ...core.errors import ProfileError, UsageError, json_problem
 from ...measure.schema import Profile, Provenance, TargetInfo, ToolchainInfo
 from ..aihub_payload import onnx_sources, profile_from_hub
 from . import ImportContext
@@ -24,8 +24,10 @@ _SNIFF_BYTES = 1 << 16
 def _read(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path}: not a JSON file ({exc}).") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not AI Hub's profile JSON (nested too deeply).") from None
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError, a 5000-digit number
+        raise ProfileError(f"{path}: not a JSON file ({json_problem(exc)}).") from None
 
 
 def sniff(path: Path) -> bool:

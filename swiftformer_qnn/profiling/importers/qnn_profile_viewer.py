@@ -40,6 +40,7 @@ from ..emulator import _fallback_type, _read_op_trace, onnx_node_tensors
 from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
 from . import ImportContext
 
+NO_PER_OP_ROWS = "no per-op rows in the file"
 UNKNOWN_DEVICE = "unknown phone (qnn-profile-viewer output imported without --device)"
 _LATENCY_EVENTS = (QNN_EXECUTE, NETRUN)  # preferred first: the backend's graph execute, RPC included
 
@@ -51,6 +52,9 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
             runs = [e.time_us(event) for e in report.executions]
             if all(r is not None for r in runs):
                 runs_us = [float(r) for r in runs]  # type: ignore[arg-type]
+                if min(runs_us) <= 0:
+                    raise ProfileError(f"{where}: an inference's `{event}` is {min(runs_us):g} us; "
+                                       "a measured latency is above 0.", hint="Pass the file as QNN wrote it.")
                 summary = LatencySummary(
                     min_us=min(runs_us),
                     median_us=statistics.median(runs_us),
@@ -64,6 +68,9 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
     for event in _LATENCY_EVENTS:
         value = avg.time_us(event) if avg else None
         if value is not None:
+            if value <= 0:
+                raise ProfileError(f"{where}: the average `{event}` is {value:g} us; a measured latency is above 0.",
+                                   hint="Pass the file as QNN wrote it.")
             lo, hi = (report.stats[k].time_us(event) if k in report.stats else None for k in ("min", "max"))
             summary = LatencySummary(
                 min_us=value, median_us=value, run_count=1, basis=LatencyBasis.VIEWER_AVERAGE
@@ -146,6 +153,9 @@ def viewer_profile(
     elif ops_report.format == "text" and ops_report.skipped_op_lines:
         words.append(f"{ops_report.skipped_op_lines} per-op lines of the text summary not read (no public sample "
                      "documents their layout): import the CSV or the JSON for per-block figures")
+    else:
+        words.append(f"{NO_PER_OP_ROWS}: whole-model latency only, no per-block figures (profile with "
+                     "qnn-net-run --profiling_level detailed for them)")
     if trace is not None:
         words.append(f"ops traced to ONNX nodes through {trace}")
     ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...measure.schema import Profile
-from ..qnn_viewer import parse_viewer_csv
+from ..qnn_viewer import csv_flavour, parse_viewer_csv
 from . import ImportContext
 from .qnn_profile_viewer import head, read_text, viewer_profile
 
@@ -13,9 +13,8 @@ NAME = "qnn-profile-viewer CSV"
 
 
 def sniff(path: Path) -> bool:
-    start = head(path)
-    return any("Message" in line and "Event Identifier" in line and "Unit of Measurement" in line
-               for line in start.splitlines()[:50])
+    # onnxruntime-qnn's own CSV has the same header: the rows tell them apart (qnn_viewer.csv_flavour).
+    return csv_flavour(head(path)) == "viewer"
 
 
 def load(path: Path, ctx: ImportContext) -> Profile:
