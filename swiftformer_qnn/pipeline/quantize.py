@@ -13,22 +13,9 @@ import numpy as np
 import onnx
 
 from ..core.targets import Precision
-<<<<<<< HEAD
 from ..model.variants import Variant
 from .precision_units import activation_overrides, precision_units, sixteen_bit_nodes
-
-
-class _ArrayReader:
-    """A CalibrationDataReader over an N x ... array, one batch-1 sample at a time."""
-
-    def __init__(self, name: str, data: np.ndarray):
-        self._it = iter([{name: data[i : i + 1]} for i in range(data.shape[0])])
-
-    def get_next(self):
-        return next(self._it, None)
-=======
 from .ranges import check_reproducible, minmax_ranges
->>>>>>> main
 
 
 def quantize_qdq(
@@ -42,88 +29,53 @@ def quantize_qdq(
     ranges: Path | None = None,
 ) -> dict:
     """QNN preprocessing (fusions the HTP prefers, e.g. LpNormalization), then static QDQ
-<<<<<<< HEAD
-    quantization with per-channel int8 weights and 8- or 16-bit activations.
+    quantization with per-channel int8 weights and 8- or 16-bit activations, calibrated on the
+    batch-1 samples of `calibration` with onnxruntime's MinMax ranges (`ranges.minmax_ranges`).
 
     `mixed`: 8-bit activations except those of `sixteen_bit_units` (`precision_units` of
-    `variant`), which onnxruntime's tensor overrides make 16-bit, its fixer adding the converts.
+    `variant`), which exact tensor overrides make 16-bit, with converts where widths meet.
     `ranges`: onnxruntime's calibration cache (JSON): read when it exists (no calibration run;
-    `calibration` may then be None), else written there, so candidates share the same ranges."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantType
-
-    class Reader(_ArrayReader, CalibrationDataReader):
-        pass
+    `calibration` may then be None), else written there, so mixed candidates share the ranges."""
+    from onnxruntime.quantization import QuantType
 
     activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16,
                   Precision.MIXED: QuantType.QUInt8}[precision]
-    input_name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
     if precision is not Precision.MIXED and sixteen_bit_units:
         raise ValueError("16-bit units are for the mixed precision only")
-=======
-    quantization with per-channel int8 weights and 8- or 16-bit activations, calibrated on the
-    batch-1 samples of `calibration` with onnxruntime's MinMax ranges (`ranges.minmax_ranges`)."""
-    from onnxruntime.quantization import QuantType
-
-    activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16}[precision]
->>>>>>> main
     # onnxruntime.quantization warns on the root logger about things that do not apply here
     # (rank-1 BN weights have no channel axis; "consider pre-processing", which we just did).
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-<<<<<<< HEAD
-        return _quantize(float_model, calibration, out, activation, input_name, precision, Reader,
-                         sixteen_bit_units, variant, ranges)
-=======
-        return _quantize(float_model, calibration, out, activation, precision)
->>>>>>> main
+        return _quantize(float_model, calibration, out, activation, precision, sixteen_bit_units, variant, ranges)
     finally:
         root.setLevel(level)
 
 
-<<<<<<< HEAD
-def _quantize(float_model, calibration, out, activation, input_name, precision, reader_cls,
-              sixteen_bit_units=(), variant=None, ranges=None) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_static
-=======
-def _quantize(float_model, calibration, out, activation, precision) -> dict:
+def _quantize(float_model, calibration, out, activation, precision, sixteen_bit_units=(), variant=None,
+              ranges=None) -> dict:
     from onnxruntime.quantization import QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
->>>>>>> main
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pre = Path(tmp) / "model.pre.onnx"
         src = pre if qnn_preprocess_model(str(float_model), str(pre)) else float_model
-<<<<<<< HEAD
         overrides = None
         if sixteen_bit_units:
             graph = onnx.load(str(src), load_external_data=False)
             nodes = sixteen_bit_nodes(precision_units(graph, variant), sixteen_bit_units)
             overrides = activation_overrides(graph, nodes, QuantType.QUInt16, QuantType.QUInt8)
-        reader = reader_cls(input_name, calibration) if calibration is not None else None
-        config = get_qnn_qdq_config(
-            str(src), reader, activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
-            init_overrides=overrides, add_qtype_converts=False,  # the overrides carry their converts
-        )
-        # quantize_static, not quantize(): only it takes the calibration cache (onnxruntime >= 1.31).
-        quantize_static(
-            str(src), str(out), config.calibration_data_reader, calibrate_method=config.calibrate_method,
-            quant_format=config.quant_format, activation_type=config.activation_type, weight_type=config.weight_type,
-            op_types_to_quantize=config.op_types_to_quantize, nodes_to_exclude=config.nodes_to_exclude,
-            per_channel=config.per_channel, reduce_range=config.reduce_range,
-            use_external_data_format=config.use_external_data_format,
-            calibration_providers=config.calibration_providers, extra_options=config.extra_options,
-            calibration_cache_path=str(ranges) if ranges is not None else None,
-=======
         # The config reads the graph only (QNN's per-op overrides); the calibration comes below.
         config = get_qnn_qdq_config(
             str(src), None, activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
+            init_overrides=overrides, add_qtype_converts=False,  # the overrides carry their converts
         )
         check_reproducible(config)
-        ranges = Path(tmp) / "ranges.json"
-        save_tensors_data(minmax_ranges(src, calibration, config.op_types_to_quantize), ranges)
+        ranges = Path(ranges) if ranges is not None else Path(tmp) / "ranges.json"
+        if not ranges.is_file():
+            save_tensors_data(minmax_ranges(src, calibration, config.op_types_to_quantize), ranges)
         # What onnxruntime.quantization.quantize passes for a StaticQuantConfig, with the ranges
         # through its calibration cache instead of a data reader.
         quantize_static(
@@ -134,7 +86,6 @@ def _quantize(float_model, calibration, out, activation, precision) -> dict:
             reduce_range=config.reduce_range, use_external_data_format=config.use_external_data_format,
             calibration_providers=config.calibration_providers, extra_options=config.extra_options,
             calibration_cache_path=ranges,
->>>>>>> main
         )
         preprocessed = src == pre
     qdq = onnx.load(str(out))
