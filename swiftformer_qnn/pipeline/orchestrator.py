@@ -76,7 +76,11 @@ NEEDS = {
     "fold_bn": ("simplify",),
     "inputs": (),
     "validate": ("export", "simplify", "fold_bn", "inputs"),
-    "quantize": ("simplify", "fold_bn", "inputs"),
+    # --precision mixed: every candidate is measured against validate's fp32 outputs; the chosen
+    # one is quantized (the others' stages are not run, and a stage waits only for those that are).
+    "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
+    "mixed_search": ("sensitivity",),
+    "quantize": ("simplify", "fold_bn", "inputs", "sensitivity", "mixed_search"),
     "compile": ("quantize",),
     "estimate": ("quantize",),  # its own compile, for the estimator's proxy SoC, in a worker process
     "verify": ("validate", "quantize", "compile", "inputs"),
