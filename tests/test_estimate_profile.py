@@ -7,6 +7,7 @@ QNN library during the test. Op mapping is checked on XS, whose graph has every 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from aihub_standin import make_export_dir, real_qdq_model
@@ -18,6 +19,7 @@ from swiftformer_qnn.measure.schema import LatencySource, OpRecord, block_times,
 from swiftformer_qnn.model.variants import get_variant
 
 LABEL = "estimated (QNN Hextimate, SA8255P proxy for SM8550)"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,15 @@ def test_an_architecture_without_an_estimator_soc_is_refused_before_any_work(exp
     assert not out.exists()
 
 
+def test_a_damaged_export_is_one_line_and_leaves_nothing(exports, tmp_path):
+    (exports["encoder"] / "model.qdq.onnx").write_bytes(b"not an onnx model")
+    out = tmp_path / "est"
+    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "is not an ONNX model" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_check_outputs_has_nothing_to_run_on_an_estimate(exports):
     result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--check-outputs")
     assert result.exit_code == 2 and "an estimate runs nothing" in result.stderr
@@ -186,16 +197,12 @@ def test_gate_fails_on_a_5_percent_slower_block_and_passes_an_unchanged_estimate
 def test_an_estimate_is_never_gated_against_a_device_profile(estimated, tmp_path):
     _, out = estimated
     (est,) = out.glob("encoder-*.profile.json")
-    device = sorted((__import__("pathlib").Path(__file__).parents[1] / "profiles" / "reference").glob(
-        "*encoder*.profile.json"))[0]
+    device = sorted((ROOT / "profiles" / "reference").glob("*encoder*.profile.json"))[0]
     result = gate("--baseline", str(device), "--candidate", str(est), "--allow-mismatch")
     assert result.exit_code == 2 and "never gated against another source" in result.stderr
 
 
 # --- report: estimates as a source of their own ---------------------------------------------
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-
 
 def test_report_sets_the_block_against_l1_per_qnn_version_beside_published_figures(tmp_path):
     """The committed estimates of L1 and the encoder block (QNN 2.47-2.51, made by the real

@@ -231,9 +231,11 @@ def test_timeout_bounds_the_device_lookup_against_a_server_that_never_answers(on
     source = read_export(export)
     started = time.monotonic()
     try:
-        with pytest.raises(HubError, match=r"looking up the device .*no answer .* within --timeout 2 s"):
+        with pytest.raises(HubError, match=r"looking up the device .*no answer .* within --timeout 2 s") as err:
             HubSession(tmp_path / "run", HubOptions(runs=5, poll_s=0.01, timeout_s=2.0)).run(
                 [HubTarget(source.model_path, source.model_info, None)], resolve_device("Samsung Galaxy S23"))
     finally:
         silent.close()
     assert time.monotonic() - started < 30
+    # No job was submitted, so no journal was written: the hint must not send the user to one.
+    assert "rerun the same command" in err.value.one_line() and "jobs saved in" not in err.value.one_line()

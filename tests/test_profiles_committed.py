@@ -111,27 +111,27 @@ def test_every_committed_compile_record_loads():
         read_compile_record(path)  # raises ProfileError naming the file and field
 
 
-README_MODELS = {"SwiftFormer-L1, 224": "l1", "SwiftFormer-XS, 224": "xs", "encoder block 1x96x64x64": "encoder"}
+GRAPH_TABLE_MODELS = {"SwiftFormer-L1, 224": "l1", "SwiftFormer-XS, 224": "xs", "encoder block 1x96x64x64": "encoder"}
 
 
-def readme_graph_rows(readme: str) -> dict[tuple[str, str], list[str]]:
-    """{(variant, graph): cells} of the README's compiled-graph table (a blank model cell repeats the row above)."""
+def graph_table_rows(readme: str) -> dict[tuple[str, str], list[str]]:
+    """{(variant, graph): cells} of docs/graph.md's compiled-graph table (a blank model cell repeats the row above)."""
     rows, model = {}, None
     start = readme.index("| model | graph | HTP ops | layout ops |")
     for line in readme[start:].splitlines()[2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
-        model = README_MODELS[cells[0]] if cells[0] else model
+        model = GRAPH_TABLE_MODELS[cells[0]] if cells[0] else model
         rows[(model, cells[1])] = cells[2:]
     return rows
 
 
-def test_the_readme_graph_table_is_the_committed_measurement():
-    # The README quotes profiles/reports/htp-graph/after.json (tests/bench/htp_graph_tables.py) by
-    # hand; a re-measurement that changes a figure must change the README too.
+def test_the_docs_graph_table_is_the_committed_measurement():
+    # docs/graph.md quotes profiles/reports/htp-graph/after.json (tests/bench/htp_graph_tables.py) by
+    # hand; a re-measurement that changes a figure must change the page too.
     after = json.loads((PROFILES / "reports" / "htp-graph" / "after.json").read_text())
-    rows = readme_graph_rows((ROOT / "README.md").read_text())
+    rows = graph_table_rows((ROOT / "docs" / "graph.md").read_text())
     measured = {(r["variant"], r["graph"]): r for r in after["rows"]}
     assert set(rows) == set(measured)
     for key, (ops, layout, islands, bn, binary, sqnr) in rows.items():
@@ -143,3 +143,56 @@ def test_the_readme_graph_table_is_the_committed_measurement():
         mb = float(binary.removesuffix(" MB"))
         assert abs(mb - c["context_binary_bytes"] / 1e6) <= 0.05 + 1e-9, key
         assert float(sqnr.removesuffix(" dB")) == round(measured[key]["htp_vs_fp32_sqnr_db"], 1), key
+
+
+# ---------------------------------------------------------------------------- the emulator profiles
+
+EMULATOR = PROFILES / "emulator"
+
+
+def documented_emulator_command() -> list[str]:
+    """The command profiles/emulator/README.md says made the committed emulator profiles."""
+    for line in (EMULATOR / "README.md").read_text().splitlines():
+        if line.strip().startswith("swiftformer-qnn profile"):
+            return line.split()[1:]
+    raise AssertionError("profiles/emulator/README.md names no `swiftformer-qnn profile` command")
+
+
+def emulator_profiles(root: Path) -> dict[str, tuple[str, int, list[int]]]:
+    """{variant: (graph form, op count, input shape)} of the emulator profiles below `root`."""
+    out = {}
+    for path in sorted(root.glob("*.profile.json")):
+        p = load_profile(path)
+        assert p.source is LatencySource.EMULATOR, path
+        out[p.model.variant] = (p.model.graph, len(p.ops), p.model.input_shape)
+    return out
+
+
+def test_the_committed_emulator_profiles_are_the_default_graph():
+    """They show what `export` builds today: the default graph form, and for L1 the op count of the
+    committed structural baseline (the default L1 export compiled with the same QNN)."""
+    from swiftformer_qnn.htp.record import read_compile_record
+    from swiftformer_qnn.pipeline.requests import ExportRequest
+
+    committed = emulator_profiles(EMULATOR)
+    assert set(committed) == {"l1", "encoder"}
+    assert {graph for graph, _, _ in committed.values()} == {ExportRequest().graph}
+    baseline = read_compile_record(PROFILES / "baselines" / "compile-l1-w8a8-sm8550-qnn2-51-0" / "compile.json")
+    assert committed["l1"][1] == baseline.htp_op_count
+
+
+@pytest.mark.slow
+def test_the_documented_command_makes_the_committed_emulator_profiles(tmp_path, monkeypatch):
+    """Run the command profiles/emulator/README.md documents (into a temporary folder): same models,
+    graph forms, input shapes and op counts as the committed files."""
+    from typer.testing import CliRunner
+
+    from swiftformer_qnn.cli import app
+
+    args = documented_emulator_command()
+    assert args[args.index("--out") + 1] == "profiles/emulator"
+    args[args.index("--out") + 1] = str(tmp_path / "emulator")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert emulator_profiles(tmp_path / "emulator") == emulator_profiles(EMULATOR)

@@ -163,7 +163,9 @@ def test_report_headline(width, tmp_path):
     res = runner.invoke(app, ["report", str(REPO / "profiles" / "reference"), str(REPO / "profiles" / "emulator"),
                               "--out", str(tmp_path / "r")], env={"COLUMNS": str(width)})  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert_readable(res.stdout, width, ["2.63 ms", "2.26 ms", "2.43 ms", "2.17 ms", "1.69 ms", "1.70 ms"])
+    # The files and the Next: command after the table are printed whole (tests/test_eighty_columns.py).
+    table = res.stdout.split("\nWrote ")[0]
+    assert_readable(table, width, ["2.63 ms", "2.26 ms", "2.43 ms", "2.17 ms", "1.69 ms", "1.70 ms"])
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -3,6 +3,7 @@ and renders its typed result; all logic lives in the library."""
 
 from __future__ import annotations
 
+from . import cache as _cache  # noqa: F401
 from . import diagnose as _diagnose  # noqa: F401
 from . import export as _export  # noqa: F401  (registers export, compile, variants)
 from . import gate as _gate  # noqa: F401

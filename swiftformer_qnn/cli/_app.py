@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import Annotated, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -77,14 +77,59 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root() -> None:
-    """SwiftFormer from PyTorch to the Snapdragon 8 Gen 2 NPU (QNN HTP v73), profiled block by block."""
-
-
 # Results go to stdout; progress, warnings and errors to stderr.
 console = Console()
 err_console = Console(stderr=True)
+
+
+def version_line() -> str:
+    """This package's version and the QNN the main environment compiles with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+    from ..toolchains.registry import main_environment_spec
+
+    try:
+        ort_qnn = version("onnxruntime-qnn")
+    except PackageNotFoundError:
+        return f"swiftformer-qnn {__version__} (onnxruntime-qnn not installed)"
+    spec = main_environment_spec()
+    qnn = f", QNN {spec.qnn_version}" if spec is not None else ""
+    return f"swiftformer-qnn {__version__} (onnxruntime-qnn {ort_qnn}{qnn})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(version_line(), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version (and the bundled QNN's) and exit.")] = False,
+) -> None:
+    """SwiftFormer from PyTorch to the Snapdragon 8 Gen 2 NPU (QNN HTP v73), profiled block by block."""
+
+
+def next_step(out: Console, command: str, *, why: str | None = None, open_file: Path | str | None = None) -> None:
+    """The line every command ends with: the command that usually follows (on a line of its own,
+    never folded, so it can be copied), and the file to open."""
+    out.print(Text.assemble(("Next: ", "bold"), why or ""), highlight=False)
+    out.print(Text("  " + command), soft_wrap=True, highlight=False)
+    if open_file is not None:
+        out.print(Text.assemble("  open ", str(open_file)), soft_wrap=True, highlight=False)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) on stdout "
+                                       "instead of the tables; progress stays on stderr.")]
+
+
+def print_json(data: object) -> None:
+    """`--json`: the command's summary as one JSON document on stdout (and nothing else there)."""
+    import json
+
+    print(json.dumps(data, indent=2, default=str))
 
 
 def _say(text: str) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ._app import app, console, err_console, guarded
+from ._app import app, console, err_console, guarded, next_step
 
 
 @app.command()
@@ -29,4 +29,7 @@ def diagnose(
     js, md = write_diagnosis(d, out or Path(export_dir) / "diagnose")
     console.print(table_rich(d.table()))
     console.print(Text(f"HTP vs CPU QDQ: {describe(d.divergence)}."))
-    console.print(f"Written: {js}, {md}")
+    console.print(Text("Wrote:"))
+    for path in (md, js):
+        console.print(Text(f"  {path}"), soft_wrap=True)
+    next_step(console, f"less {md}", why="the per-block table and the op where the HTP departs, in Markdown")

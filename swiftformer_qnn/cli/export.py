@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ..model.variants import VARIANTS
-from ._app import app, console, err_console, guarded
-from .render import ExportProgress, render_export_summary, render_mixed
+from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
+from .render import ExportProgress, export_summary, render_export_summary, render_mixed
 from .toolchains import NoInstallOpt, qnn_toolchains
 
 
@@ -25,6 +25,7 @@ def variants() -> None:
              f"{v.published_gmacs}" if v.published_gmacs else "-", f"{v.published_top1}" if v.published_top1 else "-",
              "x".join(map(str, v.input_shape()))] for v in VARIANTS.values()]
     console.print(FitTable(columns, rows, title="SwiftFormer variants (published figures, ICCV 2023)"))
+    next_step(console, "swiftformer-qnn export --variant l1", why="export one (quantized, compiled, checked)")
 
 
 @app.command()
@@ -49,8 +50,10 @@ def export(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
     graph: Annotated[str, typer.Option(help="htp: the same function in HTP-native ops (default); faithful: the literal upstream graph.")] = "htp",
+    io: Annotated[str, typer.Option(help="The compiled binary's inputs and outputs: float-nchw (default), or uint8-nhwc: the quantized tensors, channel-last, for callers that can feed them (w8a8; scale and zero point in compile.json and the summary).")] = "float-nchw",
     qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Missing toolchains are installed first.")] = None,
     no_install: NoInstallOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Export a SwiftFormer to ONNX, quantize it and compile it for the Snapdragon NPU (local QNN).
 
@@ -66,7 +69,8 @@ def export(
         variant=variant, weights=weights, attention=attention, precision=precision, soc=soc,
         resolution=resolution, encoder_dim=encoder_dim,
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
-        min_sqnr=min_sqnr, max_time_ratio=max_time_ratio, opset=opset, graph=graph, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
+        min_sqnr=min_sqnr, max_time_ratio=max_time_ratio, opset=opset, graph=graph, io=io, until=until_stage,
+        output_dir=output_dir, force=force, use_cache=not no_cache,
     )
     if qnn is not None and until_stage is Until.ONNX:
         raise UsageError("--qnn compiles the quantized model, which --until onnx does not make.",
@@ -74,14 +78,18 @@ def export(
     specs = qnn_toolchains(qnn, no_install=no_install)  # installed, or refused, now: not after the export
     with ExportProgress(err_console) as progress:
         result = run_export(request, progress=progress.on_event)
-    render_export_summary(console, result)
-    render_mixed(console, result)
+    if json_:
+        print_json(export_summary(result))
+    else:
+        render_export_summary(console, result)
+        render_mixed(console, result)
     if specs:
         from ..pipeline import compile_export_across_versions
         from .toolchains import exit_if_failed, render_cross_version, render_progress_event
 
         report = compile_export_across_versions(result, specs, use_cache=not no_cache, progress=render_progress_event)
-        render_cross_version(report, result.directory / "qnn-versions")
+        if not json_:
+            render_cross_version(report, result.directory / "qnn-versions")
         exit_if_failed(report)
 
 

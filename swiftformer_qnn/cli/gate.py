@@ -4,15 +4,17 @@ worse), pass when not; accept a candidate as the new baseline."""
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from ..core.errors import UsageError
 from ..core.text import terminal_safe
-from ._app import app, console, err_console, guarded
+from ._app import app, console, err_console, guarded, next_step
 
 gate_app = typer.Typer(
     name="gate",
@@ -36,7 +38,9 @@ ReportDirOpt = Annotated[Path | None, typer.Option(
     "--report-dir", help="Write gate.md, gate.junit.xml and gate.json here.")]
 MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown summary here.")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here (one case per metric).")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON verdict here.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON verdict here; '-' prints it on "
+                                              "stdout instead of the tables.")]
+STDOUT = Path("-")
 
 
 def _required(paths: list[Path] | None, flag: str, hint: str) -> list[Path]:
@@ -202,19 +206,35 @@ def accept(
             f"in {len(r.files)} profile{'s' * (len(r.files) != 1)}") if r.mode == "profile" \
         else (f"compile structure of {r.variant} {r.precision} for {r.device}, QNN {r.qnn_version}" if r.variant
               else f"compile structure, QNN {r.qnn_version}")
-    console.print(f"baseline {'replaced' if done.replaced else 'written'}: {done.directory} ({what})",
-                  highlight=False)
+    console.print(Text(f"baseline {'replaced' if done.replaced else 'written'} ({what}):"), highlight=False)
+    console.print(Text(f"  {done.directory}"), soft_wrap=True, highlight=False)
+    next_step(console, f"git add {done.directory}", why="commit it: CI gates against the committed baseline")
 
 
 def _conclude(g, verdict, *, report_dir: Path | None, markdown: Path | None, junit: Path | None,
               json_out: Path | None) -> None:
     """Write the reports, render the verdict, exit 1 on a regression."""
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    written = g.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit, json_path=json_out,
+    to_stdout = json_out == STDOUT
+    written = g.write_outputs(verdict, report_dir=report_dir, markdown=markdown, junit=junit,
+                              json_path=None if to_stdout else json_out,
                               step_summary=Path(summary) if summary else None)
-    _render(g, verdict)
+    if to_stdout:
+        sys.stdout.write(g.outputs.render_json(verdict))
+    else:
+        _render(g, verdict)
     for p in written:
-        err_console.print(f"wrote {p}", highlight=False)
+        err_console.print(Text(f"wrote {p}"), highlight=False, soft_wrap=True)
+    if not to_stdout:
+        report = next((p for p in written if p.suffix == ".md"), None)
+        if verdict.passed:
+            next_step(console, "swiftformer-qnn gate accept " + ("latency" if verdict.mode == "profile" else "structure")
+                      + " --candidate CANDIDATE", why="nothing regressed; to make the candidate the new baseline",
+                      open_file=report)
+        else:
+            next_step(console, "swiftformer-qnn report --compare BASELINE_PROFILE CANDIDATE_PROFILE"
+                      if verdict.mode == "profile" else "swiftformer-qnn report --compare BASELINE CANDIDATE",
+                      why="see where the regression sits, block by block or op type by op type", open_file=report)
     if not verdict.passed:
         raise typer.Exit(verdict.exit_code)
 
@@ -248,11 +268,11 @@ def _render(g, v) -> None:
     # Names in these sentences come from the profiles: no markup or escape sequence of theirs.
     console.print(Text(terminal_safe(g.outputs.describe_sides(v), one_line=True)), highlight=False)
     console.print(table)
+    # Notes and reasons wrap at word boundaries (they are prose; their paths are short).
     for n in v.notes:
-        console.print(Text(f"note: {terminal_safe(n, one_line=True)}"), highlight=False, soft_wrap=True)
+        console.print(Text(f"note: {terminal_safe(n, one_line=True)}"), highlight=False)
     for r in v.failures:
-        console.print(Text.assemble(("FAIL", "bold red"), " ", terminal_safe(r.reason, one_line=True)),
-                      highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("FAIL", "bold red"), " ", terminal_safe(r.reason, one_line=True)), highlight=False)
     for r in v.improvements:
         console.print(Text.assemble(("improved", "green"), " ", terminal_safe(r.reason, one_line=True)),
-                      highlight=False, soft_wrap=True)
+                      highlight=False)

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..core.tables import Col, FitTable
-from ._app import app, console, err_console, guarded
+from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 
 if TYPE_CHECKING:
     from ..profiling.orchestrate import ProfiledModel, ProfileRunResult
@@ -57,6 +58,7 @@ def profile(
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show per profile.")] = 10,
     force: Annotated[bool, typer.Option("--force", help="Without --from: replace an export directory under build/ that holds a different request.")] = False,
     check_outputs: Annotated[bool, typer.Option("--check-outputs", help="AI Hub: also run the export's held-out inputs on the phone and report device-vs-CPU-QDQ and device-vs-fp32 SQNR.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Profile SwiftFormer exports block by block: on a phone (AI Hub, adb) or the HTP emulator.
 
@@ -71,8 +73,13 @@ def profile(
     from ..profiling.orchestrate import list_devices as hub_devices
     from .render import ExportProgress
 
+    def note(msg: str) -> None:
+        from ..core.redact import scrub
+
+        err_console.print(Text(scrub(msg), style="dim"), highlight=False)
+
     if list_devices or is_list_request(device):
-        config, devices = hub_devices()
+        config, devices = hub_devices(note)
         render_devices(console, devices, config.api_url)
         return
     request = ProfileRequest(
@@ -97,18 +104,14 @@ def profile(
         check_outputs=check_outputs,
         qnn_sdk=qnn_sdk,
     )
-    def note(msg: str) -> None:
-        from rich.markup import escape
-
-        from ..core.redact import scrub
-
-        err_console.print(f"[dim]{escape(scrub(msg))}[/]", highlight=False, soft_wrap=True)
-
     # Export stages show as progress lines only when this command runs the export.
     stages = nullcontext() if from_dirs else ExportProgress(err_console)
     with stages as shown:
         result = run_profile(request, progress=note, export_progress=shown.on_event if shown else None)
-    render_run(console, result, top=top)
+    if json_:
+        print_json(run_summary(result))
+    else:
+        render_run(console, result, top=top)
     error = result.failure_error()
     if error is not None:
         raise error
@@ -152,7 +155,9 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
     p = item.profile
     words, unit = _source_words(p)
     # The device's name comes from a file or a server: neither rich markup nor escape sequences of its own.
-    head = f"[bold]{item.label}[/] on {markup_escape(terminal_safe(p.target.device, one_line=True))}"
+    # An estimate names its proxy in its label below, not as a device it ran on.
+    head = f"[bold]{item.label}[/]" + (
+        f" on {markup_escape(terminal_safe(p.target.device, one_line=True))}" if p.estimate is None else "")
     if p.latency is not None:
         lat = p.latency
         if lat.basis is LatencyBasis.RUNS:
@@ -174,18 +179,22 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
         head += f" [dim](resumed: {', '.join(k for k, v in item.resumed.items() if v)})[/]"
     out.print(head, highlight=False)
     if item.ran:
-        out.print(f"Ran {item.ran}.", highlight=False, soft_wrap=True)
+        out.print(Text(f"Ran {item.ran}."), highlight=False)
 
     blocks = block_times(p)
     parts = [part for part in PARTS if any(part in b.parts for b in blocks.values())]
     columns = [Col("block", "key"), Col("kind", "label"), Col(f"time ({unit})", "number"), Col("share", "number"),
                Col("ops", "number"), Col("compute units", "text", short="units", min_width=8)]
     columns += [Col(part.replace("_", " "), "number", short=PART_SHORT.get(part)) for part in parts]
+    dram = _estimated_dram_mib(p)  # estimates: the DRAM traffic that explains a block's time
+    if dram:
+        columns.append(Col("DRAM MiB (r+w)", "number", short="DRAM MiB"))
     rows = []
     for b in blocks.values():
         cus = ", ".join(f"{k} {v}" for k, v in sorted(b.compute_units.items()))
         rows.append([b.block, b.kind or "-", _fmt_time(b.time, unit), f"{b.share:.1%}", str(b.op_count), cus or "-",
-                     *(_fmt_time(b.parts[part], unit) if part in b.parts else "" for part in parts)])
+                     *(_fmt_time(b.parts[part], unit) if part in b.parts else "" for part in parts),
+                     *([f"{dram.get(b.block, 0.0):,.2f}"] if dram else [])])
     out.print(FitTable(columns, rows, title=f"Per block ({words}; share of the summed per-op time)"))
 
     timed = sorted(((p.ops[i], t) for i, t in op_times(p).values), key=lambda it: it[1], reverse=True)[:top]
@@ -219,6 +228,16 @@ def _render_profile(out: Console, item: ProfiledModel, top: int) -> None:
                   highlight=False)
 
 
+def _estimated_dram_mib(p) -> dict[str, float]:
+    """Block -> MiB its ops read from and wrote to DRAM in the estimator's schedule (estimates only)."""
+    out: dict[str, float] = {}
+    for op in p.ops:
+        if op.estimate is not None:
+            block = op.attribution.block if op.attribution else "other"
+            out[block] = out.get(block, 0.0) + (op.estimate.dram_read_bytes + op.estimate.dram_write_bytes) / (1 << 20)
+    return out
+
+
 def _render_estimate_notes(out: Console, p) -> None:
     """What an estimate stands on: its proxy and clock, the span against QNN's total, the bytes."""
     est = p.estimate
@@ -249,12 +268,45 @@ def render_run(out: Console, result: ProfileRunResult, *, top: int = 10) -> None
         out.print()
         _render_profile(out, item, top)
     out.print()
-    out.print("[bold]Files written[/]")
-    for item in result.profiled:
-        for kind, path in item.files.items():
-            out.print(f"  {kind:8} {path}", highlight=False)
+    files = [(kind, path) for item in result.profiled for kind, path in item.files.items()]
     if result.journal is not None:
-        out.print(f"  {'jobs':8} {result.journal}", highlight=False)
+        files.append(("jobs", result.journal))
+    _render_files(out, files)
+    if result.profiled:
+        # Published device figures beside the emulator's structure; a device's profiles on their own.
+        refs = "profiles/reference " if result.backend.value == "emulator" and Path("profiles/reference").is_dir() else ""
+        next_step(out, f"swiftformer-qnn report {refs}{result.out_dir}",
+                  why="tables and charts of these profiles (report.html), beside earlier ones")
+
+
+def _render_files(out: Console, files: list[tuple[str, Path]]) -> None:
+    """Each file on a line of its own, named within its folder (which is printed once above them),
+    never folded: a path is copied whole or not at all."""
+    by_folder: dict[Path, list[tuple[str, Path]]] = {}
+    for kind, path in files:
+        by_folder.setdefault(Path(path).parent, []).append((kind, Path(path)))
+    for folder, inside in by_folder.items():
+        out.print(Text.assemble(("Files written in ", "bold"), f"{folder}/"), soft_wrap=True, highlight=False)
+        for kind, path in inside:
+            out.print(Text(f"  {kind:8} {path.name}{'/' if path.is_dir() else ''}"), soft_wrap=True, highlight=False)
+
+
+def run_summary(result: ProfileRunResult) -> dict:
+    """`profile --json`: per profile its files, what its times are (source, unit) and the figures."""
+    from ..profiling.schema import block_times
+
+    profiles = []
+    for item in result.profiled:
+        p = item.profile
+        words, unit = _source_words(p)
+        profiles.append({
+            "label": item.label, "files": {k: str(v) for k, v in item.files.items()}, "device": p.target.device,
+            "source": p.source.value, "what": words, "unit": unit,
+            "latency": p.latency.model_dump(mode="json") if p.latency is not None else None,
+            "blocks": {name: {"time": b.time, "share": b.share, "ops": b.op_count} for name, b in block_times(p).items()},
+        })
+    return {"backend": result.backend.value, "device": result.device, "out_dir": str(result.out_dir),
+            "profiles": profiles, "failed": [f.one_line() for f in result.failures]}
 
 
 def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
@@ -285,5 +337,6 @@ def profile_import(
     item = import_profile(file, from_dir, device=device, qnn=qnn, out_dir=out)
     _render_profile(console, item, top)
     console.print()
-    console.print("[bold]Files written[/]")
-    console.print(f"  {'profile':8} {item.files['profile']}", highlight=False)
+    _render_files(console, [("profile", item.files["profile"])])
+    next_step(console, f"swiftformer-qnn report {item.files['profile'].parent}",
+              why="tables and charts of this profile (report.html), beside earlier ones")

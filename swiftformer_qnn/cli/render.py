@@ -7,10 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
-from ..core.tables import Col, FitTable
+from ..core.tables import Col, FitTable, fmt_bytes
 from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
 from ..pipeline.requests import ExportedRequest
+from ._app import next_step
 
 
 class ExportProgress:
@@ -41,22 +44,13 @@ class ExportProgress:
         self.progress.update(task, completed=1, description=f"{event.title}{suffix}")
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
-
-
 def render_export_summary(console: Console, result: ExportResult) -> None:
     m = result.manifest
     req = m.request
     exported = isinstance(req, ExportedRequest)  # else `compile MODEL.onnx`: no variant, no blocks
     if result.reused:
-        console.print(f"[green]Up to date:[/] {result.directory} already holds this request (nothing re-run).")
+        console.print(Text.assemble(("Up to date: ", "green"), str(result.directory),
+                                    " already holds this request (nothing re-run; the times are the earlier run's)."))
     if exported and req.weights.startswith("random"):
         console.print(
             "[bold yellow]WEIGHTS: RANDOM[/] - no --weights given; the model is randomly initialised "
@@ -64,48 +58,91 @@ def render_export_summary(console: Console, result: ExportResult) -> None:
             "convs, so every branch and every fidelity figure counts). Latency is representative, accuracy is not."
         )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(Text.assemble(("note: ", "yellow"), note))
 
     what = f"{req.variant} {req.precision}" if exported else Path(req.model).name
     rows = []
     for s in m.stages:
-        took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
+        if result.reused:
+            took = f"{s.original_wall_s if s.cached else s.wall_s:.2f} (earlier run)"
+        else:
+            took = f"{s.original_wall_s:.2f} (cached)" if s.cached else f"{s.wall_s:.2f}"
         rows.append([STAGE_TITLES.get(s.name, s.name), took, _stage_summary(s.name, s.results, s.outputs)])
     # The stage title may wrap: a split table would set the results apart from their stages.
     columns = [Col("stage", "text", min_width=16), Col("time (s)", "number"), Col("result", "text", min_width=30)]
-    console.print(FitTable(columns, rows, title=f"{what} for {req.soc} -> {result.directory}"))
+    console.print(FitTable(columns, rows, title=f"{what} for {req.soc}"))
 
+    files = [("manifest.json", f"every stage's inputs, outputs, options and checks (total {m.wall_s:.1f} s)")]
     compile_ = m.stage("compile")
     if compile_ is not None:
         record = compile_.results  # the CompileRecord
-        ctx = result.directory / record.context_onnx
-        if exported:
-            next_step = (
-                f"`swiftformer-qnn profile --from {result.directory}` profiles this export's QDQ model on a "
-                "phone through Qualcomm AI Hub (AI Hub compiles it again for the QAIRT version it runs); "
-                "with --local, this very binary runs on the HTP emulator."
-            )
-        else:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
-            next_step = (
-                "Per-block profiles need an export: `swiftformer-qnn export --variant VARIANT --output-dir DIR`, "
-                "then `swiftformer-qnn profile --from DIR`."
-            )
-        console.print(
-            f"Context binary: [bold]{result.directory / record.context_binary}[/] "
-            f"(QNN {record.qnn_version}, {record.ep_sdk_version}), "
-            f"wrapper {ctx}. On a phone: load {ctx.name} with onnxruntime's QNN EP (HTP backend), "
-            f"or the .bin with QNN's qnn-net-run --retrieve_context. {next_step}"
-        )
         if record.graph_cost is not None:
             console.print(render_graph_cost(record.graph_cost), highlight=False)
+        for t in record.io or []:
+            layout = "NHWC" if t.nhwc else "as the model's"
+            how = ("feed round(x / scale) + zero_point, clipped to 0..255" if t.role == "input"
+                   else "read x = (x_q - zero_point) * scale")
+            console.print(f"Native {t.role} [bold]{t.name}[/]: uint8 {layout} {t.shape}, scale {t.scale:.9g}, "
+                          f"zero point {t.zero_point} ({how}).", highlight=False)
         if exported and m.stage("estimate") is None:
             console.print(f"No estimated time: QNN's performance estimator runs for no HTP v{record.htp_arch} SoC "
                           "in this QNN (profile on a device instead).", highlight=False)
-    console.print(f"Manifest: {result.directory / 'manifest.json'}  (total {m.wall_s:.1f} s)")
+        files = [
+            (record.context_binary, f"the QNN context binary (QNN {record.qnn_version}): on a phone, "
+                                    "qnn-net-run --retrieve_context runs it"),
+            (record.context_onnx, "its onnxruntime wrapper: load it with the QNN execution provider (HTP backend)"),
+            ("compile.json", "what QNN built: HTP ops by type, binary size, versions"),
+            *files,
+        ]
+        if m.stage("estimate") is not None:
+            files.insert(3, ("estimate.json", "QNN's estimated HTP time of the whole graph (not device latency)"))
+    console.print(Text.assemble("Files in ", (f"{result.directory}/", "bold"), ":"), soft_wrap=True)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for name, text in files:
+        grid.add_row("  " + name, text)
+    console.print(grid)
+    if exported and compile_ is not None:
+        _next_after_export(console, result.directory, estimated=m.stage("estimate") is not None)
+    elif compile_ is not None:  # `compile MODEL.onnx`: no variant, so no blocks to attribute a profile to
+        next_step(console, "swiftformer-qnn export --variant VARIANT --output-dir DIR",
+                  why="per-block profiles need an export, then `profile --from DIR`")
+    elif exported:  # --until onnx or quantize
+        next_step(console, f"swiftformer-qnn export --variant {req.variant}",
+                  why="the whole export compiles the model for the NPU and checks it")
+
+
+def export_summary(result: ExportResult) -> dict:
+    """`export --json`: where it went, whether it was reused, and the whole manifest."""
+    return {"directory": str(result.directory), "reused": result.reused, "notes": result.notes,
+            "manifest": result.manifest.model_dump(mode="json")}
+
+
+def _next_after_export(console: Console, directory: Path, *, estimated: bool) -> None:
+    """Profile it next: on AI Hub when a token is configured; else QNN's estimate per block (the
+    best figure without a device), or the HTP emulator's structure where no estimate runs."""
+    from ..core.errors import HubError
+    from ..profiling.aihub_client import check_hub_config
+
+    try:
+        check_hub_config()
+    except HubError:
+        if estimated:
+            next_step(console, f"swiftformer-qnn profile --device estimate --from {directory}",
+                      why="no AI Hub token is configured: QNN's estimated time per block, no device needed; "
+                          "with a token, --device \"Galaxy S23 Ultra\" measures it on a phone")
+        else:
+            next_step(console, f"swiftformer-qnn profile --local --from {directory}",
+                      why="no AI Hub token is configured: per-block structure on the HTP emulator "
+                          "(cycles, not latency); with a token, --device \"Galaxy S23 Ultra\" profiles it on a phone")
+        return
+    next_step(console, f'swiftformer-qnn profile --device "Galaxy S23 Ultra" --from {directory}',
+              why="per-block latency on a phone through Qualcomm AI Hub (--device estimate: QNN's estimate, no device)")
 
 
 def _stage_summary(name: str, r, outputs: dict) -> str:
-    size = ", ".join(f"{k} {_fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
+    size = ", ".join(f"{k} {fmt_bytes(v.bytes)}" for k, v in outputs.items() if k.endswith((".onnx", ".bin")))
     if name == "export":
         return f"opset {r.opset}, {r.nodes} nodes, attention {r.attention}, {r.graph} graph; {size}"
     if name == "simplify":

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from ..core.errors import UsageError
-from ._app import app, console, err_console, guarded
+from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 
 
 @app.command()
@@ -55,6 +55,7 @@ def report(
             help="Leave out malformed or foreign files (listed in the report) instead of stopping.",
         ),
     ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Report latency across QNN versions: headline table, per-block breakdown, movers, charts."""
     from ..report import make_comparison, make_report
@@ -66,15 +67,31 @@ def report(
             raise UsageError("--compare takes exactly two profiles or compiles; give no other paths with it.")
         result = make_comparison(compare[0], compare[1], out=out, name=name)
         cmp = result.comparison
+        if json_:
+            print_json({"out_dir": str(result.out_dir), "files": [str(result.out_dir / f) for f in ("compare.md", "compare.json")],
+                        "comparison": cmp.model_dump(mode="json")})
+            return
         console.print(structure_renderable(cmp) if isinstance(cmp, StructureComparison) else comparison_renderable(cmp))
-        console.print(f"wrote {result.out_dir}/ (compare.md, compare.json)", highlight=False)
+        _wrote(result.out_dir, ["compare.md", "compare.json"])
+        next_step(console, f"less {result.out_dir / 'compare.md'}", why="the comparison, biggest change first")
         return
 
     result = make_report(paths or [], out=out, name=name, skip_invalid=skip_invalid)
     for s in result.report.skipped:
-        err_console.print(f"[yellow]skipped:[/] {escape(s.reason)}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("skipped: ", "yellow"), s.reason), highlight=False)
+    files = ["report.html", "report.md", "report.json", *(c.filename for c in result.charts)]
+    if json_:
+        print_json({"out_dir": str(result.out_dir), "files": [str(result.out_dir / f) for f in files],
+                    "report": result.report.model_dump(mode="json")})
+        return
     console.print(report_renderable(result.report))
-    charts = ", ".join(c.filename for c in result.charts)
-    console.print(
-        f"wrote {result.out_dir}/ (report.md, report.json, report.html; charts: {charts})", highlight=False
-    )
+    _wrote(result.out_dir, files)
+    next_step(console, f"xdg-open {result.out_dir / 'report.html'}",
+              why="the report with its charts, in a browser (report.md: the same tables in Markdown)")
+
+
+def _wrote(directory: Path, files: list[str]) -> None:
+    """The files written, each on a line of its own (a path is never folded)."""
+    console.print(Text.assemble("Wrote ", (f"{directory}/", "bold"), ":"), soft_wrap=True)
+    for name in files:
+        console.print(Text("  " + name), soft_wrap=True)

@@ -13,7 +13,7 @@ import typer
 
 from ..core.tables import Col
 from ..core.targets import DEFAULT_SOC
-from ._app import app, console, err_console, guarded
+from ._app import app, console, err_console, guarded, next_step
 
 toolchains_app = typer.Typer(
     name="toolchains",
@@ -99,6 +99,8 @@ def list_cmd(
     console.print(table)
     if broken:
         err_console.print(f"Reinstall the broken ones: swiftformer-qnn toolchains install {' '.join(broken)} --force")
+    next_step(console, "swiftformer-qnn export --variant l1 --qnn all",
+              why="compile with every QNN version side by side (installs the missing ones first)")
 
 
 @toolchains_app.command("install")
@@ -117,8 +119,11 @@ def install_cmd(
         specs, installer=installer, force=force, progress=render_progress_event
     )
     for s in statuses:
-        console.print(f"QNN {s.spec.qnn_version}: {s.state.value} {s.location or ''}", highlight=False)
+        console.print(f"QNN {s.spec.qnn_version}: {s.state.value} {s.location or ''}", highlight=False, soft_wrap=True)
     err_console.print(f"[dim]{time.perf_counter() - started:.1f} s[/]")
+    versions = ",".join(s.spec.major_minor for s in statuses)
+    next_step(console, f"swiftformer-qnn export --variant l1 --qnn {versions}",
+              why="compile with these QNN versions side by side")
 
 
 @toolchains_app.command("remove")
@@ -134,7 +139,9 @@ def remove_cmd(versions: VersionsArg) -> None:
         if spec == main and explicit_all:
             continue  # `remove all` means every removable one
         removed = remove_toolchain(spec)
-        console.print(f"QNN {spec.qnn_version}: " + (f"removed {removed}" if removed else "not installed"), highlight=False)
+        console.print(f"QNN {spec.qnn_version}: " + (f"removed {removed}" if removed else "not installed"),
+                      highlight=False, soft_wrap=True)
+    next_step(console, "swiftformer-qnn cache", why="what the cache and the remaining toolchains take on disk")
 
 
 # How each column of the cross-version table may adapt to a narrow terminal (others: numbers).

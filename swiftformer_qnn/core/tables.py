@@ -43,6 +43,18 @@ class Col:
         return self.kind in ("key", "number", "label")
 
 
+def fmt_bytes(n: int | None) -> str:
+    """A size in B, KB, MB or GB (1024-based), one decimal above bytes."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
 def shorten_middle(text: str, width: int) -> str:
     """`text` in at most `width` cells, its middle replaced by an ellipsis (both ends are what
     tell names apart: the module path's start and the op at its end)."""

@@ -35,3 +35,10 @@ def markdown_safe(text: str) -> str:
     text = terminal_safe(text, one_line=True).replace("&", "&amp;")
     text = _MARKDOWN.sub(r"\\\1", text)
     return _EDGE_UNDERSCORE.sub(r"\\_", text)
+
+
+def markdown_code(text: str) -> str:
+    """`text` as a Markdown code span (literal inside), or as escaped text where a backtick, a
+    table's `|` or a control character would break out of one."""
+    plain = "`" not in text and "|" not in text and terminal_safe(text, one_line=True) == text
+    return f"`{text}`" if plain else markdown_safe(text)

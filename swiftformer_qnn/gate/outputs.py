@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.atomic import write_text_atomic
 from ..core.errors import OutputDirError
-from ..core.text import markdown_safe, terminal_safe
+from ..core.text import markdown_code, markdown_safe
 from .verdict import GateVerdict, Method, MetricResult, MetricStatus
 
 REPORT_NAMES = {"markdown": "gate.md", "junit": "gate.junit.xml", "json": "gate.json"}
@@ -104,13 +104,6 @@ def _escaped(side, esc: Callable[[str], str]):
                                    "qnn_versions": [esc(q) for q in side.qnn_versions]})
 
 
-def _md_code(text: str) -> str:
-    """`text` as a Markdown code span (literal inside), or escaped text where a backtick, a
-    table's `|` or a control character would break out of one."""
-    plain = "`" not in text and "|" not in text and terminal_safe(text, one_line=True) == text
-    return f"`{text}`" if plain else markdown_safe(text)
-
-
 def _columns(v: GateVerdict) -> list[str]:
     if v.mode == "structure":
         return ["", "metric", "baseline", "candidate", "change", "status"]
@@ -120,7 +113,7 @@ def _columns(v: GateVerdict) -> list[str]:
 
 
 def _row(v: GateVerdict, r: MetricResult) -> list[str]:
-    row = [_MARK[r.status], _md_code(r.metric), fmt_value(r.baseline, r.unit), fmt_value(r.candidate, r.unit),
+    row = [_MARK[r.status], markdown_code(r.metric), fmt_value(r.baseline, r.unit), fmt_value(r.candidate, r.unit),
            fmt_change(r)]
     if v.mode == "profile":
         row += [fmt_interval(r), fmt_confidence(r)]

@@ -82,6 +82,7 @@ def compile_model(
             soc_model=target.soc_model,
             htp_arch=target.htp_arch,
             fp16=target.fp16,
+            graph_optimization_mode=target.graph_optimization_mode,
             model=model or CompiledModel(),
             model_sha256=sha256_file(model_path),
             compile_s=round(compile_s, 3),

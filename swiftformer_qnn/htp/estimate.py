@@ -594,7 +594,7 @@ def estimate_model(
     when the HTP rejects an op.
     """
     from ..toolchains import get_toolchain_spec, main_environment_spec, resolve_toolchain
-    from ..toolchains.state import ToolchainState
+    from ..toolchains.state import ToolchainState, toolchain_in_use
     from ..toolchains.worker import PYCACHE_DIR, package_shim, worker_command, worker_env
 
     proxy = estimator_soc(htp_arch, soc_model)
@@ -621,7 +621,8 @@ def estimate_model(
         request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request.write_text(job.model_dump_json())
         shim = package_shim(Path(tmp) / "shim")
-        with open(work / "estimate_worker.log", "wb") as log:
+        # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
+        with open(work / "estimate_worker.log", "wb") as log, toolchain_in_use(pycache.parent if pycache else None):
             try:
                 proc = subprocess.run(
                     worker_command(python, "estimate", "--request", str(request), "--result", str(result_path)),

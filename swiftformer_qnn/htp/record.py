@@ -41,6 +41,36 @@ class CompiledModel(_Model):
     input_shape: list[int] | None = None
 
 
+class IoTensor(_Model):
+    """One input or output of a graph compiled with native I/O (`export --io uint8-nhwc`, see
+    `pipeline.native_io`): the quantized tensor itself, and how to make it from, or turn it
+    into, the float (NCHW) tensor of the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Literal["input", "output"]
+    dtype: Literal["uint8"] = "uint8"
+    shape: list[int]  # as the binary takes or gives it (NHWC for 4-D)
+    nhwc: bool  # 4-D: channel-last in the binary, channel-first in the float model
+    scale: float
+    zero_point: int
+
+    def from_float(self, x):
+        """The float NCHW tensor (numpy) as this input: x_q = clip(round(x / scale) + zero_point, 0, 255)."""
+        import numpy as np
+
+        q = np.clip(np.round(x / np.float32(self.scale)) + self.zero_point, 0, 255).astype(np.uint8)
+        return q.transpose(0, 2, 3, 1) if self.nhwc else q
+
+    def to_float(self, q):
+        """This output as the float NCHW tensor (numpy): x = (x_q - zero_point) * scale."""
+        import numpy as np
+
+        x = (q.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+        return x.transpose(0, 3, 1, 2) if self.nhwc else x
+
+
 class CompileJob(_Model):
     """What a cross-version parent asks a toolchain's worker to compile (`qnn_worker compile
     --request`): the JSON both sides read through this model."""
@@ -74,8 +104,13 @@ class CompileRecord(_Model):
     soc_model: int
     htp_arch: int
     fp16: bool
+    # QNN's graph finalization optimization level the compile asked for (`HtpTarget`); None in
+    # records written before it was set (QNN's default then: 2).
+    graph_optimization_mode: int | None = None
     model: CompiledModel = Field(default_factory=CompiledModel)
     model_sha256: str  # the ONNX that was compiled
+    # Native I/O (`export --io uint8-nhwc`): the binary's quantized inputs and outputs; None: float NCHW.
+    io: list[IoTensor] | None = None
     # What it produced.
     compile_s: float = Field(ge=0)  # host wall time of the compile (session creation)
     context_onnx: str = CONTEXT_ONNX

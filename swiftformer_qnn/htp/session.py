@@ -64,6 +64,12 @@ class HtpTarget:
     soc_model: int = 43  # SM8550, Snapdragon 8 Gen 2
     htp_arch: int = 73
     fp16: bool = False  # run a float graph in the HTP's fp16 mode
+    # QNN's graph finalization optimization level (EP option htp_graph_finalization_optimization_mode;
+    # QNN's default is 2). 3 lets the HTP graph compiler search schedules longer: QNN's estimator
+    # (SA8255P proxy, QNN 2.51, w8a8 224) puts XS at 454 us instead of 514, L1 at 600 instead of
+    # 656, L3 at 1011 instead of 1042; on QNN 2.48-2.50 L1 at 850-911k cycles instead of
+    # 907-986k (issue 22, profiles/reports/estimate-breakdown/). It costs ~0.5 s of compile.
+    graph_optimization_mode: int = 3
 
     def provider_options(self) -> dict[str, str]:
         import onnxruntime_qnn
@@ -72,6 +78,7 @@ class HtpTarget:
             "backend_path": onnxruntime_qnn.get_qnn_htp_path(),
             "soc_model": str(self.soc_model),
             "htp_arch": str(self.htp_arch),
+            "htp_graph_finalization_optimization_mode": str(self.graph_optimization_mode),
         }
         if self.fp16:
             opts["enable_htp_fp16_precision"] = "1"

@@ -53,6 +53,7 @@ from ..toolchains import (
     probe_problems,
     reinstall_hint,
     resolve_toolchains,
+    toolchain_in_use,
     version_key,
     worker_command,
     worker_env,
@@ -349,7 +350,8 @@ def run_worker(
     # worker's bytecode; the default one is the main environment itself.
     loc = job.toolchain.location
     installed = loc if job.toolchain.state is ToolchainState.READY and loc is not None else None
-    with open(log_path, "wb") as log:
+    # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
+    with open(log_path, "wb") as log, toolchain_in_use(installed):
         try:
             proc = subprocess.run(
                 worker_command(python, "compile", "--request", str(req_path), "--result", str(result_path)),

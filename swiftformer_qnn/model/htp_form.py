@@ -37,6 +37,23 @@ What changes, and why (read from QNN's framework op trace of the compiled graphs
   merged into one (their average is one linear) after the mean pool. BatchNorms stay modules:
   onnxsim folds those after a conv, the BN-fold graph pass (`pipeline.fold_bn`) the rest.
 
+Where the time goes in this form (QNN's estimator, SA8255P proxy for SM8550, QNN 2.51, w8a8,
+issue 22; tables in profiles/reports/estimate-breakdown/): HVX, not HMX, bounds it. Of L1's
+656 us, the GELUs (26 HVX table lookups) take 23.5% of the critical path, the 1x1 convolutions
+(HMX) 20%, the query/key L2Norms 11.5%, the residual Adds 8.6%, and the float NCHW image's
+Quantize and layout conversion 15.5%; of the block's 330 us, the float input and output
+conversions take about half. The speed-ups kept are outside this module: QNN's graph
+optimization level 3 for every compile (`htp.session.HtpTarget`) and native uint8 NHWC I/O
+for callers who can feed it (`export --io uint8-nhwc`, `pipeline.native_io`). Tried here and
+not kept (graph surgery on the QDQ model, then estimated):
+  - the query and key L2Norms as RMSNorms (onnxruntime's `SimplifiedLayerNormalization`,
+    scale 1/sqrt(C): the same function): L1 640 us (569-722) instead of 656 (588-737), the
+    block 310 (280-346) instead of 330 (305-362): inside the estimate's own band; with native
+    I/O and level 3 L1 479 instead of 485 and the block 221 instead of 218. Exporting it needs
+    the `com.microsoft` domain carried through simplify, the BN fold and validation.
+  - No cheaper form of GELU for the same function was found: QNN runs it as one 8-bit table
+    lookup, the cheapest elementwise op the HTP has.
+
 Module paths are kept (`stage2.block9_swiftformer_encoder.attention.to_query`), so ONNX node
 names still say which block and part each op belongs to (`profiling.attribution`).
 """

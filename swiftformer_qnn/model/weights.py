@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core.atomic import sha256_file
 from ..core.errors import WeightsError
-from .swiftformer import AttentionForm, set_attention_form
+from .swiftformer import AttentionForm, build_model, set_attention_form
 from .variants import VARIANTS, BlockKind, Variant
 
 # Where our own safetensors files record the attention form their weights were trained for.
@@ -145,6 +145,11 @@ def _read_torch(path: Path) -> _RawCheckpoint:
                 # A legacy (non-zip) file cut inside a class name: truncated, not unsafe.
                 raise WeightsError(f"{path.name} is truncated (it ends inside its data).",
                                    hint="Re-download or re-save it.") from exc
+            if not found and "Unsupported operand" in text:
+                # Not a pickle at all (a text file, an HTML error page saved as .pth, random bytes):
+                # safe loading stops at the first byte that is no pickle opcode.
+                raise WeightsError(f"{path.name} is not a PyTorch checkpoint (it is not torch.save data).",
+                                   hint="Pass a .pth/.pt/.bin written by torch.save, or a .safetensors file.") from exc
             what = f"a pickled {found.group(1)} object" if found else "pickled Python objects"
             raise WeightsError(
                 f"{path.name} contains {what}, which safe loading (torch.load weights_only=True) refuses.",
@@ -511,6 +516,14 @@ def load_weights(
     set_attention_form(model, effective)
     notes.extend(_attention_notes(fmt, implied, effective, raw.metadata))
     return LoadedWeights(path, fmt, sha256 or sha256_file(path), implied, effective, notes)
+
+
+def check_checkpoint(path: str | Path, variant: Variant, attention_requested: AttentionForm | str | None = None) -> None:
+    """Refuse, with `load_weights`'s one line, a file that is not a checkpoint of `variant`.
+
+    The export calls this before it looks at its output folder, so a junk or mismatched file
+    is reported as itself, not hidden behind "that folder holds another request"."""
+    load_weights(build_model(variant), path, variant, attention_requested, sha256="not computed")
 
 
 def _wrong_kind(value: object, target: torch.Tensor | None) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -38,7 +39,15 @@ from .artifacts import (
     read_manifest,
 )
 from .images import ImageSet, default_calibration_images, default_heldout_images, find_images
-from .requests import CompiledRequest, CompileRequest, ExportedRequest, ExportRequest, ImageSetId, Until
+from .requests import (
+    CompiledRequest,
+    CompileRequest,
+    ExportedRequest,
+    ExportRequest,
+    ImageSetId,
+    IoFormat,
+    Until,
+)
 from .stage_results import (
     ExportResults,
     FoldResults,
@@ -160,6 +169,11 @@ def _resolve(req: ExportRequest) -> _Resolved:
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
     if req.graph not in GRAPH_FORMS:
         raise UsageError(f"Unknown graph form {req.graph!r}.", hint=f"Use one of: {', '.join(GRAPH_FORMS)}.")
+    if req.io not in [f.value for f in IoFormat]:
+        raise UsageError(f"Unknown --io {req.io!r}.", hint=f"Use one of: {', '.join(f.value for f in IoFormat)}.")
+    if req.io == IoFormat.UINT8_NHWC.value and precision is not Precision.W8A8:
+        raise UsageError(f"--io {req.io} needs --precision w8a8 (the binary's inputs and outputs are its uint8 tensors).",
+                         hint="Use --precision w8a8, or the default --io float-nchw.")
     if req.attention is not None and req.attention not in ("normalize", "softmax"):
         raise UsageError(f"Unknown attention form {req.attention!r}.", hint="Use normalize or softmax.")
     if req.weights is not None:
@@ -170,6 +184,9 @@ def _resolve(req: ExportRequest) -> _Resolved:
         if not w.is_file():
             raise WeightsError(f"Weights file {w} does not exist.", hint="Pass the path of a .pth/.safetensors/.bin checkpoint.")
         weights_id = "sha256:" + sha256_file(w)
+        from ..model.weights import check_checkpoint
+
+        check_checkpoint(w, variant, req.attention)  # a junk file says so before any output folder is looked at
     else:
         weights_id = RANDOM_WEIGHTS_ID
     stages = STAGES_UNTIL[Until(req.until)]
@@ -219,6 +236,16 @@ def _check_mixed(req: ExportRequest, precision: Precision) -> None:
 
 
 def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
+    """`build/NAME`, NAME naming every option that makes this request differ from the default one,
+    so the documented examples land in folders of their own (the rule, written once; docs/export.md
+    quotes it):
+
+    `<variant>[-r<size> | -d<dim>x<size>]-<precision>-<soc>`, then, only when not the default:
+    `-faithful` (--graph), `-uint8-nhwc` (--io), `-w-<checkpoint file stem>` (--weights), `-<attention>` (--attention),
+    `-cal-<folder name>` / `-cal<count>` (--calibration / --calibration-count), `-held-<folder name>` /
+    `-held<count>` (--heldout / --heldout-count), `-sqnr<dB>` (--min-sqnr), `-opset<N>` (--opset),
+    `-until-<stage>` (--until).
+    """
     parts = [r.variant.name, r.precision.value, r.soc.name]
     if r.variant.is_encoder_block:
         parts.insert(1, f"d{r.variant.encoder_dim}x{r.resolution}")
@@ -226,9 +253,31 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
         parts.insert(1, f"r{r.resolution}")
     if req.graph != "htp":
         parts.append(req.graph)
+    if req.io != IoFormat.FLOAT_NCHW.value:
+        parts.append(req.io)
+    if req.weights is not None:
+        parts.append(f"w-{_slug(Path(req.weights).stem)}")
+    if req.attention is not None:
+        parts.append(req.attention)
+    defaults = ExportRequest()
+    for option, folder, count, default_count in (("cal", req.calibration, req.calibration_count, defaults.calibration_count),
+                                                 ("held", req.heldout, req.heldout_count, defaults.heldout_count)):
+        if folder is not None:
+            parts.append(f"{option}-{_slug(Path(folder).resolve().name)}")
+        if count != default_count:
+            parts.append(f"{option}{count}")
+    if req.min_sqnr is not None:
+        parts.append(f"sqnr{req.min_sqnr:g}")
+    if req.opset != defaults.opset:
+        parts.append(f"opset{req.opset}")
     if req.until is not Until.VERIFY:
         parts.append(f"until-{Until(req.until).value}")
     return Path("build") / "-".join(parts)
+
+
+def _slug(name: str) -> str:
+    """A file or folder name as a part of a folder name: letters, digits, `.`, `_` and `-` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:40] or "x"
 
 
 def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> ExportResult:
@@ -248,6 +297,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         attention_requested=req.attention,
         opset=req.opset,
         graph=req.graph,
+        io=req.io,
         until=req.until,
         calibration=_image_set_id(r.calibration),
         heldout=_image_set_id(r.heldout),
@@ -692,11 +742,13 @@ class _Run:
 
         qdq = self._path("quantize", "model.qdq.onnx")
         target, soc, subject = self.htp_target(), self.r.soc.name, self.subject()
+        io = IoFormat(self.req.io)
         options = {"soc": soc, "soc_model": target.soc_model, "htp_arch": target.htp_arch, "fp16": target.fp16,
+                   "graph_optimization_mode": target.graph_optimization_mode, "io": io.value,
                    "model": subject.model_dump(), **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached(
             "compile", options=options, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
-            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject), outputs=COMPILE_OUTPUTS,
+            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject, io=io), outputs=COMPILE_OUTPUTS,
         )
 
     def _stage_estimate(self):
@@ -706,16 +758,20 @@ class _Run:
         import shutil
 
         from ..htp.estimate import ESTIMATE_JSON, estimate_model, estimator_soc
-        from .compile import guarded_model
+        from .compile import guarded_model, native_io_model
         from .stage_results import EstimateResults
 
         r = self.r
         qdq = self._path("quantize", "model.qdq.onnx")
         proxy = estimator_soc(r.soc.htp_arch)
 
+        io = IoFormat(self.req.io)
+
         def produce(d: Path) -> EstimateResults:
             with tempfile.TemporaryDirectory() as tmp:
                 compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                if io is IoFormat.UINT8_NHWC:  # the graph the compile stage compiled: native I/O too
+                    compiled, _ = native_io_model(compiled, Path(tmp))
                 est = estimate_model(compiled, Path(tmp) / "work", htp_arch=r.soc.htp_arch, soc_model=proxy.soc_model,
                                      stands_for=r.soc.name, fp16=r.precision is Precision.FP16)
                 shutil.copyfile(Path(tmp) / "work" / ESTIMATE_JSON, d / ESTIMATE_JSON)
@@ -726,7 +782,7 @@ class _Run:
                 traced_ops=len(est.ops), unmapped_share=est.unmapped_share)
 
         return self._cached(
-            "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch,
+            "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch, "io": io.value,
                                  "stands_for": r.soc.name, "precision": r.precision.value,
                                  **tool_versions(("onnxruntime", "onnxruntime-qnn"))},
             inputs=self._inputs_of(("quantize", "model.qdq.onnx")), produce=produce, outputs=(ESTIMATE_JSON,),
@@ -748,6 +804,9 @@ class _Run:
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> VerifyResults:
+            from ..htp.record import COMPILE_RECORD, read_compile_record
+
+            io = read_compile_record(ctx_dir / COMPILE_RECORD).io
             heldout = np.load(heldout_path)
             np.save(d / "sample_input.npy", heldout[:1])
             with tempfile.TemporaryDirectory() as tmp:
@@ -759,7 +818,7 @@ class _Run:
                 return VerifyResults.model_validate(verify_fidelity(
                     np.load(fp32_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(), r.precision,
                     classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
-                    compiled_graph=compiled))
+                    compiled_graph=compiled, io=io))
 
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
@@ -852,5 +911,14 @@ def compile_export_across_versions(result: ExportResult, versions, *, use_cache:
         name = onnx.load(str(model), load_external_data=False).graph.input[0].name
         inputs = {name: np.load(sample)}
     target = HtpTarget(compiled.soc_model, compiled.htp_arch, fp16=compiled.fp16)
-    return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True, use_cache=use_cache,
-                                 target=target, inputs=inputs, subject=compiled.model, progress=progress)
+    with tempfile.TemporaryDirectory(dir=result.directory) as tmp:
+        if compiled.io:  # every version compiles the graph the export's binary holds: native I/O too
+            from .compile import native_io_model
+
+            model, _ = native_io_model(model, Path(tmp))
+            if inputs is not None:
+                (feed,) = [t for t in compiled.io if t.role == "input"]
+                inputs = {feed.name: feed.from_float(next(iter(inputs.values())))}
+        return compile_versions_into(model, versions, result.directory / "qnn-versions", force=True,
+                                     use_cache=use_cache, target=target, inputs=inputs, subject=compiled.model,
+                                     progress=progress)

@@ -26,6 +26,13 @@ class Until(str, Enum):
     VERIFY = "verify"  # + fidelity of the quantized model and of the binary on the emulator (default)
 
 
+class IoFormat(str, Enum):
+    """What a compiled binary's inputs and outputs are (`export --io`, `pipeline.native_io`)."""
+
+    FLOAT_NCHW = "float-nchw"  # float32, channel-first: what PyTorch gives (default)
+    UINT8_NHWC = "uint8-nhwc"  # the quantized tensors, uint8, 4-D ones channel-last
+
+
 class _Asked(BaseModel):
     # Values are checked by the orchestrator (`_resolve`), which says what is wrong and what to
     # do in one line; the model only carries them.
@@ -54,6 +61,7 @@ class ExportRequest(_Asked):
     max_time_ratio: float | None = None
     opset: int = 20
     graph: str = "htp"  # "htp": HTP-ready form (default); "faithful": the literal upstream graph
+    io: str = "float-nchw"  # the compiled binary's inputs/outputs: float-nchw, or uint8-nhwc (pipeline.native_io)
     until: Until = Until.VERIFY
     output_dir: Path | None = None
     force: bool = False
@@ -100,6 +108,7 @@ class ExportedRequest(_Recorded):
     attention_requested: str | None = None
     opset: int
     graph: str
+    io: str = "float-nchw"
     until: Until
     calibration: ImageSetId | None = None  # None: nothing was quantized
     heldout: ImageSetId | None = None
@@ -107,8 +116,10 @@ class ExportedRequest(_Recorded):
     max_time_ratio: float | None = None
 
     def key_fields(self) -> dict:
-        """What the output directory's key hashes: the same weights from another path are the same export."""
-        return self.model_dump(mode="json", exclude={"weights_path"})
+        """What the output directory's key hashes: the same weights from another path are the same export.
+        The default I/O is left out, so exports made before `io` existed keep their keys."""
+        default_io = self.io == "float-nchw"
+        return self.model_dump(mode="json", exclude={"weights_path", "io"} if default_io else {"weights_path"})
 
 
 class CompiledRequest(_Recorded):

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.errors import QuantizationFidelityError
 from ..core.targets import Precision
+from ..htp.record import IoTensor
 from ..htp.session import HtpTarget, htp_session
 from ..measure.agreement import compare_outputs, cpu_workers, run_cpu, sqnr_below
 
@@ -51,6 +52,7 @@ def verify_fidelity(
     emulator_samples: int = EMULATOR_SAMPLES,
     variant=None,
     compiled_graph: Path | None = None,
+    io: list[IoTensor] | None = None,
 ) -> dict:
     """fp32 (the float ONNX's outputs on `heldout`, from the validate stage) vs the quantized
     model on the CPU EP over all held-out inputs, and the context binary on the HTP emulator
@@ -60,13 +62,16 @@ def verify_fidelity(
 
     `compiled_graph`: the QDQ graph the context binary was compiled from, when not
     `quantized_model` itself (the compile stage's BN guard may have rewritten it); the per-tensor
-    runs compile that graph again with its quantized tensors as outputs."""
+    runs compile that graph again with its quantized tensors as outputs (with float I/O: the
+    tensors inside are the same). `io`: the binary's native inputs and outputs (`export --io
+    uint8-nhwc`): the held-out inputs are quantized into them and its outputs dequantized, with
+    the scales the compile recorded, so every comparison stays in float NCHW."""
     n = min(emulator_samples, heldout.shape[0])
     # The CPU QDQ model over every held-out input and the binary on the emulator, at once: on
     # two cores neither keeps both busy (the emulator runs mostly on one thread per session).
     with ThreadPoolExecutor(1, thread_name_prefix="cpu-qdq") as pool:
         on_cpu = pool.submit(run_cpu, quantized_model, heldout)
-        emulated = emulate(context_model, heldout[:n], target)
+        emulated = emulate(context_model, heldout[:n], target, io=io)
         quant = on_cpu.result()
     quantization = compare_outputs(fp32, quant, classify=classify)
     emulator = compare_outputs(quant[:n], emulated, classify=classify)
@@ -112,24 +117,36 @@ def verify_fidelity(
     return result
 
 
-def emulate(context_model: Path, inputs: np.ndarray, target: HtpTarget) -> np.ndarray:
+def emulate(context_model: Path, inputs: np.ndarray, target: HtpTarget, *, io: list[IoTensor] | None = None) -> np.ndarray:
     """The context binary's first output on the HTP emulator for each batch-1 sample of
     `inputs`, concatenated. One session per core, each running its share from a thread: one
     session runs one inference at a time (onnxruntime-qnn serializes them), mostly on one
-    thread, and loading the context again costs a fraction of one inference."""
+    thread, and loading the context again costs a fraction of one inference. With native I/O
+    (`io`), each float NCHW sample is quantized into the binary's input and its output
+    dequantized back, with the compile's recorded scales."""
     n = inputs.shape[0]
     workers = cpu_workers(n)
     out: list[np.ndarray | None] = [None] * n
+    to_binary, from_binary = _io_conversions(io)
 
     def work(k: int) -> None:
         session = htp_session(context_model, target)
         name = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
         for i in range(k, n, workers):
-            out[i] = session.run(None, {name: inputs[i : i + 1]})[0]
+            out[i] = from_binary(session.run(None, {name: to_binary(inputs[i : i + 1])})[0])
 
     with ThreadPoolExecutor(workers, thread_name_prefix="htp-emulator") as pool:
         list(pool.map(work, range(workers)))  # list(): re-raise a session's error
     return np.concatenate(out)
+
+
+def _io_conversions(io: list[IoTensor] | None):
+    """(float input -> what the binary takes, what the binary gives -> float output)."""
+    if not io:
+        return (lambda x: x), (lambda y: y)
+    (inp,) = [t for t in io if t.role == "input"]
+    (out,) = [t for t in io if t.role == "output"]
+    return inp.from_float, out.to_float
 
 
 def output_failures(emulator: dict, emulator_vs_fp32: dict, cpu_vs_fp32: dict, precision: Precision) -> list[str]:

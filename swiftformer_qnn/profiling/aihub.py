@@ -226,20 +226,25 @@ class HubSession:
         except _NoAnswer:
             raise HubError(f"Qualcomm AI Hub, {what}: no answer from {self.config.api_url} within "
                            f"--timeout {self.options.timeout_s:g} s.",
-                           hint="Check the network and the server, or allow longer with --timeout; rerun the same "
-                                f"command to resume the jobs saved in {self.journal.path}.") from None
+                           hint="Check the network and the server, or allow longer with --timeout; then rerun the "
+                                f"same command{self._resumes()}.") from None
         except client_errors() as exc:
             where = f" ({job_url})" if job_url else ""
             hint = None
             if isinstance(exc, transient_errors()):
                 hint = (
                     f"Check the network and {self.config.api_url} (the client already retried with backoff), "
-                    f"then rerun the same command: it resumes the jobs saved in {self.journal.path}."
+                    f"then rerun the same command{self._resumes()}."
                 )
             error = HubError(f"Qualcomm AI Hub, {what}{where}: {client_message(exc)}", hint=hint)
             error.fatal = is_fatal(exc)  # type: ignore[attr-defined]
             error.transient = isinstance(exc, transient_errors())  # type: ignore[attr-defined]
             raise error from None
+
+    def _resumes(self) -> str:
+        """What a rerun picks up: the journal's jobs, once there is a journal (a failure before
+        the first job wrote none, and a hint naming it would send the user to a missing file)."""
+        return f": it resumes the jobs saved in {self.journal.path}" if Path(self.journal.path).is_file() else ""
 
     def _transfer(self, fn: Callable[[], Any], what: str, job_url: str | None = None) -> Any:
         """A file transfer (upload or download, presigned or S3 credentials), retried a few

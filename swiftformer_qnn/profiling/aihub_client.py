@@ -111,7 +111,25 @@ class _RetryLog(logging.Handler):
         self.out = out
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.out.line(record.getMessage())
+        self.out.line(retry_line(record.getMessage()) if record.name.startswith("urllib3") else record.getMessage())
+
+
+# urllib3's own warning while it retries: "Retrying (Retry(total=4, connect=None, read=None,
+# redirect=None, status=None)) after connection broken by 'NewConnectionError(\"<...>: Failed to
+# establish a new connection: [Errno 111] Connection refused\")': /api/v1/devices/" (200+ characters).
+_URLLIB3_RETRY = re.compile(r"Retrying \(Retry\(total=(\d+).*?broken by '(\w+)(?:\((.*)\))?'\s*:\s*(\S+)", re.S)
+
+
+def retry_line(message: str) -> str:
+    """urllib3's retry warning as one short progress line: what failed, which path, retries left."""
+    found = _URLLIB3_RETRY.search(message)
+    if not found:
+        return message.splitlines()[0][:120] if message else message
+    left, error, detail, path = found.groups()
+    reason = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out|Connection refused|Name or service not known)",
+                       detail or "")
+    why = (reason.group(1) or reason.group(2)).strip() if reason else error
+    return f"retrying {path}: {why} ({left} retries left)"
 
 
 @contextlib.contextmanager
@@ -121,19 +139,23 @@ def quiet(progress: Progress | None = None) -> Iterator[None]:
     (a retry loop that can last minutes must not look like a hang)."""
     out = _ClientOutput(progress)
     handler = _RetryLog(out)
-    # urllib3's retries (LogRetry) and the `backoff` library's, both quiet at default levels.
-    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff")]
-    levels = [lg.level for lg in loggers]
+    # The client's retries (LogRetry) and the `backoff` library's, both quiet at default levels;
+    # urllib3's own retry warnings, which would otherwise reach the terminal raw through the root
+    # logger (one 200-character line per attempt), become one short progress line each.
+    loggers = [logging.getLogger(name) for name in ("LogRetry", "backoff", "urllib3")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
+        lg.setLevel(logging.INFO if lg.name != "urllib3" else logging.WARNING)
+        lg.propagate = False
     try:
         with contextlib.redirect_stdout(out):
             yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
+        for lg, (level, propagate) in zip(loggers, saved, strict=True):
             lg.removeHandler(handler)
             lg.setLevel(level)
+            lg.propagate = propagate
         if out._partial:
             out.line(out._partial)
 
@@ -173,14 +195,14 @@ def is_fatal(exc: BaseException) -> bool:
     return "Failed to authenticate" in text or "no longer supported" in text or "upgrade" in text.lower()
 
 
-def list_devices(config: HubConfig | None = None) -> list[dict[str, Any]]:
+def list_devices(config: HubConfig | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
     """AI Hub's devices (`get_devices()`), as plain dicts: name, os, chipset, attributes."""
     import qai_hub
 
     cfg = config or check_hub_config()
     client = qai_hub.Client()
     try:
-        with quiet():
+        with quiet(progress):
             client.set_verbose(False)
             devices = client.get_devices()
     except client_errors() as exc:

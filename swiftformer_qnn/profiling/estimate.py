@@ -138,9 +138,11 @@ def estimate_export_model(
     import tempfile
 
     from ..htp.estimate import estimate_model
+    from ..htp.sweep import require_onnx
     from ..pipeline.compile import guarded_model
     from .emulator import onnx_node_tensors
 
+    require_onnx(Path(model_path))  # a damaged export: one line, before any compile
     with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-estimate-") as tmp:
         # What the phone would run: the graph the compile stage compiles, after the BN guard.
         source, _ = guarded_model(Path(model_path), Path(tmp), name=Path(model_path).name)

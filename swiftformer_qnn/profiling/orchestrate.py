@@ -517,10 +517,12 @@ def _profile_on_estimator(
     """Estimate each export with each QNN version (`htp.estimate`): one compile for the proxy SoC
     of the export's HTP architecture per version, no device, no emulator run."""
     from ..htp.estimate import estimator_soc
+    from ..htp.sweep import require_onnx
     from .estimate import estimate_export_model
 
-    for s in sources:  # an architecture without an estimator SoC: refused before any compile
+    for s in sources:  # an architecture without an estimator SoC, a damaged model: refused before any compile
         estimator_soc(s.soc.htp_arch)
+        require_onnx(s.model_path)
     if qnn:  # installed on first use, as `export --qnn` does
         from ..toolchains import ensure_toolchains, parse_qnn_versions
 
@@ -532,24 +534,25 @@ def _profile_on_estimator(
         for version in qnn or [None]:
             emit(f"{label}: estimating with QNN {version or 'of this environment'} for {proxy.name} "
                  f"(soc_model {proxy.soc_model}, proxy for {s.soc.name.upper()}): one compile, no device")
-            work = out_dir / f"{label}.estimate-work"
-            if work.exists():
-                import shutil
+            import shutil
 
-                shutil.rmtree(work)
-            profile, _ = estimate_export_model(s.model_path, s.variant, s.model_info, work,
-                                               htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version)
+            work = out_dir / f".{label}.estimate-work"
+            shutil.rmtree(work, ignore_errors=True)
+            try:
+                profile, _ = estimate_export_model(s.model_path, s.variant, s.model_info, work,
+                                                   htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
+                raise
             ran = profile.toolchain.qnn_version or "unknown"
             stem = profile_stem(label, ran, profile.target.device)
             final_raw = out_dir / f"{stem}.raw"
             if final_raw.exists():
-                import shutil
-
                 shutil.rmtree(final_raw)
             work.rename(final_raw)
             path = profile.save(out_dir / f"{stem}.profile.json")
             result.profiled.append(ProfiledModel(f"{label}-qnn{ran}", profile, {"profile": path, "raw": final_raw},
-                                                 ran=f"QNN {ran}, {profile.estimate.label if profile.estimate else ''}"))
+                                                 ran=f"one compile with QNN {ran} for {proxy.name}, no device"))
     return result
 
 
@@ -569,12 +572,13 @@ def _profile_on_phone(
     return result
 
 
-def list_devices() -> tuple[HubConfig, list[dict[str, Any]]]:
-    """The devices AI Hub offers (needs a token, like every AI Hub call)."""
+def list_devices(progress: Callable[[str], None] | None = None) -> tuple[HubConfig, list[dict[str, Any]]]:
+    """The devices AI Hub offers (needs a token, like every AI Hub call); the client's retries
+    are reported through `progress`."""
     from .aihub_client import list_devices as _list
 
     config = check_hub_config()
-    return config, _list(config)
+    return config, _list(config, progress)
 
 
 # --- importing a profile a user already has -------------------------------------------------

@@ -56,6 +56,16 @@ def block_group(block: str, kind: str | None, *, standalone: bool = False, part:
     return block
 
 
+# One colour per variant, the same in every chart and every report (not by position among the
+# report's models, which moved L1's colour whenever another model joined the report).
+_VARIANT_COLORS = {"l1": 0, "l3": 2, "s": 4, "xs": 8, "encoder": 6}
+
+
+def model_color(model):
+    """The colour of a model's bars: fixed per variant."""
+    return _TAB20[_VARIANT_COLORS.get("encoder" if model.is_encoder_block else model.variant, 10)]
+
+
 def group_color(group: str):
     """Stage i gets tab20's pair i: dark for its SwiftFormerEncoder, light for its ConvEncoders."""
     m = re.fullmatch(r"stage(\d+) (SwiftFormerEncoder|ConvEncoders|blocks)", group)
@@ -150,7 +160,7 @@ def models_by_version(report: Report, path: Path) -> Chart | None:
     width = max(7.0, min(16.0, 3.0 + 1.6 * max(len(c) for c in settings.values()) * ncols))
     fig = Figure(figsize=(width, 4.6 * nrows + 0.6), layout="constrained")
     models = report.models
-    colors = {m.id: _TAB20[6] if m.is_encoder_block else _TAB20[2 * (i % 3)] for i, m in enumerate(models)}
+    colors = {m.id: model_color(m) for m in models}
     for k, (setting, cols) in enumerate(settings.items()):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         scale, _ = _scale(cols[0].unit)

@@ -10,14 +10,21 @@ from .charts import Chart
 from .model import Report
 from .tables import TableSpec, breakdown_table, headline_table, provenance_table, steps_table
 
+# Readable from a phone (412 px) to a desktop (1280 px): the page never scrolls sideways; a table
+# wider than the page scrolls inside its own box, charts scale to the page's width, and long
+# words (paths, op names) in text break rather than push the page wider.
 _CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: 13px; }
+html { -webkit-text-size-adjust: 100%; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1em auto; max-width: 1200px; padding: 0 1em; color: #222;
+       overflow-wrap: anywhere; }
+h1 { font-size: 1.5em; }
+.scroll { overflow-x: auto; max-width: 100%; margin: .5em 0 1em; }
+table { border-collapse: collapse; font-size: 13px; overflow-wrap: normal; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; white-space: nowrap; }
 caption { caption-side: bottom; text-align: left; font-style: italic; color: #555; padding-top: 3px; }
-img { max-width: 100%; border: 1px solid #eee; }
+img { display: block; max-width: 100%; height: auto; border: 1px solid #eee; }
 """
 
 
@@ -34,7 +41,7 @@ def table_html(spec: TableSpec) -> str:
     notes = ""
     if spec.footnotes:
         notes = "<ol>" + "".join(f"<li>{escape(n)}</li>" for n in spec.footnotes) + "</ol>"
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{notes}'
 
 
 def report_html(report: Report, charts: list[Chart], chart_dir: Path) -> str:
@@ -66,6 +73,7 @@ def report_html(report: Report, charts: list[Chart], chart_dir: Path) -> str:
     body = "\n".join(parts)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(report.name)}: SwiftFormer on QNN</title><style>{_CSS}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.text import markdown_safe
+from ..core.text import markdown_code, markdown_safe
 from .charts import Chart
 from .model import Comparison, Report, StructureComparison
 from .tables import (
@@ -50,7 +50,7 @@ def report_md(report: Report, charts: list[Chart]) -> str:
         table_md(headline_table(report), title=False),
     ]
     if report.skipped:
-        out += ["Skipped (invalid):", ""] + [f"- {_esc(s.path)}: {_esc(s.reason)}" for s in report.skipped] + [""]
+        out += ["Skipped (invalid):", ""] + [f"- {markdown_code(s.path)}: {_esc(s.reason)}" for s in report.skipped] + [""]
     if report.notes:
         out += ["Notes:", ""] + [f"- {_esc(n)}" for n in report.notes] + [""]
 

@@ -56,6 +56,7 @@ from .state import (
     resolve_toolchain,
     resolve_toolchains,
     toolchain_dir,
+    toolchain_in_use,
     toolchains_root,
     verify_toolchain,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "short_version",
     "split_versions",
     "toolchain_dir",
+    "toolchain_in_use",
     "toolchains_root",
     "unfetched_packages",
     "verify_toolchain",

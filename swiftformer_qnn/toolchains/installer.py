@@ -31,6 +31,7 @@ from .state import (
     inspect_toolchain,
     resolve_toolchains,
     toolchain_dir,
+    toolchain_exclusive,
     toolchains_root,
 )
 from .worker import _tail, probe_problems, probe_python
@@ -461,9 +462,10 @@ def remove_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Path |
         return None
     # Marker first: a removal interrupted midway leaves a directory that reads as broken.
     try:
-        (d / MARKER_NAME).unlink(missing_ok=True)
-        trash = d.with_name(f".{d.name}.removing-{os.getpid()}")
-        d.rename(trash)
+        with toolchain_exclusive(d, f"QNN {spec.qnn_version}"):  # never from under a running worker
+            (d / MARKER_NAME).unlink(missing_ok=True)
+            trash = d.with_name(f".{d.name}.removing-{os.getpid()}")
+            d.rename(trash)
         shutil.rmtree(trash)
     except OSError as exc:
         raise ToolchainError(f"Could not remove {d}: {exc.strerror or exc}.") from None

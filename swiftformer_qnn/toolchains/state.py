@@ -3,9 +3,11 @@ read from the directory alone; `verify_toolchain` also loads one in a subprocess
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -109,6 +111,43 @@ def _missing_file(env_dir: Path, dist: str, ver: str) -> str | None:
             if not os.path.lexists(sp / rel):
                 return rel
     return None
+
+
+@contextmanager
+def toolchain_in_use(location: Path | None) -> Iterator[None]:
+    """A shared lock on a toolchain's directory while a run uses it (a worker compiles or
+    estimates with it): `remove_toolchain` takes the exclusive one and refuses while any run
+    holds this. The kernel drops the lock with the process, so a killed run blocks nothing.
+    No-op for the main environment (`location` None)."""
+    if location is None:
+        yield
+        return
+    try:
+        fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield  # gone already: the run's own checks say so
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def toolchain_exclusive(location: Path, what: str) -> Iterator[None]:
+    """The exclusive lock on a toolchain's directory for removing it; a ToolchainError, at
+    once, while a run uses it."""
+    fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ToolchainError(f"{what} is in use by a running compile or estimate: not removed.",
+                                 hint="Remove it when that run has ended.") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def inspect_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> ToolchainStatus:
