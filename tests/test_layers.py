@@ -43,9 +43,12 @@ def test_the_architecture_page_draws_the_orchestrators_stages():
     (chain,) = [line for line in page.splitlines() if re.match(r"^\s*export ─>", line)]
     stages = STAGES_UNTIL[Until.VERIFY]
     assert tuple(s.strip() for s in chain.split("─>")) == stages
-    assert tuple(STAGE_TITLES) == tuple(STAGE_RESULTS) == stages
+    # Every stage any export runs (--precision mixed adds two before quantize), in order.
+    every_stage = tuple(STAGE_RESULTS)
+    assert tuple(STAGE_TITLES) == every_stage
+    assert tuple(s for s in every_stage if s in stages) == stages
     rows = re.findall(r"^\| (\w+) \| `([\w/]+)\.(\w+)`[^|]*\| [^|]* \| `(\w+)` \|$", page, re.M)
-    assert [r[0] for r in rows] == list(stages)
+    assert [r[0] for r in rows] == list(every_stage)
     for stage, module, function, results in rows:
         assert (REPO / "swiftformer_qnn" / f"{module}.py").is_file(), module
         assert f"def {function}(" in (REPO / "swiftformer_qnn" / f"{module}.py").read_text(), function

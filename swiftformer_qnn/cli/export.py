@@ -9,7 +9,7 @@ import typer
 
 from ..model.variants import VARIANTS
 from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
-from .render import ExportProgress, export_summary, render_export_summary
+from .render import ExportProgress, export_summary, render_export_summary, render_mixed
 from .toolchains import NoInstallOpt, compare_versions, qnn_toolchains
 
 
@@ -34,13 +34,14 @@ def export(
     variant: Annotated[str, typer.Option(help="xs, s, l1, l3, or encoder (the standalone SwiftFormerEncoder block).")] = "l1",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: upstream .pth, HF .safetensors/.bin, or timm. Omit for random weights.")] = None,
     attention: Annotated[str | None, typer.Option(help="normalize (upstream since July 2023) or softmax (first release, HF port). Default: what the weights imply.")] = None,
-    precision: Annotated[str, typer.Option(help="w8a8, w8a16, or fp16 (float graph in the HTP's fp16 mode).")] = "w8a8",
+    precision: Annotated[str, typer.Option(help="w8a8, w8a16, fp16 (float graph in the HTP's fp16 mode), or mixed (8-bit weights; 8- or 16-bit activations per block, chosen by measuring each block on the HTP emulator).")] = "w8a8",
     soc: Annotated[str, typer.Option(help="Target Snapdragon: sm8550 (8 Gen 2, default), sm8650, sm8750, sm8450, sm8475.")] = "sm8550",
     calibration: Annotated[Path | None, typer.Option(help="Folder of calibration images (recursive). Default: the shipped photographs.")] = None,
     calibration_count: Annotated[int, typer.Option(help="How many calibration images to use.")] = 64,
     heldout: Annotated[Path | None, typer.Option(help="Folder of held-out images for the fidelity check. Default: the shipped held-out set.")] = None,
     heldout_count: Annotated[int, typer.Option(help="How many held-out images to use.")] = 16,
-    min_sqnr: Annotated[float | None, typer.Option(help="Fail if the quantized model's SQNR vs fp32 (dB) is below this. Default: 10 (w8a8), 20 (w8a16), 30 (fp16).")] = None,
+    min_sqnr: Annotated[float | None, typer.Option(help="Fail if the quantized model's SQNR vs fp32 (dB) is below this. Default: 10 (w8a8), 20 (w8a16), 30 (fp16). With --precision mixed: the target, the fastest assignment whose HTP output is at least this faithful.")] = None,
+    max_time_ratio: Annotated[float | None, typer.Option(help="With --precision mixed: the most faithful assignment whose estimated time is at most R x uniform w8a8's (R >= 1). Default target: half of w8a16's SQNR gain for a third of its extra time.")] = None,
     until: Annotated[str, typer.Option(help="Stop after: onnx (validated ONNX), quantize, compile, or verify (everything).")] = "verify",
     resolution: Annotated[int | None, typer.Option(help="Input size override (multiple of 32; the block: its HxW). Default 224 / 64.")] = None,
     encoder_dim: Annotated[int | None, typer.Option(help="Channels of the standalone encoder block (default 96).")] = None,
@@ -68,7 +69,8 @@ def export(
         variant=variant, weights=weights, attention=attention, precision=precision, soc=soc,
         resolution=resolution, encoder_dim=encoder_dim,
         calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
-        min_sqnr=min_sqnr, opset=opset, graph=graph, io=io, until=until_stage, output_dir=output_dir, force=force, use_cache=not no_cache,
+        min_sqnr=min_sqnr, max_time_ratio=max_time_ratio, opset=opset, graph=graph, io=io, until=until_stage,
+        output_dir=output_dir, force=force, use_cache=not no_cache,
     )
     if qnn is not None and until_stage is Until.ONNX:
         raise UsageError("--qnn compiles the quantized model, which --until onnx does not make.",
@@ -80,6 +82,7 @@ def export(
         print_json(export_summary(result))
     else:
         render_export_summary(console, result)
+        render_mixed(console, result)
     if specs:
         from ..pipeline import compile_export_across_versions
         from .toolchains import exit_if_failed, render_cross_version, render_progress_event

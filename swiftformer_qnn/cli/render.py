@@ -157,9 +157,19 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
         return text + f"{held.count} held-out ({held.what})" + (f", {skipped} file(s) skipped" if skipped else "")
     if name == "validate":
         return f"max |diff| {r.max_abs_diff:.2e} (tol {r.tolerance_abs:.1e}), cosine {r.cosine_min:.6f}"
+    if name == "sensitivity":
+        return (f"{len(r.units)} units each alone at 16 bits on {r.samples} held-out inputs: w8a8 "
+                f"{_sq(r.w8a8.htp_sqnr_db)}, w8a16 {_sq(r.w8a16.htp_sqnr_db)} (HTP vs fp32); cost: {r.cost_unit}")
+    if name == "mixed_search":
+        from ..report.mixed import chosen_line
+
+        return f"{r.target}: {chosen_line(r)}; {r.measured_candidates} candidate(s) measured"
     if name == "quantize":
         if not r.quantized:
             return "fp16: float graph kept, HTP runs it in fp16"
+        if r.sixteen_bit_units:
+            return (f"mixed: {len(r.sixteen_bit_units)} unit(s) with 16-bit activations, the rest 8-bit, 8-bit weights, "
+                    f"{r.compute_nodes} compute nodes; {size}")
         return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
     if name == "compile":
         from ..htp.bn_guard import describe_guard
@@ -201,7 +211,34 @@ def render_graph_cost(record: CompileRecord) -> str:
     return f"HTP graph: {record.htp_op_count} ops ({types}); {figures}."
 
 
+def _sq(db: float | None) -> str:
+    return "exact" if db is None else f"{db:.2f} dB"
+
+
 def _db(figures) -> str:
     if figures.exact:
         return "exact"
     return "undefined" if figures.sqnr_db is None else f"{figures.sqnr_db:.1f} dB"
+
+
+def render_mixed(console: Console, result: ExportResult) -> None:
+    """A mixed export's sensitivity and Pareto tables, and beside the export their Markdown and chart."""
+    from ..pipeline.stage_results import SearchResults, SensitivityResults
+    from ..report.mixed import CHART, MARKDOWN, mixed_md, pareto_chart, pareto_table, sensitivity_table
+    from ..report.terminal import table_rich
+
+    m = result.manifest
+    search = m.results("mixed_search", SearchResults)
+    if search is None:
+        return
+    sensitivity = m.results("sensitivity", SensitivityResults)
+    console.print(table_rich(sensitivity_table(sensitivity)))
+    console.print(table_rich(pareto_table(sensitivity, search)))
+    md, chart = result.directory / MARKDOWN, result.directory / CHART
+    if not (md.is_file() and chart.is_file()) or not result.reused:
+        from ..core.atomic import write_text_atomic
+
+        pareto_chart(sensitivity, search, chart)
+        write_text_atomic(md, mixed_md(sensitivity, search))
+    console.print(f"Mixed precision: {md} and {chart} (the same figures as manifest.json's sensitivity and "
+                  "mixed_search stages).")

@@ -18,6 +18,8 @@ class Precision(str, Enum):
     W8A8 = "w8a8"  # int8 weights and activations: the HTP's fastest path
     W8A16 = "w8a16"  # int8 weights, int16 activations: more accurate, slower
     FP16 = "fp16"  # float graph run with the HTP's fp16 mode (provider option enable_htp_fp16_precision)
+    # int8 weights; per block 8- or 16-bit activations, chosen by measuring each block on the HTP emulator
+    MIXED = "mixed"
 
     @property
     def is_quantized(self) -> bool:
@@ -25,6 +27,7 @@ class Precision(str, Enum):
 
     @property
     def aihub_quantize_full_type(self) -> str:
+        # Only a float export asks AI Hub to quantize; a mixed export is submitted already quantized.
         return {"w8a8": "int8", "w8a16": "w8a16", "fp16": "float16"}[self.value]
 
 

@@ -85,9 +85,13 @@ NEEDS = {
     "fold_bn": ("simplify",),
     "inputs": (),
     "validate": ("export", "simplify", "fold_bn", "inputs"),
+    # --precision mixed: every candidate is measured against validate's fp32 outputs; the chosen
+    # one is quantized (the others' stages are not run, and a stage waits only for those that are).
+    "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
+    "mixed_search": ("sensitivity",),
     # After validate, not beside it: the two together peaked at 1529 MB for L1 (the straight-line
     # scripts: 904 MB); one after the other, 906 MB.
-    "quantize": ("simplify", "fold_bn", "inputs", "validate"),
+    "quantize": ("simplify", "fold_bn", "inputs", "validate", "sensitivity", "mixed_search"),
     "compile": ("quantize",),
     "estimate": ("quantize",),  # its own compile, for the estimator's proxy SoC, in a worker process
     "verify": ("validate", "quantize", "compile", "inputs"),
@@ -102,6 +106,8 @@ STAGE_TITLES = {
     "fold_bn": "Fold BatchNorm into neighbouring ops",
     "inputs": "Prepare calibration and held-out inputs",
     "validate": "Validate ONNX against PyTorch",
+    "sensitivity": "Measure each block at 16 bits on the HTP emulator",
+    "mixed_search": "Choose the mixed-precision assignment",
     "quantize": "Quantize to QDQ",
     "compile": "Compile QNN context binary",
     "estimate": "Estimate accelerator time (QNN Hextimate)",
@@ -186,6 +192,11 @@ def _resolve(req: ExportRequest) -> _Resolved:
     else:
         weights_id = RANDOM_WEIGHTS_ID
     stages = STAGES_UNTIL[Until(req.until)]
+    _check_mixed(req, precision)
+    if precision is Precision.MIXED:
+        # Measured on the compiled binary before the choice is quantized (pipeline.mixed).
+        i = stages.index("quantize")
+        stages = stages[:i] + ("sensitivity", "mixed_search") + stages[i:]
     if req.graph == "faithful":
         # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
         # any the QNN EP would corrupt.
@@ -205,6 +216,25 @@ def _resolve(req: ExportRequest) -> _Resolved:
     )
     heldout = find_images(req.heldout or default_heldout_images(), req.heldout_count, what="held-out")
     return _Resolved(variant, precision, soc, resolution, calibration, heldout, weights_id, stages)
+
+
+def _check_mixed(req: ExportRequest, precision: Precision) -> None:
+    """The mixed-precision options, before any work."""
+    if req.max_time_ratio is not None and precision is not Precision.MIXED:
+        raise UsageError("--max-time-ratio is a target of --precision mixed.",
+                         hint="Add --precision mixed, or drop --max-time-ratio.")
+    if precision is not Precision.MIXED:
+        return
+    if req.until in (Until.ONNX, Until.QUANTIZE):
+        raise UsageError(f"--precision mixed measures each block on the compiled binary on the HTP emulator, "
+                         f"which --until {Until(req.until).value} stops before.",
+                         hint="Drop --until (or use --until compile), or choose --precision w8a8 or w8a16.")
+    if req.max_time_ratio is not None and req.min_sqnr is not None:
+        raise UsageError("--min-sqnr and --max-time-ratio are two targets for one choice.",
+                         hint="Give one: the cheapest assignment at or above an SQNR, or the most faithful within a time ratio.")
+    if req.max_time_ratio is not None and not req.max_time_ratio >= 1.0:
+        raise UsageError(f"--max-time-ratio {req.max_time_ratio:g} is below 1: no assignment is faster than uniform w8a8.",
+                         hint="Use a ratio of at least 1 (uniform w8a16 is about 1.9 for L1).")
 
 
 def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
@@ -274,6 +304,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         calibration=_image_set_id(r.calibration),
         heldout=_image_set_id(r.heldout),
         min_sqnr=req.min_sqnr,
+        max_time_ratio=req.max_time_ratio,
     )
     target = Path(req.output_dir) if req.output_dir else default_output_dir(req, r)
     ctx = _Run(req, r, StageCache(enabled=req.use_cache), emit)
@@ -634,7 +665,17 @@ class _Run:
         graph = self._float_graph()
         src = self._path(*graph)
         precision = self.r.precision
-        if precision.is_quantized:
+        extra: dict = {}
+        if precision is Precision.MIXED:
+            # The ranges every measured candidate was quantized with: the binary verified is the one chosen.
+            ranges = self._path("sensitivity", "ranges.json")
+            sixteen = self.records["mixed_search"].results.chosen.sixteen
+            produce = lambda d: QuantizeResults(  # noqa: E731
+                **quantize_qdq(src, None, d / "model.qdq.onnx", precision, sixteen_bit_units=sixteen,
+                               variant=self.r.variant, ranges=ranges), sixteen_bit_units=sixteen)
+            inputs = self._inputs_of(graph, ("inputs", "calibration.npy"), ("sensitivity", "ranges.json"))
+            extra = {"sixteen_bit_units": sixteen}
+        elif precision.is_quantized:
             calib = self._path("inputs", "calibration.npy")
             produce = lambda d: QuantizeResults(  # noqa: E731
                 **quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision))
@@ -643,8 +684,55 @@ class _Run:
             produce = lambda d: QuantizeResults(**passthrough_float(src, d / "model.qdq.onnx"))  # noqa: E731
             inputs = self._inputs_of(graph)
         options = {"precision": precision.value, "per_channel": True,
-                   "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]}
+                   "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"], **extra}
         return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
+
+    def _mixed_bench(self, work: Path, ranges: Path):
+        import numpy as np
+
+        from .mixed import make_bench
+
+        r = self.r
+        return make_bench(
+            self._path(*self._float_graph()), np.load(self._path("inputs", "calibration.npy")),
+            np.load(self._path("inputs", "heldout.npy")), np.load(self._path("validate", "heldout_fp32.npy")),
+            variant=r.variant, target=self.htp_target(), soc=r.soc.name, work=work, ranges=ranges)
+
+    def _mixed_inputs(self) -> dict[str, str]:
+        return self._inputs_of(self._float_graph(), ("inputs", "calibration.npy"), ("inputs", "heldout.npy"),
+                               ("validate", "heldout_fp32.npy"))
+
+    def _stage_sensitivity(self):
+        from .mixed import SENSITIVITY_SAMPLES, measure_sensitivity
+
+        def produce(d: Path):
+            with tempfile.TemporaryDirectory() as tmp:
+                bench, unplaced = self._mixed_bench(Path(tmp), d / "ranges.json")
+                return measure_sensitivity(bench, unplaced)
+
+        options = {"variant": self.r.variant.name, "soc": self.r.soc.name, "samples": SENSITIVITY_SAMPLES,
+                   "per_channel": True, **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+        return self._cached("sensitivity", options=options, inputs=self._mixed_inputs(), produce=produce,
+                            outputs=("ranges.json",))
+
+    def _stage_mixed_search(self):
+        from .mixed import search
+        from .mixed_search import Target
+
+        target = Target(min_sqnr_db=self.req.min_sqnr, max_cost_ratio=self.req.max_time_ratio)
+        ranges = self._path("sensitivity", "ranges.json")
+        sensitivity = self.records["sensitivity"].results
+
+        def produce(_d: Path):
+            with tempfile.TemporaryDirectory() as tmp:
+                bench, _ = self._mixed_bench(Path(tmp), ranges)
+                return search(bench, sensitivity, target)
+
+        options = {"min_sqnr": target.min_sqnr_db, "max_time_ratio": target.max_cost_ratio,
+                   "sensitivity": self.records["sensitivity"].key}
+        return self._cached("mixed_search", options=options,
+                            inputs={**self._mixed_inputs(), **self._inputs_of(("sensitivity", "ranges.json"))},
+                            produce=produce)
 
     def htp_target(self):
         from ..htp.session import HtpTarget
@@ -717,7 +805,9 @@ class _Run:
         from .verify import DEFAULT_MIN_SQNR, verify_fidelity
 
         r = self.r
-        min_sqnr = self.req.min_sqnr if self.req.min_sqnr is not None else DEFAULT_MIN_SQNR[r.precision]
+        # For mixed, --min-sqnr is the search's target (met on its inputs, mixed_search); verify keeps its floor.
+        asked = self.req.min_sqnr if r.precision is not Precision.MIXED else None
+        min_sqnr = asked if asked is not None else DEFAULT_MIN_SQNR[r.precision]
         fp32_path = self._path("validate", "heldout_fp32.npy")
         qdq = self._path("quantize", "model.qdq.onnx")
         compiled = self._path("compile", GUARDED_MODEL)  # what the binary was compiled from

@@ -56,6 +56,9 @@ class ExportRequest(_Asked):
     heldout: Path | None = None
     heldout_count: int = 16
     min_sqnr: float | None = None
+    # --precision mixed: the largest estimated time (bit-ops where no estimate exists) relative to
+    # uniform w8a8; with neither this nor min_sqnr, the default target (pipeline.mixed_search).
+    max_time_ratio: float | None = None
     opset: int = 20
     graph: str = "htp"  # "htp": HTP-ready form (default); "faithful": the literal upstream graph
     io: str = "float-nchw"  # the compiled binary's inputs/outputs: float-nchw, or uint8-nhwc (pipeline.native_io)
@@ -110,6 +113,7 @@ class ExportedRequest(_Recorded):
     calibration: ImageSetId | None = None  # None: nothing was quantized
     heldout: ImageSetId | None = None
     min_sqnr: float | None = None
+    max_time_ratio: float | None = None
 
     def key_fields(self) -> dict:
         """What the output directory's key hashes: the same weights from another path are the same export.

@@ -7,6 +7,7 @@ every compile writes. Imports only pydantic and `compile_record`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +76,7 @@ class QuantizeResults(_Model):
     nodes: int | None = None
     compute_nodes: int | None = None  # nodes other than QuantizeLinear / DequantizeLinear
     qdq_nodes: int | None = None
+    sixteen_bit_units: list[str] = Field(default_factory=list)  # mixed: the units with 16-bit activations
 
 
 class ChannelMapCheck(_Model):
@@ -104,6 +106,91 @@ class VerifyResults(_Model):
     channel_maps: ChannelMapCheck | None = None  # None: fp16, or a graph without BatchNorm-like ops
 
 
+class CandidateFigures(_Model):
+    """One precision assignment, quantized with the shared calibration ranges, compiled and run on
+    the HTP emulator (and its QDQ model on the CPU) on the same held-out inputs (`pipeline.mixed`)."""
+
+    sixteen: list[str]  # the units with 16-bit activations
+    sixteen_share: float  # their share of the model's multiply-accumulates
+    samples: int
+    htp_sqnr_db: float | None  # HTP emulator vs fp32 (None: identical)
+    cpu_sqnr_db: float | None  # CPU QDQ vs fp32
+    htp_noise: float  # HTP error power over fp32 signal power (linear; what the search adds up)
+    cpu_noise: float
+    htp_top1: float | None = None  # top-1 agreement with fp32 (classifiers)
+    cpu_top1: float | None = None
+    cost: float  # in the sensitivity's cost unit
+    cost_measured: bool = True  # False: the single-unit runs of the sensitivity, whose cost is not measured
+    estimated_us: float | None = None  # QNN's HTP estimate, when the cost is one
+    htp_ops: int | None = None
+    converts: int = 0  # QNN Convert ops in the compiled graph (8 <-> 16-bit)
+    context_binary_bytes: int | None = None
+    seconds: float
+
+
+class UnitSensitivity(_Model):
+    """One unit's measured 8 -> 16-bit gain (the power of the output's change over the signal)."""
+
+    unit: str
+    kind: str | None
+    nodes: int
+    macs: int
+    htp_gain: float  # on the HTP emulator (linear, over signal power)
+    cpu_gain: float  # the same on the CPU QDQ model
+    htp_sqnr_db: float | None  # of the assignment with this unit alone at 16 bits
+    cpu_sqnr_db: float | None
+    extra_cost: float  # cost16 - cost8
+    cost8: float = 0.0  # its ops' cost in uniform w8a8 (estimate: their share of the critical path)
+    cost16: float = 0.0  # the same in uniform w8a16
+    converts: int
+    htp_ops: int | None
+
+    @property
+    def htp_gain_db(self) -> float | None:
+        """The gain in dB of the signal: -30 means the unit's 8-bit noise is 30 dB below the output."""
+        return 10 * math.log10(self.htp_gain) if self.htp_gain > 0 else None
+
+
+class SensitivityResults(_Model):
+    """`sensitivity`: uniform w8a8 and w8a16 and each unit alone at 16 bits, measured (`pipeline.mixed`)."""
+
+    samples: int  # held-out inputs each candidate ran on (emulator and CPU)
+    direction: str  # "8->16": each unit alone raised from uniform w8a8
+    cost_unit: str  # "us" (estimated) or "bit-ops"
+    cost_source: str  # where the cost comes from, as every figure of it is labelled
+    w8a8: CandidateFigures
+    w8a16: CandidateFigures
+    units: list[UnitSensitivity]
+    unplaced_nodes: list[str] = Field(default_factory=list)  # compute nodes no unit holds: always 8-bit
+    seconds: float
+    notes: list[str] = Field(default_factory=list)
+
+
+class MixedPoint(_Model):
+    """One assignment of the Pareto curve: predicted by the search, measured where it was run."""
+
+    sixteen: list[str]
+    predicted_sqnr_db: float
+    predicted_cost: float
+    measured: CandidateFigures | None = None
+
+
+class SearchResults(_Model):
+    """`mixed_search`: the curve, the target, and the measured choice (`pipeline.mixed_search`)."""
+
+    target: str
+    min_sqnr_db: float | None = None
+    max_time_ratio: float | None = None
+    cost_unit: str
+    cost_source: str
+    curve: list[MixedPoint]
+    chosen: MixedPoint  # measured
+    lite_mp: MixedPoint | None = None  # AI Hub's Lite-MP rule (top 10% of units), measured
+    lite_mp_peer: MixedPoint | None = None  # this search's best point within Lite-MP's cost, measured
+    measured_candidates: int
+    seconds: float
+
+
 class EstimateResults(_Model):
     """The compiled graph as QNN's HTP performance estimator sees it (`htp.estimate`): estimated
     accelerator time for a proxy SoC of the target's HTP generation, not device latency."""
@@ -130,6 +217,8 @@ STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "fold_bn": FoldResults,
     "inputs": InputsResults,
     "validate": ValidateResults,
+    "sensitivity": SensitivityResults,
+    "mixed_search": SearchResults,
     "quantize": QuantizeResults,
     "compile": CompileRecord,
     "estimate": EstimateResults,

@@ -63,7 +63,7 @@ def stage_times(out_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--only", choices=("qnn_sweep", "export_l1"), help="Run one measurement alone.")
+    ap.add_argument("--only", choices=("qnn_sweep", "export_l1", "mixed_l1"), help="Run one measurement alone.")
     ap.add_argument("--repeat", type=int, default=3, help="Run each interleaved measurement this many times (medians).")
     ap.add_argument("--against", type=Path, help="Also time this source tree of the package (the cold exports "
                     "and the sweep), interleaved.")
@@ -76,6 +76,9 @@ def main() -> None:
     try:
         if args.only == "qnn_sweep":
             results["qnn_sweep_l1"] = qnn_sweep(work, env, repeat=args.repeat, against=args.against)
+            return _write(args.out, results)
+        if args.only == "mixed_l1":
+            results["mixed_l1"] = mixed_l1(work, env)
             return _write(args.out, results)
         if args.only == "export_l1":
             results["export_l1_w8a8"] = export_l1(work, env, repeat=args.repeat, against=args.against)
@@ -165,6 +168,22 @@ def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None
     result["warm_rerun_verified"] = warm_rerun_verified(last, cache)
     result["cli_startup_yardstick"] = measure([sys.executable, "-m", "swiftformer_qnn.cli", "--help"], env)
     return result
+
+
+def mixed_l1(work: Path, env: dict) -> dict:
+    """Issue 23: `export --variant l1 --precision mixed --until compile` (the search: every unit
+    measured on the HTP emulator, the choice measured, then compiled) against the same export at
+    w8a8 (its yardstick: what the search adds), cold, each with a fresh stage cache. Target: the
+    search (the sensitivity and mixed_search stages) under 3 minutes."""
+    plain = measure(export_cmd("--variant", "l1", "--until", "compile", "--output-dir", str(work / "w8a8")),
+                    {**env, "SWIFTFORMER_QNN_CACHE": str(work / "cache-w8a8")}, cwd=work)
+    mixed = measure(export_cmd("--variant", "l1", "--precision", "mixed", "--until", "compile",
+                               "--output-dir", str(work / "mixed")),
+                    {**env, "SWIFTFORMER_QNN_CACHE": str(work / "cache-mixed")}, cwd=work)
+    mixed["stages_s"] = stage_times(work / "mixed")
+    search_s = mixed["stages_s"]["sensitivity"] + mixed["stages_s"]["mixed_search"]
+    return {"w8a8_until_compile": plain, "mixed_until_compile": mixed, "search_s": round(search_s, 1),
+            "ratio": round(mixed["wall_s"] / plain["wall_s"], 3), "target_search_s": 180}
 
 
 def _write(out: Path, results: dict) -> None:

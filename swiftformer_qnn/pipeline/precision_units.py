@@ -1,0 +1,166 @@
+"""The units a mixed-precision assignment is made of, read from the float graph that gets quantized.
+
+A unit is a block of the model (stem, each downsample, each ConvEncoder and SwiftFormerEncoder,
+the head); the standalone SwiftFormerEncoder is one block, so its units are its parts
+(local_representation, attention, mlp, and the residual glue). Each compute node goes to the
+unit `measure.attribution` places it in, by its name or, for nodes a fusion renamed (QNN
+preprocessing's LpNormalization), by the tensors it reads and writes. A unit at 16 bits means:
+the activations its nodes write are 16-bit (8-bit weights everywhere); onnxruntime's
+mixed-precision fixer adds the converts where 8- and 16-bit tensors meet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..core.errors import UsageError
+from ..measure.attribution import ENCODER_BLOCK, PARTS, NodeTensors, attribute_op, model_blocks
+from ..model.variants import Variant
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+RESIDUAL = "residual"  # the standalone block's glue (residual adds, reshapes): no part names it
+# Ops whose cost is their multiply-accumulates; every other op counts one per output element.
+_MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class PrecisionUnit:
+    name: str  # a block id (`stage2.block9`), or `encoder.<part>` in the standalone block
+    kind: str | None
+    nodes: tuple[str, ...]  # compute nodes, in graph order
+    tensors: tuple[str, ...]  # the activations they write: what a 16-bit override names
+    macs: int  # multiply-accumulates (one per output element for ops without weights)
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+    for init in g.initializer:
+        shapes[init.name] = tuple(init.dims)
+    return shapes
+
+
+def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Multiply-accumulates of one node (0 when its shapes are unknown)."""
+    out = shapes.get(node.output[0]) if node.output else None
+    if out is None:
+        return 0
+    elems = int(np.prod(out)) if out else 1
+    if node.op_type not in _MAC_OPS:
+        return elems
+    if node.op_type in ("Conv", "ConvTranspose"):
+        w = shapes.get(node.input[1])
+        if w is None:
+            return elems
+        if node.op_type == "Conv":  # W: [Cout, Cin/group, kh, kw]
+            return elems * int(np.prod(w[1:]))
+        x = shapes.get(node.input[0])  # ConvTranspose: each input element meets Cout/group * kh * kw weights
+        return int(np.prod(x)) * int(np.prod(w[1:])) if x else elems
+    a = shapes.get(node.input[0])  # Gemm / MatMul: the shared dimension is A's last (Gemm: unless transA)
+    if a is None:
+        return elems
+    trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0) if node.op_type == "Gemm" else 0
+    k = a[-2] if trans_a and len(a) >= 2 else a[-1]
+    return elems * int(k)
+
+
+def graph_macs(model: onnx.ModelProto, nodes: set[str]) -> int:
+    """Multiply-accumulates of the named nodes of `model`."""
+    shapes = _shapes(model)
+    return sum(node_macs(n, shapes) for n in model.graph.node if n.name in nodes)
+
+
+def precision_units(model: onnx.ModelProto, variant: Variant) -> list[PrecisionUnit]:
+    """The units of `model` (a float graph, before quantization) in execution order."""
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input}
+    nodes = [n for n in model.graph.node if n.op_type not in QDQ_OPS and n.op_type != "Constant"]
+    tensors = {n.name: NodeTensors(written=tuple(n.output), params=tuple(i for i in n.input if i in inits),
+                                   read=tuple(i for i in n.input if i and i not in inits)) for n in nodes}
+    shapes = _shapes(model)
+    members: dict[str, list[onnx.NodeProto]] = {}
+    kinds: dict[str, str | None] = {}
+    for n in nodes:
+        a = attribute_op(n.name, [n.name], variant, graph=tensors)
+        if variant.is_encoder_block:
+            unit = f"{ENCODER_BLOCK}.{a.part or RESIDUAL}"
+        elif a.block in model_blocks(variant):
+            unit = a.block
+        else:  # nothing names it: it stays at the default precision
+            continue
+        members.setdefault(unit, []).append(n)
+        kinds[unit] = a.kind
+    order = ([f"{ENCODER_BLOCK}.{p}" for p in (*PARTS, RESIDUAL)] if variant.is_encoder_block
+             else list(model_blocks(variant)))
+    units = []
+    for name in order:
+        if name not in members:
+            continue
+        ns = members[name]
+        written = [o for n in ns for o in n.output if o and o not in graph_inputs]
+        units.append(PrecisionUnit(name, kinds[name], tuple(n.name for n in ns), tuple(written),
+                                   sum(node_macs(n, shapes) for n in ns)))
+    return units
+
+
+def unplaced_nodes(model: onnx.ModelProto, units: Sequence[PrecisionUnit]) -> list[str]:
+    """Compute nodes no unit holds (they stay at 8 bits)."""
+    placed = {n for u in units for n in u.nodes}
+    return [n.name for n in model.graph.node
+            if n.op_type not in QDQ_OPS and n.op_type != "Constant" and n.name not in placed]
+
+
+def sixteen_bit_nodes(units: Sequence[PrecisionUnit], sixteen: Iterable[str]) -> set[str]:
+    """The compute nodes of the units named in `sixteen`."""
+    by_name = {u.name: u for u in units}
+    unknown = [s for s in sixteen if s not in by_name]
+    if unknown:
+        raise UsageError(f"No precision unit {', '.join(unknown)} in this model.",
+                         hint=f"Units: {', '.join(by_name)}.")
+    return {n for s in sixteen for n in by_name[s].nodes}
+
+
+def activation_overrides(model: onnx.ModelProto, sixteen: set[str], wide, narrow) -> dict[str, list[dict]]:
+    """onnxruntime tensor overrides (the `init_overrides` format of `get_qnn_qdq_config`) that run
+    exactly the nodes in `sixteen` with `wide` (16-bit) activations, inputs and outputs, and every
+    other node with `narrow` ones: a tensor is quantized at its producer's width, and where a
+    consumer wants the other width a `convert` names the consumers that get it.
+
+    onnxruntime's own fixer (add_qtype_converts) widens every consumer of an overridden tensor,
+    so a block's 16 bits would spill into the first nodes of the next block; this does not."""
+    inits = {i.name for i in model.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    floats = {vi.name for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+              if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    producer: dict[str, str] = {}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for o in n.output:
+            producer[o] = n.name
+        for i in n.input:
+            if i and i not in inits:
+                consumers.setdefault(i, []).append(n.name)
+    overrides: dict[str, list[dict]] = {}
+    for tensor in [*(i.name for i in model.graph.input), *producer]:
+        if tensor in inits or tensor not in floats:
+            continue
+        own = wide if producer.get(tensor) in sixteen else narrow
+        other = narrow if own is wide else wide
+        converted = {c for c in consumers.get(tensor, []) if (c in sixteen) != (own is wide)}
+        entry: dict = {}
+        if own is wide:
+            entry["quant_type"] = wide
+        if converted:
+            entry.update(quant_type=own, convert={"quant_type": other, "recv_nodes": converted})
+        if entry:
+            overrides[tensor] = [entry]
+    return overrides

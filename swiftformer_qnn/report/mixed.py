@@ -1,0 +1,138 @@
+"""Mixed precision rendered: the per-unit sensitivity table, the Pareto table and chart, Markdown.
+
+Reads the typed results of the `sensitivity` and `mixed_search` stages; the terminal, the
+Markdown file and the chart show the same table specs. Estimated times carry the estimator's
+label; bit-ops say they are bit-ops.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..pipeline.stage_results import CandidateFigures, MixedPoint, SearchResults, SensitivityResults
+from .markdown import table_md
+from .tables import TableSpec
+
+MARKDOWN = "mixed-precision.md"
+CHART = "mixed-precision-pareto.png"
+
+
+def _db(v: float | None) -> str:
+    return "exact" if v is None else f"{v:.2f}"
+
+
+def _cost(s: SensitivityResults, value: float) -> str:
+    return f"{value:.0f}" if s.cost_unit == "us" else f"{value / 1e9:.2f} G"
+
+
+def _cost_header(s: SensitivityResults) -> tuple[str, ...]:
+    return ("est. time", "us") if s.cost_unit == "us" else ("bit-ops",)
+
+
+def sensitivity_table(s: SensitivityResults) -> TableSpec:
+    """One row per unit: its 8 -> 16-bit gain on the HTP and on the CPU, the SQNR with it alone at 16
+    bits, and its extra cost."""
+    rows = [[u.unit, f"{u.htp_gain_db:.1f}" if u.htp_gain_db is not None else "-",
+             f"{_gain_db(u.cpu_gain)}", _db(u.htp_sqnr_db), _cost(s, u.extra_cost), str(u.converts)]
+            for u in s.units]
+    return TableSpec(
+        title=f"Sensitivity: each unit alone at 16 bits ({s.samples} held-out inputs)",
+        headers=[("unit",), ("gain HTP", "dB"), ("gain CPU", "dB"), ("SQNR", "HTP dB"),
+                 ("extra",) + _cost_header(s)[1:], ("Convert", "ops")],
+        rows=rows, numeric_from=1,
+        caption=(f"gain: power of the output's change when the unit alone goes 8 -> 16 bits, in dB of the fp32 "
+                 f"output (higher: more sensitive). Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 "
+                 f"{_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator vs fp32). Cost: {s.cost_source}."))
+
+
+def _gain_db(g: float) -> str:
+    return f"{10 * math.log10(g):.1f}" if g > 0 else "-"
+
+
+def _row(s: SensitivityResults, name: str, sixteen: int, predicted: float | None, m: CandidateFigures | None) -> list[str]:
+    base = s.w8a8.cost
+    if m is None:
+        return [name, str(sixteen), "-", _db(predicted) if predicted is not None else "-", "-", "-", "-", "-", "-", "-"]
+    top1 = f"{m.htp_top1:.0%}" if m.htp_top1 is not None else "-"
+    return [name, str(sixteen), f"{m.sixteen_share:.0%}", _db(predicted) if predicted is not None else "-",
+            _db(m.htp_sqnr_db), top1, f"{_cost(s, m.cost)} ({m.cost / base:.2f}x)" if m.cost_measured else "-",
+            str(m.htp_ops) if m.htp_ops is not None else "-", str(m.converts),
+            f"{m.context_binary_bytes / 2**20:.1f}" if m.context_binary_bytes else "-"]
+
+
+def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
+    """Uniform w8a8, the curve's points, uniform w8a16, Lite-MP and this search's point at
+    Lite-MP's cost: predicted SQNR everywhere, measured figures where the point was run."""
+    rows = [_row(s, "w8a8", 0, s.w8a8.htp_sqnr_db, s.w8a8)]
+    chosen = set(r.chosen.sixteen)
+    for k, p in enumerate(r.curve[1:-1], 1):
+        mark = " (chosen)" if set(p.sixteen) == chosen else ""
+        rows.append(_row(s, f"curve {k}{mark}", len(p.sixteen), p.predicted_sqnr_db, p.measured))
+    rows.append(_row(s, "w8a16", len(s.units), s.w8a16.htp_sqnr_db, s.w8a16))
+    if r.lite_mp is not None:
+        rows.append(_row(s, "Lite-MP 10%", len(r.lite_mp.sixteen), r.lite_mp.predicted_sqnr_db, r.lite_mp.measured))
+    if r.lite_mp_peer is not None:
+        rows.append(_row(s, "ours @ Lite-MP", len(r.lite_mp_peer.sixteen), r.lite_mp_peer.predicted_sqnr_db,
+                         r.lite_mp_peer.measured))
+    return TableSpec(
+        title=f"Pareto curve, target {r.target}",
+        headers=[("assignment",), ("16-bit", "units"), ("16-bit", "MACs"), ("SQNR dB", "predicted"),
+                 ("SQNR dB", "HTP"), ("top-1",), _cost_header(s) if s.cost_unit != "us" else ("est. time us", "(x w8a8)"),
+                 ("HTP", "ops"), ("Convert", "ops"), ("binary", "MB")],
+        rows=rows, numeric_from=1,
+        caption=(f"HTP: the compiled binary on the HTP emulator vs fp32 on {s.samples} held-out inputs; '-': not "
+                 f"measured. Cost: {s.cost_source}."),
+        footnotes=[f"chosen: {', '.join(r.chosen.sixteen) or 'none'} at 16 bits"])
+
+
+def chosen_line(r: SearchResults) -> str:
+    m = r.chosen.measured
+    units = ", ".join(r.chosen.sixteen) or "none"
+    if m is None:
+        return f"16-bit units: {units}"
+    return (f"16-bit units ({len(r.chosen.sixteen)}, {m.sixteen_share:.0%} of MACs): {units}; HTP vs fp32 "
+            f"{_db(m.htp_sqnr_db)} dB, {m.converts} Convert ops")
+
+
+def mixed_md(s: SensitivityResults, r: SearchResults) -> str:
+    return ("# Mixed precision\n\n" + chosen_line(r) + ".\n\n" + table_md(sensitivity_table(s), level=2) + "\n\n"
+            + table_md(pareto_table(s, r), level=2) + f"\n\n![Pareto curve]({CHART})\n")
+
+
+def _measured(points: list[tuple[str, MixedPoint | CandidateFigures | None]]):
+    for label, p in points:
+        m = p.measured if isinstance(p, MixedPoint) else p
+        if m is not None and m.cost_measured and m.htp_sqnr_db is not None:
+            yield label, m
+
+
+def pareto_chart(s: SensitivityResults, r: SearchResults, path: Path) -> Path:
+    """SQNR against cost relative to uniform w8a8: the predicted curve and every measured point."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    base = s.w8a8.cost
+    ax.plot([p.predicted_cost / base for p in r.curve], [p.predicted_sqnr_db for p in r.curve], "-o", color="0.6",
+            markersize=3, label="predicted (greedy curve)")
+    points = [("w8a8", s.w8a8), ("w8a16", s.w8a16), ("chosen", r.chosen), ("Lite-MP 10%", r.lite_mp),
+              ("ours @ Lite-MP", r.lite_mp_peer)]
+    points += [("", p) for p in r.curve if p.measured is not None]
+    markers = {"w8a8": "s", "w8a16": "s", "chosen": "*", "Lite-MP 10%": "^", "ours @ Lite-MP": "D", "": "o"}
+    seen = set()
+    for label, m in _measured(points):
+        ax.scatter([m.cost / base], [m.htp_sqnr_db], marker=markers[label], s=90 if label == "chosen" else 40,
+                   zorder=3, label=label if label and label not in seen else None)
+        seen.add(label)
+    what = "estimated time" if s.cost_unit == "us" else "bit-ops"
+    ax.set_xlabel(f"{what} relative to uniform w8a8")
+    ax.set_ylabel("SQNR vs fp32, dB (HTP emulator)")
+    ax.set_title(f"Mixed precision: {r.target}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.text(0.01, 0.01, f"cost: {s.cost_source}"[:150], fontsize=6)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, facecolor="white")
+    return path

@@ -1,0 +1,193 @@
+"""Mixed precision: the search on synthetic figures (pure), the units of real graphs, and the
+whole `--precision mixed` export of the standalone block measured on the HTP emulator."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from swiftformer_qnn.cli import app
+from swiftformer_qnn.core.errors import UsageError
+from swiftformer_qnn.measure.attribution import model_blocks
+from swiftformer_qnn.model.variants import get_variant
+from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.pipeline.mixed_search import (
+    Ends,
+    Target,
+    UnitFigures,
+    choose,
+    default_requirements,
+    greedy_order,
+    lite_mp,
+    pareto_curve,
+    predict,
+)
+from swiftformer_qnn.pipeline.precision_units import precision_units, unplaced_nodes
+
+SMALL = dict(calibration_count=8, heldout_count=4)
+
+# Synthetic figures: uniform w8a8 at 30 dB (noise 1e-3), w8a16 at 36 dB, cost 100 -> 200.
+ENDS = Ends(noise8=1e-3, noise16=10 ** -3.6, cost8=100.0, cost16=200.0)
+UNITS = [UnitFigures("a", 4e-4, 10.0), UnitFigures("b", 1e-4, 40.0), UnitFigures("c", 3e-4, 5.0),
+         UnitFigures("d", 1e-4, 45.0)]
+
+
+def test_prediction_reproduces_the_measured_uniform_ends():
+    none, every = predict([], UNITS, ENDS), predict([u.unit for u in UNITS], UNITS, ENDS)
+    assert none.sqnr_db == pytest.approx(30.0) and none.cost == pytest.approx(100.0)
+    assert every.sqnr_db == pytest.approx(36.0) and every.cost == pytest.approx(200.0)
+
+
+def test_units_are_added_by_gain_per_cost_and_the_curve_only_climbs():
+    assert [u.unit for u in greedy_order(UNITS)] == ["c", "a", "b", "d"]  # 6e-5, 4e-5, 2.5e-6, 2.2e-6 per unit of cost
+    curve = pareto_curve(UNITS, ENDS)
+    assert [len(p.sixteen) for p in curve] == [0, 1, 2, 3, 4]
+    assert all(b.sqnr_db > a.sqnr_db and b.cost >= a.cost for a, b in zip(curve, curve[1:], strict=False))
+    # A unit that gains nothing goes last and adds no point: it only costs.
+    flat = pareto_curve([*UNITS, UnitFigures("e", 0.0, 1.0)], ENDS)
+    assert len(flat) == 5 and "e" not in flat[-1].sixteen
+
+
+def test_targets_pick_the_cheapest_point_that_meets_them():
+    curve = pareto_curve(UNITS, ENDS)
+    by_sqnr = choose(curve, ENDS, Target(min_sqnr_db=32.0))
+    assert by_sqnr.sqnr_db >= 32.0 and all(p.cost >= by_sqnr.cost for p in curve if p.sqnr_db >= 32.0)
+    by_time = choose(curve, ENDS, Target(max_cost_ratio=1.2))
+    assert by_time.cost <= 120.0 and set(by_time.sixteen) == {"c", "a"}
+    need, budget = default_requirements(ENDS)
+    assert need == pytest.approx(33.0) and budget == pytest.approx(100 + 100 / 3)
+    default = choose(curve, ENDS, Target())
+    assert default.sqnr_db >= need and default.cost <= budget and set(default.sixteen) == {"c", "a"}
+
+
+def test_a_target_no_assignment_meets_is_one_line():
+    curve = pareto_curve(UNITS, ENDS)
+    with pytest.raises(UsageError, match="No assignment reaches --min-sqnr 40 dB"):
+        choose(curve, ENDS, Target(min_sqnr_db=40.0))
+    spread = [UnitFigures(str(i), 1.5e-5, 2.5) for i in range(40)]  # every unit alike: a third of the cost buys a third
+    with pytest.raises(UsageError, match="default mixed-precision target cannot be met"):
+        choose(pareto_curve(spread, ENDS), ENDS, Target())
+
+
+def test_lite_mp_puts_the_top_tenth_of_units_in_16_bits():
+    gains = {f"u{i}": float(i) for i in range(27)}
+    assert lite_mp(gains) == ("u26", "u25", "u24")  # ceil(2.7)
+    assert lite_mp({"a": 1.0, "b": 2.0}) == ("b",)  # at least one
+
+
+@pytest.fixture(scope="module")
+def xs_float_graph(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("xs") / "xs"
+    r = run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=out, **SMALL))
+    return r.directory / "model.fold.onnx"
+
+
+def test_every_compute_node_of_xs_falls_in_one_block_unit(xs_float_graph):
+    model = onnx.load(str(xs_float_graph))
+    variant = get_variant("xs")
+    units = precision_units(model, variant)
+    assert [u.name for u in units] == list(model_blocks(variant))  # stem, downsamples, every block, head
+    assert unplaced_nodes(model, units) == []
+    assert all(u.macs > 0 and u.tensors for u in units)
+    # The stem's two 3x3 stride-2 convs dominate its MACs: 3->24 at 32x32 and 24->48 at 16x16.
+    assert units[0].macs >= 32 * 32 * 24 * 27 + 16 * 16 * 48 * 24 * 9
+
+
+@pytest.fixture(scope="module")
+def mixed_block(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed") / "enc"
+    return run_export(ExportRequest(variant="encoder", resolution=16, precision="mixed", output_dir=out, **SMALL))
+
+
+def test_mixed_block_meets_the_default_target_and_verifies(mixed_block):
+    m = mixed_block.manifest
+    s, search = m.results("sensitivity", object), m.results("mixed_search", object)
+    assert [u.unit for u in s.units] == ["encoder.local_representation", "encoder.attention", "encoder.mlp",
+                                         "encoder.residual"]
+    assert s.w8a16.htp_sqnr_db > s.w8a8.htp_sqnr_db and s.cost_unit == "us" and "SA8255P proxy for SM8550" in s.cost_source
+    assert s.w8a16.cost > s.w8a8.cost and all(u.cost16 > u.cost8 > 0 for u in s.units if u.unit != "encoder.residual")
+    chosen = search.chosen.measured
+    need, budget = default_requirements(Ends(s.w8a8.htp_noise, s.w8a16.htp_noise, s.w8a8.cost, s.w8a16.cost))
+    assert chosen.htp_sqnr_db >= need and chosen.cost <= budget
+    assert 0 < len(search.chosen.sixteen) < len(s.units)
+    assert m.results("quantize", object).sixteen_bit_units == search.chosen.sixteen
+    v = m.results("verify", object)
+    assert v.emulator_vs_fp32.sqnr_db > s.w8a8.htp_sqnr_db  # the verified binary beats uniform w8a8
+
+
+def test_mixed_qdq_model_has_16_bit_activations_exactly_in_the_chosen_units(mixed_block):
+    chosen = set(mixed_block.manifest.results("mixed_search", object).chosen.sixteen)
+    qdq = onnx.load(str(mixed_block.directory / "model.qdq.onnx"))
+    units = precision_units(onnx.load(str(mixed_block.directory / "model.fold.onnx")), get_variant("encoder", encoder_hw=16))
+    inits = {i.name: i for i in qdq.graph.initializer}
+    bits = {}
+    for n in qdq.graph.node:
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits:
+            bits.setdefault(n.input[0], set()).add(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype.itemsize * 8)
+    for u in units:
+        for t in u.tensors:
+            if t in bits:  # the tensor itself (converts add a second Q of the other width downstream)
+                assert (16 in bits[t]) == (u.name in chosen), (u.name, t, bits[t])
+
+
+def test_another_target_reuses_the_measured_sensitivities(mixed_block, tmp_path):
+    s = mixed_block.manifest.results("sensitivity", object)
+    r = run_export(ExportRequest(variant="encoder", resolution=16, precision="mixed", max_time_ratio=1.01,
+                                 output_dir=tmp_path / "budget", **SMALL))
+    assert r.manifest.stage("sensitivity").cached
+    chosen = r.manifest.results("mixed_search", object).chosen
+    assert chosen.measured.cost <= 1.01 * s.w8a8.cost
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(precision="mixed", max_time_ratio=0.9), "below 1"),
+    (dict(precision="mixed", until=Until.QUANTIZE), "--until quantize stops before"),
+    (dict(precision="w8a8", max_time_ratio=1.5), "target of --precision mixed"),
+    (dict(precision="mixed", min_sqnr=30.0, max_time_ratio=1.5), "two targets"),
+])
+def test_bad_mixed_options_fail_before_any_work(tmp_path, kw, match):
+    with pytest.raises(UsageError, match=match):
+        run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "x", **{**SMALL, **kw}))
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_unreachable_target_exits_2_in_one_line_and_writes_nothing(mixed_block, tmp_path):
+    out = tmp_path / "unreachable"
+    result = CliRunner().invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--precision", "mixed",
+                                      "--min-sqnr", "90", "--calibration-count", "8", "--heldout-count", "4",
+                                      "--output-dir", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if "No assignment reaches --min-sqnr 90 dB" in ln]
+    assert lines and "Traceback" not in result.output
+    assert not out.exists()
+    assert math.isfinite(mixed_block.manifest.results("sensitivity", object).w8a16.htp_sqnr_db)
+
+
+def test_mixed_tables_fit_80_columns_and_the_markdown_and_chart_are_written(mixed_block):
+    from rich.console import Console
+
+    from swiftformer_qnn.cli.render import render_mixed
+    from swiftformer_qnn.report.mixed import CHART, MARKDOWN
+
+    console = Console(width=80, record=True, force_terminal=False)
+    render_mixed(console, mixed_block)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    search = mixed_block.manifest.results("mixed_search", object)
+    for unit in ("encoder.local_representation", "encoder.attention", "encoder.mlp", "encoder.residual"):
+        assert unit in text
+    assert "w8a16" in text and "Lite-MP" in text and "SA8255P proxy for SM8550" in text.replace("\n", " ")
+    md = (mixed_block.directory / MARKDOWN).read_text()
+    assert ", ".join(search.chosen.sixteen) in md and "| w8a8 |" in md
+    assert (mixed_block.directory / CHART).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diagnose_reads_a_mixed_export(mixed_block):
+    from swiftformer_qnn.pipeline.diagnose import diagnose_export
+
+    d = diagnose_export(mixed_block.directory)
+    assert d.precision == "mixed" and d.blocks and d.blocks[-1].htp_vs_fp32_db is not None
