@@ -99,6 +99,30 @@ def test_two_runs_write_the_same_estimate(exports, tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_device_estimate_is_the_estimate_subcommand(exports, tmp_path):
+    """`profile --device estimate`, as issue 21 and older docs spell it, runs `profile estimate`."""
+    figures = []
+    for i, args in enumerate((("estimate",), ("--device", "estimate"))):
+        out = tmp_path / f"run{i}"
+        result = invoke(*args, "--from", str(exports["encoder"]), "--out", str(out))
+        assert result.exit_code == 0, result.output
+        (path,) = out.glob("*.profile.json")
+        p = load_profile(path)
+        assert p.source is LatencySource.ESTIMATE
+        figures.append((path.name, p.estimate.cycles, [(op.name, op.execution_cycles) for op in p.ops]))
+    assert figures[0] == figures[1]
+
+
+def test_device_estimate_refuses_ai_hubs_options_in_one_line(exports, tmp_path):
+    out = tmp_path / "est"
+    result = invoke("--device", "estimate", "--from", str(exports["encoder"]), "--runs", "5", "--new-jobs",
+                    "--out", str(out))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--runs, --new-jobs only apply to AI Hub" in lines[0]
+    assert not out.exists()
+
+
 def test_an_architecture_without_an_estimator_soc_is_refused_before_any_work(exports, tmp_path):
     manifest = exports["encoder"] / "manifest.json"
     data = json.loads(manifest.read_text())
