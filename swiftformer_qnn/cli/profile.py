@@ -66,7 +66,7 @@ def _run(run, request, top: int, json_: bool = False) -> None:
 @guarded
 def profile(
     ctx: typer.Context,
-    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", s23u, sm8550, 8gen2), "list", or estimate / emulator (= those subcommands).')] = "Samsung Galaxy S23 Ultra",
+    device: Annotated[str, typer.Option("--device", "-d", help='AI Hub device or chipset ("Galaxy S23 Ultra", s23u, sm8550, 8gen2), "list", or estimate (= `profile estimate`).')] = "Samsung Galaxy S23 Ultra",
     from_dirs: FromOpt = None,
     qnn: Annotated[list[str] | None, typer.Option("--qnn", help="QAIRT version(s) AI Hub compiles and runs with (2.31,2.33; repeatable). Default: AI Hub's.")] = None,
     runs: RunsOpt = 100,
@@ -94,19 +94,19 @@ def profile(
         render_devices(console, devices, config.api_url)
         return
     mode = device.strip().lower()
-    if mode in ("estimate", "emulator"):
-        # `--device estimate` / `--device emulator` as typed in older docs and issues: the same run
-        # as `profile estimate` / `profile emulator`, which take none of AI Hub's options.
+    if mode == "estimate":
+        # `--device estimate`, as issue 21 and the estimate's first docs spell it: the same run as
+        # `profile estimate`, which takes none of AI Hub's options. (Other modes point at their
+        # subcommand: their options differ too much to share this command's.)
         hub_only = [name for name, given in (
             ("--runs", runs != 100), ("--check-outputs", check_outputs), ("--timeout", timeout != 3600.0),
             ("--poll", poll != 10.0), ("--new-jobs", new_jobs), ("--retry-failed", retry_failed)) if given]
         if hub_only:
             raise UsageError(f"{', '.join(hub_only)} only apply to AI Hub, not to --device {mode}.",
                              hint=f"Drop them, or see `swiftformer-qnn profile {mode} --help`.")
-        from ..profiling.orchestrate import EmulatorRequest, EstimateRequest, run_on_emulator, run_on_estimate
+        from ..profiling.orchestrate import EstimateRequest, run_on_estimate
 
-        request, run = (EstimateRequest, run_on_estimate) if mode == "estimate" else (EmulatorRequest, run_on_emulator)
-        _run(run, request(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top, json_)
+        _run(run_on_estimate, EstimateRequest(from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), out_dir=out), top, json_)
         return
     _run(run_on_hub, HubRequest(
         device=device, from_dirs=tuple(from_dirs or ()), qnn=tuple(qnn or ()), runs=runs, out_dir=out,
