@@ -540,7 +540,7 @@ def test_the_export_and_the_toolchain_worker_write_the_same_record(compiled):
 
     v = gate_manifests([compiled["export"]], [compiled["versions"]], GateRules())
     assert v.passed and [r.metric for r in v.results] == [
-        "htp_op_count", "layout_ops", "float_islands", "context_binary_bytes"]
+        "htp_op_count", "layout_ops", "float_islands", "convert_ops", "context_binary_bytes"]
     assert v.candidate.variant == "encoder"
 
 
