@@ -16,7 +16,10 @@ runner = CliRunner()
 def test_export_encoder_block_through_the_cli(tmp_path):
     out = tmp_path / "enc"
     res = runner.invoke(app, ["export", "--variant", "encoder", "--resolution", "16", "--calibration-count", "4",
-                              "--heldout-count", "2", "--output-dir", str(out)], env={"COLUMNS": "80"})
+                              "--heldout-count", "2", "--output-dir", str(out)],
+                        # A cache of its own: an earlier test's export of the same request would make
+                        # this one's stages cache hits, whose summary shows the earlier run's times.
+                        env={"COLUMNS": "80", "SWIFTFORMER_QNN_CACHE": str(tmp_path / "cache")})
     assert res.exit_code == 0, res.output
     # The stage table fits 80 columns, in one piece, with every stage's time whole. (The Next: command
     # after it is printed whole, a long temporary path included: tests/test_eighty_columns.py.)

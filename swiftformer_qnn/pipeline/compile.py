@@ -49,6 +49,7 @@ def native_io_model(model: Path, work: Path, name: str = ".model.native-io.onnx"
 
 def compile_stage(model: Path, out_dir: Path, target: HtpTarget, *, soc: str, subject: CompiledModel,
                   io: IoFormat = IoFormat.FLOAT_NCHW) -> CompileRecord:
+    out_dir.mkdir(parents=True, exist_ok=True)  # the guarded graph is written first (the mixed search's candidates)
     # The BN-overflow guard first: never compile a graph known to be corrupted.
     guarded, guard = guarded_model(model, out_dir, name=GUARDED_MODEL)
     if guarded == model:
