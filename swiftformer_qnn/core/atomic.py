@@ -115,3 +115,18 @@ def blocking_component(path: str | os.PathLike[str]) -> str | None:
         except OSError:
             return None
     return None
+
+
+def tree_bytes(root: Path | None) -> int:
+    """Bytes of the files below `root` (0 when it is None or does not exist); symbolic links are
+    not followed. Cache sizes (`swiftformer-qnn cache`) and what a toolchain install downloaded."""
+    if root is None or not root.exists():
+        return 0
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass  # removed while we walked: it no longer takes room
+    return total

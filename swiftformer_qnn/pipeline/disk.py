@@ -10,11 +10,11 @@ links), so removing a cache entry cannot change an export.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.atomic import tree_bytes
 from ..core.cache import cache_root
 from ..toolchains import (
     CACHE_DIR,
@@ -40,19 +40,6 @@ class Area:
     entries: int
     cleaned_by: str  # the command that empties it ("" when nothing should)
 
-
-def tree_bytes(root: Path) -> int:
-    """Bytes of the files below `root` (0 when it does not exist); symbolic links are not followed."""
-    if not root.exists():
-        return 0
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _stage_entries(root: Path) -> list[Path]:

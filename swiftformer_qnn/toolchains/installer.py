@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.atomic import write_text_atomic
+from ..core.atomic import tree_bytes, write_text_atomic
 from ..core.errors import ToolchainError, UsageError
 from ..core.output_dir import recover_leftovers, swap_in, temp_dir
 from .registry import QnnToolchainSpec, _installed, main_environment_spec
@@ -341,7 +341,7 @@ def install_toolchain(
             installer = Installer.choose(installer)
         if installer.cache_dir is None:
             installer.cache_dir = root / CACHE_DIR
-        cached_before = _tree_bytes(installer.cache_dir)
+        cached_before = tree_bytes(installer.cache_dir)
         env_dir = work / ENV_DIR
         progress(
             ProgressEvent(
@@ -381,7 +381,7 @@ def install_toolchain(
         shutil.rmtree(work, ignore_errors=True)
         raise
     result = inspect_toolchain(spec, root)
-    downloaded = max(0, _tree_bytes(installer.cache_dir) - cached_before)
+    downloaded = max(0, tree_bytes(installer.cache_dir) - cached_before)
     progress(
         ProgressEvent(
             subject, "ready", f"{final} ({downloaded / 1e6:.0f} MB downloaded)", time.perf_counter() - started
@@ -440,20 +440,6 @@ def remove_toolchain(spec: QnnToolchainSpec, root: Path | None = None) -> Path |
         raise ToolchainError(f"Could not remove {d}: {exc.strerror or exc}.") from None
     return d
 
-
-def _tree_bytes(root: Path | None) -> int:
-    """Bytes of the files below `root` (0 if it does not exist): the installer cache's growth is
-    what an install downloaded."""
-    if root is None or not root.exists():
-        return 0
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def ensure_toolchains(
