@@ -279,7 +279,7 @@ def test_ci_gates_the_estimate_of_the_default_exports_against_the_committed_base
     out = tmp_path / "estimate"
     cli = [sys.executable, "-m", "swiftformer_qnn.cli"]
     for args in (["profile", "estimate", "--out", str(out)], ["export", "--variant", "encoder"],
-                 ["profile", "estimate", "--from", "build/encoder-w8a8-sm8550", "--out", str(out)]):
+                 ["profile", "estimate", "--from", "build/encoder-d96x64-w8a8-sm8550", "--out", str(out)]):
         proc = subprocess.run([*cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, proc.stderr[-3000:]
     for variant in ("l1", "encoder"):
