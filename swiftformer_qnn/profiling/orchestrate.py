@@ -6,6 +6,7 @@ renders these.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -367,12 +368,7 @@ def _profile_on_emulator(
         profile = profile.model_copy(update={"provenance": profile.provenance.model_copy(update={"note": note})})
         qnn = profile.toolchain.qnn_version or "unknown"
         stem = profile_stem(label, qnn, profile.target.device)
-        final_raw = out_dir / f"{stem}.raw"
-        if final_raw.exists():
-            import shutil
-
-            shutil.rmtree(final_raw)
-        raw_dir.rename(final_raw)
+        final_raw = _keep_raw(raw_dir, out_dir, stem)
         path = profile.save(out_dir / f"{stem}.profile.json")
         result.profiled.append(ProfiledModel(f"{label}-qnn{qnn}", profile, {"profile": path, "raw": final_raw},
                                              ran=what.describe()))
@@ -411,8 +407,6 @@ def _profile_on_estimator(
         for version in qnn or [None]:
             emit(f"{label}: estimating with QNN {version or 'of this environment'} for {proxy.name} "
                  f"(soc_model {proxy.soc_model}, proxy for {s.soc.name.upper()}): one compile, no device")
-            import shutil
-
             work = out_dir / f".{label}.estimate-work"
             shutil.rmtree(work, ignore_errors=True)
             try:
@@ -423,10 +417,7 @@ def _profile_on_estimator(
                 raise
             ran = profile.toolchain.qnn_version or "unknown"
             stem = profile_stem(label, ran, profile.target.device)
-            final_raw = out_dir / f"{stem}.raw"
-            if final_raw.exists():
-                shutil.rmtree(final_raw)
-            work.rename(final_raw)
+            final_raw = _keep_raw(work, out_dir, stem)
             path = profile.save(out_dir / f"{stem}.profile.json")
             result.profiled.append(ProfiledModel(f"{label}-qnn{ran}", profile, {"profile": path, "raw": final_raw},
                                                  ran=f"one compile with QNN {ran} for {proxy.name}, no device"))
@@ -484,3 +475,12 @@ def import_profile(
     profile.save(path)
     log.info("imported %s as %s (%s)", file, path, name)
     return ProfiledModel(label=f"{label}-qnn{qnn_label}", profile=profile, files={"profile": path, "imported": Path(file)})
+
+
+def _keep_raw(work: Path, out_dir: Path, stem: str) -> Path:
+    """Move a run's raw folder (QNN's own outputs) beside its profile, replacing an earlier run's."""
+    final = out_dir / f"{stem}.raw"
+    if final.exists():
+        shutil.rmtree(final)
+    work.rename(final)
+    return final
