@@ -43,6 +43,22 @@ def _quant_params(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[float, 
     return float(_scalar(model, node.input[1])), int(_scalar(model, node.input[2])), init.data_type
 
 
+def _uint8_edge(model: onnx.ModelProto, node: onnx.NodeProto, role: str, index: int) -> IoTensor:
+    """The graph's `index`-th input or output, whose (De)QuantizeLinear `node` moves to the caller,
+    declared as the caller's uint8 tensor (4-D ones channel-last) in place, and said as an IoTensor."""
+    edges = model.graph.input if role == "input" else model.graph.output
+    edge = edges[index]
+    scale, zero_point, elem = _quant_params(model, node)
+    if elem != TensorProto.UINT8:
+        raise ValueError(f"{role} {edge.name} is quantized to {TensorProto.DataType.Name(elem)}, not uint8 (use w8a8)")
+    dims = [d.dim_value for d in edge.type.tensor_type.shape.dim]
+    nhwc = len(dims) == 4
+    shape = [dims[0], dims[2], dims[3], dims[1]] if nhwc else dims
+    edges.remove(edge)
+    edges.insert(index, helper.make_tensor_value_info(edge.name, TensorProto.UINT8, shape))
+    return IoTensor(name=edge.name, role=role, shape=shape, nhwc=nhwc, scale=scale, zero_point=zero_point)
+
+
 def native_io(model: onnx.ModelProto) -> list[IoTensor]:
     """Rewrite `model` (a QDQ graph, in place) to uint8 inputs and outputs, 4-D ones NHWC.
 
@@ -60,53 +76,37 @@ def native_io(model: onnx.ModelProto) -> list[IoTensor]:
         for o in n.output:
             producers[o] = n
     spec: list[IoTensor] = []
-    for index, vi in enumerate(list(g.input)):
-        users = consumers.get(vi.name, [])
+    for index, name in enumerate([vi.name for vi in g.input]):
+        users = consumers.get(name, [])
         if len(users) != 1 or users[0].op_type != "QuantizeLinear":
-            raise ValueError(f"input {vi.name} does not feed exactly one QuantizeLinear")
+            raise ValueError(f"input {name} does not feed exactly one QuantizeLinear")
         quantize = users[0]
-        scale, zero_point, elem = _quant_params(model, quantize)
-        if elem != TensorProto.UINT8:
-            raise ValueError(f"input {vi.name} is quantized to {TensorProto.DataType.Name(elem)}, not uint8 (use w8a8)")
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        nhwc = len(dims) == 4
-        shape = [dims[0], dims[2], dims[3], dims[1]] if nhwc else dims
+        spec.append(_uint8_edge(model, quantize, "input", index))
         quantized = quantize.output[0]
         g.node.remove(quantize)
-        if nhwc:  # the caller's NHWC uint8 -> the NCHW uint8 tensor the Quantize made
-            g.node.insert(0, helper.make_node("Transpose", [vi.name], [quantized], perm=[0, 3, 1, 2],
-                                              name=f"{vi.name}_from_nhwc"))
+        if spec[-1].nhwc:  # the caller's NHWC uint8 -> the NCHW uint8 tensor the Quantize made
+            g.node.insert(0, helper.make_node("Transpose", [name], [quantized], perm=[0, 3, 1, 2],
+                                              name=f"{name}_from_nhwc"))
         else:
             for user in consumers.get(quantized, []):
-                user.input[:] = [vi.name if i == quantized else i for i in user.input]
-        g.input.remove(vi)
-        g.input.insert(index, helper.make_tensor_value_info(vi.name, TensorProto.UINT8, shape))
-        spec.append(IoTensor(name=vi.name, role="input", shape=shape, nhwc=nhwc, scale=scale, zero_point=zero_point))
-    for index, vo in enumerate(list(g.output)):
-        dequantize = producers.get(vo.name)
+                user.input[:] = [name if i == quantized else i for i in user.input]
+    for index, name in enumerate([vo.name for vo in g.output]):
+        dequantize = producers.get(name)
         if dequantize is None or dequantize.op_type != "DequantizeLinear":
-            raise ValueError(f"output {vo.name} does not come from a DequantizeLinear")
-        scale, zero_point, elem = _quant_params(model, dequantize)
-        if elem != TensorProto.UINT8:
-            raise ValueError(f"output {vo.name} is quantized to {TensorProto.DataType.Name(elem)}, not uint8 (use w8a8)")
-        dims = [d.dim_value for d in vo.type.tensor_type.shape.dim]
-        nhwc = len(dims) == 4
-        shape = [dims[0], dims[2], dims[3], dims[1]] if nhwc else dims
+            raise ValueError(f"output {name} does not come from a DequantizeLinear")
+        spec.append(_uint8_edge(model, dequantize, "output", index))
         quantized = dequantize.input[0]
-        if len(consumers.get(vo.name, [])) == 0:
+        if len(consumers.get(name, [])) == 0:
             g.node.remove(dequantize)
         else:
-            raise ValueError(f"output {vo.name} is also read inside the graph")
-        if nhwc:
-            g.node.append(helper.make_node("Transpose", [quantized], [vo.name], perm=[0, 2, 3, 1],
-                                           name=f"{vo.name}_to_nhwc"))
+            raise ValueError(f"output {name} is also read inside the graph")
+        if spec[-1].nhwc:
+            g.node.append(helper.make_node("Transpose", [quantized], [name], perm=[0, 2, 3, 1],
+                                           name=f"{name}_to_nhwc"))
         else:  # the quantized tensor itself becomes the output
             producer = producers[quantized]
-            producer.output[:] = [vo.name if o == quantized else o for o in producer.output]
+            producer.output[:] = [name if o == quantized else o for o in producer.output]
             for user in consumers.get(quantized, []):
-                user.input[:] = [vo.name if i == quantized else i for i in user.input]
-        g.output.remove(vo)
-        g.output.insert(index, helper.make_tensor_value_info(vo.name, TensorProto.UINT8, shape))
-        spec.append(IoTensor(name=vo.name, role="output", shape=shape, nhwc=nhwc, scale=scale, zero_point=zero_point))
+                user.input[:] = [name if i == quantized else i for i in user.input]
     onnx.checker.check_model(model)
     return spec
