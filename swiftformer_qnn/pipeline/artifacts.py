@@ -160,38 +160,48 @@ class StageCache(cache.StageCache):
 # --------------------------------------------------------------------------- compile records found under paths
 
 
+class _Found:
+    """What a compile record and a failure found under a path share: the QNN version and the
+    identity of what was compiled (`variant`, `precision`, ...; `soc`, which a failure does not say)."""
+
+    @property
+    def _entry(self) -> CompileRecord | CompileFailure:
+        raise NotImplementedError
+
+    @property
+    def qnn_version(self) -> str:
+        return self._entry.qnn_version
+
+    def identity(self, key: str) -> Any:
+        return getattr(self._entry, "soc", None) if key == "soc" else getattr(self._entry.model, key)
+
+
 @dataclass(frozen=True)
-class FoundCompile:
+class FoundCompile(_Found):
     """One compile record and the file it was read from."""
 
     record: CompileRecord
     path: Path
 
     @property
-    def qnn_version(self) -> str:
-        return self.record.qnn_version
-
-    def identity(self, key: str) -> Any:
-        return self.record.soc if key == "soc" else getattr(self.record.model, key)
+    def _entry(self) -> CompileRecord:
+        return self.record
 
 
 @dataclass(frozen=True)
-class FoundFailure:
+class FoundFailure(_Found):
     """A QNN version that did not compile, and where it says so."""
 
     failure: CompileFailure
     path: Path
 
     @property
-    def qnn_version(self) -> str:
-        return self.failure.qnn_version
+    def _entry(self) -> CompileFailure:
+        return self.failure
 
     @property
     def error(self) -> str:
         return f"{self.failure.status}: {self.failure.error}"
-
-    def identity(self, key: str) -> Any:
-        return None if key == "soc" else getattr(self.failure.model, key)
 
 
 @dataclass
