@@ -88,6 +88,22 @@ def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
     return "is not a regular file"
 
 
+_LINK_LOOP = "a symbolic link loop"
+
+
+def _link_fault(path: Path) -> str | None:
+    """What stops `path` resolving when it is a symbolic link (a loop, a missing target); None otherwise."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:
+        return _LINK_LOOP
+    except OSError:
+        return "a symbolic link to a missing place"
+    return None
+
+
 def blocking_component(path: str | os.PathLike[str]) -> str | None:
     """What on the way to `path` is not a directory (`out is a file, not a folder`, `out/x is a
     symbolic link loop`); None when every component up to the last is a folder."""
@@ -97,24 +113,14 @@ def blocking_component(path: str | os.PathLike[str]) -> str | None:
         return None
     current = Path(parts[0]) if parts else Path(".")
     for part in (*parts[1:],):
-        if current.is_symlink():
-            try:
-                current.resolve(strict=True)
-            except RuntimeError:
-                return f"{current} is a symbolic link loop"
-            except OSError:
-                return f"{current} is a symbolic link to a missing place"
+        fault = _link_fault(current)
+        if fault is not None:
+            return f"{current} is {fault}"
         if os.path.lexists(current) and not current.is_dir():
             return f"{current} is a file, not a folder"
         current = current / part
-    if current.is_symlink():
-        try:
-            current.resolve(strict=True)
-        except RuntimeError:
-            return f"{current} is a symbolic link loop"
-        except OSError:
-            return None
-    return None
+    # The last component may be a link to a place not made yet; a loop never resolves.
+    return f"{current} is {_LINK_LOOP}" if _link_fault(current) == _LINK_LOOP else None
 
 
 def tree_bytes(root: Path | None) -> int:
