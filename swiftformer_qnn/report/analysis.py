@@ -6,10 +6,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 from ..core import versions
 from ..core.errors import ProfileError
-from ..measure.schema import LatencySource, Profile, TimeBasis, TimeUnit, block_times, op_times
+from ..measure.schema import LatencySource, OpRecord, Profile, TimeBasis, TimeUnit, block_times, op_times
 from ..model.variants import VARIANTS
 from .model import (
     BlockRow,
@@ -237,20 +238,21 @@ def _movers(before: list[BlockRow], after: list[BlockRow], ranked_by: str) -> li
     return movers
 
 
+def _op_row(op: OpRecord, time: float, unit: TimeUnit) -> dict[str, Any]:
+    """What each per-op row of a report (`TopOp`, `WaterfallOp`) says of one timed op: its names,
+    block and part, and its time in the report's unit."""
+    at = op.attribution
+    return {"name": op.name, "op_type": op.op_type, "block": at.block if at else "other",
+            "part": at.part if at else None, "time": _to_unit(time, unit)}
+
+
 def _top_ops(profile: Profile, n: int = TOP_OPS) -> list[TopOp]:
     ot = op_times(profile)
     total = sum(t for _, t in ot.values) or 0.0
     ranked = sorted(ot.values, key=lambda it: -it[1])[:n]
     return [
-        TopOp(
-            name=op.name,
-            op_type=op.op_type,
-            block=op.attribution.block if op.attribution else "other",
-            part=op.attribution.part if op.attribution else None,
-            compute_unit=op.compute_unit.value if op.compute_unit else None,
-            time=_to_unit(t, ot.unit),
-            share=(t / total) if total else 0.0,
-        )
+        TopOp(**_op_row(op, t, ot.unit), compute_unit=op.compute_unit.value if op.compute_unit else None,
+              share=(t / total) if total else 0.0)
         for op, t in ((profile.ops[i], t) for i, t in ranked)
     ]
 
@@ -457,14 +459,7 @@ def _waterfalls(
         profile = rep.profile
         ot = op_times(profile)
         ops = [
-            WaterfallOp(
-                name=op.name,
-                op_type=op.op_type,
-                block=op.attribution.block if op.attribution else "other",
-                kind=op.attribution.kind if op.attribution else None,
-                part=op.attribution.part if op.attribution else None,
-                time=_to_unit(t, ot.unit),
-            )
+            WaterfallOp(**_op_row(op, t, ot.unit), kind=op.attribution.kind if op.attribution else None)
             for op, t in ((profile.ops[i], t) for i, t in ot.values)
         ]
         out.append(
