@@ -107,6 +107,18 @@ def _check_replaces(directory: Path, new: BaselineRecord, allow_mismatch: bool) 
     return old
 
 
+def _write_baseline(target: Path, record: BaselineRecord, copies: dict[str, Path],
+                    allow_mismatch: bool) -> BaselineUpdate:
+    """`target` made the baseline `record` describes, atomically: each file of `copies` (name in
+    the baseline -> file) copied byte for byte, and `baseline.json`."""
+    replaced = _check_replaces(target, record, allow_mismatch)
+    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
+        for name, source in copies.items():
+            shutil.copyfile(source, work / name)
+        (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
+    return BaselineUpdate(directory=target, record=record, replaced=replaced)
+
+
 def update_baseline(
     candidate: Sequence[Path],
     *,
@@ -145,12 +157,8 @@ def update_baseline(
         commit=os.environ.get("GITHUB_SHA"),
         note=note,
     )
-    replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
-        for name, f in zip(names, files, strict=True):
-            shutil.copyfile(f, work / name)  # byte for byte: the profile keeps its own provenance
-        (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
-    return BaselineUpdate(directory=target, record=record, replaced=replaced)
+    # Byte for byte: each profile keeps its own provenance.
+    return _write_baseline(target, record, dict(zip(names, files, strict=True)), allow_mismatch)
 
 
 def structure_key(c: FoundCompile) -> str:
@@ -186,8 +194,5 @@ def update_structure_baseline(
         files={COMPILE_RECORD: sha256_file(found.path)}, copied_from=[str(found.path)],
         commit=os.environ.get("GITHUB_SHA"), note=note,
     )
-    replaced = _check_replaces(target, record, allow_mismatch)
-    with staged_output_dir(target, force=True, inspect=_BASELINE_OWNER, option="--baseline") as work:
-        shutil.copyfile(found.path, work / COMPILE_RECORD)  # byte for byte: the compile's own record
-        (work / RECORD_NAME).write_text(record.model_dump_json(indent=2) + "\n")
-    return BaselineUpdate(directory=target, record=record, replaced=replaced)
+    # Byte for byte: the compile's own record.
+    return _write_baseline(target, record, {COMPILE_RECORD: found.path}, allow_mismatch)
