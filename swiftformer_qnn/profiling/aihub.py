@@ -461,6 +461,18 @@ class HubSession:
         except client_errors() as exc:
             raise HubError(f"Qualcomm AI Hub, status of job {job.job_id} ({job.url}): {client_message(exc)}") from None
 
+    def _settle(self, track: _Track, job: Any, key: str, stage: str, run: HubRun) -> str:
+        """Where one of a target's jobs stands: "running", or once AI Hub says it finished (then
+        journaled) "done", or "failed" (reported in `run`)."""
+        status = self._status(job, track)
+        if status is None or not status.finished:
+            return "running"
+        self.journal.update(key, state=status.code)
+        if status.failure:
+            run.failures.append(_job_failure(track.target.label, stage, status, job))
+            return "failed"
+        return "done"
+
     def run(self, targets: list[HubTarget], device: DeviceTarget) -> HubRun:
         hub_device = self.resolve_device(device)
         resolved = self.resolve_qairt(list(dict.fromkeys(t.qnn for t in targets)))
@@ -517,13 +529,9 @@ class HubSession:
         """One polling step for one target; True when it is finished (profiled or failed)."""
         t = track.target
         if track.profile_job is None:
-            status = self._status(track.compile_job, track)
-            if status is None or not status.finished:
-                return False
-            self.journal.update(track.compile_key, state=status.code)
-            if status.failure:
-                run.failures.append(_job_failure(t.label, "compile", status, track.compile_job))
-                return True
+            state = self._settle(track, track.compile_job, track.compile_key, "compile", run)
+            if state != "done":
+                return state == "failed"
             self.progress(f"{t.label}: compiled ({track.compile_job.job_id})")
             try:
                 self._submit_profile(track, device)
@@ -535,20 +543,14 @@ class HubSession:
                 job = track.compile_job
                 run.failures.append(HubJobFailure(t.label, "profile submission", exc.message, job.job_id, job.url))
                 return True
-        status = self._status(track.profile_job, track)
-        if status is None or not status.finished:
-            return False
-        self.journal.update(track.profile_key, state=status.code)
-        if status.failure:
-            run.failures.append(_job_failure(t.label, "profile", status, track.profile_job))
-            return True
+        state = self._settle(track, track.profile_job, track.profile_key, "profile", run)
+        if state != "done":
+            return state == "failed"
         if track.check_job is not None:
-            check = self._status(track.check_job, track)
-            if check is None or not check.finished:
+            state = self._settle(track, track.check_job, track.check_key, "output check", run)
+            if state == "running":
                 return False
-            self.journal.update(track.check_key, state=check.code)
-            if check.failure:  # the profile stands; the output check is reported as failed
-                run.failures.append(_job_failure(t.label, "output check", check, track.check_job))
+            if state == "failed":  # the profile stands; the output check is reported as failed
                 track.check_job = None
         try:
             run.results.append(self._collect(track, device))
