@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -171,6 +172,13 @@ class LatencySummary(_Strict):
         if self.basis is LatencyBasis.AIHUB_ESTIMATE and self.estimate_us != self.median_us:
             raise ValueError("an aihub-estimate latency is its estimate_us")
         return self
+
+    @classmethod
+    def of_runs(cls, runs_us: Sequence[float], **more: Any) -> LatencySummary:
+        """The summary of measured runs (basis `runs`): min, median and max over them."""
+        runs = list(runs_us)
+        return cls(min_us=min(runs), median_us=statistics.median(runs), max_us=max(runs), runs_us=runs,
+                   run_count=len(runs), **more)
 
     def value(self, statistic: Statistic = "median") -> float:
         return self.min_us if statistic == "min" else self.median_us

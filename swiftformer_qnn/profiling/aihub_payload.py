@@ -9,7 +9,6 @@ binaries on AI Hub often carry cycles only. Layer names are QNN's converter name
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,14 +45,7 @@ def latency_from_summary(summary: dict[str, Any]) -> LatencySummary:
     runs = [float(t) for t in (summary.get("all_inference_times") or []) if _num(t) is not None]
     estimate = _num(summary.get("estimated_inference_time"))
     if runs:
-        return LatencySummary(
-            min_us=min(runs),
-            median_us=statistics.median(runs),
-            max_us=max(runs),
-            runs_us=runs,
-            run_count=len(runs),
-            estimate_us=estimate,
-        )
+        return LatencySummary.of_runs(runs, estimate_us=estimate)
     if estimate is None:
         raise ProfileError("AI Hub's profile has no inference time (no estimated_inference_time, no all_inference_times).")
     return LatencySummary(

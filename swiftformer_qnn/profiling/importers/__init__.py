@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ...core.atomic import not_a_regular_file
 from ...core.errors import ProfileError, UsageError
+from ...core.versions import is_version_tag, parse_qnn_version
 from ...measure.schema import ModelInfo, Profile
 from ...pipeline.artifacts import ExportManifest
 
@@ -37,6 +38,13 @@ class ImportContext:
     manifest: ExportManifest | None = None  # the export's manifest (its request, stages and files)
     device: str | None = None  # --device
     qnn: str | None = None  # --qnn, as written
+
+    def given_qnn(self, hint: str = "Give the version it ran with, e.g. --qnn 2.51.") -> str | None:
+        """--qnn as written, once it is a QAIRT version (a tag such as `latest` names no run that
+        happened); None without --qnn."""
+        if self.qnn is not None and (parse_qnn_version(self.qnn) is None or is_version_tag(self.qnn)):
+            raise UsageError(f"--qnn {self.qnn!r} is not a QAIRT version.", hint=hint)
+        return self.qnn
 
 
 def importers() -> list[ModuleType]:

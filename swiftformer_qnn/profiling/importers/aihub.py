@@ -41,7 +41,7 @@ def sniff(path: Path) -> bool:
 
 
 def load(path: Path, ctx: ImportContext) -> Profile:
-    from ...core.versions import is_version_tag, parse_qnn_version
+    from ...core.versions import parse_qnn_version
     from ..devices import Backend, resolve_device
     from ..emulator import onnx_node_tensors
 
@@ -59,13 +59,8 @@ def load(path: Path, ctx: ImportContext) -> Profile:
     if device.backend is not Backend.AIHUB or not device.name:
         raise UsageError(f"--device {ctx.device!r} is no AI Hub device name; {path} is an AI Hub profile.",
                          hint='Pass the device the job ran on, e.g. --device "Samsung Galaxy S23 Ultra".')
-    qnn = None
-    if ctx.qnn is not None:
-        parsed = parse_qnn_version(ctx.qnn)
-        if parsed is None or is_version_tag(ctx.qnn):
-            raise UsageError(f"--qnn {ctx.qnn!r} is not a QAIRT version.",
-                             hint="Give the version the job ran with, e.g. --qnn 2.42 (see the job page on AI Hub).")
-        qnn = parsed.short
+    given = ctx.given_qnn(hint="Give the version the job ran with, e.g. --qnn 2.42 (see the job page on AI Hub).")
+    qnn = parse_qnn_version(given).short if given else None
     try:
         return profile_from_hub(
             payload,

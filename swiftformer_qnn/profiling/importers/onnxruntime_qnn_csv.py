@@ -16,12 +16,11 @@ emulator leaves beside its raw files, makes an emulator profile (structure only,
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from ... import __version__
-from ...core.errors import ProfileError, UsageError
-from ...core.versions import is_version_tag, parse_qnn_version
+from ...core.errors import ProfileError
+from ...core.versions import parse_qnn_version
 from ...measure.attribution import attribute_ops
 from ...measure.schema import (
     LatencySource,
@@ -37,7 +36,7 @@ from ..devices import EMULATOR_DEVICE, EMULATOR_NAMES
 from ..emulator import NOT_LATENCY, made_by_emulator, onnx_node_tensors, read_qnn_profile_csv
 from ..qnn_viewer import csv_flavour
 from . import ImportContext
-from .qnn_profile_viewer import _compiled, head
+from .qnn_profile_viewer import _compiled, head, median_per_op
 
 NAME = "onnxruntime-qnn profiling CSV"
 
@@ -48,13 +47,11 @@ def sniff(path: Path) -> bool:
 
 def _median_ops(runs: list[list[OpRecord]]) -> list[OpRecord]:
     """Each op (by name, in the first run's order) with its median cycles over the runs."""
-    samples: dict[str, list[float]] = {}
     first: dict[str, OpRecord] = {}
-    for run in runs:
-        for op in run:
-            first.setdefault(op.name, op)
-            samples.setdefault(op.name, []).append(op.execution_cycles or 0.0)
-    return [op.model_copy(update={"execution_cycles": statistics.median(samples[name])}) for name, op in first.items()]
+    for op in (op for run in runs for op in run):
+        first.setdefault(op.name, op)
+    medians = median_per_op([(op.name, op.execution_cycles or 0.0) for op in run] for run in runs)
+    return [first[name].model_copy(update={"execution_cycles": cycles}) for name, cycles in medians.items()]
 
 
 def load(path: Path, ctx: ImportContext) -> Profile:
@@ -75,11 +72,7 @@ def load(path: Path, ctx: ImportContext) -> Profile:
     per_op = f"per-op cycles: median of {runs} run{'s' if runs != 1 else ''} ({len(ops)} HTP ops)"
     if trace is not None:
         per_op += f", traced to ONNX nodes through {trace}"
-    ran_with = None
-    if ctx.qnn is not None:
-        if parse_qnn_version(ctx.qnn) is None or is_version_tag(ctx.qnn):
-            raise UsageError(f"--qnn {ctx.qnn!r} is not a QAIRT version.", hint="Give the version it ran with, e.g. --qnn 2.51.")
-        ran_with = ctx.qnn
+    ran_with = ctx.given_qnn()
     parsed = parse_qnn_version(ran_with)
     toolchain = ToolchainInfo(qnn_version=parsed.short if parsed else None, runtime="onnxruntime-qnn",
                               ran_with=ran_with, compiled_with=compiled_with)
@@ -99,8 +92,7 @@ def load(path: Path, ctx: ImportContext) -> Profile:
     if not times:
         raise ProfileError(f"{path}: no `QNN (execute) time` row in microseconds: no whole-model latency to import.",
                            hint="Profile with profiling_level=basic or detailed and run the session at least once.")
-    summary = LatencySummary(min_us=min(times), median_us=statistics.median(times), max_us=max(times),
-                             runs_us=times, run_count=len(times))
+    summary = LatencySummary.of_runs(times)
     note = (f"latency: `QNN (execute) time` of each of {len(times)} runs, measured with detailed per-op profiling "
             f"on, which inflates it; {per_op}. Raw file: {path}.")
     return Profile(

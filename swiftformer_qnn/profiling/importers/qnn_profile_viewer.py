@@ -15,12 +15,12 @@ single imported file supplies both, and the profile's note says so when it was a
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ... import __version__
-from ...core.errors import ProfileError, UsageError
-from ...core.versions import is_version_tag, parse_qnn_version
+from ...core.errors import ProfileError
+from ...core.versions import parse_qnn_version
 from ...htp.record import OP_TRACE, read_op_trace
 from ...measure.attribution import attribute_ops
 from ...measure.schema import (
@@ -55,14 +55,7 @@ def _latency(report: ViewerReport, where: str) -> tuple[LatencySummary, str]:
                 if min(runs_us) <= 0:
                     raise ProfileError(f"{where}: an inference's `{event}` is {min(runs_us):g} us; "
                                        "a measured latency is above 0.", hint="Pass the file as QNN wrote it.")
-                summary = LatencySummary(
-                    min_us=min(runs_us),
-                    median_us=statistics.median(runs_us),
-                    max_us=max(runs_us),
-                    runs_us=runs_us,
-                    run_count=len(runs_us),
-                )
-                return summary, f"latency: `{event}` of each of {len(runs_us)} inferences"
+                return LatencySummary.of_runs(runs_us), f"latency: `{event}` of each of {len(runs_us)} inferences"
         raise ProfileError(f"{where}: an inference has neither `{QNN_EXECUTE}` nor `{NETRUN}`.")
     avg = report.stats.get("average")
     for event in _LATENCY_EVENTS:
@@ -94,22 +87,24 @@ def _compiled(export_dir: Path) -> tuple[Path | None, str | None]:
     return (path if path.is_file() else None), version
 
 
+def median_per_op(runs: Iterable[Iterable[tuple[str, float]]]) -> dict[str, float]:
+    """Each op's median cycles over the runs ((op, cycles) per run), in the order ops first appear."""
+    samples: dict[str, list[float]] = {}
+    for run in runs:
+        for op, cycles in run:
+            samples.setdefault(op, []).append(cycles)
+    return {op: statistics.median(values) for op, values in samples.items()}
+
+
 def _ops(report: ViewerReport, ctx: ImportContext, trace_path: Path | None) -> tuple[list[OpRecord], int]:
     """Per-op cycles, the median over the inferences that carry them; (ops, inferences used)."""
     runs = report.op_executions
     if not runs:
         return [], 0
-    order: list[str] = []
-    samples: dict[str, list[float]] = {}
-    for run in runs:
-        for op in run.ops:
-            if op.identifier not in samples:
-                order.append(op.identifier)
-                samples[op.identifier] = []
-            samples[op.identifier].append(op.cycles)
+    cycles = median_per_op([(op.identifier, op.cycles) for op in run.ops] for run in runs)
     trace = {op.name: op for op in read_op_trace(trace_path)} if trace_path is not None else {}
     ops = []
-    for ident in order:
+    for ident, median in cycles.items():
         name, _ = split_op_identifier(ident)
         mapped = trace.get(name)
         is_io = name in ("Input", "Output")
@@ -118,7 +113,7 @@ def _ops(report: ViewerReport, ctx: ImportContext, trace_path: Path | None) -> t
                 name=name,
                 op_type=name if is_io else ((mapped.qnn_type if mapped else None) or _fallback_type(name)),
                 compute_unit=ComputeUnit.NPU,
-                execution_cycles=statistics.median(samples[ident]),
+                execution_cycles=median,
                 onnx_nodes=list(mapped.sources) if mapped else [],
             )
         )
@@ -158,11 +153,7 @@ def viewer_profile(
                      "qnn-net-run --profiling_level detailed for them)")
     if trace is not None:
         words.append(f"ops traced to ONNX nodes through {trace}")
-    ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version
-    if ran_with is None and ctx.qnn is not None:
-        if parse_qnn_version(ctx.qnn) is None or is_version_tag(ctx.qnn):
-            raise UsageError(f"--qnn {ctx.qnn!r} is not a QAIRT version.", hint="Give the version it ran with, e.g. --qnn 2.51.")
-        ran_with = ctx.qnn
+    ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version or ctx.given_qnn()
     parsed = parse_qnn_version(ran_with)
     text = "; ".join(words) + "."
     if files:
