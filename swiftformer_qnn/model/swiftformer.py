@@ -250,6 +250,23 @@ def set_attention_form(model: nn.Module, form: AttentionForm | str) -> None:
 
 
 @torch.no_grad()
+def trained_like_batchnorm(bn: nn.modules.batchnorm._BatchNorm, gen: torch.Generator) -> None:
+    """Statistics and affine terms away from identity, as a trained BatchNorm's are (any BatchNorm:
+    the estimate's validation bench gives other models' BatchNorm1d the same)."""
+    n = bn.num_features
+    bn.weight.copy_(1.0 + 0.2 * torch.randn(n, generator=gen))
+    bn.bias.copy_(0.1 * torch.randn(n, generator=gen))
+    bn.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+    bn.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+
+
+@torch.no_grad()
+def trained_like_layer_scale(scale: nn.Parameter, gen: torch.Generator) -> None:
+    """A layer scale drawn in [0.1, 1]: its 1e-5 init would make the residual branch vanish."""
+    scale.copy_(0.1 + 0.9 * torch.rand(scale.shape, generator=gen))
+
+
+@torch.no_grad()
 def realistic_init(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights with trained-like magnitudes, for tests and benchmarks.
 
@@ -264,14 +281,10 @@ def realistic_init(model: nn.Module, seed: int = 0) -> nn.Module:
             if m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.05)
         elif isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.copy_(1.0 + 0.2 * torch.randn(n, generator=gen))
-            m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-            m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-            m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+            trained_like_batchnorm(m, gen)
     for name, p in model.named_parameters():
         if name.endswith(("layer_scale", "attention_scale", "mlp_scale")):
-            p.copy_(0.1 + 0.9 * torch.rand(p.shape, generator=gen))
+            trained_like_layer_scale(p, gen)
         elif name.endswith("w_g"):
             p.copy_(torch.randn(p.shape, generator=gen))
     return model.eval()

@@ -169,21 +169,20 @@ def _trained_like(model, seed: int = 0):
     import torch
     from torch import nn
 
-    from swiftformer_qnn.model.swiftformer import realistic_init
+    from swiftformer_qnn.model.swiftformer import (
+        realistic_init,
+        trained_like_batchnorm,
+        trained_like_layer_scale,
+    )
 
     realistic_init(model, seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                n = m.num_features
-                m.weight.copy_(1.0 + 0.2 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-        for name, p in model.named_parameters():
-            if name.split(".")[-1] == "gamma" and p.ndim == 1:
-                p.copy_(0.1 + 0.9 * torch.rand(p.shape, generator=gen))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            trained_like_batchnorm(m, gen)
+    for name, p in model.named_parameters():
+        if name.split(".")[-1] == "gamma" and p.ndim == 1:
+            trained_like_layer_scale(p, gen)
     return model.eval()
 
 
