@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fault_checks import dead_pid, one_error_line
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -43,16 +44,6 @@ from swiftformer_qnn.pipeline.images import (
 runner = CliRunner()
 SMALL = ["--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2"]
 ONNX_ONLY = [*SMALL, "--until", "onnx"]
-
-
-def one_error_line(res, code: int) -> str:
-    """The run failed with `code` and said so in exactly one line, without a traceback."""
-    err = res.stderr
-    assert res.exit_code == code, (res.exit_code, res.output, err)
-    assert "Traceback" not in res.output + err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -245,12 +236,6 @@ except OutputDirError as e:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "out", "ready-a", "ready-b"]
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def test_a_replace_interrupted_between_its_renames_is_restored_by_the_next_run(tmp_path, monkeypatch):
     """Where the filesystem cannot swap atomically, the old directory is renamed aside first:
     a crash right then leaves `.out.old-PID`; the next run puts it back."""
@@ -274,7 +259,7 @@ def test_a_replace_interrupted_between_its_renames_is_restored_by_the_next_run(t
     monkeypatch.setattr(od.os, "rename", real_rename)
     assert not target.exists()
     (old,) = [p for p in tmp_path.iterdir() if ".old-" in p.name]
-    os.rename(old, tmp_path / f".out.old-{_dead_pid()}")  # as if this process had been killed
+    os.rename(old, tmp_path / f".out.old-{dead_pid()}")  # as if this process had been killed
 
     done = od.recover_leftovers(tmp_path, "out")
     assert done and done[0].startswith("Restored")
@@ -303,7 +288,7 @@ def test_a_forced_replace_swaps_atomically_and_leaves_nothing_behind(tmp_path, m
 
 
 def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
-    dead, live = _dead_pid(), os.getppid()
+    dead, live = dead_pid(), os.getppid()
     for name in (f".out.partial-{dead}-abc", f".out.partial-{live}-def", f".x.tmp-{dead}-1", "keep.partial-1"):
         (tmp_path / name).mkdir()
     (tmp_path / "out").mkdir()
@@ -342,7 +327,7 @@ def test_stale_temporary_directories_in_the_cache_are_cleaned(tmp_path):
     cache = StageCache(root=tmp_path)
     from swiftformer_qnn.pipeline.stage_results import SimplifyResults
 
-    stale = cache.root / "simplify" / f".abc.tmp-{_dead_pid()}-x"
+    stale = cache.root / "simplify" / f".abc.tmp-{dead_pid()}-x"
     stale.mkdir(parents=True)
     cache.run("simplify", options={"n": 1}, inputs={}, outputs=("o",),
               produce=lambda d: (d / "o").write_text("o") and SimplifyResults(nodes_before=1, nodes=1, op_types={}))

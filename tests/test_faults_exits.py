@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_checks import one_error_line
 from gate_sim import synthetic_profile
 from test_qnn_viewer_import import exports  # noqa: F401  (fixture)
 from typer.testing import CliRunner
@@ -20,15 +21,6 @@ from swiftformer_qnn.cli import app
 
 runner = CliRunner()
 BLOCKS = {"stem": 300.0, "stage0.block0": 200.0, "stage3.block4": 500.0}
-
-
-def one_error_line(res, code: int) -> str:
-    err = res.stderr
-    assert res.exit_code == code, (res.exit_code, res.output, err)
-    assert "Traceback" not in res.output + err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _side(directory: Path, seed: int, scale: float = 1.0) -> Path:

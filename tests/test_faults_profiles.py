@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fault_checks import one_error_line
 from qnn_viewer_formats import EMULATOR_CSV, device_inferences, write_csv
 from test_aihub import onnx_models  # noqa: F401  (fixture)
 from test_qnn_viewer_import import GRAPH, context, exports  # noqa: F401  (fixtures)
@@ -36,15 +37,6 @@ EP_CSV_HEAD = """Msg Timestamp,Message,Time,Unit of Measurement,Timing Source,Ev
 0,NODE,3637634,CYCLES,BACKEND,SUB-EVENT,/stem/conv1/Conv_token_53:OpId_26 (cycles)
 0,NODE,1356442,CYCLES,BACKEND,SUB-EVENT,/stage0/block0_conv_encoder/dwconv/Conv_token_65:OpId_46 (cycles)
 """
-
-
-def one_error_line(res, code: int) -> str:
-    err = res.stderr
-    assert res.exit_code == code, (res.exit_code, res.output, err)
-    assert "Traceback" not in res.output + err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_the_two_csvs_with_one_header_are_told_apart_by_their_rows(tmp_path):

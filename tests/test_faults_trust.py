@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fault_checks import dead_pid, one_error_line
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -24,21 +23,6 @@ from swiftformer_qnn.pipeline.artifacts import StageCache, read_manifest
 runner = CliRunner()
 ONNX_ONLY = ["--variant", "encoder", "--resolution", "16", "--calibration-count", "4", "--heldout-count", "2",
              "--until", "onnx"]
-
-
-def one_error_line(res, code: int) -> str:
-    err = res.stderr
-    assert res.exit_code == code, (res.exit_code, res.output, err)
-    assert "Traceback" not in res.output + err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 def _export(out: Path, *extra: str):
@@ -138,7 +122,7 @@ def test_carried_files_survive_a_crash_before_the_swap(tmp_path, monkeypatch):
 def test_a_partial_directory_of_a_killed_swap_is_removed_by_a_rerun_that_reuses_the_export(tmp_path):
     out = tmp_path / "enc"
     _export(out)
-    partial = tmp_path / f".enc.partial-{_dead_pid()}-x1y2"
+    partial = tmp_path / f".enc.partial-{dead_pid()}-x1y2"
     (partial / "sub").mkdir(parents=True)
     (partial / "sub" / "model.onnx").write_bytes(b"\0" * 4096)
     res = _export(out)
