@@ -42,19 +42,19 @@ def phone_export(tmp_path_factory) -> Path:
     """A real export of the encoder block, compiled to a QNN context binary for SM8550."""
     from swiftformer_qnn.htp.record import CompiledModel, CompileRecord
     from swiftformer_qnn.htp.session import HtpTarget
-    from swiftformer_qnn.pipeline.compile import COMPILE_OUTPUTS, compile_stage
+    from swiftformer_qnn.pipeline.compile import COMPILE_OUTPUTS, GUARD_OUTPUTS, guard_and_compile
 
     d = tmp_path_factory.mktemp("phone-export")
     m = real_qdq_model("encoder", 32, d)
     out = make_export_dir(d / "encoder", qdq=m["qdq"], sim=m["sim"], variant="encoder", precision="w8a8",
                           input_shape=list(get_variant("encoder").input_shape(32)))
     (out / "compile").mkdir()
-    results = compile_stage(out / "model.qdq.onnx", out / "compile", HtpTarget(), soc="sm8550",
-                            subject=CompiledModel(variant="encoder", precision="w8a8",
-                                                  input_shape=list(get_variant("encoder").input_shape(32))))
+    results = guard_and_compile(out / "model.qdq.onnx", out / "compile", HtpTarget(), soc="sm8550",
+                                subject=CompiledModel(variant="encoder", precision="w8a8",
+                                                      input_shape=list(get_variant("encoder").input_shape(32))))
     manifest = read_manifest(out)
     outputs = {n: FileRecord(path=f"compile/{n}", sha256=sha256_file(out / "compile" / n),
-                             bytes=(out / "compile" / n).stat().st_size) for n in COMPILE_OUTPUTS}
+                             bytes=(out / "compile" / n).stat().st_size) for n in GUARD_OUTPUTS + COMPILE_OUTPUTS}
     manifest.stages.append(StageRecord[CompileRecord](name="compile", key="compile-handmade", wall_s=0.0, outputs=outputs,
                                        results=results))
     (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))

@@ -131,6 +131,22 @@ def test_compile_of_a_corrupting_qdq_graph_rewrites_it_and_says_so(tmp_path):
     assert (tmp_path / "out" / "model.guarded.onnx").read_bytes() != qdq.read_bytes()
 
 
+def test_an_export_runs_the_bn_guard_once_for_its_compile_and_its_estimate(tmp_path, monkeypatch):
+    """The guard stage's model.guarded.onnx is what both compiles of an export compile (the
+    estimate's runs beside the export's own): neither guards the quantized graph again."""
+    from swiftformer_qnn.htp import bn_guard
+    from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+
+    calls = []
+    real = bn_guard.protect
+    monkeypatch.setattr(bn_guard, "protect", lambda model, **kw: calls.append(model) or real(model, **kw))
+    result = run_export(ExportRequest(variant="encoder", resolution=16, calibration_count=4, heldout_count=2,
+                                      until=Until.COMPILE, output_dir=tmp_path / "out", use_cache=False))
+    m = result.manifest
+    assert m.stage("estimate") is not None and len(calls) == 1
+    assert m.stage("compile").results.model_sha256 == m.stage("guard").outputs["model.guarded.onnx"].sha256
+
+
 def test_upstream_reproduction_still_reproduces():
     """The script in docs/upstream that goes with the bug report. The day an onnxruntime-qnn
     release fixes the bug, this fails: then the guard and the write-up can be revisited."""

@@ -49,8 +49,8 @@ def xs_export(tmp_path_factory):
 def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     result, events = xs_export
     m = result.manifest
-    assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile",
-                                          "estimate", "verify"]
+    assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard",
+                                          "compile", "estimate", "verify"]
     # Every stage was visible to the progress display, start and end, and started only once the
     # stages it reads had ended (stages that do not need each other overlap).
     from swiftformer_qnn.pipeline.orchestrator import NEEDS

@@ -171,6 +171,12 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             return (f"mixed: {len(r.sixteen_bit_units)} unit(s) with 16-bit activations, the rest 8-bit, 8-bit weights, "
                     f"{r.compute_nodes} compute nodes; {size}")
         return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
+    if name == "guard":
+        if not r.batchnorms:
+            return f"no BatchNorm: nothing for the QNN EP to corrupt; {size}"
+        rewritten = len(r.corrupted_predicted)
+        said = f"{rewritten} rewritten (scale re-quantized per channel)" if rewritten else "none the QNN EP would corrupt"
+        return f"{r.batchnorms} BatchNorm, {r.exposed_batchnorms} with a per-tensor scale: {said}; {size}"
     if name == "compile":
         from ..htp.bn_guard import describe_guard
 

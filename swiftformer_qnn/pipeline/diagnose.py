@@ -83,10 +83,11 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     qdq_path = manifest.artifact(export_dir, "quantize", "model.qdq.onnx")
     float_graph = manifest.artifact(export_dir, *graph)
     with tempfile.TemporaryDirectory() as tmp:
-        # What the compile stage compiled (model.qdq.onnx after its BN guard); an export made
-        # before the stage kept it is guarded here, as its compile stage did.
-        if manifest.stage("compile") is not None and GUARDED_MODEL in manifest.stage("compile").outputs:
-            compiled = manifest.artifact(export_dir, "compile", GUARDED_MODEL)
+        # What the compile stage compiled (model.qdq.onnx after the BN guard), kept by the guard
+        # stage (by the compile stage in earlier exports); one made before either kept it is guarded here.
+        kept = [s for s in ("guard", "compile") if manifest.stage(s) is not None and GUARDED_MODEL in manifest.stage(s).outputs]
+        if kept:
+            compiled = manifest.artifact(export_dir, kept[0], GUARDED_MODEL)
         else:
             compiled, _ = guarded_model(qdq_path, Path(tmp))
         model = onnx.load(str(compiled))

@@ -36,7 +36,7 @@ from ..htp.session import HtpTarget, htp_session
 from ..measure.agreement import compare_outputs, run_cpu
 from ..measure.attribution import ENCODER_BLOCK, attribute_op
 from ..model.variants import Variant
-from .compile import compile_stage, guarded_model
+from .compile import GUARDED_MODEL, guard_and_compile
 from .mixed_search import (
     Ends,
     Point,
@@ -70,7 +70,8 @@ class Cost:
 
 @dataclass(frozen=True)
 class Costing:
-    """How a candidate's cost is found: `cost(qdq_model, work_dir, sixteen)`."""
+    """How a candidate's cost is found: `cost(guarded_model, work_dir, sixteen)`, the candidate's
+    graph after the BN guard (what its compile compiled)."""
 
     unit: str
     source: str
@@ -93,10 +94,9 @@ def estimate_costing(units: Sequence[PrecisionUnit], _unplaced_macs: int, varian
     (`measure.attribution`): the time includes the converts a mix adds."""
     proxy = estimator_soc(target.htp_arch)
 
-    def cost(qdq: Path, work: Path, _sixteen: frozenset[str]) -> Cost:
+    def cost(guarded: Path, work: Path, _sixteen: frozenset[str]) -> Cost:
         work.mkdir(parents=True, exist_ok=True)
-        compiled, _ = guarded_model(qdq, work)  # what the compile stage compiles
-        est = estimate_model(compiled, work / "estimate", htp_arch=target.htp_arch, soc_model=proxy.soc_model,
+        est = estimate_model(guarded, work / "estimate", htp_arch=target.htp_arch, soc_model=proxy.soc_model,
                              stands_for=soc)
         per_unit: dict[str, float] = {}
         for op in est.ops:
@@ -157,14 +157,14 @@ class Bench:
         try:
             qdq = self.quantize(sixteen, d / "model.qdq.onnx")
             cpu = run_cpu(qdq, self.inputs)
-            record = compile_stage(qdq, d / "compiled", self.target, soc=self.soc,
-                                   subject=CompiledModel(variant=self.variant.name, precision=Precision.MIXED.value))
+            record = guard_and_compile(qdq, d / "compiled", self.target, soc=self.soc,
+                                       subject=CompiledModel(variant=self.variant.name, precision=Precision.MIXED.value))
             session = htp_session(d / "compiled" / CONTEXT_ONNX, self.target)
             name = session.get_inputs()[0].name
             htp = np.concatenate([session.run(None, {name: self.inputs[i: i + 1]})[0]
                                   for i in range(self.inputs.shape[0])])
             del session
-            priced = self.costing.cost(qdq, d / "cost", sixteen) if cost else None
+            priced = self.costing.cost(d / "compiled" / GUARDED_MODEL, d / "cost", sixteen) if cost else None
         finally:
             shutil.rmtree(d, ignore_errors=True)
         h = compare_outputs(self.fp32, htp, classify=self.classify)

@@ -1,5 +1,5 @@
-"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> compile -> estimate
--> verify.
+"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> guard -> compile
+-> estimate -> verify.
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -69,9 +69,10 @@ MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
 STAGES_UNTIL = {
     Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "validate"),
     Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize"),
-    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate"),
-    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "estimate",
-                   "verify"),
+    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile",
+                    "estimate"),
+    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile",
+                   "estimate", "verify"),
 }
 # What each stage reads from the stages before it. A stage starts as soon as those are done, so
 # stages that do not need each other run at the same time: on 2 cores each of these leaves one
@@ -92,9 +93,12 @@ NEEDS = {
     # After validate, not beside it: the two together peaked at 1529 MB for L1 (the straight-line
     # scripts: 904 MB); one after the other, 906 MB.
     "quantize": ("simplify", "fold_bn", "inputs", "validate", "sensitivity", "mixed_search"),
-    "compile": ("quantize",),
-    "estimate": ("quantize",),  # its own compile, for the estimator's proxy SoC, in a worker process
-    "verify": ("validate", "quantize", "compile", "inputs"),
+    # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
+    # worker process) runs beside the export's own.
+    "guard": ("quantize",),
+    "compile": ("guard",),
+    "estimate": ("guard",),
+    "verify": ("validate", "quantize", "guard", "compile", "inputs"),
 }
 GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
@@ -109,6 +113,7 @@ STAGE_TITLES = {
     "sensitivity": "Measure each block at 16 bits on the HTP emulator",
     "mixed_search": "Choose the mixed-precision assignment",
     "quantize": "Quantize to QDQ",
+    "guard": "Guard BatchNorms the QNN EP would corrupt",
     "compile": "Compile QNN context binary",
     "estimate": "Estimate accelerator time (QNN Hextimate)",
     "verify": "Verify fidelity (CPU + HTP emulator)",
@@ -198,7 +203,7 @@ def _resolve(req: ExportRequest) -> _Resolved:
         i = stages.index("quantize")
         stages = stages[:i] + ("sensitivity", "mixed_search") + stages[i:]
     if req.graph == "faithful":
-        # The literal graph keeps its BatchNorms; the compile stage's guard rewrites or refuses
+        # The literal graph keeps its BatchNorms; the guard stage rewrites or refuses
         # any the QNN EP would corrupt.
         stages = tuple(s for s in stages if s != "fold_bn")
     if soc.htp_arch not in ESTIMATOR_SOCS:
@@ -746,40 +751,45 @@ class _Run:
         return CompiledModel(variant=r.variant.name, precision=r.precision.value,
                              input_shape=list(r.variant.input_shape(r.resolution)))
 
-    def _stage_compile(self):
-        from .compile import COMPILE_OUTPUTS, compile_options, compile_stage
+    def _stage_guard(self):
+        from .compile import GUARD_OUTPUTS, guard_stage
 
         qdq = self._path("quantize", "model.qdq.onnx")
+        return self._cached("guard", options={}, inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
+                            produce=lambda d: guard_stage(qdq, d), outputs=GUARD_OUTPUTS)
+
+    def _stage_compile(self):
+        from .compile import COMPILE_OUTPUTS, GUARDED_MODEL, compile_options, compile_stage
+
+        guarded, guard = self._path("guard", GUARDED_MODEL), self.records["guard"].results
         target, soc, subject = self.htp_target(), self.r.soc.name, self.subject()
         io = IoFormat(self.req.io)
         return self._cached(
-            "compile", options=compile_options(target, soc, subject) | {"io": io.value},
-            inputs=self._inputs_of(("quantize", "model.qdq.onnx")),
-            produce=lambda d: compile_stage(qdq, d, target, soc=soc, subject=subject, io=io), outputs=COMPILE_OUTPUTS,
+            "compile", options=compile_options(target, soc, subject) | {"io": io.value, "bn_guard": guard.model_dump()},
+            inputs=self._inputs_of(("guard", GUARDED_MODEL)),
+            produce=lambda d: compile_stage(guarded, d, target, soc=soc, subject=subject, guard=guard, io=io),
+            outputs=COMPILE_OUTPUTS,
         )
 
     def _stage_estimate(self):
-        """The compiled graph (after the BN guard, as the compile stage compiled it) estimated by
-        QNN's HTP estimator for the proxy SoC of the target's architecture: one more compile,
-        in a worker, no device. Keeps `estimate.json` (every op's share of the critical path)."""
+        """The guard stage's graph (what the compile stage compiles) estimated by QNN's HTP
+        estimator for the proxy SoC of the target's architecture: one more compile, in a worker,
+        no device. Keeps `estimate.json` (every op's share of the critical path)."""
         import shutil
 
-        from ..htp.bn_guard import guarded_model
         from ..htp.estimate import ESTIMATE_JSON, estimate_model, estimator_soc
-        from .compile import native_io_model
+        from .compile import GUARDED_MODEL, native_io_model
         from .stage_results import EstimateResults
 
         r = self.r
-        qdq = self._path("quantize", "model.qdq.onnx")
+        guarded = self._path("guard", GUARDED_MODEL)
         proxy = estimator_soc(r.soc.htp_arch)
 
         io = IoFormat(self.req.io)
 
         def produce(d: Path) -> EstimateResults:
             with tempfile.TemporaryDirectory() as tmp:
-                # The graph the compile stage compiles (its BN guard is deterministic), guarded
-                # here: this stage runs beside the compile, not after it.
-                compiled, _ = guarded_model(qdq, Path(tmp)) if r.precision.is_quantized else (qdq, None)
+                compiled = guarded
                 if io is IoFormat.UINT8_NHWC:  # the graph the compile stage compiled: native I/O too
                     compiled, _ = native_io_model(compiled, Path(tmp))
                 est = estimate_model(compiled, Path(tmp) / "work", htp_arch=r.soc.htp_arch, soc_model=proxy.soc_model,
@@ -795,7 +805,7 @@ class _Run:
             "estimate", options={"proxy_soc_model": proxy.soc_model, "htp_arch": r.soc.htp_arch, "io": io.value,
                                  "stands_for": r.soc.name, "precision": r.precision.value,
                                  **tool_versions(("onnxruntime", "onnxruntime-qnn"))},
-            inputs=self._inputs_of(("quantize", "model.qdq.onnx")), produce=produce, outputs=(ESTIMATE_JSON,),
+            inputs=self._inputs_of(("guard", GUARDED_MODEL)), produce=produce, outputs=(ESTIMATE_JSON,),
         )
 
     def _stage_verify(self):
@@ -810,7 +820,7 @@ class _Run:
         min_sqnr = asked if asked is not None else DEFAULT_MIN_SQNR[r.precision]
         fp32_path = self._path("validate", "heldout_fp32.npy")
         qdq = self._path("quantize", "model.qdq.onnx")
-        compiled = self._path("compile", GUARDED_MODEL)  # what the binary was compiled from
+        compiled = self._path("guard", GUARDED_MODEL)  # what the binary was compiled from
         ctx_dir = self.dirs["compile"]
         heldout_path = self._path("inputs", "heldout.npy")
 
@@ -830,19 +840,20 @@ class _Run:
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
                                "qnn": tool_versions(("onnxruntime-qnn",))},
             inputs=self._inputs_of(("validate", "heldout_fp32.npy"), ("quantize", "model.qdq.onnx"),
-                                   ("compile", CONTEXT_BINARY), ("inputs", "heldout.npy")),
+                                   ("guard", GUARDED_MODEL), ("compile", CONTEXT_BINARY), ("inputs", "heldout.npy")),
             produce=produce, outputs=("sample_input.npy",),
         )
 
 
 def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
-    """The compile stage alone, with the same cache, manifest and atomic output as an export."""
+    """The compile stage alone (the BN guard run in it: `guard_and_compile`), with the same cache,
+    manifest and atomic output as an export."""
     import onnx
 
     from ..htp.record import CompiledModel
     from ..htp.session import HtpTarget
     from ..htp.sweep import require_onnx
-    from .compile import COMPILE_OUTPUTS, compile_options, compile_stage
+    from .compile import COMPILE_OUTPUTS, GUARD_OUTPUTS, compile_options, guard_and_compile
 
     started = time.perf_counter()
     model = Path(req.model)
@@ -860,7 +871,8 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     def run_stages(work: Path) -> list[StageRecord]:
         rec, _ = run_stage("compile", work, emit, lambda: StageCache(enabled=req.use_cache).run(
             "compile", options=compile_options(target, soc.name, subject), inputs={"quantize/model.qdq.onnx": model_hash},
-            produce=lambda w: compile_stage(model, w, target, soc=soc.name, subject=subject), outputs=COMPILE_OUTPUTS,
+            produce=lambda w: guard_and_compile(model, w, target, soc=soc.name, subject=subject),
+            outputs=GUARD_OUTPUTS + COMPILE_OUTPUTS,
         ))
         return [rec]
 

@@ -79,6 +79,24 @@ class QuantizeResults(_Model):
     sixteen_bit_units: list[str] = Field(default_factory=list)  # mixed: the units with 16-bit activations
 
 
+class GuardFinding(_Model):
+    """A BatchNorm whose folded bias the QNN EP would wrap to the opposite sign (`htp.bn_guard`)."""
+
+    node: str
+    channels: list[int]
+    folded_bias: list[float]  # of those channels
+    action: str  # "rewritten" (its scale re-quantized per channel)
+
+
+class GuardResults(_Model):
+    """`guard`: the BatchNorm-overflow guard on the quantized graph, once per export; the compile
+    and the estimate compile its `model.guarded.onnx` (the compile record repeats this as `bn_guard`)."""
+
+    batchnorms: int
+    exposed_batchnorms: int  # of those, with a per-tensor quantized scale (the EP path that can overflow)
+    corrupted_predicted: list[GuardFinding]
+
+
 class ChannelMapCheck(_Model):
     """verify's check of per-channel affine ops (BatchNorm) on one held-out input (localize.channel_map)."""
 
@@ -220,6 +238,7 @@ STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "sensitivity": SensitivityResults,
     "mixed_search": SearchResults,
     "quantize": QuantizeResults,
+    "guard": GuardResults,
     "compile": CompileRecord,
     "estimate": EstimateResults,
     "verify": VerifyResults,

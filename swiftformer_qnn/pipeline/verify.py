@@ -71,7 +71,7 @@ def verify_fidelity(
     binary disagrees, the op where it departs is located before the error is raised.
 
     `compiled_graph`: the QDQ graph the context binary was compiled from, when not
-    `quantized_model` itself (the compile stage's BN guard may have rewritten it); the per-tensor
+    `quantized_model` itself (the guard stage may have rewritten it); the per-tensor
     runs compile that graph again with its quantized tensors as outputs (with float I/O: the
     tensors inside are the same). `io`: the binary's native inputs and outputs (`export --io
     uint8-nhwc`): the held-out inputs are quantized into them and its outputs dequantized, with
