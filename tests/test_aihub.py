@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from aihub_standin import (
     build_profile_detail,
     files_containing,
     make_export_dir,
-    real_qdq_model,
     unused_port,
 )
 from qai_hub.client import _profile_pb_to_python_dict
@@ -49,31 +47,6 @@ S23U = "Samsung Galaxy S23 Ultra"
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def onnx_models(tmp_path_factory) -> dict[str, dict]:
-    """Real QDQ exports (realistic random weights): SwiftFormer-XS at 64 px, the encoder block at 32."""
-    d = tmp_path_factory.mktemp("aihub-onnx")
-    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
-
-
-@pytest.fixture
-def exports(onnx_models, tmp_path) -> dict[str, Path]:
-    from swiftformer_qnn.model.variants import get_variant
-
-    dirs = {}
-    for variant, m in onnx_models.items():
-        shape = list(get_variant(variant).input_shape(m["res"]))
-        dirs[variant] = make_export_dir(
-            tmp_path / "exports" / variant, qdq=m["qdq"], sim=m["sim"], variant=variant, precision="w8a8", input_shape=shape
-        )
-    return dirs
-
-
-@pytest.fixture
-def token() -> str:
-    return f"sfq-test-token-{secrets.token_hex(12)}"
 
 
 @pytest.fixture

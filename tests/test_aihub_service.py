@@ -6,40 +6,18 @@ stay queued, and servers that echo the token back."""
 from __future__ import annotations
 
 import logging
-import secrets
 from pathlib import Path
 
 import pytest
-from aihub_standin import HubStandIn, MotoS3, make_export_dir, real_qdq_model
+from aihub_standin import HubStandIn, MotoS3, make_export_dir
 
 from swiftformer_qnn.core.errors import HubError, UsageError
 from swiftformer_qnn.core.redact import MASK, scrub
-from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.profiling.aihub import HubOptions, HubSession, HubTarget
 from swiftformer_qnn.profiling.devices import resolve_device
 from swiftformer_qnn.profiling.exports import read_export
 
 S23U = "Samsung Galaxy S23 Ultra"
-
-
-@pytest.fixture(scope="module")
-def onnx_models(tmp_path_factory) -> dict[str, dict]:
-    d = tmp_path_factory.mktemp("svc-onnx")
-    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
-
-
-@pytest.fixture
-def exports(onnx_models, tmp_path) -> dict[str, Path]:
-    return {
-        v: make_export_dir(tmp_path / "exports" / v, qdq=m["qdq"], sim=m["sim"], variant=v, precision="w8a8",
-                           input_shape=list(get_variant(v).input_shape(m["res"])))
-        for v, m in onnx_models.items()
-    }
-
-
-@pytest.fixture
-def token() -> str:
-    return f"sfq-test-token-{secrets.token_hex(12)}"
 
 
 @pytest.fixture

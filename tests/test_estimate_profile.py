@@ -10,31 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-from aihub_standin import make_export_dir, real_qdq_model
 from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.measure.attribution import model_blocks, unattributed_share
 from swiftformer_qnn.measure.schema import LatencySource, OpRecord, block_times, load_profile
-from swiftformer_qnn.model.variants import get_variant
 
 LABEL = "estimated (QNN Hextimate, SA8255P proxy for SM8550)"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def onnx_models(tmp_path_factory) -> dict[str, dict]:
-    d = tmp_path_factory.mktemp("estimate-onnx")
-    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
-
-
-@pytest.fixture
-def exports(onnx_models, tmp_path) -> dict:
-    return {
-        v: make_export_dir(tmp_path / "exports" / v, qdq=m["qdq"], sim=m["sim"], variant=v, precision="w8a8",
-                           input_shape=list(get_variant(v).input_shape(m["res"])))
-        for v, m in onnx_models.items()
-    }
 
 
 @pytest.fixture(autouse=True)

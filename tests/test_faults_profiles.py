@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from fault_checks import one_error_line
 from qnn_viewer_formats import EMULATOR_CSV, device_inferences, write_csv
-from test_aihub import onnx_models  # noqa: F401  (fixture)
 from test_qnn_viewer_import import GRAPH, context, exports  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 

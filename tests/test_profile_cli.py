@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 from pathlib import Path
 
@@ -22,33 +21,11 @@ S23U_SLUG = "samsung-galaxy-s23-ultra"
 LABELS = {"xs": "xs-r64-w8a8", "encoder": "encoder-d96x32-w8a8"}
 
 
-@pytest.fixture(scope="session")
-def onnx_models(tmp_path_factory) -> dict[str, dict]:
-    d = tmp_path_factory.mktemp("cli-onnx")
-    return {variant: real_qdq_model(variant, res, d) for variant, res in (("xs", 64), ("encoder", 32))}
-
-
-@pytest.fixture
-def exports(onnx_models, tmp_path) -> dict[str, Path]:
-    return {
-        v: make_export_dir(
-            tmp_path / "exports" / v, qdq=m["qdq"], sim=m["sim"], variant=v, precision="w8a8",
-            input_shape=list(get_variant(v).input_shape(m["res"])),
-        )
-        for v, m in onnx_models.items()
-    }
-
-
 @pytest.fixture(autouse=True)
 def _wide_terminal_and_private_dirs(monkeypatch, tmp_path):
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps long op names at 80 columns
     monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def token() -> str:
-    return f"sfq-test-token-{secrets.token_hex(12)}"
 
 
 @pytest.fixture
