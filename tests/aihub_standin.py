@@ -663,15 +663,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- presigned storage --
 
+    def _refused(self, query: dict, object_id: str, stored: dict) -> bool:
+        """Whether a presigned transfer is refused: a failure still queued (`transfer_failures`,
+        one taken per transfer), a signature not the stand-in's, an object it does not hold."""
+        with self.hub._lock:
+            fail = self.hub.transfer_failures > 0
+            self.hub.transfer_failures -= fail
+        return fail or query.get("sig", [""])[0] != self.hub._sig(object_id) or object_id not in stored
+
     def _s3(self, path: str, query: dict, body: bytes) -> None:
         parts = path.split("/")[2:]
         if parts and parts[0].startswith("dataset"):
             return self._s3_dataset(parts, query, body)
         model_id = parts[1] if len(parts) > 1 else ""
-        with self.hub._lock:
-            fail = self.hub.transfer_failures > 0
-            self.hub.transfer_failures -= fail
-        if fail or query.get("sig", [""])[0] != self.hub._sig(model_id) or model_id not in self.hub.models:
+        if self._refused(query, model_id, self.hub.models):
             return self._send(403, b"<Error><Code>AccessDenied</Code><Message>bad signature</Message></Error>", "application/xml")
         stored = self.hub.models[model_id]
         if parts[0] == "upload" and self.command == "PUT":
@@ -684,10 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _s3_dataset(self, parts: list[str], query: dict, body: bytes) -> None:
         """Presigned dataset transfers: a form POST up (S3's POST policy style), a GET down."""
         ds_id = parts[1] if len(parts) > 1 else ""
-        with self.hub._lock:
-            fail = self.hub.transfer_failures > 0
-            self.hub.transfer_failures -= fail
-        if fail or query.get("sig", [""])[0] != self.hub._sig(ds_id) or ds_id not in self.hub.datasets:
+        if self._refused(query, ds_id, self.hub.datasets):
             return self._send(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
         stored = self.hub.datasets[ds_id]
         if parts[0] == "dataset-upload" and self.command == "POST":
