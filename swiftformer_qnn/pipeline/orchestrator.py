@@ -22,7 +22,7 @@ from typing import Any
 
 from ..core.atomic import sha256_file
 from ..core.cache import code_version, sha256_json, tool_versions
-from ..core.errors import OutputDirError, UsageError, WeightsError
+from ..core.errors import ExportValidationError, OutputDirError, UsageError, WeightsError
 from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir, tidy
 from ..core.targets import Precision, Soc, get_precision, get_soc
 from ..htp.estimate import ESTIMATOR_SOCS
@@ -641,18 +641,27 @@ class _Run:
             from ..measure.agreement import run_cpu
 
             heldout = np.load(heldout_path)
-            # The graph that gets quantized, and (when BatchNorm was folded) the simplified one
-            # it came from, so a mismatch says which step introduced it; onnxruntime runs them
-            # while PyTorch computes the reference (neither keeps two cores busy alone).
-            graphs = [float_graph] + ([sim] if float_graph != sim else [])
+            # onnxruntime runs the graph that gets quantized while PyTorch computes the
+            # reference (neither keeps two cores busy alone).
             with ThreadPoolExecutor(1, thread_name_prefix="validate-onnx") as pool:
-                onnx_runs = pool.submit(lambda: [run_cpu(g, heldout) for g in graphs])
+                onnx_run = pool.submit(run_cpu, float_graph, heldout)
                 reference = torch_outputs(self.model(), heldout)
-                got = onnx_runs.result()
-            figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant, got=got[0])
+                got = onnx_run.result()
+            try:
+                figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant, got=got)
+            except ExportValidationError as exc:
+                if float_graph == sim:
+                    raise
+                # Only a failure needs the simplified graph it came from: it says which step
+                # (the export and onnxsim, or the BatchNorm fold) introduced the mismatch.
+                try:
+                    validate_onnx(sim, reference, heldout, self.r.variant)
+                except ExportValidationError:
+                    raise exc from None
+                raise ExportValidationError(
+                    f"{exc.message} The simplified graph before the BatchNorm fold matches PyTorch: "
+                    "the fold introduced it.", hint="Export with --graph faithful and report a bug.") from None
             figures["graph"] = graph[1]
-            if float_graph != sim:
-                figures["simplified"], _ = validate_onnx(sim, reference, heldout, self.r.variant, got=got[1])
             np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
             return ValidateResults.model_validate(figures)
 

@@ -65,7 +65,6 @@ class ValidateResults(Agreement):
     tolerance_abs: float
     min_cosine: float
     graph: str | None = None  # the float graph validated (the one quantized)
-    simplified: ValidateResults | None = None  # the simplified graph it came from, when BN was folded
 
 
 class QuantizeResults(_Model):

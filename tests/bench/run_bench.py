@@ -113,7 +113,7 @@ def _uptime() -> str:
 
 
 YARDSTICKS = {"straight_pipeline": "straight_pipeline.py", "naive_pipeline": "naive_pipeline.py"}
-STAGES = ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "compile", "verify")
+STAGES = ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile", "estimate", "verify")
 
 
 def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None) -> dict:
