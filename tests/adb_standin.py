@@ -241,6 +241,9 @@ def qnn_net_run_main() -> None:
     for opt in ("--backend", "--retrieve_context", "--model", "--input_list", "--output_dir", "--perf_profile",
                 "--profiling_level", "--num_inferences", "--keep_num_outputs", "--config_file", "--log_level"):
         p.add_argument(opt)
+    # Input files in the graph's own data type (uint8 for a quantized input) rather than float32.
+    for flag in ("--use_native_input_files", "--use_native_output_files"):
+        p.add_argument(flag, action="store_true")
     a = p.parse_args()
     cfg = _config()
     phone = next(ph for ph in cfg["phones"] if ph["serial"] == os.environ["ADB_STANDIN_PHONE"])
@@ -273,6 +276,13 @@ def qnn_net_run_main() -> None:
     inputs = [_device_path(root, ln.split(":=")[-1]) for ln in Path(a.input_list).read_text().split()] if a.input_list else []
     if not inputs or not all(i.is_file() for i in inputs):
         fail(f"<E> Could not read input list {a.input_list}")
+    # What the phone was given, kept on the host (the run's directory on the phone is removed).
+    received = _home() / "received"
+    received.mkdir(exist_ok=True)
+    for i in inputs:
+        kept = received / f"{len(list(received.iterdir()))}-{i.name}"
+        shutil.copyfile(i, kept)
+        _record("qnn-net-run input", [str(i).replace(str(root), "")], kept=str(kept), bytes=i.stat().st_size)
     if run["mode"] == "fail":
         fail("<W> Initializing HtpProvider", "<E> Graph execution failed: 1002",
              "<E> Failed to execute graph: QNNExecutionProvider_QNNExecutionProvider_1_0")

@@ -23,8 +23,8 @@ from ..measure.attribution import model_blocks
 from ..model.variants import get_variant
 from .artifacts import read_manifest
 from .compile import GUARDED_MODEL
-from .localize import block_of, divergence, run_taps, taps
-from .requests import ExportedRequest
+from .localize import as_native_io, block_of, divergence, run_taps, taps
+from .requests import ExportedRequest, IoFormat
 
 REQUIRED = (("quantize", "model.qdq.onnx"), ("inputs", "heldout.npy"))
 FLOAT_GRAPHS = (("fold_bn", "model.fold.onnx"), ("simplify", "model.sim.onnx"))  # the one that was quantized first
@@ -91,7 +91,9 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
         else:
             compiled, _ = guarded_model(qdq_path, Path(tmp))
         model = onnx.load(str(compiled))
-        chosen, cpu, htp = run_taps(model, sample, target, taps(model))
+        # `--io uint8-nhwc`: the graph and the input as the export's binary has and takes them.
+        fed = as_native_io(model, sample) if req.io == IoFormat.UINT8_NHWC.value else sample
+        chosen, cpu, htp = run_taps(model, fed, target, taps(model))
 
     # Each block's last quantized activation (taps are in execution order).
     last: dict[str, int] = {}

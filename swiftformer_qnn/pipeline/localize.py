@@ -30,6 +30,7 @@ from ..core.onnx_graph import constant_array
 from ..htp.session import HtpTarget, htp_session, module_of
 from ..measure.agreement import sqnr_db
 from ..measure.attribution import attribute_op
+from .native_io import native_io
 
 DROP_DB = 10.0
 # Rounding differences between two correct kernels already cost this much on one tensor; an
@@ -103,6 +104,14 @@ def tapped_model(model: onnx.ModelProto, chosen: list[Tap]) -> onnx.ModelProto:
             elem = helper.np_dtype_to_tensor_dtype(t.zero_point.dtype)
             m.graph.output.append(helper.make_tensor_value_info(t.quantized, elem, None))
     return m
+
+
+def as_native_io(model: onnx.ModelProto, sample: np.ndarray) -> np.ndarray:
+    """`model` rewritten in place to native uint8 NHWC I/O, as the compile stage compiles an
+    `--io uint8-nhwc` export (`native_io`), and `sample` (float NCHW) as that graph's input: the
+    per-tensor runs then feed what the export's binary is fed."""
+    (feed,) = [t for t in native_io(model) if t.role == "input"]
+    return feed.from_float(sample)
 
 
 def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chosen: list[Tap] | None = None):
@@ -258,9 +267,12 @@ def _finite(v: float) -> float | None:
     return round(v, 2) if math.isfinite(v) else None
 
 
-def locate(qdq: Path, sample: np.ndarray, target: HtpTarget, variant=None) -> dict:
-    """The op most likely to be where the HTP departs from the CPU (see `rank`)."""
+def locate(qdq: Path, sample: np.ndarray, target: HtpTarget, variant=None, *, native: bool = False) -> dict:
+    """The op most likely to be where the HTP departs from the CPU (see `rank`). `native`: the
+    binary has native uint8 NHWC I/O (`as_native_io`)."""
     model = onnx.load(str(qdq))
+    if native:
+        sample = as_native_io(model, sample)
     chosen, cpu, htp = run_taps(model, sample, target)
     return divergence(model, chosen, cpu, htp, variant)
 

@@ -17,6 +17,7 @@ from ..htp.session import HtpTarget, htp_session
 from ..measure.agreement import compare_outputs, cpu_workers, run_cpu, sqnr_below
 from .localize import (
     MAX_MAP_MISMATCH_DB,
+    as_native_io,
     describe,
     divergence,
     locate,
@@ -72,10 +73,10 @@ def verify_fidelity(
 
     `compiled_graph`: the QDQ graph the context binary was compiled from, when not
     `quantized_model` itself (the guard stage may have rewritten it); the per-tensor
-    runs compile that graph again with its quantized tensors as outputs (with float I/O: the
-    tensors inside are the same). `io`: the binary's native inputs and outputs (`export --io
-    uint8-nhwc`): the held-out inputs are quantized into them and its outputs dequantized, with
-    the scales the compile recorded, so every comparison stays in float NCHW."""
+    runs compile that graph again with its quantized tensors as outputs, in the binary's I/O.
+    `io`: the binary's native inputs and outputs (`export --io uint8-nhwc`): the held-out inputs
+    are quantized into them and its outputs dequantized, with the scales the compile recorded,
+    so every comparison stays in float NCHW; the per-tensor runs take the uint8 NHWC input too."""
     n = min(emulator_samples, heldout.shape[0])
     # The CPU QDQ model over every held-out input and the binary on the emulator, at once: on
     # two cores neither keeps both busy (the emulator runs mostly on one thread per session).
@@ -107,7 +108,7 @@ def verify_fidelity(
     taps = None
     if precision.is_quantized:
         compiled_graph = compiled_graph or quantized_model
-        result["channel_maps"], taps = _check_channel_maps(compiled_graph, heldout[:1], target)
+        result["channel_maps"], taps = _check_channel_maps(compiled_graph, heldout[:1], target, native=bool(io))
         failed += channel_map_failures(result["channel_maps"], taps[4] if taps else [])
     if failed:
         started = time.perf_counter()
@@ -116,7 +117,7 @@ def verify_fidelity(
             model, chosen, cpu, htp, figures = taps
             finding = divergence(model, chosen, cpu, htp, variant, figures=figures)
         else:
-            finding = locate(compiled_graph or quantized_model, heldout[:1], target, variant)
+            finding = locate(compiled_graph or quantized_model, heldout[:1], target, variant, native=bool(io))
         took = time.perf_counter() - started + (result["channel_maps"] or {}).get("seconds", 0.0)
         raise QuantizationFidelityError(
             f"The compiled context binary on the HTP emulator disagrees with the quantized model on the CPU "
@@ -183,15 +184,17 @@ def channel_map_failures(record: dict | None, figures: list) -> list[str]:
             f"({worst:.1f} dB of its output's signal, above {MAX_MAP_MISMATCH_DB:g} dB)"]
 
 
-def _check_channel_maps(quantized_model: Path, sample: np.ndarray, target: HtpTarget):
+def _check_channel_maps(quantized_model: Path, sample: np.ndarray, target: HtpTarget, *, native: bool = False):
     """Run the graph with its quantized tensors as outputs on one input when it has per-channel
-    affine ops (BatchNorm): (the check's record, the tapped run) or (None, None) without such ops."""
+    affine ops (BatchNorm): (the check's record, the tapped run) or (None, None) without such ops.
+    `native`: as the binary, with native uint8 NHWC I/O (`localize.as_native_io`)."""
     import onnx
-
 
     model = onnx.load(str(quantized_model))
     if not per_channel_ops(model):
         return None, None
+    if native:
+        sample = as_native_io(model, sample)
     started = time.perf_counter()
     chosen, cpu, htp = run_taps(model, sample, target)
     figures = tensor_figures(model, chosen, cpu, htp)

@@ -42,6 +42,7 @@ from ..core.errors import HubError, ProfileError, UsageError
 from ..core.redact import scrub
 from ..core.targets import Precision
 from ..core.versions import parse_qnn_version, same_release, sdk_version_from_metadata, short_version
+from ..htp.record import IoTensor
 from ..measure.agreement import Agreement
 from ..measure.schema import (
     ModelInfo,
@@ -99,6 +100,11 @@ class HubTarget:
     # fp32 graph to compare with (the CPU QDQ graph is `model_path` for quantized precisions).
     check_inputs: Path | None = None
     fp32_model: Path | None = None
+    # `export --io uint8-nhwc`: `model_path` is the export's graph with native uint8 NHWC inputs and
+    # outputs (what its own binary takes), `io` their recorded quantization, and `cpu_qdq` the float-I/O
+    # QDQ graph the device's outputs are compared with; empty / None: float NCHW I/O.
+    io: tuple[IoTensor, ...] = ()
+    cpu_qdq: Path | None = None
 
     @property
     def precision(self) -> Precision:
@@ -424,7 +430,9 @@ class HubSession:
         )
         x = np.load(t.check_inputs).astype(np.float32)
         name = _input_name(t.model_path)
-        inputs = {name: [x[i : i + 1] for i in range(x.shape[0])]}
+        feed = next((io for io in t.io if io.role == "input"), None)
+        # The binary's own input: float NCHW, or with native I/O uint8 NHWC at the recorded scale.
+        inputs = {name: [x[i : i + 1] if feed is None else feed.from_float(x[i : i + 1]) for i in range(x.shape[0])]}
         job = self._transfer(
             # profile=False: a plain run (the client's default in 0.56 is to profile every inference job).
             lambda: self.client.submit_inference_job(target_model, device=device, inputs=inputs,
@@ -600,7 +608,8 @@ class HubSession:
                 job_ids={"compile": cj.job_id, "profile": pj.job_id},
                 urls={"compile": cj.url, "profile": pj.url},
                 tool=f"swiftformer-qnn {_own_version()} (qai-hub {self.client_version})",
-                note=f"compile options: {t.compile_options()}; profile options: {t.profile_options(self.options.runs)}",
+                note=f"compile options: {t.compile_options()}; profile options: {t.profile_options(self.options.runs)}"
+                     + ("; native uint8 NHWC I/O: the uploaded ONNX takes and gives the quantized tensors" if t.io else ""),
             ),
             sources=onnx_sources(t.model_path),
             graph=onnx_node_tensors(t.model_path),
@@ -651,7 +660,9 @@ class HubSession:
         got = self._transfer(job.download_output_data, f"downloading the device outputs of {t.label}", job.url)
         if not got:
             raise ProfileError(f"AI Hub returned no outputs for the output check of {t.label} ({job.url}).")
-        device = np.concatenate([np.asarray(a) for a in next(iter(got.values()))]).astype(np.float32)
+        out = next((io for io in t.io if io.role == "output"), None)
+        device = np.concatenate([np.asarray(a) if out is None else out.to_float(np.asarray(a))
+                                 for a in next(iter(got.values()))]).astype(np.float32)
         x = np.load(t.check_inputs).astype(np.float32)
         classify = t.model.variant != "encoder"
 
@@ -662,7 +673,7 @@ class HubSession:
         check = OutputCheck(
             inputs=f"{t.check_inputs.name} ({x.shape[0]} held-out input{'s' * (x.shape[0] != 1)})",
             job_id=job.job_id,
-            vs_cpu_qdq=agree(t.model_path) if t.precision.is_quantized else None,
+            vs_cpu_qdq=agree(t.cpu_qdq or t.model_path) if t.precision.is_quantized else None,
             vs_fp32=agree(t.fp32_model or t.model_path),
         )
         self.progress(f"{t.label}: device outputs vs CPU QDQ {_db(check.vs_cpu_qdq)}, vs fp32 {_db(check.vs_fp32)} "

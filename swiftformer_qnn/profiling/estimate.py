@@ -133,9 +133,11 @@ def estimate_export_model(
     htp_arch: int = 73,
     stands_for: str | None = "sm8550",
     qnn: str | None = None,
+    native_io: bool = False,
 ) -> tuple[Profile, Estimate]:
     """Estimate one export's compiled graph (`model_path`: its QDQ, or for fp16 its float ONNX)
-    and return its profile and the raw estimate (whose files stay in `work_dir`)."""
+    and return its profile and the raw estimate (whose files stay in `work_dir`). `native_io`:
+    the export's binary takes and gives uint8 NHWC (`export --io uint8-nhwc`): so is the graph estimated."""
     import tempfile
 
     from ..htp.estimate import estimate_model
@@ -146,6 +148,10 @@ def estimate_export_model(
     with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-estimate-") as tmp:
         # What the phone would run: the graph the compile stage compiles, after the BN guard.
         source, _ = guarded_model(Path(model_path), Path(tmp), name=Path(model_path).name)
+        if native_io:
+            from ..pipeline.compile import native_io_model
+
+            source, _ = native_io_model(source, Path(tmp))
         est = estimate_model(source, work_dir, htp_arch=htp_arch, stands_for=stands_for, qnn=qnn,
                              fp16=model_info.precision == "fp16")
         graph = onnx_node_tensors(source)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.errors import OutputDirError
 from ..core.targets import Precision, Soc, get_precision, get_soc
+from ..htp.record import CompileRecord, IoTensor
 from ..measure.schema import ModelInfo
 from ..model.variants import Variant, get_variant
 from ..pipeline.artifacts import ExportManifest, read_manifest
@@ -31,6 +32,40 @@ class ExportSource:
     soc: Soc
     model_info: ModelInfo
     model_path: Path  # what AI Hub compiles / the emulator runs: QDQ, or the float graph for fp16
+    # `export --io uint8-nhwc`: the binary's quantized inputs and outputs, as its compile recorded
+    # them (`pipeline.native_io`); empty: float NCHW. Whatever runs the export feeds it these.
+    io: tuple[IoTensor, ...] = ()
+
+    @property
+    def native_input(self) -> IoTensor | None:
+        return next((t for t in self.io if t.role == "input"), None)
+
+    def binary_input(self, x):
+        """A float NCHW sample (numpy) as the export's binary takes it: itself, or with native
+        I/O the uint8 NHWC tensor quantized with the recorded input scale and zero point."""
+        feed = self.native_input
+        return x if feed is None else feed.from_float(x)
+
+    def fed(self) -> str:
+        """What a run feeds a native-I/O binary, for a profile's note."""
+        feed = self.native_input
+        if feed is None:
+            return "its float NCHW input"
+        return (f"its native uint8 NHWC input {'x'.join(map(str, feed.shape))} (the sample quantized with the "
+                f"recorded scale {feed.scale:.6g} and zero point {feed.zero_point})")
+
+    def native_io_graph(self, work: Path) -> Path:
+        """`model_path` rewritten to the binary's native uint8 NHWC I/O (`pipeline.native_io`), in
+        `work`: what AI Hub compiles, or the emulator compiles again, for a native-I/O export."""
+        from ..pipeline.compile import native_io_model
+
+        Path(work).mkdir(parents=True, exist_ok=True)
+        path, spec = native_io_model(self.model_path, Path(work), name=f"{self.model_path.stem}.native-io.onnx")
+        if self.io and tuple(spec) != self.io:
+            raise OutputDirError(f"{self.directory}: {self.model_path.name} no longer has the input and output "
+                                 "quantization its compile recorded.",
+                                 hint="Run the same export again: it rebuilds what no longer matches.")
+        return path
 
 
 
@@ -68,7 +103,26 @@ def read_export(directory: Path) -> ExportSource:
         opset=exported.opset if exported else req.opset,
         graph=exported.graph if exported else req.graph,
     )
-    return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path)
+    return ExportSource(directory, manifest, variant, precision, soc, model_info, model_path, _io_of(manifest, model_path))
+
+
+def _io_of(manifest: ExportManifest, model_path: Path) -> tuple[IoTensor, ...]:
+    """The native I/O an export's binary has (`--io uint8-nhwc`): its compile record's, or, for an
+    export stopped before compiling, what the compile would record for its QDQ graph."""
+    if manifest.request.io == "float-nchw":
+        return ()
+    compiled = manifest.results("compile", CompileRecord)
+    if compiled is not None:
+        return tuple(compiled.io or ())
+    import onnx
+
+    from ..pipeline.native_io import native_io
+
+    try:
+        return tuple(native_io(onnx.load(str(model_path))))
+    except ValueError as exc:
+        raise OutputDirError(f"{model_path}: no native uint8 NHWC I/O can be made of it ({exc}).",
+                             hint="Export it again with --io uint8-nhwc and --precision w8a8.") from None
 
 
 def heldout_inputs(source: ExportSource) -> Path:
@@ -82,7 +136,8 @@ def heldout_inputs(source: ExportSource) -> Path:
 
 
 def emulator_feeds(source: ExportSource) -> dict[str, Any]:
-    """One preprocessed held-out input, under the graph's own input name (emulator and phone runs)."""
+    """One preprocessed held-out input, under the graph's own input name, as the export's binary
+    takes it (emulator and phone runs): float NCHW, or with native I/O its uint8 NHWC input."""
     import numpy as np
     import onnx
 
@@ -96,7 +151,7 @@ def emulator_feeds(source: ExportSource) -> dict[str, Any]:
     graph = onnx.load(str(source.model_path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
     name = next(i.name for i in graph.input if i.name not in initializers)
-    return {name: x.astype(np.float32)}
+    return {name: source.binary_input(x.astype(np.float32))}
 
 
 def default_export(soc: Soc, export_progress: Callable | None) -> Path:
@@ -125,7 +180,8 @@ def file_labels(sources: list[ExportSource]) -> list[str]:
     """The model part of each source's file names, unique among `sources`.
 
     `<variant>-<precision>`, with the input size when it is not the variant's default
-    (`xs-r64-w8a8`, `encoder-d96x32-w8a8`, as the export directories are named); two exports
+    (`xs-r64-w8a8`, `encoder-d96x32-w8a8`, as the export directories are named) and `-uint8-nhwc`
+    for native I/O; two exports
     that still share it (other weights, calibration or tools) get a short hash of their
     request as well (`l1-w8a8-3f9c2a1d`), so neither overwrites the other's files.
     """
@@ -139,7 +195,8 @@ def file_labels(sources: list[ExportSource]) -> list[str]:
         # As export names its directories: the faithful graph is marked (exports from before graph
         # forms, which are faithful too, keep the names they had).
         graph = "-faithful" if s.manifest.request.graph == "faithful" else ""
-        base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}")
+        io = f"-{s.manifest.request.io}" if s.io else ""  # -uint8-nhwc: a binary with native I/O
+        base.append(f"{s.variant.name}{size}-{s.precision.value}{graph}{io}")
     counts = Counter(base)
     return [b if counts[b] == 1 else f"{b}-{s.manifest.request_key[:8]}" for b, s in zip(base, sources, strict=True)]
 

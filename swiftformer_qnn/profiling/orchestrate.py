@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -252,16 +253,25 @@ def _profile_on_hub(
         return {"check_inputs": heldout_inputs(s),
                 "fp32_model": s.manifest.artifact(s.directory, "simplify", "model.sim.onnx")}
 
-    targets = [
-        HubTarget(s.model_path, s.model_info, v, name=name, **check_files(s))
-        for s, name in zip(sources, file_labels(sources), strict=True)
-        for v in (qnn or [None])
-    ]
+    def compiled(s: ExportSource, name: str, work: Path) -> dict:
+        """What AI Hub compiles: the export's QDQ, or with native I/O its uint8 NHWC form (the
+        graph the export's own binary holds), which the check then feeds its uint8 input."""
+        if not s.io:
+            return {"model_path": s.model_path}
+        return {"model_path": s.native_io_graph(work / name), "io": s.io, "cpu_qdq": s.model_path}
+
     options = HubOptions(
         runs=req.runs, timeout_s=req.timeout_s, poll_s=req.poll_s, new_jobs=req.new_jobs, retry_failed=req.retry_failed
     )
     session = HubSession(out_dir, options, emit, config=config)
-    run = session.run(targets, device)
+    # The native-I/O graphs live until every upload and the profiles' attribution are done.
+    with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-native-io-") as tmp:
+        targets = [
+            HubTarget(model=s.model_info, qnn=v, name=name, **compiled(s, name, Path(tmp)), **check_files(s))
+            for s, name in zip(sources, file_labels(sources), strict=True)
+            for v in (qnn or [None])
+        ]
+        run = session.run(targets, device)
     profiled = [
         ProfiledModel(
             label=r.target.label,
@@ -362,9 +372,14 @@ def _profile_on_emulator(
         emit(f"{label}: running {what.describe()} on the HTP emulator (cycles, not device latency)")
         # QNN writes fixed file names (qnn_profile.csv, qnn_op_trace.json): one folder per model.
         raw_dir = out_dir / f"{label}.emulator-raw"
-        profile = profile_on_emulator(what.model, emulator_feeds(s), s.variant, s.model_info, target, raw_dir,
-                                      compiled_from=what.compiled_from)
-        note = f"{profile.provenance.note} Ran {what.describe()}."
+        with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-native-io-") as tmp:
+            model, compiled_from = what.model, what.compiled_from
+            if s.io and what.record is None:  # compiled again: the graph the export's binary holds, native I/O too
+                model = compiled_from = s.native_io_graph(Path(tmp))
+            # The binary's own input: with native I/O, the uint8 NHWC tensor (emulator_feeds).
+            profile = profile_on_emulator(model, emulator_feeds(s), s.variant, s.model_info, target, raw_dir,
+                                          compiled_from=compiled_from)
+        note = f"{profile.provenance.note} Ran {what.describe()}{f', fed {s.fed()}' if s.io else ''}."
         profile = profile.model_copy(update={"provenance": profile.provenance.model_copy(update={"note": note})})
         qnn = profile.toolchain.qnn_version or "unknown"
         stem = profile_stem(label, qnn, profile.target.device)
@@ -411,7 +426,8 @@ def _profile_on_estimator(
             shutil.rmtree(work, ignore_errors=True)
             try:
                 profile, _ = estimate_export_model(s.model_path, s.variant, s.model_info, work,
-                                                   htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version)
+                                                   htp_arch=s.soc.htp_arch, stands_for=s.soc.name, qnn=version,
+                                                   native_io=bool(s.io))
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
                 raise

@@ -89,7 +89,9 @@ class PhoneProfile:
     raw_dir: Path
 
 
-def _net_run_script(run_dir: str, model_dir: str, level: str, runs: int) -> str:
+def _net_run_script(run_dir: str, model_dir: str, level: str, runs: int, *, native_input: bool = False) -> str:
+    """`native_input`: the binary takes uint8 (`export --io uint8-nhwc`) and the input files hold
+    it as such; without the flag qnn-net-run reads float32 files and quantizes them itself."""
     adsp = ";".join((run_dir, *ADSP_SYSTEM_DIRS))
     argv = [
         "./qnn-net-run", "--backend", f"{run_dir}/libQnnHtp.so",
@@ -98,7 +100,7 @@ def _net_run_script(run_dir: str, model_dir: str, level: str, runs: int) -> str:
         "--output_dir", f"{model_dir}/out_{level}",
         "--perf_profile", "burst", "--profiling_level", level,
         "--num_inferences", str(runs), "--keep_num_outputs", "1",
-    ]
+    ] + (["--use_native_input_files"] if native_input else [])
     q = shlex.quote
     return (f"cd {q(run_dir)} && export LD_LIBRARY_PATH={q(run_dir)}:$LD_LIBRARY_PATH"
             f" && export ADSP_LIBRARY_PATH={q(adsp)} && {shlex.join(argv)} 2>&1")
@@ -198,7 +200,9 @@ class PhoneSession:
 
         adb, model_dir = self.phone.adb, f"{self.run_dir}/{label}"
         (x,) = feeds.values()
-        np.ascontiguousarray(x, dtype=np.float32).tofile(raw / "input.raw")
+        # The binary's own input (`exports.emulator_feeds`): float32 NCHW, or uint8 NHWC with native I/O.
+        native = source.native_input is not None
+        np.ascontiguousarray(x, dtype=np.uint8 if native else np.float32).tofile(raw / "input.raw")
         (raw / "input_list.txt").write_text(f"{model_dir}/input.raw\n")
         self._check(adb.shell(f"mkdir -p {shlex.quote(model_dir)}"), "mkdir")
         self.emit(f"{label}: pushing the context binary ({binary.stat().st_size / 1e6:.1f} MB) and a sample input")
@@ -208,7 +212,8 @@ class PhoneSession:
         reports: dict[str, ViewerReport] = {}
         for level in LEVELS:
             self.emit(f"{label}: qnn-net-run on the phone, {self.runs} inferences at profiling level {level}")
-            res = adb.shell(_net_run_script(self.run_dir, model_dir, level, self.runs), timeout=RUN_TIMEOUT_S)
+            res = adb.shell(_net_run_script(self.run_dir, model_dir, level, self.runs, native_input=native),
+                            timeout=RUN_TIMEOUT_S)
             (raw / f"qnn-net-run-{level}.txt").write_text(res.output)
             if res.returncode != 0:
                 raise PhoneRunError(
@@ -229,7 +234,10 @@ class PhoneSession:
                             htp_arch=soc.htp_arch, os=f"Android {self.phone.android}" if self.phone.android else None)
         note = (f"Measured on phone {adb.serial} with the QAIRT SDK at {self.sdk.root}: qnn-net-run --retrieve_context "
                 f"--perf_profile burst, {self.runs} inferences at profiling level basic (latency) and {self.runs} at "
-                f"detailed (per-op cycles).")
+                f"detailed (per-op cycles)")
+        if native:
+            note += f"; --use_native_input_files, fed {source.fed()}"
+        note += "."
         return viewer_profile(reports["basic"], reports["detailed"], ctx, target=target, where=str(raw), note=note,
                               qnn_version=self.sdk.version)
 
