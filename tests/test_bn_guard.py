@@ -163,12 +163,13 @@ def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
     from swiftformer_qnn.core.errors import QuantizationFidelityError
     from swiftformer_qnn.core.targets import Precision
     from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.record import CompileSpec
     from swiftformer_qnn.htp.session import HtpTarget
     from swiftformer_qnn.pipeline.verify import verify_fidelity
 
     qdq = _one_bn_qdq(tmp_path, 4)
     (tmp_path / "ctx").mkdir()
-    compile_model(qdq, tmp_path / "ctx", HtpTarget())  # the EP directly: no guard
+    compile_model(CompileSpec(model=qdq, out_dir=tmp_path / "ctx", target=HtpTarget()))  # the EP directly: no guard
     heldout = np.random.default_rng(3).standard_normal((4, 4, 8, 8)).astype(np.float32)
     fp32 = run_cpu(tmp_path / "bn4.onnx", heldout)
     with pytest.raises(QuantizationFidelityError) as err:

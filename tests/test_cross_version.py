@@ -358,7 +358,7 @@ def test_worker_compiles_and_runs_without_importing_onnx(xs_qdq, tmp_path):
     from swiftformer_qnn.htp.sweep import default_inputs
 
     np.savez(tmp_path / "in.npz", **default_inputs(xs_qdq))
-    request = {"model": str(xs_qdq), "out_dir": str(tmp_path / "w"), "soc_model": 43, "htp_arch": 73,
+    request = {"spec": {"model": str(xs_qdq), "out_dir": str(tmp_path / "w"), "target": {"soc_model": 43, "htp_arch": 73}},
                "inputs_npz": str(tmp_path / "in.npz")}
     code = ("import json, sys; from swiftformer_qnn.htp.worker import compile_request; "
             "from swiftformer_qnn.htp.record import CompileJob; "
@@ -374,9 +374,10 @@ def test_ep_context_nodes_read_without_onnx_match_onnx(xs_qdq, tmp_path):
 
     from swiftformer_qnn.htp.compile import compile_model
     from swiftformer_qnn.htp.ep_context import graph_nodes
+    from swiftformer_qnn.htp.record import CompileSpec
     from swiftformer_qnn.htp.session import HtpTarget
 
-    compile_model(xs_qdq, tmp_path, HtpTarget())
+    compile_model(CompileSpec(model=xs_qdq, out_dir=tmp_path, target=HtpTarget()))
     for path in (tmp_path / "model.ctx.onnx", xs_qdq):
         ours = graph_nodes(path)
         theirs = onnx.load(str(path), load_external_data=False).graph.node
@@ -423,13 +424,14 @@ sys.exit(qnn_worker.main(args))
 
 def test_compile_model_keeps_a_written_compile_when_then_fails(xs_qdq, tmp_path):
     from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.record import CompileSpec
     from swiftformer_qnn.htp.session import HtpTarget
 
     def failing_check(session) -> None:
         raise RuntimeError("the emulator run failed")
 
     with pytest.raises(RuntimeError, match="the emulator run failed"):
-        compile_model(xs_qdq, tmp_path, HtpTarget(), then=failing_check)
+        compile_model(CompileSpec(model=xs_qdq, out_dir=tmp_path, target=HtpTarget()), then=failing_check)
     record = read_compile_record(tmp_path / COMPILE_RECORD)
     assert record.context_binary_sha256 == sha256_file(tmp_path / "model.ctx_qnn.bin")
     assert (tmp_path / "model.ctx.onnx").is_file()

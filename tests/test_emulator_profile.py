@@ -20,6 +20,7 @@ from swiftformer_qnn.profiling.emulator import (
     EMULATOR_DEVICE,
     OP_TRACE_JSON,
     PROFILE_CSV,
+    made_by_emulator,
     parse_qnn_profile_csv,
     profile_on_emulator,
 )
@@ -92,6 +93,7 @@ def test_emulator_profile_is_labelled_as_cycles_not_latency(xs_run, tmp_path):
 def test_raw_qnn_output_is_kept_beside_the_profile_and_nothing_lands_in_the_cwd(xs_run):
     _, out, cwd = xs_run
     assert (out / PROFILE_CSV).is_file() and (out / OP_TRACE_JSON).is_file()
+    assert made_by_emulator(out / PROFILE_CSV)  # the run says what made it: its CSV reads like a phone's
     assert list(cwd.iterdir()) == []
 
 

@@ -28,6 +28,7 @@ from swiftformer_qnn.htp.estimate import (
     trace_from_qnn_log,
     trace_slices,
 )
+from swiftformer_qnn.htp.record import CompileSpec
 from swiftformer_qnn.htp.session import HtpTarget, htp_session, qnn_sdk_version
 
 RESOLUTION = 32  # the standalone block at 32x32: a ~1 s compile
@@ -126,8 +127,8 @@ def test_a_phone_soc_gets_no_estimate_from_qnn(qdq, tmp_path, monkeypatch):
     """SM8550 itself has no estimator in this QNN: the same profiling compile writes no estimate
     rows, and the reader says so instead of returning zeros."""
     monkeypatch.chdir(tmp_path)  # QNN writes its schematic into the working directory
-    compile_model(qdq, tmp_path, HtpTarget(soc_model=43, htp_arch=73), profile_csv=tmp_path / "p.csv",
-                  profiling_level="optrace")
+    compile_model(CompileSpec(model=qdq, out_dir=tmp_path, target=HtpTarget(soc_model=43, htp_arch=73),
+                                 profile_csv=tmp_path / "p.csv", profiling_level="optrace"))
     with pytest.raises(ProfileError, match="QNN made no estimate"):
         read_graph_estimate(tmp_path / "p.csv")
 

@@ -379,13 +379,12 @@ def test_a_file_deleted_inside_a_toolchain_makes_it_broken_and_qnn_reinstalls_it
 
 def test_a_toolchain_in_use_by_a_compile_is_not_removed(tmp_path, monkeypatch):
     """`toolchains remove 2.49` while a worker compiles with 2.49: refused, the toolchain intact."""
-    import subprocess as subprocess_
-
     from toolchain_fakes import make_fake_toolchain
 
     from swiftformer_qnn.core.errors import ToolchainError
     from swiftformer_qnn.htp import sweep
-    from swiftformer_qnn.htp.record import CompileJob
+    from swiftformer_qnn.htp.record import CompileJob, CompileSpec
+    from swiftformer_qnn.htp.session import HtpTarget
     from swiftformer_qnn.toolchains import get_toolchain_spec, inspect_toolchain, remove_toolchain
 
     spec = get_toolchain_spec("2.49")
@@ -393,19 +392,25 @@ def test_a_toolchain_in_use_by_a_compile_is_not_removed(tmp_path, monkeypatch):
     d = make_fake_toolchain(root, spec)
     refused: list[str] = []
 
-    def worker_running(*_args, **_kwargs):  # while the worker runs, someone removes its toolchain
-        try:
-            remove_toolchain(spec, root)
-        except ToolchainError as exc:
-            refused.append(exc.one_line())
-        return subprocess_.CompletedProcess([], 1)
+    class WorkerRunning:  # while the worker runs, someone removes its toolchain
+        args, returncode = [], 1
 
-    monkeypatch.setattr(sweep.subprocess, "run", worker_running)
+        def __init__(self, *_args, **_kwargs):
+            try:
+                remove_toolchain(spec, root)
+            except ToolchainError as exc:
+                refused.append(exc.one_line())
+
+        def wait(self, _timeout=None):
+            return self.returncode
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", WorkerRunning)
     job = sweep._Job(spec, inspect_toolchain(spec, root))
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(sweep.VersionFailure):  # the stand-in worker wrote no result
-        sweep.run_worker(job, work, CompileJob(model=tmp_path / "m.onnx", soc_model=43, htp_arch=73), tmp_path, 60)
+        sweep.run_worker(job, work, CompileJob(spec=CompileSpec(model=tmp_path / "m.onnx", out_dir=work,
+                                                                        target=HtpTarget())), tmp_path, 60)
     assert refused and "in use by a running compile" in refused[0]
     assert d.is_dir() and inspect_toolchain(spec, root).usable
     assert remove_toolchain(spec, root) == d and not d.exists()  # once the run has ended

@@ -79,3 +79,92 @@ def test_after_sigkill_the_next_run_removes_the_leftovers_and_finishes(tmp_path)
     assert manifest is not None and manifest.stage("quantize") is not None
     assert "interrupted run" in err.read_text()  # said what it removed
 
+
+
+def _large_declared_graph(path: Path) -> Path:
+    """One Relu on a declared 1x4x4000x4000 float tensor: no weights, a small file, but QNN's
+    graph finalization takes many seconds over it (all of them in native code)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = [1, 4, 4000, 4000]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "large",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what this onnxruntime reads
+    onnx.save(model, str(path))
+    return path
+
+
+def _compile_cli(tmp_path: Path, model: Path, run: str) -> tuple[subprocess.Popen, Path, Path]:
+    """`swiftformer-qnn compile MODEL --fp16` with a cache and a temp dir of its own."""
+    (tmp_path / run / "tmp").mkdir(parents=True)
+    err = tmp_path / run / "stderr.txt"
+    env = {**os.environ, "SWIFTFORMER_QNN_CACHE": str(tmp_path / run / "cache"), "TMPDIR": str(tmp_path / run / "tmp"),
+           "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "swiftformer_qnn.cli", "compile", str(model), "--fp16",
+                             "--output-dir", str(tmp_path / run / "out")],
+                            stdout=subprocess.DEVNULL, stderr=open(err, "w"), env=env, cwd=tmp_path)
+    return proc, err, tmp_path / run
+
+
+def _compile_started(proc: subprocess.Popen, run: Path) -> float:
+    """When the compile stage handed its graph to the compile (the guarded graph it compiles from
+    is written into its cache temp dir just before)."""
+    where = run / "cache" / "stages" / "compile"
+    while not (where.is_dir() and any((p / "model.guarded.onnx").is_file() for p in where.glob(".*tmp*"))):
+        if proc.poll() is not None:
+            pytest.fail(f"finished before the compile began: {(run / 'stderr.txt').read_text()[-1500:]}")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def _processes_of(run: Path) -> list[str]:
+    """Command lines of live processes naming `run` (the CLI and its compile worker do)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(run) in text:
+            found.append(text)
+    return found
+
+
+@pytest.mark.slow
+def test_a_signal_stops_a_compile_while_qnn_compiles_in_native_code(tmp_path):
+    """While QNN compiles (native code, holding the GIL) no signal handler of the compiling
+    process runs: a graph that compiled for minutes ignored Ctrl-C and SIGTERM. The compile
+    runs in a worker process, so SIGTERM and then Ctrl-C, each sent while the graph compiles,
+    end the run long before the same compile, timed here to its end, would have."""
+    model = _large_declared_graph(tmp_path / "large.onnx")
+    control, err, run = _compile_cli(tmp_path, model, "control")
+    began = _compile_started(control, run)
+    assert control.wait(timeout=900) == 0, err.read_text()[-2000:]
+    compile_s = time.monotonic() - began  # the compile's own time, on this machine, now
+
+    for sig, code, said in ((signal.SIGTERM, 143, "Stopped by SIGTERM"), (signal.SIGINT, 130, "Interrupted (Ctrl-C)")):
+        proc, err, run = _compile_cli(tmp_path, model, sig.name)
+        began = _compile_started(proc, run)
+        time.sleep(compile_s / 4)  # into QNN's graph finalization
+        assert proc.poll() is None, err.read_text()[-2000:]
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        try:
+            assert proc.wait(timeout=compile_s * 2) == code, err.read_text()[-2000:]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"{sig.name} was not acted on while QNN compiled")
+        stopped_s = time.monotonic() - sent
+        # Returned before the compile would have finished (it had compile_s * 3/4 still to go).
+        assert stopped_s < compile_s / 2, (sig.name, stopped_s, compile_s)
+        text = err.read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and said in lines[0] and "Traceback" not in text, text[-1500:]
+        assert not (run / "out").exists()  # no output, not even a partial one
+        assert [p.name for p in (run / "cache").rglob(".*")] == []  # no cache temp dir
+        assert list((run / "tmp").glob("swiftformer-qnn-*")) == []  # the worker's temp dir went with it
+        assert _processes_of(run) == []  # and the worker itself
+        assert model.is_file()  # the user's model stays

@@ -21,7 +21,7 @@ from swiftformer_qnn.core.errors import (
     UsageError,
 )
 from swiftformer_qnn.htp.compile import compile_model
-from swiftformer_qnn.htp.record import CompileRecord, read_compile_record
+from swiftformer_qnn.htp.record import CompileRecord, CompileSpec, read_compile_record
 from swiftformer_qnn.htp.session import HtpTarget, qnn_sdk_version
 from swiftformer_qnn.model.swiftformer import build_model, realistic_init
 from swiftformer_qnn.model.variants import get_variant
@@ -238,7 +238,7 @@ def test_htp_rejection_names_the_op_and_the_module(tmp_path):
     export_onnx(build_model(variant), variant.input_shape(), tmp_path / "m.onnx", is_encoder_block=True, opset=17)
     simplify_onnx(tmp_path / "m.onnx", tmp_path / "s.onnx")
     with pytest.raises(HtpUnsupportedError) as err:
-        compile_model(tmp_path / "s.onnx", tmp_path / "out", HtpTarget(fp16=True))
+        compile_model(CompileSpec(model=tmp_path / "s.onnx", out_dir=tmp_path / "out", target=HtpTarget(fp16=True)))
     msg = err.value.one_line()
     assert "Erf at swiftformer_encoder.mlp.act" in msg and "--opset 20" in msg
     assert list((tmp_path / "out").iterdir()) == []  # no context, binary, trace or record left behind

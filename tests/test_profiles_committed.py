@@ -55,6 +55,48 @@ def test_the_check_catches_a_bad_profile(tmp_path):
     assert "not device latency" in bad["sub/bad.profile.json"]
 
 
+def unmarked_runs(root: Path) -> dict[str, str]:
+    """{run folder: why} for every raw run folder (`<profile stem>.raw/`) below `root` that does
+    not say it is the HTP emulator's: QNN's CSV reads the same whether a phone or the x86
+    emulator wrote it, so its `made_by.json` is what keeps an import from taking its cycles for a
+    phone's latency."""
+    from swiftformer_qnn.htp.session import PROFILE_CSV
+    from swiftformer_qnn.profiling.emulator import MADE_BY, made_by_emulator
+
+    bad = {}
+    for raw in sorted(p for p in root.glob("**/*.raw") if p.is_dir()):
+        beside = raw.with_name(raw.name.removesuffix(".raw") + ".profile.json")
+        if not made_by_emulator(raw / PROFILE_CSV):
+            bad[str(raw.relative_to(root))] = f"no {MADE_BY} of the emulator"
+        elif not beside.is_file() or load_profile(beside).source is not LatencySource.EMULATOR:
+            bad[str(raw.relative_to(root))] = f"its marker says the emulator, but {beside.name} is not an emulator profile"
+    return bad
+
+
+def test_every_committed_run_folder_says_what_made_it():
+    runs = [p for p in PROFILES.glob("**/*.raw") if p.is_dir()]
+    assert len(runs) >= 2, f"expected the emulator runs of L1 and the block under {PROFILES}, found {runs}"
+    assert unmarked_runs(PROFILES) == {}
+
+
+def test_the_run_folder_check_catches_a_missing_or_untrue_marker(tmp_path):
+    """The check above can fail: a run folder without its marker, and a marker beside a profile
+    that is not the emulator's, are both reported."""
+    import shutil
+
+    (run,) = sorted((PROFILES / "emulator").glob("encoder-*.raw"))
+    profile = run.with_name(run.name.removesuffix(".raw") + ".profile.json")
+    for name in ("kept", "unmarked", "untrue"):
+        shutil.copytree(run, tmp_path / name / run.name)
+        shutil.copyfile(profile, tmp_path / name / profile.name)
+    (tmp_path / "unmarked" / run.name / "made_by.json").unlink()
+    published = PROFILES / "reference" / "s23-ultra_encoder_qnn2.17.profile.json"
+    shutil.copyfile(published, tmp_path / "untrue" / profile.name)
+    bad = unmarked_runs(tmp_path)
+    assert set(bad) == {f"unmarked/{run.name}", f"untrue/{run.name}"}
+    assert "no made_by.json" in bad[f"unmarked/{run.name}"] and "not an emulator profile" in bad[f"untrue/{run.name}"]
+
+
 def test_reference_profiles_hold_the_published_table():
     refs = [load_profile(p) for p in sorted((PROFILES / "reference").glob("*.profile.json"))]
     got = {(p.model.variant, p.toolchain.qnn_version): p.latency.median_us / 1000 for p in refs}

@@ -215,10 +215,11 @@ def _xs_faithful_qdq(tmp_path, seed: int, precision: str, count: int):
 
 def _compile_unguarded(qdq, out):
     from swiftformer_qnn.htp.compile import compile_model
+    from swiftformer_qnn.htp.record import CompileSpec
     from swiftformer_qnn.htp.session import HtpTarget
 
     out.mkdir()
-    compile_model(qdq, out, HtpTarget())  # the EP directly: the pipeline's guard would rewrite the BN
+    compile_model(CompileSpec(model=qdq, out_dir=out, target=HtpTarget()))  # the EP directly: the pipeline's guard would rewrite the BN
     return out / "model.ctx.onnx"
 
 

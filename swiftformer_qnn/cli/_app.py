@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..core.atomic import blocking_component
 from ..core.errors import SwiftFormerQnnError
+from ..core.interrupt import STOPPING
 from ..core.text import terminal_safe
 
 # Help names what a value is in words (PATH, TEXT, INTEGER) and nothing for a flag, where typer's
@@ -364,6 +365,7 @@ class Terminated(BaseException):
 def _on_signal(signum, _frame):
     # Once: the cleanup runs on the way out; a second signal stops the process at once (what a
     # killed run leaves beside its outputs and in the cache, the next run removes).
+    STOPPING.set()  # stage threads waiting on a worker process (a compile) kill it and unwind too
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     if signum == signal.SIGINT:

@@ -91,3 +91,14 @@ def json_problem(exc: BaseException) -> str:
     if "integer string conversion" in text:
         return "a number of more than 4300 digits"
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def error_named(name: object) -> type[SwiftFormerQnnError] | None:
+    """The known error of this name (a worker process reports its failure by the error's name)."""
+    pending = [SwiftFormerQnnError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None

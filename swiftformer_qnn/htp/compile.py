@@ -5,6 +5,13 @@ Imports no onnx (the EP-context wrapper is read by `ep_context`): a toolchain's 
 
 from __future__ import annotations
 
+import atexit
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +27,7 @@ from .record import (
     OP_TRACE,
     CompiledModel,
     CompileRecord,
-    IoTensor,
+    CompileSpec,
     traced_figures,
     write_compile_record,
 )
@@ -34,42 +41,37 @@ def compile_key(target: HtpTarget, soc: str | None, subject: CompiledModel) -> d
             "graph_optimization_mode": target.graph_optimization_mode, "model": subject.model_dump()}
 
 
-def compile_model(
-    model_path: Path,
-    out_dir: Path,
-    target: HtpTarget,
-    *,
-    soc: str | None = None,
-    model: CompiledModel | None = None,
-    bn_guard: dict | None = None,
-    io: list[IoTensor] | None = None,
-    then: Callable[[object], None] | None = None,
-    profile_csv: Path | None = None,
-    profiling_level: str = "detailed",
-) -> CompileRecord:
-    """The one compile: a (QDQ or, with fp16, float) ONNX -> QNN context binary for `target`.
+def compile_outputs(out_dir: Path) -> tuple[Path, ...]:
+    """What a compile writes into `out_dir` (and removes again when it fails or is stopped)."""
+    out_dir = Path(out_dir)
+    return (out_dir / CONTEXT_ONNX, out_dir / CONTEXT_BINARY, out_dir / OP_TRACE, out_dir / COMPILE_RECORD)
+
+
+def compile_model(spec: CompileSpec, *, then: Callable[[object], None] | None = None) -> CompileRecord:
+    """The one compile, in this process: a (QDQ or, with fp16, float) ONNX -> QNN context binary
+    for `spec.target`. Run it in a worker process (`compile_in_worker`) wherever a signal must
+    be able to stop it: while QNN compiles, this process runs no Python and so no signal handler.
 
     Writes `model.ctx.onnx`, `model.ctx_qnn.bin`, QNN's op trace `qnn_op_trace.json` (where
-    the release writes one) and `compile.json` (the returned record) into `out_dir`, once:
+    the release writes one) and `compile.json` (the returned record) into `spec.out_dir`, once:
     the op trace is written while compiling, so nothing is compiled twice. CPU fallback is
     disabled, so success means every node runs on the HTP. On failure nothing is left behind.
-    `bn_guard`: what the BN guard found and did to `model_path` before (the record says it).
     `then(session)` gets the session that compiled, after `compile.json` is written (a
     cross-version worker runs its emulator check on it: the graph the binary holds, without
     loading that binary into a second session); what it raises propagates, the compile stays.
-    `profile_csv` profiles the compile itself at `profiling_level` (the estimator's outputs,
+    With `spec.profile_csv` the compile itself is profiled (the estimator's outputs,
     `htp.estimate`); the CSV is complete once this returns (the session is gone).
     """
-    model_path, out_dir = Path(model_path), Path(out_dir)
+    model_path, out_dir, target = Path(spec.model), Path(spec.out_dir), spec.target
     out_dir.mkdir(parents=True, exist_ok=True)
-    context_onnx, binary, trace = out_dir / CONTEXT_ONNX, out_dir / CONTEXT_BINARY, out_dir / OP_TRACE
-    written = (context_onnx, binary, trace, out_dir / COMPILE_RECORD)
+    written = compile_outputs(out_dir)
+    context_onnx, binary, trace, _ = written
     for stale in written:  # onnxruntime refuses to overwrite a context; a stale trace would mislead
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
         session = htp_session(model_path, target, context_out=context_onnx, op_trace=True, op_trace_dir=out_dir,
-                              profile_csv=profile_csv, profiling_level=profiling_level)
+                              profile_csv=spec.profile_csv, profiling_level=spec.profiling_level)
         compile_s = time.perf_counter() - started
         nodes = graph_nodes(context_onnx)
         ep_nodes = [n for n in nodes if n.op_type == "EPContext"]
@@ -89,19 +91,19 @@ def compile_model(
             ep_sdk_version=attrs.get("ep_sdk_version"),
             onnxruntime=onnxruntime.__version__,
             onnxruntime_qnn=onnxruntime_qnn_version(),
-            soc=soc if soc is not None else _soc_name(target.soc_model),
+            soc=spec.soc if spec.soc is not None else _soc_name(target.soc_model),
             soc_model=target.soc_model,
             htp_arch=target.htp_arch,
             fp16=target.fp16,
             graph_optimization_mode=target.graph_optimization_mode,
-            model=model or CompiledModel(),
+            model=spec.subject,
             model_sha256=sha256_file(model_path),
             compile_s=round(compile_s, 3),
             context_binary_bytes=binary.stat().st_size,
             context_binary_sha256=sha256_file(binary),
             **(traced_figures(trace) if trace.is_file() else {}),
-            bn_guard=bn_guard,
-            io=io,
+            bn_guard=spec.bn_guard,
+            io=spec.io,
         )
         write_compile_record(out_dir, record)
     except BaseException:
@@ -113,6 +115,130 @@ def compile_model(
     if then is not None:
         then(session)
     return record
+
+
+# --- the compile in a worker process of this environment ------------------------------------
+# QNN compiles in native code, holding the GIL: a compile in this process (in any thread) keeps
+# every signal handler from running until it ends (a graph declaring 1x4x100000x100000 compiled
+# for over 5 minutes and ignored Ctrl-C and SIGTERM). A worker process is killed instead. Its
+# interpreter and onnxruntime import (~0.4 s CPU) are paid ahead: `warm_up_compile_worker` starts
+# the next compile's worker while earlier work runs (the export's quantize stage, a candidate's
+# quantization), so the compile itself waits for no start-up.
+
+
+class _Worker:
+    """`python -m swiftformer_qnn.htp.worker compile --request -`: imports, then reads its job on stdin."""
+
+    def __init__(self) -> None:
+        from ..core.output_dir import signals_held
+
+        with signals_held():  # the temp dir and the process exist together, or neither
+            self.dir = Path(tempfile.mkdtemp(prefix="swiftformer-qnn-compile-"))
+            self.result = self.dir / "result.json"
+            self.log = self.dir / "worker.log"
+            with open(self.log, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "swiftformer_qnn.htp.worker", "compile", "--request", "-",
+                     "--result", str(self.result)],
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_warm: _Worker | None = None
+_warm_lock = threading.Lock()
+
+
+def warm_up_compile_worker() -> None:
+    """Start the worker of the next `compile_in_worker` now (once; it waits for its job)."""
+    global _warm
+    with _warm_lock:
+        if _warm is None or _warm.proc.poll() is not None:
+            _warm = _Worker()
+
+
+def discard_compile_worker() -> None:
+    """End a worker started ahead that no compile took."""
+    global _warm
+    with _warm_lock:
+        worker, _warm = _warm, None
+    if worker is not None:
+        worker.close()
+
+
+atexit.register(discard_compile_worker)
+
+
+def compile_in_worker(spec: CompileSpec) -> CompileRecord:
+    """`compile_model(spec)` in a worker process of this environment, which a signal stops:
+    the wait is `core.interrupt.wait_child`, so SIGINT or SIGTERM kills the worker at once and
+    removes what it wrote. A known error in the worker is raised here as itself."""
+    global _warm
+    from ..core.errors import error_named
+    from ..core.interrupt import wait_child
+    from .record import CompileJob, read_compile_record
+
+    with _warm_lock:
+        worker, _warm = _warm, None
+    if worker is None or worker.proc.poll() is not None:
+        if worker is not None:
+            worker.close()
+        worker = _Worker()
+    written = compile_outputs(spec.out_dir)
+    try:
+        job = CompileJob(spec=spec)
+        try:
+            worker.proc.stdin.write(job.model_dump_json().encode())
+            worker.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died: its exit code says how
+        code = wait_child(worker.proc)
+        try:
+            result = json.loads(worker.result.read_text())
+        except (OSError, ValueError):
+            raise ToolchainError(f"The compile of {Path(spec.model).name} died ({worker_death(code, worker.log)}).",
+                                 hint="Run it again; if it dies again, it is a bug in QNN or swiftformer-qnn.") from None
+        if result.get("status") != "ok":
+            kind, message = str(result.get("error_type")), str(result.get("message"))
+            known = error_named(kind)
+            if known is not None:
+                raise known(message)
+            if kind == "MemoryError":
+                raise MemoryError(message)
+            raise RuntimeError(f"{kind} in the compile worker: {message}")
+        return read_compile_record(Path(spec.out_dir) / COMPILE_RECORD)
+    except BaseException:
+        for leftover in written:
+            leftover.unlink(missing_ok=True)
+        raise
+    finally:
+        worker.close()
+
+
+def worker_death(code: int, log: Path) -> str:
+    """How a worker that wrote no result ended: its signal or exit code, and its log's last lines."""
+    import signal
+
+    if code < 0:
+        try:
+            how = signal.Signals(-code).name
+        except ValueError:
+            how = f"signal {-code}"
+    else:
+        how = f"exit code {code}"
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        text = ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and "LIBNATIVE" not in ln]
+    tail = " | ".join(kept[-4:])[:500]
+    return how + (f": {tail}" if tail else "")
 
 
 def _soc_name(soc_model: int) -> str | None:

@@ -52,7 +52,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.errors import HtpUnsupportedError, ProfileError, ToolchainError, UsageError
+from ..core.errors import ProfileError, ToolchainError, UsageError, error_named
+from ..core.interrupt import wait_child
 
 ESTIMATE_JSON = "estimate.json"  # the Estimate, written by the worker
 ESTIMATE_CSV = "estimate.csv"  # QNN's profile CSV (graph-level estimate rows)
@@ -536,7 +537,7 @@ def run_estimate(job: EstimateJob) -> Estimate:
     import onnxruntime
 
     from .compile import compile_model
-    from .record import COMPILE_RECORD, OP_TRACE
+    from .record import COMPILE_RECORD, OP_TRACE, CompileSpec
     from .session import HtpTarget, onnxruntime_qnn_version, qnn_sdk_version
 
     out = Path(job.out_dir).absolute()
@@ -549,8 +550,8 @@ def run_estimate(job: EstimateJob) -> Estimate:
     proxy = proxy or EstimatorSoc(job.proxy_soc, job.soc_model, job.htp_arch)
     target = HtpTarget(soc_model=job.soc_model, htp_arch=job.htp_arch, fp16=job.fp16)
     started = time.perf_counter()
-    record = compile_model(Path(job.model), out, target, soc=proxy.name.lower(),
-                           profile_csv=out / ESTIMATE_CSV, profiling_level="optrace")
+    record = compile_model(CompileSpec(model=Path(job.model), out_dir=out, target=target, soc=proxy.name.lower(),
+                                          profile_csv=out / ESTIMATE_CSV, profiling_level="optrace"))
     compile_s = time.perf_counter() - started
     estimate = read_estimate(
         out, qnn_version=qnn_sdk_version(), proxy=proxy, stands_for=job.stands_for,
@@ -566,9 +567,6 @@ def run_estimate(job: EstimateJob) -> Estimate:
 
 
 # --- the parent side ------------------------------------------------------------------------
-
-_KNOWN_ERRORS = {"HtpUnsupportedError": HtpUnsupportedError, "UsageError": UsageError, "ProfileError": ProfileError}
-
 
 def estimate_model(
     model: Path,
@@ -624,10 +622,11 @@ def estimate_model(
         # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
         with open(work / "estimate_worker.log", "wb") as log, toolchain_in_use(pycache.parent if pycache else None):
             try:
-                proc = subprocess.run(
+                proc = subprocess.Popen(
                     worker_command(python, "estimate", "--request", str(request), "--result", str(result_path)),
-                    cwd=work, env=worker_env(shim, pycache), stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                    cwd=work, env=worker_env(shim, pycache), stdout=log, stderr=subprocess.STDOUT,
                 )
+                wait_child(proc, timeout_s)  # a signal kills the worker (core.interrupt)
             except subprocess.TimeoutExpired:
                 raise ToolchainError(f"The estimate of {model.name} timed out after {timeout_s:.0f} s.") from None
             except OSError as exc:
@@ -640,7 +639,7 @@ def estimate_model(
                 f"its output is in {work / 'estimate_worker.log'}."
             ) from None
     if result.get("status") != "ok":
-        error = _KNOWN_ERRORS.get(str(result.get("error_type")), ToolchainError)
+        error = error_named(result.get("error_type")) or ToolchainError
         raise error(f"QNN {expected or 'of this environment'} made no estimate of {model.name}: {result.get('message')}")
     estimate = Estimate.model_validate_json((work / ESTIMATE_JSON).read_text())
     if expected is not None and estimate.qnn_version != expected:

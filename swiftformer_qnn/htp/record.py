@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..core.atomic import sha256_file, write_text_atomic
 from ..core.errors import ProfileError
+from .session import HtpTarget
 
 COMPILE_RECORD = "compile.json"
 COMPILE_FAILURE = "compile_failed.json"  # a version of a cross-version comparison that did not compile
@@ -204,20 +205,33 @@ class IoTensor(_Model):
         return x.transpose(0, 3, 1, 2) if self.nhwc else x
 
 
-class CompileJob(_Model):
-    """What a cross-version parent asks a toolchain's worker to compile (`qnn_worker compile
-    --request`): the JSON both sides read through this model."""
+class CompileSpec(_Model):
+    """Everything one compile is given (`htp.compile.compile_model`): the one list of a compile's
+    arguments. The compile stage, the `compile` command, the mixed search's candidates, the
+    estimator's compile and each version of a sweep build it, and a worker process reads it as
+    JSON, so an argument added here reaches every compile."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Path  # the (guarded) QDQ or float ONNX
-    soc_model: int
-    htp_arch: int
-    fp16: bool = False
-    soc: str | None = None
+    model: Path  # the (guarded) QDQ, or with fp16 float, ONNX
+    out_dir: Path
+    target: HtpTarget
+    soc: str | None = None  # the SoC's name for the record (None: from target.soc_model)
     subject: CompiledModel = Field(default_factory=CompiledModel)  # what was compiled, as the record names it
+    bn_guard: dict | None = None  # what the BN guard found and did to `model` before (the record says it)
+    io: list[IoTensor] | None = None  # native I/O tensors the graph was rewritten to (the record says them)
+    profile_csv: Path | None = None  # profile the compile itself (the estimator's outputs, `htp.estimate`)
+    profiling_level: str = "detailed"
+
+
+class CompileJob(_Model):
+    """What a parent asks a worker process to compile (`python -m swiftformer_qnn.htp.worker
+    compile --request`): the JSON both sides read through this model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: CompileSpec  # its out_dir set per version by a sweep
     inputs_npz: Path | None = None  # with inputs: one emulator run on the compiling session
-    out_dir: Path | None = None  # set per version by the parent
     spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
 
 

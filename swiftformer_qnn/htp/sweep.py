@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..core.atomic import sha256_file, write_text_atomic
 from ..core.cache import StageCache
 from ..core.errors import ProfileError, ToolchainError, UsageError
+from ..core.interrupt import wait_child
 from ..core.output_dir import holds_marker, place, staged_output_dir
 from ..measure.agreement import Agreement, compare_outputs
 from ..toolchains import (
@@ -60,7 +61,7 @@ from ..toolchains import (
 )
 from . import worker as qnn_worker
 from .bn_guard import describe_guard, guarded_model
-from .compile import compile_key
+from .compile import compile_key, worker_death
 from .diff import diff_compiles
 from .record import (
     COMPILE_FAILURE,
@@ -72,6 +73,7 @@ from .record import (
     CompileFailure,
     CompileJob,
     CompileRecord,
+    CompileSpec,
     read_compile_record,
     traced_op_names,
 )
@@ -297,24 +299,6 @@ class _Job:
     toolchain: ToolchainStatus
 
 
-def _signal_name(code: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _log_tail(log: Path, lines: int = 4) -> str:
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return ""
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and "LIBNATIVE" not in ln]
-    return " | ".join(kept[-lines:])[:500]
-
-
 def run_worker(
     job: _Job,
     work: Path,
@@ -325,7 +309,8 @@ def run_worker(
     """Run one compile worker in `work`; return its compile record, or raise VersionFailure
     (no compile) or EmulatorFailure (compiled, but the emulator run failed)."""
     req_path = work / "worker_request.json"
-    job_for_work = request.model_copy(update={"out_dir": work, "spawned_at": time.time()})
+    job_for_work = request.model_copy(update={"spec": request.spec.model_copy(update={"out_dir": work}),
+                                              "spawned_at": time.time()})
     req_path.write_text(job_for_work.model_dump_json(indent=2))
     result_path = work / WORKER_RESULT
     log_path = work / WORKER_LOG
@@ -339,14 +324,14 @@ def run_worker(
     # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
     with open(log_path, "wb") as log, toolchain_in_use(installed):
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 worker_command(python, "compile", "--request", str(req_path), "--result", str(result_path)),
                 cwd=work,
                 env=worker_env(shim, installed / PYCACHE_DIR if installed else None),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                timeout=timeout_s,
             )
+            wait_child(proc, timeout_s)  # a signal kills the worker (core.interrupt)
         except subprocess.TimeoutExpired:
             raise VersionFailure("failed", f"timed out after {timeout_s:.0f} s") from None
         except OSError as exc:
@@ -360,9 +345,7 @@ def run_worker(
         except ValueError:
             result = None
     if result is None:
-        how = _signal_name(proc.returncode) if proc.returncode < 0 else f"exit code {proc.returncode}"
-        tail = _log_tail(log_path)
-        raise VersionFailure("crashed", f"the worker died ({how})" + (f": {tail}" if tail else ""))
+        raise VersionFailure("crashed", f"the worker died ({worker_death(proc.returncode, log_path)})")
     if result.get("status") != "ok":
         raise VersionFailure("failed", f"{result.get('error_type', 'error')}: {result.get('message', '')}")
     env_dir = installed / ENV_DIR if installed else None
@@ -491,8 +474,8 @@ def compile_across_versions(
         inputs_npz = Path(tmp) / "inputs.npz"
         if emulate:
             np.savez(inputs_npz, **feeds)
-        request = CompileJob(
-            model=model, soc_model=target.soc_model, htp_arch=target.htp_arch, fp16=target.fp16, subject=subject,
+        request = CompileJob(  # out_dir: each version's work directory (run_worker)
+            spec=CompileSpec(model=model, out_dir=out_dir, target=target, subject=subject),
             inputs_npz=inputs_npz if emulate else None,
         )
         # The key has the model and inputs by content (`stage_inputs`), and each toolchain (`extra_key`).

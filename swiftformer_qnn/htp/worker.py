@@ -1,9 +1,11 @@
 """Worker process run inside a QNN toolchain environment: `python -m swiftformer_qnn.htp.worker`.
 
     probe   --result R.json                  what this environment imports; loads the HTP backend
-    compile --request Q.json --result R.json  compile a QDQ model to a context binary (`qnn.compile_model`,
+    compile --request Q.json --result R.json  compile a QDQ model to a context binary (`compile.compile_model`,
                                               which writes `compile.json`), and optionally run it
-                                              once on the HTP emulator, in the same session
+                                              once on the HTP emulator, in the same session;
+                                              `--request -`: import first, then read the job on
+                                              stdin (a worker started ahead, `compile_in_worker`)
     estimate --request Q.json --result R.json compile for the performance estimator's proxy SoC and
                                               read the estimate (`htp.estimate`, writes estimate.json)
 
@@ -112,8 +114,8 @@ def _smoke_session() -> float:
     return time.perf_counter() - started
 
 
-def compile_request(request: CompileJob) -> dict:
-    """Compile `request.model` once (op trace included) into `out_dir`, which then holds the
+def compile_request(job: CompileJob) -> dict:
+    """Compile `job.spec` once (op trace included) into its `out_dir`, which then holds the
     context binary and its `compile.json`; with `inputs_npz`, the session that compiled also runs
     the graph once on the HTP emulator, whose outputs go to `htp_outputs.npz`.
 
@@ -126,19 +128,15 @@ def compile_request(request: CompileJob) -> dict:
 
     from .compile import compile_model
     from .record import COMPILE_RECORD
-    from .session import HtpTarget
 
     phases = {"imports": time.perf_counter() - started}
-    if request.out_dir is None:
-        raise ValueError("the compile job names no out_dir")
-    out = request.out_dir
+    out = job.spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # older onnxruntime-qnn releases write the op trace into the working directory
-    target = HtpTarget(soc_model=request.soc_model, htp_arch=request.htp_arch, fp16=request.fp16)
     result: dict = {"status": "ok", "record": COMPILE_RECORD}
     feeds = None
-    if request.inputs_npz is not None:
-        with np.load(request.inputs_npz) as data:
+    if job.inputs_npz is not None:
+        with np.load(job.inputs_npz) as data:
             feeds = {k: data[k] for k in data.files}
 
     cpu: dict[str, float] = {}  # CPU seconds of the process (every thread) per phase: the sweep's floor
@@ -158,8 +156,7 @@ def compile_request(request: CompileJob) -> dict:
         cpu["emulator_run"] = time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()
-    compile_model(request.model, out, target, soc=request.soc, model=request.subject,
-                  then=run_once if feeds is not None else None)
+    compile_model(job.spec, then=run_once if feeds is not None else None)
     phases["compile"] = time.perf_counter() - t0 - phases.get("emulator_run", 0.0)
     cpu["compile"] = time.process_time() - c0 - cpu.get("emulator_run", 0.0)
     t0 = time.perf_counter()
@@ -209,7 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .record import CompileJob
 
-            request = CompileJob.model_validate_json(args.request.read_text())
+            if str(args.request) == "-":  # started ahead: the compile's imports now, then wait for the job
+                import numpy  # noqa: F401
+                import onnxruntime  # noqa: F401
+
+                from . import compile  # noqa: F401
+
+                text = sys.stdin.read()
+                if not text:  # the parent ended without a compile for this worker
+                    return 0
+            else:
+                text = args.request.read_text()
+            request = CompileJob.model_validate_json(text)
             result = compile_request(request)
             if request.spawned_at is not None:  # interpreter start-up, as the parent's clock saw it
                 result["phases_s"] = {"startup": round(entered - request.spawned_at, 3), **result["phases_s"]}
@@ -221,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     result["worker_s"] = round(time.perf_counter() - started, 3)
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
+    if args.command == "compile" and str(args.request) == "-":
+        # The parent's compile stage waits for this process to end: not for the interpreter's and
+        # QNN's teardown too (~0.3 s). Everything is written; nothing else is left to flush.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

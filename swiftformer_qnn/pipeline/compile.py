@@ -10,7 +10,7 @@ import onnx
 
 from ..core.cache import tool_versions
 from ..htp.bn_guard import guarded_model
-from ..htp.compile import compile_key, compile_model
+from ..htp.compile import compile_in_worker, compile_key
 from ..htp.record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
@@ -18,6 +18,7 @@ from ..htp.record import (
     OP_TRACE,
     CompiledModel,
     CompileRecord,
+    CompileSpec,
     IoTensor,
 )
 from ..htp.session import HtpTarget
@@ -68,7 +69,9 @@ def compile_stage(guarded: Path, out_dir: Path, target: HtpTarget, *, soc: str, 
     if io is IoFormat.UINT8_NHWC:
         source, spec = native_io_model(guarded, out_dir)
     try:
-        record = compile_model(source, out_dir, target, soc=soc, model=subject, bn_guard=guard.model_dump(), io=spec)
+        # In a worker process: a signal stops it while QNN compiles (htp.compile.compile_in_worker).
+        record = compile_in_worker(CompileSpec(model=source, out_dir=out_dir, target=target, soc=soc,
+                                               subject=subject, bn_guard=guard.model_dump(), io=spec))
     finally:
         if spec is not None:
             source.unlink(missing_ok=True)

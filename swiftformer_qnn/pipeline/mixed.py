@@ -30,6 +30,7 @@ import onnx
 
 from ..core.errors import UsageError
 from ..core.targets import Precision
+from ..htp.compile import warm_up_compile_worker
 from ..htp.estimate import ESTIMATOR_SOCS, estimate_label, estimate_model, estimator_soc
 from ..htp.record import CONTEXT_ONNX, CompiledModel
 from ..htp.session import HtpTarget, htp_session
@@ -154,6 +155,7 @@ class Bench:
         self._count += 1
         d = self.work / f"candidate-{self._count}"
         d.mkdir(parents=True)
+        warm_up_compile_worker()  # its start-up beside the quantization and the CPU run
         try:
             qdq = self.quantize(sixteen, d / "model.qdq.onnx")
             cpu = run_cpu(qdq, self.inputs)

@@ -545,8 +545,16 @@ class _Run:
             return [futures[name].result() for name in names]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if "compile" in names:  # a compile stage found in the cache took no worker
+                from ..htp.compile import discard_compile_worker
+
+                discard_compile_worker()
 
     def run_stage(self, name: str, work: Path) -> StageRecord:
+        if name == "quantize" and "compile" in self.r.stages:
+            from ..htp.compile import warm_up_compile_worker
+
+            warm_up_compile_worker()  # its start-up beside the quantize, not inside the compile stage
         rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
         self.records[name], self.dirs[name] = rec, d
         return rec
@@ -859,12 +867,14 @@ def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> Expo
     manifest and atomic output as an export."""
     import onnx
 
+    from ..htp.compile import warm_up_compile_worker
     from ..htp.record import CompiledModel
     from ..htp.session import HtpTarget
     from ..htp.sweep import require_onnx
     from .compile import COMPILE_OUTPUTS, GUARD_OUTPUTS, compile_options, guard_and_compile
 
     started = time.perf_counter()
+    warm_up_compile_worker()  # its start-up beside the checks and hashing below
     model = Path(req.model)
     require_onnx(model)
     _check_compilable(model, onnx.load(str(model), load_external_data=False), fp16=req.fp16)

@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from swiftformer_qnn.core.targets import Precision, get_soc  # noqa: E402
 from swiftformer_qnn.htp.compile import compile_model  # noqa: E402
+from swiftformer_qnn.htp.record import CompileSpec  # noqa: E402
 from swiftformer_qnn.htp.session import HtpTarget  # noqa: E402
 from swiftformer_qnn.pipeline.compile import guarded_model  # noqa: E402
 from swiftformer_qnn.pipeline.fold_bn import fold_stage  # noqa: E402
@@ -385,8 +386,8 @@ def compile_for_device(graph: Path, out: Path, fp16: bool) -> tuple[Path, dict]:
     rewrite, if it made one: the estimate must see the same graph) and what the compile says."""
     soc = get_soc("sm8550")
     source, guard = guarded_model(graph, out, name=f"{graph.stem}.bn-guarded.onnx")
-    record = compile_model(source, out / f"sm8550-{graph.stem}", HtpTarget(soc.soc_model, soc.htp_arch, fp16=fp16),
-                           soc=soc.name)
+    record = compile_model(CompileSpec(model=source, out_dir=out / f"sm8550-{graph.stem}",
+                                          target=HtpTarget(soc.soc_model, soc.htp_arch, fp16=fp16), soc=soc.name))
     rewritten = [f["node"] for f in guard.get("corrupted_predicted", []) if f.get("action") == "rewritten"]
     return source, {"soc": soc.name, "placement": record.placement, "htp_ops": record.htp_op_count,
                     "htp_op_types": record.htp_op_types, "context_binary_bytes": record.context_binary_bytes,

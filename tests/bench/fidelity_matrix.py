@@ -42,6 +42,7 @@ logging.disable(logging.WARNING)
 from swiftformer_qnn.core.targets import get_precision  # noqa: E402
 from swiftformer_qnn.htp.bn_guard import predict, protect  # noqa: E402
 from swiftformer_qnn.htp.compile import compile_model  # noqa: E402
+from swiftformer_qnn.htp.record import CompileSpec  # noqa: E402
 from swiftformer_qnn.htp.session import HtpTarget, htp_session  # noqa: E402
 from swiftformer_qnn.measure.agreement import compare_outputs, run_cpu  # noqa: E402
 from swiftformer_qnn.model.htp_form import to_htp_form  # noqa: E402
@@ -115,7 +116,7 @@ def cell(float_graph: Path, form: str, calib: np.ndarray, heldout, fp32, precisi
         protect(model)
         onnx.save(model, str(qdq))
     ctx_dir = work / f"{form}-ctx"
-    compiled = compile_model(qdq, ctx_dir, HtpTarget())  # the EP directly, without the pipeline's guard
+    compiled = compile_model(CompileSpec(model=qdq, out_dir=ctx_dir, target=HtpTarget()))  # the EP directly, without the pipeline's guard
     cpu = run_cpu(qdq, heldout)
     htp = _htp(ctx_dir / "model.ctx.onnx", heldout)
     c, h = compare_outputs(fp32, cpu, classify=True), compare_outputs(fp32, htp, classify=True)
