@@ -82,6 +82,25 @@ def test_two_runs_write_the_same_estimate(exports, tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_a_rerun_replaces_its_own_raw_folder_and_never_a_users(exports, tmp_path):
+    """The raw folder is replaced only when its marker says this tool wrote it: a folder of the
+    user's with the same name is refused by name, in one line, and left as it was."""
+    out = tmp_path / "est"
+    assert invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out)).exit_code == 0
+    (raw,) = out.glob("*.raw")
+    assert json.loads((raw / "made_by.json").read_text())["kind"] == "swiftformer-qnn.estimate-raw"
+    assert invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out)).exit_code == 0  # its own: replaced
+    (raw / "made_by.json").unlink()
+    (raw / "my-notes.txt").write_text("mine")
+    kept = sorted(p.name for p in raw.iterdir())
+    result = invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert f"{raw.name} exists and is not a raw folder this tool wrote" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in raw.iterdir()) == kept and (raw / "my-notes.txt").read_text() == "mine"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no work folder left behind
+
+
 def test_device_estimate_is_the_estimate_subcommand(exports, tmp_path):
     """`profile --device estimate`, as issue 21 and older docs spell it, runs `profile estimate`."""
     figures = []

@@ -61,7 +61,8 @@ def unmarked_runs(root: Path) -> dict[str, str]:
     emulator wrote it, so its `made_by.json` is what keeps an import from taking its cycles for a
     phone's latency."""
     from swiftformer_qnn.htp.session import PROFILE_CSV
-    from swiftformer_qnn.profiling.emulator import MADE_BY, made_by_emulator
+    from swiftformer_qnn.profiling.emulator import made_by_emulator
+    from swiftformer_qnn.profiling.raw import MADE_BY
 
     bad = {}
     for raw in sorted(p for p in root.glob("**/*.raw") if p.is_dir()):

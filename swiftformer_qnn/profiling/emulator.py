@@ -16,7 +16,6 @@ session also writes `qnn_op_trace.json`, which adds each op's QNN type.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import re
@@ -47,6 +46,7 @@ from ..measure.schema import (
 from ..model.variants import Variant
 from .devices import EMULATOR_DEVICE
 from .qnn_viewer import checked_identifier
+from .raw import KIND_PREFIX, marker_kind, write_marker
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +67,18 @@ _ONNX_TYPE = re.compile(r"^([A-Z][A-Za-z0-9]*?)(?:_\d+)?(?:_token_\d+)?$")
 
 # Beside the emulator's raw files: what made them. QNN's CSV itself has the same header and rows
 # whether a phone or the x86 emulator wrote it, so the file alone cannot say (importers read this).
-MADE_BY = "made_by.json"
-MADE_BY_KIND = "swiftformer-qnn.emulator-raw"
+MADE_BY_KIND = KIND_PREFIX + "emulator-raw"
 
 
 def write_made_by(directory: Path) -> Path:
-    from ..core.atomic import write_text_atomic
-
-    return write_text_atomic(Path(directory) / MADE_BY, json.dumps({
-        "kind": MADE_BY_KIND,
-        "made_by": f"onnxruntime-qnn's HTP emulator on x86_64 (swiftformer-qnn {__version__}, profile emulator)",
-        "device_latency": False,
-        "note": NOT_LATENCY,
-    }, indent=2) + "\n")
+    return write_marker(directory, "emulator-raw",
+                        f"onnxruntime-qnn's HTP emulator on x86_64 (swiftformer-qnn {__version__}, profile emulator)",
+                        device_latency=False, note=NOT_LATENCY)
 
 
 def made_by_emulator(path: Path) -> bool:
     """Whether the emulator's marker lies beside `path` (a raw file `profile emulator` wrote)."""
-    try:
-        marker = Path(path).parent / MADE_BY
-        return marker.is_file() and json.loads(marker.read_text()).get("kind") == MADE_BY_KIND
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return False
+    return marker_kind(Path(path).parent) == MADE_BY_KIND
 
 
 def _fallback_type(name: str) -> str:

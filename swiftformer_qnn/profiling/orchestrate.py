@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from ..core.errors import HubError, OutputDirError, UsageError
 from ..core.targets import DEFAULT_SOC, SOCS
 from ..core.versions import is_version_tag, parse_qnn_version, same_release, short_version
@@ -41,6 +42,7 @@ from .exports import (
     heldout_inputs,
     read_export,
 )
+from .raw import keep_raw, write_marker
 
 if TYPE_CHECKING:
     from ..htp.session import HtpTarget
@@ -433,6 +435,8 @@ def _profile_on_estimator(
                 raise
             ran = profile.toolchain.qnn_version or "unknown"
             stem = profile_stem(label, ran, profile.target.device)
+            write_marker(work, "estimate-raw", f"QNN {ran}'s HTP estimator for {proxy.name} (swiftformer-qnn "
+                         f"{__version__}, profile estimate)", device_latency=False)
             final_raw = _keep_raw(work, out_dir, stem)
             path = profile.save(out_dir / f"{stem}.profile.json")
             result.profiled.append(ProfiledModel(f"{label}-qnn{ran}", profile, {"profile": path, "raw": final_raw},
@@ -495,8 +499,4 @@ def import_profile(
 
 def _keep_raw(work: Path, out_dir: Path, stem: str) -> Path:
     """Move a run's raw folder (QNN's own outputs) beside its profile, replacing an earlier run's."""
-    final = out_dir / f"{stem}.raw"
-    if final.exists():
-        shutil.rmtree(final)
-    work.rename(final)
-    return final
+    return keep_raw(work, out_dir / f"{stem}.raw")

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import __version__
 from ..core.errors import PhoneError, PhoneRunError, UsageError
 from ..core.targets import SOCS, Soc, get_soc
 from ..core.versions import short_version
@@ -34,6 +35,7 @@ from .importers import ImportContext
 from .importers.qnn_profile_viewer import viewer_profile
 from .qnn_sdk import QnnSdk, check_version, find_sdk
 from .qnn_viewer import ViewerReport, parse_viewer_csv, parse_viewer_json_text
+from .raw import keep_raw, write_marker
 
 PHONE_ROOT = "/data/local/tmp/swiftformer-qnn"
 # Where fastrpc looks for Skels after ours (ours first, or the vendor's mismatched one loads).
@@ -184,9 +186,9 @@ class PhoneSession:
         try:
             profile = self._run(source, label, binary, feeds, staging)
             files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
-            if raw_dir.exists():
-                shutil.rmtree(raw_dir)  # this tool's own raw files of an earlier run into this --out
-            staging.rename(raw_dir)
+            write_marker(staging, "phone-raw", f"qnn-net-run on {self.phone.device_name} ({self.phone.adb.serial}), "
+                         f"swiftformer-qnn {__version__} profile phone", device_latency=True)
+            keep_raw(staging, raw_dir)  # an earlier run's folder is replaced, a folder of the user's refused
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
