@@ -216,6 +216,23 @@ def test_names_from_profiles_reach_report_md_as_text(tmp_path):
     _markdown_is_inert(md)
 
 
+def test_names_from_profiles_reach_charts_as_plain_text(tmp_path):
+    """Charts draw outside names as text: no matplotlib math (a name with `$\\frac$` made savefig raise), no
+    control character handed to the font (each drew a warning and a missing glyph)."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        p = synthetic_profile(1000 * rng.lognormal(0, 0.01, 20), BLOCKS, job_id=f"m{i}",
+                              device="S23 $x_{1}$ $\\frac$ cost $5 \x1b[2J")
+        p.save(tmp_path / "p" / f"job{i}" / "l1-w8a8.profile.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning
+        res = runner.invoke(app, ["report", str(tmp_path / "p"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert list((tmp_path / "r").glob("*.png"))
+
+
 def test_names_from_profiles_reach_gate_md_as_text(tmp_path):
     base, cand = _hostile_side(tmp_path / "b", 1), _hostile_side(tmp_path / "c", 2)
     res = runner.invoke(app, ["gate", "latency", "-b", str(base), "-c", str(cand), "--markdown", str(tmp_path / "g.md")],

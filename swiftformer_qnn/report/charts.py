@@ -17,7 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 
+from ..core.text import terminal_safe
 from .model import Breakdown, Column, Report, Setting, Unit, Waterfall
 from .tables import column_short, fmt_ms
 
@@ -117,6 +119,11 @@ def _wrap(text: str, width: int = 48) -> str:
 
 
 def _save(fig: Figure, path: Path) -> None:
+    # Names in a chart come from profiles (model, device, op names): drawn as plain text, never
+    # as matplotlib's math ("$\\frac$" in a device name made savefig raise), control characters shown.
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        text.set_text(terminal_safe(text.get_text()))
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=DPI, facecolor="white")
 
