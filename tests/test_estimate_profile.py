@@ -75,11 +75,15 @@ def test_two_runs_write_the_same_estimate(exports, tmp_path):
     runs = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        assert invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out)).exit_code == 0
+        result = invoke("estimate", "--from", str(exports["encoder"]), "--out", str(out), *(("--json",) if i else ()))
+        assert result.exit_code == 0, result.output
         (path,) = out.glob("*.profile.json")
         p = load_profile(path)
         runs.append((p.estimate.cycles, [(op.name, op.execution_cycles, op.attribution) for op in p.ops]))
     assert runs[0] == runs[1]
+    summary = json.loads(result.stdout)  # the second run's --json: the profile it wrote, nothing else
+    assert summary["backend"] == "estimate" and summary["profiles"][0]["files"]["profile"] == str(path)
+    assert summary["profiles"][0]["source"] == "estimate" and summary["profiles"][0]["latency"] is None
 
 
 def test_a_rerun_replaces_its_own_raw_folder_and_never_a_users(exports, tmp_path):

@@ -70,6 +70,21 @@ def test_import_a_cycles_only_ai_hub_profile(xs_model, export, tmp_path):
     assert raw.read_text() == json.dumps(json.loads(raw.read_text()))  # the user's file untouched
 
 
+def test_import_json_summary_is_the_profile_commands_own(xs_model, export, tmp_path):
+    """`profile import --json` prints what the other profile commands print with --json (one
+    profile, its source and per-block figures) and nothing else on stdout."""
+    raw = saved_payload(xs_model["qdq"], tmp_path / "downloaded.json")
+    res = invoke(str(raw), "--from", str(export), "--device", "s23 ultra", "--qnn", "2.42", "--out",
+                 str(tmp_path / "out"), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    (item,) = summary["profiles"]
+    p = load_profile(Path(item["files"]["profile"]))
+    assert summary["backend"] == "import" and summary["device"] == item["device"] == "Samsung Galaxy S23 Ultra"
+    assert item["source"] == p.source.value == "aihub" and item["latency"]["median_us"] == p.latency.median_us
+    assert {name: b["time"] for name, b in item["blocks"].items()} == {n: b.time for n, b in block_times(p).items()}
+
+
 def test_import_needs_the_device_and_refuses_other_files(xs_model, export, tmp_path):
     raw = saved_payload(xs_model["qdq"], tmp_path / "downloaded.json")
     res = invoke(str(raw), "--from", str(export), "--out", str(tmp_path / "out"))

@@ -342,20 +342,22 @@ def _render_files(out: Console, files: list[tuple[str, Path]]) -> None:
 
 def run_summary(result: ProfileRunResult) -> dict:
     """`profile --json`: per profile its files, what its times are (source, unit) and the figures."""
-    from ..profiling.schema import block_times
-
-    profiles = []
-    for item in result.profiled:
-        p = item.profile
-        words, unit = _source_words(p)
-        profiles.append({
-            "label": item.label, "files": {k: str(v) for k, v in item.files.items()}, "device": p.target.device,
-            "source": p.source.value, "what": words, "unit": unit,
-            "latency": p.latency.model_dump(mode="json") if p.latency is not None else None,
-            "blocks": {name: {"time": b.time, "share": b.share, "ops": b.op_count} for name, b in block_times(p).items()},
-        })
     return {"backend": result.backend.value, "device": result.device, "out_dir": str(result.out_dir),
-            "profiles": profiles, "failed": [f.one_line() for f in result.failures]}
+            "profiles": [_profile_summary(item) for item in result.profiled],
+            "failed": [f.one_line() for f in result.failures]}
+
+
+def _profile_summary(item: ProfiledModel) -> dict:
+    from ..measure.schema import block_times
+
+    p = item.profile
+    words, unit = _source_words(p)
+    return {
+        "label": item.label, "files": {k: str(v) for k, v in item.files.items()}, "device": p.target.device,
+        "source": p.source.value, "what": words, "unit": unit,
+        "latency": p.latency.model_dump(mode="json") if p.latency is not None else None,
+        "blocks": {name: {"time": b.time, "share": b.share, "ops": b.op_count} for name, b in block_times(p).items()},
+    }
 
 
 def render_devices(out: Console, devices: list[dict], api_url: str) -> None:
@@ -378,12 +380,17 @@ def profile_import(
     qnn: Annotated[str | None, typer.Option("--qnn", help="The QAIRT version it ran with, where the file does not say (e.g. 2.42).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where the profile goes. Default: build/profiles/<timestamp>/.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many of the slowest ops to show.")] = 10,
+    json_: JsonOpt = False,
 ) -> None:
     """Convert a profile you already have into this tool's schema, ops attributed to blocks,
     so it joins reports and gates."""
     from ..profiling.orchestrate import import_profile
 
     item = import_profile(file, from_dir, device=device, qnn=qnn, out_dir=out)
+    if json_:
+        print_json({"backend": "import", "device": item.profile.target.device,
+                    "out_dir": str(item.files["profile"].parent), "profiles": [_profile_summary(item)], "failed": []})
+        return
     _render_profile(console, item, top)
     console.print()
     _render_files(console, [("profile", item.files["profile"])])

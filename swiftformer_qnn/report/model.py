@@ -40,7 +40,7 @@ class ModelRow(_Frozen):
     variant: str
     input_shape: list[int]
     attention: str
-    graph: str = "faithful"  # the exported graph form (profiling.schema.ModelInfo.graph)
+    graph: str = "faithful"  # the exported graph form (measure.schema.ModelInfo.graph)
     label: str  # "SwiftFormer-L1 1x3x224x224"
     short: str  # "L1", "encoder block": for ratio rows and chart ticks
     is_encoder_block: bool
