@@ -55,7 +55,7 @@ not kept (graph surgery on the QDQ model, then estimated):
     lookup, the cheapest elementwise op the HTP has.
 
 Module paths are kept (`stage2.block9_swiftformer_encoder.attention.to_query`), so ONNX node
-names still say which block and part each op belongs to (`profiling.attribution`).
+names still say which block and part each op belongs to (`measure.attribution`).
 """
 
 from __future__ import annotations
