@@ -34,19 +34,27 @@ def _cost_header(s: SensitivityResults) -> tuple[str, ...]:
 
 
 def sensitivity_table(s: SensitivityResults) -> TableSpec:
-    """One row per unit: its 8 -> 16-bit gain on the HTP and on the CPU, the SQNR with it alone at 16
-    bits, and its extra cost."""
-    rows = [[u.unit, f"{u.htp_gain_db:.1f}" if u.htp_gain_db is not None else "-",
-             f"{_gain_db(u.cpu_gain)}", _db(u.htp_sqnr_db), _cost(s, u.extra_cost), str(u.converts)]
+    """One row per unit: the output noise its 16 bits remove (on the HTP and on the CPU), and how
+    it was found: its output's SQNR in uniform w8a8 and w8a16 and the factor its noise reaches the
+    model output with (taps), or the SQNR with it alone at 8 bits (one unit at a time)."""
+    taps = s.direction == "taps"
+    rows = [[u.unit, f"{u.htp_gain_db:.1f}" if u.htp_gain_db is not None else "-", f"{_gain_db(u.cpu_gain)}",
+             *((_db(u.out_sqnr8_db), _db(u.out_sqnr16_db), f"{u.carry:.2f}") if taps else (_db(u.htp_sqnr_db),)),
+             _cost(s, u.extra_cost)]
             for u in s.units]
+    how = (f"from each unit's output against fp32 in uniform w8a8, w8a16 and {len(s.tap_runs)} mixed run(s)"
+           if taps else "each unit alone at 8 bits from uniform w8a16")
     return TableSpec(
-        title=f"Sensitivity: each unit alone at 16 bits ({s.samples} held-out inputs)",
-        headers=[("unit",), ("gain HTP", "dB"), ("gain CPU", "dB"), ("SQNR", "HTP dB"),
-                 ("extra",) + _cost_header(s)[1:], ("Convert", "ops")],
+        title=f"Sensitivity: {how} ({s.samples} held-out inputs)",
+        headers=[("unit",), ("gain HTP", "dB"), ("gain CPU", "dB"),
+                 *((("out w8a8", "SQNR dB"), ("out w8a16", "SQNR dB"), ("carry",)) if taps else (("SQNR", "HTP dB"),)),
+                 ("extra",) + _cost_header(s)[1:]],
         rows=rows, numeric_from=1,
-        caption=(f"gain: power of the output's change when the unit alone goes 8 -> 16 bits, in dB of the fp32 "
-                 f"output (higher: more sensitive). Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 "
-                 f"{_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator vs fp32). Cost: {s.cost_source}."))
+        caption=("gain: the model output's noise power its 16 bits remove, in dB of the fp32 output (higher: more "
+                 "sensitive); the gains add up to w8a8's noise minus w8a16's. "
+                 + ("carry: how its output's relative noise reaches the model output. " if taps else "")
+                 + f"Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 {_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator "
+                 f"vs fp32); {_cost(s, s.convert_cost)} per meeting of 8- and 16-bit units. Cost: {s.cost_source}."))
 
 
 def _gain_db(g: float) -> str:
@@ -72,6 +80,10 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
     for k, p in enumerate(r.curve[1:-1], 1):
         mark = " (chosen)" if set(p.sixteen) == chosen else ""
         rows.append(_row(s, f"curve {k}{mark}", len(p.sixteen), p.predicted_sqnr_db, p.measured))
+    on_curve = {frozenset(p.sixteen) for p in r.curve}
+    for k, t in enumerate(r.tried, 1):
+        if frozenset(t.sixteen) not in on_curve:
+            rows.append(_row(s, f"tried {k}", len(t.sixteen), t.predicted_sqnr_db, t.measured))
     rows.append(_row(s, "w8a16", len(s.units), s.w8a16.htp_sqnr_db, s.w8a16))
     if r.lite_mp is not None:
         rows.append(_row(s, "Lite-MP 10%", len(r.lite_mp.sixteen), r.lite_mp.predicted_sqnr_db, r.lite_mp.measured))
@@ -85,7 +97,8 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
                  ("HTP", "ops"), ("Convert", "ops"), ("binary", "MB")],
         rows=rows, numeric_from=1,
         caption=(f"HTP: the compiled binary on the HTP emulator vs fp32 on {s.samples} held-out inputs; '-': not "
-                 f"measured. Cost: {s.cost_source}."),
+                 f"measured; predicted: by the gains, corrected by the measured candidates; tried: measured "
+                 f"candidates the corrected curve left. Cost: {s.cost_source}."),
         footnotes=[f"chosen: {', '.join(r.chosen.sixteen) or 'none'} at 16 bits"])
 
 
