@@ -132,8 +132,10 @@ def pareto_chart(s: SensitivityResults, r: SearchResults, path: Path) -> Path:
             markersize=3, label="predicted (greedy curve)")
     points = [("w8a8", s.w8a8), ("w8a16", s.w8a16), ("chosen", r.chosen), ("Lite-MP 10%", r.lite_mp),
               ("ours @ Lite-MP", r.lite_mp_peer)]
+    points += [("tried", t) for t in r.tried if t.sixteen != r.chosen.sixteen]
     points += [("", p) for p in r.curve if p.measured is not None]
-    markers = {"w8a8": "s", "w8a16": "s", "chosen": "*", "Lite-MP 10%": "^", "ours @ Lite-MP": "D", "": "o"}
+    markers = {"w8a8": "s", "w8a16": "s", "chosen": "*", "Lite-MP 10%": "^", "ours @ Lite-MP": "D", "tried": "x",
+               "": "o"}
     seen = set()
     for label, m in _measured(points):
         ax.scatter([m.cost / base], [m.htp_sqnr_db], marker=markers[label], s=90 if label == "chosen" else 40,
