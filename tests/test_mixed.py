@@ -291,3 +291,15 @@ def test_diagnose_reads_a_mixed_export(mixed_block):
 
     d = diagnose_export(mixed_block.directory)
     assert d.precision == "mixed" and d.blocks and d.blocks[-1].htp_vs_fp32_db is not None
+
+
+def test_mixed_xs_gains_come_from_taps_and_add_up_to_what_w8a16_removes(tmp_path):
+    r = run_export(ExportRequest(variant="xs", resolution=64, precision="mixed", max_time_ratio=1.3, until=Until.COMPILE,
+                                 output_dir=tmp_path / "xs", **SMALL))
+    s, search = r.manifest.results("sensitivity", object), r.manifest.results("mixed_search", object)
+    assert s.direction == "taps" and len(s.tap_runs) == 2 and s.tap_runs[0] and s.tap_runs[1]
+    assert sum(u.htp_gain for u in s.units) == pytest.approx(s.w8a8.htp_noise - s.w8a16.htp_noise, rel=1e-6)
+    assert all(u.out_sqnr16_db > u.out_sqnr8_db for u in s.units)  # every output is more faithful at w8a16
+    assert s.units[-1].carry == 1.0 and all(u.carry >= 0 for u in s.units)
+    assert search.chosen.measured.cost <= 1.3 * s.w8a8.cost
+    assert r.manifest.results("quantize", object).sixteen_bit_units == search.chosen.sixteen
