@@ -5,11 +5,15 @@ quantized with the calibration ranges every candidate shares (onnxruntime's cali
 calibrated once), compiled for the target SoC and run by the HTP emulator, and its QDQ model by
 the CPU EP, on the same few held-out inputs; both are compared with the fp32 outputs.
 
-Sensitivity direction: each unit alone goes 8 -> 16 bits from uniform w8a8. The default target
-and any time budget under w8a16's lie near w8a8 (most units stay 8-bit), so each unit is
-measured in the company it will keep: its inputs carry the 8-bit noise of its neighbours, as in
-the assignments the search picks; and the uniform w8a8 run is the shared baseline of every unit.
-The gain is the power of the output's change (`mixed_search`), not the SQNR difference.
+Sensitivity: a unit's gain is the output noise power its 16 bits remove. Moving one unit alone
+from w8a8 to 16 bits re-rounds every 8-bit quantizer after it, so the output's change holds far
+more than the unit's own noise (XS 224: the changes summed to 15x what w8a16 removes). Units that
+form a chain are instead read from inside whole-model runs: uniform w8a8, uniform w8a16 and the
+two alternating assignments (`carry_runs`) are compiled with every unit's output also an output
+of the binary (`tapped_model`), and `mixed_search.chain_gains` turns each unit's output noise in
+those runs into its gain (docs/mixed-precision.md compares the methods measured). The standalone
+block's parts are no chain: each is measured alone at 8 bits from uniform w8a16, where the
+quantizers after it are 16-bit and barely re-round.
 
 Cost: the estimated device time of each candidate where QNN's HTP estimator exists for the
 target (so the converts a mix adds are paid for), else bit-ops (MACs x weight bits x activation
@@ -62,6 +66,10 @@ from .stage_results import CandidateFigures, MixedPoint, SearchResults, Sensitiv
 
 log = logging.getLogger(__name__)
 
+# What the sensitivity measures (a cache entry of another method is not reused): taps in uniform
+# w8a8 and w8a16 and two alternating runs, with each output's rounding; one unit at a time 16 -> 8
+# where the units are no chain.
+SENSITIVITY_METHOD = "taps-4-rounding/16->8"
 SENSITIVITY_SAMPLES = 2  # held-out inputs per candidate: ~1.1-1.5 s each for L1 on the emulator
 RANGES = "ranges.json"  # onnxruntime's calibration cache, shared by every candidate and the quantize stage
 MAX_EXTRA_MEASUREMENTS = 3  # candidates tried after a measured choice misses its target

@@ -4,18 +4,20 @@ The measurements (`pipeline.mixed`) give, on the same held-out inputs:
 
 - the output noise of uniform w8a8 and uniform w8a16 against fp32 (`noise8`, `noise16`, each as
   error power over signal power, the inverse of SQNR in linear terms);
-- per unit, `gain`: the power of the change of the output when that unit alone goes from 8- to
-  16-bit activations, over the same signal power. The change is the unit's own 8-bit activation
-  noise as it reaches the output, so it is free of the cross terms with every other unit's noise
-  that make the SQNR difference of two runs on a few inputs swing by more than one unit's share;
+- per unit, `gain`: the output noise power (over the same signal power) its 16 bits remove,
+  from the noise of every unit's output in a few whole-model runs (`chain_gains`), or from the
+  unit alone at 8 bits; and `handover`, the part of it its output's 8-bit rounding makes, kept
+  while the next unit reads 8 bits;
 - per unit, its extra cost at 16 bits (estimated time, or bit-ops where no estimate exists).
 
 Model: noise powers of independent sources add, so the noise of an assignment with the units in
-`S` at 16 bits is `noise16 + c * sum(gain[u] for u not in S)`, and its cost is
-`cost8 + k * sum(extra[u] for u in S)`; `c` and `k` make the two uniform ends exact (what they
-were measured to be). Units are added in order of gain per extra cost (the greedy knapsack
-order AIMET's AMP walks too), which traces the curve from uniform w8a8 to uniform w8a16; the
-search stage then measures the points it picks, so no predicted figure is reported as measured.
+`S` at 16 bits is `noise16 + c * (sum(gain[u] for u not in S) + sum(handover[u] for u in S whose
+next unit is not))`, and its cost is `cost8 + k * sum(extra[u] for u in S)` plus the Convert ops'
+cost at each meeting of an 8- and a 16-bit unit; `c` and `k` make the two uniform ends exact (what
+they were measured to be) until measured candidates correct them (`corrected`). Units are added
+by predicted gain per added cost (the greedy knapsack order AIMET's AMP walks too), which traces
+the curve from uniform w8a8 to uniform w8a16; the search stage then measures the points it
+picks, so no predicted figure is reported as measured.
 """
 
 from __future__ import annotations

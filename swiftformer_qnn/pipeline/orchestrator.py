@@ -703,7 +703,7 @@ class _Run:
                                ("validate", "heldout_fp32.npy"))
 
     def _stage_sensitivity(self):
-        from .mixed import SENSITIVITY_SAMPLES, measure_sensitivity
+        from .mixed import SENSITIVITY_METHOD, SENSITIVITY_SAMPLES, measure_sensitivity
 
         def produce(d: Path):
             with tempfile.TemporaryDirectory() as tmp:
@@ -711,6 +711,7 @@ class _Run:
                 return measure_sensitivity(bench, unplaced)
 
         options = {"variant": self.r.variant.name, "soc": self.r.soc.name, "samples": SENSITIVITY_SAMPLES,
+                   "method": SENSITIVITY_METHOD,
                    "per_channel": True, **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached("sensitivity", options=options, inputs=self._mixed_inputs(), produce=produce,
                             outputs=("ranges.json",))
