@@ -8,6 +8,7 @@ label; bit-ops say they are bit-ops.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -136,15 +137,19 @@ def pareto_chart(s: SensitivityResults, r: SearchResults, path: Path) -> Path:
     points += [("", p) for p in r.curve if p.measured is not None]
     markers = {"w8a8": "s", "w8a16": "s", "chosen": "*", "Lite-MP 10%": "^", "ours @ Lite-MP": "D", "tried": "x",
                "": "o"}
+    # One colour per kind of point, whichever order they are drawn in.
+    colors = {"w8a8": "tab:blue", "w8a16": "tab:orange", "chosen": "tab:green", "Lite-MP 10%": "tab:red",
+              "ours @ Lite-MP": "tab:purple", "tried": "tab:brown", "": "0.4"}
     seen = set()
     for label, m in _measured(points):
         ax.scatter([m.cost / base], [m.htp_sqnr_db], marker=markers[label], s=90 if label == "chosen" else 40,
-                   zorder=3, label=label if label and label not in seen else None)
+                   color=colors[label], zorder=4 if label == "chosen" else 3,
+                   label=label if label and label not in seen else None)
         seen.add(label)
     what = "estimated time" if s.cost_unit == "us" else "bit-ops"
     ax.set_xlabel(f"{what} relative to uniform w8a8")
     ax.set_ylabel("SQNR vs fp32, dB (HTP emulator)")
-    ax.set_title(f"Mixed precision: {r.target}", fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(f"Mixed precision: {r.target}", 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.text(0.01, 0.01, f"cost: {s.cost_source}"[:150], fontsize=6)
