@@ -15,11 +15,15 @@ from swiftformer_qnn.core.errors import UsageError
 from swiftformer_qnn.measure.attribution import model_blocks
 from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
+from swiftformer_qnn.pipeline.mixed import chain_outputs, tapped_model, with_outputs
 from swiftformer_qnn.pipeline.mixed_search import (
+    Corrections,
     Ends,
     Target,
     UnitFigures,
+    chain_gains,
     choose,
+    corrected,
     default_requirements,
     greedy_order,
     lite_mp,
@@ -79,11 +83,107 @@ def test_lite_mp_puts_the_top_tenth_of_units_in_16_bits():
     assert lite_mp({"a": 1.0, "b": 2.0}) == ("b",)  # at least one
 
 
+def _chain_runs(carry, q8, q16, sixteen_sets, rounding=None):
+    """Each unit's output noise in runs of a simulated chain: r[k] = carry[k] (r[k-1] + h) + q(bits),
+    h the previous output's 8-bit rounding when it was written at 16 bits and is read at 8."""
+    runs = []
+    for sixteen in sixteen_sets:
+        r, out = 0.0, []
+        for k in range(len(carry)):
+            h = rounding[k - 1] if rounding and k and k - 1 in sixteen and k not in sixteen else 0.0
+            r = carry[k] * (r + h) + (q16[k] if k in sixteen else q8[k])
+            out.append(r)
+        runs.append(out)
+    return runs
+
+
+CARRY, Q8, Q16 = [1.0, 0.4, 2.5, 0.7, 1.2], [4e-4, 3e-4, 2e-4, 1e-4, 5e-5], [2e-5, 1e-5, 3e-5, 1e-5, 1e-6]
+
+
+def test_chain_gains_recover_each_units_noise_at_the_output_from_three_runs():
+    n = len(CARRY)
+    even = {k for k in range(n) if k % 2 == 0}
+    r8, r16, mixed = _chain_runs(CARRY, Q8, Q16, [set(), set(range(n)), even])
+    gains, _, carried = chain_gains(r8, r16, [([k in even for k in range(n)], mixed)])
+    for k in range(n):
+        later = math.prod(CARRY[k + 1:])
+        assert carried[k] == pytest.approx(later)
+        assert gains[k] == pytest.approx(later * (Q8[k] - Q16[k]))
+    assert sum(gains) == pytest.approx(r8[-1] - r16[-1])
+    # Any assignment is then predicted exactly; relative noise carried unchanged (no mixed run) is not.
+    ends = Ends(r8[-1], r16[-1], 100.0, 200.0)
+    units = [UnitFigures(str(k), g, 10.0) for k, g in enumerate(gains)]
+    (other,) = _chain_runs(CARRY, Q8, Q16, [{0, 2}])
+    assert predict(["0", "2"], units, ends).sqnr_db == pytest.approx(10 * math.log10(1 / other[-1]))
+    flat, _, _ = chain_gains(r8, r16)
+    flat_units = [UnitFigures(str(k), g, 10.0) for k, g in enumerate(flat)]
+    assert abs(predict(["0", "2"], flat_units, ends).sqnr_db - 10 * math.log10(1 / other[-1])) > 3
+
+
+def test_an_outputs_rounding_is_only_gained_when_the_next_unit_reads_16_bits_too():
+    n, rounding = len(CARRY), [1e-4, 2e-4, 0.5e-4, 1e-4, 0.0]
+    even, odd = {k for k in range(n) if k % 2 == 0}, {k for k in range(n) if k % 2}
+    r8, r16, a, b = _chain_runs(CARRY, Q8, Q16, [set(), set(range(n)), even, odd], rounding)
+    runs = [([k in even for k in range(n)], a), ([k in odd for k in range(n)], b)]
+    gains, kept, _ = chain_gains(r8, r16, runs, rounding)
+    ends = Ends(r8[-1], r16[-1], 100.0, 200.0)
+    units = [UnitFigures(str(k), g, 10.0, h) for k, (g, h) in enumerate(zip(gains, kept, strict=True))]
+    for sixteen in ({0, 2}, {1, 2, 3}, {3}, {0, 1, 4}):
+        (truth,) = _chain_runs(CARRY, Q8, Q16, [sixteen], rounding)
+        assert predict([str(k) for k in sixteen], units, ends).sqnr_db == pytest.approx(10 * math.log10(1 / truth[-1]))
+    blind, _, _ = chain_gains(r8, r16, runs)  # the rounding ignored: 16-bit islands look better than they are
+    (truth,) = _chain_runs(CARRY, Q8, Q16, [{0, 2}], rounding)
+    blind_units = [UnitFigures(str(k), g, 10.0) for k, g in enumerate(blind)]
+    assert predict(["0", "2"], blind_units, ends).sqnr_db > 10 * math.log10(1 / truth[-1]) + 0.3
+
+
+def test_measured_candidates_correct_the_noise_scale_and_the_convert_cost():
+    chain = [u.unit for u in UNITS]
+    truth = Corrections(noise_scale=1.5, convert_cost=7.0, chain=tuple(chain))
+    base = Corrections(chain=tuple(chain))
+    measured = []
+    for sixteen in (["a"], ["a", "c"], ["b", "d"]):
+        p = predict(sixteen, UNITS, ENDS, truth)
+        measured.append((sixteen, 10 ** (-p.sqnr_db / 10), p.cost))
+    fitted = corrected(UNITS, ENDS, measured, chain)
+    assert fitted.noise_scale == pytest.approx(1.5) and fitted.convert_cost == pytest.approx(7.0)
+    assert base.meetings({"a", "c"}) == 3 and base.meetings({"a", "b"}) == 1
+    # With converts priced, a unit beside a 16-bit one is the cheaper step: a, b (one meeting), not a, c (three).
+    cheap = [UnitFigures("a", 4e-4, 10.0), UnitFigures("b", 1e-4, 10.0), UnitFigures("c", 1.2e-4, 10.0)]
+    second = pareto_curve(cheap, ENDS, Corrections(convert_cost=20.0, chain=("a", "b", "c")))[2]
+    assert set(second.sixteen) == {"a", "b"}
+    assert set(pareto_curve(cheap, ENDS)[2].sixteen) == {"a", "c"}
+
+
 @pytest.fixture(scope="module")
 def xs_float_graph(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("xs") / "xs"
     r = run_export(ExportRequest(variant="xs", resolution=64, until=Until.ONNX, output_dir=out, **SMALL))
     return r.directory / "model.fold.onnx"
+
+
+def test_xs_blocks_form_a_chain_whose_hand_over_tensors_are_tapped_as_the_next_block_reads_them(xs_float_graph, tmp_path):
+    import numpy as np
+
+    from swiftformer_qnn.core.targets import Precision
+    from swiftformer_qnn.measure.agreement import cpu_runs, sqnr_db
+    from swiftformer_qnn.pipeline.quantize import quantize_qdq
+
+    model = onnx.load(str(xs_float_graph))
+    units = precision_units(model, get_variant("xs"))
+    chain = chain_outputs(model, units)
+    assert chain is not None and len(chain) == len(units) and chain[-1] == model.graph.output[0].name
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    qdq = tmp_path / "q.onnx"
+    quantize_qdq(xs_float_graph, x, qdq, Precision.W8A8)
+    names = tapped_model(qdq, chain[:-1], tmp_path / "t.onnx")
+    plain = cpu_runs(qdq, x[:1])[0][0]
+    tapped = cpu_runs(tmp_path / "t.onnx", x[:1])[0]
+    assert np.array_equal(tapped[0], plain)  # the taps leave the model's output as it was
+    fp32 = cpu_runs(with_outputs(xs_float_graph, chain[:-1]), x[:1], outputs=chain[:-1])[0]
+    for tap, ref in zip(tapped[1:], fp32, strict=True):  # each tap is its float tensor after 8-bit layers
+        assert tap.shape == ref.shape and 0 < np.abs(tap - ref).max() and sqnr_db(ref, tap) > 12
+    assert len(names) == len(units) - 1
 
 
 def test_every_compute_node_of_xs_falls_in_one_block_unit(xs_float_graph):
@@ -191,3 +291,15 @@ def test_diagnose_reads_a_mixed_export(mixed_block):
 
     d = diagnose_export(mixed_block.directory)
     assert d.precision == "mixed" and d.blocks and d.blocks[-1].htp_vs_fp32_db is not None
+
+
+def test_mixed_xs_gains_come_from_taps_and_add_up_to_what_w8a16_removes(tmp_path):
+    r = run_export(ExportRequest(variant="xs", resolution=64, precision="mixed", max_time_ratio=1.3, until=Until.COMPILE,
+                                 output_dir=tmp_path / "xs", **SMALL))
+    s, search = r.manifest.results("sensitivity", object), r.manifest.results("mixed_search", object)
+    assert s.direction == "taps" and len(s.tap_runs) == 2 and s.tap_runs[0] and s.tap_runs[1]
+    assert sum(u.htp_gain for u in s.units) == pytest.approx(s.w8a8.htp_noise - s.w8a16.htp_noise, rel=1e-6)
+    assert all(u.out_sqnr16_db > u.out_sqnr8_db for u in s.units)  # every output is more faithful at w8a16
+    assert s.units[-1].carry == 1.0 and all(u.carry >= 0 for u in s.units)
+    assert search.chosen.measured.cost <= 1.3 * s.w8a8.cost
+    assert r.manifest.results("quantize", object).sixteen_bit_units == search.chosen.sixteen

@@ -4,18 +4,20 @@ The measurements (`pipeline.mixed`) give, on the same held-out inputs:
 
 - the output noise of uniform w8a8 and uniform w8a16 against fp32 (`noise8`, `noise16`, each as
   error power over signal power, the inverse of SQNR in linear terms);
-- per unit, `gain`: the power of the change of the output when that unit alone goes from 8- to
-  16-bit activations, over the same signal power. The change is the unit's own 8-bit activation
-  noise as it reaches the output, so it is free of the cross terms with every other unit's noise
-  that make the SQNR difference of two runs on a few inputs swing by more than one unit's share;
+- per unit, `gain`: the output noise power (over the same signal power) its 16 bits remove,
+  from the noise of every unit's output in a few whole-model runs (`chain_gains`), or from the
+  unit alone at 8 bits; and `handover`, the part of it its output's 8-bit rounding makes, kept
+  while the next unit reads 8 bits;
 - per unit, its extra cost at 16 bits (estimated time, or bit-ops where no estimate exists).
 
 Model: noise powers of independent sources add, so the noise of an assignment with the units in
-`S` at 16 bits is `noise16 + c * sum(gain[u] for u not in S)`, and its cost is
-`cost8 + k * sum(extra[u] for u in S)`; `c` and `k` make the two uniform ends exact (what they
-were measured to be). Units are added in order of gain per extra cost (the greedy knapsack
-order AIMET's AMP walks too), which traces the curve from uniform w8a8 to uniform w8a16; the
-search stage then measures the points it picks, so no predicted figure is reported as measured.
+`S` at 16 bits is `noise16 + c * (sum(gain[u] for u not in S) + sum(handover[u] for u in S whose
+next unit is not))`, and its cost is `cost8 + k * sum(extra[u] for u in S)` plus the Convert ops'
+cost at each meeting of an 8- and a 16-bit unit; `c` and `k` make the two uniform ends exact (what
+they were measured to be) until measured candidates correct them (`corrected`). Units are added
+by predicted gain per added cost (the greedy knapsack order AIMET's AMP walks too), which traces
+the curve from uniform w8a8 to uniform w8a16; the search stage then measures the points it
+picks, so no predicted figure is reported as measured.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from ..core.errors import UsageError
 DEFAULT_RECOVERED_SHARE = 0.5
 # ... for at most this share of w8a16's extra cost.
 DEFAULT_COST_SHARE = 1 / 3
+# A unit's carry factor (how its input noise reaches its output, relative) outside [0, this] is
+# taken for a measurement artefact (two nearly equal input noises) and not used.
+MAX_CARRY = 4.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class UnitFigures:
     unit: str
     gain: float  # noise power removed when the unit alone goes 8 -> 16 bits, over signal power
     extra: float  # the unit's extra cost at 16 bits (same unit as the costs: us or bit-ops)
+    # The part of `gain` its output's 8-bit rounding makes: kept while the next unit (in the order
+    # of the units given) reads 8 bits, since the tensor is then re-quantized to 8 bits for it.
+    handover: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,13 +111,35 @@ def _scale(total: float, parts: float) -> float:
     return total / parts if total > 0 and parts > 0 else 1.0
 
 
-def predict(sixteen: Sequence[str], units: Sequence[UnitFigures], ends: Ends) -> Point:
+@dataclass(frozen=True)
+class Corrections:
+    """What measured candidates teach the additive model: `noise_scale` multiplies the summed gains
+    of the 8-bit units (None: the factor that makes the uniform ends exact), `convert_cost` is
+    the cost of each place where an 8- and a 16-bit unit meet (the Convert ops a mix adds), in
+    the order of `chain` (the units' execution order)."""
+
+    noise_scale: float | None = None
+    convert_cost: float = 0.0
+    chain: tuple[str, ...] = ()
+
+    def meetings(self, sixteen: set[str]) -> int:
+        widths = [u in sixteen for u in self.chain]
+        return sum(a != b for a, b in zip(widths, widths[1:], strict=False))
+
+
+def predict(sixteen: Sequence[str], units: Sequence[UnitFigures], ends: Ends,
+            corrections: Corrections = Corrections()) -> Point:
     """The predicted SQNR and cost of the assignment with `sixteen` at 16 bits (module docstring)."""
     chosen = set(sixteen)
-    c = _scale(ends.noise8 - ends.noise16, sum(max(u.gain, 0.0) for u in units))
+    c = corrections.noise_scale
+    if c is None:
+        c = _scale(ends.noise8 - ends.noise16, sum(max(u.gain, 0.0) for u in units))
     k = _scale(ends.cost16 - ends.cost8, sum(max(u.extra, 0.0) for u in units))
-    noise = ends.noise16 + c * sum(max(u.gain, 0.0) for u in units if u.unit not in chosen)
-    cost = ends.cost8 + k * sum(max(u.extra, 0.0) for u in units if u.unit in chosen)
+    kept = sum(max(u.handover, 0.0) for u, after in zip(units, units[1:], strict=False)
+               if u.unit in chosen and after.unit not in chosen)
+    noise = ends.noise16 + c * (sum(max(u.gain, 0.0) for u in units if u.unit not in chosen) + kept)
+    cost = (ends.cost8 + k * sum(max(u.extra, 0.0) for u in units if u.unit in chosen)
+            + corrections.convert_cost * corrections.meetings(chosen))
     order = [u.unit for u in units if u.unit in chosen]
     return Point(tuple(order), to_db(noise), cost)
 
@@ -127,17 +157,106 @@ def greedy_order(units: Sequence[UnitFigures]) -> list[UnitFigures]:
     return sorted(units, key=key)
 
 
-def pareto_curve(units: Sequence[UnitFigures], ends: Ends) -> list[Point]:
+def greedy_path(units: Sequence[UnitFigures], ends: Ends, corrections: Corrections = Corrections()) -> list[Point]:
+    """From uniform w8a8 to uniform w8a16, one unit at a time: the unit that gains the most per
+    cost it adds to the assignment so far (Convert ops included, so a unit beside 16-bit units is
+    cheaper than one between 8-bit ones, and its gain with the rounding it hands over); without
+    either, the order of `greedy_order`."""
+    if not corrections.convert_cost and not any(u.handover for u in units):
+        order = greedy_order(units)
+        return [predict([u.unit for u in order[:k]], units, ends, corrections) for k in range(len(order) + 1)]
+    path = [predict([], units, ends, corrections)]
+    left = list(units)
+    while left:
+        here = path[-1]
+
+        def key(u: UnitFigures, here: Point = here):
+            there = predict([*here.sixteen, u.unit], units, ends, corrections)
+            step, gain = there.cost - here.cost, 10 ** (-here.sqnr_db / 10) - 10 ** (-there.sqnr_db / 10)
+            if gain <= 0:
+                return (2, step, u.unit)
+            if step <= 0:
+                return (0, -gain, u.unit)
+            return (1, -gain / step, u.unit)
+
+        best = min(left, key=key)
+        left.remove(best)
+        path.append(predict([*here.sixteen, best.unit], units, ends, corrections))
+    return path
+
+
+def pareto_curve(units: Sequence[UnitFigures], ends: Ends, corrections: Corrections = Corrections()) -> list[Point]:
     """The greedy path from uniform w8a8 (no unit at 16 bits) to uniform w8a16, keeping only
     points that no cheaper point matches in SQNR."""
-    order = greedy_order(units)
-    path = [predict([u.unit for u in order[:k]], units, ends) for k in range(len(order) + 1)]
+    path = sorted(greedy_path(units, ends, corrections), key=lambda p: p.cost)
     curve, best = [], -math.inf
     for p in path:
         if p.sqnr_db > best:
             curve.append(p)
             best = p.sqnr_db
     return curve
+
+
+def corrected(units: Sequence[UnitFigures], ends: Ends, measured: Sequence[tuple[Sequence[str], float, float]],
+              chain: Sequence[str], convert_cost: float = 0.0) -> Corrections:
+    """The corrections the measured mixed assignments (`(sixteen, noise, cost)`, neither end)
+    imply: the noise scale that fits their noise best (least squares on the noise above
+    uniform w8a16's), and the convert cost that fits their cost above the additive one (else
+    `convert_cost`, e.g. from the sensitivity's own mixed run)."""
+    base = Corrections(chain=tuple(chain))
+    unscaled = Corrections(noise_scale=1.0, chain=tuple(chain))
+    rest = [(10 ** (-predict(s, units, ends, unscaled).sqnr_db / 10) - ends.noise16, n - ends.noise16)
+            for s, n, _ in measured]
+    scale = (sum(g * d for g, d in rest) / sum(g * g for g, _ in rest)) if rest and any(g for g, _ in rest) else None
+    if scale is not None and scale <= 0:
+        scale = None
+    meets_ = [(base.meetings(set(s)), c - predict(s, units, ends, base).cost) for s, _, c in measured]
+    meets_ = [(m, d) for m, d in meets_ if m]
+    if meets_:
+        convert_cost = max(0.0, sum(m * d for m, d in meets_) / sum(m * m for m, _ in meets_))
+    return Corrections(noise_scale=scale, convert_cost=convert_cost, chain=tuple(chain))
+
+
+def chain_gains(noise8: Sequence[float], noise16: Sequence[float],
+                mixed: Sequence[tuple[Sequence[bool], Sequence[float]]] = (),
+                handover: Sequence[float] | None = None) -> tuple[list[float], list[float], list[float]]:
+    """Per unit of a chain, from each unit's output noise (error power over signal power against
+    fp32, read where its own quantizer writes it) in uniform w8a8, uniform w8a16 and mixed runs
+    (`(is 16-bit per unit, noise per unit)`), and the noise of each output's 8-bit rounding alone
+    (`handover`): (its gain at the model output, the part of it that is its output's rounding, the
+    factor its output noise is carried to the model output with).
+
+    Model: a unit's output noise is the noise it reads, carried through it by a factor `g`, plus
+    its own, which depends on its width only: `r[k] = g[k] (r[k-1] + h) + q[k](bits)`, noise
+    powers added (independent rounding); `h` is the previous output's 8-bit rounding when that
+    unit wrote 16 bits and this one reads 8 (a Convert re-quantizes it), else 0. A mixed run gives
+    each unit a second input noise at one width, so `g[k]` (without one, 1: relative noise carried
+    unchanged); then `q8[k] = r8[k] - g[k] r8[k-1]`, `q16[k]` likewise, and the gain is
+    `(q8 - q16)` times the product of the later units' `g`. The gains of all units add up to
+    uniform w8a8's output noise minus w8a16's exactly."""
+    n = len(noise8)
+    rounding = list(handover) if handover is not None else [0.0] * n
+    carry = [1.0] * n
+    for k in range(1, n):
+        estimates = []
+        for sixteen, r in mixed:
+            same = noise16 if sixteen[k] else noise8
+            requantized = rounding[k - 1] if sixteen[k - 1] and not sixteen[k] else 0.0
+            d_in = same[k - 1] - r[k - 1] - requantized
+            if abs(d_in) > 1e-3 * max(same[k - 1], r[k - 1], 1e-30):
+                estimates.append((same[k] - r[k]) / d_in)
+        good = [g for g in estimates if math.isfinite(g) and 0.0 <= g <= MAX_CARRY]
+        if good:
+            carry[k] = sum(good) / len(good)
+    later = [math.prod(carry[k + 1:]) for k in range(n)]
+    gains = []
+    for k in range(n):
+        before8 = noise8[k - 1] if k else 0.0
+        before16 = noise16[k - 1] if k else 0.0
+        own = (noise8[k] - carry[k] * before8) - (noise16[k] - carry[k] * before16)
+        gains.append(own * later[k])
+    kept = [rounding[k] * later[k] if k < n - 1 else 0.0 for k in range(n)]
+    return gains, kept, later
 
 
 def choose(curve: Sequence[Point], ends: Ends, target: Target) -> Point:

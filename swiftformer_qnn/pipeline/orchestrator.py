@@ -110,7 +110,7 @@ STAGE_TITLES = {
     "fold_bn": "Fold BatchNorm into neighbouring ops",
     "inputs": "Prepare calibration and held-out inputs",
     "validate": "Validate ONNX against PyTorch",
-    "sensitivity": "Measure each block at 16 bits on the HTP emulator",
+    "sensitivity": "Measure each block's noise on the HTP emulator",
     "mixed_search": "Choose the mixed-precision assignment",
     "quantize": "Quantize to QDQ",
     "guard": "Guard BatchNorms the QNN EP would corrupt",
@@ -725,7 +725,7 @@ class _Run:
                                ("validate", "heldout_fp32.npy"))
 
     def _stage_sensitivity(self):
-        from .mixed import SENSITIVITY_SAMPLES, measure_sensitivity
+        from .mixed import SENSITIVITY_METHOD, SENSITIVITY_SAMPLES, measure_sensitivity
 
         def produce(d: Path):
             with tempfile.TemporaryDirectory() as tmp:
@@ -733,6 +733,7 @@ class _Run:
                 return measure_sensitivity(bench, unplaced)
 
         options = {"variant": self.r.variant.name, "soc": self.r.soc.name, "samples": SENSITIVITY_SAMPLES,
+                   "method": SENSITIVITY_METHOD,
                    "per_channel": True, **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached("sensitivity", options=options, inputs=self._mixed_inputs(), produce=produce,
                             outputs=("ranges.json",))

@@ -146,7 +146,7 @@ class CandidateFigures(_Model):
 
 
 class UnitSensitivity(_Model):
-    """One unit's measured 8 -> 16-bit gain (the power of the output's change over the signal)."""
+    """One unit's measured gain: the output noise power (over the signal's) its 16 bits remove."""
 
     unit: str
     kind: str | None
@@ -154,13 +154,20 @@ class UnitSensitivity(_Model):
     macs: int
     htp_gain: float  # on the HTP emulator (linear, over signal power)
     cpu_gain: float  # the same on the CPU QDQ model
-    htp_sqnr_db: float | None  # of the assignment with this unit alone at 16 bits
-    cpu_sqnr_db: float | None
+    handover: float = 0.0  # the part of htp_gain its output's 8-bit rounding makes (needs the next unit at 16 bits)
     extra_cost: float  # cost16 - cost8
     cost8: float = 0.0  # its ops' cost in uniform w8a8 (estimate: their share of the critical path)
     cost16: float = 0.0  # the same in uniform w8a16
-    converts: int
-    htp_ops: int | None
+    # taps: SQNR of the unit's output against fp32 in uniform w8a8 and w8a16 (HTP), and the factor
+    # its output noise reaches the model output with (`mixed_search.chain_gains`).
+    out_sqnr8_db: float | None = None
+    out_sqnr16_db: float | None = None
+    carry: float | None = None
+    # one unit at a time: the SQNR of the assignment with this unit alone changed, its Convert ops.
+    htp_sqnr_db: float | None = None
+    cpu_sqnr_db: float | None = None
+    converts: int | None = None
+    htp_ops: int | None = None
 
     @property
     def htp_gain_db(self) -> float | None:
@@ -169,15 +176,19 @@ class UnitSensitivity(_Model):
 
 
 class SensitivityResults(_Model):
-    """`sensitivity`: uniform w8a8 and w8a16 and each unit alone at 16 bits, measured (`pipeline.mixed`)."""
+    """`sensitivity`: uniform w8a8 and w8a16 and the units' gains, measured (`pipeline.mixed`)."""
 
     samples: int  # held-out inputs each candidate ran on (emulator and CPU)
-    direction: str  # "8->16": each unit alone raised from uniform w8a8
+    # "taps": each unit's output noise read in a few whole-model runs; "16->8": each unit alone at
+    # 8 bits from uniform w8a16 (units that are no chain).
+    direction: str
     cost_unit: str  # "us" (estimated) or "bit-ops"
     cost_source: str  # where the cost comes from, as every figure of it is labelled
     w8a8: CandidateFigures
     w8a16: CandidateFigures
     units: list[UnitSensitivity]
+    convert_cost: float = 0.0  # each meeting of an 8- and a 16-bit unit, from a mixed run's estimate
+    tap_runs: list[list[str]] = Field(default_factory=list)  # the mixed runs' 16-bit units (taps)
     unplaced_nodes: list[str] = Field(default_factory=list)  # compute nodes no unit holds: always 8-bit
     seconds: float
     notes: list[str] = Field(default_factory=list)
@@ -200,8 +211,11 @@ class SearchResults(_Model):
     max_time_ratio: float | None = None
     cost_unit: str
     cost_source: str
-    curve: list[MixedPoint]
+    curve: list[MixedPoint]  # predicted with the corrections the measured candidates taught
     chosen: MixedPoint  # measured
+    tried: list[MixedPoint] = Field(default_factory=list)  # every candidate measured for the target, in order
+    noise_scale: float | None = None  # the corrections (`mixed_search.Corrections`) the curve was drawn with
+    convert_cost: float = 0.0
     lite_mp: MixedPoint | None = None  # AI Hub's Lite-MP rule (top 10% of units), measured
     lite_mp_peer: MixedPoint | None = None  # this search's best point within Lite-MP's cost, measured
     measured_candidates: int

@@ -8,6 +8,7 @@ label; bit-ops say they are bit-ops.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -34,19 +35,27 @@ def _cost_header(s: SensitivityResults) -> tuple[str, ...]:
 
 
 def sensitivity_table(s: SensitivityResults) -> TableSpec:
-    """One row per unit: its 8 -> 16-bit gain on the HTP and on the CPU, the SQNR with it alone at 16
-    bits, and its extra cost."""
-    rows = [[u.unit, f"{u.htp_gain_db:.1f}" if u.htp_gain_db is not None else "-",
-             f"{_gain_db(u.cpu_gain)}", _db(u.htp_sqnr_db), _cost(s, u.extra_cost), str(u.converts)]
+    """One row per unit: the output noise its 16 bits remove (on the HTP and on the CPU), and how
+    it was found: its output's SQNR in uniform w8a8 and w8a16 and the factor its noise reaches the
+    model output with (taps), or the SQNR with it alone at 8 bits (one unit at a time)."""
+    taps = s.direction == "taps"
+    rows = [[u.unit, f"{u.htp_gain_db:.1f}" if u.htp_gain_db is not None else "-", f"{_gain_db(u.cpu_gain)}",
+             *((_db(u.out_sqnr8_db), _db(u.out_sqnr16_db), f"{u.carry:.2f}") if taps else (_db(u.htp_sqnr_db),)),
+             _cost(s, u.extra_cost)]
             for u in s.units]
+    how = (f"from each unit's output against fp32 in uniform w8a8, w8a16 and {len(s.tap_runs)} mixed run(s)"
+           if taps else "each unit alone at 8 bits from uniform w8a16")
     return TableSpec(
-        title=f"Sensitivity: each unit alone at 16 bits ({s.samples} held-out inputs)",
-        headers=[("unit",), ("gain HTP", "dB"), ("gain CPU", "dB"), ("SQNR", "HTP dB"),
-                 ("extra",) + _cost_header(s)[1:], ("Convert", "ops")],
+        title=f"Sensitivity: {how} ({s.samples} held-out inputs)",
+        headers=[("unit",), ("gain HTP", "dB"), ("gain CPU", "dB"),
+                 *((("out w8a8", "SQNR dB"), ("out w8a16", "SQNR dB"), ("carry",)) if taps else (("SQNR", "HTP dB"),)),
+                 ("extra",) + _cost_header(s)[1:]],
         rows=rows, numeric_from=1,
-        caption=(f"gain: power of the output's change when the unit alone goes 8 -> 16 bits, in dB of the fp32 "
-                 f"output (higher: more sensitive). Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 "
-                 f"{_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator vs fp32). Cost: {s.cost_source}."))
+        caption=("gain: the model output's noise power its 16 bits remove, in dB of the fp32 output (higher: more "
+                 "sensitive); the gains add up to w8a8's noise minus w8a16's. "
+                 + ("carry: how its output's relative noise reaches the model output. " if taps else "")
+                 + f"Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 {_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator "
+                 f"vs fp32); {_cost(s, s.convert_cost)} per meeting of 8- and 16-bit units. Cost: {s.cost_source}."))
 
 
 def _gain_db(g: float) -> str:
@@ -72,6 +81,10 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
     for k, p in enumerate(r.curve[1:-1], 1):
         mark = " (chosen)" if set(p.sixteen) == chosen else ""
         rows.append(_row(s, f"curve {k}{mark}", len(p.sixteen), p.predicted_sqnr_db, p.measured))
+    on_curve = {frozenset(p.sixteen) for p in r.curve}
+    for k, t in enumerate(r.tried, 1):
+        if frozenset(t.sixteen) not in on_curve:
+            rows.append(_row(s, f"tried {k}", len(t.sixteen), t.predicted_sqnr_db, t.measured))
     rows.append(_row(s, "w8a16", len(s.units), s.w8a16.htp_sqnr_db, s.w8a16))
     if r.lite_mp is not None:
         rows.append(_row(s, "Lite-MP 10%", len(r.lite_mp.sixteen), r.lite_mp.predicted_sqnr_db, r.lite_mp.measured))
@@ -85,7 +98,8 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
                  ("HTP", "ops"), ("Convert", "ops"), ("binary", "MB")],
         rows=rows, numeric_from=1,
         caption=(f"HTP: the compiled binary on the HTP emulator vs fp32 on {s.samples} held-out inputs; '-': not "
-                 f"measured. Cost: {s.cost_source}."),
+                 f"measured; predicted: by the gains, corrected by the measured candidates; tried: measured "
+                 f"candidates the corrected curve left. Cost: {s.cost_source}."),
         footnotes=[f"chosen: {', '.join(r.chosen.sixteen) or 'none'} at 16 bits"])
 
 
@@ -119,17 +133,23 @@ def pareto_chart(s: SensitivityResults, r: SearchResults, path: Path) -> Path:
             markersize=3, label="predicted (greedy curve)")
     points = [("w8a8", s.w8a8), ("w8a16", s.w8a16), ("chosen", r.chosen), ("Lite-MP 10%", r.lite_mp),
               ("ours @ Lite-MP", r.lite_mp_peer)]
+    points += [("tried", t) for t in r.tried if t.sixteen != r.chosen.sixteen]
     points += [("", p) for p in r.curve if p.measured is not None]
-    markers = {"w8a8": "s", "w8a16": "s", "chosen": "*", "Lite-MP 10%": "^", "ours @ Lite-MP": "D", "": "o"}
+    markers = {"w8a8": "s", "w8a16": "s", "chosen": "*", "Lite-MP 10%": "^", "ours @ Lite-MP": "D", "tried": "x",
+               "": "o"}
+    # One colour per kind of point, whichever order they are drawn in.
+    colors = {"w8a8": "tab:blue", "w8a16": "tab:orange", "chosen": "tab:green", "Lite-MP 10%": "tab:red",
+              "ours @ Lite-MP": "tab:purple", "tried": "tab:brown", "": "0.4"}
     seen = set()
     for label, m in _measured(points):
         ax.scatter([m.cost / base], [m.htp_sqnr_db], marker=markers[label], s=90 if label == "chosen" else 40,
-                   zorder=3, label=label if label and label not in seen else None)
+                   color=colors[label], zorder=4 if label == "chosen" else 3,
+                   label=label if label and label not in seen else None)
         seen.add(label)
     what = "estimated time" if s.cost_unit == "us" else "bit-ops"
     ax.set_xlabel(f"{what} relative to uniform w8a8")
     ax.set_ylabel("SQNR vs fp32, dB (HTP emulator)")
-    ax.set_title(f"Mixed precision: {r.target}", fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(f"Mixed precision: {r.target}", 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.text(0.01, 0.01, f"cost: {s.cost_source}"[:150], fontsize=6)

@@ -171,14 +171,16 @@ def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None
 
 
 def mixed_l1(work: Path, env: dict) -> dict:
-    """Issue 23: `export --variant l1 --precision mixed --until compile` (the search: every unit
-    measured on the HTP emulator, the choice measured, then compiled) against the same export at
+    """Issue 23: `export --variant l1 --precision mixed --until compile` (the search: the blocks'
+    noise measured on the HTP emulator in four runs, the choice measured, then compiled) against the same export at
     w8a8 (its yardstick: what the search adds), cold, each with a fresh stage cache. Target: the
     search (the sensitivity and mixed_search stages) under 3 minutes."""
     plain = measure(export_cmd("--variant", "l1", "--until", "compile", "--output-dir", str(work / "w8a8")),
                     {**env, "SWIFTFORMER_QNN_CACHE": str(work / "cache-w8a8")}, cwd=work)
-    mixed = measure(export_cmd("--variant", "l1", "--precision", "mixed", "--until", "compile",
-                               "--output-dir", str(work / "mixed")),
+    # The default target is out of L1's reach (docs/mixed-precision.md: exit 2 after the
+    # sensitivity); its own time budget, a third of w8a16's extra estimated time, runs the search.
+    mixed = measure(export_cmd("--variant", "l1", "--precision", "mixed", "--max-time-ratio", "1.39", "--until",
+                               "compile", "--output-dir", str(work / "mixed")),
                     {**env, "SWIFTFORMER_QNN_CACHE": str(work / "cache-mixed")}, cwd=work)
     mixed["stages_s"] = stage_times(work / "mixed")
     search_s = mixed["stages_s"]["sensitivity"] + mixed["stages_s"]["mixed_search"]
