@@ -86,8 +86,8 @@ class Cost:
 
 @dataclass(frozen=True)
 class Costing:
-    """How a candidate's cost is found: `cost(qdq_model, work_dir, sixteen)`, the candidate's
-    graph after the BN guard (what its compile compiled)."""
+    """How a candidate's cost is found: `cost(qdq_model, work_dir, sixteen)`, from the candidate's
+    QDQ graph (the estimate guards it as its compile does)."""
 
     unit: str
     source: str
