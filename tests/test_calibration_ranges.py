@@ -274,3 +274,24 @@ def test_bad_calibration_method_is_one_line_and_exit_2(tmp_path, args, text):
     assert res.exit_code == 2, res.output
     assert text in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_several_methods_from_shared_passes_equal_each_method_alone(block_small, tmp_path):
+    """The bench computes the four methods' ranges from one pass of reductions and one of
+    histograms: the same ranges as each method computed on its own (as an export does)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+    from swiftformer_qnn.core.targets import CalibrationMethod
+    from swiftformer_qnn.pipeline.ranges import calibration_ranges, ranges_by_method
+
+    graph, calibration, _ = block_small
+    pre = tmp_path / "model.pre.onnx"
+    src = pre if qnn_preprocess_model(str(graph), str(pre)) else graph
+    ops = get_qnn_qdq_config(str(src), None, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                             per_channel=True).op_types_to_quantize
+    shared = ranges_by_method(src, calibration, ops, list(CalibrationMethod), bits=8)
+    for method in CalibrationMethod:
+        alone = calibration_ranges(src, calibration, ops, method, bits=8)
+        assert shared[method].calibration_method == alone.calibration_method
+        _assert_same_ranges(shared[method], alone)

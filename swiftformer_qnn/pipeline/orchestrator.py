@@ -728,7 +728,7 @@ class _Run:
             # The ranges every candidate shares, by the chosen method, before the first candidate
             # (which would otherwise calibrate them itself, by MinMax).
             calibrate(self._path(*self._float_graph()), np.load(self._path("inputs", "calibration.npy")),
-                      d / "ranges.json", Precision.MIXED, method)
+                      {method: d / "ranges.json"}, Precision.MIXED)
             with tempfile.TemporaryDirectory() as tmp:
                 bench, unplaced = self._mixed_bench(Path(tmp), d / "ranges.json")
                 return measure_sensitivity(bench, unplaced)

@@ -16,7 +16,7 @@ import onnx
 from ..core.targets import CalibrationMethod, Precision
 from ..model.variants import Variant
 from .precision_units import activation_overrides, precision_units, sixteen_bit_nodes
-from .ranges import calibration_ranges, check_reproducible
+from .ranges import calibration_ranges, check_reproducible, ranges_by_method
 
 # The activation bit width the ranges are chosen for (the MSE search's): mixed is mostly 8-bit,
 # and its candidates share one set of ranges.
@@ -50,13 +50,18 @@ def quantize_qdq(
                          calibration_method)
 
 
-def calibrate(float_model: Path, calibration: np.ndarray, ranges: Path, precision: Precision,
-              calibration_method: CalibrationMethod) -> None:
-    """Write `ranges` (onnxruntime's calibration cache) as `quantize_qdq` would, without quantizing:
-    the same preprocessing, tensors and method."""
-    with _quiet_onnxruntime(), tempfile.TemporaryDirectory(dir=ranges.parent) as tmp:
+def calibrate(float_model: Path, calibration: np.ndarray, ranges: dict[CalibrationMethod, Path],
+              precision: Precision) -> None:
+    """Write onnxruntime's calibration cache of each method in `ranges` as `quantize_qdq` would
+    (the same preprocessing and tensors), without quantizing; several methods share the passes."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    with _quiet_onnxruntime(), tempfile.TemporaryDirectory(dir=next(iter(ranges.values())).parent) as tmp:
         src, _ = _preprocessed(float_model, Path(tmp))
-        _write_ranges(src, _qnn_config(src, precision), calibration, ranges, precision, calibration_method)
+        config = _qnn_config(src, precision)
+        found = ranges_by_method(src, calibration, config.op_types_to_quantize, list(ranges), ACTIVATION_BITS[precision])
+        for method, path in ranges.items():
+            save_tensors_data(found[method], path)
 
 
 @contextlib.contextmanager

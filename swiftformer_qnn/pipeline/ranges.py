@@ -142,71 +142,84 @@ def minmax_ranges(model_path: Path, samples: np.ndarray, op_types: Sequence[str]
 def calibration_ranges(model_path: Path, samples: np.ndarray, op_types: Sequence[str] | None,
                        method: CalibrationMethod, bits: int = 8):
     """onnxruntime `TensorsData` of `model_path`'s calibrated tensors by `method` (module
-    docstring); `bits`: the activations' bit width, which only the MSE search depends on. MSE
-    ranges are labelled MinMax: onnxruntime has no label for them, and its quantizer reads only
-    the two ends."""
+    docstring); `bits`: the activations' bit width, which only the MSE search depends on."""
+    return ranges_by_method(model_path, samples, op_types, (method,), bits)[method]
+
+
+def ranges_by_method(model_path: Path, samples: np.ndarray, op_types: Sequence[str] | None,
+                     methods: Sequence[CalibrationMethod], bits: int = 8) -> dict:
+    """`calibration_ranges` for several methods from the same passes (one of reductions, one of
+    histograms). MSE ranges are labelled MinMax: onnxruntime has no label for them, and its
+    quantizer reads only the two ends."""
     from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
 
-    if method is CalibrationMethod.MINMAX:
-        return minmax_ranges(model_path, samples, op_types)
+    methods = list(dict.fromkeys(methods))
+    if methods == [CalibrationMethod.MINMAX]:
+        return {CalibrationMethod.MINMAX: minmax_ranges(model_path, samples, op_types)}
     model, names, value_infos = _calibration_model(model_path, op_types)
-    magnitude = method is CalibrationMethod.PERCENTILE
+    magnitude = CalibrationMethod.PERCENTILE in methods
     found = _reduce(model, names, value_infos, samples, magnitude=magnitude, keep=True)
+    out = {}
+    if CalibrationMethod.MINMAX in methods:
+        out[CalibrationMethod.MINMAX] = TensorsData(OrtMethod.MinMax, {t: found[t][:2] for t in names})
     # Extremes as onnxruntime's HistogramCollector holds them: float32 scalars over all values.
     lowest = {t: found[t][0].reshape(-1)[0] for t in names}
     highest = {t: found[t][1].reshape(-1)[0] for t in names}
-    if magnitude:
-        spans = {t: (found[t][2].reshape(-1)[0], max(abs(lowest[t]), abs(highest[t]))) for t in names}
-        bins = PERCENTILE_BINS
-    else:  # collect_value's range: +-max|x|, as a 0-d array of the tensor's type
-        spans = {}
-        for t in names:
-            threshold = np.array(max(abs(lowest[t]), abs(highest[t])), dtype=lowest[t].dtype)
-            spans[t] = (-threshold, threshold)
-        bins = ENTROPY_BINS
-    hists = _histograms(model, names, value_infos, samples, spans, bins, magnitude=magnitude)
-    ranges = {}
-    if method is CalibrationMethod.PERCENTILE:
+    kinds = {}  # histogram kind -> (bins, span per tensor)
+    if magnitude:  # collect_absolute_value: |x| over [min |x|, max |x|]
+        kinds["magnitude"] = (PERCENTILE_BINS, {t: (found[t][2].reshape(-1)[0], max(abs(lowest[t]), abs(highest[t])))
+                                                for t in names})
+    if {CalibrationMethod.ENTROPY, CalibrationMethod.MSE} & set(methods):
+        # collect_value: x over +-max|x|, the bound a 0-d array of the tensor's type
+        thresholds = {t: np.array(max(abs(lowest[t]), abs(highest[t])), dtype=lowest[t].dtype) for t in names}
+        kinds["signed"] = (ENTROPY_BINS, {t: (-thresholds[t], thresholds[t]) for t in names})
+    hists = _histograms(model, names, value_infos, samples, kinds) if kinds else {}
+    if CalibrationMethod.PERCENTILE in methods:
         from onnxruntime.quantization.calibrate import HistogramCollector
 
-        collector = HistogramCollector("percentile", True, bins, ENTROPY_QUANTIZED_BINS, PERCENTILE, "same")
-        collector.histogram_dict = {t: (*hists[t], lowest[t], highest[t]) for t in names}
+        collector = HistogramCollector("percentile", True, PERCENTILE_BINS, ENTROPY_QUANTIZED_BINS, PERCENTILE, "same")
+        collector.histogram_dict = {t: (*hists["magnitude"][t], lowest[t], highest[t]) for t in names}
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
             computed = collector.compute_collection_result()
-        return TensorsData(OrtMethod.Percentile, {t: TensorData(lowest=computed[t][0], highest=computed[t][1])
-                                                  for t in names})
-    for t in names:
-        counts, edges = hists[t]
-        if method is CalibrationMethod.ENTROPY:
-            lo, hi = entropy_threshold(counts, edges, lowest[t], highest[t], ENTROPY_QUANTIZED_BINS)
-        else:
-            lo, hi = mse_range(counts, edges, lowest[t], highest[t], bits)
-        ranges[t] = TensorData(lowest=lo, highest=hi)
-    label = OrtMethod.Entropy if method is CalibrationMethod.ENTROPY else OrtMethod.MinMax
-    return TensorsData(label, ranges)
+        out[CalibrationMethod.PERCENTILE] = TensorsData(
+            OrtMethod.Percentile, {t: TensorData(lowest=computed[t][0], highest=computed[t][1]) for t in names})
+    if CalibrationMethod.ENTROPY in methods:
+        out[CalibrationMethod.ENTROPY] = TensorsData(OrtMethod.Entropy, {
+            t: TensorData(**dict(zip(("lowest", "highest"), entropy_threshold(
+                *hists["signed"][t], lowest[t], highest[t], ENTROPY_QUANTIZED_BINS), strict=True)))
+            for t in names})
+    if CalibrationMethod.MSE in methods:
+        out[CalibrationMethod.MSE] = TensorsData(OrtMethod.MinMax, {
+            t: TensorData(**dict(zip(("lowest", "highest"), mse_range(
+                *hists["signed"][t], lowest[t], highest[t], bits), strict=True)))
+            for t in names})
+    return out
 
 
-def _histograms(model, names, value_infos, samples, spans, bins: int, *, magnitude: bool):
-    """Per tensor, (counts, edges) of its values (|values| with `magnitude`) over every sample,
-    binned over `spans[tensor]` one sample at a time: the counts onnxruntime's single histogram
-    of all samples has, since each value's bin depends only on the value and the span."""
+def _histograms(model, names, value_infos, samples, kinds: dict):
+    """Per histogram kind ("signed": the values, "magnitude": |values|, with its bins and span per
+    tensor) and tensor, (counts, edges) over every sample, binned one sample at a time: the counts
+    onnxruntime's single histogram of all samples has, since each value's bin depends only on the
+    value and the span. One pass for every kind."""
     graph = model.graph
     present = {o.name for o in graph.output}
     for t in names:
         if t not in present:
             graph.output.append(value_infos[t])
-    counts = {t: np.zeros(bins, dtype=np.int64) for t in names}
-    edges = {}
+    counts = {k: {t: np.zeros(bins, dtype=np.int64) for t in names} for k, (bins, _) in kinds.items()}
+    edges: dict = {k: {} for k in kinds}
 
     def add(values: list[np.ndarray]) -> None:
         for t, v in zip(names, values, strict=True):
             v = v.reshape(-1)
-            hist, edges[t] = np.histogram(np.absolute(v) if magnitude else v, bins, range=spans[t])
-            counts[t] += hist
+            for kind, (bins, spans) in kinds.items():
+                hist, edges[kind][t] = np.histogram(np.absolute(v) if kind == "magnitude" else v, bins,
+                                                    range=spans[t])
+                counts[kind][t] += hist
 
     cpu_runs(model.SerializeToString(), samples, outputs=names, optimize=False, workers=1, each=add)
-    return {t: (counts[t], edges[t]) for t in names}
+    return {k: {t: (counts[k][t], edges[k][t]) for t in names} for k in kinds}
 
 
 def entropy_threshold(hist: np.ndarray, edges: np.ndarray, min_value, max_value, quantized_bins: int):
