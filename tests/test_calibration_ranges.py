@@ -295,3 +295,29 @@ def test_several_methods_from_shared_passes_equal_each_method_alone(block_small,
         alone = calibration_ranges(src, calibration, ops, method, bits=8)
         assert shared[method].calibration_method == alone.calibration_method
         _assert_same_ranges(shared[method], alone)
+
+
+@pytest.mark.slow  # the mixed search compiles and emulates every candidate: ~3 minutes on a loaded machine
+def test_mixed_precision_candidates_share_the_chosen_methods_ranges(tmp_path):
+    """--precision mixed computes the ranges once for every candidate: by the chosen method (here
+    MSE at 8 bits), and the chosen assignment is quantized with them."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from swiftformer_qnn.core.targets import CalibrationMethod, Precision
+    from swiftformer_qnn.pipeline.quantize import calibrate
+
+    r = run_export(ExportRequest(variant="encoder", resolution=16, precision="mixed", calibration_method="mse",
+                                 calibration_count=8, heldout_count=4, output_dir=tmp_path / "mixed"))
+    assert r.manifest.results("quantize", object).calibration_method == "mse"
+    assert r.manifest.stage("sensitivity").options["calibration_method"] == "mse"
+    shared = load_tensors_data(r.artifact("sensitivity", "ranges.json"))
+    expected = tmp_path / "mse.json"
+    calibrate(r.artifact("fold_bn", "model.fold.onnx"), np.load(r.artifact("inputs", "calibration.npy")),
+              {CalibrationMethod.MSE: expected}, Precision.MIXED)
+    _assert_same_ranges(shared, load_tensors_data(expected))
+    minmax = tmp_path / "minmax.json"
+    calibrate(r.artifact("fold_bn", "model.fold.onnx"), np.load(r.artifact("inputs", "calibration.npy")),
+              {CalibrationMethod.MINMAX: minmax}, Precision.MIXED)
+    minmax_ranges = load_tensors_data(minmax)
+    assert any(not np.array_equal(np.asarray(shared[k].range_value[1]).reshape(-1),
+                                  np.asarray(minmax_ranges[k].range_value[1]).reshape(-1)) for k in shared.keys())
