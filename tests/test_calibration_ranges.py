@@ -321,3 +321,24 @@ def test_mixed_precision_candidates_share_the_chosen_methods_ranges(tmp_path):
     minmax_ranges = load_tensors_data(minmax)
     assert any(not np.array_equal(np.asarray(shared[k].range_value[1]).reshape(-1),
                                   np.asarray(minmax_ranges[k].range_value[1]).reshape(-1)) for k in shared.keys())
+
+
+def test_mse_ranges_follow_the_precisions_activation_bits(block_small, tmp_path):
+    """w8a16's MSE ranges are searched at 16 bits: finer steps make clipping cost more than it
+    saves, so they are at least as wide as w8a8's, and wider somewhere."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from swiftformer_qnn.core.targets import CalibrationMethod, Precision
+    from swiftformer_qnn.pipeline.quantize import calibrate
+
+    graph, calibration, _ = block_small
+    found = {}
+    for precision in (Precision.W8A8, Precision.W8A16):
+        path = tmp_path / f"{precision.value}.json"
+        calibrate(graph, calibration, {CalibrationMethod.MSE: path}, precision)
+        found[precision] = load_tensors_data(path)
+    eight, sixteen = found[Precision.W8A8], found[Precision.W8A16]
+    widths = [(float(np.ptp(np.array(eight[k].range_value))), float(np.ptp(np.array(sixteen[k].range_value))))
+              for k in eight.keys()]
+    assert all(w16 >= w8 for w8, w16 in widths)
+    assert any(w16 > w8 for w8, w16 in widths)

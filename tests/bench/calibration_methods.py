@@ -154,34 +154,44 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--models", default="xs,encoder,l1")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--runs", default=None, help="MODEL:SEED,... in this order, instead of every seed of every model")
+    ap.add_argument("--append", action="store_true", help="keep the rows OUT_DIR's JSON already holds")
     ap.add_argument("--precision", default="w8a8")
     ap.add_argument("--methods", default=",".join(m.value for m in CalibrationMethod))
     a = ap.parse_args()
     methods = a.methods.split(",")
     a.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = a.out / f"calibration-methods-{a.precision}.json", a.out / f"calibration-methods-{a.precision}.md"
-    rows: list[dict] = []
+    rows: list[dict] = json.loads(json_path.read_text())["rows"] if a.append and json_path.is_file() else []
+    if a.runs:
+        runs = [(m, int(s)) for m, s in (r.split(":") for r in a.runs.split(","))]
+    else:
+        runs = [(m, s) for s in map(int, a.seeds.split(",")) for m in a.models.split(",")]
+    done = {(r["model"], r["seed"], r["method"]) for r in rows}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
         tmp = Path(tmp)
-        for seed in map(int, a.seeds.split(",")):
-            for model in a.models.split(","):
-                weights = checkpoint(HOST[model], seed, tmp)
-                export, graph, ranges, took = prepare(model, seed, a.precision, weights, tmp / "work", methods)
-                print(f"{model} seed {seed}: ranges of {len(methods)} methods in {took:.0f} s", flush=True)
-                for m in methods:
-                    rows.append(measure(export, graph, ranges[CalibrationMethod(m)], model, seed, m, a.precision,
-                                        tmp / "work"))
-                    print(json.dumps(rows[-1]), flush=True)
-                    summary = summarise(rows, methods)
-                    data = {"precision": a.precision, "methods": methods, "rows": rows, "summary": summary,
-                            "decision": decide(summary, methods), "wall_s": round(time.perf_counter() - started),
-                            "what": "Weights: realistic random (model.realistic_init) per seed, as native "
-                                    "checkpoints; 64 shipped calibration photographs; the 16 shipped held-out "
-                                    "photographs (the block: L1's activations of them, 64x64), all on the HTP "
-                                    "emulator (QNN's x86 HTP backend, SM8550 context binary), against the fp32 ONNX."}
-                    json_path.write_text(json.dumps(data, indent=1) + "\n")
-                    md_path.write_text(markdown(data))
+        for model, seed in runs:
+            if all((model, seed, m) in done for m in methods):
+                continue
+            weights = checkpoint(HOST[model], seed, tmp)
+            export, graph, ranges, took = prepare(model, seed, a.precision, weights, tmp / "work", methods)
+            print(f"{model} seed {seed}: ranges of {len(methods)} methods in {took:.0f} s", flush=True)
+            for m in methods:
+                if (model, seed, m) in done:
+                    continue
+                rows.append(measure(export, graph, ranges[CalibrationMethod(m)], model, seed, m, a.precision,
+                                    tmp / "work"))
+                print(json.dumps(rows[-1]), flush=True)
+                summary = summarise(rows, methods)
+                data = {"precision": a.precision, "methods": methods, "rows": rows, "summary": summary,
+                        "decision": decide(summary, methods),
+                        "what": "Weights: realistic random (model.realistic_init) per seed, as native "
+                                "checkpoints; 64 shipped calibration photographs; the 16 shipped held-out "
+                                "photographs (the block: L1's activations of them, 64x64), all on the HTP "
+                                "emulator (QNN's x86 HTP backend, SM8550 context binary), against the fp32 ONNX."}
+                json_path.write_text(json.dumps(data, indent=1) + "\n")
+                md_path.write_text(markdown(data))
     print(f"done in {time.perf_counter() - started:.0f} s -> {json_path}, {md_path}")
 
 
