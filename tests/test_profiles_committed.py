@@ -254,3 +254,20 @@ def test_the_documented_command_makes_the_committed_emulator_profiles(tmp_path, 
         assert res.exit_code == 0, (args, res.output)
     assert emulator_profiles(tmp_path / "emulator") == emulator_profiles(EMULATOR)
 
+
+
+def test_the_calibration_methods_doc_quotes_the_committed_comparison_and_its_default():
+    # docs/export.md quotes the table tests/bench/calibration_methods.py wrote to
+    # profiles/reports/calibration-methods/; the default method is the one that comparison decided.
+    from swiftformer_qnn.pipeline import ExportRequest
+
+    folder = PROFILES / "reports" / "calibration-methods"
+    doc = (ROOT / "docs" / "export.md").read_text()
+    for report in sorted(folder.glob("calibration-methods-*.md")):
+        quoted = [line for line in report.read_text().splitlines() if line.startswith("| ")]
+        assert len(quoted) > 4, report
+        assert [line for line in quoted if line not in doc] == [], report
+    measured = json.loads((folder / "calibration-methods-w8a8.json").read_text())
+    assert {r["model"] for r in measured["rows"]} == {"xs", "l1", "encoder"}
+    assert set(measured["methods"]) == {"minmax", "percentile", "entropy", "mse"}
+    assert measured["decision"]["default"] == ExportRequest().calibration_method

@@ -38,6 +38,7 @@ def export(
     soc: Annotated[str, typer.Option(help="Target Snapdragon: sm8550 (8 Gen 2, default), sm8650, sm8750, sm8450, sm8475.")] = "sm8550",
     calibration: Annotated[Path | None, typer.Option(help="Folder of calibration images (recursive). Default: the shipped photographs.")] = None,
     calibration_count: Annotated[int, typer.Option(help="How many calibration images to use.")] = 64,
+    calibration_method: Annotated[str, typer.Option(help="How the activation ranges are chosen from the calibration inputs: minmax (the extremes seen, default), percentile (onnxruntime's, |x| at 99.999%), entropy (onnxruntime's KL-divergence threshold), or mse (per tensor, the clipping range of least quantization error at the precision's bit width).")] = "minmax",
     heldout: Annotated[Path | None, typer.Option(help="Folder of held-out images for the fidelity check. Default: the shipped held-out set.")] = None,
     heldout_count: Annotated[int, typer.Option(help="How many held-out images to use.")] = 16,
     min_sqnr: Annotated[float | None, typer.Option(help="Fail if the quantized model's SQNR vs fp32 (dB) is below this. Default: 10 (w8a8), 20 (w8a16), 30 (fp16). With --precision mixed: the target, the fastest assignment whose HTP output is at least this faithful.")] = None,
@@ -68,7 +69,8 @@ def export(
     request = ExportRequest(
         variant=variant, weights=weights, attention=attention, precision=precision, soc=soc,
         resolution=resolution, encoder_dim=encoder_dim,
-        calibration=calibration, calibration_count=calibration_count, heldout=heldout, heldout_count=heldout_count,
+        calibration=calibration, calibration_count=calibration_count, calibration_method=calibration_method,
+        heldout=heldout, heldout_count=heldout_count,
         min_sqnr=min_sqnr, max_time_ratio=max_time_ratio, opset=opset, graph=graph, io=io, until=until_stage,
         output_dir=output_dir, force=force, use_cache=not no_cache,
     )

@@ -171,8 +171,10 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
             return "fp16: float graph kept, HTP runs it in fp16"
         if r.sixteen_bit_units:
             return (f"mixed: {len(r.sixteen_bit_units)} unit(s) with 16-bit activations, the rest 8-bit, 8-bit weights, "
+                    f"{r.calibration_method or 'minmax'} ranges, "
                     f"{r.compute_nodes} compute nodes; {size}")
-        return f"{r.precision}, {r.calibration_samples} calibration inputs, {r.compute_nodes} compute nodes; {size}"
+        ranges = f" ({r.calibration_method} ranges)" if r.calibration_method else ""
+        return f"{r.precision}, {r.calibration_samples} calibration inputs{ranges}, {r.compute_nodes} compute nodes; {size}"
     if name == "guard":
         if not r.batchnorms:
             return f"no BatchNorm: nothing for the QNN EP to corrupt; {size}"

@@ -40,6 +40,25 @@ def get_precision(name: str) -> Precision:
         ) from None
 
 
+class CalibrationMethod(str, Enum):
+    """How the activation ranges are chosen from the calibration inputs (`pipeline.ranges`)."""
+
+    MINMAX = "minmax"  # the lowest and highest value seen: onnxruntime's MinMax (default)
+    PERCENTILE = "percentile"  # onnxruntime's Percentile: |x| at the 99.999th percentile (2048 bins)
+    ENTROPY = "entropy"  # onnxruntime's Entropy: the KL-divergence threshold (2048 bins, 128 quantized)
+    MSE = "mse"  # per tensor, the clipping range of least quantization MSE at the precision's bit width
+
+
+def get_calibration_method(name: str) -> CalibrationMethod:
+    try:
+        return CalibrationMethod(name.lower().strip())
+    except ValueError:
+        raise UsageError(
+            f"Unknown --calibration-method {name!r}.",
+            hint=f"Choose one of: {', '.join(m.value for m in CalibrationMethod)}.",
+        ) from None
+
+
 @dataclass(frozen=True)
 class Soc:
     """A Snapdragon SoC as the QNN HTP backend names it (`soc_model`, `htp_arch`)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -82,9 +83,11 @@ def cpu_workers(samples: int) -> int:
 
 
 def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, optimize: bool = True,
-             workers: int | None = None) -> list[list[np.ndarray]]:
+             workers: int | None = None, each=None) -> list[list[np.ndarray]]:
     """Run an ONNX model (a path, or serialized bytes) on onnxruntime's CPU EP over the batch-1
     samples of `inputs`; per sample, the values of `outputs` (default: every graph output).
+    `each(values)`: called with each sample's values instead of keeping them (an empty list is
+    returned), when all of them together would not fit in memory; one call at a time.
 
     The samples are shared among one session per core, run from threads (onnxruntime releases
     the GIL while it runs): a batch-1 pass of these models is many small ops, which one session's
@@ -108,19 +111,25 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
     workers = max(1, min(workers or cpu_workers(n), n))
     source = model if isinstance(model, bytes) else str(model)
     results: list[list[np.ndarray] | None] = [None] * n
+    handing = threading.Lock()
 
     def work(k: int) -> None:
         sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         for i in range(k, n, workers):
-            results[i] = sess.run(outputs, {name: inputs[i : i + 1]})
+            values = sess.run(outputs, {name: inputs[i : i + 1]})
+            if each is None:
+                results[i] = values
+            else:
+                with handing:
+                    each(values)
 
     if workers == 1:
         work(0)
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="cpu-run") as pool:
             list(pool.map(work, range(workers)))  # list(): re-raise a worker's error
-    return results  # type: ignore[return-value]
+    return [] if each is not None else results  # type: ignore[return-value]
 
 
 def run_cpu(model_path, inputs: np.ndarray, *, workers: int | None = 1) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..core.atomic import sha256_file
 from ..core.cache import code_version, sha256_json, tool_versions
 from ..core.errors import ExportValidationError, OutputDirError, UsageError, WeightsError
 from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir, tidy
-from ..core.targets import Precision, Soc, get_precision, get_soc
+from ..core.targets import CalibrationMethod, Precision, Soc, get_calibration_method, get_precision, get_soc
 from ..htp.estimate import ESTIMATOR_SOCS
 from ..htp.record import CONTEXT_BINARY
 from ..model.variants import Variant, get_variant
@@ -147,6 +147,7 @@ class _Resolved:
     variant: Variant
     precision: Precision
     soc: Soc
+    calibration_method: CalibrationMethod
     resolution: int
     calibration: ImageSet | None
     heldout: ImageSet
@@ -160,6 +161,7 @@ def _resolve(req: ExportRequest) -> _Resolved:
     variant = get_variant(req.variant, encoder_dim=req.encoder_dim, encoder_hw=req.resolution if is_block else None)
     precision = get_precision(req.precision)
     soc = get_soc(req.soc)
+    method = get_calibration_method(req.calibration_method)
     if req.calibration_count < 1 or req.heldout_count < 1:
         raise UsageError("--calibration-count and --heldout-count must be at least 1.")
     if req.resolution is not None and not is_block and (req.resolution < 32 or req.resolution % 32):
@@ -215,12 +217,17 @@ def _resolve(req: ExportRequest) -> _Resolved:
         encoder_host(variant.encoder_dim)  # no stage this wide: no real activations; say so before any work
     resolution = variant.encoder_hw if variant.is_encoder_block else (req.resolution or 224)
     needs_calibration = "quantize" in stages and precision.is_quantized
+    if method is not CalibrationMethod.MINMAX and not needs_calibration:
+        why = "--precision fp16" if not precision.is_quantized else f"--until {Until(req.until).value}"
+        raise UsageError(f"--calibration-method {method.value} chooses quantization ranges, and {why} quantizes nothing.",
+                         hint="Drop --calibration-method, or quantize (--precision w8a8, w8a16 or mixed; --until "
+                              "quantize or later).")
     calibration = (
         find_images(req.calibration or default_calibration_images(), req.calibration_count, what="calibration")
         if needs_calibration else None
     )
     heldout = find_images(req.heldout or default_heldout_images(), req.heldout_count, what="held-out")
-    return _Resolved(variant, precision, soc, resolution, calibration, heldout, weights_id, stages)
+    return _Resolved(variant, precision, soc, method, resolution, calibration, heldout, weights_id, stages)
 
 
 def _check_mixed(req: ExportRequest, precision: Precision) -> None:
@@ -249,7 +256,8 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
 
     `<variant>[-r<size> | -d<dim>x<size>]-<precision>-<soc>`, then, only when not the default:
     `-faithful` (--graph), `-uint8-nhwc` (--io), `-w-<checkpoint file stem>` (--weights), `-<attention>` (--attention),
-    `-cal-<folder name>` / `-cal<count>` (--calibration / --calibration-count), `-held-<folder name>` /
+    `-cal-<folder name>` / `-cal<count>` (--calibration / --calibration-count), `-calib-<method>`
+    (--calibration-method), `-held-<folder name>` /
     `-held<count>` (--heldout / --heldout-count), `-sqnr<dB>` (--min-sqnr), `-opset<N>` (--opset),
     `-until-<stage>` (--until).
     """
@@ -273,6 +281,8 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
             parts.append(f"{option}-{_slug(Path(folder).resolve().name)}")
         if count != default_count:
             parts.append(f"{option}{count}")
+        if option == "cal" and r.calibration_method is not CalibrationMethod.MINMAX:
+            parts.append(f"calib-{r.calibration_method.value}")
     if req.min_sqnr is not None:
         parts.append(f"sqnr{req.min_sqnr:g}")
     if req.opset != defaults.opset:
@@ -307,6 +317,7 @@ def run_export(req: ExportRequest, progress: ProgressFn | None = None) -> Export
         io=req.io,
         until=req.until,
         calibration=_image_set_id(r.calibration),
+        calibration_method=r.calibration_method.value,
         heldout=_image_set_id(r.heldout),
         min_sqnr=req.min_sqnr,
         max_time_ratio=req.max_time_ratio,
@@ -686,7 +697,7 @@ class _Run:
 
         graph = self._float_graph()
         src = self._path(*graph)
-        precision = self.r.precision
+        precision, method = self.r.precision, self.r.calibration_method
         extra: dict = {}
         if precision is Precision.MIXED:
             # The ranges every measured candidate was quantized with: the binary verified is the one chosen.
@@ -694,19 +705,22 @@ class _Run:
             sixteen = self.records["mixed_search"].results.chosen.sixteen
             produce = lambda d: QuantizeResults(  # noqa: E731
                 **quantize_qdq(src, None, d / "model.qdq.onnx", precision, sixteen_bit_units=sixteen,
-                               variant=self.r.variant, ranges=ranges), sixteen_bit_units=sixteen)
+                               variant=self.r.variant, ranges=ranges, calibration_method=method),
+                sixteen_bit_units=sixteen)
             inputs = self._inputs_of(graph, ("inputs", "calibration.npy"), ("sensitivity", "ranges.json"))
             extra = {"sixteen_bit_units": sixteen}
         elif precision.is_quantized:
             calib = self._path("inputs", "calibration.npy")
             produce = lambda d: QuantizeResults(  # noqa: E731
-                **quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision))
+                **quantize_qdq(src, np.load(calib), d / "model.qdq.onnx", precision, calibration_method=method))
             inputs = self._inputs_of(graph, ("inputs", "calibration.npy"))
         else:
             produce = lambda d: QuantizeResults(**passthrough_float(src, d / "model.qdq.onnx"))  # noqa: E731
             inputs = self._inputs_of(graph)
         options = {"precision": precision.value, "per_channel": True,
                    "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"], **extra}
+        if precision.is_quantized:
+            options["calibration_method"] = method.value
         return self._cached("quantize", options=options, inputs=inputs, produce=produce, outputs=("model.qdq.onnx",))
 
     def _mixed_bench(self, work: Path, ranges: Path):
@@ -725,16 +739,26 @@ class _Run:
                                ("validate", "heldout_fp32.npy"))
 
     def _stage_sensitivity(self):
+        import numpy as np
+
         from .mixed import SENSITIVITY_METHOD, SENSITIVITY_SAMPLES, measure_sensitivity
+        from .quantize import calibrate
+
+        method = self.r.calibration_method
 
         def produce(d: Path):
+            # The ranges every candidate shares, by the chosen method, before the first candidate
+            # (which would otherwise calibrate them itself, by MinMax).
+            calibrate(self._path(*self._float_graph()), np.load(self._path("inputs", "calibration.npy")),
+                      {method: d / "ranges.json"}, Precision.MIXED)
             with tempfile.TemporaryDirectory() as tmp:
                 bench, unplaced = self._mixed_bench(Path(tmp), d / "ranges.json")
                 return measure_sensitivity(bench, unplaced)
 
         options = {"variant": self.r.variant.name, "soc": self.r.soc.name, "samples": SENSITIVITY_SAMPLES,
                    "method": SENSITIVITY_METHOD,
-                   "per_channel": True, **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
+                   "per_channel": True, "calibration_method": method.value,
+                   **tool_versions(("onnxruntime", "onnxruntime-qnn"))}
         return self._cached("sensitivity", options=options, inputs=self._mixed_inputs(), produce=produce,
                             outputs=("ranges.json",))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -12,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..core.targets import Precision
+from ..core.targets import CalibrationMethod, Precision
 from ..model.variants import Variant
 from .precision_units import activation_overrides, precision_units, sixteen_bit_nodes
-from .ranges import check_reproducible, minmax_ranges
+from .ranges import calibration_ranges, check_reproducible, ranges_by_method
+
+# The activation bit width the ranges are chosen for (the MSE search's): mixed is mostly 8-bit,
+# and its candidates share one set of ranges.
+ACTIVATION_BITS = {Precision.W8A8: 8, Precision.W8A16: 16, Precision.MIXED: 8}
 
 
 def quantize_qdq(
@@ -27,59 +32,103 @@ def quantize_qdq(
     sixteen_bit_units: Sequence[str] = (),
     variant: Variant | None = None,
     ranges: Path | None = None,
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX,
 ) -> dict:
     """QNN preprocessing (fusions the HTP prefers, e.g. LpNormalization), then static QDQ
     quantization with per-channel int8 weights and 8- or 16-bit activations, calibrated on the
-    batch-1 samples of `calibration` with onnxruntime's MinMax ranges (`ranges.minmax_ranges`).
+    batch-1 samples of `calibration` with the ranges of `calibration_method` (`pipeline.ranges`).
 
     `mixed`: 8-bit activations except those of `sixteen_bit_units` (`precision_units` of
     `variant`), which exact tensor overrides make 16-bit, with converts where widths meet.
     `ranges`: onnxruntime's calibration cache (JSON): read when it exists (no calibration run;
-    `calibration` may then be None), else written there, so mixed candidates share the ranges."""
-    from onnxruntime.quantization import QuantType
-
-    activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16,
-                  Precision.MIXED: QuantType.QUInt8}[precision]
+    `calibration` may then be None; the method is the one that wrote it), else written there, so
+    mixed candidates share the ranges."""
     if precision is not Precision.MIXED and sixteen_bit_units:
         raise ValueError("16-bit units are for the mixed precision only")
+    with _quiet_onnxruntime():
+        return _quantize(float_model, calibration, out, precision, sixteen_bit_units, variant, ranges,
+                         calibration_method)
+
+
+def calibrate(float_model: Path, calibration: np.ndarray, ranges: dict[CalibrationMethod, Path],
+              precision: Precision) -> None:
+    """Write onnxruntime's calibration cache of each method in `ranges` as `quantize_qdq` would
+    (the same preprocessing and tensors), without quantizing; several methods share the passes."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    with _quiet_onnxruntime(), tempfile.TemporaryDirectory(dir=next(iter(ranges.values())).parent) as tmp:
+        src, _ = _preprocessed(float_model, Path(tmp))
+        config = _qnn_config(src, precision)
+        found = ranges_by_method(src, calibration, config.op_types_to_quantize, list(ranges), ACTIVATION_BITS[precision])
+        for method, path in ranges.items():
+            save_tensors_data(found[method], path)
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
     # onnxruntime.quantization warns on the root logger about things that do not apply here
     # (rank-1 BN weights have no channel axis; "consider pre-processing", which we just did).
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        return _quantize(float_model, calibration, out, activation, precision, sixteen_bit_units, variant, ranges)
+        yield
     finally:
         root.setLevel(level)
 
 
-def _quantize(float_model, calibration, out, activation, precision, sixteen_bit_units=(), variant=None,
-              ranges=None) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_static
+def _preprocessed(float_model: Path, tmp: Path) -> tuple[Path, bool]:
+    """QNN's preprocessing into `tmp` (the float model itself when there is nothing to change)."""
+    from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
+
+    pre = tmp / "model.pre.onnx"
+    return (pre, True) if qnn_preprocess_model(str(float_model), str(pre)) else (float_model, False)
+
+
+def _qnn_config(src: Path, precision: Precision, overrides=None):
+    """onnxruntime's QNN quantization config; it reads the graph only (QNN's per-op overrides)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    activation = {Precision.W8A8: QuantType.QUInt8, Precision.W8A16: QuantType.QUInt16,
+                  Precision.MIXED: QuantType.QUInt8}[precision]
+    config = get_qnn_qdq_config(
+        str(src), None, activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
+        init_overrides=overrides, add_qtype_converts=False,  # the overrides carry their converts
+    )
+    check_reproducible(config)
+    return config
+
+
+def _write_ranges(src, config, calibration, ranges: Path, precision, method) -> None:
     from onnxruntime.quantization.calibrate import save_tensors_data
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+    save_tensors_data(calibration_ranges(src, calibration, config.op_types_to_quantize, method,
+                                         ACTIVATION_BITS[precision]), ranges)
+
+
+def _quantize(float_model, calibration, out, precision, sixteen_bit_units=(), variant=None,
+              ranges=None, calibration_method=CalibrationMethod.MINMAX) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        pre = Path(tmp) / "model.pre.onnx"
-        src = pre if qnn_preprocess_model(str(float_model), str(pre)) else float_model
+        src, preprocessed = _preprocessed(float_model, Path(tmp))
         overrides = None
         if sixteen_bit_units:
             graph = onnx.load(str(src), load_external_data=False)
             nodes = sixteen_bit_nodes(precision_units(graph, variant), sixteen_bit_units)
             overrides = activation_overrides(graph, nodes, QuantType.QUInt16, QuantType.QUInt8)
-        # The config reads the graph only (QNN's per-op overrides); the calibration comes below.
-        config = get_qnn_qdq_config(
-            str(src), None, activation_type=activation, weight_type=QuantType.QUInt8, per_channel=True,
-            init_overrides=overrides, add_qtype_converts=False,  # the overrides carry their converts
-        )
-        check_reproducible(config)
+        config = _qnn_config(src, precision, overrides)
         ranges = Path(ranges) if ranges is not None else Path(tmp) / "ranges.json"
         if not ranges.is_file():
-            save_tensors_data(minmax_ranges(src, calibration, config.op_types_to_quantize), ranges)
+            _write_ranges(src, config, calibration, ranges, precision, calibration_method)
+        # onnxruntime refuses a cache whose label differs from the method it is told.
+        labelled = load_tensors_data(ranges).calibration_method
         # What onnxruntime.quantization.quantize passes for a StaticQuantConfig, with the ranges
         # through its calibration cache instead of a data reader.
         quantize_static(
-            str(src), str(out), None, calibrate_method=config.calibrate_method, quant_format=config.quant_format,
+            str(src), str(out), None, calibrate_method=labelled, quant_format=config.quant_format,
             activation_type=config.activation_type, weight_type=config.weight_type,
             op_types_to_quantize=config.op_types_to_quantize, nodes_to_quantize=config.nodes_to_quantize,
             nodes_to_exclude=config.nodes_to_exclude, per_channel=config.per_channel,
@@ -87,11 +136,10 @@ def _quantize(float_model, calibration, out, activation, precision, sixteen_bit_
             calibration_providers=config.calibration_providers, extra_options=config.extra_options,
             calibration_cache_path=ranges,
         )
-        preprocessed = src == pre
     qdq = onnx.load(str(out))
     ops = Counter(n.op_type for n in qdq.graph.node)
     compute = {k: v for k, v in ops.items() if k not in ("QuantizeLinear", "DequantizeLinear")}
-    return {"precision": precision.value,
+    return {"precision": precision.value, "calibration_method": calibration_method.value,
             "calibration_samples": int(calibration.shape[0]) if calibration is not None else None,
             "qnn_preprocessed": preprocessed, "nodes": len(qdq.graph.node),
             "compute_nodes": sum(compute.values()), "qdq_nodes": ops["QuantizeLinear"] + ops["DequantizeLinear"]}

@@ -53,6 +53,8 @@ class ExportRequest(_Asked):
     encoder_dim: int | None = None
     calibration: Path | None = None
     calibration_count: int = 64
+    # How the activation ranges are chosen: minmax, percentile, entropy or mse (core.targets.CalibrationMethod).
+    calibration_method: str = "minmax"
     heldout: Path | None = None
     heldout_count: int = 16
     min_sqnr: float | None = None
@@ -111,15 +113,18 @@ class ExportedRequest(_Recorded):
     io: str = "float-nchw"
     until: Until
     calibration: ImageSetId | None = None  # None: nothing was quantized
+    calibration_method: str = "minmax"
     heldout: ImageSetId | None = None
     min_sqnr: float | None = None
     max_time_ratio: float | None = None
 
     def key_fields(self) -> dict:
         """What the output directory's key hashes: the same weights from another path are the same export.
-        The default I/O is left out, so exports made before `io` existed keep their keys."""
-        default_io = self.io == "float-nchw"
-        return self.model_dump(mode="json", exclude={"weights_path", "io"} if default_io else {"weights_path"})
+        The default I/O and calibration method are left out, so exports made before `io` and
+        `calibration_method` existed keep their keys."""
+        defaults = {"io": "float-nchw", "calibration_method": "minmax"}
+        return self.model_dump(mode="json", exclude={"weights_path"} | {k for k, v in defaults.items()
+                                                                        if getattr(self, k) == v})
 
 
 class CompiledRequest(_Recorded):

@@ -71,6 +71,7 @@ class QuantizeResults(_Model):
     precision: str
     quantized: bool = True  # False for fp16: the float graph is kept and the HTP runs it in fp16
     calibration_samples: int | None = None
+    calibration_method: str | None = None  # how the activation ranges were chosen (pipeline.ranges)
     qnn_preprocessed: bool | None = None
     nodes: int | None = None
     compute_nodes: int | None = None  # nodes other than QuantizeLinear / DequantizeLinear
