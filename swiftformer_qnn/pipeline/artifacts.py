@@ -160,44 +160,40 @@ class StageCache(cache.StageCache):
 # --------------------------------------------------------------------------- compile records found under paths
 
 
-class _Found:
-    """What a compile record and a failure found under a path share: the QNN version and the
-    identity of what was compiled (`variant`, `precision`, ...; `soc`, which a failure does not say)."""
-
-    @property
-    def _entry(self) -> CompileRecord | CompileFailure:
-        raise NotImplementedError
-
-    @property
-    def qnn_version(self) -> str:
-        return self._entry.qnn_version
-
-    def identity(self, key: str) -> Any:
-        return getattr(self._entry, "soc", None) if key == "soc" else getattr(self._entry.model, key)
+def _identity(entry: CompileRecord | CompileFailure, key: str) -> Any:
+    """The identity of what was compiled (`variant`, `precision`, ...; `soc`, which a failure
+    does not say), the same for a compile record and a failure."""
+    return getattr(entry, "soc", None) if key == "soc" else getattr(entry.model, key)
 
 
 @dataclass(frozen=True)
-class FoundCompile(_Found):
+class FoundCompile:
     """One compile record and the file it was read from."""
 
     record: CompileRecord
     path: Path
 
     @property
-    def _entry(self) -> CompileRecord:
-        return self.record
+    def qnn_version(self) -> str:
+        return self.record.qnn_version
+
+    def identity(self, key: str) -> Any:
+        return _identity(self.record, key)
 
 
 @dataclass(frozen=True)
-class FoundFailure(_Found):
+class FoundFailure:
     """A QNN version that did not compile, and where it says so."""
 
     failure: CompileFailure
     path: Path
 
     @property
-    def _entry(self) -> CompileFailure:
-        return self.failure
+    def qnn_version(self) -> str:
+        return self.failure.qnn_version
+
+    def identity(self, key: str) -> Any:
+        return _identity(self.failure, key)
 
     @property
     def error(self) -> str:
