@@ -342,9 +342,13 @@ def _render_files(out: Console, files: list[tuple[str, Path]]) -> None:
 
 def run_summary(result: ProfileRunResult) -> dict:
     """`profile --json`: per profile its files, what its times are (source, unit) and the figures."""
-    return {"backend": result.backend.value, "device": result.device, "out_dir": str(result.out_dir),
-            "profiles": [_profile_summary(item) for item in result.profiled],
-            "failed": [f.one_line() for f in result.failures]}
+    return _summary(result.backend.value, result.device, result.out_dir, result.profiled,
+                    [f.one_line() for f in result.failures])
+
+
+def _summary(backend: str, device: str, out_dir: Path, items: list[ProfiledModel], failed: list[str]) -> dict:
+    return {"backend": backend, "device": device, "out_dir": str(out_dir),
+            "profiles": [_profile_summary(item) for item in items], "failed": failed}
 
 
 def _profile_summary(item: ProfiledModel) -> dict:
@@ -388,8 +392,7 @@ def profile_import(
 
     item = import_profile(file, from_dir, device=device, qnn=qnn, out_dir=out)
     if json_:
-        print_json({"backend": "import", "device": item.profile.target.device,
-                    "out_dir": str(item.files["profile"].parent), "profiles": [_profile_summary(item)], "failed": []})
+        print_json(_summary("import", item.profile.target.device, item.files["profile"].parent, [item], []))
         return
     _render_profile(console, item, top)
     console.print()
