@@ -2,6 +2,11 @@
 session per core, ranges handed to the quantizer through onnxruntime's calibration cache)
 gives the ranges, and the QDQ model, that onnxruntime's own MinMax calibrator gives.
 
+The weights' per-channel scales and zero points are handed to onnxruntime's quantizer as tensor
+overrides (`quantize._add_weight_params`) instead of computed by it channel by channel; the same
+comparisons cover them, and `test_mixed_precision_weight_params_equal_onnxruntimes_own` the mixed
+precision's activation overrides beside them.
+
 The reference is onnxruntime itself: `create_calibrator` + `collect_data` for the ranges, and
 `onnxruntime.quantization.quantize` with a data reader (what the stage did before) for the QDQ
 model, on the float graph and calibration photographs the pipeline made.
@@ -342,3 +347,34 @@ def test_mse_ranges_follow_the_precisions_activation_bits(block_small, tmp_path)
               for k in eight.keys()]
     assert all(w16 >= w8 for w8, w16 in widths)
     assert any(w16 > w8 for w8, w16 in widths)
+
+
+def test_mixed_precision_weight_params_equal_onnxruntimes_own(xs_small, tmp_path, monkeypatch):
+    """With a mixed assignment's 16-bit activation overrides in the same override table, the QDQ
+    model is the one onnxruntime makes when it computes the weights' scales itself."""
+    from swiftformer_qnn.core.targets import Precision
+    from swiftformer_qnn.model.variants import get_variant
+    from swiftformer_qnn.pipeline import quantize
+    from swiftformer_qnn.pipeline.precision_units import precision_units
+
+    graph, calibration, _ = xs_small
+    variant = get_variant("xs")
+    units = [u.name for u in precision_units(onnx.load(str(graph), load_external_data=False), variant)]
+    sixteen = (units[0], units[len(units) // 2], units[-1])  # the stem, a middle block and the head
+    ranges = tmp_path / "ranges.json"
+    ours, reference = tmp_path / "ours.qdq.onnx", tmp_path / "reference.qdq.onnx"
+    quantize.quantize_qdq(graph, calibration, ours, Precision.MIXED, sixteen_bit_units=sixteen, variant=variant,
+                          ranges=ranges)
+    monkeypatch.setattr(quantize, "_add_weight_params", lambda src, config: None)
+    quantize.quantize_qdq(graph, None, reference, Precision.MIXED, sixteen_bit_units=sixteen, variant=variant,
+                          ranges=ranges)
+    a, b = onnx.load(str(ours)), onnx.load(str(reference))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
+           [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
+    inits_a = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}
+    inits_b = {i.name: numpy_helper.to_array(i) for i in b.graph.initializer}
+    widths = {v.dtype for k, v in inits_b.items() if k.endswith("_zero_point")}
+    assert {np.dtype(np.uint8), np.dtype(np.uint16)} <= widths  # 8- and 16-bit tensors: a mix
+    assert inits_a.keys() == inits_b.keys()
+    for k, v in inits_b.items():
+        assert inits_a[k].dtype == v.dtype and np.array_equal(inits_a[k], v), k
