@@ -46,3 +46,22 @@ def test_every_import_in_the_package_resolves():
                     except ImportError:
                         broken.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} has no {name}")
     assert not broken, "\n".join(broken)
+
+
+def test_an_export_without_mixed_precision_never_loads_the_chart_library(tmp_path):
+    """Only a mixed export draws a chart: loading matplotlib took about 1 s at the end of every
+    export when the summary imported the report package to check for a mixed result."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from swiftformer_qnn.cli import main\n"
+        f"sys.argv = ['swiftformer-qnn', 'export', '--variant', 'encoder', '--resolution', '16', '--until', 'onnx',"
+        f" '--calibration-count', '4', '--heldout-count', '2', '--output-dir', {str(tmp_path / 'out')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('matplotlib' in sys.modules, file=sys.stderr)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "out" / "manifest.json").is_file()

@@ -234,13 +234,15 @@ def _db(figures) -> str:
 def render_mixed(console: Console, result: ExportResult) -> None:
     """A mixed export's sensitivity and Pareto tables, and beside the export their Markdown and chart."""
     from ..pipeline.stage_results import SearchResults, SensitivityResults
-    from ..report.mixed import CHART, MARKDOWN, mixed_md, pareto_chart, pareto_table, sensitivity_table
-    from ..report.terminal import table_rich
 
     m = result.manifest
     search = m.results("mixed_search", SearchResults)
     if search is None:
         return
+    # Only now: the report package brings matplotlib (about 1 s of every export's end otherwise).
+    from ..report.mixed import CHART, MARKDOWN, mixed_md, pareto_chart, pareto_table, sensitivity_table
+    from ..report.terminal import table_rich
+
     sensitivity = m.results("sensitivity", SensitivityResults)
     console.print(table_rich(sensitivity_table(sensitivity)))
     console.print(table_rich(pareto_table(sensitivity, search)))
