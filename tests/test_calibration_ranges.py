@@ -74,19 +74,24 @@ def _assert_same(graph, calibration, ours_qdq, tmp_path, precision):
             assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, name
             assert np.array_equal(mine, theirs), (name, mine, theirs)
 
-    # The QDQ models: the same nodes, and every initializer (scales, zero points, quantized
-    # weights) the same bytes.
-    a, b = onnx.load(str(ours_qdq)), onnx.load(str(reference_qdq))
+    inits = _assert_same_qdq(ours_qdq, reference_qdq)
+    scales = [k for k in inits if k.endswith("_scale")]
+    zero_points = [k for k in inits if k.endswith("_zero_point")]
+    assert len(scales) > 20 and len(zero_points) > 20
+
+
+def _assert_same_qdq(ours, reference) -> dict[str, np.ndarray]:
+    """The QDQ models: the same nodes, and every initializer (scales, zero points, quantized
+    weights) the same bytes. Returns the reference's initializers."""
+    a, b = onnx.load(str(ours)), onnx.load(str(reference))
     assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
            [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
     inits_a = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}
     inits_b = {i.name: numpy_helper.to_array(i) for i in b.graph.initializer}
     assert inits_a.keys() == inits_b.keys()
-    scales = [k for k in inits_b if k.endswith("_scale")]
-    zero_points = [k for k in inits_b if k.endswith("_zero_point")]
-    assert len(scales) > 20 and len(zero_points) > 20
     for k, v in inits_b.items():
         assert inits_a[k].dtype == v.dtype and np.array_equal(inits_a[k], v), k
+    return inits_b
 
 
 @pytest.mark.parametrize("precision", ["w8a8", "w8a16"])
@@ -368,13 +373,6 @@ def test_mixed_precision_weight_params_equal_onnxruntimes_own(xs_small, tmp_path
     monkeypatch.setattr(quantize, "_add_weight_params", lambda src, config: None)
     quantize.quantize_qdq(graph, None, reference, Precision.MIXED, sixteen_bit_units=sixteen, variant=variant,
                           ranges=ranges)
-    a, b = onnx.load(str(ours)), onnx.load(str(reference))
-    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
-           [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
-    inits_a = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}
-    inits_b = {i.name: numpy_helper.to_array(i) for i in b.graph.initializer}
-    widths = {v.dtype for k, v in inits_b.items() if k.endswith("_zero_point")}
+    inits = _assert_same_qdq(ours, reference)
+    widths = {v.dtype for k, v in inits.items() if k.endswith("_zero_point")}
     assert {np.dtype(np.uint8), np.dtype(np.uint16)} <= widths  # 8- and 16-bit tensors: a mix
-    assert inits_a.keys() == inits_b.keys()
-    for k, v in inits_b.items():
-        assert inits_a[k].dtype == v.dtype and np.array_equal(inits_a[k], v), k
