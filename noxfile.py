@@ -42,10 +42,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed and memory of the main job against straight-line scripts, in one run -> JSON."""
+    """Speed and memory of the main job against straight-line scripts, in one run -> JSON. Extra
+    arguments go to the script (e.g. `-- OUT.json --against ../old-checkout` times an earlier
+    tree of the package in the same run)."""
     install_project(session)
-    out = session.posargs[0] if session.posargs else "bench-results/bench.json"
-    session.run("python", "tests/bench/run_bench.py", out)
+    args = list(session.posargs)
+    out = args.pop(0) if args and not args[0].startswith("-") else "bench-results/bench.json"
+    session.run("python", "tests/bench/run_bench.py", out, *args)
 
 
 @nox.session
