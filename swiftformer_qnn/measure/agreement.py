@@ -83,7 +83,7 @@ def cpu_workers(samples: int) -> int:
 
 
 def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, optimize: bool = True,
-             workers: int | None = None, each=None) -> list[list[np.ndarray]]:
+             workers: int | None = None, each=None, memory_pattern: bool = True) -> list[list[np.ndarray]]:
     """Run an ONNX model (a path, or serialized bytes) on onnxruntime's CPU EP over the batch-1
     samples of `inputs`; per sample, the values of `outputs` (default: every graph output).
     `each(values)`: called with each sample's values instead of keeping them (an empty list is
@@ -97,7 +97,8 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
     bits, which would move calibration ranges); its threads do not spin between ops (spinning
     burns the core the other session, or another process on a shared machine, needs; it changes
     scheduling, not results). `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as
-    onnxruntime's calibrator does."""
+    onnxruntime's calibrator does. `memory_pattern=False`: no pre-planned block for all of a
+    run's tensors (onnxruntime's memory pattern); allocation only, the values are the same."""
     from concurrent.futures import ThreadPoolExecutor
 
     import onnxruntime as ort
@@ -107,6 +108,7 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.enable_mem_pattern = memory_pattern
     n = inputs.shape[0]
     workers = max(1, min(workers or cpu_workers(n), n))
     source = model if isinstance(model, bytes) else str(model)
