@@ -2,9 +2,9 @@
 
 A unit is a block of the model (stem, each downsample, each ConvEncoder, the head) or a part of
 a SwiftFormerEncoder block (`stage2.block9.local_representation`, `.attention`, `.mlp`): its
-attention part costs most at 16 bits and its parts differ in what 16 bits gain (L1 224). A
-stage's SwiftFormerEncoder part keeps the residual add after it (`x + attention(x)`), so the
-parts still form a chain: each reads only the previous unit's output. The standalone
+attention part costs most at 16 bits and its parts differ in what 16 bits gain (L1 224). Its
+attention and mlp keep the residual add after them (`x + attention(x)`), so the parts still form
+a chain: each reads only the previous unit's output. The standalone
 SwiftFormerEncoder is one block, so its units are its parts (local_representation, attention,
 mlp, and the residual glue). Each compute node goes to the unit `measure.attribution` places it
 in, by its name or, for nodes a fusion renamed (QNN preprocessing's LpNormalization), by the
@@ -27,6 +27,7 @@ from ..measure.schema import Attribution
 from ..model.variants import BlockKind, Variant
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_SWIFTFORMER = BlockKind.SWIFTFORMER_ENCODER.value  # a block split into its parts
 RESIDUAL = "residual"  # the standalone block's glue (residual adds, reshapes): no part names it
 # Ops whose cost is their multiply-accumulates; every other op counts one per output element.
 _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -90,9 +91,6 @@ def unit_order(variant: Variant) -> list[str]:
         return [f"{ENCODER_BLOCK}.{p}" for p in (*PARTS, RESIDUAL)]
     return [name for block, kind in model_blocks(variant).items()
             for name in ([f"{block}.{p}" for p in PARTS] if kind == _SWIFTFORMER else [block])]
-
-
-_SWIFTFORMER = BlockKind.SWIFTFORMER_ENCODER.value
 
 
 def unit_of(a: Attribution, variant: Variant) -> str | None:
