@@ -158,8 +158,7 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
     if name == "validate":
         return f"max |diff| {r.max_abs_diff:.2e} (tol {r.tolerance_abs:.1e}), cosine {r.cosine_min:.6f}"
     if name == "sensitivity":
-        runs = 2 + len(r.tap_runs) + (r.last_alone is not None)
-        how = (f"{len(r.units)} units' output noise in {runs} runs" if r.direction == "taps"
+        how = (f"{len(r.units)} units' output noise in {2 + len(r.tap_runs)} runs" if r.direction == "taps"
                else f"{len(r.units)} units each alone at 8 bits")
         return (f"{how} on {r.samples} held-out inputs: w8a8 "
                 f"{_sq(r.w8a8.htp_sqnr_db)}, w8a16 {_sq(r.w8a16.htp_sqnr_db)} (HTP vs fp32); cost: {r.cost_unit}")

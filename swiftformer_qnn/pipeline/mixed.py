@@ -11,9 +11,7 @@ more than the unit's own noise (XS 224: the changes summed to 15x what w8a16 rem
 form a chain are instead read from inside whole-model runs: uniform w8a8, uniform w8a16 and the
 two alternating assignments (`carry_runs`) are compiled with every unit's output also an output
 of the binary (`tapped_model`), and `mixed_search.chain_gains` turns each unit's output noise in
-those runs into its gain (docs/mixed-precision.md compares the methods measured). The last unit
-(the head) is also measured alone at 8 bits from uniform w8a16: nothing comes after it, so that
-run gives its gain directly, which the taps leave a difference of two similar numbers. The standalone
+those runs into its gain (docs/mixed-precision.md compares the methods measured). The standalone
 block's parts are no chain: each is measured alone at 8 bits from uniform w8a16, where the
 quantizers after it are 16-bit and barely re-round.
 
@@ -69,9 +67,9 @@ from .stage_results import CandidateFigures, MixedPoint, SearchResults, Sensitiv
 log = logging.getLogger(__name__)
 
 # What the sensitivity measures (a cache entry of another method is not reused): taps in uniform
-# w8a8 and w8a16 and two alternating runs, with each output's rounding, and the last unit alone at
-# 8 bits; one unit at a time 16 -> 8 where the units are no chain.
-SENSITIVITY_METHOD = "taps-4-rounding-last-alone/16->8/encoder-parts"
+# w8a8 and w8a16 and two alternating runs, with each output's rounding; one unit at a time 16 -> 8
+# where the units are no chain.
+SENSITIVITY_METHOD = "taps-4-rounding/16->8/encoder-parts"
 SENSITIVITY_SAMPLES = 2  # held-out inputs per candidate: ~1.1-1.5 s each for L1 on the emulator
 RANGES = "ranges.json"  # onnxruntime's calibration cache, shared by every candidate and the quantize stage
 MAX_EXTRA_MEASUREMENTS = 3  # candidates tried after a measured choice misses its target
@@ -403,24 +401,20 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
               for u in bench.units}
     names = [u.name for u in bench.units]
     ends = Ends(w8a8.htp_noise, w8a16.htp_noise, w8a8.cost, w8a16.cost)
-    tap_runs, convert_cost, last_alone = [], 0.0, None
+    tap_runs, convert_cost = [], 0.0
     if chained:
         direction = "taps"
         runs = {"w8a8": first.taps, "w8a16": last.taps}
         for k, sixteen in enumerate(carry_runs(names), 1):
             say(f"taps: mixed run {k}")
             runs[f"mixed {k}"] = bench.tap_noise(sixteen, cost=True)
-        say(f"{names[-1]} alone at 8 bits")
-        last_alone = bench.measure(everything - {names[-1]}, cost=False)[0]
         mixed = [r for label, r in runs.items() if label.startswith("mixed")]
         widths = [[n in set(r.sixteen) for n in names] for r in mixed]
         rounding = [*runs["w8a8"].rounding, 0.0]
         htp_gain, handover, carry = chain_gains(runs["w8a8"].htp, runs["w8a16"].htp,
-                                                [(w, r.htp) for w, r in zip(widths, mixed, strict=True)], rounding,
-                                                last_alone.htp_noise)
+                                                [(w, r.htp) for w, r in zip(widths, mixed, strict=True)], rounding)
         cpu_gain, _, _ = chain_gains(runs["w8a8"].cpu, runs["w8a16"].cpu,
-                                     [(w, r.cpu) for w, r in zip(widths, mixed, strict=True)], rounding,
-                                     last_alone.cpu_noise)
+                                     [(w, r.cpu) for w, r in zip(widths, mixed, strict=True)], rounding)
         figures = [UnitFigures(n, g, extra[n], h) for n, g, h in zip(names, htp_gain, handover, strict=True)]
         convert_cost = corrected(figures, ends, [(r.sixteen, r.htp[-1], r.cost) for r in mixed if r.cost is not None],
                                  names).convert_cost
@@ -447,8 +441,7 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
     return SensitivityResults(
         samples=int(bench.inputs.shape[0]), direction=direction, cost_unit=bench.costing.unit,
         cost_source=bench.costing.source, w8a8=w8a8, w8a16=w8a16, units=units, convert_cost=convert_cost,
-        tap_runs=tap_runs, last_alone=last_alone, unplaced_nodes=unplaced, seconds=round(time.perf_counter() - started, 2),
-        notes=notes)
+        tap_runs=tap_runs, unplaced_nodes=unplaced, seconds=round(time.perf_counter() - started, 2), notes=notes)
 
 
 def carry_runs(names: Sequence[str]) -> list[frozenset[str]]:

@@ -219,8 +219,7 @@ def corrected(units: Sequence[UnitFigures], ends: Ends, measured: Sequence[tuple
 
 def chain_gains(noise8: Sequence[float], noise16: Sequence[float],
                 mixed: Sequence[tuple[Sequence[bool], Sequence[float]]] = (),
-                handover: Sequence[float] | None = None,
-                last_alone: float | None = None) -> tuple[list[float], list[float], list[float]]:
+                handover: Sequence[float] | None = None) -> tuple[list[float], list[float], list[float]]:
     """Per unit of a chain, from each unit's output noise (error power over signal power against
     fp32, read where its own quantizer writes it) in uniform w8a8, uniform w8a16 and mixed runs
     (`(is 16-bit per unit, noise per unit)`), and the noise of each output's 8-bit rounding alone
@@ -234,17 +233,7 @@ def chain_gains(noise8: Sequence[float], noise16: Sequence[float],
     each unit a second input noise at one width, so `g[k]` (without one, 1: relative noise carried
     unchanged); then `q8[k] = r8[k] - g[k] r8[k-1]`, `q16[k]` likewise, and the gain is
     `(q8 - q16)` times the product of the later units' `g`. The gains of all units add up to
-    uniform w8a8's output noise minus w8a16's exactly.
-
-    `last_alone`: the model output's noise with the last unit alone at 8 bits, the rest at 16.
-    Nothing comes after the last unit, so this run measures its gain (plus the previous output's
-    rounding it now reads) directly, where the mixed runs leave it the difference of two similar
-    numbers, its output noise minus its input's carried through it (XS 224: its share of the total
-    moved from -11% to 54% when the units before it were split). The last unit's `g` is then the
-    one this run implies, not the mixed runs' estimate: its gain is the measured one, the earlier
-    units' gains take up the rest (each is carried to the output through it), and the gains still
-    add up to w8a8's noise minus w8a16's, so the prediction keeps both ends exact without
-    rescaling the measured gain away."""
+    uniform w8a8's output noise minus w8a16's exactly."""
     n = len(noise8)
     rounding = list(handover) if handover is not None else [0.0] * n
     carry = [1.0] * n
@@ -256,13 +245,6 @@ def chain_gains(noise8: Sequence[float], noise16: Sequence[float],
             d_in = same[k - 1] - r[k - 1] - requantized
             if abs(d_in) > 1e-3 * max(same[k - 1], r[k - 1], 1e-30):
                 estimates.append((same[k] - r[k]) / d_in)
-        if k == n - 1 and last_alone is not None:
-            # Its input: uniform w8a16's plus the previous output's rounding, re-quantized to 8 bits.
-            d_in = noise8[k - 1] - noise16[k - 1] - rounding[k - 1]
-            if abs(d_in) > 1e-3 * max(noise8[k - 1], noise16[k - 1], 1e-30):
-                direct = (noise8[k] - last_alone) / d_in
-                if math.isfinite(direct) and 0.0 <= direct <= MAX_CARRY:
-                    estimates = [direct]
         good = [g for g in estimates if math.isfinite(g) and 0.0 <= g <= MAX_CARRY]
         if good:
             carry[k] = sum(good) / len(good)

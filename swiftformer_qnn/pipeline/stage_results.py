@@ -190,8 +190,6 @@ class SensitivityResults(_Model):
     units: list[UnitSensitivity]
     convert_cost: float = 0.0  # each meeting of an 8- and a 16-bit unit, from a mixed run's estimate
     tap_runs: list[list[str]] = Field(default_factory=list)  # the mixed runs' 16-bit units (taps)
-    # taps: uniform w8a16 with the last unit alone at 8 bits, which gives that unit's gain directly
-    last_alone: CandidateFigures | None = None
     unplaced_nodes: list[str] = Field(default_factory=list)  # compute nodes no unit holds: always 8-bit
     seconds: float
     notes: list[str] = Field(default_factory=list)

@@ -54,8 +54,6 @@ def sensitivity_table(s: SensitivityResults) -> TableSpec:
         caption=("gain: the model output's noise power its 16 bits remove, in dB of the fp32 output (higher: more "
                  "sensitive); the gains add up to w8a8's noise minus w8a16's. "
                  + ("carry: how its output's relative noise reaches the model output. " if taps else "")
-                 + (f"{s.units[-1].unit}: from uniform w8a16 with it alone at 8 bits "
-                    f"({_db(s.last_alone.htp_sqnr_db)} dB), nothing after it. " if taps and s.last_alone else "")
                  + f"Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 {_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator "
                  f"vs fp32); {_cost(s, s.convert_cost)} per meeting of 8- and 16-bit units. Cost: {s.cost_source}."))
 
