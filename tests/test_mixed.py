@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from swiftformer_qnn.cli import app
 from swiftformer_qnn.core.errors import UsageError
-from swiftformer_qnn.measure.attribution import model_blocks
+from swiftformer_qnn.measure.attribution import PARTS, model_blocks
 from swiftformer_qnn.model.variants import get_variant
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
 from swiftformer_qnn.pipeline.mixed import chain_outputs, tapped_model, with_outputs
@@ -30,7 +30,7 @@ from swiftformer_qnn.pipeline.mixed_search import (
     pareto_curve,
     predict,
 )
-from swiftformer_qnn.pipeline.precision_units import precision_units, unplaced_nodes
+from swiftformer_qnn.pipeline.precision_units import op_unit, precision_units, unplaced_nodes
 
 SMALL = dict(calibration_count=8, heldout_count=4)
 
@@ -186,15 +186,40 @@ def test_xs_blocks_form_a_chain_whose_hand_over_tensors_are_tapped_as_the_next_b
     assert len(names) == len(units) - 1
 
 
-def test_every_compute_node_of_xs_falls_in_one_block_unit(xs_float_graph):
+def test_every_compute_node_of_xs_falls_in_one_block_or_encoder_part_unit(xs_float_graph):
     model = onnx.load(str(xs_float_graph))
     variant = get_variant("xs")
     units = precision_units(model, variant)
-    assert [u.name for u in units] == list(model_blocks(variant))  # stem, downsamples, every block, head
+    blocks = model_blocks(variant)
+    # stem, downsamples, every ConvEncoder, each SwiftFormerEncoder's three parts, head
+    expected = [f"{b}.{p}" if kind == "swiftformer_encoder" else b for b, kind in blocks.items()
+                for p in (PARTS if kind == "swiftformer_encoder" else [None])]
+    assert [u.name for u in units] == expected and len(units) == len(blocks) + 2 * 4
     assert unplaced_nodes(model, units) == []
     assert all(u.macs > 0 and u.tensors for u in units)
     # The stem's two 3x3 stride-2 convs dominate its MACs: 3->24 at 32x32 and 24->48 at 16x16.
     assert units[0].macs >= 32 * 32 * 24 * 27 + 16 * 16 * 48 * 24 * 9
+
+
+def test_an_encoder_blocks_residual_adds_go_with_the_part_they_close_here_and_in_the_estimate(xs_float_graph):
+    model = onnx.load(str(xs_float_graph))
+    variant = get_variant("xs")
+    units = precision_units(model, variant)
+    by_node = {n: u.name for u in units for n in u.nodes}
+    block = "/stage3/block3_swiftformer_encoder"
+    assert by_node[f"{block}/local_representation/Add"] == "stage3.block3.local_representation"
+    assert by_node[f"{block}/Add"] == "stage3.block3.attention"  # x + attention(x)
+    assert by_node[f"{block}/Add_1"] == "stage3.block3.mlp"  # x + mlp(x)
+    # The estimator's op for the attention's residual add, as it reports it: its name and op trace.
+    trace = [f"{block}/local_representation/Add_output_0_DequantizeLinear/duplicated_token_1",
+             f"{block}/attention/final/Conv_output_0_DequantizeLinear", f"{block}/Add", f"{block}/Add_output_0_QuantizeLinear"]
+    assert op_unit(f"{block}/Add", trace, variant, by_node) == "stage3.block3.attention"
+    assert op_unit(f"{block}/attention/to_query/Conv", [], variant, by_node) == "stage3.block3.attention"
+    assert op_unit("/stage3/block2_conv_encoder/Add", [], variant, by_node) == "stage3.block2"
+    # The parts still form a chain: each hands one tensor on, the residual add's output.
+    chain = chain_outputs(model, units)
+    k = [u.name for u in units].index("stage3.block3.attention")
+    assert chain is not None and chain[k] == f"{block}/Add_output_0"
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def export(
     variant: Annotated[str, typer.Option(help="xs, s, l1, l3, or encoder (the standalone SwiftFormerEncoder block).")] = "l1",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: upstream .pth, HF .safetensors/.bin, or timm. Omit for random weights.")] = None,
     attention: Annotated[str | None, typer.Option(help="normalize (upstream since July 2023) or softmax (first release, HF port). Default: what the weights imply.")] = None,
-    precision: Annotated[str, typer.Option(help="w8a8, w8a16, fp16 (float graph in the HTP's fp16 mode), or mixed (8-bit weights; 8- or 16-bit activations per block, chosen by measuring each block on the HTP emulator).")] = "w8a8",
+    precision: Annotated[str, typer.Option(help="w8a8, w8a16, fp16 (float graph in the HTP's fp16 mode), or mixed (8-bit weights; 8- or 16-bit activations per block, and per part of a SwiftFormerEncoder, chosen by measuring each on the HTP emulator).")] = "w8a8",
     soc: Annotated[str, typer.Option(help="Target Snapdragon: sm8550 (8 Gen 2, default), sm8650, sm8750, sm8450, sm8475.")] = "sm8550",
     calibration: Annotated[Path | None, typer.Option(help="Folder of calibration images (recursive). Default: the shipped photographs.")] = None,
     calibration_count: Annotated[int, typer.Option(help="How many calibration images to use.")] = 64,

@@ -42,7 +42,6 @@ from ..htp.estimate import ESTIMATOR_SOCS, estimate_label, estimate_model, estim
 from ..htp.record import CONTEXT_ONNX, CompiledModel
 from ..htp.session import HtpTarget, htp_session
 from ..measure.agreement import compare_outputs, cpu_runs
-from ..measure.attribution import ENCODER_BLOCK, attribute_op
 from ..model.variants import Variant
 from .compile import guard_and_compile
 from .mixed_search import (
@@ -61,7 +60,7 @@ from .mixed_search import (
     predict,
     to_db,
 )
-from .precision_units import RESIDUAL, PrecisionUnit, graph_macs, precision_units, unplaced_nodes
+from .precision_units import PrecisionUnit, graph_macs, op_unit, precision_units, unplaced_nodes
 from .quantize import quantize_qdq
 from .stage_results import CandidateFigures, MixedPoint, SearchResults, SensitivityResults, UnitSensitivity
 
@@ -70,7 +69,7 @@ log = logging.getLogger(__name__)
 # What the sensitivity measures (a cache entry of another method is not reused): taps in uniform
 # w8a8 and w8a16 and two alternating runs, with each output's rounding; one unit at a time 16 -> 8
 # where the units are no chain.
-SENSITIVITY_METHOD = "taps-4-rounding/16->8"
+SENSITIVITY_METHOD = "taps-4-rounding/16->8/encoder-parts"
 SENSITIVITY_SAMPLES = 2  # held-out inputs per candidate: ~1.1-1.5 s each for L1 on the emulator
 RANGES = "ranges.json"  # onnxruntime's calibration cache, shared by every candidate and the quantize stage
 MAX_EXTRA_MEASUREMENTS = 3  # candidates tried after a measured choice misses its target
@@ -109,6 +108,7 @@ def estimate_costing(units: Sequence[PrecisionUnit], _unplaced_macs: int, varian
     """QNN's HTP estimate of the compiled candidate (`htp.estimate`), its ops attributed to units
     (`measure.attribution`): the time includes the converts a mix adds."""
     proxy = estimator_soc(target.htp_arch)
+    by_node = {n: u.name for u in units for n in u.nodes}
 
     def cost(qdq: Path, work: Path, _sixteen: frozenset[str]) -> Cost:
         work.mkdir(parents=True, exist_ok=True)
@@ -118,8 +118,7 @@ def estimate_costing(units: Sequence[PrecisionUnit], _unplaced_macs: int, varian
                              stands_for=soc)
         per_unit: dict[str, float] = {}
         for op in est.ops:
-            a = attribute_op(op.name, op.onnx_nodes, variant)
-            unit = f"{ENCODER_BLOCK}.{a.part or RESIDUAL}" if variant.is_encoder_block else a.block
+            unit = op_unit(op.name, op.onnx_nodes, variant, by_node)
             per_unit[unit] = per_unit.get(unit, 0.0) + (est.to_us(op.span_cycles) or 0.0)
         return Cost(est.us, per_unit, est.us)
 

@@ -110,7 +110,7 @@ STAGE_TITLES = {
     "fold_bn": "Fold BatchNorm into neighbouring ops",
     "inputs": "Prepare calibration and held-out inputs",
     "validate": "Validate ONNX against PyTorch",
-    "sensitivity": "Measure each block's noise on the HTP emulator",
+    "sensitivity": "Measure each unit's noise on the HTP emulator",
     "mixed_search": "Choose the mixed-precision assignment",
     "quantize": "Quantize to QDQ",
     "guard": "Guard BatchNorms the QNN EP would corrupt",

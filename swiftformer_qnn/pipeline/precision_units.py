@@ -1,10 +1,14 @@
 """The units a mixed-precision assignment is made of, read from the float graph that gets quantized.
 
-A unit is a block of the model (stem, each downsample, each ConvEncoder and SwiftFormerEncoder,
-the head); the standalone SwiftFormerEncoder is one block, so its units are its parts
-(local_representation, attention, mlp, and the residual glue). Each compute node goes to the
-unit `measure.attribution` places it in, by its name or, for nodes a fusion renamed (QNN
-preprocessing's LpNormalization), by the tensors it reads and writes. A unit at 16 bits means:
+A unit is a block of the model (stem, each downsample, each ConvEncoder, the head) or a part of
+a SwiftFormerEncoder block (`stage2.block9.local_representation`, `.attention`, `.mlp`): its
+attention part costs most at 16 bits and its parts differ in what 16 bits gain (L1 224). Its
+attention and mlp keep the residual add after them (`x + attention(x)`), so the parts still form
+a chain: each reads only the previous unit's output. The standalone
+SwiftFormerEncoder is one block, so its units are its parts (local_representation, attention,
+mlp, and the residual glue). Each compute node goes to the unit `measure.attribution` places it
+in, by its name or, for nodes a fusion renamed (QNN preprocessing's LpNormalization), by the
+tensors it reads and writes. A unit at 16 bits means:
 the activations its nodes write are 16-bit (8-bit weights everywhere); onnxruntime's
 mixed-precision fixer adds the converts where 8- and 16-bit tensors meet.
 """
@@ -19,9 +23,11 @@ import onnx
 
 from ..core.errors import UsageError
 from ..measure.attribution import ENCODER_BLOCK, PARTS, NodeTensors, attribute_op, model_blocks
-from ..model.variants import Variant
+from ..measure.schema import Attribution
+from ..model.variants import BlockKind, Variant
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_SWIFTFORMER = BlockKind.SWIFTFORMER_ENCODER.value  # a block split into its parts
 RESIDUAL = "residual"  # the standalone block's glue (residual adds, reshapes): no part names it
 # Ops whose cost is their multiply-accumulates; every other op counts one per output element.
 _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -29,7 +35,7 @@ _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 @dataclass(frozen=True)
 class PrecisionUnit:
-    name: str  # a block id (`stage2.block9`), or `encoder.<part>` in the standalone block
+    name: str  # a block id (`stage2.block8`), `<block id>.<part>` of a SwiftFormerEncoder, `encoder.<part>`
     kind: str | None
     nodes: tuple[str, ...]  # compute nodes, in graph order
     tensors: tuple[str, ...]  # the activations they write: what a 16-bit override names
@@ -79,6 +85,38 @@ def graph_macs(model: onnx.ModelProto, nodes: set[str]) -> int:
     return sum(node_macs(n, shapes) for n in model.graph.node if n.name in nodes)
 
 
+def unit_order(variant: Variant) -> list[str]:
+    """Every unit `variant` can have, in execution order."""
+    if variant.is_encoder_block:
+        return [f"{ENCODER_BLOCK}.{p}" for p in (*PARTS, RESIDUAL)]
+    return [name for block, kind in model_blocks(variant).items()
+            for name in ([f"{block}.{p}" for p in PARTS] if kind == _SWIFTFORMER else [block])]
+
+
+def unit_of(a: Attribution, variant: Variant) -> str | None:
+    """The unit of an attributed node or op; None when nothing names one, and for a stage's
+    SwiftFormerEncoder glue (its residual adds), which goes with the part it closes: only the
+    graph tells which (`precision_units`)."""
+    if variant.is_encoder_block:
+        return f"{ENCODER_BLOCK}.{a.part or RESIDUAL}"
+    if a.block not in model_blocks(variant):
+        return None
+    if a.kind == _SWIFTFORMER:
+        return f"{a.block}.{a.part}" if a.part else None
+    return a.block
+
+
+def op_unit(name: str, onnx_nodes: Sequence[str], variant: Variant, by_node: dict[str, str]) -> str:
+    """The unit of a compiled op (its name and the ONNX nodes it came from, as the estimator
+    reports them); a SwiftFormerEncoder's glue by the node it was compiled from (`by_node`: node
+    name -> unit), else, as for anything no unit holds, the block or `other` the op is attributed to."""
+    a = attribute_op(name, onnx_nodes, variant)
+    unit = unit_of(a, variant)
+    if unit is None:
+        unit = next((by_node[n] for n in (name, *onnx_nodes) if n in by_node), None)
+    return unit or a.block
+
+
 def precision_units(model: onnx.ModelProto, variant: Variant) -> list[PrecisionUnit]:
     """The units of `model` (a float graph, before quantization) in execution order."""
     inits = {i.name for i in model.graph.initializer}
@@ -87,20 +125,23 @@ def precision_units(model: onnx.ModelProto, variant: Variant) -> list[PrecisionU
     tensors = {n.name: NodeTensors(written=tuple(n.output), params=tuple(i for i in n.input if i in inits),
                                    read=tuple(i for i in n.input if i and i not in inits)) for n in nodes}
     shapes = _shapes(model)
+    order = unit_order(variant)
     members: dict[str, list[onnx.NodeProto]] = {}
     kinds: dict[str, str | None] = {}
-    for n in nodes:
+    written_by: dict[str, str] = {}  # tensor -> unit, for the glue
+    for n in nodes:  # graph order is topological: a node's inputs are placed before it
         a = attribute_op(n.name, [n.name], variant, graph=tensors)
-        if variant.is_encoder_block:
-            unit = f"{ENCODER_BLOCK}.{a.part or RESIDUAL}"
-        elif a.block in model_blocks(variant):
-            unit = a.block
-        else:  # nothing names it: it stays at the default precision
+        unit = unit_of(a, variant)
+        if unit is None and a.kind == _SWIFTFORMER and a.block in model_blocks(variant):
+            # A residual add closes the branch it adds (`x + attention(x)`): the latest part of its
+            # block it reads, so each part hands one tensor on and the parts stay a chain.
+            read = [written_by[i] for i in n.input if written_by.get(i, "").startswith(f"{a.block}.")]
+            unit = max(read, key=order.index) if read else f"{a.block}.{PARTS[0]}"
+        if unit is None:  # nothing names it: it stays at the default precision
             continue
         members.setdefault(unit, []).append(n)
         kinds[unit] = a.kind
-    order = ([f"{ENCODER_BLOCK}.{p}" for p in (*PARTS, RESIDUAL)] if variant.is_encoder_block
-             else list(model_blocks(variant)))
+        written_by.update((o, unit) for o in n.output)
     units = []
     for name in order:
         if name not in members:
