@@ -365,12 +365,12 @@ def test_mixed_precision_weight_params_equal_onnxruntimes_own(xs_small, tmp_path
     graph, calibration, _ = xs_small
     variant = get_variant("xs")
     units = [u.name for u in precision_units(onnx.load(str(graph), load_external_data=False), variant)]
-    sixteen = (units[0], units[len(units) // 2], units[-1])  # the stem, a middle block and the head
+    sixteen = (units[0], units[len(units) // 2], units[-1])  # the stem, a middle unit and the head
     ranges = tmp_path / "ranges.json"
     ours, reference = tmp_path / "ours.qdq.onnx", tmp_path / "reference.qdq.onnx"
     quantize.quantize_qdq(graph, calibration, ours, Precision.MIXED, sixteen_bit_units=sixteen, variant=variant,
                           ranges=ranges)
-    monkeypatch.setattr(quantize, "_add_weight_params", lambda src, config: None)
+    monkeypatch.setattr(quantize, "_add_weight_params", lambda model, config: None)
     quantize.quantize_qdq(graph, None, reference, Precision.MIXED, sixteen_bit_units=sixteen, variant=variant,
                           ranges=ranges)
     inits = _assert_same_qdq(ours, reference)

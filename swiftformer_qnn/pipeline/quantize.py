@@ -16,7 +16,7 @@ import onnx
 from ..core.targets import CalibrationMethod, Precision
 from ..model.variants import Variant
 from .precision_units import activation_overrides, precision_units, sixteen_bit_nodes
-from .ranges import calibration_ranges, check_reproducible, ranges_by_method
+from .ranges import check_reproducible, ranges_by_method
 
 # The activation bit width the ranges are chosen for (the MSE search's): mixed is mostly 8-bit,
 # and its candidates share one set of ranges.
@@ -54,14 +54,9 @@ def calibrate(float_model: Path, calibration: np.ndarray, ranges: dict[Calibrati
               precision: Precision) -> None:
     """Write onnxruntime's calibration cache of each method in `ranges` as `quantize_qdq` would
     (the same preprocessing and tensors), without quantizing; several methods share the passes."""
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
     with _quiet_onnxruntime(), tempfile.TemporaryDirectory(dir=next(iter(ranges.values())).parent) as tmp:
         src, _ = _preprocessed(float_model, Path(tmp))
-        config = _qnn_config(src, precision)
-        found = ranges_by_method(src, calibration, config.op_types_to_quantize, list(ranges), ACTIVATION_BITS[precision])
-        for method, path in ranges.items():
-            save_tensors_data(found[method], path)
+        _write_ranges(src, _qnn_config(src, precision), calibration, ranges, precision)
 
 
 @contextlib.contextmanager
@@ -110,7 +105,7 @@ def _attribute(node, name: str, default):
     return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _add_weight_params(src: Path, config) -> None:
+def _add_weight_params(model: onnx.ModelProto, config) -> None:
     """Hand onnxruntime the per-channel scales and zero points of the weights, as tensor overrides.
 
     Its quantizer computes them one channel at a time in Python (compute_data_quant_params, about
@@ -127,7 +122,7 @@ def _add_weight_params(src: Path, config) -> None:
     overrides = config.extra_options.setdefault("TensorQuantOverrides", {})
     if not config.per_channel or config.reduce_range:
         return  # per-tensor weights are cheap; reduce_range is not reproduced here
-    graph = onnx.load(str(src)).graph
+    graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     readers: dict[str, int] = {}
     for node in graph.node:
@@ -169,11 +164,13 @@ def _add_weight_params(src: Path, config) -> None:
         overrides[name][0]["axis"] = axis  # onnxruntime reads a per-channel override's axis from channel 0
 
 
-def _write_ranges(src, config, calibration, ranges: Path, precision, method) -> None:
+def _write_ranges(src, config, calibration, ranges: dict[CalibrationMethod, Path], precision) -> None:
+    """onnxruntime's calibration cache of each method in `ranges`, from shared passes over `src`."""
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    save_tensors_data(calibration_ranges(src, calibration, config.op_types_to_quantize, method,
-                                         ACTIVATION_BITS[precision]), ranges)
+    found = ranges_by_method(src, calibration, config.op_types_to_quantize, list(ranges), ACTIVATION_BITS[precision])
+    for method, path in ranges.items():
+        save_tensors_data(found[method], path)
 
 
 def _quantize(float_model, calibration, out, precision, sixteen_bit_units=(), variant=None,
@@ -183,16 +180,17 @@ def _quantize(float_model, calibration, out, precision, sixteen_bit_units=(), va
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         src, preprocessed = _preprocessed(float_model, Path(tmp))
+        graph = onnx.load(str(src))  # read once: the mixed overrides and the weights' scales
         overrides = None
         if sixteen_bit_units:
-            graph = onnx.load(str(src), load_external_data=False)
             nodes = sixteen_bit_nodes(precision_units(graph, variant), sixteen_bit_units)
             overrides = activation_overrides(graph, nodes, QuantType.QUInt16, QuantType.QUInt8)
         config = _qnn_config(src, precision, overrides)
-        _add_weight_params(src, config)
+        _add_weight_params(graph, config)
+        del graph
         ranges = Path(ranges) if ranges is not None else Path(tmp) / "ranges.json"
         if not ranges.is_file():
-            _write_ranges(src, config, calibration, ranges, precision, calibration_method)
+            _write_ranges(src, config, calibration, {calibration_method: ranges}, precision)
         # onnxruntime refuses a cache whose label differs from the method it is told.
         labelled = load_tensors_data(ranges).calibration_method
         # What onnxruntime.quantization.quantize passes for a StaticQuantConfig, with the ranges
