@@ -318,6 +318,21 @@ def test_diagnose_reads_a_mixed_export(mixed_block):
     assert d.precision == "mixed" and d.blocks and d.blocks[-1].htp_vs_fp32_db is not None
 
 
+def test_diagnose_taps_every_quantized_tensor_but_those_a_convert_reads(mixed_block):
+    from swiftformer_qnn.pipeline.localize import taps
+
+    model = onnx.load(str(mixed_block.directory / "model.qdq.onnx"))
+    writer = {o: n for n in model.graph.node for o in n.output}
+    tapped = {t.quantized for t in taps(model)}
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    # A convert: QuantizeLinear(DequantizeLinear(QuantizeLinear(x))) to the other width.
+    read_by_convert = {writer[writer[q.input[0]].input[0]].output[0] for q in quantizers
+                       if writer.get(q.input[0]) is not None and writer[q.input[0]].op_type == "DequantizeLinear"}
+    assert read_by_convert and not (read_by_convert & tapped)
+    assert tapped == {q.output[0] for q in quantizers if q.output[0] not in read_by_convert
+                      and len(q.input) > 2}
+
+
 def test_mixed_xs_gains_come_from_taps_and_add_up_to_what_w8a16_removes(tmp_path):
     r = run_export(ExportRequest(variant="xs", resolution=64, precision="mixed", max_time_ratio=1.3, until=Until.COMPILE,
                                  output_dir=tmp_path / "xs", **SMALL))

@@ -67,11 +67,24 @@ def _const(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 
 def taps(model: onnx.ModelProto) -> list[Tap]:
-    """The quantized activations of a QDQ graph, in execution order."""
+    """The quantized activations of a QDQ graph, in execution order, but those a convert reads
+    (DequantizeLinear then QuantizeLinear to the other width, where a mixed-precision export's 8-
+    and 16-bit units meet): as a graph output, such a tensor keeps the HTP from fusing the convert
+    (measured: the encoder block with its attention's final piece alone at 16 bits, whose
+    Transpose before the convert the HTP then rejects)."""
     producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def converted(q: onnx.NodeProto) -> bool:
+        return any(r.op_type == "DequantizeLinear" and any(c.op_type == "QuantizeLinear" for c in readers.get(r.output[0], []))
+                   for r in readers.get(q.output[0], []))
+
     found = []
     for n in model.graph.node:
-        if n.op_type != "QuantizeLinear":
+        if n.op_type != "QuantizeLinear" or converted(n):
             continue
         scale = _const(model, n.input[1])
         zp = _const(model, n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
