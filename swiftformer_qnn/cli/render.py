@@ -158,8 +158,11 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
     if name == "validate":
         return f"max |diff| {r.max_abs_diff:.2e} (tol {r.tolerance_abs:.1e}), cosine {r.cosine_min:.6f}"
     if name == "sensitivity":
-        how = (f"{len(r.units)} units' output noise in {2 + len(r.tap_runs)} runs" if r.direction == "taps"
-               else f"{len(r.units)} units each alone at 8 bits")
+        pieces = sum(1 for u in r.units if u.piece_of)
+        how = (f"{len(r.units) - pieces} units' output noise in {2 + len(r.tap_runs)} runs" if r.direction == "taps"
+               else f"{len(r.units) - pieces} units each alone at 8 bits")
+        if pieces:
+            how += f", {pieces} attention pieces each alone at 8 bits"
         return (f"{how} on {r.samples} held-out inputs: w8a8 "
                 f"{_sq(r.w8a8.htp_sqnr_db)}, w8a16 {_sq(r.w8a16.htp_sqnr_db)} (HTP vs fp32); cost: {r.cost_unit}")
     if name == "mixed_search":

@@ -32,6 +32,8 @@ from ..core.errors import UsageError
 DEFAULT_RECOVERED_SHARE = 0.5
 # ... for at most this share of w8a16's extra cost.
 DEFAULT_COST_SHARE = 1 / 3
+# A unit with pieces that costs more than this share of the default budget is measured by pieces.
+SPLIT_SHARE = 0.5
 # A unit's carry factor (how its input noise reaches its output, relative) outside [0, this] is
 # taken for a measurement artefact (two nearly equal input noises) and not used.
 MAX_CARRY = 4.0
@@ -106,25 +108,43 @@ def default_requirements(ends: Ends) -> tuple[float, float]:
     return need, budget
 
 
+def units_to_split(extra: Mapping[str, float], ends: Ends) -> list[str]:
+    """Of the units that have pieces (`extra`: their extra cost at 16 bits), those that cost more than
+    `SPLIT_SHARE` of the default target's time budget: the search could only afford them whole by
+    leaving most other units at 8 bits, so it gets their pieces instead. The default budget, not
+    the user's: the sensitivity is measured once for every target."""
+    _, budget = default_requirements(ends)
+    return [u for u, cost in extra.items() if cost > SPLIT_SHARE * (budget - ends.cost8)]
+
+
 def _scale(total: float, parts: float) -> float:
     """The factor that makes the summed parts equal the measured total (1 if either is not positive)."""
     return total / parts if total > 0 and parts > 0 else 1.0
+
+
+# Where units meet: per tensor one unit writes and other units read, (writer, readers). A tensor
+# whose readers include one of the other width gets a Convert (`precision_units.activation_overrides`).
+Crossings = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def chain_crossings(chain: Sequence[str]) -> Crossings:
+    """The crossings of units in a chain: each hands one tensor to the next."""
+    return tuple((a, (b,)) for a, b in zip(chain, chain[1:], strict=False))
 
 
 @dataclass(frozen=True)
 class Corrections:
     """What measured candidates teach the additive model: `noise_scale` multiplies the summed gains
     of the 8-bit units (None: the factor that makes the uniform ends exact), `convert_cost` is
-    the cost of each place where an 8- and a 16-bit unit meet (the Convert ops a mix adds), in
-    the order of `chain` (the units' execution order)."""
+    the cost of each tensor an 8- and a 16-bit unit meet at (the Convert ops a mix adds), read
+    from `crossings`."""
 
     noise_scale: float | None = None
     convert_cost: float = 0.0
-    chain: tuple[str, ...] = ()
+    crossings: Crossings = ()
 
     def meetings(self, sixteen: set[str]) -> int:
-        widths = [u in sixteen for u in self.chain]
-        return sum(a != b for a, b in zip(widths, widths[1:], strict=False))
+        return sum(any((r in sixteen) != (w in sixteen) for r in readers) for w, readers in self.crossings)
 
 
 def predict(sixteen: Sequence[str], units: Sequence[UnitFigures], ends: Ends,
@@ -198,13 +218,13 @@ def pareto_curve(units: Sequence[UnitFigures], ends: Ends, corrections: Correcti
 
 
 def corrected(units: Sequence[UnitFigures], ends: Ends, measured: Sequence[tuple[Sequence[str], float, float]],
-              chain: Sequence[str], convert_cost: float = 0.0) -> Corrections:
+              crossings: Crossings, convert_cost: float = 0.0) -> Corrections:
     """The corrections the measured mixed assignments (`(sixteen, noise, cost)`, neither end)
     imply: the noise scale that fits their noise best (least squares on the noise above
     uniform w8a16's), and the convert cost that fits their cost above the additive one (else
     `convert_cost`, e.g. from the sensitivity's own mixed run)."""
-    base = Corrections(chain=tuple(chain))
-    unscaled = Corrections(noise_scale=1.0, chain=tuple(chain))
+    base = Corrections(crossings=crossings)
+    unscaled = Corrections(noise_scale=1.0, crossings=crossings)
     rest = [(10 ** (-predict(s, units, ends, unscaled).sqnr_db / 10) - ends.noise16, n - ends.noise16)
             for s, n, _ in measured]
     scale = (sum(g * d for g, d in rest) / sum(g * g for g, _ in rest)) if rest and any(g for g, _ in rest) else None
@@ -214,7 +234,7 @@ def corrected(units: Sequence[UnitFigures], ends: Ends, measured: Sequence[tuple
     meets_ = [(m, d) for m, d in meets_ if m]
     if meets_:
         convert_cost = max(0.0, sum(m * d for m, d in meets_) / sum(m * m for m, _ in meets_))
-    return Corrections(noise_scale=scale, convert_cost=convert_cost, chain=tuple(chain))
+    return Corrections(noise_scale=scale, convert_cost=convert_cost, crossings=crossings)
 
 
 def chain_gains(noise8: Sequence[float], noise16: Sequence[float],

@@ -15,8 +15,9 @@ mixed-precision fixer adds the converts where 8- and 16-bit tensors meet.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -28,6 +29,7 @@ from ..model.variants import BlockKind, Variant
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _SWIFTFORMER = BlockKind.SWIFTFORMER_ENCODER.value  # a block split into its parts
+ATTENTION_PART = "attention"  # the part of a SwiftFormerEncoder that `ATTENTION_PIECES` cut
 RESIDUAL = "residual"  # the standalone block's glue (residual adds, reshapes): no part names it
 # Ops whose cost is their multiply-accumulates; every other op counts one per output element.
 _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -40,6 +42,58 @@ class PrecisionUnit:
     nodes: tuple[str, ...]  # compute nodes, in graph order
     tensors: tuple[str, ...]  # the activations they write: what a 16-bit override names
     macs: int  # multiply-accumulates (one per output element for ops without weights)
+    # A SwiftFormerEncoder attention's pieces (`ATTENTION_PIECES`), each a unit of its own the
+    # search may put at 16 bits instead of the whole attention (`attention_pieces`).
+    pieces: tuple[PrecisionUnit, ...] = ()
+
+
+# The pieces of SwiftFormer's efficient additive attention, in execution order: the normalised
+# query and key, the global query (the query weighted by w_g and pooled over the tokens), the
+# context (the global query times the key, its projection and the query added back), and the
+# final linear with the residual add. On L1 and XS 224 the whole attention of stage 0 costs more
+# at 16 bits than the default target's time budget allows, while its query, context and final
+# pieces hold most of its loss for half its cost (docs/mixed-precision.md).
+ATTENTION_PIECES = ("query", "key", "global_query", "context", "final")
+# The layers that open a piece, as their names appear after `attention` in a node's name, its
+# parameters' or its outputs' (the upstream graph's Gemms are named `Gemm_1`, their bias is
+# `...attention.to_query.bias`; its w_g is a parameter the MatMul reads).
+_PIECE_LAYERS = {"to_query": "query", "to_key": "key", "w_g": "global_query", "pick": "global_query",
+                 "proj": "context", "final": "final"}
+
+
+def _piece_of_layer(node: onnx.NodeProto, params: set[str]) -> str | None:
+    for name in (node.name, *(i for i in node.input if i in params), *node.output):
+        path = re.split(r"[/.]", name)
+        if "attention" in path:
+            for token in path[path.index("attention") + 1:]:
+                if token in _PIECE_LAYERS:
+                    return _PIECE_LAYERS[token]
+    return None
+
+
+def attention_pieces(unit: PrecisionUnit, nodes: dict[str, onnx.NodeProto], params: set[str],
+                     shapes: dict[str, tuple[int, ...]]) -> tuple[PrecisionUnit, ...]:
+    """`unit` (an attention part) cut into `ATTENTION_PIECES`: a node of a named layer goes to that
+    layer's piece; any other node to the latest piece it reads, except the node that multiplies the
+    global query with the key, which opens the context. The residual add reads the final linear,
+    so it ends the final piece."""
+    order = {p: k for k, p in enumerate(ATTENTION_PIECES)}
+    piece_of: dict[str, str] = {}  # tensor -> piece
+    members: dict[str, list[onnx.NodeProto]] = {}
+    for name in unit.nodes:
+        n = nodes[name]
+        piece = _piece_of_layer(n, params)
+        if piece is None:
+            read = {piece_of[i] for i in n.input if i in piece_of}
+            piece = ("context" if {"key", "global_query"} <= read
+                     else max(read, key=order.__getitem__) if read else ATTENTION_PIECES[0])
+        members.setdefault(piece, []).append(n)
+        piece_of.update((o, piece) for o in n.output)
+    own = set(unit.tensors)
+    return tuple(PrecisionUnit(f"{unit.name}.{p}", unit.kind, tuple(n.name for n in members[p]),
+                               tuple(o for n in members[p] for o in n.output if o in own),
+                               sum(node_macs(n, shapes) for n in members[p]))
+                 for p in ATTENTION_PIECES if p in members)
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -117,6 +171,22 @@ def op_unit(name: str, onnx_nodes: Sequence[str], variant: Variant, by_node: dic
     return unit or a.block
 
 
+def op_piece(name: str, onnx_nodes: Sequence[str], unit: str, piece_by_node: dict[str, str]) -> str | None:
+    """The piece of `unit` a compiled op belongs to, or None: the first of its names that is a node
+    of one of the unit's pieces, or starts with one's name and `_` (the compiler names ops and the
+    converts it adds after the node or tensor they come from: `<node>_token_29`,
+    `<node>_output_0_DequantizeLinear_2`); the longest such node, as `Transpose` and `Transpose_6`
+    both start `Transpose_6_output_0`."""
+    for candidate in (name, *onnx_nodes):
+        cut = len(candidate)
+        while cut > 0:
+            piece = piece_by_node.get(candidate[:cut])
+            if piece is not None and piece.startswith(f"{unit}."):
+                return piece
+            cut = candidate.rfind("_", 0, cut)
+    return None
+
+
 def precision_units(model: onnx.ModelProto, variant: Variant) -> list[PrecisionUnit]:
     """The units of `model` (a float graph, before quantization) in execution order."""
     inits = {i.name for i in model.graph.initializer}
@@ -148,8 +218,11 @@ def precision_units(model: onnx.ModelProto, variant: Variant) -> list[PrecisionU
             continue
         ns = members[name]
         written = [o for n in ns for o in n.output if o and o not in graph_inputs]
-        units.append(PrecisionUnit(name, kinds[name], tuple(n.name for n in ns), tuple(written),
-                                   sum(node_macs(n, shapes) for n in ns)))
+        unit = PrecisionUnit(name, kinds[name], tuple(n.name for n in ns), tuple(written),
+                             sum(node_macs(n, shapes) for n in ns))
+        if name.rsplit(".", 1)[-1] == ATTENTION_PART:
+            unit = replace(unit, pieces=attention_pieces(unit, {n.name: n for n in ns}, inits, shapes))
+        units.append(unit)
     return units
 
 
@@ -160,9 +233,14 @@ def unplaced_nodes(model: onnx.ModelProto, units: Sequence[PrecisionUnit]) -> li
             if n.op_type not in QDQ_OPS and n.op_type != "Constant" and n.name not in placed]
 
 
+def assignable(units: Sequence[PrecisionUnit]) -> list[PrecisionUnit]:
+    """What an assignment can name, in execution order: each unit, then its pieces."""
+    return [v for u in units for v in (u, *u.pieces)]
+
+
 def sixteen_bit_nodes(units: Sequence[PrecisionUnit], sixteen: Iterable[str]) -> set[str]:
-    """The compute nodes of the units named in `sixteen`."""
-    by_name = {u.name: u for u in units}
+    """The compute nodes of the units (or pieces of one) named in `sixteen`."""
+    by_name = {u.name: u for u in assignable(units)}
     unknown = [s for s in sixteen if s not in by_name]
     if unknown:
         raise UsageError(f"No precision unit {', '.join(unknown)} in this model.",

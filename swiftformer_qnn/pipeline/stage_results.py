@@ -169,6 +169,7 @@ class UnitSensitivity(_Model):
     cpu_sqnr_db: float | None = None
     converts: int | None = None
     htp_ops: int | None = None
+    piece_of: str | None = None  # the attention part this piece of it is measured for (alone at 8 bits)
 
     @property
     def htp_gain_db(self) -> float | None:
@@ -190,6 +191,11 @@ class SensitivityResults(_Model):
     units: list[UnitSensitivity]
     convert_cost: float = 0.0  # each meeting of an 8- and a 16-bit unit, from a mixed run's estimate
     tap_runs: list[list[str]] = Field(default_factory=list)  # the mixed runs' 16-bit units (taps)
+    # The attention parts measured by pieces instead (`mixed_search.units_to_split`): their own
+    # figures, for the record; `units` holds their pieces in their place.
+    split: list[UnitSensitivity] = Field(default_factory=list)
+    # Where `units` meet: per tensor one writes and others read, (writer, readers) (`Bench.crossings`).
+    crossings: list[tuple[str, list[str]]] = Field(default_factory=list)
     unplaced_nodes: list[str] = Field(default_factory=list)  # compute nodes no unit holds: always 8-bit
     seconds: float
     notes: list[str] = Field(default_factory=list)

@@ -40,11 +40,13 @@ def sensitivity_table(s: SensitivityResults) -> TableSpec:
     model output with (taps), or the SQNR with it alone at 8 bits (one unit at a time)."""
     taps = s.direction == "taps"
     rows = [[u.unit, f"{u.htp_gain_db:.1f}" if u.htp_gain_db is not None else "-", f"{_gain_db(u.cpu_gain)}",
-             *((_db(u.out_sqnr8_db), _db(u.out_sqnr16_db), f"{u.carry:.2f}") if taps else (_db(u.htp_sqnr_db),)),
+             *(("-", "-", "-") if taps and u.piece_of else
+               (_db(u.out_sqnr8_db), _db(u.out_sqnr16_db), f"{u.carry:.2f}") if taps else (_db(u.htp_sqnr_db),)),
              _cost(s, u.extra_cost)]
             for u in s.units]
     how = (f"from each unit's output against fp32 in uniform w8a8, w8a16 and {len(s.tap_runs)} mixed run(s)"
            if taps else "each unit alone at 8 bits from uniform w8a16")
+    split = ", ".join(u.unit for u in s.split)
     return TableSpec(
         title=f"Sensitivity: {how} ({s.samples} held-out inputs)",
         headers=[("unit",), ("gain HTP", "dB"), ("gain CPU", "dB"),
@@ -52,8 +54,10 @@ def sensitivity_table(s: SensitivityResults) -> TableSpec:
                  ("extra",) + _cost_header(s)[1:]],
         rows=rows, numeric_from=1,
         caption=("gain: the model output's noise power its 16 bits remove, in dB of the fp32 output (higher: more "
-                 "sensitive); the gains add up to w8a8's noise minus w8a16's. "
+                 "sensitive); the search scales the gains to add up to w8a8's noise minus w8a16's. "
                  + ("carry: how its output's relative noise reaches the model output. " if taps else "")
+                 + (f"{split}: too costly at 16 bits whole (over half the default time budget), so measured by its "
+                    "pieces, each alone at 8 bits from uniform w8a16. " if split else "")
                  + f"Uniform w8a8 {_db(s.w8a8.htp_sqnr_db)} dB, w8a16 {_db(s.w8a16.htp_sqnr_db)} dB (HTP emulator "
                  f"vs fp32); {_cost(s, s.convert_cost)} per meeting of 8- and 16-bit units. Cost: {s.cost_source}."))
 
