@@ -64,8 +64,8 @@ _PIECE_LAYERS = {"to_query": "query", "to_key": "key", "w_g": "global_query", "p
 def _piece_of_layer(node: onnx.NodeProto, params: set[str]) -> str | None:
     for name in (node.name, *(i for i in node.input if i in params), *node.output):
         path = re.split(r"[/.]", name)
-        if "attention" in path:
-            for token in path[path.index("attention") + 1:]:
+        if ATTENTION_PART in path:
+            for token in path[path.index(ATTENTION_PART) + 1:]:
                 if token in _PIECE_LAYERS:
                     return _PIECE_LAYERS[token]
     return None
