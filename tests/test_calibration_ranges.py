@@ -164,14 +164,14 @@ def test_percentile_and_entropy_ranges_equal_onnxruntime(model, method, request,
     from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
 
     from swiftformer_qnn.core.targets import CalibrationMethod
-    from swiftformer_qnn.pipeline.ranges import ENTROPY_BINS, calibration_ranges
+    from swiftformer_qnn.pipeline.ranges import ENTROPY_BINS, ranges_by_method
 
     graph, calibration, _ = request.getfixturevalue(model)
     # Percentile as quantize() runs it (onnxruntime's defaults); Entropy with 2048 bins (module docstring).
     ort_method, extra = {"percentile": (OrtMethod.Percentile, {}),
                          "entropy": (OrtMethod.Entropy, {"num_bins": ENTROPY_BINS})}[method]
     src, config, reference = _onnxruntime_histogram_ranges(graph, calibration, tmp_path, ort_method, extra)
-    ours = calibration_ranges(src, calibration, config.op_types_to_quantize, CalibrationMethod(method))
+    ours = ranges_by_method(src, calibration, config.op_types_to_quantize, [CalibrationMethod(method)])[method]
     _assert_same_ranges(ours, reference)
     # Not MinMax in disguise: some tensor's range is narrower than its extremes.
     minmax = _minmax(src, calibration, config)
@@ -293,7 +293,7 @@ def test_several_methods_from_shared_passes_equal_each_method_alone(block_small,
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     from swiftformer_qnn.core.targets import CalibrationMethod
-    from swiftformer_qnn.pipeline.ranges import calibration_ranges, ranges_by_method
+    from swiftformer_qnn.pipeline.ranges import ranges_by_method
 
     graph, calibration, _ = block_small
     pre = tmp_path / "model.pre.onnx"
@@ -302,7 +302,7 @@ def test_several_methods_from_shared_passes_equal_each_method_alone(block_small,
                              per_channel=True).op_types_to_quantize
     shared = ranges_by_method(src, calibration, ops, list(CalibrationMethod), bits=8)
     for method in CalibrationMethod:
-        alone = calibration_ranges(src, calibration, ops, method, bits=8)
+        alone = ranges_by_method(src, calibration, ops, [method], bits=8)[method]
         assert shared[method].calibration_method == alone.calibration_method
         _assert_same_ranges(shared[method], alone)
 

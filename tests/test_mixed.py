@@ -129,7 +129,8 @@ def test_the_default_target_measures_the_most_faithful_point_in_its_time_before_
         samples=2, direction="taps", cost_unit="us", cost_source="synthetic", seconds=0.0,
         w8a8=candidate([], ends.noise8, ends.cost8), w8a16=candidate(list(gains), ends.noise16, ends.cost16),
         units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
-               for u, g in gains.items()])
+               for u, g in gains.items()],
+        crossings=[(w, list(r)) for w, r in chain_crossings(list(gains))])
     r = search(SimpleNamespace(measure=measure), s, Target())
     need, budget = default_requirements(ends)
     assert measured[0] == ["head", "u0", "u1"]  # the cheapest predicted to meet it: measured short
@@ -316,10 +317,10 @@ def test_an_attention_is_cut_into_its_pieces_each_node_in_one(form, xs_float_gra
         assert all((p, op) in ops for p in ("query", "key") for op in norm)
         # The global query ends with its sum over the tokens; the product with the key opens the context.
         assert ("global_query", "ReduceSum") in ops
-        (product,) = [n for n in ops[("context", "Mul")] if any(i in {o for m in ops[("key", norm[-1])]
-                                                                        for o in nodes[m].output}
-                                                                  for i in nodes[n].input)]
-        assert product
+        writes = {p: {o for (q, _), ns in ops.items() if q == p for m in ns for o in nodes[m].output}
+                  for p in ("key", "global_query")}
+        (product,) = [n for n in ops[("context", "Mul")] if set(nodes[n].input) & writes["key"]]
+        assert set(nodes[product].input) & writes["global_query"]
         # The residual add (`x + attention(x)`) is the final piece's last node.
         assert nodes[u.pieces[-1].nodes[-1]].op_type == "Add" and "/attention/" not in u.pieces[-1].nodes[-1]
         assert block.replace(".", "/") in u.pieces[-1].nodes[-1].replace("_swiftformer_encoder", "")
@@ -490,6 +491,6 @@ def test_mixed_xs_gains_come_from_taps_and_add_up_to_what_w8a16_removes(tmp_path
     chain = [u for u in s.units if not u.piece_of] + s.split  # the taps' units, split or not
     assert sum(u.htp_gain for u in chain) == pytest.approx(s.w8a8.htp_noise - s.w8a16.htp_noise, rel=1e-6)
     assert all(u.out_sqnr16_db > u.out_sqnr8_db for u in chain)  # every output is more faithful at w8a16
-    assert s.units[-1].carry == 1.0 and all(u.carry >= 0 for u in s.units)
+    assert s.units[-1].carry == 1.0 and all(u.carry >= 0 for u in chain)
     assert search.chosen.measured.cost <= 1.3 * s.w8a8.cost
     assert r.manifest.results("quantize", object).sixteen_bit_units == search.chosen.sixteen

@@ -178,6 +178,7 @@ class Bench:
     graph: Path | None = None  # the float graph the quantizer preprocesses to (units and taps are read there)
     _count: int = 0
     _chain: list[str] | None | bool = False  # not yet read
+    _model: onnx.ModelProto | None = None  # `graph` once read (make_bench reads it for the units)
     _fp32_taps: list[np.ndarray] | None = None
 
     def share(self, sixteen: frozenset[str]) -> float:
@@ -204,7 +205,7 @@ class Bench:
         for u in self.units:
             for v in ((u,) if u.name in wanted else u.pieces):
                 unit_of.update((n, v.name) for n in v.nodes)
-        nodes = [n for n in onnx.load(str(self.graph)).graph.node if n.name in unit_of]
+        nodes = [n for n in self._graph().graph.node if n.name in unit_of]
         writer = {o: unit_of[n.name] for n in nodes for o in n.output}
         readers: dict[str, list[str]] = {}
         for n in nodes:
@@ -214,9 +215,14 @@ class Bench:
                     readers[i].append(r)
         return [(writer[t], rs) for t, rs in readers.items() if rs]
 
+    def _graph(self) -> onnx.ModelProto:
+        if self._model is None:
+            self._model = onnx.load(str(self.graph))
+        return self._model
+
     def chain(self) -> list[str] | None:
         if self._chain is False:
-            self._chain = chain_outputs(onnx.load(str(self.graph)), self.units)
+            self._chain = chain_outputs(self._graph(), self.units)
         return self._chain
 
     def tap_noise(self, sixteen: frozenset[str], *, cost: bool = False) -> TapRun:
@@ -424,7 +430,7 @@ def make_bench(float_model: Path, calibration: np.ndarray | None, heldout: np.nd
     bench = Bench(float_model, ranges, calibration, heldout[:n], fp32[:n], target, variant, units,
                   (costing or default_costing(target))(units, unplaced_macs, variant, target, soc),
                   classify=not variant.is_encoder_block,
-                  work=work, soc=soc, graph=graph)
+                  work=work, soc=soc, graph=graph, _model=model)
     return bench, unplaced
 
 
@@ -549,7 +555,7 @@ def search(bench: Bench, s: SensitivityResults, target: Target, progress: Callab
     say = progress or (lambda _m: None)
     ends, units = ends_of(s), unit_figures(s)
     chain = [u.unit for u in s.units]
-    crossings = tuple((w, tuple(r)) for w, r in s.crossings) or chain_crossings(chain)
+    crossings = tuple((w, tuple(r)) for w, r in s.crossings)
     corrections = Corrections(convert_cost=s.convert_cost, crossings=crossings)
     known = {frozenset(): s.w8a8, frozenset(chain): s.w8a16}
     tried: list[MixedPoint] = []

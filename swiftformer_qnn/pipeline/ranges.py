@@ -142,18 +142,12 @@ def minmax_ranges(model_path: Path, samples: np.ndarray, op_types: Sequence[str]
     return TensorsData(OrtMethod.MinMax, {t: found[t] for t in names})
 
 
-def calibration_ranges(model_path: Path, samples: np.ndarray, op_types: Sequence[str] | None,
-                       method: CalibrationMethod, bits: int = 8):
-    """onnxruntime `TensorsData` of `model_path`'s calibrated tensors by `method` (module
-    docstring); `bits`: the activations' bit width, which only the MSE search depends on."""
-    return ranges_by_method(model_path, samples, op_types, (method,), bits)[method]
-
-
 def ranges_by_method(model_path: Path, samples: np.ndarray, op_types: Sequence[str] | None,
                      methods: Sequence[CalibrationMethod], bits: int = 8) -> dict:
-    """`calibration_ranges` for several methods from the same passes (one of reductions, one of
-    histograms). MSE ranges are labelled MinMax: onnxruntime has no label for them, and its
-    quantizer reads only the two ends."""
+    """Per method, onnxruntime `TensorsData` of `model_path`'s calibrated tensors (module
+    docstring), every method from the same passes (one of reductions, one of histograms); `bits`:
+    the activations' bit width, which only the MSE search depends on. MSE ranges are labelled
+    MinMax: onnxruntime has no label for them, and its quantizer reads only the two ends."""
     from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
 
