@@ -139,6 +139,55 @@ def test_the_default_target_measures_the_most_faithful_point_in_its_time_before_
     assert r.chosen.predicted_sqnr_db < need <= r.chosen.measured.htp_sqnr_db and r.chosen.measured.cost <= budget
 
 
+def test_a_near_miss_on_time_measures_a_neighbour_the_estimate_prices_within_it():
+    """The estimate of a mix is no sum (the block 1x96x64x64: its local representation and residual
+    at 16 bits 484 us, with the attention's final piece as well 478 us, budget 483.3 us): a
+    point that meets the SQNR and misses the time by a little gets its one-unit neighbours
+    priced, and one priced within the time is measured."""
+    from types import SimpleNamespace
+
+    from swiftformer_qnn.pipeline.mixed import search
+    from swiftformer_qnn.pipeline.mixed_search import near_miss
+    from swiftformer_qnn.pipeline.stage_results import CandidateFigures, SensitivityResults, UnitSensitivity
+
+    # "e" gains nothing by the model, so no curve point adds it to "a" and "b".
+    gains, extra = {"a": 6e-4, "b": 2e-4, "e": 0.0, "d": 1e-4}, {"a": 60.0, "b": 36.0, "e": 1.0, "d": 203.0}
+    figures = [UnitFigures(u, gains[u], extra[u]) for u in gains]
+    ends = Ends(noise8=1e-3, noise16=1e-4, cost8=100.0, cost16=400.0)  # need 35 dB within 200
+
+    def truth(sixteen):  # "b" at 16 bits without "e" costs 6 more than the sum says
+        return predict(sorted(sixteen), figures, ends).cost + (6.0 if "b" in sixteen and "e" not in sixteen else 0.0)
+
+    def candidate(sixteen, noise, cost):
+        return CandidateFigures(sixteen=sorted(sixteen), sixteen_share=0.0, samples=2, htp_sqnr_db=-10 * math.log10(noise),
+                                cpu_sqnr_db=None, htp_noise=noise, cpu_noise=noise, cost=cost, seconds=0.0)
+
+    measured, priced = [], []
+
+    def measure(sixteen):
+        measured.append(sorted(sixteen))
+        noise = 10 ** (-predict(sorted(sixteen), figures, ends).sqnr_db / 10)
+        return candidate(sixteen, noise, truth(sixteen)), None, None, None
+
+    def price(sixteen):
+        priced.append(sorted(sixteen))
+        return SimpleNamespace(total=truth(sixteen))
+
+    s = SensitivityResults(
+        samples=2, direction="16->8", cost_unit="us", cost_source="synthetic", seconds=0.0,
+        w8a8=candidate([], ends.noise8, ends.cost8), w8a16=candidate(list(gains), ends.noise16, ends.cost16),
+        units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
+               for u, g in gains.items()])
+    r = search(SimpleNamespace(measure=measure, price=price), s, Target())
+    need, budget = default_requirements(ends)
+    assert measured[0] == ["a", "b"] and r.tried[0].measured.cost == pytest.approx(202.0)  # 1% over
+    assert near_miss(Target(), ends, r.tried[0].measured.htp_sqnr_db, 202.0)
+    assert not near_miss(Target(max_cost_ratio=2.0), ends, r.tried[0].measured.htp_sqnr_db, 202.0)
+    assert priced[0] == ["a", "b", "e"] and r.priced[0].priced == pytest.approx(197.0)
+    assert r.chosen.sixteen == ["a", "b", "e"]
+    assert r.chosen.measured.htp_sqnr_db >= need and r.chosen.measured.cost <= budget
+
+
 def _chain_runs(carry, q8, q16, sixteen_sets, rounding=None):
     """Each unit's output noise in runs of a simulated chain: r[k] = carry[k] (r[k-1] + h) + q(bits),
     h the previous output's 8-bit rounding when it was written at 16 bits and is read at 8."""

@@ -88,7 +88,8 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
     on_curve = {frozenset(p.sixteen) for p in r.curve}
     for k, t in enumerate(r.tried, 1):
         if frozenset(t.sixteen) not in on_curve:
-            rows.append(_row(s, f"tried {k}", len(t.sixteen), t.predicted_sqnr_db, t.measured))
+            mark = " (chosen)" if set(t.sixteen) == chosen else ""
+            rows.append(_row(s, f"tried {k}{mark}", len(t.sixteen), t.predicted_sqnr_db, t.measured))
     rows.append(_row(s, "w8a16", len(s.units), s.w8a16.htp_sqnr_db, s.w8a16))
     if r.lite_mp is not None:
         rows.append(_row(s, "Lite-MP 10%", len(r.lite_mp.sixteen), r.lite_mp.predicted_sqnr_db, r.lite_mp.measured))
@@ -103,8 +104,10 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
         rows=rows, numeric_from=1,
         caption=(f"HTP: the compiled binary on the HTP emulator vs fp32 on {s.samples} held-out inputs; '-': not "
                  f"measured; predicted: by the gains, corrected by the measured candidates; tried: measured "
-                 f"candidates the corrected curve left. Cost: {s.cost_source}."),
-        footnotes=[f"chosen: {', '.join(r.chosen.sixteen) or 'none'} at 16 bits"])
+                 f"candidates off the corrected curve. Cost: {s.cost_source}."),
+        footnotes=[f"chosen: {', '.join(r.chosen.sixteen) or 'none'} at 16 bits",
+                   *([f"priced alone, one unit from a point just over the time ({_cost_header(s)[-1]}): "
+                      + "; ".join(f"{len(p.sixteen)} units {_cost(s, p.priced)}" for p in r.priced)] if r.priced else [])])
 
 
 def chosen_line(r: SearchResults) -> str:
