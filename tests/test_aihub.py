@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +107,51 @@ def test_config_found_without_exposing_the_token(hub, token):
     cfg = check_hub_config()
     assert cfg.api_url == hub.url
     assert token not in repr(cfg) and token not in str(vars(cfg))
+
+
+@pytest.mark.parametrize("from_env", [True, False])
+def test_the_config_file_is_where_the_client_looks(tmp_path, monkeypatch, from_env):
+    from qai_hub import api_utils
+
+    from swiftformer_qnn.core.redact import client_config_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if from_env:
+        monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "elsewhere" / "hub.ini"))
+    else:
+        monkeypatch.delenv("QAIHUB_CLIENT_INI", raising=False)
+    assert client_config_path() == Path(api_utils.get_config_path(expanduser=True))
+
+
+def test_no_config_file_is_answered_without_the_client(tmp_path, hub):
+    """The export's closing hint asks whether a token is configured: without a config file, the
+    client (0.3-0.5 s to import) is not imported; with the stand-in's file, it is read."""
+    probe = ("import sys; from swiftformer_qnn.profiling.aihub_client import hub_configured; "
+             "print(hub_configured(), 'qai_hub' in sys.modules)")
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    env.pop("QAIHUB_CLIENT_INI")
+    none = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert none.stdout.split() == ["False", "False"]
+    configured = subprocess.run([sys.executable, "-c", probe], env=os.environ, capture_output=True, text=True,
+                                check=True)
+    assert configured.stdout.split() == ["True", "True"]
+
+
+def test_the_export_hint_names_a_phone_only_with_a_token(tmp_path, monkeypatch, token):
+    from rich.console import Console
+
+    from swiftformer_qnn.cli.render import _next_after_export
+
+    def hint() -> str:
+        console = Console(record=True, width=200)
+        _next_after_export(console, tmp_path / "build", estimated=True)
+        return console.export_text()
+
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "none.ini"))
+    assert "profile estimate --from" in hint() and "no AI Hub token" in hint()
+    with HubStandIn(token) as standin:
+        monkeypatch.setenv("QAIHUB_CLIENT_INI", str(standin.write_client_ini(tmp_path / "hub" / "client.ini")))
+        assert 'profile --device "Galaxy S23 Ultra"' in hint()
 
 
 # --- conversion of the client's own profile dict ----------------------------------------------

@@ -123,12 +123,9 @@ def export_summary(result: ExportResult) -> dict:
 def _next_after_export(console: Console, directory: Path, *, estimated: bool) -> None:
     """Profile it next: on AI Hub when a token is configured; else QNN's estimate per block (the
     best figure without a device), or the HTP emulator's structure where no estimate runs."""
-    from ..core.errors import HubError
-    from ..profiling.aihub_client import check_hub_config
+    from ..profiling.aihub_client import hub_configured
 
-    try:
-        check_hub_config()
-    except HubError:
+    if not hub_configured():
         if estimated:
             next_step(console, f"swiftformer-qnn profile estimate --from {directory}",
                       why="no AI Hub token is configured: QNN's estimated time per block, no device needed; "

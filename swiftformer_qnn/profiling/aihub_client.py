@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import HubError
-from ..core.redact import scrub
+from ..core.redact import client_config_path, scrub
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,18 @@ def check_hub_config() -> HubConfig:
     if not config.api_token.strip():
         raise HubError(f"No Qualcomm AI Hub API token: api_token in {path} is empty.", hint=CONFIGURE_HINT)
     return HubConfig(path=path, api_url=config.api_url, web_url=config.web_url)
+
+
+def hub_configured() -> bool:
+    """Whether the client has a usable token (`check_hub_config`); without a config file, answered
+    without importing the client."""
+    if not client_config_path().is_file():
+        return False
+    try:
+        check_hub_config()
+    except HubError:
+        return False
+    return True
 
 
 def client_message(exc: BaseException) -> str:
