@@ -188,6 +188,43 @@ def test_a_near_miss_on_time_measures_a_neighbour_the_estimate_prices_within_it(
     assert r.chosen.measured.htp_sqnr_db >= need and r.chosen.measured.cost <= budget
 
 
+def test_a_default_target_no_measured_mix_meets_is_refused_with_what_was_measured_and_why():
+    """L1 224, realistic init: every mix measures 0.3-1.0 dB below the additive prediction; once
+    corrected, the model expects too little within the time, and the refusal says so in one line."""
+    from types import SimpleNamespace
+
+    from swiftformer_qnn.pipeline.mixed import search
+    from swiftformer_qnn.pipeline.stage_results import CandidateFigures, SensitivityResults, UnitSensitivity
+
+    gains = {f"u{i}": 2.5e-4 if i < 3 else 0.25e-4 for i in range(9)}
+    extra = {f"u{i}": 10.0 if i < 3 else 20.0 for i in range(9)}
+    figures = [UnitFigures(u, gains[u], extra[u]) for u in gains]
+    ends = Ends(noise8=1e-3, noise16=1e-4, cost8=100.0, cost16=100.0 + sum(extra.values()))
+
+    def candidate(sixteen, noise, cost):
+        return CandidateFigures(sixteen=sorted(sixteen), sixteen_share=0.0, samples=2, htp_sqnr_db=-10 * math.log10(noise),
+                                cpu_sqnr_db=None, htp_noise=noise, cpu_noise=noise, cost=cost, seconds=0.0)
+
+    def measure(sixteen):  # the mixes' noise above w8a16 is twice what the sum says
+        p = predict(sorted(sixteen), figures, ends)
+        excess = 10 ** (-p.sqnr_db / 10) - ends.noise16
+        return candidate(sixteen, ends.noise16 + 2 * excess, p.cost), None, None, None
+
+    s = SensitivityResults(
+        samples=2, direction="taps", cost_unit="us", cost_source="synthetic", seconds=0.0,
+        w8a8=candidate([], ends.noise8, ends.cost8), w8a16=candidate(list(gains), ends.noise16, ends.cost16),
+        units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
+               for u, g in gains.items()],
+        crossings=[(w, list(r)) for w, r in chain_crossings(list(gains))])
+    with pytest.raises(UsageError) as err:
+        search(SimpleNamespace(measure=measure, price=None), s, Target())
+    line = err.value.one_line()
+    assert "\n" not in line and line.startswith("No measured assignment meets the target (default")
+    assert line.count(" unit(s) at 16 bits ") >= 2  # every measured candidate, not only the last
+    expected = float(line.split("expects at most ")[1].split(" dB")[0])
+    assert expected < default_requirements(ends)[0]
+
+
 def _chain_runs(carry, q8, q16, sixteen_sets, rounding=None):
     """Each unit's output noise in runs of a simulated chain: r[k] = carry[k] (r[k-1] + h) + q(bits),
     h the previous output's 8-bit rounding when it was written at 16 bits and is read at 8."""

@@ -522,6 +522,17 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
         unplaced_nodes=unplaced, seconds=round(time.perf_counter() - started, 2), notes=notes)
 
 
+def _why_not(curve: Sequence[Point], ends: Ends, target: Target) -> str:
+    """For the default target, what the model corrected by every measured candidate expects
+    within its time: why measuring more would not help."""
+    if target.min_sqnr_db is not None or target.max_cost_ratio is not None:
+        return ""
+    need, budget = default_requirements(ends)
+    best = max((p for p in curve if p.cost <= budget), key=lambda p: p.sqnr_db)
+    return (f"; corrected by them, the model expects at most {best.sqnr_db:.2f} dB within the time"
+            if best.sqnr_db < need else "")
+
+
 def _closer_neighbour(bench: Bench, tried: list[MixedPoint], units: Sequence[UnitFigures], ends: Ends,
                       corrections: Corrections, target: Target, run: Callable[[Point], CandidateFigures],
                       priced: list[MixedPoint], say: Callable[[str], None]) -> tuple[Point, CandidateFigures] | None:
@@ -639,8 +650,9 @@ def search(bench: Bench, s: SensitivityResults, target: Target, progress: Callab
             if found is None:
                 raise UsageError(
                     f"No measured assignment meets the target ({target.describe(ends)}): measured "
-                    + ", ".join(f"{len(t.sixteen)} unit(s) at 16 bits {t.measured.htp_sqnr_db} dB at "
-                                f"{t.measured.cost / ends.cost8:.3f}x" for t in tried) + " of w8a8's cost.",
+                    + ", ".join(f"{len(t.sixteen)} unit(s) at 16 bits {sqnr(t.measured):.2f} dB at "
+                                f"{t.measured.cost / ends.cost8:.3f}x" for t in tried) + " of w8a8's cost"
+                    + _why_not(curve, ends, target) + ".",
                     hint="Loosen --min-sqnr or raise --max-time-ratio.")
             chosen, figures = found
             break
