@@ -129,7 +129,7 @@ def test_no_config_file_is_answered_without_the_client(tmp_path, hub):
     probe = ("import sys; from swiftformer_qnn.profiling.aihub_client import hub_configured; "
              "print(hub_configured(), 'qai_hub' in sys.modules)")
     env = {**os.environ, "HOME": str(tmp_path / "home")}
-    env.pop("QAIHUB_CLIENT_INI")
+    env.pop("QAIHUB_CLIENT_INI", None)
     none = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert none.stdout.split() == ["False", "False"]
     configured = subprocess.run([sys.executable, "-c", probe], env=os.environ, capture_output=True, text=True,

@@ -36,15 +36,23 @@ def client_config_path() -> Path:
     QAIHUB_CLIENT_INI variable, else ~/.qai_hub/client.ini), found without importing the client,
     which takes 0.3-0.5 s: where there is no such file, nothing is configured, and an export's
     closing hint or a one-line error need not wait for the client."""
-    return Path(os.environ.get("QAIHUB_CLIENT_INI", "~/.qai_hub/client.ini")).expanduser()
+    return Path(os.path.expanduser(os.environ.get("QAIHUB_CLIENT_INI", "~/.qai_hub/client.ini")))
+
+
+def client_config_present() -> bool:
+    """Whether `client_config_path` names something the client could read (an unreadable folder
+    on the way: no)."""
+    try:
+        return client_config_path().exists()
+    except OSError:
+        return False
 
 
 def _configured_token() -> str | None:
     """The client's API token, read with the client's own loader (None without one)."""
-    path = client_config_path()
-    if not path.is_file():
+    if not client_config_present():
         return None
-    return _token_of(str(path))
+    return _token_of(str(client_config_path()))
 
 
 @lru_cache(maxsize=4)

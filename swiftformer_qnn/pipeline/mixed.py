@@ -525,40 +525,47 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
 def _why_not(curve: Sequence[Point], ends: Ends, target: Target) -> str:
     """For the default target, what the model corrected by every measured candidate expects
     within its time: why measuring more would not help."""
-    if target.min_sqnr_db is not None or target.max_cost_ratio is not None:
+    if not target.is_default:
         return ""
     need, budget = default_requirements(ends)
-    best = max((p for p in curve if p.cost <= budget), key=lambda p: p.sqnr_db)
-    return (f"; corrected by them, the model expects at most {best.sqnr_db:.2f} dB within the time"
-            if best.sqnr_db < need else "")
+    best = max((p.sqnr_db for p in curve if p.cost <= budget), default=None)
+    return (f"; corrected by them, the model expects at most {best:.2f} dB within the time"
+            if best is not None and best < need else "")
 
 
-def _closer_neighbour(bench: Bench, tried: list[MixedPoint], units: Sequence[UnitFigures], ends: Ends,
-                      corrections: Corrections, target: Target, run: Callable[[Point], CandidateFigures],
-                      priced: list[MixedPoint], say: Callable[[str], None]) -> tuple[Point, CandidateFigures] | None:
+def _closer_neighbour(bench: Bench, known: dict[frozenset[str], CandidateFigures], tried: list[MixedPoint],
+                      units: Sequence[UnitFigures], ends: Ends, corrections: Corrections, target: Target,
+                      run: Callable[..., CandidateFigures], priced: list[MixedPoint],
+                      say: Callable[[str], None]) -> tuple[Point, CandidateFigures] | None:
     """For the default target, when a measured point meets its SQNR and misses its time by a little
-    (`mixed_search.near_miss`): its one-unit neighbours predicted to keep the SQNR, priced by the
-    costing alone, cheapest predicted first; each priced within the time is measured, and the
-    first that meets the target is returned (None: none did). Appends to `tried` and `priced`."""
-    close = [t for t in tried if near_miss(target, ends, t.measured.htp_sqnr_db or -math.inf, t.measured.cost)]
+    (`mixed_search.near_miss`): up to `NEIGHBOURS_PRICED` of its one-unit neighbours predicted to
+    keep the SQNR and not yet measured, cheapest predicted first, each priced by the costing alone
+    (not filtered by the predicted cost, which is the sum the estimate departs from); each priced
+    within the time is measured, until one meets the target (None: none did). Appends to `tried`
+    and `priced`."""
+    close = [t for t in tried if near_miss(target, ends, _sqnr(t.measured), t.measured.cost)]
     if not close:
         return None
     need, budget = default_requirements(ends)
     best = min(close, key=lambda t: t.measured.cost)
-    measured = {frozenset(t.sixteen) for t in tried}
-    for p in [p for p in neighbours(best.sixteen, units, ends, corrections, need)
-              if frozenset(p.sixteen) not in measured][:NEIGHBOURS_PRICED]:
+    around = [p for p in neighbours(best.sixteen, units, ends, corrections, need) if frozenset(p.sixteen) not in known]
+    for p in around[:NEIGHBOURS_PRICED]:
         say(f"pricing a neighbour of a near miss: {len(p.sixteen)} unit(s) at 16 bits")
-        cost = bench.price(frozenset(p.sixteen)).total
+        cost = bench.price(frozenset(p.sixteen))
         priced.append(MixedPoint(sixteen=list(p.sixteen), predicted_sqnr_db=round(p.sqnr_db, 3),
-                                 predicted_cost=p.cost, priced=cost))
-        if cost > budget:
+                                 predicted_cost=p.cost, priced=cost.total))
+        if cost.total > budget:
             continue
-        figures = run(p)
+        figures = run(p, cost)
         tried.append(_point(p, figures))
-        if meets(target, ends, figures.htp_sqnr_db or -math.inf, figures.cost):
+        if meets(target, ends, _sqnr(figures), figures.cost):
             return p, figures
     return None
+
+
+def _sqnr(f: CandidateFigures) -> float:
+    """A candidate's HTP SQNR; None in the figures means identical outputs."""
+    return math.inf if f.htp_sqnr_db is None else f.htp_sqnr_db
 
 
 def _alone_at_8(bench: Bench, w8a16: Run, sixteen: frozenset[str]) -> dict:
@@ -611,30 +618,34 @@ def search(bench: Bench, s: SensitivityResults, target: Target, progress: Callab
     tried: list[MixedPoint] = []
     priced: list[MixedPoint] = []
 
-    def run(p: Point) -> CandidateFigures:
+    def run(p: Point, priced_as: Cost | None = None) -> CandidateFigures:
         key = frozenset(p.sixteen)
         if known.get(key) is None:
             say(f"measuring {len(p.sixteen)} unit(s) at 16 bits")
-            known[key] = bench.measure(key)[0]
+            if priced_as is None:
+                known[key] = bench.measure(key)[0]
+            else:  # priced a moment ago: the same estimate
+                known[key] = bench.measure(key, cost=False)[0].model_copy(update={
+                    "cost": priced_as.total, "cost_measured": True, "estimated_us": priced_as.estimated_us})
         return known[key]
 
-    def sqnr(f: CandidateFigures) -> float:
-        return f.htp_sqnr_db if f.htp_sqnr_db is not None else math.inf
+    def refit() -> tuple[Corrections, list[Point]]:
+        mids = [(t.sixteen, t.measured.htp_noise, t.measured.cost) for t in tried if 0 < len(t.sixteen) < len(chain)]
+        fitted = corrected(units, ends, mids, crossings, corrections.convert_cost)
+        return fitted, pareto_curve(units, ends, fitted)
 
     curve = pareto_curve(units, ends, corrections)
     chosen = choose(curve, ends, target)
     figures = run(chosen)
     tried.append(_point(chosen, figures))
-    while not meets(target, ends, sqnr(figures), figures.cost):
-        mids = [(t.sixteen, t.measured.htp_noise, t.measured.cost) for t in tried if 0 < len(t.sixteen) < len(chain)]
-        corrections = corrected(units, ends, mids, crossings, corrections.convert_cost)
-        curve = pareto_curve(units, ends, corrections)
+    while not meets(target, ends, _sqnr(figures), figures.cost):
+        corrections, curve = refit()
         aim = target
         try:
             point = choose(curve, ends, aim)
         except UsageError:
             point = None
-            if target.min_sqnr_db is None and target.max_cost_ratio is None:
+            if target.is_default:
                 # The default target: the corrected curve reaches its SQNR nowhere within its time. A
                 # correction fitted on a mostly 8-bit miss overshoots on mostly 16-bit points (XS 224,
                 # meetings counted in chain order: 9 units predicted 30.01, measured 28.91 dB; then
@@ -646,11 +657,14 @@ def search(bench: Bench, s: SensitivityResults, target: Target, progress: Callab
             options = [p for p in next_candidates(curve, point, aim, ends) if frozenset(p.sixteen) not in known]
             point = options[0] if options else None
         if point is None or len(tried) > MAX_EXTRA_MEASUREMENTS:
-            found = _closer_neighbour(bench, tried, units, ends, corrections, target, run, priced, say)
+            # Bit-ops add up; only an estimate can find a neighbour cheaper than the sum says.
+            found = (_closer_neighbour(bench, known, tried, units, ends, corrections, target, run, priced, say)
+                     if s.cost_unit == "us" else None)
             if found is None:
+                corrections, curve = refit()  # with the neighbours measured, if any
                 raise UsageError(
                     f"No measured assignment meets the target ({target.describe(ends)}): measured "
-                    + ", ".join(f"{len(t.sixteen)} unit(s) at 16 bits {sqnr(t.measured):.2f} dB at "
+                    + ", ".join(f"{len(t.sixteen)} unit(s) at 16 bits {_sqnr(t.measured):.2f} dB at "
                                 f"{t.measured.cost / ends.cost8:.3f}x" for t in tried) + " of w8a8's cost"
                     + _why_not(curve, ends, target) + ".",
                     hint="Loosen --min-sqnr or raise --max-time-ratio.")

@@ -90,6 +90,10 @@ class Target:
     min_sqnr_db: float | None = None
     max_cost_ratio: float | None = None
 
+    @property
+    def is_default(self) -> bool:
+        return self.min_sqnr_db is None and self.max_cost_ratio is None
+
     def describe(self, ends: Ends) -> str:
         if self.min_sqnr_db is not None:
             return f"SQNR >= {self.min_sqnr_db:g} dB"
@@ -344,8 +348,9 @@ def neighbours(sixteen: Sequence[str], units: Sequence[UnitFigures], ends: Ends,
 
 
 def near_miss(target: Target, ends: Ends, sqnr_db: float, cost: float) -> bool:
-    """Whether measured figures meet the default target's SQNR and miss its time by under `NEAR_MISS`."""
-    if target.min_sqnr_db is not None or target.max_cost_ratio is not None:
+    """Whether measured figures meet the default target's SQNR and miss its time by at most `NEAR_MISS`
+    of the budget."""
+    if not target.is_default:
         return False
     need, budget = default_requirements(ends)
     return sqnr_db >= need and budget < cost <= budget * (1 + NEAR_MISS)

@@ -222,7 +222,7 @@ class SearchResults(_Model):
     curve: list[MixedPoint]  # predicted with the corrections the measured candidates taught
     chosen: MixedPoint  # measured
     tried: list[MixedPoint] = Field(default_factory=list)  # every candidate measured for the target, in order
-    priced: list[MixedPoint] = Field(default_factory=list)  # a near miss's neighbours, priced before any is measured
+    priced: list[MixedPoint] = Field(default_factory=list)  # a near miss's neighbours priced (those within the time also in `tried`)
     noise_scale: float | None = None  # the corrections (`mixed_search.Corrections`) the curve was drawn with
     convert_cost: float = 0.0
     lite_mp: MixedPoint | None = None  # AI Hub's Lite-MP rule (top 10% of units), measured

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import HubError
-from ..core.redact import client_config_path, scrub
+from ..core.redact import client_config_present, scrub
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def check_hub_config() -> HubConfig:
 def hub_configured() -> bool:
     """Whether the client has a usable token (`check_hub_config`); without a config file, answered
     without importing the client."""
-    if not client_config_path().is_file():
+    if not client_config_present():
         return False
     try:
         check_hub_config()

@@ -107,7 +107,14 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
                  f"candidates off the corrected curve. Cost: {s.cost_source}."),
         footnotes=[f"chosen: {', '.join(r.chosen.sixteen) or 'none'} at 16 bits",
                    *([f"priced alone, one unit from a point just over the time ({_cost_header(s)[-1]}): "
-                      + "; ".join(f"{len(p.sixteen)} units {_cost(s, p.priced)}" for p in r.priced)] if r.priced else [])])
+                      + "; ".join(_priced(p, r, s) for p in r.priced)] if r.priced else [])])
+
+
+def _priced(p: MixedPoint, r: SearchResults, s: SensitivityResults) -> str:
+    measured = {frozenset(t.sixteen) for t in r.tried}
+    fate = ("chosen" if p.sixteen == r.chosen.sixteen else "measured" if frozenset(p.sixteen) in measured
+            else "over the time")
+    return f"{len(p.sixteen)} unit(s), {_cost(s, p.priced)} ({fate})"
 
 
 def chosen_line(r: SearchResults) -> str:
