@@ -451,7 +451,23 @@ def test_pieces_are_assigned_and_costed_alone(xs_float_graph):
 @pytest.fixture(scope="module")
 def mixed_block(tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed") / "enc"
-    return run_export(ExportRequest(variant="encoder", resolution=16, precision="mixed", output_dir=out, **SMALL))
+    events = []
+    result = run_export(ExportRequest(variant="encoder", resolution=16, precision="mixed", output_dir=out, **SMALL),
+                        progress=events.append)
+    result.events = events
+    return result
+
+
+def test_the_mixed_measurements_tell_their_progress(mixed_block):
+    """Minutes on L1 with a spinner alone: each measured run is a step of its stage."""
+    steps = [(e.stage, e.detail) for e in mixed_block.events if e.status == "step"]
+    sensitivity = [d for stage, d in steps if stage == "sensitivity"]
+    assert sensitivity[:2] == ["uniform w8a8", "uniform w8a16"]
+    assert [d for d in sensitivity if d.startswith("part ")] == ["part 1/4", "part 2/4", "part 3/4", "part 4/4"]
+    assert [d for d in sensitivity if d.startswith("piece ")] == [f"piece {k}/5" for k in range(1, 6)]
+    search = [d for stage, d in steps if stage == "mixed_search"]
+    measured = mixed_block.manifest.results("mixed_search", object).measured_candidates
+    assert [d for d in search if d.startswith("mix ")] == [f"mix {k}" for k in range(1, measured + 1)]
 
 
 def test_mixed_block_meets_the_default_target_and_verifies(mixed_block):

@@ -210,3 +210,21 @@ def test_top_level_help_at_120_gives_each_command_one_whole_line():
     panel = res.stdout.split("Commands")[1].splitlines()[1:-1]
     continued = [line for line in panel if line.startswith("│ ") and not line[2].strip()]
     assert not continued, "a command's summary breaks over lines at 120 columns:\n" + "\n".join(panel)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_export_progress_keeps_a_long_stages_step_and_its_time(width):
+    from swiftformer_qnn.cli.render import ExportProgress
+    from swiftformer_qnn.pipeline import STAGE_TITLES, StageEvent
+
+    console = Console(width=width, record=True, file=open("/dev/null", "w"), color_system=None)
+    longest = max(STAGE_TITLES, key=lambda k: len(STAGE_TITLES[k]))
+    progress = ExportProgress(console)
+    for stage in (longest, "mixed_search", "verify"):
+        progress.on_event(StageEvent(stage, STAGE_TITLES[stage], "start"))
+    progress.on_event(StageEvent(longest, STAGE_TITLES[longest], "step", detail="piece 3/5"))
+    progress.on_event(StageEvent("mixed_search", STAGE_TITLES["mixed_search"], "step", detail="mix 12"))
+    progress.on_event(StageEvent("verify", STAGE_TITLES["verify"], "done"))
+    shown = render(progress.progress.make_tasks_table(progress.progress.tasks), width)  # what the live display draws
+    assert_readable(shown, width, [STAGE_TITLES[longest], "piece 3/5", "mix 12", STAGE_TITLES["verify"]])
+    assert all(re.search(r"\d:\d\d:\d\d$", line) for line in shown.splitlines()), shown  # every row's time

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ..core.tables import Col, FitTable, fmt_bytes
@@ -16,13 +16,18 @@ from ..pipeline import STAGE_TITLES, ExportResult, StageEvent
 from ..pipeline.requests import ExportedRequest
 from ._app import next_step
 
+STEP_WIDTH = 13  # "taps 1/2", "piece 3/5", "mix 12": a long stage's step
+
 
 class ExportProgress:
     """One progress line per stage; cached stages are marked as such."""
 
     def __init__(self, console: Console):
+        # A long stage's current step in a narrow column of its own, so 80 columns keep the time.
+        step = TextColumn("{task.fields[detail]}", style="dim",
+                          table_column=Column(no_wrap=True, overflow="ellipsis", max_width=STEP_WIDTH))
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None), TimeElapsedColumn(),
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None), step, TimeElapsedColumn(),
             console=console, transient=False,
         )
         self.tasks: dict[str, int] = {}
@@ -38,11 +43,14 @@ class ExportProgress:
     def on_event(self, event: StageEvent) -> None:
         if event.status == "start":
             self._t0[event.stage] = time.perf_counter()
-            self.tasks[event.stage] = self.progress.add_task(event.title, total=1)
+            self.tasks[event.stage] = self.progress.add_task(event.title, total=1, detail="")
             return
         task = self.tasks[event.stage]
+        if event.status == "step":
+            self.progress.update(task, detail=event.detail)
+            return
         suffix = " [dim](cached)[/]" if event.status == "cached" else ""
-        self.progress.update(task, completed=1, description=f"{event.title}{suffix}")
+        self.progress.update(task, completed=1, description=f"{event.title}{suffix}", detail="")
 
 
 def render_export_summary(console: Console, result: ExportResult) -> None:

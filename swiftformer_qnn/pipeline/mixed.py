@@ -471,7 +471,7 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
         direction = "taps"
         runs = {"w8a8": first.taps, "w8a16": last.taps}
         for k, sixteen in enumerate(carry_runs(names), 1):
-            say(f"taps: mixed run {k}")
+            say(f"taps {k}/2")
             runs[f"mixed {k}"] = bench.tap_noise(sixteen, cost=True)
         mixed = [r for label, r in runs.items() if label.startswith("mixed")]
         widths = [[n in set(r.sixteen) for n in names] for r in mixed]
@@ -492,7 +492,7 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
         direction = "16->8"
         units = []
         for k, u in enumerate(bench.units, 1):
-            say(f"{u.name} alone at 8 bits ({k}/{len(bench.units)})")
+            say(f"part {k}/{len(bench.units)}")
             units.append(UnitSensitivity(**common[u.name], **_alone_at_8(bench, last, everything - {u.name})))
     # An attention part that costs over half the default budget at 16 bits: its pieces, each alone at
     # 8 bits from w8a16, replace it (the taps read its output only, not where inside it the loss is).
@@ -501,7 +501,7 @@ def measure_sensitivity(bench: Bench, unplaced: list[str], progress: Callable[[s
     for whole in (u for u in bench.units if u.name in split):
         rows = []
         for k, p in enumerate(whole.pieces, 1):
-            say(f"{p.name} alone at 8 bits ({k}/{len(whole.pieces)})")
+            say(f"piece {k}/{len(whole.pieces)}")
             others = (everything - {whole.name}) | {q.name for q in whole.pieces if q is not p}
             c8, c16 = cost8.per_piece.get(p.name, 0.0), cost16.per_piece.get(p.name, 0.0)
             rows.append(UnitSensitivity(unit=p.name, kind=p.kind, nodes=len(p.nodes), macs=p.macs, piece_of=whole.name,
@@ -550,7 +550,7 @@ def _closer_neighbour(bench: Bench, known: dict[frozenset[str], CandidateFigures
     best = min(close, key=lambda t: t.measured.cost)
     around = [p for p in neighbours(best.sixteen, units, ends, corrections, need) if frozenset(p.sixteen) not in known]
     for p in around[:NEIGHBOURS_PRICED]:
-        say(f"pricing a neighbour of a near miss: {len(p.sixteen)} unit(s) at 16 bits")
+        say(f"price {len(priced) + 1}")
         cost = bench.price(frozenset(p.sixteen))
         priced.append(MixedPoint(sixteen=list(p.sixteen), predicted_sqnr_db=round(p.sqnr_db, 3),
                                  predicted_cost=p.cost, priced=cost.total))
@@ -621,7 +621,7 @@ def search(bench: Bench, s: SensitivityResults, target: Target, progress: Callab
     def run(p: Point, priced_as: Cost | None = None) -> CandidateFigures:
         key = frozenset(p.sixteen)
         if known.get(key) is None:
-            say(f"measuring {len(p.sixteen)} unit(s) at 16 bits")
+            say(f"mix {len(known) - 1}")
             if priced_as is None:
                 known[key] = bench.measure(key)[0]
             else:  # priced a moment ago: the same estimate

@@ -124,8 +124,9 @@ STAGE_TITLES = {
 class StageEvent:
     stage: str
     title: str
-    status: str  # "start" | "done" | "cached"
+    status: str  # "start" | "step" (a long stage's progress: `detail`) | "done" | "cached"
     record: StageRecord | None = None
+    detail: str = ""  # a few words: which run of a long stage ("taps 1/2", "piece 3/5", "mix 2")
 
 
 @dataclass
@@ -753,7 +754,7 @@ class _Run:
                       {method: d / "ranges.json"}, Precision.MIXED)
             with tempfile.TemporaryDirectory() as tmp:
                 bench, unplaced = self._mixed_bench(Path(tmp), d / "ranges.json")
-                return measure_sensitivity(bench, unplaced)
+                return measure_sensitivity(bench, unplaced, progress=self._steps("sensitivity"))
 
         options = {"variant": self.r.variant.name, "soc": self.r.soc.name, "samples": SENSITIVITY_SAMPLES,
                    "method": SENSITIVITY_METHOD,
@@ -773,13 +774,17 @@ class _Run:
         def produce(_d: Path):
             with tempfile.TemporaryDirectory() as tmp:
                 bench, _ = self._mixed_bench(Path(tmp), ranges)
-                return search(bench, sensitivity, target)
+                return search(bench, sensitivity, target, progress=self._steps("mixed_search"))
 
         options = {"min_sqnr": target.min_sqnr_db, "max_time_ratio": target.max_cost_ratio,
                    "sensitivity": self.records["sensitivity"].key}
         return self._cached("mixed_search", options=options,
                             inputs={**self._mixed_inputs(), **self._inputs_of(("sensitivity", "ranges.json"))},
                             produce=produce)
+
+    def _steps(self, stage: str) -> Callable[[str], None]:
+        """Progress inside a long stage (the mixed-precision measurements: minutes on L1)."""
+        return lambda detail: self.emit(StageEvent(stage, STAGE_TITLES[stage], "step", detail=detail))
 
     def htp_target(self):
         from ..htp.session import HtpTarget
