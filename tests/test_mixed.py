@@ -99,6 +99,33 @@ def test_only_units_over_half_the_default_budget_are_split_into_pieces():
     assert units_to_split({}, ENDS) == []
 
 
+def _candidate(sixteen, noise, cost):
+    """Measured figures of a synthetic search's candidate."""
+    from swiftformer_qnn.pipeline.stage_results import CandidateFigures
+
+    return CandidateFigures(sixteen=sorted(sixteen), sixteen_share=0.0, samples=2, htp_sqnr_db=-10 * math.log10(noise),
+                            cpu_sqnr_db=None, htp_noise=noise, cpu_noise=noise, cost=cost, seconds=0.0)
+
+
+def _synthetic_sensitivity(gains, extra, ends, *, chain=True):
+    """What the sensitivity stage would record for units of these gains and extra costs: a chain
+    (the units meet in order), or parts measured alone."""
+    from swiftformer_qnn.pipeline.stage_results import SensitivityResults, UnitSensitivity
+
+    return SensitivityResults(
+        samples=2, direction="taps" if chain else "16->8", cost_unit="us", cost_source="synthetic", seconds=0.0,
+        w8a8=_candidate([], ends.noise8, ends.cost8), w8a16=_candidate(list(gains), ends.noise16, ends.cost16),
+        units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
+               for u, g in gains.items()],
+        crossings=[(w, list(r)) for w, r in chain_crossings(list(gains))] if chain else [])
+
+
+def _noise_times(factor, sixteen, figures, ends) -> float:
+    """The output noise of a mix whose noise above uniform w8a16 is `factor` times the sum's."""
+    excess = 10 ** (-predict(sorted(sixteen), figures, ends).sqnr_db / 10) - ends.noise16
+    return ends.noise16 + factor * excess
+
+
 def test_the_default_target_measures_the_most_faithful_point_in_its_time_before_giving_up():
     """Measured mixes with few 16-bit units are noisier than the additive model says, fuller ones
     about as predicted (XS 224): the correction fitted on the first, cheap miss then predicts no
@@ -106,32 +133,19 @@ def test_the_default_target_measures_the_most_faithful_point_in_its_time_before_
     from types import SimpleNamespace
 
     from swiftformer_qnn.pipeline.mixed import search
-    from swiftformer_qnn.pipeline.stage_results import CandidateFigures, SensitivityResults, UnitSensitivity
 
     gains = {"head": 4e-4, **{f"u{i}": 0.6e-4 for i in range(6)}, "big": 0.2e-4}
     extra = {"head": 0.0, **{f"u{i}": 4.0 + i for i in range(6)}, "big": 60.0}
     figures = [UnitFigures(u, gains[u], extra[u]) for u in gains]
     ends = Ends(noise8=1e-3, noise16=10 ** -3.6, cost8=100.0, cost16=200.0)
-
-    def candidate(sixteen, noise, cost):
-        return CandidateFigures(sixteen=sorted(sixteen), sixteen_share=0.0, samples=2, htp_sqnr_db=-10 * math.log10(noise),
-                                cpu_sqnr_db=None, htp_noise=noise, cpu_noise=noise, cost=cost, seconds=0.0)
-
     measured = []
 
     def measure(sixteen):
-        p = predict(sorted(sixteen), figures, ends)
-        excess = 10 ** (-p.sqnr_db / 10) - ends.noise16
         measured.append(sorted(sixteen))
-        return candidate(sixteen, ends.noise16 + excess * (4.0 if len(sixteen) <= 3 else 1.02), p.cost), None, None, None
+        noise = _noise_times(4.0 if len(sixteen) <= 3 else 1.02, sixteen, figures, ends)
+        return _candidate(sixteen, noise, predict(sorted(sixteen), figures, ends).cost), None, None, None
 
-    s = SensitivityResults(
-        samples=2, direction="taps", cost_unit="us", cost_source="synthetic", seconds=0.0,
-        w8a8=candidate([], ends.noise8, ends.cost8), w8a16=candidate(list(gains), ends.noise16, ends.cost16),
-        units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
-               for u, g in gains.items()],
-        crossings=[(w, list(r)) for w, r in chain_crossings(list(gains))])
-    r = search(SimpleNamespace(measure=measure), s, Target())
+    r = search(SimpleNamespace(measure=measure), _synthetic_sensitivity(gains, extra, ends), Target())
     need, budget = default_requirements(ends)
     assert measured[0] == ["head", "u0", "u1"]  # the cheapest predicted to meet it: measured short
     assert r.tried[0].measured.htp_sqnr_db < need
@@ -148,7 +162,6 @@ def test_a_near_miss_on_time_measures_a_neighbour_the_estimate_prices_within_it(
     from types import SimpleNamespace
 
     from swiftformer_qnn.pipeline.mixed import search
-    from swiftformer_qnn.pipeline.stage_results import CandidateFigures, SensitivityResults, UnitSensitivity
 
     # "e" and "f" gain nothing by the model, so no curve point adds them to "a" and "b".
     gains = {"a": 6e-4, "b": 2e-4, "e": 0.0, "f": 0.0, "d": 1e-4}
@@ -160,26 +173,17 @@ def test_a_near_miss_on_time_measures_a_neighbour_the_estimate_prices_within_it(
         extra_ = (6.0 if "b" in sixteen and "e" not in sixteen else 0.0) + (10.0 if "f" in sixteen else 0.0)
         return predict(sorted(sixteen), figures, ends).cost + extra_
 
-    def candidate(sixteen, noise, cost):
-        return CandidateFigures(sixteen=sorted(sixteen), sixteen_share=0.0, samples=2, htp_sqnr_db=-10 * math.log10(noise),
-                                cpu_sqnr_db=None, htp_noise=noise, cpu_noise=noise, cost=cost, seconds=0.0)
-
     measured, priced = [], []
 
     def measure(sixteen, cost=True):
         measured.append((sorted(sixteen), cost))
-        noise = 10 ** (-predict(sorted(sixteen), figures, ends).sqnr_db / 10)
-        return candidate(sixteen, noise, truth(sixteen) if cost else 0.0), None, None, None
+        return _candidate(sixteen, _noise_times(1.0, sixteen, figures, ends), truth(sixteen) if cost else 0.0), None, None, None
 
     def price(sixteen):
         priced.append(sorted(sixteen))
         return SimpleNamespace(total=truth(sixteen), estimated_us=truth(sixteen))
 
-    s = SensitivityResults(
-        samples=2, direction="16->8", cost_unit="us", cost_source="synthetic", seconds=0.0,
-        w8a8=candidate([], ends.noise8, ends.cost8), w8a16=candidate(list(gains), ends.noise16, ends.cost16),
-        units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
-               for u, g in gains.items()])
+    s = _synthetic_sensitivity(gains, extra, ends, chain=False)
     r = search(SimpleNamespace(measure=measure, price=price), s, Target())
     need, budget = default_requirements(ends)
     assert measured[0] == (["a", "b"], True) and r.tried[0].measured.cost == pytest.approx(202.0)  # 1% over
@@ -197,33 +201,21 @@ def test_a_default_target_no_measured_mix_meets_is_refused_with_what_was_measure
     from types import SimpleNamespace
 
     from swiftformer_qnn.pipeline.mixed import search
-    from swiftformer_qnn.pipeline.stage_results import CandidateFigures, SensitivityResults, UnitSensitivity
 
     gains = {f"u{i}": 2.5e-4 if i < 3 else 0.25e-4 for i in range(9)}
     extra = {f"u{i}": 10.0 if i < 3 else 20.0 for i in range(9)}
     figures = [UnitFigures(u, gains[u], extra[u]) for u in gains]
     ends = Ends(noise8=1e-3, noise16=1e-4, cost8=100.0, cost16=100.0 + sum(extra.values()))
 
-    def candidate(sixteen, noise, cost):
-        return CandidateFigures(sixteen=sorted(sixteen), sixteen_share=0.0, samples=2, htp_sqnr_db=-10 * math.log10(noise),
-                                cpu_sqnr_db=None, htp_noise=noise, cpu_noise=noise, cost=cost, seconds=0.0)
-
     calls = []
 
     def measure(sixteen):  # the mixes' noise above w8a16 is twice what the sum says
         calls.append(sorted(sixteen))
-        p = predict(sorted(sixteen), figures, ends)
-        excess = 10 ** (-p.sqnr_db / 10) - ends.noise16
-        return candidate(sixteen, ends.noise16 + 2 * excess, p.cost), None, None, None
+        noise = _noise_times(2.0, sixteen, figures, ends)
+        return _candidate(sixteen, noise, predict(sorted(sixteen), figures, ends).cost), None, None, None
 
-    s = SensitivityResults(
-        samples=2, direction="taps", cost_unit="us", cost_source="synthetic", seconds=0.0,
-        w8a8=candidate([], ends.noise8, ends.cost8), w8a16=candidate(list(gains), ends.noise16, ends.cost16),
-        units=[UnitSensitivity(unit=u, kind=None, nodes=1, macs=1, htp_gain=g, cpu_gain=g, extra_cost=extra[u])
-               for u, g in gains.items()],
-        crossings=[(w, list(r)) for w, r in chain_crossings(list(gains))])
     with pytest.raises(UsageError) as err:  # no mix meets the SQNR: no near miss to price around
-        search(SimpleNamespace(measure=measure, price=None), s, Target())
+        search(SimpleNamespace(measure=measure, price=None), _synthetic_sensitivity(gains, extra, ends), Target())
     line = err.value.one_line()
     assert "\n" not in line and line.startswith("No measured assignment meets the target (default")
     assert line.count(" unit(s) at 16 bits ") == len(calls) >= 2  # every measured candidate, not only the last
