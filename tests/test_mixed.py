@@ -452,6 +452,7 @@ def mixed_block(tmp_path_factory):
 
 def test_the_mixed_measurements_tell_their_progress(mixed_block):
     """Minutes on L1 with a spinner alone: each measured run is a step of its stage."""
+    assert not any(mixed_block.manifest.stage(n).cached for n in ("sensitivity", "mixed_search"))  # they ran here
     steps = [(e.stage, e.detail) for e in mixed_block.events if e.status == "step"]
     sensitivity = [d for stage, d in steps if stage == "sensitivity"]
     assert sensitivity[:2] == ["uniform w8a8", "uniform w8a16"]

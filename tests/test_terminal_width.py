@@ -222,9 +222,9 @@ def test_export_progress_keeps_a_long_stages_step_and_its_time(width):
     progress = ExportProgress(console)
     for stage in (longest, "mixed_search", "verify"):
         progress.on_event(StageEvent(stage, STAGE_TITLES[stage], "start"))
-    progress.on_event(StageEvent(longest, STAGE_TITLES[longest], "step", detail="piece 3/5"))
+    progress.on_event(StageEvent(longest, STAGE_TITLES[longest], "step", detail="uniform w8a16"))  # the widest
     progress.on_event(StageEvent("mixed_search", STAGE_TITLES["mixed_search"], "step", detail="mix 12"))
     progress.on_event(StageEvent("verify", STAGE_TITLES["verify"], "done"))
     shown = render(progress.progress.make_tasks_table(progress.progress.tasks), width)  # what the live display draws
-    assert_readable(shown, width, [STAGE_TITLES[longest], "piece 3/5", "mix 12", STAGE_TITLES["verify"]])
+    assert_readable(shown, width, [STAGE_TITLES[longest], "uniform w8a16", "mix 12", STAGE_TITLES["verify"]])
     assert all(re.search(r"\d:\d\d:\d\d$", line) for line in shown.splitlines()), shown  # every row's time

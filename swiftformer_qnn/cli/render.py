@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -31,7 +30,6 @@ class ExportProgress:
             console=console, transient=False,
         )
         self.tasks: dict[str, int] = {}
-        self._t0: dict[str, float] = {}
 
     def __enter__(self) -> ExportProgress:
         self.progress.__enter__()
@@ -42,7 +40,6 @@ class ExportProgress:
 
     def on_event(self, event: StageEvent) -> None:
         if event.status == "start":
-            self._t0[event.stage] = time.perf_counter()
             self.tasks[event.stage] = self.progress.add_task(event.title, total=1, detail="")
             return
         task = self.tasks[event.stage]

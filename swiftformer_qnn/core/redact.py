@@ -43,7 +43,8 @@ def client_config_present() -> bool:
     """Whether `client_config_path` names something the client could read (an unreadable folder
     on the way: no)."""
     try:
-        return client_config_path().exists()
+        path = client_config_path()
+        return path.exists() and not path.is_dir()  # QAIHUB_CLIENT_INI="" reads as ".", which the client cannot read
     except OSError:
         return False
 
