@@ -1,5 +1,6 @@
-"""Reading an ONNX graph's constants: one reader for every graph pass (the BN fold, the BN
-guard, the localization), so an initializer and a `Constant` node are read alike."""
+"""Reading an ONNX graph: its constants, one reader for every graph pass (the BN fold, the BN
+guard, the localization), so an initializer and a `Constant` node are read alike; and which
+nodes read each tensor."""
 
 from __future__ import annotations
 
@@ -17,3 +18,12 @@ def constant_array(initializer: onnx.TensorProto | None, producer: onnx.NodeProt
             and producer.attribute[0].name == "value"):
         return numpy_helper.to_array(producer.attribute[0].t)
     return None
+
+
+def readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Per tensor name, the nodes that read it, in graph order."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            found.setdefault(i, []).append(n)
+    return found

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..core.onnx_graph import constant_array
+from ..core.onnx_graph import constant_array, readers
 from ..htp.session import HtpTarget, htp_session, module_of
 from ..measure.agreement import sqnr_db
 from ..measure.attribution import attribute_op
@@ -73,14 +73,11 @@ def taps(model: onnx.ModelProto) -> list[Tap]:
     (measured: the encoder block with its attention's final piece alone at 16 bits, whose
     Transpose before the convert the HTP then rejects)."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    read_by = readers(model.graph)
 
     def converted(q: onnx.NodeProto) -> bool:
-        return any(r.op_type == "DequantizeLinear" and any(c.op_type == "QuantizeLinear" for c in readers.get(r.output[0], []))
-                   for r in readers.get(q.output[0], []))
+        return any(r.op_type == "DequantizeLinear" and any(c.op_type == "QuantizeLinear" for c in read_by.get(r.output[0], []))
+                   for r in read_by.get(q.output[0], []))
 
     found = []
     for n in model.graph.node:

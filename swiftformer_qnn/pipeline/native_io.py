@@ -22,6 +22,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..core.onnx_graph import readers
 from ..htp.record import IoTensor
 from .requests import IoFormat
 
@@ -68,13 +69,8 @@ def native_io(model: onnx.ModelProto) -> list[IoTensor]:
     tensors; onnxruntime's layout transformer cancels them against the NHWC layout the HTP
     runs in, so the compiled graph has neither a Quantize nor a Transpose at its edges."""
     g = model.graph
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    producers: dict[str, onnx.NodeProto] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-        for o in n.output:
-            producers[o] = n
+    consumers = readers(g)
+    producers = {o: n for n in g.node for o in n.output}
     spec: list[IoTensor] = []
     for index, name in enumerate([vi.name for vi in g.input]):
         users = consumers.get(name, [])

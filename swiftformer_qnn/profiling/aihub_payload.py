@@ -88,12 +88,11 @@ def onnx_sources(model_path: Path) -> dict[str, list[str]]:
     """
     import onnx
 
+    from ..core.onnx_graph import readers
+
     graph = onnx.load(str(model_path), load_external_data=False).graph
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = readers(graph)
     out: dict[str, list[str]] = {}
     clashes: set[str] = set()
     for i, node in enumerate(graph.node):

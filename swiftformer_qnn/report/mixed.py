@@ -112,7 +112,7 @@ def pareto_table(s: SensitivityResults, r: SearchResults) -> TableSpec:
 
 def _priced(p: MixedPoint, r: SearchResults, s: SensitivityResults) -> str:
     measured = {frozenset(t.sixteen) for t in r.tried}
-    fate = ("chosen" if p.sixteen == r.chosen.sixteen else "measured" if frozenset(p.sixteen) in measured
+    fate = ("chosen" if set(p.sixteen) == set(r.chosen.sixteen) else "measured" if frozenset(p.sixteen) in measured
             else "over the time")
     return f"{len(p.sixteen)} unit(s), {_cost(s, p.priced)} ({fate})"
 
