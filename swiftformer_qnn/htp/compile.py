@@ -6,11 +6,6 @@ Imports no onnx (the EP-context wrapper is read by `ep_context`): a toolchain's 
 from __future__ import annotations
 
 import atexit
-import json
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +27,7 @@ from .record import (
     write_compile_record,
 )
 from .session import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
+from .workers import WorkerProcess
 
 
 def compile_key(target: HtpTarget, soc: str | None, subject: CompiledModel) -> dict:
@@ -126,32 +122,7 @@ def compile_model(spec: CompileSpec, *, then: Callable[[object], None] | None = 
 # quantization), so the compile itself waits for no start-up.
 
 
-class _Worker:
-    """`python -m swiftformer_qnn.htp.worker compile --request -`: imports, then reads its job on stdin."""
-
-    def __init__(self) -> None:
-        from ..core.output_dir import signals_held
-
-        with signals_held():  # the temp dir and the process exist together, or neither
-            self.dir = Path(tempfile.mkdtemp(prefix="swiftformer-qnn-compile-"))
-            self.result = self.dir / "result.json"
-            self.log = self.dir / "worker.log"
-            with open(self.log, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "swiftformer_qnn.htp.worker", "compile", "--request", "-",
-                     "--result", str(self.result)],
-                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-_warm: _Worker | None = None
+_warm: WorkerProcess | None = None
 _warm_lock = threading.Lock()
 
 
@@ -159,8 +130,8 @@ def warm_up_compile_worker() -> None:
     """Start the worker of the next `compile_in_worker` now (once; it waits for its job)."""
     global _warm
     with _warm_lock:
-        if _warm is None or _warm.proc.poll() is not None:
-            _warm = _Worker()
+        if _warm is None or not _warm.alive():
+            _warm = WorkerProcess("compile")
 
 
 def discard_compile_worker() -> None:
@@ -180,38 +151,19 @@ def compile_in_worker(spec: CompileSpec) -> CompileRecord:
     the wait is `core.interrupt.wait_child`, so SIGINT or SIGTERM kills the worker at once and
     removes what it wrote. A known error in the worker is raised here as itself."""
     global _warm
-    from ..core.errors import error_named
     from ..core.interrupt import wait_child
     from .record import CompileJob, read_compile_record
 
     with _warm_lock:
         worker, _warm = _warm, None
-    if worker is None or worker.proc.poll() is not None:
+    if worker is None or not worker.alive():
         if worker is not None:
             worker.close()
-        worker = _Worker()
+        worker = WorkerProcess("compile")
     written = compile_outputs(spec.out_dir)
     try:
-        job = CompileJob(spec=spec)
-        try:
-            worker.proc.stdin.write(job.model_dump_json().encode())
-            worker.proc.stdin.close()
-        except BrokenPipeError:
-            pass  # it died: its exit code says how
-        code = wait_child(worker.proc)
-        try:
-            result = json.loads(worker.result.read_text())
-        except (OSError, ValueError):
-            raise ToolchainError(f"The compile of {Path(spec.model).name} died ({worker_death(code, worker.log)}).",
-                                 hint="Run it again; if it dies again, it is a bug in QNN or swiftformer-qnn.") from None
-        if result.get("status") != "ok":
-            kind, message = str(result.get("error_type")), str(result.get("message"))
-            known = error_named(kind)
-            if known is not None:
-                raise known(message)
-            if kind == "MemoryError":
-                raise MemoryError(message)
-            raise RuntimeError(f"{kind} in the compile worker: {message}")
+        worker.send(CompileJob(spec=spec).model_dump_json())
+        worker.outcome(wait_child(worker.proc), f"compile of {Path(spec.model).name}")
         return read_compile_record(Path(spec.out_dir) / COMPILE_RECORD)
     except BaseException:
         for leftover in written:
@@ -219,26 +171,6 @@ def compile_in_worker(spec: CompileSpec) -> CompileRecord:
         raise
     finally:
         worker.close()
-
-
-def worker_death(code: int, log: Path) -> str:
-    """How a worker that wrote no result ended: its signal or exit code, and its log's last lines."""
-    import signal
-
-    if code < 0:
-        try:
-            how = signal.Signals(-code).name
-        except ValueError:
-            how = f"signal {-code}"
-    else:
-        how = f"exit code {code}"
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        text = ""
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and "LIBNATIVE" not in ln]
-    tail = " | ".join(kept[-4:])[:500]
-    return how + (f": {tail}" if tail else "")
 
 
 def _soc_name(soc_model: int) -> str | None:

@@ -235,6 +235,21 @@ class CompileJob(_Model):
     spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
 
 
+class EmulateJob(_Model):
+    """What a parent asks a worker process to run on the HTP emulator (`python -m
+    swiftformer_qnn.htp.worker emulate --request -`, `htp.emulate`): one session of the context
+    binary, the samples of `inputs_npz` one after another."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    context_model: Path  # the EP-context ONNX, its .bin beside it
+    target: HtpTarget
+    inputs_npz: Path  # arrays "0", "1", ...: each one sample as the binary takes it
+    outputs_npz: Path  # written by the worker: per sample i and wanted output k, array "i/k"
+    outputs: list[str] | None = None  # the outputs wanted, in order (None: the first)
+    spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
+
+
 class CompileRecord(_Model):
     """One compile of one ONNX model to a QNN context binary with one QNN version."""
 

@@ -147,7 +147,7 @@ class _captured_native_stderr:
     the user's terminal and out of any output piped from this tool.
 
     The descriptors are the process's: sessions created from several threads at once (the
-    pipeline's stages overlap, verify opens one emulator session per core) take turns, or one
+    pipeline's stages run in threads of one process) take turns, or one
     would save the other's redirection as "the terminal" and restore stdout to a closed file.
     """
 

@@ -61,7 +61,7 @@ from ..toolchains import (
 )
 from . import worker as qnn_worker
 from .bn_guard import describe_guard, guarded_model
-from .compile import compile_key, worker_death
+from .compile import compile_key
 from .diff import diff_compiles
 from .record import (
     COMPILE_FAILURE,
@@ -78,6 +78,7 @@ from .record import (
     traced_op_names,
 )
 from .session import HtpTarget
+from .workers import worker_death
 
 REPORT_NAME = "cross_version.json"
 REPORT_KIND = "swiftformer-qnn.cross-version"

@@ -8,6 +8,9 @@
                                               stdin (a worker started ahead, `compile_in_worker`)
     estimate --request Q.json --result R.json compile for the performance estimator's proxy SoC and
                                               read the estimate (`htp.estimate`, writes estimate.json)
+    emulate --request - --result R.json       import, then read the job on stdin: run a context
+                                              binary on the HTP emulator over some samples
+                                              (`htp.emulate`, which runs one worker per core)
 
 Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.compile_record` /
 `.ep_context` / `.targets` / `.errors` / `._atomic` (which keep to onnxruntime, protobuf and
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..core.atomic import write_text_atomic  # standard library only
 
 if TYPE_CHECKING:
-    from .record import CompileJob
+    from .record import CompileJob, EmulateJob
 
 HTP_OUTPUTS = "htp_outputs.npz"
 _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
@@ -167,6 +170,33 @@ def compile_request(job: CompileJob) -> dict:
     return result
 
 
+def emulate_request(job: EmulateJob) -> dict:
+    """Run `job.context_model` on the HTP emulator over the samples of `job.inputs_npz`, one
+    session, one sample after another; their wanted outputs go to `job.outputs_npz`."""
+    import numpy as np
+
+    from .session import htp_session
+
+    with np.load(job.inputs_npz) as data:
+        samples = [data[str(i)] for i in range(len(data.files))]
+    t0 = time.perf_counter()
+    session = htp_session(job.context_model, job.target)
+    phases = {"load": time.perf_counter() - t0}
+    feed = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
+    wanted = job.outputs or [session.get_outputs()[0].name]
+    t0, c0 = time.perf_counter(), time.process_time()
+    values = {}
+    for i, sample in enumerate(samples):
+        for k, value in enumerate(session.run(wanted, {feed: sample})):
+            values[f"{i}/{k}"] = value
+    phases["emulator_run"] = time.perf_counter() - t0
+    cpu = {"emulator_run": time.process_time() - c0}
+    del session
+    np.savez(job.outputs_npz, **values)  # read only once the result says "ok", written after it
+    return {"status": "ok", "samples": len(samples), "phases_s": {k: round(v, 3) for k, v in phases.items()},
+            "phases_cpu_s": {k: round(v, 3) for k, v in cpu.items()}}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else ""
@@ -188,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p_estimate = sub.add_parser("estimate")  # htp.estimate: one compile for the estimator proxy, read back
     p_estimate.add_argument("--request", required=True, type=Path)
     p_estimate.add_argument("--result", required=True, type=Path)
+    p_emulate = sub.add_parser("emulate")  # htp.emulate: always started ahead, the job on stdin
+    p_emulate.add_argument("--request", required=True, choices=["-"])
+    p_emulate.add_argument("--result", required=True, type=Path)
     args = parser.parse_args(argv)
     result_path = args.result.absolute()
 
@@ -203,6 +236,19 @@ def main(argv: list[str] | None = None) -> int:
             estimate_job = EstimateJob.model_validate_json(args.request.read_text())
             run_estimate(estimate_job)
             result = {"status": "ok", "environment": environment()}
+        elif args.command == "emulate":
+            import numpy  # noqa: F401  (the imports while the parent prepares the job)
+
+            from .record import EmulateJob
+            from .session import htp_session  # noqa: F401
+
+            text = sys.stdin.read()
+            if not text:  # the parent ended without a job for this worker
+                return 0
+            emulate_job = EmulateJob.model_validate_json(text)
+            result = emulate_request(emulate_job)
+            if emulate_job.spawned_at is not None:
+                result["phases_s"] = {"startup": round(entered - emulate_job.spawned_at, 3), **result["phases_s"]}
         else:
             from .record import CompileJob
 
@@ -229,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     result["worker_s"] = round(time.perf_counter() - started, 3)
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
-    if args.command == "compile" and str(args.request) == "-":
+    if args.command in ("compile", "emulate") and str(args.request) == "-":
         # The parent's compile stage waits for this process to end: not for the interpreter's and
         # QNN's teardown too (~0.3 s). Everything is written; nothing else is left to flush.
         sys.stdout.flush()

@@ -12,9 +12,10 @@ import numpy as np
 
 from ..core.errors import QuantizationFidelityError
 from ..core.targets import Precision
+from ..htp.emulate import emulate_samples
 from ..htp.record import IoTensor
-from ..htp.session import HtpTarget, htp_session
-from ..measure.agreement import compare_outputs, cpu_workers, run_cpu, sqnr_below
+from ..htp.session import HtpTarget
+from ..measure.agreement import compare_outputs, run_cpu, sqnr_below
 from .localize import (
     MAX_MAP_MISMATCH_DB,
     as_native_io,
@@ -47,7 +48,7 @@ MIN_EMULATOR_COSINE = 0.99
 MAX_SQNR_GAP_DB = 3.0
 # Mixed keeps w8a8's floor: its 8-bit units round as w8a8's do.
 MIN_EMULATOR_SQNR_DB = {Precision.W8A8: 15.0, Precision.W8A16: 42.0, Precision.MIXED: 15.0}
-EMULATOR_SAMPLES = 4  # ~1.5 s each for L1 on the emulator (one core each)
+EMULATOR_SAMPLES = 4  # L1: ~1.7 s each on the emulator, two at a time (`htp.emulate`)
 
 
 def verify_fidelity(
@@ -78,8 +79,9 @@ def verify_fidelity(
     are quantized into them and its outputs dequantized, with the scales the compile recorded,
     so every comparison stays in float NCHW; the per-tensor runs take the uint8 NHWC input too."""
     n = min(emulator_samples, heldout.shape[0])
-    # The CPU QDQ model over every held-out input and the binary on the emulator, at once: on
-    # two cores neither keeps both busy (the emulator runs mostly on one thread per session).
+    # The CPU QDQ model over every held-out input and the binary on the emulator, at once: the
+    # emulator's worker processes wait on their start-up and the binary's load, the CPU's
+    # sessions on onnxruntime's small ops; neither keeps both cores busy alone.
     with ThreadPoolExecutor(1, thread_name_prefix="cpu-qdq") as pool:
         on_cpu = pool.submit(run_cpu, quantized_model, heldout)
         emulated = emulate(context_model, heldout[:n], target, io=io)
@@ -129,25 +131,12 @@ def verify_fidelity(
 
 def emulate(context_model: Path, inputs: np.ndarray, target: HtpTarget, *, io: list[IoTensor] | None = None) -> np.ndarray:
     """The context binary's first output on the HTP emulator for each batch-1 sample of
-    `inputs`, concatenated. One session per core, each running its share from a thread: one
-    session runs one inference at a time (onnxruntime-qnn serializes them), mostly on one
-    thread, and loading the context again costs a fraction of one inference. With native I/O
-    (`io`), each float NCHW sample is quantized into the binary's input and its output
-    dequantized back, with the compile's recorded scales."""
-    n = inputs.shape[0]
-    workers = cpu_workers(n)
-    out: list[np.ndarray | None] = [None] * n
+    `inputs`, concatenated (`htp.emulate`: one worker process per core). With native I/O (`io`),
+    each float NCHW sample is quantized into the binary's input and its output dequantized back,
+    with the compile's recorded scales."""
     to_binary, from_binary = _io_conversions(io)
-
-    def work(k: int) -> None:
-        session = htp_session(context_model, target)
-        name = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
-        for i in range(k, n, workers):
-            out[i] = from_binary(session.run(None, {name: to_binary(inputs[i : i + 1])})[0])
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="htp-emulator") as pool:
-        list(pool.map(work, range(workers)))  # list(): re-raise a session's error
-    return np.concatenate(out)
+    samples = [to_binary(inputs[i : i + 1]) for i in range(inputs.shape[0])]
+    return np.concatenate([from_binary(first) for (first,) in emulate_samples(context_model, target, samples)])
 
 
 def _io_conversions(io: list[IoTensor] | None):

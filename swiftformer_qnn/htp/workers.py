@@ -1,0 +1,99 @@
+"""The parent's side of `python -m swiftformer_qnn.htp.worker` in this environment: a worker
+process that imports first and then reads its job on stdin, and how its end is read.
+
+QNN holds the GIL while it compiles, and its HTP emulator runs sessions of one process one
+after another: work done in a worker is stopped by a signal (the process is killed), and
+workers run side by side on the cores (`htp.emulate`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..core.errors import ToolchainError
+
+
+class WorkerProcess:
+    """`python -m swiftformer_qnn.htp.worker COMMAND --request -`: imports, then waits for its job."""
+
+    def __init__(self, command: str) -> None:
+        from ..core.output_dir import signals_held
+
+        self.command = command
+        with signals_held():  # the temp dir and the process exist together, or neither
+            self.dir = Path(tempfile.mkdtemp(prefix=f"swiftformer-qnn-{command}-"))
+            self.result = self.dir / "result.json"
+            self.log = self.dir / "worker.log"
+            self.spawned_at = time.time()
+            with open(self.log, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "swiftformer_qnn.htp.worker", command, "--request", "-",
+                     "--result", str(self.result)],
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, job_json: str) -> None:
+        """Hand the worker its job (it starts on it at once) and close its stdin."""
+        try:
+            self.proc.stdin.write(job_json.encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died: its exit code says how
+
+    def outcome(self, code: int, what: str) -> dict:
+        """The result the worker wrote, once it has ended with `code`; a failure it reported is
+        raised as itself (a known error by its name), one it could not report as a ToolchainError
+        naming `what` it was doing."""
+        from ..core.errors import error_named
+
+        try:
+            result = json.loads(self.result.read_text())
+        except (OSError, ValueError):
+            raise ToolchainError(f"The {what} died ({worker_death(code, self.log)}).",
+                                 hint="Run it again; if it dies again, it is a bug in QNN or swiftformer-qnn.") from None
+        if result.get("status") != "ok":
+            kind, message = str(result.get("error_type")), str(result.get("message"))
+            known = error_named(kind)
+            if known is not None:
+                raise known(message)
+            if kind == "MemoryError":
+                raise MemoryError(message)
+            raise RuntimeError(f"{kind} in the {self.command} worker: {message}")
+        return result
+
+    def close(self) -> None:
+        """Kill the worker if it still runs, and remove its folder."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def worker_death(code: int, log: Path) -> str:
+    """How a worker that wrote no result ended: its signal or exit code, and its log's last lines."""
+    import signal
+
+    if code < 0:
+        try:
+            how = signal.Signals(-code).name
+        except ValueError:
+            how = f"signal {-code}"
+    else:
+        how = f"exit code {code}"
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        text = ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and "LIBNATIVE" not in ln]
+    tail = " | ".join(kept[-4:])[:500]
+    return how + (f": {tail}" if tail else "")
