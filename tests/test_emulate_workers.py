@@ -73,12 +73,12 @@ def test_the_workers_compute_what_one_session_computes(block_binary, private_tmp
     assert list(private_tmp.iterdir()) == []
 
 
-def test_outputs_by_name_and_a_single_worker(block_binary, private_tmp):
+def test_extra_outputs_by_name_and_a_single_worker(block_binary, private_tmp):
     import onnx
 
     name = onnx.load(str(block_binary)).graph.output[0].name
     samples = _samples(block_binary, 2)
-    by_name = emulate_samples(block_binary, HtpTarget(), samples, outputs=[name, name], workers=1)
+    by_name = emulate_samples(block_binary, HtpTarget(), samples, extra_outputs=[name], workers=1)
     default = emulate_samples(block_binary, HtpTarget(), samples)
     for (a, b), (c,) in zip(by_name, default, strict=True):
         assert np.array_equal(a, c) and np.array_equal(b, c)

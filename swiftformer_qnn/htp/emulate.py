@@ -22,10 +22,10 @@ from .workers import WorkerProcess
 
 
 def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np.ndarray], *,
-                    outputs: Sequence[str] | None = None, workers: int | None = None) -> list[list[np.ndarray]]:
-    """Per sample (each one feed of the binary's input, as it takes it), the values of `outputs`
-    (default: its first output) from `context_model` (an EP-context ONNX, its .bin beside it) on
-    the HTP emulator. The samples are dealt out to `workers` processes (default: one per core,
+                    extra_outputs: Sequence[str] = (), workers: int | None = None) -> list[list[np.ndarray]]:
+    """Per sample (each one feed of the binary's input, as it takes it), the values of its first
+    output and then of `extra_outputs` from `context_model` (an EP-context ONNX, its .bin beside
+    it) on the HTP emulator. The samples are dealt out to `workers` processes (default: one per core,
     at most one per sample), each loading the binary once; a signal kills them all."""
     from ..core.interrupt import wait_child
 
@@ -33,7 +33,6 @@ def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np
     if n == 0:
         return []
     count = max(1, min(workers or cpu_workers(n), n))
-    wanted = list(outputs) if outputs else None
     started: list[WorkerProcess] = []
     try:
         for _ in range(count):  # every worker's imports run while the next is started and fed
@@ -43,14 +42,15 @@ def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np
             inputs = worker.dir / "inputs.npz"
             np.savez(inputs, **{str(j): samples[i] for j, i in enumerate(share)})
             worker.send(EmulateJob(context_model=Path(context_model).absolute(), target=target, inputs_npz=inputs,
-                                   outputs_npz=worker.dir / "outputs.npz", outputs=wanted,
+                                   outputs_npz=worker.dir / "outputs.npz",
+                                   extra_outputs=list(extra_outputs),
                                    spawned_at=worker.spawned_at).model_dump_json())
         values: list[list[np.ndarray]] = [[] for _ in range(n)]
         for k, worker in enumerate(started):
             worker.outcome(wait_child(worker.proc), f"HTP emulator run of {Path(context_model).name}")
             with np.load(worker.dir / "outputs.npz") as data:
                 for j, i in enumerate(range(k, n, count)):
-                    values[i] = [data[f"{j}/{m}"] for m in range(len(wanted) if wanted else 1)]
+                    values[i] = [data[f"{j}/{m}"] for m in range(1 + len(extra_outputs))]
         return values
     finally:
         for worker in started:

@@ -245,8 +245,8 @@ class EmulateJob(_Model):
     context_model: Path  # the EP-context ONNX, its .bin beside it
     target: HtpTarget
     inputs_npz: Path  # arrays "0", "1", ...: each one sample as the binary takes it
-    outputs_npz: Path  # written by the worker: per sample i and wanted output k, array "i/k"
-    outputs: list[str] | None = None  # the outputs wanted, in order (None: the first)
+    outputs_npz: Path  # written by the worker: per sample i and output k, array "i/k"
+    extra_outputs: list[str] = Field(default_factory=list)  # wanted after the first output
     spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
 
 

@@ -183,7 +183,7 @@ def emulate_request(job: EmulateJob) -> dict:
     session = htp_session(job.context_model, job.target)
     phases = {"load": time.perf_counter() - t0}
     feed = session.get_inputs()[0].name  # the EP-context wrapper keeps the graph's input
-    wanted = job.outputs or [session.get_outputs()[0].name]
+    wanted = [session.get_outputs()[0].name, *job.extra_outputs]
     t0, c0 = time.perf_counter(), time.process_time()
     values = {}
     for i, sample in enumerate(samples):

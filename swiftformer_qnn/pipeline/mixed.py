@@ -43,9 +43,10 @@ from ..core.errors import UsageError
 from ..core.targets import Precision
 from ..htp.bn_guard import guarded_model
 from ..htp.compile import warm_up_compile_worker
+from ..htp.emulate import emulate_samples
 from ..htp.estimate import ESTIMATOR_SOCS, estimate_label, estimate_model, estimator_soc
 from ..htp.record import CONTEXT_ONNX, CompiledModel
-from ..htp.session import HtpTarget, htp_session
+from ..htp.session import HtpTarget
 from ..measure.agreement import compare_outputs, cpu_runs
 from ..model.variants import Variant
 from .compile import guard_and_compile
@@ -262,8 +263,7 @@ class Bench:
             runs = cpu_runs(with_outputs(self.graph, chain[:-1]), self.inputs, outputs=chain[:-1])
             self._fp32_taps = [np.concatenate([r[k] for r in runs]) for k in range(len(chain) - 1)]
         d = self._folder("candidate")
-        if record:
-            warm_up_compile_worker()  # its start-up beside the quantization and the CPU run
+        warm_up_compile_worker()  # its start-up beside the quantization and the CPU run
         try:
             qdq = self.quantize(sixteen, d / "model.qdq.onnx")
             run_on = qdq
@@ -276,13 +276,13 @@ class Bench:
                 # On the CPU the taps' float tensors too, before their quantizer: each output's rounding.
                 cpu_out = pool.submit(cpu_runs, with_outputs(run_on, chain[:-1]) if taps else run_on, self.inputs,
                                       workers=1)
+                subject = CompiledModel(variant=self.variant.name, precision=Precision.MIXED.value)
                 compiled = None
                 if record:
-                    compiled = guard_and_compile(qdq, d / "compiled", self.target, soc=self.soc,
-                                                 subject=CompiledModel(variant=self.variant.name,
-                                                                       precision=Precision.MIXED.value))
-                emulated = (guarded_model(run_on, d)[0] if taps else d / "compiled" / CONTEXT_ONNX)
-                htp = self._emulate(emulated, names)
+                    compiled = guard_and_compile(qdq, d / "compiled", self.target, soc=self.soc, subject=subject)
+                if taps:
+                    guard_and_compile(run_on, d / "tapped", self.target, soc=self.soc, subject=subject)
+                htp = self._emulate(d / ("tapped" if taps else "compiled") / CONTEXT_ONNX, names)
                 cpu_out = cpu_out.result()
                 cpu = [np.concatenate([r[k] for r in cpu_out]) for k in range(len(cpu_out[0]))]
                 priced = priced.result() if priced else None
@@ -324,13 +324,11 @@ class Bench:
         return d
 
     def _emulate(self, model: Path, extra: Sequence[str] = ()) -> list[np.ndarray]:
-        """`model` on the HTP emulator, one input at a time: its output, then `extra` outputs."""
-        session = htp_session(model, self.target)
-        feed = session.get_inputs()[0].name
-        wanted = [session.get_outputs()[0].name, *extra]
-        runs = [session.run(wanted, {feed: self.inputs[i: i + 1]}) for i in range(self.inputs.shape[0])]
-        del session
-        return [np.concatenate([r[k] for r in runs]) for k in range(len(wanted))]
+        """The context binary `model` on the HTP emulator over the inputs (`htp.emulate`: one
+        worker process per core): its output, then `extra` outputs."""
+        runs = emulate_samples(model, self.target, [self.inputs[i: i + 1] for i in range(self.inputs.shape[0])],
+                               extra_outputs=extra)
+        return [np.concatenate([r[k] for r in runs]) for k in range(1 + len(extra))]
 
 
 @dataclass(frozen=True)
