@@ -376,3 +376,68 @@ def test_mixed_precision_weight_params_equal_onnxruntimes_own(xs_small, tmp_path
     inits = _assert_same_qdq(ours, reference)
     widths = {v.dtype for k, v in inits.items() if k.endswith("_zero_point")}
     assert {np.dtype(np.uint8), np.dtype(np.uint16)} <= widths  # 8- and 16-bit tensors: a mix
+
+
+# --- the weights quantized every channel at once (quantize._quantize_channels_at_once) ----------
+
+
+@pytest.mark.parametrize(("quant_type", "axis", "shape"), [
+    (onnx.TensorProto.UINT8, 0, (48, 3, 3, 3)), (onnx.TensorProto.INT8, 0, (16, 8, 1, 1)),
+    (onnx.TensorProto.UINT8, 1, (8, 24, 2, 2)), (onnx.TensorProto.UINT16, 1, (32, 10)),
+    (onnx.TensorProto.INT16, 0, (7, 5))])
+def test_channels_at_once_are_onnxruntimes_bytes(quant_type, axis, shape):
+    """The same quantized initializer as onnxruntime's channel-by-channel loop, ties included
+    (values at k + 0.5 steps round half to even in both)."""
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType, quantize_onnx_initializer
+
+    from swiftformer_qnn.pipeline.quantize import _quantize_channels_at_once
+
+    rng = np.random.default_rng(3)
+    data = (rng.standard_normal(shape) * rng.uniform(0.01, 2, shape[axis]).reshape(
+        [-1 if d == axis else 1 for d in range(len(shape))])).astype(np.float32)
+    channels = shape[axis]
+    scale = (np.abs(np.moveaxis(data, axis, 0)).reshape(channels, -1).max(axis=1) / 100).astype(np.float32)
+    qmin, qmax = get_qmin_qmax_for_qType(quant_type)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(quant_type)
+    zero_point = np.full(channels, (int(qmin) + int(qmax) + 1) // 2, dtype=dtype)
+    # Ties: exact half steps of each channel's scale; and values far past the range, to clip.
+    flat = np.moveaxis(data, axis, 0).reshape(channels, -1)
+    flat[:, 0] = scale * np.float32(2.5)
+    flat[:, -1] = scale * np.float32(1e6)
+    data = np.moveaxis(flat.reshape(np.moveaxis(data, axis, 0).shape), 0, axis).copy()
+    weight = numpy_helper.from_array(data, "w")
+
+    theirs = quantize_onnx_initializer(weight, quant_type, zero_point, scale, axis)
+    ours = _quantize_channels_at_once(weight, quant_type, zero_point, scale, axis)
+    assert ours.name == theirs.name and list(ours.dims) == list(theirs.dims) and ours.data_type == theirs.data_type
+    assert numpy_helper.to_array(ours).tobytes() == numpy_helper.to_array(theirs).tobytes()
+
+
+def test_the_quantize_stage_quantizes_its_per_channel_weights_at_once(xs_small, tmp_path, monkeypatch):
+    """Every per-channel weight of XS goes through the vectorised path, none through onnxruntime's
+    loop, and the loop is onnxruntime's own again afterwards."""
+    from onnxruntime.quantization import qdq_quantizer
+
+    from swiftformer_qnn.core.targets import Precision
+    from swiftformer_qnn.pipeline import quantize
+
+    original = qdq_quantizer.quantize_onnx_initializer
+    delegated, vectorised = [], []
+    real = quantize._quantize_channels_at_once
+
+    def spy(weight, quant_type, zero_point, scale, axis=None, *args, **kwargs):
+        vectorised.append(axis)
+        return real(weight, quant_type, zero_point, scale, axis, *args, **kwargs)
+
+    def counting_original(weight, quant_type, zero_point, scale, axis=None, *args, **kwargs):
+        delegated.append(axis)
+        return original(weight, quant_type, zero_point, scale, axis, *args, **kwargs)
+
+    monkeypatch.setattr(qdq_quantizer, "quantize_onnx_initializer", counting_original)
+    monkeypatch.setattr(quantize, "_quantize_channels_at_once", spy)
+    graph, calibration, _ = xs_small
+    quantize.quantize_qdq(graph, calibration, tmp_path / "xs.qdq.onnx", Precision.W8A8)
+    assert qdq_quantizer.quantize_onnx_initializer is counting_original
+    per_channel = [a for a in vectorised if a is not None]
+    assert len(per_channel) > 20
+    assert [a for a in delegated if a is not None] == []
