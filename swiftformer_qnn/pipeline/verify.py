@@ -79,9 +79,8 @@ def verify_fidelity(
     are quantized into them and its outputs dequantized, with the scales the compile recorded,
     so every comparison stays in float NCHW; the per-tensor runs take the uint8 NHWC input too."""
     n = min(emulator_samples, heldout.shape[0])
-    # The CPU QDQ model over every held-out input and the binary on the emulator, at once: the
-    # emulator's worker processes wait on their start-up and the binary's load, the CPU's
-    # sessions on onnxruntime's small ops; neither keeps both cores busy alone.
+    # The CPU QDQ model over every held-out input (in this process) and the binary on the
+    # emulator (in worker processes), at once.
     with ThreadPoolExecutor(1, thread_name_prefix="cpu-qdq") as pool:
         on_cpu = pool.submit(run_cpu, quantized_model, heldout)
         emulated = emulate(context_model, heldout[:n], target, io=io)
