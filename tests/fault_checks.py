@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def one_error_line(res, code: int) -> str:
@@ -21,3 +22,17 @@ def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def processes_naming(path: Path) -> dict[int, str]:
+    """Live processes whose command line names `path` (a worker's arguments name its folder),
+    by process id."""
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in text:
+            found[int(cmdline.parent.name)] = text
+    return found

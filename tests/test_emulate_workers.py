@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_checks import processes_naming
 from qdq_fixtures import input_name, make_qdq_model
 
 from swiftformer_qnn.core import interrupt
@@ -45,17 +46,28 @@ def private_tmp(tmp_path, monkeypatch) -> Path:
     return d
 
 
-def _workers_alive(folder: Path) -> list[str]:
-    """Command lines of live processes whose arguments name `folder` (a worker's result file does)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _emulating_in_a_thread(ctx: Path, samples: int) -> tuple[threading.Thread, list[BaseException]]:
+    """`emulate_samples` over `samples` inputs in two workers, from a thread of its own: the
+    test's thread kills or stops them meanwhile. What it raises lands in the returned list."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(folder) in text:
-            found.append(text)
-    return found
+            emulate_samples(ctx, HtpTarget(), _samples(ctx, samples), workers=2)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def _wait_for_workers(folder: Path, count: int) -> dict[int, str]:
+    deadline = time.monotonic() + 60
+    while len(alive := processes_naming(folder)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(alive) >= count, f"{len(alive)} worker(s) started"
+    return alive
 
 
 def test_the_workers_compute_what_one_session_computes(block_binary, private_tmp):
@@ -91,7 +103,7 @@ def test_a_failure_in_a_worker_is_raised_as_itself(tmp_path, private_tmp):
     with pytest.raises(ToolchainError):
         emulate_samples(not_a_model, HtpTarget(), [np.zeros((1, 4), np.float32)] * 2)
     assert list(private_tmp.iterdir()) == []
-    assert _workers_alive(private_tmp) == []
+    assert processes_naming(private_tmp) == {}
 
 
 def test_a_sample_the_binary_refuses_is_a_one_line_error(block_binary, private_tmp):
@@ -105,45 +117,19 @@ def test_a_worker_that_dies_is_named_with_its_signal(block_binary, private_tmp):
     import os
     import signal
 
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            emulate_samples(block_binary, HtpTarget(), _samples(block_binary, 400), workers=2)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not (alive := _workers_alive(private_tmp)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert alive, "no worker started"
-    pid = next(int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
-               if str(private_tmp) in p.read_bytes().decode(errors="replace"))
-    os.kill(pid, signal.SIGKILL)
+    thread, errors = _emulating_in_a_thread(block_binary, 2000)
+    os.kill(min(_wait_for_workers(private_tmp, 1)), signal.SIGKILL)
     thread.join(120)
     assert not thread.is_alive()
     (error,) = errors
     assert isinstance(error, ToolchainError) and "died (SIGKILL" in error.message, error
     assert list(private_tmp.iterdir()) == []
-    assert _workers_alive(private_tmp) == []
+    assert processes_naming(private_tmp) == {}
 
 
 def test_a_stop_kills_every_worker(block_binary, private_tmp):
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            emulate_samples(block_binary, HtpTarget(), _samples(block_binary, 400), workers=2)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while len(_workers_alive(private_tmp)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    thread, errors = _emulating_in_a_thread(block_binary, 2000)
+    _wait_for_workers(private_tmp, 2)
     try:
         interrupt.STOPPING.set()
         thread.join(30)
@@ -153,4 +139,4 @@ def test_a_stop_kills_every_worker(block_binary, private_tmp):
     (error,) = errors
     assert isinstance(error, interrupt.Stopped)
     assert list(private_tmp.iterdir()) == []
-    assert _workers_alive(private_tmp) == []
+    assert processes_naming(private_tmp) == {}

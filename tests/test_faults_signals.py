@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_checks import processes_naming
 
 from swiftformer_qnn.pipeline.artifacts import read_manifest
 
@@ -120,19 +121,6 @@ def _compile_started(proc: subprocess.Popen, run: Path) -> float:
     return time.monotonic()
 
 
-def _processes_of(run: Path) -> list[str]:
-    """Command lines of live processes naming `run` (the CLI and its compile worker do)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(run) in text:
-            found.append(text)
-    return found
-
-
 @pytest.mark.slow
 def test_a_signal_stops_a_compile_while_qnn_compiles_in_native_code(tmp_path):
     """While QNN compiles (native code, holding the GIL) no signal handler of the compiling
@@ -166,5 +154,5 @@ def test_a_signal_stops_a_compile_while_qnn_compiles_in_native_code(tmp_path):
         assert not (run / "out").exists()  # no output, not even a partial one
         assert [p.name for p in (run / "cache").rglob(".*")] == []  # no cache temp dir
         assert list((run / "tmp").glob("swiftformer-qnn-*")) == []  # the worker's temp dir went with it
-        assert _processes_of(run) == []  # and the worker itself
+        assert processes_naming(run) == {}  # and the worker itself
         assert model.is_file()  # the user's model stays
