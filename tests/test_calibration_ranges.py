@@ -381,13 +381,18 @@ def test_mixed_precision_weight_params_equal_onnxruntimes_own(xs_small, tmp_path
 # --- the weights quantized every channel at once (quantize._quantize_channels_at_once) ----------
 
 
+def _refuse(*_args, **_kwargs):
+    raise AssertionError("delegated to onnxruntime's channel-by-channel loop")
+
+
 @pytest.mark.parametrize(("quant_type", "axis", "shape"), [
     (onnx.TensorProto.UINT8, 0, (48, 3, 3, 3)), (onnx.TensorProto.INT8, 0, (16, 8, 1, 1)),
     (onnx.TensorProto.UINT8, 1, (8, 24, 2, 2)), (onnx.TensorProto.UINT16, 1, (32, 10)),
     (onnx.TensorProto.INT16, 0, (7, 5))])
-def test_channels_at_once_are_onnxruntimes_bytes(quant_type, axis, shape):
+def test_channels_at_once_are_onnxruntimes_bytes(quant_type, axis, shape, monkeypatch):
     """The same quantized initializer as onnxruntime's channel-by-channel loop, ties included
     (values at k + 0.5 steps round half to even in both)."""
+    from onnxruntime.quantization import quant_utils
     from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType, quantize_onnx_initializer
 
     from swiftformer_qnn.pipeline.quantize import _quantize_channels_at_once
@@ -408,7 +413,9 @@ def test_channels_at_once_are_onnxruntimes_bytes(quant_type, axis, shape):
     weight = numpy_helper.from_array(data, "w")
 
     theirs = quantize_onnx_initializer(weight, quant_type, zero_point, scale, axis)
-    ours = _quantize_channels_at_once(weight, quant_type, zero_point, scale, axis)
+    with monkeypatch.context() as patched:  # the vectorised path itself, not onnxruntime's again
+        patched.setattr(quant_utils, "quantize_onnx_initializer", _refuse)
+        ours = _quantize_channels_at_once(weight, quant_type, zero_point, scale, axis)
     assert ours.name == theirs.name and list(ours.dims) == list(theirs.dims) and ours.data_type == theirs.data_type
     assert numpy_helper.to_array(ours).tobytes() == numpy_helper.to_array(theirs).tobytes()
 

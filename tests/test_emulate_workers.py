@@ -85,22 +85,47 @@ def test_the_workers_compute_what_one_session_computes(block_binary, private_tmp
     assert list(private_tmp.iterdir()) == []
 
 
-def test_extra_outputs_by_name_and_a_single_worker(block_binary, private_tmp):
+@pytest.fixture(scope="module")
+def tapped_binary(tmp_path_factory) -> tuple[Path, str]:
+    """The block at 32 px with a tensor from its middle as a second output (as the mixed search
+    taps a unit's output), compiled; and that output's name."""
+    from swiftformer_qnn.pipeline.mixed import tapped_model
+
+    d = tmp_path_factory.mktemp("tapped-binary")
+    qdq = make_qdq_model("encoder", 32, d)
     import onnx
 
-    name = onnx.load(str(block_binary)).graph.output[0].name
-    samples = _samples(block_binary, 2)
-    by_name = emulate_samples(block_binary, HtpTarget(), samples, extra_outputs=[name], workers=1)
-    default = emulate_samples(block_binary, HtpTarget(), samples)
-    for (a, b), (c,) in zip(by_name, default, strict=True):
-        assert np.array_equal(a, c) and np.array_equal(b, c)
-    assert emulate_samples(block_binary, HtpTarget(), []) == []
+    model = onnx.load(str(qdq))
+    quantized = [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"
+                 and n.input[0] not in {i.name for i in model.graph.input}]
+    (name,) = tapped_model(qdq, [quantized[len(quantized) // 2]], d / "tapped.onnx")
+    htp_session(d / "tapped.onnx", HtpTarget(), context_out=d / "model.ctx.onnx")
+    return d / "model.ctx.onnx", name
+
+
+def test_extra_outputs_come_in_the_order_asked_and_one_worker_serves_all(tapped_binary, private_tmp):
+    ctx, tap = tapped_binary
+    samples = _samples(ctx, 3)
+    session = htp_session(ctx, HtpTarget())
+    first = session.get_outputs()[0].name
+    assert tap != first
+    expected = [session.run([first, tap], {session.get_inputs()[0].name: x}) for x in samples]
+    del session
+
+    got = emulate_samples(ctx, HtpTarget(), samples, extra_outputs=[tap], workers=1)
+    for values, want in zip(got, expected, strict=True):
+        assert len(values) == 2
+        assert values[0].shape != values[1].shape or not np.array_equal(values[0], values[1])  # told apart
+        assert all(np.array_equal(v, w) for v, w in zip(values, want, strict=True))
+    assert [len(v) for v in emulate_samples(ctx, HtpTarget(), samples[:2])] == [1, 1]  # the first only
+    assert emulate_samples(ctx, HtpTarget(), []) == []
+    assert list(private_tmp.iterdir()) == []
 
 
 def test_a_failure_in_a_worker_is_raised_as_itself(tmp_path, private_tmp):
     not_a_model = tmp_path / "model.ctx.onnx"
     not_a_model.write_bytes(b"not an onnx model")
-    with pytest.raises(ToolchainError):
+    with pytest.raises(ToolchainError, match="could not create an HTP session for model.ctx.onnx"):
         emulate_samples(not_a_model, HtpTarget(), [np.zeros((1, 4), np.float32)] * 2)
     assert list(private_tmp.iterdir()) == []
     assert processes_naming(private_tmp) == {}
@@ -138,5 +163,93 @@ def test_a_stop_kills_every_worker(block_binary, private_tmp):
     assert not thread.is_alive()
     (error,) = errors
     assert isinstance(error, interrupt.Stopped)
+    assert list(private_tmp.iterdir()) == []
+    assert processes_naming(private_tmp) == {}
+
+
+def test_a_worker_started_while_signals_are_held_still_dies_of_sigterm(private_tmp):
+    """The parent holds Ctrl-C and SIGTERM while it starts a worker (the temp dir and the process
+    exist together or not at all); the worker must not keep that mask, or one whose parent was
+    killed outright would run its whole job."""
+    import os
+    import signal
+
+    from swiftformer_qnn.core.output_dir import signals_held
+    from swiftformer_qnn.htp.workers import WorkerProcess
+
+    with signals_held():
+        worker = WorkerProcess("emulate")
+    try:
+        held = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
+        status = Path(f"/proc/{worker.proc.pid}/status")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the worker's main() has run its first lines
+            blocked = next(int(ln.split()[1], 16) for ln in status.read_text().splitlines()
+                           if ln.startswith("SigBlk:"))
+            if not blocked & held:
+                break
+            time.sleep(0.05)
+        os.kill(worker.proc.pid, signal.SIGTERM)
+        assert worker.proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        worker.close()
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_an_os_error_in_a_worker_is_the_machines_not_a_bug(private_tmp):
+    import json
+
+    from swiftformer_qnn.htp.workers import WorkerProcess
+
+    worker = WorkerProcess("emulate")
+    try:
+        worker.close()  # its job never comes: what it reports is written here
+        worker.dir.mkdir()
+        worker.result.write_text(json.dumps({"status": "failed", "error_type": "PermissionError",
+                                             "message": "[Errno 13] Permission denied: 'outputs.npz'"}))
+        with pytest.raises(ToolchainError, match=r"could not read or write its files \(PermissionError") as info:
+            worker.outcome(4, "HTP emulator run of model.ctx.onnx")
+        assert "TMPDIR" in info.value.one_line()
+        worker.result.write_text(json.dumps({"status": "failed", "error_type": "KeyError", "message": "'x'"}))
+        with pytest.raises(RuntimeError, match="KeyError in the emulate worker"):
+            worker.outcome(4, "HTP emulator run of model.ctx.onnx")
+    finally:
+        worker.close()
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_signal_held_while_a_worker_starts_leaves_no_worker_and_no_folder(private_tmp, monkeypatch):
+    """A SIGTERM that arrives while the worker is being started is delivered as the held block
+    ends, inside the constructor: the caller never gets the object to close, so nothing of it
+    may stay behind."""
+    import os
+    import signal
+    import subprocess
+
+    from swiftformer_qnn.htp import workers
+
+    class Terminated(Exception):
+        pass
+
+    def handler(_signum, _frame):
+        raise Terminated
+
+    real_popen = subprocess.Popen
+    started: list[int] = []
+
+    def popen_then_sigterm(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc.pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # held: delivered when the start-up block ends
+        return proc
+
+    monkeypatch.setattr(workers.subprocess, "Popen", popen_then_sigterm)
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(Terminated):
+            workers.WorkerProcess("emulate")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert len(started) == 1
     assert list(private_tmp.iterdir()) == []
     assert processes_naming(private_tmp) == {}

@@ -634,8 +634,10 @@ def estimate_model(
         try:
             result = json.loads(result_path.read_text())
         except (OSError, ValueError):
+            from .workers import worker_death
+
             raise ToolchainError(
-                f"The estimate worker for {model.name} died (exit code {proc.returncode}); "
+                f"The estimate worker for {model.name} died ({worker_death(proc.returncode, work / 'estimate_worker.log')}); "
                 f"its output is in {work / 'estimate_worker.log'}."
             ) from None
     if result.get("status") != "ok":

@@ -12,9 +12,9 @@
                                               binary on the HTP emulator over some samples
                                               (`htp.emulate`, which runs one worker per core)
 
-Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.compile_record` /
-`.ep_context` / `.targets` / `.errors` / `._atomic` (which keep to onnxruntime, protobuf and
-pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
+Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.record` /
+`.compile` / `.ep_context` / `.estimate` and `swiftformer_qnn.core.errors` / `.atomic` / `.targets`
+(which keep to onnxruntime, protobuf and pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
 and every import is paid once per QNN version of a sweep. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
 1 compiled but the emulator run failed (`emulator_error` in the result; the compile stands),
@@ -208,6 +208,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     entered = time.time()
+    # A parent that started this process while it held Ctrl-C and SIGTERM (core.output_dir.
+    # signals_held) passed its blocked mask on: a worker must still die of them, or one whose
+    # parent was killed outright would run its whole job.
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     parser = argparse.ArgumentParser(prog="python -m swiftformer_qnn.htp.worker")
     sub = parser.add_subparsers(dest="command", required=True)
     p_probe = sub.add_parser("probe")
@@ -276,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
     if args.command in ("compile", "emulate") and str(args.request) == "-":
-        # The parent's compile stage waits for this process to end: not for the interpreter's and
-        # QNN's teardown too (~0.3 s). Everything is written; nothing else is left to flush.
+        # The parent (a compile stage, verify) waits for this process to end: not for the
+        # interpreter's and QNN's teardown too (~0.3 s). Everything is written; nothing else is
+        # left to flush.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -26,16 +26,24 @@ class WorkerProcess:
         from ..core.output_dir import signals_held
 
         self.command = command
-        with signals_held():  # the temp dir and the process exist together, or neither
-            self.dir = Path(tempfile.mkdtemp(prefix=f"swiftformer-qnn-{command}-"))
-            self.result = self.dir / "result.json"
-            self.log = self.dir / "worker.log"
-            self.spawned_at = time.time()
-            with open(self.log, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "swiftformer_qnn.htp.worker", command, "--request", "-",
-                     "--result", str(self.result)],
-                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        self.dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        try:
+            with signals_held():  # the temp dir and the process exist together, or neither
+                self.dir = Path(tempfile.mkdtemp(prefix=f"swiftformer-qnn-{command}-"))
+                self.result = self.dir / "result.json"
+                self.log = self.dir / "worker.log"
+                self.spawned_at = time.time()
+                with open(self.log, "wb") as log:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-m", "swiftformer_qnn.htp.worker", command, "--request", "-",
+                         "--result", str(self.result)],
+                        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        except BaseException:
+            # A failed start, or a signal held above and delivered as the block ends: the caller
+            # never gets this object to close, so it closes itself.
+            self.close()
+            raise
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -66,17 +74,30 @@ class WorkerProcess:
                 raise known(message)
             if kind == "MemoryError":
                 raise MemoryError(message)
+            if _is_os_error(kind):  # a full or unwritable temp dir: the machine's, not a bug
+                raise ToolchainError(f"The {what} could not read or write its files ({kind}: {message}).",
+                                     hint="Check the free space and permissions of TMPDIR.")
             raise RuntimeError(f"{kind} in the {self.command} worker: {message}")
         return result
 
     def close(self) -> None:
         """Kill the worker if it still runs, and remove its folder."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _is_os_error(kind: str) -> bool:
+    """Whether the worker's error type names OSError or one of its built-in subclasses."""
+    import builtins
+
+    cls = getattr(builtins, kind, None)
+    return isinstance(cls, type) and issubclass(cls, OSError)
 
 
 def worker_death(code: int, log: Path) -> str:

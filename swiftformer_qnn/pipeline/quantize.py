@@ -95,7 +95,10 @@ def _quantize_channels_at_once(weight, quant_type, zero_point, scale, axis=None,
     scale, zero_point = np.asarray(scale), np.asarray(zero_point)
     if (data is None or data.dtype != np.float32 or scale.dtype != np.float32 or not 0 <= axis < data.ndim
             or scale.shape != (data.shape[axis],) or zero_point.shape != scale.shape):
-        return _patched["original"](weight, quant_type, zero_point, scale, axis, quant_weight_name, block_size)
+        from onnxruntime.quantization import quant_utils  # its own, never replaced (qdq_quantizer's name is)
+
+        return quant_utils.quantize_onnx_initializer(weight, quant_type, zero_point, scale, axis, quant_weight_name,
+                                                     block_size)
     shape = [1] * data.ndim
     shape[axis] = -1
     dtype = onnx.helper.tensor_dtype_to_np_dtype(quant_type)
