@@ -253,3 +253,25 @@ def test_a_signal_held_while_a_worker_starts_leaves_no_worker_and_no_folder(priv
     assert len(started) == 1
     assert list(private_tmp.iterdir()) == []
     assert processes_naming(private_tmp) == {}
+
+
+def test_a_compile_that_runs_its_graph_once_gives_every_output_or_says_why_not(block_binary, tmp_path):
+    """`compile_in_worker(run_on=...)`, which the per-tensor localization uses: the outputs of the
+    session that compiled, equal to the binary's; a feed the graph refuses is one line."""
+    from swiftformer_qnn.htp.compile import compile_in_worker
+    from swiftformer_qnn.htp.record import CompileSpec
+    from swiftformer_qnn.htp.worker import HTP_OUTPUTS
+
+    qdq = block_binary.parent / "encoder_32_w8a8.qdq.onnx"
+    sample = _samples(block_binary, 1)[0]
+    np.savez(tmp_path / "feed.npz", **{input_name("encoder"): sample})
+    compile_in_worker(CompileSpec(model=qdq, out_dir=tmp_path / "c", target=HtpTarget()), run_on=tmp_path / "feed.npz")
+    with np.load(tmp_path / "c" / HTP_OUTPUTS) as outputs:
+        (name,) = outputs.files
+        (want,) = emulate_samples(block_binary, HtpTarget(), [sample])
+        assert np.array_equal(outputs[name], want[0])
+
+    np.savez(tmp_path / "bad.npz", **{input_name("encoder"): np.zeros((1, 4), np.float32)})
+    with pytest.raises(ToolchainError, match=r"could not run encoder_32_w8a8.qdq.onnx once compiled: \w+") as info:
+        compile_in_worker(CompileSpec(model=qdq, out_dir=tmp_path / "d", target=HtpTarget()), run_on=tmp_path / "bad.npz")
+    assert "\n" not in info.value.one_line()

@@ -108,23 +108,34 @@ def test_profile_estimate_estimates_the_native_graph_the_export_compiled(block_n
 
 def test_diagnose_feeds_the_tapped_graph_the_uint8_nhwc_input(block_native, tmp_path, monkeypatch):
     """What reached onnxruntime: the CPU and HTP runs of the tapped graph take the binary's uint8
-    NHWC input; only the fp32 reference graph takes the float NCHW sample."""
+    NHWC input; only the fp32 reference graph takes the float NCHW sample. The CPU runs are in
+    this process; the HTP run in the compile worker, given its feed by `compile_in_worker`."""
+    import numpy as np
     import onnxruntime as ort
     from typer.testing import CliRunner
 
     from swiftformer_qnn.cli import app
+    from swiftformer_qnn.htp import compile as htp_compile
 
-    fed = []
+    fed, emulated = [], []
     run = ort.InferenceSession.run
+    compile_in_worker = htp_compile.compile_in_worker
 
     def spy(self, names, feeds, *args, **kw):
         fed.extend((v.dtype.name, v.shape) for v in feeds.values())
         return run(self, names, feeds, *args, **kw)
 
+    def spy_worker(spec, *, run_on=None):
+        with np.load(run_on) as feeds:
+            emulated.extend((feeds[k].dtype.name, feeds[k].shape) for k in feeds.files)
+        return compile_in_worker(spec, run_on=run_on)
+
     monkeypatch.setattr(ort.InferenceSession, "run", spy)
+    monkeypatch.setattr(htp_compile, "compile_in_worker", spy_worker)
     result = CliRunner().invoke(app, ["diagnose", str(block_native.directory), "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
-    assert sorted(fed) == [("float32", (1, 96, 16, 16)), ("uint8", (1, 16, 16, 96)), ("uint8", (1, 16, 16, 96))]
+    assert sorted(fed) == [("float32", (1, 96, 16, 16)), ("uint8", (1, 16, 16, 96))]
+    assert emulated == [("uint8", (1, 16, 16, 96))]
 
 
 def test_profile_phone_pushes_the_uint8_nhwc_input_and_says_it_is_native(block_native, tmp_path, monkeypatch):

@@ -146,10 +146,14 @@ def discard_compile_worker() -> None:
 atexit.register(discard_compile_worker)
 
 
-def compile_in_worker(spec: CompileSpec) -> CompileRecord:
+def compile_in_worker(spec: CompileSpec, *, run_on: Path | None = None) -> CompileRecord:
     """`compile_model(spec)` in a worker process of this environment, which a signal stops:
     the wait is `core.interrupt.wait_child`, so SIGINT or SIGTERM kills the worker at once and
-    removes what it wrote. A known error in the worker is raised here as itself."""
+    removes what it wrote. A known error in the worker is raised here as itself.
+
+    `run_on`: an .npz of one feed per graph input; the session that compiled then runs the graph
+    once on the HTP emulator, and every output's value goes to `spec.out_dir / HTP_OUTPUTS`
+    (a graph compiled to be run once, e.g. with taps: no second process, no context reload)."""
     global _warm
     from ..core.interrupt import wait_child
     from .record import CompileJob, read_compile_record
@@ -162,8 +166,11 @@ def compile_in_worker(spec: CompileSpec) -> CompileRecord:
         worker = WorkerProcess("compile")
     written = compile_outputs(spec.out_dir)
     try:
-        worker.send(CompileJob(spec=spec).model_dump_json())
-        worker.outcome(wait_child(worker.proc), f"compile of {Path(spec.model).name}")
+        worker.send(CompileJob(spec=spec, inputs_npz=run_on).model_dump_json())
+        result = worker.outcome(wait_child(worker.proc), f"compile of {Path(spec.model).name}")
+        if "emulator_error" in result:
+            raise ToolchainError(f"The HTP emulator could not run {Path(spec.model).name} once compiled: "
+                                 f"{result['emulator_error']}")
         return read_compile_record(Path(spec.out_dir) / COMPILE_RECORD)
     except BaseException:
         for leftover in written:

@@ -27,7 +27,7 @@ import onnx
 from onnx import helper
 
 from ..core.onnx_graph import constant_array, readers
-from ..htp.session import HtpTarget, htp_session, module_of
+from ..htp.session import HtpTarget, module_of
 from ..measure.agreement import sqnr_db
 from ..measure.attribution import attribute_op
 from .native_io import native_io
@@ -126,9 +126,15 @@ def as_native_io(model: onnx.ModelProto, sample: np.ndarray) -> np.ndarray:
 
 def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chosen: list[Tap] | None = None):
     """(taps, CPU values, HTP values) of each tap of the QDQ `model` (loaded once by the caller,
-    which reads it too), dequantized, on one input; one HTP session."""
+    which reads it too), dequantized, on one input. The tapped graph is compiled, and run once on
+    the HTP emulator, in a compile worker, as every compile is: a signal stops it."""
     import onnxruntime as ort
 
+    from ..htp.compile import compile_in_worker, warm_up_compile_worker
+    from ..htp.record import CompileSpec
+    from ..htp.worker import HTP_OUTPUTS
+
+    warm_up_compile_worker()  # its start-up beside the tapped graph's writing and CPU run
     chosen = taps(model) if chosen is None else chosen
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tapped.onnx"
@@ -138,7 +144,11 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
         so = ort.SessionOptions()
         so.log_severity_level = 3
         cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
-        htp = htp_session(path, target).run(names, feed)
+        np.savez(Path(tmp) / "feed.npz", **feed)
+        compiled = Path(tmp) / "compiled"
+        compile_in_worker(CompileSpec(model=path, out_dir=compiled, target=target), run_on=Path(tmp) / "feed.npz")
+        with np.load(compiled / HTP_OUTPUTS) as outputs:
+            htp = [outputs[n] for n in names]
     return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu, strict=True)], [_dequantize(t, v) for t, v in zip(chosen, htp, strict=True)]
 
 
