@@ -131,6 +131,8 @@ def warm_up_compile_worker() -> None:
     global _warm
     with _warm_lock:
         if _warm is None or not _warm.alive():
+            if _warm is not None:
+                _warm.close()  # one that died waiting: its folder goes
             _warm = WorkerProcess("compile")
 
 
@@ -165,6 +167,10 @@ def compile_in_worker(spec: CompileSpec, *, run_on: Path | None = None) -> Compi
             worker.close()
         worker = WorkerProcess("compile")
     written = compile_outputs(spec.out_dir)
+    if run_on is not None:
+        from .worker import HTP_OUTPUTS
+
+        written += (Path(spec.out_dir) / HTP_OUTPUTS,)
     try:
         worker.send(CompileJob(spec=spec, inputs_npz=run_on).model_dump_json())
         result = worker.outcome(wait_child(worker.proc), f"compile of {Path(spec.model).name}")

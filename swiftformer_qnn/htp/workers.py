@@ -76,7 +76,7 @@ class WorkerProcess:
                 raise MemoryError(message)
             if _is_os_error(kind):  # a full or unwritable temp dir: the machine's, not a bug
                 raise ToolchainError(f"The {what} could not read or write its files ({kind}: {message}).",
-                                     hint="Check the free space and permissions of TMPDIR.")
+                                     hint="Check the free space and permissions of TMPDIR and of the output directory.")
             raise RuntimeError(f"{kind} in the {self.command} worker: {message}")
         return result
 

@@ -130,25 +130,29 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
     the HTP emulator, in a compile worker, as every compile is: a signal stops it."""
     import onnxruntime as ort
 
-    from ..htp.compile import compile_in_worker, warm_up_compile_worker
+    from ..htp.compile import compile_in_worker, discard_compile_worker, warm_up_compile_worker
     from ..htp.record import CompileSpec
     from ..htp.worker import HTP_OUTPUTS
 
-    warm_up_compile_worker()  # its start-up beside the tapped graph's writing and CPU run
     chosen = taps(model) if chosen is None else chosen
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "tapped.onnx"
-        onnx.save(tapped_model(model, chosen), str(path))
-        feed = {model.graph.input[0].name: sample}
-        names = [t.quantized for t in chosen]
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
-        np.savez(Path(tmp) / "feed.npz", **feed)
-        compiled = Path(tmp) / "compiled"
-        compile_in_worker(CompileSpec(model=path, out_dir=compiled, target=target), run_on=Path(tmp) / "feed.npz")
-        with np.load(compiled / HTP_OUTPUTS) as outputs:
-            htp = [outputs[n] for n in names]
+    warm_up_compile_worker()  # its start-up beside the tapped graph's writing and CPU run
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tapped.onnx"
+            onnx.save(tapped_model(model, chosen), str(path))
+            feed = {model.graph.input[0].name: sample}
+            names = [t.quantized for t in chosen]
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
+            np.savez(Path(tmp) / "feed.npz", **feed)
+            compiled = Path(tmp) / "compiled"
+            compile_in_worker(CompileSpec(model=path, out_dir=compiled, target=target), run_on=Path(tmp) / "feed.npz")
+            with np.load(compiled / HTP_OUTPUTS) as outputs:
+                htp = [outputs[n] for n in names]
+    except BaseException:
+        discard_compile_worker()  # the one started ahead, when no compile took it
+        raise
     return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu, strict=True)], [_dequantize(t, v) for t, v in zip(chosen, htp, strict=True)]
 
 
