@@ -260,8 +260,7 @@ def test_a_compile_that_runs_its_graph_once_gives_every_output_or_says_why_not(b
     """`compile_in_worker(run_on=...)`, which the per-tensor localization uses: the outputs of the
     session that compiled, equal to the binary's; a feed the graph refuses is one line."""
     from swiftformer_qnn.htp.compile import compile_in_worker
-    from swiftformer_qnn.htp.record import CompileSpec
-    from swiftformer_qnn.htp.worker import HTP_OUTPUTS
+    from swiftformer_qnn.htp.record import HTP_OUTPUTS, CompileSpec
 
     qdq = block_binary.parent / "encoder_32_w8a8.qdq.onnx"
     sample = _samples(block_binary, 1)[0]

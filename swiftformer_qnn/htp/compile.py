@@ -19,6 +19,7 @@ from .record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
     CONTEXT_ONNX,
+    HTP_OUTPUTS,
     OP_TRACE,
     CompiledModel,
     CompileRecord,
@@ -168,8 +169,6 @@ def compile_in_worker(spec: CompileSpec, *, run_on: Path | None = None) -> Compi
         worker = WorkerProcess("compile")
     written = compile_outputs(spec.out_dir)
     if run_on is not None:
-        from .worker import HTP_OUTPUTS
-
         written += (Path(spec.out_dir) / HTP_OUTPUTS,)
     try:
         worker.send(CompileJob(spec=spec, inputs_npz=run_on).model_dump_json())

@@ -44,6 +44,7 @@ COMPILE_FAILURE = "compile_failed.json"  # a version of a cross-version comparis
 RECORD_KIND = "swiftformer-qnn.compile"
 FAILURE_KIND = "swiftformer-qnn.compile-failure"
 CONTEXT_ONNX = "model.ctx.onnx"  # the EP-context wrapper (one com.microsoft:EPContext node)
+HTP_OUTPUTS = "htp_outputs.npz"  # a worker's one emulator run on the session that compiled: every output
 CONTEXT_BINARY = "model.ctx_qnn.bin"  # the QNN context binary it names; onnxruntime derives this name
 OP_TRACE = "qnn_op_trace.json"  # QNN's own fixed name for the framework op trace
 # Where every node of a successful compile runs, and why that is certain: the session that

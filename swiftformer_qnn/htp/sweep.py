@@ -59,7 +59,6 @@ from ..toolchains import (
     worker_command,
     worker_env,
 )
-from . import worker as qnn_worker
 from .bn_guard import describe_guard, guarded_model
 from .compile import compile_key
 from .diff import diff_compiles
@@ -68,6 +67,7 @@ from .record import (
     COMPILE_RECORD,
     CONTEXT_BINARY,
     CONTEXT_ONNX,
+    HTP_OUTPUTS,
     OP_TRACE,
     CompiledModel,
     CompileFailure,
@@ -392,7 +392,7 @@ def _place(spec: QnnToolchainSpec, source: Path, names: Sequence[str], record: C
 
 def _emulator_fidelity(version_dir: Path, ref: list[np.ndarray], ref_names: list[str]) -> Agreement:
     """The version's emulator outputs (written by its worker) against the CPU reference."""
-    with np.load(version_dir / qnn_worker.HTP_OUTPUTS) as data:
+    with np.load(version_dir / HTP_OUTPUTS) as data:
         missing = [n for n in ref_names if n not in data.files]
         if missing:
             raise VersionFailure("failed", f"the HTP run did not produce output(s) {', '.join(missing)}")
@@ -483,7 +483,7 @@ def compile_across_versions(
         options = compile_key(target, None, subject) | {"emulate": emulate}
         stage_inputs = {"model": model_sha} | ({"inputs": _hash_inputs(feeds)} if emulate else {})
         outputs = (CONTEXT_ONNX, CONTEXT_BINARY, COMPILE_RECORD, WORKER_RESULT) + (
-            (qnn_worker.HTP_OUTPUTS,) if emulate else ()
+            (HTP_OUTPUTS,) if emulate else ()
         )
 
         written: list[Path] = []  # the version directories this run wrote, to remove them if it fails

@@ -38,7 +38,6 @@ from ..core.atomic import write_text_atomic  # standard library only
 if TYPE_CHECKING:
     from .record import CompileJob, EmulateJob
 
-HTP_OUTPUTS = "htp_outputs.npz"
 _PACKAGES = ("onnxruntime", "onnxruntime-qnn", "numpy", "onnx", "pydantic")
 
 
@@ -130,7 +129,7 @@ def compile_request(job: CompileJob) -> dict:
     import numpy as np
 
     from .compile import compile_model
-    from .record import COMPILE_RECORD
+    from .record import COMPILE_RECORD, HTP_OUTPUTS
 
     phases = {"imports": time.perf_counter() - started}
     out = job.spec.out_dir

@@ -131,8 +131,7 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
     import onnxruntime as ort
 
     from ..htp.compile import compile_in_worker, discard_compile_worker, warm_up_compile_worker
-    from ..htp.record import CompileSpec
-    from ..htp.worker import HTP_OUTPUTS
+    from ..htp.record import HTP_OUTPUTS, CompileSpec
 
     chosen = taps(model) if chosen is None else chosen
     warm_up_compile_worker()  # its start-up beside the tapped graph's writing and CPU run
