@@ -404,3 +404,34 @@ def test_identical_outputs_give_an_exact_sqnr_that_survives_json():
     assert zero["sqnr_db"] is None and not zero["exact"] and sqnr_below(zero, 0) and zero["cosine_min"] == 0.0
     noisy = compare_outputs(x, x + 0.01, classify=False)
     assert 40 < noisy["sqnr_db"] < 60 and not sqnr_below(noisy, 30) and sqnr_below(noisy, 70)
+
+
+def test_the_pytorch_models_are_gone_before_the_quantize_stage(tmp_path, monkeypatch):
+    """The calibration and verify are the export's peaks of memory: the block and the L1 that
+    feeds its calibration are no longer held by then."""
+    import gc
+    import weakref
+
+    import swiftformer_qnn.model.swiftformer as swiftformer
+    import swiftformer_qnn.pipeline.quantize as quantize
+
+    built, alive_at_quantize = [], []
+    build = swiftformer.build_model
+
+    def tracked(*args, **kw):
+        model = build(*args, **kw)
+        built.append(weakref.ref(model))
+        return model
+
+    def quantize_qdq(*args, **kw):
+        gc.collect()
+        alive_at_quantize.extend(ref() is not None for ref in built)
+        return real_quantize(*args, **kw)
+
+    real_quantize = quantize.quantize_qdq
+    monkeypatch.setattr(swiftformer, "build_model", tracked)
+    monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
+    run_export(ExportRequest(variant="encoder", resolution=16, until=Until.QUANTIZE, output_dir=tmp_path / "enc",
+                             use_cache=False, **SMALL))
+    assert len(built) == 2  # the block, and the L1 whose activations calibrate it
+    assert alive_at_quantize == [False, False]

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..core.atomic import blocking_component
 from ..core.errors import SwiftFormerQnnError
+from ..core.heap import cap_malloc_arenas
 from ..core.interrupt import STOPPING
 from ..core.text import terminal_safe
 
@@ -419,6 +420,8 @@ class _TerminalSafeFormatter(logging.Formatter):
 
 
 def run_app() -> None:
+    # Before any thread: the stages' threads would each keep an arena of freed memory (core.heap).
+    cap_malloc_arenas()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_TerminalSafeFormatter(handler.formatter._fmt if handler.formatter else None))

@@ -23,6 +23,7 @@ from typing import Any
 from ..core.atomic import sha256_file
 from ..core.cache import code_version, sha256_json, tool_versions
 from ..core.errors import ExportValidationError, OutputDirError, UsageError, WeightsError
+from ..core.heap import release_freed_memory
 from ..core.output_dir import Found, Occupant, holds, place, staged_output_dir, tidy
 from ..core.targets import CalibrationMethod, Precision, Soc, get_calibration_method, get_precision, get_soc
 from ..htp.estimate import ESTIMATOR_SOCS
@@ -391,18 +392,6 @@ def _assemble(
     return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
 
 
-def release_freed_memory() -> None:
-    """Give the heap a stage freed back to the system (glibc keeps it otherwise): the graphs,
-    sessions and tensors of one stage would add to the next stage's peak. Measured on a cold L1
-    export run stage after stage: peak RSS 1634 MB without, 1190 MB with."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to release this way
-        pass
-
-
 def _some(items: list[str], sep: str, shown: int = 3) -> str:
     return sep.join(items[:shown]) + (f"{sep}... ({len(items)} in all)" if len(items) > shown else "")
 
@@ -569,6 +558,13 @@ class _Run:
             warm_up_compile_worker()  # its start-up beside the quantize, not inside the compile stage
         rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
         self.records[name], self.dirs[name] = rec, d
+        if name == "validate":
+            # The last stage that runs PyTorch (the export, the block's inputs and validate need
+            # it; validate waits for both): its models go before the calibration and verify,
+            # which are the export's peaks of memory.
+            with self._building:
+                self._model = self._host = None
+            release_freed_memory()
         return rec
 
     def _stage_export(self):

@@ -1,0 +1,44 @@
+"""The process's heap, where glibc's allocator keeps what the stages free.
+
+glibc gives each thread that allocates while another holds the heap's lock an arena of its own
+(up to 8 per core), and memory freed in an arena stays with it: the stages' threads, onnxruntime's
+and PyTorch's each leave freed graphs, sessions and tensors behind in theirs. Elsewhere (not
+glibc) both functions do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+# Two arenas: measured on a cold L1 export, the export's own process held 485 MB (PSS) during
+# verify against 594 MB with glibc's default, and the whole process tree peaked at 894 MB
+# against 987 MB.
+ARENAS = 2
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def cap_malloc_arenas(arenas: int = ARENAS) -> bool:
+    """Let glibc create at most `arenas` heaps for this process's threads (set at start-up,
+    before the threads: arenas made earlier stay). A MALLOC_ARENA_MAX the user set wins. True
+    when the cap is in place."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    mallopt = getattr(_libc(), "mallopt", None)
+    return bool(mallopt and mallopt(_M_ARENA_MAX, arenas) == 1)
+
+
+def release_freed_memory() -> None:
+    """Give the heap a stage freed back to the system (glibc keeps it otherwise): the graphs,
+    sessions and tensors of one stage would add to the next stage's peak. Measured on a cold L1
+    export run stage after stage: peak RSS 1634 MB without, 1190 MB with."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
