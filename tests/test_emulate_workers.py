@@ -1,12 +1,14 @@
 """The HTP emulator in worker processes (`htp.emulate`, which verify runs): the same outputs as a
 session in this process, bit for bit; a failure raised as itself, a death and a stop leave no
-process and no folder behind."""
+process and no folder behind. Workers started ahead (`htp.workers.start_ahead`): a dead one is
+replaced, and those nothing took end with their folders."""
 
 from __future__ import annotations
 
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +40,15 @@ def _samples(ctx: Path, n: int) -> list[np.ndarray]:
 
 
 @pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
+def private_tmp(tmp_path, monkeypatch) -> Iterator[Path]:
     """The workers' folders go here, so a test can see that none is left."""
+    from swiftformer_qnn.htp.workers import discard_ahead
+
     d = tmp_path / "tmp"
     d.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(d))
-    return d
+    yield d
+    discard_ahead()  # none started ahead outlives its test
 
 
 def _emulating_in_a_thread(ctx: Path, samples: int) -> tuple[threading.Thread, list[BaseException]]:
@@ -277,3 +282,64 @@ def test_a_compile_that_runs_its_graph_once_gives_every_output_or_says_why_not(b
     assert "\n" not in info.value.one_line()
     assert [p.name for p in (tmp_path / "d").iterdir()] == []  # the compile's files and its run's went
     assert list(private_tmp.iterdir()) == [] and processes_naming(private_tmp) == {}
+
+
+# --- workers started ahead (htp.workers.start_ahead / take / discard_ahead: the compile's) ----
+
+
+def test_take_hands_out_the_worker_started_ahead_then_starts_new_ones(private_tmp):
+    from swiftformer_qnn.htp import workers
+
+    workers.start_ahead("compile")
+    workers.start_ahead("compile")  # already one waiting: no second
+    (pid,) = _wait_for_workers(private_tmp, 1)
+    first, second = workers.take("compile"), workers.take("compile")
+    try:
+        assert first.proc.pid == pid and second.proc.pid != pid and second.alive()
+        assert not workers._ahead["compile"]
+    finally:
+        first.close()
+        second.close()
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_worker_that_died_waiting_is_replaced_and_its_folder_goes(private_tmp):
+    from swiftformer_qnn.htp import workers
+
+    workers.start_ahead("compile")
+    (pid,) = _wait_for_workers(private_tmp, 1)
+    dead_dir = workers._ahead["compile"][0].dir
+    workers._ahead["compile"][0].proc.kill()
+    workers._ahead["compile"][0].proc.wait()
+    worker = workers.take("compile")
+    try:
+        assert worker.alive() and worker.proc.pid != pid
+        assert not dead_dir.exists()
+    finally:
+        worker.close()
+    workers.start_ahead("compile")  # the same for one that died before a second start_ahead
+    workers._ahead["compile"][0].proc.kill()
+    workers._ahead["compile"][0].proc.wait()
+    workers.start_ahead("compile")
+    assert len(workers._ahead["compile"]) == 1 and workers._ahead["compile"][0].alive()
+    workers.discard_ahead("compile")
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_discarding_ends_what_nothing_took_and_only_of_that_command(private_tmp):
+    from swiftformer_qnn.htp import workers
+
+    workers.start_ahead("emulate", 2)
+    workers.start_ahead("compile")
+    _wait_for_workers(private_tmp, 3)
+    workers.discard_ahead("emulate")
+    assert [w.command for w in workers._ahead.get("compile", [])] == ["compile"]
+    assert "emulate" not in workers._ahead
+    alive = processes_naming(private_tmp)
+    assert len(alive) == 1 and " compile " in next(iter(alive.values()))
+    workers.discard_ahead()
+    deadline = time.monotonic() + 10
+    while processes_naming(private_tmp) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert processes_naming(private_tmp) == {}
+    assert list(private_tmp.iterdir()) == []

@@ -435,3 +435,20 @@ def test_the_pytorch_models_are_gone_before_the_quantize_stage(tmp_path, monkeyp
                              use_cache=False, **SMALL))
     assert len(built) == 2  # the block, and the L1 whose activations calibrate it
     assert alive_at_quantize == [False, False]
+
+
+def test_the_compile_takes_the_worker_started_during_the_quantize(tmp_path, monkeypatch):
+    """Its start-up (interpreter, imports) runs beside the quantize stage, not inside the compile."""
+    from swiftformer_qnn.htp import workers
+
+    taken = []
+    real_take = workers.take
+
+    def take(command):
+        taken.append((command, bool(workers._ahead.get(command))))  # was one waiting?
+        return real_take(command)
+
+    monkeypatch.setattr("swiftformer_qnn.htp.compile.take", take)
+    run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL))
+    assert taken == [("compile", True)]
+    assert not any(workers._ahead.values())  # none left waiting

@@ -5,8 +5,6 @@ Imports no onnx (the EP-context wrapper is read by `ep_context`): a toolchain's 
 
 from __future__ import annotations
 
-import atexit
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from .record import (
     write_compile_record,
 )
 from .session import HtpTarget, htp_session, onnxruntime_qnn_version, qnn_sdk_version
-from .workers import WorkerProcess
+from .workers import take
 
 
 def compile_key(target: HtpTarget, soc: str | None, subject: CompiledModel) -> dict:
@@ -117,36 +115,9 @@ def compile_model(spec: CompileSpec, *, then: Callable[[object], None] | None = 
 # --- the compile in a worker process of this environment ------------------------------------
 # QNN compiles in native code, holding the GIL: a compile in this process (in any thread) keeps
 # every signal handler from running until it ends (a graph declaring 1x4x100000x100000 compiled
-# for over 5 minutes and ignored Ctrl-C and SIGTERM). A worker process is killed instead. Its
-# interpreter and onnxruntime import (~0.4 s CPU) are paid ahead: `warm_up_compile_worker` starts
-# the next compile's worker while earlier work runs (the export's quantize stage, a candidate's
-# quantization), so the compile itself waits for no start-up.
-
-
-_warm: WorkerProcess | None = None
-_warm_lock = threading.Lock()
-
-
-def warm_up_compile_worker() -> None:
-    """Start the worker of the next `compile_in_worker` now (once; it waits for its job)."""
-    global _warm
-    with _warm_lock:
-        if _warm is None or not _warm.alive():
-            if _warm is not None:
-                _warm.close()  # one that died waiting: its folder goes
-            _warm = WorkerProcess("compile")
-
-
-def discard_compile_worker() -> None:
-    """End a worker started ahead that no compile took."""
-    global _warm
-    with _warm_lock:
-        worker, _warm = _warm, None
-    if worker is not None:
-        worker.close()
-
-
-atexit.register(discard_compile_worker)
+# for over 5 minutes and ignored Ctrl-C and SIGTERM). A worker process is killed instead. Callers
+# start its worker ahead (`htp.workers.start_ahead("compile")`) while earlier work runs, so the
+# compile itself waits for no start-up.
 
 
 def compile_in_worker(spec: CompileSpec, *, run_on: Path | None = None) -> CompileRecord:
@@ -157,16 +128,10 @@ def compile_in_worker(spec: CompileSpec, *, run_on: Path | None = None) -> Compi
     `run_on`: an .npz of one feed per graph input; the session that compiled then runs the graph
     once on the HTP emulator, and every output's value goes to `spec.out_dir / HTP_OUTPUTS`
     (a graph compiled to be run once, e.g. with taps: no second process, no context reload)."""
-    global _warm
     from ..core.interrupt import wait_child
     from .record import CompileJob, read_compile_record
 
-    with _warm_lock:
-        worker, _warm = _warm, None
-    if worker is None or not worker.alive():
-        if worker is not None:
-            worker.close()
-        worker = WorkerProcess("compile")
+    worker = take("compile")
     written = compile_outputs(spec.out_dir)
     if run_on is not None:
         written += (Path(spec.out_dir) / HTP_OUTPUTS,)

@@ -8,11 +8,13 @@ workers run side by side on the cores (`htp.emulate`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +92,53 @@ class WorkerProcess:
                 self.proc.stdin.close()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- workers started ahead ------------------------------------------------------------------
+# A worker's interpreter and imports (~0.3-0.4 s CPU) are paid before its job exists:
+# `start_ahead` starts the next workers of a command while earlier work runs (the export's
+# quantize stage, a candidate's quantization), `take` hands them out, and those nothing took end
+# with `discard_ahead`, or at exit.
+
+_ahead: dict[str, list[WorkerProcess]] = {}
+_ahead_lock = threading.Lock()
+
+
+def start_ahead(command: str, count: int = 1) -> None:
+    """Have `count` workers of `command` started and waiting for their jobs (started now when
+    fewer wait; one that died waiting is replaced)."""
+    with _ahead_lock:
+        waiting = _ahead.setdefault(command, [])
+        for dead in [w for w in waiting if not w.alive()]:
+            waiting.remove(dead)
+            dead.close()  # its folder goes
+        while len(waiting) < count:
+            waiting.append(WorkerProcess(command))
+
+
+def take(command: str) -> WorkerProcess:
+    """A worker of `command` started ahead and still waiting, else one started now. The caller
+    closes it."""
+    while True:
+        with _ahead_lock:
+            waiting = _ahead.get(command)
+            worker = waiting.pop(0) if waiting else None
+        if worker is None:
+            return WorkerProcess(command)
+        if worker.alive():
+            return worker
+        worker.close()
+
+
+def discard_ahead(command: str | None = None) -> None:
+    """End the workers of `command` (default: of every command) started ahead that nothing took."""
+    with _ahead_lock:
+        ended = [w for c in ([command] if command else list(_ahead)) for w in _ahead.pop(c, [])]
+    for worker in ended:
+        worker.close()
+
+
+atexit.register(discard_ahead)
 
 
 def _is_os_error(kind: str) -> bool:

@@ -130,11 +130,12 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
     the HTP emulator, in a compile worker, as every compile is: a signal stops it."""
     import onnxruntime as ort
 
-    from ..htp.compile import compile_in_worker, discard_compile_worker, warm_up_compile_worker
+    from ..htp.compile import compile_in_worker
     from ..htp.record import HTP_OUTPUTS, CompileSpec
+    from ..htp.workers import discard_ahead, start_ahead
 
     chosen = taps(model) if chosen is None else chosen
-    warm_up_compile_worker()  # its start-up beside the tapped graph's writing and CPU run
+    start_ahead("compile")  # its start-up beside the tapped graph's writing and CPU run
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "tapped.onnx"
@@ -150,7 +151,7 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
             with np.load(compiled / HTP_OUTPUTS) as outputs:
                 htp = [outputs[n] for n in names]
     except BaseException:
-        discard_compile_worker()  # the one started ahead, when no compile took it
+        discard_ahead("compile")  # the one started ahead, when no compile took it
         raise
     return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu, strict=True)], [_dequantize(t, v) for t, v in zip(chosen, htp, strict=True)]
 

@@ -42,11 +42,11 @@ import onnx
 from ..core.errors import UsageError
 from ..core.targets import Precision
 from ..htp.bn_guard import guarded_model
-from ..htp.compile import warm_up_compile_worker
 from ..htp.emulate import emulate_samples
 from ..htp.estimate import ESTIMATOR_SOCS, estimate_label, estimate_model, estimator_soc
 from ..htp.record import CONTEXT_ONNX, CompiledModel
 from ..htp.session import HtpTarget
+from ..htp.workers import start_ahead
 from ..measure.agreement import compare_outputs, cpu_runs
 from ..model.variants import Variant
 from .compile import guard_and_compile
@@ -263,7 +263,7 @@ class Bench:
             runs = cpu_runs(with_outputs(self.graph, chain[:-1]), self.inputs, outputs=chain[:-1])
             self._fp32_taps = [np.concatenate([r[k] for r in runs]) for k in range(len(chain) - 1)]
         d = self._folder("candidate")
-        warm_up_compile_worker()  # its start-up beside the quantization and the CPU run
+        start_ahead("compile")  # its start-up beside the quantization and the CPU run
         try:
             qdq = self.quantize(sixteen, d / "model.qdq.onnx")
             run_on = qdq
