@@ -292,6 +292,7 @@ def test_take_hands_out_the_worker_started_ahead_then_starts_new_ones(private_tm
 
     workers.start_ahead("compile")
     workers.start_ahead("compile")  # already one waiting: no second
+    assert len(workers._ahead["compile"]) == 1
     (pid,) = _wait_for_workers(private_tmp, 1)
     first, second = workers.take("compile"), workers.take("compile")
     try:
@@ -329,9 +330,9 @@ def test_a_worker_that_died_waiting_is_replaced_and_its_folder_goes(private_tmp)
 def test_discarding_ends_what_nothing_took_and_only_of_that_command(private_tmp):
     from swiftformer_qnn.htp import workers
 
-    workers.start_ahead("emulate", 2)
+    workers.start_ahead("emulate")
     workers.start_ahead("compile")
-    _wait_for_workers(private_tmp, 3)
+    _wait_for_workers(private_tmp, 2)
     workers.discard_ahead("emulate")
     assert [w.command for w in workers._ahead.get("compile", [])] == ["compile"]
     assert "emulate" not in workers._ahead

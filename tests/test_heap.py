@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from swiftformer_qnn.core import heap
 
 # Starts threads that each allocate, then counts glibc's heaps (`malloc_info` lists one <heap>
-# per arena besides the main one).
+# per arena, the main one included).
 _COUNT_ARENAS = r"""
 import ctypes, re, sys, tempfile, threading
 from swiftformer_qnn.core.heap import cap_malloc_arenas
@@ -34,13 +35,14 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as f:
 print(capped, len(re.findall(r'<heap nr="\d+">', xml)))
 """
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                           reason="glibc's allocator")
 
 
 def _arenas(mode: str, **env: str) -> tuple[str, int]:
     run_env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
     out = subprocess.run([sys.executable, "-c", _COUNT_ARENAS, mode], env=run_env, capture_output=True, text=True,
-                         check=True).stdout.split()
+                         check=True, timeout=60).stdout.split()
     return out[0], int(out[1])
 
 

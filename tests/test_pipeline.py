@@ -441,6 +441,7 @@ def test_the_compile_takes_the_worker_started_during_the_quantize(tmp_path, monk
     """Its start-up (interpreter, imports) runs beside the quantize stage, not inside the compile."""
     from swiftformer_qnn.htp import workers
 
+    workers.discard_ahead()  # one left waiting by an earlier test would pass for this export's
     taken = []
     real_take = workers.take
 
@@ -451,4 +452,17 @@ def test_the_compile_takes_the_worker_started_during_the_quantize(tmp_path, monk
     monkeypatch.setattr("swiftformer_qnn.htp.compile.take", take)
     run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL))
     assert taken == [("compile", True)]
-    assert not any(workers._ahead.values())  # none left waiting
+
+
+def test_a_refused_compile_leaves_no_worker_waiting(tmp_path):
+    """`compile MODEL.onnx` starts its worker before its checks; a refusal ends it."""
+    from swiftformer_qnn.htp import workers
+    from swiftformer_qnn.pipeline import CompileRequest, run_compile
+
+    float_model = tmp_path / "float.onnx"
+    export_onnx(build_model(get_variant("encoder")).eval(), get_variant("encoder").input_shape(16), float_model,
+                is_encoder_block=True)
+    with pytest.raises(UsageError, match="float model"):
+        run_compile(CompileRequest(model=float_model, output_dir=tmp_path / "out"))
+    assert not workers._ahead.get("compile")
+    assert not (tmp_path / "out").exists()

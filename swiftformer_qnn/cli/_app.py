@@ -420,7 +420,7 @@ class _TerminalSafeFormatter(logging.Formatter):
 
 
 def run_app() -> None:
-    # Before any thread: the stages' threads would each keep an arena of freed memory (core.heap).
+    # Before the stages' threads start: each would keep an arena of freed memory (core.heap).
     cap_malloc_arenas()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:

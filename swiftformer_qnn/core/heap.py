@@ -1,9 +1,9 @@
 """The process's heap, where glibc's allocator keeps what the stages free.
 
-glibc gives each thread that allocates while another holds the heap's lock an arena of its own
-(up to 8 per core), and memory freed in an arena stays with it: the stages' threads, onnxruntime's
-and PyTorch's each leave freed graphs, sessions and tensors behind in theirs. Elsewhere (not
-glibc) both functions do nothing.
+glibc gives each new thread an arena of its own on its first allocation, until there are 8 per
+core, and memory freed in an arena stays with it: the stages' threads, onnxruntime's and
+PyTorch's each leave freed graphs, sessions and tensors behind in theirs. Elsewhere (not glibc:
+no `mallopt`, no `malloc_trim`) both functions do nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import ctypes
 import os
 
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
-# Two arenas: measured on a cold L1 export, the export's own process held 485 MB (PSS) during
-# verify against 594 MB with glibc's default, and the whole process tree peaked at 894 MB
-# against 987 MB.
+# Two arenas: on a cold L1 export, the export's own process held 485 MB (PSS) during verify
+# against 594 MB with glibc's default, and the whole process tree (with its workers) peaked at
+# 861-894 MB (3 runs) against 939-1050 MB (5 runs); the wall time moved within the machine's
+# spread (3 interleaved pairs). The workers' own peaks did not move with the cap.
 ARENAS = 2
 
 
@@ -28,7 +29,7 @@ def _libc():
 def cap_malloc_arenas(arenas: int = ARENAS) -> bool:
     """Let glibc create at most `arenas` heaps for this process's threads (set at start-up,
     before the threads: arenas made earlier stay). A MALLOC_ARENA_MAX the user set wins. True
-    when the cap is in place."""
+    when glibc took the setting."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
     mallopt = getattr(_libc(), "mallopt", None)

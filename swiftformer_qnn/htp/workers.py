@@ -104,15 +104,15 @@ _ahead: dict[str, list[WorkerProcess]] = {}
 _ahead_lock = threading.Lock()
 
 
-def start_ahead(command: str, count: int = 1) -> None:
-    """Have `count` workers of `command` started and waiting for their jobs (started now when
-    fewer wait; one that died waiting is replaced)."""
+def start_ahead(command: str) -> None:
+    """Have a worker of `command` started and waiting for its job (started now unless one waits;
+    one that died waiting is replaced)."""
     with _ahead_lock:
         waiting = _ahead.setdefault(command, [])
         for dead in [w for w in waiting if not w.alive()]:
             waiting.remove(dead)
             dead.close()  # its folder goes
-        while len(waiting) < count:
+        if not waiting:
             waiting.append(WorkerProcess(command))
 
 

@@ -448,6 +448,7 @@ class _Run:
         self.notes: list[str] = []
         self._model = None
         self._host = None
+        self._dropped = False  # after validate: no stage may build them again
         self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
         self.attention = req.attention or "normalize"
         self.weights_info: dict[str, Any] = {"source": r.weights_id}
@@ -458,6 +459,8 @@ class _Run:
             return self._build_model()
 
     def _build_model(self):
+        if self._dropped:  # a stage after validate: it would rebuild the model and its memory
+            raise RuntimeError("a stage asked for the PyTorch model after validate dropped it")
         if self._model is None:
             import torch
 
@@ -487,6 +490,8 @@ class _Run:
             return self._build_host()
 
     def _build_host(self):
+        if self._dropped:  # a stage after validate: it would rebuild the model and its memory
+            raise RuntimeError("a stage asked for the PyTorch model after validate dropped it")
         if self._host is None:
             import torch
 
@@ -567,6 +572,7 @@ class _Run:
             # which are the export's peaks of memory.
             with self._building:
                 self._model = self._host = None
+                self._dropped = True
             release_freed_memory()
         return rec
 
@@ -894,16 +900,24 @@ class _Run:
 def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
     """The compile stage alone (the BN guard run in it: `guard_and_compile`), with the same cache,
     manifest and atomic output as an export."""
+    from ..htp.workers import discard_ahead, start_ahead
+
+    started = time.perf_counter()
+    start_ahead("compile")  # its start-up beside the checks and hashing below
+    try:
+        return _compile_alone(req, started, progress)
+    finally:
+        discard_ahead("compile")  # a refusal, a cached compile or a guard's refusal took none
+
+
+def _compile_alone(req: CompileRequest, started: float, progress: ProgressFn | None) -> ExportResult:
     import onnx
 
     from ..htp.record import CompiledModel
     from ..htp.session import HtpTarget
     from ..htp.sweep import require_onnx
-    from ..htp.workers import start_ahead
     from .compile import COMPILE_OUTPUTS, GUARD_OUTPUTS, compile_options, guard_and_compile
 
-    started = time.perf_counter()
-    start_ahead("compile")  # its start-up beside the checks and hashing below
     model = Path(req.model)
     require_onnx(model)
     _check_compilable(model, onnx.load(str(model), load_external_data=False), fp16=req.fp16)

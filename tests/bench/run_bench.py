@@ -79,7 +79,9 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _process_role(pid: int) -> str:
+def _process_role(pid: int, root: int) -> str:
+    if pid == root:
+        return "main"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().decode(errors="replace").split("\0")
@@ -87,7 +89,7 @@ def _process_role(pid: int) -> str:
         return "?"
     if "swiftformer_qnn.htp.worker" in argv:  # python -m swiftformer_qnn.htp.worker COMMAND ...
         return "worker " + argv[argv.index("swiftformer_qnn.htp.worker") + 1]
-    return Path(argv[1]).name if len(argv) > 1 and argv[1].endswith(".py") else "main"
+    return " ".join(Path(a).name for a in argv[:2] if a)
 
 
 def tree_memory(cmd: list[str], env: dict | None = None, cwd: Path | None = None, every_s: float = 0.05) -> dict:
@@ -95,7 +97,9 @@ def tree_memory(cmd: list[str], env: dict | None = None, cwd: Path | None = None
     (`_pss_kb`), sampled every `every_s` from /proc, with the processes at the peak. A run of its
     own, untimed: the sampling takes CPU the timed runs must not lose. wait4()'s ru_maxrss is the
     peak of the largest single process, which leaves out the workers running beside it."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe: a pipe read only at the end would block a chatty child.
+    err_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err_file)
     started = time.perf_counter()
     peak_kb, at_s, at_peak, samples = 0, 0.0, [], 0
     while proc.poll() is None:
@@ -109,9 +113,12 @@ def tree_memory(cmd: list[str], env: dict | None = None, cwd: Path | None = None
         samples += 1
         if total > peak_kb:
             peak_kb, at_s = total, time.perf_counter() - started
-            at_peak = [{"process": _process_role(pid), "pss_mb": round(kb / 1024, 1)} for pid, kb in sizes if kb]
+            at_peak = [{"process": _process_role(pid, proc.pid), "pss_mb": round(kb / 1024, 1)}
+                       for pid, kb in sizes if kb]
         time.sleep(every_s)
-    err = proc.stderr.read().decode(errors="replace")
+    err_file.seek(0)
+    err = err_file.read().decode(errors="replace")
+    err_file.close()
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
     return {"cmd": " ".join(cmd), "peak_pss_mb": round(peak_kb / 1024, 1), "peak_at_s": round(at_s, 1),
@@ -220,7 +227,7 @@ def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None
             runs[name].append(run)
             if not (name == "cold" and i == repeat - 1):  # the last cold export is rerun warm below
                 clean(name, str(i))
-    # The whole tree's peak memory, one untimed run each, in the same rotation.
+    # The whole tree's peak memory: one untimed run each, after the timed ones.
     memory = {}
     for name in names:
         memory[name] = tree_memory(*command(name, "memory"))
