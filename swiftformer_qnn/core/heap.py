@@ -14,8 +14,10 @@ import os
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 # Two arenas: on a cold L1 export, the export's own process held 485 MB (PSS) during verify
 # against 594 MB with glibc's default, and the whole process tree (with its workers) peaked at
-# 861-894 MB (3 runs) against 939-1050 MB (5 runs); the wall time moved within the machine's
-# spread (3 interleaved pairs). The workers' own peaks did not move with the cap.
+# 861-894 MB (3 runs) against 939-1050 MB (7 runs). Time, on a machine losing half its CPU to
+# its host: `--until onnx` 10.6-14.2 s against 13.0-17.1 s (3 rotations); the whole export,
+# with its workers capped too, 35.8-37.7 s against 30.4-36.4 s (3 interleaved pairs). The
+# workers' own peaks did not move with the cap.
 ARENAS = 2
 
 

@@ -96,8 +96,8 @@ class WorkerProcess:
 
 # --- workers started ahead ------------------------------------------------------------------
 # A worker's interpreter and imports (~0.3-0.4 s CPU) are paid before its job exists:
-# `start_ahead` starts the next workers of a command while earlier work runs (the export's
-# quantize stage, a candidate's quantization), `take` hands them out, and those nothing took end
+# `start_ahead` starts the next worker of a command while earlier work runs (the export's
+# quantize stage, a candidate's quantization), `take` hands it out, and one nothing took ends
 # with `discard_ahead`, or at exit.
 
 _ahead: dict[str, list[WorkerProcess]] = {}
