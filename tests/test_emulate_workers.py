@@ -291,13 +291,14 @@ def test_take_hands_out_the_worker_started_ahead_then_starts_new_ones(private_tm
     from swiftformer_qnn.htp import workers
 
     workers.start_ahead("compile")
+    waiting = workers._ahead["compile"]
     workers.start_ahead("compile")  # already one waiting: no second
-    assert len(workers._ahead["compile"]) == 1
+    assert workers._ahead["compile"] is waiting
     (pid,) = _wait_for_workers(private_tmp, 1)
     first, second = workers.take("compile"), workers.take("compile")
     try:
         assert first.proc.pid == pid and second.proc.pid != pid and second.alive()
-        assert not workers._ahead["compile"]
+        assert "compile" not in workers._ahead
     finally:
         first.close()
         second.close()
@@ -309,9 +310,9 @@ def test_a_worker_that_died_waiting_is_replaced_and_its_folder_goes(private_tmp)
 
     workers.start_ahead("compile")
     (pid,) = _wait_for_workers(private_tmp, 1)
-    dead_dir = workers._ahead["compile"][0].dir
-    workers._ahead["compile"][0].proc.kill()
-    workers._ahead["compile"][0].proc.wait()
+    dead_dir = workers._ahead["compile"].dir
+    workers._ahead["compile"].proc.kill()
+    workers._ahead["compile"].proc.wait()
     worker = workers.take("compile")
     try:
         assert worker.alive() and worker.proc.pid != pid
@@ -319,10 +320,12 @@ def test_a_worker_that_died_waiting_is_replaced_and_its_folder_goes(private_tmp)
     finally:
         worker.close()
     workers.start_ahead("compile")  # the same for one that died before a second start_ahead
-    workers._ahead["compile"][0].proc.kill()
-    workers._ahead["compile"][0].proc.wait()
+    dead = workers._ahead["compile"]
+    dead.proc.kill()
+    dead.proc.wait()
     workers.start_ahead("compile")
-    assert len(workers._ahead["compile"]) == 1 and workers._ahead["compile"][0].alive()
+    assert workers._ahead["compile"] is not dead and workers._ahead["compile"].alive()
+    assert not dead.dir.exists()
     workers.discard_ahead("compile")
     assert list(private_tmp.iterdir()) == []
 
@@ -334,7 +337,7 @@ def test_discarding_ends_what_nothing_took_and_only_of_that_command(private_tmp)
     workers.start_ahead("compile")
     _wait_for_workers(private_tmp, 2)
     workers.discard_ahead("emulate")
-    assert [w.command for w in workers._ahead.get("compile", [])] == ["compile"]
+    assert workers._ahead["compile"].command == "compile"
     assert "emulate" not in workers._ahead
     alive = processes_naming(private_tmp)
     assert len(alive) == 1 and " compile " in next(iter(alive.values()))

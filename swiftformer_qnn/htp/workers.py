@@ -9,6 +9,7 @@ workers run side by side on the cores (`htp.emulate`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..core.errors import ToolchainError
@@ -100,7 +102,7 @@ class WorkerProcess:
 # quantize stage, a candidate's quantization), `take` hands it out, and one nothing took ends
 # with `discard_ahead`, or at exit.
 
-_ahead: dict[str, list[WorkerProcess]] = {}
+_ahead: dict[str, WorkerProcess] = {}  # by command: the one waiting for its job
 _ahead_lock = threading.Lock()
 
 
@@ -108,34 +110,43 @@ def start_ahead(command: str) -> None:
     """Have a worker of `command` started and waiting for its job (started now unless one waits;
     one that died waiting is replaced)."""
     with _ahead_lock:
-        waiting = _ahead.setdefault(command, [])
-        for dead in [w for w in waiting if not w.alive()]:
-            waiting.remove(dead)
-            dead.close()  # its folder goes
-        if not waiting:
-            waiting.append(WorkerProcess(command))
+        waiting = _ahead.get(command)
+        if waiting is not None and not waiting.alive():
+            waiting.close()  # its folder goes
+            waiting = None
+        if waiting is None:
+            _ahead[command] = WorkerProcess(command)
 
 
 def take(command: str) -> WorkerProcess:
-    """A worker of `command` started ahead and still waiting, else one started now. The caller
+    """The worker of `command` started ahead if it still waits, else one started now. The caller
     closes it."""
-    while True:
-        with _ahead_lock:
-            waiting = _ahead.get(command)
-            worker = waiting.pop(0) if waiting else None
-        if worker is None:
-            return WorkerProcess(command)
-        if worker.alive():
-            return worker
+    with _ahead_lock:
+        worker = _ahead.pop(command, None)
+    if worker is not None and worker.alive():
+        return worker
+    if worker is not None:
         worker.close()
+    return WorkerProcess(command)
 
 
 def discard_ahead(command: str | None = None) -> None:
-    """End the workers of `command` (default: of every command) started ahead that nothing took."""
+    """End the worker of `command` (default: of every command) started ahead that nothing took."""
     with _ahead_lock:
-        ended = [w for c in ([command] if command else list(_ahead)) for w in _ahead.pop(c, [])]
+        ended = [_ahead.pop(c) for c in ([command] if command else list(_ahead)) if c in _ahead]
     for worker in ended:
         worker.close()
+
+
+@contextlib.contextmanager
+def started_ahead(command: str) -> Iterator[None]:
+    """`start_ahead(command)` for the work inside, and the worker ended if that work did not take
+    it (a refusal, a failure, a result found in the cache)."""
+    start_ahead(command)
+    try:
+        yield
+    finally:
+        discard_ahead(command)
 
 
 atexit.register(discard_ahead)

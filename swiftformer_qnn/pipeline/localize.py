@@ -132,27 +132,23 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
 
     from ..htp.compile import compile_in_worker
     from ..htp.record import HTP_OUTPUTS, CompileSpec
-    from ..htp.workers import discard_ahead, start_ahead
+    from ..htp.workers import started_ahead
 
     chosen = taps(model) if chosen is None else chosen
-    start_ahead("compile")  # its start-up beside the tapped graph's writing and CPU run
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "tapped.onnx"
-            onnx.save(tapped_model(model, chosen), str(path))
-            feed = {model.graph.input[0].name: sample}
-            names = [t.quantized for t in chosen]
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
-            np.savez(Path(tmp) / "feed.npz", **feed)
-            compiled = Path(tmp) / "compiled"
-            compile_in_worker(CompileSpec(model=path, out_dir=compiled, target=target), run_on=Path(tmp) / "feed.npz")
-            with np.load(compiled / HTP_OUTPUTS) as outputs:
-                htp = [outputs[n] for n in names]
-    except BaseException:
-        discard_ahead("compile")  # the one started ahead, when no compile took it
-        raise
+    # The compile's worker: its start-up beside the tapped graph's writing and CPU run.
+    with started_ahead("compile"), tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tapped.onnx"
+        onnx.save(tapped_model(model, chosen), str(path))
+        feed = {model.graph.input[0].name: sample}
+        names = [t.quantized for t in chosen]
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
+        np.savez(Path(tmp) / "feed.npz", **feed)
+        compiled = Path(tmp) / "compiled"
+        compile_in_worker(CompileSpec(model=path, out_dir=compiled, target=target), run_on=Path(tmp) / "feed.npz")
+        with np.load(compiled / HTP_OUTPUTS) as outputs:
+            htp = [outputs[n] for n in names]
     return chosen, [_dequantize(t, v) for t, v in zip(chosen, cpu, strict=True)], [_dequantize(t, v) for t, v in zip(chosen, htp, strict=True)]
 
 

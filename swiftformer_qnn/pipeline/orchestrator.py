@@ -900,14 +900,11 @@ class _Run:
 def run_compile(req: CompileRequest, progress: ProgressFn | None = None) -> ExportResult:
     """The compile stage alone (the BN guard run in it: `guard_and_compile`), with the same cache,
     manifest and atomic output as an export."""
-    from ..htp.workers import discard_ahead, start_ahead
+    from ..htp.workers import started_ahead
 
     started = time.perf_counter()
-    start_ahead("compile")  # its start-up beside the checks and hashing below
-    try:
+    with started_ahead("compile"):  # its start-up beside the checks and hashing below
         return _compile_alone(req, started, progress)
-    finally:
-        discard_ahead("compile")  # a refusal, a cached compile or a guard's refusal took none
 
 
 def _compile_alone(req: CompileRequest, started: float, progress: ProgressFn | None) -> ExportResult:
