@@ -5,6 +5,7 @@ replaced, and those nothing took end with their folders."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ from qdq_fixtures import input_name, make_qdq_model
 
 from swiftformer_qnn.core import interrupt
 from swiftformer_qnn.core.errors import ToolchainError
-from swiftformer_qnn.htp.emulate import emulate_samples
+from swiftformer_qnn.htp.emulate import core_shares, emulate_samples
 from swiftformer_qnn.htp.session import HtpTarget, htp_session
 
 
@@ -88,6 +89,39 @@ def test_the_workers_compute_what_one_session_computes(block_binary, private_tmp
     for (value,), want in zip(got, expected, strict=True):
         assert value.dtype == want.dtype and np.array_equal(value, want)
     assert list(private_tmp.iterdir()) == []
+
+
+def test_core_shares_deal_the_cores_so_no_two_workers_share_one():
+    assert core_shares([0, 1], 2) == [[0], [1]]
+    assert core_shares([2, 5, 6, 7], 2) == [[2, 6], [5, 7]]  # the cores this process may use
+    assert core_shares([0, 1, 2], 3) == [[0], [1], [2]]
+    assert core_shares([0, 1], 3) == [[0], [1], [0]]  # more workers than cores: one each, in turn
+    assert core_shares([0, 1, 2, 3], 1) is None  # a single worker keeps every core
+    assert core_shares([0], 2) is None
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to share out")
+def test_workers_that_share_the_cores_each_run_on_their_own(block_binary, private_tmp, monkeypatch):
+    from swiftformer_qnn.htp.workers import WorkerProcess
+
+    reported: list[dict] = []
+    outcome = WorkerProcess.outcome
+
+    def recorded(self, code, what):
+        reported.append(result := outcome(self, code, what))
+        return result
+
+    monkeypatch.setattr(WorkerProcess, "outcome", recorded)
+    cores = sorted(os.sched_getaffinity(0))
+    emulate_samples(block_binary, HtpTarget(), _samples(block_binary, 2), workers=2)
+    # What each worker's kernel affinity was while its session ran, as the worker read it.
+    assert [r["cpus"] for r in reported] == core_shares(cores, 2)
+    assert not set(reported[0]["cpus"]) & set(reported[1]["cpus"])
+
+    reported.clear()
+    emulate_samples(block_binary, HtpTarget(), _samples(block_binary, 2), workers=1)
+    assert [r["cpus"] for r in reported] == [cores]
+    assert os.sched_getaffinity(0) == set(cores)  # this process is not pinned
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,18 @@ and one emulated inference keeps more than one thread busy. Measured on L1 224 w
 worker processes with two samples each 4.5-4.9 s including their start (one inference: 1.74 s
 wall and 3.45 CPU-s in a process of its own, 2.09 s and 2.09 CPU-s pinned to one core). A worker
 is also what a signal can stop: the emulator holds the GIL while it runs.
+
+Workers that share the cores each run on cores of their own (`core_shares`). The emulator's
+threads wait for each other in `sched_yield` loops: a third of one inference's CPU time went to
+them (perf, L1 224 w8a8), and unpinned they yield into the other worker's core. Measured on L1,
+two workers with two samples each, 2 cores: 7.0-7.2 s pinned against 7.8-8.6 s unpinned; one
+inference alone is faster unpinned (3.0 s wall, 5.7 CPU-s, against 3.6 s pinned), so a single
+worker keeps every core.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +41,7 @@ def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np
     if n == 0:
         return []
     count = max(1, min(workers or cpu_workers(n), n))
+    shares = core_shares(sorted(os.sched_getaffinity(0)), count)
     started: list[WorkerProcess] = []
     try:
         for _ in range(count):  # every worker's imports run while the next is started and fed
@@ -43,7 +52,7 @@ def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np
             np.savez(inputs, **{str(j): samples[i] for j, i in enumerate(share)})
             worker.send(EmulateJob(context_model=Path(context_model).absolute(), target=target, inputs_npz=inputs,
                                    outputs_npz=worker.dir / "outputs.npz",
-                                   extra_outputs=list(extra_outputs),
+                                   extra_outputs=list(extra_outputs), cpus=shares[k] if shares else None,
                                    spawned_at=worker.spawned_at).model_dump_json())
         values: list[list[np.ndarray]] = [[] for _ in range(n)]
         for k, worker in enumerate(started):
@@ -55,3 +64,14 @@ def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np
     finally:
         for worker in started:
             worker.close()
+
+
+def core_shares(cores: Sequence[int], workers: int) -> list[list[int]] | None:
+    """The cores each of `workers` emulator workers runs on: `cores` dealt out in turn, so
+    that no two share one while there are cores enough; None (every core for each) for a single
+    worker or a single core."""
+    if workers < 2 or len(cores) < 2:
+        return None
+    if workers >= len(cores):
+        return [[cores[k % len(cores)]] for k in range(workers)]
+    return [list(cores[k::workers]) for k in range(workers)]

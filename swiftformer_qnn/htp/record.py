@@ -248,6 +248,7 @@ class EmulateJob(_Model):
     inputs_npz: Path  # arrays "0", "1", ...: each one sample as the binary takes it
     outputs_npz: Path  # written by the worker: per sample i and output k, array "i/k"
     extra_outputs: list[str] = Field(default_factory=list)  # wanted after the first output
+    cpus: list[int] | None = None  # the cores it runs on (`emulate.core_shares`); None: every core
     spawned_at: float | None = None  # the parent's clock when it started the worker (start-up time)
 
 

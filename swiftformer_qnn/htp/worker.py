@@ -178,6 +178,8 @@ def emulate_request(job: EmulateJob) -> dict:
 
     with np.load(job.inputs_npz) as data:
         samples = [data[str(i)] for i in range(len(data.files))]
+    if job.cpus:  # before the session: the emulator's threads take this thread's cores
+        os.sched_setaffinity(0, job.cpus)
     t0 = time.perf_counter()
     session = htp_session(job.context_model, job.target)
     phases = {"load": time.perf_counter() - t0}
@@ -192,7 +194,8 @@ def emulate_request(job: EmulateJob) -> dict:
     cpu = {"emulator_run": time.process_time() - c0}
     del session
     np.savez(job.outputs_npz, **values)  # read only once the result says "ok", written after it
-    return {"status": "ok", "samples": len(samples), "phases_s": {k: round(v, 3) for k, v in phases.items()},
+    return {"status": "ok", "samples": len(samples), "cpus": sorted(os.sched_getaffinity(0)),
+            "phases_s": {k: round(v, 3) for k, v in phases.items()},
             "phases_cpu_s": {k: round(v, 3) for k, v in cpu.items()}}
 
 
