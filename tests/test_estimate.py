@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -131,6 +132,22 @@ def test_a_phone_soc_gets_no_estimate_from_qnn(qdq, tmp_path, monkeypatch):
                                  profile_csv=tmp_path / "p.csv", profiling_level="optrace"))
     with pytest.raises(ProfileError, match="QNN made no estimate"):
         read_graph_estimate(tmp_path / "p.csv")
+
+
+def test_a_model_qnn_cannot_read_is_one_line_and_the_workers_log_stays(tmp_path, monkeypatch):
+    from swiftformer_qnn.core.errors import SwiftFormerQnnError
+    from swiftformer_qnn.htp import workers
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the worker's own folder goes here
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an ONNX model")
+    workers.start_ahead("estimate")  # as an export's quantize stage starts it
+    with pytest.raises(SwiftFormerQnnError, match=r"QNN \S+ made no estimate of bad.onnx: .*Protobuf parsing failed") as info:
+        estimate_model(bad, tmp_path / "work")
+    assert "\n" not in info.value.one_line()
+    assert (tmp_path / "work" / "estimate_worker.log").is_file()  # beside QNN's raw outputs, as before
+    assert not workers._ahead.get("estimate")  # taken, and ended with its folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "work"]
 
 
 @pytest.mark.parametrize("arch", [75, 79, 69])

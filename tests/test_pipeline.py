@@ -437,8 +437,9 @@ def test_the_pytorch_models_are_gone_before_the_quantize_stage(tmp_path, monkeyp
     assert alive_at_quantize == [False, False]
 
 
-def test_the_compile_takes_the_worker_started_during_the_quantize(tmp_path, monkeypatch):
-    """Its start-up (interpreter, imports) runs beside the quantize stage, not inside the compile."""
+def test_the_compile_and_the_estimate_take_the_workers_started_during_the_quantize(tmp_path, monkeypatch):
+    """Their start-up (interpreter, imports) runs beside the quantize stage, not inside the
+    compile and estimate stages; none is left waiting after the export."""
     from swiftformer_qnn.htp import workers
 
     workers.discard_ahead()  # one left waiting by an earlier test would pass for this export's
@@ -450,8 +451,10 @@ def test_the_compile_takes_the_worker_started_during_the_quantize(tmp_path, monk
         return real_take(command)
 
     monkeypatch.setattr("swiftformer_qnn.htp.compile.take", take)
+    monkeypatch.setattr(workers, "take", take)  # the estimate's
     run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL))
-    assert taken == [("compile", True)]
+    assert sorted(taken) == [("compile", True), ("estimate", True)]
+    assert not workers._ahead
 
 
 def test_a_refused_compile_leaves_no_worker_waiting(tmp_path):

@@ -40,6 +40,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -615,31 +616,36 @@ def estimate_model(
     job = EstimateJob(model=model, out_dir=work, soc_model=proxy.soc_model, htp_arch=htp_arch, proxy_soc=proxy.name,
                       stands_for=stands_for, fp16=fp16, spawned_at=time.time())
     (work / ESTIMATE_JSON).unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-estimate-") as tmp:
-        request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        request.write_text(job.model_dump_json())
-        shim = package_shim(Path(tmp) / "shim")
-        # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
-        with open(work / "estimate_worker.log", "wb") as log, toolchain_in_use(pycache.parent if pycache else None):
-            try:
-                proc = subprocess.Popen(
-                    worker_command(python, "estimate", "--request", str(request), "--result", str(result_path)),
-                    cwd=work, env=worker_env(shim, pycache), stdout=log, stderr=subprocess.STDOUT,
-                )
-                wait_child(proc, timeout_s)  # a signal kills the worker (core.interrupt)
-            except subprocess.TimeoutExpired:
-                raise ToolchainError(f"The estimate of {model.name} timed out after {timeout_s:.0f} s.") from None
-            except OSError as exc:
-                raise ToolchainError(f"Could not start {python}: {exc.strerror or exc}.") from None
-        try:
-            result = json.loads(result_path.read_text())
-        except (OSError, ValueError):
-            from .workers import worker_death
+    log_path = work / "estimate_worker.log"
+    if qnn is None:
+        # This environment's QNN: the worker an export started ahead beside its quantize, if one
+        # waits (`htp.workers`), else one started now.
+        from .workers import take
 
-            raise ToolchainError(
-                f"The estimate worker for {model.name} died ({worker_death(proc.returncode, work / 'estimate_worker.log')}); "
-                f"its output is in {work / 'estimate_worker.log'}."
-            ) from None
+        worker = take("estimate")
+        try:
+            worker.send(job.model_copy(update={"spawned_at": worker.spawned_at}).model_dump_json())
+            code = _wait_for_estimate(worker.proc, model, timeout_s)
+            shutil.copyfile(worker.log, log_path)  # beside QNN's raw outputs, as a toolchain's worker writes it
+            result = _estimate_result(worker.result, code, model, log_path)
+        finally:
+            worker.close()
+    else:
+        with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-estimate-") as tmp:
+            request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+            request.write_text(job.model_dump_json())
+            shim = package_shim(Path(tmp) / "shim")
+            # The toolchain stays while its worker runs: `toolchains remove` refuses meanwhile.
+            with open(log_path, "wb") as log, toolchain_in_use(pycache.parent if pycache else None):
+                try:
+                    proc = subprocess.Popen(
+                        worker_command(python, "estimate", "--request", str(request), "--result", str(result_path)),
+                        cwd=work, env=worker_env(shim, pycache), stdout=log, stderr=subprocess.STDOUT,
+                    )
+                except OSError as exc:
+                    raise ToolchainError(f"Could not start {python}: {exc.strerror or exc}.") from None
+                code = _wait_for_estimate(proc, model, timeout_s)
+            result = _estimate_result(result_path, code, model, log_path)
     if result.get("status") != "ok":
         error = error_named(result.get("error_type")) or ToolchainError
         raise error(f"QNN {expected or 'of this environment'} made no estimate of {model.name}: {result.get('message')}")
@@ -647,3 +653,22 @@ def estimate_model(
     if expected is not None and estimate.qnn_version != expected:
         raise ToolchainError(f"The estimate ran with QNN {estimate.qnn_version}, not {expected}.")
     return estimate
+
+
+def _wait_for_estimate(proc: subprocess.Popen, model: Path, timeout_s: float) -> int:
+    try:
+        return wait_child(proc, timeout_s)  # a signal kills the worker (core.interrupt)
+    except subprocess.TimeoutExpired:
+        raise ToolchainError(f"The estimate of {model.name} timed out after {timeout_s:.0f} s.") from None
+
+
+def _estimate_result(result_path: Path, code: int, model: Path, log_path: Path) -> dict:
+    """What the estimate worker that ended with `code` reported; one that wrote nothing died."""
+    try:
+        return json.loads(result_path.read_text())
+    except (OSError, ValueError):
+        from .workers import worker_death
+
+        raise ToolchainError(
+            f"The estimate worker for {model.name} died ({worker_death(code, log_path)}); its output is in {log_path}."
+        ) from None

@@ -7,7 +7,8 @@
                                               `--request -`: import first, then read the job on
                                               stdin (a worker started ahead, `compile_in_worker`)
     estimate --request Q.json --result R.json compile for the performance estimator's proxy SoC and
-                                              read the estimate (`htp.estimate`, writes estimate.json)
+                                              read the estimate (`htp.estimate`, writes estimate.json);
+                                              `--request -`: started ahead, as compile's
     emulate --request - --result R.json       import, then read the job on stdin: run a context
                                               binary on the HTP emulator over some samples
                                               (`htp.emulate`, which runs one worker per core)
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p_compile.add_argument("--request", required=True, type=Path)
     p_compile.add_argument("--result", required=True, type=Path)
     p_estimate = sub.add_parser("estimate")  # htp.estimate: one compile for the estimator proxy, read back
-    p_estimate.add_argument("--request", required=True, type=Path)
+    p_estimate.add_argument("--request", required=True, type=Path)  # `-`: started ahead, the job on stdin
     p_estimate.add_argument("--result", required=True, type=Path)
     p_emulate = sub.add_parser("emulate")  # htp.emulate: always started ahead, the job on stdin
     p_emulate.add_argument("--request", required=True, choices=["-"])
@@ -241,8 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "estimate":
             from .estimate import EstimateJob, run_estimate
 
-            estimate_job = EstimateJob.model_validate_json(args.request.read_text())
-            run_estimate(estimate_job)
+            if str(args.request) == "-":  # started ahead (an export's estimate stage): imports, then the job
+                import onnxruntime  # noqa: F401
+
+                from . import compile  # noqa: F401
+
+                text = sys.stdin.read()
+                if not text:  # the parent ended without an estimate for this worker
+                    return 0
+            else:
+                text = args.request.read_text()
+            run_estimate(EstimateJob.model_validate_json(text))
             result = {"status": "ok", "environment": environment()}
         elif args.command == "emulate":
             import numpy  # noqa: F401  (the imports while the parent prepares the job)
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     result["worker_s"] = round(time.perf_counter() - started, 3)
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
-    if args.command in ("compile", "emulate") and str(args.request) == "-":
+    if args.command != "probe" and str(args.request) == "-":
         # The parent (a compile stage, verify) waits for this process to end: not for the
         # interpreter's and QNN's teardown too (~0.3 s). Everything is written; nothing else is
         # left to flush.

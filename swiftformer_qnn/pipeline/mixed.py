@@ -112,6 +112,7 @@ class Costing:
     unit: str
     source: str
     cost: Callable[[Path, Path, frozenset[str]], Cost]
+    worker: str | None = None  # the worker process `cost` runs in (`htp.workers`), started ahead
 
 
 def bitops_costing(units: Sequence[PrecisionUnit], unplaced_macs: int, _variant: Variant, _target: HtpTarget,
@@ -155,7 +156,7 @@ def estimate_costing(units: Sequence[PrecisionUnit], _unplaced_macs: int, varian
         return Cost(est.us, per_unit, est.us, per_piece)
 
     label = estimate_label(proxy.name, soc, target.htp_arch)
-    return Costing("us", f"{label}, per unit from its ops' share of the critical path", cost)
+    return Costing("us", f"{label}, per unit from its ops' share of the critical path", cost, worker="estimate")
 
 
 def default_costing(target: HtpTarget):
@@ -263,7 +264,9 @@ class Bench:
             runs = cpu_runs(with_outputs(self.graph, chain[:-1]), self.inputs, outputs=chain[:-1])
             self._fp32_taps = [np.concatenate([r[k] for r in runs]) for k in range(len(chain) - 1)]
         d = self._folder("candidate")
-        start_ahead("compile")  # its start-up beside the quantization and the CPU run
+        start_ahead("compile")  # their start-up beside the quantization and the CPU run
+        if cost and self.costing.worker:
+            start_ahead(self.costing.worker)
         try:
             qdq = self.quantize(sixteen, d / "model.qdq.onnx")
             run_on = qdq

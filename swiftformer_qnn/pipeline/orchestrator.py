@@ -551,19 +551,22 @@ class _Run:
             return [futures[name].result() for name in names]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            if "compile" in names:  # a compile stage found in the cache took no worker
-                from ..htp.workers import discard_ahead
+            from ..htp.workers import discard_ahead
 
-                discard_ahead("compile")
+            for command in ("compile", "estimate"):  # a stage found in the cache, or a failure, took none
+                discard_ahead(command)
 
     def run_stage(self, name: str, work: Path) -> StageRecord:
-        if name == "quantize" and "compile" in self.r.stages:
+        if name == "quantize":
             from ..htp.workers import start_ahead
 
-            # Its start-up beside the quantize, not inside the compile stage. Verify's emulator
-            # workers are not started ahead: beside the calibration they made the cold L1 export
-            # slower (38.4-40.8 s against 36.6-37.2 s, 3 interleaved pairs): both cores are busy.
-            start_ahead("compile")
+            # Their start-up beside the quantize, not inside the compile and estimate stages, which
+            # start together. Verify's emulator workers are not started ahead: beside the
+            # calibration they made the cold L1 export slower (38.4-40.8 s against 36.6-37.2 s, 3
+            # interleaved pairs): both cores are busy.
+            for command in ("compile", "estimate"):
+                if command in self.r.stages:
+                    start_ahead(command)
         rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
         self.records[name], self.dirs[name] = rec, d
         if name == "validate":
