@@ -454,7 +454,23 @@ def test_the_compile_and_the_estimate_take_the_workers_started_during_the_quanti
     monkeypatch.setattr(workers, "take", take)  # the estimate's
     run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL))
     assert sorted(taken) == [("compile", True), ("estimate", True)]
-    assert not workers._ahead
+
+
+def test_workers_started_for_stages_found_in_the_cache_do_not_wait_through_verify(tmp_path, monkeypatch):
+    from swiftformer_qnn.htp import workers
+
+    monkeypatch.setenv("SWIFTFORMER_QNN_CACHE", str(tmp_path / "cache"))
+    request = dict(variant="encoder", resolution=16, **SMALL)
+    run_export(ExportRequest(output_dir=tmp_path / "first", **request))
+    waiting = []
+
+    def progress(event):
+        if event.stage == "verify" and event.status == "start":
+            waiting.append(sorted(c for c, w in workers._ahead.items() if w is not None))
+
+    result = run_export(ExportRequest(output_dir=tmp_path / "second", **request), progress)
+    assert all(s.cached for s in result.manifest.stages)  # the quantize stage still started both
+    assert waiting == [[]]
 
 
 def test_a_refused_compile_leaves_no_worker_waiting(tmp_path):

@@ -8,11 +8,13 @@ wall and 3.45 CPU-s in a process of its own, 2.09 s and 2.09 CPU-s pinned to one
 is also what a signal can stop: the emulator holds the GIL while it runs.
 
 Workers that share the cores each run on cores of their own (`core_shares`). The emulator's
-threads wait for each other in `sched_yield` loops: a third of one inference's CPU time went to
-them (perf, L1 224 w8a8), and unpinned they yield into the other worker's core. Measured on L1,
-two workers with two samples each, 2 cores: 7.0-7.2 s pinned against 7.8-8.6 s unpinned; one
-inference alone is faster unpinned (3.0 s wall, 5.7 CPU-s, against 3.6 s pinned), so a single
-worker keeps every core.
+threads wait for each other in `sched_yield` loops (a third of one inference's CPU samples in
+perf, L1 224 w8a8), and unpinned they yield into the other worker's core. Measured on a machine
+slower than the one above (one inference alone: 3.0 s wall and 5.7 CPU-s unpinned, 3.6 s and 3.5
+CPU-s pinned): two workers ran their two samples each in 7.0-7.2 s pinned against 7.8-8.6 s
+unpinned, and the cold L1 export's verify took 5.39-5.64 s against 5.97-6.75 s (3 interleaved
+pairs). A single worker keeps every core. The mixed search's candidates use the same workers;
+their gain there was not measured apart.
 """
 
 from __future__ import annotations

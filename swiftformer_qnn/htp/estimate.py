@@ -36,6 +36,7 @@ worker), so a toolchain environment of another QNN version runs it as a worker.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -625,8 +626,11 @@ def estimate_model(
         worker = take("estimate")
         try:
             worker.send(job.model_copy(update={"spawned_at": worker.spawned_at}).model_dump_json())
-            code = _wait_for_estimate(worker.proc, model, timeout_s)
-            shutil.copyfile(worker.log, log_path)  # beside QNN's raw outputs, as a toolchain's worker writes it
+            try:
+                code = _wait_for_estimate(worker.proc, model, timeout_s)
+            finally:  # beside QNN's raw outputs, as a toolchain's worker writes it, however it ended
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(worker.log, log_path)
             result = _estimate_result(worker.result, code, model, log_path)
         finally:
             worker.close()

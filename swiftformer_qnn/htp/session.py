@@ -111,6 +111,10 @@ def htp_session(
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    # Every node runs on the HTP (CPU fallback disabled below): onnxruntime's own thread pool
+    # would get no work, and its threads pin themselves to cores of their choosing, whatever
+    # cores the process was given (`htp.emulate.core_shares`).
+    so.intra_op_num_threads = 1
     opts = target.provider_options()
     if profile_csv is not None:
         opts["profiling_level"] = profiling_level

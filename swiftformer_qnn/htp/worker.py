@@ -25,6 +25,7 @@ not stdout, because the QNN libraries print their own progress there. Exit codes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -179,8 +180,10 @@ def emulate_request(job: EmulateJob) -> dict:
 
     with np.load(job.inputs_npz) as data:
         samples = [data[str(i)] for i in range(len(data.files))]
-    if job.cpus:  # before the session: the emulator's threads take this thread's cores
-        os.sched_setaffinity(0, job.cpus)
+    before = _threads()
+    if job.cpus:  # before the session: the threads it starts take this thread's cores
+        with contextlib.suppress(OSError):  # a core gone offline since the parent looked: only speed is lost
+            os.sched_setaffinity(0, job.cpus)
     t0 = time.perf_counter()
     session = htp_session(job.context_model, job.target)
     phases = {"load": time.perf_counter() - t0}
@@ -193,11 +196,24 @@ def emulate_request(job: EmulateJob) -> dict:
             values[f"{i}/{k}"] = value
     phases["emulator_run"] = time.perf_counter() - t0
     cpu = {"emulator_run": time.process_time() - c0}
+    # The cores the session's own threads (onnxruntime's, the emulator's) were allowed to run on.
+    session_cpus = sorted(set().union(*(_thread_cpus(t) for t in _threads() - before)))
     del session
     np.savez(job.outputs_npz, **values)  # read only once the result says "ok", written after it
-    return {"status": "ok", "samples": len(samples), "cpus": sorted(os.sched_getaffinity(0)),
+    return {"status": "ok", "samples": len(samples), "session_threads_cpus": session_cpus,
             "phases_s": {k: round(v, 3) for k, v in phases.items()},
             "phases_cpu_s": {k: round(v, 3) for k, v in cpu.items()}}
+
+
+def _threads() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def _thread_cpus(tid: int) -> set[int]:
+    try:
+        return os.sched_getaffinity(tid)
+    except OSError:  # it ended meanwhile
+        return set()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -294,11 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
     if args.command != "probe" and str(args.request) == "-":
-        # The parent (a compile stage, verify) waits for this process to end: not for the
-        # interpreter's and QNN's teardown too (~0.3 s). Everything is written; nothing else is
-        # left to flush.
+        # The parent (a compile or estimate stage, verify) waits for this process to end: not for
+        # the interpreter's and QNN's teardown too (~0.3 s). Everything is written; what QNN
+        # printed into the C library's buffer goes to the log first.
         sys.stdout.flush()
         sys.stderr.flush()
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)
         os._exit(code)
     return code
 

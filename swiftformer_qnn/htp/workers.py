@@ -43,6 +43,10 @@ class WorkerProcess:
                         [sys.executable, "-m", "swiftformer_qnn.htp.worker", command, "--request", "-",
                          "--result", str(self.result)],
                         stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        except OSError as exc:  # a full or unwritable temp dir, too many processes
+            self.close()
+            raise ToolchainError(f"Could not start the {command} worker ({sys.executable}): {exc.strerror or exc}.",
+                                 hint="Check the free space and permissions of TMPDIR, and the process limit.") from None
         except BaseException:
             # A failed start, or a signal held above and delivered as the block ends: the caller
             # never gets this object to close, so it closes itself.

@@ -569,6 +569,12 @@ class _Run:
                     start_ahead(command)
         rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
         self.records[name], self.dirs[name] = rec, d
+        if name in ("compile", "estimate"):
+            from ..htp.workers import discard_ahead
+
+            # Found in the cache, the stage took no worker: it would wait through verify, the
+            # export's peak of memory.
+            discard_ahead(name)
         if name == "validate":
             # The last stage that runs PyTorch (the export, the block's inputs and validate need
             # it; validate waits for both): its models go before the calibration and verify,
