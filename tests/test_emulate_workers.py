@@ -95,7 +95,7 @@ def test_core_shares_deal_the_cores_so_no_two_workers_share_one():
     assert core_shares([0, 1], 2) == [[0], [1]]
     assert core_shares([2, 5, 6, 7], 2) == [[2, 6], [5, 7]]  # the cores this process may use
     assert core_shares([0, 1, 2], 3) == [[0], [1], [2]]
-    assert core_shares([0, 1], 3) == [[0], [1], [0]]  # more workers than cores: one each, in turn
+    assert core_shares([0, 1], 3) is None  # more workers than cores: the OS shares them out
     assert core_shares([0, 1, 2, 3], 1) is None  # a single worker keeps every core
     assert core_shares([0], 2) is None
 

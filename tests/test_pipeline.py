@@ -466,7 +466,7 @@ def test_workers_started_for_stages_found_in_the_cache_do_not_wait_through_verif
 
     def progress(event):
         if event.stage == "verify" and event.status == "start":
-            waiting.append(sorted(c for c, w in workers._ahead.items() if w is not None))
+            waiting.append(sorted(workers._ahead))
 
     result = run_export(ExportRequest(output_dir=tmp_path / "second", **request), progress)
     assert all(s.cached for s in result.manifest.stages)  # the quantize stage still started both

@@ -69,11 +69,9 @@ def emulate_samples(context_model: Path, target: HtpTarget, samples: Sequence[np
 
 
 def core_shares(cores: Sequence[int], workers: int) -> list[list[int]] | None:
-    """The cores each of `workers` emulator workers runs on: `cores` dealt out in turn, so
-    that no two share one while there are cores enough; None (every core for each) for a single
-    worker or a single core."""
-    if workers < 2 or len(cores) < 2:
+    """The cores each of `workers` emulator workers runs on: `cores` dealt out in turn, so that
+    no two share one; None (every core for each) for a single worker, or for more workers than
+    cores (pinned, some would share a core while another had one alone)."""
+    if workers < 2 or workers > len(cores):
         return None
-    if workers >= len(cores):
-        return [[cores[k % len(cores)]] for k in range(workers)]
     return [list(cores[k::workers]) for k in range(workers)]
