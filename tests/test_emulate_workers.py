@@ -280,8 +280,13 @@ def test_a_signal_held_while_a_worker_starts_leaves_no_worker_and_no_folder(priv
         proc = real_popen(*args, **kwargs)
         started.append(proc.pid)
         os.kill(os.getpid(), signal.SIGTERM)  # held: delivered when the start-up block ends
+        time.sleep(0.05)  # long enough for another thread to take it (CI once lost the worker so)
         return proc
 
+    # A thread that does not block SIGTERM, as onnxruntime's and numpy's: the kernel gives it
+    # the signal, and Python would run the handler in this thread inside the block.
+    quiet = threading.Event()
+    threading.Thread(target=quiet.wait, daemon=True).start()
     monkeypatch.setattr(workers.subprocess, "Popen", popen_then_sigterm)
     old = signal.signal(signal.SIGTERM, handler)
     try:
@@ -289,6 +294,7 @@ def test_a_signal_held_while_a_worker_starts_leaves_no_worker_and_no_folder(priv
             workers.WorkerProcess("emulate")
     finally:
         signal.signal(signal.SIGTERM, old)
+        quiet.set()
     assert len(started) == 1
     assert list(private_tmp.iterdir()) == []
     assert processes_naming(private_tmp) == {}

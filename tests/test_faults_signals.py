@@ -156,3 +156,29 @@ def test_a_signal_stops_a_compile_while_qnn_compiles_in_native_code(tmp_path):
         assert list((run / "tmp").glob("swiftformer-qnn-*")) == []  # the worker's temp dir went with it
         assert processes_naming(run) == {}  # and the worker itself
         assert model.is_file()  # the user's model stays
+
+
+def test_a_held_signal_taken_by_another_thread_still_waits_for_the_block_to_end():
+    """A signal sent to the process goes to any thread that does not block it (onnxruntime's,
+    numpy's), and Python runs its handler in the main thread at once: blocking the main thread
+    alone did not hold it."""
+    import threading
+
+    from swiftformer_qnn.core.output_dir import signals_held
+
+    quiet = threading.Event()
+    other = threading.Thread(target=quiet.wait, daemon=True)  # started unblocked: it takes the signal
+    other.start()
+    seen: list[str] = []
+    old = signal.signal(signal.SIGTERM, lambda _s, _f: seen.append("handler"))
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the other thread has taken it by now
+            seen.append("block end")
+        time.sleep(0)  # a point where Python runs pending handlers
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        quiet.set()
+    assert seen == ["block end", "handler"]
+    assert signal.getsignal(signal.SIGTERM) is old

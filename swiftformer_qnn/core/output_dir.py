@@ -176,15 +176,30 @@ _HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 def signals_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM for a few system calls that must not be split (create a temp dir
     and note it; swap a directory in); they are delivered when the block ends. Main thread only
-    (signals are handled there)."""
+    (signals are handled there).
+
+    Held twice: blocked for this thread (and the processes it starts inherit the mask), and
+    deferred at Python's level. A signal sent to the process is taken by any other thread that
+    does not block it (onnxruntime's, numpy's), and Python then runs its handler in this thread
+    at once: a worker process could be started and its Popen lost to the exception."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    arrived: list[int] = []
+    replaced = {}
+    for sig in _HELD:
+        handler = signal.getsignal(sig)
+        if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python, left alone
+            replaced[sig] = signal.signal(sig, lambda signum, _frame: arrived.append(signum))
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # one blocked until now is recorded here
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):  # each once, to the handler the caller had
+            signal.raise_signal(sig)
 
 
 def tidy(target: Path) -> list[str]:
