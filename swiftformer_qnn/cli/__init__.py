@@ -16,4 +16,14 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    run_app()
+    """The console script: the command, then the end of the process without the interpreter's
+    teardown (`core.teardown`), with the command's exit code."""
+    from ..core.teardown import exit_without_teardown
+
+    try:
+        run_app()
+    except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):  # a message: Python prints it
+            raise
+        exit_without_teardown(exc.code or 0)
+    exit_without_teardown(0)

@@ -310,16 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     result["cpu_s"] = round(time.process_time(), 3)  # the whole process's CPU time, start-up included
     _write_json(result_path, result)
     if args.command != "probe" and str(args.request) == "-":
+        from ..core.teardown import exit_without_teardown
+
         # The parent (a compile or estimate stage, verify) waits for this process to end: not for
         # the interpreter's and QNN's teardown too (~0.3 s). Everything is written; what QNN
         # printed into the C library's buffer goes to the log first.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            ctypes.CDLL(None).fflush(None)
-        os._exit(code)
+        exit_without_teardown(code)
     return code
 
 
