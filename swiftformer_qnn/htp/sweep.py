@@ -40,7 +40,7 @@ from ..core.cache import StageCache
 from ..core.errors import ProfileError, ToolchainError, UsageError
 from ..core.interrupt import wait_child
 from ..core.output_dir import holds_marker, place, staged_output_dir
-from ..measure.agreement import Agreement, compare_outputs
+from ..measure.agreement import Agreement, compare_outputs, cpu_session
 from ..toolchains import (
     ENV_DIR,
     PYCACHE_DIR,
@@ -242,12 +242,9 @@ def default_inputs(model_path: Path, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def cpu_reference(model_path: Path, feeds: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
-    """The QDQ model on onnxruntime's CPU EP: output names and values."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    """The QDQ model on onnxruntime's CPU EP: output names and values. It runs while every
+    version's worker compiles, so its threads must not spin (`cpu_session`)."""
+    session = cpu_session(model_path)
     names = [o.name for o in session.get_outputs()]
     return names, session.run(None, feeds)
 

@@ -82,6 +82,24 @@ def cpu_workers(samples: int) -> int:
     return max(1, min(samples, len(os.sched_getaffinity(0))))
 
 
+def cpu_session(model, *, optimize: bool = True, memory_pattern: bool = True):
+    """An onnxruntime CPU EP session of an ONNX model (a path, or serialized bytes) with
+    onnxruntime's default intra-op thread count (it decides how MLAS splits an op, and so its float
+    rounding), whose threads do not spin between ops: spinning burns a core that another session,
+    a worker process or another program needs, and changes scheduling, not results. `optimize` and
+    `memory_pattern`: as `cpu_runs` says."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.enable_mem_pattern = memory_pattern
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
+                                providers=["CPUExecutionProvider"])
+
+
 def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, optimize: bool = True,
              workers: int | None = None, each=None, memory_pattern: bool = True) -> list[list[np.ndarray]]:
     """Run an ONNX model (a path, or serialized bytes) on onnxruntime's CPU EP over the batch-1
@@ -91,32 +109,20 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
 
     The samples are shared among one session per core, run from threads (onnxruntime releases
     the GIL while it runs): a batch-1 pass of these models is many small ops, which one session's
-    intra-op pool keeps busy poorly, so a second session fills the gaps. Each session keeps
-    onnxruntime's default intra-op thread count, because that count decides how MLAS splits an
-    op and so its float rounding (a single-threaded session's activations differ in the last
-    bits, which would move calibration ranges); its threads do not spin between ops (spinning
-    burns the core the other session, or another process on a shared machine, needs; it changes
-    scheduling, not results). `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as
+    intra-op pool keeps busy poorly, so a second session fills the gaps. Each session is a
+    `cpu_session`: a single-threaded session's activations would differ in the last bits, which
+    would move calibration ranges. `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as
     onnxruntime's calibrator does. `memory_pattern=False`: no pre-planned block for all of a
     run's tensors (onnxruntime's memory pattern); allocation only, the values are the same."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.enable_mem_pattern = memory_pattern
     n = inputs.shape[0]
     workers = max(1, min(workers or cpu_workers(n), n))
-    source = model if isinstance(model, bytes) else str(model)
     results: list[list[np.ndarray] | None] = [None] * n
     handing = threading.Lock()
 
     def work(k: int) -> None:
-        sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+        sess = cpu_session(model, optimize=optimize, memory_pattern=memory_pattern)
         name = sess.get_inputs()[0].name
         for i in range(k, n, workers):
             values = sess.run(outputs, {name: inputs[i : i + 1]})

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from ..core.errors import UsageError
 from ..htp.bn_guard import guarded_model
 from ..htp.session import HtpTarget
-from ..measure.agreement import sqnr_db
+from ..measure.agreement import cpu_session, sqnr_db
 from ..measure.attribution import model_blocks
 from ..model.variants import get_variant
 from .artifacts import read_manifest
@@ -122,8 +122,6 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
 
 def _float_values(graph: Path, sample: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
     """The fp32 graph's values of `tensors` (those it has under the same name)."""
-    import onnxruntime as ort
-
     model = onnx.load(str(graph))
     produced = {o for n in model.graph.node for o in n.output}
     # The quantizer renames a graph output's producer tensor `<output>_QuantizeLinear_Input`.
@@ -133,8 +131,6 @@ def _float_values(graph: Path, sample: np.ndarray, tensors: list[str]) -> dict[s
     for t in names:
         if t not in have:
             model.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(model.SerializeToString())
     values = dict(zip(names, sess.run(names, {model.graph.input[0].name: sample}), strict=True))
     return {t: values[o] for t, o in original.items() if o in values}

@@ -28,7 +28,7 @@ from onnx import helper
 
 from ..core.onnx_graph import constant_array, readers
 from ..htp.session import HtpTarget, module_of
-from ..measure.agreement import sqnr_db
+from ..measure.agreement import cpu_session, sqnr_db
 from ..measure.attribution import attribute_op
 from .native_io import native_io
 
@@ -128,8 +128,6 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
     """(taps, CPU values, HTP values) of each tap of the QDQ `model` (loaded once by the caller,
     which reads it too), dequantized, on one input. The tapped graph is compiled, and run once on
     the HTP emulator, in a compile worker, as every compile is: a signal stops it."""
-    import onnxruntime as ort
-
     from ..htp.compile import compile_in_worker
     from ..htp.record import HTP_OUTPUTS, CompileSpec
     from ..htp.workers import started_ahead
@@ -141,9 +139,7 @@ def run_taps(model: onnx.ModelProto, sample: np.ndarray, target: HtpTarget, chos
         onnx.save(tapped_model(model, chosen), str(path))
         feed = {model.graph.input[0].name: sample}
         names = [t.quantized for t in chosen]
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        cpu = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(names, feed)
+        cpu = cpu_session(path).run(names, feed)
         np.savez(Path(tmp) / "feed.npz", **feed)
         compiled = Path(tmp) / "compiled"
         compile_in_worker(CompileSpec(model=path, out_dir=compiled, target=target), run_on=Path(tmp) / "feed.npz")
