@@ -3,6 +3,8 @@ and renders its typed result; all logic lives in the library."""
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from . import cache as _cache  # noqa: F401
 from . import diagnose as _diagnose  # noqa: F401
 from . import export as _export  # noqa: F401  (registers export, compile, variants)
@@ -15,7 +17,7 @@ from ._app import app, run_app
 __all__ = ["app", "main"]
 
 
-def main() -> None:
+def main() -> NoReturn:
     """The console script: the command, then the end of the process without the interpreter's
     teardown (`core.teardown`), with the command's exit code."""
     from ..core.teardown import exit_without_teardown

@@ -14,7 +14,7 @@
                                               (`htp.emulate`, which runs one worker per core)
 
 Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.record` /
-`.compile` / `.workers` / `.ep_context` / `.estimate` and `swiftformer_qnn.core.errors` / `.atomic` / `.targets`
+`.compile` / `.workers` / `.ep_context` / `.estimate` and `swiftformer_qnn.core.errors` / `.atomic` / `.targets` / `.teardown`
 (which keep to onnxruntime, protobuf and pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
 and every import is paid once per QNN version of a sweep. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,

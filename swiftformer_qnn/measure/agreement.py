@@ -1,5 +1,6 @@
-"""Numerical agreement between two sets of model outputs (pure numpy): the one SQNR
-(`sqnr_db`) and the one model of agreement (`Agreement`)."""
+"""Numerical agreement between two sets of model outputs: the one SQNR (`sqnr_db`) and the one
+model of agreement (`Agreement`); and the onnxruntime CPU runs that give the outputs compared
+(`cpu_session`, `cpu_runs`)."""
 
 from __future__ import annotations
 
@@ -110,8 +111,8 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
     The samples are shared among one session per core, run from threads (onnxruntime releases
     the GIL while it runs): a batch-1 pass of these models is many small ops, which one session's
     intra-op pool keeps busy poorly, so a second session fills the gaps. Each session is a
-    `cpu_session`: a single-threaded session's activations would differ in the last bits, which
-    would move calibration ranges. `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as
+    `cpu_session`, with onnxruntime's default thread count: a single-threaded session's
+    activations would differ in the last bits, which would move calibration ranges. `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as
     onnxruntime's calibrator does. `memory_pattern=False`: no pre-planned block for all of a
     run's tensors (onnxruntime's memory pattern); allocation only, the values are the same."""
     from concurrent.futures import ThreadPoolExecutor

@@ -245,9 +245,9 @@ def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None
                                         for k in exports}}
     walls = result["median_wall_s"]
     result["ratios"] = {f"{k}_vs_{y}": round(walls[k] / walls[y], 3) for k in exports for y in YARDSTICKS}
-    # Each export's CPU seconds spread over every core of the machine from its first instant:
-    # no schedule of the same work is faster, so a ratio above a target here says that the work,
-    # not its schedule, must shrink to meet it.
+    # Each export's CPU seconds, as measured (threads waiting by spinning included), spread over
+    # every core from its first instant: no schedule that spends that CPU is faster, so a ratio
+    # above a target here says the CPU spent must shrink (less work, or less of it spinning).
     cores = len(os.sched_getaffinity(0))
     result["cpu_bound"] = {f"{k}_vs_{y}": round(result["median_cpu_s"][k] / cores / walls[y], 3)
                            for k in exports for y in YARDSTICKS}
