@@ -18,26 +18,26 @@ import sys
 import threading
 from typing import NoReturn
 
-# What Python itself exits with when it cannot flush stdout at exit.
-FLUSH_FAILED = 120
+# The tool's exit code for what the environment refused (docs: exit codes), here the output.
+OUTPUT_LOST = 2
 
 
-def flush_output() -> bool:
+def flush_output() -> OSError | None:
     """Python's stdout and stderr, then every C stdio stream (a pipe's buffer is lost by
-    `os._exit`). False when stdout or stderr could not be written (a full disk, a device error)."""
-    written = True
+    `os._exit`). The error when stdout or stderr could not be written (a full disk, a device error)."""
+    failed = None
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, ValueError):  # replaced by None, or closed: nothing of ours is in it
             pass
-        except OSError:
-            written = False
+        except OSError as exc:
+            failed = failed or exc
     with contextlib.suppress(OSError, AttributeError, ImportError):
         import ctypes
 
         ctypes.CDLL(None).fflush(None)
-    return written
+    return failed
 
 
 def _threads_to_wait_for() -> bool:
@@ -47,20 +47,35 @@ def _threads_to_wait_for() -> bool:
 
 
 def exit_without_teardown(code: int) -> NoReturn:
-    """End the process with `code` once its exit handlers have run and its output is flushed
-    (`FLUSH_FAILED` instead of 0 when the output could not be written, as Python does).
+    """End the process with `code` once its exit handlers have run and its output is flushed.
+    Output that could not be written is said in one line on stderr, and a 0 becomes
+    `OUTPUT_LOST`. A signal from the handlers on is noted, not raised (a second one ends the
+    process at once), and ends it with 128 + its number.
 
     From another thread than the main one, with a non-daemon thread still working (the usual
-    exit waits for it), or without CPython's handler runner, it exits the usual way."""
+    exit waits for it), or without CPython's handler runner, it exits the usual way (whose
+    failed flush Python reports itself, with 120)."""
     run = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, what its exit calls
     if threading.current_thread() is not threading.main_thread() or _threads_to_wait_for() or run is None:
         sys.exit(code)
-    # A signal from here on would escape as a traceback between the handlers and the end (or
-    # interrupt a handler); the process ends within milliseconds. Ignored, not blocked: another
-    # thread (onnxruntime's, numpy's) would take a blocked one and Python would run its handler.
+    arrived: list[int] = []
+
+    def note(signum, _frame):
+        # Raised here it would escape as a traceback between the handlers and the end, or cut a
+        # handler short; the process ends within milliseconds anyway.
+        arrived.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, note)
     run()
-    if not flush_output() and code == 0:
-        code = FLUSH_FAILED
+    lost = flush_output()
+    if lost is not None:
+        with contextlib.suppress(OSError):
+            os.write(2, f"error: could not write the output ({lost.strerror or lost}): check the free space "
+                        "and the device it goes to.\n".encode())
+        code = code or OUTPUT_LOST
+    if arrived:
+        code = 128 + arrived[0]
     os._exit(code)

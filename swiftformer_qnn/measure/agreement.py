@@ -113,7 +113,8 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
     intra-op pool keeps busy poorly, so a second session fills the gaps. Each session is a
     `cpu_session`, with onnxruntime's default thread count: a single-threaded session's
     activations would differ in the last bits, which would move calibration ranges.
-    `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as onnxruntime's calibrator does. `memory_pattern=False`: no pre-planned block for all of a
+    `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as onnxruntime's calibrator
+    does. `memory_pattern=False`: no pre-planned block for all of a
     run's tensors (onnxruntime's memory pattern); allocation only, the values are the same."""
     from concurrent.futures import ThreadPoolExecutor
 
