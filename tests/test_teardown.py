@@ -20,9 +20,11 @@ SCRIPT = textwrap.dedent("""
             os.write(2, b"freed by the teardown\\n")
 
     kept = Freed()
-    if sys.argv[1] == "--signal":  # runs last (handlers run in reverse): SIGTERM, then goes on
+    if sys.argv[1].startswith("--signal"):  # runs last (handlers run in reverse): SIGTERM(s), then goes on
         import signal
-        atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), print("handler went on")))
+        times = 2 if sys.argv[1] == "--signal-twice" else 1
+        atexit.register(lambda: ([os.kill(os.getpid(), signal.SIGTERM) for _ in range(times)],
+                                 print("handler went on")))
     atexit.register(lambda: print("exit handler ran"))  # into stdout's buffer, after the command
     ctypes.CDLL(None).printf(b"printed by C\\n")
     sys.argv, thread = ["swiftformer-qnn", *sys.argv[2:]], sys.argv[1]
@@ -95,3 +97,24 @@ def test_a_signal_during_the_exit_handlers_lets_them_finish_and_ends_with_its_co
     assert done.returncode == 143, done.stderr
     assert "exit handler ran" in done.stdout and "handler went on" in done.stdout
     assert "Traceback" not in done.stderr and "freed by the teardown" not in done.stderr
+
+
+def test_a_second_signal_ends_the_process_at_once():
+    done = run("variants", thread="--signal-twice")
+    assert done.returncode == -15, done.stderr  # killed by the second SIGTERM
+    assert "handler went on" not in done.stdout
+
+
+def test_after_a_first_signal_the_next_one_during_the_exit_handlers_ends_the_process_at_once():
+    # As the CLI leaves them once a signal has arrived (cli._app._on_signal): the default.
+    code = textwrap.dedent("""
+        import atexit, os, signal
+        from swiftformer_qnn.core.teardown import exit_without_teardown
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), print("handler went on")))
+        exit_without_teardown(130)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -15, done.stderr
+    assert "handler went on" not in done.stdout

@@ -64,11 +64,15 @@ def exit_without_teardown(code: int) -> NoReturn:
         # Raised here it would escape as a traceback between the handlers and the end, or cut a
         # handler short; the process ends within milliseconds anyway.
         arrived.append(signum)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in signals:
             signal.signal(sig, signal.SIG_DFL)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, note)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    # Only where a handler of Python's stands: after a first signal the CLI's own reset them to
+    # the default, so that a second one stops the process at once, and that stays so.
+    if all(callable(signal.getsignal(sig)) for sig in signals):
+        for sig in signals:
+            signal.signal(sig, note)
     run()
     lost = flush_output()
     if lost is not None:
