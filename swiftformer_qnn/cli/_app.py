@@ -19,7 +19,7 @@ from rich.text import Text
 from ..core.atomic import blocking_component
 from ..core.errors import SwiftFormerQnnError
 from ..core.heap import cap_malloc_arenas
-from ..core.interrupt import STOPPING
+from ..core.interrupt import STOP_SIGNALS, STOPPING
 from ..core.text import terminal_safe
 
 # Help names what a value is in words (PATH, TEXT, INTEGER) and nothing for a flag, where typer's
@@ -367,7 +367,7 @@ def _on_signal(signum, _frame):
     # Once: the cleanup runs on the way out; a second signal stops the process at once (what a
     # killed run leaves beside its outputs and in the cache, the next run removes).
     STOPPING.set()  # stage threads waiting on a worker process (a compile) kill it and unwind too
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
@@ -427,7 +427,7 @@ def run_app() -> None:
         handler.setFormatter(_TerminalSafeFormatter(handler.formatter._fmt if handler.formatter else None))
     if not isinstance(sys.stdout, _ReaderGoneSafe) and sys.stdout is not None:
         sys.stdout = _ReaderGoneSafe(sys.stdout)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
     try:
         app()

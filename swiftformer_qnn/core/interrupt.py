@@ -9,10 +9,15 @@ polls: the worker is killed and the wait raises `Stopped`.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
 
+# The signals that stop a command (Ctrl-C, SIGTERM, a closed terminal): the CLI's handler, the
+# blocks that hold them (core.output_dir.signals_held), a worker's start and the process's end
+# (core.teardown) all treat these three.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOPPING = threading.Event()  # set by the CLI's handler when SIGINT, SIGTERM or SIGHUP arrives
 POLL_S = 0.1
 

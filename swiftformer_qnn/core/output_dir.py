@@ -40,6 +40,7 @@ from pathlib import Path
 
 from .atomic import _umask, blocking_component
 from .errors import OutputDirError
+from .interrupt import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def temp_dir(parent: Path, name: str, what: str = "partial") -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{name}.{what}-{os.getpid()}-", dir=parent))
 
 
-_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+_HELD = set(STOP_SIGNALS)
 
 
 @contextmanager

@@ -18,6 +18,8 @@ import sys
 import threading
 from typing import NoReturn
 
+from .interrupt import STOP_SIGNALS
+
 # The tool's exit code for what the environment refused (docs: exit codes), here the output.
 OUTPUT_LOST = 2
 
@@ -64,14 +66,13 @@ def exit_without_teardown(code: int) -> NoReturn:
         # Raised here it would escape as a traceback between the handlers and the end, or cut a
         # handler short; the process ends within milliseconds anyway.
         arrived.append(signum)
-        for sig in signals:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
 
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     # Only where a handler of Python's stands: after a first signal the CLI's own reset them to
     # the default, so that a second one stops the process at once, and that stays so.
-    if all(callable(signal.getsignal(sig)) for sig in signals):
-        for sig in signals:
+    if all(callable(signal.getsignal(sig)) for sig in STOP_SIGNALS):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, note)
     run()
     lost = flush_output()

@@ -14,7 +14,7 @@
                                               (`htp.emulate`, which runs one worker per core)
 
 Imports only the standard library, numpy and `swiftformer_qnn.htp.session` / `.record` /
-`.compile` / `.workers` / `.ep_context` / `.estimate` and `swiftformer_qnn.core.errors` / `.atomic` / `.targets` / `.teardown`
+`.compile` / `.workers` / `.ep_context` / `.estimate` and `swiftformer_qnn.core.errors` / `.atomic` / `.targets` / `.interrupt` / `.teardown`
 (which keep to onnxruntime, protobuf and pydantic; onnx only for the probe's one-op model): a toolchain environment holds nothing else,
 and every import is paid once per QNN version of a sweep. Results go to a JSON file,
 not stdout, because the QNN libraries print their own progress there. Exit codes: 0 done,
@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     # parent was killed outright would run its whole job.
     import signal
 
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    from ..core.interrupt import STOP_SIGNALS  # standard library only
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
     parser = argparse.ArgumentParser(prog="python -m swiftformer_qnn.htp.worker")
     sub = parser.add_subparsers(dest="command", required=True)
     p_probe = sub.add_parser("probe")
