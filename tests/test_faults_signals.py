@@ -182,3 +182,53 @@ def test_a_held_signal_taken_by_another_thread_still_waits_for_the_block_to_end(
         quiet.set()
     assert seen == ["block end", "handler"]
     assert signal.getsignal(signal.SIGTERM) is old
+
+
+# --- the wait on a worker process (core.interrupt.wait_child) ------------------------------------
+
+
+def _counting_waitpid(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = os.waitpid
+
+    def waitpid(pid, flags):
+        calls.append(flags)
+        return real(pid, flags)
+
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    return calls
+
+
+def test_a_wait_on_a_worker_sleeps_until_it_ends_or_the_next_look_at_stopping(monkeypatch):
+    # Popen.wait(timeout) asks the kernel every 0.5-50 ms (about 45 times over this child's life);
+    # the wait asks once per POLL_S, and once when the child ends.
+    from swiftformer_qnn.core import interrupt
+
+    calls = _counting_waitpid(monkeypatch)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    started = time.monotonic()
+    assert interrupt.wait_child(proc) == 0
+    assert len(calls) <= (time.monotonic() - started) / interrupt.POLL_S + 2, calls
+
+
+def test_a_wait_on_a_worker_already_reaped_gives_its_code():
+    from swiftformer_qnn.core import interrupt
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait()
+    assert interrupt.wait_child(proc) == 3
+
+
+def test_a_stop_ends_a_wait_on_a_sleeping_worker_and_kills_it():
+    import threading
+
+    from swiftformer_qnn.core import interrupt
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    threading.Timer(0.3, interrupt.STOPPING.set).start()
+    try:
+        with pytest.raises(interrupt.Stopped):
+            interrupt.wait_child(proc)
+    finally:
+        interrupt.STOPPING.clear()
+    assert proc.returncode is not None  # killed and reaped
