@@ -118,3 +118,25 @@ def test_after_a_first_signal_the_next_one_during_the_exit_handlers_ends_the_pro
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -15, done.stderr
     assert "handler went on" not in done.stdout
+
+
+def test_a_worker_given_its_job_in_a_file_writes_its_result_and_ends_without_teardown(tmp_path):
+    # As a sweep runs each QNN version's worker: `compile --request FILE`. A request that is not a
+    # job makes the worker report the failure (exit 4) without loading QNN.
+    (tmp_path / "request.json").write_text("{}")
+    code = textwrap.dedent("""
+        import os, sys
+
+        class Freed:
+            def __del__(self):
+                os.write(2, b"freed by the teardown\\n")
+
+        kept = Freed()
+        from swiftformer_qnn.htp import worker
+        sys.exit(worker.main(sys.argv[1:]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code, "compile", "--request", str(tmp_path / "request.json"),
+                           "--result", str(tmp_path / "result.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    assert '"status": "failed"' in (tmp_path / "result.json").read_text()
+    assert "freed by the teardown" not in done.stderr
