@@ -173,8 +173,8 @@ def test_verify_sees_a_corrupt_binary_and_locates_the_bn_channel(tmp_path):
     heldout = np.random.default_rng(3).standard_normal((4, 4, 8, 8)).astype(np.float32)
     fp32 = run_cpu(tmp_path / "bn4.onnx", heldout)
     with pytest.raises(QuantizationFidelityError) as err:
-        verify_fidelity(fp32, qdq, tmp_path / "ctx" / "model.ctx.onnx", heldout, HtpTarget(), Precision.W8A8,
-                        classify=False, min_sqnr=10)
+        verify_fidelity(fp32, run_cpu(qdq, heldout), qdq, tmp_path / "ctx" / "model.ctx.onnx", heldout, HtpTarget(),
+                        Precision.W8A8, classify=False, min_sqnr=10)
     text = err.value.one_line()
     assert "on 4 held-out inputs" in text and "dB below CPU QDQ vs fp32" in text
     assert "the HTP departs at bn: BatchNormalization bn" in text and "channel 0 maps differently" in text

@@ -50,7 +50,7 @@ def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     result, events = xs_export
     m = result.manifest
     assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard",
-                                          "compile", "estimate", "verify"]
+                                          "compile", "estimate", "cpu_qdq", "verify"]
     # Every stage was visible to the progress display, start and end, and started only once the
     # stages it reads had ended (stages that do not need each other overlap).
     from swiftformer_qnn.pipeline.orchestrator import NEEDS

@@ -245,7 +245,7 @@ def test_verify_fails_an_unguarded_small_flip_the_outputs_miss_and_passes_it_gua
                            compare_outputs(fp32, cpu, classify=True), Precision.W8A8) == []
 
     with pytest.raises(QuantizationFidelityError) as err:
-        verify_fidelity(fp32, qdq, ctx, heldout, HtpTarget(), Precision.W8A8, classify=True, min_sqnr=10,
+        verify_fidelity(fp32, cpu, qdq, ctx, heldout, HtpTarget(), Precision.W8A8, classify=True, min_sqnr=10,
                         variant=get_variant("xs"))
     text = err.value.one_line()
     assert f"{node} maps channel 168 differently" in text
@@ -256,8 +256,8 @@ def test_verify_fails_an_unguarded_small_flip_the_outputs_miss_and_passes_it_gua
     protect(model)
     onnx.save(model, str(tmp_path / "guarded.onnx"))
     ctx = _compile_unguarded(tmp_path / "guarded.onnx", tmp_path / "guarded")
-    result = verify_fidelity(fp32, tmp_path / "guarded.onnx", ctx, heldout, HtpTarget(), Precision.W8A8, classify=True,
-                             min_sqnr=10, variant=get_variant("xs"))
+    result = verify_fidelity(fp32, run_cpu(tmp_path / "guarded.onnx", heldout), tmp_path / "guarded.onnx", ctx, heldout,
+                             HtpTarget(), Precision.W8A8, classify=True, min_sqnr=10, variant=get_variant("xs"))
     maps = result["channel_maps"]
     assert maps["ops_checked"] == 5 and maps["worst_mismatch_db"] < MAX_MAP_MISMATCH_DB
 

@@ -110,6 +110,12 @@ class ChannelMapCheck(_Model):
     seconds: float | None = None
 
 
+class CpuQdqResults(_Model):
+    """`cpu_qdq`: the quantized model run on the CPU EP over the held-out inputs (verify reads them)."""
+
+    samples: int
+
+
 class VerifyResults(_Model):
     quantized_vs_fp32: Agreement
     emulator_vs_quantized_cpu: Agreement
@@ -263,5 +269,6 @@ STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "guard": GuardResults,
     "compile": CompileRecord,
     "estimate": EstimateResults,
+    "cpu_qdq": CpuQdqResults,
     "verify": VerifyResults,
 }

@@ -1,11 +1,14 @@
-"""Stage `verify`: does the quantized model, and the compiled context binary itself, still
-compute what the model computes?"""
+"""Stages `cpu_qdq` and `verify`: does the quantized model, and the compiled context binary
+itself, still compute what the model computes?
+
+`cpu_qdq` runs the quantized model on onnxruntime's CPU EP over the held-out inputs as soon as it
+exists, beside the compile and estimate workers; `verify` compares those outputs, fp32's and
+the binary's on the HTP emulator."""
 
 from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +54,17 @@ MIN_EMULATOR_SQNR_DB = {Precision.W8A8: 15.0, Precision.W8A16: 42.0, Precision.M
 EMULATOR_SAMPLES = 4  # L1: ~1.7 s each on the emulator, two at a time (`htp.emulate`)
 
 
+def quantized_on_cpu(quantized_model: Path, heldout: np.ndarray, out: Path) -> dict:
+    """Stage `cpu_qdq`: the quantized model's outputs on the CPU EP, one per held-out input (for
+    fp16, the float graph the HTP runs in fp16), saved to `out` (.npy)."""
+    outputs = run_cpu(quantized_model, heldout)
+    np.save(out, outputs)
+    return {"samples": int(outputs.shape[0])}
+
+
 def verify_fidelity(
     fp32: np.ndarray,
+    quantized_cpu: np.ndarray,
     quantized_model: Path,
     context_model: Path,
     heldout: np.ndarray,
@@ -67,8 +79,9 @@ def verify_fidelity(
     io: list[IoTensor] | None = None,
 ) -> dict:
     """fp32 (the float ONNX's outputs on `heldout`, from the validate stage) vs the quantized
-    model on the CPU EP over all held-out inputs, and the context binary on the HTP emulator
-    vs the quantized model on the CPU for `emulator_samples` inputs; when the graph has
+    model on the CPU EP over all held-out inputs (`quantized_cpu`, from `quantized_on_cpu`), and
+    the context binary on the HTP emulator vs the quantized model on the CPU for
+    `emulator_samples` inputs; when the graph has
     BatchNorm-like ops, each one's per-channel map on the HTP vs the CPU on one input. When the
     binary disagrees, the op where it departs is located before the error is raised.
 
@@ -79,12 +92,10 @@ def verify_fidelity(
     are quantized into them and its outputs dequantized, with the scales the compile recorded,
     so every comparison stays in float NCHW; the per-tensor runs take the uint8 NHWC input too."""
     n = min(emulator_samples, heldout.shape[0])
-    # The CPU QDQ model over every held-out input (in this process) and the binary on the
-    # emulator (in worker processes), at once.
-    with ThreadPoolExecutor(1, thread_name_prefix="cpu-qdq") as pool:
-        on_cpu = pool.submit(run_cpu, quantized_model, heldout)
-        emulated = emulate(context_model, heldout[:n], target, io=io)
-        quant = on_cpu.result()
+    if quantized_cpu.shape[0] != heldout.shape[0]:
+        raise ValueError(f"{quantized_cpu.shape[0]} CPU outputs for {heldout.shape[0]} held-out inputs")
+    quant = quantized_cpu
+    emulated = emulate(context_model, heldout[:n], target, io=io)
     quantization = compare_outputs(fp32, quant, classify=classify)
     emulator = compare_outputs(quant[:n], emulated, classify=classify)
     emulator_vs_fp32 = compare_outputs(fp32[:n], emulated, classify=classify)

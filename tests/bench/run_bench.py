@@ -188,7 +188,8 @@ def _uptime() -> str:
 
 
 YARDSTICKS = {"straight_pipeline": "straight_pipeline.py", "naive_pipeline": "naive_pipeline.py"}
-STAGES = ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile", "estimate", "verify")
+STAGES = ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile", "estimate", "cpu_qdq",
+          "verify")
 
 
 def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None) -> dict:
