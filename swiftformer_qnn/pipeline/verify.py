@@ -81,9 +81,9 @@ def verify_fidelity(
     """fp32 (the float ONNX's outputs on `heldout`, from the validate stage) vs the quantized
     model on the CPU EP over all held-out inputs (`quantized_cpu`, from `quantized_on_cpu`), and
     the context binary on the HTP emulator vs the quantized model on the CPU for
-    `emulator_samples` inputs; when the graph has
-    BatchNorm-like ops, each one's per-channel map on the HTP vs the CPU on one input. When the
-    binary disagrees, the op where it departs is located before the error is raised.
+    `emulator_samples` inputs; when the graph has BatchNorm-like ops, each one's per-channel map
+    on the HTP vs the CPU on one input. When the binary disagrees, the op where it departs is
+    located before the error is raised.
 
     `compiled_graph`: the QDQ graph the context binary was compiled from, when not
     `quantized_model` itself (the guard stage may have rewritten it); the per-tensor
