@@ -1,6 +1,8 @@
 """Real signals to a real `swiftformer-qnn export` process at different stages: Ctrl-C and
 SIGTERM print one line, remove partial outputs and cache temp dirs, and exit 130 / 143;
-after SIGKILL (no cleanup possible) the next run removes what the dead one left."""
+after SIGKILL (no cleanup possible) the next run removes what the dead one left. And the wait
+on a worker process (`core.interrupt.wait_child`): it sleeps until the worker ends, gives its
+code, and a stop kills the worker."""
 
 from __future__ import annotations
 
@@ -187,28 +189,20 @@ def test_a_held_signal_taken_by_another_thread_still_waits_for_the_block_to_end(
 # --- the wait on a worker process (core.interrupt.wait_child) ------------------------------------
 
 
-def _counting_waitpid(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    real = os.waitpid
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="Popen.wait's own checks where there is no pidfd")
+def test_a_wait_on_a_worker_sleeps_until_it_ends_or_the_next_look_at_stopping():
+    # Each time the waiting thread sleeps and wakes is a voluntary context switch of that thread.
+    # Popen.wait(timeout) sleeps 0.5-50 ms at a time (about 45 times over this child's life); the
+    # wait sleeps POLL_S at a time, and wakes when the child ends.
+    import resource
 
-    def waitpid(pid, flags):
-        calls.append(flags)
-        return real(pid, flags)
-
-    monkeypatch.setattr(os, "waitpid", waitpid)
-    return calls
-
-
-def test_a_wait_on_a_worker_sleeps_until_it_ends_or_the_next_look_at_stopping(monkeypatch):
-    # Popen.wait(timeout) asks the kernel every 0.5-50 ms (about 45 times over this child's life);
-    # the wait asks once per POLL_S, and once when the child ends.
     from swiftformer_qnn.core import interrupt
 
-    calls = _counting_waitpid(monkeypatch)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
-    started = time.monotonic()
+    started, switches = time.monotonic(), resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
     assert interrupt.wait_child(proc) == 0
-    assert len(calls) <= (time.monotonic() - started) / interrupt.POLL_S + 2, calls
+    woke = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - switches
+    assert woke <= (time.monotonic() - started) / interrupt.POLL_S + 3, woke
 
 
 def test_a_wait_on_a_worker_already_reaped_gives_its_code():
@@ -219,16 +213,59 @@ def test_a_wait_on_a_worker_already_reaped_gives_its_code():
     assert interrupt.wait_child(proc) == 3
 
 
+def test_a_wait_on_a_worker_killed_from_outside_gives_the_signal():
+    import threading
+
+    from swiftformer_qnn.core import interrupt
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killer = threading.Timer(0.3, proc.kill)
+    killer.start()
+    try:
+        assert interrupt.wait_child(proc, timeout_s=30) == -signal.SIGKILL
+    finally:
+        killer.cancel()
+        proc.kill()
+        proc.wait()
+
+
 def test_a_stop_ends_a_wait_on_a_sleeping_worker_and_kills_it():
     import threading
 
     from swiftformer_qnn.core import interrupt
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    threading.Timer(0.3, interrupt.STOPPING.set).start()
+    stop = threading.Timer(0.3, interrupt.STOPPING.set)
+    stop.start()
     try:
         with pytest.raises(interrupt.Stopped):
             interrupt.wait_child(proc)
     finally:
+        stop.cancel()
+        stop.join()
         interrupt.STOPPING.clear()
-    assert proc.returncode is not None  # killed and reaped
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_stop_ends_cpu_runs_between_samples(tmp_path):
+    # cpu_qdq runs the quantized model beside the compile: a signal then must not wait for it.
+    from onnx import TensorProto, helper
+
+    from swiftformer_qnn.core import interrupt
+    from swiftformer_qnn.measure.agreement import cpu_runs
+
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", info[:1], info[1:]),
+                              ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+    import numpy as np
+
+    samples = np.ones((8, 4), np.float32)
+    ran = []
+    interrupt.STOPPING.set()
+    try:
+        with pytest.raises(interrupt.Stopped):
+            cpu_runs(model.SerializeToString(), samples, workers=1, each=ran.append)
+    finally:
+        interrupt.STOPPING.clear()
+    assert ran == []
+    assert len(cpu_runs(model.SerializeToString(), samples, workers=1)) == 8

@@ -366,6 +366,15 @@ def test_a_cached_file_edited_in_an_output_directory_is_not_reused(tmp_path):
     assert (second.directory / "model.sim.onnx").read_bytes() != (first.directory / "model.sim.onnx").read_bytes()
 
 
+def test_another_min_sqnr_verifies_again_from_the_same_cpu_outputs(tmp_path):
+    first = run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "a", **SMALL))
+    again = run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "b", min_sqnr=5, **SMALL))
+    assert again.manifest.stage("cpu_qdq").cached and not again.manifest.stage("verify").cached
+    cpu = np.load(again.directory / "heldout_qdq_cpu.npy")
+    assert cpu.shape[0] == np.load(again.directory / "heldout.npy").shape[0] == SMALL["heldout_count"]
+    assert cpu.tobytes() == np.load(first.directory / "heldout_qdq_cpu.npy").tobytes()
+
+
 def test_changed_code_is_not_served_from_the_cache(tmp_path, monkeypatch):
     import swiftformer_qnn.core.cache as cache
 

@@ -204,6 +204,8 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
         if r.missing_ops:
             said += f"; {r.missing_ops} op(s) without a cost left out"
         return said + "; per block: `swiftformer-qnn profile estimate --from` this export"
+    if name == "cpu_qdq":
+        return f"the quantized model on {r.samples} held-out inputs, onnxruntime's CPU EP"
     if name == "verify":
         q, e = r.quantized_vs_fp32, r.emulator_vs_quantized_cpu
         top1 = f", top-1 agreement {q.top1_agreement:.0%}" if q.top1_agreement is not None else ""

@@ -10,6 +10,8 @@ import threading
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from ..core.interrupt import STOPPING, Stopped
+
 
 class Agreement(BaseModel):
     """Two sets of model outputs compared (`compare_outputs`): the one model of output agreement
@@ -127,6 +129,10 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
         sess = cpu_session(model, optimize=optimize, memory_pattern=memory_pattern)
         name = sess.get_inputs()[0].name
         for i in range(k, n, workers):
+            # A stage thread's runs beside a worker (cpu_qdq beside the compile): a signal stops
+            # them between samples, not after all of them (core.interrupt).
+            if STOPPING.is_set():
+                raise Stopped()
             values = sess.run(outputs, {name: inputs[i : i + 1]})
             if each is None:
                 results[i] = values
@@ -145,6 +151,7 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
 def run_cpu(model_path, inputs: np.ndarray, *, workers: int | None = 1) -> np.ndarray:
     """The first output of an ONNX model on onnxruntime's CPU EP for each batch-1 sample of
     `inputs`, concatenated (`cpu_runs`). One session by default: the pipeline runs it beside
-    other work (PyTorch's reference, the emulator), and each more session holds its own copy of
-    the weights and activations (~250 MB for L1 at 224)."""
+    other work (PyTorch's reference in validate, the compile and estimate workers in cpu_qdq),
+    and each more session holds its own copy of the weights and activations (~250 MB for L1 at
+    224)."""
     return np.concatenate([r[0] for r in cpu_runs(model_path, inputs, workers=workers)])

@@ -126,7 +126,7 @@ STAGE_TITLES = {
     "compile": "Compile QNN context binary",
     "estimate": "Estimate accelerator time (QNN Hextimate)",
     "cpu_qdq": "Run the quantized model on the CPU",
-    "verify": "Verify fidelity (CPU + HTP emulator)",
+    "verify": "Verify fidelity on the HTP emulator",
 }
 
 
@@ -884,11 +884,11 @@ class _Run:
         from .verify import quantized_on_cpu
 
         qdq = self._path("quantize", "model.qdq.onnx")
-        heldout = self._path("inputs", "heldout.npy")
+        heldout_path = self._path("inputs", "heldout.npy")
         return self._cached(
             "cpu_qdq", options={"onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]},
             inputs=self._inputs_of(("quantize", "model.qdq.onnx"), ("inputs", "heldout.npy")),
-            produce=lambda d: CpuQdqResults(**quantized_on_cpu(qdq, np.load(heldout), d / CPU_QDQ_FILE)),
+            produce=lambda d: CpuQdqResults(**quantized_on_cpu(qdq, np.load(heldout_path), d / CPU_QDQ_FILE)),
             outputs=(CPU_QDQ_FILE,),
         )
 

@@ -1,9 +1,6 @@
 """Stages `cpu_qdq` and `verify`: does the quantized model, and the compiled context binary
-itself, still compute what the model computes?
-
-`cpu_qdq` runs the quantized model on onnxruntime's CPU EP over the held-out inputs as soon as it
-exists, beside the compile and estimate workers; `verify` compares those outputs, fp32's and
-the binary's on the HTP emulator."""
+itself, still compute what the model computes? `cpu_qdq` gives the quantized model's outputs
+on the CPU EP; `verify` compares them, fp32's and the binary's on the HTP emulator."""
 
 from __future__ import annotations
 
@@ -94,12 +91,11 @@ def verify_fidelity(
     n = min(emulator_samples, heldout.shape[0])
     if quantized_cpu.shape[0] != heldout.shape[0]:
         raise ValueError(f"{quantized_cpu.shape[0]} CPU outputs for {heldout.shape[0]} held-out inputs")
-    quant = quantized_cpu
     emulated = emulate(context_model, heldout[:n], target, io=io)
-    quantization = compare_outputs(fp32, quant, classify=classify)
-    emulator = compare_outputs(quant[:n], emulated, classify=classify)
+    quantization = compare_outputs(fp32, quantized_cpu, classify=classify)
+    emulator = compare_outputs(quantized_cpu[:n], emulated, classify=classify)
     emulator_vs_fp32 = compare_outputs(fp32[:n], emulated, classify=classify)
-    cpu_vs_fp32 = compare_outputs(fp32[:n], quant[:n], classify=classify)
+    cpu_vs_fp32 = compare_outputs(fp32[:n], quantized_cpu[:n], classify=classify)
 
     if precision is Precision.FP16:
         # The "quantized" model is the float graph itself; only the HTP's fp16 run differs.

@@ -188,8 +188,6 @@ def _uptime() -> str:
 
 
 YARDSTICKS = {"straight_pipeline": "straight_pipeline.py", "naive_pipeline": "naive_pipeline.py"}
-STAGES = ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile", "estimate", "cpu_qdq",
-          "verify")
 
 
 def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None) -> dict:
@@ -234,6 +232,8 @@ def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None
         memory[name] = tree_memory(*command(name, "memory"))
         clean(name, "memory")
 
+    from swiftformer_qnn.pipeline.orchestrator import STAGE_TITLES  # the stages, in the orchestrator's order
+
     def median(name: str, key: str) -> float:
         return round(statistics.median(r[key] for r in runs[name]), 2)
 
@@ -242,7 +242,7 @@ def export_l1(work: Path, env: dict, *, repeat: int, against: Path | None = None
                     "median_cpu_s": {k: median(k, "cpu_s") for k in runs},
                     "median_peak_rss_mb": {k: median(k, "peak_rss_mb") for k in runs},
                     "median_stages_s": {k: {s: round(statistics.median(r["stages_s"][s] for r in runs[k]), 3)
-                                            for s in STAGES if s in runs[k][0]["stages_s"]}
+                                            for s in STAGE_TITLES if s in runs[k][0]["stages_s"]}
                                         for k in exports}}
     walls = result["median_wall_s"]
     result["ratios"] = {f"{k}_vs_{y}": round(walls[k] / walls[y], 3) for k in exports for y in YARDSTICKS}
