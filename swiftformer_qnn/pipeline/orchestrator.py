@@ -101,10 +101,11 @@ NEEDS = {
     "compile": ("guard",),
     "estimate": ("guard",),
     # Verify's CPU half, beside the compile and estimate workers (which leave part of a core
-    # idle) instead of beside the emulator's, which keep both busy: the cold L1 export's verify
-    # took 4.1-4.4 s against 4.7-5.6 s, the whole 16.0-17.3 s against 16.1-18.0 s (3 interleaved
-    # pairs), the process tree's peak 814-839 MB against 776-808 MB (2 pairs; the straight-line
-    # script's: 893 MB).
+    # idle) instead of beside the emulator's, which keep both busy. Cold L1 export, against the
+    # tree before: 19.0 s against 20.5 s, medians of 6 interleaved pairs, 5 of them faster; in
+    # `nox -s bench`, 17.24 s against 17.59 s (medians of 5; 3 runs before: 16.48 against 15.70,
+    # within the runs' spread). The process tree's peak rose to 925.6 MB from 872.4 MB (the
+    # straight-line script's: 976.0 MB).
     "cpu_qdq": ("quantize", "inputs"),
     "verify": ("validate", "quantize", "guard", "compile", "inputs", "cpu_qdq"),
 }
@@ -918,8 +919,7 @@ class _Run:
             # The EP-context ONNX names its .bin relatively: run it where both files sit.
             return VerifyResults.model_validate(verify_fidelity(
                 np.load(fp32_path), np.load(cpu_path), qdq, ctx_dir / "model.ctx.onnx", heldout, self.htp_target(),
-                r.precision,
-                classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
+                r.precision, classify=not r.variant.is_encoder_block, min_sqnr=min_sqnr, variant=r.variant,
                 compiled_graph=compiled, io=io))
 
         return self._cached(
