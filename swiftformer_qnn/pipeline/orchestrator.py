@@ -102,10 +102,10 @@ NEEDS = {
     "estimate": ("guard",),
     # Verify's CPU half, beside the compile and estimate workers (which leave part of a core
     # idle) instead of beside the emulator's, which keep both busy. Cold L1 export, against the
-    # tree before: 19.0 s against 20.5 s, medians of 6 interleaved pairs, 5 of them faster; in
+    # tree before: 19.2 s against 20.5 s, medians of 6 interleaved pairs, 5 of them faster; in
     # `nox -s bench`, 17.24 s against 17.59 s (medians of 5; 3 runs before: 16.48 against 15.70,
-    # within the runs' spread). The process tree's peak rose to 925.6 MB from 872.4 MB (the
-    # straight-line script's: 976.0 MB).
+    # within the runs' spread). The process tree's peak: 925.6 MB against 872.4 MB in the first
+    # bench, 868.4 against 930.3 MB in the second (the straight-line script's: 976-990 MB).
     "cpu_qdq": ("quantize", "inputs"),
     "verify": ("validate", "quantize", "guard", "compile", "inputs", "cpu_qdq"),
 }
