@@ -247,8 +247,9 @@ def test_a_stop_ends_a_wait_on_a_sleeping_worker_and_kills_it():
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_a_stop_ends_cpu_runs_between_samples(tmp_path):
+def test_a_stop_ends_cpu_runs_between_samples():
     # cpu_qdq runs the quantized model beside the compile: a signal then must not wait for it.
+    import numpy as np
     from onnx import TensorProto, helper
 
     from swiftformer_qnn.core import interrupt
@@ -257,8 +258,6 @@ def test_a_stop_ends_cpu_runs_between_samples(tmp_path):
     info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
     model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", info[:1], info[1:]),
                               ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
-    import numpy as np
-
     samples = np.ones((8, 4), np.float32)
     ran = []
     interrupt.STOPPING.set()
