@@ -37,9 +37,9 @@ def wait_child(proc: subprocess.Popen, timeout_s: float | None = None) -> int:
     itself is interrupted (a signal's exception in the main thread)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        with _pidfd(proc) as pidfd:
+        with _end_of(proc) as ended:
             while True:
-                code = _wait(proc, pidfd)
+                code = _wait(proc, ended)
                 if code is not None:
                     return code
                 if STOPPING.is_set():
@@ -52,28 +52,27 @@ def wait_child(proc: subprocess.Popen, timeout_s: float | None = None) -> int:
         raise
 
 
-def _wait(proc: subprocess.Popen, pidfd: int | None) -> int | None:
-    """`proc`'s exit code if it ends within POLL_S, else None. With a pidfd the thread sleeps
-    until the child's end or POLL_S. Popen.wait(timeout) checks every 0.5-50 ms instead, and a
-    sweep has one such thread per QNN version: with five, the parent spent 0.18 CPU-s between
-    its start-up and the workers' end (L1, 8 s), against 0.02-0.03 with the pidfd (one run
-    each), on the cores QNN's workers need."""
-    if pidfd is None:
+def _wait(proc: subprocess.Popen, ended: select.poll | None) -> int | None:
+    """`proc`'s exit code if it ends within POLL_S, else None. With `ended` (`_end_of`) the
+    thread sleeps until the child's end or POLL_S. Popen.wait(timeout) checks every 0.5-50 ms
+    instead, and a sweep has one such thread per QNN version: with five, the parent spent 0.18
+    CPU-s between its start-up and the workers' end (L1, 8 s), against 0.02-0.03 with the pidfd
+    (one run each), on the cores QNN's workers need."""
+    if ended is None:
         try:
             return proc.wait(POLL_S)
         except subprocess.TimeoutExpired:
             return None
-    ended = select.poll()  # not select.select, which refuses descriptors from 1024 on
-    ended.register(pidfd, select.POLLIN)
-    if ended.poll(POLL_S * 1000):  # readable: the child has ended, so this wait returns at once
+    if ended.poll(POLL_S * 1000):  # the pidfd is readable: the child has ended, so this returns at once
         return proc.wait()
     return None
 
 
 @contextlib.contextmanager
-def _pidfd(proc: subprocess.Popen) -> Iterator[int | None]:
-    """A pidfd of `proc` (Linux 5.3+), or None: where there is none (another system, an old
-    kernel), and for a child already reaped, whose pid may be another process's by now."""
+def _end_of(proc: subprocess.Popen) -> Iterator[select.poll | None]:
+    """A poll object on a pidfd of `proc` (Linux 5.3+; not select.select, which refuses
+    descriptors from 1024 on), or None: where there is no pidfd (another system, an old kernel),
+    and for a child already reaped, whose pid may be another process's by now."""
     if proc.returncode is not None:
         yield None
         return
@@ -83,6 +82,8 @@ def _pidfd(proc: subprocess.Popen) -> Iterator[int | None]:
         yield None
         return
     try:
-        yield fd
+        ended = select.poll()
+        ended.register(fd, select.POLLIN)
+        yield ended
     finally:
         os.close(fd)

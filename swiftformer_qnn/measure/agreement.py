@@ -116,8 +116,8 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
     `cpu_session`, with onnxruntime's default thread count: a single-threaded session's
     activations would differ in the last bits, which would move calibration ranges.
     `optimize=False` runs the graph as written (ORT_DISABLE_ALL), as onnxruntime's calibrator
-    does. `memory_pattern=False`: no pre-planned block for all of a
-    run's tensors (onnxruntime's memory pattern); allocation only, the values are the same."""
+    does. `memory_pattern=False`: no pre-planned block for all of a run's tensors (onnxruntime's
+    memory pattern); allocation only, the values are the same."""
     from concurrent.futures import ThreadPoolExecutor
 
     n = inputs.shape[0]
