@@ -1032,13 +1032,15 @@ def unused_port() -> int:
 
 def make_export_dir(
     out: Path, *, qdq: Path, sim: Path, variant: str, precision: str, input_shape: list[int], sample_input=None,
-    request_key: str | None = None,
+    request_key: str | None = None, fp32_outputs=None, cpu_qdq_outputs=None,
 ) -> Path:
     """An export directory with a manifest whose stages point at the given ONNX files.
 
     Only what `profile` reads: export (attention, opset), simplify/model.sim.onnx,
     quantize/model.qdq.onnx, inputs/heldout.npy (one sample input), and the request (variant,
-    precision, soc, input_shape, weights). The stage results describe those files.
+    precision, soc, input_shape, weights). The stage results describe those files. With
+    `fp32_outputs` / `cpu_qdq_outputs` (arrays, one row per held-out input): validate's and
+    cpu_qdq's outputs too, recorded as computed from heldout.npy (and the QDQ graph).
     """
     import shutil
 
@@ -1050,11 +1052,13 @@ def make_export_dir(
     from swiftformer_qnn.pipeline.artifacts import MANIFEST_NAME, ExportManifest
     from swiftformer_qnn.pipeline.requests import ExportedRequest
     from swiftformer_qnn.pipeline.stage_results import (
+        CpuQdqResults,
         ExportResults,
         InputsResults,
         ModelInputs,
         QuantizeResults,
         SimplifyResults,
+        ValidateResults,
     )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -1068,12 +1072,27 @@ def make_export_dir(
     # Counted here, not by the package's op_histogram: the fixture must not be made by the code it tests.
     types = dict(sorted(collections.Counter(n.op_type for n in graph.node).items()))
 
-    def rec(stage: str, output: str | None, results) -> StageRecord:
+    def rec(stage: str, output: str | None, results, inputs=()) -> StageRecord:
         outputs = {}
         if output:
             p = out / output
             outputs[output] = FileRecord(path=output, sha256=sha256_file(p), bytes=p.stat().st_size)
-        return StageRecord[type(results)](name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results)
+        return StageRecord[type(results)](name=stage, key=f"{stage}-handmade", wall_s=0.0, outputs=outputs, results=results,
+                                          inputs={name: sha256_file(out / name.split("/")[1]) for name in inputs})
+
+    # Named as the export writes them (the stage records' input names and files are its format).
+    later = []
+    if fp32_outputs is not None:
+        np.save(out / "heldout_fp32.npy", np.asarray(fp32_outputs, dtype=np.float32))
+        later.append(rec("validate", "heldout_fp32.npy",
+                         ValidateResults(samples=len(fp32_outputs), sqnr_db=None, exact=True, cosine_mean=1.0,
+                                         cosine_min=1.0, max_abs_diff=0.0, reference_max_abs=1.0, tolerance_abs=1e-3,
+                                         min_cosine=0.9999),
+                         inputs=("simplify/model.sim.onnx", "inputs/heldout.npy")))
+    if cpu_qdq_outputs is not None:
+        np.save(out / "heldout_qdq_cpu.npy", np.asarray(cpu_qdq_outputs, dtype=np.float32))
+        later.append(rec("cpu_qdq", "heldout_qdq_cpu.npy", CpuQdqResults(samples=len(cpu_qdq_outputs)),
+                         inputs=("quantize/model.qdq.onnx", "inputs/heldout.npy")))
 
     manifest = ExportManifest(
         request_key=request_key or f"handmade-{variant}-{precision}-{'x'.join(map(str, input_shape))}",
@@ -1091,6 +1110,7 @@ def make_export_dir(
             rec("inputs", "heldout.npy", InputsResults(heldout=ModelInputs(
                 count=1, shape=list(input_shape[1:]), what="one sample input made by the test stand-in"))),
             rec("quantize", "model.qdq.onnx", QuantizeResults(precision=precision, quantized=precision != "fp16")),
+            *later,
         ],
     )
     (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))

@@ -316,6 +316,44 @@ def test_check_outputs_runs_heldout_inputs_on_the_device(mode, token, tmp_path, 
         hub.stop()
 
 
+def _cpu_outputs(model: Path, x):
+    """`model` on onnxruntime's CPU EP, one input at a time (the test's own reference run)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+@pytest.mark.parametrize("saved", ["fp32 and CPU QDQ", "fp32 only"])
+def test_check_outputs_reads_the_outputs_the_export_computed(saved, hub, onnx_models, tmp_path, monkeypatch):
+    """An export holds validate's fp32 and cpu_qdq's CPU QDQ outputs on its held-out inputs: the
+    check compares the phone with them and runs only what the export lacks (one stopped before
+    verify has no CPU QDQ outputs)."""
+    import numpy as np
+
+    import swiftformer_qnn.measure.agreement as agreement
+    from swiftformer_qnn.profiling.orchestrate import HubRequest, run_on_hub
+
+    m = onnx_models["xs"]
+    x = np.random.default_rng(7).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    qdq_out = _cpu_outputs(m["qdq"], x) if saved == "fp32 and CPU QDQ" else None
+    export = make_export_dir(tmp_path / "xs4", qdq=m["qdq"], sim=m["sim"], variant="xs", precision="w8a8",
+                             input_shape=[1, 3, 64, 64], sample_input=x, fp32_outputs=_cpu_outputs(m["sim"], x),
+                             cpu_qdq_outputs=qdq_out)
+    ran = []
+    real_run_cpu = agreement.run_cpu
+    monkeypatch.setattr(agreement, "run_cpu", lambda model, inputs: ran.append(Path(model).name) or real_run_cpu(model, inputs))
+    result = run_on_hub(HubRequest(device=S23U, from_dirs=(export,), runs=5, poll_s=0.01, out_dir=tmp_path / "out",
+                                   check_outputs=True))
+    (item,) = result.profiled
+    oc = item.profile.output_check
+    assert ran == ([] if qdq_out is not None else ["model.qdq.onnx"])
+    assert oc.vs_cpu_qdq.samples == 4 and oc.vs_cpu_qdq.sqnr_db > 40 and oc.vs_cpu_qdq.top1_agreement == 1.0
+    assert oc.vs_fp32.sqnr_db < oc.vs_cpu_qdq.sqnr_db
+
+
 def test_check_outputs_catches_a_model_that_collapses_on_the_npu(hub, xs_export_4, tmp_path):
     from swiftformer_qnn.profiling.orchestrate import HubRequest, run_on_hub
 

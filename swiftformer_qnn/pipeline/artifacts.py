@@ -35,6 +35,11 @@ from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
+# The model outputs on the held-out inputs, one row per input: validate's of the float graph
+# that gets quantized, cpu_qdq's of the QDQ graph on onnxruntime's CPU EP (verify compares the
+# HTP with both; `profile --check-outputs` compares a phone with them).
+FP32_OUTPUTS_FILE = "heldout_fp32.npy"
+CPU_QDQ_FILE = "heldout_qdq_cpu.npy"
 R = TypeVar("R", bound=BaseModel)
 
 

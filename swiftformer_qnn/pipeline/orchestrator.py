@@ -30,6 +30,8 @@ from ..htp.estimate import ESTIMATOR_SOCS
 from ..htp.record import CONTEXT_BINARY
 from ..model.variants import Variant, get_variant
 from .artifacts import (
+    CPU_QDQ_FILE,
+    FP32_OUTPUTS_FILE,
     MANIFEST_NAME,
     ExportManifest,
     StageCache,
@@ -109,7 +111,6 @@ NEEDS = {
     "cpu_qdq": ("quantize", "inputs"),
     "verify": ("validate", "quantize", "guard", "compile", "inputs", "cpu_qdq"),
 }
-CPU_QDQ_FILE = "heldout_qdq_cpu.npy"  # cpu_qdq's output: the quantized model's, one per held-out input
 GRAPH_FORMS = ("htp", "faithful")
 # Weights without --weights: random, but with trained-like magnitudes (model.realistic_init).
 RANDOM_WEIGHTS_ID = f"random-realistic(seed={RANDOM_SEED})"
@@ -706,13 +707,13 @@ class _Run:
                     f"{exc.message} The simplified graph before the BatchNorm fold matches PyTorch: "
                     "the fold introduced it.", hint="Export with --graph faithful and report a bug.") from None
             figures["graph"] = graph[1]
-            np.save(d / "heldout_fp32.npy", fp32)  # the float reference the verify stage compares with
+            np.save(d / FP32_OUTPUTS_FILE, fp32)  # the float reference the verify stage compares with
             return ValidateResults.model_validate(figures)
 
         return self._cached(
             "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
             inputs=self._inputs_of(("simplify", "model.sim.onnx"), graph, ("inputs", "heldout.npy")),
-            produce=produce, outputs=("heldout_fp32.npy",),
+            produce=produce, outputs=(FP32_OUTPUTS_FILE,),
         )
 
     def _stage_quantize(self):
@@ -756,12 +757,12 @@ class _Run:
         r = self.r
         return make_bench(
             self._path(*self._float_graph()), np.load(self._path("inputs", "calibration.npy")),
-            np.load(self._path("inputs", "heldout.npy")), np.load(self._path("validate", "heldout_fp32.npy")),
+            np.load(self._path("inputs", "heldout.npy")), np.load(self._path("validate", FP32_OUTPUTS_FILE)),
             variant=r.variant, target=self.htp_target(), soc=r.soc.name, work=work, ranges=ranges)
 
     def _mixed_inputs(self) -> dict[str, str]:
         return self._inputs_of(self._float_graph(), ("inputs", "calibration.npy"), ("inputs", "heldout.npy"),
-                               ("validate", "heldout_fp32.npy"))
+                               ("validate", FP32_OUTPUTS_FILE))
 
     def _stage_sensitivity(self):
         import numpy as np
@@ -903,7 +904,7 @@ class _Run:
         # For mixed, --min-sqnr is the search's target (met on its inputs, mixed_search); verify keeps its floor.
         asked = self.req.min_sqnr if r.precision is not Precision.MIXED else None
         min_sqnr = asked if asked is not None else DEFAULT_MIN_SQNR[r.precision]
-        fp32_path = self._path("validate", "heldout_fp32.npy")
+        fp32_path = self._path("validate", FP32_OUTPUTS_FILE)
         qdq = self._path("quantize", "model.qdq.onnx")
         compiled = self._path("guard", GUARDED_MODEL)  # what the binary was compiled from
         ctx_dir = self.dirs["compile"]
@@ -925,7 +926,7 @@ class _Run:
         return self._cached(
             "verify", options={"min_sqnr": min_sqnr, "precision": r.precision.value,
                                "qnn": tool_versions(("onnxruntime-qnn",))},
-            inputs=self._inputs_of(("validate", "heldout_fp32.npy"), ("quantize", "model.qdq.onnx"),
+            inputs=self._inputs_of(("validate", FP32_OUTPUTS_FILE), ("quantize", "model.qdq.onnx"),
                                    ("guard", GUARDED_MODEL), ("compile", CONTEXT_BINARY), ("inputs", "heldout.npy"),
                                    ("cpu_qdq", CPU_QDQ_FILE)),
             produce=produce, outputs=("sample_input.npy",),

@@ -100,6 +100,10 @@ class HubTarget:
     # fp32 graph to compare with (the CPU QDQ graph is `model_path` for quantized precisions).
     check_inputs: Path | None = None
     fp32_model: Path | None = None
+    # The export's own outputs on `check_inputs` (`exports.heldout_references`): fp32 and CPU QDQ,
+    # compared with instead of running `fp32_model` and the QDQ graph again; None: run them.
+    fp32_outputs: Path | None = None
+    cpu_qdq_outputs: Path | None = None
     # `export --io uint8-nhwc`: `model_path` is the export's graph with native uint8 NHWC inputs and
     # outputs (what its own binary takes), `io` their recorded quantization, and `cpu_qdq` the float-I/O
     # QDQ graph the device's outputs are compared with; empty / None: float NCHW I/O.
@@ -666,15 +670,15 @@ class HubSession:
         x = np.load(t.check_inputs).astype(np.float32)
         classify = t.model.variant != "encoder"
 
-        def agree(reference_model: Path) -> Agreement:
-            ref = run_cpu(reference_model, x)
+        def agree(saved: Path | None, reference_model: Path) -> Agreement:
+            ref = np.load(saved) if saved is not None else run_cpu(reference_model, x)
             return Agreement(**compare_outputs(ref, device.reshape(ref.shape), classify=classify))
 
         check = OutputCheck(
             inputs=f"{t.check_inputs.name} ({x.shape[0]} held-out input{'s' * (x.shape[0] != 1)})",
             job_id=job.job_id,
-            vs_cpu_qdq=agree(t.cpu_qdq or t.model_path) if t.precision.is_quantized else None,
-            vs_fp32=agree(t.fp32_model or t.model_path),
+            vs_cpu_qdq=agree(t.cpu_qdq_outputs, t.cpu_qdq or t.model_path) if t.precision.is_quantized else None,
+            vs_fp32=agree(t.fp32_outputs, t.fp32_model or t.model_path),
         )
         self.progress(f"{t.label}: device outputs vs CPU QDQ {_db(check.vs_cpu_qdq)}, vs fp32 {_db(check.vs_fp32)} "
                       f"SQNR over {x.shape[0]} held-out input(s)")

@@ -14,7 +14,7 @@ from ..core.targets import Precision, Soc, get_precision, get_soc
 from ..htp.record import CompileRecord, IoTensor
 from ..measure.schema import ModelInfo
 from ..model.variants import Variant, get_variant
-from ..pipeline.artifacts import ExportManifest, read_manifest
+from ..pipeline.artifacts import CPU_QDQ_FILE, FP32_OUTPUTS_FILE, ExportManifest, read_manifest
 from ..pipeline.requests import ExportedRequest
 from ..pipeline.stage_results import ExportResults
 
@@ -133,6 +133,30 @@ def heldout_inputs(source: ExportSource) -> Path:
             return m.artifact(source.directory, stage, name)
     raise OutputDirError(f"{source.directory}: the export has no held-out inputs (inputs/heldout.npy).",
                          hint="Re-export it with this version, or profile without --check-outputs.")
+
+
+def heldout_references(source: ExportSource, inputs: Path) -> dict[str, Path]:
+    """The export's own outputs on `inputs`, where its manifest records that they were computed
+    from exactly those inputs: validate's of its float graph (`fp32_outputs`) and cpu_qdq's of
+    `source.model_path` on the CPU (`cpu_qdq_outputs`). `profile --check-outputs` compares a
+    phone's outputs with them instead of running both graphs again; what an export lacks (one
+    stopped before verify, or made by an older version) is run."""
+    from ..core.atomic import sha256_file
+
+    m = source.manifest
+    held, model = sha256_file(inputs), None
+    found = {}
+    for key, stage, name, needs_model in (("fp32_outputs", "validate", FP32_OUTPUTS_FILE, False),
+                                          ("cpu_qdq_outputs", "cpu_qdq", CPU_QDQ_FILE, True)):
+        rec = m.stage(stage)
+        if rec is None or name not in rec.outputs or rec.inputs.get("inputs/heldout.npy") != held:
+            continue
+        if needs_model:
+            model = model or sha256_file(source.model_path)
+            if rec.inputs.get("quantize/model.qdq.onnx") != model:
+                continue
+        found[key] = m.artifact(source.directory, stage, name)
+    return found
 
 
 def emulator_feeds(source: ExportSource) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from .exports import (
     emulator_feeds,
     file_labels,
     heldout_inputs,
+    heldout_references,
     read_export,
 )
 from .raw import keep_raw, write_marker
@@ -252,8 +253,9 @@ def _profile_on_hub(
     def check_files(s: ExportSource) -> dict[str, Path]:
         if not req.check_outputs:
             return {}
-        return {"check_inputs": heldout_inputs(s),
-                "fp32_model": s.manifest.artifact(s.directory, "simplify", "model.sim.onnx")}
+        inputs = heldout_inputs(s)
+        return {"check_inputs": inputs, "fp32_model": s.manifest.artifact(s.directory, "simplify", "model.sim.onnx"),
+                **heldout_references(s, inputs)}
 
     def compiled(s: ExportSource, name: str, work: Path) -> dict:
         """What AI Hub compiles: the export's QDQ, or with native I/O its uint8 NHWC form (the
