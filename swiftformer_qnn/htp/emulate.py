@@ -15,6 +15,11 @@ CPU-s pinned): two workers ran their two samples each in 7.0-7.2 s pinned agains
 unpinned, and the cold L1 export's verify took 5.39-5.64 s against 5.97-6.75 s (3 interleaved
 pairs). A single worker keeps every core. The mixed search's candidates use the same workers;
 their gain there was not measured apart.
+
+What is left of a pinned inference is the emulator's own arithmetic: perf over three L1 224 w8a8
+inferences on one core (2.0-2.4 s and as many CPU-s each, 13 threads) found 79% of the samples
+in libQnnHtp.so, 17% in the C library's `pow` and 1.5% in `sched_yield`. So verify's four
+inferences cost about 8 CPU-s whatever schedules them.
 """
 
 from __future__ import annotations
