@@ -79,7 +79,7 @@ def main(n_calibration: int = 64, n_heldout: int = 16) -> None:
         for old in out.glob("*.jpg"):
             old.unlink()
         per = [total // len(names) + (i < total % len(names)) for i in range(len(names))]
-        for name, count in zip(names, per):
+        for name, count in zip(names, per, strict=True):
             path, source, lic = sources[name]
             img = Image.open(path).convert("RGB")
             for k, (crop, box) in enumerate(_crops(img, count)):
