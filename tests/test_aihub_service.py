@@ -326,11 +326,19 @@ def _cpu_outputs(model: Path, x):
     return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
-@pytest.mark.parametrize("saved", ["fp32 and CPU QDQ", "fp32 only"])
-def test_check_outputs_reads_the_outputs_the_export_computed(saved, hub, onnx_models, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("saved", "run_again"), [
+    ("fp32 and CPU QDQ", []),
+    ("fp32 only", ["model.qdq.onnx"]),  # an export stopped before verify
+    ("both, from other held-out inputs", ["model.qdq.onnx", "model.sim.onnx"]),
+    ("both, CPU QDQ of another QDQ graph", ["model.qdq.onnx"]),
+])
+def test_check_outputs_reads_the_outputs_the_export_computed(saved, run_again, hub, onnx_models, tmp_path,
+                                                             monkeypatch):
     """An export holds validate's fp32 and cpu_qdq's CPU QDQ outputs on its held-out inputs: the
-    check compares the phone with them and runs only what the export lacks (one stopped before
-    verify has no CPU QDQ outputs)."""
+    check compares the phone with them, and runs the graphs whose outputs the export lacks or
+    computed from anything but these inputs and this QDQ graph."""
+    import json
+
     import numpy as np
 
     import swiftformer_qnn.measure.agreement as agreement
@@ -338,10 +346,19 @@ def test_check_outputs_reads_the_outputs_the_export_computed(saved, hub, onnx_mo
 
     m = onnx_models["xs"]
     x = np.random.default_rng(7).standard_normal((4, 3, 64, 64)).astype(np.float32)
-    qdq_out = _cpu_outputs(m["qdq"], x) if saved == "fp32 and CPU QDQ" else None
+    qdq_out = None if saved == "fp32 only" else _cpu_outputs(m["qdq"], x)
     export = make_export_dir(tmp_path / "xs4", qdq=m["qdq"], sim=m["sim"], variant="xs", precision="w8a8",
                              input_shape=[1, 3, 64, 64], sample_input=x, fp32_outputs=_cpu_outputs(m["sim"], x),
                              cpu_qdq_outputs=qdq_out)
+    if saved.startswith("both, "):  # the records name other files than the export's own
+        manifest = json.loads((export / "manifest.json").read_text())
+        other = "0" * 64
+        for stage in manifest["stages"]:
+            if stage["name"] in ("validate", "cpu_qdq") and "inputs" in saved:
+                stage["inputs"]["inputs/heldout.npy"] = other
+            if stage["name"] == "cpu_qdq" and "QDQ graph" in saved:
+                stage["inputs"]["quantize/model.qdq.onnx"] = other
+        (export / "manifest.json").write_text(json.dumps(manifest))
     ran = []
     real_run_cpu = agreement.run_cpu
     monkeypatch.setattr(agreement, "run_cpu", lambda model, inputs: ran.append(Path(model).name) or real_run_cpu(model, inputs))
@@ -349,7 +366,7 @@ def test_check_outputs_reads_the_outputs_the_export_computed(saved, hub, onnx_mo
                                    check_outputs=True))
     (item,) = result.profiled
     oc = item.profile.output_check
-    assert ran == ([] if qdq_out is not None else ["model.qdq.onnx"])
+    assert ran == run_again
     assert oc.vs_cpu_qdq.samples == 4 and oc.vs_cpu_qdq.sqnr_db > 40 and oc.vs_cpu_qdq.top1_agreement == 1.0
     assert oc.vs_fp32.sqnr_db < oc.vs_cpu_qdq.sqnr_db
 

@@ -17,9 +17,9 @@ pairs). A single worker keeps every core. The mixed search's candidates use the 
 their gain there was not measured apart.
 
 What is left of a pinned inference is the emulator's own arithmetic: perf over three L1 224 w8a8
-inferences on one core (2.0-2.4 s and as many CPU-s each, 13 threads) found 79% of the samples
-in libQnnHtp.so, 17% in the C library's `pow` and 1.5% in `sched_yield`. So verify's four
-inferences cost about 8 CPU-s whatever schedules them.
+inferences on one core (2.0-2.4 s and as many CPU-s each, 13 threads; machine of 2026-12-07)
+found 79% of the samples in libQnnHtp.so, 17% in the C library's `pow` and 1.5% in
+`sched_yield`. So verify's four inferences cost 8-10 CPU-s there, whatever schedules them.
 """
 
 from __future__ import annotations

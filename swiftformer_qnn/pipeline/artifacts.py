@@ -40,6 +40,9 @@ MANIFEST_KIND = "swiftformer-qnn.export"
 # HTP with both; `profile --check-outputs` compares a phone with them).
 FP32_OUTPUTS_FILE = "heldout_fp32.npy"
 CPU_QDQ_FILE = "heldout_qdq_cpu.npy"
+# The float graphs an export holds, the one that was quantized first (BatchNorm folded unless
+# --graph faithful).
+FLOAT_GRAPHS = (("fold_bn", "model.fold.onnx"), ("simplify", "model.sim.onnx"))
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -81,6 +84,22 @@ class ExportManifest(_Model):
         if not isinstance(rec.results, model):
             raise TypeError(f"stage {name} holds {type(rec.results).__name__}, not {model.__name__}")
         return rec.results
+
+    def computed_from(self, stage: str, *sources: tuple[str, str]) -> bool:
+        """Whether `stage` ran on exactly these outputs of this export (each (stage, file)): its
+        record names each with the SHA-256 this manifest records for that file."""
+        rec = self.stage(stage)
+        if rec is None:
+            return False
+        for made_by, name in sources:
+            src = self.stage(made_by)
+            if src is None or name not in src.outputs or rec.inputs.get(f"{made_by}/{name}") != src.outputs[name].sha256:
+                return False
+        return True
+
+    def float_graph(self) -> tuple[str, str] | None:
+        """(stage, file) of the float graph that was quantized (`FLOAT_GRAPHS`); None if none."""
+        return next(((s, name) for s, name in FLOAT_GRAPHS if self.stage(s) and name in self.stage(s).outputs), None)
 
     def artifact(self, directory: Path, stage: str, output: str) -> Path:
         """The path of an output of the export in `directory`, checked against the size and

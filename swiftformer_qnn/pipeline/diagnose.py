@@ -27,7 +27,6 @@ from .localize import as_native_io, block_of, divergence, run_taps, taps
 from .requests import ExportedRequest, IoFormat
 
 REQUIRED = (("quantize", "model.qdq.onnx"), ("inputs", "heldout.npy"))
-FLOAT_GRAPHS = (("fold_bn", "model.fold.onnx"), ("simplify", "model.sim.onnx"))  # the one that was quantized first
 
 
 class BlockFidelity(BaseModel):
@@ -64,8 +63,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
                          hint="Pass a directory written by `swiftformer-qnn export`.")
     # Every file through the manifest (ExportManifest.artifact checks its size and SHA-256): a
     # model.qdq.onnx dropped into the directory is not the export's and is never diagnosed as it.
-    graph = next(((stage, name) for stage, name in FLOAT_GRAPHS
-                  if manifest.stage(stage) and name in manifest.stage(stage).outputs), None)
+    graph = manifest.float_graph()
     missing = [f"{stage}/{name}" for stage, name in REQUIRED
                if not (manifest.stage(stage) and name in manifest.stage(stage).outputs)]
     if missing or graph is None:

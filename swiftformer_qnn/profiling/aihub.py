@@ -96,12 +96,12 @@ class HubTarget:
     # None: `<variant>-<precision>`.
     name: str | None = None
     requested: str | None = None  # set on resolution: what the user asked for (None: default)
-    # --check-outputs: held-out inputs (.npy, N x input shape) to run on the device too, and the
-    # fp32 graph to compare with (the CPU QDQ graph is `model_path` for quantized precisions).
+    # --check-outputs (`exports.output_check_files`): held-out inputs (.npy, N x input shape) to run
+    # on the device too; the fp32 reference, the export's outputs on them (`fp32_outputs`) or the
+    # float graph to run (`fp32_model`); the CPU QDQ reference, the export's outputs
+    # (`cpu_qdq_outputs`), else the QDQ graph (`cpu_qdq`, else `model_path`) is run.
     check_inputs: Path | None = None
     fp32_model: Path | None = None
-    # The export's own outputs on `check_inputs` (`exports.heldout_references`): fp32 and CPU QDQ,
-    # compared with instead of running `fp32_model` and the QDQ graph again; None: run them.
     fp32_outputs: Path | None = None
     cpu_qdq_outputs: Path | None = None
     # `export --io uint8-nhwc`: `model_path` is the export's graph with native uint8 NHWC inputs and

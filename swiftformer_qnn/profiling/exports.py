@@ -125,38 +125,41 @@ def _io_of(manifest: ExportManifest, model_path: Path) -> tuple[IoTensor, ...]:
                              hint="Export it again with --io uint8-nhwc and --precision w8a8.") from None
 
 
-def heldout_inputs(source: ExportSource) -> Path:
-    """The export's held-out inputs (`inputs/heldout.npy`, else the verify sample), preprocessed."""
-    m = source.manifest
-    for stage, name in (("inputs", "heldout.npy"), ("verify", "sample_input.npy")):
-        if m.stage(stage) and name in m.stage(stage).outputs:
-            return m.artifact(source.directory, stage, name)
-    raise OutputDirError(f"{source.directory}: the export has no held-out inputs (inputs/heldout.npy).",
-                         hint="Re-export it with this version, or profile without --check-outputs.")
+HELDOUT = ("inputs", "heldout.npy")
 
 
-def heldout_references(source: ExportSource, inputs: Path) -> dict[str, Path]:
-    """The export's own outputs on `inputs`, where its manifest records that they were computed
-    from exactly those inputs: validate's of its float graph (`fp32_outputs`) and cpu_qdq's of
-    `source.model_path` on the CPU (`cpu_qdq_outputs`). `profile --check-outputs` compares a
-    phone's outputs with them instead of running both graphs again; what an export lacks (one
-    stopped before verify, or made by an older version) is run."""
-    from ..core.atomic import sha256_file
+def output_check_files(source: ExportSource) -> dict[str, Path]:
+    """What `profile --check-outputs` compares a phone's outputs with, as `HubTarget` fields.
 
-    m = source.manifest
-    held, model = sha256_file(inputs), None
-    found = {}
-    for key, stage, name, needs_model in (("fp32_outputs", "validate", FP32_OUTPUTS_FILE, False),
-                                          ("cpu_qdq_outputs", "cpu_qdq", CPU_QDQ_FILE, True)):
+    `check_inputs`: the export's held-out inputs (`inputs/heldout.npy`, else the verify
+    sample). Against fp32: validate's outputs on them (`fp32_outputs`), else the float graph
+    that was quantized, run again (`fp32_model`). Against the CPU QDQ: cpu_qdq's outputs
+    (`cpu_qdq_outputs`), else `model_path` is run. Saved outputs are used only where the manifest
+    records them computed from exactly these inputs (and that QDQ graph); an export stopped
+    before those stages, or made by an older version, has its graphs run."""
+    m, d = source.manifest, source.directory
+    held = next(((stage, name) for stage, name in (HELDOUT, ("verify", "sample_input.npy"))
+                 if m.stage(stage) and name in m.stage(stage).outputs), None)
+    if held is None:
+        raise OutputDirError(f"{d}: the export has no held-out inputs (inputs/heldout.npy).",
+                             hint="Re-export it with this version, or profile without --check-outputs.")
+    files = {"check_inputs": m.artifact(d, *held)}
+
+    def saved(stage: str, name: str, *made_from: tuple[str, str]) -> Path | None:
         rec = m.stage(stage)
-        if rec is None or name not in rec.outputs or rec.inputs.get("inputs/heldout.npy") != held:
-            continue
-        if needs_model:
-            model = model or sha256_file(source.model_path)
-            if rec.inputs.get("quantize/model.qdq.onnx") != model:
-                continue
-        found[key] = m.artifact(source.directory, stage, name)
-    return found
+        if held != HELDOUT or rec is None or name not in rec.outputs or not m.computed_from(stage, held, *made_from):
+            return None
+        return m.artifact(d, stage, name)
+
+    fp32 = saved("validate", FP32_OUTPUTS_FILE)
+    if fp32 is not None:
+        files["fp32_outputs"] = fp32
+    elif (graph := m.float_graph()) is not None:
+        files["fp32_model"] = m.artifact(d, *graph)
+    qdq = saved("cpu_qdq", CPU_QDQ_FILE, ("quantize", "model.qdq.onnx")) if source.precision.is_quantized else None
+    if qdq is not None:
+        files["cpu_qdq_outputs"] = qdq
+    return files
 
 
 def emulator_feeds(source: ExportSource) -> dict[str, Any]:

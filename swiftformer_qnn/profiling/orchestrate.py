@@ -39,8 +39,7 @@ from .exports import (
     distinct,
     emulator_feeds,
     file_labels,
-    heldout_inputs,
-    heldout_references,
+    output_check_files,
     read_export,
 )
 from .raw import keep_raw, write_marker
@@ -250,13 +249,6 @@ def _profile_on_hub(
     config: HubConfig | None,
     emit: Progress,
 ) -> ProfileRunResult:
-    def check_files(s: ExportSource) -> dict[str, Path]:
-        if not req.check_outputs:
-            return {}
-        inputs = heldout_inputs(s)
-        return {"check_inputs": inputs, "fp32_model": s.manifest.artifact(s.directory, "simplify", "model.sim.onnx"),
-                **heldout_references(s, inputs)}
-
     def compiled(s: ExportSource, name: str, work: Path) -> dict:
         """What AI Hub compiles: the export's QDQ, or with native I/O its uint8 NHWC form (the
         graph the export's own binary holds), which the check then feeds its uint8 input."""
@@ -270,9 +262,10 @@ def _profile_on_hub(
     session = HubSession(out_dir, options, emit, config=config)
     # The native-I/O graphs live until every upload and the profiles' attribution are done.
     with tempfile.TemporaryDirectory(prefix="swiftformer-qnn-native-io-") as tmp:
+        checked = [output_check_files(s) if req.check_outputs else {} for s in sources]  # once for every version
         targets = [
-            HubTarget(model=s.model_info, qnn=v, name=name, **compiled(s, name, Path(tmp)), **check_files(s))
-            for s, name in zip(sources, file_labels(sources), strict=True)
+            HubTarget(model=s.model_info, qnn=v, name=name, **compiled(s, name, Path(tmp)), **check)
+            for s, name, check in zip(sources, file_labels(sources), checked, strict=True)
             for v in (qnn or [None])
         ]
         run = session.run(targets, device)
