@@ -367,6 +367,11 @@ def test_check_outputs_reads_the_outputs_the_export_computed(saved, run_again, h
     (item,) = result.profiled
     oc = item.profile.output_check
     assert ran == run_again
+    saved_qdq, saved_fp32 = "model.qdq.onnx" not in run_again, "model.sim.onnx" not in run_again
+    assert oc.cpu_qdq_reference == ("heldout_qdq_cpu.npy, the export's cpu_qdq outputs" if saved_qdq
+                                    else "model.qdq.onnx on onnxruntime's CPU EP")
+    assert oc.fp32_reference == ("heldout_fp32.npy, the export's validate outputs" if saved_fp32
+                                 else "model.sim.onnx on onnxruntime's CPU EP")
     assert oc.vs_cpu_qdq.samples == 4 and oc.vs_cpu_qdq.sqnr_db > 40 and oc.vs_cpu_qdq.top1_agreement == 1.0
     assert oc.vs_fp32.sqnr_db < oc.vs_cpu_qdq.sqnr_db
 

@@ -254,6 +254,11 @@ class OutputCheck(_Strict):
     job_id: str | None = None
     vs_cpu_qdq: Agreement | None = None  # None for fp16 (no QDQ graph)
     vs_fp32: Agreement
+    # Where each reference's outputs came from: the export's saved ones (e.g. "heldout_fp32.npy,
+    # the export's validate outputs"), or a graph run for the check ("model.qdq.onnx on
+    # onnxruntime's CPU EP"). None in profiles written before it was recorded.
+    cpu_qdq_reference: str | None = None
+    fp32_reference: str | None = None
 
 
 class Provenance(_Strict):

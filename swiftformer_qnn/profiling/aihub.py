@@ -670,15 +670,20 @@ class HubSession:
         x = np.load(t.check_inputs).astype(np.float32)
         classify = t.model.variant != "encoder"
 
-        def agree(saved: Path | None, reference_model: Path) -> Agreement:
-            ref = np.load(saved) if saved is not None else run_cpu(reference_model, x)
-            return Agreement(**compare_outputs(ref, device.reshape(ref.shape), classify=classify))
+        def agree(saved: Path | None, reference_model: Path, stage: str) -> tuple[Agreement, str]:
+            if saved is not None:
+                ref, source = np.load(saved), f"{saved.name}, the export's {stage} outputs"
+            else:
+                ref, source = run_cpu(reference_model, x), f"{reference_model.name} on onnxruntime's CPU EP"
+            return Agreement(**compare_outputs(ref, device.reshape(ref.shape), classify=classify)), source
 
+        vs_qdq, qdq_source = (agree(t.cpu_qdq_outputs, t.cpu_qdq or t.model_path, "cpu_qdq")
+                              if t.precision.is_quantized else (None, None))
+        vs_fp32, fp32_source = agree(t.fp32_outputs, t.fp32_model or t.model_path, "validate")
         check = OutputCheck(
             inputs=f"{t.check_inputs.name} ({x.shape[0]} held-out input{'s' * (x.shape[0] != 1)})",
-            job_id=job.job_id,
-            vs_cpu_qdq=agree(t.cpu_qdq_outputs, t.cpu_qdq or t.model_path) if t.precision.is_quantized else None,
-            vs_fp32=agree(t.fp32_outputs, t.fp32_model or t.model_path),
+            job_id=job.job_id, vs_cpu_qdq=vs_qdq, vs_fp32=vs_fp32, cpu_qdq_reference=qdq_source,
+            fp32_reference=fp32_source,
         )
         self.progress(f"{t.label}: device outputs vs CPU QDQ {_db(check.vs_cpu_qdq)}, vs fp32 {_db(check.vs_fp32)} "
                       f"SQNR over {x.shape[0]} held-out input(s)")
