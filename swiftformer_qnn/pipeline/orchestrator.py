@@ -31,6 +31,7 @@ from ..htp.record import CONTEXT_BINARY
 from ..model.variants import Variant, get_variant
 from .artifacts import (
     CPU_QDQ_FILE,
+    FLOAT_GRAPHS,
     FP32_OUTPUTS_FILE,
     MANIFEST_NAME,
     ExportManifest,
@@ -641,7 +642,7 @@ class _Run:
 
     def _float_graph(self) -> tuple[str, str]:
         """The float graph that gets quantized: BatchNorm folded unless the graph is faithful."""
-        return ("fold_bn", "model.fold.onnx") if "fold_bn" in self.records else ("simplify", "model.sim.onnx")
+        return next(graph for graph in FLOAT_GRAPHS if graph[0] in self.records)
 
     def _stage_inputs(self):
         from .calibrate import encoder_host, make_inputs
