@@ -16,10 +16,11 @@ unpinned, and the cold L1 export's verify took 5.39-5.64 s against 5.97-6.75 s (
 pairs). A single worker keeps every core. The mixed search's candidates use the same workers;
 their gain there was not measured apart.
 
-What is left of a pinned inference is the emulator's own arithmetic: perf over three L1 224 w8a8
-inferences on one core (2.0-2.4 s and as many CPU-s each, 13 threads; machine of 2026-12-07)
-found 79% of the samples in libQnnHtp.so, 17% in the C library's `pow` and 1.5% in
-`sched_yield`. So verify's four inferences cost 8-10 CPU-s there, whatever schedules them.
+What is left of a pinned inference is the emulator's own arithmetic. On the machine of
+2026-12-07 one L1 224 w8a8 inference on one core took 1.9-2.4 s and as many CPU-s (6 timed, 13
+threads), and perf over three found 79% of the samples in libQnnHtp.so, 17% in the C library's
+`pow` and 1.5% in `sched_yield`. So verify's four inferences cost 7.6-9.6 CPU-s there, whatever
+schedules them.
 """
 
 from __future__ import annotations
