@@ -32,7 +32,7 @@ from swiftformer_qnn.htp.record import CONTEXT_ONNX, CompiledModel
 from swiftformer_qnn.htp.session import HtpTarget, htp_session
 from swiftformer_qnn.measure.agreement import compare_outputs, run_cpu
 from swiftformer_qnn.pipeline import ExportRequest, Until, run_export
-from swiftformer_qnn.pipeline.compile import compile_stage
+from swiftformer_qnn.pipeline.compile import guard_and_compile
 from swiftformer_qnn.pipeline.quantize import calibrate, quantize_qdq
 
 HOST = {"xs": "xs", "l1": "l1", "encoder": "l1"}  # whose checkpoint each model's weights come from
@@ -74,7 +74,7 @@ def measure(export, graph: Path, ranges: Path, model: str, seed: int, method: st
     soc = get_soc("sm8550")
     target = HtpTarget(soc.soc_model, soc.htp_arch)
     compiled = work / f"{model}-s{seed}-{method}-compiled"
-    record = compile_stage(qdq, compiled, target, soc=soc.name, subject=CompiledModel(variant=model, precision=precision))
+    record = guard_and_compile(qdq, compiled, target, soc=soc.name, subject=CompiledModel(variant=model, precision=precision))
     session = htp_session(compiled / CONTEXT_ONNX, target)
     name = session.get_inputs()[0].name
     htp = np.concatenate([session.run(None, {name: heldout[i: i + 1]})[0] for i in range(len(heldout))])

@@ -32,6 +32,7 @@ from swiftformer_qnn.pipeline.mixed_search import (
     Ends,
     Target,
     UnitFigures,
+    chain_crossings,
     chain_gains,
     choose,
     pareto_curve,
@@ -58,7 +59,7 @@ def prediction_errors(methods, measured, names, extra, ends, handovers) -> dict:
             rows.append({"assignment": m["label"], "predicted_db": round(p.sqnr_db, 3),
                          "measured_db": m["htp_sqnr_db"], "error_db": round(p.sqnr_db - m["htp_sqnr_db"], 3),
                          "predicted_cost_no_converts": round(p.cost, 1), "measured_cost": m["cost"],
-                         "meetings": Corrections(chain=tuple(names)).meetings(set(m["sixteen"]))})
+                         "meetings": Corrections(crossings=chain_crossings(names)).meetings(set(m["sixteen"]))})
         err = [abs(r["error_db"]) for r in rows]
         errors[label] = {"mean_abs_db": round(float(np.mean(err)), 3), "max_abs_db": round(float(np.max(err)), 3),
                          "bias_db": round(float(np.mean([r["error_db"] for r in rows])), 3), "rows": rows}
