@@ -29,6 +29,7 @@ from swiftformer_qnn.pipeline.mixed_search import (
     greedy_order,
     lite_mp,
     pareto_curve,
+    refusal_hint,
     predict,
     units_to_split,
 )
@@ -223,6 +224,25 @@ def test_a_default_target_no_measured_mix_meets_is_refused_with_what_was_measure
     best = max(p.sqnr_db for p in pareto_curve(figures, ends) if p.cost <= 150.0)
     doubled = ends.noise16 + 2 * (10 ** (-best / 10) - ends.noise16)
     assert f"the model expects at most {-10 * math.log10(doubled):.2f} dB within the time" in line
+    # The user gave no target: the hint offers the two to set, not one to loosen.
+    assert "--min-sqnr" in err.value.hint and "Loosen" not in err.value.hint
+    assert "--max-time-ratio 1.500 is the default's time" in err.value.hint
+
+
+def test_a_refusal_hint_names_the_target_the_user_gave_and_what_was_measured():
+    """After measured candidates miss: a --min-sqnr the most faithful of them reaches, a
+    --max-time-ratio rounded up to admit the cheapest of them, and for the default both targets
+    with the most faithful measured within its time."""
+    ends = Ends(noise8=1e-3, noise16=1e-4, cost8=100.0, cost16=400.0)  # the default's time: 2x
+    measured = [(31.2, 150.0), (32.4, 210.0), (31.9, 180.0)]
+    hint = refusal_hint(Target(min_sqnr_db=33.0), ends, measured)
+    assert hint.startswith("Ask for at most 32.40 dB with --min-sqnr") and "at 2.100x" in hint
+    assert refusal_hint(Target(max_cost_ratio=1.2), ends, [(31.2, 123.41), (31.9, 180.0)]) == \
+        "Raise --max-time-ratio to at least 1.235 (the cheapest measured)."
+    default = refusal_hint(Target(), ends, measured)
+    assert "--max-time-ratio 2.000 is the default's time" in default
+    assert default.endswith("(the most faithful measured within it: 31.90 dB at 1.800x).")  # 32.4 is over 2x
+    assert refusal_hint(Target(), ends, [(32.4, 210.0)]).endswith("is the default's time.")
 
 
 def _chain_runs(carry, q8, q16, sixteen_sets, rounding=None):

@@ -68,6 +68,7 @@ from .mixed_search import (
     next_candidates,
     pareto_curve,
     predict,
+    refusal_hint,
     to_db,
     units_to_split,
 )
@@ -668,7 +669,7 @@ def search(bench: Bench, s: SensitivityResults, target: Target, progress: Callab
                     + ", ".join(f"{len(t.sixteen)} unit(s) at 16 bits {_sqnr(t.measured):.2f} dB at "
                                 f"{t.measured.cost / ends.cost8:.3f}x" for t in tried) + " of w8a8's cost"
                     + _why_not(curve, ends, target) + ".",
-                    hint="Loosen --min-sqnr or raise --max-time-ratio.")
+                    hint=refusal_hint(target, ends, [(_sqnr(t.measured), t.measured.cost) for t in tried]))
             chosen, figures = found
             break
         chosen = point

@@ -322,6 +322,32 @@ def meets(target: Target, ends: Ends, sqnr_db: float, cost: float) -> bool:
     return sqnr_db >= need and cost <= budget
 
 
+def refusal_hint(target: Target, ends: Ends, measured: Sequence[tuple[float, float]]) -> str:
+    """What to ask for instead when no measured assignment meets `target`, from the measured
+    candidates' (SQNR dB, cost): a target the user did not give is never named as one to loosen."""
+    if target.min_sqnr_db is not None:
+        sqnr, cost = max(measured)
+        return (f"Ask for at most {sqnr:.2f} dB with --min-sqnr (the most faithful measured, at "
+                f"{cost / ends.cost8:.3f}x w8a8), or for a time budget with --max-time-ratio R.")
+    if target.max_cost_ratio is not None:
+        cheapest = min(cost for _, cost in measured)
+        return f"Raise --max-time-ratio to at least {_ratio_up(cheapest / ends.cost8)} (the cheapest measured)."
+    _, budget = default_requirements(ends)
+    within = [(sqnr, cost) for sqnr, cost in measured if cost <= budget]
+    ask = ("Set the target yourself: --min-sqnr DB for the cheapest assignment at or above DB, or "
+           f"--max-time-ratio R for the most faithful within R x w8a8; --max-time-ratio {budget / ends.cost8:.3f} "
+           "is the default's time")
+    if not within:
+        return ask + "."
+    sqnr, cost = max(within)
+    return ask + f" (the most faithful measured within it: {sqnr:.2f} dB at {cost / ends.cost8:.3f}x)."
+
+
+def _ratio_up(ratio: float) -> str:
+    """A cost ratio as a user types it, rounded up so that it still admits `ratio`."""
+    return f"{math.ceil(ratio * 1000 - 1e-9) / 1000:.3f}"
+
+
 def next_candidates(curve: Sequence[Point], chosen: Point, target: Target, ends: Ends) -> list[Point]:
     """Where to look when the measured choice misses: up the curve when SQNR fell short (within
     the budget, if any), down it when the cost went over."""
