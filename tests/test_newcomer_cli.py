@@ -42,6 +42,11 @@ def test_default_folders_name_every_option_that_changes_the_request(tmp_path):
         "count": folder(calibration_count=128),
         "heldout": folder(heldout_count=4),
         "min sqnr": folder(min_sqnr=12.5),
+        "mixed": folder(precision="mixed"),
+        "mixed, time ratio": folder(precision="mixed", max_time_ratio=1.3),
+        "mixed, min sqnr": folder(precision="mixed", min_sqnr=30.0),
+        "mse": folder(calibration_method="mse"),
+        "native io": folder(io="uint8-nhwc"),
         "opset": folder(opset=19),
         "size": folder(resolution=64),
         "block": folder(variant="encoder"),
@@ -51,6 +56,7 @@ def test_default_folders_name_every_option_that_changes_the_request(tmp_path):
     assert names["photos"] == "build/l1-w8a8-sm8550-cal-photos-cal1"
     assert names["until onnx"] == "build/l1-w8a8-sm8550-until-onnx"
     assert names["block"] == "build/encoder-d96x64-w8a8-sm8550"
+    assert names["mixed, time ratio"] == "build/l1-mixed-sm8550-ratio1.3"
     assert len(set(names.values())) == len(names), names  # no two requests share a folder
 
 

@@ -272,7 +272,8 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
     `-faithful` (--graph), `-uint8-nhwc` (--io), `-w-<checkpoint file stem>` (--weights), `-<attention>` (--attention),
     `-cal-<folder name>` / `-cal<count>` (--calibration / --calibration-count), `-calib-<method>`
     (--calibration-method), `-held-<folder name>` /
-    `-held<count>` (--heldout / --heldout-count), `-sqnr<dB>` (--min-sqnr), `-opset<N>` (--opset),
+    `-held<count>` (--heldout / --heldout-count), `-sqnr<dB>` (--min-sqnr), `-ratio<R>` (--max-time-ratio),
+    `-opset<N>` (--opset),
     `-until-<stage>` (--until).
     """
     parts = [r.variant.name, r.precision.value, r.soc.name]
@@ -299,6 +300,8 @@ def default_output_dir(req: ExportRequest, r: _Resolved) -> Path:
             parts.append(f"calib-{r.calibration_method.value}")
     if req.min_sqnr is not None:
         parts.append(f"sqnr{req.min_sqnr:g}")
+    if req.max_time_ratio is not None:
+        parts.append(f"ratio{req.max_time_ratio:g}")
     if req.opset != defaults.opset:
         parts.append(f"opset{req.opset}")
     if req.until is not Until.VERIFY:
