@@ -14,7 +14,7 @@ from ._app import app, console, err_console, guarded, next_step
 @app.command()
 @guarded
 def diagnose(
-    export_dir: Annotated[Path, typer.Argument(help="An export directory (w8a8 or w8a16, --until quantize or later).")],
+    export_dir: Annotated[Path, typer.Argument(help="An export directory (quantized: w8a8, w8a16 or mixed; --until quantize or later).")],
     out: Annotated[Path | None, typer.Option(help="Where to write diagnose.json and diagnose.md. Default: EXPORT_DIR/diagnose/.")] = None,
 ) -> None:
     """Per-block SQNR of an export (fp32 -> CPU QDQ -> HTP emulator) and the op where the HTP departs from it.

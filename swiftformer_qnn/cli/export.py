@@ -49,7 +49,7 @@ def export(
     output_dir: Annotated[Path | None, typer.Option(help="Where to write. Default: build/<variant>-<precision>-<soc>.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an output directory that holds a different request.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage even if its result is cached.")] = False,
-    opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 gives native Gelu, which the HTP accepts).")] = 20,
+    opset: Annotated[int, typer.Option(help="ONNX opset, 11-20 (20 gives native Gelu, which the HTP accepts).")] = 20,
     graph: Annotated[str, typer.Option(help="htp: the same function in HTP-native ops (default); faithful: the literal upstream graph.")] = "htp",
     io: Annotated[str, typer.Option(help="The compiled binary's inputs and outputs: float-nchw (default), or uint8-nhwc: the quantized tensors, channel-last, for callers that can feed them (w8a8; scale and zero point in compile.json and the summary).")] = "float-nchw",
     qnn: Annotated[str | None, typer.Option(help="Also compile with these QNN versions (2.47,2.49,2.51 or all) into <output>/qnn-versions/ and compare them. Missing toolchains are installed first.")] = None,

@@ -56,7 +56,7 @@ def _db(v: float | None) -> float | None:
 def diagnose_export(export_dir: Path) -> Diagnosis:
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
-        raise UsageError(f"{export_dir} is not a directory.", hint="Pass an export directory (swiftformer-qnn export ... --until compile).")
+        raise UsageError(f"{export_dir} is not a directory.", hint="Pass an export directory (swiftformer-qnn export ..., --until quantize or later).")
     manifest = read_manifest(export_dir)
     if manifest is None or not isinstance(manifest.request, ExportedRequest):
         raise UsageError(f"{export_dir} holds no export manifest of this tool.",
@@ -71,7 +71,7 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
                          hint="Diagnose an export made with --until quantize or later (the default runs everything).")
     req = manifest.request
     if req.precision == "fp16":
-        raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a w8a8 or w8a16 export.")
+        raise UsageError("An fp16 export has no quantized tensors to compare.", hint="Diagnose a quantized export: w8a8, w8a16 or mixed.")
 
     shape = req.input_shape
     block = req.variant == "encoder"
