@@ -29,8 +29,8 @@ from swiftformer_qnn.pipeline.mixed_search import (
     greedy_order,
     lite_mp,
     pareto_curve,
-    refusal_hint,
     predict,
+    refusal_hint,
     units_to_split,
 )
 from swiftformer_qnn.pipeline.precision_units import (
