@@ -28,6 +28,7 @@ from swiftformer_qnn.pipeline.mixed_search import (
     default_requirements,
     greedy_order,
     lite_mp,
+    meets,
     pareto_curve,
     predict,
     refusal_hint,
@@ -226,23 +227,41 @@ def test_a_default_target_no_measured_mix_meets_is_refused_with_what_was_measure
     assert f"the model expects at most {-10 * math.log10(doubled):.2f} dB within the time" in line
     # The user gave no target: the hint offers the two to set, not one to loosen.
     assert "--min-sqnr" in err.value.hint and "Loosen" not in err.value.hint
-    assert "--max-time-ratio 1.500 is the default's time" in err.value.hint
+    assert "--max-time-ratio 1.500 takes in the default's time" in err.value.hint
 
 
 def test_a_refusal_hint_names_the_target_the_user_gave_and_what_was_measured():
     """After measured candidates miss: a --min-sqnr the most faithful of them reaches, a
-    --max-time-ratio rounded up to admit the cheapest of them, and for the default both targets
-    with the most faithful measured within its time."""
+    --max-time-ratio that admits the cheapest of them, and for the default both targets with the
+    most faithful measured within its time; each figure, typed back, admits the point it quotes."""
     ends = Ends(noise8=1e-3, noise16=1e-4, cost8=100.0, cost16=400.0)  # the default's time: 2x
-    measured = [(31.2, 150.0), (32.4, 210.0), (31.9, 180.0)]
+    measured = [(31.2, 150.0), (32.4, 210.0), (31.9, 180.0), (31.9, 170.0)]
     hint = refusal_hint(Target(min_sqnr_db=33.0), ends, measured)
     assert hint.startswith("Ask for at most 32.40 dB with --min-sqnr") and "at 2.100x" in hint
     assert refusal_hint(Target(max_cost_ratio=1.2), ends, [(31.2, 123.41), (31.9, 180.0)]) == \
         "Raise --max-time-ratio to at least 1.235 (the cheapest measured)."
     default = refusal_hint(Target(), ends, measured)
-    assert "--max-time-ratio 2.000 is the default's time" in default
-    assert default.endswith("(the most faithful measured within it: 31.90 dB at 1.800x).")  # 32.4 is over 2x
-    assert refusal_hint(Target(), ends, [(32.4, 210.0)]).endswith("is the default's time.")
+    assert "--max-time-ratio 2.000 takes in the default's time" in default
+    # 32.4 dB is over 2x; of the two at 31.9 dB, the cheaper.
+    assert default.endswith("(the most faithful measured within it: 31.90 dB at 1.700x).")
+    assert refusal_hint(Target(), ends, [(32.4, 210.0)]).endswith("takes in the default's time.")
+
+
+@pytest.mark.parametrize("cost16, point", [(218.0, (30.9, 139.33)), (400.0, (31.9, 200.0)), (301.3, (30.0, 167.1))])
+def test_the_figures_a_refusal_hint_offers_admit_the_points_they_quote(cost16, point):
+    """Rounded to nearest, 139.33 of a 139.333 budget would be offered as 1.393 and 30.876 dB as
+    30.88, and typing either back would leave the quoted point out."""
+    import re
+
+    ends = Ends(noise8=1e-3, noise16=1e-4, cost8=100.0, cost16=cost16)
+    sqnr, cost = point
+    ratio = float(re.search(r"--max-time-ratio (\d+\.\d+) takes in", refusal_hint(Target(), ends, [point])).group(1))
+    assert meets(Target(max_cost_ratio=ratio), ends, sqnr, cost)
+    raised = float(re.search(r"at least (\d+\.\d+)", refusal_hint(Target(max_cost_ratio=1.0), ends, [point])).group(1))
+    assert meets(Target(max_cost_ratio=raised), ends, sqnr, cost)
+    assert not meets(Target(max_cost_ratio=round(raised - 0.001, 3)), ends, sqnr, cost)  # and no more than needed
+    asked = float(re.search(r"at most (\d+\.\d+) dB", refusal_hint(Target(min_sqnr_db=40.0), ends, [(30.876, cost)])).group(1))
+    assert meets(Target(min_sqnr_db=asked), ends, 30.876, cost)
 
 
 def _chain_runs(carry, q8, q16, sixteen_sets, rounding=None):

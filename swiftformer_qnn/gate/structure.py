@@ -140,8 +140,8 @@ def gate_structure(
         ),
         rules=rules,
         mismatches=diffs,
-        notes=["Structure only (no device): HTP op count, layout ops (Reshape/Transpose) and float islands "
-               "(Dequantize..Quantize inside the graph), all from QNN's op trace, and context binary size of each "
+        notes=["Structure only (no device): HTP op count, layout ops (Reshape/Transpose), float islands "
+               "(Dequantize..Quantize inside the graph) and Convert ops, all from QNN's op trace, and context binary size of each "
                f"compile; every compile that succeeded was {ON_THE_HTP}."]
         + ([f"Compared despite differences ({'; '.join(diffs)}): --allow-mismatch was given."] if diffs else []),
         results=results,

@@ -104,6 +104,11 @@ class Target:
                 f"at cost <= {budget / ends.cost8:.3f} x w8a8 (a third of w8a16's extra)")
 
 
+# The advice when the default target cannot be met: the two targets a user can set instead.
+SET_TARGET = ("Set the target yourself: --min-sqnr DB for the cheapest assignment at or above DB, or "
+              "--max-time-ratio R for the most faithful within R x w8a8")
+
+
 def to_db(noise: float) -> float:
     return math.inf if noise <= 0 else -10.0 * math.log10(noise)
 
@@ -307,7 +312,7 @@ def choose(curve: Sequence[Point], ends: Ends, target: Target) -> Point:
             f"The default mixed-precision target cannot be met: the best assignment within a third of w8a16's extra "
             f"cost ({budget / ends.cost8:.3f} x w8a8) is predicted at {best.sqnr_db:.2f} dB, short of {need:.2f} dB "
             f"(half of the {ends.sqnr16_db - ends.sqnr8_db:.2f} dB w8a16 gains over w8a8's {ends.sqnr8_db:.2f} dB).",
-            hint="Set the target yourself: --min-sqnr DB or --max-time-ratio R.")
+            hint=SET_TARGET + ".")
     ok = [p for p in within if p.sqnr_db >= need]
     return min(ok, key=lambda p: p.cost)
 
@@ -324,28 +329,30 @@ def meets(target: Target, ends: Ends, sqnr_db: float, cost: float) -> bool:
 
 def refusal_hint(target: Target, ends: Ends, measured: Sequence[tuple[float, float]]) -> str:
     """What to ask for instead when no measured assignment meets `target`, from the measured
-    candidates' (SQNR dB, cost): a target the user did not give is never named as one to loosen."""
+    candidates' (SQNR dB, cost), at least one: a target the user did not give is never named as
+    one to loosen, and every figure offered, typed back, admits the point it is quoted for."""
     if target.min_sqnr_db is not None:
-        sqnr, cost = max(measured)
-        return (f"Ask for at most {sqnr:.2f} dB with --min-sqnr (the most faithful measured, at "
-                f"{cost / ends.cost8:.3f}x w8a8), or for a time budget with --max-time-ratio R.")
+        sqnr, cost = max(measured, key=lambda m: (m[0], -m[1]))
+        return (f"Ask for at most {math.floor(sqnr * 100) / 100:.2f} dB with --min-sqnr (the most faithful "
+                f"measured, at {cost / ends.cost8:.3f}x w8a8), or for a time budget with --max-time-ratio R.")
     if target.max_cost_ratio is not None:
         cheapest = min(cost for _, cost in measured)
-        return f"Raise --max-time-ratio to at least {_ratio_up(cheapest / ends.cost8)} (the cheapest measured)."
+        return f"Raise --max-time-ratio to at least {typed_ratio(cheapest, ends):.3f} (the cheapest measured)."
     _, budget = default_requirements(ends)
+    ask = f"{SET_TARGET}; --max-time-ratio {typed_ratio(budget, ends):.3f} takes in the default's time"
     within = [(sqnr, cost) for sqnr, cost in measured if cost <= budget]
-    ask = ("Set the target yourself: --min-sqnr DB for the cheapest assignment at or above DB, or "
-           f"--max-time-ratio R for the most faithful within R x w8a8; --max-time-ratio {budget / ends.cost8:.3f} "
-           "is the default's time")
     if not within:
         return ask + "."
-    sqnr, cost = max(within)
+    sqnr, cost = max(within, key=lambda m: (m[0], -m[1]))
     return ask + f" (the most faithful measured within it: {sqnr:.2f} dB at {cost / ends.cost8:.3f}x)."
 
 
-def _ratio_up(ratio: float) -> str:
-    """A cost ratio as a user types it, rounded up so that it still admits `ratio`."""
-    return f"{math.ceil(ratio * 1000 - 1e-9) / 1000:.3f}"
+def typed_ratio(cost: float, ends: Ends) -> float:
+    """The smallest ratio of three decimals, as a user types it, whose budget (`meets`: ratio x
+    w8a8's cost) admits `cost`: rounding to nearest could leave the quoted point just outside."""
+    ratio = math.ceil(cost / ends.cost8 * 1000) / 1000
+    lower = round(ratio - 0.001, 3)  # the ceiling of a float product can land one step high
+    return lower if lower * ends.cost8 >= cost else ratio
 
 
 def next_candidates(curve: Sequence[Point], chosen: Point, target: Target, ends: Ends) -> list[Point]:
