@@ -707,3 +707,25 @@ def test_temp_dirs_of_older_versions_are_removed_once_a_day_old(tmp_path):
     cache.run("simplify", options={"n": 2}, inputs={}, outputs=("o",),
               produce=lambda w: (w / "o").write_text("o") and SimplifyResults(nodes_before=1, nodes=1, op_types={}))
     assert not old.exists() and fresh.exists()  # a run of an older version may still be writing the fresh one
+
+
+def test_a_compile_never_replaces_the_folder_that_holds_its_own_input(tmp_path):
+    """`compile build/x/model.qdq.onnx --output-dir build/x --force` replaced the export and with it
+    the QDQ graph it was compiling (and the export's other files); the refusal also named the
+    export "a compile"."""
+    out = tmp_path / "enc"
+    res = runner.invoke(app, ["export", *SMALL, "--until", "quantize", "--output-dir", str(out)])
+    assert res.exit_code == 0, res.output
+    before = snapshot(out)
+    compile_it = ["compile", str(out / "model.qdq.onnx"), "--output-dir", str(out)]
+    for force in ([], ["--force"]):
+        line = one_error_line(runner.invoke(app, [*compile_it, *force]), 2)
+        assert "holds model.qdq.onnx, this compile's input: replacing the folder would delete it" in line
+    assert snapshot(out) == before
+    # Its input elsewhere, the folder is named for what it holds: an export, not a compile.
+    elsewhere = tmp_path / "model.qdq.onnx"
+    elsewhere.write_bytes((out / "model.qdq.onnx").read_bytes())
+    line = one_error_line(runner.invoke(app, ["compile", str(elsewhere), "--output-dir", str(out)]), 2)
+    assert "holds an export of a different request" in line and "--force" in line
+    assert snapshot(out) == before
+    no_leftovers(tmp_path)

@@ -15,7 +15,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,12 +355,15 @@ def _assemble(
     started: float,
     what: str,
     run_stages: Callable[[Path], list[StageRecord]],
+    reads: Sequence[Path] = (),
 ) -> ExportResult:
     """The output directory of a request: reused when it already holds the same request (same
     options, inputs, tool versions and code) and every file still has the hash its manifest
     records; otherwise built by `run_stages` beside its final place and renamed into it, under
     the ownership rule of `output_dir` (another request's output needs `force`; anything
-    this tool did not make is never replaced)."""
+    this tool did not make is never replaced). A directory that holds, among the files it would
+    replace, one this run `reads` is refused even with `force`: the run would delete its own
+    input (`compile build/x/model.qdq.onnx --output-dir build/x --force`)."""
     tools = tool_versions()
     request_key = sha256_json({"request": request.key_fields(), "tools": tools, "code": code_version()})
     existing = read_manifest(target)
@@ -384,10 +387,12 @@ def _assemble(
             return Found(Occupant.FOREIGN, holds(directory))
         if found.request_key == request_key:
             return Found(Occupant.SAME, owned=owned)
+        _refuse_replacing_inputs(directory, owned, reads, what)
         if found.request == request:
             return Found(Occupant.OURS, f"this {what} made by other code or tool versions "
                                         "(torch, onnxruntime, QNN, swiftformer-qnn)", owned)
-        return Found(Occupant.OURS, f"{_a(what)} of a different request", owned)
+        theirs = "compile" if isinstance(found.request, CompiledRequest) else "export"
+        return Found(Occupant.OURS, f"{_a(theirs)} of a different request", owned)
 
     _check_writable(target)
     kept: list[str] = []
@@ -405,6 +410,21 @@ def _assemble(
         notes.append(f"Kept {len(kept)} file{'s' if len(kept) != 1 else ''} in {target} that the {what} did not "
                      f"write: {_some(kept, ', ')}.")
     return ExportResult(target, manifest, notes=notes + _stage_notes(manifest))
+
+
+def _refuse_replacing_inputs(directory: Path, owned: frozenset[str] | None, reads: Sequence[Path], what: str) -> None:
+    """OutputDirError when replacing `directory` would delete a file this run reads: one its
+    manifest lists (`owned`; None: every file in it), which the replace does not carry over."""
+    root = directory.resolve()
+    for path in reads:
+        try:
+            inside = Path(path).resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if owned is None or inside in owned:
+            raise OutputDirError(
+                f"{directory} holds {inside}, this {what}'s input: replacing the folder would delete it.",
+                hint="Choose another --output-dir (the default is beside the input).")
 
 
 def _some(items: list[str], sep: str, shown: int = 3) -> str:
@@ -975,7 +995,8 @@ def _compile_alone(req: CompileRequest, started: float, progress: ProgressFn | N
         ))
         return [rec]
 
-    return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages)
+    return _assemble(out, request, force=req.force, started=started, what="compile", run_stages=run_stages,
+                     reads=[model])
 
 
 def _check_compilable(path: Path, model, *, fp16: bool) -> None:
