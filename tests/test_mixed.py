@@ -565,6 +565,11 @@ def test_another_target_reuses_the_measured_sensitivities(mixed_block, tmp_path)
     (dict(precision="mixed", until=Until.QUANTIZE), "--until quantize stops before"),
     (dict(precision="w8a8", max_time_ratio=1.5), "target of --precision mixed"),
     (dict(precision="mixed", min_sqnr=30.0, max_time_ratio=1.5), "two targets"),
+    # NaN passed every check (verify against NaN passes anything; the manifest recorded null).
+    (dict(precision="mixed", max_time_ratio=float("nan")), "--max-time-ratio nan is not a finite number"),
+    (dict(precision="mixed", max_time_ratio=float("inf")), "--max-time-ratio inf is not a finite number"),
+    (dict(precision="w8a8", min_sqnr=float("nan")), "--min-sqnr nan is not a finite number"),
+    (dict(precision="mixed", min_sqnr=float("inf")), "--min-sqnr inf is not a finite number"),
 ])
 def test_bad_mixed_options_fail_before_any_work(tmp_path, kw, match):
     with pytest.raises(UsageError, match=match):

@@ -10,6 +10,7 @@ Stages that do not need each other run at the same time (NEEDS); their wall time
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import tempfile
@@ -190,6 +191,12 @@ def _resolve(req: ExportRequest) -> _Resolved:
     if not MIN_OPSET <= req.opset <= MAX_OPSET:
         raise UsageError(f"--opset {req.opset} is outside {MIN_OPSET}..{MAX_OPSET}.",
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
+    for option, value in (("--min-sqnr", req.min_sqnr), ("--max-time-ratio", req.max_time_ratio)):
+        # NaN compares false with every threshold (a verify that passes anything, a manifest
+        # that records null) and inf asks for what nothing meets: both refused before any work.
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{option} {value:g} is not a finite number.", hint=f"Give {option} a number, e.g. "
+                             f"{'30' if option == '--min-sqnr' else '1.4'}.")
     if req.graph not in GRAPH_FORMS:
         raise UsageError(f"Unknown graph form {req.graph!r}.", hint=f"Use one of: {', '.join(GRAPH_FORMS)}.")
     if req.io not in [f.value for f in IoFormat]:
