@@ -121,10 +121,20 @@ def test_parse_fraction(text, value):
     assert parse_fraction(text, flag="--threshold") == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["5", "-1%", "five", "1.5"])
+@pytest.mark.parametrize("text", ["5", "-1%", "five", "1.5", "inf%", "nan", "nan%"])
 def test_parse_fraction_refuses_ambiguous_or_bad_values(text):
     with pytest.raises(UsageError):
         parse_fraction(text, flag="--threshold")
+
+
+@pytest.mark.parametrize("table", ["absolute_floor_us = inf", "confidence = nan",
+                                   'blocks = {head = {absolute_floor_us = nan}}'])
+def test_gate_rules_refuse_nan_and_infinity_from_pyproject_too(tmp_path, table):
+    """A NaN floor compares false with every change and an infinite one passes all of them: either
+    way the gate could not fail (TOML writes both as bare inf and nan)."""
+    (tmp_path / "pyproject.toml").write_text(f"[tool.swiftformer-qnn.gate]\n{table}\n")
+    with pytest.raises(UsageError, match="finite number"):
+        load_rules(search_from=tmp_path)
 
 
 def test_parse_overrides_refuses_a_missing_pattern():

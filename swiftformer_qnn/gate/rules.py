@@ -7,6 +7,7 @@ its nearest parent that has one) sets the defaults; command-line flags override 
 from __future__ import annotations
 
 import fnmatch
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,9 @@ PYPROJECT_TABLE = ("tool", "swiftformer-qnn", "gate")
 
 
 class _Rules(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity, from pyproject or the command line: a NaN threshold or floor compares
+    # false with every change, an infinite one passes every change, and either way the gate cannot fail.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MetricRule(_Rules):
@@ -100,7 +103,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _rules_error(origin: str, exc: ValidationError) -> UsageError:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(table)"
-    return UsageError(f"{origin}: gate setting {where}: {first['msg']}.")
+    return UsageError(f"{origin}: gate setting {where}: {first['msg']}.",
+                      hint="Give it a value its option's --help (or docs/ci.md, for pyproject) describes.")
 
 
 def load_rules(pyproject: Path | None = None, *, search_from: Path | None = None) -> tuple[GateRules, Path | None]:
@@ -132,6 +136,8 @@ def parse_fraction(text: str, *, flag: str) -> float:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
         raise UsageError(f"{flag} {text!r}: not a number.", hint="Write 5% or 0.05.") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{flag} {text!r}: not a finite number.", hint="Write 5% or 0.05.")
     if value < 0 or (value >= 1 and not raw.endswith("%")):
         raise UsageError(f"{flag} {text!r}: expected a fraction below 1 or a percentage.", hint="Write 5% or 0.05.")
     return value
