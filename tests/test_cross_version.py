@@ -560,3 +560,10 @@ def test_a_failing_cpu_reference_leaves_no_output_directory_from_the_cli(xs_qdq,
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert "Traceback" not in result.output and len(errors) == 1 and "Got invalid dimensions for input: x" in errors[0]
     assert os.listdir(parent) == [] and not calls.exists()  # no staging directory, no output, no queued run
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3", "9"])
+def test_compare_refuses_a_number_of_parallel_compiles_outside_1_to_8(jobs, tmp_path):
+    result = CliRunner().invoke(app, ["toolchains", "compare", str(tmp_path / "m.onnx"), "--jobs", jobs, "--no-install"])
+    assert result.exit_code == 2, result.output
+    assert "--jobs" in result.output

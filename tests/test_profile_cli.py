@@ -458,3 +458,12 @@ def test_local_profile_refuses_a_binary_that_is_not_the_recorded_one(compiled_ex
     assert "the export's compile does not match its manifest (model.ctx_qnn.bin was changed)" in result.stderr
     assert "Run the same export again: it rebuilds the files that no longer match its manifest." in result.stderr
     assert not (tmp_path / "o").exists()  # refused before any run
+
+
+@pytest.mark.parametrize("option, value", [("--timeout", "nan"), ("--poll", "nan"), ("--timeout", "0")])
+def test_a_wait_that_is_no_positive_number_of_seconds_is_refused_before_any_work(option, value, tmp_path):
+    """`nan <= 0` is False: a NaN timeout or poll interval passed the check."""
+    result = CliRunner().invoke(app, ["profile", "--out", str(tmp_path / "o"), option, value])
+    assert result.exit_code == 2, result.output
+    assert "is not a positive number of seconds" in result.output
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
 
 
 def _positive(value: float) -> float:
-    """Typer callback: a usage error (exit 2, before any work) unless the value is above 0."""
-    if value <= 0:
+    """Typer callback: a usage error (exit 2, before any work) unless the value is a finite
+    number above 0 (NaN is no number of seconds, and passes `<= 0`)."""
+    if not math.isfinite(value) or value <= 0:
         raise typer.BadParameter(f"{value:g} is not a positive number of seconds.")
     return value
 

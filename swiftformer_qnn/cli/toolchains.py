@@ -195,7 +195,7 @@ def compare_cmd(
     output_dir: Annotated[Path | None, typer.Option(help="Where to write qnn-<version>/ and cross_version.json. Default: <model stem>.qnn-versions next to the model.")] = None,
     soc: Annotated[str, typer.Option(help=f"Target Snapdragon ({DEFAULT_SOC} = 8 Gen 2, default).")] = DEFAULT_SOC,
     fp16: Annotated[bool, typer.Option(help="Compile a float model in the HTP's fp16 mode.")] = False,
-    jobs: Annotated[int | None, typer.Option(help="Parallel compiles. Default: every version at once (up to 8); the OS shares the cores.")] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, max=8, help="Parallel compiles, 1-8. Default: every version at once (up to 8); the OS shares the cores.")] = None,
     emulate: Annotated[bool, typer.Option(help="Also run each compiled graph once on the HTP emulator and compare its outputs with the CPU EP's (op counts and types come from the op trace either way).")] = True,
     markdown: Annotated[bool, typer.Option(help="Print the table as Markdown instead.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,

@@ -76,7 +76,7 @@ def read_export(directory: Path) -> ExportSource:
     if manifest is None:
         raise OutputDirError(
             f"{directory} is not a complete export (no manifest.json of swiftformer-qnn).",
-            hint="Run `swiftformer-qnn export` first, or omit --from to export here.",
+            hint="Pass the directory an export wrote (swiftformer-qnn export), or run the export first.",
         )
     req = manifest.request
     if not isinstance(req, ExportedRequest):
