@@ -149,6 +149,18 @@ def test_input_errors_exit_2(sides, tmp_path):
     assert r.exit_code == 2 and "Cannot write the gate report" in r.stderr
 
 
+def test_a_report_that_cannot_be_written_leaves_no_other_written(sides, tmp_path):
+    """`--report-dir new --json DIR` wrote new/'s three reports, then failed on the JSON, and the
+    error named a temporary file."""
+    (tmp_path / "a-dir").mkdir()
+    r = latency("-b", sides["base"], "-c", sides["same"], "--report-dir", tmp_path / "new",
+                "--markdown", tmp_path / "gate.md", "--json", tmp_path / "a-dir")
+    assert r.exit_code == 2, r.output
+    assert f"Cannot write the gate report {tmp_path / 'a-dir'}: it is a directory" in r.output
+    assert ".tmp" not in r.output
+    assert not (tmp_path / "new").exists() and not (tmp_path / "gate.md").exists()
+
+
 def test_emulator_profiles_exit_2(sides, tmp_path):
     p = Profile.model_validate({
         **synthetic_profile([1.0]).model_dump(exclude={"latency", "ops", "source"}), "source": "emulator",

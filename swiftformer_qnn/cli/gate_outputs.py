@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -202,7 +203,14 @@ def write_outputs(
         if p is not None:
             targets[k].append(Path(p))
     render = {"markdown": render_markdown, "junit": render_junit, "json": render_json}
+    # Every place checked before any is written: a bad --json must not leave the others half done.
+    for p in [*(p for paths in targets.values() for p in paths), *([Path(step_summary)] if step_summary else [])]:
+        why = _unwritable(p)
+        if why:
+            raise OutputDirError(f"Cannot write the gate report {p}: {why}.",
+                                 hint="Give each report option a file path in a writable directory; nothing was written.")
     written = []
+    p = None
     try:
         for k, paths in targets.items():
             if not paths:
@@ -213,9 +221,25 @@ def write_outputs(
                 write_text_atomic(p, text)
                 written.append(p)
         if step_summary is not None:
-            with open(step_summary, "a", encoding="utf-8") as f:
+            p = Path(step_summary)
+            with open(p, "a", encoding="utf-8") as f:
                 f.write(render_markdown(v) + "\n")
-            written.append(Path(step_summary))
+            written.append(p)
     except OSError as exc:
-        raise OutputDirError(f"Cannot write the gate report {exc.filename}: {exc.strerror or exc}.") from None
+        raise OutputDirError(f"Cannot write the gate report {p}: {exc.strerror or exc}.",
+                             hint="Check the free space and permissions there.") from None
     return written
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a report cannot be written at `path` (None: it can, as far as can be told before writing)."""
+    if path.is_dir():
+        return "it is a directory"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
