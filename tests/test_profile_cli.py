@@ -62,6 +62,17 @@ def test_no_token_is_one_message_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_mistyped_from_is_named_before_the_missing_token(tmp_path, monkeypatch):
+    """Local and cheap, the paths given are checked first: a typo in --from said "no token"."""
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "missing" / "client.ini"))
+    result = invoke("--from", str(tmp_path / "typo"))
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'typo'} does not exist" in result.stderr and "token" not in result.stderr
+    (tmp_path / "a-file").write_text("")
+    result = invoke("--out", str(tmp_path / "a-file"))
+    assert result.exit_code == 2 and "is a file, not a directory" in result.stderr
+
+
 # --- AI Hub ---------------------------------------------------------------------------------
 
 

@@ -72,6 +72,9 @@ class ExportSource:
 def read_export(directory: Path) -> ExportSource:
     """The model, variant and precision of one complete export directory."""
     directory = Path(directory)
+    if not directory.exists():
+        raise OutputDirError(f"{directory} does not exist.",
+                             hint="Pass the directory an export wrote (swiftformer-qnn export), or run the export first.")
     manifest = read_manifest(directory)
     if manifest is None:
         raise OutputDirError(

@@ -163,17 +163,18 @@ def default_out_dir() -> Path:
 
 
 def _profile(req: ProfileRequest, device: DeviceTarget, progress: Progress | None, export_progress: Callable | None,
-             run: Callable[[list[ExportSource], Path, Progress], ProfileRunResult]) -> ProfileRunResult:
-    """What every mode does around its own run: the output directory checked before any export
-    or (paid) job, the exports read (or the default one made, for the device's chipset)."""
+             run: Callable[[list[ExportSource], Path, Progress], ProfileRunResult],
+             before_work: Callable[[], None] = lambda: None) -> ProfileRunResult:
+    """What every mode does around its own run: the output directory and the exports given
+    (--from) checked first, local and cheap, so a mistyped path is named as such; then
+    `before_work` (AI Hub's token), before the default export is made or any (paid) job starts."""
     emit = progress or (lambda msg: None)
     out_dir = Path(req.out_dir) if req.out_dir else default_out_dir()
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a directory.", hint="Pass a directory for the profiles.")
-    if req.from_dirs:
-        sources = distinct([read_export(d) for d in req.from_dirs], emit)
-    else:
-        sources = [read_export(default_export(device.soc or SOCS[DEFAULT_SOC], export_progress))]
+    given = distinct([read_export(d) for d in req.from_dirs], emit) if req.from_dirs else None
+    before_work()
+    sources = given or [read_export(default_export(device.soc or SOCS[DEFAULT_SOC], export_progress))]
     result = run(sources, out_dir, emit)
     result.exports = [s.directory for s in sources]
     return result
@@ -192,16 +193,18 @@ def _check_runs(runs: int) -> None:
 def run_on_hub(
     req: HubRequest, progress: Progress | None = None, export_progress: Callable | None = None
 ) -> ProfileRunResult:
-    """Profile exports on a phone through AI Hub. The token is checked before any work."""
+    """Profile exports on a phone through AI Hub. The token is checked before any export is made
+    or job submitted (after the options and the exports given, which are local)."""
     device = resolve_device(req.device)
     if device.backend is not Backend.AIHUB:
         raise UsageError(f"--device {req.device!r} is not an AI Hub device.",
                          hint=f"Use `swiftformer-qnn profile {_SUBCOMMAND[device.backend]}`.")
     _check_runs(req.runs)
     qnn = _qnn_versions(req.qnn)
-    config = check_hub_config()
+    config: list = []  # the token's configuration, once `_profile` has checked what is local
     return _profile(req, device, progress, export_progress,
-                    lambda sources, out, emit: _profile_on_hub(sources, device, out, qnn, req, config, emit))
+                    lambda sources, out, emit: _profile_on_hub(sources, device, out, qnn, req, config[0], emit),
+                    before_work=lambda: config.append(check_hub_config()))
 
 
 def run_on_emulator(
