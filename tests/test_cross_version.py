@@ -567,3 +567,12 @@ def test_compare_refuses_a_number_of_parallel_compiles_outside_1_to_8(jobs, tmp_
     result = CliRunner().invoke(app, ["toolchains", "compare", str(tmp_path / "m.onnx"), "--jobs", jobs, "--no-install"])
     assert result.exit_code == 2, result.output
     assert "--jobs" in result.output
+
+
+def test_compare_names_a_missing_model_before_the_toolchains(tmp_path, monkeypatch):
+    """A mistyped model path was reported as toolchains not installed (and, without --no-install,
+    would have waited for every QNN version's install)."""
+    monkeypatch.setenv("SWIFTFORMER_QNN_TOOLCHAINS", str(tmp_path / "no-toolchains"))
+    result = CliRunner().invoke(app, ["toolchains", "compare", str(tmp_path / "typo.onnx"), "--no-install"])
+    assert result.exit_code == 2, result.output
+    assert "typo.onnx does not exist" in result.output and "not installed" not in result.output

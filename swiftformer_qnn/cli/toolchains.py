@@ -203,6 +203,13 @@ def compare_cmd(
     no_install: NoInstallOpt = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
+    from ..core.targets import get_soc
+    from ..htp.sweep import require_onnx
+
+    # The model and the SoC before the toolchains: a mistyped path must not wait for (or be
+    # hidden behind) the install of every QNN version.
+    require_onnx(model)
+    get_soc(soc)
     specs = qnn_toolchains(qnn, no_install=no_install)
     compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force, use_cache=not no_cache,
                      emulate=emulate, jobs=jobs, markdown=markdown)
