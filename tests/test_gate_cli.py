@@ -139,7 +139,11 @@ def test_bad_options_exit_2(sides, args, message):
 
 
 def test_input_errors_exit_2(sides, tmp_path):
-    assert "no such profile file" in latency("-b", tmp_path / "nope.profile.json", "-c", sides["same"]).stderr
+    missing = latency("-b", tmp_path / "nope.profile.json", "-c", sides["same"]).stderr
+    assert "no such profile file" in missing and "Pass a *.profile.json" in missing  # and what to do
+    (tmp_path / "empty").mkdir()
+    empty = latency("-b", tmp_path / "empty", "-c", sides["same"]).stderr
+    assert "no *.profile.json files in this baseline directory" in empty and "Pass --baseline" in empty
     assert latency("-c", sides["same"]).exit_code == 2
     (tmp_path / "bad.profile.json").write_text("{")
     r = latency("-b", tmp_path / "bad.profile.json", "-c", sides["same"])

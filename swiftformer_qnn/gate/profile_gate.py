@@ -52,7 +52,8 @@ def load_side(paths: Sequence[Path], *, side: str, variant: str | None = None) -
     files = find_profiles(list(paths))
     for p in map(Path, paths):
         if p.is_dir() and not any(f.is_relative_to(p) for f in files):
-            raise ProfileError(f"{p}: no *.profile.json files in this {side} directory.")
+            raise ProfileError(f"{p}: no *.profile.json files in this {side} directory.",
+                               hint=f"Pass --{side} the directory `swiftformer-qnn profile --out` wrote, or its files.")
     profiles = [load_profile(f) for f in files]
     if variant is not None:
         kept = [(p, f) for p, f in zip(profiles, files, strict=True) if p.model.variant == variant]

@@ -117,7 +117,8 @@ def load_rules(pyproject: Path | None = None, *, search_from: Path | None = None
     if path is None:
         return GateRules(), None
     if not path.is_file():
-        raise UsageError(f"{path}: no such pyproject file.")
+        raise UsageError(f"{path}: no such pyproject file." if not path.exists() else f"{path} is not a file.",
+                         hint="Pass --config the pyproject.toml that holds [tool.swiftformer-qnn.gate].")
     table: Any = _read_toml(path)
     for key in PYPROJECT_TABLE:
         table = table.get(key, {}) if isinstance(table, dict) else {}

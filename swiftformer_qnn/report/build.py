@@ -100,7 +100,8 @@ def load_inputs(paths: Sequence[Path], *, skip_invalid: bool = False) -> LoadRes
                 ) from None
             skipped.append(SkippedInput(path=input_label(f), reason=exc.message))
     if not loaded:
-        raise ProfileError(f"None of the {len(seen)} file(s) given is a valid profile.")
+        raise ProfileError(f"None of the {len(seen)} file(s) given is a valid profile.",
+                           hint="Pass *.profile.json files that `swiftformer-qnn profile` wrote (the skipped ones say why).")
     return LoadResult(loaded, skipped)
 
 
