@@ -494,3 +494,22 @@ def test_a_refused_compile_leaves_no_worker_waiting(tmp_path):
         run_compile(CompileRequest(model=float_model, output_dir=tmp_path / "out"))
     assert not workers._ahead.get("compile")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_saved_with_a_newer_onnx_ir_than_onnxruntime_reads_is_refused_in_one_line(tmp_path):
+    """onnxruntime's own refusal was its C++ signature cut mid-way, naming a stage-cache temp file."""
+    from onnx import TensorProto, helper
+
+    from swiftformer_qnn.pipeline import CompileRequest, run_compile
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "add",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 99  # above what any onnxruntime reads
+    path = tmp_path / "newer.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UsageError, match=r"The model is ONNX IR version 99; this onnxruntime reads up to IR version \d+") as err:
+        run_compile(CompileRequest(model=path, fp16=True, output_dir=tmp_path / "out"))
+    assert "set model.ir_version" in err.value.one_line()  # the hint, carried from the worker
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import HtpUnsupportedError, ToolchainError
+from ..core.errors import HtpUnsupportedError, ToolchainError, UsageError
 
 EP_NAME = "QNNExecutionProvider"
 PROFILE_CSV = "qnn_profile.csv"  # where a run on the HTP emulator writes QNN's detailed profile
@@ -226,5 +226,11 @@ def _explain_session_failure(exc: Exception, model_path: Path, log_text: str) ->
             hint=("Fix: " + "; ".join(fixes) + ".") if fixes else
             "Replace those ops in the model (nothing may fall back to the CPU).",
         )
+    too_new = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text)
+    if too_new:  # a model saved by a newer onnx package: the user's file, not the toolchain
+        ir, most = too_new.groups()
+        return UsageError(f"The model is ONNX IR version {ir}; this onnxruntime reads up to IR version {most}.",
+                          hint=f"Save it with IR version {most} or lower (set model.ir_version = {most} with the "
+                               f"onnx package and save it again, or export it with an older onnx).")
     first = text.strip().splitlines()[0][:400] if text.strip() else type(exc).__name__
     return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {first}")
