@@ -65,3 +65,17 @@ def test_a_located_op_is_named_by_block_part_and_channel():
     assert finding["fit_cpu"]["intercept"] == pytest.approx(0.8) and finding["fit_htp"]["intercept"] == pytest.approx(-0.8)
     assert describe(finding).startswith("the HTP departs at stage2.block5 SwiftFormerEncoder / mlp: BatchNormalization")
     assert "channel 1 maps differently: bias +0.8 on the CPU vs -0.8 on the HTP" in describe(finding)
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_work(tmp_path, xs_compiled, monkeypatch):
+    """It ran the QDQ model and the emulator over every tensor, then failed to write."""
+    import swiftformer_qnn.pipeline.diagnose as diagnose
+
+    def must_not_run(_export_dir):
+        raise AssertionError("diagnose ran before its --out was checked")
+
+    monkeypatch.setattr(diagnose, "diagnose_export", must_not_run)
+    (tmp_path / "a-file").write_text("mine")
+    res = CliRunner().invoke(app, ["diagnose", str(xs_compiled), "--out", str(tmp_path / "a-file")])
+    assert res.exit_code == 2, res.output
+    assert "is a file, not a directory" in res.output and (tmp_path / "a-file").read_text() == "mine"

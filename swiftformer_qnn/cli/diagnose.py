@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from ..core.errors import UsageError
 from ._app import app, console, err_console, guarded, next_step
 
 
@@ -25,9 +26,13 @@ def diagnose(
     from ..pipeline.localize import describe
     from ..report.diagnosis import diagnosis_table, write_diagnosis
 
+    target = out or Path(export_dir) / "diagnose"
+    if target.exists() and not target.is_dir():  # before the work, not after it
+        raise UsageError(f"--out {target} is a file, not a directory.",
+                         hint="Pass a directory for diagnose.json and diagnose.md.")
     err_console.print("Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ...")
     d = diagnose_export(export_dir)
-    js, md = write_diagnosis(d, out or Path(export_dir) / "diagnose")
+    js, md = write_diagnosis(d, target)
     console.print(table_rich(diagnosis_table(d)))
     console.print(Text(f"HTP vs CPU QDQ: {describe(d.divergence)}."))
     console.print(Text("Wrote:"))
