@@ -573,6 +573,7 @@ def test_compare_names_a_missing_model_before_the_toolchains(tmp_path, monkeypat
     """A mistyped model path was reported as toolchains not installed (and, without --no-install,
     would have waited for every QNN version's install)."""
     monkeypatch.setenv("SWIFTFORMER_QNN_TOOLCHAINS", str(tmp_path / "no-toolchains"))
-    result = CliRunner().invoke(app, ["toolchains", "compare", str(tmp_path / "typo.onnx"), "--no-install"])
-    assert result.exit_code == 2, result.output
-    assert "typo.onnx does not exist" in result.output and "not installed" not in result.output
+    for command in (["toolchains", "compare"], ["compile", "--qnn", "all"]):
+        result = CliRunner().invoke(app, [*command, str(tmp_path / "typo.onnx"), "--no-install"])
+        assert result.exit_code == 2, result.output
+        assert "typo.onnx does not exist" in result.output and "not installed" not in result.output

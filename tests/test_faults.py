@@ -728,4 +728,12 @@ def test_a_compile_never_replaces_the_folder_that_holds_its_own_input(tmp_path):
     line = one_error_line(runner.invoke(app, ["compile", str(elsewhere), "--output-dir", str(out)]), 2)
     assert "holds an export of a different request" in line and "--force" in line
     assert snapshot(out) == before
+    # An earlier version's manifest (one this version cannot read) is still ours: the same refusal.
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["request"]["kind"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(out)
+    line = one_error_line(runner.invoke(app, [*compile_it, "--force"]), 2)
+    assert "holds model.qdq.onnx, this compile's input" in line
+    assert snapshot(out) == before
     no_leftovers(tmp_path)

@@ -165,6 +165,20 @@ def test_a_report_that_cannot_be_written_leaves_no_other_written(sides, tmp_path
     assert not (tmp_path / "new").exists() and not (tmp_path / "gate.md").exists()
 
 
+def test_a_step_summary_whose_folder_is_missing_is_refused_before_any_report(sides, tmp_path):
+    """$GITHUB_STEP_SUMMARY is appended to where it is (no folder is made for it): a missing folder
+    failed only after the other reports were written."""
+    summary = tmp_path / "earlier.md"
+    summary.write_text("earlier step\n")
+    r = latency("-b", sides["base"], "-c", sides["same"], env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.exit_code == 0, r.output
+    assert summary.read_text().startswith("earlier step\n") and len(summary.read_text()) > 20
+    r = latency("-b", sides["base"], "-c", sides["same"], "--markdown", tmp_path / "gate.md",
+                env={"GITHUB_STEP_SUMMARY": str(tmp_path / "missing" / "summary.md")})
+    assert r.exit_code == 2 and "is not a directory" in r.stderr
+    assert not (tmp_path / "gate.md").exists()
+
+
 def test_emulator_profiles_exit_2(sides, tmp_path):
     p = Profile.model_validate({
         **synthetic_profile([1.0]).model_dump(exclude={"latency", "ops", "source"}), "source": "emulator",

@@ -28,8 +28,8 @@ def diagnose(
 
     target = out or Path(export_dir) / "diagnose"
     if target.exists() and not target.is_dir():  # before the work, not after it
-        raise UsageError(f"--out {target} is a file, not a directory.",
-                         hint="Pass a directory for diagnose.json and diagnose.md.")
+        raise UsageError(f"{target} is a file, not a directory for diagnose.json and diagnose.md.",
+                         hint="Pass --out a directory (the default is EXPORT_DIR/diagnose).")
     err_console.print("Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ...")
     d = diagnose_export(export_dir)
     js, md = write_diagnosis(d, target)

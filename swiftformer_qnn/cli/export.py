@@ -10,7 +10,7 @@ import typer
 from ..model.variants import VARIANTS
 from ._app import JsonOpt, app, console, err_console, guarded, next_step, print_json
 from .render import ExportProgress, export_summary, render_export_summary, render_mixed
-from .toolchains import NoInstallOpt, compare_versions, qnn_toolchains
+from .toolchains import NoInstallOpt, check_compared_model, compare_versions, qnn_toolchains
 
 
 @app.command()
@@ -109,6 +109,8 @@ def compile_(
     """Compile an existing ONNX model to a QNN context binary for the Snapdragon NPU (local QNN)."""
     from ..pipeline import CompileRequest, run_compile
 
+    if qnn is not None:
+        check_compared_model(model, soc)
     specs = qnn_toolchains(qnn, no_install=no_install)
     if specs:
         compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force)

@@ -204,8 +204,9 @@ def write_outputs(
             targets[k].append(Path(p))
     render = {"markdown": render_markdown, "junit": render_junit, "json": render_json}
     # Every place checked before any is written: a bad --json must not leave the others half done.
-    for p in [*(p for paths in targets.values() for p in paths), *([Path(step_summary)] if step_summary else [])]:
-        why = _unwritable(p)
+    places = [(p, False) for paths in targets.values() for p in paths]
+    for p, appended in [*places, *([(Path(step_summary), True)] if step_summary else [])]:
+        why = _unwritable(p, appended=appended)
         if why:
             raise OutputDirError(f"Cannot write the gate report {p}: {why}.",
                                  hint="Give each report option a file path in a writable directory; nothing was written.")
@@ -231,10 +232,15 @@ def write_outputs(
     return written
 
 
-def _unwritable(path: Path) -> str | None:
-    """Why a report cannot be written at `path` (None: it can, as far as can be told before writing)."""
+def _unwritable(path: Path, *, appended: bool = False) -> str | None:
+    """Why a report cannot be written at `path` (None: it can, as far as can be told before writing).
+    `appended`: a file added to where it is (the step summary), in a folder that must exist."""
     if path.is_dir():
         return "it is a directory"
+    if appended:
+        if path.exists():
+            return None if os.access(path, os.W_OK) else "it is not writable"
+        return None if path.parent.is_dir() else f"{path.parent} is not a directory"
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -203,16 +203,20 @@ def compare_cmd(
     no_install: NoInstallOpt = False,
 ) -> None:
     """Compile one model with several QNN versions in parallel and compare what each produced."""
-    from ..core.targets import get_soc
-    from ..htp.sweep import require_onnx
-
-    # The model and the SoC before the toolchains: a mistyped path must not wait for (or be
-    # hidden behind) the install of every QNN version.
-    require_onnx(model)
-    get_soc(soc)
+    check_compared_model(model, soc)
     specs = qnn_toolchains(qnn, no_install=no_install)
     compare_versions(model, specs, soc=soc, fp16=fp16, output_dir=output_dir, force=force, use_cache=not no_cache,
                      emulate=emulate, jobs=jobs, markdown=markdown)
+
+
+def check_compared_model(model: Path, soc: str) -> None:
+    """The model and the SoC of a comparison across QNN versions, checked before its toolchains:
+    a mistyped path must not wait for (or hide behind) the install of every QNN version."""
+    from ..core.targets import get_soc
+    from ..htp.sweep import require_onnx
+
+    require_onnx(model)
+    get_soc(soc)
 
 
 def compare_versions(model: Path, specs, *, soc: str, fp16: bool, output_dir: Path | None, force: bool,

@@ -230,7 +230,7 @@ def _explain_session_failure(exc: Exception, model_path: Path, log_text: str) ->
     if too_new:  # a model saved by a newer onnx package: the user's file, not the toolchain
         ir, most = too_new.groups()
         return UsageError(f"The model is ONNX IR version {ir}; this onnxruntime reads up to IR version {most}.",
-                          hint=f"Save it with IR version {most} or lower (set model.ir_version = {most} with the "
-                               f"onnx package and save it again, or export it with an older onnx).")
+                          hint=f"Save it with IR version {most} or lower: export it with an older onnx package, or "
+                               f"set model.ir_version = {most} and save it again if its opsets are that old too.")
     first = text.strip().splitlines()[0][:400] if text.strip() else type(exc).__name__
     return ToolchainError(f"onnxruntime-qnn could not create an HTP session for {model_path.name}: {first}")

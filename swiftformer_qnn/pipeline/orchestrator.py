@@ -192,8 +192,8 @@ def _resolve(req: ExportRequest) -> _Resolved:
         raise UsageError(f"--opset {req.opset} is outside {MIN_OPSET}..{MAX_OPSET}.",
                          hint="Use 20 (native Gelu, which the QNN HTP accepts).")
     for option, value in (("--min-sqnr", req.min_sqnr), ("--max-time-ratio", req.max_time_ratio)):
-        # NaN compares false with every threshold (a verify that passes anything, a manifest
-        # that records null) and inf asks for what nothing meets: both refused before any work.
+        # NaN compares false with every threshold (a verify that passes anything) and neither
+        # NaN nor inf survives the manifest's JSON (it records null): both refused before any work.
         if value is not None and not math.isfinite(value):
             raise UsageError(f"{option} {value:g} is not a finite number.", hint=f"Give {option} a number, e.g. "
                              f"{'30' if option == '--min-sqnr' else '1.4'}.")
@@ -389,7 +389,8 @@ def _assemble(
         owned = manifest_files(directory)
         if found is None:
             if holds_export_manifest(directory):  # an earlier version's format: still ours, so --force replaces it
-                return Found(Occupant.OURS, f"{_a(what)} made by another swiftformer-qnn version "
+                _refuse_replacing_inputs(directory, owned, reads, what)
+                return Found(Occupant.OURS, "an output made by another swiftformer-qnn version "
                                             "(a manifest this version does not read)", owned)
             return Found(Occupant.FOREIGN, holds(directory))
         if found.request_key == request_key:
