@@ -213,9 +213,9 @@ def check_compared_model(model: Path, soc: str) -> None:
     """The model and the SoC of a comparison across QNN versions, checked before its toolchains:
     a mistyped path must not wait for (or hide behind) the install of every QNN version."""
     from ..core.targets import get_soc
-    from ..htp.sweep import require_onnx
+    from ..htp.sweep import require_model_file
 
-    require_onnx(model)
+    require_model_file(model)  # the graph itself is read once, by the comparison
     get_soc(soc)
 
 

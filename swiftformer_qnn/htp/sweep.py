@@ -649,15 +649,20 @@ def compile_versions_into(
             return compile_across_versions(source, versions, work, cache=VersionCache(enabled=use_cache), **kwargs)
 
 
-def require_onnx(model: Path) -> None:
-    """An ONNX model file with at least one node, or a UsageError saying what it is instead."""
-    import onnx
-
-
+def require_model_file(model: Path) -> None:
+    """A file at `model`, or a UsageError: the check before anything slow (a toolchain's
+    install), without parsing the graph (`require_onnx` does, later)."""
     if model.is_dir():
         raise UsageError(f"{model} is a directory, not an ONNX model.", hint="Pass the path of a QDQ .onnx model.")
     if not model.is_file():
         raise UsageError(f"{model} does not exist.", hint="Pass the path of a QDQ .onnx model.")
+
+
+def require_onnx(model: Path) -> None:
+    """An ONNX model file with at least one node, or a UsageError saying what it is instead."""
+    import onnx
+
+    require_model_file(model)
     try:
         graph = onnx.load(str(model), load_external_data=False).graph
     except Exception:

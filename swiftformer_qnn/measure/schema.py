@@ -350,24 +350,28 @@ class Profile(_Strict):
         return write_text_atomic(path, self.model_dump_json(indent=2) + "\n")
 
 
+# What to pass instead of a file that is no profile.
+_PROFILE_HINT = "Pass a *.profile.json that `swiftformer-qnn profile` wrote (or `profile import` made from your own files)."
+
+
 def load_profile(path: Path) -> Profile:
     """Read and validate one profile; any problem is a ProfileError naming the file."""
     path = Path(path)
     why = not_a_regular_file(path)
     if why == "does not exist":
-        raise ProfileError(f"{path}: no such profile file.", hint="Pass a *.profile.json that `swiftformer-qnn profile` wrote (or `profile import` made from your own files).")
+        raise ProfileError(f"{path}: no such profile file.", hint=_PROFILE_HINT)
     if why is not None:
         raise ProfileError(f"{path} {why}: not read as a profile.")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ProfileError(f"{path}: no such profile file.", hint="Pass a *.profile.json that `swiftformer-qnn profile` wrote (or `profile import` made from your own files).") from None
+        raise ProfileError(f"{path}: no such profile file.", hint=_PROFILE_HINT) from None
     except IsADirectoryError:
         raise ProfileError(f"{path} is a directory, not a profile file.") from None
     except RecursionError:
         raise ProfileError(f"{path}: not a profile (JSON nested too deeply).") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, huge integers
-        raise ProfileError(f"{path}: not a JSON profile ({json_problem(exc)}).", hint="Pass a *.profile.json that `swiftformer-qnn profile` wrote (or `profile import` made from your own files).") from None
+        raise ProfileError(f"{path}: not a JSON profile ({json_problem(exc)}).", hint=_PROFILE_HINT) from None
     if not isinstance(data, dict) or data.get("kind") != PROFILE_KIND:
         raise ProfileError(f"{path}: not a swiftformer-qnn profile (no \"kind\": \"{PROFILE_KIND}\").")
     if data.get("schema_version") != SCHEMA_VERSION:

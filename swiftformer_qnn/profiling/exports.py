@@ -69,17 +69,20 @@ class ExportSource:
 
 
 
+_EXPORT_HINT = "Pass the directory an export wrote (swiftformer-qnn export), or run the export first."
+
+
 def read_export(directory: Path) -> ExportSource:
     """The model, variant and precision of one complete export directory."""
     directory = Path(directory)
     if not directory.exists():
         raise OutputDirError(f"{directory} does not exist.",
-                             hint="Pass the directory an export wrote (swiftformer-qnn export), or run the export first.")
+                             hint=_EXPORT_HINT)
     manifest = read_manifest(directory)
     if manifest is None:
         raise OutputDirError(
             f"{directory} is not a complete export (no manifest.json of swiftformer-qnn).",
-            hint="Pass the directory an export wrote (swiftformer-qnn export), or run the export first.",
+            hint=_EXPORT_HINT,
         )
     req = manifest.request
     if not isinstance(req, ExportedRequest):
