@@ -415,45 +415,94 @@ def test_identical_outputs_give_an_exact_sqnr_that_survives_json():
     assert 40 < noisy["sqnr_db"] < 60 and not sqnr_below(noisy, 30) and sqnr_below(noisy, 70)
 
 
-def test_the_pytorch_models_are_gone_before_the_quantize_stage(tmp_path, monkeypatch):
-    """The calibration and verify are the export's peaks of memory: the block and the L1 that
-    feeds its calibration are no longer held by then."""
+def test_the_pytorch_models_are_gone_before_validates_onnxruntime_run(tmp_path, monkeypatch):
+    """The calibration runs beside validate, and verify comes later: the export's peaks of memory.
+    The block and the L1 that feeds its calibration are no longer held once validate's PyTorch
+    reference is computed, before its onnxruntime session is made."""
     import gc
     import weakref
 
+    import swiftformer_qnn.measure.agreement as agreement
     import swiftformer_qnn.model.swiftformer as swiftformer
-    import swiftformer_qnn.pipeline.quantize as quantize
 
-    built, alive_at_quantize = [], []
+    built, alive_at_onnx_run = [], []
     build = swiftformer.build_model
+    real_run_cpu = agreement.run_cpu
 
     def tracked(*args, **kw):
         model = build(*args, **kw)
         built.append(weakref.ref(model))
         return model
 
-    def quantize_qdq(*args, **kw):
+    def run_cpu(*args, **kw):  # validate's onnxruntime run of the float graph
         gc.collect()
-        alive_at_quantize.extend(ref() is not None for ref in built)
-        return real_quantize(*args, **kw)
+        alive_at_onnx_run.extend(ref() is not None for ref in built)
+        return real_run_cpu(*args, **kw)
 
-    real_quantize = quantize.quantize_qdq
     monkeypatch.setattr(swiftformer, "build_model", tracked)
-    monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
+    monkeypatch.setattr(agreement, "run_cpu", run_cpu)
     run_export(ExportRequest(variant="encoder", resolution=16, until=Until.QUANTIZE, output_dir=tmp_path / "enc",
                              use_cache=False, **SMALL))
     assert len(built) == 2  # the block, and the L1 whose activations calibrate it
-    assert alive_at_quantize == [False, False]
+    assert alive_at_onnx_run == [False, False]
+
+
+def test_the_quantize_runs_beside_validate(tmp_path, monkeypatch):
+    """The calibration does not wait for validate: validate's reference waits here until the
+    quantize stage has begun, which never happens if the quantize waits for validate."""
+    import threading
+
+    import swiftformer_qnn.pipeline.quantize as quantize
+    import swiftformer_qnn.pipeline.validate as validate
+
+    quantizing, waited = threading.Event(), []
+    real_quantize, real_reference = quantize.quantize_qdq, validate.torch_outputs
+
+    def quantize_qdq(*args, **kw):
+        quantizing.set()
+        return real_quantize(*args, **kw)
+
+    def torch_outputs(*args, **kw):
+        waited.append(quantizing.wait(timeout=60))
+        return real_reference(*args, **kw)
+
+    monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
+    monkeypatch.setattr(validate, "torch_outputs", torch_outputs)
+    run_export(_xs(tmp_path, until=Until.QUANTIZE, use_cache=False))
+    assert waited == [True]
+
+
+def test_a_validate_failure_beside_the_quantize_is_the_error_and_nothing_is_written(tmp_path, monkeypatch):
+    """Validate fails while the quantize runs beside it: its error is the one raised (the
+    earliest stage's), once the quantize has finished, and no output folder is left."""
+    import swiftformer_qnn.pipeline.validate as validate
+
+    monkeypatch.setattr(validate, "torch_outputs", lambda model, inputs: np.zeros((inputs.shape[0], 1000), np.float32) + 5)
+    request = _xs(tmp_path, until=Until.QUANTIZE, use_cache=False)
+    with pytest.raises(ExportValidationError, match="does not match PyTorch"):
+        run_export(request)
+    assert not request.output_dir.exists()
 
 
 def test_the_compile_and_the_estimate_take_the_workers_started_during_the_quantize(tmp_path, monkeypatch):
     """Their start-up (interpreter, imports) runs beside the quantize stage, not inside the
-    compile and estimate stages; none is left waiting after the export."""
+    compile and estimate stages, and not before validate is done (validate and the calibration
+    together are the export's peak of memory); none is left waiting after the export."""
     from swiftformer_qnn.htp import workers
 
     workers.discard_ahead()  # one left waiting by an earlier test would pass for this export's
-    taken = []
-    real_take = workers.take
+    taken, ended, started = [], set(), []
+    real_take, real_start_ahead = workers.take, workers.start_ahead
+
+    def start_ahead(command):
+        started.append((command, "validate" in ended))
+        real_start_ahead(command)
+
+    def progress(event):
+        if event.status in ("done", "cached"):
+            ended.add(event.stage)
+
+    monkeypatch.setattr(workers, "start_ahead", start_ahead)
 
     def take(command):
         taken.append((command, bool(workers._ahead.get(command))))  # was one waiting?
@@ -461,8 +510,10 @@ def test_the_compile_and_the_estimate_take_the_workers_started_during_the_quanti
 
     monkeypatch.setattr("swiftformer_qnn.htp.compile.take", take)
     monkeypatch.setattr(workers, "take", take)  # the estimate's
-    run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL))
+    run_export(ExportRequest(variant="encoder", resolution=16, output_dir=tmp_path / "enc", use_cache=False, **SMALL),
+               progress)
     assert sorted(taken) == [("compile", True), ("estimate", True)]
+    assert sorted(set(started)) == [("compile", True), ("estimate", True)]
 
 
 def test_workers_started_for_stages_found_in_the_cache_do_not_wait_through_verify(tmp_path, monkeypatch):

@@ -96,9 +96,12 @@ NEEDS = {
     # one is quantized (the others' stages are not run, and a stage waits only for those that are).
     "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
     "mixed_search": ("sensitivity",),
-    # After validate, not beside it: the two together peaked at 1529 MB for L1 (the straight-line
-    # scripts: 904 MB); one after the other, 906 MB.
-    "quantize": ("simplify", "fold_bn", "inputs", "validate", "sensitivity", "mixed_search"),
+    # Beside validate, which takes the serial path's place between the fold and the calibration
+    # (1.0-1.4 s of L1's). Validate drops the PyTorch model before its onnxruntime run, so the
+    # two together hold no more than the calibration alone did after it: 875-890 MB against
+    # 865-898 MB for the process tree, `--until compile` 11.6-13.2 s against 12.4-15.3 s (L1,
+    # 4 interleaved runs each). A failing validate still reports its own error, after quantize.
+    "quantize": ("simplify", "fold_bn", "inputs", "sensitivity", "mixed_search"),
     # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
     # worker process) runs beside the export's own.
     "guard": ("quantize",),
@@ -493,6 +496,9 @@ class _Run:
         self._host = None
         self._dropped = False  # after validate: no stage may build them again
         self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
+        self._began: set[str] = set()  # stages begun, and whether validate is done (`_workers_ahead`)
+        self._validated = False
+        self._scheduling = threading.Lock()
         self.attention = req.attention or "normalize"
         self.weights_info: dict[str, Any] = {"source": r.weights_id}
 
@@ -600,16 +606,10 @@ class _Run:
                 discard_ahead(command)
 
     def run_stage(self, name: str, work: Path) -> StageRecord:
+        with self._scheduling:
+            self._began.add(name)
         if name == "quantize":
-            from ..htp.workers import start_ahead
-
-            # Their start-up beside the quantize, not inside the compile and estimate stages, which
-            # start together. Verify's emulator workers are not started ahead: beside the
-            # calibration they made the cold L1 export slower (38.4-40.8 s against 36.6-37.2 s, 3
-            # interleaved pairs): both cores are busy.
-            for command in ("compile", "estimate"):
-                if command in self.r.stages:
-                    start_ahead(command)
+            self._workers_ahead()
         rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
         self.records[name], self.dirs[name] = rec, d
         if name in ("compile", "estimate"):
@@ -619,14 +619,37 @@ class _Run:
             # export's peak of memory.
             discard_ahead(name)
         if name == "validate":
-            # The last stage that runs PyTorch (the export, the block's inputs and validate need
-            # it; validate waits for both): its models go before the calibration and verify,
-            # which are the export's peaks of memory.
-            with self._building:
-                self._model = self._host = None
-                self._dropped = True
-            release_freed_memory()
+            self._drop_models()  # found in the cache, validate built none; else already gone
+            with self._scheduling:
+                self._validated = True
+            self._workers_ahead()
         return rec
+
+    def _drop_models(self) -> None:
+        """The PyTorch models go once validate's reference is computed: validate is the last stage
+        that runs PyTorch (the export, the block's inputs and validate need it; validate waits for
+        both), and the calibration beside it and verify are the export's peaks of memory."""
+        with self._building:
+            self._model = self._host = None
+            self._dropped = True
+        release_freed_memory()
+
+    def _workers_ahead(self) -> None:
+        """Start the compile's and the estimate's worker processes once quantize has begun and
+        validate is done, unless their stage has begun: their start-up beside the rest of the
+        quantize, not inside those two stages, which start together; not beside validate and the
+        calibration together, the export's peak of memory; and not while a mixed search, which
+        starts its own, runs. Verify's emulator workers are not started ahead: beside the
+        calibration they made the cold L1 export slower (38.4-40.8 s against 36.6-37.2 s, 3
+        interleaved pairs): both cores are busy."""
+        from ..htp.workers import start_ahead
+
+        with self._scheduling:
+            if "quantize" not in self._began or not self._validated:
+                return
+            for command in ("compile", "estimate"):
+                if command in self.r.stages and command not in self._began:
+                    start_ahead(command)  # a second call finds it waiting
 
     def _stage_export(self):
         from .onnx_export import export_onnx
@@ -713,17 +736,14 @@ class _Run:
         heldout_path = self._path("inputs", "heldout.npy")
 
         def produce(d: Path) -> ValidateResults:
-            from concurrent.futures import ThreadPoolExecutor
-
             from ..measure.agreement import run_cpu
 
             heldout = np.load(heldout_path)
-            # onnxruntime runs the graph that gets quantized while PyTorch computes the
-            # reference (neither keeps two cores busy alone).
-            with ThreadPoolExecutor(1, thread_name_prefix="validate-onnx") as pool:
-                onnx_run = pool.submit(run_cpu, float_graph, heldout)
-                reference = torch_outputs(self.model(), heldout)
-                got = onnx_run.result()
+            # One after the other, the PyTorch model gone before onnxruntime's session is made:
+            # the calibration runs beside them (NEEDS), and all three at once held ~130 MB more.
+            reference = torch_outputs(self.model(), heldout)
+            self._drop_models()
+            got = run_cpu(float_graph, heldout)
             try:
                 figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant, got=got)
             except ExportValidationError as exc:
