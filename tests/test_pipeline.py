@@ -463,7 +463,7 @@ def test_the_quantize_runs_beside_validate(tmp_path, monkeypatch):
         return real_quantize(*args, **kw)
 
     def torch_outputs(*args, **kw):
-        waited.append(quantizing.wait(timeout=60))
+        waited.append(quantizing.wait(timeout=30))
         return real_reference(*args, **kw)
 
     monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
@@ -472,15 +472,21 @@ def test_the_quantize_runs_beside_validate(tmp_path, monkeypatch):
     assert waited == [True]
 
 
-def test_a_validate_failure_beside_the_quantize_is_the_error_and_nothing_is_written(tmp_path, monkeypatch):
-    """Validate fails while the quantize runs beside it: its error is the one raised (the
-    earliest stage's), once the quantize has finished, and no output folder is left."""
+def test_a_validate_failure_beside_the_quantize_stops_the_export_there(tmp_path, monkeypatch):
+    """Validate fails while the quantize runs beside it: its error is the one raised, no stage
+    after the quantize begins (nothing is compiled from a graph validate refused), no worker is
+    left waiting and no output folder is left."""
     import swiftformer_qnn.pipeline.validate as validate
+    from swiftformer_qnn.htp import workers
 
-    monkeypatch.setattr(validate, "torch_outputs", lambda model, inputs: np.zeros((inputs.shape[0], 1000), np.float32) + 5)
-    request = _xs(tmp_path, until=Until.QUANTIZE, use_cache=False)
+    monkeypatch.setattr(validate, "torch_outputs", lambda model, inputs: np.full((inputs.shape[0], 1000), 5, np.float32))
+    request = _xs(tmp_path, use_cache=False)
+    begun = []
     with pytest.raises(ExportValidationError, match="does not match PyTorch"):
-        run_export(request)
+        run_export(request, lambda e: begun.append(e.stage) if e.status == "start" else None)
+    assert "quantize" in begun
+    assert not {"guard", "compile", "estimate", "cpu_qdq", "verify"} & set(begun)
+    assert not workers._ahead
     assert not request.output_dir.exists()
 
 
@@ -529,7 +535,7 @@ def test_workers_started_for_stages_found_in_the_cache_do_not_wait_through_verif
             waiting.append(sorted(workers._ahead))
 
     result = run_export(ExportRequest(output_dir=tmp_path / "second", **request), progress)
-    assert all(s.cached for s in result.manifest.stages)  # the quantize stage still started both
+    assert all(s.cached for s in result.manifest.stages)  # validate's end or the quantize's start still started both
     assert waiting == [[]]
 
 

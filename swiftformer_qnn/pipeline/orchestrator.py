@@ -1,5 +1,5 @@
 """The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> guard -> compile
--> estimate -> cpu_qdq -> verify.
+-> estimate -> cpu_qdq -> verify (quantize beside validate, the estimate beside the compile).
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -96,15 +96,16 @@ NEEDS = {
     # one is quantized (the others' stages are not run, and a stage waits only for those that are).
     "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
     "mixed_search": ("sensitivity",),
-    # Beside validate, which takes the serial path's place between the fold and the calibration
+    # Beside validate, which took the serial path's place between the fold and the calibration
     # (1.0-1.4 s of L1's). Validate drops the PyTorch model before its onnxruntime run, so the
     # two together hold no more than the calibration alone did after it: 875-890 MB against
     # 865-898 MB for the process tree, `--until compile` 11.6-13.2 s against 12.4-15.3 s (L1,
-    # 4 interleaved runs each). A failing validate still reports its own error, after quantize.
+    # 4 interleaved runs each).
     "quantize": ("simplify", "fold_bn", "inputs", "sensitivity", "mixed_search"),
     # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
-    # worker process) runs beside the export's own.
-    "guard": ("quantize",),
+    # worker process) runs beside the export's own. Nothing after the quantize runs on a graph
+    # validate refused: validate ends long before the calibration, so waiting for it costs nothing.
+    "guard": ("quantize", "validate"),
     "compile": ("guard",),
     "estimate": ("guard",),
     # Verify's CPU half, beside the compile and estimate workers (which leave part of a core
@@ -113,7 +114,7 @@ NEEDS = {
     # `nox -s bench`, 17.24 s against 17.59 s (medians of 5; 3 runs before: 16.48 against 15.70,
     # within the runs' spread). The process tree's peak: 925.6 MB against 872.4 MB in the first
     # bench, 868.4 against 930.3 MB in the second (the straight-line script's: 976-990 MB).
-    "cpu_qdq": ("quantize", "inputs"),
+    "cpu_qdq": ("quantize", "inputs", "validate"),
     "verify": ("validate", "quantize", "guard", "compile", "inputs", "cpu_qdq"),
 }
 GRAPH_FORMS = ("htp", "faithful")
@@ -494,10 +495,12 @@ class _Run:
         self.notes: list[str] = []
         self._model = None
         self._host = None
-        self._dropped = False  # after validate: no stage may build them again
+        self._dropped = False  # once validate has its PyTorch reference: no stage may build them again
         self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
-        self._began: set[str] = set()  # stages begun, and whether validate is done (`_workers_ahead`)
-        self._validated = False
+        # When the compile's and estimate's workers may start (`_workers_ahead`):
+        self._began: set[str] = set()  # the stages begun
+        self._validated = False  # validate is done
+        self._failed = False  # a stage failed: the export ends, nothing more is started
         self._scheduling = threading.Lock()
         self.attention = req.attention or "normalize"
         self.weights_info: dict[str, Any] = {"source": r.weights_id}
@@ -508,7 +511,7 @@ class _Run:
             return self._build_model()
 
     def _build_model(self):
-        if self._dropped:  # a stage after validate: it would rebuild the model and its memory
+        if self._dropped:  # a stage after validate's reference: it would rebuild the model and its memory
             raise RuntimeError("a stage asked for the PyTorch model after validate dropped it")
         if self._model is None:
             import torch
@@ -539,7 +542,7 @@ class _Run:
             return self._build_host()
 
     def _build_host(self):
-        if self._dropped:  # a stage after validate: it would rebuild the model and its memory
+        if self._dropped:  # a stage after validate's reference: it would rebuild the model and its memory
             raise RuntimeError("a stage asked for the PyTorch model after validate dropped it")
         if self._host is None:
             import torch
@@ -610,7 +613,12 @@ class _Run:
             self._began.add(name)
         if name == "quantize":
             self._workers_ahead()
-        rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
+        try:
+            rec, d = run_stage(name, work, self.emit, getattr(self, f"_stage_{name}"))
+        except BaseException:
+            with self._scheduling:
+                self._failed = True
+            raise
         self.records[name], self.dirs[name] = rec, d
         if name in ("compile", "estimate"):
             from ..htp.workers import discard_ahead
@@ -619,7 +627,8 @@ class _Run:
             # export's peak of memory.
             discard_ahead(name)
         if name == "validate":
-            self._drop_models()  # found in the cache, validate built none; else already gone
+            # Validate found in the cache: the models the export or the block's inputs built go now.
+            self._drop_models()
             with self._scheduling:
                 self._validated = True
             self._workers_ahead()
@@ -638,14 +647,15 @@ class _Run:
         """Start the compile's and the estimate's worker processes once quantize has begun and
         validate is done, unless their stage has begun: their start-up beside the rest of the
         quantize, not inside those two stages, which start together; not beside validate and the
-        calibration together, the export's peak of memory; and not while a mixed search, which
-        starts its own, runs. Verify's emulator workers are not started ahead: beside the
-        calibration they made the cold L1 export slower (38.4-40.8 s against 36.6-37.2 s, 3
-        interleaved pairs): both cores are busy."""
+        calibration together, the export's peak of memory (each waiting worker holds ~40 MB, L1);
+        not while a mixed search, which starts its own, runs; and not once a stage has failed.
+        Verify's emulator workers are not started ahead: beside the calibration they made the
+        cold L1 export slower (38.4-40.8 s against 36.6-37.2 s, 3 interleaved pairs): both cores
+        are busy."""
         from ..htp.workers import start_ahead
 
         with self._scheduling:
-            if "quantize" not in self._began or not self._validated:
+            if self._failed or "quantize" not in self._began or not self._validated:
                 return
             for command in ("compile", "estimate"):
                 if command in self.r.stages and command not in self._began:
@@ -740,7 +750,8 @@ class _Run:
 
             heldout = np.load(heldout_path)
             # One after the other, the PyTorch model gone before onnxruntime's session is made:
-            # the calibration runs beside them (NEEDS), and all three at once held ~130 MB more.
+            # the calibration runs beside them (NEEDS). All three at once peaked at 1011-1045 MB
+            # for the process tree, one after the other beside the calibration 866-890 MB (L1).
             reference = torch_outputs(self.model(), heldout)
             self._drop_models()
             got = run_cpu(float_graph, heldout)

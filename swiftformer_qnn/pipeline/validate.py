@@ -17,7 +17,8 @@ MIN_COSINE = 0.9999
 
 
 # Validate runs beside the calibration, the export's peak of memory: batches of 4 held 20-40 MB
-# less than 8 there (L1 at 224), and took no longer (0.53-0.62 s against 0.62-0.64 s for 16).
+# less than batches of 8 there (L1 at 224), and took no longer (L1's 16 held-out inputs: 0.53-0.62 s
+# against 0.62-0.64 s).
 TORCH_BATCH = 4
 
 
