@@ -97,10 +97,10 @@ NEEDS = {
     "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
     "mixed_search": ("sensitivity",),
     # Beside validate, which took the serial path's place between the fold and the calibration
-    # (1.0-1.4 s of L1's). Validate drops the PyTorch model before its onnxruntime run, so the
-    # two together hold no more than the calibration alone did after it: 875-890 MB against
-    # 865-898 MB for the process tree, `--until compile` 11.6-13.2 s against 12.4-15.3 s (L1,
-    # 4 interleaved runs each).
+    # (1.0-1.4 s of L1's). Validate drops the PyTorch model before its onnxruntime run, which
+    # keeps the two together below the straight-line script's peak of memory: in `nox -s bench`
+    # (L1, medians of 5) `--until compile` took 11.49 s against 12.16 s, and the process tree
+    # peaked at 937 MB against 871 MB (the cold export: 944 against 927 MB; the script 988 MB).
     "quantize": ("simplify", "fold_bn", "inputs", "sensitivity", "mixed_search"),
     # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
     # worker process) runs beside the export's own. Nothing after the quantize runs on a graph
