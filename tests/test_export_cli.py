@@ -50,9 +50,34 @@ def test_export_encoder_block_through_the_cli(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, text):
     res = runner.invoke(app, ["export", *args, "--output-dir", str(tmp_path / "o")])
     assert res.exit_code == 2
+    # One line, nothing before it (an empty progress display left a blank line first).
+    assert res.stderr.splitlines() == [res.stderr.strip()] and res.stderr.startswith("error: "), res.stderr
     assert text in res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["export", "--bogus"], "No such option: --bogus. See 'swiftformer-qnn export --help'."),
+        (["export", "--calibration-count", "abc"], "Invalid value for '--calibration-count': "),
+        (["export", "--calibraton-count", "3"], "--calibration-count"),  # click's suggestion kept
+        (["profile", "estimate", "--bogus"], "No such option: --bogus (Possible options: --out). "
+                                             "See 'swiftformer-qnn profile estimate --help'."),
+        (["compile"], "Missing argument 'MODEL'. See 'swiftformer-qnn compile --help'."),
+        (["--bogus"], "No such option: --bogus. See 'swiftformer-qnn --help'."),
+    ],
+)
+def test_a_usage_error_click_finds_is_one_line_and_exit_2(args, text):
+    """What click refuses while parsing (an unknown option, a value that does not parse, a
+    missing argument) reads like every other refusal: one line saying what is wrong and where
+    the usage is, not typer's usage, hint and boxed panel."""
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert res.stderr.splitlines() == [res.stderr.strip()] and res.stderr.startswith("error: "), res.stderr
+    assert text in res.stderr
+    assert "╭" not in res.output and res.stdout == ""
 
 
 def test_variants_lists_published_figures():

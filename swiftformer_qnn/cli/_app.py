@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -67,6 +68,40 @@ class _Group(typer.core.TyperGroup):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _plain_metavars(self)
+
+    # Click's usage errors arise while parsing: the root's options here, every subcommand's in
+    # the group's invoke (which parses them before it runs them).
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_in_one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
+# The click that typer runs on (its own copy in recent releases, the click package in older ones):
+# its UsageError, which typer's public BadParameter derives from in both.
+_CLICK_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+@contextlib.contextmanager
+def _usage_in_one_line():
+    """Click's usage errors (an unknown option, a value that does not parse, a missing argument)
+    in one line like every other error (`_say`), with click's exit code, 2; typer would draw the
+    usage, a hint and a boxed panel, five lines or more. A bare group's help (no arguments)
+    passes through."""
+    try:
+        yield
+    except _CLICK_USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # as typer tells it (it vendors click since 0.23)
+            raise
+        message = " ".join(exc.format_message().split())
+        if not message.endswith((".", "?", "!")):
+            message += "."
+        where = exc.ctx.command_path if exc.ctx is not None else app.info.name
+        _say(f"{message} See '{where} --help'.")
+        raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -30,16 +31,24 @@ class ExportProgress:
             console=console, transient=False,
         )
         self.tasks: dict[str, int] = {}
+        # Shown from the first stage on: a request refused before any stage runs is its one
+        # error line, without the blank line an empty display leaves when it stops.
+        self._started = False
+        self._starting = threading.Lock()  # stages report from their threads
 
     def __enter__(self) -> ExportProgress:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        if self._started:
+            self.progress.__exit__(*exc)
 
     def on_event(self, event: StageEvent) -> None:
         if event.status == "start":
+            with self._starting:
+                if not self._started:
+                    self.progress.start()
+                    self._started = True
             self.tasks[event.stage] = self.progress.add_task(event.title, total=1, detail="")
             return
         task = self.tasks[event.stage]
