@@ -67,6 +67,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, text):
                                              "See 'swiftformer-qnn profile estimate --help'."),
         (["compile"], "Missing argument 'MODEL'. See 'swiftformer-qnn compile --help'."),
         (["--bogus"], "No such option: --bogus. See 'swiftformer-qnn --help'."),
+        (["export", "--variant"], "Option '--variant' requires an argument. See 'swiftformer-qnn export --help'."),
     ],
 )
 def test_a_usage_error_click_finds_is_one_line_and_exit_2(args, text):

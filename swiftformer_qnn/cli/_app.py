@@ -60,14 +60,36 @@ def _plain_metavars(command) -> None:
         return option
 
     command.get_help_option = get_help_option
+
+
+def _usage_errors_name_their_command(command) -> None:
+    """Some of click's parse errors carry no context (an option given without its value): the
+    command being parsed is added, so the line points at its --help, not the root's."""
+    parse = command.parse_args
+
+    def parse_args(ctx, args):
+        try:
+            return parse(ctx, args)
+        except _CLICK_USAGE_ERROR as exc:
+            if exc.ctx is None:
+                exc.ctx, exc.cmd = ctx, ctx.command
+            raise
+
+    command.parse_args = parse_args
+
+
+def _commands(command):
+    yield command
     for sub in getattr(command, "commands", {}).values():
-        _plain_metavars(sub)
+        yield from _commands(sub)
 
 
 class _Group(typer.core.TyperGroup):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        _plain_metavars(self)
+        for command in _commands(self):
+            _plain_metavars(command)
+            _usage_errors_name_their_command(command)
 
     # Click's usage errors arise while parsing: the root's options here, every subcommand's in
     # the group's invoke (which parses them before it runs them).
@@ -99,8 +121,7 @@ def _usage_in_one_line():
         message = " ".join(exc.format_message().split())
         if not message.endswith((".", "?", "!")):
             message += "."
-        where = exc.ctx.command_path if exc.ctx is not None else app.info.name
-        _say(f"{message} See '{where} --help'.")
+        _say(f"{message} See '{exc.ctx.command_path} --help'." if exc.ctx is not None else message)
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -47,8 +47,8 @@ class ExportProgress:
         if event.status == "start":
             with self._starting:
                 if not self._started:
+                    self._started = True  # first: a Ctrl-C inside start() still stops it at exit
                     self.progress.start()
-                    self._started = True
             self.tasks[event.stage] = self.progress.add_task(event.title, total=1, detail="")
             return
         task = self.tasks[event.stage]
