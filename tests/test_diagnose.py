@@ -47,6 +47,8 @@ def test_diagnose_names_missing_files_in_one_line(tmp_path, xs_compiled):
     res = CliRunner().invoke(app, ["diagnose", str(partial)])
     assert res.exit_code == 2
     assert "heldout.npy is missing" in res.output
+    # The refusal alone: nothing said of running models that never ran.
+    assert res.stderr.splitlines() == [res.stderr.strip()] and res.stderr.startswith("error: "), res.stderr
     assert "Traceback" not in res.output and not (partial / "diagnose").exists()
 
 

@@ -30,8 +30,8 @@ def diagnose(
     if target.exists() and not target.is_dir():  # before the work, not after it
         raise UsageError(f"{target} is a file, not a directory for diagnose.json and diagnose.md.",
                          hint="Pass --out a directory (the default is EXPORT_DIR/diagnose).")
-    err_console.print("Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ...")
-    d = diagnose_export(export_dir)
+    d = diagnose_export(export_dir, running=lambda: err_console.print(
+        "Running the QDQ model on the CPU and the HTP emulator with every quantized tensor as an output ..."))
     js, md = write_diagnosis(d, target)
     console.print(table_rich(diagnosis_table(d)))
     console.print(Text(f"HTP vs CPU QDQ: {describe(d.divergence)}."))

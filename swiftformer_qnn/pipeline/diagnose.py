@@ -9,6 +9,7 @@ the op where the HTP departs from the CPU (`localize`), as a typed `Diagnosis`
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ def _db(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
 
-def diagnose_export(export_dir: Path) -> Diagnosis:
+def diagnose_export(export_dir: Path, running: Callable[[], None] | None = None) -> Diagnosis:
+    """`running()`: called once the export is checked, before its models run (the long part)."""
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise UsageError(f"{export_dir} is not a directory.", hint="Pass an export directory (swiftformer-qnn export ..., --until quantize or later).")
@@ -80,6 +82,8 @@ def diagnose_export(export_dir: Path) -> Diagnosis:
     sample = np.load(manifest.artifact(export_dir, "inputs", "heldout.npy"))[:1]
     qdq_path = manifest.artifact(export_dir, "quantize", "model.qdq.onnx")
     float_graph = manifest.artifact(export_dir, *graph)
+    if running is not None:
+        running()
     with tempfile.TemporaryDirectory() as tmp:
         # What the compile stage compiled (model.qdq.onnx after the BN guard), kept by the guard
         # stage (by the compile stage in earlier exports); one made before either kept it is guarded here.
