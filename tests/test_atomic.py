@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from swiftformer_qnn.core.atomic import write_text_atomic
+from swiftformer_qnn.core.atomic import unwritable, write_text_atomic
 
 
 def test_concurrent_writers_of_one_path_never_collide(tmp_path):
@@ -66,3 +66,11 @@ def test_imports_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_unwritable_names_a_file_on_the_way_and_allows_folders_yet_to_be_made(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    assert unwritable(tmp_path / "a-file" / "report.md") == f"{tmp_path / 'a-file'} is a file, not a folder"
+    assert unwritable(tmp_path / "new" / "deeper" / "report.md") is None
+    assert unwritable(tmp_path / "report.md") is None
+

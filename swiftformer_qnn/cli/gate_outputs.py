@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.atomic import write_text_atomic
+from ..core.atomic import unwritable, write_text_atomic
 from ..core.errors import OutputDirError
 from ..core.tables import TableSpec, table_md
 from ..core.text import markdown_code, markdown_safe
@@ -241,11 +241,4 @@ def _unwritable(path: Path, *, appended: bool = False) -> str | None:
         if path.exists():
             return None if os.access(path, os.W_OK) else "it is not writable"
         return None if path.parent.is_dir() else f"{path.parent} is not a directory"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is a file, not a directory"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{folder} is not writable"
-    return None
+    return unwritable(path)

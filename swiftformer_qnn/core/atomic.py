@@ -123,6 +123,19 @@ def blocking_component(path: str | os.PathLike[str]) -> str | None:
     return f"{current} is {_LINK_LOOP}" if _link_fault(current) == _LINK_LOOP else None
 
 
+def unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why nothing can be created at `path`, as far as can be told before writing it (None: it
+    can): a component on the way that is no folder (`blocking_component`), or the nearest folder
+    that exists is one this user may not write into."""
+    blocked = blocking_component(path)
+    if blocked is not None:
+        return blocked
+    folder = Path(os.path.abspath(os.fsdecode(path))).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} is not writable"
+
+
 def tree_bytes(root: Path | None) -> int:
     """Bytes of the files below `root` (0 when it is None or does not exist); symbolic links are
     not followed. Cache sizes (`swiftformer-qnn cache`) and what a toolchain install downloaded."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import tempfile
 import threading
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.atomic import sha256_file
+from ..core.atomic import sha256_file, unwritable
 from ..core.cache import code_version, sha256_json, tool_versions
 from ..core.errors import ExportValidationError, OutputDirError, UsageError, WeightsError
 from ..core.heap import release_freed_memory
@@ -477,12 +476,9 @@ def _image_set_id(images: ImageSet | None) -> ImageSetId | None:
 
 
 def _check_writable(target: Path) -> None:
-    parent = target.parent if target.parent != Path("") else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise OutputDirError(f"Cannot write to {probe}.", hint="Choose a writable place with --output-dir.")
+    why = unwritable(target)
+    if why is not None:
+        raise OutputDirError(f"Cannot write {target}: {why}.", hint="Choose a writable place with --output-dir.")
 
 
 class _Run:
@@ -497,9 +493,8 @@ class _Run:
         self._host = None
         self._dropped = False  # once validate has its PyTorch reference: no stage may build them again
         self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
-        # When the compile's and estimate's workers may start (`_workers_ahead`):
+        # When the compile's and estimate's workers may start (`_workers_ahead`), with validate's record:
         self._began: set[str] = set()  # the stages begun
-        self._validated = False  # validate is done
         self._failed = False  # a stage failed: the export ends, nothing more is started
         self._scheduling = threading.Lock()
         self.attention = req.attention or "normalize"
@@ -629,8 +624,6 @@ class _Run:
         if name == "validate":
             # Validate found in the cache: the models the export or the block's inputs built go now.
             self._drop_models()
-            with self._scheduling:
-                self._validated = True
             self._workers_ahead()
         return rec
 
@@ -655,7 +648,7 @@ class _Run:
         from ..htp.workers import start_ahead
 
         with self._scheduling:
-            if self._failed or "quantize" not in self._began or not self._validated:
+            if self._failed or "quantize" not in self._began or "validate" not in self.records:
                 return
             for command in ("compile", "estimate"):
                 if command in self.r.stages and command not in self._began:

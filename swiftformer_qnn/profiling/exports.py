@@ -68,7 +68,6 @@ class ExportSource:
         return path
 
 
-
 _EXPORT_HINT = "Pass the directory an export wrote (swiftformer-qnn export), or run the export first."
 
 
@@ -76,8 +75,7 @@ def read_export(directory: Path) -> ExportSource:
     """The model, variant and precision of one complete export directory."""
     directory = Path(directory)
     if not directory.exists():
-        raise OutputDirError(f"{directory} does not exist.",
-                             hint=_EXPORT_HINT)
+        raise OutputDirError(f"{directory} does not exist.", hint=_EXPORT_HINT)
     manifest = read_manifest(directory)
     if manifest is None:
         raise OutputDirError(

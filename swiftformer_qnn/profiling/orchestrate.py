@@ -201,10 +201,15 @@ def run_on_hub(
                          hint=f"Use `swiftformer-qnn profile {_SUBCOMMAND[device.backend]}`.")
     _check_runs(req.runs)
     qnn = _qnn_versions(req.qnn)
-    config: list = []  # the token's configuration, once `_profile` has checked what is local
+    config = None  # the token's configuration, once `_profile` has checked what is local
+
+    def check_token() -> None:
+        nonlocal config
+        config = check_hub_config()
+
     return _profile(req, device, progress, export_progress,
-                    lambda sources, out, emit: _profile_on_hub(sources, device, out, qnn, req, config[0], emit),
-                    before_work=lambda: config.append(check_hub_config()))
+                    lambda sources, out, emit: _profile_on_hub(sources, device, out, qnn, req, config, emit),
+                    before_work=check_token)
 
 
 def run_on_emulator(
