@@ -255,7 +255,7 @@ def test_calibration_method_is_in_the_key_and_the_manifest_and_reuses_earlier_st
     first = run_export(ExportRequest(output_dir=tmp_path / "minmax", **small))
     second = run_export(ExportRequest(output_dir=tmp_path / "mse", calibration_method="mse", **small))
     stages = {s.name: s for s in second.manifest.stages}
-    assert all(stages[s].cached for s in ("export", "simplify", "fold_bn", "inputs", "validate"))
+    assert all(stages[s].cached for s in ("export", "simplify", "fold_bn", "inputs", "reference", "validate"))
     assert not stages["quantize"].cached
     assert second.manifest.request.calibration_method == "mse"
     assert second.manifest.results("quantize", object).calibration_method == "mse"

@@ -49,8 +49,8 @@ def xs_export(tmp_path_factory):
 def test_xs_export_compiles_for_sm8550_and_runs_on_the_emulator(xs_export):
     result, events = xs_export
     m = result.manifest
-    assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard",
-                                          "compile", "estimate", "cpu_qdq", "verify"]
+    assert [s.name for s in m.stages] == ["export", "simplify", "fold_bn", "inputs", "reference", "validate", "quantize",
+                                          "guard", "compile", "estimate", "cpu_qdq", "verify"]
     # Every stage was visible to the progress display, start and end, and started only once the
     # stages it reads had ended (stages that do not need each other overlap).
     from swiftformer_qnn.pipeline.orchestrator import NEEDS
@@ -415,61 +415,74 @@ def test_identical_outputs_give_an_exact_sqnr_that_survives_json():
     assert 40 < noisy["sqnr_db"] < 60 and not sqnr_below(noisy, 30) and sqnr_below(noisy, 70)
 
 
-def test_the_pytorch_models_are_gone_before_validates_onnxruntime_run(tmp_path, monkeypatch):
-    """The calibration runs beside validate, and verify comes later: the export's peaks of memory.
-    The block and the L1 that feeds its calibration are no longer held once validate's PyTorch
-    reference is computed, before its onnxruntime session is made."""
+def test_the_pytorch_models_are_gone_before_the_calibration(tmp_path, monkeypatch):
+    """The calibration and verify are the export's peaks of memory. The block and the L1 that
+    feeds its calibration are no longer held once the reference stage has their outputs, before
+    the quantize stage begins."""
     import gc
     import weakref
 
-    import swiftformer_qnn.measure.agreement as agreement
     import swiftformer_qnn.model.swiftformer as swiftformer
+    import swiftformer_qnn.pipeline.quantize as quantize
 
-    built, alive_at_onnx_run = [], []
-    build = swiftformer.build_model
-    real_run_cpu = agreement.run_cpu
+    built, alive_at_calibration = [], []
+    build, real_quantize = swiftformer.build_model, quantize.quantize_qdq
 
     def tracked(*args, **kw):
         model = build(*args, **kw)
         built.append(weakref.ref(model))
         return model
 
-    def run_cpu(*args, **kw):  # validate's onnxruntime run of the float graph
+    def quantize_qdq(*args, **kw):
         gc.collect()
-        alive_at_onnx_run.extend(ref() is not None for ref in built)
-        return real_run_cpu(*args, **kw)
+        alive_at_calibration.extend(ref() is not None for ref in built)
+        return real_quantize(*args, **kw)
 
     monkeypatch.setattr(swiftformer, "build_model", tracked)
-    monkeypatch.setattr(agreement, "run_cpu", run_cpu)
+    monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
     run_export(ExportRequest(variant="encoder", resolution=16, until=Until.QUANTIZE, output_dir=tmp_path / "enc",
                              use_cache=False, **SMALL))
     assert len(built) == 2  # the block, and the L1 whose activations calibrate it
-    assert alive_at_onnx_run == [False, False]
+    assert alive_at_calibration == [False, False]
 
 
-def test_the_quantize_runs_beside_validate(tmp_path, monkeypatch):
-    """The calibration does not wait for validate: validate's reference waits here until the
-    quantize stage has begun, which never happens if the quantize waits for validate."""
+def test_the_reference_runs_beside_the_fold_and_the_quantize_beside_validate(tmp_path, monkeypatch):
+    """PyTorch's reference does not wait for onnxsim and the fold, and the calibration does not
+    wait for validate: the fold waits here until the reference has begun, and validate's
+    onnxruntime run until the quantize has begun; neither would begin if the one waited for held it."""
     import threading
 
+    import swiftformer_qnn.measure.agreement as agreement
+    import swiftformer_qnn.pipeline.fold_bn as fold_bn
     import swiftformer_qnn.pipeline.quantize as quantize
     import swiftformer_qnn.pipeline.validate as validate
 
-    quantizing, waited = threading.Event(), []
-    real_quantize, real_reference = quantize.quantize_qdq, validate.torch_outputs
+    referencing, quantizing, waited = threading.Event(), threading.Event(), {}
+    real_fold, real_quantize = fold_bn.fold_stage, quantize.quantize_qdq
+    real_reference, real_run_cpu = validate.torch_outputs, agreement.run_cpu
+
+    def fold_stage(*args, **kw):
+        waited["fold"] = referencing.wait(timeout=30)
+        return real_fold(*args, **kw)
 
     def quantize_qdq(*args, **kw):
         quantizing.set()
         return real_quantize(*args, **kw)
 
     def torch_outputs(*args, **kw):
-        waited.append(quantizing.wait(timeout=30))
+        referencing.set()
         return real_reference(*args, **kw)
 
+    def run_cpu(*args, **kw):  # validate's onnxruntime run of the float graph
+        waited["validate"] = quantizing.wait(timeout=30)
+        return real_run_cpu(*args, **kw)
+
+    monkeypatch.setattr(fold_bn, "fold_stage", fold_stage)
     monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
     monkeypatch.setattr(validate, "torch_outputs", torch_outputs)
+    monkeypatch.setattr(agreement, "run_cpu", run_cpu)
     run_export(_xs(tmp_path, until=Until.QUANTIZE, use_cache=False))
-    assert waited == [True]
+    assert waited == {"fold": True, "validate": True}
 
 
 def test_a_validate_failure_beside_the_quantize_stops_the_export_there(tmp_path, monkeypatch):

@@ -35,9 +35,11 @@ from .stage_results import STAGE_RESULTS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "swiftformer-qnn.export"
-# The model outputs on the held-out inputs, one row per input: validate's of the float graph
-# that gets quantized, cpu_qdq's of the QDQ graph on onnxruntime's CPU EP (verify compares the
-# HTP with both; `profile --check-outputs` compares a phone with them).
+# The model outputs on the held-out inputs, one row per input: the reference's of the PyTorch
+# model (validate compares the float graph with them), validate's of the float graph that gets
+# quantized, cpu_qdq's of the QDQ graph on onnxruntime's CPU EP (verify compares the HTP with
+# both; `profile --check-outputs` compares a phone with them).
+PYTORCH_OUTPUTS_FILE = "heldout_pytorch.npy"
 FP32_OUTPUTS_FILE = "heldout_fp32.npy"
 CPU_QDQ_FILE = "heldout_qdq_cpu.npy"
 # The float graphs an export holds, the one that was quantized first (BatchNorm folded unless

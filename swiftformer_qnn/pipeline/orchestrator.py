@@ -1,5 +1,6 @@
-"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> validate -> quantize -> guard -> compile
--> estimate -> cpu_qdq -> verify (quantize beside validate, the estimate beside the compile).
+"""The one orchestrator: export -> simplify -> fold_bn -> inputs -> reference -> validate -> quantize -> guard
+-> compile -> estimate -> cpu_qdq -> verify (the reference beside simplify and the fold, quantize beside
+validate, the estimate beside the compile).
 
 Each stage reads artifacts and writes new ones through the stage cache (keyed by the hash
 of its inputs, options and tool versions), then the artifacts are placed into the output
@@ -34,6 +35,7 @@ from .artifacts import (
     FLOAT_GRAPHS,
     FP32_OUTPUTS_FILE,
     MANIFEST_NAME,
+    PYTORCH_OUTPUTS_FILE,
     ExportManifest,
     StageCache,
     StageRecord,
@@ -58,6 +60,7 @@ from .stage_results import (
     FoldResults,
     InputsResults,
     QuantizeResults,
+    ReferenceResults,
     SimplifyResults,
     ValidateResults,
     VerifyResults,
@@ -72,12 +75,12 @@ MAX_RESOLUTION, MAX_BLOCK_RESOLUTION = 1024, 256
 
 
 STAGES_UNTIL = {
-    Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "validate"),
-    Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize"),
-    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile",
-                    "estimate"),
-    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "validate", "quantize", "guard", "compile",
-                   "estimate", "cpu_qdq", "verify"),
+    Until.ONNX: ("export", "simplify", "fold_bn", "inputs", "reference", "validate"),
+    Until.QUANTIZE: ("export", "simplify", "fold_bn", "inputs", "reference", "validate", "quantize"),
+    Until.COMPILE: ("export", "simplify", "fold_bn", "inputs", "reference", "validate", "quantize", "guard",
+                    "compile", "estimate"),
+    Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "reference", "validate", "quantize", "guard",
+                   "compile", "estimate", "cpu_qdq", "verify"),
 }
 # What each stage reads from the stages before it. A stage starts as soon as those are done, so
 # stages that do not need each other run at the same time: on 2 cores each of these leaves one
@@ -90,17 +93,20 @@ NEEDS = {
     "simplify": ("export",),
     "fold_bn": ("simplify",),
     "inputs": (),
-    "validate": ("export", "simplify", "fold_bn", "inputs"),
+    # PyTorch's outputs on the held-out inputs, beside onnxsim and the fold, which keep one core
+    # busy: they took validate's PyTorch half out of the calibration's time. The PyTorch models go
+    # when it ends (`_Run._drop_models`), so the export's ONNX exporter is done with them first.
+    "reference": ("export", "inputs"),
+    "validate": ("export", "simplify", "fold_bn", "inputs", "reference"),
     # --precision mixed: every candidate is measured against validate's fp32 outputs; the chosen
     # one is quantized (the others' stages are not run, and a stage waits only for those that are).
     "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
     "mixed_search": ("sensitivity",),
     # Beside validate, which took the serial path's place between the fold and the calibration
-    # (1.0-1.4 s of L1's). Validate drops the PyTorch model before its onnxruntime run, which
-    # keeps the two together below the straight-line script's peak of memory: in `nox -s bench`
-    # (L1, medians of 5) `--until compile` took 11.49 s against 12.16 s, and the process tree
-    # peaked at 937 MB against 871 MB (the cold export: 944 against 927 MB; the script 988 MB).
-    "quantize": ("simplify", "fold_bn", "inputs", "sensitivity", "mixed_search"),
+    # (1.0-1.4 s of L1's): in `nox -s bench` (L1, medians of 5) `--until compile` took 11.49 s
+    # against 12.16 s. After the reference, which ends before the fold: the PyTorch models are
+    # gone before the calibration, the export's peak of memory.
+    "quantize": ("simplify", "fold_bn", "inputs", "reference", "sensitivity", "mixed_search"),
     # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
     # worker process) runs beside the export's own. Nothing after the quantize runs on a graph
     # validate refused: validate ends long before the calibration, so waiting for it costs nothing.
@@ -125,6 +131,7 @@ STAGE_TITLES = {
     "simplify": "Simplify with onnxsim",
     "fold_bn": "Fold BatchNorm into neighbouring ops",
     "inputs": "Prepare calibration and held-out inputs",
+    "reference": "Run the PyTorch model on the held-out inputs",
     "validate": "Validate ONNX against PyTorch",
     "sensitivity": "Measure each unit's noise on the HTP emulator",
     "mixed_search": "Choose the mixed-precision assignment",
@@ -491,7 +498,7 @@ class _Run:
         self.notes: list[str] = []
         self._model = None
         self._host = None
-        self._dropped = False  # once validate has its PyTorch reference: no stage may build them again
+        self._dropped = False  # once the reference is computed: no stage may build them again
         self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
         # When the compile's and estimate's workers may start (`_workers_ahead`), with validate's record:
         self._began: set[str] = set()  # the stages begun
@@ -506,8 +513,8 @@ class _Run:
             return self._build_model()
 
     def _build_model(self):
-        if self._dropped:  # a stage after validate's reference: it would rebuild the model and its memory
-            raise RuntimeError("a stage asked for the PyTorch model after validate dropped it")
+        if self._dropped:  # a stage after the reference: it would rebuild the model and its memory
+            raise RuntimeError("a stage asked for the PyTorch model after the reference dropped it")
         if self._model is None:
             import torch
 
@@ -537,8 +544,8 @@ class _Run:
             return self._build_host()
 
     def _build_host(self):
-        if self._dropped:  # a stage after validate's reference: it would rebuild the model and its memory
-            raise RuntimeError("a stage asked for the PyTorch model after validate dropped it")
+        if self._dropped:  # a stage after the reference: it would rebuild the model and its memory
+            raise RuntimeError("a stage asked for the PyTorch model after the reference dropped it")
         if self._host is None:
             import torch
 
@@ -621,16 +628,17 @@ class _Run:
             # Found in the cache, the stage took no worker: it would wait through verify, the
             # export's peak of memory.
             discard_ahead(name)
-        if name == "validate":
-            # Validate found in the cache: the models the export or the block's inputs built go now.
+        if name == "reference":
+            # Found in the cache too: the models the export or the block's inputs built go now.
             self._drop_models()
+        if name == "validate":
             self._workers_ahead()
         return rec
 
     def _drop_models(self) -> None:
-        """The PyTorch models go once validate's reference is computed: validate is the last stage
-        that runs PyTorch (the export, the block's inputs and validate need it; validate waits for
-        both), and the calibration beside it and verify are the export's peaks of memory."""
+        """The PyTorch models go once the reference is computed: it is the last stage that runs
+        PyTorch (the export, the block's inputs and the reference need it; the reference waits for
+        both), and the calibration after it and verify are the export's peaks of memory."""
         with self._building:
             self._model = self._host = None
             self._dropped = True
@@ -728,25 +736,38 @@ class _Run:
 
         return self._cached("inputs", options=options, inputs={}, produce=produce, outputs=outputs)
 
+    def _stage_reference(self):
+        import numpy as np
+
+        from .validate import torch_outputs
+
+        heldout_path = self._path("inputs", "heldout.npy")
+
+        def produce(d: Path) -> ReferenceResults:
+            outputs = torch_outputs(self.model(), np.load(heldout_path))
+            np.save(d / PYTORCH_OUTPUTS_FILE, outputs)
+            return ReferenceResults(samples=outputs.shape[0], output_shape=list(outputs.shape[1:]))
+
+        return self._cached(
+            "reference", options={"variant": self.r.variant.name, "model": self.records["export"].key},
+            inputs=self._inputs_of(("inputs", "heldout.npy")), produce=produce, outputs=(PYTORCH_OUTPUTS_FILE,),
+        )
+
     def _stage_validate(self):
         import numpy as np
 
-        from .validate import torch_outputs, validate_onnx
+        from .validate import validate_onnx
 
         sim = self._path("simplify", "model.sim.onnx")
         graph = self._float_graph()
         float_graph = self._path(*graph)
         heldout_path = self._path("inputs", "heldout.npy")
+        reference_path = self._path("reference", PYTORCH_OUTPUTS_FILE)
 
         def produce(d: Path) -> ValidateResults:
             from ..measure.agreement import run_cpu
 
-            heldout = np.load(heldout_path)
-            # One after the other, the PyTorch model gone before onnxruntime's session is made:
-            # the calibration runs beside them (NEEDS). All three at once peaked at 1011-1045 MB
-            # for the process tree, one after the other beside the calibration 866-890 MB (L1).
-            reference = torch_outputs(self.model(), heldout)
-            self._drop_models()
+            heldout, reference = np.load(heldout_path), np.load(reference_path)
             got = run_cpu(float_graph, heldout)
             try:
                 figures, fp32 = validate_onnx(float_graph, reference, heldout, self.r.variant, got=got)
@@ -767,8 +788,9 @@ class _Run:
             return ValidateResults.model_validate(figures)
 
         return self._cached(
-            "validate", options={"variant": self.r.variant.name, "model": self.records["export"].key},
-            inputs=self._inputs_of(("simplify", "model.sim.onnx"), graph, ("inputs", "heldout.npy")),
+            "validate", options={"variant": self.r.variant.name},
+            inputs=self._inputs_of(("simplify", "model.sim.onnx"), graph, ("inputs", "heldout.npy"),
+                                   ("reference", PYTORCH_OUTPUTS_FILE)),
             produce=produce, outputs=(FP32_OUTPUTS_FILE,),
         )
 

@@ -61,6 +61,11 @@ class InputsResults(_Model):
     notes: list[str] = Field(default_factory=list)
 
 
+class ReferenceResults(_Model):
+    samples: int  # held-out inputs the PyTorch model ran on
+    output_shape: list[int]  # of one output
+
+
 class ValidateResults(Agreement):
     tolerance_abs: float
     min_cosine: float
@@ -262,6 +267,7 @@ STAGE_RESULTS: dict[str, type[BaseModel]] = {
     "simplify": SimplifyResults,
     "fold_bn": FoldResults,
     "inputs": InputsResults,
+    "reference": ReferenceResults,
     "validate": ValidateResults,
     "sensitivity": SensitivityResults,
     "mixed_search": SearchResults,
