@@ -418,15 +418,17 @@ def test_identical_outputs_give_an_exact_sqnr_that_survives_json():
 def test_the_pytorch_models_are_gone_before_the_calibration(tmp_path, monkeypatch):
     """The calibration and verify are the export's peaks of memory. The block and the L1 that
     feeds its calibration are no longer held once the reference stage has their outputs, before
-    the quantize stage begins."""
+    the quantize stage begins: the reference waits here for the quantize to begin, in vain."""
     import gc
+    import threading
     import weakref
 
     import swiftformer_qnn.model.swiftformer as swiftformer
     import swiftformer_qnn.pipeline.quantize as quantize
+    import swiftformer_qnn.pipeline.validate as validate
 
-    built, alive_at_calibration = [], []
-    build, real_quantize = swiftformer.build_model, quantize.quantize_qdq
+    built, alive_at_calibration, quantizing, began = [], [], threading.Event(), []
+    build, real_quantize, real_reference = swiftformer.build_model, quantize.quantize_qdq, validate.torch_outputs
 
     def tracked(*args, **kw):
         model = build(*args, **kw)
@@ -434,15 +436,22 @@ def test_the_pytorch_models_are_gone_before_the_calibration(tmp_path, monkeypatc
         return model
 
     def quantize_qdq(*args, **kw):
+        quantizing.set()
         gc.collect()
         alive_at_calibration.extend(ref() is not None for ref in built)
         return real_quantize(*args, **kw)
 
+    def torch_outputs(*args, **kw):
+        began.append(quantizing.wait(timeout=2))
+        return real_reference(*args, **kw)
+
     monkeypatch.setattr(swiftformer, "build_model", tracked)
     monkeypatch.setattr(quantize, "quantize_qdq", quantize_qdq)
+    monkeypatch.setattr(validate, "torch_outputs", torch_outputs)
     run_export(ExportRequest(variant="encoder", resolution=16, until=Until.QUANTIZE, output_dir=tmp_path / "enc",
                              use_cache=False, **SMALL))
     assert len(built) == 2  # the block, and the L1 whose activations calibrate it
+    assert began == [False]
     assert alive_at_calibration == [False, False]
 
 

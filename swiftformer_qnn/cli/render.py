@@ -167,7 +167,7 @@ def _stage_summary(name: str, r, outputs: dict) -> str:
         text = f"{calib.count} calibration + " if calib else ""
         return text + f"{held.count} held-out ({held.what})" + (f", {skipped} file(s) skipped" if skipped else "")
     if name == "reference":
-        return f"{r.samples} held-out inputs -> {r.samples} x {'x'.join(map(str, r.output_shape))} outputs"
+        return f"PyTorch's outputs ({'x'.join(map(str, r.output_shape))}) on {r.samples} held-out inputs"
     if name == "validate":
         return f"max |diff| {r.max_abs_diff:.2e} (tol {r.tolerance_abs:.1e}), cosine {r.cosine_min:.6f}"
     if name == "sensitivity":

@@ -151,7 +151,7 @@ def cpu_runs(model, inputs: np.ndarray, *, outputs: list[str] | None = None, opt
 def run_cpu(model_path, inputs: np.ndarray, *, workers: int | None = 1) -> np.ndarray:
     """The first output of an ONNX model on onnxruntime's CPU EP for each batch-1 sample of
     `inputs`, concatenated (`cpu_runs`). One session by default: the pipeline runs it beside
-    other work (PyTorch's reference in validate, the compile and estimate workers in cpu_qdq),
+    other work (validate's beside the calibration, cpu_qdq's beside the compile and estimate workers),
     and each more session holds its own copy of the weights and activations (~250 MB for L1 at
     224)."""
     return np.concatenate([r[0] for r in cpu_runs(model_path, inputs, workers=workers)])

@@ -82,7 +82,8 @@ STAGES_UNTIL = {
     Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "reference", "validate", "quantize", "guard",
                    "compile", "estimate", "cpu_qdq", "verify"),
 }
-# What each stage reads from the stages before it. A stage starts as soon as those are done, so
+# What each stage reads from the stages before it (and, for the quantize, the reference it only
+# waits for, so the PyTorch models are gone first). A stage starts as soon as those are done, so
 # stages that do not need each other run at the same time: on 2 cores each of these leaves one
 # idle much of its time (the photographs' decoding beside the export; the estimate's compile
 # beside the compile and verify). The standalone block's inputs come from a PyTorch model,
@@ -94,18 +95,19 @@ NEEDS = {
     "fold_bn": ("simplify",),
     "inputs": (),
     # PyTorch's outputs on the held-out inputs, beside onnxsim and the fold, which keep one core
-    # busy: they took validate's PyTorch half out of the calibration's time. The PyTorch models go
-    # when it ends (`_Run._drop_models`), so the export's ONNX exporter is done with them first.
+    # busy: they took validate's PyTorch half out of the calibration's time. In `nox -s bench` (L1,
+    # medians of 5): `--until compile` 10.55 s against 11.41 s, the quantize stage 4.41 s against
+    # 5.10 s; the process tree's peak 817 MB against 832 MB. The PyTorch models go when it ends
+    # (`_Run._drop_models`), so the export's ONNX exporter is done with them first.
     "reference": ("export", "inputs"),
-    "validate": ("export", "simplify", "fold_bn", "inputs", "reference"),
+    "validate": ("simplify", "fold_bn", "inputs", "reference"),
     # --precision mixed: every candidate is measured against validate's fp32 outputs; the chosen
     # one is quantized (the others' stages are not run, and a stage waits only for those that are).
     "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
     "mixed_search": ("sensitivity",),
     # Beside validate, which took the serial path's place between the fold and the calibration
-    # (1.0-1.4 s of L1's): in `nox -s bench` (L1, medians of 5) `--until compile` took 11.49 s
-    # against 12.16 s. After the reference, which ends before the fold: the PyTorch models are
-    # gone before the calibration, the export's peak of memory.
+    # (1.0-1.4 s of L1's). After the reference, which usually ends with the fold: the PyTorch
+    # models are gone before the calibration, the export's peak of memory.
     "quantize": ("simplify", "fold_bn", "inputs", "reference", "sensitivity", "mixed_search"),
     # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
     # worker process) runs beside the export's own. Nothing after the quantize runs on a graph
@@ -662,15 +664,19 @@ class _Run:
                 if command in self.r.stages and command not in self._began:
                     start_ahead(command)  # a second call finds it waiting
 
+    def _model_options(self) -> dict[str, Any]:
+        """What the PyTorch model is: the export's and the reference's cache keys hold it."""
+        r = self.r
+        return {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "weights": r.weights_id,
+                "attention": self.req.attention, "seed": RANDOM_SEED,
+                "init": "realistic" if self.req.weights is None else None, "torch": tool_versions(("torch",))["torch"]}
+
     def _stage_export(self):
         from .onnx_export import export_onnx
 
         r = self.r
         shape = r.variant.input_shape(r.resolution)
-        options = {"variant": r.variant.name, "encoder_dim": r.variant.encoder_dim, "input_shape": list(shape),
-                   "weights": r.weights_id, "attention": self.req.attention, "opset": self.req.opset,
-                   "graph": self.req.graph, "seed": RANDOM_SEED, "init": "realistic" if self.req.weights is None else None,
-                   "torch": tool_versions(("torch",))["torch"]}
+        options = self._model_options() | {"input_shape": list(shape), "opset": self.req.opset, "graph": self.req.graph}
 
         def produce(d: Path) -> ExportResults:
             model = self.model()
@@ -749,7 +755,7 @@ class _Run:
             return ReferenceResults(samples=outputs.shape[0], output_shape=list(outputs.shape[1:]))
 
         return self._cached(
-            "reference", options={"variant": self.r.variant.name, "model": self.records["export"].key},
+            "reference", options=self._model_options(),
             inputs=self._inputs_of(("inputs", "heldout.npy")), produce=produce, outputs=(PYTORCH_OUTPUTS_FILE,),
         )
 
@@ -788,7 +794,8 @@ class _Run:
             return ValidateResults.model_validate(figures)
 
         return self._cached(
-            "validate", options={"variant": self.r.variant.name},
+            "validate", options={"variant": self.r.variant.name,
+                                 "onnxruntime": tool_versions(("onnxruntime",))["onnxruntime"]},
             inputs=self._inputs_of(("simplify", "model.sim.onnx"), graph, ("inputs", "heldout.npy"),
                                    ("reference", PYTORCH_OUTPUTS_FILE)),
             produce=produce, outputs=(FP32_OUTPUTS_FILE,),

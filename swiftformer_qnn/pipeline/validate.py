@@ -17,8 +17,9 @@ RELATIVE_TOLERANCE = {"xs": 1e-3, "s": 1e-3, "l1": 2e-3, "l3": 3e-3, "encoder": 
 MIN_COSINE = 0.9999
 
 
-# Batches of 4 held 20-40 MB less than batches of 8 beside the calibration (L1 at 224), where the
-# reference once ran, and took no longer (L1's 16 held-out inputs: 0.53-0.62 s against 0.62-0.64 s).
+# Batches of 4 held 20-40 MB less than batches of 8 (L1 at 224, measured when the reference ran
+# inside validate, beside the calibration) and took no longer (L1's 16 held-out inputs: 0.53-0.62 s
+# against 0.62-0.64 s).
 TORCH_BATCH = 4
 
 
