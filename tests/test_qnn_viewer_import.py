@@ -314,7 +314,7 @@ def test_text_op_lines_are_skipped_with_or_without_the_backend_wrapper(op_line):
 
 
 @pytest.mark.parametrize("fmt", ["text", "csv", "json"])
-def test_profile_import_command_reads_each_format(exports, tmp_path, monkeypatch, fmt):
+def test_profile_import_command_reads_each_format(exports, tmp_path, monkeypatch, caplog, fmt):
     from typer.testing import CliRunner
 
     from swiftformer_qnn.cli import app
@@ -329,9 +329,33 @@ def test_profile_import_command_reads_each_format(exports, tmp_path, monkeypatch
     (saved,) = out.glob("l1-w8a8-qnn*-samsung-sm-s918b.profile.json")
     p = load_profile(saved)
     assert p.source is LatencySource.QNN_NET_RUN and p.target.device == "Samsung SM-S918B"
-    # The file's own version wins over --qnn where it states one (the text summary does not).
+    # The file's own version wins over --qnn where it states one (the text summary does not), and
+    # the --qnn it overrules is said.
     assert p.toolchain.qnn_version == {"text": "2.51", "csv": "2.47.0", "json": "2.49.0"}[fmt]
+    stated = {"csv": "2.47.0", "json": "2.49.0"}.get(fmt)
+    said = f"--qnn 2.51 not used: the files say QNN {stated}"
+    warned = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert (said in p.provenance.note and len(warned) == 1 and said in warned[0]) if stated else not warned
     if fmt == "text":  # no per-op figures from a text summary: no per-block table
         assert "per-op lines of the text summary not read" in p.provenance.note and p.ops == []
     else:
         assert "stage3.block4" in result.stdout and "derived from device cycles" in result.stdout
+
+
+@pytest.mark.parametrize("qnn", ["abc", "latest", "2.47"])
+def test_profile_import_checks_qnn_where_the_file_states_its_version(exports, tmp_path, qnn):
+    """A CSV that names its QNN version still has --qnn checked: a value that is no version is
+    refused in one line; one that names the file's release (2.47 for 2.47.0) is no conflict."""
+    from typer.testing import CliRunner
+
+    from swiftformer_qnn.cli import app
+
+    path = write(tmp_path, "csv", "l1", device_inferences("l1", 3))
+    result = CliRunner().invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
+                                      "--device", "Samsung SM-S918B", "--qnn", qnn, "--out", str(tmp_path / "out")])
+    if qnn == "2.47":
+        assert result.exit_code == 0 and "not used" not in result.stderr, result.output
+    else:
+        assert result.exit_code == 2 and result.stderr.splitlines() == [
+            f"error: --qnn {qnn!r} is not a QAIRT version. Give the version it ran with, e.g. --qnn 2.51."]
+        assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ single imported file supplies both, and the profile's note says so when it was a
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from ...pipeline.artifacts import read_manifest
 from ..emulator import _fallback_type, onnx_node_tensors
 from ..qnn_viewer import NETRUN, QNN_EXECUTE, ViewerReport, split_op_identifier
 from . import ImportContext
+
+log = logging.getLogger(__name__)
 
 NO_PER_OP_ROWS = "no per-op rows in the file"
 UNKNOWN_DEVICE = "unknown phone (qnn-profile-viewer output imported without --device)"
@@ -153,8 +156,15 @@ def viewer_profile(
                      "qnn-net-run --profiling_level detailed for them)")
     if trace is not None:
         words.append(f"ops traced to ONNX nodes through {trace}")
-    ran_with = qnn_version or latency.qnn_version or ops_report.qnn_version or ctx.given_qnn()
-    parsed = parse_qnn_version(ran_with)
+    stated = qnn_version or latency.qnn_version or ops_report.qnn_version
+    given = ctx.given_qnn()  # checked even where the files say the version: a typo is said, not dropped
+    parsed = parse_qnn_version(stated or given)
+    if stated and given and parsed is not None and not parse_qnn_version(given).names(parsed):
+        # What ran is what the files say; a --qnn that disagrees is said, not silently dropped.
+        conflict = f"--qnn {given} not used: the files say QNN {stated}"
+        log.warning("%s.", conflict)
+        words.append(conflict)
+    ran_with = stated or given
     text = "; ".join(words) + "."
     if files:
         text += " Raw files: " + ", ".join(str(f) for f in files) + "."
