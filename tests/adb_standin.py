@@ -1,7 +1,7 @@
 """Stand-ins at the process boundary of `profile phone`: `adb`, the phone's `qnn-net-run`
 and the SDK's host `qnn-profile-viewer`, each a real executable the tool runs as a subprocess.
 
-Shaped after Android platform-tools and QAIRT as `shared/notes/qnn-net-run-facts.md` and public
+Shaped after Android platform-tools and QAIRT as QAIRT's public docs and
 scripts use them, never after our code:
 
 * `adb [-s SERIAL] devices | shell CMD | push LOCAL REMOTE | pull REMOTE LOCAL`. The phone is a

@@ -1,6 +1,6 @@
 """qnn-profile-viewer's three output formats, written the way QAIRT's tool writes them.
 
-Shaped after the samples in `shared/notes/qnn-net-run-facts.md` (QNN 2.13 text summary,
+Shaped after public samples of QAIRT's documentation and tutorials (QNN 2.13 text summary,
 QAIRT 2.47 CSV, QAIRT 2.49 standardized JSON), never after the importers: the importer tests
 and the stand-in SDK's `qnn-profile-viewer` both write through these functions.
 

@@ -1,6 +1,6 @@
 """Importers of qnn-profile-viewer output: text summary, CSV (with and without the timestamp
 column) and standardized JSON, on samples in the formats QAIRT's tool writes
-(`tests/qnn_viewer_formats.py`, after `shared/notes/qnn-net-run-facts.md`) carrying the HTP op
+(`tests/qnn_viewer_formats.py`, after QAIRT's public samples) carrying the HTP op
 names QNN built from our L1 and encoder exports (the committed emulator run's own CSV)."""
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def test_the_facts_note_csv_sample_verbatim():
 
 
 def test_the_facts_note_json_sample_verbatim():
-    # shared/notes/qnn-net-run-facts.md (QAIRT 2.49, SM8750), its "..." elisions left out.
+    # QAIRT's public standardized-JSON sample (QAIRT 2.49, SM8750), its "..." elisions left out.
     sample = (
         '{"metadata": {"appName": "qnn-net-run", "appVersion": "..."},\n'
         ' "messages": [{"method": "BACKEND_EXECUTE", "profilingEvents": [\n'
@@ -343,18 +343,23 @@ def test_profile_import_command_reads_each_format(exports, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("qnn", ["abc", "latest", "2.47"])
-def test_profile_import_checks_qnn_where_the_file_states_its_version(exports, tmp_path, qnn):
+def test_profile_import_checks_qnn_where_the_file_states_its_version(exports, tmp_path, caplog, qnn):
     """A CSV that names its QNN version still has --qnn checked: a value that is no version is
     refused in one line; one that names the file's release (2.47 for 2.47.0) is no conflict."""
     from typer.testing import CliRunner
 
     from swiftformer_qnn.cli import app
+    from swiftformer_qnn.measure.schema import load_profile
 
     path = write(tmp_path, "csv", "l1", device_inferences("l1", 3))
     result = CliRunner().invoke(app, ["profile", "import", str(path), "--from", str(exports[("l1", True)]),
                                       "--device", "Samsung SM-S918B", "--qnn", qnn, "--out", str(tmp_path / "out")])
     if qnn == "2.47":
-        assert result.exit_code == 0 and "not used" not in result.stderr, result.output
+        assert result.exit_code == 0, result.output
+        (saved,) = (tmp_path / "out").glob("*.profile.json")
+        p = load_profile(saved)
+        assert p.toolchain.qnn_version == "2.47.0" and "not used" not in p.provenance.note
+        assert not [r for r in caplog.records if "not used" in r.getMessage()]
     else:
         assert result.exit_code == 2 and result.stderr.splitlines() == [
             f"error: --qnn {qnn!r} is not a QAIRT version. Give the version it ran with, e.g. --qnn 2.51."]

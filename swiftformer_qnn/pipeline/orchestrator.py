@@ -82,8 +82,9 @@ STAGES_UNTIL = {
     Until.VERIFY: ("export", "simplify", "fold_bn", "inputs", "reference", "validate", "quantize", "guard",
                    "compile", "estimate", "cpu_qdq", "verify"),
 }
-# What each stage reads from the stages before it (and, for the quantize, the reference it only
-# waits for, so the PyTorch models are gone first). A stage starts as soon as those are done, so
+# What each stage reads from the stages before it, and what it only waits for: the reference waits
+# for the export, which is done with the PyTorch models first, and the quantize for the reference,
+# so they are gone before the calibration. A stage starts as soon as those are done, so
 # stages that do not need each other run at the same time: on 2 cores each of these leaves one
 # idle much of its time (the photographs' decoding beside the export; the estimate's compile
 # beside the compile and verify). The standalone block's inputs come from a PyTorch model,
@@ -95,19 +96,21 @@ NEEDS = {
     "fold_bn": ("simplify",),
     "inputs": (),
     # PyTorch's outputs on the held-out inputs, beside onnxsim and the fold, which keep one core
-    # busy: they took validate's PyTorch half out of the calibration's time. In `nox -s bench` (L1,
-    # medians of 5): `--until compile` 10.55 s against 11.41 s, the quantize stage 4.41 s against
-    # 5.10 s; the process tree's peak 817 MB against 832 MB. The PyTorch models go when it ends
-    # (`_Run._drop_models`), so the export's ONNX exporter is done with them first.
+    # busy: they took validate's PyTorch half out of the calibration's time. In two runs of `nox -s
+    # bench` (L1, medians of 5, profiles/reports/bench/nox-bench-2026-12-07T2315.json and T2339),
+    # against validate computing them: the cold export 15.37 and 15.72 s against 16.58 and
+    # 17.02 s; `--until compile` 10.55 and 11.56 s against 11.41 and 11.62 s (it waits for the
+    # reference, which ends 0.4 s after the fold there); the process tree's peak 811-834 MB against
+    # 819-832 MB. The PyTorch models go when it ends (`_Run._drop_models`).
     "reference": ("export", "inputs"),
     "validate": ("simplify", "fold_bn", "inputs", "reference"),
     # --precision mixed: every candidate is measured against validate's fp32 outputs; the chosen
     # one is quantized (the others' stages are not run, and a stage waits only for those that are).
     "sensitivity": ("simplify", "fold_bn", "inputs", "validate"),
     "mixed_search": ("sensitivity",),
-    # Beside validate, which took the serial path's place between the fold and the calibration
-    # (1.0-1.4 s of L1's). After the reference, which usually ends with the fold: the PyTorch
-    # models are gone before the calibration, the export's peak of memory.
+    # Beside validate, which would otherwise sit on the serial path between the fold and the
+    # calibration. After the reference, which usually ends with the fold: the PyTorch models are
+    # gone before the calibration, the export's peak of memory.
     "quantize": ("simplify", "fold_bn", "inputs", "reference", "sensitivity", "mixed_search"),
     # The BN guard once, read by both compiles: the estimate's (for the estimator's proxy SoC, in a
     # worker process) runs beside the export's own. Nothing after the quantize runs on a graph
@@ -500,7 +503,6 @@ class _Run:
         self.notes: list[str] = []
         self._model = None
         self._host = None
-        self._dropped = False  # once the reference is computed: no stage may build them again
         self._building = threading.Lock()  # stages run in threads (run_stages); each model is built once
         # When the compile's and estimate's workers may start (`_workers_ahead`), with validate's record:
         self._began: set[str] = set()  # the stages begun
@@ -515,7 +517,7 @@ class _Run:
             return self._build_model()
 
     def _build_model(self):
-        if self._dropped:  # a stage after the reference: it would rebuild the model and its memory
+        if "reference" in self.records:  # a stage after it would rebuild the model and its memory
             raise RuntimeError("a stage asked for the PyTorch model after the reference dropped it")
         if self._model is None:
             import torch
@@ -546,7 +548,7 @@ class _Run:
             return self._build_host()
 
     def _build_host(self):
-        if self._dropped:  # a stage after the reference: it would rebuild the model and its memory
+        if "reference" in self.records:  # a stage after it would rebuild the model and its memory
             raise RuntimeError("a stage asked for the PyTorch model after the reference dropped it")
         if self._host is None:
             import torch
@@ -643,7 +645,6 @@ class _Run:
         both), and the calibration after it and verify are the export's peaks of memory."""
         with self._building:
             self._model = self._host = None
-            self._dropped = True
         release_freed_memory()
 
     def _workers_ahead(self) -> None:

@@ -230,7 +230,7 @@ class PhoneSession:
                 raise PhoneRunError(f"qnn-net-run on phone {adb.serial} wrote no {PROFILE_LOG} at {level} level.")
             reports[level] = self._convert(log_file)
         ctx = ImportContext(export_dir=source.directory, model=source.model_info, model_path=source.model_path,
-                            label=label, device=self.phone.device_name, qnn=self.sdk.version)
+                            label=label, device=self.phone.device_name)  # the SDK's version: qnn_version= below
         soc = self.phone.soc
         target = TargetInfo(device=self.phone.device_name, chipset=soc.aihub_chipset, soc_model=soc.soc_model,
                             htp_arch=soc.htp_arch, os=f"Android {self.phone.android}" if self.phone.android else None)

@@ -6,7 +6,7 @@ inference of `qnn-net-run --num_inferences N`), the Execute Stats (Average/Min/M
 of the text summary, and per-op HTP cycles under their QNN op names -- so one conversion
 (`importers.qnn_profile_viewer`) turns any of them into a profile.
 
-Formats, as QAIRT's tools write them (samples in `shared/notes/qnn-net-run-facts.md`):
+Formats, as QAIRT's tools write them (samples in QAIRT's public docs and tutorials):
 
 * text (`qnn-profile-viewer --input_log X.log`): `Execute Stats (Average|Min|Max):` blocks,
   a `Graph N (name):` header, then `NetRun:  2952 us` and `Backend (<event>): <v> us|cycles|count`
